@@ -1,0 +1,71 @@
+/*
+ * ops.h — the kernel layer: one table of function pointers per backend.
+ *
+ * Ops are pure functions on raw buffers with explicit shapes; they allocate nothing and
+ * never fail (shapes are validated by the caller). Every fast backend is tested against the
+ * plain reference table (src/ops/ref/), which is the oracle. The table is the only seam
+ * between CPU and GPU: a CUDA backend fills the same fields with device pointers; a NULL
+ * entry means the backend lacks that op and the caller falls back to the CPU visibly.
+ * Backward kernels are added as *_bwd fields beside their forwards.
+ *
+ * Shape letters: B batch, T tokens, C channels, H heads, D head dim, M/K/N matmul dims.
+ */
+#ifndef MMT_OPS_H
+#define MMT_OPS_H
+
+#include <stdint.h>
+
+typedef struct mmt_ops {
+    const char *name; /* "ref", "avx2", "avx512", "cuda" */
+
+    /* y (M,N) = x (M,K) @ w (N,K)^T + bias (N); bias may be NULL. w is in the
+     * nn.Linear layout [out, in]. y must not alias x or w. */
+    void (*matmul_fwd)(float *y, const float *x, const float *w, const float *bias,
+                       int64_t M, int64_t K, int64_t N);
+
+    /* y (R,C) = (x - mean) * rstd * weight + bias per row; mean/rstd (R) are written when
+     * not NULL (saved for backward). Variance is the biased one, as torch.layer_norm. */
+    void (*layernorm_fwd)(float *y, float *mean, float *rstd, const float *x,
+                          const float *weight, const float *bias, int64_t R, int64_t C,
+                          float eps);
+
+    /* y (R,C) = softmax over each row of x; y may alias x. */
+    void (*softmax_fwd)(float *y, const float *x, int64_t R, int64_t C);
+
+    /* Elementwise activations on n floats; y may alias x.
+     * gelu: exact erf GELU, x * 0.5 * (1 + erf(x / sqrt 2)) (torch nn.GELU()).
+     * quick_gelu: x * sigmoid(1.702 x) (transformers QuickGELUActivation). */
+    void (*gelu_fwd)(float *y, const float *x, int64_t n);
+    void (*quick_gelu_fwd)(float *y, const float *x, int64_t n);
+
+    /* y (n) = a + b; y may alias a or b. */
+    void (*add_fwd)(float *y, const float *a, const float *b, int64_t n);
+
+    /* Multi-head scaled dot-product attention.
+     * q, k, v, out: (B, T, H*D), heads contiguous inside a row as in view(B,T,H,D).
+     * att: (B, H, T, T) scratch that receives the attention probabilities (kept for
+     * backward). scores = (q . k) * D^-0.5; causal masks key > query. */
+    void (*attention_fwd)(float *out, float *att, const float *q, const float *k,
+                          const float *v, int64_t B, int64_t T, int64_t H, int64_t D,
+                          int causal);
+
+    /* y (N,C) = table[ids[i]] rows; ids are validated by the caller. */
+    void (*embedding_fwd)(float *y, const int32_t *ids, const float *table, int64_t N,
+                          int64_t C);
+
+    /* Non-overlapping patch extraction for a Conv2d with kernel = stride = P:
+     * x (B, Cin, Hh, Ww) -> y (B, (Hh/P)*(Ww/P), Cin*P*P), patches in row-major grid order
+     * and each patch flattened as (Cin, P, P), matching a Conv2d weight [out, Cin, P, P]. */
+    void (*patchify_fwd)(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh,
+                         int64_t Ww, int64_t P);
+} mmt_ops;
+
+/* The plain C reference backend (the oracle). */
+const mmt_ops *mmt_ops_ref(void);
+/* The fastest CPU backend for this machine, chosen once by cpuid. The environment variable
+ * MMT_KERNELS=ref|avx2|avx512 forces one (an unavailable choice falls back, logged). */
+const mmt_ops *mmt_ops_cpu(void);
+/* A specific CPU backend, or NULL where this CPU or build lacks it. */
+const mmt_ops *mmt_ops_cpu_named(const char *name);
+
+#endif
