@@ -1,0 +1,89 @@
+/* arena.c — chunked bump allocator (see arena.h). */
+#include "core/arena.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+
+struct mmt_arena_chunk {
+    mmt_arena_chunk *next;
+    size_t size; /* usable bytes in data */
+    size_t used;
+    _Alignas(64) unsigned char data[];
+};
+
+void mmt_arena_init(mmt_arena *arena, size_t chunk_size) {
+    memset(arena, 0, sizeof *arena);
+    arena->chunk_size = chunk_size ? chunk_size : (size_t)1 << 20;
+}
+
+void *mmt_arena_alloc(mmt_arena *arena, size_t size, size_t align) {
+    if (align == 0) align = 1;
+    mmt_arena_chunk *c = arena->head;
+    if (c) {
+        size_t start = (c->used + align - 1) & ~(align - 1);
+        if (start <= c->size && size <= c->size - start) {
+            c->used = start + size;
+            arena->used_bytes += size;
+            if (arena->used_bytes > arena->peak_bytes) arena->peak_bytes = arena->used_bytes;
+            return c->data + start;
+        }
+    }
+    size_t want = size > arena->chunk_size ? size : arena->chunk_size;
+    if (want > SIZE_MAX - sizeof(mmt_arena_chunk) - 64) {
+        mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "arena allocation of %zu bytes is too large", size);
+        return NULL;
+    }
+    mmt_arena_chunk *fresh = mmt_malloc(sizeof(mmt_arena_chunk) + want);
+    if (!fresh) return NULL;
+    fresh->size = want;
+    fresh->used = size;
+    fresh->next = arena->head;
+    arena->head = fresh;
+    arena->used_bytes += size;
+    if (arena->used_bytes > arena->peak_bytes) arena->peak_bytes = arena->used_bytes;
+    return fresh->data;
+}
+
+void *mmt_arena_calloc(mmt_arena *arena, size_t count, size_t size) {
+    if (size != 0 && count > SIZE_MAX / size) {
+        mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "arena allocation size overflow");
+        return NULL;
+    }
+    void *p = mmt_arena_alloc(arena, count * size, 64);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+
+void mmt_arena_reset(mmt_arena *arena) {
+    /* Keep the largest chunk so a steady-state step allocates nothing. */
+    mmt_arena_chunk *keep = NULL;
+    for (mmt_arena_chunk *c = arena->head; c; c = c->next)
+        if (!keep || c->size > keep->size) keep = c;
+    mmt_arena_chunk *c = arena->head;
+    while (c) {
+        mmt_arena_chunk *next = c->next;
+        if (c != keep) mmt_free(c);
+        c = next;
+    }
+    if (keep) {
+        keep->used = 0;
+        keep->next = NULL;
+    }
+    arena->head = keep;
+    arena->used_bytes = 0;
+}
+
+void mmt_arena_free(mmt_arena *arena) {
+    if (!arena) return;
+    mmt_arena_chunk *c = arena->head;
+    while (c) {
+        mmt_arena_chunk *next = c->next;
+        mmt_free(c);
+        c = next;
+    }
+    arena->head = NULL;
+    arena->used_bytes = 0;
+}

@@ -1,0 +1,27 @@
+/*
+ * arena.h — bump allocator for things that share one lifetime.
+ *
+ * Blocks come from mmt_malloc in chunks; nothing is freed individually. mmt_arena_reset()
+ * keeps the largest chunk for reuse (per-step activations), mmt_arena_free() returns all.
+ */
+#ifndef MMT_CORE_ARENA_H
+#define MMT_CORE_ARENA_H
+
+#include <stddef.h>
+
+typedef struct mmt_arena_chunk mmt_arena_chunk;
+typedef struct mmt_arena {
+    mmt_arena_chunk *head;   /* owned chain of chunks, newest first */
+    size_t chunk_size;       /* default size of a new chunk */
+    size_t used_bytes;       /* bytes handed out since the last reset */
+    size_t peak_bytes;       /* high-water mark of used_bytes */
+} mmt_arena;
+
+void mmt_arena_init(mmt_arena *arena, size_t chunk_size);
+/* size bytes aligned to `align` (a power of two <= 64); NULL with an error set on failure. */
+void *mmt_arena_alloc(mmt_arena *arena, size_t size, size_t align);
+void *mmt_arena_calloc(mmt_arena *arena, size_t count, size_t size);
+void mmt_arena_reset(mmt_arena *arena);
+void mmt_arena_free(mmt_arena *arena);
+
+#endif

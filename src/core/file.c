@@ -1,0 +1,153 @@
+/* file.c — whole-file reads, read-only maps and crash-safe (temp + fsync + rename) writes. */
+#define _GNU_SOURCE
+#include "core/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+
+mmt_status mmt_file_read_all(const char *path, size_t max_bytes, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mmt_fail(errno == ENOENT ? MMT_STATUS_NOT_FOUND : MMT_STATUS_IO,
+                                "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mmt_fail(MMT_STATUS_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: file is %lld bytes, more than the %zu allowed",
+                        path, (long long)st.st_size, max_bytes);
+    }
+    size_t size = (size_t)st.st_size;
+    char *buf = mmt_malloc(size + 1);
+    if (!buf) {
+        close(fd);
+        return mmt_error_prefix(MMT_STATUS_OUT_OF_MEMORY, "%s: ", path);
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = errno;
+            close(fd);
+            mmt_free(buf);
+            return mmt_fail(MMT_STATUS_IO, "%s: read failed: %s", path,
+                            r == 0 ? "file shrank while reading" : strerror(e));
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[size] = '\0';
+    *data = buf;
+    *len = size;
+    return MMT_OK;
+}
+
+mmt_status mmt_file_map_open(const char *path, mmt_file_map *map) {
+    map->data = NULL;
+    map->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mmt_fail(errno == ENOENT ? MMT_STATUS_NOT_FOUND : MMT_STATUS_IO,
+                                "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mmt_fail(MMT_STATUS_IO, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return mmt_fail(MMT_STATUS_IO, "%s: mmap failed: %s", path, strerror(e));
+        }
+        map->data = p;
+        map->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return MMT_OK;
+}
+
+void mmt_file_map_close(mmt_file_map *map) {
+    if (map && map->data) munmap((void *)map->data, map->size);
+    if (map) {
+        map->data = NULL;
+        map->size = 0;
+    }
+}
+
+static mmt_status fsync_parent(const char *path) {
+    char *copy = mmt_strdup(path);
+    if (!copy) return MMT_STATUS_OUT_OF_MEMORY;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    mmt_free(copy);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return MMT_OK;
+}
+
+mmt_status mmt_file_write_atomic(const char *path, const void *data, size_t len) {
+    size_t n = strlen(path) + 32;
+    char *tmp = mmt_malloc(n);
+    if (!tmp) return MMT_STATUS_OUT_OF_MEMORY;
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        mmt_status s = mmt_fail(MMT_STATUS_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        mmt_free(tmp);
+        return s;
+    }
+    const char *p = data;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) goto fail;
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0) goto fail;
+    if (close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0) goto fail;
+    mmt_free(tmp);
+    return fsync_parent(path);
+fail:;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    mmt_free(tmp);
+    return mmt_fail(MMT_STATUS_IO, "%s: write failed: %s", path, strerror(e));
+}
+
+int mmt_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+char *mmt_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *out = mmt_malloc(a + b + 2);
+    if (!out) return NULL;
+    memcpy(out, dir, a);
+    size_t k = a;
+    if (a > 0 && dir[a - 1] != '/') out[k++] = '/';
+    memcpy(out + k, name, b + 1);
+    return out;
+}

@@ -1,0 +1,64 @@
+/*
+ * safetensors.h — reader (mmap, zero-copy) and writer for the safetensors format.
+ *
+ * Layout: u64 little-endian header length N, N bytes of JSON, then the data buffer. The
+ * reader validates everything before handing out a pointer: N <= 100,000,000 and inside the
+ * file, the JSON, dtypes, shapes (no negative dims, no overflow of the element count), each
+ * tensor's byte size against its offsets, tensors tiling the buffer with no gap or overlap,
+ * the buffer ending exactly at end of file, no duplicate names, __metadata__ string->string.
+ * Facts: ../shared/reference/formats.md §2 (safetensors/src/tensor.rs).
+ *
+ * The writer sorts tensors by dtype width (widest first) then name, emits {"format":"pt"}
+ * metadata first, pads the header with spaces to a multiple of 8, and writes atomically.
+ */
+#ifndef MMT_CORE_SAFETENSORS_H
+#define MMT_CORE_SAFETENSORS_H
+
+#include <stdint.h>
+
+#include "core/file.h"
+#include "core/tensor.h"
+
+typedef struct mmt_st_tensor {
+    const char *name;
+    mmt_dtype dtype;
+    int ndim;
+    int64_t shape[MMT_MAX_DIMS];
+    int64_t numel;
+    uint64_t begin, end;   /* offsets into the data buffer */
+    const void *data;      /* points into the mapping; may be unaligned for its dtype */
+} mmt_st_tensor;
+
+typedef struct mmt_safetensors {
+    char *path;               /* owned */
+    mmt_file_map map;         /* owned mapping of the whole file */
+    struct mmt_json_doc *header; /* owned parsed header (names point into it) */
+    int64_t n_tensors;
+    mmt_st_tensor *tensors;   /* owned, sorted by name */
+    int64_t n_metadata;
+    const char **metadata_keys, **metadata_values; /* owned arrays; strings in header */
+} mmt_safetensors;
+
+mmt_status mmt_safetensors_open(const char *path, mmt_safetensors **out);
+void mmt_safetensors_close(mmt_safetensors *st);
+/* NULL when absent (no error set). */
+const mmt_st_tensor *mmt_safetensors_find(const mmt_safetensors *st, const char *name);
+/* Metadata value for key, or NULL. */
+const char *mmt_safetensors_metadata(const mmt_safetensors *st, const char *key);
+
+/* Converts a float tensor (F32, F16, BF16, F64) to float32 into out (numel floats). */
+mmt_status mmt_st_tensor_to_f32(const mmt_st_tensor *t, float *out);
+
+typedef struct mmt_st_write_tensor {
+    const char *name;
+    mmt_dtype dtype;
+    int ndim;
+    const int64_t *shape;
+    const void *data; /* numel * dtype size bytes, little-endian */
+} mmt_st_write_tensor;
+
+/* Writes tensors (and extra metadata key/value pairs after "format":"pt") atomically. */
+mmt_status mmt_safetensors_write(const char *path, const mmt_st_write_tensor *tensors,
+                                 int64_t n, const char *const *metadata_kv, int64_t n_metadata);
+
+#endif
