@@ -30,7 +30,7 @@ test-asan: deps
 
 test-fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DMMT_FUZZ=ON -DMMT_OPENMP=OFF -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
-	cmake --build build-fuzz -j $(JOBS)
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	cd build-fuzz && ctest --output-on-failure -L fuzz
 
 demo: build

@@ -1,4 +1,507 @@
-/* mmtune.c — the command-line interface (placeholder until the CLI lands). */
+/*
+ * mmtune.c — the command-line interface. The only code that prints errors and picks exit
+ * codes: 0 success, 1 a failure while working (the library's one-line message is printed
+ * as "mmtune: error: ..."), 2 a usage error.
+ *
+ *   mmtune embed    --model DIR [--image PATH]... [--text STR]... [--truncate]
+ *   mmtune classify --model DIR --image PATH... --labels "a,b,c" [--template "a photo of a {}."]
+ *   mmtune inspect  --model DIR [--tensors]
+ *   mmtune bench embed [--batch 1,32] [--iters N] [--model DIR] [--tower image|text|both]
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/json.h"
+#include "data/tokenizer.h"
 #include "mmtune.h"
-int main(void) { printf("mmtune %s\n", MMT_VERSION_STRING); return 0; }
+#include "models/clip.h"
+#include "ops/ops.h"
+
+#define MAX_INPUTS 4096
+
+static const char *USAGE =
+    "usage: mmtune <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  embed      print normalised projected embeddings of images and texts (JSON lines)\n"
+    "  classify   zero-shot classify images against text labels (JSON lines)\n"
+    "  inspect    show a model's config, tensors, dtypes and parameter count\n"
+    "  bench      measure embedding throughput (bench embed --help)\n"
+    "  version    print the version\n"
+    "\n"
+    "Run 'mmtune <command> --help' for the options of a command.\n";
+
+static const char *EMBED_HELP =
+    "usage: mmtune embed --model DIR [--image PATH]... [--text STR]... [--truncate]\n"
+    "\n"
+    "  --model DIR    Hugging Face CLIP snapshot (config.json, model.safetensors, vocab.json,\n"
+    "                 merges.txt, optional preprocessor_config.json)\n"
+    "  --image PATH   a JPEG or PNG image (repeatable)\n"
+    "  --text STR     a text (repeatable); empty texts are refused\n"
+    "  --truncate     cut texts longer than the model's context instead of refusing them\n"
+    "\n"
+    "Prints one JSON object per input, images first, in the order given:\n"
+    "  {\"type\":\"image\",\"input\":\"a.jpg\",\"embedding\":[...]}\n";
+
+static const char *CLASSIFY_HELP =
+    "usage: mmtune classify --model DIR --image PATH... --labels \"cat,dog,car\" [--template T]\n"
+    "\n"
+    "  --model DIR      Hugging Face CLIP snapshot\n"
+    "  --image PATH     a JPEG or PNG image (repeatable)\n"
+    "  --labels LIST    comma-separated class names (at least one)\n"
+    "  --template T     prompt; {} is replaced by the label (default \"a photo of a {}.\")\n"
+    "\n"
+    "Probabilities are softmax(exp(logit_scale) * cosine) over the labels, as transformers'\n"
+    "CLIPModel logits_per_image.softmax(-1). One JSON object per image, labels best first.\n";
+
+static const char *INSPECT_HELP =
+    "usage: mmtune inspect --model DIR [--tensors]\n"
+    "\n"
+    "  --model DIR    Hugging Face CLIP snapshot\n"
+    "  --tensors      also list every tensor with dtype and shape\n";
+
+static const char *BENCH_HELP =
+    "usage: mmtune bench embed [--batch LIST] [--iters N] [--warmup N] [--tower image|text|both]\n"
+    "                          [--model DIR] [--json]\n"
+    "\n"
+    "Measures images/s and texts/s. Without --model it uses random weights with the exact\n"
+    "configuration of openai/clip-vit-base-patch32.\n"
+    "  --batch LIST   comma-separated batch sizes (default 1,32)\n"
+    "  --iters N      timed iterations per batch size (default 5)\n"
+    "  --warmup N     untimed iterations first (default 1)\n"
+    "  --tower T      image, text or both (default both)\n"
+    "  --json         print one JSON object per measurement instead of a table\n";
+
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mmtune: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see --help)\n", stderr);
+    va_end(ap);
+    return 2;
+}
+
+static int runtime_error(void) {
+    fprintf(stderr, "mmtune: error: %s\n", mmt_last_error());
+    return 1;
+}
+
+/* Simple option scanner: --name VALUE pairs and --flag switches. */
+typedef struct args {
+    int argc, i;
+    char **argv;
+} args;
+
+static int is_opt(args *a, const char *name) { return strcmp(a->argv[a->i], name) == 0; }
+
+static const char *value(args *a) {
+    if (a->i + 1 >= a->argc) return NULL;
+    return a->argv[++a->i];
+}
+
+static void print_embedding(const char *type, const char *input, const float *e, int64_t dim) {
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{\"type\":\"%s\",\"input\":", type);
+    mmt_strbuf_json_string(&b, input, strlen(input));
+    mmt_strbuf_append(&b, ",\"embedding\":[", 14);
+    for (int64_t j = 0; j < dim; j++) mmt_strbuf_printf(&b, "%s%.9g", j ? "," : "", e[j]);
+    mmt_strbuf_append(&b, "]}\n", 3);
+    if (!b.failed) fputs(b.data, stdout);
+    mmt_strbuf_free(&b);
+}
+
+static int cmd_embed(int argc, char **argv) {
+    const char *model_dir = NULL;
+    const char *images[MAX_INPUTS], *texts[MAX_INPUTS];
+    int64_t n_images = 0, n_texts = 0;
+    int truncate = 0;
+    args a = {argc, 0, argv};
+    for (a.i = 0; a.i < argc; a.i++) {
+        const char *v;
+        if (is_opt(&a, "--help") || is_opt(&a, "-h")) {
+            fputs(EMBED_HELP, stdout);
+            return 0;
+        } else if (is_opt(&a, "--model")) {
+            if (!(model_dir = value(&a))) return usage_error("--model needs a folder");
+        } else if (is_opt(&a, "--image")) {
+            if (!(v = value(&a))) return usage_error("--image needs a path");
+            if (n_images == MAX_INPUTS) return usage_error("more than %d images", MAX_INPUTS);
+            images[n_images++] = v;
+        } else if (is_opt(&a, "--text")) {
+            if (!(v = value(&a))) return usage_error("--text needs a string");
+            if (n_texts == MAX_INPUTS) return usage_error("more than %d texts", MAX_INPUTS);
+            texts[n_texts++] = v;
+        } else if (is_opt(&a, "--truncate")) {
+            truncate = 1;
+        } else {
+            return usage_error("embed: unknown option '%s'", argv[a.i]);
+        }
+    }
+    if (!model_dir) return usage_error("embed: --model is required");
+    if (n_images + n_texts == 0) return usage_error("embed: give at least one --image or --text");
+    mmt_clip *model;
+    if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
+    int64_t dim = mmt_clip_embed_dim(model);
+    int rc = 0;
+    float *out = mmt_malloc((size_t)((n_images > n_texts ? n_images : n_texts) * dim) * sizeof(float));
+    if (!out) {
+        rc = runtime_error();
+    } else if (n_images && mmt_clip_embed_image_files(model, images, n_images, out) != MMT_OK) {
+        rc = runtime_error();
+    } else {
+        for (int64_t i = 0; i < n_images; i++) print_embedding("image", images[i], out + i * dim, dim);
+        if (n_texts && mmt_clip_embed_texts_ex(model, texts, n_texts, truncate, out) != MMT_OK) {
+            rc = runtime_error();
+        } else {
+            for (int64_t i = 0; i < n_texts; i++) print_embedding("text", texts[i], out + i * dim, dim);
+        }
+    }
+    mmt_free(out);
+    mmt_clip_free(model);
+    return rc;
+}
+
+/* Splits a comma-separated list in place; empty items are an error. */
+static int split_labels(char *list, char **labels, int64_t *n) {
+    *n = 0;
+    char *save = NULL;
+    for (char *p = list;; p = NULL) {
+        char *tok = strtok_r(p, ",", &save);
+        if (!tok) break;
+        while (*tok == ' ') tok++;
+        size_t len = strlen(tok);
+        while (len && tok[len - 1] == ' ') tok[--len] = '\0';
+        if (!len) return -1;
+        if (*n == MAX_INPUTS) return -1;
+        labels[(*n)++] = tok;
+    }
+    return *n ? 0 : -1;
+}
+
+static char *fill_template(const char *template, const char *label) {
+    const char *at = strstr(template, "{}");
+    size_t tl = strlen(template), ll = strlen(label);
+    char *out = mmt_malloc(tl + ll + 1);
+    if (!out) return NULL;
+    if (!at) {
+        memcpy(out, template, tl + 1);
+        return out;
+    }
+    size_t pre = (size_t)(at - template);
+    memcpy(out, template, pre);
+    memcpy(out + pre, label, ll);
+    memcpy(out + pre + ll, at + 2, tl - pre - 2 + 1);
+    return out;
+}
+
+typedef struct scored {
+    int64_t index;
+    double prob;
+} scored;
+
+static int by_prob_desc(const void *a, const void *b) {
+    double x = ((const scored *)a)->prob, y = ((const scored *)b)->prob;
+    return (x < y) - (x > y);
+}
+
+static int cmd_classify(int argc, char **argv) {
+    const char *model_dir = NULL, *template = "a photo of a {}.";
+    const char *images[MAX_INPUTS];
+    char *label_list = NULL, *labels[MAX_INPUTS];
+    int64_t n_images = 0, n_labels = 0;
+    args a = {argc, 0, argv};
+    for (a.i = 0; a.i < argc; a.i++) {
+        const char *v;
+        if (is_opt(&a, "--help") || is_opt(&a, "-h")) {
+            fputs(CLASSIFY_HELP, stdout);
+            return 0;
+        } else if (is_opt(&a, "--model")) {
+            if (!(model_dir = value(&a))) return usage_error("--model needs a folder");
+        } else if (is_opt(&a, "--image")) {
+            if (!(v = value(&a))) return usage_error("--image needs a path");
+            if (n_images == MAX_INPUTS) return usage_error("more than %d images", MAX_INPUTS);
+            images[n_images++] = v;
+        } else if (is_opt(&a, "--labels")) {
+            if (!(v = value(&a))) return usage_error("--labels needs a comma-separated list");
+            label_list = (char *)v;
+        } else if (is_opt(&a, "--template")) {
+            if (!(template = value(&a))) return usage_error("--template needs a string");
+        } else {
+            return usage_error("classify: unknown option '%s'", argv[a.i]);
+        }
+    }
+    if (!model_dir) return usage_error("classify: --model is required");
+    if (!n_images) return usage_error("classify: give at least one --image");
+    if (!label_list || split_labels(label_list, labels, &n_labels) != 0)
+        return usage_error("classify: --labels needs a comma-separated list of non-empty names");
+    mmt_clip *model;
+    if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
+    int64_t dim = mmt_clip_embed_dim(model);
+    int rc = 0;
+    char **prompts = mmt_calloc((size_t)n_labels, sizeof(char *));
+    float *img = mmt_malloc((size_t)(n_images * dim) * sizeof(float));
+    float *txt = mmt_malloc((size_t)(n_labels * dim) * sizeof(float));
+    scored *s = mmt_malloc((size_t)n_labels * sizeof(scored));
+    if (!prompts || !img || !txt || !s) {
+        rc = runtime_error();
+        goto done;
+    }
+    for (int64_t i = 0; i < n_labels; i++)
+        if (!(prompts[i] = fill_template(template, labels[i]))) {
+            rc = runtime_error();
+            goto done;
+        }
+    if (mmt_clip_embed_texts(model, (const char *const *)prompts, n_labels, txt) != MMT_OK ||
+        mmt_clip_embed_image_files(model, images, n_images, img) != MMT_OK) {
+        rc = runtime_error();
+        goto done;
+    }
+    double scale = mmt_clip_logit_scale(model);
+    for (int64_t i = 0; i < n_images; i++) {
+        double max = -INFINITY, sum = 0;
+        for (int64_t c = 0; c < n_labels; c++) {
+            double dot = 0;
+            for (int64_t j = 0; j < dim; j++) dot += (double)img[i * dim + j] * txt[c * dim + j];
+            s[c].index = c;
+            s[c].prob = scale * dot;
+            if (s[c].prob > max) max = s[c].prob;
+        }
+        for (int64_t c = 0; c < n_labels; c++) sum += (s[c].prob = exp(s[c].prob - max));
+        for (int64_t c = 0; c < n_labels; c++) s[c].prob /= sum;
+        qsort(s, (size_t)n_labels, sizeof *s, by_prob_desc);
+        mmt_strbuf b = {0};
+        mmt_strbuf_append(&b, "{\"image\":", 9);
+        mmt_strbuf_json_string(&b, images[i], strlen(images[i]));
+        mmt_strbuf_append(&b, ",\"label\":", 9);
+        mmt_strbuf_json_string(&b, labels[s[0].index], strlen(labels[s[0].index]));
+        mmt_strbuf_append(&b, ",\"probs\":{", 10);
+        for (int64_t c = 0; c < n_labels; c++) {
+            if (c) mmt_strbuf_append(&b, ",", 1);
+            mmt_strbuf_json_string(&b, labels[s[c].index], strlen(labels[s[c].index]));
+            mmt_strbuf_printf(&b, ":%.6f", s[c].prob);
+        }
+        mmt_strbuf_append(&b, "}}\n", 3);
+        if (!b.failed) fputs(b.data, stdout);
+        mmt_strbuf_free(&b);
+    }
+done:
+    if (prompts)
+        for (int64_t i = 0; i < n_labels; i++) mmt_free(prompts[i]);
+    mmt_free(prompts);
+    mmt_free(img);
+    mmt_free(txt);
+    mmt_free(s);
+    mmt_clip_free(model);
+    return rc;
+}
+
+static void print_tower(const char *name, const mmt_clip_tower_config *t, int is_text) {
+    printf("%s tower: hidden %lld, intermediate %lld, layers %lld, heads %lld, act %s, eps %g\n",
+           name, (long long)t->hidden_size, (long long)t->intermediate_size,
+           (long long)t->num_layers, (long long)t->num_heads, mmt_activation_name(t->act),
+           t->layer_norm_eps);
+    if (is_text)
+        printf("  vocab %lld, context %lld, eos_token_id %lld%s\n", (long long)t->vocab_size,
+               (long long)t->max_positions, (long long)t->eos_token_id,
+               t->eos_token_id == 2 ? " (legacy: pools at argmax of ids)" : "");
+    else
+        printf("  image %lldx%lld, patch %lld, channels %lld, tokens %lld\n", (long long)t->image_size,
+               (long long)t->image_size, (long long)t->patch_size, (long long)t->num_channels,
+               (long long)((t->image_size / t->patch_size) * (t->image_size / t->patch_size) + 1));
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    const char *model_dir = NULL;
+    int tensors = 0;
+    args a = {argc, 0, argv};
+    for (a.i = 0; a.i < argc; a.i++) {
+        if (is_opt(&a, "--help") || is_opt(&a, "-h")) {
+            fputs(INSPECT_HELP, stdout);
+            return 0;
+        } else if (is_opt(&a, "--model")) {
+            if (!(model_dir = value(&a))) return usage_error("--model needs a folder");
+        } else if (is_opt(&a, "--tensors")) {
+            tensors = 1;
+        } else {
+            return usage_error("inspect: unknown option '%s'", argv[a.i]);
+        }
+    }
+    if (!model_dir) return usage_error("inspect: --model is required");
+    mmt_clip *model;
+    if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
+    const mmt_clip_config *cfg = mmt_clip_config_of(model);
+    const mmt_weights *w = mmt_clip_weights(model);
+    printf("model: %s\n", model_dir);
+    printf("architecture: %s\n", cfg->has_text && cfg->has_vision ? "CLIPModel"
+                                 : cfg->has_text ? "CLIPTextModelWithProjection"
+                                                 : "CLIPVisionModelWithProjection");
+    printf("projection_dim: %lld, logit_scale: %.4f (temperature x%.2f)\n", (long long)cfg->projection_dim,
+           log(mmt_clip_logit_scale(model)), mmt_clip_logit_scale(model));
+    if (cfg->has_text) print_tower("text", &cfg->text, 1);
+    if (cfg->has_vision) print_tower("vision", &cfg->vision, 0);
+    int64_t n_tensors = 0, by_dtype[MMT_DTYPE_COUNT] = {0};
+    for (int64_t f = 0; f < w->n_files; f++)
+        for (int64_t i = 0; i < w->files[f]->n_tensors; i++) {
+            n_tensors++;
+            by_dtype[w->files[f]->tensors[i].dtype] += w->files[f]->tensors[i].numel;
+        }
+    printf("files: %lld, tensors: %lld, parameters: %lld\n", (long long)w->n_files,
+           (long long)n_tensors, (long long)mmt_weights_param_count(w));
+    printf("dtypes:");
+    for (int d = 0; d < MMT_DTYPE_COUNT; d++)
+        if (by_dtype[d]) printf(" %s %lld", mmt_dtype_name((mmt_dtype)d), (long long)by_dtype[d]);
+    printf("\ntokenizer: %s\n", mmt_clip_tokenizer(model) ? "vocab.json + merges.txt" : "none");
+    if (tensors)
+        for (int64_t f = 0; f < w->n_files; f++)
+            for (int64_t i = 0; i < w->files[f]->n_tensors; i++) {
+                const mmt_st_tensor *t = &w->files[f]->tensors[i];
+                char shape[128];
+                printf("  %-70s %-5s %s\n", t->name, mmt_dtype_name(t->dtype),
+                       mmt_shape_str(t->shape, t->ndim, shape, sizeof shape));
+            }
+    mmt_clip_free(model);
+    return 0;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    if (argc < 1 || strcmp(argv[0], "embed") != 0) {
+        if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+            fputs(BENCH_HELP, stdout);
+            return 0;
+        }
+        return usage_error("bench: the only benchmark so far is 'bench embed'");
+    }
+    const char *model_dir = NULL, *tower = "both";
+    char batch_list[256] = "1,32";
+    long iters = 5, warmup = 1;
+    int json = 0;
+    args a = {argc, 1, argv};
+    for (; a.i < argc; a.i++) {
+        const char *v;
+        if (is_opt(&a, "--help") || is_opt(&a, "-h")) {
+            fputs(BENCH_HELP, stdout);
+            return 0;
+        } else if (is_opt(&a, "--model")) {
+            if (!(model_dir = value(&a))) return usage_error("--model needs a folder");
+        } else if (is_opt(&a, "--batch")) {
+            if (!(v = value(&a)) || strlen(v) >= sizeof batch_list) return usage_error("--batch needs a list");
+            strcpy(batch_list, v);
+        } else if (is_opt(&a, "--iters") || is_opt(&a, "--warmup")) {
+            int is_iters = is_opt(&a, "--iters");
+            char *end;
+            if (!(v = value(&a))) return usage_error("%s needs a number", argv[a.i - 1]);
+            long n = strtol(v, &end, 10);
+            if (*end || n < (is_iters ? 1 : 0) || n > 100000) return usage_error("bad count '%s'", v);
+            *(is_iters ? &iters : &warmup) = n;
+        } else if (is_opt(&a, "--tower")) {
+            if (!(tower = value(&a)) || (strcmp(tower, "image") && strcmp(tower, "text") && strcmp(tower, "both")))
+                return usage_error("--tower takes image, text or both");
+        } else if (is_opt(&a, "--json")) {
+            json = 1;
+        } else {
+            return usage_error("bench embed: unknown option '%s'", argv[a.i]);
+        }
+    }
+    mmt_clip *model;
+    if (model_dir) {
+        if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
+    } else {
+        mmt_clip_config cfg;
+        mmt_clip_config_default(&cfg); /* the class defaults are exactly ViT-B/32 */
+        if (mmt_clip_create_random(&cfg, 42, &model) != MMT_OK) return runtime_error();
+    }
+    const mmt_clip_config *cfg = mmt_clip_config_of(model);
+    const char *kernels = mmt_ops_cpu()->name;
+    if (!json)
+        printf("%-6s %6s %10s %12s %10s   (kernels: %s, model: %s)\n", "tower", "batch",
+               "ms/batch", "items/s", "best ms", kernels, model_dir ? model_dir : "random ViT-B/32");
+    int rc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(batch_list, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+        long B = strtol(tok, NULL, 10);
+        if (B <= 0 || B > 4096) {
+            rc = usage_error("bad batch size '%s'", tok);
+            break;
+        }
+        for (int which = 0; which < 2 && !rc; which++) {
+            int is_image = which == 0;
+            if ((is_image && (!strcmp(tower, "text") || !cfg->has_vision)) ||
+                (!is_image && (!strcmp(tower, "image") || !cfg->has_text)))
+                continue;
+            int64_t S = cfg->vision.image_size, L = cfg->text.max_positions;
+            float *pixels = NULL, *out = mmt_malloc((size_t)(B * cfg->projection_dim) * 4);
+            int32_t *ids = NULL;
+            if (is_image) {
+                pixels = mmt_malloc((size_t)(B * 3 * S * S) * 4);
+                for (int64_t i = 0; pixels && i < B * 3 * S * S; i++) pixels[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+            } else {
+                /* Prompt-like lengths: 10 tokens then EOS padding (texts are trimmed). */
+                ids = mmt_malloc((size_t)(B * L) * 4);
+                for (int64_t i = 0; ids && i < B * L; i++) {
+                    int64_t pos = i % L;
+                    ids[i] = pos == 0 ? (int32_t)cfg->text.bos_token_id
+                           : pos < 9 ? (int32_t)(300 + (i * 31) % 1000)
+                                     : (int32_t)cfg->text.eos_token_id;
+                }
+            }
+            if (!out || (is_image ? !pixels : !ids)) {
+                rc = runtime_error();
+            } else {
+                double total = 0, best = 1e30;
+                for (long it = 0; it < warmup + iters && !rc; it++) {
+                    double t0 = now_seconds();
+                    mmt_status s = is_image ? mmt_clip_encode_pixels(model, pixels, B, out)
+                                            : mmt_clip_encode_ids(model, ids, B, L, out);
+                    double dt = now_seconds() - t0;
+                    if (s != MMT_OK) rc = runtime_error();
+                    if (it >= warmup) {
+                        total += dt;
+                        if (dt < best) best = dt;
+                    }
+                }
+                double mean = total / (double)iters;
+                if (!rc && json)
+                    printf("{\"tower\":\"%s\",\"batch\":%ld,\"mean_s\":%.6f,\"best_s\":%.6f,\"items_per_s\":%.3f,\"kernels\":\"%s\"}\n",
+                           is_image ? "image" : "text", B, mean, best, (double)B / mean, kernels);
+                else if (!rc)
+                    printf("%-6s %6ld %10.2f %12.2f %10.2f\n", is_image ? "image" : "text", B,
+                           mean * 1e3, (double)B / mean, best * 1e3);
+            }
+            mmt_free(pixels);
+            mmt_free(ids);
+            mmt_free(out);
+        }
+    }
+    mmt_clip_free(model);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("mmtune %s (kernels: %s)\n", MMT_VERSION_STRING, mmt_ops_cpu()->name);
+        return 0;
+    }
+    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
+    if (!strcmp(cmd, "classify")) return cmd_classify(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    return usage_error("unknown command '%s'", cmd);
+}

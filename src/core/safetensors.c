@@ -178,9 +178,27 @@ mmt_status mmt_safetensors_open(const char *path, mmt_safetensors **out) {
     return MMT_OK;
 }
 
+mmt_status mmt_safetensors_open_memory(const void *data, size_t size, const char *what,
+                                       mmt_safetensors **out) {
+    *out = NULL;
+    mmt_safetensors *st = mmt_calloc(1, sizeof *st);
+    if (!st) return MMT_STATUS_OUT_OF_MEMORY;
+    st->borrowed = 1;
+    st->map.data = data;
+    st->map.size = size;
+    st->path = mmt_strdup(what);
+    mmt_status s = st->path ? open_impl(st) : MMT_STATUS_OUT_OF_MEMORY;
+    if (s != MMT_OK) {
+        mmt_safetensors_close(st);
+        return s;
+    }
+    *out = st;
+    return MMT_OK;
+}
+
 void mmt_safetensors_close(mmt_safetensors *st) {
     if (!st) return;
-    mmt_file_map_close(&st->map);
+    if (!st->borrowed) mmt_file_map_close(&st->map);
     mmt_json_free(st->header);
     mmt_free(st->tensors);
     mmt_free((void *)st->metadata_keys);

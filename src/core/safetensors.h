@@ -31,7 +31,8 @@ typedef struct mmt_st_tensor {
 
 typedef struct mmt_safetensors {
     char *path;               /* owned */
-    mmt_file_map map;         /* owned mapping of the whole file */
+    mmt_file_map map;         /* the whole file: an owned mapping, or borrowed memory */
+    int borrowed;             /* map points at the caller's memory (open_memory) */
     struct mmt_json_doc *header; /* owned parsed header (names point into it) */
     int64_t n_tensors;
     mmt_st_tensor *tensors;   /* owned, sorted by name */
@@ -40,6 +41,10 @@ typedef struct mmt_safetensors {
 } mmt_safetensors;
 
 mmt_status mmt_safetensors_open(const char *path, mmt_safetensors **out);
+/* Parses a safetensors image already in memory (kept by the caller until close);
+ * `what` names it in errors. */
+mmt_status mmt_safetensors_open_memory(const void *data, size_t size, const char *what,
+                                       mmt_safetensors **out);
 void mmt_safetensors_close(mmt_safetensors *st);
 /* NULL when absent (no error set). */
 const mmt_st_tensor *mmt_safetensors_find(const mmt_safetensors *st, const char *name);

@@ -8,6 +8,11 @@
  * entry means the backend lacks that op and the caller falls back to the CPU visibly.
  * Backward kernels are added as *_bwd fields beside their forwards.
  *
+ * Threads and stack: the CPU kernels split large calls over OpenMP threads (OMP_NUM_THREADS).
+ * The AVX2 matmul and attention pack operands into buffers on the stack, about 330 KiB per
+ * calling thread and per OpenMP worker, so threads that call ops need a normal-sized stack
+ * (the glibc default of 8 MiB is plenty).
+ *
  * Shape letters: B batch, T tokens, C channels, H heads, D head dim, M/K/N matmul dims.
  */
 #ifndef MMT_OPS_H
@@ -24,7 +29,8 @@ typedef struct mmt_ops {
                        int64_t M, int64_t K, int64_t N);
 
     /* y (R,C) = (x - mean) * rstd * weight + bias per row; mean/rstd (R) are written when
-     * not NULL (saved for backward). Variance is the biased one, as torch.layer_norm. */
+     * not NULL (saved for backward). Variance is the biased one, as torch.layer_norm.
+     * weight and bias may be NULL (no affine transform). */
     void (*layernorm_fwd)(float *y, float *mean, float *rstd, const float *x,
                           const float *weight, const float *bias, int64_t R, int64_t C,
                           float eps);
@@ -55,7 +61,8 @@ typedef struct mmt_ops {
 
     /* Non-overlapping patch extraction for a Conv2d with kernel = stride = P:
      * x (B, Cin, Hh, Ww) -> y (B, (Hh/P)*(Ww/P), Cin*P*P), patches in row-major grid order
-     * and each patch flattened as (Cin, P, P), matching a Conv2d weight [out, Cin, P, P]. */
+     * and each patch flattened as (Cin, P, P), matching a Conv2d weight [out, Cin, P, P].
+     * Like Conv2d, rows and columns that do not fill a whole patch are dropped. */
     void (*patchify_fwd)(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh,
                          int64_t Ww, int64_t P);
 } mmt_ops;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sweeps v3's block sizes (KC MC NC) on the ViT-B/32 shapes and prints GFLOP/s per shape,
+# the best of ROUNDS rounds (configs interleaved, so a burst of load from other processes on
+# the machine hits one round, not one config).
+#   ./tune.sh "256 72 256" "256 144 256 -DSGEMM_NO_PREFETCH_C" ...
+#   (KC MC NC [compile flags]; default: the sweep recorded in README.md)
+#   THREADS=2 ROUNDS=3 ./tune.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+configs=("$@")
+if [ ${#configs[@]} -eq 0 ]; then
+  configs=("128 72 256" "192 72 256" "256 72 256" "384 72 256" "256 48 256" "256 96 256"
+           "256 144 256" "256 72 128" "256 72 512" "256 72 1024")
+fi
+threads=${THREADS:-1}
+rounds=${ROUNDS:-3}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for i in "${!configs[@]}"; do
+  read -r kc mc nc extra <<<"${configs[$i]}"
+  make -s KC="$kc" MC="$mc" NC="$nc" EXTRA="${extra:-}" bench_sgemm >/dev/null
+  cp bench_sgemm "$tmp/bench_$i"
+done
+for r in $(seq "$rounds"); do
+  for i in "${!configs[@]}"; do
+    "$tmp/bench_$i" --threads "$threads" --shapes vit v3 | awk 'NR>1 {print $5}' >"$tmp/r${r}_$i"
+  done
+done
+echo "KC   MC   NC    flags                   1600x768x768 x768x3072 x3072x768 x768x512  (GFLOP/s, best of $rounds)"
+for i in "${!configs[@]}"; do
+  read -r kc mc nc extra <<<"${configs[$i]}"
+  printf "%-4s %-4s %-5s %-22s " "$kc" "$mc" "$nc" "${extra:-}"
+  paste "$tmp"/r*_"$i" | awk '{m=0; for(i=1;i<=NF;i++) if($i>m) m=$i; printf "%10.1f", m} END {print ""}'
+done
+make -s bench_sgemm >/dev/null  # leave the default build behind

@@ -1,0 +1,41 @@
+/*
+ * clip_config.h — CLIP configuration as transformers' CLIPConfig reads it.
+ *
+ * Missing keys take the class defaults (configuration_clip.py); `text_config_dict` /
+ * `vision_config_dict` override `text_config` / `vision_config` as in CLIPConfig.__init__.
+ * A config.json of a lone tower (model_type "clip_text_model" / "clip_vision_model", as
+ * CLIPTextModelWithProjection / CLIPVisionModelWithProjection save it) gives that tower only.
+ * Facts: ../shared/reference/formats.md §1.1.
+ */
+#ifndef MMT_MODELS_CLIP_CONFIG_H
+#define MMT_MODELS_CLIP_CONFIG_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef enum mmt_activation { MMT_ACT_QUICK_GELU, MMT_ACT_GELU } mmt_activation;
+
+typedef struct mmt_clip_tower_config {
+    int64_t hidden_size, intermediate_size, num_layers, num_heads;
+    mmt_activation act;
+    double layer_norm_eps;
+    /* text only */
+    int64_t vocab_size, max_positions, eos_token_id, bos_token_id, pad_token_id;
+    /* vision only */
+    int64_t num_channels, image_size, patch_size;
+} mmt_clip_tower_config;
+
+typedef struct mmt_clip_config {
+    int has_text, has_vision;
+    mmt_clip_tower_config text, vision;
+    int64_t projection_dim;
+    double logit_scale_init;
+} mmt_clip_config;
+
+void mmt_clip_config_default(mmt_clip_config *cfg);
+/* Reads config.json at path; errors name the file and the field. */
+mmt_status mmt_clip_config_load(const char *path, mmt_clip_config *cfg);
+const char *mmt_activation_name(mmt_activation act);
+
+#endif

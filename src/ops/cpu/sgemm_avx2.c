@@ -1,0 +1,256 @@
+/*
+ * sgemm_avx2.c — cache-blocked, packed single-precision GEMM for AVX2 + FMA, and the
+ * nn.Linear forward built on it.
+ *
+ * Structure (Goto/BLIS): a 6x16 register-blocked microkernel (12 ymm accumulators, 2 B
+ * vectors, 1 broadcast A: 15 of the 16 ymm registers) runs over packed panels. K is cut into
+ * blocks of at most SGEMM_KC so a 16-column B micro-panel (kc x 16) stays in L1 while the
+ * microkernel sweeps the packed A block (SGEMM_MC x kc) held in L2; the packed B block
+ * (kc x SGEMM_NC) is reused for every A block of the thread's rows. Edge tiles (M % 6,
+ * N % 16) run the same microkernel on zero-padded panels into a scratch tile that is then
+ * merged, so any M, N, K >= 1 works with one kernel.
+ *
+ * Threads: the output is split into a grid of rectangles (over M first, over N when M is too
+ * small), one per OpenMP thread; each packs its own panels into buffers on its own stack, so
+ * the call allocates nothing, cannot fail and needs no barrier. The price is that B is packed
+ * once per row range (twice on 2 threads) and A once per SGEMM_NC columns, a few percent of
+ * the multiply at the CLIP shapes (dev/kernels/README.md has the measurements that chose the
+ * block sizes).
+ *
+ * Operands are strided views (cpu_ops.h), so the same code serves x @ w^T (nn.Linear),
+ * attention's q @ k^T and p @ v, and later the backward products. Packing has fast paths for
+ * the two common layouts (unit stride along the packed rows, or along K: 8x8 transposes).
+ */
+#include <immintrin.h>
+
+#include "ops/cpu/cpu_ops.h"
+
+#define MR 6  /* microkernel rows (A) */
+#define NR 16 /* microkernel columns (B): two ymm vectors */
+
+/* Block sizes; overridable at compile time for the tuning runs in dev/kernels. */
+#ifndef SGEMM_KC
+#define SGEMM_KC 256 /* depth of one packed block: kc x 16 B micro-panel = 16 KiB, in L1 */
+#endif
+#ifndef SGEMM_MC
+#define SGEMM_MC 72 /* rows of the packed A block: 72 x 256 x 4 B = 72 KiB, in L2 */
+#endif
+#ifndef SGEMM_NC
+#define SGEMM_NC 256 /* columns of the packed B block: 256 KiB, in L2/L3 */
+#endif
+/* Below this many flops a second thread costs more than it saves. */
+#define SGEMM_PARALLEL_MIN_FLOPS 4.0e6
+
+_Static_assert(SGEMM_MC % MR == 0 && SGEMM_NC % NR == 0, "blocks must hold whole panels");
+_Static_assert(MR == 6 && NR % 8 == 0, "pack_panels stores panels 8 or 6 floats wide");
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Transposes 8 rows of 8 floats in place: afterwards r[j] holds the old column j. */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        s[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+
+/* Packs the (rows x kc) slice of a strided matrix into panels of `width` rows, each stored
+ * k-major (panel[k * width + r]) and zero-padded to `width` rows. For A, rows are M
+ * (width 6); for B the caller passes the transposed view so rows are N (width 16). `stride_r`
+ * and `stride_k` are the element strides along rows and along K. */
+static void pack_panels(float *dst, const float *src, int64_t rows, int64_t kc, int64_t stride_r,
+                        int64_t stride_k, int width) {
+    for (int64_t r0 = 0; r0 < rows; r0 += width, dst += width * kc) {
+        int64_t nr = min64(width, rows - r0);
+        const float *s = src + r0 * stride_r;
+        int64_t k = 0;
+        if (stride_k == 1) {
+            /* Rows contiguous along K: transpose 8 rows x 8 k at a time. Rows past nr read
+             * as zeros (the padding). */
+            for (; k + 8 <= kc; k += 8) {
+                for (int g = 0; g < width; g += 8) {
+                    __m256 v[8];
+                    for (int i = 0; i < 8; i++)
+                        v[i] = g + i < nr ? _mm256_loadu_ps(s + (g + i) * stride_r + k)
+                                          : _mm256_setzero_ps();
+                    transpose8(v);
+                    int lanes = width - g < 8 ? width - g : 8; /* 6 for A panels */
+                    for (int i = 0; i < 8; i++) {
+                        float *d = dst + (k + i) * width + g;
+                        if (lanes == 8) {
+                            _mm256_storeu_ps(d, v[i]);
+                        } else { /* lanes == 6 */
+                            _mm_storeu_ps(d, _mm256_castps256_ps128(v[i]));
+                            _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(v[i], 1));
+                        }
+                    }
+                }
+            }
+        } else if (stride_r == 1 && nr == width) {
+            /* Panel rows contiguous in memory (e.g. p @ v): plain vector copies. */
+            for (; k < kc; k++) {
+                const float *sk = s + k * stride_k;
+                int r = 0;
+                for (; r + 8 <= width; r += 8)
+                    _mm256_storeu_ps(dst + k * width + r, _mm256_loadu_ps(sk + r));
+                for (; r < width; r++) dst[k * width + r] = sk[r];
+            }
+        }
+        for (; k < kc; k++) /* generic strides and the K tail */
+            for (int r = 0; r < width; r++)
+                dst[k * width + r] = r < nr ? s[r * stride_r + k * stride_k] : 0.0f;
+    }
+}
+
+/* The 6x16 microkernel: c (6,16) = [c +] ap (6,kc) @ bp (kc,16) [+ bias (16)], ap and bp
+ * packed k-major. The arrays of accumulators are fully unrolled into registers by -O3. */
+static inline void kernel_6x16(int64_t kc, const float *restrict ap, const float *restrict bp,
+                               float *restrict c, int64_t ldc, const float *bias,
+                               int accumulate) {
+    __m256 acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#ifndef SGEMM_NO_PREFETCH_C /* (the switch is for dev/kernels measurements) */
+    /* Fetch the C tile now: it is read or written only after the k loop, and at the CLIP
+     * shapes C is far bigger than the caches, so waiting for it then would idle the FMAs. */
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+#endif
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8);
+        for (int i = 0; i < MR; i++) {
+            __m256 a = _mm256_broadcast_ss(ap + k * MR + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+    }
+    __m256 bias0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    __m256 bias1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        if (accumulate) {
+            acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(ci));
+            acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(ci + 8));
+        } else {
+            acc[i][0] = _mm256_add_ps(acc[i][0], bias0);
+            acc[i][1] = _mm256_add_ps(acc[i][1], bias1);
+        }
+        _mm256_storeu_ps(ci, acc[i][0]);
+        _mm256_storeu_ps(ci + 8, acc[i][1]);
+    }
+}
+
+/* c block (mc, nc) = [c +] packed A (mc, kc) @ packed B (kc, nc) [+ bias (nc)]. The B
+ * micro-panel is the outer loop so it stays in L1 while the A panels stream from L2. */
+static void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float *apack,
+                         const float *bpack, float *c, int64_t ldc, const float *bias,
+                         int accumulate) {
+    for (int64_t j = 0; j < nc; j += NR) {
+        int64_t nr = min64(NR, nc - j);
+        const float *bp = bpack + j * kc;
+        for (int64_t i = 0; i < mc; i += MR) {
+            int64_t mr = min64(MR, mc - i);
+            const float *ap = apack + i * kc;
+            float *cij = c + i * ldc + j;
+            if (mr == MR && nr == NR) {
+                kernel_6x16(kc, ap, bp, cij, ldc, bias ? bias + j : NULL, accumulate);
+                continue;
+            }
+            _Alignas(32) float tile[MR * NR];
+            kernel_6x16(kc, ap, bp, tile, NR, NULL, 0);
+            for (int64_t r = 0; r < mr; r++)
+                for (int64_t s = 0; s < nr; s++) {
+                    float v = tile[r * NR + s];
+                    if (accumulate) v += cij[r * ldc + s];
+                    else if (bias) v += bias[j + s];
+                    cij[r * ldc + s] = v;
+                }
+        }
+    }
+}
+
+/* Splits n into near-equal steps of at most `max`, rounded up to a multiple of `unit`, so a
+ * range is not left with a sliver of a block at its end. */
+static int64_t balanced_step(int64_t n, int64_t max, int64_t unit) {
+    int64_t parts = ceil_div(n, max);
+    int64_t step = ceil_div(ceil_div(n, parts), unit) * unit;
+    return step < max ? step : max;
+}
+
+/* One thread's rectangle c[m0:m1, n0:n1] over the full K. */
+static void sgemm_range(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
+                        sgemm_view a, sgemm_view b, float *c, int64_t ldc, const float *bias,
+                        int accumulate) {
+    _Alignas(64) float apack[SGEMM_MC * SGEMM_KC];
+    _Alignas(64) float bpack[SGEMM_NC * SGEMM_KC];
+    const int64_t kc_step = balanced_step(K, SGEMM_KC, 1);
+    const int64_t mc_step = balanced_step(m1 - m0, SGEMM_MC, MR);
+    const int64_t nc_step = balanced_step(n1 - n0, SGEMM_NC, NR);
+    for (int64_t jc = n0; jc < n1; jc += nc_step) {
+        int64_t nc = min64(nc_step, n1 - jc);
+        for (int64_t pc = 0; pc < K; pc += kc_step) {
+            int64_t kc = min64(kc_step, K - pc);
+            /* B is packed through its transpose: panel rows are B's columns. */
+            pack_panels(bpack, b.data + pc * b.row_stride + jc * b.col_stride, nc, kc,
+                        b.col_stride, b.row_stride, NR);
+            /* The first K block stores (with bias), later ones add. */
+            int add = accumulate || pc > 0;
+            for (int64_t ic = m0; ic < m1; ic += mc_step) {
+                int64_t mc = min64(mc_step, m1 - ic);
+                pack_panels(apack, a.data + ic * a.row_stride + pc * a.col_stride, mc, kc,
+                            a.row_stride, a.col_stride, MR);
+                macro_kernel(mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc,
+                             add || !bias ? NULL : bias + jc, add);
+            }
+        }
+    }
+}
+
+void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
+                int64_t ldc, const float *bias, int accumulate, int max_threads) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* empty sum: c = bias (or 0), or unchanged when accumulating */
+        for (int64_t i = 0; !accumulate && i < M; i++)
+            for (int64_t j = 0; j < N; j++) c[i * ldc + j] = bias ? bias[j] : 0.0f;
+        return;
+    }
+    const int64_t mblocks = ceil_div(M, MR), nblocks = ceil_div(N, NR);
+    int64_t threads = max_threads > 1 ? max_threads : 1;
+    if (2.0 * (double)M * (double)N * (double)K < SGEMM_PARALLEL_MIN_FLOPS) threads = 1;
+    /* Split rows first (B packed once per row range), columns only when rows run out. */
+    const int64_t tm = min64(threads, mblocks);
+    const int64_t tn = min64(nblocks, threads / tm);
+    const int64_t items = tm * tn;
+    const int team = (int)items; /* one rectangle per thread */
+    (void)team;                  /* unused without OpenMP */
+    MMT_OMP("omp parallel for num_threads(team) schedule(static) if(team > 1)")
+    for (int64_t it = 0; it < items; it++) {
+        int64_t im = it / tn, in = it % tn;
+        int64_t m0 = mblocks * im / tm * MR, m1 = min64(M, mblocks * (im + 1) / tm * MR);
+        int64_t n0 = nblocks * in / tn * NR, n1 = min64(N, nblocks * (in + 1) / tn * NR);
+        sgemm_range(m0, m1, n0, n1, K, a, b, c, ldc, bias, accumulate);
+    }
+}
+
+void matmul_fwd_avx2(float *y,           // (M, N)
+                     const float *x,     // (M, K)
+                     const float *w,     // (N, K)
+                     const float *bias,  // (N) or NULL
+                     int64_t M, int64_t K, int64_t N) {
+    sgemm_view a = {x, K, 1}; /* A(i, k) = x[i*K + k] */
+    sgemm_view b = {w, 1, K}; /* B(k, j) = w[j*K + k]: w^T without a copy */
+    sgemm_avx2(M, N, K, a, b, y, N, bias, 0, cpu_max_threads());
+}

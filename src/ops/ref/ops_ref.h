@@ -1,0 +1,28 @@
+/*
+ * ops_ref.h — the plain C reference kernels (the oracle), one per field of mmt_ops.
+ *
+ * These are straightforward loops with no intrinsics and no threads, written to be obviously
+ * right rather than fast; every fast backend is tested against them (tests/test_ops.c) and
+ * they back the "ref" table in ops.c (MMT_KERNELS=ref, and CPUs without AVX2). Semantics and
+ * shapes are documented once, in ops.h.
+ */
+#ifndef MMT_OPS_REF_H
+#define MMT_OPS_REF_H
+
+#include <stdint.h>
+
+void matmul_fwd_ref(float *y, const float *x, const float *w, const float *bias, int64_t M,
+                    int64_t K, int64_t N);
+void layernorm_fwd_ref(float *y, float *mean, float *rstd, const float *x, const float *weight,
+                       const float *bias, int64_t R, int64_t C, float eps);
+void softmax_fwd_ref(float *y, const float *x, int64_t R, int64_t C);
+void gelu_fwd_ref(float *y, const float *x, int64_t n);
+void quick_gelu_fwd_ref(float *y, const float *x, int64_t n);
+void add_fwd_ref(float *y, const float *a, const float *b, int64_t n);
+void attention_fwd_ref(float *out, float *att, const float *q, const float *k, const float *v,
+                       int64_t B, int64_t T, int64_t H, int64_t D, int causal);
+void embedding_fwd_ref(float *y, const int32_t *ids, const float *table, int64_t N, int64_t C);
+void patchify_fwd_ref(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
+                      int64_t P);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * test_cli.c — the real binary on good and bad input: each failure must be exactly one
+ * line on stderr ("mmtune: ..."), a non-zero exit code, and nothing on stdout; successes
+ * print well-formed JSON lines. Numbers themselves are checked in test_clip.
+ */
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/json.h"
+
+static char tmp[256], out_path[300], err_path[300];
+static char *out_text, *err_text;
+
+static int run(const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", MMT_BINARY, args, out_path, err_path);
+    int status = system(cmd);
+    free(out_text);
+    free(err_text);
+    out_text = check_read_file(out_path, NULL);
+    err_text = check_read_file(err_path, NULL);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* A failure: exit code `code`, one stderr line containing needle, empty stdout. */
+#define CHECK_CLI_FAILS(code, needle, ...)                                                 \
+    do {                                                                                   \
+        int rc_ = run(__VA_ARGS__);                                                        \
+        CHECK_MSG(rc_ == (code), "exit %d, want %d; stderr: %s", rc_, (code), err_text);   \
+        CHECK_MSG(count_lines(err_text) == 1 && strncmp(err_text, "mmtune: ", 8) == 0,     \
+                  "stderr is not one 'mmtune: ' line: [%s]", err_text);                    \
+        CHECK_MSG(err_text && strstr(err_text, (needle)), "stderr lacks \"%s\": %s",       \
+                  (needle), err_text);                                                     \
+        CHECK_MSG(out_text && out_text[0] == '\0', "stdout not empty: %s", out_text);      \
+    } while (0)
+
+#define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
+#define IMAGES MMT_FIXTURE_DIR "/clip/images"
+
+static void test_embed_prints_json_lines(void) {
+    int rc = run("embed --model %s --image %s/chelsea.jpg --text 'a cat' --text 'a dog'", MODEL, IMAGES);
+    CHECK_MSG(rc == 0, "stderr: %s", err_text);
+    CHECK(count_lines(out_text) == 3);
+    char *line = out_text, *save = NULL;
+    const char *types[] = {"image", "text", "text"};
+    for (int i = 0; i < 3 && line; i++) {
+        char *l = strtok_r(i ? NULL : line, "\n", &save);
+        mmt_json_doc *doc = NULL;
+        CHECK_OK(mmt_json_parse(l, strlen(l), "stdout", &doc));
+        if (!doc) continue;
+        const mmt_json *r = mmt_json_root(doc);
+        CHECK(strcmp(mmt_json_get(r, "type")->string, types[i]) == 0);
+        const mmt_json *e = mmt_json_get(r, "embedding");
+        CHECK(e && e->len == 24);
+        double ss = 0;
+        for (size_t k = 0; e && k < e->len; k++) ss += e->items[k].number * e->items[k].number;
+        CHECK_NEAR(ss, 1.0, 1e-5);
+        mmt_json_free(doc);
+    }
+}
+
+static void test_classify_probabilities(void) {
+    int rc = run("classify --model %s --image %s/chelsea.jpg --image %s/astronaut.png --labels 'cat, dog,car'",
+                 MODEL, IMAGES, IMAGES);
+    CHECK_MSG(rc == 0, "stderr: %s", err_text);
+    CHECK(count_lines(out_text) == 2);
+    char *save = NULL;
+    for (char *l = strtok_r(out_text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        mmt_json_doc *doc = NULL;
+        CHECK_OK(mmt_json_parse(l, strlen(l), "stdout", &doc));
+        if (!doc) continue;
+        const mmt_json *probs = mmt_json_get(mmt_json_root(doc), "probs");
+        CHECK(probs && probs->len == 3);
+        double sum = 0;
+        for (size_t k = 0; probs && k < probs->len; k++) sum += probs->items[k].number;
+        CHECK_NEAR(sum, 1.0, 1e-5);
+        CHECK(mmt_json_get(probs, "dog") != NULL);
+        mmt_json_free(doc);
+    }
+}
+
+static void test_inspect(void) {
+    int rc = run("inspect --model %s --tensors", MODEL);
+    CHECK(rc == 0);
+    CHECK(out_text && strstr(out_text, "parameters:") && strstr(out_text, "vision_model.pre_layrnorm.weight"));
+    CHECK(out_text && strstr(out_text, "act quick_gelu"));
+}
+
+static void test_help_and_usage_errors(void) {
+    CHECK(run("--help") == 0 && strstr(out_text, "commands:"));
+    CHECK(run("embed --help") == 0 && strstr(out_text, "--truncate"));
+    CHECK_CLI_FAILS(2, "unknown command 'frobnicate'", "frobnicate");
+    CHECK_CLI_FAILS(2, "unknown option '--bogus'", "embed --model %s --bogus", MODEL);
+    CHECK_CLI_FAILS(2, "--model is required", "embed --text hi");
+    CHECK_CLI_FAILS(2, "--labels", "classify --model %s --image x.jpg --labels ',,'", MODEL);
+    CHECK_CLI_FAILS(2, "--image needs a path", "embed --model %s --image", MODEL);
+}
+
+static void test_bad_inputs(void) {
+    CHECK_CLI_FAILS(1, "text 1 is empty", "embed --model %s --text ''", MODEL);
+    char longtext[1200] = "";
+    for (int i = 0; i < 90; i++) strcat(longtext, "word ");
+    CHECK_CLI_FAILS(1, "more than the model's 77", "embed --model %s --text '%s'", MODEL, longtext);
+    CHECK(run("embed --model %s --text '%s' --truncate", MODEL, longtext) == 0);
+    CHECK_CLI_FAILS(1, "/nonexistent/model", "embed --model /nonexistent/model --text hi");
+    CHECK_CLI_FAILS(1, "missing.jpg", "embed --model %s --image %s/missing.jpg", MODEL, tmp);
+    char path[512];
+    snprintf(path, sizeof path, "%s/notanimage.jpg", tmp);
+    FILE *f = fopen(path, "w");
+    fputs("this is not an image\n", f);
+    fclose(f);
+    CHECK_CLI_FAILS(1, "notanimage.jpg", "embed --model %s --image %s", MODEL, path);
+
+    /* A truncated checkpoint. */
+    char dir[512], cmd[2048];
+    snprintf(dir, sizeof dir, "%s/truncated", tmp);
+    mkdir(dir, 0755);
+    snprintf(cmd, sizeof cmd, "cp %s/config.json %s/vocab.json %s/merges.txt %s/ && head -c 20000 %s/model.safetensors > %s/model.safetensors",
+             MODEL, MODEL, MODEL, dir, MODEL, dir);
+    CHECK(system(cmd) == 0);
+    CHECK_CLI_FAILS(1, "truncated file", "embed --model %s --text hi", dir);
+    /* An oversized header length. */
+    snprintf(cmd, sizeof cmd, "printf '\\377\\377\\377\\377\\377\\377\\377\\177{}' > %s/model.safetensors", dir);
+    CHECK(system(cmd) == 0);
+    CHECK_CLI_FAILS(1, "exceeds the 100000000-byte limit", "inspect --model %s", dir);
+    /* A config with a wrong type. */
+    snprintf(cmd, sizeof cmd, "cp %s/model.safetensors %s/ && echo '{\"projection_dim\": \"24\"}' > %s/config.json", MODEL, dir, dir);
+    CHECK(system(cmd) == 0);
+    CHECK_CLI_FAILS(1, "config.json: projection_dim: expected an integer, got a string", "inspect --model %s", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+int main(void) {
+    snprintf(tmp, sizeof tmp, "/tmp/mmt_test_cli_%d", (int)getpid());
+    mkdir(tmp, 0755);
+    snprintf(out_path, sizeof out_path, "%s/out", tmp);
+    snprintf(err_path, sizeof err_path, "%s/err", tmp);
+    RUN(test_embed_prints_json_lines);
+    RUN(test_classify_probabilities);
+    RUN(test_inspect);
+    RUN(test_help_and_usage_errors);
+    RUN(test_bad_inputs);
+    free(out_text);
+    free(err_text);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", tmp);
+    return check_summary();
+}

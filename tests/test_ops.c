@@ -1,0 +1,608 @@
+/*
+ * test_ops.c — the kernel layer: every op of the fast CPU table against the reference table,
+ * and the reference itself against independent double-precision formulas.
+ *
+ * Fast vs reference runs random inputs over many shapes: tiny ones (1x1x1), sizes that are
+ * not multiples of the 6x16 microkernel or the cache blocks, K = 1 and K = 3072, and the
+ * CLIP head shapes. Outputs sit between guard words so a kernel writing past its tensor
+ * fails. The fast table is "avx2" where the CPU has it; elsewhere the comparisons run the
+ * reference against itself and the test says so. Tolerances are stated with each check:
+ *   matmul     |fast - ref| <= 2 sqrt(K) eps32 * (sum_k |x w| + |b|)  (float sums in two orders;
+ *              observed <= 0.4)
+ *   layernorm  |fast - ref| <= 1e-5 (|y| ~ 1), mean 1e-6 relative, rstd 1e-5 relative
+ *   softmax    |fast - ref| <= 2e-6 * p + 1e-9
+ *   gelu, quick_gelu  |fast - ref| <= 5e-7 * max(1, |x|)  (about 4 ulp where |y| ~ |x|)
+ *   attention  probabilities 2e-6, outputs 1e-5 (|v| <= 1)
+ *   add, embedding, patchify: bitwise equal.
+ * The reference is checked against double-precision evaluations with tolerances near float
+ * rounding (each test names its formula: torch.layer_norm, erf-GELU at known points, ...).
+ */
+#include <float.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ops/cpu/cpu_ops.h"
+#include "ops/ops.h"
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+/* Uniform in [-1, 1) (splitmix64). */
+static float rng_uniform(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
+}
+
+static float *random_floats(int64_t n, float scale) {
+    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) p[i] = rng_uniform() * scale;
+    return p;
+}
+
+/* Output buffers carry GUARD sentinel floats on each side; guarded_ok checks they survived. */
+#define GUARD 16
+#define GUARD_VALUE 12345.678f
+
+static float *guarded_alloc(int64_t n) {
+    float *p = malloc((size_t)(n + 2 * GUARD) * sizeof(float));
+    for (int64_t i = 0; i < n + 2 * GUARD; i++) p[i] = GUARD_VALUE;
+    return p + GUARD;
+}
+
+static int guarded_ok(const float *p, int64_t n) {
+    for (int64_t i = 1; i <= GUARD; i++)
+        if (p[-i] != GUARD_VALUE || p[n + i - 1] != GUARD_VALUE) return 0;
+    return 1;
+}
+
+static void guarded_free(float *p) {
+    if (p) free(p - GUARD);
+}
+
+/* The fast table under test: avx2 where this CPU has it, else the automatic choice. */
+static const mmt_ops *fast_ops(void) {
+    const mmt_ops *ops = mmt_ops_cpu_named("avx2");
+    return ops ? ops : mmt_ops_cpu();
+}
+
+static int tables_complete(const mmt_ops *t) {
+    return t && t->name && t->matmul_fwd && t->layernorm_fwd && t->softmax_fwd && t->gelu_fwd &&
+           t->quick_gelu_fwd && t->add_fwd && t->attention_fwd && t->embedding_fwd &&
+           t->patchify_fwd;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+static void test_tables_complete(void) {
+    CHECK(tables_complete(mmt_ops_cpu()));
+    CHECK(tables_complete(mmt_ops_ref()));
+    CHECK(strcmp(mmt_ops_ref()->name, "ref") == 0);
+    CHECK(mmt_ops_cpu_named("ref") == mmt_ops_ref());
+    CHECK(mmt_ops_cpu_named("no-such-backend") == NULL);
+    CHECK(mmt_ops_cpu_named(NULL) == NULL);
+    const mmt_ops *avx2 = mmt_ops_cpu_named("avx2");
+    if (avx2) {
+        CHECK(tables_complete(avx2));
+        CHECK(strcmp(avx2->name, "avx2") == 0);
+        CHECK(mmt_ops_cpu() == avx2 || getenv("MMT_KERNELS")); /* best table by default */
+    } else {
+        printf("note: no AVX2 on this CPU; fast-vs-ref comparisons run the reference twice\n");
+    }
+    const mmt_ops *avx512 = mmt_ops_cpu_named("avx512");
+    CHECK(avx512 == NULL || tables_complete(avx512));
+    CHECK(mmt_ops_cpu() == mmt_ops_cpu());
+}
+
+static int warnings_logged;
+static void count_warning(mmt_log_level level, const char *message, void *user) {
+    if (level == MMT_LOG_WARN && strstr(message, "MMT_KERNELS")) warnings_logged++;
+}
+
+/* Runs mmt_ops_cpu() in a child with MMT_KERNELS=value (the choice is made once per
+ * process) and returns 0 when it picked `expect` and warned iff `expect_warning`. */
+static int kernels_env_child(const char *value, const char *expect, int expect_warning) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("MMT_KERNELS", value, 1);
+        mmt_log_set_level(MMT_LOG_WARN);
+        mmt_log_set_callback(count_warning, NULL);
+        const mmt_ops *ops = mmt_ops_cpu();
+        int ok = ops && strcmp(ops->name, expect) == 0 && (warnings_logged > 0) == expect_warning;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_kernels_env(void) {
+    const char *best = mmt_ops_cpu_named("avx2") ? "avx2" : "ref";
+    CHECK(kernels_env_child("ref", "ref", 0) == 0);
+    CHECK(kernels_env_child("avx2", best, strcmp(best, "avx2") != 0) == 0);
+    CHECK(kernels_env_child("avx512", best, 1) == 0); /* no AVX-512 table is built */
+    CHECK(kernels_env_child("fastest-please", best, 1) == 0);
+}
+
+/* ---- matmul -------------------------------------------------------------------------- */
+
+/* Largest |y - y_other| (y_other NULL: the exact double product) in units of
+ * sqrt(K) eps32 (sum_k |x w| + |b|), the typical rounding error of a float dot product. */
+static double matmul_max_error(const float *y, const float *x, const float *w, const float *bias,
+                               int64_t M, int64_t K, int64_t N, const float *y_other) {
+    double worst = 0.0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double exact = bias ? bias[j] : 0.0, mag = bias ? fabs(bias[j]) : 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                exact += (double)x[i * K + k] * w[j * K + k];
+                mag += fabs((double)x[i * K + k] * w[j * K + k]);
+            }
+            double other = y_other ? y_other[i * N + j] : exact;
+            double err = fabs(y[i * N + j] - other) / ((mag > 0 ? mag : 1.0) * sqrt((double)K) * FLT_EPSILON);
+            worst = err > worst ? err : worst;
+        }
+    return worst;
+}
+
+static void test_matmul_ref_matches_double(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 2}, {4, 64, 7}, {9, 300, 5}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = random_floats(M * K, 1.0f), *w = random_floats(N * K, 1.0f);
+        float *b = random_floats(N, 1.0f), *y = guarded_alloc(M * N);
+        mmt_ops_ref()->matmul_fwd(y, x, w, b, M, K, N);
+        CHECK_MSG(matmul_max_error(y, x, w, b, M, K, N, NULL) <= 2.0, "M=%lld K=%lld N=%lld",
+                  (long long)M, (long long)K, (long long)N);
+        CHECK(guarded_ok(y, M * N));
+        free(x), free(w), free(b), guarded_free(y);
+    }
+    /* A hand-made case: [1 2; 3 4] @ [[1 0]; [1 1]]^T + [10, 20]. */
+    float x[] = {1, 2, 3, 4}, w[] = {1, 0, 1, 1}, b[] = {10, 20}, y[4];
+    mmt_ops_ref()->matmul_fwd(y, x, w, b, 2, 2, 2);
+    CHECK(y[0] == 11 && y[1] == 23 && y[2] == 13 && y[3] == 27);
+}
+
+static void test_matmul_fast_matches_ref(void) {
+    /* {M, K, N}: tails of the 6x16 tile and of the K/M/N blocks (256/72/256), K = 1,
+     * K = 3072, M = 1 (column split over threads), shapes big enough to run threaded. */
+    static const int64_t shapes[][3] = {
+        {1, 1, 1},     {1, 1, 17},    {2, 3, 1},     {5, 7, 3},     {6, 16, 16},
+        {7, 17, 9},    {6, 1, 32},    {12, 8, 33},   {13, 33, 65},  {64, 64, 64},
+        {73, 257, 31}, {100, 300, 257}, {1, 768, 768}, {3, 512, 2048}, {150, 512, 300},
+        {37, 3072, 19}, {50, 768, 50}, {67, 768, 45},  {200, 40, 513},
+    };
+    const mmt_ops *fast = fast_ops();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = random_floats(M * K, 1.0f), *w = random_floats(N * K, 0.5f);
+        float *b = random_floats(N, 1.0f);
+        float *y_ref = guarded_alloc(M * N), *y_fast = guarded_alloc(M * N);
+        for (int with_bias = 0; with_bias <= 1; with_bias++) {
+            const float *bias = with_bias ? b : NULL;
+            mmt_ops_ref()->matmul_fwd(y_ref, x, w, bias, M, K, N);
+            fast->matmul_fwd(y_fast, x, w, bias, M, K, N);
+            double err = matmul_max_error(y_fast, x, w, bias, M, K, N, y_ref);
+            CHECK_MSG(err <= 2.0, "M=%lld K=%lld N=%lld bias=%d: error %.2f sqrt(K) eps",
+                      (long long)M, (long long)K, (long long)N, with_bias, err);
+            CHECK(guarded_ok(y_fast, M * N));
+        }
+        free(x), free(w), free(b), guarded_free(y_ref), guarded_free(y_fast);
+    }
+}
+
+/* The strided GEMM under matmul and attention, used directly: transposed views, a row
+ * stride wider than N, accumulate mode. Compared with a double loop. */
+static void test_sgemm_views(void) {
+    if (!mmt_ops_cpu_named("avx2")) return;
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 5, 19}, {50, 64, 50}, {33, 300, 70}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldc = N + 3;
+        float *a = random_floats(K * M, 1.0f); /* stored transposed: (K, M) */
+        float *b = random_floats(K * N, 1.0f); /* stored row-major: (K, N) */
+        float *c = guarded_alloc(M * ldc), *c0 = random_floats(M * ldc, 1.0f);
+        for (int64_t i = 0; i < M * ldc; i++) c[i] = c0[i];
+        sgemm_view av = {a, 1, M}, bv = {b, N, 1};
+        sgemm_avx2(M, N, K, av, bv, c, ldc, NULL, 1, 2);
+        double worst = 0.0;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < ldc; j++) {
+                double exact = c0[i * ldc + j], mag = fabs(exact);
+                for (int64_t k = 0; j < N && k < K; k++) {
+                    exact += (double)a[k * M + i] * b[k * N + j];
+                    mag += fabs((double)a[k * M + i] * b[k * N + j]);
+                }
+                double err = fabs(c[i * ldc + j] - exact) / (mag * sqrt((double)K) * FLT_EPSILON);
+                worst = err > worst ? err : worst;
+            }
+        CHECK_MSG(worst <= 2.0, "M=%lld K=%lld N=%lld: %.2f", (long long)M, (long long)K,
+                  (long long)N, worst);
+        CHECK(guarded_ok(c, M * ldc));
+        free(a), free(b), free(c0), guarded_free(c);
+    }
+}
+
+/* Fast matmul is bitwise reproducible, whatever the thread count: each output element is
+ * summed in the same order by whichever thread owns it. */
+static void test_matmul_deterministic(void) {
+    const int64_t M = 130, K = 600, N = 200;
+    float *x = random_floats(M * K, 1.0f), *w = random_floats(N * K, 1.0f);
+    float *y1 = malloc(M * N * sizeof(float)), *y2 = malloc(M * N * sizeof(float));
+    fast_ops()->matmul_fwd(y1, x, w, NULL, M, K, N);
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(threads > 1 ? 1 : 2);
+#endif
+    fast_ops()->matmul_fwd(y2, x, w, NULL, M, K, N);
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    CHECK(memcmp(y1, y2, M * N * sizeof(float)) == 0);
+    free(x), free(w), free(y1), free(y2);
+}
+
+/* ---- layernorm ----------------------------------------------------------------------- */
+
+static void test_layernorm_ref_matches_formula(void) {
+    const int64_t R = 3, C = 10;
+    float *x = random_floats(R * C, 2.0f), *g = random_floats(C, 1.0f), *b = random_floats(C, 1.0f);
+    for (int64_t i = 0; i < C; i++) x[C + i] += 100.0f; /* a row far from zero */
+    float y[30], mean[3], rstd[3], y_plain[30];
+    const float eps = 1e-5f;
+    mmt_ops_ref()->layernorm_fwd(y, mean, rstd, x, g, b, R, C, eps);
+    mmt_ops_ref()->layernorm_fwd(y_plain, NULL, NULL, x, NULL, NULL, R, C, eps);
+    for (int64_t r = 0; r < R; r++) {
+        double mu = 0, var = 0;
+        for (int64_t c = 0; c < C; c++) mu += x[r * C + c];
+        mu /= C;
+        for (int64_t c = 0; c < C; c++) var += (x[r * C + c] - mu) * (x[r * C + c] - mu);
+        var /= C; /* biased, as torch.layer_norm */
+        double rs = 1.0 / sqrt(var + eps);
+        CHECK_NEAR(mean[r], mu, 1e-6 * fabs(mu) + 1e-7);
+        CHECK_NEAR(rstd[r], rs, 1e-6 * rs);
+        for (int64_t c = 0; c < C; c++) {
+            double plain = (x[r * C + c] - mu) * rs;
+            CHECK_NEAR(y_plain[r * C + c], plain, 1e-5);
+            CHECK_NEAR(y[r * C + c], plain * g[c] + b[c], 1e-5);
+        }
+    }
+    /* C = 1: zero variance, so y = bias exactly. */
+    float one = 3.0f, gw = 2.0f, gb = 0.25f, out;
+    mmt_ops_ref()->layernorm_fwd(&out, NULL, NULL, &one, &gw, &gb, 1, 1, eps);
+    CHECK(out == 0.25f);
+    free(x), free(g), free(b);
+}
+
+static void test_layernorm_fast_matches_ref(void) {
+    static const int64_t shapes[][2] = {{1, 1}, {3, 7}, {4, 8}, {5, 9}, {17, 33},
+                                        {50, 768}, {77, 512}, {2, 1000}};
+    const mmt_ops *fast = fast_ops();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t R = shapes[s][0], C = shapes[s][1];
+        float *x = random_floats(R * C, 3.0f), *g = random_floats(C, 1.0f), *b = random_floats(C, 1.0f);
+        for (int64_t i = 0; i < R * C; i++) x[i] += 20.0f; /* a mean far from 0 */
+        float *y_ref = guarded_alloc(R * C), *y_fast = guarded_alloc(R * C);
+        float *m_ref = guarded_alloc(R), *m_fast = guarded_alloc(R);
+        float *r_ref = guarded_alloc(R), *r_fast = guarded_alloc(R);
+        for (int affine = 0; affine <= 1; affine++) {
+            mmt_ops_ref()->layernorm_fwd(y_ref, m_ref, r_ref, x, affine ? g : NULL, affine ? b : NULL, R, C, 1e-5f);
+            fast->layernorm_fwd(y_fast, m_fast, r_fast, x, affine ? g : NULL, affine ? b : NULL, R, C, 1e-5f);
+            double worst = 0;
+            for (int64_t i = 0; i < R * C; i++) {
+                double d = fabs(y_fast[i] - y_ref[i]);
+                worst = d > worst ? d : worst;
+            }
+            CHECK_MSG(worst <= 1e-5, "R=%lld C=%lld: |dy| %.3g", (long long)R, (long long)C, worst);
+            for (int64_t r = 0; r < R; r++) {
+                CHECK_NEAR(m_fast[r], m_ref[r], 1e-6 * fabs(m_ref[r]));
+                CHECK_NEAR(r_fast[r], r_ref[r], 1e-5 * r_ref[r]);
+            }
+            CHECK(guarded_ok(y_fast, R * C) && guarded_ok(m_fast, R) && guarded_ok(r_fast, R));
+        }
+        /* mean/rstd may be NULL. */
+        fast->layernorm_fwd(y_fast, NULL, NULL, x, g, b, R, C, 1e-5f);
+        CHECK(guarded_ok(y_fast, R * C));
+        free(x), free(g), free(b);
+        guarded_free(y_ref), guarded_free(y_fast), guarded_free(m_ref), guarded_free(m_fast);
+        guarded_free(r_ref), guarded_free(r_fast);
+    }
+}
+
+/* ---- softmax ------------------------------------------------------------------------- */
+
+static void test_softmax_ref_matches_formula(void) {
+    float x[] = {1.0f, 2.0f, 3.0f, 1000.0f, 1001.0f, 999.0f, -5.0f, -5.0f, -5.0f}, y[9];
+    mmt_ops_ref()->softmax_fwd(y, x, 3, 3);
+    for (int r = 0; r < 3; r++) {
+        double mx = fmax(fmax(x[3 * r], x[3 * r + 1]), x[3 * r + 2]), sum = 0, total = 0;
+        for (int c = 0; c < 3; c++) sum += exp((double)x[3 * r + c] - mx);
+        for (int c = 0; c < 3; c++) {
+            CHECK_NEAR(y[3 * r + c], exp((double)x[3 * r + c] - mx) / sum, 1e-7);
+            total += y[3 * r + c];
+        }
+        CHECK_NEAR(total, 1.0, 1e-6); /* no overflow at 1000 */
+    }
+    CHECK_NEAR(y[6], 1.0 / 3.0, 1e-7);
+}
+
+static void test_softmax_fast_matches_ref(void) {
+    static const int64_t shapes[][2] = {{1, 1}, {2, 7}, {3, 8}, {4, 9}, {50, 50},
+                                        {12, 77}, {3, 1000}, {64, 1030}};
+    const mmt_ops *fast = fast_ops();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t R = shapes[s][0], C = shapes[s][1];
+        float *x = random_floats(R * C, 10.0f);
+        float *y_ref = guarded_alloc(R * C), *y_fast = guarded_alloc(R * C);
+        mmt_ops_ref()->softmax_fwd(y_ref, x, R, C);
+        fast->softmax_fwd(y_fast, x, R, C);
+        for (int64_t i = 0; i < R * C; i++)
+            CHECK_MSG(fabs(y_fast[i] - y_ref[i]) <= 2e-6 * y_ref[i] + 1e-9,
+                      "R=%lld C=%lld i=%lld: %.9g vs %.9g", (long long)R, (long long)C,
+                      (long long)i, y_fast[i], y_ref[i]);
+        CHECK(guarded_ok(y_fast, R * C));
+        /* In place (y aliases x) gives the same result. */
+        fast->softmax_fwd(x, x, R, C);
+        CHECK(memcmp(x, y_fast, (size_t)(R * C) * sizeof(float)) == 0);
+        free(x), guarded_free(y_ref), guarded_free(y_fast);
+    }
+}
+
+/* ---- activations and add ------------------------------------------------------------- */
+
+static void test_activation_ref_known_values(void) {
+    /* torch.nn.GELU()(x) in float64. */
+    static const double gelu_at[][2] = {{0.0, 0.0},
+                                        {1.0, 0.8413447460685429},
+                                        {-1.0, -0.15865525393145707},
+                                        {2.0, 1.9544997361036416},
+                                        {-3.0, -0.00404969409489031},
+                                        {0.5, 0.34573123063700656}};
+    for (size_t i = 0; i < sizeof gelu_at / sizeof gelu_at[0]; i++) {
+        float x = (float)gelu_at[i][0], y;
+        mmt_ops_ref()->gelu_fwd(&y, &x, 1);
+        CHECK_NEAR(y, gelu_at[i][1], 1e-7 * fmax(1.0, fabs(gelu_at[i][1])) + 1e-9);
+    }
+    for (float x = -8.0f; x <= 8.0f; x += 0.37f) {
+        float y;
+        mmt_ops_ref()->quick_gelu_fwd(&y, &x, 1);
+        double expect = x / (1.0 + exp(-1.702 * x));
+        CHECK_NEAR(y, expect, 1e-7 * fmax(1.0, fabs(expect)));
+    }
+    float one = 1.0f, q;
+    mmt_ops_ref()->quick_gelu_fwd(&q, &one, 1);
+    CHECK_NEAR(q, 0.8457957659328212, 1e-7); /* 1 / (1 + e^-1.702) */
+}
+
+/* x values: a dense sweep, then extremes and odd spots (tiny, huge, around the erf clamp). */
+static float *activation_inputs(int64_t *n_out) {
+    static const float extremes[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, 3.5f, -3.5f, 4.0f, -4.0f,
+                                     5.6f, -5.6f, 10.0f, -10.0f, 50.0f, -50.0f, 87.0f, -87.0f,
+                                     100.0f, -100.0f, 1e6f, -1e6f, 3e38f, -3e38f};
+    const int64_t sweep = 20001, n = sweep + (int64_t)(sizeof extremes / sizeof extremes[0]);
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < sweep; i++) x[i] = -10.0f + 20.0f * (float)i / (float)(sweep - 1);
+    for (size_t i = 0; i < sizeof extremes / sizeof extremes[0]; i++) x[sweep + (int64_t)i] = extremes[i];
+    *n_out = n;
+    return x;
+}
+
+static void test_activation_fast_matches_ref(void) {
+    int64_t n;
+    float *x = activation_inputs(&n);
+    float *y_ref = guarded_alloc(n), *y_fast = guarded_alloc(n);
+    const mmt_ops *fast = fast_ops();
+    struct {
+        const char *name;
+        void (*ref)(float *, const float *, int64_t);
+        void (*fast)(float *, const float *, int64_t);
+        double tol;
+    } cases[] = {{"gelu", mmt_ops_ref()->gelu_fwd, fast->gelu_fwd, 5e-7},
+                 {"quick_gelu", mmt_ops_ref()->quick_gelu_fwd, fast->quick_gelu_fwd, 5e-7}};
+    for (size_t c = 0; c < 2; c++) {
+        /* Lengths that leave vector tails, including the whole input. */
+        static const int64_t lengths[] = {1, 7, 8, 9, 31};
+        for (size_t l = 0; l <= sizeof lengths / sizeof lengths[0]; l++) {
+            int64_t len = l < sizeof lengths / sizeof lengths[0] ? lengths[l] : n;
+            float *xs = x + (len < n ? 3 : 0);
+            cases[c].ref(y_ref, xs, len);
+            cases[c].fast(y_fast, xs, len);
+            for (int64_t i = 0; i < len; i++)
+                CHECK_MSG(fabs(y_fast[i] - y_ref[i]) <= cases[c].tol * fmax(1.0, fabs(xs[i])),
+                          "%s(%.9g) = %.9g, ref %.9g", cases[c].name, xs[i], y_fast[i], y_ref[i]);
+            CHECK(guarded_ok(y_fast, n) || len < n);
+        }
+        /* In place. */
+        float *copy = malloc((size_t)n * sizeof(float));
+        memcpy(copy, x, (size_t)n * sizeof(float));
+        cases[c].fast(y_fast, x, n);
+        cases[c].fast(copy, copy, n);
+        CHECK(memcmp(copy, y_fast, (size_t)n * sizeof(float)) == 0);
+        free(copy);
+    }
+    /* A large array takes the threaded path. */
+    int64_t big = 1 << 18;
+    float *xb = random_floats(big, 6.0f), *yr = malloc(big * sizeof(float)), *yf = malloc(big * sizeof(float));
+    mmt_ops_ref()->gelu_fwd(yr, xb, big);
+    fast->gelu_fwd(yf, xb, big);
+    double worst = 0;
+    for (int64_t i = 0; i < big; i++) worst = fmax(worst, fabs(yf[i] - yr[i]) / fmax(1.0, fabs(xb[i])));
+    CHECK_MSG(worst <= 5e-7, "gelu large: %.3g", worst);
+    free(xb), free(yr), free(yf);
+    free(x), guarded_free(y_ref), guarded_free(y_fast);
+}
+
+static void test_add_fast_matches_ref(void) {
+    static const int64_t lengths[] = {0, 1, 7, 8, 9, 100, 100003};
+    const mmt_ops *fast = fast_ops();
+    for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+        int64_t n = lengths[l];
+        float *a = random_floats(n, 1.0f), *b = random_floats(n, 1.0f);
+        float *y_ref = guarded_alloc(n), *y_fast = guarded_alloc(n);
+        mmt_ops_ref()->add_fwd(y_ref, a, b, n);
+        fast->add_fwd(y_fast, a, b, n);
+        CHECK(memcmp(y_ref, y_fast, (size_t)n * sizeof(float)) == 0);
+        CHECK(guarded_ok(y_fast, n));
+        for (int64_t i = 0; i < n; i++) CHECK(y_ref[i] == a[i] + b[i]);
+        fast->add_fwd(a, a, b, n); /* y aliases a */
+        CHECK(memcmp(a, y_ref, (size_t)n * sizeof(float)) == 0);
+        free(a), free(b), guarded_free(y_ref), guarded_free(y_fast);
+    }
+}
+
+/* ---- attention ----------------------------------------------------------------------- */
+
+/* Double-precision attention, written independently of the kernels (explicit view of the
+ * (B, T, H, D) layout), for the reference check. */
+static void attention_double(double *out, double *att, const float *q, const float *k,
+                             const float *v, int64_t B, int64_t T, int64_t H, int64_t D,
+                             int causal) {
+#define AT(t, b, s, h, d) ((double)(t)[(((b) * T + (s)) * H + (h)) * D + (d)])
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < T; i++) {
+                double *p = att + ((b * H + h) * T + i) * T, mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < T; j++) {
+                    double s = 0;
+                    for (int64_t d = 0; d < D; d++) s += AT(q, b, i, h, d) * AT(k, b, j, h, d);
+                    p[j] = (causal && j > i) ? -INFINITY : s / sqrt((double)D);
+                    mx = fmax(mx, p[j]);
+                }
+                for (int64_t j = 0; j < T; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int64_t j = 0; j < T; j++) p[j] /= sum;
+                for (int64_t d = 0; d < D; d++) {
+                    double o = 0;
+                    for (int64_t j = 0; j < T; j++) o += p[j] * AT(v, b, j, h, d);
+                    out[((b * T + i) * H + h) * D + d] = o;
+                }
+            }
+#undef AT
+}
+
+static void test_attention_ref_matches_double(void) {
+    const int64_t B = 2, T = 5, H = 3, D = 4, n = B * T * H * D, na = B * H * T * T;
+    float *q = random_floats(n, 2.0f), *k = random_floats(n, 2.0f), *v = random_floats(n, 1.0f);
+    float *out = guarded_alloc(n), *att = guarded_alloc(na);
+    double *out_d = malloc(n * sizeof(double)), *att_d = malloc(na * sizeof(double));
+    for (int causal = 0; causal <= 1; causal++) {
+        mmt_ops_ref()->attention_fwd(out, att, q, k, v, B, T, H, D, causal);
+        attention_double(out_d, att_d, q, k, v, B, T, H, D, causal);
+        for (int64_t i = 0; i < na; i++) CHECK_NEAR(att[i], att_d[i], 1e-6);
+        for (int64_t i = 0; i < n; i++) CHECK_NEAR(out[i], out_d[i], 1e-6);
+        for (int64_t r = 0; r < B * H * T; r++) {
+            double sum = 0;
+            for (int64_t j = 0; j < T; j++) {
+                sum += att[r * T + j];
+                if (causal && j > r % T) CHECK(att[r * T + j] == 0.0f); /* future keys */
+            }
+            CHECK_NEAR(sum, 1.0, 1e-6);
+        }
+        CHECK(guarded_ok(out, n) && guarded_ok(att, na));
+    }
+    free(q), free(k), free(v), free(out_d), free(att_d), guarded_free(out), guarded_free(att);
+}
+
+static void test_attention_fast_matches_ref(void) {
+    /* {B, T, H, D, causal}: trivial, odd, ViT-B/32 (T = 50, 12 heads of 64), text (T = 77). */
+    static const int64_t shapes[][5] = {{1, 1, 1, 1, 0}, {1, 1, 1, 1, 1}, {2, 7, 3, 5, 0},
+                                        {2, 7, 3, 5, 1},  {3, 17, 2, 24, 1}, {2, 50, 12, 64, 0},
+                                        {2, 77, 8, 64, 1}, {1, 20, 1, 130, 0}};
+    const mmt_ops *fast = fast_ops();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], D = shapes[s][3];
+        int causal = (int)shapes[s][4];
+        int64_t n = B * T * H * D, na = B * H * T * T;
+        float *q = random_floats(n, 1.0f), *k = random_floats(n, 1.0f), *v = random_floats(n, 1.0f);
+        float *out_ref = guarded_alloc(n), *out_fast = guarded_alloc(n);
+        float *att_ref = guarded_alloc(na), *att_fast = guarded_alloc(na);
+        mmt_ops_ref()->attention_fwd(out_ref, att_ref, q, k, v, B, T, H, D, causal);
+        fast->attention_fwd(out_fast, att_fast, q, k, v, B, T, H, D, causal);
+        double worst_att = 0, worst_out = 0;
+        for (int64_t i = 0; i < na; i++) worst_att = fmax(worst_att, fabs(att_fast[i] - att_ref[i]));
+        for (int64_t i = 0; i < n; i++) worst_out = fmax(worst_out, fabs(out_fast[i] - out_ref[i]));
+        CHECK_MSG(worst_att <= 2e-6 && worst_out <= 1e-5, "B=%lld T=%lld H=%lld D=%lld causal=%d: att %.3g out %.3g",
+                  (long long)B, (long long)T, (long long)H, (long long)D, causal, worst_att, worst_out);
+        for (int64_t r = 0; causal && r < B * H * T; r++)
+            for (int64_t j = r % T + 1; j < T; j++) CHECK(att_fast[r * T + j] == 0.0f);
+        CHECK(guarded_ok(out_fast, n) && guarded_ok(att_fast, na));
+        free(q), free(k), free(v);
+        guarded_free(out_ref), guarded_free(out_fast), guarded_free(att_ref), guarded_free(att_fast);
+    }
+}
+
+/* ---- embedding and patchify ---------------------------------------------------------- */
+
+static void test_embedding(void) {
+    const int64_t V = 11, C = 13, N = 9;
+    float *table = random_floats(V * C, 1.0f);
+    int32_t ids[9] = {0, 10, 3, 3, 7, 1, 0, 9, 5};
+    float *y_ref = guarded_alloc(N * C), *y_fast = guarded_alloc(N * C);
+    mmt_ops_ref()->embedding_fwd(y_ref, ids, table, N, C);
+    fast_ops()->embedding_fwd(y_fast, ids, table, N, C);
+    for (int64_t i = 0; i < N; i++) CHECK(memcmp(y_ref + i * C, table + ids[i] * C, C * sizeof(float)) == 0);
+    CHECK(memcmp(y_ref, y_fast, N * C * sizeof(float)) == 0);
+    CHECK(guarded_ok(y_ref, N * C) && guarded_ok(y_fast, N * C));
+    free(table), guarded_free(y_ref), guarded_free(y_fast);
+}
+
+/* patchify followed by a matmul with the flattened Conv2d weight must equal a direct
+ * Conv2d(kernel = stride = P, no padding) computed here in double; fast must equal ref. */
+static void test_patchify_is_conv_im2col(void) {
+    /* {B, Cin, Hh, Ww, P}; the last ones do not divide evenly (Conv2d drops the rest). */
+    static const int64_t shapes[][5] = {{1, 1, 1, 1, 1}, {2, 3, 8, 8, 4}, {1, 3, 64, 64, 32},
+                                        {2, 2, 9, 7, 3}, {1, 3, 10, 13, 4}};
+    const int64_t Cout = 5;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t B = shapes[s][0], Cin = shapes[s][1], Hh = shapes[s][2], Ww = shapes[s][3], P = shapes[s][4];
+        int64_t GH = Hh / P, GW = Ww / P, L = GH * GW, F = Cin * P * P;
+        float *x = random_floats(B * Cin * Hh * Ww, 1.0f), *w = random_floats(Cout * F, 1.0f);
+        float *cols_ref = guarded_alloc(B * L * F), *cols_fast = guarded_alloc(B * L * F);
+        float *y = malloc(B * L * Cout * sizeof(float));
+        mmt_ops_ref()->patchify_fwd(cols_ref, x, B, Cin, Hh, Ww, P);
+        fast_ops()->patchify_fwd(cols_fast, x, B, Cin, Hh, Ww, P);
+        CHECK(memcmp(cols_ref, cols_fast, B * L * F * sizeof(float)) == 0);
+        CHECK(guarded_ok(cols_ref, B * L * F) && guarded_ok(cols_fast, B * L * F));
+        mmt_ops_ref()->matmul_fwd(y, cols_ref, w, NULL, B * L, F, Cout);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t o = 0; o < Cout; o++)
+                for (int64_t gy = 0; gy < GH; gy++)
+                    for (int64_t gx = 0; gx < GW; gx++) {
+                        double conv = 0;
+                        for (int64_t c = 0; c < Cin; c++)
+                            for (int64_t ky = 0; ky < P; ky++)
+                                for (int64_t kx = 0; kx < P; kx++)
+                                    conv += (double)w[((o * Cin + c) * P + ky) * P + kx] *
+                                            x[((b * Cin + c) * Hh + gy * P + ky) * Ww + gx * P + kx];
+                        float got = y[(b * L + gy * GW + gx) * Cout + o];
+                        CHECK_NEAR(got, conv, 1e-6 * sqrt((double)F) * 8);
+                    }
+        free(x), free(w), free(y), guarded_free(cols_ref), guarded_free(cols_fast);
+    }
+}
+
+int main(void) {
+    mmt_log_set_level(MMT_LOG_SILENT);
+    RUN(test_kernels_env); /* first: forks before any OpenMP thread exists */
+    RUN(test_tables_complete);
+    RUN(test_matmul_ref_matches_double);
+    RUN(test_matmul_fast_matches_ref);
+    RUN(test_sgemm_views);
+    RUN(test_matmul_deterministic);
+    RUN(test_layernorm_ref_matches_formula);
+    RUN(test_layernorm_fast_matches_ref);
+    RUN(test_softmax_ref_matches_formula);
+    RUN(test_softmax_fast_matches_ref);
+    RUN(test_activation_ref_known_values);
+    RUN(test_activation_fast_matches_ref);
+    RUN(test_add_fast_matches_ref);
+    RUN(test_attention_ref_matches_double);
+    RUN(test_attention_fast_matches_ref);
+    RUN(test_embedding);
+    RUN(test_patchify_is_conv_im2col);
+    return check_summary();
+}
