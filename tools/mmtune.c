@@ -106,6 +106,38 @@ static const char *value(args *a) {
     return a->argv[++a->i];
 }
 
+/* Options several commands share: --help, --model DIR, --image PATH (repeatable). */
+typedef struct common_opts {
+    const char *help;
+    const char *model_dir;
+    const char *images[MAX_INPUTS];
+    int64_t n_images;
+} common_opts;
+
+enum { OPT_OTHER, OPT_TAKEN, OPT_EXIT };
+
+/* OPT_TAKEN when argv[a->i] was a shared option, OPT_OTHER when it is not one, OPT_EXIT
+ * when the command must return *rc now (help printed, or a usage error). */
+static int common_option(args *a, common_opts *o, int *rc) {
+    const char *v;
+    if (is_opt(a, "--help") || is_opt(a, "-h")) {
+        fputs(o->help, stdout);
+        *rc = 0;
+        return OPT_EXIT;
+    }
+    if (is_opt(a, "--model")) {
+        if (!(o->model_dir = value(a))) return *rc = usage_error("--model needs a folder"), OPT_EXIT;
+        return OPT_TAKEN;
+    }
+    if (is_opt(a, "--image")) {
+        if (!(v = value(a))) return *rc = usage_error("--image needs a path"), OPT_EXIT;
+        if (o->n_images == MAX_INPUTS) return *rc = usage_error("more than %d images", MAX_INPUTS), OPT_EXIT;
+        o->images[o->n_images++] = v;
+        return OPT_TAKEN;
+    }
+    return OPT_OTHER;
+}
+
 static void print_embedding(const char *type, const char *input, const float *e, int64_t dim) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{\"type\":\"%s\",\"input\":", type);
@@ -118,23 +150,17 @@ static void print_embedding(const char *type, const char *input, const float *e,
 }
 
 static int cmd_embed(int argc, char **argv) {
-    const char *model_dir = NULL;
-    const char *images[MAX_INPUTS], *texts[MAX_INPUTS];
-    int64_t n_images = 0, n_texts = 0;
-    int truncate = 0;
+    common_opts o = {.help = EMBED_HELP};
+    const char *texts[MAX_INPUTS];
+    int64_t n_texts = 0;
+    int truncate = 0, rc = 0;
     args a = {argc, 0, argv};
     for (a.i = 0; a.i < argc; a.i++) {
         const char *v;
-        if (is_opt(&a, "--help") || is_opt(&a, "-h")) {
-            fputs(EMBED_HELP, stdout);
-            return 0;
-        } else if (is_opt(&a, "--model")) {
-            if (!(model_dir = value(&a))) return usage_error("--model needs a folder");
-        } else if (is_opt(&a, "--image")) {
-            if (!(v = value(&a))) return usage_error("--image needs a path");
-            if (n_images == MAX_INPUTS) return usage_error("more than %d images", MAX_INPUTS);
-            images[n_images++] = v;
-        } else if (is_opt(&a, "--text")) {
+        int kind = common_option(&a, &o, &rc);
+        if (kind == OPT_EXIT) return rc;
+        if (kind == OPT_TAKEN) continue;
+        if (is_opt(&a, "--text")) {
             if (!(v = value(&a))) return usage_error("--text needs a string");
             if (n_texts == MAX_INPUTS) return usage_error("more than %d texts", MAX_INPUTS);
             texts[n_texts++] = v;
@@ -144,12 +170,13 @@ static int cmd_embed(int argc, char **argv) {
             return usage_error("embed: unknown option '%s'", argv[a.i]);
         }
     }
+    const char *model_dir = o.model_dir, **images = o.images;
+    int64_t n_images = o.n_images;
     if (!model_dir) return usage_error("embed: --model is required");
     if (n_images + n_texts == 0) return usage_error("embed: give at least one --image or --text");
     mmt_clip *model;
     if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
     int64_t dim = mmt_clip_embed_dim(model);
-    int rc = 0;
     float *out = mmt_malloc((size_t)((n_images > n_texts ? n_images : n_texts) * dim) * sizeof(float));
     if (!out) {
         rc = runtime_error();
@@ -212,23 +239,18 @@ static int by_prob_desc(const void *a, const void *b) {
 }
 
 static int cmd_classify(int argc, char **argv) {
-    const char *model_dir = NULL, *template = "a photo of a {}.";
-    const char *images[MAX_INPUTS];
+    common_opts o = {.help = CLASSIFY_HELP};
+    const char *template = "a photo of a {}.";
     char *label_list = NULL, *labels[MAX_INPUTS];
-    int64_t n_images = 0, n_labels = 0;
+    int64_t n_labels = 0;
+    int rc = 0;
     args a = {argc, 0, argv};
     for (a.i = 0; a.i < argc; a.i++) {
         const char *v;
-        if (is_opt(&a, "--help") || is_opt(&a, "-h")) {
-            fputs(CLASSIFY_HELP, stdout);
-            return 0;
-        } else if (is_opt(&a, "--model")) {
-            if (!(model_dir = value(&a))) return usage_error("--model needs a folder");
-        } else if (is_opt(&a, "--image")) {
-            if (!(v = value(&a))) return usage_error("--image needs a path");
-            if (n_images == MAX_INPUTS) return usage_error("more than %d images", MAX_INPUTS);
-            images[n_images++] = v;
-        } else if (is_opt(&a, "--labels")) {
+        int kind = common_option(&a, &o, &rc);
+        if (kind == OPT_EXIT) return rc;
+        if (kind == OPT_TAKEN) continue;
+        if (is_opt(&a, "--labels")) {
             if (!(v = value(&a))) return usage_error("--labels needs a comma-separated list");
             label_list = (char *)v;
         } else if (is_opt(&a, "--template")) {
@@ -237,6 +259,8 @@ static int cmd_classify(int argc, char **argv) {
             return usage_error("classify: unknown option '%s'", argv[a.i]);
         }
     }
+    const char *model_dir = o.model_dir, **images = o.images;
+    int64_t n_images = o.n_images;
     if (!model_dir) return usage_error("classify: --model is required");
     if (!n_images) return usage_error("classify: give at least one --image");
     if (!label_list || split_labels(label_list, labels, &n_labels) != 0)
@@ -244,7 +268,6 @@ static int cmd_classify(int argc, char **argv) {
     mmt_clip *model;
     if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
     int64_t dim = mmt_clip_embed_dim(model);
-    int rc = 0;
     char **prompts = mmt_calloc((size_t)n_labels, sizeof(char *));
     float *img = mmt_malloc((size_t)(n_images * dim) * sizeof(float));
     float *txt = mmt_malloc((size_t)(n_labels * dim) * sizeof(float));
