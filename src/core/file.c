@@ -13,9 +13,8 @@
 
 #include "core/alloc.h"
 
-mmt_status mmt_file_read_all(const char *path, size_t max_bytes, char **data, size_t *len) {
-    *data = NULL;
-    *len = 0;
+/* Opens path read-only and checks it is a regular file; *size gets its length. */
+static mmt_status open_regular(const char *path, int *fd_out, size_t *size) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return mmt_fail(errno == ENOENT ? MMT_STATUS_NOT_FOUND : MMT_STATUS_IO,
                                 "%s: cannot open: %s", path, strerror(errno));
@@ -24,12 +23,22 @@ mmt_status mmt_file_read_all(const char *path, size_t max_bytes, char **data, si
         close(fd);
         return mmt_fail(MMT_STATUS_IO, "%s: not a regular file", path);
     }
-    if ((uint64_t)st.st_size > max_bytes) {
+    *fd_out = fd;
+    *size = (size_t)st.st_size;
+    return MMT_OK;
+}
+
+mmt_status mmt_file_read_all(const char *path, size_t max_bytes, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    int fd;
+    size_t size;
+    MMT_TRY(open_regular(path, &fd, &size));
+    if (size > max_bytes) {
         close(fd);
-        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: file is %lld bytes, more than the %zu allowed",
-                        path, (long long)st.st_size, max_bytes);
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: file is %zu bytes, more than the %zu allowed",
+                        path, size, max_bytes);
     }
-    size_t size = (size_t)st.st_size;
     char *buf = mmt_malloc(size + 1);
     if (!buf) {
         close(fd);
@@ -58,23 +67,18 @@ mmt_status mmt_file_read_all(const char *path, size_t max_bytes, char **data, si
 mmt_status mmt_file_map_open(const char *path, mmt_file_map *map) {
     map->data = NULL;
     map->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mmt_fail(errno == ENOENT ? MMT_STATUS_NOT_FOUND : MMT_STATUS_IO,
-                                "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return mmt_fail(MMT_STATUS_IO, "%s: not a regular file", path);
-    }
-    if (st.st_size > 0) {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int fd;
+    size_t size;
+    MMT_TRY(open_regular(path, &fd, &size));
+    if (size > 0) {
+        void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             int e = errno;
             close(fd);
             return mmt_fail(MMT_STATUS_IO, "%s: mmap failed: %s", path, strerror(e));
         }
         map->data = p;
-        map->size = (size_t)st.st_size;
+        map->size = size;
     }
     close(fd);
     return MMT_OK;
