@@ -6,7 +6,7 @@
  * plain reference table (src/ops/ref/), which is the oracle. The table is the only seam
  * between CPU and GPU: a CUDA backend fills the same fields with device pointers; a NULL
  * entry means the backend lacks that op and the caller falls back to the CPU visibly.
- * Backward kernels are added as *_bwd fields beside their forwards.
+ * Backward kernels are the *_bwd fields beside their forwards.
  *
  * Threads and stack: the CPU kernels split large calls over OpenMP threads (OMP_NUM_THREADS).
  * The AVX2 matmul and attention pack operands into buffers on the stack, about 330 KiB per
@@ -64,6 +64,52 @@ typedef struct mmt_ops {
      * and each patch flattened as (Cin, P, P), matching a Conv2d weight [out, Cin, P, P].
      * Like Conv2d, rows and columns that do not fill a whole patch are dropped. */
     void (*patchify_fwd)(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh,
+                         int64_t Ww, int64_t P);
+
+    /* General row-major product: c (M,N) = alpha * op(a) @ op(b) + beta * c, where op(a) is
+     * (M,K) and op(b) is (K,N); ta/tb != 0 means a/b are stored transposed ((K,M) / (N,K)).
+     * lda/ldb/ldc are the row strides of a, b, c as stored. beta == 0 ignores c's old
+     * contents (NaN included). c must not overlap a or b. For LoRA's low-rank products and
+     * anything matmul_fwd's layout does not cover. */
+    void (*gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+    /* ---- backward ------------------------------------------------------------------
+     * Every backward ACCUMULATES (+=) into its gradient outputs; the caller zeroes them
+     * first. A NULL gradient output is skipped and costs nothing (frozen weights, inputs
+     * that need no gradient). Inputs are the forward's inputs and saved outputs. */
+
+    /* For y = x @ w^T + bias: dx (M,K) += dy @ w; dw (N,K) += dy^T @ x;
+     * dbias (N) += column sums of dy. */
+    void (*matmul_bwd)(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                       const float *w, int64_t M, int64_t K, int64_t N);
+
+    /* For layernorm_fwd with the mean/rstd it saved: dx (R,C), dweight (C), dbias (C).
+     * weight may be NULL (no affine transform; dweight/dbias must then be NULL). */
+    void (*layernorm_bwd)(float *dx, float *dweight, float *dbias, const float *dy,
+                          const float *x, const float *mean, const float *rstd,
+                          const float *weight, int64_t R, int64_t C);
+
+    /* For y = softmax(x) per row: dx += y * (dy - sum_j dy_j y_j). dx may not alias dy. */
+    void (*softmax_bwd)(float *dx, const float *dy, const float *y, int64_t R, int64_t C);
+
+    /* dx += dy * f'(x) for the activations above (x is the forward's input). */
+    void (*gelu_bwd)(float *dx, const float *dy, const float *x, int64_t n);
+    void (*quick_gelu_bwd)(float *dx, const float *dy, const float *x, int64_t n);
+
+    /* For attention_fwd: dq, dk, dv (B,T,H*D) += gradients given dout (B,T,H*D) and the
+     * probabilities att (B,H,T,T) the forward saved. datt (B,H,T,T) is scratch (overwritten). */
+    void (*attention_bwd)(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                          const float *q, const float *k, const float *v, const float *att,
+                          int64_t B, int64_t T, int64_t H, int64_t D, int causal);
+
+    /* dtable (V,C): row ids[i] += dy[i] for each of the N rows (repeated ids add up). */
+    void (*embedding_bwd)(float *dtable, const float *dy, const int32_t *ids, int64_t N,
+                          int64_t C);
+
+    /* The transpose of patchify_fwd: dx (B,Cin,Hh,Ww) += scatter of dy (B, Np, Cin*P*P);
+     * pixels outside whole patches get nothing. */
+    void (*patchify_bwd)(float *dx, const float *dy, int64_t B, int64_t Cin, int64_t Hh,
                          int64_t Ww, int64_t P);
 } mmt_ops;
 

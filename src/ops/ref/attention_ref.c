@@ -1,5 +1,5 @@
 /*
- * attention_ref.c — reference multi-head scaled dot-product attention.
+ * attention_ref.c — reference multi-head scaled dot-product attention, forward and backward.
  *
  * Follows transformers' CLIPAttention (eager path): scores = q k^T * D^-0.5, an optional
  * causal mask (the CLIP text tower), softmax over keys, then probabilities @ v. One query row
@@ -7,6 +7,7 @@
  * output row is their weighted sum of value rows. Masked probabilities are exactly 0.
  */
 #include <math.h>
+#include <stddef.h>
 
 #include "ops/ref/ops_ref.h"
 
@@ -46,6 +47,64 @@ void attention_fwd_ref(float *out,      // (B, T, H*D)
                 for (int64_t j = 0; j < keys; j++) {
                     const float *vj = v + (b * T + j) * C + h * D;
                     for (int64_t d = 0; d < D; d++) oi[d] += row[j] * vj[d];
+                }
+            }
+        }
+    }
+}
+
+/* Backward, one (batch, head, query row) at a time. With p the saved probabilities of query
+ * row i, o_i = sum_j p_ij v_j and s_ij = (q_i . k_j) * scale:
+ *     dv_j += p_ij do_i                       dp_ij = do_i . v_j
+ *     ds_ij = p_ij (dp_ij - sum_l p_il dp_il)  (softmax backward)
+ *     dq_i += scale sum_j ds_ij k_j           dk_j += scale ds_ij q_i
+ * Masked keys have p_ij = 0 and so get nothing. datt row i holds dp_i and then scale * ds_i
+ * (the gradient of the raw dot products q . k), left there as scratch. */
+void attention_bwd_ref(float *dq,          // (B, T, H*D) or NULL
+                       float *dk,          // (B, T, H*D) or NULL
+                       float *dv,          // (B, T, H*D) or NULL
+                       float *datt,        // (B, H, T, T) scratch
+                       const float *dout,  // (B, T, H*D)
+                       const float *q,     // (B, T, H*D)
+                       const float *k,     // (B, T, H*D)
+                       const float *v,     // (B, T, H*D)
+                       const float *att,   // (B, H, T, T)
+                       int64_t B, int64_t T, int64_t H, int64_t D, int causal) {
+    const int64_t C = H * D;
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < H; h++) {
+            for (int64_t i = 0; i < T; i++) {
+                const float *p = att + ((b * H + h) * T + i) * T;
+                const float *doi = dout + (b * T + i) * C + h * D;
+                float *ds = datt + ((b * H + h) * T + i) * T;
+                int64_t keys = causal ? i + 1 : T;
+                for (int64_t j = keys; j < T; j++) ds[j] = 0.0f;
+                if (dv)
+                    for (int64_t j = 0; j < keys; j++) {
+                        float *dvj = dv + (b * T + j) * C + h * D;
+                        for (int64_t d = 0; d < D; d++) dvj[d] += p[j] * doi[d];
+                    }
+                if (!dq && !dk) continue;
+                double dot = 0.0;
+                for (int64_t j = 0; j < keys; j++) {
+                    const float *vj = v + (b * T + j) * C + h * D;
+                    float dp = 0.0f;
+                    for (int64_t d = 0; d < D; d++) dp += doi[d] * vj[d];
+                    ds[j] = dp;
+                    dot += (double)p[j] * dp;
+                }
+                for (int64_t j = 0; j < keys; j++)
+                    ds[j] = (float)(p[j] * (ds[j] - dot)) * scale;
+                const float *qi = q + (b * T + i) * C + h * D;
+                float *dqi = dq ? dq + (b * T + i) * C + h * D : NULL;
+                for (int64_t j = 0; j < keys; j++) {
+                    const float *kj = k + (b * T + j) * C + h * D;
+                    float *dkj = dk ? dk + (b * T + j) * C + h * D : NULL;
+                    for (int64_t d = 0; d < D; d++) {
+                        if (dqi) dqi[d] += ds[j] * kj[d];
+                        if (dkj) dkj[d] += ds[j] * qi[d];
+                    }
                 }
             }
         }

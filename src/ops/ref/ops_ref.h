@@ -25,4 +25,23 @@ void embedding_fwd_ref(float *y, const int32_t *ids, const float *table, int64_t
 void patchify_fwd_ref(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
                       int64_t P);
 
+void gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,
+              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* Backward kernels: they accumulate into their gradient outputs and skip NULL ones. */
+void matmul_bwd_ref(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                    const float *w, int64_t M, int64_t K, int64_t N);
+void layernorm_bwd_ref(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
+                       const float *mean, const float *rstd, const float *weight, int64_t R,
+                       int64_t C);
+void softmax_bwd_ref(float *dx, const float *dy, const float *y, int64_t R, int64_t C);
+void gelu_bwd_ref(float *dx, const float *dy, const float *x, int64_t n);
+void quick_gelu_bwd_ref(float *dx, const float *dy, const float *x, int64_t n);
+void attention_bwd_ref(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                       const float *q, const float *k, const float *v, const float *att,
+                       int64_t B, int64_t T, int64_t H, int64_t D, int causal);
+void embedding_bwd_ref(float *dtable, const float *dy, const int32_t *ids, int64_t N, int64_t C);
+void patchify_bwd_ref(float *dx, const float *dy, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
+                      int64_t P);
+
 #endif
