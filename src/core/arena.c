@@ -58,22 +58,49 @@ void *mmt_arena_calloc(mmt_arena *arena, size_t count, size_t size) {
 }
 
 void mmt_arena_reset(mmt_arena *arena) {
-    /* Keep the largest chunk so a steady-state step allocates nothing. */
-    mmt_arena_chunk *keep = NULL;
-    for (mmt_arena_chunk *c = arena->head; c; c = c->next)
-        if (!keep || c->size > keep->size) keep = c;
-    mmt_arena_chunk *c = arena->head;
-    while (c) {
-        mmt_arena_chunk *next = c->next;
-        if (c != keep) mmt_free(c);
-        c = next;
+    size_t total = 0, count = 0;
+    for (mmt_arena_chunk *c = arena->head; c; c = c->next) {
+        total += c->size;
+        count++;
     }
-    if (keep) {
-        keep->used = 0;
+    if (count > 1) {
+        /* One chunk as large as this step's chunks together: the next step fits in it. If
+         * that allocation fails, keep the largest old chunk instead (still correct). */
+        mmt_arena_chunk *merged = total <= SIZE_MAX - sizeof(mmt_arena_chunk)
+                                      ? mmt_malloc(sizeof(mmt_arena_chunk) + total)
+                                      : NULL;
+        mmt_arena_chunk *keep = merged;
+        if (!keep)
+            for (mmt_arena_chunk *c = arena->head; c; c = c->next)
+                if (!keep || c->size > keep->size) keep = c;
+        mmt_arena_chunk *c = arena->head;
+        while (c) {
+            mmt_arena_chunk *next = c->next;
+            if (c != keep) mmt_free(c);
+            c = next;
+        }
+        if (merged) merged->size = total;
+        else mmt_clear_error(); /* the failed malloc's message: nothing failed for the caller */
         keep->next = NULL;
+        arena->head = keep;
     }
-    arena->head = keep;
+    if (arena->head) arena->head->used = 0;
     arena->used_bytes = 0;
+}
+
+mmt_arena_mark mmt_arena_get_mark(const mmt_arena *arena) {
+    mmt_arena_mark m = {arena->head, arena->head ? arena->head->used : 0, arena->used_bytes};
+    return m;
+}
+
+void mmt_arena_rewind(mmt_arena *arena, mmt_arena_mark mark) {
+    while (arena->head && arena->head != mark.chunk) {
+        mmt_arena_chunk *next = arena->head->next;
+        mmt_free(arena->head);
+        arena->head = next;
+    }
+    if (arena->head) arena->head->used = mark.chunk_used;
+    arena->used_bytes = mark.used_bytes;
 }
 
 void mmt_arena_free(mmt_arena *arena) {

@@ -2,7 +2,10 @@
  * arena.h — bump allocator for things that share one lifetime.
  *
  * Blocks come from mmt_malloc in chunks; nothing is freed individually. mmt_arena_reset()
- * keeps the largest chunk for reuse (per-step activations), mmt_arena_free() returns all.
+ * readies the arena for the next step: when the step needed more than one chunk it replaces
+ * them by one chunk as large as all of them, so a steady-state step allocates nothing from
+ * the heap. mmt_arena_mark()/mmt_arena_rewind() give back everything allocated after a mark
+ * (scratch that lives for one block of a backward pass). mmt_arena_free() returns all.
  */
 #ifndef MMT_CORE_ARENA_H
 #define MMT_CORE_ARENA_H
@@ -22,6 +25,14 @@ void mmt_arena_init(mmt_arena *arena, size_t chunk_size);
 void *mmt_arena_alloc(mmt_arena *arena, size_t size, size_t align);
 void *mmt_arena_calloc(mmt_arena *arena, size_t count, size_t size);
 void mmt_arena_reset(mmt_arena *arena);
+
+typedef struct mmt_arena_mark {
+    mmt_arena_chunk *chunk;
+    size_t chunk_used, used_bytes;
+} mmt_arena_mark;
+mmt_arena_mark mmt_arena_get_mark(const mmt_arena *arena);
+/* Frees what was allocated after the mark (chunks added since are returned to the heap). */
+void mmt_arena_rewind(mmt_arena *arena, mmt_arena_mark mark);
 void mmt_arena_free(mmt_arena *arena);
 
 #endif

@@ -6,6 +6,7 @@
  * activations from an arena of its own, so calls on one model may run from several threads.
  */
 #include "models/clip.h"
+#include "models/clip_internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -19,34 +20,6 @@
 #include "data/preprocess.h"
 #include "data/tokenizer.h"
 #include "ops/ops.h"
-
-/* Weights of one pre-LN encoder layer (modeling_clip.py CLIPEncoderLayer). */
-typedef struct clip_layer {
-    const float *ln1_w, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;
-    const float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-} clip_layer;
-
-typedef struct clip_tower {
-    const mmt_clip_tower_config *cfg;
-    clip_layer *layers;          /* cfg->num_layers, in the model arena */
-    const float *projection;     /* (P, C) */
-    /* text */
-    const float *token_embedding, *position_embedding, *final_ln_w, *final_ln_b;
-    /* vision */
-    const float *class_embedding, *patch_weight, *pre_ln_w, *pre_ln_b, *post_ln_w, *post_ln_b;
-} clip_tower;
-
-struct mmt_clip {
-    char *dir;                   /* owned */
-    mmt_clip_config cfg;
-    mmt_weights *weights;        /* owned: the mapped checkpoint */
-    mmt_arena store;             /* owned: converted weights, layer tables */
-    clip_tower text, vision;
-    float logit_scale;           /* the raw parameter (log of the temperature) */
-    const mmt_ops *ops;
-    mmt_tokenizer *tokenizer;    /* owned, NULL without vocab files */
-    mmt_image_processor processor;
-};
 
 /* ---- loading ----------------------------------------------------------------------- */
 

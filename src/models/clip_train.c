@@ -1,0 +1,731 @@
+/*
+ * clip_train.c — CLIP's training graph (see clip_train.h).
+ *
+ * Each encoder layer keeps, for backward: its input x_in, both layernorms' mean/rstd and
+ * outputs (the inputs of q/k/v and fc1), q, k, v, the attention probabilities, the attention
+ * output (out_proj's input), the residual x_mid, fc1's output before the activation and the
+ * activation (fc2's input). With checkpointing only x_in is kept and the block's forward is
+ * re-run into scratch during backward. Backward walks the layers down to the lowest one with
+ * something trainable and stops there.
+ */
+#include "models/clip_train.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "models/clip_internal.h"
+#include "nn/loss.h"
+
+typedef struct ct_layer {
+    mmt_linear q, k, v, o, fc1, fc2;
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    float *dln1_w, *dln1_b, *dln2_w, *dln2_b;
+    /* saved by forward: x_in (N, C) always; the rest only without checkpointing */
+    float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
+} ct_layer;
+
+typedef struct ct_tower {
+    const mmt_clip_tower_config *cfg;
+    int is_text;
+    ct_layer *layers;
+    mmt_linear proj;   /* (P, C), no bias */
+    mmt_linear patch;  /* vision: (C, Cin*P*P), no bias */
+    const float *tok_emb, *pos_emb, *cls, *pre_w, *pre_b, *fin_w, *fin_b;
+    float *dtok_emb, *dpos_emb, *dcls, *dpre_w, *dpre_b, *dfin_w, *dfin_b;
+    /* saved by forward */
+    int64_t B, T;
+    int64_t *pool;     /* (B) pooled position */
+    int32_t *ids;      /* (B, T) text */
+    float *patches;    /* (B*Np, K) vision */
+    float *x0;         /* vision: pre-layernorm input (B, T, C) */
+    float *pre_mean, *pre_rstd;
+    float *x_out;      /* last layer's output (B, T, C) */
+    float *pooled, *fin_mean, *fin_rstd, *hfin, *proj_out, *norm, *emb;
+    float *demb;       /* gradient at the embeddings (B, P) */
+    uint64_t seed;
+} ct_tower;
+
+struct mmt_clip_train {
+    mmt_clip *model;
+    const mmt_ops *ops;
+    mmt_clip_train_options opt;
+    ct_tower text, vision;
+    float logit_scale, dlogit_scale;
+    int full;
+    mmt_arena store;   /* owned: layer tables, full fine-tuning copies, gradients, names */
+    mmt_arena step;    /* owned: activations, reset each forward */
+    mmt_arena scratch; /* owned: per-block scratch of backward */
+    mmt_nn_param *params; /* owned (mmt_malloc) */
+    int64_t n_params, cap_params;
+    double last_loss;
+    double dscale;
+};
+
+#define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
+
+/* ---- construction ------------------------------------------------------------------ */
+
+void mmt_clip_train_options_default(mmt_clip_train_options *o) {
+    memset(o, 0, sizeof *o);
+}
+
+static void linear_init(mmt_linear *l, const float *w, const float *b, int64_t in, int64_t out) {
+    memset(l, 0, sizeof *l);
+    l->w = w;
+    l->b = b;
+    l->in = in;
+    l->out = out;
+}
+
+static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *src, int is_text) {
+    const mmt_clip_tower_config *c = src->cfg;
+    int64_t C = c->hidden_size, I = c->intermediate_size;
+    t->cfg = c;
+    t->is_text = is_text;
+    t->layers = mmt_arena_calloc(&ct->store, (size_t)c->num_layers, sizeof(ct_layer));
+    if (!t->layers) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        const clip_layer *s = &src->layers[i];
+        ct_layer *y = &t->layers[i];
+        linear_init(&y->q, s->q_w, s->q_b, C, C);
+        linear_init(&y->k, s->k_w, s->k_b, C, C);
+        linear_init(&y->v, s->v_w, s->v_b, C, C);
+        linear_init(&y->o, s->out_w, s->out_b, C, C);
+        linear_init(&y->fc1, s->fc1_w, s->fc1_b, C, I);
+        linear_init(&y->fc2, s->fc2_w, s->fc2_b, I, C);
+        y->ln1_w = s->ln1_w;
+        y->ln1_b = s->ln1_b;
+        y->ln2_w = s->ln2_w;
+        y->ln2_b = s->ln2_b;
+    }
+    linear_init(&t->proj, src->projection, NULL, C, ct->model->cfg.projection_dim);
+    t->pos_emb = src->position_embedding;
+    if (is_text) {
+        t->tok_emb = src->token_embedding;
+        t->fin_w = src->final_ln_w;
+        t->fin_b = src->final_ln_b;
+    } else {
+        int64_t P = c->patch_size;
+        linear_init(&t->patch, src->patch_weight, NULL, c->num_channels * P * P, C);
+        t->cls = src->class_embedding;
+        t->pre_w = src->pre_ln_w;
+        t->pre_b = src->pre_ln_b;
+        t->fin_w = src->post_ln_w;
+        t->fin_b = src->post_ln_b;
+    }
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *o,
+                                 mmt_clip_train **out) {
+    *out = NULL;
+    if (!model->cfg.has_text || !model->cfg.has_vision)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: training needs both towers (this checkpoint has only the %s tower)",
+                        model->dir, model->cfg.has_text ? "text" : "vision");
+    mmt_clip_train *ct = mmt_calloc(1, sizeof *ct);
+    if (!ct) return MMT_STATUS_OUT_OF_MEMORY;
+    ct->model = model;
+    ct->ops = model->ops;
+    ct->opt = *o;
+    ct->logit_scale = model->logit_scale;
+    mmt_arena_init(&ct->store, (size_t)1 << 20);
+    mmt_arena_init(&ct->step, (size_t)64 << 20);
+    mmt_arena_init(&ct->scratch, (size_t)16 << 20);
+    mmt_status s = tower_init(ct, &ct->text, &model->text, 1);
+    if (s == MMT_OK) s = tower_init(ct, &ct->vision, &model->vision, 0);
+    if (s == MMT_OK && o->train_logit_scale) {
+        int64_t shape[1] = {1};
+        s = mmt_clip_train_add_param(ct, "logit_scale", &ct->logit_scale, &ct->dlogit_scale, 0, shape, 1);
+    }
+    if (s != MMT_OK) {
+        mmt_clip_train_free(ct);
+        return s;
+    }
+    *out = ct;
+    return MMT_OK;
+}
+
+void mmt_clip_train_free(mmt_clip_train *ct) {
+    if (!ct) return;
+    mmt_arena_free(&ct->store);
+    mmt_arena_free(&ct->step);
+    mmt_arena_free(&ct->scratch);
+    mmt_free(ct->params);
+    mmt_free(ct);
+}
+
+mmt_clip *mmt_clip_train_model(mmt_clip_train *ct) { return ct->model; }
+float mmt_clip_train_scale(const mmt_clip_train *ct) {
+    return ct->opt.fixed_temperature > 0 ? 1.0f / ct->opt.fixed_temperature : expf(ct->logit_scale);
+}
+void mmt_clip_train_after_step(mmt_clip_train *ct) {
+    if (ct->opt.train_logit_scale) ct->logit_scale = fminf(fmaxf(ct->logit_scale, 0.0f), logf(100.0f));
+}
+size_t mmt_clip_train_peak_activation_bytes(const mmt_clip_train *ct) {
+    return ct->step.peak_bytes + ct->scratch.peak_bytes;
+}
+const float *mmt_clip_train_image_embeds(const mmt_clip_train *ct) { return ct->vision.emb; }
+const float *mmt_clip_train_text_embeds(const mmt_clip_train *ct) { return ct->text.emb; }
+
+mmt_status mmt_clip_train_add_param(mmt_clip_train *ct, const char *name, float *data,
+                                    float *grad, int ndim, const int64_t *shape, int no_decay) {
+    for (int64_t i = 0; i < ct->n_params; i++)
+        if (strcmp(ct->params[i].name, name) == 0)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "trainable tensor %s registered twice", name);
+    if (ndim < 0 || ndim > MMT_PARAM_MAX_DIMS)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "trainable tensor %s: %d dimensions", name, ndim);
+    if (ct->n_params == ct->cap_params) {
+        int64_t cap = ct->cap_params ? ct->cap_params * 2 : 64;
+        mmt_nn_param *p = mmt_realloc(ct->params, (size_t)cap * sizeof *p);
+        if (!p) return MMT_STATUS_OUT_OF_MEMORY;
+        ct->params = p;
+        ct->cap_params = cap;
+    }
+    size_t len = strlen(name);
+    char *copy = mmt_arena_alloc(&ct->store, len + 1, 1);
+    if (!copy) return MMT_STATUS_OUT_OF_MEMORY;
+    memcpy(copy, name, len + 1);
+    mmt_nn_param *p = &ct->params[ct->n_params++];
+    memset(p, 0, sizeof *p);
+    p->name = copy;
+    p->data = data;
+    p->grad = grad;
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        p->numel *= shape[d];
+    }
+    p->no_decay = no_decay;
+    return MMT_OK;
+}
+
+const mmt_nn_param *mmt_clip_train_params(const mmt_clip_train *ct, int64_t *n) {
+    *n = ct->n_params;
+    return ct->params;
+}
+
+void mmt_clip_train_zero_grad(mmt_clip_train *ct) {
+    for (int64_t i = 0; i < ct->n_params; i++)
+        if (ct->params[i].grad) memset(ct->params[i].grad, 0, (size_t)ct->params[i].numel * sizeof(float));
+}
+
+mmt_linear *mmt_clip_train_linear(mmt_clip_train *ct, const char *name) {
+    ct_tower *t = NULL;
+    const char *rest = NULL;
+    if (strncmp(name, "text_model.", 11) == 0) t = &ct->text, rest = name + 11;
+    else if (strncmp(name, "vision_model.", 13) == 0) t = &ct->vision, rest = name + 13;
+    else if (strcmp(name, "text_projection") == 0) return &ct->text.proj;
+    else if (strcmp(name, "visual_projection") == 0) return &ct->vision.proj;
+    else return NULL;
+    if (!t->is_text && strcmp(rest, "embeddings.patch_embedding") == 0) return &t->patch;
+    long long idx;
+    int used = 0;
+    if (sscanf(rest, "encoder.layers.%lld.%n", &idx, &used) != 1 || used == 0) return NULL;
+    if (idx < 0 || idx >= t->cfg->num_layers) return NULL;
+    char check[48];
+    snprintf(check, sizeof check, "encoder.layers.%lld.", idx);
+    if ((size_t)used != strlen(check) || strncmp(rest, check, (size_t)used) != 0) return NULL; /* "01", "+1" */
+    ct_layer *y = &t->layers[idx];
+    const char *m = rest + used;
+    if (strcmp(m, "self_attn.q_proj") == 0) return &y->q;
+    if (strcmp(m, "self_attn.k_proj") == 0) return &y->k;
+    if (strcmp(m, "self_attn.v_proj") == 0) return &y->v;
+    if (strcmp(m, "self_attn.out_proj") == 0) return &y->o;
+    if (strcmp(m, "mlp.fc1") == 0) return &y->fc1;
+    if (strcmp(m, "mlp.fc2") == 0) return &y->fc2;
+    return NULL;
+}
+
+/* ---- full fine-tuning: owned copies of every base tensor ---------------------------- */
+
+typedef struct full_ctx {
+    mmt_clip_train *ct;
+    mmt_status s;
+} full_ctx;
+
+/* Copies *w into owned memory, allocates its gradient, registers it. */
+static void make_trainable(full_ctx *f, const float **w, float **dw, int64_t numel, int ndim,
+                           const int64_t *shape, int no_decay, const char *fmt, ...) MMT_PRINTF(8, 9);
+static void make_trainable(full_ctx *f, const float **w, float **dw, int64_t numel, int ndim,
+                           const int64_t *shape, int no_decay, const char *fmt, ...) {
+    if (f->s != MMT_OK || !*w) return;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    float *copy = ALLOC_F(&f->ct->store, numel);
+    float *grad = mmt_arena_calloc(&f->ct->store, (size_t)numel, sizeof(float));
+    if (!copy || !grad) {
+        f->s = MMT_STATUS_OUT_OF_MEMORY;
+        return;
+    }
+    memcpy(copy, *w, (size_t)numel * sizeof(float));
+    *w = copy;
+    *dw = grad;
+    f->s = mmt_clip_train_add_param(f->ct, name, copy, grad, ndim, shape, no_decay);
+}
+
+static void full_linear(full_ctx *f, mmt_linear *l, const char *module, int ndim, const int64_t *wshape) {
+    int64_t bshape[1] = {l->out};
+    make_trainable(f, &l->w, &l->dw, l->in * l->out, ndim, wshape, 0, "%s.weight", module);
+    if (l->b) make_trainable(f, &l->b, &l->db, l->out, 1, bshape, 1, "%s.bias", module);
+}
+
+static void full_tower(full_ctx *f, ct_tower *t, const char *prefix) {
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t C = c->hidden_size;
+    int64_t vshape[1] = {C};
+    char name[160];
+    if (t->is_text) {
+        int64_t s1[2] = {c->vocab_size, C}, s2[2] = {c->max_positions, C};
+        make_trainable(f, &t->tok_emb, &t->dtok_emb, c->vocab_size * C, 2, s1, 1, "%s.embeddings.token_embedding.weight", prefix);
+        make_trainable(f, &t->pos_emb, &t->dpos_emb, c->max_positions * C, 2, s2, 1, "%s.embeddings.position_embedding.weight", prefix);
+    } else {
+        int64_t P = c->patch_size, G = c->image_size / P;
+        int64_t s1[2] = {G * G + 1, C}, ps[4] = {C, c->num_channels, P, P};
+        make_trainable(f, &t->cls, &t->dcls, C, 1, vshape, 1, "%s.embeddings.class_embedding", prefix);
+        snprintf(name, sizeof name, "%s.embeddings.patch_embedding", prefix);
+        full_linear(f, &t->patch, name, 4, ps);
+        make_trainable(f, &t->pos_emb, &t->dpos_emb, (G * G + 1) * C, 2, s1, 1, "%s.embeddings.position_embedding.weight", prefix);
+        make_trainable(f, &t->pre_w, &t->dpre_w, C, 1, vshape, 1, "%s.pre_layrnorm.weight", prefix);
+        make_trainable(f, &t->pre_b, &t->dpre_b, C, 1, vshape, 1, "%s.pre_layrnorm.bias", prefix);
+    }
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        ct_layer *y = &t->layers[i];
+        long long n = (long long)i;
+        struct { mmt_linear *l; const char *what; } lin[6] = {
+            {&y->k, "self_attn.k_proj"}, {&y->v, "self_attn.v_proj"}, {&y->q, "self_attn.q_proj"},
+            {&y->o, "self_attn.out_proj"}, {&y->fc1, "mlp.fc1"}, {&y->fc2, "mlp.fc2"}};
+        make_trainable(f, &y->ln1_w, &y->dln1_w, C, 1, vshape, 1, "%s.encoder.layers.%lld.layer_norm1.weight", prefix, n);
+        make_trainable(f, &y->ln1_b, &y->dln1_b, C, 1, vshape, 1, "%s.encoder.layers.%lld.layer_norm1.bias", prefix, n);
+        for (int j = 0; j < 6; j++) {
+            int64_t ws[2] = {lin[j].l->out, lin[j].l->in};
+            snprintf(name, sizeof name, "%s.encoder.layers.%lld.%s", prefix, n, lin[j].what);
+            full_linear(f, lin[j].l, name, 2, ws);
+            if (j == 3) {
+                make_trainable(f, &y->ln2_w, &y->dln2_w, C, 1, vshape, 1, "%s.encoder.layers.%lld.layer_norm2.weight", prefix, n);
+                make_trainable(f, &y->ln2_b, &y->dln2_b, C, 1, vshape, 1, "%s.encoder.layers.%lld.layer_norm2.bias", prefix, n);
+            }
+        }
+    }
+    const char *fin = t->is_text ? "final_layer_norm" : "post_layernorm";
+    make_trainable(f, &t->fin_w, &t->dfin_w, C, 1, vshape, 1, "%s.%s.weight", prefix, fin);
+    make_trainable(f, &t->fin_b, &t->dfin_b, C, 1, vshape, 1, "%s.%s.bias", prefix, fin);
+}
+
+mmt_status mmt_clip_train_make_full(mmt_clip_train *ct) {
+    if (ct->full) return MMT_OK;
+    full_ctx f = {ct, MMT_OK};
+    full_tower(&f, &ct->text, "text_model");
+    full_tower(&f, &ct->vision, "vision_model");
+    int64_t ps[2] = {ct->model->cfg.projection_dim, ct->vision.cfg->hidden_size};
+    full_linear(&f, &ct->vision.proj, "visual_projection", 2, ps);
+    ps[1] = ct->text.cfg->hidden_size;
+    full_linear(&f, &ct->text.proj, "text_projection", 2, ps);
+    if (f.s == MMT_OK) ct->full = 1;
+    return f.s;
+}
+
+/* ---- what needs gradients ------------------------------------------------------------ */
+
+static int layer_has_grads(const ct_layer *y) {
+    return nn_linear_has_grads(&y->q) || nn_linear_has_grads(&y->k) || nn_linear_has_grads(&y->v) ||
+           nn_linear_has_grads(&y->o) || nn_linear_has_grads(&y->fc1) || nn_linear_has_grads(&y->fc2) ||
+           y->dln1_w || y->dln2_w;
+}
+
+/* The lowest layer backward must reach (num_layers: none), and whether anything below the
+ * encoder (embeddings, pre-layernorm, patch embedding) trains. */
+static int64_t lowest_trainable_layer(const ct_tower *t, int *below) {
+    *below = t->dtok_emb || t->dpos_emb || t->dcls || t->dpre_w || nn_linear_has_grads(&t->patch);
+    if (*below) return 0;
+    for (int64_t i = 0; i < t->cfg->num_layers; i++)
+        if (layer_has_grads(&t->layers[i])) return i;
+    return t->cfg->num_layers;
+}
+
+static int tower_has_grads(const ct_tower *t) {
+    int below;
+    return lowest_trainable_layer(t, &below) < t->cfg->num_layers || below || t->dfin_w ||
+           nn_linear_has_grads(&t->proj);
+}
+
+/* ---- one encoder layer --------------------------------------------------------------- */
+
+static uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
+    uint64_t z = seed ^ (a * 0xd6e8feb86659fd93ull) ^ (b * 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 32)) * 0xd6e8feb86659fd93ull;
+    return z ^ (z >> 32);
+}
+
+/* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
+ * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
+static mmt_status layer_forward(mmt_clip_train *ct, const ct_tower *t, ct_layer *y, int64_t li,
+                                mmt_arena *ar, const float *x_in, float *x_out, int64_t B,
+                                int64_t T, int train) {
+    const mmt_ops *ops = ct->ops;
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, N = B * T;
+    float eps = (float)c->layer_norm_eps;
+    y->mean1 = ALLOC_F(ar, N);
+    y->rstd1 = ALLOC_F(ar, N);
+    y->h1 = ALLOC_F(ar, N * C);
+    y->q_out = ALLOC_F(ar, N * C);
+    y->k_out = ALLOC_F(ar, N * C);
+    y->v_out = ALLOC_F(ar, N * C);
+    y->att = ALLOC_F(ar, B * H * T * T);
+    y->a = ALLOC_F(ar, N * C);
+    y->x_mid = ALLOC_F(ar, N * C);
+    y->mean2 = ALLOC_F(ar, N);
+    y->rstd2 = ALLOC_F(ar, N);
+    y->h2 = ALLOC_F(ar, N * C);
+    y->f = ALLOC_F(ar, N * I);
+    y->g = ALLOC_F(ar, N * I);
+    if (!y->mean1 || !y->rstd1 || !y->h1 || !y->q_out || !y->k_out || !y->v_out || !y->att || !y->a ||
+        !y->x_mid || !y->mean2 || !y->rstd2 || !y->h2 || !y->f || !y->g)
+        return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
+    for (int j = 0; j < 6; j++)
+        if (lin[j]->lora) lin[j]->lora->dropout_seed = mix_seed(t->seed, (uint64_t)li, (uint64_t)j);
+    ops->layernorm_fwd(y->h1, y->mean1, y->rstd1, x_in, y->ln1_w, y->ln1_b, N, C, eps);
+    MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, y->h1, N, train));
+    MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, y->h1, N, train));
+    MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
+    ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, t->is_text);
+    MMT_TRY(nn_linear_forward(&y->o, ops, ar, y->x_mid, y->a, N, train));
+    ops->add_fwd(y->x_mid, y->x_mid, x_in, N * C);
+    ops->layernorm_fwd(y->h2, y->mean2, y->rstd2, y->x_mid, y->ln2_w, y->ln2_b, N, C, eps);
+    MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, y->f, y->h2, N, train));
+    if (c->act == MMT_ACT_GELU) ops->gelu_fwd(y->g, y->f, N * I);
+    else ops->quick_gelu_fwd(y->g, y->f, N * I);
+    MMT_TRY(nn_linear_forward(&y->fc2, ops, ar, x_out, y->g, N, train));
+    ops->add_fwd(x_out, x_out, y->x_mid, N * C);
+    return MMT_OK;
+}
+
+/* Scratch gradients of one layer's backward, allocated once per backward pass. */
+typedef struct layer_grads {
+    float *dh, *dq, *dk, *dv, *da, *datt, *df, *dg, *dmid;
+} layer_grads;
+
+/* dx_in (N, C) += gradient given dx_out; parameter gradients +=. dx_in may be NULL. */
+static mmt_status layer_backward(mmt_clip_train *ct, const ct_tower *t, ct_layer *y,
+                                 const layer_grads *s, const float *x_in, const float *dx_out,
+                                 float *dx_in, int64_t B, int64_t T) {
+    const mmt_ops *ops = ct->ops;
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, N = B * T;
+    mmt_arena *ar = &ct->scratch;
+    size_t nc = (size_t)(N * C) * sizeof(float), ni = (size_t)(N * I) * sizeof(float);
+    /* MLP half: x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
+    memcpy(s->dmid, dx_out, nc);
+    memset(s->dg, 0, ni);
+    MMT_TRY(nn_linear_backward(&y->fc2, ops, ar, s->dg, dx_out, y->g, N));
+    memset(s->df, 0, ni);
+    if (c->act == MMT_ACT_GELU) ops->gelu_bwd(s->df, s->dg, y->f, N * I);
+    else ops->quick_gelu_bwd(s->df, s->dg, y->f, N * I);
+    memset(s->dh, 0, nc);
+    MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, y->h2, N));
+    ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
+    /* attention half: x_mid = x_in + out_proj(attention(q, k, v of ln1(x_in))) */
+    memset(s->da, 0, nc);
+    MMT_TRY(nn_linear_backward(&y->o, ops, ar, s->da, s->dmid, y->a, N));
+    memset(s->dq, 0, nc);
+    memset(s->dk, 0, nc);
+    memset(s->dv, 0, nc);
+    ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H,
+                       C / H, t->is_text);
+    float *dh1 = dx_in || y->dln1_w ? s->dh : NULL;
+    if (dh1) memset(dh1, 0, nc);
+    MMT_TRY(nn_linear_backward(&y->q, ops, ar, dh1, s->dq, y->h1, N));
+    MMT_TRY(nn_linear_backward(&y->k, ops, ar, dh1, s->dk, y->h1, N));
+    MMT_TRY(nn_linear_backward(&y->v, ops, ar, dh1, s->dv, y->h1, N));
+    if (dh1) {
+        /* layernorm_bwd accumulates into dx_in; the residual path adds dmid. */
+        if (dx_in) {
+            ops->add_fwd(dx_in, dx_in, s->dmid, N * C);
+            ops->layernorm_bwd(dx_in, y->dln1_w, y->dln1_b, dh1, x_in, y->mean1, y->rstd1, y->ln1_w, N, C);
+        } else {
+            ops->layernorm_bwd(NULL, y->dln1_w, y->dln1_b, dh1, x_in, y->mean1, y->rstd1, y->ln1_w, N, C);
+        }
+    }
+    return MMT_OK;
+}
+
+/* ---- towers ---------------------------------------------------------------------------- */
+
+/* Runs the encoder on t->layers[0].x_in (already filled), leaving t->x_out. */
+static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int64_t T, int train) {
+    int64_t L = t->cfg->num_layers, NC = B * T * t->cfg->hidden_size;
+    for (int64_t i = 0; i < L; i++) {
+        ct_layer *y = &t->layers[i];
+        float *out = ALLOC_F(&ct->step, NC);
+        if (!out) return MMT_STATUS_OUT_OF_MEMORY;
+        if (i + 1 < L) t->layers[i + 1].x_in = out;
+        else t->x_out = out;
+        if (train && !ct->opt.checkpointing) {
+            MMT_TRY(layer_forward(ct, t, y, i, &ct->step, y->x_in, out, B, T, 1));
+        } else {
+            mmt_arena_mark mark = mmt_arena_get_mark(&ct->scratch);
+            /* train still applies dropout: backward's recomputation must see the same mask */
+            mmt_status s = layer_forward(ct, t, y, i, &ct->scratch, y->x_in, out, B, T, train);
+            mmt_arena_rewind(&ct->scratch, mark);
+            MMT_TRY(s);
+        }
+    }
+    return MMT_OK;
+}
+
+/* pooled (B, C) rows -> final/post layernorm -> projection -> normalised t->emb (B, P). */
+static mmt_status head_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int train) {
+    int64_t C = t->cfg->hidden_size, P = ct->model->cfg.projection_dim;
+    t->fin_mean = ALLOC_F(&ct->step, B);
+    t->fin_rstd = ALLOC_F(&ct->step, B);
+    t->hfin = ALLOC_F(&ct->step, B * C);
+    t->proj_out = ALLOC_F(&ct->step, B * P);
+    t->norm = ALLOC_F(&ct->step, B);
+    t->emb = ALLOC_F(&ct->step, B * P);
+    if (!t->fin_mean || !t->fin_rstd || !t->hfin || !t->proj_out || !t->norm || !t->emb)
+        return MMT_STATUS_OUT_OF_MEMORY;
+    ct->ops->layernorm_fwd(t->hfin, t->fin_mean, t->fin_rstd, t->pooled, t->fin_w, t->fin_b, B, C,
+                           (float)t->cfg->layer_norm_eps);
+    if (t->proj.lora) t->proj.lora->dropout_seed = mix_seed(t->seed, 1000003, 0);
+    MMT_TRY(nn_linear_forward(&t->proj, ct->ops, &ct->step, t->proj_out, t->hfin, B, train));
+    nn_l2_normalize_forward(t->emb, t->norm, t->proj_out, B, P);
+    return MMT_OK;
+}
+
+static int64_t pool_position(const int32_t *ids, int64_t L, int64_t eos_token_id) {
+    int64_t best = 0;
+    for (int64_t i = 0; i < L; i++) {
+        if (eos_token_id == 2) {
+            if (ids[i] > ids[best]) best = i;
+        } else if (ids[i] == eos_token_id) {
+            return i;
+        }
+    }
+    return best;
+}
+
+static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B, int64_t L, int train) {
+    ct_tower *t = &ct->text;
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t C = c->hidden_size;
+    if (L <= 0 || L > c->max_positions)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "token sequence length %lld is outside 1..%lld",
+                        (long long)L, (long long)c->max_positions);
+    for (int64_t i = 0; i < B * L; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "token id %d at row %lld is outside the vocabulary (%lld)",
+                            ids[i], (long long)(i / L), (long long)c->vocab_size);
+    t->pool = mmt_arena_alloc(&ct->step, (size_t)B * sizeof(int64_t), 8);
+    if (!t->pool) return MMT_STATUS_OUT_OF_MEMORY;
+    /* Causal attention: positions after the furthest pooled one cannot change the result. */
+    int64_t T = 1;
+    for (int64_t b = 0; b < B; b++) {
+        t->pool[b] = pool_position(ids + b * L, L, c->eos_token_id);
+        if (t->pool[b] + 1 > T) T = t->pool[b] + 1;
+    }
+    t->B = B;
+    t->T = T;
+    t->ids = mmt_arena_alloc(&ct->step, (size_t)(B * T) * sizeof(int32_t), 64);
+    float *x = ALLOC_F(&ct->step, B * T * C);
+    t->pooled = ALLOC_F(&ct->step, B * C);
+    if (!t->ids || !x || !t->pooled) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t b = 0; b < B; b++) memcpy(t->ids + b * T, ids + b * L, (size_t)T * sizeof(int32_t));
+    ct->ops->embedding_fwd(x, t->ids, t->tok_emb, B * T, C);
+    for (int64_t b = 0; b < B; b++) ct->ops->add_fwd(x + b * T * C, x + b * T * C, t->pos_emb, T * C);
+    t->layers[0].x_in = x;
+    MMT_TRY(encoder_forward(ct, t, B, T, train));
+    for (int64_t b = 0; b < B; b++) memcpy(t->pooled + b * C, t->x_out + (b * T + t->pool[b]) * C, (size_t)C * sizeof(float));
+    return head_forward(ct, t, B, train);
+}
+
+static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_t B, int train) {
+    ct_tower *t = &ct->vision;
+    const mmt_clip_tower_config *c = t->cfg;
+    const mmt_ops *ops = ct->ops;
+    int64_t C = c->hidden_size, P = c->patch_size, S = c->image_size, Ch = c->num_channels;
+    int64_t G = S / P, Np = G * G, T = Np + 1, K = Ch * P * P;
+    t->B = B;
+    t->T = T;
+    t->patches = ALLOC_F(&ct->step, B * Np * K);
+    float *emb = ALLOC_F(&ct->step, B * Np * C);
+    t->x0 = ALLOC_F(&ct->step, B * T * C);
+    t->pre_mean = ALLOC_F(&ct->step, B * T);
+    t->pre_rstd = ALLOC_F(&ct->step, B * T);
+    float *x = ALLOC_F(&ct->step, B * T * C);
+    t->pooled = ALLOC_F(&ct->step, B * C);
+    if (!t->patches || !emb || !t->x0 || !t->pre_mean || !t->pre_rstd || !x || !t->pooled)
+        return MMT_STATUS_OUT_OF_MEMORY;
+    ops->patchify_fwd(t->patches, pixels, B, Ch, S, S, P);
+    if (t->patch.lora) t->patch.lora->dropout_seed = mix_seed(t->seed, 1000004, 0);
+    MMT_TRY(nn_linear_forward(&t->patch, ops, &ct->step, emb, t->patches, B * Np, train));
+    for (int64_t b = 0; b < B; b++) {
+        float *row = t->x0 + b * T * C;
+        for (int64_t j = 0; j < C; j++) row[j] = t->cls[j] + t->pos_emb[j];
+        for (int64_t n = 0; n < Np; n++)
+            for (int64_t j = 0; j < C; j++)
+                row[(n + 1) * C + j] = emb[(b * Np + n) * C + j] + t->pos_emb[(n + 1) * C + j];
+    }
+    ops->layernorm_fwd(x, t->pre_mean, t->pre_rstd, t->x0, t->pre_w, t->pre_b, B * T, C, (float)c->layer_norm_eps);
+    t->layers[0].x_in = x;
+    MMT_TRY(encoder_forward(ct, t, B, T, train));
+    for (int64_t b = 0; b < B; b++) memcpy(t->pooled + b * C, t->x_out + b * T * C, (size_t)C * sizeof(float));
+    return head_forward(ct, t, B, train);
+}
+
+/* Backward of one tower from t->demb (B, P). */
+static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
+    const mmt_ops *ops = ct->ops;
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t B = t->B, T = t->T, C = c->hidden_size, I = c->intermediate_size, H = c->num_heads;
+    int64_t P = ct->model->cfg.projection_dim, N = B * T, L = c->num_layers;
+    int below;
+    int64_t lowest = lowest_trainable_layer(t, &below);
+    mmt_arena *ar = &ct->step;
+    /* head: normalise <- projection <- layernorm on pooled rows */
+    float *dproj = ALLOC_F(ar, B * P), *dh = ALLOC_F(ar, B * C), *dpooled = ALLOC_F(ar, B * C);
+    if (!dproj || !dh || !dpooled) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(dproj, 0, (size_t)(B * P) * sizeof(float));
+    nn_l2_normalize_backward(dproj, t->demb, t->emb, t->norm, B, P);
+    int need_below_head = lowest < L || below;
+    memset(dh, 0, (size_t)(B * C) * sizeof(float));
+    MMT_TRY(nn_linear_backward(&t->proj, ops, &ct->scratch, dh, dproj, t->hfin, B));
+    memset(dpooled, 0, (size_t)(B * C) * sizeof(float));
+    ops->layernorm_bwd(need_below_head ? dpooled : NULL, t->dfin_w, t->dfin_b, dh, t->pooled, t->fin_mean,
+                       t->fin_rstd, t->fin_w, B, C);
+    if (!need_below_head) return MMT_OK;
+    /* encoder: dx flows down from the pooled rows */
+    float *dx = ALLOC_F(ar, N * C), *dx_next = ALLOC_F(ar, N * C);
+    layer_grads s = {ALLOC_F(ar, N * C), ALLOC_F(ar, N * C), ALLOC_F(ar, N * C), ALLOC_F(ar, N * C),
+                     ALLOC_F(ar, N * C), ALLOC_F(ar, B * H * T * T), ALLOC_F(ar, N * I), ALLOC_F(ar, N * I),
+                     ALLOC_F(ar, N * C)};
+    if (!dx || !dx_next || !s.dh || !s.dq || !s.dk || !s.dv || !s.da || !s.datt || !s.df || !s.dg || !s.dmid)
+        return MMT_STATUS_OUT_OF_MEMORY;
+    memset(dx, 0, (size_t)(N * C) * sizeof(float));
+    for (int64_t b = 0; b < B; b++) {
+        int64_t pos = t->is_text ? t->pool[b] : 0;
+        memcpy(dx + (b * T + pos) * C, dpooled + b * C, (size_t)C * sizeof(float));
+    }
+    int64_t stop = below ? 0 : lowest;
+    for (int64_t i = L - 1; i >= stop; i--) {
+        ct_layer *y = &t->layers[i];
+        int need_dx = i > stop || below;
+        if (need_dx) memset(dx_next, 0, (size_t)(N * C) * sizeof(float));
+        mmt_arena_mark mark = mmt_arena_get_mark(&ct->scratch);
+        mmt_status st = MMT_OK;
+        if (ct->opt.checkpointing) {
+            float *out = ALLOC_F(&ct->scratch, N * C);
+            st = out ? layer_forward(ct, t, y, i, &ct->scratch, y->x_in, out, B, T, 1) : MMT_STATUS_OUT_OF_MEMORY;
+        }
+        if (st == MMT_OK) st = layer_backward(ct, t, y, &s, y->x_in, dx, need_dx ? dx_next : NULL, B, T);
+        mmt_arena_rewind(&ct->scratch, mark);
+        MMT_TRY(st);
+        float *tmp = dx;
+        dx = dx_next;
+        dx_next = tmp;
+    }
+    if (!below) return MMT_OK;
+    /* embeddings: dx is now the gradient at layer 0's input */
+    if (t->is_text) {
+        if (t->dtok_emb) ops->embedding_bwd(t->dtok_emb, dx, t->ids, N, C);
+        if (t->dpos_emb)
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t j = 0; j < T * C; j++) t->dpos_emb[j] += dx[b * T * C + j];
+        return MMT_OK;
+    }
+    int64_t Np = T - 1;
+    float *dx0 = ALLOC_F(ar, N * C);
+    if (!dx0) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(dx0, 0, (size_t)(N * C) * sizeof(float));
+    ops->layernorm_bwd(dx0, t->dpre_w, t->dpre_b, dx, t->x0, t->pre_mean, t->pre_rstd, t->pre_w, N, C);
+    for (int64_t b = 0; b < B; b++) {
+        const float *row = dx0 + b * T * C;
+        for (int64_t j = 0; j < C; j++) {
+            if (t->dcls) t->dcls[j] += row[j];
+            if (t->dpos_emb)
+                for (int64_t n = 0; n < T; n++) t->dpos_emb[n * C + j] += row[n * C + j];
+        }
+    }
+    if (nn_linear_has_grads(&t->patch)) {
+        float *demb = ALLOC_F(ar, B * Np * C);
+        if (!demb) return MMT_STATUS_OUT_OF_MEMORY;
+        for (int64_t b = 0; b < B; b++)
+            memcpy(demb + b * Np * C, dx0 + (b * T + 1) * C, (size_t)(Np * C) * sizeof(float));
+        MMT_TRY(nn_linear_backward(&t->patch, ops, &ct->scratch, NULL, demb, t->patches, B * Np));
+    }
+    return MMT_OK;
+}
+
+/* ---- public forward / backward ---------------------------------------------------------- */
+
+mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
+                                       const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
+                                       double *loss) {
+    if (B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a training batch needs at least one pair");
+    mmt_arena_reset(&ct->step);
+    mmt_arena_reset(&ct->scratch);
+    ct->text.seed = mix_seed(seed, 1, 0);
+    ct->vision.seed = mix_seed(seed, 2, 0);
+    MMT_TRY(text_forward(ct, ids, B, L, 1));
+    MMT_TRY(vision_forward(ct, pixels, B, 1));
+    int64_t P = ct->model->cfg.projection_dim;
+    float *teacher = NULL;
+    if (ct->opt.distill_weight > 0) {
+        float *ti = ALLOC_F(&ct->step, B * P), *tt = ALLOC_F(&ct->step, B * P);
+        teacher = ALLOC_F(&ct->step, B * B);
+        if (!ti || !tt || !teacher) return MMT_STATUS_OUT_OF_MEMORY;
+        MMT_TRY(mmt_clip_encode_pixels(ct->model, pixels, B, ti));
+        MMT_TRY(mmt_clip_encode_ids(ct->model, ids, B, L, tt));
+        nn_clip_logits(teacher, ti, tt, B, P, mmt_clip_train_scale(ct));
+    }
+    ct->text.demb = ALLOC_F(&ct->step, B * P);
+    ct->vision.demb = ALLOC_F(&ct->step, B * P);
+    if (!ct->text.demb || !ct->vision.demb) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(ct->text.demb, 0, (size_t)(B * P) * sizeof(float));
+    memset(ct->vision.demb, 0, (size_t)(B * P) * sizeof(float));
+    ct->dscale = 0;
+    MMT_TRY(nn_contrastive_loss(ct->vision.emb, ct->text.emb, B, P, mmt_clip_train_scale(ct), teacher,
+                                ct->opt.distill_weight, &ct->scratch, &ct->last_loss, ct->vision.demb,
+                                ct->text.demb, &ct->dscale));
+    *loss = ct->last_loss;
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_backward(mmt_clip_train *ct) {
+    if (!ct->text.emb || !ct->vision.emb)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward without a forward_loss");
+    if (ct->opt.train_logit_scale && ct->opt.fixed_temperature <= 0)
+        ct->dlogit_scale += (float)(ct->dscale * exp((double)ct->logit_scale));
+    if (tower_has_grads(&ct->text)) MMT_TRY(tower_backward(ct, &ct->text));
+    if (tower_has_grads(&ct->vision)) MMT_TRY(tower_backward(ct, &ct->vision));
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_encode_pixels(mmt_clip_train *ct, const float *pixels, int64_t B,
+                                        float *out) {
+    if (B <= 0) return MMT_OK;
+    mmt_arena_reset(&ct->step);
+    mmt_arena_reset(&ct->scratch);
+    MMT_TRY(vision_forward(ct, pixels, B, 0));
+    memcpy(out, ct->vision.emb, (size_t)(B * ct->model->cfg.projection_dim) * sizeof(float));
+    ct->vision.emb = ct->text.emb = NULL; /* no backward from an inference pass */
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int64_t B,
+                                     int64_t L, float *out) {
+    if (B <= 0) return MMT_OK;
+    mmt_arena_reset(&ct->step);
+    mmt_arena_reset(&ct->scratch);
+    MMT_TRY(text_forward(ct, ids, B, L, 0));
+    memcpy(out, ct->text.emb, (size_t)(B * ct->model->cfg.projection_dim) * sizeof(float));
+    ct->vision.emb = ct->text.emb = NULL;
+    return MMT_OK;
+}

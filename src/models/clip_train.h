@@ -1,0 +1,87 @@
+/*
+ * clip_train.h — CLIP as a trainable graph: forward that keeps what backward needs, the
+ * contrastive loss, hand-written backward, gradient checkpointing per encoder block.
+ *
+ * A training view wraps a loaded mmt_clip without copying it: base weights stay where the
+ * model keeps them (often a read-only mapping) and are frozen. What trains is decided after
+ * creation: PEFT methods attach to the view's linear layers (mmt_clip_train_linear) and
+ * register their tensors (mmt_clip_train_add_param); mmt_clip_train_make_full() copies every
+ * base weight into memory the view owns and makes it trainable (full fine-tuning).
+ *
+ * One step:
+ *     mmt_clip_train_zero_grad(ct);
+ *     mmt_clip_train_forward_loss(ct, pixels, ids, B, L, seed, &loss);   // saves activations
+ *     mmt_clip_train_backward(ct);                                       // grads +=
+ * Backward only runs the towers, and the layers of a tower, that have something trainable
+ * at or below them. The module names are transformers' CLIPModel.named_modules() names.
+ * Math as modeling_clip.py; the loss is clip_loss (see nn/loss.h).
+ */
+#ifndef MMT_MODELS_CLIP_TRAIN_H
+#define MMT_MODELS_CLIP_TRAIN_H
+
+#include <stdint.h>
+
+#include "models/clip.h"
+#include "nn/linear.h"
+#include "nn/param.h"
+
+typedef struct mmt_clip_train mmt_clip_train;
+
+typedef struct mmt_clip_train_options {
+    int checkpointing;        /* recompute each encoder block in backward instead of keeping it */
+    int train_logit_scale;    /* learn CLIP's logit_scale (clamped to [0, ln 100] after steps) */
+    float fixed_temperature;  /* > 0: use 1/fixed_temperature as the scale instead of the model's */
+    float distill_weight;     /* > 0: add the KL term to the frozen base model's logits */
+} mmt_clip_train_options;
+
+void mmt_clip_train_options_default(mmt_clip_train_options *o);
+
+mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *o,
+                                 mmt_clip_train **out);
+void mmt_clip_train_free(mmt_clip_train *ct);
+
+mmt_clip *mmt_clip_train_model(mmt_clip_train *ct);
+
+/* The linear layer behind a module name ("text_model.encoder.layers.0.self_attn.q_proj",
+ * "vision_model.embeddings.patch_embedding", "visual_projection", ...), or NULL. */
+mmt_linear *mmt_clip_train_linear(mmt_clip_train *ct, const char *module_name);
+
+/* Makes every base tensor trainable: copies into owned memory, gradients allocated, each
+ * registered under its Hugging Face name (logit_scale too when the options train it). */
+mmt_status mmt_clip_train_make_full(mmt_clip_train *ct);
+
+/* Registers a tensor someone else owns (an adapter's) as trainable; the name is copied. */
+mmt_status mmt_clip_train_add_param(mmt_clip_train *ct, const char *name, float *data,
+                                    float *grad, int ndim, const int64_t *shape, int no_decay);
+
+/* The trainable tensors in registration order. */
+const mmt_nn_param *mmt_clip_train_params(const mmt_clip_train *ct, int64_t *n);
+void mmt_clip_train_zero_grad(mmt_clip_train *ct);
+
+/* Forward over a batch of B image-text pairs (pixels (B, 3, S, S), ids (B, L)), keeping
+ * activations for backward; seed drives dropout. *loss is the contrastive loss. */
+mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
+                                       const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
+                                       double *loss);
+/* Gradients of the last forward_loss (+= into every registered gradient). */
+mmt_status mmt_clip_train_backward(mmt_clip_train *ct);
+
+/* The embeddings of the last forward_loss (B, projection_dim each). */
+const float *mmt_clip_train_image_embeds(const mmt_clip_train *ct);
+const float *mmt_clip_train_text_embeds(const mmt_clip_train *ct);
+
+/* Inference through the view (adapters applied, no dropout, nothing kept): normalised
+ * embeddings (B, projection_dim). */
+mmt_status mmt_clip_train_encode_pixels(mmt_clip_train *ct, const float *pixels, int64_t B,
+                                        float *out);
+mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int64_t B,
+                                     int64_t L, float *out);
+
+/* The scale the loss uses now (exp(logit_scale) or 1/fixed_temperature). */
+float mmt_clip_train_scale(const mmt_clip_train *ct);
+/* After an optimizer step: clamps a learned logit_scale to [0, ln 100] like CLIP. */
+void mmt_clip_train_after_step(mmt_clip_train *ct);
+/* Peak bytes of the activation arena so far. */
+size_t mmt_clip_train_peak_activation_bytes(const mmt_clip_train *ct);
+
+#endif

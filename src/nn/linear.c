@@ -1,0 +1,132 @@
+/* linear.c — nn.Linear forward/backward with LoRA and IA3 (see linear.h). */
+#include "nn/linear.h"
+
+#include <string.h>
+
+static float *scratch(mmt_arena *arena, int64_t n) {
+    return mmt_arena_alloc(arena, (size_t)n * sizeof(float), 64);
+}
+
+/* dropout(x) (M, in) with inverted scaling, as torch.nn.Dropout in training mode. */
+static void dropout_apply(float *y, const float *x, int64_t n, float p, uint64_t seed) {
+    float keep_scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) y[i] = nn_dropout_keep(seed, (uint64_t)i, p) ? x[i] * keep_scale : 0.0f;
+}
+
+int nn_linear_has_grads(const mmt_linear *l) {
+    return l->dw || l->db || (l->lora && (l->lora->da || l->lora->db)) || (l->ia3_mode != MMT_IA3_NONE && l->dia3);
+}
+
+mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
+                             const float *x, int64_t M, int train) {
+    int64_t in = l->in, out = l->out;
+    const float *xin = x; // (M, in)
+    if (l->ia3_mode == MMT_IA3_INPUT) {
+        float *xs = scratch(arena, M * in);
+        if (!xs) return MMT_STATUS_OUT_OF_MEMORY;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < in; j++) xs[i * in + j] = x[i * in + j] * l->ia3[j];
+        xin = xs;
+        l->saved_ia3 = train ? xs : NULL;
+    }
+    ops->matmul_fwd(y, xin, l->w, l->b, M, in, out);
+    if (l->lora) {
+        mmt_lora *a = l->lora;
+        const float *xd = xin;
+        if (train && a->dropout > 0) {
+            float *d = scratch(arena, M * in);
+            if (!d) return MMT_STATUS_OUT_OF_MEMORY;
+            dropout_apply(d, xin, M * in, a->dropout, a->dropout_seed);
+            xd = d;
+        }
+        float *xa = scratch(arena, M * a->r); // (M, r)
+        if (!xa) return MMT_STATUS_OUT_OF_MEMORY;
+        ops->gemm(0, 1, M, a->r, in, 1.0f, xd, in, a->a, in, 0.0f, xa, a->r);
+        ops->gemm(0, 1, M, out, a->r, a->scaling, xa, a->r, a->b, a->r, 1.0f, y, out);
+        a->saved_xa = train ? xa : NULL;
+    }
+    if (l->ia3_mode == MMT_IA3_OUTPUT) {
+        if (train) {
+            float *pre = scratch(arena, M * out);
+            if (!pre) return MMT_STATUS_OUT_OF_MEMORY;
+            memcpy(pre, y, (size_t)(M * out) * sizeof(float));
+            l->saved_ia3 = pre;
+        }
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < out; j++) y[i * out + j] *= l->ia3[j];
+    }
+    return MMT_OK;
+}
+
+mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *dx,
+                              const float *dy, const float *x, int64_t M) {
+    int64_t in = l->in, out = l->out;
+    mmt_arena_mark mark = mmt_arena_get_mark(arena);
+    mmt_status s = MMT_OK;
+    const float *g = dy; // gradient at x W^T + b (+ LoRA), (M, out)
+    if (l->ia3_mode == MMT_IA3_OUTPUT) {
+        float *gs = scratch(arena, M * out);
+        if (!gs) goto oom;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < out; j++) {
+                float d = dy[i * out + j];
+                gs[i * out + j] = d * l->ia3[j];
+                if (l->dia3) l->dia3[j] += d * l->saved_ia3[i * out + j];
+            }
+        g = gs;
+    }
+    const float *xin = l->ia3_mode == MMT_IA3_INPUT ? l->saved_ia3 : x; // (M, in)
+    /* The gradient at xin: straight into dx, or into scratch when IA3 scales the input. */
+    float *dxin = dx;
+    if (l->ia3_mode == MMT_IA3_INPUT && (dx || l->dia3)) {
+        dxin = scratch(arena, M * in);
+        if (!dxin) goto oom;
+        memset(dxin, 0, (size_t)(M * in) * sizeof(float));
+    }
+    ops->matmul_bwd(dxin, l->dw, l->db, g, xin, l->w, M, in, out);
+    if (l->lora) {
+        mmt_lora *a = l->lora;
+        int64_t r = a->r;
+        const float *xd = xin;
+        if (a->dropout > 0 && (a->da || dxin)) {
+            float *d = scratch(arena, M * in);
+            if (!d) goto oom;
+            dropout_apply(d, xin, M * in, a->dropout, a->dropout_seed);
+            xd = d;
+        }
+        if (a->db) // dB (out, r) += s g^T xa
+            ops->gemm(1, 0, out, r, M, a->scaling, g, out, a->saved_xa, r, 1.0f, a->db, r);
+        if (a->da || dxin) {
+            float *dxa = scratch(arena, M * r); // (M, r) = s g B
+            if (!dxa) goto oom;
+            ops->gemm(0, 0, M, r, out, a->scaling, g, out, a->b, r, 0.0f, dxa, r);
+            if (a->da) ops->gemm(1, 0, r, in, M, 1.0f, dxa, r, xd, in, 1.0f, a->da, in);
+            if (dxin) {
+                if (a->dropout > 0) {
+                    float *dxd = scratch(arena, M * in);
+                    if (!dxd) goto oom;
+                    ops->gemm(0, 0, M, in, r, 1.0f, dxa, r, a->a, in, 0.0f, dxd, in);
+                    float keep_scale = 1.0f / (1.0f - a->dropout);
+                    for (int64_t i = 0; i < M * in; i++)
+                        if (nn_dropout_keep(a->dropout_seed, (uint64_t)i, a->dropout)) dxin[i] += dxd[i] * keep_scale;
+                } else {
+                    ops->gemm(0, 0, M, in, r, 1.0f, dxa, r, a->a, in, 1.0f, dxin, in);
+                }
+            }
+        }
+    }
+    if (l->ia3_mode == MMT_IA3_INPUT && dxin) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < in; j++) {
+                float d = dxin[i * in + j];
+                if (l->dia3) l->dia3[j] += d * x[i * in + j];
+                if (dx) dx[i * in + j] += d * l->ia3[j];
+            }
+    }
+    goto done;
+oom:
+    s = MMT_STATUS_OUT_OF_MEMORY;
+done:
+    mmt_arena_rewind(arena, mark);
+    return s;
+}

@@ -1,0 +1,81 @@
+/*
+ * linear.h — nn.Linear with forward and backward, and the two PEFT methods that live inside
+ * a linear layer: LoRA (a low-rank update added to the output) and IA3 (a learned scaling of
+ * the output, or of the input for feed-forward layers).
+ *
+ * The math here is the one in PEFT's layer classes (peft/tuners/lora/layer.py Linear.forward,
+ * peft/tuners/ia3/layer.py Linear.forward):
+ *     LoRA:        y = x W^T + b + scaling * (dropout(x) A^T) B^T
+ *     IA3 output:  y = (x W^T + b) * l          (l has `out` entries)
+ *     IA3 input:   y = (x * l) W^T + b          (l has `in` entries; PEFT's feedforward case)
+ * A Conv2d whose kernel equals its stride (CLIP's patch embedding) is the same linear on
+ * flattened patches, so LoRA on it uses A (r, Cin*P*P) and B (out, r): PEFT's conv lora_A
+ * (r, Cin, P, P) and lora_B (out, r, 1, 1) hold the same numbers.
+ *
+ * The layer does not own its tensors: the base weights belong to the model (possibly a
+ * read-only mapping), the LoRA/IA3 tensors and all gradients to whoever attached them.
+ * A NULL gradient pointer means "frozen": backward then skips that product entirely.
+ *
+ * Usage per training step: nn_linear_forward(..., train = 1) saves what backward needs into
+ * the step arena (the layer keeps pointers to it until the next forward); nn_linear_backward
+ * is then called once with the same x. Forward with train = 0 saves nothing and applies no
+ * dropout (inference, evaluation).
+ */
+#ifndef MMT_NN_LINEAR_H
+#define MMT_NN_LINEAR_H
+
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/status.h"
+#include "ops/ops.h"
+
+typedef struct mmt_lora {
+    int64_t r;
+    float scaling;        /* lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA */
+    float dropout;        /* probability in [0, 1) */
+    float *a, *b;         /* A (r, in), B (out, r) */
+    float *da, *db;       /* their gradients, NULL when frozen */
+    uint64_t dropout_seed;/* set by the caller before each forward; backward reuses it */
+    /* saved by a training forward (step arena) */
+    float *saved_xa;      /* dropout(x) A^T (M, r) */
+} mmt_lora;
+
+typedef enum mmt_ia3_mode { MMT_IA3_NONE, MMT_IA3_OUTPUT, MMT_IA3_INPUT } mmt_ia3_mode;
+
+typedef struct mmt_linear {
+    int64_t in, out;
+    const float *w;       /* (out, in) */
+    const float *b;       /* (out) or NULL */
+    float *dw, *db;       /* gradients, NULL when frozen */
+    mmt_lora *lora;       /* NULL: none */
+    mmt_ia3_mode ia3_mode;
+    float *ia3, *dia3;    /* (out) for OUTPUT, (in) for INPUT; dia3 NULL when frozen */
+    /* saved by a training forward (step arena) */
+    float *saved_ia3;     /* OUTPUT: x W^T + b before scaling (M, out); INPUT: x * l (M, in) */
+} mmt_linear;
+
+/* y (M, out) = layer(x (M, in)). Scratch and saved tensors come from `arena`. */
+mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
+                             const float *x, int64_t M, int train);
+
+/* Gradients for the last training forward on x: dx (M, in) += (NULL: not needed), and the
+ * layer's non-NULL parameter gradients +=. Scratch comes from `arena` and is given back
+ * before returning. */
+mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *dx,
+                              const float *dy, const float *x, int64_t M);
+
+/* 1 when backward has anything to do besides dx. */
+int nn_linear_has_grads(const mmt_linear *l);
+
+/* Keep-or-drop of element i under a dropout seed: a counter-based hash, so backward (and a
+ * recomputed forward under gradient checkpointing) sees the same mask without storing it. */
+static inline int nn_dropout_keep(uint64_t seed, uint64_t i, float p) {
+    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0) >= (double)p;
+}
+
+#endif

@@ -1,0 +1,127 @@
+/* loss.c — contrastive / distillation / cross-entropy losses with gradients (see loss.h). */
+#include "nn/loss.h"
+
+#include <math.h>
+#include <string.h>
+
+void nn_l2_normalize_forward(float *y, float *norm, const float *x, int64_t B, int64_t P) {
+    for (int64_t b = 0; b < B; b++) {
+        double ss = 0;
+        for (int64_t j = 0; j < P; j++) ss += (double)x[b * P + j] * x[b * P + j];
+        float n = (float)sqrt(ss);
+        float inv = n > 0 ? 1.0f / n : 0.0f;
+        norm[b] = n;
+        for (int64_t j = 0; j < P; j++) y[b * P + j] = x[b * P + j] * inv;
+    }
+}
+
+void nn_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norm,
+                              int64_t B, int64_t P) {
+    for (int64_t b = 0; b < B; b++) {
+        if (norm[b] == 0) continue;
+        double dot = 0;
+        for (int64_t j = 0; j < P; j++) dot += (double)y[b * P + j] * dy[b * P + j];
+        float inv = 1.0f / norm[b];
+        for (int64_t j = 0; j < P; j++)
+            dx[b * P + j] += (dy[b * P + j] - y[b * P + j] * (float)dot) * inv;
+    }
+}
+
+void nn_clip_logits(float *lt, const float *img, const float *txt, int64_t B, int64_t P,
+                    float scale) {
+    for (int64_t i = 0; i < B; i++)
+        for (int64_t j = 0; j < B; j++) {
+            float dot = 0; /* float, as torch's matmul; P is small */
+            for (int64_t k = 0; k < P; k++) dot += txt[i * P + k] * img[j * P + k];
+            lt[i * B + j] = dot * scale;
+        }
+}
+
+/* Row-wise log-softmax of a (B, B) matrix read with strides (rs, cs): the same code serves
+ * the rows of LT and of LT^T. */
+static void log_softmax_rows(double *out, const float *m, int64_t B, int64_t rs, int64_t cs) {
+    for (int64_t i = 0; i < B; i++) {
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < B; j++) mx = fmax(mx, m[i * rs + j * cs]);
+        double sum = 0;
+        for (int64_t j = 0; j < B; j++) sum += exp(m[i * rs + j * cs] - mx);
+        double lse = mx + log(sum);
+        for (int64_t j = 0; j < B; j++) out[i * B + j] = m[i * rs + j * cs] - lse;
+    }
+}
+
+mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, int64_t P,
+                               float scale, const float *teacher_lt, float distill_weight,
+                               mmt_arena *arena, double *loss, float *dimg, float *dtxt,
+                               double *dscale) {
+    mmt_arena_mark mark = mmt_arena_get_mark(arena);
+    float *lt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(float), 64);   // (B, B)
+    double *lr = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64); // rows of LT
+    double *lc = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64); // rows of LT^T
+    double *dlt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
+    double *tr = NULL, *tc = NULL;
+    int distill = teacher_lt && distill_weight != 0;
+    if (distill) {
+        tr = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
+        tc = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
+    }
+    if (!lt || !lr || !lc || !dlt || (distill && (!tr || !tc))) {
+        mmt_arena_rewind(arena, mark);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    nn_clip_logits(lt, img, txt, B, P, scale);
+    log_softmax_rows(lr, lt, B, B, 1);
+    log_softmax_rows(lc, lt, B, 1, B);
+    double total = 0;
+    /* d loss / d LT[i][j]: 0.5/B (softmax_row - I) + 0.5/B (softmax_col - I)^T. */
+    for (int64_t i = 0; i < B; i++) {
+        total += -0.5 / (double)B * (lr[i * B + i] + lc[i * B + i]);
+        for (int64_t j = 0; j < B; j++)
+            dlt[i * B + j] = 0.5 / (double)B * (exp(lr[i * B + j]) + exp(lc[j * B + i]) - 2.0 * (i == j));
+    }
+    if (distill) {
+        /* KL(t || s) = sum t (log t - log s); d/ds_logits = (softmax(s) - t) per row. */
+        log_softmax_rows(tr, teacher_lt, B, B, 1);
+        log_softmax_rows(tc, teacher_lt, B, 1, B);
+        double w = 0.5 * distill_weight / (double)B;
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < B; j++) {
+                double pr = exp(tr[i * B + j]), pc = exp(tc[j * B + i]);
+                total += w * (pr * (tr[i * B + j] - lr[i * B + j]) + pc * (tc[j * B + i] - lc[j * B + i]));
+                dlt[i * B + j] += w * (exp(lr[i * B + j]) - pr + exp(lc[j * B + i]) - pc);
+            }
+    }
+    *loss = total;
+    /* LT = scale * txt img^T: dtxt = scale dLT img, dimg = scale dLT^T txt. */
+    double ds = 0;
+    for (int64_t i = 0; i < B; i++)
+        for (int64_t j = 0; j < B; j++) {
+            double d = dlt[i * B + j];
+            if (scale != 0) ds += d * lt[i * B + j] / scale;
+            float fd = (float)(d * scale);
+            if (dtxt)
+                for (int64_t k = 0; k < P; k++) dtxt[i * P + k] += fd * img[j * P + k];
+            if (dimg)
+                for (int64_t k = 0; k < P; k++) dimg[j * P + k] += fd * txt[i * P + k];
+        }
+    if (dscale) *dscale += ds;
+    mmt_arena_rewind(arena, mark);
+    return MMT_OK;
+}
+
+double nn_cross_entropy(const float *logits, const int32_t *labels, int64_t B, int64_t K,
+                        float *dlogits) {
+    double total = 0;
+    for (int64_t i = 0; i < B; i++) {
+        const float *row = logits + i * K;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < K; j++) mx = fmax(mx, row[j]);
+        for (int64_t j = 0; j < K; j++) sum += exp(row[j] - mx);
+        double lse = mx + log(sum);
+        total += lse - row[labels[i]];
+        if (dlogits)
+            for (int64_t j = 0; j < K; j++)
+                dlogits[i * K + j] += (float)((exp(row[j] - lse) - (j == labels[i])) / (double)B);
+    }
+    return total / (double)B;
+}

@@ -1,0 +1,45 @@
+/*
+ * loss.h — the training objectives, each with its gradient, and the L2 normalisation that
+ * precedes CLIP's similarity.
+ *
+ * Contrastive: transformers' clip_loss (modeling_clip.py): with logits_per_text
+ * LT = scale * txt @ img^T (B, B), loss = (CE(LT, arange) + CE(LT^T, arange)) / 2, each CE a
+ * mean over the batch. Distillation: the same two directions, each the KL divergence
+ * KL(softmax(teacher) || softmax(student)) averaged over rows (torch's kl_div with
+ * reduction "batchmean"), halved and summed like the contrastive term. Cross-entropy: mean
+ * over rows of -log softmax(logits)[label] (torch's cross_entropy).
+ * Sums run in double; losses are returned as double.
+ */
+#ifndef MMT_NN_LOSS_H
+#define MMT_NN_LOSS_H
+
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/status.h"
+
+/* y (B, P) = x / ||x|| per row (no epsilon, as CLIPModel); norm (B) receives the norms. */
+void nn_l2_normalize_forward(float *y, float *norm, const float *x, int64_t B, int64_t P);
+/* dx (B, P) += (dy - y (y . dy)) / norm per row. */
+void nn_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norm,
+                              int64_t B, int64_t P);
+
+/* Contrastive loss of normalised embeddings img, txt (B, P) at temperature `scale` (the
+ * exp of CLIP's logit_scale). When teacher_lt (B, B) is given (the frozen model's
+ * logits_per_text), distill_weight * the distillation term is added. Gradients (+=) into
+ * dimg, dtxt (may be NULL) and *dscale (d loss / d scale, may be NULL). */
+mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, int64_t P,
+                               float scale, const float *teacher_lt, float distill_weight,
+                               mmt_arena *arena, double *loss, float *dimg, float *dtxt,
+                               double *dscale);
+
+/* logits_per_text (B, B) = scale * txt @ img^T, as CLIPModel computes it. */
+void nn_clip_logits(float *lt, const float *img, const float *txt, int64_t B, int64_t P,
+                    float scale);
+
+/* Cross-entropy of logits (B, K) against labels (B) in 0..K-1; dlogits (B, K) += gradient
+ * when not NULL. */
+double nn_cross_entropy(const float *logits, const int32_t *labels, int64_t B, int64_t K,
+                        float *dlogits);
+
+#endif

@@ -1,0 +1,373 @@
+/*
+ * test_clip_train.c — CLIP's training graph checked against itself and finite differences.
+ *
+ * The PyTorch/PEFT parity (losses, gradients and AdamW steps from transformers + PEFT) is in
+ * test_train_parity.c; this file checks the graph's own consistency on the tiny fixture CLIP
+ * (tests/fixtures/clip/tiny-a, quick_gelu, and tiny-b, gelu):
+ *   - the training view without adapters embeds exactly as the inference path (1e-6);
+ *   - every gradient (full fine-tuning: all base tensors and logit_scale; LoRA A/B on linear
+ *     layers, the patch-embedding conv and a projection; IA3 on outputs and inputs) against a
+ *     central finite difference of the loss along a random direction per tensor, with the
+ *     reference kernels. The difference is Richardson-extrapolated from steps h and h/2
+ *     (h = 5% of the tensor's RMS, at least 0.005), so truncation is O(h^4). Tolerance:
+ *     |fd - g.v| <= 2e-2 max(|fd|, |g.v|) + 16 * 6e-8 * |loss| / h: the loss is computed
+ *     in float, and its rounding divided by the step is the noise floor of the quotient
+ *     (it matters for gradients that are exactly zero, such as the key bias's);
+ *   - gradient checkpointing gives bitwise the same gradients (dropout on);
+ *   - backward that stops below the lowest trainable layer gives the same gradients as a
+ *     full-depth backward.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "core/alloc.h"
+#include "models/clip.h"
+#include "models/clip_train.h"
+#include "nn/linear.h"
+
+#define B 3
+
+static const char *TEXTS[B] = {"a photo of a cat", "a red car on a street", "two dogs in snow"};
+
+static uint64_t rng = 0x1234567887654321ull;
+static float uniform(void) { /* [-1, 1) */
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
+}
+
+typedef struct batch {
+    mmt_clip *model;
+    float *pixels;   // (B, 3, S, S)
+    int32_t *ids;    // (B, L)
+    int64_t L;
+} batch;
+
+static int batch_load(const char *name, batch *b) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/clip/%s", MMT_FIXTURE_DIR, name);
+    memset(b, 0, sizeof *b);
+    if (mmt_clip_load(dir, &b->model) != MMT_OK) {
+        fprintf(stderr, "load %s: %s\n", dir, mmt_last_error());
+        return 0;
+    }
+    const mmt_clip_config *c = mmt_clip_config_of(b->model);
+    int64_t S = c->vision.image_size, n = (int64_t)B * 3 * S * S;
+    b->L = c->text.max_positions;
+    b->pixels = malloc((size_t)n * sizeof(float));
+    b->ids = malloc((size_t)(B * b->L) * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) b->pixels[i] = 1.5f * uniform();
+    if (mmt_clip_tokenize(b->model, TEXTS, B, 1, b->ids) != MMT_OK) {
+        fprintf(stderr, "tokenize: %s\n", mmt_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+static void batch_free(batch *b) {
+    mmt_clip_free(b->model);
+    free(b->pixels);
+    free(b->ids);
+}
+
+static double loss_of(mmt_clip_train *ct, const batch *b) {
+    double loss = NAN;
+    if (mmt_clip_train_forward_loss(ct, b->pixels, b->ids, B, b->L, 7, &loss) != MMT_OK)
+        fprintf(stderr, "forward: %s\n", mmt_last_error());
+    return loss;
+}
+
+/* Gradients of every registered tensor, copied out after one forward + backward. */
+static float **grads_of(mmt_clip_train *ct, const batch *b) {
+    int64_t n;
+    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
+    mmt_clip_train_zero_grad(ct);
+    double loss = loss_of(ct, b);
+    CHECK(isfinite(loss));
+    CHECK(mmt_clip_train_backward(ct) == MMT_OK);
+    float **g = calloc((size_t)n, sizeof *g);
+    for (int64_t i = 0; i < n; i++) {
+        g[i] = malloc((size_t)p[i].numel * sizeof(float));
+        memcpy(g[i], p[i].grad, (size_t)p[i].numel * sizeof(float));
+    }
+    return g;
+}
+
+static void grads_free(float **g, int64_t n) {
+    for (int64_t i = 0; i < n; i++) free(g[i]);
+    free(g);
+}
+
+/* Directional finite difference per registered tensor (see the header for the tolerance). */
+static void check_fd(mmt_clip_train *ct, const batch *b, const char *what) {
+    int64_t n;
+    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
+    CHECK(n > 0);
+    float **g = grads_of(ct, b);
+    int checked = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t m = p[i].numel;
+        float *v = malloc((size_t)m * sizeof(float));
+        float *saved = malloc((size_t)m * sizeof(float));
+        memcpy(saved, p[i].data, (size_t)m * sizeof(float));
+        double gv = 0, vv = 0, pp = 0;
+        for (int64_t j = 0; j < m; j++) {
+            v[j] = uniform();
+            gv += (double)g[i][j] * v[j];
+            vv += (double)v[j] * v[j];
+            pp += (double)saved[j] * saved[j];
+        }
+        /* step: 5e-2 of the tensor's RMS (at least of 0.1), along a unit-RMS v; Richardson
+         * extrapolation of two central differences cancels the h^2 term */
+        double rms = sqrt(pp / (double)m), h = 5e-2 * (rms > 0.1 ? rms : 0.1) / sqrt(vv / (double)m);
+        double d[2], l0 = 0;
+        for (int k = 0; k < 2; k++) {
+            double hk = k ? h / 2 : h;
+            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] + hk * v[j]);
+            double lp = loss_of(ct, b);
+            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] - hk * v[j]);
+            double lm = loss_of(ct, b);
+            d[k] = (lp - lm) / (2 * hk);
+            l0 = fmax(fabs(lp), fabs(lm));
+        }
+        memcpy(p[i].data, saved, (size_t)m * sizeof(float));
+        double fd = (4 * d[1] - d[0]) / 3;
+        /* float rounding of the loss (~6e-8 relative per evaluation) over the smaller step */
+        double noise = 16 * 6e-8 * fmax(1.0, l0) / h;
+        double tol = 2e-2 * fmax(fabs(fd), fabs(gv)) + noise;
+        CHECK_MSG(fabs(fd - gv) <= tol, "%s: %s: finite difference %.6g, gradient %.6g (tol %.3g)", what,
+                  p[i].name, fd, gv, tol);
+        checked++;
+        free(v);
+        free(saved);
+    }
+    CHECK(checked == n);
+    grads_free(g, n);
+}
+
+static void test_view_matches_inference(void) {
+    batch b;
+    if (!batch_load("tiny-a", &b)) {
+        CHECK(0);
+        return;
+    }
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    int64_t P = mmt_clip_embed_dim(b.model);
+    float *a = malloc((size_t)(B * P) * sizeof(float)), *r = malloc((size_t)(B * P) * sizeof(float));
+    CHECK(mmt_clip_train_encode_pixels(ct, b.pixels, B, a) == MMT_OK);
+    CHECK(mmt_clip_encode_pixels(b.model, b.pixels, B, r) == MMT_OK);
+    for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(a[i], r[i], 1e-6);
+    CHECK(mmt_clip_train_encode_ids(ct, b.ids, B, b.L, a) == MMT_OK);
+    CHECK(mmt_clip_encode_ids(b.model, b.ids, B, b.L, r) == MMT_OK);
+    for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(a[i], r[i], 1e-6);
+    /* the forward_loss embeddings are the same numbers */
+    double loss;
+    CHECK(mmt_clip_train_forward_loss(ct, b.pixels, b.ids, B, b.L, 1, &loss) == MMT_OK);
+    for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(mmt_clip_train_text_embeds(ct)[i], r[i], 1e-6);
+    CHECK(isfinite(loss) && loss > 0);
+    free(a);
+    free(r);
+    mmt_clip_train_free(ct);
+    batch_free(&b);
+}
+
+static void check_full(const char *model) {
+    batch b;
+    if (!batch_load(model, &b)) {
+        CHECK(0);
+        return;
+    }
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    o.train_logit_scale = 1;
+    mmt_clip_train *ct;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    CHECK(mmt_clip_train_make_full(ct) == MMT_OK);
+    int64_t n;
+    mmt_clip_train_params(ct, &n);
+    /* tiny-a: 2 + 2 layers x 16 + embeddings/norms/projections */
+    CHECK(n > 40);
+    check_fd(ct, &b, model);
+    mmt_clip_train_free(ct);
+    batch_free(&b);
+}
+
+static void test_full_finetune_gradients_a(void) { check_full("tiny-a"); }
+static void test_full_finetune_gradients_b(void) { check_full("tiny-b"); }
+
+/* Adapter tensors for the tests, owned here. */
+typedef struct owned {
+    float *bufs[64];
+    int n;
+} owned;
+
+static float *own(owned *o, int64_t n, float scale) {
+    float *p = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) p[i] = scale * uniform();
+    o->bufs[o->n++] = p;
+    return p;
+}
+
+static void owned_free(owned *o) {
+    for (int i = 0; i < o->n; i++) free(o->bufs[i]);
+}
+
+static mmt_lora loras[16];
+static int n_loras;
+
+static void attach_lora_b(mmt_clip_train *ct, owned *o, const char *module, int64_t r, float dropout,
+                          float b_scale) {
+    mmt_linear *l = mmt_clip_train_linear(ct, module);
+    CHECK_MSG(l != NULL, "no module %s", module);
+    if (!l) return;
+    mmt_lora *a = &loras[n_loras++];
+    memset(a, 0, sizeof *a);
+    a->r = r;
+    a->scaling = 2.0f;
+    a->dropout = dropout;
+    a->a = own(o, r * l->in, 0.3f);
+    a->b = own(o, l->out * r, b_scale);
+    a->da = own(o, r * l->in, 0);
+    a->db = own(o, l->out * r, 0);
+    l->lora = a;
+    char name[256];
+    int64_t sa[2] = {r, l->in}, sb[2] = {l->out, r};
+    snprintf(name, sizeof name, "%s.lora_A.weight", module);
+    CHECK(mmt_clip_train_add_param(ct, name, a->a, a->da, 2, sa, 0) == MMT_OK);
+    snprintf(name, sizeof name, "%s.lora_B.weight", module);
+    CHECK(mmt_clip_train_add_param(ct, name, a->b, a->db, 2, sb, 0) == MMT_OK);
+}
+
+static void attach_lora(mmt_clip_train *ct, owned *o, const char *module, int64_t r, float dropout) {
+    attach_lora_b(ct, o, module, r, dropout, 0.3f);
+}
+
+static void attach_ia3(mmt_clip_train *ct, owned *o, const char *module, mmt_ia3_mode mode) {
+    mmt_linear *l = mmt_clip_train_linear(ct, module);
+    CHECK_MSG(l != NULL, "no module %s", module);
+    if (!l) return;
+    int64_t n = mode == MMT_IA3_INPUT ? l->in : l->out;
+    l->ia3_mode = mode;
+    l->ia3 = own(o, n, 0.2f);
+    for (int64_t i = 0; i < n; i++) l->ia3[i] += 1.0f;
+    l->dia3 = own(o, n, 0);
+    char name[256];
+    snprintf(name, sizeof name, "%s.ia3_l", module);
+    CHECK(mmt_clip_train_add_param(ct, name, l->ia3, l->dia3, 1, &n, 0) == MMT_OK);
+}
+
+static void test_lora_and_ia3_gradients(void) {
+    batch b;
+    if (!batch_load("tiny-a", &b)) {
+        CHECK(0);
+        return;
+    }
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    owned own_ = {0};
+    n_loras = 0;
+    attach_lora(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 2, 0);
+    attach_lora(ct, &own_, "text_model.encoder.layers.1.self_attn.v_proj", 3, 0);
+    attach_lora(ct, &own_, "vision_model.encoder.layers.0.mlp.fc1", 2, 0);
+    attach_lora(ct, &own_, "vision_model.embeddings.patch_embedding", 2, 0);
+    attach_lora(ct, &own_, "visual_projection", 2, 0);
+    attach_ia3(ct, &own_, "text_model.encoder.layers.1.self_attn.k_proj", MMT_IA3_OUTPUT);
+    attach_ia3(ct, &own_, "vision_model.encoder.layers.1.mlp.fc2", MMT_IA3_INPUT);
+    check_fd(ct, &b, "lora+ia3");
+    mmt_clip_train_free(ct);
+    owned_free(&own_);
+    batch_free(&b);
+}
+
+/* Same gradients with and without checkpointing (bitwise), and with a backward that stops
+ * early (only layer 1 trainable) vs one forced to the bottom (token embedding trainable). */
+static void test_checkpointing_and_early_stop(void) {
+    batch b;
+    if (!batch_load("tiny-b", &b)) {
+        CHECK(0);
+        return;
+    }
+    float **g[2];
+    int64_t n[2];
+    for (int ckpt = 0; ckpt < 2; ckpt++) {
+        mmt_clip_train_options o;
+        mmt_clip_train_options_default(&o);
+        o.checkpointing = ckpt;
+        mmt_clip_train *ct;
+        CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+        owned own_ = {0};
+        rng = 99;
+        n_loras = 0;
+        attach_lora(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 2, 0.25f);
+        attach_lora(ct, &own_, "vision_model.encoder.layers.1.self_attn.v_proj", 2, 0.25f);
+        attach_ia3(ct, &own_, "vision_model.encoder.layers.0.mlp.fc2", MMT_IA3_INPUT);
+        mmt_clip_train_params(ct, &n[ckpt]);
+        g[ckpt] = grads_of(ct, &b);
+        mmt_clip_train_free(ct);
+        owned_free(&own_);
+    }
+    CHECK(n[0] == n[1]);
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    owned own_ = {0};
+    rng = 99;
+    n_loras = 0;
+    attach_lora(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 2, 0.25f);
+    attach_lora(ct, &own_, "vision_model.encoder.layers.1.self_attn.v_proj", 2, 0.25f);
+    attach_ia3(ct, &own_, "vision_model.encoder.layers.0.mlp.fc2", MMT_IA3_INPUT);
+    int64_t np;
+    const mmt_nn_param *p = mmt_clip_train_params(ct, &np);
+    for (int64_t i = 0; i < np && i < n[0]; i++)
+        CHECK_MSG(memcmp(g[0][i], g[1][i], (size_t)p[i].numel * sizeof(float)) == 0,
+                  "checkpointing changed the gradient of %s", p[i].name);
+    mmt_clip_train_free(ct);
+    owned_free(&own_);
+    for (int k = 0; k < 2; k++) grads_free(g[k], n[k]);
+
+    /* early stop: vision LoRA on layer 1 only, vs the same plus a LoRA with B = 0 on the
+     * patch embedding (the forward is unchanged, but backward must reach the bottom) */
+    float **h[2];
+    for (int force = 0; force < 2; force++) {
+        mmt_clip_train_options_default(&o);
+        CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+        owned own2 = {0};
+        rng = 5;
+        n_loras = 0;
+        attach_lora(ct, &own2, "vision_model.encoder.layers.1.self_attn.v_proj", 2, 0);
+        if (force) attach_lora_b(ct, &own2, "vision_model.embeddings.patch_embedding", 2, 0, 0.0f);
+        h[force] = grads_of(ct, &b);
+        p = mmt_clip_train_params(ct, &np);
+        if (force) {
+            for (int k = 0; k < 2; k++)
+                CHECK_MSG(memcmp(h[0][k], h[1][k], (size_t)p[k].numel * sizeof(float)) == 0,
+                          "early-stopped backward differs for %s", p[k].name);
+        }
+        if (force) {
+            grads_free(h[0], 2);
+            grads_free(h[1], np);
+        }
+        mmt_clip_train_free(ct);
+        owned_free(&own2);
+    }
+    batch_free(&b);
+}
+
+int main(void) {
+    setenv("MMT_KERNELS", "ref", 1);
+    RUN(test_view_matches_inference);
+    RUN(test_full_finetune_gradients_a);
+    RUN(test_full_finetune_gradients_b);
+    RUN(test_lora_and_ia3_gradients);
+    RUN(test_checkpointing_and_early_stop);
+    return check_summary();
+}
