@@ -52,16 +52,15 @@ static const mmt_ops ops_avx2 = {
     .attention_fwd = attention_fwd_avx2,
     .embedding_fwd = embedding_fwd_cpu,
     .patchify_fwd = patchify_fwd_cpu,
-    /* Backward: the reference kernels until the AVX2 ones land. */
-    .gemm = gemm_ref,
-    .matmul_bwd = matmul_bwd_ref,
-    .layernorm_bwd = layernorm_bwd_ref,
-    .softmax_bwd = softmax_bwd_ref,
-    .gelu_bwd = gelu_bwd_ref,
-    .quick_gelu_bwd = quick_gelu_bwd_ref,
-    .attention_bwd = attention_bwd_ref,
-    .embedding_bwd = embedding_bwd_ref,
-    .patchify_bwd = patchify_bwd_ref,
+    .gemm = gemm_avx2,
+    .matmul_bwd = matmul_bwd_avx2,
+    .layernorm_bwd = layernorm_bwd_avx2,
+    .softmax_bwd = softmax_bwd_avx2,
+    .gelu_bwd = gelu_bwd_avx2,
+    .quick_gelu_bwd = quick_gelu_bwd_avx2,
+    .attention_bwd = attention_bwd_avx2,
+    .embedding_bwd = embedding_bwd_cpu,
+    .patchify_bwd = patchify_bwd_cpu,
 };
 
 const mmt_ops *mmt_ops_ref(void) { return &ops_ref; }

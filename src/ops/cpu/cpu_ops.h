@@ -3,8 +3,8 @@
  *
  * The AVX2 files (*_avx2.c, built with -mavx2 -mfma) define the *_avx2 kernels that ops.c
  * puts in the "avx2" table; layout_cpu.c holds the ISA-independent data-movement kernels any
- * CPU table can share. sgemm_avx2 is the general strided GEMM under matmul_fwd_avx2 and
- * attention_fwd_avx2; nn backward code can reach it through new op fields later.
+ * CPU table can share. sgemm_avx2 is the general strided GEMM under matmul_fwd_avx2,
+ * attention_fwd_avx2, gemm_avx2 and the matmul and attention backwards.
  * Only call *_avx2 functions after mmt_cpu_detect() reported AVX2 (ops.c does this).
  */
 #ifndef MMT_OPS_CPU_H
@@ -46,6 +46,12 @@ void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, flo
  * causal mask). y may alias x. Shared by softmax_fwd_avx2 and attention_fwd_avx2. */
 void softmax_row_avx2(float *y, const float *x, int64_t n, int64_t C, float scale);
 
+/* Softmax backward of one row over its first n of C entries:
+ * dx = [dx +] scale * y * (dy - dy . y); with accumulate = 0, entries n..C-1 become 0.
+ * dx may alias dy. Shared by softmax_bwd_avx2 and attention_bwd_avx2. */
+void softmax_bwd_row_avx2(float *dx, const float *dy, const float *y, int64_t n, int64_t C,
+                          float scale, int accumulate);
+
 void matmul_fwd_avx2(float *y, const float *x, const float *w, const float *bias, int64_t M,
                      int64_t K, int64_t N);
 void layernorm_fwd_avx2(float *y, float *mean, float *rstd, const float *x, const float *weight,
@@ -57,8 +63,25 @@ void add_fwd_avx2(float *y, const float *a, const float *b, int64_t n);
 void attention_fwd_avx2(float *out, float *att, const float *q, const float *k, const float *v,
                         int64_t B, int64_t T, int64_t H, int64_t D, int causal);
 
+void gemm_avx2(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,
+               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+void matmul_bwd_avx2(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                     const float *w, int64_t M, int64_t K, int64_t N);
+void layernorm_bwd_avx2(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
+                        const float *mean, const float *rstd, const float *weight, int64_t R,
+                        int64_t C);
+void softmax_bwd_avx2(float *dx, const float *dy, const float *y, int64_t R, int64_t C);
+void gelu_bwd_avx2(float *dx, const float *dy, const float *x, int64_t n);
+void quick_gelu_bwd_avx2(float *dx, const float *dy, const float *x, int64_t n);
+void attention_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                        const float *q, const float *k, const float *v, const float *att,
+                        int64_t B, int64_t T, int64_t H, int64_t D, int causal);
+
 void embedding_fwd_cpu(float *y, const int32_t *ids, const float *table, int64_t N, int64_t C);
 void patchify_fwd_cpu(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
+                      int64_t P);
+void embedding_bwd_cpu(float *dtable, const float *dy, const int32_t *ids, int64_t N, int64_t C);
+void patchify_bwd_cpu(float *dx, const float *dy, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
                       int64_t P);
 
 #endif

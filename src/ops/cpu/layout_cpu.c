@@ -34,3 +34,42 @@ void patchify_fwd_cpu(float *y,        // (B, L, Cin*P*P), L = (Hh/P)*(Ww/P)
                        (size_t)P * sizeof(float));
     }
 }
+
+/* Backward of the lookup. Repeated ids make rows collide, so threads split the columns, not
+ * the rows: each thread adds its column block of every dy row, rows in order, exactly what
+ * the reference does, so the result is bitwise the reference's for any thread count. */
+void embedding_bwd_cpu(float *dtable,       // (V, C)
+                       const float *dy,     // (N, C)
+                       const int32_t *ids,  // (N)
+                       int64_t N, int64_t C) {
+    enum { BLOCK = 64 }; /* columns per task: whole cache lines */
+    const int64_t blocks = (C + BLOCK - 1) / BLOCK;
+    MMT_OMP("omp parallel for schedule(static) if(N * C >= CPU_PARALLEL_MIN_ELEMENTS && blocks > 1)")
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t c0 = blk * BLOCK, width = C - c0 < BLOCK ? C - c0 : BLOCK;
+        for (int64_t i = 0; i < N; i++) {
+            float *row = dtable + (int64_t)ids[i] * C + c0;
+            const float *src = dy + i * C + c0;
+            for (int64_t c = 0; c < width; c++) row[c] += src[c];
+        }
+    }
+}
+
+/* Backward of patchify: patches cover disjoint pixels, so threads split the patches and
+ * add P-float runs of dy into the image rows, with no two threads on the same pixel. */
+void patchify_bwd_cpu(float *dx,        // (B, Cin, Hh, Ww)
+                      const float *dy,  // (B, L, Cin*P*P), L = (Hh/P)*(Ww/P)
+                      int64_t B, int64_t Cin, int64_t Hh, int64_t Ww, int64_t P) {
+    const int64_t GH = Hh / P, GW = Ww / P, F = Cin * P * P, patches = B * GH * GW;
+    MMT_OMP("omp parallel for schedule(static) if(patches * F >= CPU_PARALLEL_MIN_ELEMENTS)")
+    for (int64_t n = 0; n < patches; n++) {
+        const int64_t b = n / (GH * GW), gy = n / GW % GH, gx = n % GW;
+        const float *patch = dy + n * F;
+        for (int64_t c = 0; c < Cin; c++)
+            for (int64_t py = 0; py < P; py++) {
+                float *dst = dx + ((b * Cin + c) * Hh + gy * P + py) * Ww + gx * P;
+                const float *src = patch + (c * P + py) * P;
+                for (int64_t px = 0; px < P; px++) dst[px] += src[px];
+            }
+    }
+}

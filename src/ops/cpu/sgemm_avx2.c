@@ -22,6 +22,8 @@
  * the two common layouts (unit stride along the packed rows, or along K: 8x8 transposes).
  */
 #include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
 
 #include "ops/cpu/cpu_ops.h"
 
@@ -114,11 +116,18 @@ static void pack_panels(float *dst, const float *src, int64_t rows, int64_t kc, 
     }
 }
 
-/* The 6x16 microkernel: c (6,16) = [c +] ap (6,kc) @ bp (kc,16) [+ bias (16)], ap and bp
- * packed k-major. The arrays of accumulators are fully unrolled into registers by -O3. */
+/* How a finished tile is stored: c = alpha * product + (beta == 0 ? bias : beta * c). beta
+ * == 0 never reads c; bias may be NULL (zero). With alpha == 1 the fused multiply-add is
+ * exact in its product, so the plain nn.Linear path rounds exactly as a plain add would. */
+typedef struct sgemm_store {
+    float alpha, beta;
+    const float *bias; /* (N) at the tile's first column, only when beta == 0 */
+} sgemm_store;
+
+/* The 6x16 microkernel: c (6,16) = store(ap (6,kc) @ bp (kc,16)), ap and bp packed k-major.
+ * The arrays of accumulators are fully unrolled into registers by -O3. */
 static inline void kernel_6x16(int64_t kc, const float *restrict ap, const float *restrict bp,
-                               float *restrict c, int64_t ldc, const float *bias,
-                               int accumulate) {
+                               float *restrict c, int64_t ldc, sgemm_store st) {
     __m256 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #ifndef SGEMM_NO_PREFETCH_C /* (the switch is for dev/kernels measurements) */
@@ -137,46 +146,48 @@ static inline void kernel_6x16(int64_t kc, const float *restrict ap, const float
             acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
         }
     }
-    __m256 bias0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    __m256 bias1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+    const __m256 alpha = _mm256_set1_ps(st.alpha), beta = _mm256_set1_ps(st.beta);
+    const int use_bias = st.beta == 0.0f && st.bias, scale_c = st.beta != 0.0f && st.beta != 1.0f;
+    __m256 add0 = use_bias ? _mm256_loadu_ps(st.bias) : _mm256_setzero_ps();
+    __m256 add1 = use_bias ? _mm256_loadu_ps(st.bias + 8) : _mm256_setzero_ps();
     for (int i = 0; i < MR; i++) {
         float *ci = c + i * ldc;
-        if (accumulate) {
-            acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(ci));
-            acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(ci + 8));
-        } else {
-            acc[i][0] = _mm256_add_ps(acc[i][0], bias0);
-            acc[i][1] = _mm256_add_ps(acc[i][1], bias1);
+        if (st.beta != 0.0f) {
+            add0 = _mm256_loadu_ps(ci);
+            add1 = _mm256_loadu_ps(ci + 8);
+            if (scale_c) add0 = _mm256_mul_ps(add0, beta), add1 = _mm256_mul_ps(add1, beta);
         }
-        _mm256_storeu_ps(ci, acc[i][0]);
-        _mm256_storeu_ps(ci + 8, acc[i][1]);
+        _mm256_storeu_ps(ci, _mm256_fmadd_ps(alpha, acc[i][0], add0));
+        _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(alpha, acc[i][1], add1));
     }
 }
 
-/* c block (mc, nc) = [c +] packed A (mc, kc) @ packed B (kc, nc) [+ bias (nc)]. The B
- * micro-panel is the outer loop so it stays in L1 while the A panels stream from L2. */
+/* c block (mc, nc) = store(packed A (mc, kc) @ packed B (kc, nc)). The B micro-panel is the
+ * outer loop so it stays in L1 while the A panels stream from L2. */
 static void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float *apack,
-                         const float *bpack, float *c, int64_t ldc, const float *bias,
-                         int accumulate) {
+                         const float *bpack, float *c, int64_t ldc, sgemm_store st) {
+    const sgemm_store plain = {1.0f, 0.0f, NULL};
     for (int64_t j = 0; j < nc; j += NR) {
         int64_t nr = min64(NR, nc - j);
         const float *bp = bpack + j * kc;
+        sgemm_store tile_st = st;
+        if (st.bias) tile_st.bias = st.bias + j;
         for (int64_t i = 0; i < mc; i += MR) {
             int64_t mr = min64(MR, mc - i);
             const float *ap = apack + i * kc;
             float *cij = c + i * ldc + j;
             if (mr == MR && nr == NR) {
-                kernel_6x16(kc, ap, bp, cij, ldc, bias ? bias + j : NULL, accumulate);
+                kernel_6x16(kc, ap, bp, cij, ldc, tile_st);
                 continue;
             }
             _Alignas(32) float tile[MR * NR];
-            kernel_6x16(kc, ap, bp, tile, NR, NULL, 0);
+            kernel_6x16(kc, ap, bp, tile, NR, plain);
             for (int64_t r = 0; r < mr; r++)
                 for (int64_t s = 0; s < nr; s++) {
-                    float v = tile[r * NR + s];
-                    if (accumulate) v += cij[r * ldc + s];
-                    else if (bias) v += bias[j + s];
-                    cij[r * ldc + s] = v;
+                    float *cv = cij + r * ldc + s, add;
+                    if (st.beta == 0.0f) add = st.bias ? tile_st.bias[s] : 0.0f;
+                    else add = st.beta == 1.0f ? *cv : *cv * st.beta;
+                    *cv = fmaf(st.alpha, tile[r * NR + s], add);
                 }
         }
     }
@@ -192,8 +203,7 @@ static int64_t balanced_step(int64_t n, int64_t max, int64_t unit) {
 
 /* One thread's rectangle c[m0:m1, n0:n1] over the full K. */
 static void sgemm_range(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
-                        sgemm_view a, sgemm_view b, float *c, int64_t ldc, const float *bias,
-                        int accumulate) {
+                        sgemm_view a, sgemm_view b, float *c, int64_t ldc, sgemm_store st) {
     _Alignas(64) float apack[SGEMM_MC * SGEMM_KC];
     _Alignas(64) float bpack[SGEMM_NC * SGEMM_KC];
     const int64_t kc_step = balanced_step(K, SGEMM_KC, 1);
@@ -206,25 +216,32 @@ static void sgemm_range(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t 
             /* B is packed through its transpose: panel rows are B's columns. */
             pack_panels(bpack, b.data + pc * b.row_stride + jc * b.col_stride, nc, kc,
                         b.col_stride, b.row_stride, NR);
-            /* The first K block stores (with bias), later ones add. */
-            int add = accumulate || pc > 0;
+            /* The first K block stores as asked (bias, beta); later ones add to it. */
+            sgemm_store block_st = {st.alpha, 1.0f, NULL};
+            if (pc == 0) block_st = (sgemm_store){st.alpha, st.beta, st.bias ? st.bias + jc : NULL};
             for (int64_t ic = m0; ic < m1; ic += mc_step) {
                 int64_t mc = min64(mc_step, m1 - ic);
                 pack_panels(apack, a.data + ic * a.row_stride + pc * a.col_stride, mc, kc,
                             a.row_stride, a.col_stride, MR);
-                macro_kernel(mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc,
-                             add || !bias ? NULL : bias + jc, add);
+                macro_kernel(mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc, block_st);
             }
         }
     }
 }
 
-void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
-                int64_t ldc, const float *bias, int accumulate, int max_threads) {
+/* c = store(a @ b) over the whole matrix: the thread split behind sgemm_avx2 and gemm_avx2.
+ * Each output element is summed in the same order whichever thread owns it, so results do
+ * not depend on the thread count. */
+static void sgemm_run(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
+                      int64_t ldc, sgemm_store st, int max_threads) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) { /* empty sum: c = bias (or 0), or unchanged when accumulating */
-        for (int64_t i = 0; !accumulate && i < M; i++)
-            for (int64_t j = 0; j < N; j++) c[i * ldc + j] = bias ? bias[j] : 0.0f;
+    if (K <= 0) { /* empty sum: c = bias (or 0), or beta * c */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                float *cv = c + i * ldc + j;
+                if (st.beta == 0.0f) *cv = st.bias ? st.bias[j] : 0.0f;
+                else if (st.beta != 1.0f) *cv *= st.beta;
+            }
         return;
     }
     const int64_t mblocks = ceil_div(M, MR), nblocks = ceil_div(N, NR);
@@ -241,8 +258,14 @@ void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, flo
         int64_t im = it / tn, in = it % tn;
         int64_t m0 = mblocks * im / tm * MR, m1 = min64(M, mblocks * (im + 1) / tm * MR);
         int64_t n0 = nblocks * in / tn * NR, n1 = min64(N, nblocks * (in + 1) / tn * NR);
-        sgemm_range(m0, m1, n0, n1, K, a, b, c, ldc, bias, accumulate);
+        sgemm_range(m0, m1, n0, n1, K, a, b, c, ldc, st);
     }
+}
+
+void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
+                int64_t ldc, const float *bias, int accumulate, int max_threads) {
+    sgemm_store st = {1.0f, accumulate ? 1.0f : 0.0f, accumulate ? NULL : bias};
+    sgemm_run(M, N, K, a, b, c, ldc, st, max_threads);
 }
 
 void matmul_fwd_avx2(float *y,           // (M, N)
@@ -253,4 +276,79 @@ void matmul_fwd_avx2(float *y,           // (M, N)
     sgemm_view a = {x, K, 1}; /* A(i, k) = x[i*K + k] */
     sgemm_view b = {w, 1, K}; /* B(k, j) = w[j*K + k]: w^T without a copy */
     sgemm_avx2(M, N, K, a, b, y, N, bias, 0, cpu_max_threads());
+}
+
+/* c (M,N) = alpha op(a) @ op(b) + beta c (ops.h). A transposed operand is just a view with
+ * its strides swapped, so all four combinations run the same packed kernel; alpha and beta
+ * are applied when a tile is stored, costing nothing extra. alpha == 0 or K == 0 leaves only
+ * the beta * c part, and like BLAS then reads neither a nor b. */
+void gemm_avx2(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *a,  // (M, K) with row stride lda, or (K, M) when ta
+               int64_t lda,
+               const float *b,  // (K, N) with row stride ldb, or (N, K) when tb
+               int64_t ldb, float beta,
+               float *c,  // (M, N) with row stride ldc
+               int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (alpha == 0.0f) K = 0;
+    sgemm_view av = ta ? (sgemm_view){a, 1, lda} : (sgemm_view){a, lda, 1};
+    sgemm_view bv = tb ? (sgemm_view){b, 1, ldb} : (sgemm_view){b, ldb, 1};
+    sgemm_store st = {alpha, beta, NULL};
+    sgemm_run(M, N, K, av, bv, c, ldc, st, cpu_max_threads());
+}
+
+/* dbias (N) += column sums of dy (M, N). Threads take disjoint column blocks and each sums
+ * its columns over the rows in order, so the result is the same for any thread count. Rows
+ * are summed in blocks of ROWS first, keeping the float error near eps (ROWS + M / ROWS)
+ * rather than eps M. */
+static void column_sums_add(float *dbias, const float *dy, int64_t M, int64_t N) {
+    enum { BLOCK = 32, ROWS = 64 }; /* columns per task (four ymm), rows per partial sum */
+    const int64_t blocks = ceil_div(N, BLOCK);
+    MMT_OMP("omp parallel for schedule(static) if(M * N >= CPU_PARALLEL_MIN_ELEMENTS && blocks > 1)")
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t j0 = blk * BLOCK, width = min64(BLOCK, N - j0);
+        _Alignas(32) float total[BLOCK] = {0}, part[BLOCK];
+        for (int64_t i0 = 0; i0 < M; i0 += ROWS) {
+            const int64_t i1 = min64(M, i0 + ROWS);
+            if (width == BLOCK) {
+                __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                                 _mm256_setzero_ps()};
+                for (int64_t i = i0; i < i1; i++)
+                    for (int v = 0; v < 4; v++)
+                        acc[v] = _mm256_add_ps(acc[v], _mm256_loadu_ps(dy + i * N + j0 + 8 * v));
+                for (int v = 0; v < 4; v++) _mm256_store_ps(part + 8 * v, acc[v]);
+            } else {
+                for (int64_t j = 0; j < width; j++) part[j] = 0.0f;
+                for (int64_t i = i0; i < i1; i++)
+                    for (int64_t j = 0; j < width; j++) part[j] += dy[i * N + j0 + j];
+            }
+            for (int64_t j = 0; j < width; j++) total[j] += part[j];
+        }
+        for (int64_t j = 0; j < width; j++) dbias[j0 + j] += total[j];
+    }
+}
+
+/* Backward of y = x @ w^T + bias as two GEMMs on views of the same buffers (no copies):
+ * dx (M,K) += dy (M,N) @ w (N,K) and dw (N,K) += dy^T (N,M) @ x (M,K). The reduction of dw
+ * runs over the M = batch x tokens rows inside one thread per output tile, so dw is
+ * deterministic (no atomics, no per-thread partial sums) and equal for any thread count. */
+void matmul_bwd_avx2(float *dx,        // (M, K) or NULL
+                     float *dw,        // (N, K) or NULL
+                     float *dbias,     // (N) or NULL
+                     const float *dy,  // (M, N)
+                     const float *x,   // (M, K)
+                     const float *w,   // (N, K)
+                     int64_t M, int64_t K, int64_t N) {
+    const int threads = cpu_max_threads();
+    if (dx) {
+        sgemm_view a = {dy, N, 1}; /* (M, N) */
+        sgemm_view b = {w, K, 1};  /* (N, K) */
+        sgemm_avx2(M, K, N, a, b, dx, K, NULL, 1, threads);
+    }
+    if (dw) {
+        sgemm_view a = {dy, 1, N}; /* dy^T: (N, M) */
+        sgemm_view b = {x, K, 1};  /* (M, K) */
+        sgemm_avx2(N, K, M, a, b, dw, K, NULL, 1, threads);
+    }
+    if (dbias) column_sums_add(dbias, dy, M, N);
 }

@@ -42,9 +42,9 @@ void layernorm_fwd_ref(float *y,             // (R, C)
  * (g = dy without affine), the input gradient is
  *     dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)),
  * the standard result for a normalization whose mean and variance depend on x (as in
- * llm.c's layernorm_backward). The two row means are accumulated in double. dweight and
- * dbias are the column sums of dy * xhat and dy; they are computed whenever asked for, so a
- * forward with a bias but no weight can still get dbias. */
+ * llm.c's layernorm_backward). dweight and dbias are the column sums of dy * xhat and dy;
+ * they are computed whenever asked for, so a forward with a bias but no weight can still get
+ * dbias. All sums are accumulated in double. */
 void layernorm_bwd_ref(float *dx,            // (R, C) or NULL
                        float *dweight,       // (C) or NULL
                        float *dbias,         // (C) or NULL
@@ -54,25 +54,31 @@ void layernorm_bwd_ref(float *dx,            // (R, C) or NULL
                        const float *rstd,    // (R)
                        const float *weight,  // (C) or NULL
                        int64_t R, int64_t C) {
-    for (int64_t r = 0; r < R; r++) {
+    for (int64_t r = 0; dx && r < R; r++) {
         const float *xr = x + r * C, *dyr = dy + r * C;
         const double mu = mean[r], rs = rstd[r];
-        if (dx) {
-            double g_sum = 0.0, gx_sum = 0.0;
-            for (int64_t c = 0; c < C; c++) {
-                double g = weight ? (double)dyr[c] * weight[c] : dyr[c];
-                g_sum += g;
-                gx_sum += g * (xr[c] - mu) * rs;
-            }
-            const double g_mean = g_sum / (double)C, gx_mean = gx_sum / (double)C;
-            for (int64_t c = 0; c < C; c++) {
-                double g = weight ? (double)dyr[c] * weight[c] : dyr[c];
-                double xhat = (xr[c] - mu) * rs;
-                dx[r * C + c] += (float)(rs * (g - g_mean - xhat * gx_mean));
-            }
+        double g_sum = 0.0, gx_sum = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            double g = weight ? (double)dyr[c] * weight[c] : dyr[c];
+            g_sum += g;
+            gx_sum += g * (xr[c] - mu) * rs;
         }
-        for (int64_t c = 0; dweight && c < C; c++)
-            dweight[c] += (float)((double)dyr[c] * (xr[c] - mu) * rs);
-        for (int64_t c = 0; dbias && c < C; c++) dbias[c] += dyr[c];
+        const double g_mean = g_sum / (double)C, gx_mean = gx_sum / (double)C;
+        for (int64_t c = 0; c < C; c++) {
+            double g = weight ? (double)dyr[c] * weight[c] : dyr[c];
+            double xhat = (xr[c] - mu) * rs;
+            dx[r * C + c] += (float)(rs * (g - g_mean - xhat * gx_mean));
+        }
+    }
+    /* Column sums over all rows, in double, added once. */
+    for (int64_t c = 0; (dweight || dbias) && c < C; c++) {
+        double w_sum = 0.0, b_sum = 0.0;
+        for (int64_t r = 0; r < R; r++) {
+            double g = dy[r * C + c];
+            w_sum += g * (x[r * C + c] - (double)mean[r]) * rstd[r];
+            b_sum += g;
+        }
+        if (dweight) dweight[c] += (float)w_sum;
+        if (dbias) dbias[c] += (float)b_sum;
     }
 }

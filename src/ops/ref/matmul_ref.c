@@ -24,9 +24,9 @@ void matmul_fwd_ref(float *y,           // (M, N)
     }
 }
 
-/* Backward of y = x @ w^T + bias. Each gradient is summed in float first and then added to
- * its output once, so a pre-filled output only sees one extra rounding. The three products
- * walk contiguous rows: dx row i is a sum of w rows, dw row j a sum of x rows. */
+/* Backward of y = x @ w^T + bias, as sums of scaled rows accumulated straight into the
+ * outputs: dx row i gathers w rows, dw row j gathers x rows. The innermost loops walk
+ * contiguous rows, so even the reference runs the CLIP shapes in about a second. */
 void matmul_bwd_ref(float *dx,          // (M, K) or NULL
                     float *dw,          // (N, K) or NULL
                     float *dbias,       // (N) or NULL
@@ -36,25 +36,23 @@ void matmul_bwd_ref(float *dx,          // (M, K) or NULL
                     int64_t M, int64_t K, int64_t N) {
     if (dx) {
         for (int64_t i = 0; i < M; i++)
-            for (int64_t k = 0; k < K; k++) {
-                float sum = 0.0f;
-                for (int64_t j = 0; j < N; j++) sum += dy[i * N + j] * w[j * K + k];
-                dx[i * K + k] += sum;
+            for (int64_t j = 0; j < N; j++) {
+                const float g = dy[i * N + j];
+                for (int64_t k = 0; k < K; k++) dx[i * K + k] += g * w[j * K + k];
             }
     }
     if (dw) {
         for (int64_t j = 0; j < N; j++)
-            for (int64_t k = 0; k < K; k++) {
-                float sum = 0.0f;
-                for (int64_t i = 0; i < M; i++) sum += dy[i * N + j] * x[i * K + k];
-                dw[j * K + k] += sum;
+            for (int64_t i = 0; i < M; i++) {
+                const float g = dy[i * N + j];
+                for (int64_t k = 0; k < K; k++) dw[j * K + k] += g * x[i * K + k];
             }
     }
     if (dbias) {
         for (int64_t j = 0; j < N; j++) {
-            float sum = 0.0f;
+            double sum = 0.0; /* in double: the oracle for the fast column sums */
             for (int64_t i = 0; i < M; i++) sum += dy[i * N + j];
-            dbias[j] += sum;
+            dbias[j] += (float)sum;
         }
     }
 }
