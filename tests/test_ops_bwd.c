@@ -657,7 +657,7 @@ static void test_attention_bwd_fast_matches_ref(void) {
 static void test_embedding_bwd_fast_matches_ref(void) {
     /* {V, N, C}: C below, at and above the 64-column blocks; the CLIP text batch. */
     static const int64_t shapes[][3] = {{1, 1, 1}, {11, 9, 13}, {5, 40, 64}, {7, 100, 130},
-                                        {1000, 2464, 512}, {3, 5000, 16}};
+                                        {1000, 2464, 512}, {3, 5000, 16}, {50, 1000, 130}};
     const mmt_ops *fast = fast_ops();
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int64_t V = shapes[s][0], N = shapes[s][1], C = shapes[s][2];

@@ -36,21 +36,25 @@ void patchify_fwd_cpu(float *y,        // (B, L, Cin*P*P), L = (Hh/P)*(Ww/P)
 }
 
 /* Backward of the lookup. Repeated ids make rows collide, so threads split the columns, not
- * the rows: each thread adds its column block of every dy row, rows in order, exactly what
- * the reference does, so the result is bitwise the reference's for any thread count. */
+ * the rows: each thread adds its own column range of every dy row, rows in order, exactly
+ * what the reference does, so the result is bitwise the reference's for any thread count.
+ * Ranges are whole cache lines (16 floats) and one per thread, so a row costs each thread
+ * one contiguous run. */
 void embedding_bwd_cpu(float *dtable,       // (V, C)
                        const float *dy,     // (N, C)
                        const int32_t *ids,  // (N)
                        int64_t N, int64_t C) {
-    enum { BLOCK = 64 }; /* columns per task: whole cache lines */
-    const int64_t blocks = (C + BLOCK - 1) / BLOCK;
-    MMT_OMP("omp parallel for schedule(static) if(N * C >= CPU_PARALLEL_MIN_ELEMENTS && blocks > 1)")
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        const int64_t c0 = blk * BLOCK, width = C - c0 < BLOCK ? C - c0 : BLOCK;
+    const int64_t lines = (C + 15) / 16;
+    int64_t parts = N * C >= CPU_PARALLEL_MIN_ELEMENTS ? cpu_max_threads() : 1;
+    if (parts > lines) parts = lines;
+    MMT_OMP("omp parallel for num_threads(parts) schedule(static) if(parts > 1)")
+    for (int64_t part = 0; part < parts; part++) {
+        const int64_t c0 = lines * part / parts * 16;
+        const int64_t c1 = part + 1 == parts ? C : lines * (part + 1) / parts * 16;
         for (int64_t i = 0; i < N; i++) {
-            float *row = dtable + (int64_t)ids[i] * C + c0;
-            const float *src = dy + i * C + c0;
-            for (int64_t c = 0; c < width; c++) row[c] += src[c];
+            float *row = dtable + (int64_t)ids[i] * C;
+            const float *src = dy + i * C;
+            for (int64_t c = c0; c < c1; c++) row[c] += src[c];
         }
     }
 }
