@@ -53,3 +53,8 @@ for tower in ("image", "text"):
 open(sys.argv[2], "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+
+# Training steps (issue 3): its own interleaved rounds and table.
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  bash scripts/bench_train.sh
+fi

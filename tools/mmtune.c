@@ -7,6 +7,7 @@
  *   mmtune classify --model DIR --image PATH... --labels "a,b,c" [--template "a photo of a {}."]
  *   mmtune inspect  --model DIR [--tensors]
  *   mmtune bench embed [--batch 1,32] [--iters N] [--model DIR] [--tower image|text|both]
+ *   mmtune train / eval / merge   (tools/cli/train.c)
  */
 #include <errno.h>
 #include <math.h>
@@ -22,6 +23,7 @@
 #include "mmtune.h"
 #include "models/clip.h"
 #include "ops/ops.h"
+#include "cli/cli.h"
 
 #define MAX_INPUTS 4096
 
@@ -32,6 +34,9 @@ static const char *USAGE =
     "  embed      print normalised projected embeddings of images and texts (JSON lines)\n"
     "  classify   zero-shot classify images against text labels (JSON lines)\n"
     "  inspect    show a model's config, tensors, dtypes and parameter count\n"
+    "  train      fine-tune a CLIP on image-text pairs (LoRA, IA3 or full)\n"
+    "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs\n"
+    "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
     "  bench      measure embedding throughput (bench embed --help)\n"
     "  version    print the version\n"
     "\n"
@@ -78,7 +83,7 @@ static const char *BENCH_HELP =
     "  --tower T      image, text or both (default both)\n"
     "  --json         print one JSON object per measurement instead of a table\n";
 
-static int usage_error(const char *fmt, ...) {
+int cli_usage_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fputs("mmtune: ", stderr);
@@ -88,10 +93,13 @@ static int usage_error(const char *fmt, ...) {
     return 2;
 }
 
-static int runtime_error(void) {
+int cli_runtime_error(void) {
     fprintf(stderr, "mmtune: error: %s\n", mmt_last_error());
     return 1;
 }
+
+#define usage_error cli_usage_error
+#define runtime_error cli_runtime_error
 
 /* Simple option scanner: --name VALUE pairs and --flag switches. */
 typedef struct args {
@@ -400,12 +408,13 @@ static double now_seconds(void) {
 }
 
 static int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "train") == 0) return cmd_bench_train(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "embed") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
             fputs(BENCH_HELP, stdout);
             return 0;
         }
-        return usage_error("bench: the only benchmark so far is 'bench embed'");
+        return usage_error("bench: the benchmarks are 'bench embed' and 'bench train'");
     }
     const char *model_dir = NULL, *tower = "both";
     char batch_list[256] = "1,32";
@@ -526,5 +535,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "classify")) return cmd_classify(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

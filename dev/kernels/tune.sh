@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sweeps v3's block sizes (KC MC NC) on the ViT-B/32 shapes and prints, per shape, the
-# percentage of the FMA ceiling measured just before (bench_sgemm's %peak), best of ROUNDS
-# rounds with the configs interleaved: this machine's clock and the load other processes
-# put on it drift by +-20%, which raw GFLOP/s would attribute to whichever config ran then.
+# percentage of the FMA ceiling measured just before (bench_sgemm's %peak), the median of
+# ROUNDS rounds with the configs interleaved: this machine's clock and the load other
+# processes put on it drift by +-20%, which raw GFLOP/s would pin on whichever config ran
+# then (and a best-of would pick the rounds whose ceiling measurement came out low).
 #   ./tune.sh "256 72 256" "256 144 256 -DSGEMM_NO_PREFETCH_C" ...
 #   (KC MC NC [compile flags]; default: the sweep recorded in README.md)
 #   THREADS=2 ROUNDS=3 ./tune.sh
@@ -27,10 +28,13 @@ for r in $(seq "$rounds"); do
     "$tmp/bench_$i" --threads "$threads" --shapes vit v3 | awk '$2 == "v3" {print $6 + 0}' >"$tmp/r${r}_$i"
   done
 done
-echo "KC   MC   NC    flags                  1600x768x768 x768x3072 x3072x768 x768x512  (% of FMA peak, best of $rounds)"
+echo "KC   MC   NC    flags                  1600x768x768 x768x3072 x3072x768 x768x512  (% of FMA peak, median of $rounds)"
 for i in "${!configs[@]}"; do
   read -r kc mc nc extra <<<"${configs[$i]}"
   printf "%-4s %-4s %-5s %-22s " "$kc" "$mc" "$nc" "${extra:-}"
-  paste "$tmp"/r*_"$i" | awk '{m=0; for(i=1;i<=NF;i++) if($i>m) m=$i; printf "%10.0f", m} END {print ""}'
+  paste "$tmp"/r*_"$i" | while read -r -a v; do
+    printf "%10s" "$(printf "%s\n" "${v[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  done
+  echo
 done
 make -s bench_sgemm >/dev/null  # leave the default build behind

@@ -155,3 +155,22 @@ char *mmt_path_join(const char *dir, const char *name) {
     memcpy(out + k, name, b + 1);
     return out;
 }
+
+mmt_status mmt_mkdirs(const char *path) {
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "bad folder name \"%s\"", path);
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return mmt_fail(MMT_STATUS_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mmt_fail(MMT_STATUS_IO, "%s: exists and is not a folder", path);
+    return MMT_OK;
+}

@@ -27,5 +27,7 @@ mmt_status mmt_file_write_atomic(const char *path, const void *data, size_t len)
 int mmt_file_exists(const char *path);
 /* dir + "/" + name into a fresh mmt_malloc'd string (NULL on allocation failure). */
 char *mmt_path_join(const char *dir, const char *name);
+/* mkdir -p: creates path and its missing parents (0755); an error if it is not a folder. */
+mmt_status mmt_mkdirs(const char *path);
 
 #endif

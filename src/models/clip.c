@@ -320,10 +320,8 @@ mmt_status mmt_clip_encode_pixels(mmt_clip *m, const float *pixels, int64_t B, f
     return s;
 }
 
-/* HF's pooling position (modeling_clip.py CLIPTextModel.forward): legacy configs with
- * eos_token_id == 2 take argmax(ids) (first maximum); others the first id == eos_token_id,
- * and 0 when a row has none (argmax over all-false). */
-static int64_t pool_position(const int32_t *ids, int64_t L, int64_t eos_token_id) {
+/* See clip_internal.h. */
+int64_t mmt_clip_pool_position(const int32_t *ids, int64_t L, int64_t eos_token_id) {
     int64_t best = 0;
     for (int64_t i = 0; i < L; i++) {
         if (eos_token_id == 2) {
@@ -347,7 +345,7 @@ static mmt_status encode_ids_impl(mmt_clip *m, mmt_arena *arena, const int32_t *
      * batch only up to the furthest pooled position gives the same pooled outputs. */
     int64_t T = 1;
     for (int64_t b = 0; b < B; b++) {
-        pool[b] = pool_position(ids + b * L, L, c->eos_token_id);
+        pool[b] = mmt_clip_pool_position(ids + b * L, L, c->eos_token_id);
         if (pool[b] + 1 > T) T = pool[b] + 1;
     }
     int32_t *trimmed = mmt_arena_alloc(arena, (size_t)(B * T) * 4, 64); // (B, T)

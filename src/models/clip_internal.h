@@ -41,4 +41,9 @@ struct mmt_clip {
     mmt_image_processor processor;
 };
 
+/* HF's pooling position (modeling_clip.py CLIPTextModel.forward): legacy configs with
+ * eos_token_id == 2 take argmax(ids) (first maximum); others the first id == eos_token_id,
+ * and 0 when a row has none. */
+int64_t mmt_clip_pool_position(const int32_t *ids, int64_t L, int64_t eos_token_id);
+
 #endif

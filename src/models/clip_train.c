@@ -161,6 +161,7 @@ mmt_clip *mmt_clip_train_model(mmt_clip_train *ct) { return ct->model; }
 float mmt_clip_train_scale(const mmt_clip_train *ct) {
     return ct->opt.fixed_temperature > 0 ? 1.0f / ct->opt.fixed_temperature : expf(ct->logit_scale);
 }
+float mmt_clip_train_logit_scale(const mmt_clip_train *ct) { return ct->logit_scale; }
 void mmt_clip_train_after_step(mmt_clip_train *ct) {
     if (ct->opt.train_logit_scale) ct->logit_scale = fminf(fmaxf(ct->logit_scale, 0.0f), logf(100.0f));
 }
@@ -500,18 +501,6 @@ static mmt_status head_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int t
     return MMT_OK;
 }
 
-static int64_t pool_position(const int32_t *ids, int64_t L, int64_t eos_token_id) {
-    int64_t best = 0;
-    for (int64_t i = 0; i < L; i++) {
-        if (eos_token_id == 2) {
-            if (ids[i] > ids[best]) best = i;
-        } else if (ids[i] == eos_token_id) {
-            return i;
-        }
-    }
-    return best;
-}
-
 static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B, int64_t L, int train) {
     ct_tower *t = &ct->text;
     const mmt_clip_tower_config *c = t->cfg;
@@ -528,7 +517,7 @@ static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B
     /* Causal attention: positions after the furthest pooled one cannot change the result. */
     int64_t T = 1;
     for (int64_t b = 0; b < B; b++) {
-        t->pool[b] = pool_position(ids + b * L, L, c->eos_token_id);
+        t->pool[b] = mmt_clip_pool_position(ids + b * L, L, c->eos_token_id);
         if (t->pool[b] + 1 > T) T = t->pool[b] + 1;
     }
     t->B = B;

@@ -79,6 +79,8 @@ mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int
 
 /* The scale the loss uses now (exp(logit_scale) or 1/fixed_temperature). */
 float mmt_clip_train_scale(const mmt_clip_train *ct);
+/* The raw logit_scale parameter (learned, or the model's). */
+float mmt_clip_train_logit_scale(const mmt_clip_train *ct);
 /* After an optimizer step: clamps a learned logit_scale to [0, ln 100] like CLIP. */
 void mmt_clip_train_after_step(mmt_clip_train *ct);
 /* Peak bytes of the activation arena so far. */

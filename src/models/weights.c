@@ -134,3 +134,21 @@ int64_t mmt_weights_param_count(const mmt_weights *w) {
         }
     return n;
 }
+
+mmt_status mmt_snapshot_copy_files(const char *from_dir, const char *to_dir) {
+    static const char *files[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                                  "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"};
+    mmt_status s = MMT_OK;
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && s == MMT_OK; i++) {
+        char *src = mmt_path_join(from_dir, files[i]), *dst = mmt_path_join(to_dir, files[i]);
+        char *data = NULL;
+        size_t len = 0;
+        if (!src || !dst) s = MMT_STATUS_OUT_OF_MEMORY;
+        else if (mmt_file_exists(src) && (s = mmt_file_read_all(src, (size_t)1 << 30, &data, &len)) == MMT_OK)
+            s = mmt_file_write_atomic(dst, data, len);
+        mmt_free(data);
+        mmt_free(src);
+        mmt_free(dst);
+    }
+    return s;
+}

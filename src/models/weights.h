@@ -29,4 +29,8 @@ mmt_status mmt_weights_f32(mmt_weights *w, mmt_arena *arena, const char *name, i
 /* Total parameter count over all tensors (buffers like *.position_ids excluded). */
 int64_t mmt_weights_param_count(const mmt_weights *w);
 
+/* Copies a snapshot's small files (config.json, tokenizer and preprocessor files, whichever
+ * exist) from one folder to another, each written atomically. */
+mmt_status mmt_snapshot_copy_files(const char *from_dir, const char *to_dir);
+
 #endif

@@ -548,3 +548,15 @@ mmt_status mmt_adamw_state_import(mmt_adamw *opt, const mmt_safetensors *st) {
     opt->step = step;
     return MMT_OK;
 }
+
+void mmt_params_from_nn(const mmt_nn_param *in, int64_t n, mmt_param *out) {
+    for (int64_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].name = in[i].name;
+        out[i].data = in[i].data;
+        out[i].grad = in[i].grad;
+        out[i].ndim = in[i].ndim;
+        for (int d = 0; d < in[i].ndim; d++) out[i].shape[d] = in[i].shape[d];
+        out[i].numel = in[i].numel;
+    }
+}

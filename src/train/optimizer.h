@@ -28,6 +28,7 @@
 
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "nn/param.h"
 
 /* One trainable tensor. data and grad are borrowed (the model owns them). */
 typedef struct mmt_param {
@@ -47,6 +48,9 @@ typedef struct mmt_param_group {
     double lr_scale;                /* this group's lr = base lr * lr_scale * schedule */
     double weight_decay;            /* decoupled: p -= lr * weight_decay * p */
 } mmt_param_group;
+
+/* Fills out[0..n) from a model's trainable-tensor list (names and buffers stay borrowed). */
+void mmt_params_from_nn(const mmt_nn_param *in, int64_t n, mmt_param *out);
 
 /* ---- weight-decay rule ------------------------------------------------------------- */
 

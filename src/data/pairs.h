@@ -1,0 +1,32 @@
+/*
+ * pairs.h — image–text pairs from a JSONL file, the training and evaluation input.
+ *
+ * One JSON object per line: {"image_path": "...", "text": "...", "task_type": "..."}, with
+ * image_path relative to the file's folder (or absolute). Blank lines are skipped; any other
+ * problem (not JSON, not an object, a missing or non-string field, an empty text) is an error
+ * "FILE:LINE: ..." — or, with skip_bad, counted and the line left out. Image files are not
+ * opened here (the loader reports a bad image with its path when it meets it).
+ */
+#ifndef MMT_DATA_PAIRS_H
+#define MMT_DATA_PAIRS_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct mmt_pair {
+    char *image_path; /* resolved against the file's folder */
+    char *text;
+} mmt_pair;
+
+typedef struct mmt_pairs {
+    mmt_pair *items;
+    int64_t n;
+    int64_t skipped;  /* bad lines left out under skip_bad */
+    char *source;     /* the file it came from */
+} mmt_pairs;
+
+mmt_status mmt_pairs_load_jsonl(const char *path, int skip_bad, mmt_pairs **out);
+void mmt_pairs_free(mmt_pairs *p);
+
+#endif

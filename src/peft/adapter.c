@@ -1,0 +1,323 @@
+/* adapter.c — LoRA / IA3 tensors on a CLIP training view, PEFT's keys (see adapter.h). */
+#include "peft/adapter.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/tensor.h"
+
+static float uniform01(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) * (1.0 / 9007199254740992.0));
+}
+
+void mmt_adapter_key(const mmt_adapter_entry *e, const char *suffix, char *out, size_t cap) {
+    snprintf(out, cap, "base_model.model.%s.%s", e->module, suffix);
+}
+
+/* Shapes as PEFT saves them. */
+static int lora_a_shape(const mmt_adapter_entry *e, int64_t *shape) {
+    shape[0] = e->lora.r;
+    if (e->is_conv) {
+        shape[1] = e->conv_shape[1], shape[2] = e->conv_shape[2], shape[3] = e->conv_shape[3];
+        return 4;
+    }
+    shape[1] = e->linear->in;
+    return 2;
+}
+static int lora_b_shape(const mmt_adapter_entry *e, int64_t *shape) {
+    shape[0] = e->linear->out;
+    shape[1] = e->lora.r;
+    if (e->is_conv) {
+        shape[2] = shape[3] = 1;
+        return 4;
+    }
+    return 2;
+}
+static int ia3_shape(const mmt_adapter_entry *e, int64_t *shape) {
+    shape[0] = e->feedforward ? 1 : e->linear->out;
+    shape[1] = e->feedforward ? e->linear->in : 1;
+    return 2;
+}
+
+static float *store_floats(mmt_adapter *ad, int64_t n) {
+    float *p = mmt_arena_alloc(&ad->store, (size_t)n * sizeof(float), 64);
+    if (p) memset(p, 0, (size_t)n * sizeof(float));
+    return p;
+}
+
+static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_adapter_target *t,
+                             uint64_t *rng) {
+    const mmt_adapter_settings *st = &ad->settings;
+    mmt_linear *l = e->linear;
+    int64_t shape[4];
+    char key[512];
+    if (st->method == MMT_ADAPTER_LORA) {
+        if (t->r < 1 || t->r > (l->in < l->out ? l->in : l->out) * 64)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: LoRA rank %lld is out of range", t->module, (long long)t->r);
+        mmt_lora *a = &e->lora;
+        a->r = t->r;
+        a->scaling = (float)(st->use_rslora ? t->alpha / sqrt((double)t->r) : t->alpha / (double)t->r);
+        a->dropout = st->dropout;
+        a->a = store_floats(ad, t->r * l->in);
+        a->b = store_floats(ad, l->out * t->r);
+        if (!a->a || !a->b) return MMT_STATUS_OUT_OF_MEMORY;
+        float bound = 1.0f / sqrtf((float)l->in);
+        for (int64_t i = 0; i < t->r * l->in; i++) a->a[i] = (2.0f * uniform01(rng) - 1.0f) * bound;
+        if (st->trainable) {
+            a->da = store_floats(ad, t->r * l->in);
+            a->db = store_floats(ad, l->out * t->r);
+            if (!a->da || !a->db) return MMT_STATUS_OUT_OF_MEMORY;
+            int nd = lora_a_shape(e, shape);
+            mmt_adapter_key(e, "lora_A.weight", key, sizeof key);
+            MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->a, a->da, nd, shape, 0));
+            nd = lora_b_shape(e, shape);
+            mmt_adapter_key(e, "lora_B.weight", key, sizeof key);
+            MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->b, a->db, nd, shape, 0));
+        }
+        return MMT_OK;
+    }
+    if (e->is_conv) return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: IA3 on a convolution is not supported", t->module);
+    e->feedforward = t->feedforward;
+    int64_t n = t->feedforward ? l->in : l->out;
+    e->ia3 = store_floats(ad, n);
+    if (!e->ia3) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < n; i++) e->ia3[i] = 1.0f;
+    if (st->trainable) {
+        e->dia3 = store_floats(ad, n);
+        if (!e->dia3) return MMT_STATUS_OUT_OF_MEMORY;
+        int nd = ia3_shape(e, shape);
+        mmt_adapter_key(e, "ia3_l", key, sizeof key);
+        MMT_TRY(mmt_clip_train_add_param(ad->view, key, e->ia3, e->dia3, nd, shape, 0));
+    }
+    return MMT_OK;
+}
+
+static void hook_up(mmt_adapter_entry *e, mmt_adapter_method method) {
+    if (method == MMT_ADAPTER_LORA) {
+        e->linear->lora = &e->lora;
+    } else {
+        e->linear->ia3_mode = e->feedforward ? MMT_IA3_INPUT : MMT_IA3_OUTPUT;
+        e->linear->ia3 = e->ia3;
+        e->linear->dia3 = e->dia3;
+    }
+}
+
+mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *settings,
+                              const mmt_adapter_target *targets, int64_t n, mmt_adapter **out) {
+    *out = NULL;
+    if (n < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "an adapter needs at least one target module");
+    mmt_adapter *ad = mmt_calloc(1, sizeof *ad);
+    if (!ad) return MMT_STATUS_OUT_OF_MEMORY;
+    ad->settings = *settings;
+    ad->view = view;
+    mmt_arena_init(&ad->store, (size_t)1 << 20);
+    mmt_status s = MMT_OK;
+    ad->entries = mmt_calloc((size_t)n, sizeof *ad->entries);
+    if (!ad->entries) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto fail;
+    }
+    uint64_t rng = settings->seed ^ 0x5eed5eed5eed5eedull;
+    const mmt_clip_config *cfg = mmt_clip_config_of(mmt_clip_train_model(view));
+    for (int64_t i = 0; i < n; i++) {
+        mmt_adapter_entry *e = &ad->entries[i];
+        const char *name = targets[i].module;
+        e->linear = mmt_clip_train_linear(view, name);
+        if (!e->linear) {
+            s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no linear or patch-embedding module by this name", name);
+            goto fail;
+        }
+        if (e->linear->lora || e->linear->ia3_mode != MMT_IA3_NONE) {
+            s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: this module already has an adapter", name);
+            goto fail;
+        }
+        if (!(e->module = mmt_strdup(name))) {
+            s = MMT_STATUS_OUT_OF_MEMORY;
+            goto fail;
+        }
+        ad->n = i + 1;
+        if (strcmp(name, "vision_model.embeddings.patch_embedding") == 0) {
+            int64_t P = cfg->vision.patch_size;
+            e->is_conv = 1;
+            e->conv_shape[0] = cfg->vision.hidden_size;
+            e->conv_shape[1] = cfg->vision.num_channels;
+            e->conv_shape[2] = e->conv_shape[3] = P;
+        }
+        if ((s = attach_one(ad, e, &targets[i], &rng)) != MMT_OK) goto fail;
+        hook_up(e, settings->method);
+    }
+    *out = ad;
+    return MMT_OK;
+fail:
+    mmt_adapter_free(ad);
+    return s;
+}
+
+void mmt_adapter_free(mmt_adapter *ad) {
+    if (!ad) return;
+    for (int64_t i = 0; i < ad->n; i++) {
+        mmt_adapter_entry *e = &ad->entries[i];
+        if (e->linear && e->linear->lora == &e->lora) e->linear->lora = NULL;
+        if (e->linear && e->ia3 && e->linear->ia3 == e->ia3) {
+            e->linear->ia3_mode = MMT_IA3_NONE;
+            e->linear->ia3 = e->linear->dia3 = NULL;
+        }
+        mmt_free(e->module);
+    }
+    mmt_free(ad->entries);
+    mmt_arena_free(&ad->store);
+    mmt_free(ad);
+}
+
+int64_t mmt_adapter_numel(const mmt_adapter *ad) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < ad->n; i++) {
+        const mmt_adapter_entry *e = &ad->entries[i];
+        if (ad->settings.method == MMT_ADAPTER_LORA) n += e->lora.r * (e->linear->in + e->linear->out);
+        else n += e->feedforward ? e->linear->in : e->linear->out;
+    }
+    return n;
+}
+
+/* ---- files --------------------------------------------------------------------------- */
+
+typedef struct tensor_ref {
+    char key[512];
+    float *data;
+    int ndim;
+    int64_t shape[4];
+} tensor_ref;
+
+/* Every tensor of the adapter with its key, in entry order (1 or 2 per entry). */
+static tensor_ref *adapter_tensors(const mmt_adapter *ad, int64_t *count) {
+    tensor_ref *refs = mmt_calloc((size_t)(2 * ad->n), sizeof *refs);
+    if (!refs) return NULL;
+    int64_t k = 0;
+    for (int64_t i = 0; i < ad->n; i++) {
+        const mmt_adapter_entry *e = &ad->entries[i];
+        if (ad->settings.method == MMT_ADAPTER_LORA) {
+            mmt_adapter_key(e, "lora_A.weight", refs[k].key, sizeof refs[k].key);
+            refs[k].data = e->lora.a;
+            refs[k].ndim = lora_a_shape(e, refs[k].shape);
+            k++;
+            mmt_adapter_key(e, "lora_B.weight", refs[k].key, sizeof refs[k].key);
+            refs[k].data = e->lora.b;
+            refs[k].ndim = lora_b_shape(e, refs[k].shape);
+            k++;
+        } else {
+            mmt_adapter_key(e, "ia3_l", refs[k].key, sizeof refs[k].key);
+            refs[k].data = e->ia3;
+            refs[k].ndim = ia3_shape(e, refs[k].shape);
+            k++;
+        }
+    }
+    *count = k;
+    return refs;
+}
+
+mmt_status mmt_adapter_save_tensors(const mmt_adapter *ad, const char *path) {
+    int64_t n;
+    tensor_ref *refs = adapter_tensors(ad, &n);
+    mmt_st_write_tensor *w = refs ? mmt_calloc((size_t)n, sizeof *w) : NULL;
+    if (!w) {
+        mmt_free(refs);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        w[i].name = refs[i].key;
+        w[i].dtype = MMT_DTYPE_F32;
+        w[i].ndim = refs[i].ndim;
+        w[i].shape = refs[i].shape;
+        w[i].data = refs[i].data;
+    }
+    mmt_status s = mmt_safetensors_write(path, w, n, NULL, 0);
+    mmt_free(w);
+    mmt_free(refs);
+    return s;
+}
+
+mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path) {
+    mmt_safetensors *st = NULL;
+    MMT_TRY(mmt_safetensors_open(path, &st));
+    int64_t n;
+    tensor_ref *refs = adapter_tensors(ad, &n);
+    mmt_status s = refs ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < n && s == MMT_OK; i++) {
+        const mmt_st_tensor *t = mmt_safetensors_find(st, refs[i].key);
+        if (!t) {
+            s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: missing tensor %s", path, refs[i].key);
+            break;
+        }
+        int same = t->ndim == refs[i].ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == refs[i].shape[d];
+        if (!same) {
+            char want[96] = "", got[96] = "";
+            for (int d = 0; d < refs[i].ndim; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "", (long long)refs[i].shape[d]);
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: %s has shape (%s), this model needs (%s)", path, refs[i].key, got, want);
+            break;
+        }
+        if (t->dtype != MMT_DTYPE_F32 && t->dtype != MMT_DTYPE_F16 && t->dtype != MMT_DTYPE_BF16) {
+            s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: %s has dtype %s; adapters must be F32, F16 or BF16", path,
+                         refs[i].key, mmt_dtype_name(t->dtype));
+            break;
+        }
+        s = mmt_st_tensor_to_f32(t, refs[i].data);
+    }
+    /* A tensor the adapter does not expect means the config and the weights disagree. */
+    for (int64_t j = 0; j < st->n_tensors && s == MMT_OK; j++) {
+        int known = 0;
+        for (int64_t i = 0; i < n && !known; i++) known = strcmp(st->tensors[j].name, refs[i].key) == 0;
+        if (!known)
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s does not belong to the modules adapter_config.json targets",
+                         path, st->tensors[j].name);
+    }
+    mmt_free(refs);
+    mmt_safetensors_close(st);
+    return s;
+}
+
+int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const float *base,
+                              int64_t numel, float *out) {
+    for (int64_t i = 0; i < ad->n; i++) {
+        const mmt_adapter_entry *e = &ad->entries[i];
+        size_t len = strlen(e->module);
+        if (strncmp(name, e->module, len) != 0 || name[len] != '.') continue;
+        const char *what = name + len + 1;
+        const mmt_linear *l = e->linear;
+        int is_weight = strcmp(what, "weight") == 0, is_bias = strcmp(what, "bias") == 0;
+        if (is_weight && numel != l->in * l->out) return 0;
+        if (ad->settings.method == MMT_ADAPTER_LORA) {
+            if (!is_weight) return 0;
+            /* W (out, in) + scaling * B (out, r) @ A (r, in), summed in double */
+            int64_t r = e->lora.r;
+            for (int64_t o = 0; o < l->out; o++)
+                for (int64_t j = 0; j < l->in; j++) {
+                    double acc = 0;
+                    for (int64_t k = 0; k < r; k++) acc += (double)e->lora.b[o * r + k] * e->lora.a[k * l->in + j];
+                    out[o * l->in + j] = base[o * l->in + j] + (float)(e->lora.scaling * acc);
+                }
+            return 1;
+        }
+        if (is_weight) {
+            for (int64_t o = 0; o < l->out; o++)
+                for (int64_t j = 0; j < l->in; j++)
+                    out[o * l->in + j] = base[o * l->in + j] * (e->feedforward ? e->ia3[j] : e->ia3[o]);
+            return 1;
+        }
+        if (is_bias && !e->feedforward && numel == l->out) {
+            for (int64_t o = 0; o < l->out; o++) out[o] = base[o] * e->ia3[o];
+            return 1;
+        }
+        return 0;
+    }
+    return 0;
+}

@@ -1,0 +1,89 @@
+/*
+ * adapter.h — LoRA and IA3 tensors attached to a CLIP training view, in PEFT's layout.
+ *
+ * An adapter is a list of entries, one per adapted module (transformers' module name, such
+ * as "text_model.encoder.layers.0.self_attn.q_proj"), each holding its tensors in memory the
+ * adapter owns. Attaching points the view's linear layers at them; the view then computes
+ * with them and (when trainable) registers them under PEFT's save keys:
+ *     base_model.model.<module>.lora_A.weight   (r, in)          conv: (r, Cin, P, P)
+ *     base_model.model.<module>.lora_B.weight   (out, r)         conv: (out, r, 1, 1)
+ *     base_model.model.<module>.ia3_l           (out, 1), or (1, in) for feed-forward modules
+ * (peft/utils/save_and_load.py get_peft_model_state_dict strips the adapter name "default").
+ * Initialisation is PEFT's default (peft/tuners/lora/layer.py reset_lora_parameters):
+ * A ~ kaiming_uniform(a = sqrt 5) = U(-1/sqrt(in), 1/sqrt(in)), B = 0; IA3 vectors = 1.
+ * Which modules, ranks and alphas come from the PEFT config (peft_config.h, target.h); this
+ * file takes the resolved list.
+ */
+#ifndef MMT_PEFT_ADAPTER_H
+#define MMT_PEFT_ADAPTER_H
+
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/safetensors.h"
+#include "models/clip_train.h"
+#include "nn/linear.h"
+
+typedef enum mmt_adapter_method { MMT_ADAPTER_LORA, MMT_ADAPTER_IA3 } mmt_adapter_method;
+
+/* One module to adapt, as resolved from a config. */
+typedef struct mmt_adapter_target {
+    const char *module;
+    int64_t r;          /* LoRA rank */
+    double alpha;       /* LoRA alpha */
+    int feedforward;    /* IA3: scale the input instead of the output */
+} mmt_adapter_target;
+
+typedef struct mmt_adapter_settings {
+    mmt_adapter_method method;
+    int use_rslora;     /* scaling alpha / sqrt(r) instead of alpha / r */
+    float dropout;      /* LoRA dropout */
+    uint64_t seed;      /* initialisation */
+    int trainable;      /* register gradients with the view */
+} mmt_adapter_settings;
+
+typedef struct mmt_adapter_entry {
+    char *module;             /* owned */
+    mmt_linear *linear;       /* in the view */
+    int is_conv;              /* the patch embedding: PEFT saves 4-D tensors */
+    int64_t conv_shape[4];    /* the conv weight's (out, Cin, P, P) */
+    mmt_lora lora;            /* LoRA: a, b (and grads) point into the adapter's store */
+    int feedforward;          /* IA3 */
+    float *ia3, *dia3;        /* IA3 */
+} mmt_adapter_entry;
+
+typedef struct mmt_adapter {
+    mmt_adapter_settings settings;
+    mmt_adapter_entry *entries; /* owned */
+    int64_t n;
+    mmt_clip_train *view;       /* borrowed: the view it is attached to */
+    mmt_arena store;            /* owned: the tensors and names */
+} mmt_adapter;
+
+/* Attaches to every target (an unknown module name is an error naming it); with
+ * settings->trainable the tensors are registered with the view under PEFT's keys. */
+mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *settings,
+                              const mmt_adapter_target *targets, int64_t n, mmt_adapter **out);
+/* Detaches from the view (its linear layers compute without the adapter again) and frees. */
+void mmt_adapter_free(mmt_adapter *ad);
+
+/* Number of adapter floats (trainable parameter count). */
+int64_t mmt_adapter_numel(const mmt_adapter *ad);
+
+/* adapter_model.safetensors with PEFT's keys and shapes. */
+mmt_status mmt_adapter_save_tensors(const mmt_adapter *ad, const char *path);
+/* Reads PEFT-keyed tensors into the attached entries: every entry's tensors must be present
+ * with the right shape (F32, F16 or BF16); keys for modules not in the adapter are errors. */
+mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path);
+
+/* The PEFT key of an entry's tensor ("lora_A.weight", "lora_B.weight", "ia3_l"). */
+void mmt_adapter_key(const mmt_adapter_entry *e, const char *suffix, char *out, size_t cap);
+
+/* For merging into a checkpoint: the merged value of base tensor `name` (a module's
+ * ".weight" or ".bias") given its base values; returns 1 and fills out (numel floats) when
+ * the adapter changes that tensor, 0 when it does not. LoRA: W + scaling B A; IA3: rows
+ * (output) or columns (feed-forward input) of W scaled, bias scaled in the output case. */
+int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const float *base,
+                              int64_t numel, float *out);
+
+#endif

@@ -1,0 +1,67 @@
+/* merge.c — an adapter folded into a written Hugging Face snapshot (see merge.h). */
+#include "peft/merge.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/safetensors.h"
+#include "models/weights.h"
+
+mmt_status mmt_clip_merge_write(mmt_clip *model, const mmt_adapter *adapter, const char *out_dir) {
+    const mmt_weights *w = mmt_clip_weights(model);
+    int64_t n = 0;
+    for (int64_t f = 0; f < w->n_files; f++) n += w->files[f]->n_tensors;
+    mmt_st_write_tensor *out = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *out);
+    float **bufs = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *bufs);
+    char *path = mmt_path_join(out_dir, "model.safetensors");
+    mmt_status s = out && bufs && path ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    int64_t k = 0, changed = 0;
+    for (int64_t f = 0; f < w->n_files && s == MMT_OK; f++) {
+        const mmt_safetensors *st = w->files[f];
+        for (int64_t i = 0; i < st->n_tensors && s == MMT_OK; i++) {
+            const mmt_st_tensor *t = &st->tensors[i];
+            if (t->dtype != MMT_DTYPE_F32 && t->dtype != MMT_DTYPE_F16 && t->dtype != MMT_DTYPE_BF16) {
+                /* integer buffers (position_ids) are not weights: transformers rebuilds them */
+                continue;
+            }
+            float *base = mmt_malloc((size_t)(t->numel > 0 ? t->numel : 1) * sizeof(float));
+            float *merged = mmt_malloc((size_t)(t->numel > 0 ? t->numel : 1) * sizeof(float));
+            if (!base || !merged) {
+                mmt_free(base);
+                mmt_free(merged);
+                s = MMT_STATUS_OUT_OF_MEMORY;
+                break;
+            }
+            if ((s = mmt_st_tensor_to_f32(t, base)) != MMT_OK) {
+                mmt_free(base);
+                mmt_free(merged);
+                break;
+            }
+            if (mmt_adapter_merged_tensor(adapter, t->name, base, t->numel, merged)) {
+                mmt_free(base);
+                base = merged;
+                changed++;
+            } else {
+                mmt_free(merged);
+            }
+            bufs[k] = base;
+            out[k].name = t->name;
+            out[k].dtype = MMT_DTYPE_F32;
+            out[k].ndim = t->ndim;
+            out[k].shape = t->shape;
+            out[k].data = base;
+            k++;
+        }
+    }
+    if (s == MMT_OK && changed == 0)
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the adapter changes no tensor of %s", w->dir);
+    if (s == MMT_OK) s = mmt_mkdirs(out_dir);
+    if (s == MMT_OK) s = mmt_safetensors_write(path, out, k, NULL, 0);
+    if (s == MMT_OK) s = mmt_snapshot_copy_files(w->dir, out_dir);
+    for (int64_t i = 0; i < k; i++) mmt_free(bufs[i]);
+    mmt_free(bufs);
+    mmt_free(out);
+    mmt_free(path);
+    return s;
+}

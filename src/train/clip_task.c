@@ -1,0 +1,307 @@
+/* clip_task.c — CLIP contrastive fine-tuning as a trainer task (see clip_task.h). */
+#include "train/clip_task.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/safetensors.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "models/clip_modules.h"
+#include "models/weights.h"
+#include "peft/target.h"
+
+struct mmt_clip_task {
+    mmt_clip *model;                /* borrowed */
+    const mmt_pairs *pairs;         /* borrowed */
+    mmt_clip_task_options opt;
+    mmt_clip_train *view;           /* owned */
+    mmt_adapter *adapter;           /* owned; NULL for full fine-tuning */
+    mmt_peft_config peft;           /* owned copy (adapter methods) when have_peft */
+    int have_peft;
+    int32_t *ids;                   /* owned: (n, L) token ids of every text */
+    int64_t L, S;
+    float *pixels;                  /* owned: (B, 3, S, S) current batch */
+    int32_t *batch_ids;             /* owned: (B, L) */
+    int64_t B, cap_B;
+    float **cache;                  /* owned: per example, NULL until decoded (NULL array: no cache) */
+};
+
+/* ---- adapters from a PEFT config ------------------------------------------------------ */
+
+mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_config *cfg,
+                                        uint64_t seed, int trainable, mmt_adapter **out) {
+    *out = NULL;
+    if (cfg->peft_type != MMT_PEFT_LORA && cfg->peft_type != MMT_PEFT_IA3)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "peft_type %s is not supported for CLIP yet",
+                        mmt_peft_type_name(cfg->peft_type));
+    if (cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "use_dora is not supported yet");
+    if (cfg->peft_type == MMT_PEFT_LORA && cfg->bias != MMT_LORA_BIAS_NONE)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "LoRA bias other than \"none\" is not supported yet");
+    if (cfg->modules_to_save.kind == MMT_PEFT_NAMES_LIST && cfg->modules_to_save.n > 0)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "modules_to_save is not supported yet");
+    const mmt_clip_config *mc = mmt_clip_config_of(mmt_clip_train_model(view));
+    mmt_module_info *mods = NULL;
+    int64_t n_mods = 0;
+    mmt_peft_targets sel;
+    memset(&sel, 0, sizeof sel);
+    mmt_adapter_target *targets = NULL;
+    mmt_status s = mmt_clip_modules(mc, &mods, &n_mods);
+    if (s == MMT_OK) s = mmt_peft_select(cfg, mods, n_mods, &sel);
+    if (s == MMT_OK && sel.n_saved > 0)
+        s = mmt_fail(MMT_STATUS_UNSUPPORTED, "modules_to_save (%s) is not supported yet", mods[sel.saved[0]].name);
+    if (s == MMT_OK) {
+        targets = mmt_calloc((size_t)(sel.n > 0 ? sel.n : 1), sizeof *targets);
+        if (!targets) s = MMT_STATUS_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; s == MMT_OK && i < sel.n; i++) {
+        const mmt_module_info *m = &mods[sel.items[i].module];
+        if (m->kind != MMT_MODULE_LINEAR && m->kind != MMT_MODULE_CONV2D) {
+            s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: %s on a %s module is not supported", m->name,
+                         mmt_peft_type_name(cfg->peft_type), m->type_name);
+            break;
+        }
+        targets[i].module = m->name;
+        targets[i].r = sel.items[i].r;
+        targets[i].alpha = sel.items[i].alpha;
+        targets[i].feedforward = sel.items[i].feedforward;
+    }
+    if (s == MMT_OK) {
+        mmt_adapter_settings st = {cfg->peft_type == MMT_PEFT_LORA ? MMT_ADAPTER_LORA : MMT_ADAPTER_IA3,
+                                   cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable};
+        s = mmt_adapter_attach(view, &st, targets, sel.n, out);
+    }
+    mmt_free(targets);
+    mmt_peft_targets_free(&sel);
+    mmt_clip_modules_free(mods, n_mods);
+    return s;
+}
+
+mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trainable,
+                                 mmt_adapter **out) {
+    *out = NULL;
+    char *cfgpath = mmt_path_join(dir, "adapter_config.json");
+    char *wpath = mmt_path_join(dir, "adapter_model.safetensors");
+    mmt_peft_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    mmt_status s = cfgpath && wpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    int have_cfg = 0;
+    if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) have_cfg = 1;
+    if (s == MMT_OK) s = mmt_clip_adapter_from_config(view, &cfg, 0, trainable, out);
+    if (s == MMT_OK && (s = mmt_adapter_load_tensors(*out, wpath)) != MMT_OK) {
+        mmt_adapter_free(*out);
+        *out = NULL;
+    }
+    if (have_cfg) mmt_peft_config_free(&cfg);
+    mmt_free(cfgpath);
+    mmt_free(wpath);
+    return s;
+}
+
+/* ---- the task ---------------------------------------------------------------------------- */
+
+static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) {
+    mmt_clip_task *t = ctx;
+    size_t per = (size_t)(3 * t->S * t->S);
+    if (n > t->cap_B) {
+        float *px = mmt_realloc(t->pixels, (size_t)n * per * sizeof(float));
+        if (!px) return MMT_STATUS_OUT_OF_MEMORY;
+        t->pixels = px;
+        int32_t *ids = mmt_realloc(t->batch_ids, (size_t)(n * t->L) * sizeof(int32_t));
+        if (!ids) return MMT_STATUS_OUT_OF_MEMORY;
+        t->batch_ids = ids;
+        t->cap_B = n;
+    }
+    const mmt_image_processor *proc = mmt_clip_processor(t->model);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = indices[i];
+        float *dst = t->pixels + (size_t)i * per;
+        memcpy(t->batch_ids + i * t->L, t->ids + k * t->L, (size_t)t->L * sizeof(int32_t));
+        if (t->cache && t->cache[k]) {
+            memcpy(dst, t->cache[k], per * sizeof(float));
+            continue;
+        }
+        mmt_image img = {0};
+        mmt_status s = mmt_image_decode_file(t->pairs->items[k].image_path, &img);
+        if (s == MMT_OK) s = mmt_image_preprocess(&img, proc, dst);
+        mmt_image_free(&img);
+        if (s != MMT_OK) return s;
+        if (t->cache && (t->cache[k] = mmt_malloc(per * sizeof(float))))
+            memcpy(t->cache[k], dst, per * sizeof(float));
+    }
+    t->B = n;
+    return MMT_OK;
+}
+
+static mmt_status task_forward_loss(void *ctx, uint64_t seed, double *loss) {
+    mmt_clip_task *t = ctx;
+    return mmt_clip_train_forward_loss(t->view, t->pixels, t->batch_ids, t->B, t->L, seed, loss);
+}
+
+static mmt_status task_backward(void *ctx) { return mmt_clip_train_backward(((mmt_clip_task *)ctx)->view); }
+
+static const mmt_nn_param *task_params(void *ctx, int64_t *n) {
+    return mmt_clip_train_params(((mmt_clip_task *)ctx)->view, n);
+}
+
+static void task_after_step(void *ctx) { mmt_clip_train_after_step(((mmt_clip_task *)ctx)->view); }
+
+static mmt_status task_save(void *ctx, const char *dir) {
+    mmt_clip_task *t = ctx;
+    mmt_status s = MMT_OK;
+    if (t->adapter) {
+        char *cfg = mmt_path_join(dir, "adapter_config.json"), *w = mmt_path_join(dir, "adapter_model.safetensors");
+        if (!cfg || !w) s = MMT_STATUS_OUT_OF_MEMORY;
+        if (s == MMT_OK) s = mmt_peft_config_save(&t->peft, cfg);
+        if (s == MMT_OK) s = mmt_adapter_save_tensors(t->adapter, w);
+        mmt_free(cfg);
+        mmt_free(w);
+        return s;
+    }
+    /* full fine-tuning: every tensor under its HF name, plus logit_scale if it did not train */
+    int64_t n;
+    const mmt_nn_param *p = mmt_clip_train_params(t->view, &n);
+    mmt_st_write_tensor *wt = mmt_calloc((size_t)n + 1, sizeof *wt);
+    char *path = mmt_path_join(dir, "model.safetensors");
+    float scale = mmt_clip_train_logit_scale(t->view);
+    int64_t k = 0, has_scale = 0;
+    if (!wt || !path) s = MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) {
+        wt[k].name = p[i].name;
+        wt[k].dtype = MMT_DTYPE_F32;
+        wt[k].ndim = p[i].ndim;
+        wt[k].shape = p[i].shape;
+        wt[k].data = p[i].data;
+        has_scale |= strcmp(p[i].name, "logit_scale") == 0;
+        k++;
+    }
+    if (s == MMT_OK && !has_scale) {
+        wt[k].name = "logit_scale";
+        wt[k].dtype = MMT_DTYPE_F32;
+        wt[k].ndim = 0;
+        wt[k].shape = NULL;
+        wt[k].data = &scale;
+        k++;
+    }
+    if (s == MMT_OK) s = mmt_safetensors_write(path, wt, k, NULL, 0);
+    if (s == MMT_OK) s = mmt_snapshot_copy_files(mmt_clip_weights(t->model)->dir, dir);
+    mmt_free(wt);
+    mmt_free(path);
+    return s;
+}
+
+static mmt_status task_load(void *ctx, const char *dir) {
+    mmt_clip_task *t = ctx;
+    if (t->adapter) {
+        char *w = mmt_path_join(dir, "adapter_model.safetensors");
+        mmt_status s = w ? mmt_adapter_load_tensors(t->adapter, w) : MMT_STATUS_OUT_OF_MEMORY;
+        mmt_free(w);
+        return s;
+    }
+    char *path = mmt_path_join(dir, "model.safetensors");
+    mmt_safetensors *st = NULL;
+    mmt_status s = path ? mmt_safetensors_open(path, &st) : MMT_STATUS_OUT_OF_MEMORY;
+    int64_t n;
+    const mmt_nn_param *p = mmt_clip_train_params(t->view, &n);
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) {
+        const mmt_st_tensor *x = mmt_safetensors_find(st, p[i].name);
+        if (!x || x->numel != p[i].numel || x->dtype != MMT_DTYPE_F32)
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s is missing or has the wrong shape or dtype", path, p[i].name);
+        else
+            s = mmt_st_tensor_to_f32(x, p[i].data);
+    }
+    mmt_safetensors_close(st);
+    mmt_free(path);
+    return s;
+}
+
+mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
+                                const mmt_clip_task_options *o, mmt_clip_task **out) {
+    *out = NULL;
+    mmt_clip_task *t = mmt_calloc(1, sizeof *t);
+    if (!t) return MMT_STATUS_OUT_OF_MEMORY;
+    t->model = model;
+    t->pairs = pairs;
+    t->opt = *o;
+    const mmt_clip_config *c = mmt_clip_config_of(model);
+    t->L = c->text.max_positions;
+    t->S = c->vision.image_size;
+    mmt_status s = MMT_OK;
+    if (!mmt_clip_tokenizer(model)) {
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model folder has no tokenizer (vocab.json, merges.txt)",
+                     mmt_clip_weights(model)->dir);
+        goto fail;
+    }
+    if ((s = mmt_clip_train_create(model, &o->train, &t->view)) != MMT_OK) goto fail;
+    if (o->peft) {
+        if ((s = mmt_peft_config_copy(&t->peft, o->peft)) != MMT_OK) goto fail;
+        t->have_peft = 1;
+        if ((s = mmt_clip_adapter_from_config(t->view, o->peft, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
+    } else if ((s = mmt_clip_train_make_full(t->view)) != MMT_OK) {
+        goto fail;
+    }
+    t->ids = mmt_malloc((size_t)(pairs->n * t->L) * sizeof(int32_t));
+    if (!t->ids) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto fail;
+    }
+    for (int64_t i = 0; i < pairs->n; i++) {
+        const char *text = pairs->items[i].text;
+        if ((s = mmt_clip_tokenize(model, &text, 1, 1, t->ids + i * t->L)) != MMT_OK) {
+            s = mmt_error_prefix(s, "%s: pair %lld: ", pairs->source, (long long)i + 1);
+            goto fail;
+        }
+    }
+    if (o->cache_bytes > 0 && (size_t)pairs->n * (size_t)(3 * t->S * t->S) * sizeof(float) <= o->cache_bytes) {
+        t->cache = mmt_calloc((size_t)pairs->n, sizeof *t->cache);
+        if (!t->cache) {
+            s = MMT_STATUS_OUT_OF_MEMORY;
+            goto fail;
+        }
+    }
+    *out = t;
+    return MMT_OK;
+fail:
+    mmt_clip_task_free(t);
+    return s;
+}
+
+void mmt_clip_task_free(mmt_clip_task *t) {
+    if (!t) return;
+    mmt_adapter_free(t->adapter);
+    mmt_clip_train_free(t->view);
+    if (t->have_peft) mmt_peft_config_free(&t->peft);
+    if (t->cache)
+        for (int64_t i = 0; i < t->pairs->n; i++) mmt_free(t->cache[i]);
+    mmt_free(t->cache);
+    mmt_free(t->ids);
+    mmt_free(t->pixels);
+    mmt_free(t->batch_ids);
+    mmt_free(t);
+}
+
+void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out) {
+    memset(out, 0, sizeof *out);
+    out->ctx = t;
+    out->n_examples = t->pairs->n;
+    out->load_batch = task_load_batch;
+    out->forward_loss = task_forward_loss;
+    out->backward = task_backward;
+    out->params = task_params;
+    out->after_step = task_after_step;
+    out->save = task_save;
+    out->load = task_load;
+}
+
+int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t) {
+    int64_t n, total = 0;
+    const mmt_nn_param *p = mmt_clip_train_params(t->view, &n);
+    for (int64_t i = 0; i < n; i++) total += p[i].numel;
+    return total;
+}
+
+mmt_clip_train *mmt_clip_task_view(mmt_clip_task *t) { return t->view; }
+mmt_adapter *mmt_clip_task_adapter(mmt_clip_task *t) { return t->adapter; }

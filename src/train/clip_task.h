@@ -1,0 +1,54 @@
+/*
+ * clip_task.h — contrastive fine-tuning of CLIP on image–text pairs, as an mmt_train_task.
+ *
+ * Binds the pieces the trainer does not know about: the pairs file, the image processor and
+ * tokenizer of the model, the training view, and what trains — a PEFT adapter (LoRA or IA3,
+ * from an mmt_peft_config whose target patterns are resolved with PEFT's rules) or the whole
+ * model. Texts are tokenized once up front (truncated to the context length, as CLIP
+ * training does); images are decoded per batch and, while the preprocessed pixels of the
+ * whole set fit in the cache budget, kept after their first use.
+ *
+ * What save writes (the folder the trainer names):
+ *   adapter: adapter_config.json + adapter_model.safetensors (PEFT's format);
+ *   full:    a Hugging Face snapshot: model.safetensors with every tensor, and the base's
+ *            config.json, tokenizer and preprocessor files copied.
+ */
+#ifndef MMT_TRAIN_CLIP_TASK_H
+#define MMT_TRAIN_CLIP_TASK_H
+
+#include "data/pairs.h"
+#include "models/clip_train.h"
+#include "peft/adapter.h"
+#include "peft/peft_config.h"
+#include "train/trainer.h"
+
+typedef struct mmt_clip_task mmt_clip_task;
+
+typedef struct mmt_clip_task_options {
+    const mmt_peft_config *peft;        /* NULL: full fine-tuning */
+    mmt_clip_train_options train;
+    uint64_t seed;                      /* adapter initialisation */
+    size_t cache_bytes;                 /* pixel cache budget; 0: no cache */
+} mmt_clip_task_options;
+
+/* model and pairs stay borrowed and must outlive the task. */
+mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
+                                const mmt_clip_task_options *o, mmt_clip_task **out);
+void mmt_clip_task_free(mmt_clip_task *t);
+/* The trainer's view of it. */
+void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out);
+
+int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t);
+mmt_clip_train *mmt_clip_task_view(mmt_clip_task *t);
+mmt_adapter *mmt_clip_task_adapter(mmt_clip_task *t);
+
+/* Resolves a PEFT config's targets on a model and attaches an adapter to the view
+ * (trainable or not). Used by training, evaluation and merging alike. */
+mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_config *cfg,
+                                        uint64_t seed, int trainable, mmt_adapter **out);
+/* Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) onto a view;
+ * trainable registers its tensors with the view (continued training, tests). */
+mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trainable,
+                                 mmt_adapter **out);
+
+#endif

@@ -1,0 +1,492 @@
+/* trainer.c — the training loop, checkpoints and resume (see trainer.h). */
+#include "train/trainer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "train/optimizer.h"
+
+void mmt_train_settings_default(mmt_train_settings *s) {
+    memset(s, 0, sizeof *s);
+    s->out = "runs/train";
+    s->steps = 0;
+    s->epochs = 1;
+    s->batch_size = 32;
+    s->grad_accum = 1;
+    s->lr = 1e-4;
+    s->weight_decay = 0.01;
+    s->beta1 = 0.9;
+    s->beta2 = 0.999;
+    s->eps = 1e-8;
+    s->max_grad_norm = 1.0;
+    s->schedule = MMT_SCHEDULE_COSINE;
+    s->warmup_ratio = 0.05;
+    s->warmup_steps = -1;
+    s->seed = 42;
+    s->save_every = 0;
+    s->keep_checkpoints = 2;
+    s->progress = -1;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t mix(uint64_t a, uint64_t b) {
+    uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* ---- example order: a seeded permutation per epoch ----------------------------------- */
+
+typedef struct order {
+    int64_t n, epoch;
+    int64_t *perm; /* owned, n */
+    uint64_t seed;
+} order;
+
+static void order_fill(order *o, int64_t epoch) {
+    uint64_t state = mix(o->seed, (uint64_t)epoch + 1);
+    for (int64_t i = 0; i < o->n; i++) o->perm[i] = i;
+    for (int64_t i = o->n - 1; i > 0; i--) { /* Fisher-Yates */
+        state = mix(state, (uint64_t)i);
+        int64_t j = (int64_t)(state % (uint64_t)(i + 1));
+        int64_t t = o->perm[i];
+        o->perm[i] = o->perm[j];
+        o->perm[j] = t;
+    }
+    o->epoch = epoch;
+}
+
+/* The example at position q of the endless stream (epoch q / n). */
+static int64_t order_at(order *o, int64_t q) {
+    int64_t e = q / o->n;
+    if (e != o->epoch) order_fill(o, e);
+    return o->perm[q % o->n];
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+/* Removes a folder holding only files (what checkpoints hold). */
+static void remove_flat_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char *f = mmt_path_join(path, e->d_name);
+        if (f) unlink(f);
+        mmt_free(f);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static void fsync_dir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Moves the finished folder tmp to final (replacing an older one), durably. */
+static mmt_status publish_dir(const char *tmp, const char *final, const char *parent) {
+    char old[4200];
+    snprintf(old, sizeof old, "%s.old", final);
+    remove_flat_dir(old);
+    struct stat st;
+    int had = stat(final, &st) == 0;
+    if (had && rename(final, old) != 0)
+        return mmt_fail(MMT_STATUS_IO, "%s: cannot move aside: %s", final, strerror(errno));
+    if (rename(tmp, final) != 0)
+        return mmt_fail(MMT_STATUS_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    fsync_dir(parent);
+    if (had) remove_flat_dir(old);
+    return MMT_OK;
+}
+
+static int64_t checkpoint_step(const char *name) {
+    if (strncmp(name, "ckpt-", 5) != 0) return -1;
+    char *end;
+    long long v = strtoll(name + 5, &end, 10);
+    return *end == '\0' && end != name + 5 && v >= 0 ? (int64_t)v : -1;
+}
+
+mmt_status mmt_train_latest_checkpoint(const char *run_dir, char **out) {
+    *out = NULL;
+    DIR *d = opendir(run_dir);
+    if (!d) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: cannot open run folder: %s", run_dir, strerror(errno));
+    int64_t best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int64_t k = checkpoint_step(e->d_name);
+        if (k > best) best = k;
+    }
+    closedir(d);
+    if (best < 0) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no ckpt-STEP checkpoint in this folder", run_dir);
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-%lld", (long long)best);
+    *out = mmt_path_join(run_dir, name);
+    return *out ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+}
+
+/* Deletes all but the newest `keep` checkpoints. */
+static void prune_checkpoints(const char *run_dir, int64_t keep) {
+    if (keep <= 0) return;
+    int64_t steps[4096];
+    int64_t n = 0;
+    DIR *d = opendir(run_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        int64_t k = checkpoint_step(e->d_name);
+        if (k >= 0) steps[n++] = k;
+    }
+    closedir(d);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t newer = 0;
+        for (int64_t j = 0; j < n; j++) newer += steps[j] > steps[i];
+        if (newer >= keep) {
+            char name[64];
+            snprintf(name, sizeof name, "ckpt-%lld", (long long)steps[i]);
+            char *p = mmt_path_join(run_dir, name);
+            if (p) remove_flat_dir(p);
+            mmt_free(p);
+        }
+    }
+}
+
+/* ---- the run ------------------------------------------------------------------------------ */
+
+typedef struct run {
+    const mmt_train_task *task;
+    const mmt_train_settings *set;
+    mmt_adamw *opt;
+    mmt_param *params;       /* owned: descriptors in group order */
+    mmt_param_group groups[2];
+    int64_t n_groups;
+    mmt_schedule sched;
+    int64_t total_steps;
+    FILE *metrics;
+} run;
+
+static mmt_status write_checkpoint(run *r, int64_t step) {
+    const mmt_train_settings *set = r->set;
+    char name[64], tmpname[80];
+    snprintf(name, sizeof name, "ckpt-%lld", (long long)step);
+    snprintf(tmpname, sizeof tmpname, "ckpt-%lld.tmp", (long long)step);
+    char *final = mmt_path_join(set->out, name), *tmp = mmt_path_join(set->out, tmpname);
+    char *optpath = tmp ? mmt_path_join(tmp, "optimizer.safetensors") : NULL;
+    char *statepath = tmp ? mmt_path_join(tmp, "trainer_state.json") : NULL;
+    mmt_st_write_tensor *w = NULL;
+    mmt_strbuf js = {0};
+    mmt_status s = MMT_OK;
+    if (!final || !tmp || !optpath || !statepath) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    remove_flat_dir(tmp);
+    if ((s = mmt_mkdirs(tmp)) != MMT_OK) goto done;
+    if ((s = r->task->save(r->task->ctx, tmp)) != MMT_OK) goto done;
+    int64_t cap = mmt_adamw_state_count(r->opt), n = 0;
+    w = mmt_calloc((size_t)cap, sizeof *w);
+    if (!w) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    if ((s = mmt_adamw_state_export(r->opt, w, cap, &n)) != MMT_OK) goto done;
+    if ((s = mmt_safetensors_write(optpath, w, n, NULL, 0)) != MMT_OK) goto done;
+    mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
+                           "  \"grad_accum\": %lld",
+                      (long long)step, (long long)r->total_steps, (unsigned long long)set->seed,
+                      (long long)set->batch_size, (long long)set->grad_accum);
+    if (set->settings_json) mmt_strbuf_printf(&js, ",\n  \"settings\": %s", set->settings_json);
+    mmt_strbuf_printf(&js, "\n}\n");
+    if (!js.data) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    if ((s = mmt_file_write_atomic(statepath, js.data, js.len)) != MMT_OK) goto done;
+    fsync_dir(tmp);
+    if ((s = publish_dir(tmp, final, set->out)) != MMT_OK) goto done;
+    prune_checkpoints(set->out, set->keep_checkpoints);
+done:
+    if (s != MMT_OK) s = mmt_error_prefix(s, "writing checkpoint %s: ", final ? final : name);
+    mmt_strbuf_free(&js);
+    mmt_free(w);
+    mmt_free(final);
+    mmt_free(tmp);
+    mmt_free(optpath);
+    mmt_free(statepath);
+    return s;
+}
+
+/* Restores task state, optimizer and step from a checkpoint folder. */
+static mmt_status resume_from(run *r, const char *ckpt, int64_t *step) {
+    const mmt_train_settings *set = r->set;
+    char *statepath = mmt_path_join(ckpt, "trainer_state.json");
+    char *optpath = mmt_path_join(ckpt, "optimizer.safetensors");
+    mmt_json_doc *doc = NULL;
+    mmt_safetensors *st = NULL;
+    mmt_status s = statepath && optpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    int64_t k = 0, seed = 0, bs = 0, acc = 0;
+    if (s == MMT_OK) s = mmt_json_parse_file(statepath, &doc);
+    if (s == MMT_OK) {
+        const mmt_json *root = mmt_json_root(doc);
+        if ((s = mmt_json_get_int(root, "step", -1, &k, statepath, "")) == MMT_OK &&
+            (s = mmt_json_get_int(root, "seed", 0, &seed, statepath, "")) == MMT_OK &&
+            (s = mmt_json_get_int(root, "batch_size", 0, &bs, statepath, "")) == MMT_OK)
+            s = mmt_json_get_int(root, "grad_accum", 1, &acc, statepath, "");
+    }
+    if (s == MMT_OK && k < 0) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing \"step\"", statepath);
+    if (s == MMT_OK && ((uint64_t)seed != set->seed || bs != set->batch_size || acc != set->grad_accum))
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
+                     "%s: made with seed %lld, batch size %lld, grad accumulation %lld; this run has %llu, %lld, %lld "
+                     "(resuming needs the same)", ckpt, (long long)seed, (long long)bs, (long long)acc,
+                     (unsigned long long)set->seed, (long long)set->batch_size, (long long)set->grad_accum);
+    if (s == MMT_OK) s = r->task->load(r->task->ctx, ckpt);
+    if (s == MMT_OK) s = mmt_safetensors_open(optpath, &st);
+    if (s == MMT_OK) s = mmt_adamw_state_import(r->opt, st);
+    if (s == MMT_OK && r->opt->step != k)
+        s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: optimizer step %lld does not match trainer step %lld", ckpt,
+                     (long long)r->opt->step, (long long)k);
+    *step = k;
+    mmt_safetensors_close(st);
+    mmt_json_free(doc);
+    mmt_free(statepath);
+    mmt_free(optpath);
+    return s;
+}
+
+/* metrics.jsonl keeps only the lines up to `step` (after a resume). */
+static mmt_status open_metrics(run *r, int64_t keep_upto) {
+    char *path = mmt_path_join(r->set->out, "metrics.jsonl");
+    if (!path) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_strbuf kept = {0};
+    if (keep_upto > 0) {
+        char *data = NULL;
+        size_t len = 0;
+        if (mmt_file_read_all(path, (size_t)1 << 30, &data, &len) == MMT_OK) {
+            for (size_t at = 0; at < len;) {
+                const char *line = data + at;
+                const char *nl = memchr(line, '\n', len - at);
+                size_t n = nl ? (size_t)(nl - line) + 1 : len - at;
+                long long st = -1;
+                if (sscanf(line, "{\"step\": %lld", &st) == 1 && st <= keep_upto && nl) mmt_strbuf_append(&kept, line, n);
+                at += n;
+            }
+        }
+        mmt_clear_error();
+        mmt_free(data);
+    }
+    mmt_status s = mmt_file_write_atomic(path, kept.data ? kept.data : "", kept.len);
+    mmt_strbuf_free(&kept);
+    if (s == MMT_OK) {
+        r->metrics = fopen(path, "a");
+        if (!r->metrics) s = mmt_fail(MMT_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    mmt_free(path);
+    return s;
+}
+
+static void show_progress(const run *r, int bar, int64_t step, double loss, double lr, double ips,
+                          double elapsed, int64_t steps_this_run, int64_t start) {
+    if (r->set->quiet) return;
+    int64_t total = r->total_steps;
+    double per = steps_this_run > 0 ? elapsed / (double)steps_this_run : 0;
+    double eta = per * (double)(total - step);
+    if (bar) {
+        char cells[31];
+        int filled = (int)(30 * step / (total > 0 ? total : 1));
+        for (int i = 0; i < 30; i++) cells[i] = i < filled ? '#' : '.';
+        cells[30] = '\0';
+        fprintf(stderr, "\rstep %lld/%lld [%s] loss %.4f lr %.2e %.1f img/s ETA %d:%02d   ", (long long)step,
+                (long long)total, cells, loss, lr, ips, (int)(eta / 60), (int)eta % 60);
+        if (step == total) fputc('\n', stderr);
+        fflush(stderr);
+    } else {
+        (void)start;
+        mmt_log_info("step %lld/%lld loss %.4f lr %.3g %.1f img/s ETA %.0fs", (long long)step, (long long)total,
+                     loss, lr, ips, eta);
+    }
+}
+
+static mmt_status write_final(run *r) {
+    char *tmp = mmt_path_join(r->set->out, "adapter.tmp"), *final = mmt_path_join(r->set->out, "adapter");
+    mmt_status s = tmp && final ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) {
+        remove_flat_dir(tmp);
+        s = mmt_mkdirs(tmp);
+    }
+    if (s == MMT_OK) s = r->task->save(r->task->ctx, tmp);
+    if (s == MMT_OK) {
+        fsync_dir(tmp);
+        s = publish_dir(tmp, final, r->set->out);
+    }
+    mmt_free(tmp);
+    mmt_free(final);
+    return s;
+}
+
+mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *set,
+                         mmt_train_result *result) {
+    memset(result, 0, sizeof *result);
+    if (task->n_examples < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "no training examples");
+    if (set->batch_size < 1 || set->grad_accum < 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size and gradient accumulation must be >= 1");
+    if (set->batch_size > task->n_examples)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size %lld is larger than the %lld training examples",
+                        (long long)set->batch_size, (long long)task->n_examples);
+    if (!(set->lr > 0) || !isfinite(set->lr)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "learning rate must be > 0");
+    run r = {0};
+    r.task = task;
+    r.set = set;
+    int64_t per_step = set->batch_size * set->grad_accum;
+    int64_t steps_per_epoch = task->n_examples / per_step > 0 ? task->n_examples / per_step : 1;
+    r.total_steps = set->steps > 0 ? set->steps : steps_per_epoch * (set->epochs > 0 ? set->epochs : 1);
+    int64_t warmup = set->warmup_steps >= 0 ? set->warmup_steps : (int64_t)(set->warmup_ratio * (double)r.total_steps);
+    r.sched = mmt_schedule_make(set->schedule, warmup, r.total_steps);
+    r.sched.min_lr_rate = set->min_lr_rate;
+    MMT_TRY(mmt_schedule_check(&r.sched));
+
+    int64_t n_params;
+    const mmt_nn_param *np = task->params(task->ctx, &n_params);
+    if (n_params < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "nothing to train: no trainable tensors");
+    mmt_param *flat = mmt_calloc((size_t)n_params, sizeof *flat);
+    r.params = mmt_calloc((size_t)n_params, sizeof *r.params);
+    order ord = {task->n_examples, -1, mmt_malloc((size_t)task->n_examples * sizeof(int64_t)), set->seed};
+    int64_t *indices = mmt_malloc((size_t)set->batch_size * sizeof(int64_t));
+    mmt_status s = MMT_OK;
+    char *ckpt = NULL;
+    if (!flat || !r.params || !ord.perm || !indices) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    mmt_params_from_nn(np, n_params, flat);
+    /* no-decay tensors: the model's own marking (biases, norms, embeddings, scales) */
+    {
+        int64_t k = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int64_t i = 0; i < n_params; i++)
+                if (np[i].no_decay == pass) r.params[k++] = flat[i];
+        int64_t n_decay = 0;
+        for (int64_t i = 0; i < n_params; i++) n_decay += !np[i].no_decay;
+        mmt_param_group g0 = {"decay", r.params, n_decay, 1.0, set->weight_decay};
+        mmt_param_group g1 = {"no_decay", r.params + n_decay, n_params - n_decay, 1.0, 0.0};
+        if (n_decay > 0) r.groups[r.n_groups++] = g0;
+        if (n_params - n_decay > 0) r.groups[r.n_groups++] = g1;
+    }
+    mmt_adamw_config oc = mmt_adamw_config_default();
+    oc.lr = set->lr;
+    oc.beta1 = set->beta1;
+    oc.beta2 = set->beta2;
+    oc.eps = set->eps;
+    if ((s = mmt_adamw_create(&oc, r.groups, r.n_groups, &r.opt)) != MMT_OK) goto done;
+    if ((s = mmt_mkdirs(set->out)) != MMT_OK) goto done;
+
+    int64_t start = 0;
+    if (set->resume) {
+        struct stat st;
+        char *probe = mmt_path_join(set->resume, "trainer_state.json");
+        int is_ckpt = probe && stat(probe, &st) == 0;
+        mmt_free(probe);
+        if (is_ckpt) ckpt = mmt_strdup(set->resume);
+        else if ((s = mmt_train_latest_checkpoint(set->resume, &ckpt)) != MMT_OK) goto done;
+        if (!ckpt) {
+            s = MMT_STATUS_OUT_OF_MEMORY;
+            goto done;
+        }
+        if ((s = resume_from(&r, ckpt, &start)) != MMT_OK) goto done;
+        if (start > r.total_steps) {
+            s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s is at step %lld, past this run's %lld steps", ckpt,
+                         (long long)start, (long long)r.total_steps);
+            goto done;
+        }
+        if (!set->quiet) mmt_log_info("resuming from %s (step %lld)", ckpt, (long long)start);
+    }
+    if ((s = open_metrics(&r, start)) != MMT_OK) goto done;
+
+    int bar = set->progress >= 0 ? set->progress : isatty(2);
+    double t0 = now_s(), last_loss = NAN;
+    if (!set->quiet)
+        mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld, %lld trainable tensors", (long long)r.total_steps,
+                     (long long)task->n_examples, (long long)set->batch_size, (long long)set->grad_accum, (long long)n_params);
+    for (int64_t step = start; step < r.total_steps; step++) {
+        double ts = now_s();
+        mmt_grad_zero(r.groups, r.n_groups);
+        double loss_sum = 0;
+        for (int64_t m = 0; m < set->grad_accum; m++) {
+            int64_t q0 = (step * set->grad_accum + m) * set->batch_size;
+            for (int64_t j = 0; j < set->batch_size; j++) indices[j] = order_at(&ord, q0 + j);
+            double loss;
+            if ((s = task->load_batch(task->ctx, indices, set->batch_size)) != MMT_OK) goto done;
+            if ((s = task->forward_loss(task->ctx, mix(set->seed, (uint64_t)(step * set->grad_accum + m)), &loss)) != MMT_OK)
+                goto done;
+            if (!isfinite(loss)) {
+                s = mmt_fail(MMT_STATUS_INTERNAL, "step %lld: the loss is %g; training stopped (checkpoints so far are kept)",
+                             (long long)step + 1, loss);
+                goto done;
+            }
+            if ((s = task->backward(task->ctx)) != MMT_OK) goto done;
+            loss_sum += loss;
+        }
+        if (set->grad_accum > 1) mmt_grad_scale(r.groups, r.n_groups, 1.0 / (double)set->grad_accum);
+        float norm;
+        if (set->max_grad_norm > 0) s = mmt_grad_clip_norm(r.groups, r.n_groups, set->max_grad_norm, &norm);
+        else norm = mmt_grad_global_norm(r.groups, r.n_groups);
+        if (s != MMT_OK) goto done;
+        if (!isfinite(norm)) {
+            mmt_grad_check_finite(r.groups, r.n_groups);
+            s = mmt_error_prefix(MMT_STATUS_INTERNAL, "step %lld: training stopped (checkpoints so far are kept): ",
+                                 (long long)step + 1);
+            goto done;
+        }
+        double mult = mmt_schedule_multiplier(&r.sched, step);
+        if ((s = mmt_adamw_step(r.opt, mult)) != MMT_OK) goto done;
+        if (task->after_step) task->after_step(task->ctx);
+        last_loss = loss_sum / (double)set->grad_accum;
+        double te = now_s(), lr = mmt_adamw_group_lr(r.opt, 0, mult);
+        double ips = (double)per_step / (te - ts > 1e-9 ? te - ts : 1e-9);
+        fprintf(r.metrics,
+                "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
+                "\"elapsed_s\": %.3f}\n",
+                (long long)step + 1, (double)((step + 1) * per_step) / (double)task->n_examples, last_loss, lr, norm, ips,
+                te - t0);
+        fflush(r.metrics);
+        show_progress(&r, bar, step + 1, last_loss, lr, ips, te - t0, step + 1 - start, start);
+        int last = step + 1 == r.total_steps;
+        if (last || (set->save_every > 0 && (step + 1) % set->save_every == 0))
+            if ((s = write_checkpoint(&r, step + 1)) != MMT_OK) goto done;
+    }
+    if ((s = write_final(&r)) != MMT_OK) goto done;
+    result->steps_done = r.total_steps;
+    result->final_loss = last_loss;
+    result->seconds = now_s() - t0;
+done:
+    if (r.metrics) fclose(r.metrics);
+    mmt_adamw_free(r.opt);
+    mmt_free(flat);
+    mmt_free(r.params);
+    mmt_free(ord.perm);
+    mmt_free(indices);
+    mmt_free(ckpt);
+    return s;
+}

@@ -1,0 +1,81 @@
+/*
+ * trainer.h — the training loop: batches, gradient accumulation, clipping, AdamW with warmup
+ * + cosine, metrics, a progress display, atomic checkpoints and bitwise-exact resume.
+ *
+ * The loop never knows which model or method it drives: a task (mmt_train_task) loads the
+ * examples of a batch, runs forward + loss and backward, lists its trainable tensors and
+ * saves/loads them. Everything random is derived from (seed, step): the example order of an
+ * epoch from (seed, epoch), dropout from (seed, step, micro-batch), so a run resumed from a
+ * checkpoint at step k continues exactly as the uninterrupted run would.
+ *
+ * Files under settings.out:
+ *     metrics.jsonl          one line per optimizer step (step, epoch, loss, lr, grad_norm,
+ *                            images_per_s, elapsed_s)
+ *     ckpt-STEP/             every save_every steps and at the end: the task's files plus
+ *                            optimizer.safetensors (moments, step) and trainer_state.json;
+ *                            written as ckpt-STEP.tmp then renamed, files fsync'd
+ *     adapter/               the final artifact (the task's files), also via a rename
+ * A non-finite loss or gradient stops the run with an error naming the step (and the tensor);
+ * the checkpoints already written stay as they are.
+ */
+#ifndef MMT_TRAIN_TRAINER_H
+#define MMT_TRAIN_TRAINER_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "nn/param.h"
+#include "train/schedule.h"
+
+typedef struct mmt_train_task {
+    void *ctx;
+    int64_t n_examples;
+    /* Prepares examples indices[0..n) as the current micro-batch. */
+    mmt_status (*load_batch)(void *ctx, const int64_t *indices, int64_t n);
+    /* Forward and loss on the current micro-batch; seed drives dropout. */
+    mmt_status (*forward_loss)(void *ctx, uint64_t seed, double *loss);
+    mmt_status (*backward)(void *ctx);
+    const mmt_nn_param *(*params)(void *ctx, int64_t *n);
+    void (*after_step)(void *ctx);                       /* may be NULL */
+    /* Writes the trainable state (the adapter, or the full model) into an existing folder. */
+    mmt_status (*save)(void *ctx, const char *dir);
+    /* Reads it back from a folder written by save. */
+    mmt_status (*load)(void *ctx, const char *dir);
+} mmt_train_task;
+
+typedef struct mmt_train_settings {
+    const char *out;          /* run folder (created) */
+    const char *resume;       /* a run folder (its latest checkpoint) or a ckpt-STEP folder; NULL: fresh */
+    int64_t steps;            /* optimizer steps; 0: derived from epochs */
+    int64_t epochs;           /* used when steps == 0 */
+    int64_t batch_size;       /* examples per micro-batch */
+    int64_t grad_accum;       /* micro-batches per optimizer step */
+    double lr, weight_decay, beta1, beta2, eps;
+    double max_grad_norm;     /* <= 0: no clipping */
+    mmt_schedule_kind schedule;
+    double warmup_ratio;      /* of the total steps, used when warmup_steps < 0 */
+    int64_t warmup_steps;
+    double min_lr_rate;
+    uint64_t seed;
+    int64_t save_every;       /* 0: only at the end */
+    int64_t keep_checkpoints; /* newest to keep; 0: all */
+    int progress;             /* -1 auto (a terminal on stderr), 0 log lines, 1 progress bar */
+    int quiet;
+    const char *settings_json;/* written into trainer_state.json as "settings" (may be NULL) */
+} mmt_train_settings;
+
+void mmt_train_settings_default(mmt_train_settings *s);
+
+typedef struct mmt_train_result {
+    int64_t steps_done;
+    double final_loss;        /* mean loss of the last step */
+    double seconds;
+} mmt_train_result;
+
+mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *settings,
+                         mmt_train_result *result);
+
+/* The newest ckpt-STEP folder under a run folder (caller frees), or NULL with an error. */
+mmt_status mmt_train_latest_checkpoint(const char *run_dir, char **out);
+
+#endif

@@ -1,0 +1,19 @@
+/*
+ * cli.h — what the CLI's command files share: error printing with the exit-code rules
+ * (1: the library's one-line error as "mmtune: error: ...", 2: a usage error) and the
+ * commands that live outside tools/mmtune.c.
+ */
+#ifndef MMT_TOOLS_CLI_H
+#define MMT_TOOLS_CLI_H
+
+#include "core/status.h"
+
+int cli_usage_error(const char *fmt, ...) MMT_PRINTF(1, 2);
+int cli_runtime_error(void);
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_bench_train(int argc, char **argv);
+
+#endif

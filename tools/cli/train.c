@@ -1,0 +1,605 @@
+/*
+ * train.c — `mmtune train`, `mmtune eval` and `mmtune merge`.
+ *
+ * train's settings are one table: each has a flag, a key in the --config JSON file and a
+ * default, and --help is printed from the table, so the three cannot drift apart. Values are
+ * applied in order: defaults, then the config file, then flags. The resolved settings are
+ * recorded in each checkpoint's trainer_state.json.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "data/image.h"
+#include "data/pairs.h"
+#include "data/preprocess.h"
+#include "eval/retrieval.h"
+#include "models/clip.h"
+#include "models/clip_train.h"
+#include "models/weights.h"
+#include "peft/adapter.h"
+#include "peft/merge.h"
+#include "peft/peft_config.h"
+#include "train/clip_task.h"
+#include "train/trainer.h"
+
+/* ---- the settings table ---------------------------------------------------------------- */
+
+typedef enum opt_type { OPT_STRING, OPT_INT, OPT_DOUBLE, OPT_BOOL } opt_type;
+
+typedef struct train_cfg {
+    const char *model, *data, *method, *out, *resume, *config;
+    int64_t steps, epochs, batch_size, grad_accum, save_every, keep_checkpoints, warmup_steps, seed, cache_mb;
+    double lr, weight_decay, warmup_ratio, min_lr_rate, max_grad_norm;
+    const char *schedule;
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    int rslora;
+    const char *targets, *targets_regex, *scope, *layers, *feedforward;
+    int checkpointing, learn_logit_scale, skip_bad;
+    double temperature, distill;
+    const char *progress;
+    int quiet;
+} train_cfg;
+
+typedef struct train_opt {
+    const char *flag, *key;
+    opt_type type;
+    size_t offset;
+    const char *metavar, *help;
+} train_opt;
+
+#define F(field) offsetof(train_cfg, field)
+static const train_opt TRAIN_OPTS[] = {
+    {"--model", "model", OPT_STRING, F(model), "DIR", "Hugging Face CLIP snapshot (required)"},
+    {"--data", "data", OPT_STRING, F(data), "FILE", "JSONL pairs: {\"image_path\", \"text\"} per line (required)"},
+    {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3 or full"},
+    {"--out", "out", OPT_STRING, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
+    {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue from a run folder's newest checkpoint (or a ckpt-STEP)"},
+    {"--config", NULL, OPT_STRING, F(config), "FILE", "JSON object with any of these settings by key"},
+    {"--steps", "steps", OPT_INT, F(steps), "N", "optimizer steps (0: from --epochs)"},
+    {"--epochs", "epochs", OPT_INT, F(epochs), "N", "passes over the data when --steps is 0"},
+    {"--batch-size", "batch_size", OPT_INT, F(batch_size), "N", "pairs per micro-batch (the contrastive batch)"},
+    {"--grad-accum", "grad_accum", OPT_INT, F(grad_accum), "N", "micro-batches per optimizer step"},
+    {"--lr", "lr", OPT_DOUBLE, F(lr), "X", "peak learning rate (AdamW)"},
+    {"--weight-decay", "weight_decay", OPT_DOUBLE, F(weight_decay), "X", "decoupled weight decay (not on biases, norms, embeddings)"},
+    {"--schedule", "schedule", OPT_STRING, F(schedule), "S", "cosine, linear or constant (after linear warmup)"},
+    {"--warmup-ratio", "warmup_ratio", OPT_DOUBLE, F(warmup_ratio), "X", "warmup as a fraction of the steps"},
+    {"--warmup-steps", "warmup_steps", OPT_INT, F(warmup_steps), "N", "warmup steps (overrides the ratio when >= 0)"},
+    {"--min-lr-rate", "min_lr_rate", OPT_DOUBLE, F(min_lr_rate), "X", "cosine floor as a fraction of the peak"},
+    {"--max-grad-norm", "max_grad_norm", OPT_DOUBLE, F(max_grad_norm), "X", "global gradient-norm clipping (0: off)"},
+    {"--seed", "seed", OPT_INT, F(seed), "N", "data order, dropout and adapter initialisation"},
+    {"--save-every", "save_every", OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end)"},
+    {"--keep-checkpoints", "keep_checkpoints", OPT_INT, F(keep_checkpoints), "N", "newest checkpoints to keep (0: all)"},
+    {"--lora-r", "lora_r", OPT_INT, F(lora_r), "N", "LoRA rank"},
+    {"--lora-alpha", "lora_alpha", OPT_DOUBLE, F(lora_alpha), "X", "LoRA alpha (scaling alpha/r)"},
+    {"--lora-dropout", "lora_dropout", OPT_DOUBLE, F(lora_dropout), "X", "dropout on the LoRA input"},
+    {"--rslora", "use_rslora", OPT_BOOL, F(rslora), NULL, "rank-stabilised scaling alpha/sqrt(r)"},
+    {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear"},
+    {"--targets-regex", "target_regex", OPT_STRING, F(targets_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
+    {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
+    {"--layers", "layers_to_transform", OPT_STRING, F(layers), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
+    {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled"},
+    {"--checkpointing", "gradient_checkpointing", OPT_BOOL, F(checkpointing), NULL, "recompute encoder blocks in backward (less memory)"},
+    {"--learn-logit-scale", "learn_logit_scale", OPT_BOOL, F(learn_logit_scale), NULL, "train CLIP's temperature too (clamped at 100)"},
+    {"--temperature", "temperature", OPT_DOUBLE, F(temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
+    {"--distill", "distill_weight", OPT_DOUBLE, F(distill), "X", "weight of the KL term to the frozen base model's logits"},
+    {"--cache-mb", "cache_mb", OPT_INT, F(cache_mb), "N", "keep decoded images when the set fits in N MiB"},
+    {"--skip-bad", "skip_bad", OPT_BOOL, F(skip_bad), NULL, "skip malformed lines of the data file (counted)"},
+    {"--progress", "progress", OPT_STRING, F(progress), "P", "auto, bar or log"},
+    {"--quiet", "quiet", OPT_BOOL, F(quiet), NULL, "no progress output"},
+};
+#define N_TRAIN_OPTS (sizeof TRAIN_OPTS / sizeof TRAIN_OPTS[0])
+
+static void train_defaults(train_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->method = "lora";
+    c->out = "runs/train";
+    c->epochs = 1;
+    c->batch_size = 32;
+    c->grad_accum = 1;
+    c->lr = 1e-4;
+    c->weight_decay = 0.01;
+    c->schedule = "cosine";
+    c->warmup_ratio = 0.05;
+    c->warmup_steps = -1;
+    c->max_grad_norm = 1.0;
+    c->seed = 42;
+    c->keep_checkpoints = 2;
+    c->lora_r = 8;
+    c->lora_alpha = 16;
+    c->targets = "q_proj,v_proj";
+    c->scope = "both";
+    c->feedforward = "fc2";
+    c->cache_mb = 1024;
+    c->progress = "auto";
+}
+
+static void format_value(const train_cfg *c, const train_opt *o, char *buf, size_t cap) {
+    const char *p = (const char *)c + o->offset;
+    switch (o->type) {
+    case OPT_STRING: snprintf(buf, cap, "%s", *(const char *const *)p ? *(const char *const *)p : ""); break;
+    case OPT_INT: snprintf(buf, cap, "%lld", (long long)*(const int64_t *)p); break;
+    case OPT_DOUBLE: snprintf(buf, cap, "%g", *(const double *)p); break;
+    case OPT_BOOL: snprintf(buf, cap, "%s", *(const int *)p ? "on" : "off"); break;
+    }
+}
+
+static void print_train_help(void) {
+    train_cfg d;
+    train_defaults(&d);
+    printf("usage: mmtune train --model DIR --data pairs.jsonl [--method lora|ia3|full] [--out DIR] [options]\n\n"
+           "Fine-tunes a CLIP on image-text pairs with the symmetric contrastive loss. The adapter\n"
+           "(PEFT format: adapter_config.json + adapter_model.safetensors) lands in OUT/adapter/,\n"
+           "checkpoints in OUT/ckpt-STEP/, one line per step in OUT/metrics.jsonl.\n\n"
+           "options (JSON config key in brackets; flags override the config file):\n");
+    for (size_t i = 0; i < N_TRAIN_OPTS; i++) {
+        const train_opt *o = &TRAIN_OPTS[i];
+        char flag[64], def[64];
+        snprintf(flag, sizeof flag, "%s%s%s", o->flag, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        format_value(&d, o, def, sizeof def);
+        printf("  %-24s %s", flag, o->help);
+        if (o->key) printf(" [%s]", o->key);
+        if (def[0] && strcmp(o->flag, "--config") != 0) printf(" (default: %s)", def);
+        putchar('\n');
+    }
+}
+
+/* Sets option o from text v; 0 on success, else prints a usage error and returns 2. */
+static int set_from_text(train_cfg *c, const train_opt *o, const char *v, const char *origin) {
+    char *p = (char *)c + o->offset, *end;
+    errno = 0;
+    switch (o->type) {
+    case OPT_STRING: *(const char **)p = v; return 0;
+    case OPT_INT: {
+        long long x = strtoll(v, &end, 10);
+        if (!*v || *end || errno) return cli_usage_error("%s: %s needs an integer, got '%s'", origin, o->flag, v);
+        *(int64_t *)p = x;
+        return 0;
+    }
+    case OPT_DOUBLE: {
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x)) return cli_usage_error("%s: %s needs a number, got '%s'", origin, o->flag, v);
+        *(double *)p = x;
+        return 0;
+    }
+    case OPT_BOOL: *(int *)p = 1; return 0;
+    }
+    return 0;
+}
+
+/* Applies a JSON config file: every key must be known and of the right type. */
+static int apply_config(train_cfg *c, const char *path, mmt_json_doc **doc_out) {
+    mmt_json_doc *doc = NULL;
+    if (mmt_json_parse_file(path, &doc) != MMT_OK) return cli_runtime_error();
+    *doc_out = doc;
+    const mmt_json *root = mmt_json_root(doc);
+    if (root->type != MMT_JSON_OBJECT) return fprintf(stderr, "mmtune: error: %s: expected a JSON object\n", path), 1;
+    for (size_t k = 0; k < root->len; k++) {
+        const char *key = root->keys[k];
+        const train_opt *o = NULL;
+        for (size_t i = 0; i < N_TRAIN_OPTS && !o; i++)
+            if (TRAIN_OPTS[i].key && strcmp(TRAIN_OPTS[i].key, key) == 0) o = &TRAIN_OPTS[i];
+        if (!o) return fprintf(stderr, "mmtune: error: %s: unknown setting \"%s\" (see mmtune train --help)\n", path, key), 1;
+        char *p = (char *)c + o->offset;
+        mmt_status s = MMT_OK;
+        const char *sv;
+        int64_t iv;
+        double dv;
+        int bv;
+        switch (o->type) {
+        case OPT_STRING:
+            if ((s = mmt_json_get_string(root, key, NULL, &sv, path, "")) == MMT_OK && sv) *(const char **)p = sv;
+            break;
+        case OPT_INT:
+            if ((s = mmt_json_get_int(root, key, *(int64_t *)p, &iv, path, "")) == MMT_OK) *(int64_t *)p = iv;
+            break;
+        case OPT_DOUBLE:
+            if ((s = mmt_json_get_double(root, key, *(double *)p, &dv, path, "")) == MMT_OK) *(double *)p = dv;
+            break;
+        case OPT_BOOL:
+            if ((s = mmt_json_get_bool(root, key, *(int *)p, &bv, path, "")) == MMT_OK) *(int *)p = bv;
+            break;
+        }
+        if (s != MMT_OK) return cli_runtime_error();
+    }
+    return 0;
+}
+
+static char *settings_json(const train_cfg *c) {
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{");
+    int first = 1;
+    for (size_t i = 0; i < N_TRAIN_OPTS; i++) {
+        const train_opt *o = &TRAIN_OPTS[i];
+        if (!o->key) continue;
+        const char *p = (const char *)c + o->offset;
+        mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", o->key);
+        first = 0;
+        switch (o->type) {
+        case OPT_STRING: {
+            const char *v = *(const char *const *)p;
+            if (v) mmt_strbuf_json_string(&b, v, strlen(v));
+            else mmt_strbuf_printf(&b, "null");
+            break;
+        }
+        case OPT_INT: mmt_strbuf_printf(&b, "%lld", (long long)*(const int64_t *)p); break;
+        case OPT_DOUBLE: mmt_strbuf_printf(&b, "%.17g", *(const double *)p); break;
+        case OPT_BOOL: mmt_strbuf_printf(&b, "%s", *(const int *)p ? "true" : "false"); break;
+        }
+    }
+    mmt_strbuf_printf(&b, "}");
+    return b.data;
+}
+
+/* Splits "a,b,c" into a malloc'd array of pointers into a copy; n items. */
+static char **split_list(const char *list, char **copy, int64_t *n) {
+    *copy = mmt_strdup(list);
+    *n = 0;
+    if (!*copy) return NULL;
+    int64_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    char **items = mmt_calloc((size_t)cap, sizeof *items);
+    if (!items) return NULL;
+    for (char *tok = strtok(*copy, ","); tok; tok = strtok(NULL, ",")) {
+        while (*tok == ' ') tok++;
+        if (*tok) items[(*n)++] = tok;
+    }
+    return items;
+}
+
+/* The PEFT config the settings describe (LoRA or IA3). Returns 0 or an exit code. */
+static int build_peft_config(const train_cfg *c, const char *model_dir, mmt_peft_config *pc) {
+    mmt_peft_type type = strcmp(c->method, "ia3") == 0 ? MMT_PEFT_IA3 : MMT_PEFT_LORA;
+    if (mmt_peft_config_default(pc, type) != MMT_OK) return cli_runtime_error();
+    mmt_status s = MMT_OK;
+    char *copy = NULL;
+    int64_t n = 0;
+    char **items = NULL;
+    free(pc->base_model_name_or_path);
+    pc->base_model_name_or_path = NULL;
+    if (!(pc->base_model_name_or_path = mmt_strdup(model_dir))) s = MMT_STATUS_OUT_OF_MEMORY;
+    if (type == MMT_PEFT_LORA) {
+        pc->r = c->lora_r;
+        pc->lora_alpha = c->lora_alpha;
+        pc->lora_dropout = c->lora_dropout;
+        pc->use_rslora = c->rslora;
+    }
+    if (s == MMT_OK) {
+        if (c->targets_regex) {
+            s = mmt_peft_names_set_regex(&pc->target_modules, c->targets_regex);
+        } else if (strcmp(c->targets, "all-linear") == 0) {
+            s = mmt_peft_names_set_regex(&pc->target_modules, "all-linear");
+        } else {
+            items = split_list(c->targets, &copy, &n);
+            s = items ? mmt_peft_names_set_list(&pc->target_modules, (const char *const *)items, n) : MMT_STATUS_OUT_OF_MEMORY;
+            mmt_free(items);
+            mmt_free(copy);
+        }
+    }
+    if (s == MMT_OK && type == MMT_PEFT_IA3) {
+        items = split_list(c->feedforward, &copy, &n);
+        s = items ? mmt_peft_names_set_list(&pc->feedforward_modules, (const char *const *)items, n) : MMT_STATUS_OUT_OF_MEMORY;
+        mmt_free(items);
+        mmt_free(copy);
+    }
+    if (s == MMT_OK && !mmt_peft_scope_parse(c->scope, &pc->scope)) {
+        mmt_peft_config_free(pc);
+        return cli_usage_error("--scope takes both, text or vision, not '%s'", c->scope);
+    }
+    if (s == MMT_OK && c->layers && c->layers[0]) {
+        items = split_list(c->layers, &copy, &n);
+        pc->layers_to_transform = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
+        if (!items || !pc->layers_to_transform) s = MMT_STATUS_OUT_OF_MEMORY;
+        for (int64_t i = 0; s == MMT_OK && i < n; i++) {
+            char *end;
+            long long v = strtoll(items[i], &end, 10);
+            if (*end || v < 0) {
+                mmt_free(items);
+                mmt_free(copy);
+                mmt_peft_config_free(pc);
+                return cli_usage_error("--layers needs comma-separated layer indices, got '%s'", c->layers);
+            }
+            pc->layers_to_transform[i] = v;
+        }
+        pc->n_layers_to_transform = n;
+        pc->layers_to_transform_kind = 2;
+        mmt_free(items);
+        mmt_free(copy);
+    }
+    if (s == MMT_OK) s = mmt_peft_config_validate(pc, "the training settings");
+    if (s != MMT_OK) {
+        mmt_peft_config_free(pc);
+        return cli_runtime_error();
+    }
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_cfg c;
+    train_defaults(&c);
+    /* pass 1: --help and --config; pass 2: every flag over the config */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            print_train_help();
+            return 0;
+        }
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) return cli_usage_error("--config needs a file");
+            c.config = argv[i + 1];
+        }
+    }
+    mmt_json_doc *doc = NULL;
+    int rc = 0;
+    if (c.config && (rc = apply_config(&c, c.config, &doc)) != 0) {
+        mmt_json_free(doc);
+        return rc;
+    }
+    for (int i = 0; i < argc && rc == 0; i++) {
+        const train_opt *o = NULL;
+        for (size_t k = 0; k < N_TRAIN_OPTS && !o; k++)
+            if (!strcmp(argv[i], TRAIN_OPTS[k].flag)) o = &TRAIN_OPTS[k];
+        if (!o) {
+            rc = cli_usage_error("train: unknown option '%s'", argv[i]);
+            break;
+        }
+        if (o->type == OPT_BOOL) {
+            rc = set_from_text(&c, o, "", "command line");
+        } else if (i + 1 >= argc) {
+            rc = cli_usage_error("%s needs a value", o->flag);
+        } else {
+            rc = set_from_text(&c, o, argv[++i], "command line");
+        }
+    }
+    if (rc == 0 && !c.model) rc = cli_usage_error("train: --model is required");
+    if (rc == 0 && !c.data) rc = cli_usage_error("train: --data is required");
+    int is_full = c.method && strcmp(c.method, "full") == 0;
+    if (rc == 0 && !is_full && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0)
+        rc = cli_usage_error("train: --method takes lora, ia3 or full, not '%s'", c.method);
+    mmt_schedule_kind sk = MMT_SCHEDULE_COSINE;
+    if (rc == 0 && mmt_schedule_kind_parse(c.schedule, &sk) != MMT_OK)
+        rc = cli_usage_error("--schedule takes cosine, linear or constant, not '%s'", c.schedule);
+    if (rc == 0 && (c.steps < 0 || c.epochs < 0 || c.batch_size < 1 || c.grad_accum < 1 || c.seed < 0 || c.cache_mb < 0))
+        rc = cli_usage_error("train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
+    if (rc == 0 && strcmp(c.progress, "auto") && strcmp(c.progress, "bar") && strcmp(c.progress, "log"))
+        rc = cli_usage_error("--progress takes auto, bar or log");
+    if (rc != 0) {
+        mmt_json_free(doc);
+        return rc;
+    }
+
+    if (!c.quiet) mmt_log_set_level(MMT_LOG_INFO);
+    mmt_clip *model = NULL;
+    mmt_pairs *pairs = NULL;
+    mmt_clip_task *task = NULL;
+    mmt_peft_config pc;
+    int have_pc = 0;
+    char *sj = NULL;
+    if (mmt_clip_load(c.model, &model) != MMT_OK || mmt_pairs_load_jsonl(c.data, c.skip_bad, &pairs) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    if (pairs->skipped) fprintf(stderr, "mmtune: skipped %lld bad lines of %s\n", (long long)pairs->skipped, c.data);
+    if (!is_full) {
+        if ((rc = build_peft_config(&c, c.model, &pc)) != 0) goto done;
+        have_pc = 1;
+    }
+    mmt_clip_task_options to;
+    memset(&to, 0, sizeof to);
+    to.peft = have_pc ? &pc : NULL;
+    mmt_clip_train_options_default(&to.train);
+    to.train.checkpointing = c.checkpointing;
+    to.train.train_logit_scale = c.learn_logit_scale || (is_full && c.temperature <= 0);
+    to.train.fixed_temperature = (float)c.temperature;
+    to.train.distill_weight = (float)c.distill;
+    to.seed = (uint64_t)c.seed;
+    to.cache_bytes = (size_t)c.cache_mb << 20;
+    if (mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    mmt_train_task tt;
+    mmt_clip_task_bind(task, &tt);
+    mmt_train_settings ts;
+    mmt_train_settings_default(&ts);
+    ts.out = c.out;
+    ts.resume = c.resume;
+    ts.steps = c.steps;
+    ts.epochs = c.epochs;
+    ts.batch_size = c.batch_size;
+    ts.grad_accum = c.grad_accum;
+    ts.lr = c.lr;
+    ts.weight_decay = c.weight_decay;
+    ts.max_grad_norm = c.max_grad_norm;
+    ts.schedule = sk;
+    ts.warmup_ratio = c.warmup_ratio;
+    ts.warmup_steps = c.warmup_steps;
+    ts.min_lr_rate = c.min_lr_rate;
+    ts.seed = (uint64_t)c.seed;
+    ts.save_every = c.save_every;
+    ts.keep_checkpoints = c.keep_checkpoints;
+    ts.progress = !strcmp(c.progress, "bar") ? 1 : !strcmp(c.progress, "log") ? 0 : -1;
+    ts.quiet = c.quiet;
+    ts.settings_json = sj = settings_json(&c);
+    if (!c.quiet) {
+        int64_t n = mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
+        fprintf(stderr, "mmtune: %s on %lld pairs: %lld trainable parameters (%.3f%% of %lld)\n", c.method,
+                (long long)pairs->n, (long long)n, total > 0 ? 100.0 * (double)n / (double)total : 0, (long long)total);
+    }
+    mmt_train_result res;
+    if (mmt_train_run(&tt, &ts, &res) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    printf("{\"steps\": %lld, \"final_loss\": %.6g, \"seconds\": %.2f, \"adapter\": \"%s/adapter\"}\n",
+           (long long)res.steps_done, res.final_loss, res.seconds, c.out);
+done:
+    mmt_free(sj);
+    if (have_pc) mmt_peft_config_free(&pc);
+    mmt_clip_task_free(task);
+    mmt_pairs_free(pairs);
+    mmt_clip_free(model);
+    mmt_json_free(doc);
+    return rc;
+}
+
+/* ---- eval ------------------------------------------------------------------------------ */
+
+static const char *EVAL_HELP =
+    "usage: mmtune eval --model DIR --data pairs.jsonl [--adapter DIR] [--batch-size N] [--out FILE]\n"
+    "\n"
+    "Embeds every pair's image and text (through the adapter when given) and prints one JSON\n"
+    "object: image->text and text->image recall@1/5/10 and median rank, and the mean\n"
+    "contrastive loss over batches. --out also writes it to FILE.\n"
+    "  --batch-size N   pairs per batch for embedding and for the loss (default 32)\n"
+    "  --skip-bad       skip malformed lines of the data file\n";
+
+/* Embeds all pairs' images and texts through the view (adapter applied when attached). */
+static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_pairs *pairs, int64_t bs,
+                              float *img, float *txt, double *mean_loss) {
+    const mmt_clip_config *c = mmt_clip_config_of(model);
+    int64_t S = c->vision.image_size, L = c->text.max_positions, P = c->projection_dim;
+    size_t per = (size_t)(3 * S * S);
+    float *px = mmt_malloc((size_t)bs * per * sizeof(float));
+    int32_t *ids = mmt_malloc((size_t)(bs * L) * sizeof(int32_t));
+    mmt_status s = px && ids ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    double loss_sum = 0;
+    int64_t batches = 0;
+    for (int64_t at = 0; s == MMT_OK && at < pairs->n; at += bs) {
+        int64_t b = pairs->n - at < bs ? pairs->n - at : bs;
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
+            mmt_image img0 = {0};
+            s = mmt_image_decode_file(pairs->items[at + i].image_path, &img0);
+            if (s == MMT_OK) s = mmt_image_preprocess(&img0, mmt_clip_processor(model), px + (size_t)i * per);
+            mmt_image_free(&img0);
+            const char *t = pairs->items[at + i].text;
+            if (s == MMT_OK) s = mmt_clip_tokenize(model, &t, 1, 1, ids + i * L);
+        }
+        double loss = 0;
+        if (s == MMT_OK) s = mmt_clip_train_forward_loss(view, px, ids, b, L, 0, &loss);
+        if (s == MMT_OK) {
+            memcpy(img + at * P, mmt_clip_train_image_embeds(view), (size_t)(b * P) * sizeof(float));
+            memcpy(txt + at * P, mmt_clip_train_text_embeds(view), (size_t)(b * P) * sizeof(float));
+            loss_sum += loss;
+            batches++;
+        }
+    }
+    *mean_loss = batches ? loss_sum / (double)batches : NAN;
+    mmt_free(px);
+    mmt_free(ids);
+    return s;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL;
+    int64_t bs = 32;
+    int skip_bad = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(EVAL_HELP, stdout), 0;
+        if (!strcmp(a, "--skip-bad")) {
+            skip_bad = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return cli_usage_error("eval: %s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model_dir = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--adapter")) adapter_dir = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--batch-size")) {
+            char *end;
+            bs = strtoll(v, &end, 10);
+            if (*end || bs < 1 || bs > 65536) return cli_usage_error("--batch-size needs a number from 1 to 65536");
+        } else return cli_usage_error("eval: unknown option '%s'", a);
+    }
+    if (!model_dir || !data) return cli_usage_error("eval: --model and --data are required");
+    mmt_clip *model = NULL;
+    mmt_pairs *pairs = NULL;
+    mmt_clip_train *view = NULL;
+    mmt_adapter *ad = NULL;
+    float *img = NULL, *txt = NULL;
+    int rc = 0;
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_retrieval_metrics m;
+    double loss = NAN;
+    if (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_pairs_load_jsonl(data, skip_bad, &pairs) != MMT_OK ||
+        mmt_clip_train_create(model, &o, &view) != MMT_OK || (adapter_dir && mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK)) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    int64_t P = mmt_clip_embed_dim(model);
+    img = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
+    txt = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
+    if (!img || !txt || embed_pairs(model, view, pairs, bs, img, txt, &loss) != MMT_OK ||
+        mmt_retrieval_eval(img, txt, pairs->n, P, &m) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    char line[1024];
+    snprintf(line, sizeof line,
+             "{\"pairs\": %lld, \"loss\": %.6f, \"i2t_recall_at_1\": %.6f, \"i2t_recall_at_5\": %.6f, \"i2t_recall_at_10\": %.6f, "
+             "\"i2t_median_rank\": %g, \"t2i_recall_at_1\": %.6f, \"t2i_recall_at_5\": %.6f, \"t2i_recall_at_10\": %.6f, "
+             "\"t2i_median_rank\": %g}\n",
+             (long long)m.n, loss, m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank, m.t2i_r1, m.t2i_r5, m.t2i_r10,
+             m.t2i_median_rank);
+    fputs(line, stdout);
+    if (out && mmt_file_write_atomic(out, line, strlen(line)) != MMT_OK) rc = cli_runtime_error();
+done:
+    mmt_free(img);
+    mmt_free(txt);
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(view);
+    mmt_pairs_free(pairs);
+    mmt_clip_free(model);
+    return rc;
+}
+
+/* ---- merge ------------------------------------------------------------------------------ */
+
+static const char *MERGE_HELP =
+    "usage: mmtune merge --model DIR --adapter DIR --out DIR\n"
+    "\n"
+    "Folds a LoRA or IA3 adapter into the base weights and writes a Hugging Face snapshot\n"
+    "(model.safetensors in float32, config, tokenizer and preprocessor files copied) that\n"
+    "transformers' CLIPModel.from_pretrained and mmtune load without the adapter.\n";
+
+int cmd_merge(int argc, char **argv) {
+    const char *model_dir = NULL, *adapter_dir = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(MERGE_HELP, stdout), 0;
+        if (i + 1 >= argc) return cli_usage_error("merge: %s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model_dir = v;
+        else if (!strcmp(a, "--adapter")) adapter_dir = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else return cli_usage_error("merge: unknown option '%s'", a);
+    }
+    if (!model_dir || !adapter_dir || !out) return cli_usage_error("merge: --model, --adapter and --out are required");
+    mmt_clip *model = NULL;
+    mmt_clip_train *view = NULL;
+    mmt_adapter *ad = NULL;
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    int rc = 0;
+    if (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
+        mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK || mmt_clip_merge_write(model, ad, out) != MMT_OK)
+        rc = cli_runtime_error();
+    else
+        printf("{\"merged\": \"%s\"}\n", out);
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(view);
+    mmt_clip_free(model);
+    return rc;
+}
