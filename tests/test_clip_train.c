@@ -13,6 +13,7 @@
  *     |fd - g.v| <= 2e-2 max(|fd|, |g.v|) + 16 * 6e-8 * |loss| / h: the loss is computed
  *     in float, and its rounding divided by the step is the noise floor of the quotient
  *     (it matters for gradients that are exactly zero, such as the key bias's);
+ *   - the distillation term and a fixed temperature, through the same finite differences;
  *   - gradient checkpointing gives bitwise the same gradients (dropout on);
  *   - backward that stops below the lowest trainable layer gives the same gradients as a
  *     full-depth backward.
@@ -287,6 +288,34 @@ static void test_lora_and_ia3_gradients(void) {
     batch_free(&b);
 }
 
+/* The distillation term (KL to the frozen base's logits) and a fixed temperature: LoRA
+ * gradients against finite differences. The adapter starts non-zero, so the student's
+ * logits differ from the teacher's and the KL term has a gradient. */
+static void test_distillation_and_fixed_temperature(void) {
+    batch b;
+    if (!batch_load("tiny-a", &b)) {
+        CHECK(0);
+        return;
+    }
+    for (int variant = 0; variant < 2; variant++) {
+        mmt_clip_train_options o;
+        mmt_clip_train_options_default(&o);
+        if (variant == 0) o.distill_weight = 3.0f;
+        else o.fixed_temperature = 0.05f;
+        mmt_clip_train *ct;
+        CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+        owned own_ = {0};
+        n_loras = 0;
+        attach_lora(ct, &own_, "text_model.encoder.layers.1.self_attn.v_proj", 2, 0);
+        attach_lora(ct, &own_, "vision_model.encoder.layers.0.self_attn.q_proj", 2, 0);
+        CHECK(fabsf(mmt_clip_train_scale(ct) - (variant ? 20.0f : expf(mmt_clip_train_logit_scale(ct)))) < 1e-4f);
+        check_fd(ct, &b, variant ? "fixed temperature" : "distillation");
+        mmt_clip_train_free(ct);
+        owned_free(&own_);
+    }
+    batch_free(&b);
+}
+
 /* Same gradients with and without checkpointing (bitwise), and with a backward that stops
  * early (only layer 1 trainable) vs one forced to the bottom (token embedding trainable). */
 static void test_checkpointing_and_early_stop(void) {
@@ -368,6 +397,7 @@ int main(void) {
     RUN(test_full_finetune_gradients_a);
     RUN(test_full_finetune_gradients_b);
     RUN(test_lora_and_ia3_gradients);
+    RUN(test_distillation_and_fixed_temperature);
     RUN(test_checkpointing_and_early_stop);
     return check_summary();
 }
