@@ -7,6 +7,7 @@
  *   - a non-finite loss stops training with one error line and keeps the last checkpoint;
  *   - the settings table: --help lists every flag with its default, a --config file sets
  *     keys, an unknown key or flag is a usage error;
+ *   - --lr-scales gives tensor groups their own learning rates;
  *   - eval prints recall JSON; merge writes a snapshot that loads.
  */
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/safetensors.h"
 
 #define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
 #define IMAGES MMT_FIXTURE_DIR "/clip/images"
@@ -189,6 +191,33 @@ static void test_settings_and_errors(void) {
     CHECK(run(TRAIN "--data %s", cfg) == 1 && strstr(err_text, ":1: missing or empty \"text\""));
 }
 
+/* --lr-scales: text tensors at factor 0 keep their initial values (LoRA B = 0), vision ones move. */
+static void test_per_group_learning_rates(void) {
+    int rc = run(TRAIN "--data %s --out %s/lrs --steps 3 --lr-scales text_model=0,vision_model=2", data, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    char path[512];
+    snprintf(path, sizeof path, "%s/lrs/adapter/adapter_model.safetensors", tmp);
+    mmt_safetensors *st = NULL;
+    CHECK(mmt_safetensors_open(path, &st) == MMT_OK);
+    int text_b = 0, vision_b = 0;
+    for (int64_t i = 0; st && i < st->n_tensors; i++) {
+        const mmt_st_tensor *t = &st->tensors[i];
+        if (!strstr(t->name, "lora_B")) continue;
+        double mx = 0;
+        for (int64_t j = 0; j < t->numel; j++) mx = fmax(mx, fabs(((const float *)t->data)[j]));
+        if (strstr(t->name, "text_model")) {
+            text_b++;
+            CHECK_MSG(mx == 0, "%s moved", t->name);
+        } else {
+            vision_b++;
+            CHECK_MSG(mx > 0, "%s did not move", t->name);
+        }
+    }
+    CHECK(text_b > 0 && vision_b > 0);
+    mmt_safetensors_close(st);
+    CHECK(run(TRAIN "--data %s --out %s/lrs2 --lr-scales text_model", data, tmp) == 1 && strstr(err_text, "PATTERN=FACTOR"));
+}
+
 static void test_eval_and_merge(void) {
     int rc = run(TRAIN "--data %s --out %s/em --steps 4", data, tmp);
     CHECK_MSG(rc == 0, "%s", err_text);
@@ -213,6 +242,7 @@ int main(void) {
     RUN(test_kill_and_resume_is_bitwise);
     RUN(test_nonfinite_loss_stops);
     RUN(test_settings_and_errors);
+    RUN(test_per_group_learning_rates);
     RUN(test_eval_and_merge);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

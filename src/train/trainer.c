@@ -181,12 +181,70 @@ typedef struct run {
     const mmt_train_settings *set;
     mmt_adamw *opt;
     mmt_param *params;       /* owned: descriptors in group order */
-    mmt_param_group groups[2];
+    mmt_param_group *groups; /* owned */
     int64_t n_groups;
+    char *scale_text;        /* owned copy of settings.lr_scales, cut into patterns */
+    char **patterns;         /* owned array into scale_text */
+    double *factors;         /* owned */
+    int64_t n_patterns;
     mmt_schedule sched;
     int64_t total_steps;
     FILE *metrics;
 } run;
+
+/* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
+
+static mmt_status parse_lr_scales(run *r) {
+    const char *text = r->set->lr_scales;
+    if (!text || !text[0]) return MMT_OK;
+    r->scale_text = mmt_strdup(text);
+    int64_t cap = 1;
+    for (const char *p = text; *p; p++) cap += *p == ',';
+    r->patterns = mmt_calloc((size_t)cap, sizeof *r->patterns);
+    r->factors = mmt_calloc((size_t)cap, sizeof *r->factors);
+    if (!r->scale_text || !r->patterns || !r->factors) return MMT_STATUS_OUT_OF_MEMORY;
+    char *save = NULL;
+    for (char *tok = strtok_r(r->scale_text, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strrchr(tok, '='), *end = NULL;
+        double f = eq ? strtod(eq + 1, &end) : NAN;
+        if (!eq || eq == tok || !end || *end || !isfinite(f) || f < 0)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "lr scales: \"%s\" is not PATTERN=FACTOR with a factor >= 0", tok);
+        *eq = '\0';
+        r->patterns[r->n_patterns] = tok;
+        r->factors[r->n_patterns++] = f;
+    }
+    return MMT_OK;
+}
+
+/* The lr-factor index of a tensor name: the first matching pattern, or n_patterns. */
+static int64_t scale_index(const run *r, const char *name) {
+    for (int64_t k = 0; k < r->n_patterns; k++)
+        if (strstr(name, r->patterns[k])) return k;
+    return r->n_patterns;
+}
+
+/* Groups by (decay or not) x (lr factor), in a fixed order, each keeping the model's order. */
+static mmt_status build_groups(run *r, const mmt_nn_param *np, const mmt_param *flat, int64_t n) {
+    MMT_TRY(parse_lr_scales(r));
+    int64_t n_kinds = 2 * (r->n_patterns + 1);
+    r->groups = mmt_calloc((size_t)n_kinds, sizeof *r->groups);
+    if (!r->groups) return MMT_STATUS_OUT_OF_MEMORY;
+    int64_t k = 0;
+    for (int64_t kind = 0; kind < n_kinds; kind++) {
+        int no_decay = (int)(kind % 2);
+        int64_t si = kind / 2, start = k;
+        for (int64_t i = 0; i < n; i++)
+            if (np[i].no_decay == no_decay && scale_index(r, np[i].name) == si) r->params[k++] = flat[i];
+        if (k == start) continue;
+        mmt_param_group *g = &r->groups[r->n_groups++];
+        g->name = no_decay ? "no_decay" : "decay";
+        g->params = r->params + start;
+        g->n_params = k - start;
+        g->lr_scale = si < r->n_patterns ? r->factors[si] : 1.0;
+        g->weight_decay = no_decay ? 0.0 : r->set->weight_decay;
+    }
+    return MMT_OK;
+}
 
 static mmt_status write_checkpoint(run *r, int64_t step) {
     const mmt_train_settings *set = r->set;
@@ -381,19 +439,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         goto done;
     }
     mmt_params_from_nn(np, n_params, flat);
-    /* no-decay tensors: the model's own marking (biases, norms, embeddings, scales) */
-    {
-        int64_t k = 0;
-        for (int pass = 0; pass < 2; pass++)
-            for (int64_t i = 0; i < n_params; i++)
-                if (np[i].no_decay == pass) r.params[k++] = flat[i];
-        int64_t n_decay = 0;
-        for (int64_t i = 0; i < n_params; i++) n_decay += !np[i].no_decay;
-        mmt_param_group g0 = {"decay", r.params, n_decay, 1.0, set->weight_decay};
-        mmt_param_group g1 = {"no_decay", r.params + n_decay, n_params - n_decay, 1.0, 0.0};
-        if (n_decay > 0) r.groups[r.n_groups++] = g0;
-        if (n_params - n_decay > 0) r.groups[r.n_groups++] = g1;
-    }
+    if ((s = build_groups(&r, np, flat, n_params)) != MMT_OK) goto done;
     mmt_adamw_config oc = mmt_adamw_config_default();
     oc.lr = set->lr;
     oc.beta1 = set->beta1;
@@ -463,7 +509,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         if ((s = mmt_adamw_step(r.opt, mult)) != MMT_OK) goto done;
         if (task->after_step) task->after_step(task->ctx);
         last_loss = loss_sum / (double)set->grad_accum;
-        double te = now_s(), lr = mmt_adamw_group_lr(r.opt, 0, mult);
+        double te = now_s(), lr = set->lr * mult; /* the base rate; groups scale it */
         double ips = (double)per_step / (te - ts > 1e-9 ? te - ts : 1e-9);
         fprintf(r.metrics,
                 "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
@@ -485,6 +531,10 @@ done:
     mmt_adamw_free(r.opt);
     mmt_free(flat);
     mmt_free(r.params);
+    mmt_free(r.groups);
+    mmt_free(r.scale_text);
+    mmt_free(r.patterns);
+    mmt_free(r.factors);
     mmt_free(ord.perm);
     mmt_free(indices);
     mmt_free(ckpt);

@@ -51,6 +51,9 @@ typedef struct mmt_train_settings {
     int64_t batch_size;       /* examples per micro-batch */
     int64_t grad_accum;       /* micro-batches per optimizer step */
     double lr, weight_decay, beta1, beta2, eps;
+    /* Per-group learning rates: "PATTERN=FACTOR,..." — a tensor whose name contains PATTERN
+     * (first match wins) trains at lr * FACTOR; others at lr. NULL or "": one rate. */
+    const char *lr_scales;
     double max_grad_norm;     /* <= 0: no clipping */
     mmt_schedule_kind schedule;
     double warmup_ratio;      /* of the total steps, used when warmup_steps < 0 */

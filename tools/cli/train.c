@@ -40,7 +40,7 @@ typedef struct train_cfg {
     const char *model, *data, *method, *out, *resume, *config;
     int64_t steps, epochs, batch_size, grad_accum, save_every, keep_checkpoints, warmup_steps, seed, cache_mb;
     double lr, weight_decay, warmup_ratio, min_lr_rate, max_grad_norm;
-    const char *schedule;
+    const char *schedule, *lr_scales;
     int64_t lora_r;
     double lora_alpha, lora_dropout;
     int rslora;
@@ -71,6 +71,7 @@ static const train_opt TRAIN_OPTS[] = {
     {"--batch-size", "batch_size", OPT_INT, F(batch_size), "N", "pairs per micro-batch (the contrastive batch)"},
     {"--grad-accum", "grad_accum", OPT_INT, F(grad_accum), "N", "micro-batches per optimizer step"},
     {"--lr", "lr", OPT_DOUBLE, F(lr), "X", "peak learning rate (AdamW)"},
+    {"--lr-scales", "lr_scales", OPT_STRING, F(lr_scales), "LIST", "per-group rates: PATTERN=FACTOR,... (tensor names containing PATTERN)"},
     {"--weight-decay", "weight_decay", OPT_DOUBLE, F(weight_decay), "X", "decoupled weight decay (not on biases, norms, embeddings)"},
     {"--schedule", "schedule", OPT_STRING, F(schedule), "S", "cosine, linear or constant (after linear warmup)"},
     {"--warmup-ratio", "warmup_ratio", OPT_DOUBLE, F(warmup_ratio), "X", "warmup as a fraction of the steps"},
@@ -418,6 +419,7 @@ int cmd_train(int argc, char **argv) {
     ts.batch_size = c.batch_size;
     ts.grad_accum = c.grad_accum;
     ts.lr = c.lr;
+    ts.lr_scales = c.lr_scales;
     ts.weight_decay = c.weight_decay;
     ts.max_grad_norm = c.max_grad_norm;
     ts.schedule = sk;
