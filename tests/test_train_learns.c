@@ -88,6 +88,7 @@ static void learn(const char *method) {
         } else {
             pc.r = 4;
             pc.lora_alpha = 8;
+            pc.use_dora = !strcmp(method, "dora");
             CHECK(mmt_peft_names_set_list(&pc.target_modules, lora_t, 3) == MMT_OK);
         }
         CHECK_MSG(mmt_clip_adapter_from_config(ct, &pc, 1, 1, &ad) == MMT_OK, "%s", mmt_last_error());
@@ -125,11 +126,13 @@ static void learn(const char *method) {
 
 static void test_lora_learns(void) { learn("lora"); }
 static void test_ia3_learns(void) { learn("ia3"); }
+static void test_dora_learns(void) { learn("dora"); }
 static void test_full_finetuning_learns(void) { learn("full"); }
 
 int main(void) {
     RUN(test_lora_learns);
     RUN(test_ia3_learns);
+    RUN(test_dora_learns);
     RUN(test_full_finetuning_learns);
     return check_summary();
 }

@@ -16,6 +16,8 @@
  *                                out of the step comparison (Adam turns their noise into
  *                                lr-sized steps of arbitrary sign)
  *   merged model (mmtune merge)  embeddings within 1e-5 of the adapted model's
+ * Scenarios: LoRA on q/v (tiny-a), rsLoRA on every linear layer + patch conv + projections
+ * (tiny-b), IA3, full fine-tuning, and DoRA on q/v (lora_dora: PEFT's detached-norm gradients).
  * Also: the adapter saved back by mmtune has exactly PEFT's keys, shapes and values.
  */
 #include <math.h>
@@ -43,6 +45,7 @@ static const scenario SCENARIOS[] = {
     {"lora_all", "tiny-b", 0},
     {"ia3", "tiny-b", 0},
     {"full", "tiny-a", 1},
+    {"lora_dora", "tiny-a", 0},
 };
 
 static const mmt_st_tensor *find(const mmt_safetensors *st, const char *fmt, const char *key) {
@@ -259,11 +262,15 @@ static void test_lora_qv(void) { run_scenario(&SCENARIOS[0]); }
 static void test_lora_all_rslora_conv_projections(void) { run_scenario(&SCENARIOS[1]); }
 static void test_ia3(void) { run_scenario(&SCENARIOS[2]); }
 static void test_full_finetune(void) { run_scenario(&SCENARIOS[3]); }
+/* DoRA's A and B gradients are PEFT's (the row norm detached), not the exact derivative:
+ * matching them here is the point; test_dora checks the magnitude's by finite differences. */
+static void test_dora(void) { run_scenario(&SCENARIOS[4]); }
 
 int main(void) {
     RUN(test_lora_qv);
     RUN(test_lora_all_rslora_conv_projections);
     RUN(test_ia3);
     RUN(test_full_finetune);
+    RUN(test_dora);
     return check_summary();
 }

@@ -1,6 +1,8 @@
 /* linear.c — nn.Linear forward/backward with LoRA and IA3 (see linear.h). */
 #include "nn/linear.h"
 
+#include <assert.h>
+#include <math.h>
 #include <string.h>
 
 static float *scratch(mmt_arena *arena, int64_t n) {
@@ -14,7 +16,59 @@ static void dropout_apply(float *y, const float *x, int64_t n, float p, uint64_t
 }
 
 int nn_linear_has_grads(const mmt_linear *l) {
-    return l->dw || l->db || (l->lora && (l->lora->da || l->lora->db)) || (l->ia3_mode != MMT_IA3_NONE && l->dia3);
+    return l->dw || l->db || (l->lora && (l->lora->da || l->lora->db || l->lora->dmagnitude)) ||
+           (l->ia3_mode != MMT_IA3_NONE && l->dia3);
+}
+
+void nn_dora_row_norms(const mmt_linear *l, double *norms) {
+    const mmt_lora *a = l->lora;
+    int64_t in = l->in, r = a->r;
+    for (int64_t o = 0; o < l->out; o++) {
+        double sum = 0;
+        for (int64_t j = 0; j < in; j++) {
+            double ba = 0;
+            for (int64_t k = 0; k < r; k++) ba += (double)a->b[o * r + k] * a->a[k * in + j];
+            double w = (double)l->w[o * in + j] + (double)a->scaling * ba;
+            sum += w * w;
+        }
+        norms[o] = sqrt(sum);
+    }
+}
+
+/* DoRA's output on top of y = x W^T + b (M, out), as PEFT adds it: base = xd W^T (with no
+ * dropout that is y - b, exactly PEFT's `base_result - bias`), lora = xa B^T, and
+ * y += (k - 1) base + k (scaling lora). */
+static mmt_status dora_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
+                               const float *xd, int dropped, int64_t M, int train) {
+    mmt_lora *a = l->lora;
+    int64_t out = l->out, in = l->in;
+    double *norms = mmt_arena_alloc(arena, (size_t)out * sizeof(double), 64);
+    float *k = scratch(arena, out), *inv = scratch(arena, out);
+    float *base = scratch(arena, M * out), *lora = scratch(arena, M * out); // (M, out) each
+    if (!norms || !k || !inv || !base || !lora) return MMT_STATUS_OUT_OF_MEMORY;
+    nn_dora_row_norms(l, norms);
+    for (int64_t o = 0; o < out; o++) {
+        float n = (float)norms[o];
+        k[o] = a->magnitude[o] / n;
+        inv[o] = 1.0f / n;
+    }
+    if (dropped) {
+        ops->matmul_fwd(base, xd, l->w, NULL, M, in, out);
+    } else {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t o = 0; o < out; o++) base[i * out + o] = y[i * out + o] - (l->b ? l->b[o] : 0.0f);
+    }
+    ops->gemm(0, 1, M, out, a->r, 1.0f, a->saved_xa, a->r, a->b, a->r, 0.0f, lora, out);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t o = 0; o < out; o++) {
+            float bs = base[i * out + o], ls = lora[i * out + o] * a->scaling;
+            y[i * out + o] += (k[o] - 1.0f) * bs + k[o] * ls;
+            base[i * out + o] = bs + ls; /* z: what the magnitude multiplies, over the norm */
+        }
+    a->saved_k = train ? k : NULL;
+    a->saved_inv_norm = train ? inv : NULL;
+    a->saved_z = train ? base : NULL;
+    return MMT_OK;
 }
 
 mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
@@ -42,8 +96,10 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
         float *xa = scratch(arena, M * a->r); // (M, r)
         if (!xa) return MMT_STATUS_OUT_OF_MEMORY;
         ops->gemm(0, 1, M, a->r, in, 1.0f, xd, in, a->a, in, 0.0f, xa, a->r);
-        ops->gemm(0, 1, M, out, a->r, a->scaling, xa, a->r, a->b, a->r, 1.0f, y, out);
-        a->saved_xa = train ? xa : NULL;
+        a->saved_xa = xa;
+        if (a->magnitude) MMT_TRY(dora_forward(l, ops, arena, y, xd, xd != xin, M, train));
+        else ops->gemm(0, 1, M, out, a->r, a->scaling, xa, a->r, a->b, a->r, 1.0f, y, out);
+        if (!train) a->saved_xa = NULL;
     }
     if (l->ia3_mode == MMT_IA3_OUTPUT) {
         if (train) {
@@ -83,10 +139,40 @@ mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *aren
         if (!dxin) goto oom;
         memset(dxin, 0, (size_t)(M * in) * sizeof(float));
     }
-    ops->matmul_bwd(dxin, l->dw, l->db, g, xin, l->w, M, in, out);
+    /* DoRA: the LoRA path and (without dropout) the base path see g scaled by k per column;
+     * with dropout the base path splits into g W on x and (k - 1) g W on the dropped x. */
+    mmt_lora *dora = l->lora && l->lora->magnitude ? l->lora : NULL;
+    float *gk = NULL, *gk1 = NULL; // (M, out): g * k and g * (k - 1)
+    if (dora) {
+        assert(!l->dw);
+        gk = scratch(arena, M * out);
+        if (!gk) goto oom;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t o = 0; o < out; o++) gk[i * out + o] = g[i * out + o] * dora->saved_k[o];
+        if (dora->dmagnitude) // dm (out) += column sums of g * z, over the norm
+            for (int64_t o = 0; o < out; o++) {
+                double sum = 0;
+                for (int64_t i = 0; i < M; i++) sum += (double)g[i * out + o] * dora->saved_z[i * out + o];
+                dora->dmagnitude[o] += (float)(sum * dora->saved_inv_norm[o]);
+            }
+        if (dora->dropout > 0 && dxin) {
+            gk1 = scratch(arena, M * out);
+            if (!gk1) goto oom;
+            for (int64_t i = 0; i < M * out; i++) gk1[i] = gk[i] - g[i];
+        }
+        if (dora->dropout > 0) {
+            ops->matmul_bwd(dxin, NULL, l->db, g, xin, l->w, M, in, out);
+        } else {
+            if (l->db) ops->matmul_bwd(NULL, NULL, l->db, g, xin, l->w, M, in, out);
+            if (dxin) ops->matmul_bwd(dxin, NULL, NULL, gk, xin, l->w, M, in, out);
+        }
+    } else {
+        ops->matmul_bwd(dxin, l->dw, l->db, g, xin, l->w, M, in, out);
+    }
     if (l->lora) {
         mmt_lora *a = l->lora;
         int64_t r = a->r;
+        const float *gl = dora ? gk : g; // gradient at the LoRA branch's output, before scaling
         const float *xd = xin;
         if (a->dropout > 0 && (a->da || dxin)) {
             float *d = scratch(arena, M * in);
@@ -94,18 +180,19 @@ mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *aren
             dropout_apply(d, xin, M * in, a->dropout, a->dropout_seed);
             xd = d;
         }
-        if (a->db) // dB (out, r) += s g^T xa
-            ops->gemm(1, 0, out, r, M, a->scaling, g, out, a->saved_xa, r, 1.0f, a->db, r);
+        if (a->db) // dB (out, r) += s gl^T xa
+            ops->gemm(1, 0, out, r, M, a->scaling, gl, out, a->saved_xa, r, 1.0f, a->db, r);
         if (a->da || dxin) {
-            float *dxa = scratch(arena, M * r); // (M, r) = s g B
+            float *dxa = scratch(arena, M * r); // (M, r) = s gl B
             if (!dxa) goto oom;
-            ops->gemm(0, 0, M, r, out, a->scaling, g, out, a->b, r, 0.0f, dxa, r);
+            ops->gemm(0, 0, M, r, out, a->scaling, gl, out, a->b, r, 0.0f, dxa, r);
             if (a->da) ops->gemm(1, 0, r, in, M, 1.0f, dxa, r, xd, in, 1.0f, a->da, in);
             if (dxin) {
                 if (a->dropout > 0) {
                     float *dxd = scratch(arena, M * in);
                     if (!dxd) goto oom;
                     ops->gemm(0, 0, M, in, r, 1.0f, dxa, r, a->a, in, 0.0f, dxd, in);
+                    if (gk1) ops->gemm(0, 0, M, in, out, 1.0f, gk1, out, l->w, in, 1.0f, dxd, in);
                     float keep_scale = 1.0f / (1.0f - a->dropout);
                     for (int64_t i = 0; i < M * in; i++)
                         if (nn_dropout_keep(a->dropout_seed, (uint64_t)i, a->dropout)) dxin[i] += dxd[i] * keep_scale;

@@ -8,6 +8,13 @@
  *     LoRA:        y = x W^T + b + scaling * (dropout(x) A^T) B^T
  *     IA3 output:  y = (x W^T + b) * l          (l has `out` entries)
  *     IA3 input:   y = (x * l) W^T + b          (l has `in` entries; PEFT's feedforward case)
+ *     DoRA:        y = x W^T + b + (k - 1) * (xd W^T) + k * scaling * (xd A^T) B^T
+ *                  with xd = dropout(x) and k = m / ||W + scaling B A|| per output row
+ * DoRA is peft/tuners/lora/dora.py DoraLinearLayer.forward with variants.py's dropout rule:
+ * without dropout (or in eval) xd = x and the line above is k (x W^T + scaling x A^T B^T) + b,
+ * the bias is not rescaled. The row norm is detached as in PEFT (DoRA paper §4.3): backward
+ * treats it as a constant, so the A and B gradients are PEFT's, not the exact derivative of the
+ * forward; the magnitude gradient is exact.
  * A Conv2d whose kernel equals its stride (CLIP's patch embedding) is the same linear on
  * flattened patches, so LoRA on it uses A (r, Cin*P*P) and B (out, r): PEFT's conv lora_A
  * (r, Cin, P, P) and lora_B (out, r, 1, 1) hold the same numbers.
@@ -37,8 +44,13 @@ typedef struct mmt_lora {
     float *a, *b;         /* A (r, in), B (out, r) */
     float *da, *db;       /* their gradients, NULL when frozen */
     uint64_t dropout_seed;/* set by the caller before each forward; backward reuses it */
+    float *magnitude;     /* DoRA's m (out); NULL: plain LoRA */
+    float *dmagnitude;    /* its gradient, NULL when frozen */
     /* saved by a training forward (step arena) */
     float *saved_xa;      /* dropout(x) A^T (M, r) */
+    float *saved_k;       /* DoRA: m / ||W + scaling B A|| (out) */
+    float *saved_inv_norm;/* DoRA: 1 / ||W + scaling B A|| (out) */
+    float *saved_z;       /* DoRA: xd W^T + scaling xa B^T (M, out), for the magnitude gradient */
 } mmt_lora;
 
 typedef enum mmt_ia3_mode { MMT_IA3_NONE, MMT_IA3_OUTPUT, MMT_IA3_INPUT } mmt_ia3_mode;
@@ -64,6 +76,10 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
  * before returning. */
 mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *dx,
                               const float *dy, const float *x, int64_t M);
+
+/* DoRA's row norms ||W + scaling B A|| (out), summed in double. A DoRA layer's base weight
+ * must stay frozen (dw NULL): PEFT never trains it, and its gradient would need the norm. */
+void nn_dora_row_norms(const mmt_linear *l, double *norms);
 
 /* 1 when backward has anything to do besides dx. */
 int nn_linear_has_grads(const mmt_linear *l);

@@ -39,6 +39,15 @@ static int lora_b_shape(const mmt_adapter_entry *e, int64_t *shape) {
     }
     return 2;
 }
+static int magnitude_shape(const mmt_adapter_entry *e, int64_t *shape) {
+    if (e->is_conv) {
+        shape[0] = shape[2] = shape[3] = 1;
+        shape[1] = e->linear->out;
+        return 4;
+    }
+    shape[0] = e->linear->out;
+    return 1;
+}
 static int ia3_shape(const mmt_adapter_entry *e, int64_t *shape) {
     shape[0] = e->feedforward ? 1 : e->linear->out;
     shape[1] = e->feedforward ? e->linear->in : 1;
@@ -79,6 +88,26 @@ static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_ad
             nd = lora_b_shape(e, shape);
             mmt_adapter_key(e, "lora_B.weight", key, sizeof key);
             MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->b, a->db, nd, shape, 0));
+        }
+        if (st->use_dora) {
+            double *norms = mmt_malloc((size_t)l->out * sizeof(double));
+            a->magnitude = store_floats(ad, l->out);
+            if (!norms || !a->magnitude) {
+                mmt_free(norms);
+                return MMT_STATUS_OUT_OF_MEMORY;
+            }
+            /* nn_dora_row_norms reads the LoRA through the layer, which is hooked up later */
+            mmt_linear probe = *l;
+            probe.lora = a;
+            nn_dora_row_norms(&probe, norms);
+            for (int64_t o = 0; o < l->out; o++) a->magnitude[o] = (float)norms[o];
+            mmt_free(norms);
+            if (st->trainable) {
+                if (!(a->dmagnitude = store_floats(ad, l->out))) return MMT_STATUS_OUT_OF_MEMORY;
+                int nd = magnitude_shape(e, shape);
+                mmt_adapter_key(e, "lora_magnitude_vector", key, sizeof key);
+                MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->magnitude, a->dmagnitude, nd, shape, 0));
+            }
         }
         return MMT_OK;
     }
@@ -179,7 +208,8 @@ int64_t mmt_adapter_numel(const mmt_adapter *ad) {
     int64_t n = 0;
     for (int64_t i = 0; i < ad->n; i++) {
         const mmt_adapter_entry *e = &ad->entries[i];
-        if (ad->settings.method == MMT_ADAPTER_LORA) n += e->lora.r * (e->linear->in + e->linear->out);
+        if (ad->settings.method == MMT_ADAPTER_LORA)
+            n += e->lora.r * (e->linear->in + e->linear->out) + (e->lora.magnitude ? e->linear->out : 0);
         else n += e->feedforward ? e->linear->in : e->linear->out;
     }
     return n;
@@ -194,9 +224,9 @@ typedef struct tensor_ref {
     int64_t shape[4];
 } tensor_ref;
 
-/* Every tensor of the adapter with its key, in entry order (1 or 2 per entry). */
+/* Every tensor of the adapter with its key, in entry order (1 to 3 per entry). */
 static tensor_ref *adapter_tensors(const mmt_adapter *ad, int64_t *count) {
-    tensor_ref *refs = mmt_calloc((size_t)(2 * ad->n), sizeof *refs);
+    tensor_ref *refs = mmt_calloc((size_t)(3 * ad->n), sizeof *refs);
     if (!refs) return NULL;
     int64_t k = 0;
     for (int64_t i = 0; i < ad->n; i++) {
@@ -210,6 +240,12 @@ static tensor_ref *adapter_tensors(const mmt_adapter *ad, int64_t *count) {
             refs[k].data = e->lora.b;
             refs[k].ndim = lora_b_shape(e, refs[k].shape);
             k++;
+            if (e->lora.magnitude) {
+                mmt_adapter_key(e, "lora_magnitude_vector", refs[k].key, sizeof refs[k].key);
+                refs[k].data = e->lora.magnitude;
+                refs[k].ndim = magnitude_shape(e, refs[k].shape);
+                k++;
+            }
         } else {
             mmt_adapter_key(e, "ia3_l", refs[k].key, sizeof refs[k].key);
             refs[k].data = e->ia3;
@@ -299,12 +335,20 @@ int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const flo
             if (!is_weight) return 0;
             /* W (out, in) + scaling * B (out, r) @ A (r, in), summed in double */
             int64_t r = e->lora.r;
-            for (int64_t o = 0; o < l->out; o++)
-                for (int64_t j = 0; j < l->in; j++) {
-                    double acc = 0;
-                    for (int64_t k = 0; k < r; k++) acc += (double)e->lora.b[o * r + k] * e->lora.a[k * l->in + j];
-                    out[o * l->in + j] = base[o * l->in + j] + (float)(e->lora.scaling * acc);
+            for (int64_t o = 0; o < l->out; o++) {
+                /* twice for DoRA: the row's norm first, then the row rescaled to m / norm */
+                double f = 1, sq = 0;
+                for (int pass = e->lora.magnitude ? 0 : 1; pass < 2; pass++) {
+                    for (int64_t j = 0; j < l->in; j++) {
+                        double acc = 0;
+                        for (int64_t k = 0; k < r; k++) acc += (double)e->lora.b[o * r + k] * e->lora.a[k * l->in + j];
+                        double v = (double)base[o * l->in + j] + e->lora.scaling * acc;
+                        if (pass == 0) sq += v * v;
+                        else out[o * l->in + j] = (float)(f * v);
+                    }
+                    if (pass == 0) f = (double)e->lora.magnitude[o] / sqrt(sq);
                 }
+            }
             return 1;
         }
         if (is_weight) {

@@ -7,10 +7,13 @@
  * with them and (when trainable) registers them under PEFT's save keys:
  *     base_model.model.<module>.lora_A.weight   (r, in)          conv: (r, Cin, P, P)
  *     base_model.model.<module>.lora_B.weight   (out, r)         conv: (out, r, 1, 1)
+ *     base_model.model.<module>.lora_magnitude_vector   DoRA (out); conv: (1, out, 1, 1)
  *     base_model.model.<module>.ia3_l           (out, 1), or (1, in) for feed-forward modules
  * (peft/utils/save_and_load.py get_peft_model_state_dict strips the adapter name "default").
  * Initialisation is PEFT's default (peft/tuners/lora/layer.py reset_lora_parameters):
- * A ~ kaiming_uniform(a = sqrt 5) = U(-1/sqrt(in), 1/sqrt(in)), B = 0; IA3 vectors = 1.
+ * A ~ kaiming_uniform(a = sqrt 5) = U(-1/sqrt(in), 1/sqrt(in)), B = 0; IA3 vectors = 1;
+ * DoRA's magnitude = the row norms ||W + scaling B A|| (= ||W|| while B = 0), as
+ * peft/tuners/lora/dora.py DoraLinearLayer.update_layer.
  * Which modules, ranks and alphas come from the PEFT config (peft_config.h, target.h); this
  * file takes the resolved list.
  */
@@ -40,6 +43,7 @@ typedef struct mmt_adapter_settings {
     float dropout;      /* LoRA dropout */
     uint64_t seed;      /* initialisation */
     int trainable;      /* register gradients with the view */
+    int use_dora;       /* LoRA: DoRA's magnitude vector on every target */
 } mmt_adapter_settings;
 
 typedef struct mmt_adapter_entry {
@@ -47,7 +51,7 @@ typedef struct mmt_adapter_entry {
     mmt_linear *linear;       /* in the view */
     int is_conv;              /* the patch embedding: PEFT saves 4-D tensors */
     int64_t conv_shape[4];    /* the conv weight's (out, Cin, P, P) */
-    mmt_lora lora;            /* LoRA: a, b (and grads) point into the adapter's store */
+    mmt_lora lora;            /* LoRA: a, b, DoRA's magnitude (and grads) point into the adapter's store */
     int feedforward;          /* IA3 */
     float *ia3, *dia3;        /* IA3 */
 } mmt_adapter_entry;
@@ -81,7 +85,8 @@ void mmt_adapter_key(const mmt_adapter_entry *e, const char *suffix, char *out, 
 
 /* For merging into a checkpoint: the merged value of base tensor `name` (a module's
  * ".weight" or ".bias") given its base values; returns 1 and fills out (numel floats) when
- * the adapter changes that tensor, 0 when it does not. LoRA: W + scaling B A; IA3: rows
+ * the adapter changes that tensor, 0 when it does not. LoRA: W + scaling B A; DoRA: that
+ * times m / ||W + scaling B A|| per row (bias unchanged, as PEFT's DoraLinearVariant.merge); IA3: rows
  * (output) or columns (feed-forward input) of W scaled, bias scaled in the output case. */
 int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const float *base,
                               int64_t numel, float *out);

@@ -37,8 +37,6 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
     if (cfg->peft_type != MMT_PEFT_LORA && cfg->peft_type != MMT_PEFT_IA3)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "peft_type %s is not supported for CLIP yet",
                         mmt_peft_type_name(cfg->peft_type));
-    if (cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "use_dora is not supported yet");
     if (cfg->peft_type == MMT_PEFT_LORA && cfg->bias != MMT_LORA_BIAS_NONE)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "LoRA bias other than \"none\" is not supported yet");
     if (cfg->modules_to_save.kind == MMT_PEFT_NAMES_LIST && cfg->modules_to_save.n > 0)
@@ -71,7 +69,8 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
     }
     if (s == MMT_OK) {
         mmt_adapter_settings st = {cfg->peft_type == MMT_PEFT_LORA ? MMT_ADAPTER_LORA : MMT_ADAPTER_IA3,
-                                   cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable};
+                                   cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable,
+                                   cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora};
         s = mmt_adapter_attach(view, &st, targets, sel.n, out);
     }
     mmt_free(targets);

@@ -43,7 +43,7 @@ typedef struct train_cfg {
     const char *schedule, *lr_scales;
     int64_t lora_r;
     double lora_alpha, lora_dropout;
-    int rslora;
+    int rslora, dora;
     const char *targets, *targets_regex, *scope, *layers, *feedforward;
     int checkpointing, learn_logit_scale, skip_bad;
     double temperature, distill;
@@ -85,6 +85,7 @@ static const train_opt TRAIN_OPTS[] = {
     {"--lora-alpha", "lora_alpha", OPT_DOUBLE, F(lora_alpha), "X", "LoRA alpha (scaling alpha/r)"},
     {"--lora-dropout", "lora_dropout", OPT_DOUBLE, F(lora_dropout), "X", "dropout on the LoRA input"},
     {"--rslora", "use_rslora", OPT_BOOL, F(rslora), NULL, "rank-stabilised scaling alpha/sqrt(r)"},
+    {"--dora", "use_dora", OPT_BOOL, F(dora), NULL, "DoRA: LoRA plus a learned magnitude per output row"},
     {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear"},
     {"--targets-regex", "target_regex", OPT_STRING, F(targets_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
     {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
@@ -274,6 +275,7 @@ static int build_peft_config(const train_cfg *c, const char *model_dir, mmt_peft
         pc->lora_alpha = c->lora_alpha;
         pc->lora_dropout = c->lora_dropout;
         pc->use_rslora = c->rslora;
+        pc->use_dora = c->dora;
     }
     if (s == MMT_OK) {
         if (c->targets_regex) {
