@@ -48,6 +48,10 @@ static void test_mark_rewind(void) {
     CHECK(keep[99] == 7);
     char *again = mmt_arena_alloc(&a, 50, 1);
     CHECK(again == keep + 100);
+    /* the chunks given back are reused: the same allocations again need no malloc */
+    mmt_alloc_fail_after(1);
+    for (int i = 0; i < 20; i++) CHECK(mmt_arena_alloc(&a, 3000, 64) != NULL);
+    mmt_alloc_fail_after(0);
     /* a mark on an empty arena rewinds to empty */
     mmt_arena b;
     mmt_arena_init(&b, 64);

@@ -31,6 +31,19 @@ void *mmt_arena_alloc(mmt_arena *arena, size_t size, size_t align) {
             return c->data + start;
         }
     }
+    /* a spare chunk that fits (first fit) before a new one */
+    for (mmt_arena_chunk **link = &arena->spare; *link; link = &(*link)->next) {
+        mmt_arena_chunk *sp = *link;
+        if (sp->size >= size) {
+            *link = sp->next;
+            sp->used = size;
+            sp->next = arena->head;
+            arena->head = sp;
+            arena->used_bytes += size;
+            if (arena->used_bytes > arena->peak_bytes) arena->peak_bytes = arena->used_bytes;
+            return sp->data;
+        }
+    }
     size_t want = size > arena->chunk_size ? size : arena->chunk_size;
     if (want > SIZE_MAX - sizeof(mmt_arena_chunk) - 64) {
         mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "arena allocation of %zu bytes is too large", size);
@@ -57,7 +70,22 @@ void *mmt_arena_calloc(mmt_arena *arena, size_t count, size_t size) {
     return p;
 }
 
+static void free_chain(mmt_arena_chunk *c) {
+    while (c) {
+        mmt_arena_chunk *next = c->next;
+        mmt_free(c);
+        c = next;
+    }
+}
+
 void mmt_arena_reset(mmt_arena *arena) {
+    /* spares join the chain so that the merge below accounts for them */
+    while (arena->spare) {
+        mmt_arena_chunk *sp = arena->spare;
+        arena->spare = sp->next;
+        sp->next = arena->head;
+        arena->head = sp;
+    }
     size_t total = 0, count = 0;
     for (mmt_arena_chunk *c = arena->head; c; c = c->next) {
         total += c->size;
@@ -95,9 +123,10 @@ mmt_arena_mark mmt_arena_get_mark(const mmt_arena *arena) {
 
 void mmt_arena_rewind(mmt_arena *arena, mmt_arena_mark mark) {
     while (arena->head && arena->head != mark.chunk) {
-        mmt_arena_chunk *next = arena->head->next;
-        mmt_free(arena->head);
-        arena->head = next;
+        mmt_arena_chunk *c = arena->head;
+        arena->head = c->next;
+        c->next = arena->spare;
+        arena->spare = c;
     }
     if (arena->head) arena->head->used = mark.chunk_used;
     arena->used_bytes = mark.used_bytes;
@@ -105,12 +134,8 @@ void mmt_arena_rewind(mmt_arena *arena, mmt_arena_mark mark) {
 
 void mmt_arena_free(mmt_arena *arena) {
     if (!arena) return;
-    mmt_arena_chunk *c = arena->head;
-    while (c) {
-        mmt_arena_chunk *next = c->next;
-        mmt_free(c);
-        c = next;
-    }
-    arena->head = NULL;
+    free_chain(arena->head);
+    free_chain(arena->spare);
+    arena->head = arena->spare = NULL;
     arena->used_bytes = 0;
 }

@@ -15,6 +15,7 @@
 typedef struct mmt_arena_chunk mmt_arena_chunk;
 typedef struct mmt_arena {
     mmt_arena_chunk *head;   /* owned chain of chunks, newest first */
+    mmt_arena_chunk *spare;  /* owned chunks given back by rewind, reused before malloc */
     size_t chunk_size;       /* default size of a new chunk */
     size_t used_bytes;       /* bytes handed out since the last reset */
     size_t peak_bytes;       /* high-water mark of used_bytes */
@@ -31,7 +32,9 @@ typedef struct mmt_arena_mark {
     size_t chunk_used, used_bytes;
 } mmt_arena_mark;
 mmt_arena_mark mmt_arena_get_mark(const mmt_arena *arena);
-/* Frees what was allocated after the mark (chunks added since are returned to the heap). */
+/* Gives back what was allocated after the mark. Chunks added since are kept as spares for
+ * the next allocations (a backward pass rewinds once per block and would otherwise return
+ * and re-fault the same memory every block); reset and free release them. */
 void mmt_arena_rewind(mmt_arena *arena, mmt_arena_mark mark);
 void mmt_arena_free(mmt_arena *arena);
 
