@@ -22,3 +22,27 @@ echo "\$ $BIN classify --model $MODEL --image $IMAGES/chelsea.jpg --image $IMAGE
 echo
 echo "\$ $BIN embed --model $MODEL --image $IMAGES/coffee_portrait.jpg --text \"a cup of coffee\" | cut -c1-160"
 "$BIN" embed --model "$MODEL" --image "$IMAGES/coffee_portrait.jpg" --text "a cup of coffee" | cut -c1-160
+
+# Fine-tuning: a LoRA adapter on five captioned photos, then retrieval before and after.
+run=runs/demo-tiny
+rm -rf "$run"
+mkdir -p "$run"
+data="$run/pairs.jsonl"
+here=$(pwd)
+for pair in "chelsea.jpg|a cat sitting on a chair" "astronaut.png|an astronaut in a white suit" \
+            "camera_gray.png|a man holding a camera" "coffee_portrait.jpg|a cup of hot coffee" \
+            "rocket_rgba.png|a rocket on the launch pad"; do
+  printf '{"image_path": "%s/%s/%s", "text": "%s"}\n' "$here" "$IMAGES" "${pair%%|*}" "${pair#*|}" >> "$data"
+done
+echo
+echo "\$ $BIN eval --model $MODEL --data $data            # before"
+"$BIN" eval --model "$MODEL" --data "$data"
+echo
+echo "\$ $BIN train --model $MODEL --data $data --method lora --targets q_proj,v_proj,fc1 --steps 40 --batch-size 5 --lr 1e-2 --out $run"
+"$BIN" train --model "$MODEL" --data "$data" --method lora --targets q_proj,v_proj,fc1 --steps 40 --batch-size 5 \
+  --lr 1e-2 --warmup-steps 0 --out "$run"
+echo
+echo "\$ $BIN eval --model $MODEL --data $data --adapter $run/adapter   # after"
+"$BIN" eval --model "$MODEL" --data "$data" --adapter "$run/adapter"
+echo
+echo "demo: adapter (PEFT format) in $run/adapter, metrics in $run/metrics.jsonl"

@@ -84,7 +84,8 @@ static int64_t order_at(order *o, int64_t q) {
 
 /* ---- files ------------------------------------------------------------------------------ */
 
-/* Removes a folder holding only files (what checkpoints hold). */
+/* Removes a checkpoint folder: files, and folders of files (a LoRA + prompt adapter keeps its
+ * prompt part in a subfolder). */
 static void remove_flat_dir(const char *path) {
     DIR *d = opendir(path);
     if (!d) return;
@@ -92,7 +93,7 @@ static void remove_flat_dir(const char *path) {
     while ((e = readdir(d))) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         char *f = mmt_path_join(path, e->d_name);
-        if (f) unlink(f);
+        if (f && unlink(f) != 0 && (errno == EISDIR || errno == EPERM)) remove_flat_dir(f);
         mmt_free(f);
     }
     closedir(d);
@@ -381,7 +382,9 @@ static void show_progress(const run *r, int bar, int64_t step, double loss, doub
         if (step == total) fputc('\n', stderr);
         fflush(stderr);
     } else {
-        (void)start;
+        /* plain log lines: about twenty per run, and the last step */
+        int64_t every = total / 20 > 0 ? total / 20 : 1;
+        if ((step - start) % every != 0 && step != total && step != start + 1) return;
         mmt_log_info("step %lld/%lld loss %.4f lr %.3g %.1f img/s ETA %.0fs", (long long)step, (long long)total,
                      loss, lr, ips, eta);
     }
