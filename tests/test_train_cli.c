@@ -9,6 +9,11 @@
  *     keys, an unknown key or flag is a usage error;
  *   - --lr-scales gives tensor groups their own learning rates;
  *   - eval prints recall JSON; merge writes a snapshot that loads.
+ *   - embed / classify --adapter: the adapter moves the embeddings, the merged snapshot gives
+ *     the adapter's (1e-5); a bad adapter folder is one error line;
+ *   - IA3 with --layers saves its modules by full name (PEFT's IA3Config has no layers key);
+ *   - --method linear-probe writes head files and eval --head reports accuracy (1.0 on the
+ *     training set after 120 steps); classes unknown to the head are one error line.
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -218,6 +223,110 @@ static void test_per_group_learning_rates(void) {
     CHECK(run(TRAIN "--data %s --out %s/lrs2 --lr-scales text_model", data, tmp) == 1 && strstr(err_text, "PATTERN=FACTOR"));
 }
 
+/* Largest |a - b| over the "embedding" arrays of two `embed` outputs (line by line). */
+static double embed_diff(const char *a, const char *b) {
+    double worst = 0;
+    int lines = 0;
+    while (a && b) {
+        const char *ea = strstr(a, "\"embedding\":["), *eb = strstr(b, "\"embedding\":[");
+        if (!ea || !eb) break;
+        char *pa = (char *)ea + 13, *pb = (char *)eb + 13;
+        for (;;) {
+            double x = strtod(pa, &pa), y = strtod(pb, &pb);
+            if (fabs(x - y) > worst) worst = fabs(x - y);
+            if (*pa != ',' || *pb != ',') break;
+            pa++;
+            pb++;
+        }
+        lines++;
+        a = strchr(pa, '\n');
+        b = strchr(pb, '\n');
+    }
+    return lines ? worst : INFINITY;
+}
+
+static void test_embed_and_classify_with_adapter(void) {
+    int rc = run(TRAIN "--data %s --out %s/emb --steps 6 --targets q_proj,v_proj,fc1", data, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    const char *inputs = "--image " IMAGES "/chelsea.jpg --image " IMAGES "/rocket_rgba.png --text 'a cat' --text 'a rocket'";
+    CHECK(run("embed --model %s %s", MODEL, inputs) == 0);
+    char *base = out_text ? strdup(out_text) : NULL;
+    rc = run("embed --model %s --adapter %s/emb/adapter %s", MODEL, tmp, inputs);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    CHECK(count_lines(out_text) == 4 && strstr(out_text, "{\"type\":\"text\",\"input\":\"a rocket\""));
+    char *adapted = out_text ? strdup(out_text) : NULL;
+    double moved = embed_diff(base, adapted);
+    CHECK_MSG(moved > 1e-3 && isfinite(moved), "the adapter moved the embeddings by %g", moved);
+    /* the merged snapshot embeds as the adapter does */
+    CHECK(run("merge --model %s --adapter %s/emb/adapter --out %s/emb_merged", MODEL, tmp, tmp) == 0);
+    CHECK(run("embed --model %s/emb_merged %s", tmp, inputs) == 0);
+    double merged = embed_diff(adapted, out_text);
+    CHECK_MSG(merged < 1e-5, "merged vs adapter: %g", merged);
+    free(base);
+    free(adapted);
+    rc = run("classify --model %s --adapter %s/emb/adapter --image %s/chelsea.jpg --labels 'cat,rocket'", MODEL, tmp, IMAGES);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    CHECK(count_lines(out_text) == 1 && strstr(out_text, "\"probs\":{"));
+    /* a bad adapter folder: one error line, nothing on stdout */
+    CHECK(run("embed --model %s --adapter %s/nope --text 'a cat'", MODEL, tmp) == 1);
+    CHECK(count_lines(err_text) == 1 && strstr(err_text, "mmtune: error: ") && strstr(err_text, "adapter_config.json"));
+    CHECK(out_text && !out_text[0]);
+    CHECK(run("classify --model %s --adapter %s --image %s/chelsea.jpg --labels a,b", MODEL, IMAGES, IMAGES) == 1);
+    CHECK(count_lines(err_text) == 1 && strstr(err_text, "mmtune: error: "));
+    CHECK(run("embed --model %s --adapter", MODEL) == 2 && strstr(err_text, "--adapter needs a folder"));
+    CHECK(run("embed --help") == 0 && strstr(out_text, "--adapter DIR"));
+}
+
+/* PEFT's IA3Config has no layers_to_transform: an IA3 run on some layers names its modules. */
+static void test_ia3_layers_saved_by_name(void) {
+    int rc = run(TRAIN "--data %s --out %s/ia3l --steps 3 --method ia3 --targets k_proj,fc2 --ia3-feedforward fc2 --layers 1",
+                 data, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    size_t len;
+    char *ac = read_rel("%s/ia3l/adapter/adapter_config.json", tmp, &len);
+    CHECK(ac && !strstr(ac, "layers_to_transform") && strstr(ac, "\"text_model.encoder.layers.1.self_attn.k_proj\"") &&
+          strstr(ac, "\"vision_model.encoder.layers.1.mlp.fc2\"") && !strstr(ac, "layers.0."));
+    free(ac);
+    rc = run("embed --model %s --adapter %s/ia3l/adapter --text 'a cat'", MODEL, tmp);
+    CHECK_MSG(rc == 0, "reloading: %s", err_text);
+}
+
+static void test_linear_probe(void) {
+    char labelled[400];
+    snprintf(labelled, sizeof labelled, "%s/labelled.jsonl", tmp);
+    FILE *f = fopen(labelled, "w");
+    static const char *rows[][2] = {{"chelsea.jpg", "animal"}, {"astronaut.png", "person"}, {"camera_gray.png", "person"},
+                                    {"coffee_portrait.jpg", "thing"}, {"rocket_rgba.png", "thing"}};
+    for (int rep = 0; rep < 2; rep++)
+        for (int i = 0; i < 5; i++)
+            fprintf(f, "{\"image_path\": \"%s/%s\", \"text\": \"photo %d\", \"label\": \"%s\"}\n", IMAGES, rows[i][0], i,
+                    rows[i][1]);
+    fclose(f);
+    int rc = run("train --model %s --quiet --method linear-probe --data %s --out %s/probe --steps 120 --batch-size 5 "
+                 "--lr 0.1 --weight-decay 0 --schedule constant --warmup-steps 0",
+                 MODEL, labelled, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    CHECK(exists("%s/probe/adapter/head.safetensors", tmp) && exists("%s/probe/adapter/head_config.json", tmp));
+    size_t len;
+    char *hc = read_rel("%s/probe/adapter/head_config.json", tmp, &len);
+    CHECK(hc && strstr(hc, "\"classes\": [\n    \"animal\",\n    \"person\",\n    \"thing\"\n  ]"));
+    free(hc);
+    rc = run("eval --model %s --data %s --head %s/probe/adapter", MODEL, labelled, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    CHECK_MSG(out_text && strstr(out_text, "\"examples\": 10, \"classes\": 3, \"correct\": 10, \"accuracy\": 1.000000"),
+              "%s", out_text);
+    /* texts as classes: the pairs file of the other tests has 5 distinct captions */
+    rc = run("train --model %s --quiet --method linear-probe --data %s --out %s/probe_text --steps 2 --batch-size 5", MODEL,
+             data, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    /* its classes are not the labelled file's: one error line naming the pair */
+    CHECK(run("eval --model %s --data %s --head %s/probe_text/adapter", MODEL, labelled, tmp) == 1);
+    CHECK(count_lines(err_text) == 1 && strstr(err_text, "pair 1: class \"animal\" is not one of the head's 5 classes"));
+    CHECK(run("eval --model %s --data %s --head %s/nope", MODEL, labelled, tmp) == 1 && count_lines(err_text) == 1);
+    CHECK(run("eval --model %s --data %s --head %s/probe/adapter --adapter %s/probe/adapter", MODEL, labelled, tmp, tmp) == 2);
+    CHECK(run("train --help") == 0 && strstr(out_text, "linear-probe"));
+}
+
 static void test_eval_and_merge(void) {
     int rc = run(TRAIN "--data %s --out %s/em --steps 4", data, tmp);
     CHECK_MSG(rc == 0, "%s", err_text);
@@ -244,6 +353,9 @@ int main(void) {
     RUN(test_settings_and_errors);
     RUN(test_per_group_learning_rates);
     RUN(test_eval_and_merge);
+    RUN(test_embed_and_classify_with_adapter);
+    RUN(test_ia3_layers_saved_by_name);
+    RUN(test_linear_probe);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0) return 1;

@@ -3,8 +3,8 @@
  * codes: 0 success, 1 a failure while working (the library's one-line message is printed
  * as "mmtune: error: ..."), 2 a usage error.
  *
- *   mmtune embed    --model DIR [--image PATH]... [--text STR]... [--truncate]
- *   mmtune classify --model DIR --image PATH... --labels "a,b,c" [--template "a photo of a {}."]
+ *   mmtune embed    --model DIR [--adapter DIR] [--image PATH]... [--text STR]... [--truncate]
+ *   mmtune classify --model DIR [--adapter DIR] --image PATH... --labels "a,b,c" [--template T]
  *   mmtune inspect  --model DIR [--tensors]
  *   mmtune bench embed [--batch 1,32] [--iters N] [--model DIR] [--tower image|text|both]
  *   mmtune train / eval / merge   (tools/cli/train.c)
@@ -24,6 +24,7 @@
 #include "models/clip.h"
 #include "ops/ops.h"
 #include "cli/cli.h"
+#include "cli/encoder.h"
 
 #define MAX_INPUTS 4096
 
@@ -43,10 +44,12 @@ static const char *USAGE =
     "Run 'mmtune <command> --help' for the options of a command.\n";
 
 static const char *EMBED_HELP =
-    "usage: mmtune embed --model DIR [--image PATH]... [--text STR]... [--truncate]\n"
+    "usage: mmtune embed --model DIR [--adapter DIR] [--image PATH]... [--text STR]... [--truncate]\n"
     "\n"
     "  --model DIR    Hugging Face CLIP snapshot (config.json, model.safetensors, vocab.json,\n"
     "                 merges.txt, optional preprocessor_config.json)\n"
+    "  --adapter DIR  a PEFT adapter folder (adapter_config.json + adapter_model.safetensors,\n"
+    "                 LoRA or IA3, e.g. runs/x/adapter): embed through the adapted model\n"
     "  --image PATH   a JPEG or PNG image (repeatable)\n"
     "  --text STR     a text (repeatable); empty texts are refused\n"
     "  --truncate     cut texts longer than the model's context instead of refusing them\n"
@@ -55,9 +58,11 @@ static const char *EMBED_HELP =
     "  {\"type\":\"image\",\"input\":\"a.jpg\",\"embedding\":[...]}\n";
 
 static const char *CLASSIFY_HELP =
-    "usage: mmtune classify --model DIR --image PATH... --labels \"cat,dog,car\" [--template T]\n"
+    "usage: mmtune classify --model DIR [--adapter DIR] --image PATH... --labels \"cat,dog,car\"\n"
+    "                       [--template T]\n"
     "\n"
     "  --model DIR      Hugging Face CLIP snapshot\n"
+    "  --adapter DIR    a PEFT adapter folder (LoRA or IA3): classify with the adapted model\n"
     "  --image PATH     a JPEG or PNG image (repeatable)\n"
     "  --labels LIST    comma-separated class names (at least one)\n"
     "  --template T     prompt; {} is replaced by the label (default \"a photo of a {}.\")\n"
@@ -114,10 +119,12 @@ static const char *value(args *a) {
     return a->argv[++a->i];
 }
 
-/* Options several commands share: --help, --model DIR, --image PATH (repeatable). */
+/* Options several commands share: --help, --model DIR, --adapter DIR, --image PATH
+ * (repeatable). */
 typedef struct common_opts {
     const char *help;
     const char *model_dir;
+    const char *adapter_dir;
     const char *images[MAX_INPUTS];
     int64_t n_images;
 } common_opts;
@@ -135,6 +142,10 @@ static int common_option(args *a, common_opts *o, int *rc) {
     }
     if (is_opt(a, "--model")) {
         if (!(o->model_dir = value(a))) return *rc = usage_error("--model needs a folder"), OPT_EXIT;
+        return OPT_TAKEN;
+    }
+    if (is_opt(a, "--adapter")) {
+        if (!(o->adapter_dir = value(a))) return *rc = usage_error("--adapter needs a folder"), OPT_EXIT;
         return OPT_TAKEN;
     }
     if (is_opt(a, "--image")) {
@@ -182,24 +193,24 @@ static int cmd_embed(int argc, char **argv) {
     int64_t n_images = o.n_images;
     if (!model_dir) return usage_error("embed: --model is required");
     if (n_images + n_texts == 0) return usage_error("embed: give at least one --image or --text");
-    mmt_clip *model;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
-    int64_t dim = mmt_clip_embed_dim(model);
+    cli_encoder enc;
+    if (cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
+    int64_t dim = cli_encoder_dim(&enc);
     float *out = mmt_malloc((size_t)((n_images > n_texts ? n_images : n_texts) * dim) * sizeof(float));
     if (!out) {
         rc = runtime_error();
-    } else if (n_images && mmt_clip_embed_image_files(model, images, n_images, out) != MMT_OK) {
+    } else if (n_images && cli_encoder_images(&enc, images, n_images, out) != MMT_OK) {
         rc = runtime_error();
     } else {
         for (int64_t i = 0; i < n_images; i++) print_embedding("image", images[i], out + i * dim, dim);
-        if (n_texts && mmt_clip_embed_texts_ex(model, texts, n_texts, truncate, out) != MMT_OK) {
+        if (n_texts && cli_encoder_texts(&enc, texts, n_texts, truncate, out) != MMT_OK) {
             rc = runtime_error();
         } else {
             for (int64_t i = 0; i < n_texts; i++) print_embedding("text", texts[i], out + i * dim, dim);
         }
     }
     mmt_free(out);
-    mmt_clip_free(model);
+    cli_encoder_close(&enc);
     return rc;
 }
 
@@ -273,9 +284,9 @@ static int cmd_classify(int argc, char **argv) {
     if (!n_images) return usage_error("classify: give at least one --image");
     if (!label_list || split_labels(label_list, labels, &n_labels) != 0)
         return usage_error("classify: --labels needs a comma-separated list of non-empty names");
-    mmt_clip *model;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
-    int64_t dim = mmt_clip_embed_dim(model);
+    cli_encoder enc;
+    if (cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
+    int64_t dim = cli_encoder_dim(&enc);
     char **prompts = mmt_calloc((size_t)n_labels, sizeof(char *));
     float *img = mmt_malloc((size_t)(n_images * dim) * sizeof(float));
     float *txt = mmt_malloc((size_t)(n_labels * dim) * sizeof(float));
@@ -289,12 +300,12 @@ static int cmd_classify(int argc, char **argv) {
             rc = runtime_error();
             goto done;
         }
-    if (mmt_clip_embed_texts(model, (const char *const *)prompts, n_labels, txt) != MMT_OK ||
-        mmt_clip_embed_image_files(model, images, n_images, img) != MMT_OK) {
+    if (cli_encoder_texts(&enc, (const char *const *)prompts, n_labels, 0, txt) != MMT_OK ||
+        cli_encoder_images(&enc, images, n_images, img) != MMT_OK) {
         rc = runtime_error();
         goto done;
     }
-    double scale = mmt_clip_logit_scale(model);
+    double scale = mmt_clip_logit_scale(enc.model); /* LoRA / IA3 leave the temperature alone */
     for (int64_t i = 0; i < n_images; i++) {
         double max = -INFINITY, sum = 0;
         for (int64_t c = 0; c < n_labels; c++) {
@@ -329,7 +340,7 @@ done:
     mmt_free(img);
     mmt_free(txt);
     mmt_free(s);
-    mmt_clip_free(model);
+    cli_encoder_close(&enc);
     return rc;
 }
 

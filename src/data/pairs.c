@@ -28,13 +28,14 @@ static mmt_status parse_line(const char *path, int64_t lineno, const char *line,
     mmt_status s = mmt_json_parse(line, len, what, &doc);
     if (s != MMT_OK) return s;
     const mmt_json *root = mmt_json_root(doc);
-    const char *image = NULL, *text = NULL;
+    const char *image = NULL, *text = NULL, *label = NULL;
     if (root->type != MMT_JSON_OBJECT) {
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: expected a JSON object, got %s", what, mmt_json_type_name(root->type));
         goto done;
     }
     if ((s = mmt_json_get_string(root, "image_path", NULL, &image, what, "")) != MMT_OK) goto done;
     if ((s = mmt_json_get_string(root, "text", NULL, &text, what, "")) != MMT_OK) goto done;
+    if ((s = mmt_json_get_string(root, "label", NULL, &label, what, "")) != MMT_OK) goto done;
     if (!image || !image[0]) {
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing \"image_path\"", what);
         goto done;
@@ -43,11 +44,17 @@ static mmt_status parse_line(const char *path, int64_t lineno, const char *line,
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing or empty \"text\"", what);
         goto done;
     }
+    if (label && !label[0]) {
+        s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: empty \"label\"", what);
+        goto done;
+    }
     pair->image_path = image[0] == '/' ? mmt_strdup(image) : mmt_path_join(folder, image);
     pair->text = mmt_strdup(text);
-    if (!pair->image_path || !pair->text) {
+    pair->label = label ? mmt_strdup(label) : NULL;
+    if (!pair->image_path || !pair->text || (label && !pair->label)) {
         mmt_free(pair->image_path);
         mmt_free(pair->text);
+        mmt_free(pair->label);
         s = MMT_STATUS_OUT_OF_MEMORY;
     }
 done:
@@ -114,6 +121,7 @@ void mmt_pairs_free(mmt_pairs *p) {
     for (int64_t i = 0; i < p->n; i++) {
         mmt_free(p->items[i].image_path);
         mmt_free(p->items[i].text);
+        mmt_free(p->items[i].label);
     }
     mmt_free(p->items);
     mmt_free(p->source);

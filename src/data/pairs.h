@@ -2,7 +2,8 @@
  * pairs.h — image–text pairs from a JSONL file, the training and evaluation input.
  *
  * One JSON object per line: {"image_path": "...", "text": "...", "task_type": "..."}, with
- * image_path relative to the file's folder (or absolute). Blank lines are skipped; any other
+ * image_path relative to the file's folder (or absolute). An optional "label" string names the
+ * pair's class for classification (linear probing); it must not be empty when present. Blank lines are skipped; any other
  * problem (not JSON, not an object, a missing or non-string field, an empty text) is an error
  * "FILE:LINE: ..." — or, with skip_bad, counted and the line left out. Image files are not
  * opened here (the loader reports a bad image with its path when it meets it).
@@ -17,6 +18,7 @@
 typedef struct mmt_pair {
     char *image_path; /* resolved against the file's folder */
     char *text;
+    char *label;      /* the "label" field, or NULL when the line has none */
 } mmt_pair;
 
 typedef struct mmt_pairs {

@@ -864,6 +864,12 @@ mmt_status mmt_peft_config_to_json(const mmt_peft_config *cfg, char **out, size_
     *out = NULL;
     *len = 0;
     MMT_TRY(mmt_peft_config_validate(cfg, "adapter config"));
+    /* PEFT's IA3Config has no such key: the file would silently adapt every layer. Callers
+     * name the chosen modules in target_modules instead (clip_task.c ia3_pin_layers). */
+    if (cfg->peft_type == MMT_PEFT_IA3 && cfg->layers_to_transform_kind != 0)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED,
+                        "adapter config: IA3 cannot be saved with layers_to_transform (PEFT's IA3Config "
+                        "has no such key); list the adapted modules in target_modules instead");
     writer w = {0};
     put_fields(&w, cfg);
     mmt_strbuf b = {0};

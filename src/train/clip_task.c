@@ -100,6 +100,35 @@ mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trai
     return s;
 }
 
+/* PEFT's IA3Config has no layers_to_transform (it would drop the key and adapt every layer),
+ * so an IA3 run restricted to some layers saves what it adapted by full module name:
+ * target_modules becomes the list of adapted modules, and feedforward_modules the list of
+ * those among them that scale their input (IA3Config requires a subset of target_modules).
+ * A full name selects exactly that module, in PEFT and in mmtune alike. */
+static mmt_status ia3_pin_layers(mmt_peft_config *cfg, const mmt_adapter *ad) {
+    if (cfg->peft_type != MMT_PEFT_IA3 || cfg->layers_to_transform_kind == 0) return MMT_OK;
+    const char **all = mmt_calloc((size_t)ad->n + 1, sizeof *all);
+    const char **ff = mmt_calloc((size_t)ad->n + 1, sizeof *ff);
+    int64_t n_ff = 0;
+    mmt_status s = all && ff ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; s == MMT_OK && i < ad->n; i++) {
+        all[i] = ad->entries[i].module;
+        if (ad->entries[i].feedforward) ff[n_ff++] = ad->entries[i].module;
+    }
+    if (s == MMT_OK) s = mmt_peft_names_set_list(&cfg->target_modules, all, ad->n);
+    if (s == MMT_OK) s = mmt_peft_names_set_list(&cfg->feedforward_modules, ff, n_ff);
+    if (s == MMT_OK) {
+        mmt_free(cfg->layers_to_transform);
+        cfg->layers_to_transform = NULL;
+        cfg->n_layers_to_transform = 0;
+        cfg->layers_to_transform_kind = 0;
+        mmt_peft_names_clear(&cfg->layers_pattern);
+    }
+    mmt_free(all);
+    mmt_free(ff);
+    return s;
+}
+
 /* ---- the task ---------------------------------------------------------------------------- */
 
 static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) {
@@ -239,6 +268,7 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
         if ((s = mmt_peft_config_copy(&t->peft, o->peft)) != MMT_OK) goto fail;
         t->have_peft = 1;
         if ((s = mmt_clip_adapter_from_config(t->view, o->peft, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
+        if ((s = ia3_pin_layers(&t->peft, t->adapter)) != MMT_OK) goto fail;
     } else if ((s = mmt_clip_train_make_full(t->view)) != MMT_OK) {
         goto fail;
     }

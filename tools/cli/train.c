@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/encoder.h"
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/json.h"
@@ -30,6 +31,7 @@
 #include "peft/merge.h"
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
+#include "train/probe_task.h"
 #include "train/trainer.h"
 
 /* ---- the settings table ---------------------------------------------------------------- */
@@ -62,7 +64,7 @@ typedef struct train_opt {
 static const train_opt TRAIN_OPTS[] = {
     {"--model", "model", OPT_STRING, F(model), "DIR", "Hugging Face CLIP snapshot (required)"},
     {"--data", "data", OPT_STRING, F(data), "FILE", "JSONL pairs: {\"image_path\", \"text\"} per line (required)"},
-    {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3 or full"},
+    {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3, full or linear-probe"},
     {"--out", "out", OPT_STRING, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
     {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue from a run folder's newest checkpoint (or a ckpt-STEP)"},
     {"--config", NULL, OPT_STRING, F(config), "FILE", "JSON object with any of these settings by key"},
@@ -139,10 +141,14 @@ static void format_value(const train_cfg *c, const train_opt *o, char *buf, size
 static void print_train_help(void) {
     train_cfg d;
     train_defaults(&d);
-    printf("usage: mmtune train --model DIR --data pairs.jsonl [--method lora|ia3|full] [--out DIR] [options]\n\n"
+    printf("usage: mmtune train --model DIR --data pairs.jsonl [--method lora|ia3|full|linear-probe]\n"
+           "                   [--out DIR] [options]\n\n"
            "Fine-tunes a CLIP on image-text pairs with the symmetric contrastive loss. The adapter\n"
            "(PEFT format: adapter_config.json + adapter_model.safetensors) lands in OUT/adapter/,\n"
-           "checkpoints in OUT/ckpt-STEP/, one line per step in OUT/metrics.jsonl.\n\n"
+           "checkpoints in OUT/ckpt-STEP/, one line per step in OUT/metrics.jsonl.\n"
+           "--method linear-probe instead trains a linear head (cross-entropy) on the frozen image\n"
+           "embeddings; classes are each pair's \"label\", or its text. It writes head.safetensors +\n"
+           "head_config.json to OUT/adapter/ (score with: mmtune eval --head OUT/adapter).\n\n"
            "options (JSON config key in brackets; flags override the config file):\n");
     for (size_t i = 0; i < N_TRAIN_OPTS; i++) {
         const train_opt *o = &TRAIN_OPTS[i];
@@ -366,8 +372,9 @@ int cmd_train(int argc, char **argv) {
     if (rc == 0 && !c.model) rc = cli_usage_error("train: --model is required");
     if (rc == 0 && !c.data) rc = cli_usage_error("train: --data is required");
     int is_full = c.method && strcmp(c.method, "full") == 0;
-    if (rc == 0 && !is_full && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0)
-        rc = cli_usage_error("train: --method takes lora, ia3 or full, not '%s'", c.method);
+    int is_probe = c.method && strcmp(c.method, "linear-probe") == 0; /* frozen tower + a linear head */
+    if (rc == 0 && !is_full && !is_probe && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0)
+        rc = cli_usage_error("train: --method takes lora, ia3, full or linear-probe, not '%s'", c.method);
     mmt_schedule_kind sk = MMT_SCHEDULE_COSINE;
     if (rc == 0 && mmt_schedule_kind_parse(c.schedule, &sk) != MMT_OK)
         rc = cli_usage_error("--schedule takes cosine, linear or constant, not '%s'", c.schedule);
@@ -384,6 +391,7 @@ int cmd_train(int argc, char **argv) {
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
     mmt_clip_task *task = NULL;
+    mmt_probe_task *probe = NULL;
     mmt_peft_config pc;
     int have_pc = 0;
     char *sj = NULL;
@@ -392,7 +400,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (pairs->skipped) fprintf(stderr, "mmtune: skipped %lld bad lines of %s\n", (long long)pairs->skipped, c.data);
-    if (!is_full) {
+    if (!is_full && !is_probe) {
         if ((rc = build_peft_config(&c, c.model, &pc)) != 0) goto done;
         have_pc = 1;
     }
@@ -406,12 +414,14 @@ int cmd_train(int argc, char **argv) {
     to.train.distill_weight = (float)c.distill;
     to.seed = (uint64_t)c.seed;
     to.cache_bytes = (size_t)c.cache_mb << 20;
-    if (mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
+    if (is_probe ? mmt_probe_task_create(model, pairs, &probe) != MMT_OK
+                 : mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
     mmt_train_task tt;
-    mmt_clip_task_bind(task, &tt);
+    if (is_probe) mmt_probe_task_bind(probe, &tt);
+    else mmt_clip_task_bind(task, &tt);
     mmt_train_settings ts;
     mmt_train_settings_default(&ts);
     ts.out = c.out;
@@ -435,7 +445,8 @@ int cmd_train(int argc, char **argv) {
     ts.quiet = c.quiet;
     ts.settings_json = sj = settings_json(&c);
     if (!c.quiet) {
-        int64_t n = mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
+        const mmt_probe_head *ph = probe ? mmt_probe_task_head(probe) : NULL;
+        int64_t n = ph ? ph->K * (ph->P + 1) : mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
         fprintf(stderr, "mmtune: %s on %lld pairs: %lld trainable parameters (%.3f%% of %lld)\n", c.method,
                 (long long)pairs->n, (long long)n, total > 0 ? 100.0 * (double)n / (double)total : 0, (long long)total);
     }
@@ -450,6 +461,7 @@ done:
     mmt_free(sj);
     if (have_pc) mmt_peft_config_free(&pc);
     mmt_clip_task_free(task);
+    mmt_probe_task_free(probe);
     mmt_pairs_free(pairs);
     mmt_clip_free(model);
     mmt_json_free(doc);
@@ -460,12 +472,58 @@ done:
 
 static const char *EVAL_HELP =
     "usage: mmtune eval --model DIR --data pairs.jsonl [--adapter DIR] [--batch-size N] [--out FILE]\n"
+    "       mmtune eval --model DIR --data labelled.jsonl --head DIR [--out FILE]\n"
     "\n"
     "Embeds every pair's image and text (through the adapter when given) and prints one JSON\n"
     "object: image->text and text->image recall@1/5/10 and median rank, and the mean\n"
     "contrastive loss over batches. --out also writes it to FILE.\n"
+    "With --head (a folder written by train --method linear-probe) it instead classifies each\n"
+    "image with the linear head on the base model's embeddings and prints the accuracy and the\n"
+    "mean cross-entropy; a pair's class is its \"label\", or its text.\n"
     "  --batch-size N   pairs per batch for embedding and for the loss (default 32)\n"
     "  --skip-bad       skip malformed lines of the data file\n";
+
+/* eval --head: the linear probe's top-1 accuracy on a labelled set. */
+static int eval_head(const char *model_dir, const char *data, const char *head_dir, int skip_bad, const char *out) {
+    cli_encoder enc = {0};
+    mmt_pairs *pairs = NULL;
+    mmt_probe_head *head = NULL;
+    const char **paths = NULL;
+    float *emb = NULL;
+    mmt_probe_metrics m;
+    int rc = 0;
+    if (mmt_probe_head_load(head_dir, &head) != MMT_OK || mmt_pairs_load_jsonl(data, skip_bad, &pairs) != MMT_OK ||
+        cli_encoder_open(model_dir, NULL, &enc) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    if (cli_encoder_dim(&enc) != head->P) {
+        fprintf(stderr, "mmtune: error: %s: the head takes %lld-dim embeddings, %s gives %lld\n", head_dir,
+                (long long)head->P, model_dir, (long long)cli_encoder_dim(&enc));
+        rc = 1;
+        goto done;
+    }
+    paths = mmt_malloc((size_t)pairs->n * sizeof *paths);
+    emb = mmt_malloc((size_t)(pairs->n * head->P) * sizeof(float));
+    for (int64_t i = 0; paths && i < pairs->n; i++) paths[i] = pairs->items[i].image_path;
+    if (!paths || !emb || cli_encoder_images(&enc, paths, pairs->n, emb) != MMT_OK ||
+        mmt_probe_evaluate(head, pairs, emb, &m) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    char line[256];
+    snprintf(line, sizeof line, "{\"examples\": %lld, \"classes\": %lld, \"correct\": %lld, \"accuracy\": %.6f, \"loss\": %.6f}\n",
+             (long long)m.n, (long long)head->K, (long long)m.correct, m.accuracy, m.loss);
+    fputs(line, stdout);
+    if (out && mmt_file_write_atomic(out, line, strlen(line)) != MMT_OK) rc = cli_runtime_error();
+done:
+    mmt_free(paths);
+    mmt_free(emb);
+    mmt_probe_head_free(head);
+    mmt_pairs_free(pairs);
+    cli_encoder_close(&enc);
+    return rc;
+}
 
 /* Embeds all pairs' images and texts through the view (adapter applied when attached). */
 static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_pairs *pairs, int64_t bs,
@@ -504,7 +562,7 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL;
+    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL;
     int64_t bs = 32;
     int skip_bad = 0;
     for (int i = 0; i < argc; i++) {
@@ -519,6 +577,7 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(a, "--model")) model_dir = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--adapter")) adapter_dir = v;
+        else if (!strcmp(a, "--head")) head_dir = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--batch-size")) {
             char *end;
@@ -527,6 +586,9 @@ int cmd_eval(int argc, char **argv) {
         } else return cli_usage_error("eval: unknown option '%s'", a);
     }
     if (!model_dir || !data) return cli_usage_error("eval: --model and --data are required");
+    if (head_dir && adapter_dir)
+        return cli_usage_error("eval: --head scores the base model's image embeddings; drop --adapter");
+    if (head_dir) return eval_head(model_dir, data, head_dir, skip_bad, out);
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
     mmt_clip_train *view = NULL;

@@ -1,0 +1,76 @@
+/* encoder.c — base model or model + adapter, behind one embedding call (see encoder.h). */
+#include "cli/encoder.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "train/clip_task.h"
+
+/* Inputs per forward through the view: bounds the activation arena, as the base model does. */
+#define ENCODER_CHUNK 32
+
+mmt_status cli_encoder_open(const char *model_dir, const char *adapter_dir, cli_encoder *e) {
+    memset(e, 0, sizeof *e);
+    mmt_status s = mmt_clip_load(model_dir, &e->model);
+    if (s == MMT_OK && adapter_dir) {
+        mmt_clip_train_options o;
+        mmt_clip_train_options_default(&o);
+        s = mmt_clip_train_create(e->model, &o, &e->view);
+        if (s == MMT_OK) s = mmt_clip_adapter_load(e->view, adapter_dir, 0, &e->adapter);
+    }
+    if (s != MMT_OK) cli_encoder_close(e);
+    return s;
+}
+
+void cli_encoder_close(cli_encoder *e) {
+    mmt_adapter_free(e->adapter); /* detaches from the view first */
+    mmt_clip_train_free(e->view);
+    mmt_clip_free(e->model);
+    memset(e, 0, sizeof *e);
+}
+
+int64_t cli_encoder_dim(const cli_encoder *e) { return mmt_clip_embed_dim(e->model); }
+
+mmt_status cli_encoder_images(cli_encoder *e, const char *const *paths, int64_t n, float *out) {
+    if (!e->view) return mmt_clip_embed_image_files(e->model, paths, n, out);
+    const mmt_clip_config *c = mmt_clip_config_of(e->model);
+    if (!c->has_vision)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", mmt_clip_weights(e->model)->dir);
+    int64_t S = c->vision.image_size, P = c->projection_dim;
+    size_t per = (size_t)(3 * S * S);
+    float *pixels = mmt_malloc(ENCODER_CHUNK * per * sizeof(float));
+    if (!pixels) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = MMT_OK;
+    for (int64_t at = 0; at < n && s == MMT_OK; at += ENCODER_CHUNK) {
+        int64_t b = n - at < ENCODER_CHUNK ? n - at : ENCODER_CHUNK;
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
+            mmt_image img = {0};
+            s = mmt_image_decode_file(paths[at + i], &img);
+            if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_clip_processor(e->model), pixels + (size_t)i * per);
+            mmt_image_free(&img);
+        }
+        if (s == MMT_OK) s = mmt_clip_train_encode_pixels(e->view, pixels, b, out + at * P);
+    }
+    mmt_free(pixels);
+    return s;
+}
+
+mmt_status cli_encoder_texts(cli_encoder *e, const char *const *texts, int64_t n, int truncate,
+                             float *out) {
+    if (!e->view) return mmt_clip_embed_texts_ex(e->model, texts, n, truncate, out);
+    const mmt_clip_config *c = mmt_clip_config_of(e->model);
+    int64_t L = c->text.max_positions, P = c->projection_dim;
+    int32_t *ids = mmt_malloc((size_t)(ENCODER_CHUNK * L) * sizeof(int32_t));
+    if (!ids) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = MMT_OK;
+    for (int64_t at = 0; at < n && s == MMT_OK; at += ENCODER_CHUNK) {
+        int64_t b = n - at < ENCODER_CHUNK ? n - at : ENCODER_CHUNK;
+        s = mmt_clip_tokenize(e->model, texts + at, b, truncate, ids);
+        if (s != MMT_OK && at > 0) s = mmt_error_prefix(s, "(batch from text %lld) ", (long long)at + 1);
+        if (s == MMT_OK) s = mmt_clip_train_encode_ids(e->view, ids, b, L, out + at * P);
+    }
+    mmt_free(ids);
+    return s;
+}
