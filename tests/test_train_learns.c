@@ -16,6 +16,7 @@
 #include "eval/retrieval.h"
 #include "models/clip.h"
 #include "models/clip_train.h"
+#include "peft/bottleneck_config.h"
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
 #include "train/optimizer.h"
@@ -76,6 +77,11 @@ static void learn(const char *method) {
     if (!strcmp(method, "full")) {
         CHECK(mmt_clip_train_make_full(ct) == MMT_OK);
         lr = 2e-3;
+    } else if (!strcmp(method, "adapter")) { /* bottleneck adapters after attention and MLP */
+        mmt_bottleneck_config bc;
+        mmt_bottleneck_config_default(&bc);
+        bc.reduction_factor = 4;
+        CHECK_MSG(mmt_clip_bottleneck_attach(ct, &bc, 1, 1, &ad) == MMT_OK, "%s", mmt_last_error());
     } else {
         CHECK(mmt_peft_config_default(&pc, !strcmp(method, "ia3") ? MMT_PEFT_IA3 : MMT_PEFT_LORA) == MMT_OK);
         have = 1;
@@ -127,12 +133,14 @@ static void learn(const char *method) {
 static void test_lora_learns(void) { learn("lora"); }
 static void test_ia3_learns(void) { learn("ia3"); }
 static void test_dora_learns(void) { learn("dora"); }
+static void test_bottleneck_learns(void) { learn("adapter"); }
 static void test_full_finetuning_learns(void) { learn("full"); }
 
 int main(void) {
     RUN(test_lora_learns);
     RUN(test_ia3_learns);
     RUN(test_dora_learns);
+    RUN(test_bottleneck_learns);
     RUN(test_full_finetuning_learns);
     return check_summary();
 }

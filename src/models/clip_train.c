@@ -23,6 +23,9 @@ typedef struct ct_layer {
     mmt_linear q, k, v, o, fc1, fc2;
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
     float *dln1_w, *dln1_b, *dln2_w, *dln2_b;
+    /* bottleneck adapters on out_proj's and fc2's outputs, before each residual add (NULL: none;
+     * the adapter that attached them owns them) */
+    mmt_bottleneck *adapter_attn, *adapter_mlp;
     /* saved by forward: x_in (N, C) always; the rest only without checkpointing */
     float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
 } ct_layer;
@@ -241,6 +244,22 @@ mmt_linear *mmt_clip_train_linear(mmt_clip_train *ct, const char *name) {
     return NULL;
 }
 
+mmt_bottleneck **mmt_clip_train_bottleneck_slot(mmt_clip_train *ct, const char *name) {
+    ct_tower *t;
+    const char *rest;
+    if (strncmp(name, "text_model.", 11) == 0) t = &ct->text, rest = name + 11;
+    else if (strncmp(name, "vision_model.", 13) == 0) t = &ct->vision, rest = name + 13;
+    else return NULL;
+    long long idx;
+    if (sscanf(rest, "encoder.layers.%lld.", &idx) != 1 || idx < 0 || idx >= t->cfg->num_layers) return NULL;
+    char want[96];
+    snprintf(want, sizeof want, "encoder.layers.%lld.adapter_attn", idx);
+    if (strcmp(rest, want) == 0) return &t->layers[idx].adapter_attn;
+    snprintf(want, sizeof want, "encoder.layers.%lld.adapter_mlp", idx);
+    if (strcmp(rest, want) == 0) return &t->layers[idx].adapter_mlp;
+    return NULL;
+}
+
 /* ---- full fine-tuning: owned copies of every base tensor ---------------------------- */
 
 typedef struct full_ctx {
@@ -337,6 +356,7 @@ mmt_status mmt_clip_train_make_full(mmt_clip_train *ct) {
 static int layer_has_grads(const ct_layer *y) {
     return nn_linear_has_grads(&y->q) || nn_linear_has_grads(&y->k) || nn_linear_has_grads(&y->v) ||
            nn_linear_has_grads(&y->o) || nn_linear_has_grads(&y->fc1) || nn_linear_has_grads(&y->fc2) ||
+           nn_bottleneck_has_grads(y->adapter_attn) || nn_bottleneck_has_grads(y->adapter_mlp) ||
            y->dln1_w || y->dln2_w;
 }
 
@@ -399,13 +419,29 @@ static mmt_status layer_forward(mmt_clip_train *ct, const ct_tower *t, ct_layer 
     MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
     ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, t->is_text);
     MMT_TRY(nn_linear_forward(&y->o, ops, ar, y->x_mid, y->a, N, train));
+    if (y->adapter_attn) MMT_TRY(nn_bottleneck_forward(y->adapter_attn, ops, ar, y->x_mid, N, train));
     ops->add_fwd(y->x_mid, y->x_mid, x_in, N * C);
     ops->layernorm_fwd(y->h2, y->mean2, y->rstd2, y->x_mid, y->ln2_w, y->ln2_b, N, C, eps);
     MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, y->f, y->h2, N, train));
     if (c->act == MMT_ACT_GELU) ops->gelu_fwd(y->g, y->f, N * I);
     else ops->quick_gelu_fwd(y->g, y->f, N * I);
     MMT_TRY(nn_linear_forward(&y->fc2, ops, ar, x_out, y->g, N, train));
+    if (y->adapter_mlp) MMT_TRY(nn_bottleneck_forward(y->adapter_mlp, ops, ar, x_out, N, train));
     ops->add_fwd(x_out, x_out, y->x_mid, N * C);
+    return MMT_OK;
+}
+
+/* *dx_in (N, C) = the gradient at a bottleneck adapter's input given dy at its output, in
+ * scratch from `ar`; without an adapter, dy itself. */
+static mmt_status adapter_backward(mmt_bottleneck *bn, const mmt_ops *ops, mmt_arena *ar, const float *dy,
+                                   int64_t N, const float **dx_in) {
+    *dx_in = dy;
+    if (!bn) return MMT_OK;
+    float *d = ALLOC_F(ar, N * bn->dim);
+    if (!d) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(d, 0, (size_t)(N * bn->dim) * sizeof(float));
+    MMT_TRY(nn_bottleneck_backward(bn, ops, ar, d, dy, N));
+    *dx_in = d;
     return MMT_OK;
 }
 
@@ -426,7 +462,9 @@ static mmt_status layer_backward(mmt_clip_train *ct, const ct_tower *t, ct_layer
     /* MLP half: x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
     memcpy(s->dmid, dx_out, nc);
     memset(s->dg, 0, ni);
-    MMT_TRY(nn_linear_backward(&y->fc2, ops, ar, s->dg, dx_out, y->g, N));
+    const float *dfc2;
+    MMT_TRY(adapter_backward(y->adapter_mlp, ops, ar, dx_out, N, &dfc2));
+    MMT_TRY(nn_linear_backward(&y->fc2, ops, ar, s->dg, dfc2, y->g, N));
     memset(s->df, 0, ni);
     if (c->act == MMT_ACT_GELU) ops->gelu_bwd(s->df, s->dg, y->f, N * I);
     else ops->quick_gelu_bwd(s->df, s->dg, y->f, N * I);
@@ -435,7 +473,9 @@ static mmt_status layer_backward(mmt_clip_train *ct, const ct_tower *t, ct_layer
     ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
     /* attention half: x_mid = x_in + out_proj(attention(q, k, v of ln1(x_in))) */
     memset(s->da, 0, nc);
-    MMT_TRY(nn_linear_backward(&y->o, ops, ar, s->da, s->dmid, y->a, N));
+    const float *dout_proj;
+    MMT_TRY(adapter_backward(y->adapter_attn, ops, ar, s->dmid, N, &dout_proj));
+    MMT_TRY(nn_linear_backward(&y->o, ops, ar, s->da, dout_proj, y->a, N));
     memset(s->dq, 0, nc);
     memset(s->dk, 0, nc);
     memset(s->dv, 0, nc);

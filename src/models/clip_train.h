@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "models/clip.h"
+#include "nn/bottleneck.h"
 #include "nn/linear.h"
 #include "nn/param.h"
 
@@ -45,6 +46,12 @@ mmt_clip *mmt_clip_train_model(mmt_clip_train *ct);
 /* The linear layer behind a module name ("text_model.encoder.layers.0.self_attn.q_proj",
  * "vision_model.embeddings.patch_embedding", "visual_projection", ...), or NULL. */
 mmt_linear *mmt_clip_train_linear(mmt_clip_train *ct, const char *module_name);
+
+/* Where a bottleneck adapter of an encoder layer goes: "<tower>_model.encoder.layers.<i>.adapter_attn"
+ * (on out_proj's output, before the attention residual add) or "...adapter_mlp" (on fc2's
+ * output, before the MLP residual add), Houlsby's two places. NULL for any other name. The
+ * view computes with whatever the slot points at (NULL: nothing); the caller owns it. */
+mmt_bottleneck **mmt_clip_train_bottleneck_slot(mmt_clip_train *ct, const char *module_name);
 
 /* Makes every base tensor trainable: copies into owned memory, gradients allocated, each
  * registered under its Hugging Face name (logit_scale too when the options train it). */

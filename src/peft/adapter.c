@@ -127,7 +127,50 @@ static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_ad
     return MMT_OK;
 }
 
+/* A bottleneck adapter at slot e->module: width t->r, the tower's hidden size. */
+static mmt_status attach_bottleneck(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_adapter_target *t,
+                                    uint64_t *rng) {
+    const mmt_clip_config *cfg = mmt_clip_config_of(mmt_clip_train_model(ad->view));
+    mmt_bottleneck **slot = mmt_clip_train_bottleneck_slot(ad->view, t->module);
+    if (!slot) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no bottleneck adapter place by this name", t->module);
+    if (*slot) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: this place already has an adapter", t->module);
+    int64_t C = strncmp(t->module, "text_model.", 11) == 0 ? cfg->text.hidden_size : cfg->vision.hidden_size;
+    int64_t D = t->r;
+    if (D < 1 || D > 64 * C)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: bottleneck width %lld is out of range", t->module, (long long)D);
+    mmt_bottleneck *bn = &e->bottleneck;
+    bn->dim = C;
+    bn->hidden = D;
+    bn->act = ad->settings.bottleneck_act;
+    bn->down_w = store_floats(ad, D * C);
+    bn->down_b = store_floats(ad, D);
+    bn->up_w = store_floats(ad, C * D);
+    bn->up_b = store_floats(ad, C);
+    if (!bn->down_w || !bn->down_b || !bn->up_w || !bn->up_b) return MMT_STATUS_OUT_OF_MEMORY;
+    float bound = 1.0f / sqrtf((float)C);
+    for (int64_t i = 0; i < D * C; i++) bn->down_w[i] = (2.0f * uniform01(rng) - 1.0f) * bound;
+    e->slot = slot;
+    if (!ad->settings.trainable) return MMT_OK;
+    struct { const char *suffix; float *data, **grad; int64_t n, shape[2]; int nd, no_decay; } ts[4] = {
+        {"down.weight", bn->down_w, &bn->ddown_w, D * C, {D, C}, 2, 0},
+        {"down.bias", bn->down_b, &bn->ddown_b, D, {D, 0}, 1, 1},
+        {"up.weight", bn->up_w, &bn->dup_w, C * D, {C, D}, 2, 0},
+        {"up.bias", bn->up_b, &bn->dup_b, C, {C, 0}, 1, 1},
+    };
+    char key[512];
+    for (int k = 0; k < 4; k++) {
+        if (!(*ts[k].grad = store_floats(ad, ts[k].n))) return MMT_STATUS_OUT_OF_MEMORY;
+        mmt_adapter_key(e, ts[k].suffix, key, sizeof key);
+        MMT_TRY(mmt_clip_train_add_param(ad->view, key, ts[k].data, *ts[k].grad, ts[k].nd, ts[k].shape, ts[k].no_decay));
+    }
+    return MMT_OK;
+}
+
 static void hook_up(mmt_adapter_entry *e, mmt_adapter_method method) {
+    if (method == MMT_ADAPTER_BOTTLENECK) {
+        *e->slot = &e->bottleneck;
+        return;
+    }
     if (method == MMT_ADAPTER_LORA) {
         e->linear->lora = &e->lora;
     } else {
@@ -157,6 +200,16 @@ mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *
     for (int64_t i = 0; i < n; i++) {
         mmt_adapter_entry *e = &ad->entries[i];
         const char *name = targets[i].module;
+        if (settings->method == MMT_ADAPTER_BOTTLENECK) {
+            if (!(e->module = mmt_strdup(name))) {
+                s = MMT_STATUS_OUT_OF_MEMORY;
+                goto fail;
+            }
+            ad->n = i + 1;
+            if ((s = attach_bottleneck(ad, e, &targets[i], &rng)) != MMT_OK) goto fail;
+            hook_up(e, settings->method);
+            continue;
+        }
         e->linear = mmt_clip_train_linear(view, name);
         if (!e->linear) {
             s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no linear or patch-embedding module by this name", name);
@@ -192,6 +245,7 @@ void mmt_adapter_free(mmt_adapter *ad) {
     if (!ad) return;
     for (int64_t i = 0; i < ad->n; i++) {
         mmt_adapter_entry *e = &ad->entries[i];
+        if (e->slot && *e->slot == &e->bottleneck) *e->slot = NULL;
         if (e->linear && e->linear->lora == &e->lora) e->linear->lora = NULL;
         if (e->linear && e->ia3 && e->linear->ia3 == e->ia3) {
             e->linear->ia3_mode = MMT_IA3_NONE;
@@ -208,7 +262,9 @@ int64_t mmt_adapter_numel(const mmt_adapter *ad) {
     int64_t n = 0;
     for (int64_t i = 0; i < ad->n; i++) {
         const mmt_adapter_entry *e = &ad->entries[i];
-        if (ad->settings.method == MMT_ADAPTER_LORA)
+        if (ad->settings.method == MMT_ADAPTER_BOTTLENECK)
+            n += e->bottleneck.hidden * (2 * e->bottleneck.dim + 1) + e->bottleneck.dim;
+        else if (ad->settings.method == MMT_ADAPTER_LORA)
             n += e->lora.r * (e->linear->in + e->linear->out) + (e->lora.magnitude ? e->linear->out : 0);
         else n += e->feedforward ? e->linear->in : e->linear->out;
     }
@@ -224,14 +280,26 @@ typedef struct tensor_ref {
     int64_t shape[4];
 } tensor_ref;
 
-/* Every tensor of the adapter with its key, in entry order (1 to 3 per entry). */
+/* Every tensor of the adapter with its key, in entry order (1 to 4 per entry). */
 static tensor_ref *adapter_tensors(const mmt_adapter *ad, int64_t *count) {
-    tensor_ref *refs = mmt_calloc((size_t)(3 * ad->n), sizeof *refs);
+    tensor_ref *refs = mmt_calloc((size_t)(4 * ad->n), sizeof *refs);
     if (!refs) return NULL;
     int64_t k = 0;
     for (int64_t i = 0; i < ad->n; i++) {
         const mmt_adapter_entry *e = &ad->entries[i];
-        if (ad->settings.method == MMT_ADAPTER_LORA) {
+        if (ad->settings.method == MMT_ADAPTER_BOTTLENECK) {
+            const mmt_bottleneck *bn = &e->bottleneck;
+            const char *suffix[4] = {"down.weight", "down.bias", "up.weight", "up.bias"};
+            float *data[4] = {bn->down_w, bn->down_b, bn->up_w, bn->up_b};
+            int64_t rows[4] = {bn->hidden, bn->hidden, bn->dim, bn->dim}, cols[4] = {bn->dim, 0, bn->hidden, 0};
+            for (int j = 0; j < 4; j++, k++) {
+                mmt_adapter_key(e, suffix[j], refs[k].key, sizeof refs[k].key);
+                refs[k].data = data[j];
+                refs[k].ndim = cols[j] ? 2 : 1;
+                refs[k].shape[0] = rows[j];
+                refs[k].shape[1] = cols[j];
+            }
+        } else if (ad->settings.method == MMT_ADAPTER_LORA) {
             mmt_adapter_key(e, "lora_A.weight", refs[k].key, sizeof refs[k].key);
             refs[k].data = e->lora.a;
             refs[k].ndim = lora_a_shape(e, refs[k].shape);
@@ -323,6 +391,7 @@ mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path) {
 
 int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const float *base,
                               int64_t numel, float *out) {
+    if (ad->settings.method == MMT_ADAPTER_BOTTLENECK) return 0; /* adds layers; changes no tensor */
     for (int64_t i = 0; i < ad->n; i++) {
         const mmt_adapter_entry *e = &ad->entries[i];
         size_t len = strlen(e->module);

@@ -25,9 +25,12 @@
 #include "core/arena.h"
 #include "core/safetensors.h"
 #include "models/clip_train.h"
+#include "nn/bottleneck.h"
 #include "nn/linear.h"
 
-typedef enum mmt_adapter_method { MMT_ADAPTER_LORA, MMT_ADAPTER_IA3 } mmt_adapter_method;
+/* BOTTLENECK: mmtune's own bottleneck adapters (peft/bottleneck_config.h); an entry's module
+ * is then a slot name such as "text_model.encoder.layers.0.adapter_attn" and r its width D. */
+typedef enum mmt_adapter_method { MMT_ADAPTER_LORA, MMT_ADAPTER_IA3, MMT_ADAPTER_BOTTLENECK } mmt_adapter_method;
 
 /* One module to adapt, as resolved from a config. */
 typedef struct mmt_adapter_target {
@@ -44,6 +47,7 @@ typedef struct mmt_adapter_settings {
     uint64_t seed;      /* initialisation */
     int trainable;      /* register gradients with the view */
     int use_dora;       /* LoRA: DoRA's magnitude vector on every target */
+    mmt_bottleneck_act bottleneck_act;
 } mmt_adapter_settings;
 
 typedef struct mmt_adapter_entry {
@@ -54,6 +58,8 @@ typedef struct mmt_adapter_entry {
     mmt_lora lora;            /* LoRA: a, b, DoRA's magnitude (and grads) point into the adapter's store */
     int feedforward;          /* IA3 */
     float *ia3, *dia3;        /* IA3 */
+    mmt_bottleneck bottleneck; /* BOTTLENECK: tensors in the adapter's store */
+    mmt_bottleneck **slot;    /* BOTTLENECK: where the view looks for it */
 } mmt_adapter_entry;
 
 typedef struct mmt_adapter {

@@ -9,6 +9,9 @@
 #include "models/weights.h"
 
 mmt_status mmt_clip_merge_write(mmt_clip *model, const mmt_adapter *adapter, const char *out_dir) {
+    if (adapter->settings.method == MMT_ADAPTER_BOTTLENECK)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "bottleneck adapters add layers of their own; they cannot be merged "
+                                                "into the base weights (use the adapter as it is)");
     const mmt_weights *w = mmt_clip_weights(model);
     int64_t n = 0;
     for (int64_t f = 0; f < w->n_files; f++) n += w->files[f]->n_tensors;

@@ -11,6 +11,7 @@
 #include "data/preprocess.h"
 #include "models/clip_modules.h"
 #include "models/weights.h"
+#include "peft/bottleneck_config.h"
 #include "peft/target.h"
 
 struct mmt_clip_task {
@@ -21,6 +22,8 @@ struct mmt_clip_task {
     mmt_adapter *adapter;           /* owned; NULL for full fine-tuning */
     mmt_peft_config peft;           /* owned copy (adapter methods) when have_peft */
     int have_peft;
+    mmt_bottleneck_config bottleneck; /* bottleneck adapters' settings when have_bottleneck */
+    int have_bottleneck;
     int32_t *ids;                   /* owned: (n, L) token ids of every text */
     int64_t L, S;
     float *pixels;                  /* owned: (B, 3, S, S) current batch */
@@ -70,7 +73,7 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
     if (s == MMT_OK) {
         mmt_adapter_settings st = {cfg->peft_type == MMT_PEFT_LORA ? MMT_ADAPTER_LORA : MMT_ADAPTER_IA3,
                                    cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable,
-                                   cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora};
+                                   cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora, MMT_BOTTLENECK_RELU};
         s = mmt_adapter_attach(view, &st, targets, sel.n, out);
     }
     mmt_free(targets);
@@ -87,9 +90,16 @@ mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trai
     mmt_peft_config cfg;
     memset(&cfg, 0, sizeof cfg);
     mmt_status s = cfgpath && wpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    int have_cfg = 0;
-    if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) have_cfg = 1;
-    if (s == MMT_OK) s = mmt_clip_adapter_from_config(view, &cfg, 0, trainable, out);
+    int have_cfg = 0, bottleneck = 0;
+    /* mmtune's bottleneck adapters have a config of their own (peft/bottleneck_config.h) */
+    if (s == MMT_OK) s = mmt_bottleneck_config_probe(cfgpath, &bottleneck);
+    if (s == MMT_OK && bottleneck) {
+        mmt_bottleneck_config bc;
+        if ((s = mmt_bottleneck_config_load(cfgpath, &bc)) == MMT_OK) s = mmt_clip_bottleneck_attach(view, &bc, 0, trainable, out);
+    } else if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) {
+        have_cfg = 1;
+        s = mmt_clip_adapter_from_config(view, &cfg, 0, trainable, out);
+    }
     if (s == MMT_OK && (s = mmt_adapter_load_tensors(*out, wpath)) != MMT_OK) {
         mmt_adapter_free(*out);
         *out = NULL;
@@ -183,7 +193,8 @@ static mmt_status task_save(void *ctx, const char *dir) {
     if (t->adapter) {
         char *cfg = mmt_path_join(dir, "adapter_config.json"), *w = mmt_path_join(dir, "adapter_model.safetensors");
         if (!cfg || !w) s = MMT_STATUS_OUT_OF_MEMORY;
-        if (s == MMT_OK) s = mmt_peft_config_save(&t->peft, cfg);
+        if (s == MMT_OK)
+            s = t->have_bottleneck ? mmt_bottleneck_config_save(&t->bottleneck, cfg) : mmt_peft_config_save(&t->peft, cfg);
         if (s == MMT_OK) s = mmt_adapter_save_tensors(t->adapter, w);
         mmt_free(cfg);
         mmt_free(w);
@@ -264,7 +275,11 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
         goto fail;
     }
     if ((s = mmt_clip_train_create(model, &o->train, &t->view)) != MMT_OK) goto fail;
-    if (o->peft) {
+    if (o->bottleneck) {
+        t->bottleneck = *o->bottleneck;
+        t->have_bottleneck = 1;
+        if ((s = mmt_clip_bottleneck_attach(t->view, o->bottleneck, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
+    } else if (o->peft) {
         if ((s = mmt_peft_config_copy(&t->peft, o->peft)) != MMT_OK) goto fail;
         t->have_peft = 1;
         if ((s = mmt_clip_adapter_from_config(t->view, o->peft, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;

@@ -19,6 +19,7 @@
 #include "data/pairs.h"
 #include "models/clip_train.h"
 #include "peft/adapter.h"
+#include "peft/bottleneck_config.h"
 #include "peft/peft_config.h"
 #include "train/trainer.h"
 
@@ -26,6 +27,8 @@ typedef struct mmt_clip_task mmt_clip_task;
 
 typedef struct mmt_clip_task_options {
     const mmt_peft_config *peft;        /* NULL: full fine-tuning */
+    /* bottleneck adapters (peft/bottleneck_config.h) instead of peft; NULL: none */
+    const mmt_bottleneck_config *bottleneck;
     mmt_clip_train_options train;
     uint64_t seed;                      /* adapter initialisation */
     size_t cache_bytes;                 /* pixel cache budget; 0: no cache */

@@ -46,6 +46,8 @@ typedef struct train_cfg {
     int64_t lora_r;
     double lora_alpha, lora_dropout;
     int rslora, dora;
+    int64_t adapter_reduction;
+    const char *adapter_placement, *adapter_act;
     const char *targets, *targets_regex, *scope, *layers, *feedforward;
     int checkpointing, learn_logit_scale, skip_bad;
     double temperature, distill;
@@ -88,6 +90,9 @@ static const train_opt TRAIN_OPTS[] = {
     {"--lora-dropout", "lora_dropout", OPT_DOUBLE, F(lora_dropout), "X", "dropout on the LoRA input"},
     {"--rslora", "use_rslora", OPT_BOOL, F(rslora), NULL, "rank-stabilised scaling alpha/sqrt(r)"},
     {"--dora", "use_dora", OPT_BOOL, F(dora), NULL, "DoRA: LoRA plus a learned magnitude per output row"},
+    {"--adapter-reduction", "adapter_reduction", OPT_INT, F(adapter_reduction), "N", "--method adapter: bottleneck width hidden/N"},
+    {"--adapter-placement", "adapter_placement", OPT_STRING, F(adapter_placement), "P", "--method adapter: after attn, mlp or both"},
+    {"--adapter-act", "adapter_act", OPT_STRING, F(adapter_act), "A", "--method adapter: relu or gelu"},
     {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear"},
     {"--targets-regex", "target_regex", OPT_STRING, F(targets_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
     {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
@@ -121,6 +126,9 @@ static void train_defaults(train_cfg *c) {
     c->keep_checkpoints = 2;
     c->lora_r = 8;
     c->lora_alpha = 16;
+    c->adapter_reduction = 16;
+    c->adapter_placement = "both";
+    c->adapter_act = "relu";
     c->targets = "q_proj,v_proj";
     c->scope = "both";
     c->feedforward = "fc2";
@@ -333,6 +341,37 @@ static int build_peft_config(const train_cfg *c, const char *model_dir, mmt_peft
     return 0;
 }
 
+/* Bottleneck adapter settings (--method adapter; --scope and --layers choose where). Returns
+ * 0 or an exit code. */
+static int build_bottleneck_config(const train_cfg *c, mmt_bottleneck_config *bc) {
+    mmt_bottleneck_config_default(bc);
+    snprintf(bc->base_model, sizeof bc->base_model, "%s", c->model);
+    if (c->adapter_reduction < 1) return cli_usage_error("--adapter-reduction must be at least 1");
+    bc->reduction_factor = c->adapter_reduction;
+    if (!mmt_bottleneck_placement_parse(c->adapter_placement, &bc->placement))
+        return cli_usage_error("--adapter-placement takes attn, mlp or both, not '%s'", c->adapter_placement);
+    if (!mmt_bottleneck_act_parse(c->adapter_act, &bc->act))
+        return cli_usage_error("--adapter-act takes relu or gelu, not '%s'", c->adapter_act);
+    if (!mmt_peft_scope_parse(c->scope, &bc->towers))
+        return cli_usage_error("--scope takes both, text or vision, not '%s'", c->scope);
+    if (!c->layers || !c->layers[0]) return 0;
+    char *copy = NULL;
+    int64_t n = 0;
+    char **items = split_list(c->layers, &copy, &n);
+    int rc = items ? 0 : cli_runtime_error();
+    for (int64_t i = 0; rc == 0 && i < n; i++) {
+        char *end;
+        long long v = strtoll(items[i], &end, 10);
+        if (*end || v < 0 || bc->n_layers >= MMT_BOTTLENECK_MAX_LAYERS)
+            rc = cli_usage_error("--layers needs comma-separated layer indices, got '%s'", c->layers);
+        else
+            bc->layers[bc->n_layers++] = v;
+    }
+    mmt_free(items);
+    mmt_free(copy);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv) {
     train_cfg c;
     train_defaults(&c);
@@ -372,9 +411,11 @@ int cmd_train(int argc, char **argv) {
     if (rc == 0 && !c.model) rc = cli_usage_error("train: --model is required");
     if (rc == 0 && !c.data) rc = cli_usage_error("train: --data is required");
     int is_full = c.method && strcmp(c.method, "full") == 0;
+    int is_bottleneck = c.method && strcmp(c.method, "adapter") == 0;
     int is_probe = c.method && strcmp(c.method, "linear-probe") == 0; /* frozen tower + a linear head */
-    if (rc == 0 && !is_full && !is_probe && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0)
-        rc = cli_usage_error("train: --method takes lora, ia3, full or linear-probe, not '%s'", c.method);
+    if (rc == 0 && !is_full && !is_probe && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0 &&
+        !is_bottleneck)
+        rc = cli_usage_error("train: --method takes lora, ia3, adapter, full or linear-probe, not '%s'", c.method);
     mmt_schedule_kind sk = MMT_SCHEDULE_COSINE;
     if (rc == 0 && mmt_schedule_kind_parse(c.schedule, &sk) != MMT_OK)
         rc = cli_usage_error("--schedule takes cosine, linear or constant, not '%s'", c.schedule);
@@ -394,19 +435,22 @@ int cmd_train(int argc, char **argv) {
     mmt_probe_task *probe = NULL;
     mmt_peft_config pc;
     int have_pc = 0;
+    mmt_bottleneck_config bc;
     char *sj = NULL;
     if (mmt_clip_load(c.model, &model) != MMT_OK || mmt_pairs_load_jsonl(c.data, c.skip_bad, &pairs) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
     if (pairs->skipped) fprintf(stderr, "mmtune: skipped %lld bad lines of %s\n", (long long)pairs->skipped, c.data);
-    if (!is_full && !is_probe) {
+    if (is_bottleneck && (rc = build_bottleneck_config(&c, &bc)) != 0) goto done;
+    if (!is_full && !is_bottleneck && !is_probe) {
         if ((rc = build_peft_config(&c, c.model, &pc)) != 0) goto done;
         have_pc = 1;
     }
     mmt_clip_task_options to;
     memset(&to, 0, sizeof to);
     to.peft = have_pc ? &pc : NULL;
+    to.bottleneck = is_bottleneck ? &bc : NULL;
     mmt_clip_train_options_default(&to.train);
     to.train.checkpointing = c.checkpointing;
     to.train.train_logit_scale = c.learn_logit_scale || (is_full && c.temperature <= 0);

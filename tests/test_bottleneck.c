@@ -1,0 +1,336 @@
+/*
+ * test_bottleneck.c — bottleneck adapters (nn/bottleneck.h, peft/bottleneck_config.h) in the
+ * CLIP training view. There is no PyTorch reference (PEFT has no such method); the checks are:
+ *   - a fresh adapter (up = 0) leaves the embeddings exactly as the base model's;
+ *   - every adapter tensor's gradient through the whole model against a central finite
+ *     difference of the loss along a random direction (tiny-a and tiny-b, reference kernels),
+ *     Richardson-extrapolated from steps h and h/2 (h = 5% of the tensor's RMS, at least of
+ *     0.1; 0.2% with ReLU, whose kink at 0 a larger step crosses too often); tolerance 2e-2 relative plus the float noise floor 16 * 6e-8 |loss| / h, as in
+ *     test_clip_train.c. Adapters after attention and after the MLP, ReLU and GELU, one tower
+ *     or both, chosen layers;
+ *   - gradient checkpointing gives bitwise the same gradients;
+ *   - adapter_config.json + adapter_model.safetensors round trip through
+ *     mmt_clip_adapter_load (keys and shapes as documented), and merging is refused.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/safetensors.h"
+#include "models/clip.h"
+#include "models/clip_train.h"
+#include "peft/bottleneck_config.h"
+#include "peft/merge.h"
+#include "train/clip_task.h"
+
+#define B 3
+
+static const char *TEXTS[B] = {"a photo of a cat", "a red car on a street", "two dogs in snow"};
+
+static uint64_t rng = 0x9d2c5680a5a5a5a5ull;
+static float uniform(void) { /* [-1, 1) */
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
+}
+
+typedef struct pairs_batch {
+    mmt_clip *model;
+    float *pixels;  // (B, 3, S, S)
+    int32_t *ids;   // (B, L)
+    int64_t L;
+} pairs_batch;
+
+static int batch_load(const char *name, pairs_batch *b) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/clip/%s", MMT_FIXTURE_DIR, name);
+    memset(b, 0, sizeof *b);
+    if (mmt_clip_load(dir, &b->model) != MMT_OK) return 0;
+    const mmt_clip_config *c = mmt_clip_config_of(b->model);
+    int64_t S = c->vision.image_size, n = (int64_t)B * 3 * S * S;
+    b->L = c->text.max_positions;
+    b->pixels = malloc((size_t)n * sizeof(float));
+    b->ids = malloc((size_t)(B * b->L) * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) b->pixels[i] = 1.5f * uniform();
+    return mmt_clip_tokenize(b->model, TEXTS, B, 1, b->ids) == MMT_OK;
+}
+
+static void batch_free(pairs_batch *b) {
+    mmt_clip_free(b->model);
+    free(b->pixels);
+    free(b->ids);
+}
+
+static double loss_of(mmt_clip_train *ct, const pairs_batch *b) {
+    double loss = NAN;
+    if (mmt_clip_train_forward_loss(ct, b->pixels, b->ids, B, b->L, 7, &loss) != MMT_OK)
+        fprintf(stderr, "forward: %s\n", mmt_last_error());
+    return loss;
+}
+
+/* Moves up (and the biases) off zero so every tensor has a gradient worth checking. */
+static void perturb(mmt_adapter *ad) {
+    for (int64_t i = 0; i < ad->n; i++) {
+        mmt_bottleneck *bn = &ad->entries[i].bottleneck;
+        for (int64_t j = 0; j < bn->dim * bn->hidden; j++) bn->up_w[j] = 0.3f * uniform();
+        for (int64_t j = 0; j < bn->dim; j++) bn->up_b[j] = 0.1f * uniform();
+        for (int64_t j = 0; j < bn->hidden; j++) bn->down_b[j] = 0.1f * uniform();
+    }
+}
+
+static void check_fd(mmt_clip_train *ct, const pairs_batch *b, double step, const char *what) {
+    int64_t n;
+    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
+    CHECK(n > 0);
+    mmt_clip_train_zero_grad(ct);
+    CHECK(isfinite(loss_of(ct, b)));
+    CHECK(mmt_clip_train_backward(ct) == MMT_OK);
+    float **g = calloc((size_t)n, sizeof *g);
+    for (int64_t i = 0; i < n; i++) {
+        g[i] = malloc((size_t)p[i].numel * sizeof(float));
+        memcpy(g[i], p[i].grad, (size_t)p[i].numel * sizeof(float));
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t m = p[i].numel;
+        float *v = malloc((size_t)m * sizeof(float)), *saved = malloc((size_t)m * sizeof(float));
+        memcpy(saved, p[i].data, (size_t)m * sizeof(float));
+        double gv = 0, vv = 0, pp = 0;
+        for (int64_t j = 0; j < m; j++) {
+            v[j] = uniform();
+            gv += (double)g[i][j] * v[j];
+            vv += (double)v[j] * v[j];
+            pp += (double)saved[j] * saved[j];
+        }
+        double rms = sqrt(pp / (double)m), h = step * (rms > 0.1 ? rms : 0.1) / sqrt(vv / (double)m);
+        double d[2], l0 = 0;
+        for (int k = 0; k < 2; k++) {
+            double hk = k ? h / 2 : h;
+            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] + hk * v[j]);
+            double lp = loss_of(ct, b);
+            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] - hk * v[j]);
+            double lm = loss_of(ct, b);
+            d[k] = (lp - lm) / (2 * hk);
+            l0 = fmax(fabs(lp), fabs(lm));
+        }
+        memcpy(p[i].data, saved, (size_t)m * sizeof(float));
+        double fd = (4 * d[1] - d[0]) / 3, noise = 16 * 6e-8 * fmax(1.0, l0) / h;
+        double tol = 2e-2 * fmax(fabs(fd), fabs(gv)) + noise;
+        CHECK_MSG(fabs(fd - gv) <= tol, "%s: %s: finite difference %.6g, gradient %.6g (tol %.3g)", what, p[i].name,
+                  fd, gv, tol);
+        free(v);
+        free(saved);
+        free(g[i]);
+    }
+    free(g);
+}
+
+static mmt_adapter *attach(mmt_clip_train *ct, int placement, mmt_bottleneck_act act, mmt_peft_scope towers,
+                           int64_t layer, int trainable) {
+    mmt_bottleneck_config cfg;
+    mmt_bottleneck_config_default(&cfg);
+    cfg.reduction_factor = 8;
+    cfg.placement = placement;
+    cfg.act = act;
+    cfg.towers = towers;
+    if (layer >= 0) cfg.layers[cfg.n_layers++] = layer;
+    mmt_adapter *ad = NULL;
+    CHECK_MSG(mmt_clip_bottleneck_attach(ct, &cfg, 5, trainable, &ad) == MMT_OK, "%s", mmt_last_error());
+    return ad;
+}
+
+static void test_identity_at_init(void) {
+    pairs_batch b;
+    CHECK(batch_load("tiny-a", &b));
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct = NULL;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    mmt_adapter *ad = attach(ct, MMT_BOTTLENECK_AT_ATTN | MMT_BOTTLENECK_AT_MLP, MMT_BOTTLENECK_RELU, MMT_SCOPE_BOTH, -1, 1);
+    const mmt_clip_config *c = mmt_clip_config_of(b.model);
+    if (ad) { /* 2 places x every layer of both towers, 4 tensors each */
+        int64_t n;
+        mmt_clip_train_params(ct, &n);
+        CHECK(ad->n == 2 * (c->text.num_layers + c->vision.num_layers));
+        CHECK(n == 4 * ad->n);
+    }
+    int64_t P = mmt_clip_embed_dim(b.model);
+    float *a = malloc((size_t)(B * P) * sizeof(float)), *r = malloc((size_t)(B * P) * sizeof(float));
+    CHECK(mmt_clip_train_encode_pixels(ct, b.pixels, B, a) == MMT_OK);
+    CHECK(mmt_clip_encode_pixels(b.model, b.pixels, B, r) == MMT_OK);
+    for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(a[i], r[i], 1e-6);
+    CHECK(mmt_clip_train_encode_ids(ct, b.ids, B, b.L, a) == MMT_OK);
+    CHECK(mmt_clip_encode_ids(b.model, b.ids, B, b.L, r) == MMT_OK);
+    for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(a[i], r[i], 1e-6);
+    free(a);
+    free(r);
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(ct);
+    batch_free(&b);
+}
+
+static void fd_case(const char *model, int placement, mmt_bottleneck_act act, mmt_peft_scope towers, int64_t layer,
+                    const char *what) {
+    pairs_batch b;
+    CHECK(batch_load(model, &b));
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct = NULL;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    mmt_adapter *ad = attach(ct, placement, act, towers, layer, 1);
+    if (ad) {
+        perturb(ad);
+        /* ReLU: a small step, so that few pre-activations cross the kink at 0 */
+        check_fd(ct, &b, act == MMT_BOTTLENECK_RELU ? 2e-3 : 5e-2, what);
+    }
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(ct);
+    batch_free(&b);
+}
+
+static void test_gradients_both_places_gelu(void) {
+    fd_case("tiny-a", MMT_BOTTLENECK_AT_ATTN | MMT_BOTTLENECK_AT_MLP, MMT_BOTTLENECK_GELU, MMT_SCOPE_BOTH, -1,
+            "both places, gelu, tiny-a");
+}
+static void test_gradients_attn_relu_text_layer0(void) {
+    fd_case("tiny-b", MMT_BOTTLENECK_AT_ATTN, MMT_BOTTLENECK_RELU, MMT_SCOPE_TEXT, 0, "attn, relu, text layer 0");
+}
+static void test_gradients_mlp_relu_vision(void) {
+    fd_case("tiny-b", MMT_BOTTLENECK_AT_MLP, MMT_BOTTLENECK_RELU, MMT_SCOPE_VISION, -1, "mlp, relu, vision");
+}
+
+static void test_checkpointing_bitwise(void) {
+    pairs_batch b;
+    CHECK(batch_load("tiny-b", &b));
+    float **g[2] = {NULL, NULL};
+    int64_t n[2] = {0, 0};
+    for (int ckpt = 0; ckpt < 2; ckpt++) {
+        mmt_clip_train_options o;
+        mmt_clip_train_options_default(&o);
+        o.checkpointing = ckpt;
+        mmt_clip_train *ct = NULL;
+        CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+        mmt_adapter *ad = attach(ct, MMT_BOTTLENECK_AT_ATTN | MMT_BOTTLENECK_AT_MLP, MMT_BOTTLENECK_GELU, MMT_SCOPE_BOTH, -1, 1);
+        rng = 1234;
+        if (ad) perturb(ad);
+        const mmt_nn_param *p = mmt_clip_train_params(ct, &n[ckpt]);
+        mmt_clip_train_zero_grad(ct);
+        CHECK(isfinite(loss_of(ct, &b)));
+        CHECK(mmt_clip_train_backward(ct) == MMT_OK);
+        g[ckpt] = calloc((size_t)n[ckpt] + 1, sizeof(float *));
+        for (int64_t i = 0; i < n[ckpt]; i++) {
+            g[ckpt][i] = malloc((size_t)p[i].numel * sizeof(float));
+            memcpy(g[ckpt][i], p[i].grad, (size_t)p[i].numel * sizeof(float));
+            if (ckpt == 1 && i < n[0])
+                CHECK_MSG(memcmp(g[0][i], g[1][i], (size_t)p[i].numel * sizeof(float)) == 0,
+                          "checkpointing changed the gradient of %s", p[i].name);
+        }
+        mmt_adapter_free(ad);
+        mmt_clip_train_free(ct);
+    }
+    CHECK(n[0] == n[1] && n[0] > 0);
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < n[k]; i++) free(g[k][i]);
+        free(g[k]);
+    }
+    batch_free(&b);
+}
+
+static void test_save_load_round_trip(void) {
+    pairs_batch b;
+    CHECK(batch_load("tiny-a", &b));
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct = NULL, *ct2 = NULL;
+    mmt_adapter *ad2 = NULL;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    mmt_bottleneck_config cfg;
+    mmt_bottleneck_config_default(&cfg);
+    cfg.reduction_factor = 4;
+    cfg.placement = MMT_BOTTLENECK_AT_MLP;
+    cfg.act = MMT_BOTTLENECK_GELU;
+    cfg.towers = MMT_SCOPE_VISION;
+    cfg.layers[cfg.n_layers++] = 1;
+    snprintf(cfg.base_model, sizeof cfg.base_model, "tests/fixtures/clip/tiny-a");
+    mmt_adapter *ad = NULL;
+    CHECK(mmt_clip_bottleneck_attach(ct, &cfg, 9, 0, &ad) == MMT_OK);
+    if (!ad) goto done;
+    perturb(ad);
+    char tmp[] = "/tmp/mmt_bottleneck_XXXXXX", cpath[600], wpath[600];
+    CHECK(mkdtemp(tmp) != NULL);
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", tmp);
+    snprintf(wpath, sizeof wpath, "%s/adapter_model.safetensors", tmp);
+    CHECK(mmt_bottleneck_config_save(&cfg, cpath) == MMT_OK);
+    CHECK(mmt_adapter_save_tensors(ad, wpath) == MMT_OK);
+    /* the file: four tensors with the documented keys and shapes */
+    mmt_safetensors *st = NULL;
+    CHECK(mmt_safetensors_open(wpath, &st) == MMT_OK);
+    if (st) {
+        CHECK(st->n_tensors == 4);
+        const char *pre = "base_model.model.vision_model.encoder.layers.1.adapter_mlp.";
+        const char *sfx[4] = {"down.weight", "down.bias", "up.weight", "up.bias"};
+        int64_t C = mmt_clip_config_of(b.model)->vision.hidden_size, D = C / 4;
+        int64_t shapes[4][2] = {{D, C}, {D, 0}, {C, D}, {C, 0}};
+        for (int k = 0; k < 4; k++) {
+            char key[256];
+            snprintf(key, sizeof key, "%s%s", pre, sfx[k]);
+            const mmt_st_tensor *t = mmt_safetensors_find(st, key);
+            CHECK_MSG(t != NULL, "no %s", key);
+            if (t) CHECK(t->shape[0] == shapes[k][0] && t->ndim == (shapes[k][1] ? 2 : 1) && (!shapes[k][1] || t->shape[1] == shapes[k][1]));
+        }
+        mmt_safetensors_close(st);
+    }
+    /* loaded back onto a second view: same embeddings, bit for bit */
+    CHECK(mmt_clip_train_create(b.model, &o, &ct2) == MMT_OK);
+    CHECK_MSG(mmt_clip_adapter_load(ct2, tmp, 0, &ad2) == MMT_OK, "%s", mmt_last_error());
+    int64_t P = mmt_clip_embed_dim(b.model);
+    float *e1 = malloc((size_t)(B * P) * sizeof(float)), *e2 = malloc((size_t)(B * P) * sizeof(float));
+    if (ad2) {
+        CHECK(ad2->n == 1 && ad2->entries[0].bottleneck.act == MMT_BOTTLENECK_GELU);
+        CHECK(mmt_clip_train_encode_pixels(ct, b.pixels, B, e1) == MMT_OK);
+        CHECK(mmt_clip_train_encode_pixels(ct2, b.pixels, B, e2) == MMT_OK);
+        CHECK(memcmp(e1, e2, (size_t)(B * P) * sizeof(float)) == 0);
+        CHECK(mmt_clip_encode_pixels(b.model, b.pixels, B, e2) == MMT_OK);
+        double moved = 0;
+        for (int64_t i = 0; i < B * P; i++) moved = fmax(moved, fabs((double)e1[i] - e2[i]));
+        CHECK(moved > 1e-4);
+    }
+    free(e1);
+    free(e2);
+    /* the config reads back as written */
+    mmt_bottleneck_config back;
+    CHECK(mmt_bottleneck_config_load(cpath, &back) == MMT_OK);
+    CHECK(back.reduction_factor == 4 && back.placement == MMT_BOTTLENECK_AT_MLP && back.act == MMT_BOTTLENECK_GELU &&
+          back.towers == MMT_SCOPE_VISION && back.n_layers == 1 && back.layers[0] == 1 &&
+          strcmp(back.base_model, cfg.base_model) == 0);
+    /* merging is refused with a message */
+    CHECK_FAILS(mmt_clip_merge_write(b.model, ad, tmp), MMT_STATUS_UNSUPPORTED, "cannot be merged");
+    /* a bad value is a one-line error naming the key */
+    const char *bad = "{\"peft_type\": \"MMTUNE_BOTTLENECK\", \"placement\": \"ffn\"}";
+    CHECK(mmt_file_write_atomic(cpath, bad, strlen(bad)) == MMT_OK);
+    CHECK_FAILS(mmt_bottleneck_config_load(cpath, &back), MMT_STATUS_BAD_FORMAT, "placement");
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    CHECK(system(cmd) == 0);
+done:
+    mmt_adapter_free(ad2);
+    mmt_clip_train_free(ct2);
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(ct);
+    batch_free(&b);
+}
+
+int main(void) {
+    setenv("MMT_KERNELS", "ref", 1);
+    RUN(test_identity_at_init);
+    RUN(test_gradients_both_places_gelu);
+    RUN(test_gradients_attn_relu_text_layer0);
+    RUN(test_gradients_mlp_relu_vision);
+    RUN(test_checkpointing_bitwise);
+    RUN(test_save_load_round_trip);
+    return check_summary();
+}
