@@ -7,6 +7,22 @@
  * activation (fc2's input). With checkpointing only x_in is kept and the block's forward is
  * re-run into scratch during backward. Backward walks the layers down to the lowest one with
  * something trainable and stops there.
+ *
+ * Prompt and prefix tuning (peft/prompt.h owns their tensors) change the sequences:
+ *   - text prompts (CoOp, Zhou et al. 2022): M context vectors after the BOS embedding,
+ *     [BOS][ctx_1..ctx_M][caption][EOS], position embeddings over the shifted sequence, the
+ *     pooled EOS moved by M; a caption too long for the context then loses its last tokens
+ *     (never BOS or EOS);
+ *   - visual prompts (VPT, Jia et al. 2022): P tokens after CLS, [CLS][p_1..p_P][patches],
+ *     without position embeddings, entering before pre_layrnorm as in the CLIP ports of VPT
+ *     (MaPLe / IVLP, Khattak et al. 2023, VisionTransformer_MaPLe: prompts are concatenated
+ *     after the position embeddings and then ln_pre runs). VPT-deep: layer i >= 1 overwrites
+ *     those rows of its input with its own P tokens, which enter the residual stream as they
+ *     are. The vision tower has no mask, so "after CLS" and MaPLe's "after the patches" give
+ *     the same numbers; the pooled output stays CLS;
+ *   - prefixes (Li & Liang 2021; PEFT's past_key_values): per layer, V learned key rows and
+ *     value rows in front of the projected keys and values; in the causal text tower every
+ *     query sees all of them (attention_kv_fwd with causal offset V).
  */
 #include "models/clip_train.h"
 
@@ -28,6 +44,13 @@ typedef struct ct_layer {
     mmt_bottleneck *adapter_attn, *adapter_mlp;
     /* saved by forward: x_in (N, C) always; the rest only without checkpointing */
     float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
+    /* prefix tuning: n_prefix key rows at prefix + r * prefix_stride, the value rows C floats
+     * after each key row; dprefix likewise (NULL: frozen). k_full / v_full (B, n_prefix + T, C)
+     * are the keys and values with the prefix in front (saved by forward). */
+    int64_t n_prefix, prefix_stride;
+    const float *prefix;
+    float *dprefix;
+    float *k_full, *v_full;
 } ct_layer;
 
 typedef struct ct_tower {
@@ -49,7 +72,22 @@ typedef struct ct_tower {
     float *pooled, *fin_mean, *fin_rstd, *hfin, *proj_out, *norm, *emb;
     float *demb;       /* gradient at the embeddings (B, P) */
     uint64_t seed;
+    /* prompts: text (n_prompt, C) after BOS; vision (deep ? num_layers : 1, n_prompt, C), row
+     * block 0 after CLS before pre_layrnorm, block i >= 1 replacing them at layer i's input.
+     * dprompt NULL: frozen. Text prompt slots hold id -1 in ids. */
+    int64_t n_prompt;
+    int prompt_deep;
+    const float *prompt;
+    float *dprompt;
 } ct_tower;
+
+typedef struct ct_hook {
+    void *ctx;
+    mmt_status (*before_forward)(void *ctx);
+    mmt_status (*after_backward)(void *ctx);
+} ct_hook;
+
+#define CT_MAX_HOOKS 4
 
 struct mmt_clip_train {
     mmt_clip *model;
@@ -65,6 +103,9 @@ struct mmt_clip_train {
     int64_t n_params, cap_params;
     double last_loss;
     double dscale;
+    int eval_mode;     /* forward_loss computes the loss only: no dropout, nothing kept */
+    ct_hook hooks[CT_MAX_HOOKS];
+    int n_hooks;
 };
 
 #define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
@@ -165,6 +206,7 @@ float mmt_clip_train_scale(const mmt_clip_train *ct) {
     return ct->opt.fixed_temperature > 0 ? 1.0f / ct->opt.fixed_temperature : expf(ct->logit_scale);
 }
 float mmt_clip_train_logit_scale(const mmt_clip_train *ct) { return ct->logit_scale; }
+void mmt_clip_train_set_eval(mmt_clip_train *ct, int eval) { ct->eval_mode = eval != 0; }
 void mmt_clip_train_after_step(mmt_clip_train *ct) {
     if (ct->opt.train_logit_scale) ct->logit_scale = fminf(fmaxf(ct->logit_scale, 0.0f), logf(100.0f));
 }
@@ -357,13 +399,13 @@ static int layer_has_grads(const ct_layer *y) {
     return nn_linear_has_grads(&y->q) || nn_linear_has_grads(&y->k) || nn_linear_has_grads(&y->v) ||
            nn_linear_has_grads(&y->o) || nn_linear_has_grads(&y->fc1) || nn_linear_has_grads(&y->fc2) ||
            nn_bottleneck_has_grads(y->adapter_attn) || nn_bottleneck_has_grads(y->adapter_mlp) ||
-           y->dln1_w || y->dln2_w;
+           y->dln1_w || y->dln2_w || y->dprefix;
 }
 
 /* The lowest layer backward must reach (num_layers: none), and whether anything below the
  * encoder (embeddings, pre-layernorm, patch embedding) trains. */
 static int64_t lowest_trainable_layer(const ct_tower *t, int *below) {
-    *below = t->dtok_emb || t->dpos_emb || t->dcls || t->dpre_w || nn_linear_has_grads(&t->patch);
+    *below = t->dtok_emb || t->dpos_emb || t->dcls || t->dpre_w || nn_linear_has_grads(&t->patch) || t->dprompt;
     if (*below) return 0;
     for (int64_t i = 0; i < t->cfg->num_layers; i++)
         if (layer_has_grads(&t->layers[i])) return i;
@@ -384,6 +426,36 @@ static uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
     return z ^ (z >> 32);
 }
 
+/* full (B, V + T, C) = [the layer's V prefix rows (keys, or values when is_value); x (B, T, C)]. */
+static void prefix_concat(const ct_layer *y, const float *x, float *full, int64_t B, int64_t T, int64_t C,
+                          int is_value) {
+    int64_t V = y->n_prefix, Tk = V + T;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t r = 0; r < V; r++)
+            memcpy(full + (b * Tk + r) * C, y->prefix + r * y->prefix_stride + (is_value ? C : 0),
+                   (size_t)C * sizeof(float));
+        memcpy(full + (b * Tk + V) * C, x + b * T * C, (size_t)(T * C) * sizeof(float));
+    }
+}
+
+/* The transpose of prefix_concat: dx (B, T, C) += the sequence rows of dfull; the layer's
+ * prefix gradient (when trainable) += the prefix rows summed over the batch. */
+static void prefix_split_grad(ct_layer *y, const float *dfull, float *dx, int64_t B, int64_t T, int64_t C,
+                              int is_value) {
+    int64_t V = y->n_prefix, Tk = V + T;
+    for (int64_t b = 0; b < B; b++) {
+        const float *src = dfull + (b * Tk + V) * C;
+        float *dst = dx + b * T * C;
+        for (int64_t j = 0; j < T * C; j++) dst[j] += src[j];
+        if (!y->dprefix) continue;
+        for (int64_t r = 0; r < V; r++) {
+            float *g = y->dprefix + r * y->prefix_stride + (is_value ? C : 0);
+            const float *d = dfull + (b * Tk + r) * C;
+            for (int64_t j = 0; j < C; j++) g[j] += d[j];
+        }
+    }
+}
+
 /* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
  * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
 static mmt_status layer_forward(mmt_clip_train *ct, const ct_tower *t, ct_layer *y, int64_t li,
@@ -392,14 +464,21 @@ static mmt_status layer_forward(mmt_clip_train *ct, const ct_tower *t, ct_layer 
     const mmt_ops *ops = ct->ops;
     const mmt_clip_tower_config *c = t->cfg;
     int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, N = B * T;
+    int64_t V = y->n_prefix, Tk = T + V;
     float eps = (float)c->layer_norm_eps;
+    y->k_full = y->v_full = NULL;
+    if (V > 0) {
+        y->k_full = ALLOC_F(ar, B * Tk * C);
+        y->v_full = ALLOC_F(ar, B * Tk * C);
+        if (!y->k_full || !y->v_full) return MMT_STATUS_OUT_OF_MEMORY;
+    }
     y->mean1 = ALLOC_F(ar, N);
     y->rstd1 = ALLOC_F(ar, N);
     y->h1 = ALLOC_F(ar, N * C);
     y->q_out = ALLOC_F(ar, N * C);
     y->k_out = ALLOC_F(ar, N * C);
     y->v_out = ALLOC_F(ar, N * C);
-    y->att = ALLOC_F(ar, B * H * T * T);
+    y->att = ALLOC_F(ar, B * H * T * Tk);
     y->a = ALLOC_F(ar, N * C);
     y->x_mid = ALLOC_F(ar, N * C);
     y->mean2 = ALLOC_F(ar, N);
@@ -417,7 +496,13 @@ static mmt_status layer_forward(mmt_clip_train *ct, const ct_tower *t, ct_layer 
     MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, y->h1, N, train));
     MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, y->h1, N, train));
     MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
-    ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, t->is_text);
+    if (V > 0) {
+        prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
+        prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);
+        ops->attention_kv_fwd(y->a, y->att, y->q_out, y->k_full, y->v_full, B, T, Tk, H, C / H, t->is_text, V);
+    } else {
+        ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, t->is_text);
+    }
     MMT_TRY(nn_linear_forward(&y->o, ops, ar, y->x_mid, y->a, N, train));
     if (y->adapter_attn) MMT_TRY(nn_bottleneck_forward(y->adapter_attn, ops, ar, y->x_mid, N, train));
     ops->add_fwd(y->x_mid, y->x_mid, x_in, N * C);
@@ -479,8 +564,21 @@ static mmt_status layer_backward(mmt_clip_train *ct, const ct_tower *t, ct_layer
     memset(s->dq, 0, nc);
     memset(s->dk, 0, nc);
     memset(s->dv, 0, nc);
-    ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H,
-                       C / H, t->is_text);
+    if (y->n_prefix > 0) {
+        int64_t Tk = T + y->n_prefix;
+        size_t nk = (size_t)(B * Tk * C) * sizeof(float);
+        float *dk_full = mmt_arena_alloc(ar, nk, 64), *dv_full = mmt_arena_alloc(ar, nk, 64);
+        if (!dk_full || !dv_full) return MMT_STATUS_OUT_OF_MEMORY;
+        memset(dk_full, 0, nk);
+        memset(dv_full, 0, nk);
+        ops->attention_kv_bwd(s->dq, dk_full, dv_full, s->datt, s->da, y->q_out, y->k_full, y->v_full, y->att,
+                              B, T, Tk, H, C / H, t->is_text, y->n_prefix);
+        prefix_split_grad(y, dk_full, s->dk, B, T, C, 0);
+        prefix_split_grad(y, dv_full, s->dv, B, T, C, 1);
+    } else {
+        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H,
+                           C / H, t->is_text);
+    }
     float *dh1 = dx_in || y->dln1_w ? s->dh : NULL;
     if (dh1) memset(dh1, 0, nc);
     MMT_TRY(nn_linear_backward(&y->q, ops, ar, dh1, s->dq, y->h1, N));
@@ -500,11 +598,31 @@ static mmt_status layer_backward(mmt_clip_train *ct, const ct_tower *t, ct_layer
 
 /* ---- towers ---------------------------------------------------------------------------- */
 
+/* VPT-deep: rows 1..P of every sequence in x (B, T, C) become layer li's own prompt tokens. */
+static void deep_prompt_insert(const ct_tower *t, int64_t li, float *x, int64_t B, int64_t T) {
+    int64_t C = t->cfg->hidden_size, P = t->n_prompt;
+    for (int64_t b = 0; b < B; b++)
+        memcpy(x + (b * T + 1) * C, t->prompt + li * P * C, (size_t)(P * C) * sizeof(float));
+}
+
+/* Backward of deep_prompt_insert at layer li: the replaced rows of dx (B, T, C) go to the
+ * layer's prompt gradient and do not reach the layer below. */
+static void deep_prompt_grad(ct_tower *t, int64_t li, float *dx, int64_t B, int64_t T) {
+    int64_t C = t->cfg->hidden_size, P = t->n_prompt;
+    for (int64_t b = 0; b < B; b++) {
+        float *rows = dx + (b * T + 1) * C;
+        if (t->dprompt)
+            for (int64_t j = 0; j < P * C; j++) t->dprompt[li * P * C + j] += rows[j];
+        memset(rows, 0, (size_t)(P * C) * sizeof(float));
+    }
+}
+
 /* Runs the encoder on t->layers[0].x_in (already filled), leaving t->x_out. */
 static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int64_t T, int train) {
     int64_t L = t->cfg->num_layers, NC = B * T * t->cfg->hidden_size;
     for (int64_t i = 0; i < L; i++) {
         ct_layer *y = &t->layers[i];
+        if (i > 0 && t->prompt_deep) deep_prompt_insert(t, i, y->x_in, B, T);
         float *out = ALLOC_F(&ct->step, NC);
         if (!out) return MMT_STATUS_OUT_OF_MEMORY;
         if (i + 1 < L) t->layers[i + 1].x_in = out;
@@ -541,6 +659,60 @@ static mmt_status head_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int t
     return MMT_OK;
 }
 
+/* The text input with CoOp context vectors: for each row [BOS][ctx_1..ctx_M][caption][EOS]
+ * (id -1 marks a context slot in t->ids), position embeddings over the whole row, t->pool
+ * at the EOS. A caption that no longer fits the context length keeps its first tokens. Rows
+ * are cut after the furthest EOS (causal attention: later positions cannot matter); shorter
+ * rows are padded with their EOS id. Leaves t->B, t->T, t->ids, t->pooled, layer 0's x_in. */
+static mmt_status text_prompt_forward(mmt_clip_train *ct, ct_tower *t, const int32_t *ids, int64_t B, int64_t L) {
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t C = c->hidden_size, M = t->n_prompt, T = 1;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t eos = mmt_clip_pool_position(ids + b * L, L, c->eos_token_id);
+        int64_t kept = eos - 1 < c->max_positions - M - 2 ? eos - 1 : c->max_positions - M - 2;
+        if (kept < 0) kept = 0;
+        t->pool[b] = 1 + M + kept;
+        if (t->pool[b] + 1 > T) T = t->pool[b] + 1;
+    }
+    t->B = B;
+    t->T = T;
+    t->ids = mmt_arena_alloc(&ct->step, (size_t)(B * T) * sizeof(int32_t), 64);
+    float *x = ALLOC_F(&ct->step, B * T * C);
+    t->pooled = ALLOC_F(&ct->step, B * C);
+    if (!t->ids || !x || !t->pooled) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t b = 0; b < B; b++) {
+        const int32_t *src = ids + b * L;
+        int32_t *row = t->ids + b * T, eos_id = src[mmt_clip_pool_position(src, L, c->eos_token_id)];
+        int64_t kept = t->pool[b] - 1 - M;
+        row[0] = src[0];
+        for (int64_t m = 0; m < M; m++) row[1 + m] = -1;
+        for (int64_t j = 0; j < kept; j++) row[1 + M + j] = src[1 + j];
+        for (int64_t j = t->pool[b]; j < T; j++) row[j] = eos_id;
+        for (int64_t j = 0; j < T; j++) {
+            const float *e = row[j] < 0 ? t->prompt + (j - 1) * C : t->tok_emb + (int64_t)row[j] * C;
+            float *xr = x + (b * T + j) * C;
+            for (int64_t k = 0; k < C; k++) xr[k] = e[k] + t->pos_emb[j * C + k];
+        }
+    }
+    t->layers[0].x_in = x;
+    return MMT_OK;
+}
+
+/* Backward of text_prompt_forward's gather: dx (B, T, C) at layer 0's input into the
+ * context vectors and (full fine-tuning) the token embedding. */
+static void text_prompt_backward(ct_tower *t, const float *dx, int64_t B, int64_t T) {
+    int64_t C = t->cfg->hidden_size;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < T; j++) {
+            int32_t id = t->ids[b * T + j];
+            float *g = id < 0 ? (t->dprompt ? t->dprompt + (j - 1) * C : NULL)
+                              : (t->dtok_emb ? t->dtok_emb + (int64_t)id * C : NULL);
+            if (!g) continue;
+            const float *d = dx + (b * T + j) * C;
+            for (int64_t k = 0; k < C; k++) g[k] += d[k];
+        }
+}
+
 static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B, int64_t L, int train) {
     ct_tower *t = &ct->text;
     const mmt_clip_tower_config *c = t->cfg;
@@ -554,6 +726,13 @@ static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B
                             ids[i], (long long)(i / L), (long long)c->vocab_size);
     t->pool = mmt_arena_alloc(&ct->step, (size_t)B * sizeof(int64_t), 8);
     if (!t->pool) return MMT_STATUS_OUT_OF_MEMORY;
+    if (t->n_prompt > 0) {
+        MMT_TRY(text_prompt_forward(ct, t, ids, B, L));
+        MMT_TRY(encoder_forward(ct, t, B, t->T, train));
+        for (int64_t b = 0; b < B; b++)
+            memcpy(t->pooled + b * C, t->x_out + (b * t->T + t->pool[b]) * C, (size_t)C * sizeof(float));
+        return head_forward(ct, t, B, train);
+    }
     /* Causal attention: positions after the furthest pooled one cannot change the result. */
     int64_t T = 1;
     for (int64_t b = 0; b < B; b++) {
@@ -580,7 +759,7 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     const mmt_clip_tower_config *c = t->cfg;
     const mmt_ops *ops = ct->ops;
     int64_t C = c->hidden_size, P = c->patch_size, S = c->image_size, Ch = c->num_channels;
-    int64_t G = S / P, Np = G * G, T = Np + 1, K = Ch * P * P;
+    int64_t G = S / P, Np = G * G, Pv = t->n_prompt, T = Np + 1 + Pv, K = Ch * P * P;
     t->B = B;
     t->T = T;
     t->patches = ALLOC_F(&ct->step, B * Np * K);
@@ -598,9 +777,10 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     for (int64_t b = 0; b < B; b++) {
         float *row = t->x0 + b * T * C;
         for (int64_t j = 0; j < C; j++) row[j] = t->cls[j] + t->pos_emb[j];
+        if (Pv > 0) memcpy(row + C, t->prompt, (size_t)(Pv * C) * sizeof(float));
         for (int64_t n = 0; n < Np; n++)
             for (int64_t j = 0; j < C; j++)
-                row[(n + 1) * C + j] = emb[(b * Np + n) * C + j] + t->pos_emb[(n + 1) * C + j];
+                row[(n + 1 + Pv) * C + j] = emb[(b * Np + n) * C + j] + t->pos_emb[(n + 1) * C + j];
     }
     ops->layernorm_fwd(x, t->pre_mean, t->pre_rstd, t->x0, t->pre_w, t->pre_b, B * T, C, (float)c->layer_norm_eps);
     t->layers[0].x_in = x;
@@ -632,8 +812,9 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     if (!need_below_head) return MMT_OK;
     /* encoder: dx flows down from the pooled rows */
     float *dx = ALLOC_F(ar, N * C), *dx_next = ALLOC_F(ar, N * C);
+    int64_t Tk = T + t->layers[0].n_prefix;
     layer_grads s = {ALLOC_F(ar, N * C), ALLOC_F(ar, N * C), ALLOC_F(ar, N * C), ALLOC_F(ar, N * C),
-                     ALLOC_F(ar, N * C), ALLOC_F(ar, B * H * T * T), ALLOC_F(ar, N * I), ALLOC_F(ar, N * I),
+                     ALLOC_F(ar, N * C), ALLOC_F(ar, B * H * T * Tk), ALLOC_F(ar, N * I), ALLOC_F(ar, N * I),
                      ALLOC_F(ar, N * C)};
     if (!dx || !dx_next || !s.dh || !s.dq || !s.dk || !s.dv || !s.da || !s.datt || !s.df || !s.dg || !s.dmid)
         return MMT_STATUS_OUT_OF_MEMORY;
@@ -656,6 +837,7 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
         if (st == MMT_OK) st = layer_backward(ct, t, y, &s, y->x_in, dx, need_dx ? dx_next : NULL, B, T);
         mmt_arena_rewind(&ct->scratch, mark);
         MMT_TRY(st);
+        if (need_dx && i > 0 && t->prompt_deep) deep_prompt_grad(t, i, dx_next, B, T);
         float *tmp = dx;
         dx = dx_next;
         dx_next = tmp;
@@ -663,13 +845,17 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     if (!below) return MMT_OK;
     /* embeddings: dx is now the gradient at layer 0's input */
     if (t->is_text) {
-        if (t->dtok_emb) ops->embedding_bwd(t->dtok_emb, dx, t->ids, N, C);
+        if (t->n_prompt > 0) {
+            text_prompt_backward(t, dx, B, T);
+        } else if (t->dtok_emb) {
+            ops->embedding_bwd(t->dtok_emb, dx, t->ids, N, C);
+        }
         if (t->dpos_emb)
             for (int64_t b = 0; b < B; b++)
                 for (int64_t j = 0; j < T * C; j++) t->dpos_emb[j] += dx[b * T * C + j];
         return MMT_OK;
     }
-    int64_t Np = T - 1;
+    int64_t Pv = t->n_prompt, Np = T - 1 - Pv;
     float *dx0 = ALLOC_F(ar, N * C);
     if (!dx0) return MMT_STATUS_OUT_OF_MEMORY;
     memset(dx0, 0, (size_t)(N * C) * sizeof(float));
@@ -678,15 +864,19 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
         const float *row = dx0 + b * T * C;
         for (int64_t j = 0; j < C; j++) {
             if (t->dcls) t->dcls[j] += row[j];
-            if (t->dpos_emb)
-                for (int64_t n = 0; n < T; n++) t->dpos_emb[n * C + j] += row[n * C + j];
+            if (t->dpos_emb) {
+                t->dpos_emb[j] += row[j];
+                for (int64_t n = 0; n < Np; n++) t->dpos_emb[(n + 1) * C + j] += row[(n + 1 + Pv) * C + j];
+            }
         }
+        if (t->dprompt)
+            for (int64_t j = 0; j < Pv * C; j++) t->dprompt[j] += row[C + j];
     }
     if (nn_linear_has_grads(&t->patch)) {
         float *demb = ALLOC_F(ar, B * Np * C);
         if (!demb) return MMT_STATUS_OUT_OF_MEMORY;
         for (int64_t b = 0; b < B; b++)
-            memcpy(demb + b * Np * C, dx0 + (b * T + 1) * C, (size_t)(Np * C) * sizeof(float));
+            memcpy(demb + b * Np * C, dx0 + (b * T + 1 + Pv) * C, (size_t)(Np * C) * sizeof(float));
         MMT_TRY(nn_linear_backward(&t->patch, ops, &ct->scratch, NULL, demb, t->patches, B * Np));
     }
     return MMT_OK;
@@ -694,16 +884,23 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
 
 /* ---- public forward / backward ---------------------------------------------------------- */
 
+static mmt_status run_before_forward(mmt_clip_train *ct) {
+    for (int i = 0; i < ct->n_hooks; i++)
+        if (ct->hooks[i].before_forward) MMT_TRY(ct->hooks[i].before_forward(ct->hooks[i].ctx));
+    return MMT_OK;
+}
+
 mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss) {
     if (B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a training batch needs at least one pair");
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
+    MMT_TRY(run_before_forward(ct));
     ct->text.seed = mix_seed(seed, 1, 0);
     ct->vision.seed = mix_seed(seed, 2, 0);
-    MMT_TRY(text_forward(ct, ids, B, L, 1));
-    MMT_TRY(vision_forward(ct, pixels, B, 1));
+    MMT_TRY(text_forward(ct, ids, B, L, !ct->eval_mode));
+    MMT_TRY(vision_forward(ct, pixels, B, !ct->eval_mode));
     int64_t P = ct->model->cfg.projection_dim;
     float *teacher = NULL;
     if (ct->opt.distill_weight > 0) {
@@ -728,12 +925,15 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
 }
 
 mmt_status mmt_clip_train_backward(mmt_clip_train *ct) {
+    if (ct->eval_mode) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward on a view in evaluation mode");
     if (!ct->text.emb || !ct->vision.emb)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward without a forward_loss");
     if (ct->opt.train_logit_scale && ct->opt.fixed_temperature <= 0)
         ct->dlogit_scale += (float)(ct->dscale * exp((double)ct->logit_scale));
     if (tower_has_grads(&ct->text)) MMT_TRY(tower_backward(ct, &ct->text));
     if (tower_has_grads(&ct->vision)) MMT_TRY(tower_backward(ct, &ct->vision));
+    for (int i = 0; i < ct->n_hooks; i++)
+        if (ct->hooks[i].after_backward) MMT_TRY(ct->hooks[i].after_backward(ct->hooks[i].ctx));
     return MMT_OK;
 }
 
@@ -742,6 +942,7 @@ mmt_status mmt_clip_train_encode_pixels(mmt_clip_train *ct, const float *pixels,
     if (B <= 0) return MMT_OK;
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
+    MMT_TRY(run_before_forward(ct));
     MMT_TRY(vision_forward(ct, pixels, B, 0));
     memcpy(out, ct->vision.emb, (size_t)(B * ct->model->cfg.projection_dim) * sizeof(float));
     ct->vision.emb = ct->text.emb = NULL; /* no backward from an inference pass */
@@ -753,8 +954,71 @@ mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int
     if (B <= 0) return MMT_OK;
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
+    MMT_TRY(run_before_forward(ct));
     MMT_TRY(text_forward(ct, ids, B, L, 0));
     memcpy(out, ct->text.emb, (size_t)(B * ct->model->cfg.projection_dim) * sizeof(float));
     ct->vision.emb = ct->text.emb = NULL;
     return MMT_OK;
+}
+
+/* ---- prompts, prefixes and hooks --------------------------------------------------------- */
+
+const float *mmt_clip_train_token_embedding(const mmt_clip_train *ct) { return ct->text.tok_emb; }
+
+mmt_status mmt_clip_train_set_text_prompt(mmt_clip_train *ct, int64_t M, const float *prompt, float *dprompt) {
+    ct_tower *t = &ct->text;
+    if (M < 0 || M > t->cfg->max_positions - 2)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld text prompt tokens: the context length %lld leaves room for 0..%lld",
+                        (long long)M, (long long)t->cfg->max_positions, (long long)(t->cfg->max_positions - 2));
+    if (M > 0 && t->n_prompt > 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the text tower already has prompt tokens");
+    t->n_prompt = M;
+    t->prompt = M > 0 ? prompt : NULL;
+    t->dprompt = M > 0 ? dprompt : NULL;
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_set_visual_prompt(mmt_clip_train *ct, int64_t P, int deep, const float *prompt,
+                                            float *dprompt) {
+    ct_tower *t = &ct->vision;
+    if (P < 0 || P > 4096)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld visual prompt tokens is outside 0..4096", (long long)P);
+    if (P > 0 && t->n_prompt > 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the vision tower already has prompt tokens");
+    t->n_prompt = P;
+    t->prompt_deep = P > 0 && deep;
+    t->prompt = P > 0 ? prompt : NULL;
+    t->dprompt = P > 0 ? dprompt : NULL;
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_set_prefix(mmt_clip_train *ct, int vision, int64_t V, const float *kv, float *dkv) {
+    ct_tower *t = vision ? &ct->vision : &ct->text;
+    int64_t L = t->cfg->num_layers, C = t->cfg->hidden_size;
+    if (V < 0 || V > 4096)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld prefix tokens is outside 0..4096", (long long)V);
+    if (V > 0 && t->layers[0].n_prefix > 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the %s tower already has prefixes", vision ? "vision" : "text");
+    for (int64_t i = 0; i < L; i++) {
+        ct_layer *y = &t->layers[i];
+        y->n_prefix = V;
+        y->prefix_stride = L * 2 * C;
+        y->prefix = V > 0 ? kv + 2 * i * C : NULL;
+        y->dprefix = V > 0 && dkv ? dkv + 2 * i * C : NULL;
+    }
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_add_hooks(mmt_clip_train *ct, void *ctx, mmt_status (*before_forward)(void *ctx),
+                                    mmt_status (*after_backward)(void *ctx)) {
+    if (ct->n_hooks == CT_MAX_HOOKS) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "too many hooks on a training view");
+    ct->hooks[ct->n_hooks++] = (ct_hook){ctx, before_forward, after_backward};
+    return MMT_OK;
+}
+
+void mmt_clip_train_remove_hooks(mmt_clip_train *ct, void *ctx) {
+    int k = 0;
+    for (int i = 0; i < ct->n_hooks; i++)
+        if (ct->hooks[i].ctx != ctx) ct->hooks[k++] = ct->hooks[i];
+    ct->n_hooks = k;
 }

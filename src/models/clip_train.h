@@ -70,6 +70,9 @@ void mmt_clip_train_zero_grad(mmt_clip_train *ct);
 mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss);
+/* Evaluation mode (eval != 0): forward_loss only computes the loss and embeddings — no
+ * dropout, no activations kept, backward refused. */
+void mmt_clip_train_set_eval(mmt_clip_train *ct, int eval);
 /* Gradients of the last forward_loss (+= into every registered gradient). */
 mmt_status mmt_clip_train_backward(mmt_clip_train *ct);
 
@@ -92,5 +95,27 @@ float mmt_clip_train_logit_scale(const mmt_clip_train *ct);
 void mmt_clip_train_after_step(mmt_clip_train *ct);
 /* Peak bytes of the activation arena so far. */
 size_t mmt_clip_train_peak_activation_bytes(const mmt_clip_train *ct);
+
+/* ---- prompt and prefix tuning (peft/prompt.h owns the tensors) ----------------------------
+ * The view borrows the tensors; a NULL gradient means frozen; a count of 0 removes them.
+ * How the sequences change is described at the top of clip_train.c. */
+
+/* The base token embedding (vocab, C) (for prompts initialised from a text). */
+const float *mmt_clip_train_token_embedding(const mmt_clip_train *ct);
+/* CoOp: M context vectors (M, C_text) after BOS; M <= context length - 2. */
+mmt_status mmt_clip_train_set_text_prompt(mmt_clip_train *ct, int64_t M, const float *prompt, float *dprompt);
+/* VPT: P tokens after CLS. prompt is (P, C_vision), or with deep (num_layers, P, C_vision):
+ * block 0 at the input, block i replacing them at layer i's input. */
+mmt_status mmt_clip_train_set_visual_prompt(mmt_clip_train *ct, int64_t P, int deep, const float *prompt,
+                                            float *dprompt);
+/* Prefix tuning of one tower: kv (V, num_layers * 2 * C), PEFT's prompt_embeddings layout:
+ * row r holds, for each layer l, its key at l*2*C and its value at l*2*C + C. */
+mmt_status mmt_clip_train_set_prefix(mmt_clip_train *ct, int vision, int64_t V, const float *kv, float *dkv);
+
+/* Calls before every forward (training or encode_*) and after every backward, for modules
+ * that derive their tensors (prefix projection); at most 4 per view. Removed by ctx. */
+mmt_status mmt_clip_train_add_hooks(mmt_clip_train *ct, void *ctx, mmt_status (*before_forward)(void *ctx),
+                                    mmt_status (*after_backward)(void *ctx));
+void mmt_clip_train_remove_hooks(mmt_clip_train *ct, void *ctx);
 
 #endif

@@ -39,6 +39,8 @@ static const mmt_ops ops_ref = {
     .attention_bwd = attention_bwd_ref,
     .embedding_bwd = embedding_bwd_ref,
     .patchify_bwd = patchify_bwd_ref,
+    .attention_kv_fwd = attention_kv_fwd_ref,
+    .attention_kv_bwd = attention_kv_bwd_ref,
 };
 
 static const mmt_ops ops_avx2 = {
@@ -61,6 +63,8 @@ static const mmt_ops ops_avx2 = {
     .attention_bwd = attention_bwd_avx2,
     .embedding_bwd = embedding_bwd_cpu,
     .patchify_bwd = patchify_bwd_cpu,
+    .attention_kv_fwd = attention_kv_fwd_avx2,
+    .attention_kv_bwd = attention_kv_bwd_avx2,
 };
 
 const mmt_ops *mmt_ops_ref(void) { return &ops_ref; }

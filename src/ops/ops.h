@@ -111,6 +111,20 @@ typedef struct mmt_ops {
      * pixels outside whole patches get nothing. */
     void (*patchify_bwd)(float *dx, const float *dy, int64_t B, int64_t Cin, int64_t Hh,
                          int64_t Ww, int64_t P);
+
+    /* ---- attention with more keys than queries (prefix tuning) ---------------------
+     * As attention_fwd/_bwd, but q and out are (B, Tq, H*D), k and v (B, Tk, H*D), att and
+     * datt (B, H, Tq, Tk). causal masks key j > i + causal_offset for query i (causal_offset
+     * >= 0): with Tk - Tq learned prefix rows in front of the keys, causal_offset = Tk - Tq
+     * lets every query see every prefix row and the sequence causally. Tq = Tk with offset
+     * 0 is attention_fwd/_bwd exactly. */
+    void (*attention_kv_fwd)(float *out, float *att, const float *q, const float *k,
+                             const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                             int64_t D, int causal, int64_t causal_offset);
+    void (*attention_kv_bwd)(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                             const float *q, const float *k, const float *v, const float *att,
+                             int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
+                             int64_t causal_offset);
 } mmt_ops;
 
 /* The plain C reference backend (the oracle). */

@@ -9,6 +9,7 @@
 #include "core/safetensors.h"
 #include "data/image.h"
 #include "data/preprocess.h"
+#include "models/clip_internal.h" /* mmt_clip_pool_position */
 #include "models/clip_modules.h"
 #include "models/weights.h"
 #include "peft/bottleneck_config.h"
@@ -20,6 +21,8 @@ struct mmt_clip_task {
     mmt_clip_task_options opt;
     mmt_clip_train *view;           /* owned */
     mmt_adapter *adapter;           /* owned; NULL for full fine-tuning */
+    mmt_prompt *prompt;             /* owned; NULL without prompt / prefix tuning */
+    mmt_peft_config prompt_peft;    /* owned when prompt: its adapter_config.json */
     mmt_peft_config peft;           /* owned copy (adapter methods) when have_peft */
     int have_peft;
     mmt_bottleneck_config bottleneck; /* bottleneck adapters' settings when have_bottleneck */
@@ -139,6 +142,149 @@ static mmt_status ia3_pin_layers(mmt_peft_config *cfg, const mmt_adapter *ad) {
     return s;
 }
 
+/* ---- prompt / prefix tuning in an adapter folder ------------------------------------------- */
+
+#define PROMPT_SUBDIR "prompt"
+
+char *mmt_clip_prompt_dir(const char *dir) {
+    char *cfg = mmt_path_join(dir, "adapter_config.json");
+    mmt_peft_config pc;
+    memset(&pc, 0, sizeof pc);
+    char *out = NULL;
+    int bottleneck = 0;
+    if (!cfg || !mmt_file_exists(cfg) || mmt_bottleneck_config_probe(cfg, &bottleneck) != MMT_OK) {
+        mmt_free(cfg);
+        return NULL;
+    }
+    if (!bottleneck && mmt_peft_config_load(cfg, &pc) == MMT_OK) {
+        if (pc.peft_type == MMT_PEFT_PROMPT_TUNING || pc.peft_type == MMT_PEFT_PREFIX_TUNING) out = mmt_strdup(dir);
+        mmt_peft_config_free(&pc);
+    }
+    if (!out) { /* beside a LoRA / IA3 / bottleneck adapter */
+        char *sub = mmt_path_join(dir, PROMPT_SUBDIR), *subcfg = sub ? mmt_path_join(sub, "adapter_config.json") : NULL;
+        if (subcfg && mmt_file_exists(subcfg)) out = sub, sub = NULL;
+        mmt_free(sub);
+        mmt_free(subcfg);
+    }
+    mmt_free(cfg);
+    return out;
+}
+
+/* Loads the prompt part saved in dir (a PROMPT_TUNING / PREFIX_TUNING folder). */
+static mmt_status prompt_load_dir(mmt_clip_train *view, const char *dir, int trainable, mmt_prompt **out) {
+    *out = NULL;
+    char *cfgpath = mmt_path_join(dir, "adapter_config.json");
+    char *wpath = mmt_path_join(dir, "adapter_model.safetensors");
+    mmt_peft_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    mmt_prompt_settings ps;
+    mmt_status s = cfgpath && wpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    int have_cfg = 0;
+    if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) have_cfg = 1;
+    if (s == MMT_OK)
+        s = mmt_prompt_settings_from_file(&cfg, wpath, mmt_clip_config_of(mmt_clip_train_model(view)), &ps);
+    if (s == MMT_OK) {
+        ps.trainable = trainable;
+        s = mmt_prompt_attach(view, &ps, out);
+    }
+    if (s == MMT_OK && (s = mmt_prompt_load_tensors(*out, wpath)) != MMT_OK) {
+        mmt_prompt_free(*out);
+        *out = NULL;
+    }
+    if (have_cfg) mmt_peft_config_free(&cfg);
+    mmt_free(cfgpath);
+    mmt_free(wpath);
+    return s;
+}
+
+mmt_status mmt_clip_adapters_load(mmt_clip_train *view, const char *dir, int trainable,
+                                  mmt_adapter **ad, mmt_prompt **prompt) {
+    *ad = NULL;
+    *prompt = NULL;
+    char *cfgpath = mmt_path_join(dir, "adapter_config.json");
+    mmt_peft_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    int bottleneck = 0; /* mmtune's bottleneck adapters: not a PEFT config (peft/bottleneck_config.h) */
+    mmt_status s = cfgpath ? mmt_bottleneck_config_probe(cfgpath, &bottleneck) : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK && !bottleneck) s = mmt_peft_config_load(cfgpath, &cfg);
+    int prompt_only = s == MMT_OK && !bottleneck &&
+                      (cfg.peft_type == MMT_PEFT_PROMPT_TUNING || cfg.peft_type == MMT_PEFT_PREFIX_TUNING);
+    if (s == MMT_OK && !bottleneck) mmt_peft_config_free(&cfg);
+    mmt_free(cfgpath);
+    if (s == MMT_OK && !prompt_only) s = mmt_clip_adapter_load(view, dir, trainable, ad);
+    char *pdir = s == MMT_OK ? mmt_clip_prompt_dir(dir) : NULL;
+    if (s == MMT_OK && pdir) s = prompt_load_dir(view, pdir, trainable, prompt);
+    mmt_free(pdir);
+    if (s != MMT_OK) {
+        mmt_adapter_free(*ad);
+        *ad = NULL;
+    }
+    return s;
+}
+
+/* Where the task's prompt part lives under a checkpoint or adapter folder (mmt_malloc'd). */
+static char *task_prompt_dir(const mmt_clip_task *t, const char *dir) {
+    return t->adapter ? mmt_path_join(dir, PROMPT_SUBDIR) : mmt_strdup(dir);
+}
+
+static mmt_status task_save_prompt(mmt_clip_task *t, const char *dir) {
+    char *pdir = task_prompt_dir(t, dir);
+    char *cfg = pdir ? mmt_path_join(pdir, "adapter_config.json") : NULL;
+    char *w = pdir ? mmt_path_join(pdir, "adapter_model.safetensors") : NULL;
+    mmt_status s = cfg && w ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK && t->adapter) s = mmt_mkdirs(pdir);
+    if (s == MMT_OK) s = mmt_peft_config_save(&t->prompt_peft, cfg);
+    if (s == MMT_OK) s = mmt_prompt_save_tensors(t->prompt, w);
+    mmt_free(pdir);
+    mmt_free(cfg);
+    mmt_free(w);
+    return s;
+}
+
+static mmt_status task_load_prompt(mmt_clip_task *t, const char *dir) {
+    char *pdir = task_prompt_dir(t, dir);
+    char *w = pdir ? mmt_path_join(pdir, "adapter_model.safetensors") : NULL;
+    mmt_status s = w ? mmt_prompt_load_tensors(t->prompt, w) : MMT_STATUS_OUT_OF_MEMORY;
+    mmt_free(pdir);
+    mmt_free(w);
+    return s;
+}
+
+/* The token ids of an init text without BOS, EOS and padding. */
+static mmt_status prompt_init_ids(mmt_clip *model, const char *text, int32_t **ids, int64_t *n) {
+    const mmt_clip_config *c = mmt_clip_config_of(model);
+    int64_t L = c->text.max_positions;
+    *ids = mmt_malloc((size_t)L * sizeof(int32_t));
+    *n = 0;
+    if (!*ids) return MMT_STATUS_OUT_OF_MEMORY;
+    MMT_TRY(mmt_clip_tokenize(model, &text, 1, 1, *ids));
+    int64_t eos = mmt_clip_pool_position(*ids, L, c->text.eos_token_id);
+    *n = eos > 1 ? eos - 1 : 0;
+    memmove(*ids, *ids + 1, (size_t)*n * sizeof(int32_t));
+    if (*n == 0) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the prompt init text \"%s\" has no tokens", text);
+    return MMT_OK;
+}
+
+static mmt_status task_attach_prompt(mmt_clip_task *t, const mmt_clip_task_options *o) {
+    mmt_prompt_settings ps = *o->prompt;
+    int32_t *ids = NULL;
+    mmt_status s = MMT_OK;
+    if (o->prompt_init_text && o->prompt_init_text[0] && ps.text_tokens > 0) {
+        s = prompt_init_ids(t->model, o->prompt_init_text, &ids, &ps.n_init_ids);
+        ps.init_ids = ids;
+    }
+    ps.seed = o->seed;
+    ps.trainable = 1;
+    if (s == MMT_OK) s = mmt_prompt_attach(t->view, &ps, &t->prompt);
+    if (s == MMT_OK)
+        s = mmt_prompt_peft_config(&ps, mmt_clip_config_of(t->model), ps.text_tokens > 0 ? o->prompt_init_text : NULL,
+                                   &t->prompt_peft);
+    if (s == MMT_OK && !(t->prompt_peft.base_model_name_or_path = mmt_strdup(mmt_clip_weights(t->model)->dir)))
+        s = MMT_STATUS_OUT_OF_MEMORY;
+    mmt_free(ids);
+    return s;
+}
+
 /* ---- the task ---------------------------------------------------------------------------- */
 
 static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) {
@@ -190,6 +336,8 @@ static void task_after_step(void *ctx) { mmt_clip_train_after_step(((mmt_clip_ta
 static mmt_status task_save(void *ctx, const char *dir) {
     mmt_clip_task *t = ctx;
     mmt_status s = MMT_OK;
+    if (t->prompt) MMT_TRY(task_save_prompt(t, dir));
+    if (t->prompt && !t->adapter) return MMT_OK;
     if (t->adapter) {
         char *cfg = mmt_path_join(dir, "adapter_config.json"), *w = mmt_path_join(dir, "adapter_model.safetensors");
         if (!cfg || !w) s = MMT_STATUS_OUT_OF_MEMORY;
@@ -234,6 +382,8 @@ static mmt_status task_save(void *ctx, const char *dir) {
 
 static mmt_status task_load(void *ctx, const char *dir) {
     mmt_clip_task *t = ctx;
+    if (t->prompt) MMT_TRY(task_load_prompt(t, dir));
+    if (t->prompt && !t->adapter) return MMT_OK;
     if (t->adapter) {
         char *w = mmt_path_join(dir, "adapter_model.safetensors");
         mmt_status s = w ? mmt_adapter_load_tensors(t->adapter, w) : MMT_STATUS_OUT_OF_MEMORY;
@@ -284,9 +434,10 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
         t->have_peft = 1;
         if ((s = mmt_clip_adapter_from_config(t->view, o->peft, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
         if ((s = ia3_pin_layers(&t->peft, t->adapter)) != MMT_OK) goto fail;
-    } else if ((s = mmt_clip_train_make_full(t->view)) != MMT_OK) {
+    } else if (!o->prompt && (s = mmt_clip_train_make_full(t->view)) != MMT_OK) {
         goto fail;
     }
+    if (o->prompt && (s = task_attach_prompt(t, o)) != MMT_OK) goto fail;
     t->ids = mmt_malloc((size_t)(pairs->n * t->L) * sizeof(int32_t));
     if (!t->ids) {
         s = MMT_STATUS_OUT_OF_MEMORY;
@@ -316,6 +467,8 @@ fail:
 void mmt_clip_task_free(mmt_clip_task *t) {
     if (!t) return;
     mmt_adapter_free(t->adapter);
+    mmt_prompt_free(t->prompt);
+    mmt_peft_config_free(&t->prompt_peft);
     mmt_clip_train_free(t->view);
     if (t->have_peft) mmt_peft_config_free(&t->peft);
     if (t->cache)
@@ -349,3 +502,4 @@ int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t) {
 
 mmt_clip_train *mmt_clip_task_view(mmt_clip_task *t) { return t->view; }
 mmt_adapter *mmt_clip_task_adapter(mmt_clip_task *t) { return t->adapter; }
+mmt_prompt *mmt_clip_task_prompt(mmt_clip_task *t) { return t->prompt; }

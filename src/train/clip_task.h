@@ -21,12 +21,18 @@
 #include "peft/adapter.h"
 #include "peft/bottleneck_config.h"
 #include "peft/peft_config.h"
+#include "peft/prompt.h"
 #include "train/trainer.h"
 
 typedef struct mmt_clip_task mmt_clip_task;
 
 typedef struct mmt_clip_task_options {
-    const mmt_peft_config *peft;        /* NULL: full fine-tuning */
+    const mmt_peft_config *peft;        /* LoRA / IA3; NULL: none (full fine-tuning without prompt) */
+    /* prompt / prefix tuning (peft/prompt.h), alone or beside peft; NULL: none. Alone it is
+     * saved as the adapter; beside a LoRA / IA3 adapter in its subfolder "prompt/" (where
+     * PEFT saves a second adapter named "prompt"). */
+    const mmt_prompt_settings *prompt;
+    const char *prompt_init_text;       /* initialise text prompts from this text's embeddings */
     /* bottleneck adapters (peft/bottleneck_config.h) instead of peft; NULL: none */
     const mmt_bottleneck_config *bottleneck;
     mmt_clip_train_options train;
@@ -44,6 +50,7 @@ void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out);
 int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t);
 mmt_clip_train *mmt_clip_task_view(mmt_clip_task *t);
 mmt_adapter *mmt_clip_task_adapter(mmt_clip_task *t);
+mmt_prompt *mmt_clip_task_prompt(mmt_clip_task *t);
 
 /* Resolves a PEFT config's targets on a model and attaches an adapter to the view
  * (trainable or not). Used by training, evaluation and merging alike. */
@@ -53,5 +60,12 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
  * trainable registers its tensors with the view (continued training, tests). */
 mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trainable,
                                  mmt_adapter **out);
+/* Loads what an adapter folder holds: a LoRA / IA3 / bottleneck adapter (*ad) and prompt /
+ * prefix tuning (*prompt): the folder's own when its peft_type is PROMPT_TUNING or
+ * PREFIX_TUNING, or its "prompt/" subfolder beside another adapter. Either comes back NULL when absent. */
+mmt_status mmt_clip_adapters_load(mmt_clip_train *view, const char *dir, int trainable,
+                                  mmt_adapter **ad, mmt_prompt **prompt);
+/* The folder of the prompt part of a saved adapter, or NULL (mmt_malloc'd). */
+char *mmt_clip_prompt_dir(const char *dir);
 
 #endif

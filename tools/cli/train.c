@@ -53,6 +53,10 @@ typedef struct train_cfg {
     double temperature, distill;
     const char *progress;
     int quiet;
+    /* prompt and prefix tuning */
+    int64_t virtual_tokens, prompt_tokens, visual_prompt_tokens, prefix_hidden;
+    int vpt_deep, prefix_projection, prefix_vision;
+    const char *prompt_init_text;
 } train_cfg;
 
 typedef struct train_opt {
@@ -98,6 +102,14 @@ static const train_opt TRAIN_OPTS[] = {
     {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
     {"--layers", "layers_to_transform", OPT_STRING, F(layers), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
     {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled"},
+    {"--num-virtual-tokens", "num_virtual_tokens", OPT_INT, F(virtual_tokens), "N", "prompt, visual-prompt, prefix: learned tokens (per layer for prefix)"},
+    {"--prompt-tokens", "prompt_tokens", OPT_INT, F(prompt_tokens), "N", "also learn N CoOp text prompts (with lora, ia3, visual-prompt)"},
+    {"--visual-prompt-tokens", "visual_prompt_tokens", OPT_INT, F(visual_prompt_tokens), "N", "also learn N VPT tokens (with lora, ia3, prompt, prefix)"},
+    {"--vpt-deep", "vpt_deep", OPT_BOOL, F(vpt_deep), NULL, "visual prompts in every vision layer (VPT-deep)"},
+    {"--prompt-init-text", "prompt_tuning_init_text", OPT_STRING, F(prompt_init_text), "TEXT", "initialise text prompts from this text's token embeddings"},
+    {"--prefix-projection", "prefix_projection", OPT_BOOL, F(prefix_projection), NULL, "prefix: train PEFT's MLP reparameterisation"},
+    {"--prefix-hidden", "encoder_hidden_size", OPT_INT, F(prefix_hidden), "N", "prefix projection width (0: the hidden size)"},
+    {"--prefix-vision", "prefix_vision", OPT_BOOL, F(prefix_vision), NULL, "prefix: the vision tower's layers too"},
     {"--checkpointing", "gradient_checkpointing", OPT_BOOL, F(checkpointing), NULL, "recompute encoder blocks in backward (less memory)"},
     {"--learn-logit-scale", "learn_logit_scale", OPT_BOOL, F(learn_logit_scale), NULL, "train CLIP's temperature too (clamped at 100)"},
     {"--temperature", "temperature", OPT_DOUBLE, F(temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
@@ -132,6 +144,7 @@ static void train_defaults(train_cfg *c) {
     c->targets = "q_proj,v_proj";
     c->scope = "both";
     c->feedforward = "fc2";
+    c->virtual_tokens = 8;
     c->cache_mb = 1024;
     c->progress = "auto";
 }
@@ -156,7 +169,9 @@ static void print_train_help(void) {
            "checkpoints in OUT/ckpt-STEP/, one line per step in OUT/metrics.jsonl.\n"
            "--method linear-probe instead trains a linear head (cross-entropy) on the frozen image\n"
            "embeddings; classes are each pair's \"label\", or its text. It writes head.safetensors +\n"
-           "head_config.json to OUT/adapter/ (score with: mmtune eval --head OUT/adapter).\n\n"
+           "head_config.json to OUT/adapter/ (score with: mmtune eval --head OUT/adapter).\n"
+           "--method prompt (CoOp text context vectors), visual-prompt (VPT) and prefix (per-layer\n"
+           "key/value prefixes) train learned tokens; docs/peft_format.md lists their files.\n\n"
            "options (JSON config key in brackets; flags override the config file):\n");
     for (size_t i = 0; i < N_TRAIN_OPTS; i++) {
         const train_opt *o = &TRAIN_OPTS[i];
@@ -341,6 +356,34 @@ static int build_peft_config(const train_cfg *c, const char *model_dir, mmt_peft
     return 0;
 }
 
+/* The prompt / prefix tokens the settings ask for (any method but full and linear-probe).
+ * Returns 0 or an exit code; *have is 0 when there are none. */
+static int build_prompt_settings(const train_cfg *c, int is_prompt, mmt_prompt_settings *ps, int *have) {
+    memset(ps, 0, sizeof *ps);
+    *have = 0;
+    if (c->virtual_tokens < 1 || c->prompt_tokens < 0 || c->visual_prompt_tokens < 0 || c->prefix_hidden < 0)
+        return cli_usage_error("train: prompt token counts must be positive");
+    int full = !strcmp(c->method, "full");
+    ps->text_tokens = c->prompt_tokens;
+    ps->visual_tokens = c->visual_prompt_tokens;
+    if (!strcmp(c->method, "prompt")) ps->text_tokens = c->virtual_tokens;
+    if (!strcmp(c->method, "visual-prompt")) ps->visual_tokens = c->virtual_tokens;
+    if (!strcmp(c->method, "prefix")) {
+        if (c->prompt_tokens > 0)
+            return cli_usage_error("train: --prompt-tokens cannot go with --method prefix (both are PEFT's prompt_embeddings)");
+        ps->prefix_tokens = c->virtual_tokens;
+        ps->prefix_projection = c->prefix_projection;
+        ps->encoder_hidden_size = c->prefix_hidden;
+        ps->prefix_vision = c->prefix_vision;
+    }
+    ps->visual_deep = c->vpt_deep;
+    if (ps->text_tokens == 0 && ps->visual_tokens == 0 && ps->prefix_tokens == 0) return 0;
+    if (full) return cli_usage_error("train: prompt tokens cannot go with --method full");
+    *have = 1;
+    (void)is_prompt;
+    return 0;
+}
+
 /* Bottleneck adapter settings (--method adapter; --scope and --layers choose where). Returns
  * 0 or an exit code. */
 static int build_bottleneck_config(const train_cfg *c, mmt_bottleneck_config *bc) {
@@ -413,9 +456,14 @@ int cmd_train(int argc, char **argv) {
     int is_full = c.method && strcmp(c.method, "full") == 0;
     int is_bottleneck = c.method && strcmp(c.method, "adapter") == 0;
     int is_probe = c.method && strcmp(c.method, "linear-probe") == 0; /* frozen tower + a linear head */
-    if (rc == 0 && !is_full && !is_probe && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0 &&
+    int is_prompt = c.method && (!strcmp(c.method, "prompt") || !strcmp(c.method, "visual-prompt") || !strcmp(c.method, "prefix"));
+    if (rc == 0 && !is_full && !is_probe && !is_prompt && strcmp(c.method, "lora") != 0 && strcmp(c.method, "ia3") != 0 &&
         !is_bottleneck)
-        rc = cli_usage_error("train: --method takes lora, ia3, adapter, full or linear-probe, not '%s'", c.method);
+        rc = cli_usage_error("train: --method takes lora, ia3, adapter, full, linear-probe, prompt, visual-prompt or prefix, not '%s'",
+                             c.method);
+    mmt_prompt_settings ps;
+    int have_ps = 0;
+    if (rc == 0 && !is_probe) rc = build_prompt_settings(&c, is_prompt, &ps, &have_ps);
     mmt_schedule_kind sk = MMT_SCHEDULE_COSINE;
     if (rc == 0 && mmt_schedule_kind_parse(c.schedule, &sk) != MMT_OK)
         rc = cli_usage_error("--schedule takes cosine, linear or constant, not '%s'", c.schedule);
@@ -443,7 +491,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (pairs->skipped) fprintf(stderr, "mmtune: skipped %lld bad lines of %s\n", (long long)pairs->skipped, c.data);
     if (is_bottleneck && (rc = build_bottleneck_config(&c, &bc)) != 0) goto done;
-    if (!is_full && !is_bottleneck && !is_probe) {
+    if (!is_full && !is_bottleneck && !is_probe && !is_prompt) {
         if ((rc = build_peft_config(&c, c.model, &pc)) != 0) goto done;
         have_pc = 1;
     }
@@ -451,6 +499,8 @@ int cmd_train(int argc, char **argv) {
     memset(&to, 0, sizeof to);
     to.peft = have_pc ? &pc : NULL;
     to.bottleneck = is_bottleneck ? &bc : NULL;
+    to.prompt = have_ps ? &ps : NULL;
+    to.prompt_init_text = c.prompt_init_text;
     mmt_clip_train_options_default(&to.train);
     to.train.checkpointing = c.checkpointing;
     to.train.train_logit_scale = c.learn_logit_scale || (is_full && c.temperature <= 0);
@@ -637,6 +687,7 @@ int cmd_eval(int argc, char **argv) {
     mmt_pairs *pairs = NULL;
     mmt_clip_train *view = NULL;
     mmt_adapter *ad = NULL;
+    mmt_prompt *prompt = NULL;
     float *img = NULL, *txt = NULL;
     int rc = 0;
     mmt_clip_train_options o;
@@ -644,10 +695,12 @@ int cmd_eval(int argc, char **argv) {
     mmt_retrieval_metrics m;
     double loss = NAN;
     if (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_pairs_load_jsonl(data, skip_bad, &pairs) != MMT_OK ||
-        mmt_clip_train_create(model, &o, &view) != MMT_OK || (adapter_dir && mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK)) {
+        mmt_clip_train_create(model, &o, &view) != MMT_OK ||
+        (adapter_dir && mmt_clip_adapters_load(view, adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
         rc = cli_runtime_error();
         goto done;
     }
+    mmt_clip_train_set_eval(view, 1); /* no dropout in evaluation */
     int64_t P = mmt_clip_embed_dim(model);
     img = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
     txt = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
@@ -669,6 +722,7 @@ done:
     mmt_free(img);
     mmt_free(txt);
     mmt_adapter_free(ad);
+    mmt_prompt_free(prompt);
     mmt_clip_train_free(view);
     mmt_pairs_free(pairs);
     mmt_clip_free(model);
@@ -697,6 +751,12 @@ int cmd_merge(int argc, char **argv) {
         else return cli_usage_error("merge: unknown option '%s'", a);
     }
     if (!model_dir || !adapter_dir || !out) return cli_usage_error("merge: --model, --adapter and --out are required");
+    char *prompt_dir = mmt_clip_prompt_dir(adapter_dir);
+    int has_prompt = prompt_dir != NULL;
+    mmt_free(prompt_dir);
+    if (has_prompt)
+        return fprintf(stderr, "mmtune: error: %s: prompt and prefix tuning add tokens and cannot be merged into the weights\n",
+                       adapter_dir), 1;
     mmt_clip *model = NULL;
     mmt_clip_train *view = NULL;
     mmt_adapter *ad = NULL;

@@ -77,6 +77,14 @@ void attention_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const floa
                         const float *q, const float *k, const float *v, const float *att,
                         int64_t B, int64_t T, int64_t H, int64_t D, int causal);
 
+void attention_kv_fwd_avx2(float *out, float *att, const float *q, const float *k, const float *v,
+                           int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
+                           int64_t causal_offset);
+void attention_kv_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                           const float *q, const float *k, const float *v, const float *att,
+                           int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
+                           int64_t causal_offset);
+
 void embedding_fwd_cpu(float *y, const int32_t *ids, const float *table, int64_t N, int64_t C);
 void patchify_fwd_cpu(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
                       int64_t P);

@@ -44,4 +44,13 @@ void embedding_bwd_ref(float *dtable, const float *dy, const int32_t *ids, int64
 void patchify_bwd_ref(float *dx, const float *dy, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
                       int64_t P);
 
+/* Attention with Tq queries and Tk keys (prefix tuning); see ops.h attention_kv_fwd. */
+void attention_kv_fwd_ref(float *out, float *att, const float *q, const float *k, const float *v,
+                          int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
+                          int64_t causal_offset);
+void attention_kv_bwd_ref(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                          const float *q, const float *k, const float *v, const float *att,
+                          int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
+                          int64_t causal_offset);
+
 #endif
