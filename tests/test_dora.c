@@ -69,17 +69,17 @@ static void fixture_free(dora_batch *f) {
     free(f->ids);
 }
 
-/* DoRA r=2 alpha=4 on q_proj, v_proj and fc1 of both towers; B and m moved off their
+/* DoRA r=2 alpha=4 on q_proj, v_proj and fc1 of both towers and the patch conv; B and m moved off their
  * initial values so the magnitude's factor m / ||W + s B A|| is not 1. */
 static mmt_status attach(mmt_clip_train *ct, float dropout, int trainable, mmt_adapter **ad) {
     mmt_peft_config pc;
     MMT_TRY(mmt_peft_config_default(&pc, MMT_PEFT_LORA));
-    const char *t[] = {"q_proj", "v_proj", "fc1"};
+    const char *t[] = {"q_proj", "v_proj", "fc1", "patch_embedding"};
     pc.r = 2;
     pc.lora_alpha = 4;
     pc.use_dora = 1;
     pc.lora_dropout = dropout;
-    mmt_status s = mmt_peft_names_set_list(&pc.target_modules, t, 3);
+    mmt_status s = mmt_peft_names_set_list(&pc.target_modules, t, 4);
     if (s == MMT_OK) s = mmt_clip_adapter_from_config(ct, &pc, 3, trainable, ad);
     mmt_peft_config_free(&pc);
     return s;
@@ -114,7 +114,7 @@ static void check_magnitude_fd(float dropout) {
     perturb(ad);
     int64_t n;
     const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    CHECK(n == 3 * 3 * 2 * 2); /* 3 modules x 2 layers x 2 towers, 3 tensors each */
+    CHECK(n == 3 * (3 * 2 * 2 + 1)); /* 3 modules x 2 layers x 2 towers + the patch conv, 3 tensors each */
     mmt_clip_train_zero_grad(ct);
     CHECK(isfinite(loss_of(ct, &f)));
     CHECK(mmt_clip_train_backward(ct) == MMT_OK);
@@ -151,7 +151,7 @@ static void check_magnitude_fd(float dropout) {
         free(v);
         free(saved);
     }
-    CHECK(checked == 12);
+    CHECK(checked == 13);
 done:
     mmt_adapter_free(ad);
     mmt_clip_train_free(ct);
@@ -254,7 +254,9 @@ static void test_merge_and_round_trip(void) {
         const mmt_st_tensor *t =
             mmt_safetensors_find(st, "base_model.model.vision_model.encoder.layers.1.mlp.fc1.lora_magnitude_vector");
         CHECK(t && t->ndim == 1 && t->shape[0] == mmt_clip_config_of(f.model)->vision.intermediate_size);
-        CHECK(st->n_tensors == 36);
+        CHECK(st->n_tensors == 39);
+        t = mmt_safetensors_find(st, "base_model.model.vision_model.embeddings.patch_embedding.lora_magnitude_vector");
+        CHECK(t && t->ndim == 4 && t->shape[0] == 1 && t->shape[1] == mmt_clip_config_of(f.model)->vision.hidden_size);
         mmt_safetensors_close(st);
     }
     unlink(path);
