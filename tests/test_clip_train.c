@@ -316,6 +316,38 @@ static void test_distillation_and_fixed_temperature(void) {
     batch_free(&b);
 }
 
+/* Evaluation mode: no dropout (the same loss twice, embeddings equal to inference), no
+ * backward. */
+static void test_eval_mode(void) {
+    batch b;
+    if (!batch_load("tiny-a", &b)) {
+        CHECK(0);
+        return;
+    }
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    owned own_ = {0};
+    n_loras = 0;
+    attach_lora(ct, &own_, "vision_model.encoder.layers.0.self_attn.q_proj", 2, 0.5f);
+    int64_t P = mmt_clip_embed_dim(b.model);
+    float *ref = malloc((size_t)(B * P) * sizeof(float));
+    CHECK(mmt_clip_train_encode_pixels(ct, b.pixels, B, ref) == MMT_OK);
+    double train_loss, l1, l2;
+    CHECK(mmt_clip_train_forward_loss(ct, b.pixels, b.ids, B, b.L, 1, &train_loss) == MMT_OK);
+    mmt_clip_train_set_eval(ct, 1);
+    CHECK(mmt_clip_train_forward_loss(ct, b.pixels, b.ids, B, b.L, 1, &l1) == MMT_OK);
+    CHECK(mmt_clip_train_forward_loss(ct, b.pixels, b.ids, B, b.L, 2, &l2) == MMT_OK);
+    CHECK(l1 == l2 && l1 != train_loss); /* dropout 0.5 changes the training loss */
+    for (int64_t i = 0; i < B * P; i++) CHECK(mmt_clip_train_image_embeds(ct)[i] == ref[i]);
+    CHECK(mmt_clip_train_backward(ct) == MMT_STATUS_INVALID_ARGUMENT);
+    free(ref);
+    mmt_clip_train_free(ct);
+    owned_free(&own_);
+    batch_free(&b);
+}
+
 /* Same gradients with and without checkpointing (bitwise), and with a backward that stops
  * early (only layer 1 trainable) vs one forced to the bottom (token embedding trainable). */
 static void test_checkpointing_and_early_stop(void) {
@@ -398,6 +430,7 @@ int main(void) {
     RUN(test_full_finetune_gradients_b);
     RUN(test_lora_and_ia3_gradients);
     RUN(test_distillation_and_fixed_temperature);
+    RUN(test_eval_mode);
     RUN(test_checkpointing_and_early_stop);
     return check_summary();
 }
