@@ -107,6 +107,12 @@ static void train_and_resume(const char *name, const char *flags) {
     snprintf(ev, sizeof ev, "%s/adapter", a);
     CHECK(run("eval --model %s --data %s --adapter %s", MODEL, data, ev) == 0);
     CHECK(out_text && strstr(out_text, "i2t_recall_at_1"));
+    /* embed reads the same folder: the prompts change the text embedding */
+    CHECK(run("embed --model %s --text 'a cat' --adapter %s", MODEL, ev) == 0);
+    char *with = out_text ? strdup(out_text) : NULL;
+    CHECK(run("embed --model %s --text 'a cat'", MODEL) == 0);
+    CHECK(with && out_text && strcmp(with, out_text) != 0);
+    free(with);
 }
 
 static void test_prompt_method(void) {

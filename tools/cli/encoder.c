@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "data/image.h"
 #include "data/preprocess.h"
+#include "peft/prompt.h"
 #include "train/clip_task.h"
 
 /* Inputs per forward through the view: bounds the activation arena, as the base model does. */
@@ -18,14 +19,15 @@ mmt_status cli_encoder_open(const char *model_dir, const char *adapter_dir, cli_
         mmt_clip_train_options o;
         mmt_clip_train_options_default(&o);
         s = mmt_clip_train_create(e->model, &o, &e->view);
-        if (s == MMT_OK) s = mmt_clip_adapter_load(e->view, adapter_dir, 0, &e->adapter);
+        if (s == MMT_OK) s = mmt_clip_adapters_load(e->view, adapter_dir, 0, &e->adapter, &e->prompt);
     }
     if (s != MMT_OK) cli_encoder_close(e);
     return s;
 }
 
 void cli_encoder_close(cli_encoder *e) {
-    mmt_adapter_free(e->adapter); /* detaches from the view first */
+    mmt_prompt_free(e->prompt);   /* both detach from the view first */
+    mmt_adapter_free(e->adapter);
     mmt_clip_train_free(e->view);
     mmt_clip_free(e->model);
     memset(e, 0, sizeof *e);

@@ -18,10 +18,12 @@
 typedef struct cli_encoder {
     mmt_clip *model;        /* owned */
     mmt_clip_train *view;   /* owned; NULL without an adapter */
-    mmt_adapter *adapter;   /* owned; NULL without an adapter */
+    mmt_adapter *adapter;   /* owned; NULL without an adapter (or with prompts only) */
+    struct mmt_prompt *prompt; /* owned; text/visual prompts or prefixes, NULL without */
 } cli_encoder;
 
-/* Loads the model and, when adapter_dir is not NULL, the PEFT adapter onto a view. */
+/* Loads the model and, when adapter_dir is not NULL, the adapter folder onto a view: LoRA,
+ * IA3, DoRA, bottleneck, prompts/prefixes, or a combination (prompt/ subfolder). */
 mmt_status cli_encoder_open(const char *model_dir, const char *adapter_dir, cli_encoder *e);
 void cli_encoder_close(cli_encoder *e);
 
