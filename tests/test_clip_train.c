@@ -316,6 +316,39 @@ static void test_distillation_and_fixed_temperature(void) {
     batch_free(&b);
 }
 
+/* Single modules made trainable (PEFT's modules_to_save) next to a LoRA: their gradients
+ * against finite differences, names under the key prefix, and errors. */
+static void test_module_trainable(void) {
+    batch b;
+    if (!batch_load("tiny-b", &b)) {
+        CHECK(0);
+        return;
+    }
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct;
+    CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
+    owned own_ = {0};
+    n_loras = 0;
+    attach_lora(ct, &own_, "text_model.encoder.layers.1.self_attn.q_proj", 2, 0);
+    int64_t added = 0;
+    CHECK(mmt_clip_train_make_module_trainable(ct, "vision_model.post_layernorm", "base_model.model.", &added) == MMT_OK);
+    CHECK(added == 2);
+    CHECK(mmt_clip_train_make_module_trainable(ct, "text_model.embeddings", "base_model.model.", &added) == MMT_OK);
+    CHECK(added == 2); /* token and position embeddings */
+    CHECK(mmt_clip_train_make_module_trainable(ct, "vision_model.encoder.layers.0.mlp.fc2", "base_model.model.", &added) == MMT_OK);
+    CHECK(mmt_clip_train_make_module_trainable(ct, "vision_model.encoder.layers.0.mlp.fc2", "x.", &added) == MMT_STATUS_NOT_FOUND);
+    CHECK(mmt_clip_train_make_module_trainable(ct, "no_such", "x.", &added) == MMT_STATUS_NOT_FOUND);
+    int64_t n;
+    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
+    CHECK(n == 2 + 2 + 2 + 2);
+    CHECK(strcmp(p[2].name, "base_model.model.vision_model.post_layernorm.weight") == 0);
+    check_fd(ct, &b, "modules_to_save");
+    mmt_clip_train_free(ct);
+    owned_free(&own_);
+    batch_free(&b);
+}
+
 /* Evaluation mode: no dropout (the same loss twice, embeddings equal to inference), no
  * backward. */
 static void test_eval_mode(void) {
@@ -431,6 +464,7 @@ int main(void) {
     RUN(test_lora_and_ia3_gradients);
     RUN(test_distillation_and_fixed_temperature);
     RUN(test_eval_mode);
+    RUN(test_module_trainable);
     RUN(test_checkpointing_and_early_stop);
     return check_summary();
 }

@@ -8,6 +8,7 @@
  *   - the settings table: --help lists every flag with its default, a --config file sets
  *     keys, an unknown key or flag is a usage error;
  *   - --lr-scales gives tensor groups their own learning rates;
+ *   - --modules-to-save trains, saves, reloads and merges whole modules (PEFT's keys);
  *   - eval prints recall JSON; merge writes a snapshot that loads.
  *   - embed / classify --adapter: the adapter moves the embeddings, the merged snapshot gives
  *     the adapter's (1e-5); a bad adapter folder is one error line;
@@ -327,6 +328,44 @@ static void test_linear_probe(void) {
     CHECK(run("train --help") == 0 && strstr(out_text, "linear-probe"));
 }
 
+/* PEFT's modules_to_save: the listed modules train whole, are saved under
+ * base_model.model.<tensor>, load back for eval, and merge puts them in place. */
+static void test_modules_to_save(void) {
+    int rc = run(TRAIN "--data %s --out %s/mts --steps 3 --modules-to-save visual_projection,post_layernorm", data, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    char path[512];
+    snprintf(path, sizeof path, "%s/mts/adapter/adapter_model.safetensors", tmp);
+    mmt_safetensors *st = NULL, *base = NULL;
+    CHECK(mmt_safetensors_open(path, &st) == MMT_OK);
+    CHECK(mmt_safetensors_open(MODEL "/model.safetensors", &base) == MMT_OK);
+    const char *names[] = {"visual_projection.weight", "vision_model.post_layernorm.weight", "vision_model.post_layernorm.bias"};
+    for (int i = 0; st && base && i < 3; i++) {
+        char key[200];
+        snprintf(key, sizeof key, "base_model.model.%s", names[i]);
+        const mmt_st_tensor *a = mmt_safetensors_find(st, key), *b = mmt_safetensors_find(base, names[i]);
+        CHECK_MSG(a && b && a->numel == b->numel, "%s missing or misshapen", key);
+        if (a && b && a->numel == b->numel) CHECK_MSG(memcmp(a->data, b->data, (size_t)a->numel * 4) != 0, "%s did not train", key);
+    }
+    size_t len;
+    char *cfg = read_rel("%s/mts/adapter/adapter_config.json", tmp, &len);
+    CHECK(cfg && strstr(cfg, "\"modules_to_save\"") && strstr(cfg, "visual_projection"));
+    free(cfg);
+    CHECK(run("eval --model %s --data %s --adapter %s/mts/adapter", MODEL, data, tmp) == 0);
+    CHECK(run("merge --model %s --adapter %s/mts/adapter --out %s/mts-merged", MODEL, tmp, tmp) == 0);
+    mmt_safetensors *merged = NULL;
+    snprintf(path, sizeof path, "%s/mts-merged/model.safetensors", tmp);
+    CHECK(mmt_safetensors_open(path, &merged) == MMT_OK);
+    if (merged && st) {
+        const mmt_st_tensor *m = mmt_safetensors_find(merged, "visual_projection.weight");
+        const mmt_st_tensor *a = mmt_safetensors_find(st, "base_model.model.visual_projection.weight");
+        CHECK(m && a && m->numel == a->numel && memcmp(m->data, a->data, (size_t)a->numel * 4) == 0);
+    }
+    mmt_safetensors_close(merged);
+    mmt_safetensors_close(st);
+    mmt_safetensors_close(base);
+    CHECK(run(TRAIN "--data %s --out %s/mts2 --modules-to-save no_such_module", data, tmp) == 1 && count_lines(err_text) == 1);
+}
+
 static void test_eval_and_merge(void) {
     int rc = run(TRAIN "--data %s --out %s/em --steps 4", data, tmp);
     CHECK_MSG(rc == 0, "%s", err_text);
@@ -352,6 +391,7 @@ int main(void) {
     RUN(test_nonfinite_loss_stops);
     RUN(test_settings_and_errors);
     RUN(test_per_group_learning_rates);
+    RUN(test_modules_to_save);
     RUN(test_eval_and_merge);
     RUN(test_embed_and_classify_with_adapter);
     RUN(test_ia3_layers_saved_by_name);

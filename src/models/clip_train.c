@@ -307,6 +307,9 @@ mmt_bottleneck **mmt_clip_train_bottleneck_slot(mmt_clip_train *ct, const char *
 typedef struct full_ctx {
     mmt_clip_train *ct;
     mmt_status s;
+    const char *under;      /* only tensors of this module (and below); NULL: all */
+    const char *key_prefix; /* prepended to the registered names ("" for full fine-tuning) */
+    int64_t added;
 } full_ctx;
 
 /* Copies *w into owned memory, allocates its gradient, registers it. */
@@ -315,11 +318,18 @@ static void make_trainable(full_ctx *f, const float **w, float **dw, int64_t num
 static void make_trainable(full_ctx *f, const float **w, float **dw, int64_t numel, int ndim,
                            const int64_t *shape, int no_decay, const char *fmt, ...) {
     if (f->s != MMT_OK || !*w) return;
-    char name[256];
+    char hf[256], name[320];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
+    vsnprintf(hf, sizeof hf, fmt, ap);
     va_end(ap);
+    if (f->under) {
+        size_t n = strlen(f->under);
+        if (strncmp(hf, f->under, n) != 0 || hf[n] != '.') return;
+    }
+    if (*dw) return; /* trainable already (a module listed twice) */
+    snprintf(name, sizeof name, "%s%s", f->key_prefix, hf);
+    f->added++;
     float *copy = ALLOC_F(&f->ct->store, numel);
     float *grad = mmt_arena_calloc(&f->ct->store, (size_t)numel, sizeof(float));
     if (!copy || !grad) {
@@ -380,16 +390,31 @@ static void full_tower(full_ctx *f, ct_tower *t, const char *prefix) {
     make_trainable(f, &t->fin_b, &t->dfin_b, C, 1, vshape, 1, "%s.%s.bias", prefix, fin);
 }
 
+static void walk_all(full_ctx *f) {
+    mmt_clip_train *ct = f->ct;
+    full_tower(f, &ct->text, "text_model");
+    full_tower(f, &ct->vision, "vision_model");
+    int64_t ps[2] = {ct->model->cfg.projection_dim, ct->vision.cfg->hidden_size};
+    full_linear(f, &ct->vision.proj, "visual_projection", 2, ps);
+    ps[1] = ct->text.cfg->hidden_size;
+    full_linear(f, &ct->text.proj, "text_projection", 2, ps);
+}
+
 mmt_status mmt_clip_train_make_full(mmt_clip_train *ct) {
     if (ct->full) return MMT_OK;
-    full_ctx f = {ct, MMT_OK};
-    full_tower(&f, &ct->text, "text_model");
-    full_tower(&f, &ct->vision, "vision_model");
-    int64_t ps[2] = {ct->model->cfg.projection_dim, ct->vision.cfg->hidden_size};
-    full_linear(&f, &ct->vision.proj, "visual_projection", 2, ps);
-    ps[1] = ct->text.cfg->hidden_size;
-    full_linear(&f, &ct->text.proj, "text_projection", 2, ps);
+    full_ctx f = {ct, MMT_OK, NULL, "", 0};
+    walk_all(&f);
     if (f.s == MMT_OK) ct->full = 1;
+    return f.s;
+}
+
+mmt_status mmt_clip_train_make_module_trainable(mmt_clip_train *ct, const char *module,
+                                                const char *key_prefix, int64_t *n_added) {
+    full_ctx f = {ct, MMT_OK, module, key_prefix ? key_prefix : "", 0};
+    walk_all(&f);
+    if (n_added) *n_added = f.added;
+    if (f.s == MMT_OK && f.added == 0)
+        return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no tensors of this module can be trained (or they already are)", module);
     return f.s;
 }
 

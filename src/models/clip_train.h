@@ -57,6 +57,13 @@ mmt_bottleneck **mmt_clip_train_bottleneck_slot(mmt_clip_train *ct, const char *
  * registered under its Hugging Face name (logit_scale too when the options train it). */
 mmt_status mmt_clip_train_make_full(mmt_clip_train *ct);
 
+/* Makes the tensors of one module (transformers' name, e.g. "visual_projection",
+ * "vision_model.post_layernorm", "vision_model.embeddings") trainable as make_full does,
+ * registered as key_prefix + their Hugging Face name (PEFT's modules_to_save keys use
+ * "base_model.model."); *n_added counts them. NOT_FOUND when the module has none. */
+mmt_status mmt_clip_train_make_module_trainable(mmt_clip_train *ct, const char *module,
+                                                const char *key_prefix, int64_t *n_added);
+
 /* Registers a tensor someone else owns (an adapter's) as trainable; the name is copied. */
 mmt_status mmt_clip_train_add_param(mmt_clip_train *ct, const char *name, float *data,
                                     float *grad, int ndim, const int64_t *shape, int no_decay);

@@ -254,6 +254,7 @@ void mmt_adapter_free(mmt_adapter *ad) {
         mmt_free(e->module);
     }
     mmt_free(ad->entries);
+    mmt_free(ad->saved);
     mmt_arena_free(&ad->store);
     mmt_free(ad);
 }
@@ -282,9 +283,16 @@ typedef struct tensor_ref {
 
 /* Every tensor of the adapter with its key, in entry order (1 to 4 per entry). */
 static tensor_ref *adapter_tensors(const mmt_adapter *ad, int64_t *count) {
-    tensor_ref *refs = mmt_calloc((size_t)(4 * ad->n), sizeof *refs);
+    tensor_ref *refs = mmt_calloc((size_t)(4 * ad->n + ad->n_saved + 1), sizeof *refs);
     if (!refs) return NULL;
     int64_t k = 0;
+    for (int64_t i = 0; i < ad->n_saved; i++, k++) {
+        const mmt_adapter_saved *sv = &ad->saved[i];
+        snprintf(refs[k].key, sizeof refs[k].key, "%s", sv->key);
+        refs[k].data = sv->data;
+        refs[k].ndim = sv->ndim;
+        memcpy(refs[k].shape, sv->shape, sizeof refs[k].shape);
+    }
     for (int64_t i = 0; i < ad->n; i++) {
         const mmt_adapter_entry *e = &ad->entries[i];
         if (ad->settings.method == MMT_ADAPTER_BOTTLENECK) {
@@ -391,6 +399,12 @@ mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path) {
 
 int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const float *base,
                               int64_t numel, float *out) {
+    for (int64_t i = 0; i < ad->n_saved; i++)
+        if (strcmp(ad->saved[i].hf_name, name) == 0 && ad->saved[i].numel == numel) {
+            memcpy(out, ad->saved[i].data, (size_t)numel * sizeof(float));
+            return 1;
+        }
+    (void)base;
     if (ad->settings.method == MMT_ADAPTER_BOTTLENECK) return 0; /* adds layers; changes no tensor */
     for (int64_t i = 0; i < ad->n; i++) {
         const mmt_adapter_entry *e = &ad->entries[i];
@@ -433,4 +447,31 @@ int mmt_adapter_merged_tensor(const mmt_adapter *ad, const char *name, const flo
         return 0;
     }
     return 0;
+}
+
+mmt_status mmt_adapter_save_modules(mmt_adapter *ad, const char *const *modules, int64_t n) {
+    static const char prefix[] = "base_model.model.";
+    for (int64_t m = 0; m < n; m++) {
+        int64_t before, after, added;
+        mmt_clip_train_params(ad->view, &before);
+        MMT_TRY(mmt_clip_train_make_module_trainable(ad->view, modules[m], prefix, &added));
+        const mmt_nn_param *p = mmt_clip_train_params(ad->view, &after);
+        mmt_adapter_saved *grown = mmt_realloc(ad->saved, (size_t)(ad->n_saved + after - before) * sizeof *grown);
+        if (!grown) return MMT_STATUS_OUT_OF_MEMORY;
+        ad->saved = grown;
+        for (int64_t i = before; i < after; i++) {
+            mmt_adapter_saved *sv = &ad->saved[ad->n_saved++];
+            memset(sv, 0, sizeof *sv);
+            size_t len = strlen(p[i].name);
+            sv->key = mmt_arena_alloc(&ad->store, len + 1, 1);
+            if (!sv->key) return MMT_STATUS_OUT_OF_MEMORY;
+            memcpy(sv->key, p[i].name, len + 1);
+            sv->hf_name = sv->key + sizeof prefix - 1;
+            sv->data = p[i].data;
+            sv->ndim = p[i].ndim;
+            for (int d = 0; d < p[i].ndim && d < 4; d++) sv->shape[d] = p[i].shape[d];
+            sv->numel = p[i].numel;
+        }
+    }
+    return MMT_OK;
 }

@@ -62,8 +62,20 @@ typedef struct mmt_adapter_entry {
     mmt_bottleneck **slot;    /* BOTTLENECK: where the view looks for it */
 } mmt_adapter_entry;
 
+/* A base tensor trained in full and saved whole: PEFT's modules_to_save. */
+typedef struct mmt_adapter_saved {
+    char *key;              /* in the store: "base_model.model." + hf_name */
+    const char *hf_name;    /* into key: the tensor's Hugging Face name */
+    float *data;            /* the view's trainable copy */
+    int ndim;
+    int64_t shape[4];
+    int64_t numel;
+} mmt_adapter_saved;
+
 typedef struct mmt_adapter {
     mmt_adapter_settings settings;
+    mmt_adapter_saved *saved;   /* owned; modules_to_save tensors */
+    int64_t n_saved;
     mmt_adapter_entry *entries; /* owned */
     int64_t n;
     mmt_clip_train *view;       /* borrowed: the view it is attached to */
@@ -76,6 +88,10 @@ mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *
                               const mmt_adapter_target *targets, int64_t n, mmt_adapter **out);
 /* Detaches from the view (its linear layers compute without the adapter again) and frees. */
 void mmt_adapter_free(mmt_adapter *ad);
+
+/* PEFT's modules_to_save: the named modules' tensors become trainable copies in the view,
+ * saved with the adapter under "base_model.model.<tensor>" and put in place by merge. */
+mmt_status mmt_adapter_save_modules(mmt_adapter *ad, const char *const *modules, int64_t n);
 
 /* Number of adapter floats (trainable parameter count). */
 int64_t mmt_adapter_numel(const mmt_adapter *ad);

@@ -45,8 +45,6 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
                         mmt_peft_type_name(cfg->peft_type));
     if (cfg->peft_type == MMT_PEFT_LORA && cfg->bias != MMT_LORA_BIAS_NONE)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "LoRA bias other than \"none\" is not supported yet");
-    if (cfg->modules_to_save.kind == MMT_PEFT_NAMES_LIST && cfg->modules_to_save.n > 0)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "modules_to_save is not supported yet");
     const mmt_clip_config *mc = mmt_clip_config_of(mmt_clip_train_model(view));
     mmt_module_info *mods = NULL;
     int64_t n_mods = 0;
@@ -55,8 +53,6 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
     mmt_adapter_target *targets = NULL;
     mmt_status s = mmt_clip_modules(mc, &mods, &n_mods);
     if (s == MMT_OK) s = mmt_peft_select(cfg, mods, n_mods, &sel);
-    if (s == MMT_OK && sel.n_saved > 0)
-        s = mmt_fail(MMT_STATUS_UNSUPPORTED, "modules_to_save (%s) is not supported yet", mods[sel.saved[0]].name);
     if (s == MMT_OK) {
         targets = mmt_calloc((size_t)(sel.n > 0 ? sel.n : 1), sizeof *targets);
         if (!targets) s = MMT_STATUS_OUT_OF_MEMORY;
@@ -78,6 +74,30 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
                                    cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable,
                                    cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora, MMT_BOTTLENECK_RELU};
         s = mmt_adapter_attach(view, &st, targets, sel.n, out);
+    }
+    /* modules_to_save: trained whole and saved with the adapter. PEFT ignores an entry that
+     * matches nothing (unless strict_module_check); here it is an error, like a target. */
+    for (int64_t e = 0; s == MMT_OK && cfg->modules_to_save.kind == MMT_PEFT_NAMES_LIST && e < cfg->modules_to_save.n; e++) {
+        const char *want = cfg->modules_to_save.items[e];
+        int found = 0;
+        for (int64_t i = 0; i < sel.n_saved && !found; i++) {
+            const char *name = mods[sel.saved[i]].name;
+            size_t ln = strlen(name), lw = strlen(want);
+            found = ln >= lw && strcmp(name + ln - lw, want) == 0;
+        }
+        if (!found) s = mmt_fail(MMT_STATUS_NOT_FOUND, "modules_to_save: no module name ends with \"%s\"", want);
+    }
+    if (s != MMT_OK && *out) {
+        mmt_adapter_free(*out);
+        *out = NULL;
+    }
+    for (int64_t i = 0; s == MMT_OK && i < sel.n_saved; i++) {
+        const char *name = mods[sel.saved[i]].name;
+        s = mmt_adapter_save_modules(*out, &name, 1);
+    }
+    if (s != MMT_OK && *out) {
+        mmt_adapter_free(*out);
+        *out = NULL;
     }
     mmt_free(targets);
     mmt_peft_targets_free(&sel);

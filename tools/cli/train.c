@@ -48,7 +48,7 @@ typedef struct train_cfg {
     int rslora, dora;
     int64_t adapter_reduction;
     const char *adapter_placement, *adapter_act;
-    const char *targets, *targets_regex, *scope, *layers, *feedforward;
+    const char *targets, *targets_regex, *scope, *layers, *feedforward, *modules_to_save;
     int checkpointing, learn_logit_scale, skip_bad;
     double temperature, distill;
     const char *progress;
@@ -101,6 +101,7 @@ static const train_opt TRAIN_OPTS[] = {
     {"--targets-regex", "target_regex", OPT_STRING, F(targets_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
     {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
     {"--layers", "layers_to_transform", OPT_STRING, F(layers), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
+    {"--modules-to-save", "modules_to_save", OPT_STRING, F(modules_to_save), "LIST", "modules trained in full and saved with the adapter (PEFT's modules_to_save)"},
     {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled"},
     {"--num-virtual-tokens", "num_virtual_tokens", OPT_INT, F(virtual_tokens), "N", "prompt, visual-prompt, prefix: learned tokens (per layer for prefix)"},
     {"--prompt-tokens", "prompt_tokens", OPT_INT, F(prompt_tokens), "N", "also learn N CoOp text prompts (with lora, ia3, visual-prompt)"},
@@ -317,6 +318,12 @@ static int build_peft_config(const train_cfg *c, const char *model_dir, mmt_peft
             mmt_free(items);
             mmt_free(copy);
         }
+    }
+    if (s == MMT_OK && c->modules_to_save && c->modules_to_save[0]) {
+        items = split_list(c->modules_to_save, &copy, &n);
+        s = items ? mmt_peft_names_set_list(&pc->modules_to_save, (const char *const *)items, n) : MMT_STATUS_OUT_OF_MEMORY;
+        mmt_free(items);
+        mmt_free(copy);
     }
     if (s == MMT_OK && type == MMT_PEFT_IA3) {
         items = split_list(c->feedforward, &copy, &n);
