@@ -16,6 +16,7 @@
  *                                out of the step comparison (Adam turns their noise into
  *                                lr-sized steps of arbitrary sign)
  *   merged model (mmtune merge)  embeddings within 1e-5 of the adapted model's
+ *   merged in memory             within 1e-6 of the written merge; unmerged: bitwise the adapter's
  * Scenarios: LoRA on q/v (tiny-a), rsLoRA on every linear layer + patch conv + projections
  * (tiny-b), IA3, full fine-tuning, and DoRA on q/v (lora_dora: PEFT's detached-norm gradients).
  * Also: the adapter saved back by mmtune has exactly PEFT's keys, shapes and values.
@@ -219,6 +220,21 @@ static void run_scenario(const scenario *sc) {
             CHECK(mmt_clip_train_encode_ids(view, ids, B, L, a) == MMT_OK);
             for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(e[i], a[i], 1e-5);
         }
+        /* merged in memory (serving): the same numbers as the written merge; unmerging gives
+         * the adapter's forward back bit for bit */
+        float *before = malloc((size_t)(B * P) * sizeof(float));
+        CHECK(mmt_clip_train_encode_pixels(view, pixels, B, before) == MMT_OK);
+        CHECK(mmt_adapter_merge_in_view(ad) == MMT_OK);
+        CHECK(mmt_clip_train_encode_pixels(view, pixels, B, a) == MMT_OK);
+        if (merged) {
+            CHECK(mmt_clip_encode_pixels(merged, pixels, B, e) == MMT_OK);
+            for (int64_t i = 0; i < B * P; i++) CHECK_NEAR(a[i], e[i], 1e-6);
+        }
+        mmt_adapter_unmerge_in_view(ad);
+        CHECK(mmt_clip_train_encode_pixels(view, pixels, B, a) == MMT_OK);
+        CHECK(memcmp(a, before, (size_t)(B * P) * sizeof(float)) == 0);
+        CHECK(mmt_adapter_merge_in_view(ad) == MMT_OK); /* freed while merged: restores first */
+        free(before);
         free(e);
         free(a);
         mmt_clip_free(merged);

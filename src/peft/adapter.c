@@ -243,6 +243,7 @@ fail:
 
 void mmt_adapter_free(mmt_adapter *ad) {
     if (!ad) return;
+    mmt_adapter_unmerge_in_view(ad); /* the view gets its own tensors back */
     for (int64_t i = 0; i < ad->n; i++) {
         mmt_adapter_entry *e = &ad->entries[i];
         if (e->slot && *e->slot == &e->bottleneck) *e->slot = NULL;
@@ -474,4 +475,70 @@ mmt_status mmt_adapter_save_modules(mmt_adapter *ad, const char *const *modules,
         }
     }
     return MMT_OK;
+}
+
+/* ---- merging in memory (serving) ------------------------------------------------------ */
+
+mmt_status mmt_adapter_merge_in_view(mmt_adapter *ad) {
+    if (ad->merged) return MMT_OK;
+    if (ad->settings.method == MMT_ADAPTER_BOTTLENECK)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "bottleneck adapters add layers and cannot be merged into weights");
+    for (int64_t i = 0; i < ad->n; i++) {
+        mmt_adapter_entry *e = &ad->entries[i];
+        mmt_linear *l = e->linear;
+        char name[600];
+        e->merged_w = mmt_malloc((size_t)(l->in * l->out) * sizeof(float));
+        if (!e->merged_w) goto oom;
+        snprintf(name, sizeof name, "%s.weight", e->module);
+        if (!mmt_adapter_merged_tensor(ad, name, l->w, l->in * l->out, e->merged_w)) {
+            mmt_free(e->merged_w);
+            e->merged_w = NULL;
+            for (int64_t j = 0; j <= i; j++) mmt_free(ad->entries[j].merged_b), ad->entries[j].merged_b = NULL;
+            for (int64_t j = 0; j < i; j++) mmt_free(ad->entries[j].merged_w), ad->entries[j].merged_w = NULL;
+            return mmt_fail(MMT_STATUS_INTERNAL, "%s: the adapter did not produce a merged weight", e->module);
+        }
+        if (l->b) {
+            e->merged_b = mmt_malloc((size_t)l->out * sizeof(float));
+            if (!e->merged_b) goto oom;
+            snprintf(name, sizeof name, "%s.bias", e->module);
+            if (!mmt_adapter_merged_tensor(ad, name, l->b, l->out, e->merged_b)) {
+                mmt_free(e->merged_b);
+                e->merged_b = NULL;
+            }
+        }
+    }
+    for (int64_t i = 0; i < ad->n; i++) { /* all merged copies exist: switch the layers over */
+        mmt_adapter_entry *e = &ad->entries[i];
+        mmt_linear *l = e->linear;
+        e->orig_w = l->w;
+        e->orig_b = l->b;
+        l->w = e->merged_w;
+        if (e->merged_b) l->b = e->merged_b;
+        l->lora = NULL;
+        l->ia3_mode = MMT_IA3_NONE;
+        l->ia3 = l->dia3 = NULL;
+    }
+    ad->merged = 1;
+    return MMT_OK;
+oom:
+    for (int64_t j = 0; j < ad->n; j++) {
+        mmt_free(ad->entries[j].merged_w);
+        mmt_free(ad->entries[j].merged_b);
+        ad->entries[j].merged_w = ad->entries[j].merged_b = NULL;
+    }
+    return MMT_STATUS_OUT_OF_MEMORY;
+}
+
+void mmt_adapter_unmerge_in_view(mmt_adapter *ad) {
+    if (!ad->merged) return;
+    for (int64_t i = 0; i < ad->n; i++) {
+        mmt_adapter_entry *e = &ad->entries[i];
+        e->linear->w = e->orig_w;
+        e->linear->b = e->orig_b;
+        hook_up(e, ad->settings.method);
+        mmt_free(e->merged_w);
+        mmt_free(e->merged_b);
+        e->merged_w = e->merged_b = NULL;
+    }
+    ad->merged = 0;
 }

@@ -60,6 +60,9 @@ typedef struct mmt_adapter_entry {
     float *ia3, *dia3;        /* IA3 */
     mmt_bottleneck bottleneck; /* BOTTLENECK: tensors in the adapter's store */
     mmt_bottleneck **slot;    /* BOTTLENECK: where the view looks for it */
+    /* in-memory merge (mmt_adapter_merge_in_view): the layer's own tensors while merged */
+    const float *orig_w, *orig_b;
+    float *merged_w, *merged_b; /* owned (mmt_malloc) while merged */
 } mmt_adapter_entry;
 
 /* A base tensor trained in full and saved whole: PEFT's modules_to_save. */
@@ -74,6 +77,7 @@ typedef struct mmt_adapter_saved {
 
 typedef struct mmt_adapter {
     mmt_adapter_settings settings;
+    int merged;                 /* folded into the view's weights (mmt_adapter_merge_in_view) */
     mmt_adapter_saved *saved;   /* owned; modules_to_save tensors */
     int64_t n_saved;
     mmt_adapter_entry *entries; /* owned */
@@ -92,6 +96,14 @@ void mmt_adapter_free(mmt_adapter *ad);
 /* PEFT's modules_to_save: the named modules' tensors become trainable copies in the view,
  * saved with the adapter under "base_model.model.<tensor>" and put in place by merge. */
 mmt_status mmt_adapter_save_modules(mmt_adapter *ad, const char *const *modules, int64_t n);
+
+/* Serving: folds a LoRA/DoRA/IA3 adapter into the view's layers (each adapted layer gets a
+ * merged copy of its weight, and bias for IA3 on outputs, and computes without the adapter:
+ * one matmul instead of three), and back. Unmerging restores the layers' original tensors,
+ * so it is exact, bit for bit; the base model is never written. Bottleneck adapters cannot
+ * be merged (UNSUPPORTED). Training a merged adapter is refused by the view (no gradients). */
+mmt_status mmt_adapter_merge_in_view(mmt_adapter *ad);
+void mmt_adapter_unmerge_in_view(mmt_adapter *ad);
 
 /* Number of adapter floats (trainable parameter count). */
 int64_t mmt_adapter_numel(const mmt_adapter *ad);
