@@ -430,6 +430,14 @@ mmt_status mmt_clip_embed_texts(mmt_clip *m, const char *const *texts, int64_t n
     return mmt_clip_embed_texts_ex(m, texts, n, 0, out);
 }
 
+mmt_status mmt_clip_image_file_pixels(const mmt_clip *m, const char *path, float *out) {
+    mmt_image img = {0};
+    mmt_status s = mmt_image_decode_file(path, &img);
+    if (s == MMT_OK) s = mmt_image_preprocess(&img, &m->processor, out);
+    mmt_image_free(&img);
+    return s;
+}
+
 mmt_status mmt_clip_embed_image_files(mmt_clip *m, const char *const *paths, int64_t n, float *out) {
     if (!m->cfg.has_vision)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", m->dir);
@@ -442,10 +450,7 @@ mmt_status mmt_clip_embed_image_files(mmt_clip *m, const char *const *paths, int
     for (int64_t at = 0; at < n && s == MMT_OK; at += EMBED_CHUNK) {
         int64_t b = n - at < EMBED_CHUNK ? n - at : EMBED_CHUNK;
         for (int64_t i = 0; i < b && s == MMT_OK; i++) {
-            mmt_image img = {0};
-            s = mmt_image_decode_file(paths[at + i], &img);
-            if (s == MMT_OK) s = mmt_image_preprocess(&img, &m->processor, pixels + (size_t)i * per);
-            mmt_image_free(&img);
+            s = mmt_clip_image_file_pixels(m, paths[at + i], pixels + (size_t)i * per);
         }
         if (s == MMT_OK) s = mmt_clip_encode_pixels(m, pixels, b, out + at * P);
     }

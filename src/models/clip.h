@@ -37,6 +37,10 @@ mmt_status mmt_clip_encode_pixels(mmt_clip *model, const float *pixels, int64_t 
 mmt_status mmt_clip_encode_ids(mmt_clip *model, const int32_t *ids, int64_t B, int64_t L,
                                float *out);
 
+/* Decodes an image file and preprocesses it with the model's processor into out
+ * (3, S, S), S = vision image_size. Errors name the file. */
+mmt_status mmt_clip_image_file_pixels(const mmt_clip *model, const char *path, float *out);
+
 /* Tokenizes texts (B of them) into ids (B, L) with L = max_position_embeddings, padded with
  * the tokenizer's pad (= EOS). An empty text, or one longer than L tokens when truncate is 0,
  * is an error naming the text's index. */

@@ -319,7 +319,6 @@ static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) 
         t->batch_ids = ids;
         t->cap_B = n;
     }
-    const mmt_image_processor *proc = mmt_clip_processor(t->model);
     for (int64_t i = 0; i < n; i++) {
         int64_t k = indices[i];
         float *dst = t->pixels + (size_t)i * per;
@@ -328,11 +327,7 @@ static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) 
             memcpy(dst, t->cache[k], per * sizeof(float));
             continue;
         }
-        mmt_image img = {0};
-        mmt_status s = mmt_image_decode_file(t->pairs->items[k].image_path, &img);
-        if (s == MMT_OK) s = mmt_image_preprocess(&img, proc, dst);
-        mmt_image_free(&img);
-        if (s != MMT_OK) return s;
+        MMT_TRY(mmt_clip_image_file_pixels(t->model, t->pairs->items[k].image_path, dst));
         if (t->cache && (t->cache[k] = mmt_malloc(per * sizeof(float))))
             memcpy(t->cache[k], dst, per * sizeof(float));
     }

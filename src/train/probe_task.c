@@ -16,7 +16,6 @@
 #include "nn/loss.h"
 #include "nn/param.h"
 
-#define PROBE_EMBED_CHUNK 32
 #define HEAD_CONFIG "head_config.json"
 #define HEAD_WEIGHTS "head.safetensors"
 
@@ -267,26 +266,15 @@ static mmt_status make_head(const mmt_pairs *pairs, int64_t P, mmt_probe_head **
 }
 
 /* Every pair's image through the frozen tower, in fixed chunks of the file order. */
+/* Every image through the frozen tower once (mmt_clip_embed_image_files works in fixed
+ * chunks, so the embeddings, and a resumed run, do not depend on anything else). */
 static mmt_status embed_all(mmt_probe_task *t) {
-    const mmt_clip_config *c = mmt_clip_config_of(t->model);
-    if (!c->has_vision)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", mmt_clip_weights(t->model)->dir);
-    int64_t S = c->vision.image_size, P = c->projection_dim, n = t->pairs->n;
-    size_t per = (size_t)(3 * S * S);
-    float *pixels = mmt_malloc(PROBE_EMBED_CHUNK * per * sizeof(float));
-    if (!pixels) return MMT_STATUS_OUT_OF_MEMORY;
-    mmt_status s = MMT_OK;
-    for (int64_t at = 0; at < n && s == MMT_OK; at += PROBE_EMBED_CHUNK) {
-        int64_t b = n - at < PROBE_EMBED_CHUNK ? n - at : PROBE_EMBED_CHUNK;
-        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
-            mmt_image img = {0};
-            s = mmt_image_decode_file(t->pairs->items[at + i].image_path, &img);
-            if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_clip_processor(t->model), pixels + (size_t)i * per);
-            mmt_image_free(&img);
-        }
-        if (s == MMT_OK) s = mmt_clip_encode_pixels(t->model, pixels, b, t->emb + at * P);
-    }
-    mmt_free(pixels);
+    int64_t n = t->pairs->n;
+    const char **paths = mmt_malloc((size_t)(n > 0 ? n : 1) * sizeof *paths);
+    if (!paths) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < n; i++) paths[i] = t->pairs->items[i].image_path;
+    mmt_status s = mmt_clip_embed_image_files(t->model, paths, n, t->emb);
+    mmt_free(paths);
     return s;
 }
 

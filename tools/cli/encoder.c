@@ -48,10 +48,7 @@ mmt_status cli_encoder_images(cli_encoder *e, const char *const *paths, int64_t 
     for (int64_t at = 0; at < n && s == MMT_OK; at += ENCODER_CHUNK) {
         int64_t b = n - at < ENCODER_CHUNK ? n - at : ENCODER_CHUNK;
         for (int64_t i = 0; i < b && s == MMT_OK; i++) {
-            mmt_image img = {0};
-            s = mmt_image_decode_file(paths[at + i], &img);
-            if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_clip_processor(e->model), pixels + (size_t)i * per);
-            mmt_image_free(&img);
+            s = mmt_clip_image_file_pixels(e->model, paths[at + i], pixels + (size_t)i * per);
         }
         if (s == MMT_OK) s = mmt_clip_train_encode_pixels(e->view, pixels, b, out + at * P);
     }

@@ -640,10 +640,7 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
     for (int64_t at = 0; s == MMT_OK && at < pairs->n; at += bs) {
         int64_t b = pairs->n - at < bs ? pairs->n - at : bs;
         for (int64_t i = 0; i < b && s == MMT_OK; i++) {
-            mmt_image img0 = {0};
-            s = mmt_image_decode_file(pairs->items[at + i].image_path, &img0);
-            if (s == MMT_OK) s = mmt_image_preprocess(&img0, mmt_clip_processor(model), px + (size_t)i * per);
-            mmt_image_free(&img0);
+            s = mmt_clip_image_file_pixels(model, pairs->items[at + i].image_path, px + (size_t)i * per);
             const char *t = pairs->items[at + i].text;
             if (s == MMT_OK) s = mmt_clip_tokenize(model, &t, 1, 1, ids + i * L);
         }
