@@ -273,10 +273,16 @@ static mmt_status write_checkpoint(run *r, int64_t step) {
     }
     if ((s = mmt_adamw_state_export(r->opt, w, cap, &n)) != MMT_OK) goto done;
     if ((s = mmt_safetensors_write(optpath, w, n, NULL, 0)) != MMT_OK) goto done;
+    /* The data position and every random draw follow from (seed, step): they are recorded
+     * for people and tools; resume recomputes them. */
+    int64_t position = step * set->batch_size * set->grad_accum;
     mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
-                           "  \"grad_accum\": %lld",
+                           "  \"grad_accum\": %lld,\n  \"data_position\": %lld,\n  \"epoch\": %lld,\n"
+                           "  \"rng\": \"splitmix64 streams derived from (seed, epoch) for the example order and (seed, step,"
+                           " micro-batch) for dropout\"",
                       (long long)step, (long long)r->total_steps, (unsigned long long)set->seed,
-                      (long long)set->batch_size, (long long)set->grad_accum);
+                      (long long)set->batch_size, (long long)set->grad_accum, (long long)position,
+                      (long long)(position / r->task->n_examples));
     if (set->settings_json) mmt_strbuf_printf(&js, ",\n  \"settings\": %s", set->settings_json);
     mmt_strbuf_printf(&js, "\n}\n");
     if (!js.data) {
