@@ -70,7 +70,7 @@ typedef struct train_opt {
 static const train_opt TRAIN_OPTS[] = {
     {"--model", "model", OPT_STRING, F(model), "DIR", "Hugging Face CLIP snapshot (required)"},
     {"--data", "data", OPT_STRING, F(data), "FILE", "JSONL pairs: {\"image_path\", \"text\"} per line (required)"},
-    {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3, full or linear-probe"},
+    {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
     {"--out", "out", OPT_STRING, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
     {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue from a run folder's newest checkpoint (or a ckpt-STEP)"},
     {"--config", NULL, OPT_STRING, F(config), "FILE", "JSON object with any of these settings by key"},
@@ -163,7 +163,7 @@ static void format_value(const train_cfg *c, const train_opt *o, char *buf, size
 static void print_train_help(void) {
     train_cfg d;
     train_defaults(&d);
-    printf("usage: mmtune train --model DIR --data pairs.jsonl [--method lora|ia3|full|linear-probe]\n"
+    printf("usage: mmtune train --model DIR --data pairs.jsonl [--method M]\n"
            "                   [--out DIR] [options]\n\n"
            "Fine-tunes a CLIP on image-text pairs with the symmetric contrastive loss. The adapter\n"
            "(PEFT format: adapter_config.json + adapter_model.safetensors) lands in OUT/adapter/,\n"
