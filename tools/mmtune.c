@@ -8,6 +8,7 @@
  *   mmtune inspect  --model DIR [--tensors]
  *   mmtune bench embed [--batch 1,32] [--iters N] [--model DIR] [--tower image|text|both]
  *   mmtune train / eval / merge   (tools/cli/train.c)
+ *   mmtune synth                  (tools/cli/synth.c)
  */
 #include <errno.h>
 #include <math.h>
@@ -39,6 +40,7 @@ static const char *USAGE =
     "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
     "  bench      measure embedding throughput (bench embed --help)\n"
+    "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
     "  version    print the version\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
@@ -549,5 +551,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }
