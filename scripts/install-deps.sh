@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libjpeg62-turbo-dev libpng-dev
+  libjpeg62-turbo-dev libpng-dev zlib1g-dev
+  dataset-fashion-mnist
   libomp-dev clang libclang-rt-14-dev
 )
 

@@ -40,6 +40,7 @@ static const char *USAGE =
     "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
     "  bench      measure embedding throughput (bench embed --help)\n"
+    "  fashion-mnist  write Fashion-MNIST as PNG images + captioned JSONL pairs\n"
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
     "  version    print the version\n"
     "\n"
@@ -551,6 +552,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "fashion-mnist")) return cmd_fashion_mnist(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -21,7 +21,7 @@ static char *folder_of(const char *path) {
 
 /* One line into *pair; an error message names FILE:LINE. */
 static mmt_status parse_line(const char *path, int64_t lineno, const char *line, size_t len,
-                             const char *folder, mmt_pair *pair) {
+                             const char *folder, int check_files, mmt_pair *pair) {
     char what[600];
     snprintf(what, sizeof what, "%s:%lld", path, (long long)lineno);
     mmt_json_doc *doc = NULL;
@@ -49,6 +49,11 @@ static mmt_status parse_line(const char *path, int64_t lineno, const char *line,
         goto done;
     }
     pair->image_path = image[0] == '/' ? mmt_strdup(image) : mmt_path_join(folder, image);
+    if (check_files && pair->image_path && !mmt_file_exists(pair->image_path)) {
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: image not found: %s", what, pair->image_path);
+        mmt_free(pair->image_path);
+        goto done;
+    }
     pair->text = mmt_strdup(text);
     pair->label = label ? mmt_strdup(label) : NULL;
     if (!pair->image_path || !pair->text || (label && !pair->label)) {
@@ -63,6 +68,10 @@ done:
 }
 
 mmt_status mmt_pairs_load_jsonl(const char *path, int skip_bad, mmt_pairs **out) {
+    return mmt_pairs_load_jsonl_checked(path, skip_bad, 0, out);
+}
+
+mmt_status mmt_pairs_load_jsonl_checked(const char *path, int skip_bad, int check_files, mmt_pairs **out) {
     *out = NULL;
     char *data = NULL, *folder = NULL;
     size_t len = 0;
@@ -93,10 +102,10 @@ mmt_status mmt_pairs_load_jsonl(const char *path, int skip_bad, mmt_pairs **out)
             }
             p->items = items;
         }
-        s = parse_line(path, lineno, line, n, folder, &p->items[p->n]);
+        s = parse_line(path, lineno, line, n, folder, check_files, &p->items[p->n]);
         if (s == MMT_OK) {
             p->n++;
-        } else if (skip_bad && s == MMT_STATUS_BAD_FORMAT) {
+        } else if (skip_bad && (s == MMT_STATUS_BAD_FORMAT || s == MMT_STATUS_NOT_FOUND)) {
             mmt_log_warn("skipped: %s", mmt_last_error());
             p->skipped++;
             s = MMT_OK;

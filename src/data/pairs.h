@@ -6,7 +6,9 @@
  * pair's class for classification (linear probing); it must not be empty when present. Blank lines are skipped; any other
  * problem (not JSON, not an object, a missing or non-string field, an empty text) is an error
  * "FILE:LINE: ..." — or, with skip_bad, counted and the line left out. Image files are not
- * opened here (the loader reports a bad image with its path when it meets it).
+ * opened here (the loader reports a bad image with its path when it meets it); with
+ * check_files their existence is checked ("FILE:LINE: image not found: PATH"). The other
+ * layouts (COCO, CSV, image folders) and the one entry point are in data/datasets.h.
  */
 #ifndef MMT_DATA_PAIRS_H
 #define MMT_DATA_PAIRS_H
@@ -29,6 +31,7 @@ typedef struct mmt_pairs {
 } mmt_pairs;
 
 mmt_status mmt_pairs_load_jsonl(const char *path, int skip_bad, mmt_pairs **out);
+mmt_status mmt_pairs_load_jsonl_checked(const char *path, int skip_bad, int check_files, mmt_pairs **out);
 void mmt_pairs_free(mmt_pairs *p);
 
 #endif

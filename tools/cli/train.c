@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "data/image.h"
+#include "data/datasets.h"
 #include "data/pairs.h"
 #include "data/preprocess.h"
 #include "eval/retrieval.h"
@@ -39,7 +40,7 @@
 typedef enum opt_type { OPT_STRING, OPT_INT, OPT_DOUBLE, OPT_BOOL } opt_type;
 
 typedef struct train_cfg {
-    const char *model, *data, *method, *out, *resume, *config;
+    const char *model, *data, *method, *out, *resume, *config, *image_root;
     int64_t steps, epochs, batch_size, grad_accum, save_every, keep_checkpoints, warmup_steps, seed, cache_mb;
     double lr, weight_decay, warmup_ratio, min_lr_rate, max_grad_norm;
     const char *schedule, *lr_scales;
@@ -69,7 +70,8 @@ typedef struct train_opt {
 #define F(field) offsetof(train_cfg, field)
 static const train_opt TRAIN_OPTS[] = {
     {"--model", "model", OPT_STRING, F(model), "DIR", "Hugging Face CLIP snapshot (required)"},
-    {"--data", "data", OPT_STRING, F(data), "FILE", "JSONL pairs: {\"image_path\", \"text\"} per line (required)"},
+    {"--data", "data", OPT_STRING, F(data), "FILE", "pairs: .jsonl, COCO captions .json, .csv or a class-per-folder directory (required)"},
+    {"--image-root", "image_root", OPT_STRING, F(image_root), "DIR", "COCO: folder the file_name entries are relative to"},
     {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
     {"--out", "out", OPT_STRING, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
     {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue from a run folder's newest checkpoint (or a ckpt-STEP)"},
@@ -116,7 +118,7 @@ static const train_opt TRAIN_OPTS[] = {
     {"--temperature", "temperature", OPT_DOUBLE, F(temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
     {"--distill", "distill_weight", OPT_DOUBLE, F(distill), "X", "weight of the KL term to the frozen base model's logits"},
     {"--cache-mb", "cache_mb", OPT_INT, F(cache_mb), "N", "keep decoded images when the set fits in N MiB"},
-    {"--skip-bad", "skip_bad", OPT_BOOL, F(skip_bad), NULL, "skip malformed lines of the data file (counted)"},
+    {"--skip-bad", "skip_bad", OPT_BOOL, F(skip_bad), NULL, "skip bad records of the data file (counted)"},
     {"--progress", "progress", OPT_STRING, F(progress), "P", "auto, bar or log"},
     {"--quiet", "quiet", OPT_BOOL, F(quiet), NULL, "no progress output"},
 };
@@ -422,6 +424,18 @@ static int build_bottleneck_config(const train_cfg *c, mmt_bottleneck_config *bc
     return rc;
 }
 
+/* Reads --data in any layout data/datasets.h knows; a skip count goes to stderr. */
+static mmt_status cli_pairs_load(const char *data, int skip_bad, const char *image_root, mmt_pairs **out) {
+    mmt_pairs_options o;
+    mmt_pairs_options_default(&o);
+    o.skip_bad = skip_bad;
+    o.image_root = image_root;
+    mmt_status s = mmt_pairs_load(data, &o, out);
+    if (s == MMT_OK && (*out)->skipped)
+        fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)(*out)->skipped, data);
+    return s;
+}
+
 int cmd_train(int argc, char **argv) {
     train_cfg c;
     train_defaults(&c);
@@ -492,11 +506,10 @@ int cmd_train(int argc, char **argv) {
     int have_pc = 0;
     mmt_bottleneck_config bc;
     char *sj = NULL;
-    if (mmt_clip_load(c.model, &model) != MMT_OK || mmt_pairs_load_jsonl(c.data, c.skip_bad, &pairs) != MMT_OK) {
+    if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, c.skip_bad, c.image_root, &pairs) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
-    if (pairs->skipped) fprintf(stderr, "mmtune: skipped %lld bad lines of %s\n", (long long)pairs->skipped, c.data);
     if (is_bottleneck && (rc = build_bottleneck_config(&c, &bc)) != 0) goto done;
     if (!is_full && !is_bottleneck && !is_probe && !is_prompt) {
         if ((rc = build_peft_config(&c, c.model, &pc)) != 0) goto done;
@@ -582,10 +595,12 @@ static const char *EVAL_HELP =
     "image with the linear head on the base model's embeddings and prints the accuracy and the\n"
     "mean cross-entropy; a pair's class is its \"label\", or its text.\n"
     "  --batch-size N   pairs per batch for embedding and for the loss (default 32)\n"
-    "  --skip-bad       skip malformed lines of the data file\n";
+    "  --skip-bad       skip bad records of the data file (counted)\n"
+    "  --image-root DIR COCO: folder the file_name entries are relative to\n";
 
 /* eval --head: the linear probe's top-1 accuracy on a labelled set. */
-static int eval_head(const char *model_dir, const char *data, const char *head_dir, int skip_bad, const char *out) {
+static int eval_head(const char *model_dir, const char *data, const char *head_dir, int skip_bad,
+                     const char *image_root, const char *out) {
     cli_encoder enc = {0};
     mmt_pairs *pairs = NULL;
     mmt_probe_head *head = NULL;
@@ -593,7 +608,7 @@ static int eval_head(const char *model_dir, const char *data, const char *head_d
     float *emb = NULL;
     mmt_probe_metrics m;
     int rc = 0;
-    if (mmt_probe_head_load(head_dir, &head) != MMT_OK || mmt_pairs_load_jsonl(data, skip_bad, &pairs) != MMT_OK ||
+    if (mmt_probe_head_load(head_dir, &head) != MMT_OK || cli_pairs_load(data, skip_bad, image_root, &pairs) != MMT_OK ||
         cli_encoder_open(model_dir, NULL, &enc) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
@@ -660,7 +675,7 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL;
+    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL, *image_root = NULL;
     int64_t bs = 32;
     int skip_bad = 0;
     for (int i = 0; i < argc; i++) {
@@ -676,6 +691,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--adapter")) adapter_dir = v;
         else if (!strcmp(a, "--head")) head_dir = v;
+        else if (!strcmp(a, "--image-root")) image_root = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--batch-size")) {
             char *end;
@@ -686,7 +702,7 @@ int cmd_eval(int argc, char **argv) {
     if (!model_dir || !data) return cli_usage_error("eval: --model and --data are required");
     if (head_dir && adapter_dir)
         return cli_usage_error("eval: --head scores the base model's image embeddings; drop --adapter");
-    if (head_dir) return eval_head(model_dir, data, head_dir, skip_bad, out);
+    if (head_dir) return eval_head(model_dir, data, head_dir, skip_bad, image_root, out);
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
     mmt_clip_train *view = NULL;
@@ -698,7 +714,7 @@ int cmd_eval(int argc, char **argv) {
     mmt_clip_train_options_default(&o);
     mmt_retrieval_metrics m;
     double loss = NAN;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_pairs_load_jsonl(data, skip_bad, &pairs) != MMT_OK ||
+    if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, skip_bad, image_root, &pairs) != MMT_OK ||
         mmt_clip_train_create(model, &o, &view) != MMT_OK ||
         (adapter_dir && mmt_clip_adapters_load(view, adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
         rc = cli_runtime_error();
