@@ -5,9 +5,10 @@
  *   - every adapter tensor's gradient through the whole model against a central finite
  *     difference of the loss along a random direction (tiny-a and tiny-b, reference kernels),
  *     Richardson-extrapolated from steps h and h/2 (h = 5% of the tensor's RMS, at least of
- *     0.1; 0.2% with ReLU, whose kink at 0 a larger step crosses too often); tolerance 2e-2 relative plus the float noise floor 16 * 6e-8 |loss| / h, as in
- *     test_clip_train.c. Adapters after attention and after the MLP, ReLU and GELU, one tower
- *     or both, chosen layers;
+ *     0.1; 0.2% with ReLU, whose kink at 0 a larger step crosses too often); tolerance 2e-2
+ *     relative plus the float noise floor 16 * 6e-8 |loss| / h, as in test_clip_train.c (the
+ *     check is check_fd_with of clip_fixture.h, with step 2e-3 for ReLU). Adapters after
+ *     attention and after the MLP, ReLU and GELU, one tower or both, chosen layers;
  *   - gradient checkpointing gives bitwise the same gradients;
  *   - adapter_config.json + adapter_model.safetensors round trip through
  *     mmt_clip_adapter_load (keys and shapes as documented), and merging is refused.
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clip_fixture.h"
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/safetensors.h"
@@ -26,107 +28,16 @@
 #include "peft/merge.h"
 #include "train/clip_task.h"
 
-#define B 3
-
-static const char *TEXTS[B] = {"a photo of a cat", "a red car on a street", "two dogs in snow"};
-
-static uint64_t rng = 0x9d2c5680a5a5a5a5ull;
-static float uniform(void) { /* [-1, 1) */
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
-}
-
-typedef struct pairs_batch {
-    mmt_clip *model;
-    float *pixels;  // (B, 3, S, S)
-    int32_t *ids;   // (B, L)
-    int64_t L;
-} pairs_batch;
-
-static int batch_load(const char *name, pairs_batch *b) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/clip/%s", MMT_FIXTURE_DIR, name);
-    memset(b, 0, sizeof *b);
-    if (mmt_clip_load(dir, &b->model) != MMT_OK) return 0;
-    const mmt_clip_config *c = mmt_clip_config_of(b->model);
-    int64_t S = c->vision.image_size, n = (int64_t)B * 3 * S * S;
-    b->L = c->text.max_positions;
-    b->pixels = malloc((size_t)n * sizeof(float));
-    b->ids = malloc((size_t)(B * b->L) * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) b->pixels[i] = 1.5f * uniform();
-    return mmt_clip_tokenize(b->model, TEXTS, B, 1, b->ids) == MMT_OK;
-}
-
-static void batch_free(pairs_batch *b) {
-    mmt_clip_free(b->model);
-    free(b->pixels);
-    free(b->ids);
-}
-
-static double loss_of(mmt_clip_train *ct, const pairs_batch *b) {
-    double loss = NAN;
-    if (mmt_clip_train_forward_loss(ct, b->pixels, b->ids, B, b->L, 7, &loss) != MMT_OK)
-        fprintf(stderr, "forward: %s\n", mmt_last_error());
-    return loss;
-}
+#define B CLIP_BATCH
 
 /* Moves up (and the biases) off zero so every tensor has a gradient worth checking. */
 static void perturb(mmt_adapter *ad) {
     for (int64_t i = 0; i < ad->n; i++) {
         mmt_bottleneck *bn = &ad->entries[i].bottleneck;
-        for (int64_t j = 0; j < bn->dim * bn->hidden; j++) bn->up_w[j] = 0.3f * uniform();
-        for (int64_t j = 0; j < bn->dim; j++) bn->up_b[j] = 0.1f * uniform();
-        for (int64_t j = 0; j < bn->hidden; j++) bn->down_b[j] = 0.1f * uniform();
+        for (int64_t j = 0; j < bn->dim * bn->hidden; j++) bn->up_w[j] = 0.3f * rng_uniform();
+        for (int64_t j = 0; j < bn->dim; j++) bn->up_b[j] = 0.1f * rng_uniform();
+        for (int64_t j = 0; j < bn->hidden; j++) bn->down_b[j] = 0.1f * rng_uniform();
     }
-}
-
-static void check_fd(mmt_clip_train *ct, const pairs_batch *b, double step, const char *what) {
-    int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    CHECK(n > 0);
-    mmt_clip_train_zero_grad(ct);
-    CHECK(isfinite(loss_of(ct, b)));
-    CHECK(mmt_clip_train_backward(ct) == MMT_OK);
-    float **g = calloc((size_t)n, sizeof *g);
-    for (int64_t i = 0; i < n; i++) {
-        g[i] = malloc((size_t)p[i].numel * sizeof(float));
-        memcpy(g[i], p[i].grad, (size_t)p[i].numel * sizeof(float));
-    }
-    for (int64_t i = 0; i < n; i++) {
-        int64_t m = p[i].numel;
-        float *v = malloc((size_t)m * sizeof(float)), *saved = malloc((size_t)m * sizeof(float));
-        memcpy(saved, p[i].data, (size_t)m * sizeof(float));
-        double gv = 0, vv = 0, pp = 0;
-        for (int64_t j = 0; j < m; j++) {
-            v[j] = uniform();
-            gv += (double)g[i][j] * v[j];
-            vv += (double)v[j] * v[j];
-            pp += (double)saved[j] * saved[j];
-        }
-        double rms = sqrt(pp / (double)m), h = step * (rms > 0.1 ? rms : 0.1) / sqrt(vv / (double)m);
-        double d[2], l0 = 0;
-        for (int k = 0; k < 2; k++) {
-            double hk = k ? h / 2 : h;
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] + hk * v[j]);
-            double lp = loss_of(ct, b);
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] - hk * v[j]);
-            double lm = loss_of(ct, b);
-            d[k] = (lp - lm) / (2 * hk);
-            l0 = fmax(fabs(lp), fabs(lm));
-        }
-        memcpy(p[i].data, saved, (size_t)m * sizeof(float));
-        double fd = (4 * d[1] - d[0]) / 3, noise = 16 * 6e-8 * fmax(1.0, l0) / h;
-        double tol = 2e-2 * fmax(fabs(fd), fabs(gv)) + noise;
-        CHECK_MSG(fabs(fd - gv) <= tol, "%s: %s: finite difference %.6g, gradient %.6g (tol %.3g)", what, p[i].name,
-                  fd, gv, tol);
-        free(v);
-        free(saved);
-        free(g[i]);
-    }
-    free(g);
 }
 
 static mmt_adapter *attach(mmt_clip_train *ct, int placement, mmt_bottleneck_act act, mmt_peft_scope towers,
@@ -144,7 +55,7 @@ static mmt_adapter *attach(mmt_clip_train *ct, int placement, mmt_bottleneck_act
 }
 
 static void test_identity_at_init(void) {
-    pairs_batch b;
+    clip_batch b;
     CHECK(batch_load("tiny-a", &b));
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
@@ -175,7 +86,7 @@ static void test_identity_at_init(void) {
 
 static void fd_case(const char *model, int placement, mmt_bottleneck_act act, mmt_peft_scope towers, int64_t layer,
                     const char *what) {
-    pairs_batch b;
+    clip_batch b;
     CHECK(batch_load(model, &b));
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
@@ -185,7 +96,9 @@ static void fd_case(const char *model, int placement, mmt_bottleneck_act act, mm
     if (ad) {
         perturb(ad);
         /* ReLU: a small step, so that few pre-activations cross the kink at 0 */
-        check_fd(ct, &b, act == MMT_BOTTLENECK_RELU ? 2e-3 : 5e-2, what);
+        fd_options fo = fd_defaults();
+        if (act == MMT_BOTTLENECK_RELU) fo.step = 2e-3;
+        check_fd_with(ct, &b, &fo, what);
     }
     mmt_adapter_free(ad);
     mmt_clip_train_free(ct);
@@ -204,7 +117,7 @@ static void test_gradients_mlp_relu_vision(void) {
 }
 
 static void test_checkpointing_bitwise(void) {
-    pairs_batch b;
+    clip_batch b;
     CHECK(batch_load("tiny-b", &b));
     float **g[2] = {NULL, NULL};
     int64_t n[2] = {0, 0};
@@ -215,33 +128,23 @@ static void test_checkpointing_bitwise(void) {
         mmt_clip_train *ct = NULL;
         CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
         mmt_adapter *ad = attach(ct, MMT_BOTTLENECK_AT_ATTN | MMT_BOTTLENECK_AT_MLP, MMT_BOTTLENECK_GELU, MMT_SCOPE_BOTH, -1, 1);
-        rng = 1234;
+        rng_state = 1234;
         if (ad) perturb(ad);
         const mmt_nn_param *p = mmt_clip_train_params(ct, &n[ckpt]);
-        mmt_clip_train_zero_grad(ct);
-        CHECK(isfinite(loss_of(ct, &b)));
-        CHECK(mmt_clip_train_backward(ct) == MMT_OK);
-        g[ckpt] = calloc((size_t)n[ckpt] + 1, sizeof(float *));
-        for (int64_t i = 0; i < n[ckpt]; i++) {
-            g[ckpt][i] = malloc((size_t)p[i].numel * sizeof(float));
-            memcpy(g[ckpt][i], p[i].grad, (size_t)p[i].numel * sizeof(float));
-            if (ckpt == 1 && i < n[0])
-                CHECK_MSG(memcmp(g[0][i], g[1][i], (size_t)p[i].numel * sizeof(float)) == 0,
-                          "checkpointing changed the gradient of %s", p[i].name);
-        }
+        g[ckpt] = grads_of(ct, &b, NULL);
+        for (int64_t i = 0; ckpt == 1 && i < n[1] && i < n[0]; i++)
+            CHECK_MSG(memcmp(g[0][i], g[1][i], (size_t)p[i].numel * sizeof(float)) == 0,
+                      "checkpointing changed the gradient of %s", p[i].name);
         mmt_adapter_free(ad);
         mmt_clip_train_free(ct);
     }
     CHECK(n[0] == n[1] && n[0] > 0);
-    for (int k = 0; k < 2; k++) {
-        for (int64_t i = 0; i < n[k]; i++) free(g[k][i]);
-        free(g[k]);
-    }
+    for (int k = 0; k < 2; k++) grads_free(g[k], n[k]);
     batch_free(&b);
 }
 
 static void test_save_load_round_trip(void) {
-    pairs_batch b;
+    clip_batch b;
     CHECK(batch_load("tiny-a", &b));
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
@@ -325,6 +228,7 @@ done:
 }
 
 int main(void) {
+    rng_state = 0x9d2c5680a5a5a5a5ull; /* this file's stream: pixels, adapters, directions */
     setenv("MMT_KERNELS", "ref", 1);
     RUN(test_identity_at_init);
     RUN(test_gradients_both_places_gelu);

@@ -9,31 +9,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "core/json.h"
 
-static char tmp[256], out_path[300], err_path[300];
-static char *out_text, *err_text;
-
-static int run(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", MMT_BINARY, args, out_path, err_path);
-    int status = system(cmd);
-    free(out_text);
-    free(err_text);
-    out_text = check_read_file(out_path, NULL);
-    err_text = check_read_file(err_path, NULL);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; s && *s; s++) n += *s == '\n';
-    return n;
-}
+static char tmp[256];
 
 /* A failure: exit code `code`, one stderr line containing needle, empty stdout. */
 #define CHECK_CLI_FAILS(code, needle, ...)                                                 \
@@ -147,15 +126,13 @@ static void test_bad_inputs(void) {
 int main(void) {
     snprintf(tmp, sizeof tmp, "/tmp/mmt_test_cli_%d", (int)getpid());
     mkdir(tmp, 0755);
-    snprintf(out_path, sizeof out_path, "%s/out", tmp);
-    snprintf(err_path, sizeof err_path, "%s/err", tmp);
+    cli_run_setup(tmp);
     RUN(test_embed_prints_json_lines);
     RUN(test_classify_probabilities);
     RUN(test_inspect);
     RUN(test_help_and_usage_errors);
     RUN(test_bad_inputs);
-    free(out_text);
-    free(err_text);
+    cli_run_cleanup();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", tmp);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clip_fixture.h"
 #include "core/alloc.h"
 #include "core/file.h"
 #include "models/clip.h"
@@ -27,147 +28,20 @@
 #include "nn/linear.h"
 #include "peft/prompt.h"
 
-#define B 3
+#define B CLIP_BATCH
 
-static const char *TEXTS[B] = {"a photo of a cat", "a red car on a street", "two dogs in snow"};
-
-static uint64_t rng = 0x1234567887654321ull;
-static float uniform(void) { /* [-1, 1) */
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
+/* This file's LoRA: rank 2, A and B = 0.3 u; the zero gradient buffers draw nothing from the
+ * stream (clip_fixture.h). */
+static void lora_attach(mmt_clip_train *ct, owned *o, const char *module, float dropout) {
+    lora_init init = {2, dropout, 0.3f, 0};
+    attach_lora_with(ct, o, module, init);
 }
 
-typedef struct batch {
-    mmt_clip *model;
-    float *pixels; // (B, 3, S, S)
-    int32_t *ids;  // (B, L)
-    int64_t L;
-} batch;
-
-static int batch_load(const char *name, batch *b) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/clip/%s", MMT_FIXTURE_DIR, name);
-    memset(b, 0, sizeof *b);
-    if (mmt_clip_load(dir, &b->model) != MMT_OK) {
-        fprintf(stderr, "load %s: %s\n", dir, mmt_last_error());
-        return 0;
-    }
-    const mmt_clip_config *c = mmt_clip_config_of(b->model);
-    int64_t S = c->vision.image_size, n = (int64_t)B * 3 * S * S;
-    b->L = c->text.max_positions;
-    b->pixels = malloc((size_t)n * sizeof(float));
-    b->ids = malloc((size_t)(B * b->L) * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) b->pixels[i] = 1.5f * uniform();
-    return mmt_clip_tokenize(b->model, TEXTS, B, 1, b->ids) == MMT_OK;
-}
-
-static void batch_free(batch *b) {
-    mmt_clip_free(b->model);
-    free(b->pixels);
-    free(b->ids);
-}
-
-static double loss_of(mmt_clip_train *ct, const batch *b) {
-    double loss = NAN;
-    if (mmt_clip_train_forward_loss(ct, b->pixels, b->ids, B, b->L, 7, &loss) != MMT_OK)
-        fprintf(stderr, "forward: %s\n", mmt_last_error());
-    return loss;
-}
-
-static float **grads_of(mmt_clip_train *ct, const batch *b, double *loss_out) {
-    int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    mmt_clip_train_zero_grad(ct);
-    double loss = loss_of(ct, b);
-    if (loss_out) *loss_out = loss;
-    CHECK(isfinite(loss));
-    CHECK_OK(mmt_clip_train_backward(ct));
-    float **g = calloc((size_t)n, sizeof *g);
-    for (int64_t i = 0; i < n; i++) {
-        g[i] = malloc((size_t)p[i].numel * sizeof(float));
-        memcpy(g[i], p[i].grad, (size_t)p[i].numel * sizeof(float));
-    }
-    return g;
-}
-
-static void grads_free(float **g, int64_t n) {
-    for (int64_t i = 0; i < n; i++) free(g[i]);
-    free(g);
-}
-
-/* Directional finite difference per registered tensor (tolerance in the header). */
-static void check_fd(mmt_clip_train *ct, const batch *b, const char *what) {
-    int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    CHECK(n > 0);
-    float **g = grads_of(ct, b, NULL);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t m = p[i].numel;
-        float *v = malloc((size_t)m * sizeof(float)), *saved = malloc((size_t)m * sizeof(float));
-        memcpy(saved, p[i].data, (size_t)m * sizeof(float));
-        double gv = 0, vv = 0, pp = 0;
-        for (int64_t j = 0; j < m; j++) {
-            v[j] = uniform();
-            gv += (double)g[i][j] * v[j];
-            vv += (double)v[j] * v[j];
-            pp += (double)saved[j] * saved[j];
-        }
-        double rms = sqrt(pp / (double)m), h = 5e-2 * (rms > 0.1 ? rms : 0.1) / sqrt(vv / (double)m);
-        double d[2], l0 = 0;
-        for (int k = 0; k < 2; k++) {
-            double hk = k ? h / 2 : h;
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] + hk * v[j]);
-            double lp = loss_of(ct, b);
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] - hk * v[j]);
-            double lm = loss_of(ct, b);
-            d[k] = (lp - lm) / (2 * hk);
-            l0 = fmax(fabs(lp), fabs(lm));
-        }
-        memcpy(p[i].data, saved, (size_t)m * sizeof(float));
-        double fd = (4 * d[1] - d[0]) / 3;
-        double tol = 2e-2 * fmax(fabs(fd), fabs(gv)) + 16 * 6e-8 * fmax(1.0, l0) / h;
-        CHECK_MSG(fabs(gv) > 1e-6, "%s: %s: zero gradient along a random direction", what, p[i].name);
-        CHECK_MSG(fabs(fd - gv) <= tol, "%s: %s: finite difference %.6g, gradient %.6g (tol %.3g)", what, p[i].name, fd,
-                  gv, tol);
-        free(v);
-        free(saved);
-    }
-    grads_free(g, n);
-}
-
-/* A LoRA on one module, tensors owned by the caller's array (freed by lora_free). */
-typedef struct test_lora {
-    mmt_lora l;
-    float *buf[4];
-} test_lora;
-
-static void lora_attach(mmt_clip_train *ct, test_lora *t, const char *module, float dropout) {
-    mmt_linear *l = mmt_clip_train_linear(ct, module);
-    CHECK(l != NULL);
-    if (!l) return;
-    int64_t r = 2, na = r * l->in, nb = l->out * r;
-    memset(t, 0, sizeof *t);
-    t->l.r = r;
-    t->l.scaling = 2.0f;
-    t->l.dropout = dropout;
-    for (int k = 0; k < 4; k++) t->buf[k] = calloc((size_t)(k % 2 ? nb : na), sizeof(float));
-    for (int64_t i = 0; i < na; i++) t->buf[0][i] = 0.3f * uniform();
-    for (int64_t i = 0; i < nb; i++) t->buf[1][i] = 0.3f * uniform();
-    t->l.a = t->buf[0], t->l.b = t->buf[1], t->l.da = t->buf[2], t->l.db = t->buf[3];
-    l->lora = &t->l;
-    char name[256];
-    int64_t sa[2] = {r, l->in}, sb[2] = {l->out, r};
-    snprintf(name, sizeof name, "%s.lora_A.weight", module);
-    CHECK_OK(mmt_clip_train_add_param(ct, name, t->l.a, t->l.da, 2, sa, 0));
-    snprintf(name, sizeof name, "%s.lora_B.weight", module);
-    CHECK_OK(mmt_clip_train_add_param(ct, name, t->l.b, t->l.db, 2, sb, 0));
-}
-
-static void lora_free(test_lora *t) {
-    for (int k = 0; k < 4; k++) free(t->buf[k]);
+/* Every check_fd here also fails a tensor whose gradient is zero along its direction. */
+static void check_fd_nonzero(mmt_clip_train *ct, const clip_batch *b, const char *what) {
+    fd_options o = fd_defaults();
+    o.require_nonzero = 1;
+    check_fd_with(ct, b, &o, what);
 }
 
 static mmt_prompt_settings settings(int64_t text, int64_t visual, int deep, int64_t prefix, int projection, int vision_prefix) {
@@ -187,7 +61,7 @@ static mmt_prompt_settings settings(int64_t text, int64_t visual, int deep, int6
 
 /* Scales every prompt tensor so that the finite differences see a curved, non-trivial loss. */
 static void fd_case(const char *model, mmt_prompt_settings s, int with_lora, const char *what) {
-    batch b;
+    clip_batch b;
     if (!batch_load(model, &b)) {
         CHECK(0);
         return;
@@ -198,18 +72,18 @@ static void fd_case(const char *model, mmt_prompt_settings s, int with_lora, con
     CHECK_OK(mmt_clip_train_create(b.model, &o, &ct));
     mmt_prompt *p = NULL;
     CHECK_OK(mmt_prompt_attach(ct, &s, &p));
-    test_lora la, lb;
+    owned own_ = {0};
     if (with_lora) {
-        lora_attach(ct, &la, "text_model.encoder.layers.1.self_attn.q_proj", 0);
-        lora_attach(ct, &lb, "vision_model.encoder.layers.0.self_attn.v_proj", 0);
+        lora_attach(ct, &own_, "text_model.encoder.layers.1.self_attn.q_proj", 0);
+        lora_attach(ct, &own_, "vision_model.encoder.layers.0.self_attn.v_proj", 0);
     }
     /* text prompts start at std 0.02: make them large enough to matter */
     if (p && p->text)
         for (int64_t i = 0; i < s.text_tokens * p->text_dim; i++) p->text[i] *= 20.0f;
-    if (p) check_fd(ct, &b, what);
+    if (p) check_fd_nonzero(ct, &b, what);
     mmt_prompt_free(p);
     mmt_clip_train_free(ct);
-    if (with_lora) lora_free(&la), lora_free(&lb);
+    owned_free(&own_);
     batch_free(&b);
 }
 
@@ -229,7 +103,7 @@ static void test_combined_with_lora_gradients(void) {
 
 /* Bitwise equal loss and gradients with and without checkpointing (dropout on). */
 static void test_checkpointing_bitwise(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-b", &b)) {
         CHECK(0);
         return;
@@ -247,14 +121,14 @@ static void test_checkpointing_bitwise(void) {
             CHECK_OK(mmt_clip_train_create(b.model, &o, &ct));
             mmt_prompt *p = NULL;
             CHECK_OK(mmt_prompt_attach(ct, &cases[c], &p));
-            rng = 99;
-            test_lora la;
-            lora_attach(ct, &la, "text_model.encoder.layers.0.self_attn.q_proj", 0.25f);
+            rng_state = 99;
+            owned own_ = {0};
+            lora_attach(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 0.25f);
             mmt_clip_train_params(ct, &n[ckpt]);
             g[ckpt] = grads_of(ct, &b, &loss[ckpt]);
             mmt_prompt_free(p);
             mmt_clip_train_free(ct);
-            lora_free(&la);
+            owned_free(&own_);
         }
         CHECK(n[0] == n[1]);
         CHECK(memcmp(&loss[0], &loss[1], sizeof(double)) == 0);
@@ -279,7 +153,7 @@ static void test_checkpointing_bitwise(void) {
 /* Prompts change the embeddings; detached, the view is the base model again (bitwise). An
  * over-long caption still pools at its EOS: the context vectors then displace its last words. */
 static void test_detach_and_long_caption(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-a", &b)) {
         CHECK(0);
         return;
@@ -331,7 +205,7 @@ static void test_detach_and_long_caption(void) {
 
 /* Trains nothing: perturbs, saves, reloads into a fresh view from the file alone. */
 static void round_trip(const char *model, mmt_prompt_settings s, const char *tag) {
-    batch b;
+    clip_batch b;
     if (!batch_load(model, &b)) {
         CHECK(0);
         return;
@@ -352,7 +226,7 @@ static void round_trip(const char *model, mmt_prompt_settings s, const char *tag
     int64_t n;
     const mmt_nn_param *pr = mmt_clip_train_params(ct, &n);
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < pr[i].numel; j++) pr[i].data[j] += 0.1f * uniform();
+        for (int64_t j = 0; j < pr[i].numel; j++) pr[i].data[j] += 0.1f * rng_uniform();
     mmt_peft_config pc, back;
     memset(&back, 0, sizeof back);
     CHECK_OK(mmt_prompt_peft_config(&s, cc, NULL, &pc));
@@ -397,6 +271,7 @@ static void test_save_load_round_trip(void) {
 }
 
 int main(void) {
+    rng_state = 0x1234567887654321ull; /* this file's stream: pixels, adapters, directions */
     setenv("MMT_KERNELS", "ref", 1);
     RUN(test_text_prompt_gradients);
     RUN(test_visual_prompt_gradients);

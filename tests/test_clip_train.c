@@ -10,9 +10,10 @@
  *     central finite difference of the loss along a random direction per tensor, with the
  *     reference kernels. The difference is Richardson-extrapolated from steps h and h/2
  *     (h = 5% of the tensor's RMS, at least 0.005), so truncation is O(h^4). Tolerance:
- *     |fd - g.v| <= 2e-2 max(|fd|, |g.v|) + 16 * 6e-8 * |loss| / h: the loss is computed
- *     in float, and its rounding divided by the step is the noise floor of the quotient
- *     (it matters for gradients that are exactly zero, such as the key bias's);
+ *     |fd - g.v| <= 2e-2 max(|fd|, |g.v|) + 16 * 6e-8 * max(1, |loss|) / h: the loss is
+ *     computed in float, and its rounding divided by the step is the noise floor of the
+ *     quotient (it matters for gradients that are exactly zero, such as the key bias's). The
+ *     batch and this check (check_fd) are in clip_fixture.h;
  *   - the distillation term and a fixed temperature, through the same finite differences;
  *   - gradient checkpointing gives bitwise the same gradients (dropout on);
  *   - backward that stops below the lowest trainable layer gives the same gradients as a
@@ -22,135 +23,16 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "clip_fixture.h"
 #include "core/alloc.h"
 #include "models/clip.h"
 #include "models/clip_train.h"
 #include "nn/linear.h"
 
-#define B 3
-
-static const char *TEXTS[B] = {"a photo of a cat", "a red car on a street", "two dogs in snow"};
-
-static uint64_t rng = 0x1234567887654321ull;
-static float uniform(void) { /* [-1, 1) */
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
-}
-
-typedef struct batch {
-    mmt_clip *model;
-    float *pixels;   // (B, 3, S, S)
-    int32_t *ids;    // (B, L)
-    int64_t L;
-} batch;
-
-static int batch_load(const char *name, batch *b) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/clip/%s", MMT_FIXTURE_DIR, name);
-    memset(b, 0, sizeof *b);
-    if (mmt_clip_load(dir, &b->model) != MMT_OK) {
-        fprintf(stderr, "load %s: %s\n", dir, mmt_last_error());
-        return 0;
-    }
-    const mmt_clip_config *c = mmt_clip_config_of(b->model);
-    int64_t S = c->vision.image_size, n = (int64_t)B * 3 * S * S;
-    b->L = c->text.max_positions;
-    b->pixels = malloc((size_t)n * sizeof(float));
-    b->ids = malloc((size_t)(B * b->L) * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) b->pixels[i] = 1.5f * uniform();
-    if (mmt_clip_tokenize(b->model, TEXTS, B, 1, b->ids) != MMT_OK) {
-        fprintf(stderr, "tokenize: %s\n", mmt_last_error());
-        return 0;
-    }
-    return 1;
-}
-
-static void batch_free(batch *b) {
-    mmt_clip_free(b->model);
-    free(b->pixels);
-    free(b->ids);
-}
-
-static double loss_of(mmt_clip_train *ct, const batch *b) {
-    double loss = NAN;
-    if (mmt_clip_train_forward_loss(ct, b->pixels, b->ids, B, b->L, 7, &loss) != MMT_OK)
-        fprintf(stderr, "forward: %s\n", mmt_last_error());
-    return loss;
-}
-
-/* Gradients of every registered tensor, copied out after one forward + backward. */
-static float **grads_of(mmt_clip_train *ct, const batch *b) {
-    int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    mmt_clip_train_zero_grad(ct);
-    double loss = loss_of(ct, b);
-    CHECK(isfinite(loss));
-    CHECK(mmt_clip_train_backward(ct) == MMT_OK);
-    float **g = calloc((size_t)n, sizeof *g);
-    for (int64_t i = 0; i < n; i++) {
-        g[i] = malloc((size_t)p[i].numel * sizeof(float));
-        memcpy(g[i], p[i].grad, (size_t)p[i].numel * sizeof(float));
-    }
-    return g;
-}
-
-static void grads_free(float **g, int64_t n) {
-    for (int64_t i = 0; i < n; i++) free(g[i]);
-    free(g);
-}
-
-/* Directional finite difference per registered tensor (see the header for the tolerance). */
-static void check_fd(mmt_clip_train *ct, const batch *b, const char *what) {
-    int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    CHECK(n > 0);
-    float **g = grads_of(ct, b);
-    int checked = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t m = p[i].numel;
-        float *v = malloc((size_t)m * sizeof(float));
-        float *saved = malloc((size_t)m * sizeof(float));
-        memcpy(saved, p[i].data, (size_t)m * sizeof(float));
-        double gv = 0, vv = 0, pp = 0;
-        for (int64_t j = 0; j < m; j++) {
-            v[j] = uniform();
-            gv += (double)g[i][j] * v[j];
-            vv += (double)v[j] * v[j];
-            pp += (double)saved[j] * saved[j];
-        }
-        /* step: 5e-2 of the tensor's RMS (at least of 0.1), along a unit-RMS v; Richardson
-         * extrapolation of two central differences cancels the h^2 term */
-        double rms = sqrt(pp / (double)m), h = 5e-2 * (rms > 0.1 ? rms : 0.1) / sqrt(vv / (double)m);
-        double d[2], l0 = 0;
-        for (int k = 0; k < 2; k++) {
-            double hk = k ? h / 2 : h;
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] + hk * v[j]);
-            double lp = loss_of(ct, b);
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] - hk * v[j]);
-            double lm = loss_of(ct, b);
-            d[k] = (lp - lm) / (2 * hk);
-            l0 = fmax(fabs(lp), fabs(lm));
-        }
-        memcpy(p[i].data, saved, (size_t)m * sizeof(float));
-        double fd = (4 * d[1] - d[0]) / 3;
-        /* float rounding of the loss (~6e-8 relative per evaluation) over the smaller step */
-        double noise = 16 * 6e-8 * fmax(1.0, l0) / h;
-        double tol = 2e-2 * fmax(fabs(fd), fabs(gv)) + noise;
-        CHECK_MSG(fabs(fd - gv) <= tol, "%s: %s: finite difference %.6g, gradient %.6g (tol %.3g)", what,
-                  p[i].name, fd, gv, tol);
-        checked++;
-        free(v);
-        free(saved);
-    }
-    CHECK(checked == n);
-    grads_free(g, n);
-}
+#define B CLIP_BATCH
 
 static void test_view_matches_inference(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-a", &b)) {
         CHECK(0);
         return;
@@ -179,7 +61,7 @@ static void test_view_matches_inference(void) {
 }
 
 static void check_full(const char *model) {
-    batch b;
+    clip_batch b;
     if (!batch_load(model, &b)) {
         CHECK(0);
         return;
@@ -202,47 +84,12 @@ static void check_full(const char *model) {
 static void test_full_finetune_gradients_a(void) { check_full("tiny-a"); }
 static void test_full_finetune_gradients_b(void) { check_full("tiny-b"); }
 
-/* Adapter tensors for the tests, owned here. */
-typedef struct owned {
-    float *bufs[64];
-    int n;
-} owned;
-
-static float *own(owned *o, int64_t n, float scale) {
-    float *p = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = scale * uniform();
-    o->bufs[o->n++] = p;
-    return p;
-}
-
-static void owned_free(owned *o) {
-    for (int i = 0; i < o->n; i++) free(o->bufs[i]);
-}
-
-static mmt_lora loras[16];
-static int n_loras;
-
+/* This file's LoRA: rank r, B = b_scale u; its zero gradient buffers draw from the stream too
+ * (clip_fixture.h), as the random directions of the checks below were observed with. */
 static void attach_lora_b(mmt_clip_train *ct, owned *o, const char *module, int64_t r, float dropout,
                           float b_scale) {
-    mmt_linear *l = mmt_clip_train_linear(ct, module);
-    CHECK_MSG(l != NULL, "no module %s", module);
-    if (!l) return;
-    mmt_lora *a = &loras[n_loras++];
-    memset(a, 0, sizeof *a);
-    a->r = r;
-    a->scaling = 2.0f;
-    a->dropout = dropout;
-    a->a = own(o, r * l->in, 0.3f);
-    a->b = own(o, l->out * r, b_scale);
-    a->da = own(o, r * l->in, 0);
-    a->db = own(o, l->out * r, 0);
-    l->lora = a;
-    char name[256];
-    int64_t sa[2] = {r, l->in}, sb[2] = {l->out, r};
-    snprintf(name, sizeof name, "%s.lora_A.weight", module);
-    CHECK(mmt_clip_train_add_param(ct, name, a->a, a->da, 2, sa, 0) == MMT_OK);
-    snprintf(name, sizeof name, "%s.lora_B.weight", module);
-    CHECK(mmt_clip_train_add_param(ct, name, a->b, a->db, 2, sb, 0) == MMT_OK);
+    lora_init init = {r, dropout, b_scale, 1};
+    attach_lora_with(ct, o, module, init);
 }
 
 static void attach_lora(mmt_clip_train *ct, owned *o, const char *module, int64_t r, float dropout) {
@@ -264,7 +111,7 @@ static void attach_ia3(mmt_clip_train *ct, owned *o, const char *module, mmt_ia3
 }
 
 static void test_lora_and_ia3_gradients(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-a", &b)) {
         CHECK(0);
         return;
@@ -274,7 +121,6 @@ static void test_lora_and_ia3_gradients(void) {
     mmt_clip_train *ct;
     CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
     owned own_ = {0};
-    n_loras = 0;
     attach_lora(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 2, 0);
     attach_lora(ct, &own_, "text_model.encoder.layers.1.self_attn.v_proj", 3, 0);
     attach_lora(ct, &own_, "vision_model.encoder.layers.0.mlp.fc1", 2, 0);
@@ -292,7 +138,7 @@ static void test_lora_and_ia3_gradients(void) {
  * gradients against finite differences. The adapter starts non-zero, so the student's
  * logits differ from the teacher's and the KL term has a gradient. */
 static void test_distillation_and_fixed_temperature(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-a", &b)) {
         CHECK(0);
         return;
@@ -305,7 +151,6 @@ static void test_distillation_and_fixed_temperature(void) {
         mmt_clip_train *ct;
         CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
         owned own_ = {0};
-        n_loras = 0;
         attach_lora(ct, &own_, "text_model.encoder.layers.1.self_attn.v_proj", 2, 0);
         attach_lora(ct, &own_, "vision_model.encoder.layers.0.self_attn.q_proj", 2, 0);
         CHECK(fabsf(mmt_clip_train_scale(ct) - (variant ? 20.0f : expf(mmt_clip_train_logit_scale(ct)))) < 1e-4f);
@@ -319,7 +164,7 @@ static void test_distillation_and_fixed_temperature(void) {
 /* Single modules made trainable (PEFT's modules_to_save) next to a LoRA: their gradients
  * against finite differences, names under the key prefix, and errors. */
 static void test_module_trainable(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-b", &b)) {
         CHECK(0);
         return;
@@ -329,7 +174,6 @@ static void test_module_trainable(void) {
     mmt_clip_train *ct;
     CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
     owned own_ = {0};
-    n_loras = 0;
     attach_lora(ct, &own_, "text_model.encoder.layers.1.self_attn.q_proj", 2, 0);
     int64_t added = 0;
     CHECK(mmt_clip_train_make_module_trainable(ct, "vision_model.post_layernorm", "base_model.model.", &added) == MMT_OK);
@@ -352,7 +196,7 @@ static void test_module_trainable(void) {
 /* Evaluation mode: no dropout (the same loss twice, embeddings equal to inference), no
  * backward. */
 static void test_eval_mode(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-a", &b)) {
         CHECK(0);
         return;
@@ -362,7 +206,6 @@ static void test_eval_mode(void) {
     mmt_clip_train *ct;
     CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
     owned own_ = {0};
-    n_loras = 0;
     attach_lora(ct, &own_, "vision_model.encoder.layers.0.self_attn.q_proj", 2, 0.5f);
     int64_t P = mmt_clip_embed_dim(b.model);
     float *ref = malloc((size_t)(B * P) * sizeof(float));
@@ -384,7 +227,7 @@ static void test_eval_mode(void) {
 /* Same gradients with and without checkpointing (bitwise), and with a backward that stops
  * early (only layer 1 trainable) vs one forced to the bottom (token embedding trainable). */
 static void test_checkpointing_and_early_stop(void) {
-    batch b;
+    clip_batch b;
     if (!batch_load("tiny-b", &b)) {
         CHECK(0);
         return;
@@ -398,13 +241,12 @@ static void test_checkpointing_and_early_stop(void) {
         mmt_clip_train *ct;
         CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
         owned own_ = {0};
-        rng = 99;
-        n_loras = 0;
+        rng_state = 99;
         attach_lora(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 2, 0.25f);
         attach_lora(ct, &own_, "vision_model.encoder.layers.1.self_attn.v_proj", 2, 0.25f);
         attach_ia3(ct, &own_, "vision_model.encoder.layers.0.mlp.fc2", MMT_IA3_INPUT);
         mmt_clip_train_params(ct, &n[ckpt]);
-        g[ckpt] = grads_of(ct, &b);
+        g[ckpt] = grads_of(ct, &b, NULL);
         mmt_clip_train_free(ct);
         owned_free(&own_);
     }
@@ -414,8 +256,7 @@ static void test_checkpointing_and_early_stop(void) {
     mmt_clip_train *ct;
     CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
     owned own_ = {0};
-    rng = 99;
-    n_loras = 0;
+    rng_state = 99;
     attach_lora(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 2, 0.25f);
     attach_lora(ct, &own_, "vision_model.encoder.layers.1.self_attn.v_proj", 2, 0.25f);
     attach_ia3(ct, &own_, "vision_model.encoder.layers.0.mlp.fc2", MMT_IA3_INPUT);
@@ -435,11 +276,10 @@ static void test_checkpointing_and_early_stop(void) {
         mmt_clip_train_options_default(&o);
         CHECK(mmt_clip_train_create(b.model, &o, &ct) == MMT_OK);
         owned own2 = {0};
-        rng = 5;
-        n_loras = 0;
+        rng_state = 5;
         attach_lora(ct, &own2, "vision_model.encoder.layers.1.self_attn.v_proj", 2, 0);
         if (force) attach_lora_b(ct, &own2, "vision_model.embeddings.patch_embedding", 2, 0, 0.0f);
-        h[force] = grads_of(ct, &b);
+        h[force] = grads_of(ct, &b, NULL);
         p = mmt_clip_train_params(ct, &np);
         if (force) {
             for (int k = 0; k < 2; k++)
@@ -457,6 +297,7 @@ static void test_checkpointing_and_early_stop(void) {
 }
 
 int main(void) {
+    rng_state = 0x1234567887654321ull; /* this file's stream: pixels, adapters, directions */
     setenv("MMT_KERNELS", "ref", 1);
     RUN(test_view_matches_inference);
     RUN(test_full_finetune_gradients_a);

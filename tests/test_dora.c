@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clip_fixture.h"
 #include "core/alloc.h"
 #include "core/safetensors.h"
 #include "models/clip.h"
@@ -29,45 +30,7 @@
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
 
-#define B 3
-
-static const char *TEXTS[B] = {"a photo of a cat", "a red car on a street", "two dogs in snow"};
-
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-static float uniform(void) { /* [-1, 1) */
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
-}
-
-typedef struct dora_batch {
-    mmt_clip *model;
-    float *pixels;  // (B, 3, S, S)
-    int32_t *ids;   // (B, L)
-    int64_t L;
-} dora_batch;
-
-static int fixture_load(dora_batch *f) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/clip/tiny-a", MMT_FIXTURE_DIR);
-    memset(f, 0, sizeof *f);
-    if (mmt_clip_load(dir, &f->model) != MMT_OK) return 0;
-    const mmt_clip_config *c = mmt_clip_config_of(f->model);
-    int64_t S = c->vision.image_size, n = (int64_t)B * 3 * S * S;
-    f->L = c->text.max_positions;
-    f->pixels = malloc((size_t)n * sizeof(float));
-    f->ids = malloc((size_t)(B * f->L) * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) f->pixels[i] = 1.5f * uniform();
-    return mmt_clip_tokenize(f->model, TEXTS, B, 1, f->ids) == MMT_OK;
-}
-
-static void fixture_free(dora_batch *f) {
-    mmt_clip_free(f->model);
-    free(f->pixels);
-    free(f->ids);
-}
+#define B CLIP_BATCH
 
 /* DoRA r=2 alpha=4 on q_proj, v_proj and fc1 of both towers and the patch conv; B and m moved off their
  * initial values so the magnitude's factor m / ||W + s B A|| is not 1. */
@@ -89,21 +52,14 @@ static void perturb(mmt_adapter *ad) {
     for (int64_t i = 0; i < ad->n; i++) {
         mmt_lora *a = &ad->entries[i].lora;
         int64_t out = ad->entries[i].linear->out;
-        for (int64_t j = 0; j < out * a->r; j++) a->b[j] = 0.3f * uniform();
-        for (int64_t j = 0; j < out; j++) a->magnitude[j] *= 1.0f + 0.2f * uniform();
+        for (int64_t j = 0; j < out * a->r; j++) a->b[j] = 0.3f * rng_uniform();
+        for (int64_t j = 0; j < out; j++) a->magnitude[j] *= 1.0f + 0.2f * rng_uniform();
     }
 }
 
-static double loss_of(mmt_clip_train *ct, const dora_batch *f) {
-    double loss = NAN;
-    if (mmt_clip_train_forward_loss(ct, f->pixels, f->ids, B, f->L, 7, &loss) != MMT_OK)
-        fprintf(stderr, "forward: %s\n", mmt_last_error());
-    return loss;
-}
-
 static void check_magnitude_fd(float dropout) {
-    dora_batch f;
-    CHECK(fixture_load(&f));
+    clip_batch f;
+    CHECK(batch_load("tiny-a", &f));
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_clip_train *ct = NULL;
@@ -113,57 +69,26 @@ static void check_magnitude_fd(float dropout) {
     if (!ad) goto done;
     perturb(ad);
     int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
+    mmt_clip_train_params(ct, &n);
     CHECK(n == 3 * (3 * 2 * 2 + 1)); /* 3 modules x 2 layers x 2 towers + the patch conv, 3 tensors each */
-    mmt_clip_train_zero_grad(ct);
-    CHECK(isfinite(loss_of(ct, &f)));
-    CHECK(mmt_clip_train_backward(ct) == MMT_OK);
-    int checked = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!strstr(p[i].name, "lora_magnitude_vector")) continue;
-        int64_t m = p[i].numel;
-        float *v = malloc((size_t)m * sizeof(float)), *saved = malloc((size_t)m * sizeof(float));
-        memcpy(saved, p[i].data, (size_t)m * sizeof(float));
-        double gv = 0, pp = 0, vv = 0;
-        for (int64_t j = 0; j < m; j++) {
-            v[j] = uniform();
-            gv += (double)p[i].grad[j] * v[j];
-            vv += (double)v[j] * v[j];
-            pp += (double)saved[j] * saved[j];
-        }
-        double rms = sqrt(pp / (double)m), h = 5e-2 * (rms > 0.1 ? rms : 0.1) / sqrt(vv / (double)m);
-        double d[2], l0 = 0;
-        for (int k = 0; k < 2; k++) {
-            double hk = k ? h / 2 : h;
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] + hk * v[j]);
-            double lp = loss_of(ct, &f);
-            for (int64_t j = 0; j < m; j++) p[i].data[j] = (float)(saved[j] - hk * v[j]);
-            double lm = loss_of(ct, &f);
-            d[k] = (lp - lm) / (2 * hk);
-            l0 = fmax(fabs(lp), fabs(lm));
-        }
-        memcpy(p[i].data, saved, (size_t)m * sizeof(float));
-        double fd = (4 * d[1] - d[0]) / 3, noise = 16 * 6e-8 * fmax(1.0, l0) / h;
-        double tol = 2e-2 * fmax(fabs(fd), fabs(gv)) + noise;
-        CHECK_MSG(fabs(fd - gv) <= tol, "dropout %.2f: %s: finite difference %.6g, gradient %.6g (tol %.3g)",
-                  dropout, p[i].name, fd, gv, tol);
-        checked++;
-        free(v);
-        free(saved);
-    }
-    CHECK(checked == 13);
+    /* only the magnitudes: the A and B gradients are PEFT's, not the forward's (see the top) */
+    fd_options fo = fd_defaults();
+    fo.only = "lora_magnitude_vector";
+    char what[64];
+    snprintf(what, sizeof what, "dropout %.2f", dropout);
+    CHECK(check_fd_with(ct, &f, &fo, what) == 13);
 done:
     mmt_adapter_free(ad);
     mmt_clip_train_free(ct);
-    fixture_free(&f);
+    batch_free(&f);
 }
 
 static void test_magnitude_gradient(void) { check_magnitude_fd(0); }
 static void test_magnitude_gradient_with_dropout(void) { check_magnitude_fd(0.25f); }
 
 static void test_identity_at_init(void) {
-    dora_batch f;
-    CHECK(fixture_load(&f));
+    clip_batch f;
+    CHECK(batch_load("tiny-a", &f));
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_clip_train *ct = NULL;
@@ -184,12 +109,12 @@ static void test_identity_at_init(void) {
     free(r);
     mmt_adapter_free(ad);
     mmt_clip_train_free(ct);
-    fixture_free(&f);
+    batch_free(&f);
 }
 
 static void test_checkpointing_bitwise(void) {
-    dora_batch f;
-    CHECK(fixture_load(&f));
+    clip_batch f;
+    CHECK(batch_load("tiny-a", &f));
     float **g[2] = {NULL, NULL};
     int64_t n[2] = {0, 0};
     for (int ckpt = 0; ckpt < 2; ckpt++) {
@@ -200,34 +125,24 @@ static void test_checkpointing_bitwise(void) {
         mmt_adapter *ad = NULL;
         CHECK(mmt_clip_train_create(f.model, &o, &ct) == MMT_OK);
         CHECK(attach(ct, 0.25f, 1, &ad) == MMT_OK);
-        rng = 42;
+        rng_state = 42;
         perturb(ad);
         const mmt_nn_param *p = mmt_clip_train_params(ct, &n[ckpt]);
-        mmt_clip_train_zero_grad(ct);
-        CHECK(isfinite(loss_of(ct, &f)));
-        CHECK(mmt_clip_train_backward(ct) == MMT_OK);
-        g[ckpt] = calloc((size_t)n[ckpt], sizeof(float *));
-        for (int64_t i = 0; i < n[ckpt]; i++) {
-            g[ckpt][i] = malloc((size_t)p[i].numel * sizeof(float));
-            memcpy(g[ckpt][i], p[i].grad, (size_t)p[i].numel * sizeof(float));
-            if (ckpt == 1 && i < n[0])
-                CHECK_MSG(memcmp(g[0][i], g[1][i], (size_t)p[i].numel * sizeof(float)) == 0,
-                          "checkpointing changed the gradient of %s", p[i].name);
-        }
+        g[ckpt] = grads_of(ct, &f, NULL);
+        for (int64_t i = 0; ckpt == 1 && i < n[1] && i < n[0]; i++)
+            CHECK_MSG(memcmp(g[0][i], g[1][i], (size_t)p[i].numel * sizeof(float)) == 0,
+                      "checkpointing changed the gradient of %s", p[i].name);
         mmt_adapter_free(ad);
         mmt_clip_train_free(ct);
     }
     CHECK(n[0] == n[1]);
-    for (int k = 0; k < 2; k++) {
-        for (int64_t i = 0; i < n[k]; i++) free(g[k][i]);
-        free(g[k]);
-    }
-    fixture_free(&f);
+    for (int k = 0; k < 2; k++) grads_free(g[k], n[k]);
+    batch_free(&f);
 }
 
 static void test_merge_and_round_trip(void) {
-    dora_batch f;
-    CHECK(fixture_load(&f));
+    clip_batch f;
+    CHECK(batch_load("tiny-a", &f));
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_clip_train *ct = NULL, *ct2 = NULL;
@@ -291,10 +206,11 @@ done:
     mmt_clip_train_free(ct2);
     mmt_adapter_free(ad);
     mmt_clip_train_free(ct);
-    fixture_free(&f);
+    batch_free(&f);
 }
 
 int main(void) {
+    rng_state = 0x2545f4914f6cdd1dull; /* this file's stream: pixels, adapters, directions */
     setenv("MMT_KERNELS", "ref", 1);
     RUN(test_identity_at_init);
     RUN(test_magnitude_gradient);

@@ -25,45 +25,9 @@
 #include "check.h"
 #include "ops/cpu/cpu_ops.h"
 #include "ops/ops.h"
+#include "ops_fixture.h"
 
 /* ---- helpers ------------------------------------------------------------------------- */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-/* Uniform in [-1, 1) (splitmix64). */
-static float rng_uniform(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
-}
-
-static float *random_floats(int64_t n, float scale) {
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = rng_uniform() * scale;
-    return p;
-}
-
-/* Output buffers carry GUARD sentinel floats on each side; guarded_ok checks they survived. */
-#define GUARD 16
-#define GUARD_VALUE 12345.678f
-
-static float *guarded_alloc(int64_t n) {
-    float *p = malloc((size_t)(n + 2 * GUARD) * sizeof(float));
-    for (int64_t i = 0; i < n + 2 * GUARD; i++) p[i] = GUARD_VALUE;
-    return p + GUARD;
-}
-
-static int guarded_ok(const float *p, int64_t n) {
-    for (int64_t i = 1; i <= GUARD; i++)
-        if (p[-i] != GUARD_VALUE || p[n + i - 1] != GUARD_VALUE) return 0;
-    return 1;
-}
-
-static void guarded_free(float *p) {
-    if (p) free(p - GUARD);
-}
 
 /* The fast table under test: avx2 where this CPU has it, else the automatic choice. */
 static const mmt_ops *fast_ops(void) {
@@ -586,6 +550,7 @@ static void test_patchify_is_conv_im2col(void) {
 }
 
 int main(void) {
+    rng_state = 0x9e3779b97f4a7c15ull; /* this file's stream of random inputs */
     mmt_log_set_level(MMT_LOG_SILENT);
     RUN(test_kernels_env); /* first: forks before any OpenMP thread exists */
     RUN(test_tables_complete);

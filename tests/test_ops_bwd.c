@@ -42,60 +42,17 @@
 
 #include "check.h"
 #include "ops/ops.h"
+#include "ops_fixture.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-/* Uniform in [-1, 1) (splitmix64). */
-static float rng_uniform(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
-}
-
-static float *random_floats(int64_t n, float scale) {
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = rng_uniform() * scale;
-    return p;
-}
-
 static float *copy_floats(const float *src, int64_t n) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     if (n > 0) memcpy(p, src, (size_t)n * sizeof(float));
     return p;
-}
-
-/* Output buffers carry GUARD sentinel floats on each side; guarded_ok checks they survived. */
-#define GUARD 16
-#define GUARD_VALUE 12345.678f
-
-static float *guarded_alloc(int64_t n) {
-    float *p = malloc((size_t)(n + 2 * GUARD) * sizeof(float));
-    for (int64_t i = 0; i < n + 2 * GUARD; i++) p[i] = GUARD_VALUE;
-    return p + GUARD;
-}
-
-/* A guarded buffer holding a copy of `init` (n floats). */
-static float *guarded_copy(const float *init, int64_t n) {
-    float *p = guarded_alloc(n);
-    if (n > 0) memcpy(p, init, (size_t)n * sizeof(float));
-    return p;
-}
-
-static int guarded_ok(const float *p, int64_t n) {
-    for (int64_t i = 1; i <= GUARD; i++)
-        if (p[-i] != GUARD_VALUE || p[n + i - 1] != GUARD_VALUE) return 0;
-    return 1;
-}
-
-static void guarded_free(float *p) {
-    if (p) free(p - GUARD);
 }
 
 static const mmt_ops *fast_ops(void) {
@@ -887,6 +844,7 @@ static void test_tables_complete(void) {
 }
 
 int main(void) {
+    rng_state = 0x2545f4914f6cdd1dull; /* this file's stream of random inputs */
     mmt_log_set_level(MMT_LOG_SILENT);
     RUN(test_tables_complete);
     RUN(test_matmul_bwd_ref_matches_fd);

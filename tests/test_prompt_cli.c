@@ -15,34 +15,13 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "core/safetensors.h"
 
 #define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
 #define IMAGES MMT_FIXTURE_DIR "/clip/images"
 
-static char tmp[256], data[320], out_path[320], err_path[320];
-static char *out_text, *err_text;
-
-static int run(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", MMT_BINARY, args, out_path, err_path);
-    int status = system(cmd);
-    free(out_text);
-    free(err_text);
-    out_text = check_read_file(out_path, NULL);
-    err_text = check_read_file(err_path, NULL);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fprintf(stderr, "%s\n%s", cmd, err_text ? err_text : "");
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
+static char tmp[256], data[320];
 
 /* The shape of tensor name in a safetensors file, as "d0,d1" (empty when absent). */
 static void shape_of(const char *path, const char *name, char *out, size_t cap) {
@@ -69,8 +48,8 @@ static void setup(void) {
     snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", tmp, tmp);
     CHECK(system(cmd) == 0);
     snprintf(data, sizeof data, "%s/pairs.jsonl", tmp);
-    snprintf(out_path, sizeof out_path, "%s/stdout", tmp);
-    snprintf(err_path, sizeof err_path, "%s/stderr", tmp);
+    cli_run_setup(tmp);
+    cli_print_failures = 1; /* most runs here must succeed: show why one did not */
     FILE *f = fopen(data, "w");
     static const char *imgs[] = {"chelsea.jpg", "astronaut.png", "camera_gray.png", "coffee_portrait.jpg", "rocket_rgba.png"};
     static const char *texts[] = {"a cat", "an astronaut", "a man with a camera", "a cup of coffee", "a rocket"};
@@ -180,7 +159,7 @@ static void test_lora_with_prompts(void) {
               MODEL, data, tmp) == 0);
     char p[600];
     snprintf(p, sizeof p, "%s/lp/adapter/prompt/adapter_config.json", tmp);
-    CHECK(exists(p));
+    CHECK(exists("%s", p));
     snprintf(p, sizeof p, "%s/lp/adapter/adapter_config.json", tmp);
     char *cfg = check_read_file(p, NULL);
     CHECK(cfg && strstr(cfg, "\"LORA\""));
@@ -198,5 +177,6 @@ int main(void) {
     RUN(test_visual_prompt_method);
     RUN(test_prefix_method_from_config);
     RUN(test_lora_with_prompts);
+    cli_run_cleanup();
     return check_summary();
 }

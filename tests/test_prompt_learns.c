@@ -1,7 +1,7 @@
 /*
  * test_prompt_learns.c — prompt and prefix tuning actually learn (the task of
- * test_train_learns.c: 12 image–text pairs on the tiny random fixture CLIP, smooth random
- * colour fields and distinct captions, so the base model is at chance).
+ * test_train_learns.c, in learn_task.h: 12 image–text pairs on the tiny random fixture CLIP,
+ * smooth random colour fields and distinct captions, so the base model is at chance).
  *
  * Each method trains AdamW steps on batches of 12 through the training view and must
  * (margins, not "it runs") lower the contrastive loss to at most `loss_ratio` of its start
@@ -15,38 +15,12 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "eval/retrieval.h"
+#include "learn_task.h"
 #include "models/clip.h"
 #include "models/clip_train.h"
 #include "peft/peft_config.h"
 #include "peft/prompt.h"
 #include "train/clip_task.h"
-#include "train/optimizer.h"
-
-#define N 12
-
-static const char *TEXTS[N] = {"a red circle", "a blue square", "two green dogs", "a small cat",
-                               "a car on a road", "an old house", "a yellow flower", "three black birds",
-                               "a tall tree", "a white boat", "a big rocket", "a cup of coffee"};
-
-static uint64_t rng = 77;
-static float uniform(void) {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 40) / (double)(1ull << 24));
-}
-
-static float recall_at_1(mmt_clip_train *ct, const float *pixels, const int32_t *ids, int64_t L, int64_t P) {
-    float img[N * 64], txt[N * 64];
-    CHECK(P <= 64);
-    CHECK_OK(mmt_clip_train_encode_pixels(ct, pixels, N, img));
-    CHECK_OK(mmt_clip_train_encode_ids(ct, ids, N, L, txt));
-    mmt_retrieval_metrics m;
-    CHECK_OK(mmt_retrieval_eval(img, txt, N, P, &m));
-    return (float)m.i2t_r1;
-}
 
 typedef struct method {
     const char *name;
@@ -59,29 +33,13 @@ typedef struct method {
 } method;
 
 static void learn(const method *me) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/clip/tiny-a", MMT_FIXTURE_DIR);
-    mmt_clip *model = NULL;
-    CHECK_OK(mmt_clip_load(dir, &model));
-    if (!model) return;
-    const mmt_clip_config *c = mmt_clip_config_of(model);
-    int64_t S = c->vision.image_size, L = c->text.max_positions, P = c->projection_dim;
-    float *pixels = malloc((size_t)(N * 3 * S * S) * sizeof(float));
-    int32_t *ids = malloc((size_t)(N * L) * sizeof(int32_t));
-    rng = 77;
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t ch = 0; ch < 3; ch++) {
-            float a = 4 * uniform() - 2, bx = 4 * uniform() - 2, by = 4 * uniform() - 2;
-            for (int64_t y = 0; y < S; y++)
-                for (int64_t x = 0; x < S; x++)
-                    pixels[((i * 3 + ch) * S + y) * S + x] = a + bx * (float)x / (float)S + by * (float)y / (float)S;
-        }
-    CHECK_OK(mmt_clip_tokenize(model, TEXTS, N, 1, ids));
+    learn_task t;
+    if (!learn_task_load(&t)) return;
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_clip_train *ct = NULL;
-    CHECK_OK(mmt_clip_train_create(model, &o, &ct));
-    float base_r1 = recall_at_1(ct, pixels, ids, L, P);
+    CHECK_OK(mmt_clip_train_create(t.model, &o, &ct));
+    float base_r1 = recall_at_1(ct, &t);
     mmt_adapter *ad = NULL;
     mmt_peft_config pc;
     memset(&pc, 0, sizeof pc);
@@ -95,36 +53,14 @@ static void learn(const method *me) {
     }
     mmt_prompt *pr = NULL;
     CHECK_OK(mmt_prompt_attach(ct, &me->s, &pr));
-    int64_t n;
-    const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
-    mmt_param *params = calloc((size_t)n, sizeof *params);
-    mmt_params_from_nn(p, n, params);
-    mmt_param_group g = {"all", params, n, 1.0, 0.0};
-    mmt_adamw_config oc = mmt_adamw_config_default();
-    oc.lr = me->lr;
-    mmt_adamw *opt = NULL;
-    CHECK_OK(mmt_adamw_create(&oc, &g, 1, &opt));
-    double first = 0, loss = 0;
-    for (int step = 0; step < me->steps && opt && pr; step++) {
-        mmt_clip_train_zero_grad(ct);
-        CHECK_OK(mmt_clip_train_forward_loss(ct, pixels, ids, N, L, (uint64_t)step, &loss));
-        if (step == 0) first = loss;
-        CHECK_OK(mmt_clip_train_backward(ct));
-        CHECK_OK(mmt_adamw_step(opt, 1.0));
-    }
-    float r1 = recall_at_1(ct, pixels, ids, L, P);
-    fprintf(stderr, "%s: loss %.4f -> %.4f, i2t recall@1 %.3f -> %.3f\n", me->name, first, loss, base_r1, r1);
-    CHECK_MSG(loss <= me->loss_ratio * first, "%s: loss %.4f -> %.4f", me->name, first, loss);
-    CHECK_MSG(r1 >= base_r1 + me->gain, "%s: recall@1 %.3f -> %.3f", me->name, base_r1, r1);
-    mmt_adamw_free(opt);
-    free(params);
+    double first, loss;
+    learn_task_train(ct, &t, me->lr, pr ? me->steps : 0, &first, &loss);
+    learn_task_check(me->name, first, loss, base_r1, recall_at_1(ct, &t), me->loss_ratio, me->gain);
     mmt_prompt_free(pr);
     mmt_adapter_free(ad);
     mmt_peft_config_free(&pc);
     mmt_clip_train_free(ct);
-    mmt_clip_free(model);
-    free(pixels);
-    free(ids);
+    learn_task_free(&t);
 }
 
 static mmt_prompt_settings S(int64_t text, int64_t visual, int deep, int64_t prefix, int projection, int vision_prefix) {

@@ -24,50 +24,13 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "core/safetensors.h"
 
 #define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
 #define IMAGES MMT_FIXTURE_DIR "/clip/images"
 
-static char tmp[256], data[320], out_path[320], err_path[320];
-static char *out_text, *err_text;
-
-static int run(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", MMT_BINARY, args, out_path, err_path);
-    int status = system(cmd);
-    free(out_text);
-    free(err_text);
-    out_text = check_read_file(out_path, NULL);
-    err_text = check_read_file(err_path, NULL);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int exists(const char *fmt, ...) {
-    char p[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p, sizeof p, fmt, ap);
-    va_end(ap);
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static char *read_rel(const char *fmt, const char *a, size_t *len) {
-    char p[1024];
-    snprintf(p, sizeof p, fmt, a);
-    return check_read_file(p, len);
-}
-
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; s && *s; s++) n += *s == '\n';
-    return n;
-}
+static char tmp[256], data[320];
 
 static void make_data(void) {
     static const char *imgs[] = {"chelsea.jpg", "astronaut.png", "camera_gray.png", "coffee_portrait.jpg", "rocket_rgba.png"};
@@ -383,8 +346,7 @@ static void test_eval_and_merge(void) {
 int main(void) {
     snprintf(tmp, sizeof tmp, "/tmp/mmt_train_cli_XXXXXX");
     if (!mkdtemp(tmp)) return 1;
-    snprintf(out_path, sizeof out_path, "%s/stdout", tmp);
-    snprintf(err_path, sizeof err_path, "%s/stderr", tmp);
+    cli_run_setup(tmp);
     make_data();
     RUN(test_lora_run_writes_everything);
     RUN(test_kill_and_resume_is_bitwise);
@@ -399,7 +361,6 @@ int main(void) {
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0) return 1;
-    free(out_text);
-    free(err_text);
+    cli_run_cleanup();
     return check_summary();
 }
