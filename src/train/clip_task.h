@@ -5,8 +5,9 @@
  * tokenizer of the model, the training view, and what trains — a PEFT adapter (LoRA or IA3,
  * from an mmt_peft_config whose target patterns are resolved with PEFT's rules) or the whole
  * model. Texts are tokenized once up front (truncated to the context length, as CLIP
- * training does); images are decoded per batch and, while the preprocessed pixels of the
- * whole set fit in the cache budget, kept after their first use.
+ * training does); images are decoded, preprocessed and augmented per batch by a background
+ * loader that the trainer's prefetch hook keeps one or more micro-batches ahead and, while the
+ * preprocessed pixels of the whole set fit in the cache budget, kept after their first use.
  *
  * What save writes (the folder the trainer names):
  *   adapter: adapter_config.json + adapter_model.safetensors (PEFT's format);
@@ -16,6 +17,7 @@
 #ifndef MMT_TRAIN_CLIP_TASK_H
 #define MMT_TRAIN_CLIP_TASK_H
 
+#include "data/augment.h"
 #include "data/pairs.h"
 #include "models/clip_train.h"
 #include "peft/adapter.h"
@@ -38,6 +40,13 @@ typedef struct mmt_clip_task_options {
     mmt_clip_train_options train;
     uint64_t seed;                      /* adapter initialisation */
     size_t cache_bytes;                 /* pixel cache budget; 0: no cache */
+    /* Background loading (data/loader.h): worker threads (0: on the training thread) and
+     * micro-batches prepared ahead (0 counts as 1). Either way the pixels are the same. */
+    int64_t loader_workers, prefetch_batches;
+    /* training augmentations (data/augment.h), seeded by `seed` and the example's place in
+     * the stream; all off when zeroed. The cache keeps un-augmented pixels only: with crop or
+     * jitter on it is not used. */
+    mmt_augment augment;
 } mmt_clip_task_options;
 
 /* model and pairs stay borrowed and must outlive the task. */

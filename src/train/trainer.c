@@ -440,10 +440,14 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     mmt_param *flat = mmt_calloc((size_t)n_params, sizeof *flat);
     r.params = mmt_calloc((size_t)n_params, sizeof *r.params);
     order ord = {task->n_examples, -1, mmt_malloc((size_t)task->n_examples * sizeof(int64_t)), set->seed};
+    /* a second order for announcing batches ahead, so the two never refill each other's epoch */
+    order ahead = {task->n_examples, -1, task->prefetch ? mmt_malloc((size_t)task->n_examples * sizeof(int64_t)) : NULL,
+                   set->seed};
     int64_t *indices = mmt_malloc((size_t)set->batch_size * sizeof(int64_t));
+    int64_t *ahead_indices = task->prefetch ? mmt_malloc((size_t)set->batch_size * sizeof(int64_t)) : NULL;
     mmt_status s = MMT_OK;
     char *ckpt = NULL;
-    if (!flat || !r.params || !ord.perm || !indices) {
+    if (!flat || !r.params || !ord.perm || !indices || (task->prefetch && (!ahead.perm || !ahead_indices))) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
@@ -484,15 +488,23 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     if (!set->quiet)
         mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld, %lld trainable tensors", (long long)r.total_steps,
                      (long long)task->n_examples, (long long)set->batch_size, (long long)set->grad_accum, (long long)n_params);
+    int64_t announced = start * set->grad_accum, last_micro = r.total_steps * set->grad_accum;
     for (int64_t step = start; step < r.total_steps; step++) {
-        double ts = now_s();
+        double ts = now_s(), data_wait = 0;
         mmt_grad_zero(r.groups, r.n_groups);
         double loss_sum = 0;
         for (int64_t m = 0; m < set->grad_accum; m++) {
-            int64_t q0 = (step * set->grad_accum + m) * set->batch_size;
+            int64_t micro = step * set->grad_accum + m, q0 = micro * set->batch_size;
+            for (; task->prefetch && announced <= micro + task->prefetch_ahead && announced < last_micro; announced++) {
+                int64_t p0 = announced * set->batch_size;
+                for (int64_t j = 0; j < set->batch_size; j++) ahead_indices[j] = order_at(&ahead, p0 + j);
+                if ((s = task->prefetch(task->ctx, p0, ahead_indices, set->batch_size)) != MMT_OK) goto done;
+            }
             for (int64_t j = 0; j < set->batch_size; j++) indices[j] = order_at(&ord, q0 + j);
-            double loss;
-            if ((s = task->load_batch(task->ctx, indices, set->batch_size)) != MMT_OK) goto done;
+            double loss, tl = now_s();
+            s = task->load_batch(task->ctx, indices, set->batch_size);
+            data_wait += now_s() - tl;
+            if (s != MMT_OK) goto done;
             if ((s = task->forward_loss(task->ctx, mix(set->seed, (uint64_t)(step * set->grad_accum + m)), &loss)) != MMT_OK)
                 goto done;
             if (!isfinite(loss)) {
@@ -522,9 +534,9 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         double ips = (double)per_step / (te - ts > 1e-9 ? te - ts : 1e-9);
         fprintf(r.metrics,
                 "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
-                "\"elapsed_s\": %.3f}\n",
+                "\"elapsed_s\": %.3f, \"data_wait_s\": %.4f}\n",
                 (long long)step + 1, (double)((step + 1) * per_step) / (double)task->n_examples, last_loss, lr, norm, ips,
-                te - t0);
+                te - t0, data_wait);
         fflush(r.metrics);
         show_progress(&r, bar, step + 1, last_loss, lr, ips, te - t0, step + 1 - start, start);
         int last = step + 1 == r.total_steps;
@@ -545,7 +557,9 @@ done:
     mmt_free(r.patterns);
     mmt_free(r.factors);
     mmt_free(ord.perm);
+    mmt_free(ahead.perm);
     mmt_free(indices);
+    mmt_free(ahead_indices);
     mmt_free(ckpt);
     return s;
 }

@@ -10,7 +10,8 @@
  *
  * Files under settings.out:
  *     metrics.jsonl          one line per optimizer step (step, epoch, loss, lr, grad_norm,
- *                            images_per_s, elapsed_s)
+ *                            images_per_s, elapsed_s, data_wait_s: the step's time spent in
+ *                            load_batch, i.e. waiting on data)
  *     ckpt-STEP/             every save_every steps and at the end: the task's files plus
  *                            optimizer.safetensors (moments, step) and trainer_state.json;
  *                            written as ckpt-STEP.tmp then renamed, files fsync'd
@@ -41,6 +42,12 @@ typedef struct mmt_train_task {
     mmt_status (*save)(void *ctx, const char *dir);
     /* Reads it back from a folder written by save. */
     mmt_status (*load)(void *ctx, const char *dir);
+    /* May be NULL. Announces a micro-batch before load_batch asks for it: every micro-batch,
+     * in order, with position = its first place in the endless example stream (the same
+     * after a resume), prefetch_ahead micro-batches ahead of the one being loaded, so the
+     * task can prepare them in the background. */
+    mmt_status (*prefetch)(void *ctx, int64_t position, const int64_t *indices, int64_t n);
+    int64_t prefetch_ahead;
 } mmt_train_task;
 
 typedef struct mmt_train_settings {

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "data/image.h"
+#include "data/loader.h"
 #include "data/datasets.h"
 #include "data/pairs.h"
 #include "data/preprocess.h"
@@ -58,6 +59,10 @@ typedef struct train_cfg {
     int64_t virtual_tokens, prompt_tokens, visual_prompt_tokens, prefix_hidden;
     int vpt_deep, prefix_projection, prefix_vision;
     const char *prompt_init_text;
+    /* data loading and augmentation */
+    int64_t loader_workers, prefetch;
+    int augment_crop, augment_flip;
+    double augment_jitter;
 } train_cfg;
 
 typedef struct train_opt {
@@ -119,6 +124,11 @@ static const train_opt TRAIN_OPTS[] = {
     {"--distill", "distill_weight", OPT_DOUBLE, F(distill), "X", "weight of the KL term to the frozen base model's logits"},
     {"--cache-mb", "cache_mb", OPT_INT, F(cache_mb), "N", "keep decoded images when the set fits in N MiB"},
     {"--skip-bad", "skip_bad", OPT_BOOL, F(skip_bad), NULL, "skip bad records of the data file (counted)"},
+    {"--loader-workers", "loader_workers", OPT_INT, F(loader_workers), "N", "threads decoding batches ahead (0: on the training thread)"},
+    {"--prefetch", "prefetch", OPT_INT, F(prefetch), "N", "micro-batches prepared ahead"},
+    {"--augment-crop", "augment_crop", OPT_BOOL, F(augment_crop), NULL, "random resized crop (scale 0.08-1, ratio 3/4-4/3)"},
+    {"--augment-flip", "augment_flip", OPT_BOOL, F(augment_flip), NULL, "random horizontal flip (p 0.5)"},
+    {"--augment-jitter", "augment_jitter", OPT_DOUBLE, F(augment_jitter), "X", "colour jitter: brightness, contrast, saturation factors in [1-X, 1+X] (0: off)"},
     {"--progress", "progress", OPT_STRING, F(progress), "P", "auto, bar or log"},
     {"--quiet", "quiet", OPT_BOOL, F(quiet), NULL, "no progress output"},
 };
@@ -150,6 +160,10 @@ static void train_defaults(train_cfg *c) {
     c->virtual_tokens = 8;
     c->cache_mb = 1024;
     c->progress = "auto";
+    mmt_loader_options lo;
+    mmt_loader_options_default(&lo);
+    c->loader_workers = lo.workers;
+    c->prefetch = lo.depth;
 }
 
 static void format_value(const train_cfg *c, const train_opt *o, char *buf, size_t cap) {
@@ -528,6 +542,12 @@ int cmd_train(int argc, char **argv) {
     to.train.distill_weight = (float)c.distill;
     to.seed = (uint64_t)c.seed;
     to.cache_bytes = (size_t)c.cache_mb << 20;
+    to.loader_workers = c.loader_workers;
+    to.prefetch_batches = c.prefetch;
+    mmt_augment_default(&to.augment);
+    to.augment.crop = c.augment_crop;
+    to.augment.flip = c.augment_flip;
+    to.augment.brightness = to.augment.contrast = to.augment.saturation = c.augment_jitter;
     if (is_probe ? mmt_probe_task_create(model, pairs, &probe) != MMT_OK
                  : mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
         rc = cli_runtime_error();
