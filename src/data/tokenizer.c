@@ -434,6 +434,10 @@ typedef struct scratch {
     int64_t sym_cap;
     bpe_candidate *heap;
     int64_t heap_cap;
+    /* Set by mmt_tokenizer_pretokenize: pre-tokens go to the sink instead of BPE, specials
+     * are dropped, and the tokenizer pointer is NULL. */
+    mmt_pretoken_fn sink;
+    void *sink_ctx;
 } scratch;
 
 static void scratch_free(scratch *s) {
@@ -464,6 +468,12 @@ static mmt_status emit_id(scratch *s, int32_t id) {
     MMT_TRY(GROW(s, ids, ids_cap, s->n_ids + 1));
     s->ids[s->n_ids++] = id;
     return MMT_OK;
+}
+
+/* A special token met in the text: its id, or nothing when only pre-tokenizing. */
+static mmt_status emit_special(const mmt_tokenizer *t, scratch *s, int is_bos) {
+    if (s->sink) return MMT_OK;
+    return emit_id(s, is_bos ? t->bos : t->eos);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -616,6 +626,7 @@ static mmt_status bpe_cps(mmt_tokenizer *t, scratch *s, const uint32_t *cps, int
     MMT_TRY(GROW(s, bytes, bytes_cap, 4 * (end - start)));
     int64_t n = 0;
     for (int64_t i = start; i < end; i++) n += mmt_utf8_encode(cps[i], s->bytes + n);
+    if (s->sink) return n > 0 ? s->sink(s->sink_ctx, s->bytes, (size_t)n) : MMT_OK;
     return bpe_word(t, s, (const unsigned char *)s->bytes, n, mode);
 }
 
@@ -675,7 +686,7 @@ static mmt_status pretokenize(mmt_tokenizer *t, scratch *s, const uint32_t *cps,
                 MMT_TRY(bpe_cps(t, s, cps, i + 2, i + m - 2, mode));
                 MMT_TRY(bpe_cps(t, s, cps, i + m - 2, i + m, mode));
             } else if (match_literal(cps, n, i, is_bos ? BOS_TEXT : EOS_TEXT, 0)) {
-                MMT_TRY(emit_id(s, is_bos ? t->bos : t->eos));
+                MMT_TRY(emit_special(t, s, is_bos));
             } else {
                 MMT_TRY(bpe_cps(t, s, cps, i, i + m, mode));
             }
@@ -780,6 +791,43 @@ static mmt_status segment_slow(mmt_tokenizer *t, scratch *s, const uint32_t *in,
 /* ------------------------------------------------------------------------------------ */
 /* Encode / decode                                                                      */
 
+/* Decodes UTF-8, splits off literal special tokens (HF AddedVocabulary in fast mode,
+ * tokens_trie.split in slow mode) and runs normalisation + pre-tokenisation on each piece
+ * between them; pre-tokens go to BPE (appending to s->ids) or to s->sink. */
+static mmt_status tokenize_text(mmt_tokenizer *t, scratch *s, const char *text, size_t len,
+                                int mode) {
+    if (len > MAX_TEXT_BYTES)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
+                        "tokenizer: text of %zu bytes is longer than the %d MiB limit", len,
+                        (int)(MAX_TEXT_BYTES >> 20));
+    MMT_TRY(GROW(s, cps, cps_cap, (int64_t)len + 1));
+    size_t bad = 0;
+    int64_t n = len ? mmt_utf8_decode(text, len, s->cps, &bad) : 0;
+    if (n < 0)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "tokenizer: invalid UTF-8 at byte offset %zu",
+                        bad);
+    int64_t start = 0;
+    for (int64_t i = 0; i <= n; i++) {
+        int64_t m = 0;
+        int special = -1; /* 1 BOS, 0 EOS */
+        if (i < n && s->cps[i] == '<') {
+            if ((m = match_literal(s->cps, n, i, BOS_TEXT, 0))) special = 1;
+            else if ((m = match_literal(s->cps, n, i, EOS_TEXT, 0))) special = 0;
+        }
+        if (special < 0 && i < n) continue;
+        if (i > start) {
+            MMT_TRY(mode == MMT_TOKENIZER_SLOW ? segment_slow(t, s, s->cps + start, i - start)
+                                               : segment_fast(t, s, s->cps + start, i - start));
+        }
+        if (special >= 0) {
+            MMT_TRY(emit_special(t, s, special));
+            i += m - 1;
+            start = i + 1;
+        }
+    }
+    return MMT_OK;
+}
+
 mmt_status mmt_tokenizer_encode(mmt_tokenizer *t, const char *text, size_t len, int32_t *ids,
                                 int64_t capacity, int64_t *n_total) {
     if (!t || (!text && len) || !n_total || capacity < 0 || capacity == 1 ||
@@ -788,45 +836,9 @@ mmt_status mmt_tokenizer_encode(mmt_tokenizer *t, const char *text, size_t len, 
                         "mmt_tokenizer_encode: bad arguments (capacity %lld)",
                         (long long)capacity);
     *n_total = 0;
-    if (len > MAX_TEXT_BYTES)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
-                        "tokenizer: text of %zu bytes is longer than the %d MiB limit", len,
-                        (int)(MAX_TEXT_BYTES >> 20));
-    int mode = atomic_load(&t->mode);
     scratch s = {0};
-    mmt_status st = GROW(&s, cps, cps_cap, (int64_t)len + 1);
+    mmt_status st = tokenize_text(t, &s, text, len, atomic_load(&t->mode));
     if (st != MMT_OK) goto done;
-    size_t bad = 0;
-    int64_t n = len ? mmt_utf8_decode(text, len, s.cps, &bad) : 0;
-    if (n < 0) {
-        st = mmt_fail(MMT_STATUS_BAD_FORMAT, "tokenizer: invalid UTF-8 at byte offset %zu",
-                      bad);
-        goto done;
-    }
-
-    /* Special tokens in the raw text are split off first (HF AddedVocabulary in fast mode,
-     * tokens_trie.split in slow mode); the pieces between are tokenized separately. */
-    int64_t start = 0;
-    for (int64_t i = 0; i <= n; i++) {
-        int64_t m = 0;
-        int32_t special = -1;
-        if (i < n && s.cps[i] == '<') {
-            if ((m = match_literal(s.cps, n, i, BOS_TEXT, 0))) special = t->bos;
-            else if ((m = match_literal(s.cps, n, i, EOS_TEXT, 0))) special = t->eos;
-        }
-        if (special < 0 && i < n) continue;
-        if (i > start) {
-            st = mode == MMT_TOKENIZER_SLOW ? segment_slow(t, &s, s.cps + start, i - start)
-                                            : segment_fast(t, &s, s.cps + start, i - start);
-            if (st != MMT_OK) goto done;
-        }
-        if (special >= 0) {
-            if ((st = emit_id(&s, special)) != MMT_OK) goto done;
-            i += m - 1;
-            start = i + 1;
-        }
-    }
-
     *n_total = s.n_ids + 2;
     if (capacity > 0) {
         int64_t keep = s.n_ids < capacity - 2 ? s.n_ids : capacity - 2;
@@ -838,6 +850,22 @@ done:
     scratch_free(&s);
     return st;
 }
+
+mmt_status mmt_tokenizer_pretokenize(const char *text, size_t len, mmt_tokenizer_mode mode,
+                                     mmt_pretoken_fn fn, void *ctx) {
+    if ((!text && len) || !fn)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "mmt_tokenizer_pretokenize: bad arguments");
+    scratch s = {0};
+    s.sink = fn;
+    s.sink_ctx = ctx;
+    mmt_status st = tokenize_text(NULL, &s, text, len,
+                                  mode == MMT_TOKENIZER_SLOW ? MMT_TOKENIZER_SLOW
+                                                             : MMT_TOKENIZER_FAST);
+    scratch_free(&s);
+    return st;
+}
+
+void mmt_bytes_to_unicode(uint32_t map[256]) { bytes_to_unicode(map); }
 
 /* Length of the longest prefix of a valid UTF-8 sequence at s (the "maximal subpart" that
  * Python's errors="replace" and Rust's from_utf8_lossy turn into one U+FFFD), and whether

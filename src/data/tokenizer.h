@@ -77,6 +77,20 @@ mmt_status mmt_tokenizer_encode(mmt_tokenizer *t, const char *text, size_t len, 
 mmt_status mmt_tokenizer_decode(const mmt_tokenizer *t, const int32_t *ids, int64_t n,
                                 int skip_special, char *out, size_t capacity, size_t *len);
 
+/* Runs the encoder's front half without a vocabulary: splits off literal special tokens
+ * (which are dropped), normalises and cuts the text with the CLIP regex exactly as encode
+ * does in `mode`, and calls fn(ctx, word, len) with each pre-token's UTF-8 bytes (never
+ * empty), in order. An error from fn stops the walk and is returned. This is what the BPE
+ * trainer (data/bpe_train.h) counts, so its words are the ones encode will see. */
+typedef mmt_status (*mmt_pretoken_fn)(void *ctx, const char *word, size_t len);
+mmt_status mmt_tokenizer_pretokenize(const char *text, size_t len, mmt_tokenizer_mode mode,
+                                     mmt_pretoken_fn fn, void *ctx);
+
+/* GPT-2/CLIP bytes_to_unicode(): the code point standing for each byte in byte-level
+ * tokens. The vocabulary lists these in id order: printable bytes first, ascending, then
+ * the others (mapped to U+0100..U+0143), ascending. */
+void mmt_bytes_to_unicode(uint32_t map[256]);
+
 /* The token string of an id (byte-level form, e.g. "cat</w>"), or NULL if unknown. */
 const char *mmt_tokenizer_id_to_token(const mmt_tokenizer *t, int32_t id);
 
