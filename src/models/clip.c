@@ -26,28 +26,16 @@
 typedef struct loader {
     mmt_clip *m;
     char name[256];
-    uint64_t rng; /* non-zero: create random weights instead of reading them (benchmarks) */
+    clip_tensor_fill fill; /* non-NULL: generate each tensor instead of reading it */
+    void *fill_ctx;
 } loader;
 
-/* Uniform(-a, a) with a = 0.02 * sqrt(3) (std 0.02, like HF's initializer_range); norms get
- * weight 1 and bias 0. A splitmix64 stream keeps it reproducible across platforms. */
-static float random_uniform(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static mmt_status make_random(loader *l, const int64_t *shape, int ndim, const float **out) {
+/* Allocates the tensor in the model arena and lets the caller's fill write it. */
+static mmt_status make_generated(loader *l, const int64_t *shape, int ndim, const float **out) {
     int64_t n = mmt_shape_numel(shape, ndim);
     float *w = mmt_arena_alloc(&l->m->store, (size_t)n * sizeof(float), 64);
     if (!w) return MMT_STATUS_OUT_OF_MEMORY;
-    size_t len = strlen(l->name);
-    int is_norm = strstr(l->name, "norm") || strstr(l->name, "layrnorm");
-    int is_weight = len > 7 && strcmp(l->name + len - 7, ".weight") == 0;
-    for (int64_t i = 0; i < n; i++)
-        w[i] = is_norm ? (is_weight ? 1.0f : 0.0f) : 0.034641f * random_uniform(&l->rng);
+    MMT_TRY(l->fill(l->fill_ctx, l->name, ndim, shape, w));
     *out = w;
     return MMT_OK;
 }
@@ -62,7 +50,7 @@ static mmt_status get(loader *l, const float **out, int ndim, int64_t d0, int64_
     vsnprintf(l->name, sizeof l->name, fmt, ap);
     va_end(ap);
     int64_t shape[4] = {d0, d1, d2, d3};
-    if (l->rng) return make_random(l, shape, ndim, out);
+    if (l->fill) return make_generated(l, shape, ndim, out);
     return mmt_weights_f32(l->m->weights, &l->m->store, l->name, ndim, shape, out);
 }
 
@@ -171,7 +159,7 @@ mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
     }
     if ((s = mmt_clip_config_load(config, &m->cfg)) != MMT_OK) goto done;
     if ((s = mmt_weights_open(dir, &m->weights)) != MMT_OK) goto done;
-    loader l = {m, {0}, 0};
+    loader l = {m, {0}, NULL, NULL};
     if (m->cfg.has_text && (s = load_text(&l)) != MMT_OK) goto done;
     if (m->cfg.has_vision && (s = load_vision(&l)) != MMT_OK) goto done;
     m->logit_scale = (float)m->cfg.logit_scale_init;
@@ -191,17 +179,20 @@ done:
     return MMT_OK;
 }
 
-mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt_clip **out) {
+/* See clip_internal.h. The walk in load_text / load_vision is the one list of CLIP tensor
+ * names and shapes: loading, random benchmark models and `mmtune init` all go through it. */
+mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
+                                     mmt_clip **out) {
     *out = NULL;
     mmt_clip *m = mmt_calloc(1, sizeof *m);
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
     mmt_arena_init(&m->store, (size_t)1 << 24);
     m->ops = mmt_ops_cpu();
     m->cfg = *cfg;
-    m->dir = mmt_strdup("(random weights)");
+    m->dir = mmt_strdup("(generated weights)");
     m->logit_scale = (float)cfg->logit_scale_init;
     mmt_image_processor_default(&m->processor);
-    loader l = {m, {0}, seed | 1};
+    loader l = {m, {0}, fill, ctx};
     mmt_status s = m->dir ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK && cfg->has_text) s = load_text(&l);
     if (s == MMT_OK && cfg->has_vision) s = load_vision(&l);
@@ -210,6 +201,41 @@ mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt
         return s;
     }
     *out = m;
+    return MMT_OK;
+}
+
+/* Uniform(-a, a) with a = 0.02 * sqrt(3) (std 0.02, like HF's initializer_range); norms get
+ * weight 1 and bias 0. A splitmix64 stream keeps it reproducible across platforms. */
+static float random_uniform(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static mmt_status fill_random(void *ctx, const char *name, int ndim, const int64_t *shape,
+                              float *w) {
+    uint64_t *state = ctx;
+    int64_t n = mmt_shape_numel(shape, ndim);
+    size_t len = strlen(name);
+    int is_norm = strstr(name, "norm") || strstr(name, "layrnorm");
+    int is_weight = len > 7 && strcmp(name + len - 7, ".weight") == 0;
+    for (int64_t i = 0; i < n; i++)
+        w[i] = is_norm ? (is_weight ? 1.0f : 0.0f) : 0.034641f * random_uniform(state);
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt_clip **out) {
+    uint64_t state = seed | 1;
+    MMT_TRY(mmt_clip_create_generated(cfg, fill_random, &state, out));
+    mmt_free((*out)->dir);
+    (*out)->dir = mmt_strdup("(random weights)");
+    if (!(*out)->dir) {
+        mmt_clip_free(*out);
+        *out = NULL;
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
     return MMT_OK;
 }
 

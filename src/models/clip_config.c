@@ -1,6 +1,8 @@
 /* clip_config.c — config.json -> mmt_clip_config with transformers' defaults and checks. */
 #include "models/clip_config.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/json.h"
@@ -133,4 +135,57 @@ mmt_status mmt_clip_config_load(const char *path, mmt_clip_config *cfg) {
     mmt_status s = load_impl(path, mmt_json_root(doc), cfg);
     mmt_json_free(doc);
     return s;
+}
+
+/* Shortest "%.*g" that reads back as the same double, like Python's repr (1e-05, 2.6592). */
+static void append_double(mmt_strbuf *b, double v) {
+    char text[40];
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, v);
+        if (strtod(text, NULL) == v) break;
+    }
+    /* JSON keeps integral floats as floats: 1.0, not 1 */
+    mmt_strbuf_printf(b, "%s%s", text, strpbrk(text, ".eEn") ? "" : ".0");
+}
+
+static void append_tower(mmt_strbuf *b, const mmt_clip_tower_config *t, int is_text,
+                         int64_t projection_dim, double factor, double range) {
+    mmt_strbuf_printf(b, "{\n    \"attention_dropout\": 0.0,\n");
+    if (is_text) mmt_strbuf_printf(b, "    \"bos_token_id\": %lld,\n    \"eos_token_id\": %lld,\n",
+                                   (long long)t->bos_token_id, (long long)t->eos_token_id);
+    mmt_strbuf_printf(b, "    \"hidden_act\": \"%s\",\n    \"hidden_size\": %lld,\n", mmt_activation_name(t->act),
+                      (long long)t->hidden_size);
+    if (!is_text) mmt_strbuf_printf(b, "    \"image_size\": %lld,\n", (long long)t->image_size);
+    mmt_strbuf_printf(b, "    \"initializer_factor\": ");
+    append_double(b, factor);
+    mmt_strbuf_printf(b, ",\n    \"initializer_range\": ");
+    append_double(b, range);
+    mmt_strbuf_printf(b, ",\n    \"intermediate_size\": %lld,\n    \"layer_norm_eps\": ", (long long)t->intermediate_size);
+    append_double(b, t->layer_norm_eps);
+    mmt_strbuf_printf(b, ",\n");
+    if (is_text) mmt_strbuf_printf(b, "    \"max_position_embeddings\": %lld,\n", (long long)t->max_positions);
+    mmt_strbuf_printf(b, "    \"model_type\": \"%s\",\n    \"num_attention_heads\": %lld,\n",
+                      is_text ? "clip_text_model" : "clip_vision_model", (long long)t->num_heads);
+    if (!is_text) mmt_strbuf_printf(b, "    \"num_channels\": %lld,\n", (long long)t->num_channels);
+    mmt_strbuf_printf(b, "    \"num_hidden_layers\": %lld,\n", (long long)t->num_layers);
+    if (is_text) mmt_strbuf_printf(b, "    \"pad_token_id\": %lld,\n", (long long)t->pad_token_id);
+    else mmt_strbuf_printf(b, "    \"patch_size\": %lld,\n", (long long)t->patch_size);
+    mmt_strbuf_printf(b, "    \"projection_dim\": %lld", (long long)projection_dim);
+    if (is_text) mmt_strbuf_printf(b, ",\n    \"vocab_size\": %lld", (long long)t->vocab_size);
+    mmt_strbuf_printf(b, "\n  }");
+}
+
+void mmt_clip_config_to_json(const mmt_clip_config *cfg, double initializer_factor,
+                             double initializer_range, mmt_strbuf *b) {
+    mmt_strbuf_printf(b, "{\n  \"architectures\": [\n    \"CLIPModel\"\n  ],\n  \"dtype\": \"float32\",\n"
+                         "  \"initializer_factor\": ");
+    append_double(b, initializer_factor);
+    mmt_strbuf_printf(b, ",\n  \"logit_scale_init_value\": ");
+    append_double(b, cfg->logit_scale_init);
+    mmt_strbuf_printf(b, ",\n  \"model_type\": \"clip\",\n  \"projection_dim\": %lld,\n  \"text_config\": ",
+                      (long long)cfg->projection_dim);
+    append_tower(b, &cfg->text, 1, cfg->projection_dim, initializer_factor, initializer_range);
+    mmt_strbuf_printf(b, ",\n  \"vision_config\": ");
+    append_tower(b, &cfg->vision, 0, cfg->projection_dim, initializer_factor, initializer_range);
+    mmt_strbuf_printf(b, "\n}\n");
 }

@@ -38,4 +38,11 @@ void mmt_clip_config_default(mmt_clip_config *cfg);
 mmt_status mmt_clip_config_load(const char *path, mmt_clip_config *cfg);
 const char *mmt_activation_name(mmt_activation act);
 
+struct mmt_strbuf;
+/* Appends cfg as a config.json that transformers' CLIPConfig.save_pretrained would write for
+ * a CLIPModel (every key it writes, sorted; both towers; no transformers_version, since
+ * transformers did not write it), with the given initializer_factor / initializer_range. */
+void mmt_clip_config_to_json(const mmt_clip_config *cfg, double initializer_factor,
+                             double initializer_range, struct mmt_strbuf *out);
+
 #endif

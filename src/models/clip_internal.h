@@ -41,6 +41,16 @@ struct mmt_clip {
     mmt_image_processor processor;
 };
 
+/* Writes the tensor `name` of the given shape (numel floats into w) when a model is made from
+ * a config instead of a checkpoint. `name` is only valid during the call. */
+typedef mmt_status (*clip_tensor_fill)(void *ctx, const char *name, int ndim, const int64_t *shape,
+                                       float *w);
+/* A model with cfg whose every tensor (in clip.c's one walk over CLIP's names and shapes, the
+ * same walk loading uses) comes from fill, in a fixed order. No tokenizer; the CLIP default
+ * processor. */
+mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
+                                     mmt_clip **out);
+
 /* HF's pooling position (modeling_clip.py CLIPTextModel.forward): legacy configs with
  * eos_token_id == 2 take argmax(ids) (first maximum); others the first id == eos_token_id,
  * and 0 when a row has none. */

@@ -135,12 +135,11 @@ int64_t mmt_weights_param_count(const mmt_weights *w) {
     return n;
 }
 
-mmt_status mmt_snapshot_copy_files(const char *from_dir, const char *to_dir) {
-    static const char *files[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
-                                  "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"};
+mmt_status mmt_copy_files(const char *from_dir, const char *to_dir, const char *const *names,
+                          size_t n) {
     mmt_status s = MMT_OK;
-    for (size_t i = 0; i < sizeof files / sizeof files[0] && s == MMT_OK; i++) {
-        char *src = mmt_path_join(from_dir, files[i]), *dst = mmt_path_join(to_dir, files[i]);
+    for (size_t i = 0; i < n && s == MMT_OK; i++) {
+        char *src = mmt_path_join(from_dir, names[i]), *dst = mmt_path_join(to_dir, names[i]);
         char *data = NULL;
         size_t len = 0;
         if (!src || !dst) s = MMT_STATUS_OUT_OF_MEMORY;
@@ -151,4 +150,10 @@ mmt_status mmt_snapshot_copy_files(const char *from_dir, const char *to_dir) {
         mmt_free(dst);
     }
     return s;
+}
+
+mmt_status mmt_snapshot_copy_files(const char *from_dir, const char *to_dir) {
+    static const char *const files[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                                        "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"};
+    return mmt_copy_files(from_dir, to_dir, files, sizeof files / sizeof files[0]);
 }

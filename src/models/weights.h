@@ -32,5 +32,8 @@ int64_t mmt_weights_param_count(const mmt_weights *w);
 /* Copies a snapshot's small files (config.json, tokenizer and preprocessor files, whichever
  * exist) from one folder to another, each written atomically. */
 mmt_status mmt_snapshot_copy_files(const char *from_dir, const char *to_dir);
+/* Copies the named files that exist in from_dir to to_dir, each written atomically. */
+mmt_status mmt_copy_files(const char *from_dir, const char *to_dir, const char *const *names,
+                          size_t n);
 
 #endif

@@ -1,0 +1,93 @@
+/*
+ * init.c — `mmtune init`: writes a fresh, randomly initialised CLIP snapshot
+ * (src/models/clip_init.h) that mmtune and transformers' CLIPModel.from_pretrained load.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "models/clip_init.h"
+
+static const char *HELP =
+    "usage: mmtune init --out DIR --tokenizer DIR [--vision-width N] [--vision-layers N]\n"
+    "                   [--vision-heads N] [--patch N] [--image-size N] [--text-width N]\n"
+    "                   [--text-layers N] [--text-heads N] [--projection-dim N] [--context N]\n"
+    "                   [--act quick_gelu|gelu] [--seed N]\n"
+    "\n"
+    "Writes a randomly initialised CLIPModel as a Hugging Face snapshot: config.json,\n"
+    "model.safetensors (F32, initialised as transformers' CLIPPreTrainedModel._init_weights),\n"
+    "the tokenizer files and a preprocessor_config.json. The same seed gives the same bytes.\n"
+    "  --out DIR            output folder (created; files in it are replaced)\n"
+    "  --tokenizer DIR      folder with vocab.json + merges.txt (and tokenizer_config.json,\n"
+    "                       special_tokens_map.json if present): copied; sets vocab_size and\n"
+    "                       the bos/eos/pad ids\n"
+    "  --vision-width N     vision hidden size (default 128; MLP is 4x)\n"
+    "  --vision-layers N    vision encoder layers (default 4)\n"
+    "  --vision-heads N     vision attention heads (default 4)\n"
+    "  --patch N            patch side in pixels (default 8)\n"
+    "  --image-size N       image side in pixels, a multiple of the patch (default 64)\n"
+    "  --text-width N       text hidden size (default 128; MLP is 4x)\n"
+    "  --text-layers N      text encoder layers (default 4)\n"
+    "  --text-heads N       text attention heads (default 4)\n"
+    "  --projection-dim N   shared embedding size (default 128)\n"
+    "  --context N          text context, max_position_embeddings (default 32)\n"
+    "  --act A              quick_gelu (default) or gelu, both towers\n"
+    "  --seed N             random seed (default 0)\n";
+
+int cmd_init(int argc, char **argv) {
+    mmt_clip_init_params p;
+    mmt_clip_init_params_default(&p);
+    mmt_clip_config *c = &p.config;
+    struct {
+        const char *flag;
+        int64_t *field;
+    } sizes[] = {{"--vision-width", &c->vision.hidden_size}, {"--vision-layers", &c->vision.num_layers},
+                 {"--vision-heads", &c->vision.num_heads},   {"--patch", &c->vision.patch_size},
+                 {"--image-size", &c->vision.image_size},    {"--text-width", &c->text.hidden_size},
+                 {"--text-layers", &c->text.num_layers},     {"--text-heads", &c->text.num_heads},
+                 {"--projection-dim", &c->projection_dim},   {"--context", &c->text.max_positions}};
+    const size_t n_sizes = sizeof sizes / sizeof sizes[0];
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(HELP, stdout), 0;
+        if (strncmp(a, "--", 2)) return cli_usage_error("init: unexpected argument '%s'", a);
+        size_t k = 0;
+        while (k < n_sizes && strcmp(a, sizes[k].flag)) k++;
+        int known = k < n_sizes || !strcmp(a, "--out") || !strcmp(a, "--tokenizer") || !strcmp(a, "--act") ||
+                    !strcmp(a, "--seed");
+        if (!known) return cli_usage_error("init: unknown option '%s'", a);
+        if (i + 1 >= argc) return cli_usage_error("init: %s needs a value", a);
+        const char *val = argv[++i];
+        char *end;
+        errno = 0;
+        if (k < n_sizes) {
+            long long v = strtoll(val, &end, 10);
+            if (errno || end == val || *end || v < 1 || v > 65536)
+                return cli_usage_error("init: %s '%s' is not a whole number in 1..65536", a, val);
+            *sizes[k].field = v;
+        } else if (!strcmp(a, "--out")) {
+            if (!val[0]) return cli_usage_error("init: --out is empty");
+            p.out_dir = val;
+        } else if (!strcmp(a, "--tokenizer")) {
+            p.tokenizer_dir = val;
+        } else if (!strcmp(a, "--act")) {
+            if (!strcmp(val, "quick_gelu")) c->text.act = c->vision.act = MMT_ACT_QUICK_GELU;
+            else if (!strcmp(val, "gelu")) c->text.act = c->vision.act = MMT_ACT_GELU;
+            else return cli_usage_error("init: --act takes quick_gelu or gelu, not '%s'", val);
+        } else {
+            unsigned long long seed = strtoull(val, &end, 10);
+            if (errno || end == val || *end || val[0] == '-')
+                return cli_usage_error("init: --seed '%s' is not a whole number >= 0", val);
+            p.seed = seed;
+        }
+    }
+    if (!p.out_dir) return cli_usage_error("init: --out is required");
+    if (!p.tokenizer_dir) return cli_usage_error("init: --tokenizer is required");
+    c->text.intermediate_size = 4 * c->text.hidden_size;
+    c->vision.intermediate_size = 4 * c->vision.hidden_size;
+    if (mmt_clip_init_snapshot(&p) != MMT_OK) return cli_runtime_error();
+    printf("wrote %s (seed %llu)\n", p.out_dir, (unsigned long long)p.seed);
+    return 0;
+}
