@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libjpeg62-turbo-dev libpng-dev zlib1g-dev
   dataset-fashion-mnist
+  chromium
   libomp-dev clang libclang-rt-14-dev
 )
 

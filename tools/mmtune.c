@@ -9,6 +9,9 @@
  *   mmtune bench embed [--batch 1,32] [--iters N] [--model DIR] [--tower image|text|both]
  *   mmtune train / eval / merge   (tools/cli/train.c)
  *   mmtune synth                  (tools/cli/synth.c)
+ *   mmtune bpe                    (tools/cli/bpe.c)
+ *   mmtune init                   (tools/cli/init.c)
+ *   mmtune report                 (tools/cli/report.c)
  */
 #include <errno.h>
 #include <math.h>
@@ -42,6 +45,9 @@ static const char *USAGE =
     "  bench      measure embedding throughput (bench embed --help)\n"
     "  fashion-mnist  write Fashion-MNIST as PNG images + captioned JSONL pairs\n"
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
+    "  bpe        train a CLIP byte-level BPE vocabulary on captions\n"
+    "  init       write a fresh randomly initialised CLIP snapshot (Hugging Face layout)\n"
+    "  report     write a run's self-contained HTML report (curves, metrics, examples)\n"
     "  version    print the version\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
@@ -554,5 +560,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "fashion-mnist")) return cmd_fashion_mnist(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bpe")) return cmd_bpe(argc - 2, argv + 2);
+    if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
+    if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -17,5 +17,8 @@ int cmd_merge(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);
 int cmd_fashion_mnist(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_bpe(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

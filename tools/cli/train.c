@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/encoder.h"
+#include "cli/zero_shot.h"
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/json.h"
@@ -606,6 +607,7 @@ done:
 
 static const char *EVAL_HELP =
     "usage: mmtune eval --model DIR --data pairs.jsonl [--adapter DIR] [--batch-size N] [--out FILE]\n"
+    "                   [--zero-shot [--templates FILE] [--classes A,B,...]]\n"
     "       mmtune eval --model DIR --data labelled.jsonl --head DIR [--out FILE]\n"
     "\n"
     "Embeds every pair's image and text (through the adapter when given) and prints one JSON\n"
@@ -616,7 +618,13 @@ static const char *EVAL_HELP =
     "mean cross-entropy; a pair's class is its \"label\", or its text.\n"
     "  --batch-size N   pairs per batch for embedding and for the loss (default 32)\n"
     "  --skip-bad       skip bad records of the data file (counted)\n"
-    "  --image-root DIR COCO: folder the file_name entries are relative to\n";
+    "  --image-root DIR COCO: folder the file_name entries are relative to\n"
+    "  --zero-shot      also classify each image among the pairs' distinct labels by prompt\n"
+    "                   ensembling as CLIP does (mean of the normalised prompt embeddings) and\n"
+    "                   add zero_shot_accuracy and zero_shot_per_class\n"
+    "  --templates FILE one prompt template per line with {} for the class name (default: a\n"
+    "                   built-in set such as \"a photo of a {}.\")\n"
+    "  --classes LIST   comma-separated class names, in this order (default: the labels)\n";
 
 /* eval --head: the linear probe's top-1 accuracy on a labelled set. */
 static int eval_head(const char *model_dir, const char *data, const char *head_dir, int skip_bad,
@@ -696,13 +704,18 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
 
 int cmd_eval(int argc, char **argv) {
     const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL, *image_root = NULL;
+    const char *templates = NULL, *classes = NULL;
     int64_t bs = 32;
-    int skip_bad = 0;
+    int skip_bad = 0, zero_shot = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(EVAL_HELP, stdout), 0;
         if (!strcmp(a, "--skip-bad")) {
             skip_bad = 1;
+            continue;
+        }
+        if (!strcmp(a, "--zero-shot")) {
+            zero_shot = 1;
             continue;
         }
         if (i + 1 >= argc) return cli_usage_error("eval: %s needs a value", a);
@@ -713,6 +726,8 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--head")) head_dir = v;
         else if (!strcmp(a, "--image-root")) image_root = v;
         else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--templates")) templates = v;
+        else if (!strcmp(a, "--classes")) classes = v;
         else if (!strcmp(a, "--batch-size")) {
             char *end;
             bs = strtoll(v, &end, 10);
@@ -722,6 +737,8 @@ int cmd_eval(int argc, char **argv) {
     if (!model_dir || !data) return cli_usage_error("eval: --model and --data are required");
     if (head_dir && adapter_dir)
         return cli_usage_error("eval: --head scores the base model's image embeddings; drop --adapter");
+    if ((templates || classes) && !zero_shot) return cli_usage_error("eval: --templates and --classes go with --zero-shot");
+    if (head_dir && zero_shot) return cli_usage_error("eval: --zero-shot and --head are separate evaluations");
     if (head_dir) return eval_head(model_dir, data, head_dir, skip_bad, image_root, out);
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
@@ -749,15 +766,23 @@ int cmd_eval(int argc, char **argv) {
         rc = cli_runtime_error();
         goto done;
     }
-    char line[1024];
-    snprintf(line, sizeof line,
+    mmt_strbuf line = {0};
+    mmt_strbuf_printf(&line,
              "{\"pairs\": %lld, \"loss\": %.6f, \"i2t_recall_at_1\": %.6f, \"i2t_recall_at_5\": %.6f, \"i2t_recall_at_10\": %.6f, "
              "\"i2t_median_rank\": %g, \"t2i_recall_at_1\": %.6f, \"t2i_recall_at_5\": %.6f, \"t2i_recall_at_10\": %.6f, "
-             "\"t2i_median_rank\": %g}\n",
+             "\"t2i_median_rank\": %g",
              (long long)m.n, loss, m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank, m.t2i_r1, m.t2i_r5, m.t2i_r10,
              m.t2i_median_rank);
-    fputs(line, stdout);
-    if (out && mmt_file_write_atomic(out, line, strlen(line)) != MMT_OK) rc = cli_runtime_error();
+    if (zero_shot && cli_zero_shot(model, view, pairs, img, templates, classes, &line) != MMT_OK) {
+        mmt_strbuf_free(&line);
+        rc = cli_runtime_error();
+        goto done;
+    }
+    mmt_strbuf_append(&line, "}\n", 2);
+    if (line.failed) rc = cli_runtime_error();
+    else fputs(line.data, stdout);
+    if (rc == 0 && out && mmt_file_write_atomic(out, line.data, line.len) != MMT_OK) rc = cli_runtime_error();
+    mmt_strbuf_free(&line);
 done:
     mmt_free(img);
     mmt_free(txt);

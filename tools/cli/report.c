@@ -1,0 +1,337 @@
+/*
+ * report.c — `mmtune report`: gathers a run's curves (metrics.jsonl), settings (the newest
+ * checkpoint's trainer_state.json), eval JSON before and after, and retrieval examples, and
+ * writes them as one self-contained HTML file with eval/report.h.
+ *
+ * Retrieval examples: the first --examples distinct texts of --queries are the queries and
+ * every pair's image is the gallery; each query's top images are found with the base model
+ * ("before") and with the run's adapter ("after"), and shown as 64x64 PNG thumbnails.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/encoder.h"
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "data/datasets.h"
+#include "data/image.h"
+#include "data/image_write.h"
+#include "eval/report.h"
+
+#define THUMB 64
+
+static const char *REPORT_HELP =
+    "usage: mmtune report --run DIR [--before FILE] [--after FILE] [--out FILE]\n"
+    "                     [--queries PAIRS --model DIR [--adapter DIR] [--examples N]]\n"
+    "\n"
+    "Writes a single self-contained HTML file (default DIR/report.html): the loss and\n"
+    "learning-rate curves of DIR/metrics.jsonl, the before/after metrics of two `mmtune eval`\n"
+    "JSON files, the settings in the newest checkpoint's trainer_state.json, and with\n"
+    "--queries a few test queries with their top images before and after fine-tuning.\n"
+    "  --queries PAIRS  pairs file: its first texts are the queries, its images the gallery\n"
+    "  --model DIR      the base model (before)\n"
+    "  --adapter DIR    the fine-tuned adapter (after; default DIR/adapter of the run)\n"
+    "  --examples N     how many queries (default 3)\n";
+
+typedef struct report_data {
+    double *steps, *loss, *lr;
+    int64_t n_points;
+    mmt_json_doc *state, *before, *after; /* owned */
+    mmt_report_setting *settings;
+    char **setting_values; /* owned texts of settings[i].value */
+    int64_t n_settings;
+    mmt_report_metric *metrics;
+    int64_t n_metrics;
+    mmt_report_example *examples;
+    int64_t n_examples;
+    uint8_t **thumbs; /* owned PNGs, one per gallery image (NULL where not needed) */
+    size_t *thumb_lens;
+    int64_t n_thumbs;
+} report_data;
+
+static mmt_status read_curves(const char *run, report_data *d) {
+    char *path = mmt_path_join(run, "metrics.jsonl"), *text = NULL;
+    size_t len = 0;
+    if (!path) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+    mmt_status s = mmt_file_read_all(path, (size_t)1 << 30, &text, &len);
+    int64_t cap = 0, line = 0;
+    for (size_t at = 0; s == MMT_OK && at < len;) {
+        size_t end = at;
+        while (end < len && text[end] != '\n') end++;
+        line++;
+        if (end > at) {
+            mmt_json_doc *doc = NULL;
+            s = mmt_json_parse(text + at, end - at, path, &doc);
+            if (s != MMT_OK) s = mmt_error_prefix(s, "line %lld: ", (long long)line);
+            double st = NAN, lo = NAN, lr = NAN;
+            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "step", NAN, &st, path, "");
+            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "loss", NAN, &lo, path, "");
+            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "lr", NAN, &lr, path, "");
+            mmt_json_free(doc);
+            if (s == MMT_OK && d->n_points == cap) {
+                cap = cap ? cap * 2 : 256;
+                double *a = mmt_realloc(d->steps, (size_t)cap * sizeof(double));
+                if (a) d->steps = a;
+                double *b = mmt_realloc(d->loss, (size_t)cap * sizeof(double));
+                if (b) d->loss = b;
+                double *c = mmt_realloc(d->lr, (size_t)cap * sizeof(double));
+                if (c) d->lr = c;
+                if (!a || !b || !c) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+            }
+            if (s == MMT_OK) {
+                d->steps[d->n_points] = st, d->loss[d->n_points] = lo, d->lr[d->n_points] = lr;
+                d->n_points++;
+            }
+        }
+        at = end + 1;
+    }
+    mmt_free(text);
+    mmt_free(path);
+    return s;
+}
+
+/* The settings object of the newest DIR/ckpt-N/trainer_state.json; none is not an error. */
+static mmt_status read_settings(const char *run, report_data *d) {
+    DIR *dir = opendir(run);
+    if (!dir) return mmt_fail(MMT_STATUS_IO, "%s: cannot open the run folder", run);
+    long long best = -1;
+    for (struct dirent *e; (e = readdir(dir));) {
+        char *end;
+        if (strncmp(e->d_name, "ckpt-", 5) != 0) continue;
+        long long n = strtoll(e->d_name + 5, &end, 10);
+        if (*end == '\0' && end != e->d_name + 5 && n > best) best = n;
+    }
+    closedir(dir);
+    if (best < 0) return MMT_OK;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ckpt-%lld/trainer_state.json", run, best);
+    MMT_TRY(mmt_json_parse_file(path, &d->state));
+    const mmt_json *set = mmt_json_get(mmt_json_root(d->state), "settings");
+    if (!set || set->type != MMT_JSON_OBJECT || !set->len) return MMT_OK;
+    d->settings = mmt_calloc(set->len, sizeof *d->settings);
+    d->setting_values = mmt_calloc(set->len, sizeof *d->setting_values);
+    if (!d->settings || !d->setting_values) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+    for (size_t i = 0; i < set->len; i++) {
+        const mmt_json *v = &set->items[i];
+        char buf[64];
+        const char *text = buf;
+        if (v->type == MMT_JSON_STRING) text = v->string;
+        else if (v->type == MMT_JSON_NUMBER && v->is_integer) snprintf(buf, sizeof buf, "%lld", (long long)v->integer);
+        else if (v->type == MMT_JSON_NUMBER) snprintf(buf, sizeof buf, "%.6g", v->number);
+        else if (v->type == MMT_JSON_BOOL) text = v->boolean ? "true" : "false";
+        else if (v->type == MMT_JSON_NULL) text = "(none)";
+        else text = "(structured)";
+        if (!(d->setting_values[i] = mmt_strdup(text))) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+        d->settings[i].key = set->keys[i];
+        d->settings[i].value = d->setting_values[i];
+        d->n_settings++;
+    }
+    return MMT_OK;
+}
+
+static mmt_status add_metric(report_data *d, const char *name, double value, int after) {
+    for (int64_t i = 0; i < d->n_metrics; i++)
+        if (!strcmp(d->metrics[i].name, name)) {
+            if (after) d->metrics[i].after = value;
+            else d->metrics[i].before = value;
+            return MMT_OK;
+        }
+    mmt_report_metric *m = mmt_realloc(d->metrics, (size_t)(d->n_metrics + 1) * sizeof *m);
+    if (!m) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+    d->metrics = m;
+    m[d->n_metrics].name = name;
+    m[d->n_metrics].before = after ? NAN : value;
+    m[d->n_metrics].after = after ? value : NAN;
+    d->n_metrics++;
+    return MMT_OK;
+}
+
+/* Every number at the top level of an eval JSON file. */
+static mmt_status read_eval(const char *path, int after, mmt_json_doc **doc, report_data *d) {
+    MMT_TRY(mmt_json_parse_file(path, doc));
+    const mmt_json *root = mmt_json_root(*doc);
+    if (root->type != MMT_JSON_OBJECT) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: expected a JSON object (mmtune eval --out)", path);
+    for (size_t i = 0; i < root->len; i++)
+        if (root->items[i].type == MMT_JSON_NUMBER) MMT_TRY(add_metric(d, root->keys[i], root->items[i].number, after));
+    return MMT_OK;
+}
+
+static mmt_status thumbnail(const char *path, uint8_t **png, size_t *len) {
+    mmt_image img = {0}, small = {0};
+    mmt_status s = mmt_image_decode_file(path, &img);
+    if (s == MMT_OK) s = mmt_image_resize(&img, THUMB, THUMB, MMT_RESAMPLE_BICUBIC, &small);
+    if (s == MMT_OK) s = mmt_image_encode_png(&small, png, len);
+    mmt_image_free(&img);
+    mmt_image_free(&small);
+    return s;
+}
+
+/* Fills one side of every example: the top images of each query under one encoder. */
+static mmt_status rank_side(const char *model, const char *adapter, const mmt_pairs *pairs, const int64_t *query_pair,
+                            int after, report_data *d) {
+    cli_encoder enc = {0};
+    const char **paths = NULL, **texts = NULL;
+    float *img = NULL, *txt = NULL;
+    mmt_status s = cli_encoder_open(model, adapter, &enc);
+    int64_t P = s == MMT_OK ? cli_encoder_dim(&enc) : 0, n = pairs->n, q = d->n_examples;
+    if (s == MMT_OK) {
+        paths = mmt_malloc((size_t)n * sizeof *paths);
+        texts = mmt_malloc((size_t)q * sizeof *texts);
+        img = mmt_malloc((size_t)(n * P) * sizeof(float));
+        txt = mmt_malloc((size_t)(q * P) * sizeof(float));
+        if (!paths || !texts || !img || !txt) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+    }
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) paths[i] = pairs->items[i].image_path;
+    for (int64_t i = 0; s == MMT_OK && i < q; i++) texts[i] = pairs->items[query_pair[i]].text;
+    if (s == MMT_OK) s = cli_encoder_images(&enc, paths, n, img);
+    if (s == MMT_OK) s = cli_encoder_texts(&enc, texts, q, 1, txt);
+    for (int64_t e = 0; s == MMT_OK && e < q; e++) {
+        int64_t top[MMT_REPORT_TOP];
+        double top_sim[MMT_REPORT_TOP];
+        int64_t k = 0;
+        for (int64_t i = 0; i < n; i++) {
+            /* an image listed twice (several captions) is shown once */
+            int dup = 0;
+            for (int64_t j = 0; j < i && !dup; j++) dup = !strcmp(paths[j], paths[i]);
+            if (dup) continue;
+            double sim = 0;
+            for (int64_t c = 0; c < P; c++) sim += (double)txt[e * P + c] * img[i * P + c];
+            if (k < MMT_REPORT_TOP) k++;
+            else if (!(sim > top_sim[k - 1])) continue;
+            top[k - 1] = i, top_sim[k - 1] = sim;
+            for (int64_t j = k - 1; j > 0 && top_sim[j] > top_sim[j - 1]; j--) { /* keep best first */
+                int64_t ti = top[j];
+                double ts = top_sim[j];
+                top[j] = top[j - 1], top_sim[j] = top_sim[j - 1];
+                top[j - 1] = ti, top_sim[j - 1] = ts;
+            }
+        }
+        mmt_report_hit *hits = after ? d->examples[e].after : d->examples[e].before;
+        for (int64_t j = 0; j < k && s == MMT_OK; j++) {
+            int64_t i = top[j];
+            if (!d->thumbs[i]) s = thumbnail(paths[i], &d->thumbs[i], &d->thumb_lens[i]);
+            hits[j].png = d->thumbs[i];
+            hits[j].png_len = d->thumb_lens[i];
+            hits[j].caption = pairs->items[i].text;
+            hits[j].correct = !strcmp(paths[i], pairs->items[query_pair[e]].image_path);
+        }
+        if (after) d->examples[e].n_after = k;
+        else d->examples[e].n_before = k;
+    }
+    mmt_free(paths);
+    mmt_free(texts);
+    mmt_free(img);
+    mmt_free(txt);
+    cli_encoder_close(&enc);
+    return s;
+}
+
+static mmt_status build_examples(const char *queries, const char *model, const char *adapter, int64_t want,
+                                 mmt_pairs **pairs_out, report_data *d) {
+    MMT_TRY(mmt_pairs_load(queries, NULL, pairs_out));
+    const mmt_pairs *pairs = *pairs_out;
+    int64_t query_pair[64];
+    if (want > 64) want = 64;
+    for (int64_t i = 0; i < pairs->n && d->n_examples < want; i++) {
+        int seen = 0;
+        for (int64_t j = 0; j < d->n_examples && !seen; j++) seen = !strcmp(pairs->items[query_pair[j]].text, pairs->items[i].text);
+        if (!seen) query_pair[d->n_examples++] = i;
+    }
+    d->examples = mmt_calloc((size_t)(d->n_examples ? d->n_examples : 1), sizeof *d->examples);
+    d->thumbs = mmt_calloc((size_t)pairs->n, sizeof *d->thumbs);
+    d->thumb_lens = mmt_calloc((size_t)pairs->n, sizeof *d->thumb_lens);
+    d->n_thumbs = pairs->n;
+    if (!d->examples || !d->thumbs || !d->thumb_lens) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+    for (int64_t e = 0; e < d->n_examples; e++) d->examples[e].query = pairs->items[query_pair[e]].text;
+    MMT_TRY(rank_side(model, NULL, pairs, query_pair, 0, d));
+    if (adapter) MMT_TRY(rank_side(model, adapter, pairs, query_pair, 1, d));
+    return MMT_OK;
+}
+
+static void report_data_free(report_data *d) {
+    mmt_free(d->steps);
+    mmt_free(d->loss);
+    mmt_free(d->lr);
+    for (int64_t i = 0; d->setting_values && i < d->n_settings; i++) mmt_free(d->setting_values[i]);
+    mmt_free(d->setting_values);
+    mmt_free(d->settings);
+    mmt_free(d->metrics);
+    mmt_free(d->examples);
+    for (int64_t i = 0; d->thumbs && i < d->n_thumbs; i++) mmt_free(d->thumbs[i]);
+    mmt_free(d->thumbs);
+    mmt_free(d->thumb_lens);
+    mmt_json_free(d->state);
+    mmt_json_free(d->before);
+    mmt_json_free(d->after);
+}
+
+/* The run folder's last path component, for the title. */
+static const char *run_name(const char *run) {
+    static char name[256];
+    size_t n = strlen(run);
+    while (n > 1 && run[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && run[b - 1] != '/') b--;
+    snprintf(name, sizeof name, "%.*s", (int)(n - b), run + b);
+    return name;
+}
+
+int cmd_report(int argc, char **argv) {
+    const char *run = NULL, *before = NULL, *after = NULL, *out = NULL, *queries = NULL, *model = NULL, *adapter = NULL;
+    int64_t examples = 3;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(REPORT_HELP, stdout), 0;
+        if (i + 1 >= argc) return cli_usage_error("report: %s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--run")) run = v;
+        else if (!strcmp(a, "--before")) before = v;
+        else if (!strcmp(a, "--after")) after = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--queries")) queries = v;
+        else if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--examples")) {
+            char *end;
+            examples = strtoll(v, &end, 10);
+            if (*end || examples < 1 || examples > 64) return cli_usage_error("--examples needs a number from 1 to 64");
+        } else return cli_usage_error("report: unknown option '%s'", a);
+    }
+    if (!run) return cli_usage_error("report: --run is required");
+    if (queries && !model) return cli_usage_error("report: --queries needs --model");
+    report_data d = {0};
+    mmt_pairs *pairs = NULL;
+    mmt_strbuf html = {0};
+    char *default_out = out ? NULL : mmt_path_join(run, "report.html");
+    char *default_adapter = NULL;
+    if (queries && !adapter) {
+        default_adapter = mmt_path_join(run, "adapter");
+        if (default_adapter && mmt_file_exists(default_adapter)) adapter = default_adapter;
+    }
+    mmt_status s = read_curves(run, &d);
+    if (s == MMT_OK) s = read_settings(run, &d);
+    if (s == MMT_OK && before) s = read_eval(before, 0, &d.before, &d);
+    if (s == MMT_OK && after) s = read_eval(after, 1, &d.after, &d);
+    if (s == MMT_OK && queries) s = build_examples(queries, model, adapter, examples, &pairs, &d);
+    if (s == MMT_OK) {
+        mmt_report r = {.title = run_name(run), .steps = d.steps, .loss = d.loss, .lr = d.lr, .n_points = d.n_points,
+                        .settings = d.settings, .n_settings = d.n_settings, .metrics = d.metrics, .n_metrics = d.n_metrics,
+                        .examples = d.examples, .n_examples = d.n_examples};
+        s = mmt_report_render(&r, &html);
+    }
+    const char *path = out ? out : default_out;
+    if (s == MMT_OK) s = mmt_file_write_atomic(path, html.data, html.len);
+    int rc = s == MMT_OK ? 0 : cli_runtime_error();
+    if (rc == 0) printf("{\"report\": \"%s\", \"bytes\": %zu}\n", path, html.len);
+    mmt_strbuf_free(&html);
+    mmt_pairs_free(pairs);
+    report_data_free(&d);
+    mmt_free(default_out);
+    mmt_free(default_adapter);
+    return rc;
+}
