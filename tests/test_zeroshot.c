@@ -233,6 +233,20 @@ static void test_cli_matches_direct(void) {
     CHECK(run("eval --model %s --data %s --adapter %s/run/adapter --zero-shot --out %s/z.json", MODEL, data, tmp, tmp) == 0);
     CHECK(out_text && strstr(out_text, "\"zero_shot_accuracy\"") && exists("%s/z.json", tmp));
     CHECK(run("eval --model %s --data %s --templates %s", MODEL, data, tpl_path) == 2);
+    /* class-level retrieval: never below pair-level, and says which it is */
+    double pair_r1 = -1, label_r1 = -1;
+    for (int by_label = 0; by_label < 2; by_label++) {
+        CHECK(run("eval --model %s --data %s --match %s", MODEL, data, by_label ? "label" : "pair") == 0);
+        mmt_json_doc *doc = NULL;
+        CHECK_OK(mmt_json_parse(out_text ? out_text : "", out_text ? strlen(out_text) : 0, "stdout", &doc));
+        if (!doc) continue;
+        const mmt_json *match = mmt_json_get(mmt_json_root(doc), "match");
+        CHECK(match && !strcmp(match->string, by_label ? "label" : "pair"));
+        *(by_label ? &label_r1 : &pair_r1) = mmt_json_get(mmt_json_root(doc), "i2t_recall_at_1")->number;
+        mmt_json_free(doc);
+    }
+    CHECK(pair_r1 >= 0 && label_r1 >= pair_r1);
+    CHECK(run("eval --model %s --data %s --match class", MODEL, data) == 2 && strstr(err_text, "pair or label"));
     CHECK(run("eval --model %s --data %s --zero-shot --classes cat,cup", MODEL, data) == 1 && strstr(err_text, "\"person\""));
     free(img);
     free(ce);

@@ -46,7 +46,9 @@ static void line_chart(mmt_strbuf *o, const char *title, const char *y_label, co
     if (x1 == x0) x0 -= 1, x1 += 1;
     if (y1 == y0) y0 -= fabs(y0) * 0.1 + 1e-12, y1 += fabs(y1) * 0.1 + 1e-12;
     double pad = (y1 - y0) * 0.05;
+    int nonneg = y0 >= 0;
     y0 -= pad, y1 += pad;
+    if (nonneg && y0 < 0) y0 = 0; /* a rate or loss axis does not dip below zero */
     const double pw = CHART_W - MARGIN_L - MARGIN_R, ph = CHART_H - MARGIN_T - MARGIN_B;
 #define PX(v) (MARGIN_L + ((v) - x0) / (x1 - x0) * pw)
 #define PY(v) (MARGIN_T + (1.0 - ((v) - y0) / (y1 - y0)) * ph)
@@ -162,7 +164,7 @@ static void hits_row(mmt_strbuf *o, const char *side, const mmt_report_hit *h, i
 
 static void examples_section(mmt_strbuf *o, const mmt_report *r) {
     if (!r->n_examples) return;
-    mmt_strbuf_printf(o, "<h2>Test queries: top %d images</h2>\n<p class=\"note\">The query's own image is outlined in green.</p>\n",
+    mmt_strbuf_printf(o, "<h2>Test queries: top %d images</h2>\n<p class=\"note\">Correct images (the query's own, or of its class when the pairs are labelled) are outlined in green.</p>\n",
                       MMT_REPORT_TOP);
     for (int64_t i = 0; i < r->n_examples; i++) {
         const mmt_report_example *e = &r->examples[i];

@@ -40,7 +40,7 @@ typedef struct mmt_report_hit {
     const uint8_t *png; /* an encoded PNG thumbnail */
     size_t png_len;
     const char *caption; /* the image's own text */
-    int correct;         /* the query's own image */
+    int correct;         /* the query's own image, or one of its class (labelled pairs) */
 } mmt_report_hit;
 
 typedef struct mmt_report_example {

@@ -17,15 +17,30 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Ranks of each query q (n of them) against all keys, the correct key being key q. */
-static void ranks_of(const float *queries, const float *keys, int64_t n, int64_t d, int64_t *ranks) {
+/* Ranks of each query q (n of them) against all keys. Without groups the correct key is key
+ * q; with groups every key of q's group is, and the rank is that of the best of them. */
+static mmt_status ranks_of(const float *queries, const float *keys, const int32_t *groups, int64_t n, int64_t d,
+                           int64_t *ranks) {
+    double *score = groups ? mmt_malloc((size_t)n * sizeof *score) : NULL;
+    if (groups && !score) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t q = 0; q < n; q++) {
-        double own = dot(queries + q * d, keys + q * d, d);
+        const float *qv = queries + q * d;
+        double own = dot(qv, keys + q * d, d);
         int64_t better = 0;
-        for (int64_t k = 0; k < n; k++)
-            if (k != q && dot(queries + q * d, keys + k * d, d) > own) better++;
+        if (!groups) {
+            for (int64_t k = 0; k < n; k++)
+                if (k != q && dot(qv, keys + k * d, d) > own) better++;
+        } else {
+            for (int64_t k = 0; k < n; k++) {
+                score[k] = dot(qv, keys + k * d, d);
+                if (groups[k] == groups[q] && score[k] > own) own = score[k];
+            }
+            for (int64_t k = 0; k < n; k++) better += groups[k] != groups[q] && score[k] > own;
+        }
         ranks[q] = better + 1;
     }
+    mmt_free(score);
+    return MMT_OK;
 }
 
 static void summarize(int64_t *ranks, int64_t n, double *r1, double *r5, double *r10, double *median) {
@@ -44,15 +59,22 @@ static void summarize(int64_t *ranks, int64_t n, double *r1, double *r5, double 
 
 mmt_status mmt_retrieval_eval(const float *img, const float *txt, int64_t n, int64_t dim,
                               mmt_retrieval_metrics *out) {
+    return mmt_retrieval_eval_grouped(img, txt, NULL, n, dim, out);
+}
+
+mmt_status mmt_retrieval_eval_grouped(const float *img, const float *txt, const int32_t *groups, int64_t n,
+                                      int64_t dim, mmt_retrieval_metrics *out) {
     memset(out, 0, sizeof *out);
     if (n < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "retrieval evaluation needs at least one pair");
     int64_t *ranks = mmt_malloc((size_t)n * sizeof *ranks);
     if (!ranks) return MMT_STATUS_OUT_OF_MEMORY;
     out->n = n;
-    ranks_of(img, txt, n, dim, ranks);
-    summarize(ranks, n, &out->i2t_r1, &out->i2t_r5, &out->i2t_r10, &out->i2t_median_rank);
-    ranks_of(txt, img, n, dim, ranks);
-    summarize(ranks, n, &out->t2i_r1, &out->t2i_r5, &out->t2i_r10, &out->t2i_median_rank);
+    mmt_status s = ranks_of(img, txt, groups, n, dim, ranks);
+    if (s == MMT_OK) {
+        summarize(ranks, n, &out->i2t_r1, &out->i2t_r5, &out->i2t_r10, &out->i2t_median_rank);
+        s = ranks_of(txt, img, groups, n, dim, ranks);
+    }
+    if (s == MMT_OK) summarize(ranks, n, &out->t2i_r1, &out->t2i_r5, &out->t2i_r10, &out->t2i_median_rank);
     mmt_free(ranks);
-    return MMT_OK;
+    return s;
 }

@@ -545,6 +545,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     }
     if ((s = write_final(&r)) != MMT_OK) goto done;
     result->steps_done = r.total_steps;
+    result->steps_run = r.total_steps - start;
     result->final_loss = last_loss;
     result->seconds = now_s() - t0;
 done:

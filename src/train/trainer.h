@@ -77,9 +77,10 @@ typedef struct mmt_train_settings {
 void mmt_train_settings_default(mmt_train_settings *s);
 
 typedef struct mmt_train_result {
-    int64_t steps_done;
+    int64_t steps_done;       /* the run's step count (resumed steps included) */
+    int64_t steps_run;        /* steps this call ran */
     double final_loss;        /* mean loss of the last step */
-    double seconds;
+    double seconds;           /* this call's wall time, checkpoint writes included */
 } mmt_train_result;
 
 mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *settings,

@@ -33,7 +33,9 @@ static const char *REPORT_HELP =
     "learning-rate curves of DIR/metrics.jsonl, the before/after metrics of two `mmtune eval`\n"
     "JSON files, the settings in the newest checkpoint's trainer_state.json, and with\n"
     "--queries a few test queries with their top images before and after fine-tuning.\n"
-    "  --queries PAIRS  pairs file: its first texts are the queries, its images the gallery\n"
+    "  --queries PAIRS  pairs file: its first distinct texts are the queries (with a \"label\" on\n"
+    "                   every pair: the first text of each class, and a hit of the same class\n"
+    "                   counts as correct), its images the gallery\n"
     "  --model DIR      the base model (before)\n"
     "  --adapter DIR    the fine-tuned adapter (after; default DIR/adapter of the run)\n"
     "  --examples N     how many queries (default 3)\n";
@@ -218,7 +220,8 @@ static mmt_status rank_side(const char *model, const char *adapter, const mmt_pa
             hits[j].png = d->thumbs[i];
             hits[j].png_len = d->thumb_lens[i];
             hits[j].caption = pairs->items[i].text;
-            hits[j].correct = !strcmp(paths[i], pairs->items[query_pair[e]].image_path);
+            const mmt_pair *qp = &pairs->items[query_pair[e]], *hp = &pairs->items[i];
+            hits[j].correct = !strcmp(paths[i], qp->image_path) || (qp->label && hp->label && !strcmp(qp->label, hp->label));
         }
         if (after) d->examples[e].n_after = k;
         else d->examples[e].n_before = k;
@@ -237,9 +240,15 @@ static mmt_status build_examples(const char *queries, const char *model, const c
     const mmt_pairs *pairs = *pairs_out;
     int64_t query_pair[64];
     if (want > 64) want = 64;
+    /* labelled pairs: one query per class, in file order; otherwise distinct texts */
+    int labelled = pairs->n > 0;
+    for (int64_t i = 0; i < pairs->n; i++) labelled &= pairs->items[i].label != NULL;
     for (int64_t i = 0; i < pairs->n && d->n_examples < want; i++) {
         int seen = 0;
-        for (int64_t j = 0; j < d->n_examples && !seen; j++) seen = !strcmp(pairs->items[query_pair[j]].text, pairs->items[i].text);
+        for (int64_t j = 0; j < d->n_examples && !seen; j++) {
+            const mmt_pair *a = &pairs->items[query_pair[j]], *b = &pairs->items[i];
+            seen = labelled ? !strcmp(a->label, b->label) : !strcmp(a->text, b->text);
+        }
         if (!seen) query_pair[d->n_examples++] = i;
     }
     d->examples = mmt_calloc((size_t)(d->n_examples ? d->n_examples : 1), sizeof *d->examples);

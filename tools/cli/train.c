@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #include "cli/encoder.h"
@@ -27,6 +28,7 @@
 #include "data/pairs.h"
 #include "data/preprocess.h"
 #include "eval/retrieval.h"
+#include "eval/zeroshot.h"
 #include "models/clip.h"
 #include "models/clip_train.h"
 #include "models/weights.h"
@@ -579,9 +581,9 @@ int cmd_train(int argc, char **argv) {
     ts.progress = !strcmp(c.progress, "bar") ? 1 : !strcmp(c.progress, "log") ? 0 : -1;
     ts.quiet = c.quiet;
     ts.settings_json = sj = settings_json(&c);
+    const mmt_probe_head *ph = probe ? mmt_probe_task_head(probe) : NULL;
+    int64_t n = ph ? ph->K * (ph->P + 1) : mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
     if (!c.quiet) {
-        const mmt_probe_head *ph = probe ? mmt_probe_task_head(probe) : NULL;
-        int64_t n = ph ? ph->K * (ph->P + 1) : mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
         fprintf(stderr, "mmtune: %s on %lld pairs: %lld trainable parameters (%.3f%% of %lld)\n", c.method,
                 (long long)pairs->n, (long long)n, total > 0 ? 100.0 * (double)n / (double)total : 0, (long long)total);
     }
@@ -590,8 +592,12 @@ int cmd_train(int argc, char **argv) {
         rc = cli_runtime_error();
         goto done;
     }
-    printf("{\"steps\": %lld, \"final_loss\": %.6g, \"seconds\": %.2f, \"adapter\": \"%s/adapter\"}\n",
-           (long long)res.steps_done, res.final_loss, res.seconds, c.out);
+    struct rusage ru;
+    double peak_mb = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0; /* Linux: KiB */
+    printf("{\"steps\": %lld, \"final_loss\": %.6g, \"seconds\": %.2f, \"s_per_step\": %.4f, \"trainable_params\": %lld, "
+           "\"total_params\": %lld, \"peak_rss_mb\": %.1f, \"adapter\": \"%s/adapter\"}\n",
+           (long long)res.steps_done, res.final_loss, res.seconds, res.steps_run > 0 ? res.seconds / (double)res.steps_run : 0,
+           (long long)n, (long long)total, peak_mb, c.out);
 done:
     mmt_free(sj);
     if (have_pc) mmt_peft_config_free(&pc);
@@ -607,7 +613,7 @@ done:
 
 static const char *EVAL_HELP =
     "usage: mmtune eval --model DIR --data pairs.jsonl [--adapter DIR] [--batch-size N] [--out FILE]\n"
-    "                   [--zero-shot [--templates FILE] [--classes A,B,...]]\n"
+    "                   [--match pair|label] [--zero-shot [--templates FILE] [--classes A,B,...]]\n"
     "       mmtune eval --model DIR --data labelled.jsonl --head DIR [--out FILE]\n"
     "\n"
     "Embeds every pair's image and text (through the adapter when given) and prints one JSON\n"
@@ -617,6 +623,9 @@ static const char *EVAL_HELP =
     "image with the linear head on the base model's embeddings and prints the accuracy and the\n"
     "mean cross-entropy; a pair's class is its \"label\", or its text.\n"
     "  --batch-size N   pairs per batch for embedding and for the loss (default 32)\n"
+    "  --match M        what counts as a correct retrieval: pair (default; only the item's own\n"
+    "                   pair) or label (any item with the same \"label\": class-level recall@K,\n"
+    "                   as in metric learning; the rank is that of the best same-class item)\n"
     "  --skip-bad       skip bad records of the data file (counted)\n"
     "  --image-root DIR COCO: folder the file_name entries are relative to\n"
     "  --zero-shot      also classify each image among the pairs' distinct labels by prompt\n"
@@ -704,7 +713,7 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
 
 int cmd_eval(int argc, char **argv) {
     const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL, *image_root = NULL;
-    const char *templates = NULL, *classes = NULL;
+    const char *templates = NULL, *classes = NULL, *match = "pair";
     int64_t bs = 32;
     int skip_bad = 0, zero_shot = 0;
     for (int i = 0; i < argc; i++) {
@@ -728,6 +737,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--templates")) templates = v;
         else if (!strcmp(a, "--classes")) classes = v;
+        else if (!strcmp(a, "--match")) match = v;
         else if (!strcmp(a, "--batch-size")) {
             char *end;
             bs = strtoll(v, &end, 10);
@@ -739,6 +749,9 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval: --head scores the base model's image embeddings; drop --adapter");
     if ((templates || classes) && !zero_shot) return cli_usage_error("eval: --templates and --classes go with --zero-shot");
     if (head_dir && zero_shot) return cli_usage_error("eval: --zero-shot and --head are separate evaluations");
+    if (strcmp(match, "pair") && strcmp(match, "label"))
+        return cli_usage_error("eval: --match takes pair or label, not '%s'", match);
+    int by_label = !strcmp(match, "label");
     if (head_dir) return eval_head(model_dir, data, head_dir, skip_bad, image_root, out);
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
@@ -750,6 +763,8 @@ int cmd_eval(int argc, char **argv) {
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_retrieval_metrics m;
+    mmt_zeroshot_classes groups = {0};
+    int32_t *group_of = NULL;
     double loss = NAN;
     if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, skip_bad, image_root, &pairs) != MMT_OK ||
         mmt_clip_train_create(model, &o, &view) != MMT_OK ||
@@ -761,17 +776,25 @@ int cmd_eval(int argc, char **argv) {
     int64_t P = mmt_clip_embed_dim(model);
     img = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
     txt = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
-    if (!img || !txt || embed_pairs(model, view, pairs, bs, img, txt, &loss) != MMT_OK ||
-        mmt_retrieval_eval(img, txt, pairs->n, P, &m) != MMT_OK) {
+    if (by_label) {
+        if (mmt_zeroshot_classes_from_pairs(pairs, NULL, &groups) != MMT_OK) {
+            rc = cli_runtime_error();
+            goto done;
+        }
+        if ((group_of = mmt_malloc((size_t)pairs->n * sizeof *group_of)))
+            for (int64_t i = 0; i < pairs->n; i++) group_of[i] = (int32_t)groups.labels[i];
+    }
+    if (!img || !txt || (by_label && !group_of) || embed_pairs(model, view, pairs, bs, img, txt, &loss) != MMT_OK ||
+        mmt_retrieval_eval_grouped(img, txt, group_of, pairs->n, P, &m) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
     mmt_strbuf line = {0};
     mmt_strbuf_printf(&line,
-             "{\"pairs\": %lld, \"loss\": %.6f, \"i2t_recall_at_1\": %.6f, \"i2t_recall_at_5\": %.6f, \"i2t_recall_at_10\": %.6f, "
+             "{\"pairs\": %lld, \"match\": \"%s\", \"loss\": %.6f, \"i2t_recall_at_1\": %.6f, \"i2t_recall_at_5\": %.6f, \"i2t_recall_at_10\": %.6f, "
              "\"i2t_median_rank\": %g, \"t2i_recall_at_1\": %.6f, \"t2i_recall_at_5\": %.6f, \"t2i_recall_at_10\": %.6f, "
              "\"t2i_median_rank\": %g",
-             (long long)m.n, loss, m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank, m.t2i_r1, m.t2i_r5, m.t2i_r10,
+             (long long)m.n, match, loss, m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank, m.t2i_r1, m.t2i_r5, m.t2i_r10,
              m.t2i_median_rank);
     if (zero_shot && cli_zero_shot(model, view, pairs, img, templates, classes, &line) != MMT_OK) {
         mmt_strbuf_free(&line);
@@ -786,6 +809,8 @@ int cmd_eval(int argc, char **argv) {
 done:
     mmt_free(img);
     mmt_free(txt);
+    mmt_free(group_of);
+    mmt_zeroshot_classes_free(&groups);
     mmt_adapter_free(ad);
     mmt_prompt_free(prompt);
     mmt_clip_train_free(view);
