@@ -120,4 +120,23 @@ static inline void *check_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+/* 1 when both files exist and hold the same bytes. With dir_b NULL, a and b are the two
+ * paths; otherwise the file named b inside folder a is compared with b inside dir_b. */
+static inline int check_same_file(const char *a, const char *dir_b, const char *b) {
+    char pa[1024], pb[1024];
+    if (dir_b) {
+        snprintf(pa, sizeof pa, "%s/%s", a, b);
+        snprintf(pb, sizeof pb, "%s/%s", dir_b, b);
+    } else {
+        snprintf(pa, sizeof pa, "%s", a);
+        snprintf(pb, sizeof pb, "%s", b);
+    }
+    size_t na = 0, nb = 0;
+    char *da = check_read_file(pa, &na), *db = check_read_file(pb, &nb);
+    int same = da && db && na == nb && memcmp(da, db, na) == 0;
+    free(da);
+    free(db);
+    return same;
+}
+
 #endif

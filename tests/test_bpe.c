@@ -35,15 +35,6 @@ static void remove_dir(const char *dir) {
     rmdir(dir);
 }
 
-static int same_file(const char *a, const char *b) {
-    size_t na = 0, nb = 0;
-    char *x = check_read_file(a, &na), *y = check_read_file(b, &nb);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 static mmt_tokenizer *load_dir(const char *dir) {
     char v[4200], m[4200];
     snprintf(v, sizeof v, "%s/vocab.json", dir);
@@ -101,7 +92,7 @@ static void test_parity_with_transformers(void) {
         char mine[4200], ref[4200];
         snprintf(mine, sizeof mine, "%s/%s", dir, FILES[i]);
         snprintf(ref, sizeof ref, "%s/bpe/vocab/%s", MMT_FIXTURE_DIR, FILES[i]);
-        CHECK_MSG(same_file(mine, ref), "%s differs from the committed fixture", FILES[i]);
+        CHECK_MSG(check_same_file(mine, NULL, ref), "%s differs from the committed fixture", FILES[i]);
     }
     mmt_tokenizer *t = load_dir(dir);
     mmt_json_doc *doc = NULL;
@@ -149,7 +140,7 @@ static void test_deterministic_and_exact_size(void) {
         char a[4200], b[4200];
         snprintf(a, sizeof a, "%s/%s", dirs[0], FILES[i]);
         snprintf(b, sizeof b, "%s/%s", dirs[1], FILES[i]);
-        CHECK_MSG(same_file(a, b), "%s differs between two runs", FILES[i]);
+        CHECK_MSG(check_same_file(a, NULL, b), "%s differs between two runs", FILES[i]);
     }
     /* vocab.json has exactly N entries, ids 0..N-1, specials last. */
     char path[4200];

@@ -51,18 +51,6 @@ static mmt_synth_params small_params(const char *sub, uint64_t seed, mmt_synth_d
     return p;
 }
 
-static int same_file(const char *a_dir, const char *b_dir, const char *name) {
-    char a[512], b[512];
-    snprintf(a, sizeof a, "%s/%s", a_dir, name);
-    snprintf(b, sizeof b, "%s/%s", b_dir, name);
-    size_t na = 0, nb = 0;
-    char *da = check_read_file(a, &na), *db = check_read_file(b, &nb);
-    int same = da && db && na == nb && memcmp(da, db, na) == 0;
-    free(da);
-    free(db);
-    return same;
-}
-
 static void test_same_seed_same_bytes(void) {
     mmt_synth_params a = small_params("seed_a", 7, MMT_SYNTH_BASE), b = small_params("seed_b", 7, MMT_SYNTH_BASE);
     mmt_synth_params c = small_params("seed_c", 8, MMT_SYNTH_BASE);
@@ -72,14 +60,14 @@ static void test_same_seed_same_bytes(void) {
     static const char *files[] = {"train.jsonl", "val.jsonl", "test.jsonl", "train_coco.json", "train_labels.jsonl",
                                   "synth.json", "images/train/000000.png", "images/train/000005.png",
                                   "images/test/000001.png"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) CHECK_MSG(same_file(a.out_dir, b.out_dir, files[i]), "%s", files[i]);
-    CHECK(!same_file(a.out_dir, c.out_dir, "train.jsonl"));
-    CHECK(!same_file(a.out_dir, c.out_dir, "images/train/000000.png"));
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) CHECK_MSG(check_same_file(a.out_dir, b.out_dir, files[i]), "%s", files[i]);
+    CHECK(!check_same_file(a.out_dir, c.out_dir, "train.jsonl"));
+    CHECK(!check_same_file(a.out_dir, c.out_dir, "images/train/000000.png"));
     /* JPEG too. */
     a.jpeg = b.jpeg = 1;
     CHECK_OK(mmt_synth_write(&a));
     CHECK_OK(mmt_synth_write(&b));
-    CHECK(same_file(a.out_dir, b.out_dir, "images/val/000001.jpg"));
+    CHECK(check_same_file(a.out_dir, b.out_dir, "images/val/000001.jpg"));
 }
 
 /* Pixels and captions are integer-only: these hashes must hold on every machine. If a change

@@ -90,3 +90,14 @@ void mmt_alloc_fail_after(long n) { atomic_store(&fail_countdown, n); }
 
 size_t mmt_alloc_current_bytes(void) { return atomic_load(&current_bytes); }
 size_t mmt_alloc_peak_bytes(void) { return atomic_load(&peak_bytes); }
+
+mmt_status mmt_grow(void **buf, int64_t *cap, int64_t need, size_t size) {
+    if (need <= *cap) return MMT_OK;
+    int64_t n = *cap > 0 ? *cap : 64;
+    while (n < need) n *= 2;
+    void *p = mmt_realloc(*buf, (size_t)n * size);
+    if (!p) return MMT_STATUS_OUT_OF_MEMORY;
+    *buf = p;
+    *cap = n;
+    return MMT_OK;
+}

@@ -10,6 +10,9 @@
 #define MMT_CORE_ALLOC_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
 
 void *mmt_malloc(size_t size);
 void *mmt_calloc(size_t count, size_t size);
@@ -17,6 +20,11 @@ void *mmt_realloc(void *ptr, size_t size);
 void mmt_free(void *ptr);
 char *mmt_strdup(const char *s);
 char *mmt_strndup(const char *s, size_t n);
+
+/* Makes the array *buf (capacity *cap elements of `size` bytes) hold at least `need`
+ * elements, doubling from 64; the contents are kept. MMT_STATUS_OUT_OF_MEMORY leaves it as
+ * it was. */
+mmt_status mmt_grow(void **buf, int64_t *cap, int64_t need, size_t size);
 
 /* Test hook: the n-th allocation from now (1 = the next one) fails; 0 turns it off. */
 void mmt_alloc_fail_after(long n);

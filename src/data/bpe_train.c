@@ -86,16 +86,6 @@ typedef struct trainer {
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers                                                                        */
 
-static mmt_status grow(void **buf, int64_t *cap, int64_t need, size_t size) {
-    if (need <= *cap) return MMT_OK;
-    int64_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    void *p = mmt_realloc(*buf, (size_t)n * size);
-    if (!p) return MMT_STATUS_OUT_OF_MEMORY;
-    *buf = p;
-    *cap = n;
-    return MMT_OK;
-}
 
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
@@ -132,8 +122,8 @@ static const char *token_string(const mmt_bpe_vocab *v, int64_t id, int64_t *len
 
 static mmt_status token_append(mmt_bpe_vocab *v, const char *a, int64_t na, const char *b,
                                int64_t nb) {
-    MMT_TRY(grow((void **)&v->strings, &v->strings_cap, v->strings_len + na + nb, 1));
-    MMT_TRY(grow((void **)&v->offsets, &v->tokens_cap, v->n_tokens + 2, sizeof *v->offsets));
+    MMT_TRY(mmt_grow((void **)&v->strings, &v->strings_cap, v->strings_len + na + nb, 1));
+    MMT_TRY(mmt_grow((void **)&v->offsets, &v->tokens_cap, v->n_tokens + 2, sizeof *v->offsets));
     memcpy(v->strings + v->strings_len, a, (size_t)na);
     if (nb) memcpy(v->strings + v->strings_len + na, b, (size_t)nb);
     v->strings_len += na + nb;
@@ -160,8 +150,8 @@ static mmt_status word_count_add(void *ctx, const char *w, size_t n) {
     if (t->n_words >= INT32_MAX - 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "bpe: more than %d distinct words",
                         INT32_MAX - 1);
-    MMT_TRY(grow((void **)&t->words, &t->words_cap, t->n_words + 1, sizeof *t->words));
-    MMT_TRY(grow((void **)&t->bytes, &t->bytes_cap, t->bytes_len + (int64_t)n, 1));
+    MMT_TRY(mmt_grow((void **)&t->words, &t->words_cap, t->n_words + 1, sizeof *t->words));
+    MMT_TRY(mmt_grow((void **)&t->bytes, &t->bytes_cap, t->bytes_len + (int64_t)n, 1));
     memcpy(t->bytes + t->bytes_len, w, n);
     t->words[t->n_words] = (word){1, t->bytes_len, (int32_t)n, -1};
     t->bytes_len += (int64_t)n;
@@ -216,7 +206,7 @@ static int heap_above(const heap_entry *a, const heap_entry *b) {
 }
 
 static mmt_status heap_push(trainer *t, int32_t p) {
-    MMT_TRY(grow((void **)&t->heap, &t->heap_cap, t->heap_len + 1, sizeof *t->heap));
+    MMT_TRY(mmt_grow((void **)&t->heap, &t->heap_cap, t->heap_len + 1, sizeof *t->heap));
     heap_entry e = {t->pairs[p].count, t->pairs[p].left, t->pairs[p].right, p};
     int64_t i = t->heap_len++;
     while (i > 0 && heap_above(&e, &t->heap[(i - 1) / 2])) {
@@ -249,7 +239,7 @@ static int32_t pair_get(trainer *t, int32_t a, int32_t b) {
         const pair *p = &t->pairs[t->pair_slots[i]];
         if (p->left == a && p->right == b) return t->pair_slots[i];
     }
-    if (grow((void **)&t->pairs, &t->pairs_cap, t->n_pairs + 1, sizeof *t->pairs) != MMT_OK)
+    if (mmt_grow((void **)&t->pairs, &t->pairs_cap, t->n_pairs + 1, sizeof *t->pairs) != MMT_OK)
         return -1;
     t->pairs[t->n_pairs] = (pair){a, b, 0, NULL, 0, 0, -1};
     t->pair_slots[i] = (int32_t)t->n_pairs++;
@@ -279,13 +269,13 @@ static mmt_status word_pairs_add(trainer *t, int32_t w, int64_t delta, int32_t l
         if (list_new < 0 || (s[i] != list_new && s[i + 1] != list_new)) continue;
         if (q->n_words == 0 || q->words[q->n_words - 1] != w) {
             int64_t cap = q->cap_words;
-            MMT_TRY(grow((void **)&q->words, &cap, (int64_t)q->n_words + 1, sizeof *q->words));
+            MMT_TRY(mmt_grow((void **)&q->words, &cap, (int64_t)q->n_words + 1, sizeof *q->words));
             q->cap_words = (int32_t)cap;
             q->words[q->n_words++] = w;
         }
         if (q->stamp != stamp) {
             q->stamp = stamp;
-            MMT_TRY(grow((void **)&t->touched, &t->touched_cap, t->n_touched + 1,
+            MMT_TRY(mmt_grow((void **)&t->touched, &t->touched_cap, t->n_touched + 1,
                          sizeof *t->touched));
             t->touched[t->n_touched++] = p;
         }
@@ -354,7 +344,7 @@ static mmt_status apply_merge(trainer *t, int32_t p, int32_t stamp) {
     int32_t a = t->pairs[p].left, b = t->pairs[p].right, c;
     MMT_TRY(merged_token(t, a, b, &c));
     mmt_bpe_vocab *v = t->v;
-    MMT_TRY(grow((void **)&v->merges, &v->merges_cap, 2 * v->n_merges + 2, sizeof *v->merges));
+    MMT_TRY(mmt_grow((void **)&v->merges, &v->merges_cap, 2 * v->n_merges + 2, sizeof *v->merges));
     v->merges[2 * v->n_merges] = a;
     v->merges[2 * v->n_merges + 1] = b;
     v->n_merges++;
@@ -392,7 +382,7 @@ static mmt_status train_merges(trainer *t, const mmt_bpe_params *p) {
             pair *q = &t->pairs[pair_get(t, s[i], s[i + 1])]; /* exists: no allocation */
             if (q->n_words > 0 && q->words[q->n_words - 1] == w) continue;
             int64_t cap = q->cap_words;
-            MMT_TRY(grow((void **)&q->words, &cap, (int64_t)q->n_words + 1, sizeof *q->words));
+            MMT_TRY(mmt_grow((void **)&q->words, &cap, (int64_t)q->n_words + 1, sizeof *q->words));
             q->cap_words = (int32_t)cap;
             q->words[q->n_words++] = w;
         }
@@ -532,7 +522,7 @@ done:
  * them above U+00FF), so only the quote and the backslash need escaping. */
 static mmt_status put_json_string(char **buf, int64_t *len, int64_t *cap, const char *s,
                                   int64_t n) {
-    MMT_TRY(grow((void **)buf, cap, *len + 2 * n + 2, 1));
+    MMT_TRY(mmt_grow((void **)buf, cap, *len + 2 * n + 2, 1));
     (*buf)[(*len)++] = '"';
     for (int64_t i = 0; i < n; i++) {
         if (s[i] == '"' || s[i] == '\\') (*buf)[(*len)++] = '\\';
@@ -543,7 +533,7 @@ static mmt_status put_json_string(char **buf, int64_t *len, int64_t *cap, const 
 }
 
 static mmt_status put_text(char **buf, int64_t *len, int64_t *cap, const char *s, int64_t n) {
-    MMT_TRY(grow((void **)buf, cap, *len + n, 1));
+    MMT_TRY(mmt_grow((void **)buf, cap, *len + n, 1));
     memcpy(*buf + *len, s, (size_t)n);
     *len += n;
     return MMT_OK;

@@ -450,19 +450,8 @@ static void scratch_free(scratch *s) {
     mmt_free(s->heap);
 }
 
-/* Makes *buf hold at least `need` elements of `size` bytes (contents kept). */
-static mmt_status grow(void **buf, int64_t *cap, int64_t need, size_t size) {
-    if (need <= *cap) return MMT_OK;
-    int64_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    void *p = mmt_realloc(*buf, (size_t)n * size);
-    if (!p) return MMT_STATUS_OUT_OF_MEMORY;
-    *buf = p;
-    *cap = n;
-    return MMT_OK;
-}
 #define GROW(s, field, capfield, need)                                                     \
-    grow((void **)&(s)->field, &(s)->capfield, (need), sizeof *(s)->field)
+    mmt_grow((void **)&(s)->field, &(s)->capfield, (need), sizeof *(s)->field)
 
 static mmt_status emit_id(scratch *s, int32_t id) {
     MMT_TRY(GROW(s, ids, ids_cap, s->n_ids + 1));
