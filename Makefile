@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-fast test-asan test-fuzz demo bench clean
+.PHONY: all deps build test test-fast test-asan test-fuzz demo bench bench-peft pretrain clean
 
 all: build
 
@@ -38,6 +38,14 @@ demo: build
 
 bench: build
 	bash scripts/bench.sh
+
+# The PEFT method comparison on the embedded default model: bench/results/peft_methods.md.
+bench-peft: build
+	bash scripts/bench_peft.sh
+
+# Rebuilds the embedded default model (models/mmtune-clip-tiny) from scratch.
+pretrain: build
+	bash scripts/pretrain.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

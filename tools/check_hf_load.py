@@ -2,7 +2,7 @@
 """Checks that a CLIP snapshot written by mmtune (`mmtune init`, `make pretrain`, a merge) is a
 real Hugging Face checkpoint: transformers' CLIPModel.from_pretrained loads it with no missing,
 unexpected or mismatched tensors, and the image and text embeddings of transformers (with
-CLIPTokenizer and CLIPImageProcessor read from the folder) agree with `mmtune embed`.
+CLIPTokenizer and CLIPImageProcessorPil read from the folder) agree with `mmtune embed`.
 
 Usage (from the repository root, after building build/mmtune):
     python3 tools/check_hf_load.py MODEL_DIR [--mmtune build/mmtune] [--image PATH ...]
@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TEXTS = ["a photo of a sneaker", "a small red circle left of a blue square",
@@ -56,7 +56,7 @@ def main():
           f"model.safetensors {size / 1e6:.2f} MB")
 
     tok = CLIPTokenizer.from_pretrained(a.model)
-    proc = CLIPImageProcessor.from_pretrained(a.model)
+    proc = CLIPImageProcessorPil.from_pretrained(a.model)
 
     args = [a.mmtune, "embed", "--model", a.model]
     for p in images:

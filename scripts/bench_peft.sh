@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# `make bench-peft`: the PEFT method comparison on the embedded default model
+# (models/mmtune-clip-tiny). Two tasks, each with one budget of STEPS steps of BATCH pairs for
+# every method, three seeds each:
+#   fashion  Fashion-MNIST product search, all ten classes (four unseen in pretraining):
+#            TRAIN_PER_CLASS training images per class; class-level image->caption recall@1
+#            and zero-shot accuracy on TEST_PER_CLASS test images per class;
+#   shift    the synthetic `shift` domain (shapes, colours and wording the base never saw):
+#            image->caption recall@1 on its test pairs, zero-shot accuracy (by shape) on its
+#            labelled test scenes.
+# Every number in bench/results/peft_methods.md comes from the runs' own output
+# (bench/results/peft_methods_raw.jsonl): trainable parameters, wall seconds per step (final
+# checkpoint included), peak RSS of the training process, and the metrics; medians of seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-build/mmtune}
+MODEL=${MODEL:-models/mmtune-clip-tiny}
+STEPS=${STEPS:-150}
+BATCH=${BATCH:-32}
+SEEDS=${SEEDS:-1 2 3}
+TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-400}
+TEST_PER_CLASS=${TEST_PER_CLASS:-100}
+METHODS=${METHODS:-full lora prefix prompt visual-prompt adapter ia3}
+TASKS=${TASKS:-fashion shift}
+WORK=${WORK:-runs/bench-peft}
+out=bench/results
+mkdir -p "$out"
+raw="$out/peft_methods_raw.jsonl"
+: > "$raw"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+"$BIN" fashion-mnist --out "$WORK/fashion" --split train --count-per-class "$TRAIN_PER_CLASS" --seed 11 >/dev/null
+"$BIN" fashion-mnist --out "$WORK/fashion" --split test --count-per-class "$TEST_PER_CLASS" --seed 11 >/dev/null
+"$BIN" synth --out "$WORK/shift" --domain shift --split-sizes 4000,0,500 --size 32 --seed 11 >/dev/null
+
+# method -> flags and learning rate (one rate per method, the usual order of magnitude for it)
+flags() {
+  case $1 in
+    full) echo "--method full --lr 5e-5" ;;
+    lora) echo "--method lora --targets q_proj,v_proj --lr 2e-3" ;;
+    prefix) echo "--method prefix --num-virtual-tokens 8 --prefix-vision --lr 1e-2" ;;
+    prompt) echo "--method prompt --num-virtual-tokens 8 --lr 1e-2" ;;
+    visual-prompt) echo "--method visual-prompt --num-virtual-tokens 8 --lr 1e-2" ;;
+    adapter) echo "--method adapter --adapter-reduction 16 --lr 2e-3" ;;
+    ia3) echo "--method ia3 --targets k_proj,v_proj,fc2 --ia3-feedforward fc2 --lr 5e-3" ;;
+    *) echo "bench-peft: unknown method $1" >&2; exit 2 ;;
+  esac
+}
+
+evaluate() { # task model adapter-or-empty -> "recall_at_1": R, "zero_shot_accuracy": Z
+  local task=$1 model=$2 adapter=$3 a=() r z
+  [ -n "$adapter" ] && a=(--adapter "$adapter")
+  if [ "$task" = fashion ]; then
+    r=$("$BIN" eval --model "$model" --data "$WORK/fashion/test.jsonl" --match label --zero-shot "${a[@]}")
+    z=$r
+  else
+    r=$("$BIN" eval --model "$model" --data "$WORK/shift/test.jsonl" "${a[@]}")
+    z=$("$BIN" eval --model "$model" --data "$WORK/shift/test_labels.jsonl" --match label --zero-shot "${a[@]}")
+  fi
+  r=$(sed -E 's/.*"i2t_recall_at_1": ([-0-9.eE+]+).*/\1/' <<< "$r")
+  z=$(sed -E 's/.*"zero_shot_accuracy": ([-0-9.eE+]+).*/\1/' <<< "$z")
+  printf '"recall_at_1": %s, "zero_shot_accuracy": %s' "$r" "$z"
+}
+
+for task in $TASKS; do
+  echo "bench-peft: $task, base model"
+  metrics=$(evaluate "$task" "$MODEL" "")
+  echo "{\"task\": \"$task\", \"method\": \"none\", \"seed\": 0, $metrics}" >> "$raw"
+  for seed in $SEEDS; do
+    for method in $METHODS; do
+      echo "bench-peft: $task, $method, seed $seed"
+      run="$WORK/$task-$method-$seed"
+      data="$WORK/$task/train.jsonl"
+      # shellcheck disable=SC2046
+      res=$("$BIN" train --model "$MODEL" --data "$data" $(flags "$method") --steps "$STEPS" --batch-size "$BATCH" \
+        --seed "$seed" --out "$run" --quiet)
+      res=${res%\}}
+      # full fine-tuning writes a whole snapshot; the others an adapter over the base
+      if [ "$method" = full ]; then metrics=$(evaluate "$task" "$run/adapter" "")
+      else metrics=$(evaluate "$task" "$MODEL" "$run/adapter"); fi
+      echo "{\"task\": \"$task\", \"method\": \"$method\", \"seed\": $seed, \"flags\": \"$(flags "$method")\", ${res#\{}, $metrics}" >> "$raw"
+      rm -rf "$run"/ckpt-*
+    done
+  done
+done
+
+python3 - "$raw" "$out/peft_methods.md" "$STEPS" "$BATCH" "$MODEL" <<'PY'
+import json, statistics, subprocess, sys, datetime
+raw, md, steps, batch, model = sys.argv[1:6]
+rows = [json.loads(l) for l in open(raw) if l.strip()]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+nproc = subprocess.check_output(["nproc"]).decode().strip()
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+out = [f"# PEFT methods on the embedded default model ({model})", "",
+       f"Made by `make bench-peft` (scripts/bench_peft.sh) {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {cpu}, "
+       f"{nproc} cores. Every method: {steps} steps of {batch} pairs, its own learning rate (flags below), "
+       "seeds " + ", ".join(sorted({str(r['seed']) for r in rows if r['method'] != 'none'})) +
+       "; each cell is the median over seeds. Seconds per step are wall time (final checkpoint included); "
+       "peak RSS is the training process's. Raw rows: peft_methods_raw.jsonl.", ""]
+for task, title, r1 in (("fashion", "Fashion-MNIST product search (10 classes, 4 unseen in pretraining)",
+                         "image->caption recall@1 (class-level)"),
+                        ("shift", "Synthetic shift domain", "image->caption recall@1")):
+    t = [r for r in rows if r["task"] == task]
+    if not t:
+        continue
+    out += [f"## {title}", "", f"| method | trainable params | % of model | s/step | peak RSS MB | {r1} | zero-shot acc |",
+            "|---|---|---|---|---|---|---|"]
+    base = [r for r in t if r["method"] == "none"]
+    if base:
+        b = base[0]
+        out.append(f"| base model (no training) | 0 | 0 | - | - | {b['recall_at_1']:.3f} | {b['zero_shot_accuracy']:.3f} |")
+    for m in dict.fromkeys(r["method"] for r in t if r["method"] != "none"):
+        s = [r for r in t if r["method"] == m]
+        p = s[0]["trainable_params"]
+        pct = 100.0 * p / s[0]["total_params"]
+        out.append(f"| {m} | {p:,} | {pct:.3g} | {med([r['s_per_step'] for r in s]):.3f} | "
+                   f"{med([r['peak_rss_mb'] for r in s]):.0f} | {med([r['recall_at_1'] for r in s]):.3f} | "
+                   f"{med([r['zero_shot_accuracy'] for r in s]):.3f} |")
+    out.append("")
+out += ["## Flags", ""] + [f"- {m}: `{f}`" for m, f in dict.fromkeys((r["method"], r.get("flags", "")) for r in rows if r["method"] != "none")]
+open(md, "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY
