@@ -58,3 +58,8 @@ PY
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   bash scripts/bench_train.sh
 fi
+
+# Data loading: does training wait on data? (bench/results/loader.md)
+if [ "${SKIP_LOADER:-0}" != 1 ]; then
+  bash scripts/bench_loader.sh
+fi
