@@ -12,6 +12,9 @@ STEPS=${STEPS:-30}
 WORK=${WORK:-runs/bench-loader}
 out=bench/results
 mkdir -p "$out"
+case "$WORK" in
+  "" | / | . | .. | "$HOME") echo "bench loader: refusing to clear WORK='$WORK'" >&2; exit 2 ;;
+esac
 rm -rf "$WORK"
 "$BIN" synth --out "$WORK/data" --size 224 --format jpg --count 400 --seed 3 >/dev/null
 raw="$out/loader_raw.jsonl"

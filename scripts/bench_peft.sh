@@ -27,6 +27,9 @@ WORK=${WORK:-runs/bench-peft}
 out=bench/results
 mkdir -p "$out"
 raw="$out/peft_methods_raw.jsonl"
+case "$WORK" in
+  "" | / | . | .. | "$HOME") echo "bench-peft: refusing to clear WORK='$WORK'" >&2; exit 2 ;;
+esac
 if [ "${TABLE_ONLY:-0}" != 1 ]; then
 : > "$raw"
 rm -rf "$WORK"

@@ -20,6 +20,9 @@ BATCH=${BATCH:-64}
 LR=${LR:-2e-3}
 TARGETS=${TARGETS:-q_proj,v_proj,fc1,fc2}
 
+case "$OUT" in
+  "" | / | . | .. | "$HOME") echo "demo: refusing to clear OUT='$OUT'; name a run folder" >&2; exit 2 ;;
+esac
 start=$(date +%s)
 rm -rf "$OUT"
 mkdir -p "$OUT"

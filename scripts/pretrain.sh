@@ -22,6 +22,11 @@ SEEN="T-shirt/top,trouser,pullover,coat,shirt,sneaker"
 PER_CLASS=${PER_CLASS:-4000}
 SYNTH=${SYNTH:-30000}
 
+for d in "$WORK" "$OUT"; do
+  case "$d" in
+    "" | / | . | .. | "$HOME") echo "pretrain: refusing to clear '$d'" >&2; exit 2 ;;
+  esac
+done
 rm -rf "$WORK"
 mkdir -p "$WORK"
 echo "pretrain: data in $WORK"
