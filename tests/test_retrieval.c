@@ -25,10 +25,10 @@ static void test_by_hand(void) {
     mmt_retrieval_metrics m;
     CHECK_OK(mmt_retrieval_eval(img, t, 3, 2, &m));
     CHECK(fabs(m.i2t_r1 - 1.0 / 3) < 1e-12 && m.i2t_r5 == 1 && m.i2t_median_rank == 2);
-    const int32_t groups[] = {0, 0, 1};
+    const int64_t groups[] = {0, 0, 1};
     CHECK_OK(mmt_retrieval_eval_grouped(img, t, groups, 3, 2, &m));
     CHECK(m.i2t_r1 == 1 && m.t2i_r1 == 1 && m.i2t_median_rank == 1);
-    const int32_t apart[] = {0, 1, 2}; /* distinct groups: the same as pairs */
+    const int64_t apart[] = {0, 1, 2}; /* distinct groups: the same as pairs */
     mmt_retrieval_metrics p;
     CHECK_OK(mmt_retrieval_eval_grouped(img, t, apart, 3, 2, &p));
     CHECK(fabs(p.i2t_r1 - 1.0 / 3) < 1e-12 && p.i2t_median_rank == 2);
@@ -55,7 +55,7 @@ static int by_score_desc(const void *a, const void *b) {
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
 /* recall@1/5/10 and median by sorting; dir 0: image queries, 1: text queries */
-static void sorted_ref(const float *img, const float *txt, const int32_t *g, int n, int d, int dir, double out[4]) {
+static void sorted_ref(const float *img, const float *txt, const int64_t *g, int n, int d, int dir, double out[4]) {
     scored *row = malloc((size_t)n * sizeof *row);
     int *ranks = malloc((size_t)n * sizeof *ranks);
     for (int q = 0; q < n; q++) {
@@ -80,13 +80,13 @@ static void test_against_sorting(void) {
     rng_state = 12345;
     enum { N = 200, D = 8 };
     static float img[N * D], txt[N * D];
-    static int32_t g[N];
+    static int64_t g[N];
     for (int i = 0; i < N * D; i++) {
         img[i] = rng_uniform();
         /* coarse values make exact ties common */
         txt[i] = (float)((int)(rng_unit() * 4) - 2) * 0.5f + 0.25f * img[i];
     }
-    for (int i = 0; i < N; i++) g[i] = (int32_t)(rng_unit() * 7);
+    for (int i = 0; i < N; i++) g[i] = (int64_t)(rng_unit() * 7);
     for (int grouped = 0; grouped < 2; grouped++) {
         mmt_retrieval_metrics m;
         CHECK_OK(mmt_retrieval_eval_grouped(img, txt, grouped ? g : NULL, N, D, &m));

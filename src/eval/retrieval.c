@@ -19,7 +19,7 @@ static int cmp_i64(const void *a, const void *b) {
 
 /* Ranks of each query q (n of them) against all keys. Without groups the correct key is key
  * q; with groups every key of q's group is, and the rank is that of the best of them. */
-static mmt_status ranks_of(const float *queries, const float *keys, const int32_t *groups, int64_t n, int64_t d,
+static mmt_status ranks_of(const float *queries, const float *keys, const int64_t *groups, int64_t n, int64_t d,
                            int64_t *ranks) {
     double *score = groups ? mmt_malloc((size_t)n * sizeof *score) : NULL;
     if (groups && !score) return MMT_STATUS_OUT_OF_MEMORY;
@@ -62,7 +62,7 @@ mmt_status mmt_retrieval_eval(const float *img, const float *txt, int64_t n, int
     return mmt_retrieval_eval_grouped(img, txt, NULL, n, dim, out);
 }
 
-mmt_status mmt_retrieval_eval_grouped(const float *img, const float *txt, const int32_t *groups, int64_t n,
+mmt_status mmt_retrieval_eval_grouped(const float *img, const float *txt, const int64_t *groups, int64_t n,
                                       int64_t dim, mmt_retrieval_metrics *out) {
     memset(out, 0, sizeof *out);
     if (n < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "retrieval evaluation needs at least one pair");

@@ -28,7 +28,7 @@ mmt_status mmt_retrieval_eval(const float *img, const float *txt, int64_t n, int
  * answer. A query's rank is 1 + the number of items of other groups scoring strictly higher
  * than its best-scoring correct item (its own pair included), so recall@K is the fraction of
  * queries with a same-class item among the top K. groups == NULL is mmt_retrieval_eval. */
-mmt_status mmt_retrieval_eval_grouped(const float *img, const float *txt, const int32_t *groups, int64_t n,
+mmt_status mmt_retrieval_eval_grouped(const float *img, const float *txt, const int64_t *groups, int64_t n,
                                       int64_t dim, mmt_retrieval_metrics *out);
 
 #endif

@@ -763,8 +763,7 @@ int cmd_eval(int argc, char **argv) {
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_retrieval_metrics m;
-    mmt_zeroshot_classes groups = {0};
-    int32_t *group_of = NULL;
+    mmt_zeroshot_classes groups = {0}; /* --match label: each pair's class */
     double loss = NAN;
     if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, skip_bad, image_root, &pairs) != MMT_OK ||
         mmt_clip_train_create(model, &o, &view) != MMT_OK ||
@@ -776,16 +775,9 @@ int cmd_eval(int argc, char **argv) {
     int64_t P = mmt_clip_embed_dim(model);
     img = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
     txt = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
-    if (by_label) {
-        if (mmt_zeroshot_classes_from_pairs(pairs, NULL, &groups) != MMT_OK) {
-            rc = cli_runtime_error();
-            goto done;
-        }
-        if ((group_of = mmt_malloc((size_t)pairs->n * sizeof *group_of)))
-            for (int64_t i = 0; i < pairs->n; i++) group_of[i] = (int32_t)groups.labels[i];
-    }
-    if (!img || !txt || (by_label && !group_of) || embed_pairs(model, view, pairs, bs, img, txt, &loss) != MMT_OK ||
-        mmt_retrieval_eval_grouped(img, txt, group_of, pairs->n, P, &m) != MMT_OK) {
+    if (!img || !txt || (by_label && mmt_zeroshot_classes_from_pairs(pairs, NULL, &groups) != MMT_OK) ||
+        embed_pairs(model, view, pairs, bs, img, txt, &loss) != MMT_OK ||
+        mmt_retrieval_eval_grouped(img, txt, by_label ? groups.labels : NULL, pairs->n, P, &m) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
@@ -809,7 +801,6 @@ int cmd_eval(int argc, char **argv) {
 done:
     mmt_free(img);
     mmt_free(txt);
-    mmt_free(group_of);
     mmt_zeroshot_classes_free(&groups);
     mmt_adapter_free(ad);
     mmt_prompt_free(prompt);
