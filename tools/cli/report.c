@@ -179,6 +179,7 @@ static mmt_status rank_side(const char *model, const char *adapter, const mmt_pa
     cli_encoder enc = {0};
     const char **paths = NULL, **texts = NULL;
     float *img = NULL, *txt = NULL;
+    char *repeat = NULL; /* repeat[i]: image i is listed earlier too (several captions) */
     mmt_status s = cli_encoder_open(model, adapter, &enc);
     int64_t P = s == MMT_OK ? cli_encoder_dim(&enc) : 0, n = pairs->n, q = d->n_examples;
     if (s == MMT_OK) {
@@ -186,9 +187,12 @@ static mmt_status rank_side(const char *model, const char *adapter, const mmt_pa
         texts = mmt_malloc((size_t)q * sizeof *texts);
         img = mmt_malloc((size_t)(n * P) * sizeof(float));
         txt = mmt_malloc((size_t)(q * P) * sizeof(float));
-        if (!paths || !texts || !img || !txt) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+        repeat = mmt_calloc((size_t)(n ? n : 1), 1);
+        if (!paths || !texts || !img || !txt || !repeat) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
     }
     for (int64_t i = 0; s == MMT_OK && i < n; i++) paths[i] = pairs->items[i].image_path;
+    for (int64_t i = 0; s == MMT_OK && i < n; i++)
+        for (int64_t j = 0; j < i && !repeat[i]; j++) repeat[i] = !strcmp(paths[j], paths[i]);
     for (int64_t i = 0; s == MMT_OK && i < q; i++) texts[i] = pairs->items[query_pair[i]].text;
     if (s == MMT_OK) s = cli_encoder_images(&enc, paths, n, img);
     if (s == MMT_OK) s = cli_encoder_texts(&enc, texts, q, 1, txt);
@@ -197,10 +201,7 @@ static mmt_status rank_side(const char *model, const char *adapter, const mmt_pa
         double top_sim[MMT_REPORT_TOP];
         int64_t k = 0;
         for (int64_t i = 0; i < n; i++) {
-            /* an image listed twice (several captions) is shown once */
-            int dup = 0;
-            for (int64_t j = 0; j < i && !dup; j++) dup = !strcmp(paths[j], paths[i]);
-            if (dup) continue;
+            if (repeat[i]) continue; /* an image listed twice is shown once */
             double sim = 0;
             for (int64_t c = 0; c < P; c++) sim += (double)txt[e * P + c] * img[i * P + c];
             if (k < MMT_REPORT_TOP) k++;
@@ -230,6 +231,7 @@ static mmt_status rank_side(const char *model, const char *adapter, const mmt_pa
     mmt_free(texts);
     mmt_free(img);
     mmt_free(txt);
+    mmt_free(repeat);
     cli_encoder_close(&enc);
     return s;
 }
