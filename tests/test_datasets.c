@@ -10,9 +10,12 @@
  *   - IDX: plain and gzip'd files read back byte for byte; bad magic, element type, zero
  *     dimension, truncation, trailing data and a corrupt gzip stream are one-line errors;
  *   - the CLI: fashion-mnist on a fixture IDX folder (PNG pixels equal the IDX bytes, same seed
- *     same bytes), bad options, and eval --data on a CSV with --skip-bad.
+ *     same bytes), bad options, and eval --data on a CSV with --skip-bad; eval and train on a
+ *     JSONL with a 64 MiB caption (one-line error, or skipped), --max-text-bytes/--max-file-bytes.
+ * The readers' limits themselves are tested in test_dataset_limits.c.
  */
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -474,6 +477,48 @@ static void test_eval_csv(void) {
     CHECK(out_text && strstr(out_text, "\"pairs\": 3"));
 }
 
+/* A 64 MiB caption: eval and train stop with one line naming it, without reading it into
+ * memory (the largest child's max RSS stays far below the caption; it used to reach ~1 GiB);
+ * with --skip-bad eval goes on with the other pairs. */
+static void test_cli_text_limit(void) {
+    const char *images = MMT_FIXTURE_DIR "/clip/images";
+    char head[1024], tail[1024];
+    snprintf(head, sizeof head, "{\"image_path\": \"%s/chelsea.jpg\", \"text\": \"a cat\"}\n"
+             "{\"image_path\": \"%s/astronaut.png\", \"text\": \"", images, images);
+    snprintf(tail, sizeof tail, "\"}\n{\"image_path\": \"%s/rocket_rgba.png\", \"text\": \"a rocket\"}\n", images);
+    FILE *f = fopen(tpath("big.jsonl"), "wb");
+    static char piece[1 << 16];
+    memset(piece, 'x', sizeof piece);
+    fputs(head, f);
+    for (int i = 0; i < 1024; i++) fwrite(piece, 1, sizeof piece, f);
+    fputs(tail, f);
+    fclose(f);
+    int rc = run("eval --model %s/clip/tiny-a --data %s", MMT_FIXTURE_DIR, tpath("big.jsonl"));
+    CHECK_MSG(rc == 1, "rc %d", rc);
+    CHECK(err_text && strstr(err_text, "big.jsonl:2: text is 67108864 bytes, over the limit of 65536 (--max-text-bytes)"));
+    CHECK(err_text && strchr(err_text, '\n') == strrchr(err_text, '\n')); /* one line */
+    rc = run("eval --model %s/clip/tiny-a --data %s --skip-bad", MMT_FIXTURE_DIR, tpath("big.jsonl"));
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, err_text ? err_text : "");
+    CHECK(err_text && strstr(err_text, "skipped 1 bad records of"));
+    CHECK(out_text && strstr(out_text, "\"pairs\": 2"));
+    rc = run("train --model %s/clip/tiny-a --data %s --out %s --steps 1 --quiet", MMT_FIXTURE_DIR, tpath("big.jsonl"),
+             tpath("run-big"));
+    CHECK_MSG(rc == 1 && err_text && strstr(err_text, "big.jsonl:2: text is 67108864 bytes"), "rc %d: %s", rc,
+              err_text ? err_text : "");
+    struct rusage ru;
+    CHECK(getrusage(RUSAGE_CHILDREN, &ru) == 0 && ru.ru_maxrss < 256 * 1024); /* KiB */
+    unlink(tpath("big.jsonl"));
+    /* the limits are settings: a lower one refuses what the default takes; nonsense is a usage error */
+    rc = run("eval --model %s/clip/tiny-a --data %s --max-text-bytes 3", MMT_FIXTURE_DIR, tpath("eval.csv"));
+    CHECK(rc == 1 && err_text && strstr(err_text, "eval.csv:2: text is 17 bytes, over the limit of 3 (--max-text-bytes)"));
+    rc = run("eval --model %s/clip/tiny-a --data %s --max-file-bytes 10", MMT_FIXTURE_DIR, tpath("eval.csv"));
+    CHECK(rc == 1 && err_text && strstr(err_text, "over the limit of 10 (--max-file-bytes)"));
+    CHECK(run("eval --model %s/clip/tiny-a --data %s --max-text-bytes 0", MMT_FIXTURE_DIR, tpath("eval.csv")) == 2);
+    CHECK(run("train --model %s/clip/tiny-a --data %s --max-text-bytes -1", MMT_FIXTURE_DIR, tpath("eval.csv")) == 2);
+    CHECK(run("train --help") == 0 && out_text && strstr(out_text, "--max-text-bytes N") && strstr(out_text, "(default: 65536)"));
+    CHECK(run("eval --help") == 0 && out_text && strstr(out_text, "--max-file-bytes"));
+}
+
 int main(void) {
     mmt_log_set_level(MMT_LOG_ERROR);
     snprintf(tmp, sizeof tmp, "/tmp/mmt_datasets_XXXXXX");
@@ -488,6 +533,7 @@ int main(void) {
     RUN(test_fashion_mnist_load);
     RUN(test_fashion_mnist_cli);
     RUN(test_eval_csv);
+    RUN(test_cli_text_limit); /* after test_eval_csv: reuses eval.csv */
     free(out_text);
     free(err_text);
     char cmd[300];

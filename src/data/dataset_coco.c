@@ -6,17 +6,20 @@
  * by id (sorted, then binary search), so 600k annotations over 120k images stay fast. An
  * image's file is checked when the first annotation uses it, so unused entries cost nothing.
  * Messages name the JSON path of the bad value: "FILE: annotations[3].image_id: ...".
+ * The document is read whole, so --max-file-bytes bounds it; a caption over --max-text-bytes
+ * makes its annotation bad before the caption is copied.
  */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "data/datasets.h"
 #include "data/datasets_internal.h"
-
-#define COCO_MAX_FILE_BYTES ((size_t)2 << 30)
 
 typedef struct coco_image {
     int64_t id;
@@ -118,6 +121,11 @@ static mmt_status coco_annotation(const mmt_json *e, int64_t i, const char *sour
         len--;
     if (!len || memchr(text, '\0', len))
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: annotations[%lld].caption: empty caption", source, k);
+    if (len > datasets_max_text_bytes(o)) {
+        char where[600];
+        snprintf(where, sizeof where, "%s: annotations[%lld].caption", source, k);
+        return datasets_text_too_long(where, len, datasets_max_text_bytes(o));
+    }
     coco_image *img = image_find(images, n_images, id->integer);
     if (!img)
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: annotations[%lld].image_id: no image has id %lld", source, k,
@@ -156,7 +164,11 @@ mmt_status mmt_pairs_parse_coco(const char *text, size_t len, const char *source
     int64_t n_images = 0, cap = 0;
     const mmt_json *image_list = NULL, *annotations = NULL;
     mmt_pairs *p = datasets_new(source);
-    mmt_status s = p ? mmt_json_parse(text, len, source, &doc) : MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = p ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK && len > datasets_max_file_bytes(o))
+        s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: file is %zu bytes, over the limit of %zu (--max-file-bytes)", source,
+                     len, datasets_max_file_bytes(o));
+    if (s == MMT_OK) s = mmt_json_parse(text, len, source, &doc);
     if (s != MMT_OK) goto done;
     const mmt_json *root = mmt_json_root(doc);
     if (root->type != MMT_JSON_OBJECT) {
@@ -188,7 +200,13 @@ mmt_status mmt_pairs_load_coco(const char *path, const mmt_pairs_options *o, mmt
     *out = NULL;
     char *data = NULL, *folder = NULL;
     size_t len = 0;
-    MMT_TRY(mmt_file_read_all(path, COCO_MAX_FILE_BYTES, &data, &len));
+    /* COCO is one JSON document, read whole: the size is checked before a byte is read. */
+    size_t max_bytes = datasets_max_file_bytes(o);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > max_bytes)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: file is %lld bytes, over the limit of %zu (--max-file-bytes)", path,
+                        (long long)st.st_size, max_bytes);
+    MMT_TRY(mmt_file_read_all(path, max_bytes, &data, &len));
     if (o && o->image_root) folder = mmt_strdup(o->image_root);
     else folder = datasets_folder_of(path);
     mmt_status s = folder ? mmt_pairs_parse_coco(data, len, path, folder, o, out) : MMT_STATUS_OUT_OF_MEMORY;

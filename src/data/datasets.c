@@ -16,6 +16,8 @@
 void mmt_pairs_options_default(mmt_pairs_options *o) {
     memset(o, 0, sizeof *o);
     o->check_files = 1;
+    o->max_text_bytes = MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES;
+    o->max_file_bytes = MMT_PAIRS_DEFAULT_MAX_FILE_BYTES;
 }
 
 static int has_extension(const char *path, const char *ext) {
@@ -56,9 +58,9 @@ mmt_status mmt_pairs_load(const char *path, const mmt_pairs_options *o, mmt_pair
     struct stat st;
     if (stat(path, &st) != 0) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no such file or folder", path);
     if (S_ISDIR(st.st_mode)) return mmt_pairs_load_image_folder(path, o, out);
-    if (has_extension(path, ".jsonl")) return mmt_pairs_load_jsonl_checked(path, o->skip_bad, o->check_files, out);
+    if (has_extension(path, ".jsonl")) return mmt_pairs_load_jsonl_with_options(path, o, out);
     if (has_extension(path, ".json") && !json_is_jsonl(path)) return mmt_pairs_load_coco(path, o, out);
-    if (has_extension(path, ".json")) return mmt_pairs_load_jsonl_checked(path, o->skip_bad, o->check_files, out);
+    if (has_extension(path, ".json")) return mmt_pairs_load_jsonl_with_options(path, o, out);
     if (has_extension(path, ".csv")) return mmt_pairs_load_csv(path, o, out);
     return mmt_fail(MMT_STATUS_UNSUPPORTED,
                     "%s: unknown dataset layout (expected .jsonl pairs, .json COCO captions, .csv or an "
@@ -115,4 +117,17 @@ mmt_status datasets_check_nonempty(const mmt_pairs *p) {
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: no image-text pairs (all %lld records were bad)", p->source,
                         (long long)p->skipped);
     return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: no image-text pairs", p->source);
+}
+
+size_t datasets_max_text_bytes(const mmt_pairs_options *o) {
+    return o && o->max_text_bytes ? o->max_text_bytes : MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES;
+}
+
+size_t datasets_max_file_bytes(const mmt_pairs_options *o) {
+    return o && o->max_file_bytes ? o->max_file_bytes : MMT_PAIRS_DEFAULT_MAX_FILE_BYTES;
+}
+
+mmt_status datasets_text_too_long(const char *where, uint64_t n, size_t limit) {
+    return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: text is %llu bytes, over the limit of %zu (--max-text-bytes)", where,
+                    (unsigned long long)n, limit);
 }

@@ -27,8 +27,16 @@
  * image's contents are still only decoded by the loader.
  *
  * skip_bad: a bad record (malformed row, missing image, unknown image_id, duplicate image id,
- * …) is logged as a warning, counted in mmt_pairs.skipped and left out. Problems with the
- * file as a whole (unreadable, not JSON, no header, no pairs at all) are errors either way.
+ * a text over max_text_bytes, …) is logged as a warning, counted in mmt_pairs.skipped and left
+ * out. Problems with the file as a whole (unreadable, over max_file_bytes, not JSON, no header,
+ * no pairs at all) are errors either way.
+ *
+ * Limits keep memory bounded whatever the file holds. max_text_bytes bounds a record's text
+ * ("FILE:LINE: text is N bytes, over the limit of M (--max-text-bytes)"); CSV applies it to
+ * every field, and a JSONL line may take 8 x max_text_bytes + 4 KiB (room for \u escapes,
+ * the image path and other keys) before it is refused without being held whole. JSONL and CSV
+ * are read through a fixed-size window, so an overlong line costs no more memory than a short
+ * one. max_file_bytes bounds the file (COCO is one JSON document, read whole).
  *
  * Usage:
  *     mmt_pairs_options o;
@@ -50,21 +58,29 @@ typedef struct mmt_pairs_options {
     int check_files;            /* stat() every image while reading (default 1) */
     const char *image_root;     /* COCO: folder file_name is relative to (NULL: the JSON's folder) */
     const char *caption_template; /* image folder: caption with "{}" for the class (NULL: default) */
+    size_t max_text_bytes;      /* a longer text makes its record bad (0: the default) */
+    size_t max_file_bytes;      /* a larger data file is refused (0: the default) */
 } mmt_pairs_options;
 
 #define MMT_PAIRS_DEFAULT_TEMPLATE "a photo of a {}."
+/* CLIP reads 77 tokens (a few hundred bytes); 64 KiB leaves room for long texts cut later. */
+#define MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES ((size_t)64 << 10)
+#define MMT_PAIRS_DEFAULT_MAX_FILE_BYTES ((size_t)2 << 30)
 
 void mmt_pairs_options_default(mmt_pairs_options *o);
 
 /* Detects the layout (see above) and reads it. o may be NULL (defaults). */
 mmt_status mmt_pairs_load(const char *path, const mmt_pairs_options *o, mmt_pairs **out);
 
+mmt_status mmt_pairs_load_jsonl_with_options(const char *path, const mmt_pairs_options *o, mmt_pairs **out);
 mmt_status mmt_pairs_load_csv(const char *path, const mmt_pairs_options *o, mmt_pairs **out);
 mmt_status mmt_pairs_load_coco(const char *path, const mmt_pairs_options *o, mmt_pairs **out);
 mmt_status mmt_pairs_load_image_folder(const char *path, const mmt_pairs_options *o, mmt_pairs **out);
 
-/* The CSV and COCO parsers on bytes in memory (what the file readers and the fuzzer call):
+/* The parsers on bytes in memory (what the fuzzer calls; the file readers share their code):
  * `source` names the input in messages, relative image paths are joined to `folder`. */
+mmt_status mmt_pairs_parse_jsonl(const char *text, size_t len, const char *source, const char *folder,
+                                 const mmt_pairs_options *o, mmt_pairs **out);
 mmt_status mmt_pairs_parse_csv(const char *text, size_t len, const char *source, const char *folder,
                                const mmt_pairs_options *o, mmt_pairs **out);
 mmt_status mmt_pairs_parse_coco(const char *text, size_t len, const char *source, const char *folder,

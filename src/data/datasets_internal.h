@@ -3,6 +3,7 @@
 #define MMT_DATA_DATASETS_INTERNAL_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "data/datasets.h"
 
@@ -20,5 +21,44 @@ char *datasets_resolve(const char *folder, const char *name);
 mmt_status datasets_record_failed(mmt_pairs *p, const mmt_pairs_options *o, mmt_status s);
 /* An error when the list is empty: "SOURCE: no image-text pairs" (+ how many were skipped). */
 mmt_status datasets_check_nonempty(const mmt_pairs *p);
+
+/* The limits of o, the defaults standing in for 0. */
+size_t datasets_max_text_bytes(const mmt_pairs_options *o);
+size_t datasets_max_file_bytes(const mmt_pairs_options *o);
+/* "SOURCE:LINE: text is N bytes, over the limit of M (--max-text-bytes)" (BAD_FORMAT); `where`
+ * is "FILE:LINE" or a JSON path. */
+mmt_status datasets_text_too_long(const char *where, uint64_t n, size_t limit);
+
+/*
+ * A data file read through a fixed-size window (dataset_stream.c), or bytes already in memory.
+ * Bytes [at, len) of buf are unread; datasets_stream_peek(s, k) makes byte at + k available
+ * when the input has it. A read error or the file outgrowing max_file_bytes ends the input
+ * (peek returns -1) and is kept in status/message for datasets_stream_error.
+ */
+typedef struct datasets_stream {
+    FILE *file;            /* NULL: memory only */
+    const char *source;    /* for messages; not owned */
+    char *window;          /* owned; buf points at it when reading a file */
+    const char *buf;
+    size_t len, at;
+    uint64_t total;        /* bytes taken in so far (all of them, for memory) */
+    size_t max_file_bytes;
+    int eof;
+    mmt_status status;     /* MMT_OK, or why the input ended early */
+    char message[512];     /* its message */
+} datasets_stream;
+
+/* Opens path; a regular file over max_file_bytes is refused before anything is read:
+ * "FILE: file is N bytes, over the limit of M (--max-file-bytes)". */
+mmt_status datasets_stream_open(datasets_stream *s, const char *path, size_t max_file_bytes);
+void datasets_stream_memory(datasets_stream *s, const char *data, size_t len, const char *source);
+void datasets_stream_close(datasets_stream *s);
+/* The byte at at + k as 0..255, or -1 when the input ends before it (k must be well under the
+ * 64 KiB window; the readers look one byte ahead at most). */
+int datasets_stream_peek(datasets_stream *s, size_t k);
+/* How many bytes of the input come before the next unread one. */
+static inline uint64_t datasets_stream_position(const datasets_stream *s) { return s->total - (s->len - s->at); }
+/* Sets the last error again to why the input ended early and returns its code. */
+mmt_status datasets_stream_error(const datasets_stream *s);
 
 #endif

@@ -7,8 +7,10 @@
  * problem (not JSON, not an object, a missing or non-string field, an empty text) is an error
  * "FILE:LINE: ..." — or, with skip_bad, counted and the line left out. Image files are not
  * opened here (the loader reports a bad image with its path when it meets it); with
- * check_files their existence is checked ("FILE:LINE: image not found: PATH"). The other
- * layouts (COCO, CSV, image folders) and the one entry point are in data/datasets.h.
+ * check_files their existence is checked ("FILE:LINE: image not found: PATH"). A text over
+ * the default limit of data/datasets.h (64 KiB) makes its line bad too; the file is read line
+ * by line, never whole. The other layouts (COCO, CSV, image folders), the entry point and
+ * the options (limits included: mmt_pairs_load_jsonl_with_options) are in data/datasets.h.
  */
 #ifndef MMT_DATA_PAIRS_H
 #define MMT_DATA_PAIRS_H

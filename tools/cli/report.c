@@ -38,7 +38,9 @@ static const char *REPORT_HELP =
     "                   counts as correct), its images the gallery\n"
     "  --model DIR      the base model (before)\n"
     "  --adapter DIR    the fine-tuned adapter (after; default DIR/adapter of the run)\n"
-    "  --examples N     how many queries (default 3)\n";
+    "  --examples N     how many queries (default 3)\n"
+    "  --max-text-bytes N, --max-file-bytes N\n"
+    "                   limits on the queries file, as in mmtune eval (default 65536, 2147483648)\n";
 
 typedef struct report_data {
     double *steps, *loss, *lr;
@@ -236,9 +238,9 @@ static mmt_status rank_side(const char *model, const char *adapter, const mmt_pa
     return s;
 }
 
-static mmt_status build_examples(const char *queries, const char *model, const char *adapter, int64_t want,
-                                 mmt_pairs **pairs_out, report_data *d) {
-    MMT_TRY(mmt_pairs_load(queries, NULL, pairs_out));
+static mmt_status build_examples(const char *queries, const mmt_pairs_options *po, const char *model,
+                                 const char *adapter, int64_t want, mmt_pairs **pairs_out, report_data *d) {
+    MMT_TRY(mmt_pairs_load(queries, po, pairs_out));
     const mmt_pairs *pairs = *pairs_out;
     int64_t query_pair[64];
     if (want > 64) want = 64;
@@ -295,6 +297,8 @@ static const char *run_name(const char *run) {
 int cmd_report(int argc, char **argv) {
     const char *run = NULL, *before = NULL, *after = NULL, *out = NULL, *queries = NULL, *model = NULL, *adapter = NULL;
     int64_t examples = 3;
+    mmt_pairs_options po;
+    mmt_pairs_options_default(&po);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(REPORT_HELP, stdout), 0;
@@ -311,6 +315,12 @@ int cmd_report(int argc, char **argv) {
             char *end;
             examples = strtoll(v, &end, 10);
             if (*end || examples < 1 || examples > 64) return cli_usage_error("--examples needs a number from 1 to 64");
+        } else if (!strcmp(a, "--max-text-bytes") || !strcmp(a, "--max-file-bytes")) {
+            char *end;
+            long long n = strtoll(v, &end, 10);
+            if (!*v || *end || n < 1) return cli_usage_error("report: %s needs a positive number of bytes, got '%s'", a, v);
+            if (!strcmp(a, "--max-text-bytes")) po.max_text_bytes = (size_t)n;
+            else po.max_file_bytes = (size_t)n;
         } else return cli_usage_error("report: unknown option '%s'", a);
     }
     if (!run) return cli_usage_error("report: --run is required");
@@ -328,7 +338,7 @@ int cmd_report(int argc, char **argv) {
     if (s == MMT_OK) s = read_settings(run, &d);
     if (s == MMT_OK && before) s = read_eval(before, 0, &d.before, &d);
     if (s == MMT_OK && after) s = read_eval(after, 1, &d.after, &d);
-    if (s == MMT_OK && queries) s = build_examples(queries, model, adapter, examples, &pairs, &d);
+    if (s == MMT_OK && queries) s = build_examples(queries, &po, model, adapter, examples, &pairs, &d);
     if (s == MMT_OK) {
         mmt_report r = {.title = run_name(run), .steps = d.steps, .loss = d.loss, .lr = d.lr, .n_points = d.n_points,
                         .settings = d.settings, .n_settings = d.n_settings, .metrics = d.metrics, .n_metrics = d.n_metrics,

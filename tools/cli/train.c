@@ -55,6 +55,7 @@ typedef struct train_cfg {
     const char *adapter_placement, *adapter_act;
     const char *targets, *targets_regex, *scope, *layers, *feedforward, *modules_to_save;
     int checkpointing, learn_logit_scale, skip_bad;
+    int64_t max_text_bytes, max_file_bytes; /* data file limits (data/datasets.h) */
     double temperature, distill;
     const char *progress;
     int quiet;
@@ -127,6 +128,8 @@ static const train_opt TRAIN_OPTS[] = {
     {"--distill", "distill_weight", OPT_DOUBLE, F(distill), "X", "weight of the KL term to the frozen base model's logits"},
     {"--cache-mb", "cache_mb", OPT_INT, F(cache_mb), "N", "keep decoded images when the set fits in N MiB"},
     {"--skip-bad", "skip_bad", OPT_BOOL, F(skip_bad), NULL, "skip bad records of the data file (counted)"},
+    {"--max-text-bytes", "max_text_bytes", OPT_INT, F(max_text_bytes), "N", "a caption (text) over N bytes makes its record bad"},
+    {"--max-file-bytes", "max_file_bytes", OPT_INT, F(max_file_bytes), "N", "a data file over N bytes is refused"},
     {"--loader-workers", "loader_workers", OPT_INT, F(loader_workers), "N", "threads decoding batches ahead (0: on the training thread)"},
     {"--prefetch", "prefetch", OPT_INT, F(prefetch), "N", "micro-batches prepared ahead"},
     {"--augment-crop", "augment_crop", OPT_BOOL, F(augment_crop), NULL, "random resized crop (scale 0.08-1, ratio 3/4-4/3)"},
@@ -162,6 +165,8 @@ static void train_defaults(train_cfg *c) {
     c->feedforward = "fc2";
     c->virtual_tokens = 8;
     c->cache_mb = 1024;
+    c->max_text_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES;
+    c->max_file_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_FILE_BYTES;
     c->progress = "auto";
     mmt_loader_options lo;
     mmt_loader_options_default(&lo);
@@ -442,12 +447,8 @@ static int build_bottleneck_config(const train_cfg *c, mmt_bottleneck_config *bc
 }
 
 /* Reads --data in any layout data/datasets.h knows; a skip count goes to stderr. */
-static mmt_status cli_pairs_load(const char *data, int skip_bad, const char *image_root, mmt_pairs **out) {
-    mmt_pairs_options o;
-    mmt_pairs_options_default(&o);
-    o.skip_bad = skip_bad;
-    o.image_root = image_root;
-    mmt_status s = mmt_pairs_load(data, &o, out);
+static mmt_status cli_pairs_load(const char *data, const mmt_pairs_options *o, mmt_pairs **out) {
+    mmt_status s = mmt_pairs_load(data, o, out);
     if (s == MMT_OK && (*out)->skipped)
         fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)(*out)->skipped, data);
     return s;
@@ -509,6 +510,14 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error("train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
     if (rc == 0 && strcmp(c.progress, "auto") && strcmp(c.progress, "bar") && strcmp(c.progress, "log"))
         rc = cli_usage_error("--progress takes auto, bar or log");
+    if (rc == 0 && (c.max_text_bytes < 1 || c.max_file_bytes < 1))
+        rc = cli_usage_error("train: --max-text-bytes and --max-file-bytes must be at least 1");
+    mmt_pairs_options po;
+    mmt_pairs_options_default(&po);
+    po.skip_bad = c.skip_bad;
+    po.image_root = c.image_root;
+    po.max_text_bytes = (size_t)c.max_text_bytes;
+    po.max_file_bytes = (size_t)c.max_file_bytes;
     if (rc != 0) {
         mmt_json_free(doc);
         return rc;
@@ -523,7 +532,7 @@ int cmd_train(int argc, char **argv) {
     int have_pc = 0;
     mmt_bottleneck_config bc;
     char *sj = NULL;
-    if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, c.skip_bad, c.image_root, &pairs) != MMT_OK) {
+    if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
@@ -628,6 +637,10 @@ static const char *EVAL_HELP =
     "                   as in metric learning; the rank is that of the best same-class item)\n"
     "  --skip-bad       skip bad records of the data file (counted)\n"
     "  --image-root DIR COCO: folder the file_name entries are relative to\n"
+    "  --max-text-bytes N\n"
+    "                   a caption over N bytes makes its record bad (default 65536)\n"
+    "  --max-file-bytes N\n"
+    "                   a data file over N bytes is refused (default 2147483648)\n"
     "  --zero-shot      also classify each image among the pairs' distinct labels by prompt\n"
     "                   ensembling as CLIP does (mean of the normalised prompt embeddings) and\n"
     "                   add zero_shot_accuracy and zero_shot_per_class\n"
@@ -636,8 +649,8 @@ static const char *EVAL_HELP =
     "  --classes LIST   comma-separated class names, in this order (default: the labels)\n";
 
 /* eval --head: the linear probe's top-1 accuracy on a labelled set. */
-static int eval_head(const char *model_dir, const char *data, const char *head_dir, int skip_bad,
-                     const char *image_root, const char *out) {
+static int eval_head(const char *model_dir, const char *data, const char *head_dir, const mmt_pairs_options *po,
+                     const char *out) {
     cli_encoder enc = {0};
     mmt_pairs *pairs = NULL;
     mmt_probe_head *head = NULL;
@@ -645,7 +658,7 @@ static int eval_head(const char *model_dir, const char *data, const char *head_d
     float *emb = NULL;
     mmt_probe_metrics m;
     int rc = 0;
-    if (mmt_probe_head_load(head_dir, &head) != MMT_OK || cli_pairs_load(data, skip_bad, image_root, &pairs) != MMT_OK ||
+    if (mmt_probe_head_load(head_dir, &head) != MMT_OK || cli_pairs_load(data, po, &pairs) != MMT_OK ||
         cli_encoder_open(model_dir, NULL, &enc) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
@@ -712,15 +725,17 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL, *image_root = NULL;
+    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL;
     const char *templates = NULL, *classes = NULL, *match = "pair";
     int64_t bs = 32;
-    int skip_bad = 0, zero_shot = 0;
+    int zero_shot = 0;
+    mmt_pairs_options po;
+    mmt_pairs_options_default(&po);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(EVAL_HELP, stdout), 0;
         if (!strcmp(a, "--skip-bad")) {
-            skip_bad = 1;
+            po.skip_bad = 1;
             continue;
         }
         if (!strcmp(a, "--zero-shot")) {
@@ -733,7 +748,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--adapter")) adapter_dir = v;
         else if (!strcmp(a, "--head")) head_dir = v;
-        else if (!strcmp(a, "--image-root")) image_root = v;
+        else if (!strcmp(a, "--image-root")) po.image_root = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--templates")) templates = v;
         else if (!strcmp(a, "--classes")) classes = v;
@@ -742,6 +757,13 @@ int cmd_eval(int argc, char **argv) {
             char *end;
             bs = strtoll(v, &end, 10);
             if (*end || bs < 1 || bs > 65536) return cli_usage_error("--batch-size needs a number from 1 to 65536");
+        } else if (!strcmp(a, "--max-text-bytes") || !strcmp(a, "--max-file-bytes")) {
+            char *end;
+            errno = 0;
+            long long n = strtoll(v, &end, 10);
+            if (!*v || *end || errno || n < 1) return cli_usage_error("eval: %s needs a positive number of bytes, got '%s'", a, v);
+            if (!strcmp(a, "--max-text-bytes")) po.max_text_bytes = (size_t)n;
+            else po.max_file_bytes = (size_t)n;
         } else return cli_usage_error("eval: unknown option '%s'", a);
     }
     if (!model_dir || !data) return cli_usage_error("eval: --model and --data are required");
@@ -752,7 +774,7 @@ int cmd_eval(int argc, char **argv) {
     if (strcmp(match, "pair") && strcmp(match, "label"))
         return cli_usage_error("eval: --match takes pair or label, not '%s'", match);
     int by_label = !strcmp(match, "label");
-    if (head_dir) return eval_head(model_dir, data, head_dir, skip_bad, image_root, out);
+    if (head_dir) return eval_head(model_dir, data, head_dir, &po, out);
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
     mmt_clip_train *view = NULL;
@@ -765,7 +787,7 @@ int cmd_eval(int argc, char **argv) {
     mmt_retrieval_metrics m;
     mmt_zeroshot_classes groups = {0}; /* --match label: each pair's class */
     double loss = NAN;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, skip_bad, image_root, &pairs) != MMT_OK ||
+    if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, &po, &pairs) != MMT_OK ||
         mmt_clip_train_create(model, &o, &view) != MMT_OK ||
         (adapter_dir && mmt_clip_adapters_load(view, adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
         rc = cli_runtime_error();
