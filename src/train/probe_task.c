@@ -74,6 +74,11 @@ int64_t mmt_probe_head_class(const mmt_probe_head *h, const char *name) {
 const char *mmt_probe_pair_class(const mmt_pair *p) { return p->label ? p->label : p->text; }
 
 mmt_status mmt_probe_head_save(const mmt_probe_head *h, const char *base_model, const char *dir) {
+    return mmt_probe_head_save_fit(h, base_model, NULL, dir);
+}
+
+mmt_status mmt_probe_head_save_fit(const mmt_probe_head *h, const char *base_model, const char *fit_json,
+                                   const char *dir) {
     char *cfg = mmt_path_join(dir, HEAD_CONFIG), *wpath = mmt_path_join(dir, HEAD_WEIGHTS);
     mmt_strbuf b = {0};
     mmt_status s = cfg && wpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
@@ -94,7 +99,9 @@ mmt_status mmt_probe_head_save(const mmt_probe_head *h, const char *base_model, 
             mmt_strbuf_printf(&b, "%s\n    ", k ? "," : "");
             mmt_strbuf_json_string(&b, h->classes[k], strlen(h->classes[k]));
         }
-        mmt_strbuf_printf(&b, "\n  ]\n}\n");
+        mmt_strbuf_printf(&b, "\n  ]");
+        if (fit_json) mmt_strbuf_printf(&b, ",\n  \"fit\": %s", fit_json);
+        mmt_strbuf_printf(&b, "\n}\n");
         s = b.failed ? MMT_STATUS_OUT_OF_MEMORY : mmt_file_write_atomic(cfg, b.data, b.len);
     }
     mmt_strbuf_free(&b);
@@ -437,3 +444,8 @@ void mmt_probe_task_bind(mmt_probe_task *t, mmt_train_task *out) {
 
 const mmt_probe_head *mmt_probe_task_head(const mmt_probe_task *t) { return t->head; }
 const float *mmt_probe_task_embeddings(const mmt_probe_task *t) { return t->emb; }
+mmt_probe_head *mmt_probe_task_head_mutable(mmt_probe_task *t) { return t->head; }
+const int32_t *mmt_probe_task_labels(const mmt_probe_task *t, int64_t *n) {
+    *n = t->pairs->n;
+    return t->labels;
+}

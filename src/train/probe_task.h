@@ -1,6 +1,9 @@
 /*
- * probe_task.h — linear probing: a frozen CLIP image tower and a trainable linear head on its
- * normalised image embeddings, trained with cross-entropy, as an mmt_train_task.
+ * probe_task.h — linear probing: a frozen CLIP image tower and a linear head on its
+ * normalised image embeddings. `mmtune train --method linear-probe` fits the head as CLIP's
+ * paper does, by L-BFGS logistic regression with a regularisation sweep (train/probe_fit.h);
+ * the task below also runs it under the generic trainer as an mmt_train_task (cross-entropy,
+ * AdamW).
  *
  * Classes come from the pairs: a pair's "label" field, or its text when it has none. The
  * distinct names sorted by byte value (Python's sorted() order for UTF-8) are classes 0..K-1.
@@ -17,7 +20,8 @@
  *     head.safetensors   "head.weight" F32 [K, P], "head.bias" F32 [K]
  *     head_config.json   {"type": "linear_probe", "input": "normalized_image_embeds",
  *                         "projection_dim": P, "num_classes": K, "classes": [...],
- *                         "base_model_name_or_path": ...}
+ *                         "base_model_name_or_path": ...,
+ *                         "fit": {...}}   (probe_fit.h: solver, C, held-out accuracy, sweep)
  */
 #ifndef MMT_TRAIN_PROBE_TASK_H
 #define MMT_TRAIN_PROBE_TASK_H
@@ -39,6 +43,9 @@ typedef struct mmt_probe_head {
 mmt_status mmt_probe_head_load(const char *dir, mmt_probe_head **out);
 /* Writes them (atomically) into an existing folder; base_model may be NULL. */
 mmt_status mmt_probe_head_save(const mmt_probe_head *h, const char *base_model, const char *dir);
+/* The same with a "fit" member holding fit_json (a JSON object's text; NULL: none). */
+mmt_status mmt_probe_head_save_fit(const mmt_probe_head *h, const char *base_model, const char *fit_json,
+                                   const char *dir);
 void mmt_probe_head_free(mmt_probe_head *h);
 
 /* logits (B, K) of normalised image embeddings emb (B, P). */
@@ -71,6 +78,10 @@ void mmt_probe_task_free(mmt_probe_task *t);
 void mmt_probe_task_bind(mmt_probe_task *t, mmt_train_task *out);
 
 const mmt_probe_head *mmt_probe_task_head(const mmt_probe_task *t);
+/* The same head, for a fit to overwrite (mmt_probe_task_fit). */
+mmt_probe_head *mmt_probe_task_head_mutable(mmt_probe_task *t);
+/* The class index of each of the task's n examples (n into *n). */
+const int32_t *mmt_probe_task_labels(const mmt_probe_task *t, int64_t *n);
 /* The cached embeddings (n, P) of the task's pairs. */
 const float *mmt_probe_task_embeddings(const mmt_probe_task *t);
 

@@ -36,6 +36,7 @@
 #include "peft/merge.h"
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
+#include "train/probe_fit.h"
 #include "train/probe_task.h"
 #include "train/trainer.h"
 
@@ -192,8 +193,10 @@ static void print_train_help(void) {
            "Fine-tunes a CLIP on image-text pairs with the symmetric contrastive loss. The adapter\n"
            "(PEFT format: adapter_config.json + adapter_model.safetensors) lands in OUT/adapter/,\n"
            "checkpoints in OUT/ckpt-STEP/, one line per step in OUT/metrics.jsonl.\n"
-           "--method linear-probe instead trains a linear head (cross-entropy) on the frozen image\n"
-           "embeddings; classes are each pair's \"label\", or its text. It writes head.safetensors +\n"
+           "--method linear-probe instead fits a linear head on the frozen image embeddings as CLIP's\n"
+           "paper does: L-BFGS logistic regression to convergence, its L2 strength C chosen on 20%% of\n"
+           "the data held out (--seed), then refitted on all of it; --steps, --epochs and --lr do not\n"
+           "apply. Classes are each pair's \"label\", or its text. It writes head.safetensors +\n"
            "head_config.json to OUT/adapter/ (score with: mmtune eval --head OUT/adapter).\n"
            "--method prompt (CoOp text context vectors), visual-prompt (VPT) and prefix (per-layer\n"
            "key/value prefixes) train learned tokens; docs/peft_format.md lists their files.\n\n"
@@ -454,6 +457,58 @@ static mmt_status cli_pairs_load(const char *data, const mmt_pairs_options *o, m
     return s;
 }
 
+/* JSON number, or null for NaN (no held-out split). */
+static void print_json_number(double v) {
+    if (isfinite(v)) printf("%.6g", v);
+    else fputs("null", stdout);
+}
+
+/* train --method linear-probe: CLIP's linear probe (train/probe_fit.h). The image embeddings
+ * are computed once; L-BFGS logistic regression is fitted to convergence at each C of the
+ * sweep on a held-out split of the data (--seed picks it), then on all of it. The trainer's
+ * loop settings (steps, epochs, lr, schedule) do not apply. Returns the exit code. */
+static int train_linear_probe(const train_cfg *c, mmt_clip *model, const mmt_pairs *pairs) {
+    if (c->resume) return cli_usage_error("train: --method linear-probe fits in one go; there is nothing to --resume");
+    train_cfg d;
+    train_defaults(&d);
+    if (c->steps != d.steps || c->epochs != d.epochs || c->lr != d.lr)
+        mmt_log_warn("linear probe: fitted to convergence by L-BFGS with C chosen on held-out data; "
+                     "--steps, --epochs and --lr do not apply");
+    mmt_probe_task *probe = NULL;
+    mmt_probe_fit_params fp;
+    mmt_probe_fit_params_default(&fp);
+    fp.seed = (uint64_t)c->seed;
+    mmt_probe_fit_result r;
+    memset(&r, 0, sizeof r);
+    int rc = 0;
+    const char *base = mmt_clip_weights(model)->dir;
+    if (mmt_probe_task_create(model, pairs, &probe) != MMT_OK) return cli_runtime_error();
+    const mmt_probe_head *h = mmt_probe_task_head(probe);
+    int64_t n = h->K * (h->P + 1), total = mmt_weights_param_count(mmt_clip_weights(model));
+    if (!c->quiet)
+        fprintf(stderr, "mmtune: linear-probe on %lld pairs: %lld trainable parameters (%.3f%% of %lld)\n",
+                (long long)pairs->n, (long long)n, total > 0 ? 100.0 * (double)n / (double)total : 0, (long long)total);
+    if (mmt_probe_task_fit(probe, &fp, &r) != MMT_OK || mmt_probe_head_publish(h, base, &r, &fp, c->out) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    /* steps: the final fit's L-BFGS iterations; s_per_step: over every fit of the sweep too */
+    int64_t all_iterations = r.iterations;
+    for (int64_t i = 0; i < r.n_sweep; i++) all_iterations += r.sweep[i].iterations;
+    struct rusage ru;
+    double peak_mb = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0; /* Linux: KiB */
+    printf("{\"steps\": %lld, \"final_loss\": %.6g, \"seconds\": %.2f, \"s_per_step\": %.4f, \"trainable_params\": %lld, "
+           "\"total_params\": %lld, \"peak_rss_mb\": %.1f, \"adapter\": \"%s/adapter\", \"C\": %.6g, \"heldout_accuracy\": ",
+           (long long)r.iterations, r.train_loss, r.seconds, all_iterations > 0 ? r.seconds / (double)all_iterations : 0,
+           (long long)n, (long long)total, peak_mb, c->out, r.C);
+    print_json_number(r.heldout_accuracy);
+    fputs("}\n", stdout);
+done:
+    mmt_probe_fit_result_free(&r);
+    mmt_probe_task_free(probe);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv) {
     train_cfg c;
     train_defaults(&c);
@@ -560,6 +615,10 @@ int cmd_train(int argc, char **argv) {
     to.augment.crop = c.augment_crop;
     to.augment.flip = c.augment_flip;
     to.augment.brightness = to.augment.contrast = to.augment.saturation = c.augment_jitter;
+    if (is_probe) { /* CLIP's linear probe: an L-BFGS fit, not the trainer's loop */
+        rc = train_linear_probe(&c, model, pairs);
+        goto done;
+    }
     if (is_probe ? mmt_probe_task_create(model, pairs, &probe) != MMT_OK
                  : mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
         rc = cli_runtime_error();
