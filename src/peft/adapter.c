@@ -355,35 +355,38 @@ mmt_status mmt_adapter_save_tensors(const mmt_adapter *ad, const char *path) {
     return s;
 }
 
+/* Whether the file's tensor t can fill ref: right shape and a float dtype. */
+static mmt_status check_tensor(const mmt_st_tensor *t, const tensor_ref *ref, const char *path) {
+    int same = t->ndim == ref->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == ref->shape[d];
+    if (!same) {
+        char want[96] = "", got[96] = "";
+        for (int d = 0; d < ref->ndim; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "", (long long)ref->shape[d]);
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: %s has shape (%s), this model needs (%s)", path, ref->key, got, want);
+    }
+    if (t->dtype != MMT_DTYPE_F32 && t->dtype != MMT_DTYPE_F16 && t->dtype != MMT_DTYPE_BF16)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: %s has dtype %s; adapters must be F32, F16 or BF16", path,
+                        ref->key, mmt_dtype_name(t->dtype));
+    return MMT_OK;
+}
+
+/* Every tensor is checked before any is read: modules_to_save tensors are the view's own
+ * weights, so a file that fails half way must not have changed them. */
 mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path) {
     mmt_safetensors *st = NULL;
     MMT_TRY(mmt_safetensors_open(path, &st));
-    int64_t n;
+    int64_t n = 0;
     tensor_ref *refs = adapter_tensors(ad, &n);
-    mmt_status s = refs ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    const mmt_st_tensor **found = refs ? mmt_calloc((size_t)n + 1, sizeof *found) : NULL;
+    mmt_status s = found ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t i = 0; i < n && s == MMT_OK; i++) {
-        const mmt_st_tensor *t = mmt_safetensors_find(st, refs[i].key);
-        if (!t) {
+        if (!(found[i] = mmt_safetensors_find(st, refs[i].key)))
             s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: missing tensor %s", path, refs[i].key);
-            break;
-        }
-        int same = t->ndim == refs[i].ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == refs[i].shape[d];
-        if (!same) {
-            char want[96] = "", got[96] = "";
-            for (int d = 0; d < refs[i].ndim; d++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "", (long long)refs[i].shape[d]);
-            for (int d = 0; d < t->ndim; d++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: %s has shape (%s), this model needs (%s)", path, refs[i].key, got, want);
-            break;
-        }
-        if (t->dtype != MMT_DTYPE_F32 && t->dtype != MMT_DTYPE_F16 && t->dtype != MMT_DTYPE_BF16) {
-            s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: %s has dtype %s; adapters must be F32, F16 or BF16", path,
-                         refs[i].key, mmt_dtype_name(t->dtype));
-            break;
-        }
-        s = mmt_st_tensor_to_f32(t, refs[i].data);
+        else
+            s = check_tensor(found[i], &refs[i], path);
     }
     /* A tensor the adapter does not expect means the config and the weights disagree. */
     for (int64_t j = 0; j < st->n_tensors && s == MMT_OK; j++) {
@@ -393,6 +396,8 @@ mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path) {
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s does not belong to the modules adapter_config.json targets",
                          path, st->tensors[j].name);
     }
+    for (int64_t i = 0; i < n && s == MMT_OK; i++) s = mmt_st_tensor_to_f32(found[i], refs[i].data);
+    mmt_free(found);
     mmt_free(refs);
     mmt_safetensors_close(st);
     return s;

@@ -49,6 +49,7 @@ mmt_status mmt_bottleneck_config_probe(const char *path, int *is) {
 
 mmt_status mmt_bottleneck_config_load(const char *path, mmt_bottleneck_config *cfg) {
     mmt_bottleneck_config_default(cfg);
+    snprintf(cfg->source, sizeof cfg->source, "%s", path);
     mmt_json_doc *doc = NULL;
     MMT_TRY(mmt_json_parse_file(path, &doc));
     const mmt_json *root = mmt_json_root(doc);
@@ -112,9 +113,9 @@ mmt_status mmt_bottleneck_config_save(const mmt_bottleneck_config *cfg, const ch
     return s;
 }
 
-mmt_status mmt_clip_bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_config *cfg,
-                                      uint64_t seed, int trainable, mmt_adapter **out) {
-    *out = NULL;
+/* The attachment proper; messages without the config's file (mmt_clip_bottleneck_attach adds it). */
+static mmt_status bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_config *cfg,
+                                    uint64_t seed, int trainable, mmt_adapter **out) {
     const mmt_clip_config *mc = mmt_clip_config_of(mmt_clip_train_model(view));
     if (cfg->reduction_factor < 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the bottleneck reduction factor must be at least 1");
@@ -157,5 +158,13 @@ mmt_status mmt_clip_bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck
     }
     mmt_free(targets);
     mmt_free(names);
+    return s;
+}
+
+mmt_status mmt_clip_bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_config *cfg,
+                                      uint64_t seed, int trainable, mmt_adapter **out) {
+    *out = NULL;
+    mmt_status s = bottleneck_attach(view, cfg, seed, trainable, out);
+    if (s != MMT_OK && cfg->source[0]) s = mmt_error_prefix(s, "%s: ", cfg->source);
     return s;
 }

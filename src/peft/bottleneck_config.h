@@ -39,6 +39,8 @@ typedef struct mmt_bottleneck_config {
     int64_t layers[MMT_BOTTLENECK_MAX_LAYERS];
     int64_t n_layers;               /* 0: every layer */
     char base_model[1024];          /* "" when unknown */
+    char source[1024];              /* the file it was loaded from ("" otherwise; not saved):
+                                     * mmt_clip_bottleneck_attach names it in its errors */
 } mmt_bottleneck_config;
 
 /* reduction 16, both places, ReLU, both towers, every layer. */

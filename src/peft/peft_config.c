@@ -152,6 +152,7 @@ static const char *bias_name(mmt_lora_bias bias) {
 
 void mmt_peft_config_free(mmt_peft_config *cfg) {
     if (!cfg) return;
+    mmt_free(cfg->source);
     mmt_free(cfg->task_type);
     mmt_free(cfg->base_model_name_or_path);
     mmt_free(cfg->revision);
@@ -201,7 +202,7 @@ mmt_status mmt_peft_config_default(mmt_peft_config *cfg, mmt_peft_type type) {
 mmt_status mmt_peft_config_copy(mmt_peft_config *dst, const mmt_peft_config *src) {
     *dst = *src;
     /* drop every borrowed pointer before deep-copying, so a failure frees only copies */
-    dst->task_type = dst->base_model_name_or_path = dst->revision = NULL;
+    dst->source = dst->task_type = dst->base_model_name_or_path = dst->revision = NULL;
     dst->base_model_class = dst->parent_library = NULL;
     dst->init_lora_weights_str = dst->prompt_tuning_init = dst->prompt_tuning_init_text = NULL;
     dst->tokenizer_name_or_path = dst->prefix_init_weights = NULL;
@@ -215,6 +216,7 @@ mmt_status mmt_peft_config_copy(mmt_peft_config *dst, const mmt_peft_config *src
     dst->n_rank_pattern = dst->n_alpha_pattern = 0;
 
     int failed = 0;
+    dst->source = dup_or_null(src->source, &failed);
     dst->task_type = dup_or_null(src->task_type, &failed);
     dst->base_model_name_or_path = dup_or_null(src->base_model_name_or_path, &failed);
     dst->revision = dup_or_null(src->revision, &failed);
@@ -493,6 +495,7 @@ mmt_status mmt_peft_config_from_json(const mmt_json *obj, const char *what, mmt_
                         what, type_name);
     reader r = {obj, what};
     mmt_status s = peft_defaults(cfg, type);
+    if (s == MMT_OK && what && !(cfg->source = mmt_strdup(what))) s = MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK) s = read_common(&r, cfg);
     if (s == MMT_OK && (type == MMT_PEFT_LORA || type == MMT_PEFT_IA3)) {
         s = read_names(&r, "target_modules", 1, &cfg->target_modules);
@@ -583,9 +586,11 @@ mmt_status mmt_peft_config_validate(const mmt_peft_config *cfg, const char *what
             return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: lora_alpha: not a finite number", what);
         if (!(cfg->lora_dropout >= 0 && cfg->lora_dropout <= 1))
             return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: lora_dropout: %g is outside [0, 1]", what, cfg->lora_dropout);
+        /* the values become int64_t ranks: 2^63 (INT64_MAX read as a double) would not fit */
         for (int64_t i = 0; i < cfg->n_rank_pattern; i++)
-            if (!(cfg->rank_pattern[i].value >= 1) || cfg->rank_pattern[i].value != floor(cfg->rank_pattern[i].value))
-                return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: rank_pattern.%s: %g is not a positive integer", what,
+            if (!(cfg->rank_pattern[i].value >= 1 && cfg->rank_pattern[i].value < 9223372036854775808.0) ||
+                cfg->rank_pattern[i].value != floor(cfg->rank_pattern[i].value))
+                return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: rank_pattern.%s: %g is not a positive integer below 2^63", what,
                                 cfg->rank_pattern[i].key, cfg->rank_pattern[i].value);
         for (int64_t i = 0; i < cfg->n_alpha_pattern; i++)
             if (!isfinite(cfg->alpha_pattern[i].value))

@@ -68,6 +68,11 @@ typedef enum mmt_lora_bias { MMT_LORA_BIAS_NONE, MMT_LORA_BIAS_ALL, MMT_LORA_BIA
 
 typedef struct mmt_peft_config {
     mmt_peft_type peft_type;
+    /* Owned or NULL: where the config was read from (mmt_peft_config_from_json's `what`, the
+     * file's path for mmt_peft_config_load). Not written to disk; later errors about the
+     * config (mmt_peft_select: targets matching nothing, ...) name it, so that every error
+     * about an adapter names its file. NULL for a config made in code. */
+    char *source;
     char *task_type;               /* owned or NULL (JSON null); a TaskType value */
     char *base_model_name_or_path; /* owned or NULL */
     char *revision;                /* owned or NULL */
@@ -126,7 +131,7 @@ void mmt_peft_config_free(mmt_peft_config *cfg);
 /* Deep copy into a zeroed or freed dst. */
 mmt_status mmt_peft_config_copy(mmt_peft_config *dst, const mmt_peft_config *src);
 
-/* From a parsed JSON object (`what` names its source in errors). */
+/* From a parsed JSON object (`what` names its source in errors and becomes cfg->source). */
 mmt_status mmt_peft_config_from_json(const mmt_json *obj, const char *what, mmt_peft_config *cfg);
 /* Reads a file: an adapter_config.json, or a folder holding one. */
 mmt_status mmt_peft_config_load(const char *path, mmt_peft_config *cfg);

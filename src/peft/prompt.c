@@ -217,12 +217,14 @@ mmt_status mmt_prompt_attach(mmt_clip_train *view, const mmt_prompt_settings *se
     p->settings = *settings;
     p->settings.init_ids = NULL;
     p->settings.n_init_ids = 0;
+    p->settings.source = NULL;
     p->view = view;
     mmt_arena_init(&p->store, (size_t)1 << 20);
     mmt_status s = attach_all(p, settings);
     if (s != MMT_OK) {
         mmt_prompt_free(p);
-        return s;
+        /* the view's limits (context length, ...) are checked there, without the file's name */
+        return settings->source ? mmt_error_prefix(s, "%s: ", settings->source) : s;
     }
     *out = p;
     return MMT_OK;
@@ -329,8 +331,10 @@ mmt_status mmt_prompt_save_tensors(mmt_prompt *p, const char *path) {
     return s;
 }
 
-static mmt_status read_one(const mmt_safetensors *st, const char *path, const tensor_ref *r) {
-    const mmt_st_tensor *t = mmt_safetensors_find(st, r->key);
+/* The file's tensor for r, when it has r's shape and a float dtype. */
+static mmt_status find_checked(const mmt_safetensors *st, const char *path, const tensor_ref *r,
+                               const mmt_st_tensor **out) {
+    const mmt_st_tensor *t = *out = mmt_safetensors_find(st, r->key);
     if (!t) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: missing tensor %s", path, r->key);
     int same = t->ndim == r->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == r->shape[d];
@@ -341,16 +345,18 @@ static mmt_status read_one(const mmt_safetensors *st, const char *path, const te
     if (t->dtype != MMT_DTYPE_F32 && t->dtype != MMT_DTYPE_F16 && t->dtype != MMT_DTYPE_BF16)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: %s has dtype %s; adapters must be F32, F16 or BF16", path, r->key,
                         mmt_dtype_name(t->dtype));
-    return mmt_st_tensor_to_f32(t, r->data);
+    return MMT_OK;
 }
 
+/* Every tensor is checked before any is read, so a bad file leaves the prompt as it was. */
 mmt_status mmt_prompt_load_tensors(mmt_prompt *p, const char *path) {
     mmt_safetensors *st = NULL;
     MMT_TRY(mmt_safetensors_open(path, &st));
     int64_t n = 0;
     tensor_ref *r = prompt_tensors(p, &n);
-    mmt_status s = r ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    for (int64_t i = 0; s == MMT_OK && i < n; i++) s = read_one(st, path, &r[i]);
+    const mmt_st_tensor **found = r ? mmt_calloc((size_t)n + 1, sizeof *found) : NULL;
+    mmt_status s = found ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) s = find_checked(st, path, &r[i], &found[i]);
     for (int64_t j = 0; s == MMT_OK && j < st->n_tensors; j++) {
         int known = 0;
         for (int64_t i = 0; i < n && !known; i++) known = strcmp(st->tensors[j].name, r[i].key) == 0;
@@ -358,6 +364,8 @@ mmt_status mmt_prompt_load_tensors(mmt_prompt *p, const char *path) {
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s does not belong to this prompt / prefix adapter", path,
                          st->tensors[j].name);
     }
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) s = mmt_st_tensor_to_f32(found[i], r[i].data);
+    mmt_free(found);
     mmt_free(r);
     mmt_safetensors_close(st);
     if (s == MMT_OK) s = hook_before_forward(p);
@@ -380,8 +388,10 @@ static mmt_status rows_of(const mmt_safetensors *st, const char *path, const cha
 mmt_status mmt_prompt_settings_from_file(const mmt_peft_config *cfg, const char *tensors_path,
                                          const mmt_clip_config *clip, mmt_prompt_settings *out) {
     memset(out, 0, sizeof *out);
+    out->source = tensors_path;
     if (cfg->peft_type != MMT_PEFT_PROMPT_TUNING && cfg->peft_type != MMT_PEFT_PREFIX_TUNING)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s is not prompt or prefix tuning", mmt_peft_type_name(cfg->peft_type));
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: %s is not prompt or prefix tuning", tensors_path,
+                        mmt_peft_type_name(cfg->peft_type));
     mmt_safetensors *st = NULL;
     MMT_TRY(mmt_safetensors_open(tensors_path, &st));
     int64_t Ct = clip->text.hidden_size, Cv = clip->vision.hidden_size, Lt = clip->text.num_layers, Lv = clip->vision.num_layers;
@@ -410,11 +420,12 @@ mmt_status mmt_prompt_settings_from_file(const mmt_peft_config *cfg, const char 
     /* the projection trains only when its MLP was saved (PEFT keeps only the baked output) */
     encoder_key(0, "embedding.weight", key, sizeof key);
     if (s == MMT_OK && prefix && cfg->prefix_projection && mmt_safetensors_find(st, key)) {
-        const mmt_st_tensor *w1;
         encoder_key(0, "transform.0.weight", key, sizeof key);
         out->prefix_projection = 1;
-        if ((w1 = mmt_safetensors_find(st, key)) && w1->ndim == 2) out->encoder_hidden_size = w1->shape[0];
-        if (cfg->encoder_hidden_size > 0 && out->encoder_hidden_size != cfg->encoder_hidden_size)
+        /* the MLP's width sizes what attach allocates: it must come from a tensor that holds
+         * that many rows of C, not from a shape such as (2^60, 0) that holds no bytes */
+        s = rows_of(st, tensors_path, key, Ct, &out->encoder_hidden_size);
+        if (s == MMT_OK && cfg->encoder_hidden_size > 0 && out->encoder_hidden_size != cfg->encoder_hidden_size)
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: the prefix encoder is %lld wide, adapter_config.json says encoder_hidden_size %lld",
                          tensors_path, (long long)out->encoder_hidden_size, (long long)cfg->encoder_hidden_size);
     }

@@ -55,6 +55,9 @@ typedef struct mmt_prompt_settings {
     int64_t encoder_hidden_size;/* the MLP's width E (0: each tower's hidden size) */
     uint64_t seed;              /* initialisation */
     int trainable;              /* register the tensors with the view */
+    const char *source;         /* NULL, or the file the settings were read from (set by
+                                 * mmt_prompt_settings_from_file): mmt_prompt_attach names it in
+                                 * its errors. Borrowed: must live until attach returns; not kept */
 } mmt_prompt_settings;
 
 /* One tower's prefixes. */

@@ -402,10 +402,9 @@ static mmt_status select_targets(matcher *m, const mmt_module_info *mods, int64_
     return MMT_OK;
 }
 
-mmt_status mmt_peft_select(const mmt_peft_config *cfg, const mmt_module_info *modules, int64_t n_modules,
-                           mmt_peft_targets *out) {
-    memset(out, 0, sizeof *out);
-    MMT_TRY(mmt_peft_config_validate(cfg, "PEFT config"));
+/* The selection proper; messages without the config's source (mmt_peft_select adds it). */
+static mmt_status select_all(const mmt_peft_config *cfg, const mmt_module_info *modules, int64_t n_modules,
+                             mmt_peft_targets *out) {
     int tuner = cfg->peft_type == MMT_PEFT_LORA || cfg->peft_type == MMT_PEFT_IA3;
     if (tuner && cfg->target_modules.kind == MMT_PEFT_NAMES_NONE) {
         mmt_strbuf b = {0};
@@ -423,6 +422,17 @@ mmt_status mmt_peft_select(const mmt_peft_config *cfg, const mmt_module_info *mo
     if (s == MMT_OK) s = select_saved(cfg, modules, n_modules, out);
     if (s == MMT_OK && tuner && !m.dummy) s = select_targets(&m, modules, n_modules, out);
     matcher_free(&m);
-    if (s != MMT_OK) mmt_peft_targets_free(out);
+    return s;
+}
+
+mmt_status mmt_peft_select(const mmt_peft_config *cfg, const mmt_module_info *modules, int64_t n_modules,
+                           mmt_peft_targets *out) {
+    memset(out, 0, sizeof *out);
+    MMT_TRY(mmt_peft_config_validate(cfg, cfg->source ? cfg->source : "PEFT config"));
+    mmt_status s = select_all(cfg, modules, n_modules, out);
+    if (s != MMT_OK) {
+        mmt_peft_targets_free(out);
+        if (cfg->source) s = mmt_error_prefix(s, "%s: ", cfg->source);
+    }
     return s;
 }

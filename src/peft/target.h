@@ -31,7 +31,8 @@
  *  - nothing selected is an error whose message lists the module names one could use.
  *
  * Checked against what PEFT actually wrapped: tests/fixtures/peft/cases.json.
- * Error messages are not prefixed with a file name; callers add one with mmt_error_prefix.
+ * Error messages start with the config's source (cfg->source: the adapter_config.json it was
+ * read from) when it has one, so that an error about an adapter names its folder.
  */
 #ifndef MMT_PEFT_TARGET_H
 #define MMT_PEFT_TARGET_H
