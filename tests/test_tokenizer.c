@@ -377,6 +377,109 @@ static void test_load_errors(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* ---- files transformers reads differently, or not at all (issue 9) ----
+ * What the references do, checked with transformers 5.24.0 (tokenizers 0.23.3) and 4.57.6
+ * (the Python CLIPTokenizer) on the small fixture (docs/compatibility.md, "Tokenizer files"):
+ *   - two tokens with one id: both load; 5.x decodes the id to either token, varying from
+ *     run to run (hash order), 4.x to the later one in the file. mmtune: error.
+ *   - no "#version" line: 5.x keeps line 1 as the first merge, 4.x drops line 1. mmtune:
+ *     a warning; fast mode keeps the merge, slow mode drops it. The ids below are the two
+ *     libraries' output for "the thing in the ocean" (tolerance: none).
+ *   - a merge whose part or result is not in vocab.json: 5.x refuses the files ("Token `x`
+ *     out of vocabulary"), 4.x loads them and maps a missing result to unk. mmtune: error
+ *     naming the token. */
+
+static int warnings;
+static char last_warning[1024];
+
+static void count_warning(mmt_log_level level, const char *message, void *user) {
+    (void)user;
+    if (level != MMT_LOG_WARN) return;
+    warnings++;
+    snprintf(last_warning, sizeof last_warning, "%s", message);
+}
+
+/* text with the first occurrence of find replaced (malloc'd). */
+static char *replaced(const char *text, const char *find, const char *replace) {
+    const char *at = strstr(text, find);
+    CHECK(at != NULL);
+    if (!at) return strdup(text);
+    size_t n = strlen(text) + strlen(replace) + 1;
+    char *out = malloc(n);
+    snprintf(out, n, "%.*s%s%s", (int)(at - text), text, replace, at + strlen(find));
+    return out;
+}
+
+static void test_file_findings(void) {
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/mmt_tokenizer_findings_%d",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    char cmd[600], vocab[4200], merges[4200];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", tmp_dir);
+    CHECK(system(cmd) == 0);
+    mmt_tokenizer *t = NULL;
+
+    /* duplicate ids: "ab</w>" takes the id of "ab" */
+    char *good = tiny_vocab_json(0, 0);
+    char *dup = replaced(good, "\"ab</w>\":513", "\"ab</w>\":512");
+    snprintf(merges, sizeof merges, "%s", tmp_write("merges.txt", "#version: 0.2\na b\n"));
+    CHECK_FAILS(mmt_tokenizer_load(tmp_write("dup_id.json", dup), merges, &t), MMT_STATUS_BAD_FORMAT,
+                "dup_id.json: tokens \"ab\" and \"ab</w>\" both have id 512");
+    CHECK(t == NULL);
+    /* a repeated key is not a shared id: json.load keeps the last, so does mmtune */
+    char *same_key = replaced(good, "\"ab</w>\":513", "\"ab\":512,\"ab</w>\":513");
+    CHECK_OK(mmt_tokenizer_load(tmp_write("same_key.json", same_key), merges, &t));
+    mmt_tokenizer_free(t);
+    t = NULL;
+    free(dup);
+    free(same_key);
+
+    /* merges naming tokens vocab.json lacks: a part, or the merged result */
+    snprintf(vocab, sizeof vocab, "%s", tmp_write("vocab.json", good));
+    static const struct {
+        const char *content, *needle;
+    } unknown[] = {
+        {"#version: 0.2\nzz b\n", "unknown.txt:2: merge \"zz b\" uses a token missing from the vocabulary: \"zz\""},
+        {"#version: 0.2\na zz\n", "unknown.txt:2: merge \"a zz\" uses a token missing from the vocabulary: \"zz\""},
+        {"#version: 0.2\nb c\n", "unknown.txt:2: merge \"b c\" uses a token missing from the vocabulary: \"bc\""},
+    };
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++)
+        CHECK_FAILS(mmt_tokenizer_load(vocab, tmp_write("unknown.txt", unknown[i].content), &t),
+                    MMT_STATUS_BAD_FORMAT, unknown[i].needle);
+    free(good);
+
+    /* no "#version" line: the small fixture's merges without their header */
+    mmt_log_set_callback(count_warning, NULL);
+    warnings = 0;
+    snprintf(vocab, sizeof vocab, "%s", fixture("tokenizer/small/vocab.json"));
+    char *with_header = check_read_file(fixture("tokenizer/small/merges.txt"), NULL);
+    CHECK(with_header && strncmp(with_header, "#version: 0.2\n", 14) == 0);
+    CHECK_OK(mmt_tokenizer_load(vocab, fixture("tokenizer/small/merges.txt"), &t));
+    CHECK(warnings == 0);
+    mmt_tokenizer_free(t);
+    t = NULL;
+    snprintf(merges, sizeof merges, "%s", tmp_write("no_header.txt", with_header ? with_header + 14 : ""));
+    CHECK_OK(mmt_tokenizer_load(vocab, merges, &t));
+    CHECK_MSG(warnings == 1 && strstr(last_warning, "no_header.txt: line 1 is the merge \"i n\", not a \"#version\" header"),
+              "%d warnings, last: %s", warnings, last_warning);
+    mmt_log_set_callback(NULL, NULL);
+    if (t) {
+        static const char *text = "the thing in the ocean";
+        static const int32_t fast[] = {1512, 518, 946, 530, 518, 78, 685, 550, 1513};          /* 5.24.0 */
+        static const int32_t slow[] = {1512, 518, 513, 72, 77, 326, 530, 518, 78, 685, 550, 1513}; /* 4.57.6 */
+        int32_t ids[32];
+        int64_t n = 0;
+        CHECK_OK(mmt_tokenizer_encode(t, text, strlen(text), ids, 32, &n));
+        CHECK(n == 9 && memcmp(ids, fast, sizeof fast) == 0);
+        mmt_tokenizer_set_mode(t, MMT_TOKENIZER_SLOW);
+        CHECK_OK(mmt_tokenizer_encode(t, text, strlen(text), ids, 32, &n));
+        CHECK(n == 12 && memcmp(ids, slow, sizeof slow) == 0);
+        mmt_tokenizer_free(t);
+    }
+    free(with_header);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* Every allocation in load and encode may fail: each must come back as an error, leak-free
  * (ASan's leak checker watches), and the tokenizer must still work afterwards. */
 static void test_alloc_failures(void) {
@@ -473,6 +576,7 @@ int main(void) {
     RUN(test_invalid_utf8);
     RUN(test_decode);
     RUN(test_load_errors);
+    RUN(test_file_findings);
     RUN(test_alloc_failures);
     RUN(test_threads);
     RUN(test_sweep);

@@ -9,6 +9,7 @@
  * divide by float32 mean/std). Every 8-bit value maps to one float per channel, so a
  * 256-entry table per channel is computed with exactly those operations and looked up.
  */
+#include <math.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -154,17 +155,46 @@ static mmt_status processor_read(const mmt_json *root, const char *path,
     MMT_TRY(processor_read_crop(mmt_json_get(root, "crop_size"), path, p));
     MMT_TRY(processor_read_triple(mmt_json_get(root, "image_mean"), path, "image_mean", p->mean));
     MMT_TRY(processor_read_triple(mmt_json_get(root, "image_std"), path, "image_std", p->std));
-    for (int c = 0; c < 3; c++)
-        if (p->do_normalize && p->std[c] == 0.0f)
-            return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: image_std[%d] is 0", path, c);
     return MMT_OK;
+}
+
+/* The numbers become a 256-entry float table per channel (mmt_image_preprocess): a zero,
+ * negative or non-finite scale or std would fill it with inf/NaN or flip the image's sign
+ * without any error later. Only steps that are switched on are checked, as HF only uses
+ * those. */
+mmt_status mmt_image_processor_validate(const mmt_image_processor *p, const char *path) {
+    if (p->do_rescale && !(isfinite(p->rescale_factor) && p->rescale_factor > 0))
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: rescale_factor: must be > 0 and finite, got %g",
+                        path, p->rescale_factor);
+    for (int c = 0; p->do_normalize && c < 3; c++) {
+        if (!isfinite(p->mean[c]))
+            return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: image_mean[%d]: must be finite, got %g", path, c,
+                            (double)p->mean[c]);
+        if (!(isfinite(p->std[c]) && p->std[c] > 0))
+            return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: image_std[%d]: must be > 0 and finite, got %g", path,
+                            c, (double)p->std[c]);
+    }
+    /* Each edge is at most 1,000,000 (json_positive_int); the areas must fit an image. */
+    if (p->do_center_crop && p->crop_height * p->crop_width > MMT_IMAGE_MAX_PIXELS)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: crop_size: %lld x %lld is more than %lld pixels", path,
+                        (long long)p->crop_height, (long long)p->crop_width, (long long)MMT_IMAGE_MAX_PIXELS);
+    if (p->do_resize && p->size_height > 0 && p->size_height * p->size_width > MMT_IMAGE_MAX_PIXELS)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: size: %lld x %lld is more than %lld pixels", path,
+                        (long long)p->size_height, (long long)p->size_width, (long long)MMT_IMAGE_MAX_PIXELS);
+    return MMT_OK;
+}
+
+mmt_status mmt_image_processor_parse(const mmt_json *root, const char *what, mmt_image_processor *p) {
+    mmt_image_processor_default(p);
+    MMT_TRY(processor_read(root, what, p));
+    return mmt_image_processor_validate(p, what);
 }
 
 mmt_status mmt_image_processor_load(const char *path, mmt_image_processor *p) {
     mmt_image_processor_default(p);
     mmt_json_doc *doc = NULL;
     MMT_TRY(mmt_json_parse_file(path, &doc));
-    mmt_status status = processor_read(mmt_json_root(doc), path, p);
+    mmt_status status = mmt_image_processor_parse(mmt_json_root(doc), path, p);
     mmt_json_free(doc);
     return status;
 }

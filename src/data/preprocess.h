@@ -45,8 +45,17 @@ void mmt_image_processor_default(mmt_image_processor *p);
  * {"shortest_edge": N}, {"height": H, "width": W}, N or [H, W]; `crop_size` as
  * {"height": H, "width": W} or N; `image_mean`/`image_std` as 3 numbers or 1. Fields this
  * implementation cannot honour (NEAREST resampling, {"longest_edge"} sizes) give
- * MMT_STATUS_UNSUPPORTED naming the field. Unknown keys are ignored, as HF ignores them. */
+ * MMT_STATUS_UNSUPPORTED naming the field. Unknown keys are ignored, as HF ignores them.
+ * The result is validated (mmt_image_processor_validate). */
 mmt_status mmt_image_processor_load(const char *path, mmt_image_processor *p);
+/* The same from a parsed JSON document (`what` names its source in errors). */
+struct mmt_json;
+mmt_status mmt_image_processor_parse(const struct mmt_json *root, const char *what,
+                                     mmt_image_processor *p);
+/* What load and parse check after reading: for the steps switched on, rescale_factor and
+ * image_std > 0 and finite, image_mean finite, crop and fixed resize areas at most
+ * MMT_IMAGE_MAX_PIXELS. One line naming `path`, the field and the value. */
+mmt_status mmt_image_processor_validate(const mmt_image_processor *p, const char *path);
 
 /* Size of the processed image for an input of in_width x in_height (the crop size when
  * center-crop is on, else the resized or original size). */

@@ -27,6 +27,7 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "data/unicode.h"
 
 #define EOW_SUFFIX "</w>"
@@ -86,6 +87,7 @@ struct mmt_tokenizer {
     merge_slot *merge_slots;   /* (left, right) -> (rank, new id) (owned) */
     int64_t merge_mask;
     int64_t merge_count;
+    int32_t slow_first_rank;   /* 1 when line 1 of merges.txt was a merge (slow mode drops it) */
     int32_t byte_id[256];      /* id of the byte-level symbol for each byte */
     int32_t byte_eow_id[256];  /* ... and of the symbol + "</w>" */
     int16_t char_to_byte[324]; /* inverse of bytes_to_unicode, -1 where none */
@@ -155,6 +157,40 @@ static void bytes_to_unicode(uint32_t map[256]) {
 /* ------------------------------------------------------------------------------------ */
 /* Loading                                                                              */
 
+/* At most 40 bytes of a token or merge line for an error message, control characters shown
+ * as '?', so that a hostile file cannot break the one-line message. */
+static const char *shown(const char *s, size_t n, char out[44]) {
+    size_t k = n < 40 ? n : 40;
+    for (size_t i = 0; i < k; i++) out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    memcpy(out + k, n > k ? "..." : "", n > k ? 4 : 1);
+    return out;
+}
+
+/* Fills id_to_entry from the tokens that survive json.load (the last of a repeated key). Two
+ * different tokens with one id are refused: decoding could give only one of them back, and
+ * which one differs between transformers 4 (the later in the file) and 5 (hash order). */
+static mmt_status index_ids(mmt_tokenizer *t, const char *path) {
+    for (int64_t i = 0; i < t->n_entries; i++) {
+        const vocab_entry *e = &t->entries[i];
+        const char *token = t->token_pool + e->offset;
+        if (vocab_lookup(t, token, e->len) != e->id) continue; /* overridden by a later key */
+        int32_t other = t->id_to_entry[e->id];
+        if (other >= 0 && t->entries[other].len == e->len &&
+            memcmp(t->token_pool + t->entries[other].offset, token, e->len) == 0)
+            other = -1; /* the same key repeated with the same id */
+        if (other >= 0) {
+            char a[44], b[44];
+            const vocab_entry *o = &t->entries[other];
+            return mmt_fail(MMT_STATUS_BAD_FORMAT,
+                            "%s: tokens \"%s\" and \"%s\" both have id %d (an id must decode to one token)",
+                            path, shown(t->token_pool + o->offset, o->len, a), shown(token, e->len, b),
+                            (int)e->id);
+        }
+        t->id_to_entry[e->id] = (int32_t)i;
+    }
+    return MMT_OK;
+}
+
 static mmt_status load_vocab(mmt_tokenizer *t, const char *path) {
     mmt_json_doc *doc = NULL;
     MMT_TRY(mmt_json_parse_file(path, &doc));
@@ -175,9 +211,10 @@ static mmt_status load_vocab(mmt_tokenizer *t, const char *path) {
         const mmt_json *v = &root->items[i];
         if (v->type != MMT_JSON_NUMBER || !v->is_integer || v->integer < 0 ||
             v->integer >= MAX_TOKEN_ID) {
+            char shown_key[44];
             s = mmt_fail(MMT_STATUS_BAD_FORMAT,
-                         "%s: token \"%.40s\": id must be an integer in [0, %d), got %s", path,
-                         root->keys[i], MAX_TOKEN_ID,
+                         "%s: token \"%s\": id must be an integer in [0, %d), got %s", path,
+                         shown(root->keys[i], root->key_lens[i], shown_key), MAX_TOKEN_ID,
                          v->type == MMT_JSON_NUMBER ? "another number"
                                                     : mmt_json_type_name(v->type));
             goto done;
@@ -230,8 +267,8 @@ static mmt_status load_vocab(mmt_tokenizer *t, const char *path) {
                 break;
             }
         }
-        t->id_to_entry[e->id] = (int32_t)i;
     }
+    if ((s = index_ids(t, path)) != MMT_OK) goto done;
 
     t->bos = vocab_lookup(t, BOS_TEXT, strlen(BOS_TEXT));
     t->eos = vocab_lookup(t, EOS_TEXT, strlen(EOS_TEXT));
@@ -263,9 +300,11 @@ done:
     return s;
 }
 
-/* Reads merges.txt: an optional "#version" header, then one "left right" pair per line; the
- * rank is the pair's position. Each part and their concatenation must be in the vocabulary
- * (tokenizers refuses such files too; Python would silently map them to unk). */
+/* Reads merges.txt: a "#version" header, then one "left right" pair per line; the rank is the
+ * pair's position. Without the header, line 1 is a merge for fast mode and dropped by slow
+ * mode, with a warning (docs/compatibility.md, "Tokenizer files"). Each part and their
+ * concatenation must be in the vocabulary (tokenizers refuses such files too; Python would
+ * silently map them to unk). */
 static mmt_status load_merges(mmt_tokenizer *t, const char *path) {
     char *text = NULL;
     size_t len = 0;
@@ -296,6 +335,16 @@ static mmt_status load_merges(mmt_tokenizer *t, const char *path) {
         pos = end + 1;
         /* The "#version: 0.2" header (tokenizers skips any line starting with #version). */
         if (n >= 8 && memcmp(line, "#version", 8) == 0) continue;
+        if (line_no == 1 && n > 0) {
+            /* transformers 4's Python CLIPTokenizer reads lines[1:], header or not, while
+             * tokenizers (transformers 5) keeps such a line as the first merge. Fast mode
+             * keeps it, slow mode drops it, each like its reference; the file is suspect. */
+            t->slow_first_rank = 1;
+            char shown_line[44];
+            mmt_log_warn("%s: line 1 is the merge \"%s\", not a \"#version\" header: transformers 5 "
+                         "and mmtune keep it, transformers 4's slow CLIPTokenizer (and mmtune's slow "
+                         "mode) drop line 1 as the header", path, shown(line, n, shown_line));
+        }
         if (n == 0) {
             /* Blank lines are tolerated only at the end of the file. */
             size_t k = pos;
@@ -307,9 +356,10 @@ static mmt_status load_merges(mmt_tokenizer *t, const char *path) {
         }
         const char *sp = memchr(line, ' ', n);
         if (!sp || sp == line || sp == line + n - 1 || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - line))) {
+            char shown_line[44];
             s = mmt_fail(MMT_STATUS_BAD_FORMAT,
-                         "%s:%lld: malformed merge line (expected \"left right\"): \"%.*s\"",
-                         path, (long long)line_no, (int)(n < 60 ? n : 60), line);
+                         "%s:%lld: malformed merge line (expected \"left right\"): \"%s\"",
+                         path, (long long)line_no, shown(line, n, shown_line));
             goto done;
         }
         size_t nl = (size_t)(sp - line), nr = n - nl - 1;
@@ -319,9 +369,15 @@ static mmt_status load_merges(mmt_tokenizer *t, const char *path) {
         memcpy(joined + nl, sp + 1, nr);
         int32_t merged = vocab_lookup(t, joined, nl + nr);
         if (left < 0 || right < 0 || merged < 0) {
+            /* tokenizers (transformers 5) refuses the file too ("Token `x` out of
+             * vocabulary"); transformers 4's Python tokenizer would map them to unk. */
+            const char *missing = left < 0 ? line : right < 0 ? sp + 1 : joined;
+            size_t missing_len = left < 0 ? nl : right < 0 ? nr : nl + nr;
+            char shown_line[44], shown_missing[44];
             s = mmt_fail(MMT_STATUS_BAD_FORMAT,
-                         "%s:%lld: merge \"%.*s\" uses a token missing from the vocabulary",
-                         path, (long long)line_no, (int)(n < 60 ? n : 60), line);
+                         "%s:%lld: merge \"%s\" uses a token missing from the vocabulary: \"%s\"",
+                         path, (long long)line_no, shown(line, n, shown_line),
+                         shown(missing, missing_len, shown_missing));
             goto done;
         }
         /* A repeated pair keeps its last rank (Rust HashMap::collect, Python dict(zip)). */
@@ -498,18 +554,23 @@ static bpe_candidate heap_pop(bpe_candidate *h, int64_t *n) {
     return top;
 }
 
+/* The merges a mode uses: ranks in [first, end). */
+typedef struct rank_window {
+    int32_t first, end;
+} rank_window;
+
 /* Pushes the merge of symbol pos with its right neighbour, if there is one. */
 static void push_pair(const mmt_tokenizer *t, scratch *s, int64_t *n_heap, int32_t pos,
-                      int32_t rank_limit) {
+                      rank_window ranks) {
     int32_t next = s->sym[pos].next;
     if (next < 0) return;
     const merge_slot *m = merge_find(t, s->sym[pos].id, s->sym[next].id);
-    if (m && m->rank < rank_limit) heap_push(s->heap, n_heap, (bpe_candidate){m->rank, pos, m->new_id});
+    if (m && m->rank >= ranks.first && m->rank < ranks.end) heap_push(s->heap, n_heap, (bpe_candidate){m->rank, pos, m->new_id});
 }
 
 /* BPE of one pre-token (its raw UTF-8 bytes); appends the ids to s->ids. */
 static mmt_status bpe_word_compute(const mmt_tokenizer *t, scratch *s, const unsigned char *w,
-                                   int64_t n, int32_t rank_limit) {
+                                   int64_t n, rank_window ranks) {
     MMT_TRY(GROW(s, sym, sym_cap, n));
     /* Each merge adds at most two candidates to the n - 1 initial ones. */
     MMT_TRY(GROW(s, heap, heap_cap, 3 * n));
@@ -520,7 +581,7 @@ static mmt_status bpe_word_compute(const mmt_tokenizer *t, scratch *s, const uns
         s->sym[i].alive = 1;
     }
     int64_t n_heap = 0;
-    for (int64_t i = 0; i + 1 < n; i++) push_pair(t, s, &n_heap, (int32_t)i, rank_limit);
+    for (int64_t i = 0; i + 1 < n; i++) push_pair(t, s, &n_heap, (int32_t)i, ranks);
     while (n_heap > 0) {
         bpe_candidate top = heap_pop(s->heap, &n_heap);
         bpe_symbol *cur = &s->sym[top.pos];
@@ -528,13 +589,13 @@ static mmt_status bpe_word_compute(const mmt_tokenizer *t, scratch *s, const uns
         bpe_symbol *right = &s->sym[cur->next];
         /* Skip stale candidates: a neighbour changed since this one was pushed. */
         const merge_slot *m = merge_find(t, cur->id, right->id);
-        if (!m || m->new_id != top.new_id || m->rank >= rank_limit) continue;
+        if (!m || m->new_id != top.new_id || m->rank < ranks.first || m->rank >= ranks.end) continue;
         cur->id = top.new_id;
         right->alive = 0;
         cur->next = right->next;
         if (right->next >= 0) s->sym[right->next].prev = top.pos;
-        if (cur->prev >= 0) push_pair(t, s, &n_heap, cur->prev, rank_limit);
-        push_pair(t, s, &n_heap, top.pos, rank_limit);
+        if (cur->prev >= 0) push_pair(t, s, &n_heap, cur->prev, ranks);
+        push_pair(t, s, &n_heap, top.pos, ranks);
     }
     for (int32_t i = 0; i >= 0; i = s->sym[i].next) MMT_TRY(emit_id(s, s->sym[i].id));
     return MMT_OK;
@@ -562,8 +623,10 @@ static int cache_find(bpe_cache *c, uint64_t h, int mode, const unsigned char *w
 /* BPE with the shared cache: look up under the lock, compute outside it, insert under it. */
 static mmt_status bpe_word(mmt_tokenizer *t, scratch *s, const unsigned char *w, int64_t n,
                            int mode) {
-    int32_t rank_limit = mode == MMT_TOKENIZER_SLOW ? SLOW_MAX_MERGES : INT32_MAX;
-    if (n > CACHE_MAX_WORD) return bpe_word_compute(t, s, w, n, rank_limit);
+    rank_window ranks = {0, INT32_MAX};
+    if (mode == MMT_TOKENIZER_SLOW)
+        ranks = (rank_window){t->slow_first_rank, t->slow_first_rank + SLOW_MAX_MERGES};
+    if (n > CACHE_MAX_WORD) return bpe_word_compute(t, s, w, n, ranks);
     bpe_cache *c = &t->cache;
     uint64_t h = hash_bytes(w, (size_t)n, (uint64_t)mode) | 1; /* 0 marks an empty slot */
     int64_t slot;
@@ -583,7 +646,7 @@ static mmt_status bpe_word(mmt_tokenizer *t, scratch *s, const unsigned char *w,
     pthread_mutex_unlock(&c->lock);
 
     int64_t first = s->n_ids;
-    MMT_TRY(bpe_word_compute(t, s, w, n, rank_limit));
+    MMT_TRY(bpe_word_compute(t, s, w, n, ranks));
     int64_t n_ids = s->n_ids - first;
     size_t need = sizeof(cache_header) + (size_t)n + (size_t)n_ids * sizeof(int32_t);
 

@@ -44,7 +44,9 @@ typedef enum mmt_tokenizer_mode {
 /* Reads vocab.json ({token: id}) and merges.txt ("#version" header, then "left right" per
  * line, rank = order). Both specials <|startoftext|> and <|endoftext|> and all 512 byte
  * tokens (with and without </w>) must be in the vocabulary; every merge's parts and result
- * must be too. Errors name the file (and line for merges.txt). */
+ * must be too; two tokens may not share an id. A merges.txt whose line 1 is not "#version"
+ * loads with a warning (mmt_log): fast mode keeps that merge as transformers 5 does, slow
+ * mode drops it as transformers 4 does. Errors name the file (and line for merges.txt). */
 mmt_status mmt_tokenizer_load(const char *vocab_json_path, const char *merges_txt_path,
                               mmt_tokenizer **out);
 void mmt_tokenizer_free(mmt_tokenizer *t); /* accepts NULL */

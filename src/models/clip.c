@@ -115,7 +115,7 @@ static mmt_status load_vision(loader *l) {
 }
 
 /* Optional files: the tokenizer (vocab.json + merges.txt) and preprocessor_config.json. */
-static mmt_status load_extras(mmt_clip *m) {
+static mmt_status load_extras(mmt_clip *m, const char *config) {
     mmt_status s = MMT_OK;
     char *vocab = mmt_path_join(m->dir, "vocab.json");
     char *merges = mmt_path_join(m->dir, "merges.txt");
@@ -124,8 +124,10 @@ static mmt_status load_extras(mmt_clip *m) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    if (m->cfg.has_text && mmt_file_exists(vocab) && mmt_file_exists(merges))
+    if (m->cfg.has_text && mmt_file_exists(vocab) && mmt_file_exists(merges)) {
         if ((s = mmt_tokenizer_load(vocab, merges, &m->tokenizer)) != MMT_OK) goto done;
+        if ((s = mmt_clip_config_check_tokenizer(&m->cfg, config, m->tokenizer, vocab)) != MMT_OK) goto done;
+    }
     mmt_image_processor_default(&m->processor);
     m->processor.crop_height = m->processor.crop_width = m->cfg.vision.image_size;
     m->processor.shortest_edge = m->cfg.vision.image_size;
@@ -168,7 +170,7 @@ mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
         if ((s = get(&l, &scale, 0, 0, 0, 0, 0, "logit_scale")) != MMT_OK) goto done;
         m->logit_scale = *scale;
     }
-    s = load_extras(m);
+    s = load_extras(m, config);
 done:
     mmt_free(config);
     if (s != MMT_OK) {

@@ -33,9 +33,25 @@ typedef struct mmt_clip_config {
     double logit_scale_init;
 } mmt_clip_config;
 
+struct mmt_json;
+struct mmt_tokenizer;
+
 void mmt_clip_config_default(mmt_clip_config *cfg);
-/* Reads config.json at path; errors name the file and the field. */
+/* Reads config.json at path, then validates it (below); errors name the file and the field. */
 mmt_status mmt_clip_config_load(const char *path, mmt_clip_config *cfg);
+/* The same from a parsed JSON document; `what` names its source in errors. */
+mmt_status mmt_clip_config_parse(const struct mmt_json *root, const char *what, mmt_clip_config *cfg);
+/* The ranges a config must respect before anything is sized from it: sizes positive and
+ * bounded (generously: ViT-bigG fits many times over), hidden_size divisible by the heads,
+ * image_size by patch_size, layer_norm_eps a positive finite float32, eos/bos ids inside
+ * [0, vocab_size), logit_scale_init_value finite. One line per error, naming `file`, the
+ * field ("text_config.layer_norm_eps") and the value. Called by load and parse. */
+mmt_status mmt_clip_config_validate(const mmt_clip_config *cfg, const char *file);
+/* The text config against the tokenizer it is used with: every tokenizer id fits
+ * vocab_size, and eos_token_id is the tokenizer's <|endoftext|> (or the legacy 2, with
+ * <|endoftext|> the largest id, since pooling then takes argmax(ids)). */
+mmt_status mmt_clip_config_check_tokenizer(const mmt_clip_config *cfg, const char *config_path,
+                                           const struct mmt_tokenizer *tok, const char *vocab_path);
 const char *mmt_activation_name(mmt_activation act);
 
 struct mmt_strbuf;
