@@ -36,6 +36,7 @@
 #include "peft/merge.h"
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
+#include "train/fingerprint.h"
 #include "train/probe_task.h"
 #include "train/trainer.h"
 
@@ -57,7 +58,7 @@ typedef struct train_cfg {
     int checkpointing, learn_logit_scale, skip_bad;
     double temperature, distill;
     const char *progress;
-    int quiet;
+    int quiet, overwrite;
     /* prompt and prefix tuning */
     int64_t virtual_tokens, prompt_tokens, visual_prompt_tokens, prefix_hidden;
     int vpt_deep, prefix_projection, prefix_vision;
@@ -82,7 +83,8 @@ static const train_opt TRAIN_OPTS[] = {
     {"--image-root", "image_root", OPT_STRING, F(image_root), "DIR", "COCO: folder the file_name entries are relative to"},
     {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
     {"--out", "out", OPT_STRING, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
-    {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue from a run folder's newest checkpoint (or a ckpt-STEP)"},
+    {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue the run in DIR from its newest intact checkpoint (or from DIR/ckpt-STEP); the settings, model and data must be the run's"},
+    {"--overwrite", NULL, OPT_BOOL, F(overwrite), NULL, "delete what a non-empty --out holds and start afresh (otherwise refused)"},
     {"--config", NULL, OPT_STRING, F(config), "FILE", "JSON object with any of these settings by key"},
     {"--steps", "steps", OPT_INT, F(steps), "N", "optimizer steps (0: from --epochs)"},
     {"--epochs", "epochs", OPT_INT, F(epochs), "N", "passes over the data when --steps is 0"},
@@ -97,7 +99,7 @@ static const train_opt TRAIN_OPTS[] = {
     {"--min-lr-rate", "min_lr_rate", OPT_DOUBLE, F(min_lr_rate), "X", "cosine floor as a fraction of the peak"},
     {"--max-grad-norm", "max_grad_norm", OPT_DOUBLE, F(max_grad_norm), "X", "global gradient-norm clipping (0: off)"},
     {"--seed", "seed", OPT_INT, F(seed), "N", "data order, dropout and adapter initialisation"},
-    {"--save-every", "save_every", OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end)"},
+    {"--save-every", "save_every", OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end; 0: only at the end)"},
     {"--keep-checkpoints", "keep_checkpoints", OPT_INT, F(keep_checkpoints), "N", "newest checkpoints to keep (0: all)"},
     {"--lora-r", "lora_r", OPT_INT, F(lora_r), "N", "LoRA rank"},
     {"--lora-alpha", "lora_alpha", OPT_DOUBLE, F(lora_alpha), "X", "LoRA alpha (scaling alpha/r)"},
@@ -107,12 +109,12 @@ static const train_opt TRAIN_OPTS[] = {
     {"--adapter-reduction", "adapter_reduction", OPT_INT, F(adapter_reduction), "N", "--method adapter: bottleneck width hidden/N"},
     {"--adapter-placement", "adapter_placement", OPT_STRING, F(adapter_placement), "P", "--method adapter: after attn, mlp or both"},
     {"--adapter-act", "adapter_act", OPT_STRING, F(adapter_act), "A", "--method adapter: relu or gelu"},
-    {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear"},
+    {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear (default: q_proj,v_proj; ia3: k_proj,v_proj,fc2 as PEFT)"},
     {"--targets-regex", "target_regex", OPT_STRING, F(targets_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
     {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
     {"--layers", "layers_to_transform", OPT_STRING, F(layers), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
     {"--modules-to-save", "modules_to_save", OPT_STRING, F(modules_to_save), "LIST", "modules trained in full and saved with the adapter (PEFT's modules_to_save)"},
-    {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled"},
+    {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled (default: fc2 when it is a target)"},
     {"--num-virtual-tokens", "num_virtual_tokens", OPT_INT, F(virtual_tokens), "N", "prompt, visual-prompt, prefix: learned tokens (per layer for prefix)"},
     {"--prompt-tokens", "prompt_tokens", OPT_INT, F(prompt_tokens), "N", "also learn N CoOp text prompts (with lora, ia3, visual-prompt)"},
     {"--visual-prompt-tokens", "visual_prompt_tokens", OPT_INT, F(visual_prompt_tokens), "N", "also learn N VPT tokens (with lora, ia3, prompt, prefix)"},
@@ -157,9 +159,7 @@ static void train_defaults(train_cfg *c) {
     c->adapter_reduction = 16;
     c->adapter_placement = "both";
     c->adapter_act = "relu";
-    c->targets = "q_proj,v_proj";
     c->scope = "both";
-    c->feedforward = "fc2";
     c->virtual_tokens = 8;
     c->cache_mb = 1024;
     c->progress = "auto";
@@ -266,13 +266,24 @@ static int apply_config(train_cfg *c, const char *path, mmt_json_doc **doc_out) 
     return 0;
 }
 
-static char *settings_json(const train_cfg *c) {
+/* Settings that do not change what a run computes: a resumed run may differ in these. The
+ * model and data are compared by fingerprint, not by path. */
+static int outside_identity(const char *key) {
+    static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
+                                       "loader_workers", "prefetch", "progress", "quiet", NULL};
+    for (const char *const *k = keys; *k; k++)
+        if (!strcmp(*k, key)) return 1;
+    return 0;
+}
+
+/* The settings as one JSON object; identity_only leaves out what outside_identity names. */
+static char *settings_json(const train_cfg *c, int identity_only) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{");
     int first = 1;
     for (size_t i = 0; i < N_TRAIN_OPTS; i++) {
         const train_opt *o = &TRAIN_OPTS[i];
-        if (!o->key) continue;
+        if (!o->key || (identity_only && outside_identity(o->key))) continue;
         const char *p = (const char *)c + o->offset;
         mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", o->key);
         first = 0;
@@ -289,6 +300,26 @@ static char *settings_json(const train_cfg *c) {
         }
     }
     mmt_strbuf_printf(&b, "}");
+    return b.data;
+}
+
+/* run.json's identity: the base model's and the data's fingerprints and the settings. */
+static char *identity_json(const train_cfg *c, const mmt_pairs *pairs) {
+    char model_fp[17], data_fp[17];
+    int64_t files = 0;
+    if (mmt_fingerprint_model(c->model, model_fp, &files) != MMT_OK || mmt_fingerprint_pairs(pairs, data_fp) != MMT_OK)
+        return NULL;
+    char *settings = settings_json(c, 1);
+    if (!settings) return NULL;
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{\"model\": {\"fingerprint\": \"%s\", \"files\": %lld}, \"data\": {\"fingerprint\": \"%s\", "
+                          "\"pairs\": %lld}, \"settings\": %s}",
+                      model_fp, (long long)files, data_fp, (long long)pairs->n, settings);
+    mmt_free(settings);
+    if (b.failed) {
+        mmt_strbuf_free(&b);
+        return NULL;
+    }
     return b.data;
 }
 
@@ -507,6 +538,20 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error("--schedule takes cosine, linear or constant, not '%s'", c.schedule);
     if (rc == 0 && (c.steps < 0 || c.epochs < 0 || c.batch_size < 1 || c.grad_accum < 1 || c.seed < 0 || c.cache_mb < 0))
         rc = cli_usage_error("train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
+    if (rc == 0 && c.save_every < 0) rc = cli_usage_error("--save-every must be >= 0 (0: only at the end), got %lld", (long long)c.save_every);
+    if (rc == 0 && c.keep_checkpoints < 0)
+        rc = cli_usage_error("--keep-checkpoints must be >= 0 (0: keep all), got %lld", (long long)c.keep_checkpoints);
+    if (rc == 0 && c.overwrite && c.resume) rc = cli_usage_error("train: --overwrite starts afresh; it cannot go with --resume");
+    /* per-method defaults: IA3 as PEFT sets it up for CLIP-style models (keys, values and the
+     * second MLP linear, which is feed-forward: its input is scaled) */
+    int is_ia3 = c.method && !strcmp(c.method, "ia3");
+    if (!c.targets) c.targets = is_ia3 ? "k_proj,v_proj,fc2" : "q_proj,v_proj";
+    if (!c.feedforward) {
+        int fc2 = !strcmp(c.targets, "all-linear") || c.targets_regex != NULL;
+        for (const char *p = c.targets; !fc2 && (p = strstr(p, "fc2")); p += 3)
+            fc2 = (p == c.targets || p[-1] == ',' || p[-1] == ' ' || p[-1] == '.') && (p[3] == '\0' || p[3] == ',');
+        c.feedforward = fc2 ? "fc2" : "";
+    }
     if (rc == 0 && strcmp(c.progress, "auto") && strcmp(c.progress, "bar") && strcmp(c.progress, "log"))
         rc = cli_usage_error("--progress takes auto, bar or log");
     if (rc != 0) {
@@ -522,7 +567,7 @@ int cmd_train(int argc, char **argv) {
     mmt_peft_config pc;
     int have_pc = 0;
     mmt_bottleneck_config bc;
-    char *sj = NULL;
+    char *sj = NULL, *ij = NULL;
     if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, c.skip_bad, c.image_root, &pairs) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
@@ -580,7 +625,13 @@ int cmd_train(int argc, char **argv) {
     ts.keep_checkpoints = c.keep_checkpoints;
     ts.progress = !strcmp(c.progress, "bar") ? 1 : !strcmp(c.progress, "log") ? 0 : -1;
     ts.quiet = c.quiet;
-    ts.settings_json = sj = settings_json(&c);
+    ts.settings_json = sj = settings_json(&c, 0);
+    ts.identity_json = ij = identity_json(&c, pairs);
+    ts.overwrite = c.overwrite;
+    if (!sj || !ij) {
+        rc = cli_runtime_error();
+        goto done;
+    }
     const mmt_probe_head *ph = probe ? mmt_probe_task_head(probe) : NULL;
     int64_t n = ph ? ph->K * (ph->P + 1) : mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
     if (!c.quiet) {
@@ -600,6 +651,7 @@ int cmd_train(int argc, char **argv) {
            (long long)n, (long long)total, peak_mb, c.out);
 done:
     mmt_free(sj);
+    mmt_free(ij);
     if (have_pc) mmt_peft_config_free(&pc);
     mmt_clip_task_free(task);
     mmt_probe_task_free(probe);
