@@ -270,7 +270,7 @@ static int apply_config(train_cfg *c, const char *path, mmt_json_doc **doc_out) 
  * model and data are compared by fingerprint, not by path. */
 static int outside_identity(const char *key) {
     static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
-                                       "loader_workers", "prefetch", "progress", "quiet", NULL};
+                                       "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints", NULL};
     for (const char *const *k = keys; *k; k++)
         if (!strcmp(*k, key)) return 1;
     return 0;
@@ -865,17 +865,24 @@ done:
 /* ---- merge ------------------------------------------------------------------------------ */
 
 static const char *MERGE_HELP =
-    "usage: mmtune merge --model DIR --adapter DIR --out DIR\n"
+    "usage: mmtune merge --model DIR --adapter DIR --out DIR [--overwrite]\n"
     "\n"
     "Folds a LoRA or IA3 adapter into the base weights and writes a Hugging Face snapshot\n"
     "(model.safetensors in float32, config, tokenizer and preprocessor files copied) that\n"
-    "transformers' CLIPModel.from_pretrained and mmtune load without the adapter.\n";
+    "transformers' CLIPModel.from_pretrained and mmtune load without the adapter.\n"
+    "The snapshot is written under a temporary name and renamed when complete, so OUT is\n"
+    "whole or absent. An existing non-empty OUT is refused unless --overwrite replaces it.\n";
 
 int cmd_merge(int argc, char **argv) {
     const char *model_dir = NULL, *adapter_dir = NULL, *out = NULL;
+    int overwrite = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(MERGE_HELP, stdout), 0;
+        if (!strcmp(a, "--overwrite")) {
+            overwrite = 1;
+            continue;
+        }
         if (i + 1 >= argc) return cli_usage_error("merge: %s needs a value", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) model_dir = v;
@@ -895,12 +902,14 @@ int cmd_merge(int argc, char **argv) {
     mmt_adapter *ad = NULL;
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
-    int rc = 0;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
-        mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK || mmt_clip_merge_write(model, ad, out) != MMT_OK)
+    char *tmp = NULL;
+    int rc = cli_out_begin("merge", out, overwrite, &tmp);
+    if (rc == 0 && (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
+                    mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK ||
+                    mmt_clip_merge_write(model, ad, tmp) != MMT_OK))
         rc = cli_runtime_error();
-    else
-        printf("{\"merged\": \"%s\"}\n", out);
+    rc = cli_out_finish(tmp, out, rc);
+    if (rc == 0) printf("{\"merged\": \"%s\"}\n", out);
     mmt_adapter_free(ad);
     mmt_clip_train_free(view);
     mmt_clip_free(model);
