@@ -44,13 +44,13 @@ eval_model before
 
 say "3/5 train a LoRA adapter (r 8 on $TARGETS, both towers), $STEPS steps of $BATCH pairs"
 "$BIN" train --model "$MODEL" --data "$OUT/data/train.jsonl" --method lora --targets "$TARGETS" --steps "$STEPS" \
-  --batch-size "$BATCH" --lr "$LR" --seed 7 --save-every "$STEPS" --out "$OUT"
+  --batch-size "$BATCH" --lr "$LR" --seed 7 --save-every "$STEPS" --out "$OUT/run"
 
 say "4/5 evaluate base + adapter on the test split"
-eval_model after --adapter "$OUT/adapter"
+eval_model after --adapter "$OUT/run/adapter"
 
 say "5/5 report"
-"$BIN" report --run "$OUT" --before "$OUT/before.json" --after "$OUT/after.json" --queries "$test_pairs" \
+"$BIN" report --run "$OUT/run" --out "$OUT/report.html" --before "$OUT/before.json" --after "$OUT/after.json" --queries "$test_pairs" \
   --model "$MODEL" --examples 4
 seconds=$(($(date +%s) - start))
 
@@ -82,5 +82,5 @@ row "caption -> image recall@1" t2i_recall_at_1
 row "zero-shot accuracy" zero_shot_accuracy
 echo
 echo "demo: data, evaluation, training and report took ${seconds}s"
-echo "demo: adapter (PEFT format) in $OUT/adapter; summary in $OUT/summary.json"
+echo "demo: adapter (PEFT format) in $OUT/run/adapter; summary in $OUT/summary.json"
 echo "demo: report: $OUT/report.html"

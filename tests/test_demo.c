@@ -46,7 +46,7 @@ static void test_demo_script(void) {
     mmt_json_free(doc);
     snprintf(path, sizeof path, "%s/report.html", out);
     CHECK_MSG(stat(path, &st) == 0 && st.st_size > 1000, "no report at %s", path);
-    snprintf(path, sizeof path, "%s/adapter/adapter_config.json", out);
+    snprintf(path, sizeof path, "%s/run/adapter/adapter_config.json", out);
     CHECK(stat(path, &st) == 0);
 }
 

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/dir.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -471,58 +471,21 @@ char *mmt_probe_fit_json(const mmt_probe_fit_result *r, const mmt_probe_fit_para
     return b.data;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* Removes a folder and everything below it (links removed, not followed); missing is fine. */
-static void remove_tree(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void fsync_dir(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 mmt_status mmt_probe_head_publish(const mmt_probe_head *h, const char *base_model, const mmt_probe_fit_result *r,
                                   const mmt_probe_fit_params *p, const char *run_dir) {
-    char *tmp = mmt_path_join(run_dir, "adapter.tmp"), *final = mmt_path_join(run_dir, "adapter");
-    char *old = mmt_path_join(run_dir, "adapter.old");
+    char *final = mmt_path_join(run_dir, "adapter"), *tmp = NULL;
     char *fit = r && p ? mmt_probe_fit_json(r, p) : NULL;
-    mmt_status s = tmp && final && old && (fit || !r || !p) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    if (s == MMT_OK) s = mmt_mkdirs(run_dir);
-    if (s == MMT_OK) {
-        remove_tree(tmp);
-        s = mmt_mkdirs(tmp);
-    }
+    mmt_status s = final && (fit || !r || !p) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) s = mmt_dir_begin(final, &tmp);
     if (s == MMT_OK) s = mmt_probe_head_save_fit(h, base_model, fit, tmp);
-    struct stat st;
-    int had = 0;
-    if (s == MMT_OK) {
-        fsync_dir(tmp);
-        remove_tree(old);
-        had = lstat(final, &st) == 0;
-        if (had && rename(final, old) != 0)
-            s = mmt_fail(MMT_STATUS_IO, "%s: cannot move aside: %s", final, strerror(errno));
-    }
-    if (s == MMT_OK && rename(tmp, final) != 0)
-        s = mmt_fail(MMT_STATUS_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-    if (s == MMT_OK) {
-        fsync_dir(run_dir);
-        if (had) remove_tree(old);
+    if (s == MMT_OK) s = mmt_dir_publish(tmp, final);
+    if (s != MMT_OK && tmp) {
+        mmt_status keep = s;
+        mmt_dir_remove_tree(tmp);
+        s = keep;
     }
     mmt_free(fit);
     mmt_free(tmp);
     mmt_free(final);
-    mmt_free(old);
     return s;
 }

@@ -113,8 +113,8 @@ char *mmt_probe_fit_json(const mmt_probe_fit_result *r, const mmt_probe_fit_para
 mmt_status mmt_probe_task_fit(mmt_probe_task *t, const mmt_probe_fit_params *p, mmt_probe_fit_result *result);
 
 /* Writes a head, with the fit recorded in head_config.json (r may be NULL), as
- * run_dir/adapter: built in run_dir/adapter.tmp, then renamed into place (an older adapter
- * folder is moved aside first and removed after); run_dir is created when missing. */
+ * run_dir/adapter, whole or not at all (core/dir.h: built under a temporary name, then
+ * renamed into place); run_dir is created when missing. */
 mmt_status mmt_probe_head_publish(const mmt_probe_head *h, const char *base_model, const mmt_probe_fit_result *r,
                                   const mmt_probe_fit_params *p, const char *run_dir);
 

@@ -16,8 +16,11 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/crash.h"
+#include "core/dir.h"
 #include "core/safetensors.h"
 #include "train/optimizer.h"
+#include "train/run_dir.h"
 
 void mmt_train_settings_default(mmt_train_settings *s) {
     memset(s, 0, sizeof *s);
@@ -82,99 +85,6 @@ static int64_t order_at(order *o, int64_t q) {
     return o->perm[q % o->n];
 }
 
-/* ---- files ------------------------------------------------------------------------------ */
-
-/* Removes a checkpoint folder: files, and folders of files (a LoRA + prompt adapter keeps its
- * prompt part in a subfolder). */
-static void remove_flat_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char *f = mmt_path_join(path, e->d_name);
-        if (f && unlink(f) != 0 && (errno == EISDIR || errno == EPERM)) remove_flat_dir(f);
-        mmt_free(f);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
-static void fsync_dir(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
-/* Moves the finished folder tmp to final (replacing an older one), durably. */
-static mmt_status publish_dir(const char *tmp, const char *final, const char *parent) {
-    char old[4200];
-    snprintf(old, sizeof old, "%s.old", final);
-    remove_flat_dir(old);
-    struct stat st;
-    int had = stat(final, &st) == 0;
-    if (had && rename(final, old) != 0)
-        return mmt_fail(MMT_STATUS_IO, "%s: cannot move aside: %s", final, strerror(errno));
-    if (rename(tmp, final) != 0)
-        return mmt_fail(MMT_STATUS_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-    fsync_dir(parent);
-    if (had) remove_flat_dir(old);
-    return MMT_OK;
-}
-
-static int64_t checkpoint_step(const char *name) {
-    if (strncmp(name, "ckpt-", 5) != 0) return -1;
-    char *end;
-    long long v = strtoll(name + 5, &end, 10);
-    return *end == '\0' && end != name + 5 && v >= 0 ? (int64_t)v : -1;
-}
-
-mmt_status mmt_train_latest_checkpoint(const char *run_dir, char **out) {
-    *out = NULL;
-    DIR *d = opendir(run_dir);
-    if (!d) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: cannot open run folder: %s", run_dir, strerror(errno));
-    int64_t best = -1;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int64_t k = checkpoint_step(e->d_name);
-        if (k > best) best = k;
-    }
-    closedir(d);
-    if (best < 0) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no ckpt-STEP checkpoint in this folder", run_dir);
-    char name[64];
-    snprintf(name, sizeof name, "ckpt-%lld", (long long)best);
-    *out = mmt_path_join(run_dir, name);
-    return *out ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-}
-
-/* Deletes all but the newest `keep` checkpoints. */
-static void prune_checkpoints(const char *run_dir, int64_t keep) {
-    if (keep <= 0) return;
-    int64_t steps[4096];
-    int64_t n = 0;
-    DIR *d = opendir(run_dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 4096) {
-        int64_t k = checkpoint_step(e->d_name);
-        if (k >= 0) steps[n++] = k;
-    }
-    closedir(d);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t newer = 0;
-        for (int64_t j = 0; j < n; j++) newer += steps[j] > steps[i];
-        if (newer >= keep) {
-            char name[64];
-            snprintf(name, sizeof name, "ckpt-%lld", (long long)steps[i]);
-            char *p = mmt_path_join(run_dir, name);
-            if (p) remove_flat_dir(p);
-            mmt_free(p);
-        }
-    }
-}
-
 /* ---- the run ------------------------------------------------------------------------------ */
 
 typedef struct run {
@@ -191,6 +101,7 @@ typedef struct run {
     mmt_schedule sched;
     int64_t total_steps;
     FILE *metrics;
+    mmt_run_dir dir;         /* the locked run folder and its run_id */
 } run;
 
 /* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
@@ -249,22 +160,22 @@ static mmt_status build_groups(run *r, const mmt_nn_param *np, const mmt_param *
 
 static mmt_status write_checkpoint(run *r, int64_t step) {
     const mmt_train_settings *set = r->set;
-    char name[64], tmpname[80];
+    char name[64];
     snprintf(name, sizeof name, "ckpt-%lld", (long long)step);
-    snprintf(tmpname, sizeof tmpname, "ckpt-%lld.tmp", (long long)step);
-    char *final = mmt_path_join(set->out, name), *tmp = mmt_path_join(set->out, tmpname);
-    char *optpath = tmp ? mmt_path_join(tmp, "optimizer.safetensors") : NULL;
-    char *statepath = tmp ? mmt_path_join(tmp, "trainer_state.json") : NULL;
+    char *final = mmt_path_join(set->out, name), *tmp = NULL, *optpath = NULL, *statepath = NULL;
     mmt_st_write_tensor *w = NULL;
     mmt_strbuf js = {0};
-    mmt_status s = MMT_OK;
-    if (!final || !tmp || !optpath || !statepath) {
+    mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
+    if (s != MMT_OK) goto done;
+    optpath = mmt_path_join(tmp, "optimizer.safetensors");
+    statepath = mmt_path_join(tmp, "trainer_state.json");
+    if (!optpath || !statepath) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    remove_flat_dir(tmp);
-    if ((s = mmt_mkdirs(tmp)) != MMT_OK) goto done;
+    mmt_crash_point("checkpoint.begin");
     if ((s = r->task->save(r->task->ctx, tmp)) != MMT_OK) goto done;
+    mmt_crash_point("checkpoint.task_saved");
     int64_t cap = mmt_adamw_state_count(r->opt), n = 0;
     w = mmt_calloc((size_t)cap, sizeof *w);
     if (!w) {
@@ -273,28 +184,35 @@ static mmt_status write_checkpoint(run *r, int64_t step) {
     }
     if ((s = mmt_adamw_state_export(r->opt, w, cap, &n)) != MMT_OK) goto done;
     if ((s = mmt_safetensors_write(optpath, w, n, NULL, 0)) != MMT_OK) goto done;
+    mmt_crash_point("checkpoint.optimizer_saved");
     /* The data position and every random draw follow from (seed, step): they are recorded
      * for people and tools; resume recomputes them. */
     int64_t position = step * set->batch_size * set->grad_accum;
     mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
-                           "  \"grad_accum\": %lld,\n  \"data_position\": %lld,\n  \"epoch\": %lld,\n"
+                           "  \"grad_accum\": %lld,\n  \"data_position\": %lld,\n  \"epoch\": %lld,\n  \"run_id\": \"%s\",\n"
                            "  \"rng\": \"splitmix64 streams derived from (seed, epoch) for the example order and (seed, step,"
                            " micro-batch) for dropout\"",
                       (long long)step, (long long)r->total_steps, (unsigned long long)set->seed,
                       (long long)set->batch_size, (long long)set->grad_accum, (long long)position,
-                      (long long)(position / r->task->n_examples));
+                      (long long)(position / r->task->n_examples), r->dir.run_id);
     if (set->settings_json) mmt_strbuf_printf(&js, ",\n  \"settings\": %s", set->settings_json);
     mmt_strbuf_printf(&js, "\n}\n");
-    if (!js.data) {
+    if (js.failed) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
     if ((s = mmt_file_write_atomic(statepath, js.data, js.len)) != MMT_OK) goto done;
-    fsync_dir(tmp);
-    if ((s = publish_dir(tmp, final, set->out)) != MMT_OK) goto done;
-    prune_checkpoints(set->out, set->keep_checkpoints);
+    /* the manifest last: a checkpoint with a manifest whose files match it is complete */
+    if ((s = mmt_ckpt_manifest_write(tmp, r->dir.run_id)) != MMT_OK) goto done;
+    mmt_crash_point("checkpoint.manifest_written");
+    if ((s = mmt_dir_publish(tmp, final)) != MMT_OK) goto done;
+    mmt_crash_point("checkpoint.published");
+    mmt_run_dir_prune(set->out, r->dir.run_id, set->keep_checkpoints);
 done:
-    if (s != MMT_OK) s = mmt_error_prefix(s, "writing checkpoint %s: ", final ? final : name);
+    if (s != MMT_OK) {
+        s = mmt_error_prefix(s, "writing checkpoint %s: ", final ? final : name);
+        if (tmp) mmt_dir_remove_tree(tmp); /* nothing half-written stays behind */
+    }
     mmt_strbuf_free(&js);
     mmt_free(w);
     mmt_free(final);
@@ -397,16 +315,15 @@ static void show_progress(const run *r, int bar, int64_t step, double loss, doub
 }
 
 static mmt_status write_final(run *r) {
-    char *tmp = mmt_path_join(r->set->out, "adapter.tmp"), *final = mmt_path_join(r->set->out, "adapter");
-    mmt_status s = tmp && final ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    if (s == MMT_OK) {
-        remove_flat_dir(tmp);
-        s = mmt_mkdirs(tmp);
-    }
+    char *final = mmt_path_join(r->set->out, "adapter"), *tmp = NULL;
+    mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK) s = r->task->save(r->task->ctx, tmp);
-    if (s == MMT_OK) {
-        fsync_dir(tmp);
-        s = publish_dir(tmp, final, r->set->out);
+    mmt_crash_point("final.saved");
+    if (s == MMT_OK) s = mmt_dir_publish(tmp, final);
+    if (s != MMT_OK && tmp) {
+        mmt_status keep = s;
+        mmt_dir_remove_tree(tmp);
+        s = keep;
     }
     mmt_free(tmp);
     mmt_free(final);
@@ -459,20 +376,11 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     oc.beta2 = set->beta2;
     oc.eps = set->eps;
     if ((s = mmt_adamw_create(&oc, r.groups, r.n_groups, &r.opt)) != MMT_OK) goto done;
-    if ((s = mmt_mkdirs(set->out)) != MMT_OK) goto done;
+    mmt_run_dir_options ro = {set->identity_json, set->overwrite, set->resume};
+    if ((s = mmt_run_dir_open(set->out, &ro, &r.dir, &ckpt)) != MMT_OK) goto done;
 
     int64_t start = 0;
-    if (set->resume) {
-        struct stat st;
-        char *probe = mmt_path_join(set->resume, "trainer_state.json");
-        int is_ckpt = probe && stat(probe, &st) == 0;
-        mmt_free(probe);
-        if (is_ckpt) ckpt = mmt_strdup(set->resume);
-        else if ((s = mmt_train_latest_checkpoint(set->resume, &ckpt)) != MMT_OK) goto done;
-        if (!ckpt) {
-            s = MMT_STATUS_OUT_OF_MEMORY;
-            goto done;
-        }
+    if (ckpt) {
         if ((s = resume_from(&r, ckpt, &start)) != MMT_OK) goto done;
         if (start > r.total_steps) {
             s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s is at step %lld, past this run's %lld steps", ckpt,
@@ -550,6 +458,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     result->seconds = now_s() - t0;
 done:
     if (r.metrics) fclose(r.metrics);
+    mmt_run_dir_close(&r.dir);
     mmt_adamw_free(r.opt);
     mmt_free(flat);
     mmt_free(r.params);

@@ -8,13 +8,18 @@
  * epoch from (seed, epoch), dropout from (seed, step, micro-batch), so a run resumed from a
  * checkpoint at step k continues exactly as the uninterrupted run would.
  *
+ * The run folder is locked, checked and recorded through train/run_dir.h: a fresh run needs
+ * an empty folder (or settings.overwrite), a resumed one the same identity.
  * Files under settings.out:
+ *     run.lock, run.json     the lock (holder's pid) and the run's identity record
  *     metrics.jsonl          one line per optimizer step (step, epoch, loss, lr, grad_norm,
  *                            images_per_s, elapsed_s, data_wait_s: the step's time spent in
  *                            load_batch, i.e. waiting on data)
  *     ckpt-STEP/             every save_every steps and at the end: the task's files plus
- *                            optimizer.safetensors (moments, step) and trainer_state.json;
- *                            written as ckpt-STEP.tmp then renamed, files fsync'd
+ *                            optimizer.safetensors (moments, step), trainer_state.json and
+ *                            manifest.json (sizes and checksums); built as ckpt-STEP.tmp-PID,
+ *                            files fsync'd, then renamed (core/dir.h); only the run's own
+ *                            checkpoints are pruned, and resume skips damaged ones
  *     adapter/               the final artifact (the task's files), also via a rename
  * A non-finite loss or gradient stops the run with an error naming the step (and the tensor);
  * the checkpoints already written stay as they are.
@@ -72,6 +77,8 @@ typedef struct mmt_train_settings {
     int progress;             /* -1 auto (a terminal on stderr), 0 log lines, 1 progress bar */
     int quiet;
     const char *settings_json;/* written into trainer_state.json as "settings" (may be NULL) */
+    const char *identity_json;/* what makes two runs the same run (run_dir.h); NULL: not checked */
+    int overwrite;            /* a fresh run clears a non-empty out instead of refusing it */
 } mmt_train_settings;
 
 void mmt_train_settings_default(mmt_train_settings *s);
@@ -85,8 +92,5 @@ typedef struct mmt_train_result {
 
 mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *settings,
                          mmt_train_result *result);
-
-/* The newest ckpt-STEP folder under a run folder (caller frees), or NULL with an error. */
-mmt_status mmt_train_latest_checkpoint(const char *run_dir, char **out);
 
 #endif

@@ -19,18 +19,23 @@ static const char *HELP =
     "tokenizer cuts the captions into. The same corpus and settings give identical files.\n"
     "  --input PATH         one caption per line, or a .jsonl of pairs (its \"text\" fields)\n"
     "  --vocab-size N       entries in vocab.json, specials included (>= 514)\n"
-    "  --out DIR            output folder (created; vocab.json, merges.txt,\n"
-    "                       tokenizer_config.json, special_tokens_map.json are replaced)\n"
+    "  --overwrite          replace an existing non-empty --out folder (otherwise refused)\n"
+    "  --out DIR            output folder for vocab.json, merges.txt, tokenizer_config.json and\n"
+    "                       special_tokens_map.json (written whole, then renamed into place)\n"
     "  --min-frequency K    stop early when the best pair occurs fewer than K times (default 2)\n";
 
 int cmd_bpe(int argc, char **argv) {
     mmt_bpe_params p;
     mmt_bpe_params_default(&p);
     const char *input = NULL, *out = NULL;
-    int have_size = 0;
+    int have_size = 0, overwrite = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(HELP, stdout), 0;
+        if (!strcmp(a, "--overwrite")) {
+            overwrite = 1;
+            continue;
+        }
         if (strcmp(a, "--input") && strcmp(a, "--vocab-size") && strcmp(a, "--out") &&
             strcmp(a, "--min-frequency"))
             return cli_usage_error("bpe: unknown option '%s'", a);
@@ -57,9 +62,12 @@ int cmd_bpe(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     mmt_bpe_vocab *v = NULL;
     if (mmt_bpe_train_file(input, &p, &v) != MMT_OK) return cli_runtime_error();
-    if (mmt_bpe_vocab_write(v, out) != MMT_OK) {
+    char *tmp = NULL;
+    int rc = cli_out_begin("bpe", out, overwrite, &tmp);
+    if (rc == 0 && mmt_bpe_vocab_write(v, tmp) != MMT_OK) rc = cli_runtime_error();
+    if ((rc = cli_out_finish(tmp, out, rc)) != 0) {
         mmt_bpe_vocab_free(v);
-        return cli_runtime_error();
+        return rc;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);

@@ -11,6 +11,12 @@
 int cli_usage_error(const char *fmt, ...) MMT_PRINTF(1, 2);
 int cli_runtime_error(void);
 
+/* Output folders written whole or not at all (out_dir.c): begin refuses a non-empty out
+ * without overwrite (exit code, message printed) and gives the temporary folder to write;
+ * finish publishes it when rc is 0, else removes it, and returns the final exit code. */
+int cli_out_begin(const char *cmd, const char *out, int overwrite, char **tmp);
+int cli_out_finish(char *tmp, const char *out, int rc);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);

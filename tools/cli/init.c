@@ -19,7 +19,9 @@ static const char *HELP =
     "Writes a randomly initialised CLIPModel as a Hugging Face snapshot: config.json,\n"
     "model.safetensors (F32, initialised as transformers' CLIPPreTrainedModel._init_weights),\n"
     "the tokenizer files and a preprocessor_config.json. The same seed gives the same bytes.\n"
-    "  --out DIR            output folder (created; files in it are replaced)\n"
+    "  --out DIR            output folder (written whole under a temporary name, then renamed;\n"
+    "                       an existing non-empty one is refused without --overwrite)\n"
+    "  --overwrite          replace an existing --out folder\n"
     "  --tokenizer DIR      folder with vocab.json + merges.txt (and tokenizer_config.json,\n"
     "                       special_tokens_map.json if present): copied; sets vocab_size and\n"
     "                       the bos/eos/pad ids\n"
@@ -49,9 +51,14 @@ int cmd_init(int argc, char **argv) {
                  {"--text-layers", &c->text.num_layers},     {"--text-heads", &c->text.num_heads},
                  {"--projection-dim", &c->projection_dim},   {"--context", &c->text.max_positions}};
     const size_t n_sizes = sizeof sizes / sizeof sizes[0];
+    int overwrite = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(HELP, stdout), 0;
+        if (!strcmp(a, "--overwrite")) {
+            overwrite = 1;
+            continue;
+        }
         if (strncmp(a, "--", 2)) return cli_usage_error("init: unexpected argument '%s'", a);
         size_t k = 0;
         while (k < n_sizes && strcmp(a, sizes[k].flag)) k++;
@@ -87,7 +94,13 @@ int cmd_init(int argc, char **argv) {
     if (!p.tokenizer_dir) return cli_usage_error("init: --tokenizer is required");
     c->text.intermediate_size = 4 * c->text.hidden_size;
     c->vision.intermediate_size = 4 * c->vision.hidden_size;
-    if (mmt_clip_init_snapshot(&p) != MMT_OK) return cli_runtime_error();
-    printf("wrote %s (seed %llu)\n", p.out_dir, (unsigned long long)p.seed);
-    return 0;
+    const char *out = p.out_dir;
+    char *tmp = NULL;
+    int rc = cli_out_begin("init", out, overwrite, &tmp);
+    if (rc) return rc;
+    p.out_dir = tmp;
+    if (mmt_clip_init_snapshot(&p) != MMT_OK) rc = cli_runtime_error();
+    rc = cli_out_finish(tmp, out, rc);
+    if (rc == 0) printf("wrote %s (seed %llu)\n", out, (unsigned long long)p.seed);
+    return rc;
 }

@@ -299,6 +299,7 @@ int cmd_report(int argc, char **argv) {
     int64_t examples = 3;
     mmt_pairs_options po;
     mmt_pairs_options_default(&po);
+    int examples_set = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(REPORT_HELP, stdout), 0;
@@ -315,6 +316,7 @@ int cmd_report(int argc, char **argv) {
             char *end;
             examples = strtoll(v, &end, 10);
             if (*end || examples < 1 || examples > 64) return cli_usage_error("--examples needs a number from 1 to 64");
+            examples_set = 1;
         } else if (!strcmp(a, "--max-text-bytes") || !strcmp(a, "--max-file-bytes")) {
             char *end;
             long long n = strtoll(v, &end, 10);
@@ -325,6 +327,8 @@ int cmd_report(int argc, char **argv) {
     }
     if (!run) return cli_usage_error("report: --run is required");
     if (queries && !model) return cli_usage_error("report: --queries needs --model");
+    if (!queries && (model || adapter || examples_set))
+        return cli_usage_error("report: --model, --adapter and --examples choose the retrieval examples; they go with --queries");
     report_data d = {0};
     mmt_pairs *pairs = NULL;
     mmt_strbuf html = {0};

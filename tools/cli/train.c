@@ -37,7 +37,9 @@
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
 #include "train/probe_fit.h"
+#include "train/fingerprint.h"
 #include "train/probe_task.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 
 /* ---- the settings table ---------------------------------------------------------------- */
@@ -59,7 +61,7 @@ typedef struct train_cfg {
     int64_t max_text_bytes, max_file_bytes; /* data file limits (data/datasets.h) */
     double temperature, distill;
     const char *progress;
-    int quiet;
+    int quiet, overwrite;
     /* prompt and prefix tuning */
     int64_t virtual_tokens, prompt_tokens, visual_prompt_tokens, prefix_hidden;
     int vpt_deep, prefix_projection, prefix_vision;
@@ -84,7 +86,8 @@ static const train_opt TRAIN_OPTS[] = {
     {"--image-root", "image_root", OPT_STRING, F(image_root), "DIR", "COCO: folder the file_name entries are relative to"},
     {"--method", "method", OPT_STRING, F(method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
     {"--out", "out", OPT_STRING, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
-    {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue from a run folder's newest checkpoint (or a ckpt-STEP)"},
+    {"--resume", "resume", OPT_STRING, F(resume), "DIR", "continue the run in DIR from its newest intact checkpoint (or from DIR/ckpt-STEP); the settings, model and data must be the run's"},
+    {"--overwrite", NULL, OPT_BOOL, F(overwrite), NULL, "delete what a non-empty --out holds and start afresh (otherwise refused)"},
     {"--config", NULL, OPT_STRING, F(config), "FILE", "JSON object with any of these settings by key"},
     {"--steps", "steps", OPT_INT, F(steps), "N", "optimizer steps (0: from --epochs)"},
     {"--epochs", "epochs", OPT_INT, F(epochs), "N", "passes over the data when --steps is 0"},
@@ -99,7 +102,7 @@ static const train_opt TRAIN_OPTS[] = {
     {"--min-lr-rate", "min_lr_rate", OPT_DOUBLE, F(min_lr_rate), "X", "cosine floor as a fraction of the peak"},
     {"--max-grad-norm", "max_grad_norm", OPT_DOUBLE, F(max_grad_norm), "X", "global gradient-norm clipping (0: off)"},
     {"--seed", "seed", OPT_INT, F(seed), "N", "data order, dropout and adapter initialisation"},
-    {"--save-every", "save_every", OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end)"},
+    {"--save-every", "save_every", OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end; 0: only at the end)"},
     {"--keep-checkpoints", "keep_checkpoints", OPT_INT, F(keep_checkpoints), "N", "newest checkpoints to keep (0: all)"},
     {"--lora-r", "lora_r", OPT_INT, F(lora_r), "N", "LoRA rank"},
     {"--lora-alpha", "lora_alpha", OPT_DOUBLE, F(lora_alpha), "X", "LoRA alpha (scaling alpha/r)"},
@@ -109,12 +112,12 @@ static const train_opt TRAIN_OPTS[] = {
     {"--adapter-reduction", "adapter_reduction", OPT_INT, F(adapter_reduction), "N", "--method adapter: bottleneck width hidden/N"},
     {"--adapter-placement", "adapter_placement", OPT_STRING, F(adapter_placement), "P", "--method adapter: after attn, mlp or both"},
     {"--adapter-act", "adapter_act", OPT_STRING, F(adapter_act), "A", "--method adapter: relu or gelu"},
-    {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear"},
+    {"--targets", "target_modules", OPT_STRING, F(targets), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear (default: q_proj,v_proj; ia3: k_proj,v_proj,fc2 as PEFT)"},
     {"--targets-regex", "target_regex", OPT_STRING, F(targets_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
     {"--scope", "scope", OPT_STRING, F(scope), "S", "towers to adapt: both, text or vision"},
     {"--layers", "layers_to_transform", OPT_STRING, F(layers), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
     {"--modules-to-save", "modules_to_save", OPT_STRING, F(modules_to_save), "LIST", "modules trained in full and saved with the adapter (PEFT's modules_to_save)"},
-    {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled"},
+    {"--ia3-feedforward", "feedforward_modules", OPT_STRING, F(feedforward), "LIST", "IA3 modules whose input is scaled (default: fc2 when it is a target)"},
     {"--num-virtual-tokens", "num_virtual_tokens", OPT_INT, F(virtual_tokens), "N", "prompt, visual-prompt, prefix: learned tokens (per layer for prefix)"},
     {"--prompt-tokens", "prompt_tokens", OPT_INT, F(prompt_tokens), "N", "also learn N CoOp text prompts (with lora, ia3, visual-prompt)"},
     {"--visual-prompt-tokens", "visual_prompt_tokens", OPT_INT, F(visual_prompt_tokens), "N", "also learn N VPT tokens (with lora, ia3, prompt, prefix)"},
@@ -161,9 +164,7 @@ static void train_defaults(train_cfg *c) {
     c->adapter_reduction = 16;
     c->adapter_placement = "both";
     c->adapter_act = "relu";
-    c->targets = "q_proj,v_proj";
     c->scope = "both";
-    c->feedforward = "fc2";
     c->virtual_tokens = 8;
     c->cache_mb = 1024;
     c->max_text_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES;
@@ -274,13 +275,24 @@ static int apply_config(train_cfg *c, const char *path, mmt_json_doc **doc_out) 
     return 0;
 }
 
-static char *settings_json(const train_cfg *c) {
+/* Settings that do not change what a run computes: a resumed run may differ in these. The
+ * model and data are compared by fingerprint, not by path. */
+static int outside_identity(const char *key) {
+    static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
+                                       "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints", NULL};
+    for (const char *const *k = keys; *k; k++)
+        if (!strcmp(*k, key)) return 1;
+    return 0;
+}
+
+/* The settings as one JSON object; identity_only leaves out what outside_identity names. */
+static char *settings_json(const train_cfg *c, int identity_only) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{");
     int first = 1;
     for (size_t i = 0; i < N_TRAIN_OPTS; i++) {
         const train_opt *o = &TRAIN_OPTS[i];
-        if (!o->key) continue;
+        if (!o->key || (identity_only && outside_identity(o->key))) continue;
         const char *p = (const char *)c + o->offset;
         mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", o->key);
         first = 0;
@@ -297,6 +309,26 @@ static char *settings_json(const train_cfg *c) {
         }
     }
     mmt_strbuf_printf(&b, "}");
+    return b.data;
+}
+
+/* run.json's identity: the base model's and the data's fingerprints and the settings. */
+static char *identity_json(const train_cfg *c, const mmt_pairs *pairs) {
+    char model_fp[17], data_fp[17];
+    int64_t files = 0;
+    if (mmt_fingerprint_model(c->model, model_fp, &files) != MMT_OK || mmt_fingerprint_pairs(pairs, data_fp) != MMT_OK)
+        return NULL;
+    char *settings = settings_json(c, 1);
+    if (!settings) return NULL;
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{\"model\": {\"fingerprint\": \"%s\", \"files\": %lld}, \"data\": {\"fingerprint\": \"%s\", "
+                          "\"pairs\": %lld}, \"settings\": %s}",
+                      model_fp, (long long)files, data_fp, (long long)pairs->n, settings);
+    mmt_free(settings);
+    if (b.failed) {
+        mmt_strbuf_free(&b);
+        return NULL;
+    }
     return b.data;
 }
 
@@ -469,6 +501,15 @@ static void print_json_number(double v) {
  * loop settings (steps, epochs, lr, schedule) do not apply. Returns the exit code. */
 static int train_linear_probe(const train_cfg *c, mmt_clip *model, const mmt_pairs *pairs) {
     if (c->resume) return cli_usage_error("train: --method linear-probe fits in one go; there is nothing to --resume");
+    /* the run folder is held and recorded as a training run's is (train/run_dir.h) */
+    char *ij = identity_json(c, pairs);
+    if (!ij) return cli_runtime_error();
+    mmt_run_dir rd;
+    char *nothing = NULL;
+    mmt_run_dir_options ro = {ij, c->overwrite, NULL};
+    mmt_status os = mmt_run_dir_open(c->out, &ro, &rd, &nothing);
+    mmt_free(ij);
+    if (os != MMT_OK) return cli_runtime_error();
     train_cfg d;
     train_defaults(&d);
     if (c->steps != d.steps || c->epochs != d.epochs || c->lr != d.lr)
@@ -482,7 +523,10 @@ static int train_linear_probe(const train_cfg *c, mmt_clip *model, const mmt_pai
     memset(&r, 0, sizeof r);
     int rc = 0;
     const char *base = mmt_clip_weights(model)->dir;
-    if (mmt_probe_task_create(model, pairs, &probe) != MMT_OK) return cli_runtime_error();
+    if (mmt_probe_task_create(model, pairs, &probe) != MMT_OK) {
+        mmt_run_dir_close(&rd);
+        return cli_runtime_error();
+    }
     const mmt_probe_head *h = mmt_probe_task_head(probe);
     int64_t n = h->K * (h->P + 1), total = mmt_weights_param_count(mmt_clip_weights(model));
     if (!c->quiet)
@@ -506,6 +550,7 @@ static int train_linear_probe(const train_cfg *c, mmt_clip *model, const mmt_pai
 done:
     mmt_probe_fit_result_free(&r);
     mmt_probe_task_free(probe);
+    mmt_run_dir_close(&rd);
     return rc;
 }
 
@@ -563,6 +608,20 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error("--schedule takes cosine, linear or constant, not '%s'", c.schedule);
     if (rc == 0 && (c.steps < 0 || c.epochs < 0 || c.batch_size < 1 || c.grad_accum < 1 || c.seed < 0 || c.cache_mb < 0))
         rc = cli_usage_error("train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
+    if (rc == 0 && c.save_every < 0) rc = cli_usage_error("--save-every must be >= 0 (0: only at the end), got %lld", (long long)c.save_every);
+    if (rc == 0 && c.keep_checkpoints < 0)
+        rc = cli_usage_error("--keep-checkpoints must be >= 0 (0: keep all), got %lld", (long long)c.keep_checkpoints);
+    if (rc == 0 && c.overwrite && c.resume) rc = cli_usage_error("train: --overwrite starts afresh; it cannot go with --resume");
+    /* per-method defaults: IA3 as PEFT sets it up for CLIP-style models (keys, values and the
+     * second MLP linear, which is feed-forward: its input is scaled) */
+    int is_ia3 = c.method && !strcmp(c.method, "ia3");
+    if (!c.targets) c.targets = is_ia3 ? "k_proj,v_proj,fc2" : "q_proj,v_proj";
+    if (!c.feedforward) {
+        int fc2 = !strcmp(c.targets, "all-linear") || c.targets_regex != NULL;
+        for (const char *p = c.targets; !fc2 && (p = strstr(p, "fc2")); p += 3)
+            fc2 = (p == c.targets || p[-1] == ',' || p[-1] == ' ' || p[-1] == '.') && (p[3] == '\0' || p[3] == ',');
+        c.feedforward = fc2 ? "fc2" : "";
+    }
     if (rc == 0 && strcmp(c.progress, "auto") && strcmp(c.progress, "bar") && strcmp(c.progress, "log"))
         rc = cli_usage_error("--progress takes auto, bar or log");
     if (rc == 0 && (c.max_text_bytes < 1 || c.max_file_bytes < 1))
@@ -582,11 +641,10 @@ int cmd_train(int argc, char **argv) {
     mmt_clip *model = NULL;
     mmt_pairs *pairs = NULL;
     mmt_clip_task *task = NULL;
-    mmt_probe_task *probe = NULL;
     mmt_peft_config pc;
     int have_pc = 0;
     mmt_bottleneck_config bc;
-    char *sj = NULL;
+    char *sj = NULL, *ij = NULL;
     if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
@@ -619,14 +677,12 @@ int cmd_train(int argc, char **argv) {
         rc = train_linear_probe(&c, model, pairs);
         goto done;
     }
-    if (is_probe ? mmt_probe_task_create(model, pairs, &probe) != MMT_OK
-                 : mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
+    if (mmt_clip_task_create(model, pairs, &to, &task) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
     mmt_train_task tt;
-    if (is_probe) mmt_probe_task_bind(probe, &tt);
-    else mmt_clip_task_bind(task, &tt);
+    mmt_clip_task_bind(task, &tt);
     mmt_train_settings ts;
     mmt_train_settings_default(&ts);
     ts.out = c.out;
@@ -648,9 +704,14 @@ int cmd_train(int argc, char **argv) {
     ts.keep_checkpoints = c.keep_checkpoints;
     ts.progress = !strcmp(c.progress, "bar") ? 1 : !strcmp(c.progress, "log") ? 0 : -1;
     ts.quiet = c.quiet;
-    ts.settings_json = sj = settings_json(&c);
-    const mmt_probe_head *ph = probe ? mmt_probe_task_head(probe) : NULL;
-    int64_t n = ph ? ph->K * (ph->P + 1) : mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
+    ts.settings_json = sj = settings_json(&c, 0);
+    ts.identity_json = ij = identity_json(&c, pairs);
+    ts.overwrite = c.overwrite;
+    if (!sj || !ij) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    int64_t n = mmt_clip_task_trainable_numel(task), total = mmt_weights_param_count(mmt_clip_weights(model));
     if (!c.quiet) {
         fprintf(stderr, "mmtune: %s on %lld pairs: %lld trainable parameters (%.3f%% of %lld)\n", c.method,
                 (long long)pairs->n, (long long)n, total > 0 ? 100.0 * (double)n / (double)total : 0, (long long)total);
@@ -668,9 +729,9 @@ int cmd_train(int argc, char **argv) {
            (long long)n, (long long)total, peak_mb, c.out);
 done:
     mmt_free(sj);
+    mmt_free(ij);
     if (have_pc) mmt_peft_config_free(&pc);
     mmt_clip_task_free(task);
-    mmt_probe_task_free(probe);
     mmt_pairs_free(pairs);
     mmt_clip_free(model);
     mmt_json_free(doc);
@@ -894,17 +955,24 @@ done:
 /* ---- merge ------------------------------------------------------------------------------ */
 
 static const char *MERGE_HELP =
-    "usage: mmtune merge --model DIR --adapter DIR --out DIR\n"
+    "usage: mmtune merge --model DIR --adapter DIR --out DIR [--overwrite]\n"
     "\n"
     "Folds a LoRA or IA3 adapter into the base weights and writes a Hugging Face snapshot\n"
     "(model.safetensors in float32, config, tokenizer and preprocessor files copied) that\n"
-    "transformers' CLIPModel.from_pretrained and mmtune load without the adapter.\n";
+    "transformers' CLIPModel.from_pretrained and mmtune load without the adapter.\n"
+    "The snapshot is written under a temporary name and renamed when complete, so OUT is\n"
+    "whole or absent. An existing non-empty OUT is refused unless --overwrite replaces it.\n";
 
 int cmd_merge(int argc, char **argv) {
     const char *model_dir = NULL, *adapter_dir = NULL, *out = NULL;
+    int overwrite = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(MERGE_HELP, stdout), 0;
+        if (!strcmp(a, "--overwrite")) {
+            overwrite = 1;
+            continue;
+        }
         if (i + 1 >= argc) return cli_usage_error("merge: %s needs a value", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) model_dir = v;
@@ -924,12 +992,14 @@ int cmd_merge(int argc, char **argv) {
     mmt_adapter *ad = NULL;
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
-    int rc = 0;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
-        mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK || mmt_clip_merge_write(model, ad, out) != MMT_OK)
+    char *tmp = NULL;
+    int rc = cli_out_begin("merge", out, overwrite, &tmp);
+    if (rc == 0 && (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
+                    mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK ||
+                    mmt_clip_merge_write(model, ad, tmp) != MMT_OK))
         rc = cli_runtime_error();
-    else
-        printf("{\"merged\": \"%s\"}\n", out);
+    rc = cli_out_finish(tmp, out, rc);
+    if (rc == 0) printf("{\"merged\": \"%s\"}\n", out);
     mmt_adapter_free(ad);
     mmt_clip_train_free(view);
     mmt_clip_free(model);
