@@ -51,6 +51,17 @@ static inline __attribute__((format(printf, 1, 2))) int run(const char *fmt, ...
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* Runs printf(fmt, ...) through /bin/sh; returns its exit code (-1: no exit). */
+static inline __attribute__((format(printf, 1, 2))) int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* Whether the path printf(fmt, ...) exists. */
 static inline __attribute__((format(printf, 1, 2))) int exists(const char *fmt, ...) {
     char p[1024];

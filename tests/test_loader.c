@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "core/alloc.h"
 #include "data/augment.h"
 #include "data/image.h"
@@ -212,17 +213,6 @@ static void test_augment_determinism(void) {
 }
 
 /* ---- the CLI: resume with augmentation ----------------------------------------------------- */
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static int file_exists(const char *path) {
     struct stat st;

@@ -44,16 +44,6 @@ static void make_data(const char *path, const char *suffix) {
     fclose(f);
 }
 
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Entries of a folder whose name contains needle. */
 static int count_named(const char *dir, const char *needle) {
     DIR *d = opendir(dir);

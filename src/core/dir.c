@@ -130,6 +130,19 @@ static const char *last_of(const char *s, const char *needle) {
     return last;
 }
 
+mmt_status mmt_dir_finish(const char *tmp, const char *final, mmt_status s) {
+    if (s == MMT_OK) s = mmt_dir_publish(tmp, final);
+    if (s != MMT_OK && tmp) {
+        struct stat st;
+        if (lstat(tmp, &st) == 0) {
+            mmt_status keep = s;
+            mmt_dir_remove_tree(tmp);
+            s = keep;
+        }
+    }
+    return s;
+}
+
 /* The pid of "NAME.tmp-PID" / "NAME.old-PID" (name NULL: any NAME), or -1. */
 static long stale_pid(const char *entry, const char *name) {
     /* NAME.tmp-PID and NAME.old-PID are folders; NAME.tmp.PID files of mmt_file_write_atomic */
@@ -219,23 +232,18 @@ void mmt_dir_lock_release(mmt_dir_lock *lock) {
 
 static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static mmt_status walk(const char *root, const char *rel, mmt_status (*fn)(const char *, const char *, void *), void *user,
-                       int depth) {
-    if (depth > 16) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s/%s: folders nested too deep", root, rel);
-    char *full = rel[0] ? mmt_path_join(root, rel) : mmt_strdup(root);
-    if (!full) return MMT_STATUS_OUT_OF_MEMORY;
-    DIR *d = opendir(full);
-    if (!d) {
-        mmt_status s = mmt_fail(MMT_STATUS_IO, "%s: cannot open folder: %s", full, strerror(errno));
-        mmt_free(full);
-        return s;
-    }
+mmt_status mmt_dir_list(const char *path, int (*keep)(const char *name), char ***names_out, size_t *n_out) {
+    *names_out = NULL;
+    *n_out = 0;
+    DIR *d = opendir(path);
+    if (!d) return mmt_fail(errno == ENOENT ? MMT_STATUS_NOT_FOUND : MMT_STATUS_IO, "%s: cannot open folder: %s", path,
+                            strerror(errno));
     char **names = NULL;
     size_t n = 0, cap = 0;
     mmt_status s = MMT_OK;
     struct dirent *e;
     while (s == MMT_OK && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (keep && !keep(e->d_name))) continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
             char **g = mmt_realloc(names, nc * sizeof *names);
@@ -250,7 +258,29 @@ static mmt_status walk(const char *root, const char *rel, mmt_status (*fn)(const
         else n++;
     }
     closedir(d);
-    if (s == MMT_OK && n) qsort(names, n, sizeof *names, compare_names);
+    if (s != MMT_OK) {
+        mmt_dir_list_free(names, n);
+        return s;
+    }
+    if (n) qsort(names, n, sizeof *names, compare_names);
+    *names_out = names;
+    *n_out = n;
+    return MMT_OK;
+}
+
+void mmt_dir_list_free(char **names, size_t n) {
+    for (size_t i = 0; names && i < n; i++) mmt_free(names[i]);
+    mmt_free(names);
+}
+
+static mmt_status walk(const char *root, const char *rel, mmt_status (*fn)(const char *, const char *, void *), void *user,
+                       int depth) {
+    if (depth > 16) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s/%s: folders nested too deep", root, rel);
+    char *full = rel[0] ? mmt_path_join(root, rel) : mmt_strdup(root);
+    if (!full) return MMT_STATUS_OUT_OF_MEMORY;
+    char **names = NULL;
+    size_t n = 0;
+    mmt_status s = mmt_dir_list(full, NULL, &names, &n);
     for (size_t i = 0; s == MMT_OK && i < n; i++) {
         char *r = rel[0] ? mmt_path_join(rel, names[i]) : mmt_strdup(names[i]);
         char *p = r ? mmt_path_join(root, r) : NULL;
@@ -262,8 +292,7 @@ static mmt_status walk(const char *root, const char *rel, mmt_status (*fn)(const
         mmt_free(r);
         mmt_free(p);
     }
-    for (size_t i = 0; i < n; i++) mmt_free(names[i]);
-    mmt_free(names);
+    mmt_dir_list_free(names, n);
     mmt_free(full);
     return s;
 }

@@ -36,6 +36,10 @@ mmt_status mmt_dir_begin(const char *final, char **tmp);
  * with an existing final, which is then removed) and fsyncs the parent. */
 mmt_status mmt_dir_publish(const char *tmp, const char *final);
 
+/* Ends a folder begun with mmt_dir_begin: publishes tmp as final when s is MMT_OK, else
+ * removes tmp (nothing half-written stays); returns s, or the publishing error. */
+mmt_status mmt_dir_finish(const char *tmp, const char *final, mmt_status s);
+
 /* Removes "NAME.tmp-PID" and "NAME.old-PID" entries beside final whose process is not
  * running; with all_pids, every such entry (the caller holds the folder's lock). NAME NULL:
  * every NAME in the folder `parent`. Returns the count removed. */
@@ -53,6 +57,11 @@ typedef struct mmt_dir_lock {
  * another process holds it: an error naming dir and the holder's pid. */
 mmt_status mmt_dir_lock_acquire(const char *dir, const char *name, mmt_dir_lock *lock);
 void mmt_dir_lock_release(mmt_dir_lock *lock);
+
+/* The names in folder path (no "." or ".."), sorted, for which keep(name) is non-zero (keep
+ * NULL: all); free with mmt_dir_list_free. */
+mmt_status mmt_dir_list(const char *path, int (*keep)(const char *name), char ***names, size_t *n);
+void mmt_dir_list_free(char **names, size_t n);
 
 /* Calls fn(rel_path, user) for every regular file below root, in sorted order, rel_path
  * relative to root; stops at the first failure, which it returns. */

@@ -478,12 +478,7 @@ mmt_status mmt_probe_head_publish(const mmt_probe_head *h, const char *base_mode
     mmt_status s = final && (fit || !r || !p) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK) s = mmt_dir_begin(final, &tmp);
     if (s == MMT_OK) s = mmt_probe_head_save_fit(h, base_model, fit, tmp);
-    if (s == MMT_OK) s = mmt_dir_publish(tmp, final);
-    if (s != MMT_OK && tmp) {
-        mmt_status keep = s;
-        mmt_dir_remove_tree(tmp);
-        s = keep;
-    }
+    if (tmp) s = mmt_dir_finish(tmp, final, s);
     mmt_free(fit);
     mmt_free(tmp);
     mmt_free(final);

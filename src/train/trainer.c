@@ -319,12 +319,7 @@ static mmt_status write_final(run *r) {
     mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK) s = r->task->save(r->task->ctx, tmp);
     mmt_crash_point("final.saved");
-    if (s == MMT_OK) s = mmt_dir_publish(tmp, final);
-    if (s != MMT_OK && tmp) {
-        mmt_status keep = s;
-        mmt_dir_remove_tree(tmp);
-        s = keep;
-    }
+    if (tmp) s = mmt_dir_finish(tmp, final, s);
     mmt_free(tmp);
     mmt_free(final);
     return s;

@@ -32,8 +32,7 @@ int cli_out_begin(const char *cmd, const char *out, int overwrite, char **tmp) {
 int cli_out_finish(char *tmp, const char *out, int rc) {
     if (!tmp) return rc;
     mmt_crash_point("out.before_publish");
-    if (rc == 0 && mmt_dir_publish(tmp, out) != MMT_OK) rc = cli_runtime_error();
-    if (rc != 0) mmt_dir_remove_tree(tmp);
+    if (mmt_dir_finish(tmp, out, rc == 0 ? MMT_OK : MMT_STATUS_INTERNAL) != MMT_OK && rc == 0) rc = cli_runtime_error();
     mmt_free(tmp);
     return rc;
 }
