@@ -325,6 +325,24 @@ static void test_selection_errors(void) {
                                          "\"rank_pattern\": {\"q_proj\": 9223372036854775807}}");
     expect_failure(d, "rank_pattern 2^63");
 
+    /* errors raised where the adapter meets the model (train/clip_task.c) name the folder too */
+    new_case("lora_bias_all", d, sizeof d);
+    copy_file(lora_dir, d, "adapter_model.safetensors", -1);
+    write_text(d, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"bias\": \"all\", "
+                                         "\"target_modules\": [\"q_proj\", \"v_proj\"]}");
+    expect_failure(d, "LoRA bias all");
+
+    new_case("embedding_target", d, sizeof d);
+    copy_file(lora_dir, d, "adapter_model.safetensors", -1);
+    write_text(d, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"token_embedding\"]}");
+    expect_failure(d, "embedding target");
+
+    new_case("modules_to_save_nothing", d, sizeof d);
+    copy_file(lora_dir, d, "adapter_model.safetensors", -1);
+    write_text(d, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", "
+                                         "\"v_proj\"], \"modules_to_save\": [\"no_such_module\"]}");
+    expect_failure(d, "modules_to_save matching nothing");
+
     new_case("bottleneck_layer", d, sizeof d);
     write_text(d, "adapter_config.json", "{\"peft_type\": \"MMTUNE_BOTTLENECK\", \"layers_to_transform\": [7]}");
     expect_failure(d, "bottleneck layer");

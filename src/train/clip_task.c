@@ -111,6 +111,14 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
     return s;
 }
 
+/* Every error about an adapter names its folder: messages raised deeper down that do not
+ * already contain it get it as a prefix. */
+static mmt_status name_folder(mmt_status s, const char *dir) {
+    if (s != MMT_OK && s != MMT_STATUS_OUT_OF_MEMORY && !strstr(mmt_last_error(), dir))
+        s = mmt_error_prefix(s, "%s: ", dir);
+    return s;
+}
+
 mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trainable,
                                  mmt_adapter **out) {
     *out = NULL;
@@ -136,7 +144,7 @@ mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trai
     if (have_cfg) mmt_peft_config_free(&cfg);
     mmt_free(cfgpath);
     mmt_free(wpath);
-    return s;
+    return name_folder(s, dir);
 }
 
 /* PEFT's IA3Config has no layers_to_transform (it would drop the key and adapt every layer),
@@ -220,7 +228,7 @@ static mmt_status prompt_load_dir(mmt_clip_train *view, const char *dir, int tra
     if (have_cfg) mmt_peft_config_free(&cfg);
     mmt_free(cfgpath);
     mmt_free(wpath);
-    return s;
+    return name_folder(s, dir);
 }
 
 mmt_status mmt_clip_adapters_load(mmt_clip_train *view, const char *dir, int trainable,
@@ -245,7 +253,7 @@ mmt_status mmt_clip_adapters_load(mmt_clip_train *view, const char *dir, int tra
         mmt_adapter_free(*ad);
         *ad = NULL;
     }
-    return s;
+    return name_folder(s, dir);
 }
 
 /* Where the task's prompt part lives under a checkpoint or adapter folder (mmt_malloc'd). */
