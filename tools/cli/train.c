@@ -279,7 +279,8 @@ static int apply_config(train_cfg *c, const char *path, mmt_json_doc **doc_out) 
  * model and data are compared by fingerprint, not by path. */
 static int outside_identity(const char *key) {
     static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
-                                       "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints", NULL};
+                                       "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints",
+                                       "max_text_bytes", "max_file_bytes", NULL};
     for (const char *const *k = keys; *k; k++)
         if (!strcmp(*k, key)) return 1;
     return 0;
