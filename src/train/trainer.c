@@ -41,7 +41,6 @@ void mmt_train_settings_default(mmt_train_settings *s) {
     s->seed = 42;
     s->save_every = 0;
     s->keep_checkpoints = 2;
-    s->progress = -1;
 }
 
 static double now_s(void) {
@@ -290,30 +289,6 @@ static mmt_status open_metrics(run *r, int64_t keep_upto) {
     return s;
 }
 
-static void show_progress(const run *r, int bar, int64_t step, double loss, double lr, double ips,
-                          double elapsed, int64_t steps_this_run, int64_t start) {
-    if (r->set->quiet) return;
-    int64_t total = r->total_steps;
-    double per = steps_this_run > 0 ? elapsed / (double)steps_this_run : 0;
-    double eta = per * (double)(total - step);
-    if (bar) {
-        char cells[31];
-        int filled = (int)(30 * step / (total > 0 ? total : 1));
-        for (int i = 0; i < 30; i++) cells[i] = i < filled ? '#' : '.';
-        cells[30] = '\0';
-        fprintf(stderr, "\rstep %lld/%lld [%s] loss %.4f lr %.2e %.1f img/s ETA %d:%02d   ", (long long)step,
-                (long long)total, cells, loss, lr, ips, (int)(eta / 60), (int)eta % 60);
-        if (step == total) fputc('\n', stderr);
-        fflush(stderr);
-    } else {
-        /* plain log lines: about twenty per run, and the last step */
-        int64_t every = total / 20 > 0 ? total / 20 : 1;
-        if ((step - start) % every != 0 && step != total && step != start + 1) return;
-        mmt_log_info("step %lld/%lld loss %.4f lr %.3g %.1f img/s ETA %.0fs", (long long)step, (long long)total,
-                     loss, lr, ips, eta);
-    }
-}
-
 static mmt_status write_final(run *r) {
     char *final = mmt_path_join(r->set->out, "adapter"), *tmp = NULL;
     mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
@@ -386,7 +361,6 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     }
     if ((s = open_metrics(&r, start)) != MMT_OK) goto done;
 
-    int bar = set->progress >= 0 ? set->progress : isatty(2);
     double t0 = now_s(), last_loss = NAN;
     if (!set->quiet)
         mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld, %lld trainable tensors", (long long)r.total_steps,
@@ -441,7 +415,13 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
                 (long long)step + 1, (double)((step + 1) * per_step) / (double)task->n_examples, last_loss, lr, norm, ips,
                 te - t0, data_wait);
         fflush(r.metrics);
-        show_progress(&r, bar, step + 1, last_loss, lr, ips, te - t0, step + 1 - start, start);
+        if (set->on_step) {
+            int64_t done_here = step + 1 - start;
+            double per = (te - t0) / (double)done_here;
+            mmt_train_progress p = {step + 1, r.total_steps, start, last_loss, lr, ips, te - t0,
+                                    per * (double)(r.total_steps - step - 1)};
+            set->on_step(set->on_step_user, &p);
+        }
         int last = step + 1 == r.total_steps;
         if (last || (set->save_every > 0 && (step + 1) % set->save_every == 0))
             if ((s = write_checkpoint(&r, step + 1)) != MMT_OK) goto done;

@@ -1,6 +1,7 @@
 /*
  * trainer.h — the training loop: batches, gradient accumulation, clipping, AdamW with warmup
- * + cosine, metrics, a progress display, atomic checkpoints and bitwise-exact resume.
+ * + cosine, metrics, progress reported to a callback, atomic checkpoints and bitwise-exact
+ * resume.
  *
  * The loop never knows which model or method it drives: a task (mmt_train_task) loads the
  * examples of a batch, runs forward + loss and backward, lists its trainable tensors and
@@ -55,6 +56,18 @@ typedef struct mmt_train_task {
     int64_t prefetch_ahead;
 } mmt_train_task;
 
+/* One optimizer step's progress, for settings.on_step. */
+typedef struct mmt_train_progress {
+    int64_t step;             /* steps done, resumed ones included */
+    int64_t total_steps;
+    int64_t start_step;       /* where this call began (after a resume) */
+    double loss;              /* the step's mean loss */
+    double lr;                /* the base learning rate of the step */
+    double images_per_s;
+    double elapsed_s;         /* since this call began */
+    double eta_s;             /* at this call's pace */
+} mmt_train_progress;
+
 typedef struct mmt_train_settings {
     const char *out;          /* run folder (created) */
     const char *resume;       /* a run folder (its latest checkpoint) or a ckpt-STEP folder; NULL: fresh */
@@ -74,8 +87,11 @@ typedef struct mmt_train_settings {
     uint64_t seed;
     int64_t save_every;       /* 0: only at the end */
     int64_t keep_checkpoints; /* newest to keep; 0: all */
-    int progress;             /* -1 auto (a terminal on stderr), 0 log lines, 1 progress bar */
-    int quiet;
+    /* Called after every optimizer step (may be NULL): the library prints no progress itself;
+     * the caller draws a bar or writes log lines from it. */
+    void (*on_step)(void *user, const struct mmt_train_progress *progress);
+    void *on_step_user;
+    int quiet;                /* no info log lines (start, resume) */
     const char *settings_json;/* written into trainer_state.json as "settings" (may be NULL) */
     const char *identity_json;/* what makes two runs the same run (run_dir.h); NULL: not checked */
     int overwrite;            /* a fresh run clears a non-empty out instead of refusing it */

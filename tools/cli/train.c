@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/encoder.h"
@@ -496,6 +497,33 @@ static void print_json_number(double v) {
     else fputs("null", stdout);
 }
 
+/* Progress of a training run on stderr (the library reports, the CLI draws): a bar that
+ * rewrites one line on a terminal, or about twenty log lines per run. */
+typedef struct progress_view {
+    int bar;
+} progress_view;
+
+static void show_progress(void *user, const mmt_train_progress *p) {
+    const progress_view *v = user;
+    int64_t total = p->total_steps > 0 ? p->total_steps : 1;
+    if (v->bar) {
+        char cells[31];
+        int filled = (int)(30 * p->step / total);
+        for (int i = 0; i < 30; i++) cells[i] = i < filled ? '#' : '.';
+        cells[30] = '\0';
+        fprintf(stderr, "\rstep %lld/%lld [%s] loss %.4f lr %.2e %.1f img/s ETA %d:%02d   ", (long long)p->step,
+                (long long)p->total_steps, cells, p->loss, p->lr, p->images_per_s, (int)(p->eta_s / 60),
+                (int)p->eta_s % 60);
+        if (p->step == p->total_steps) fputc('\n', stderr);
+        fflush(stderr);
+        return;
+    }
+    int64_t every = p->total_steps / 20 > 0 ? p->total_steps / 20 : 1;
+    if ((p->step - p->start_step) % every != 0 && p->step != p->total_steps && p->step != p->start_step + 1) return;
+    fprintf(stderr, "mmtune: info: step %lld/%lld loss %.4f lr %.3g %.1f img/s ETA %.0fs\n", (long long)p->step,
+            (long long)p->total_steps, p->loss, p->lr, p->images_per_s, p->eta_s);
+}
+
 /* train --method linear-probe: CLIP's linear probe (train/probe_fit.h). The image embeddings
  * are computed once; L-BFGS logistic regression is fitted to convergence at each C of the
  * sweep on a held-out split of the data (--seed picks it), then on all of it. The trainer's
@@ -703,7 +731,11 @@ int cmd_train(int argc, char **argv) {
     ts.seed = (uint64_t)c.seed;
     ts.save_every = c.save_every;
     ts.keep_checkpoints = c.keep_checkpoints;
-    ts.progress = !strcmp(c.progress, "bar") ? 1 : !strcmp(c.progress, "log") ? 0 : -1;
+    progress_view pv = {!strcmp(c.progress, "bar") || (!strcmp(c.progress, "auto") && isatty(2))};
+    if (!c.quiet) {
+        ts.on_step = show_progress;
+        ts.on_step_user = &pv;
+    }
     ts.quiet = c.quiet;
     ts.settings_json = sj = settings_json(&c, 0);
     ts.identity_json = ij = identity_json(&c, pairs);
