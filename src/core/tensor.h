@@ -1,8 +1,9 @@
 /*
- * tensor.h — dtypes and the plain tensor descriptor shared by all layers.
+ * tensor.h — dtypes, shapes and float conversions shared by all layers.
  *
- * A tensor is a view: dtype, shape, contiguous row-major data and the device it lives on.
- * Ownership stays with whoever allocated the data (an arena, a mapping, a model).
+ * Tensors travel as raw buffers with explicit shapes (ops/ops.h); where a buffer lives is
+ * the business of the op table that allocated it (its buffer operations), so there is no
+ * tensor descriptor carrying a device flag that nothing would read.
  */
 #ifndef MMT_CORE_TENSOR_H
 #define MMT_CORE_TENSOR_H
@@ -23,16 +24,6 @@ typedef enum mmt_dtype {
     MMT_DTYPE_F6_E3M2,
     MMT_DTYPE_COUNT
 } mmt_dtype;
-
-typedef enum mmt_device { MMT_DEVICE_CPU = 0, MMT_DEVICE_CUDA = 1 } mmt_device;
-
-typedef struct mmt_tensor {
-    mmt_dtype dtype;
-    mmt_device device;
-    int ndim;
-    int64_t shape[MMT_MAX_DIMS];
-    void *data;
-} mmt_tensor;
 
 int mmt_dtype_bits(mmt_dtype dtype);             /* bits per element */
 const char *mmt_dtype_name(mmt_dtype dtype);     /* safetensors spelling, "F32" */
