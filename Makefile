@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-fast test-asan test-fuzz demo bench bench-peft pretrain clean
+.PHONY: all deps build test test-fast test-asan test-tsan test-fuzz demo bench bench-peft pretrain clean
 
 all: build
 
@@ -13,10 +13,12 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The whole suite: release build, then ASan+UBSan build, then short fuzz runs.
+# The whole suite: release build, then ASan+UBSan build, then the threaded tests under
+# ThreadSanitizer, then short fuzz runs.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory test-fuzz
 
 test-fast: build
@@ -27,6 +29,12 @@ test-asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS)
+
+# Threads without OpenMP (libgomp is not instrumented); only the tests labelled threads.
+test-tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DMMT_TSAN=ON -DMMT_OPENMP=OFF -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --output-on-failure -j $(JOBS) -L threads
 
 test-fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DMMT_FUZZ=ON -DMMT_OPENMP=OFF -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
@@ -48,4 +56,4 @@ pretrain: build
 	bash scripts/pretrain.sh
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

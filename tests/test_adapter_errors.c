@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "adapter_fixture.h"
 #include "clip_fixture.h"
 #include "core/alloc.h"
 #include "core/file.h"
@@ -100,31 +101,7 @@ static void rewrite_tensors(const char *src, const char *dst, tensor_edit edit, 
 static char lora_dir[300], ia3_dir[300], prompt_dir[300], saved_dir[300];
 
 /* On a view of its own: modules_to_save makes the view's own tensors trainable for good. */
-static void save_from_config(const mmt_peft_config *cfg, const char *dir) {
-    mmt_clip_train_options o;
-    mmt_clip_train_options_default(&o);
-    mmt_clip_train *ct = NULL;
-    mmt_adapter *ad = NULL;
-    char w[600];
-    path_in(w, sizeof w, dir, "adapter_model.safetensors");
-    CHECK_OK(mmt_mkdirs(dir));
-    CHECK_OK(mmt_clip_train_create(fx.model, &o, &ct));
-    if (ct) CHECK_OK(mmt_clip_adapter_from_config(ct, cfg, 5, 0, &ad));
-    if (ad) {
-        /* B != 0, IA3 != 1, the saved modules moved: loading it changes what the model computes */
-        for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_LORA && i < ad->n; i++)
-            for (int64_t j = 0; j < ad->entries[i].linear->out * ad->entries[i].lora.r; j++) ad->entries[i].lora.b[j] = 0.01f;
-        for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_IA3 && i < ad->n; i++)
-            for (int64_t j = 0; j < (ad->entries[i].feedforward ? ad->entries[i].linear->in : ad->entries[i].linear->out); j++)
-                ad->entries[i].ia3[j] = 1.1f;
-        for (int64_t i = 0; i < ad->n_saved; i++)
-            for (int64_t j = 0; j < ad->saved[i].numel; j++) ad->saved[i].data[j] += 0.5f;
-        CHECK_OK(mmt_peft_config_save(cfg, dir));
-        CHECK_OK(mmt_adapter_save_tensors(ad, w));
-    }
-    mmt_adapter_free(ad);
-    mmt_clip_train_free(ct);
-}
+static void save_from_config(const mmt_peft_config *cfg, const char *dir) { adapter_fixture_save(fx.model, cfg, dir, 0.01f); }
 
 static void make_references(void) {
     mmt_peft_config cfg;

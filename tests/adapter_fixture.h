@@ -1,0 +1,49 @@
+/*
+ * adapter_fixture.h — real adapter folders made through the library for tests that need
+ * some on disk (test_adapter_errors.c, test_threads.c).
+ *
+ * adapter_fixture_save() attaches cfg to a fresh view of model, moves every tensor off its
+ * identity start (LoRA B = b_value instead of 0, IA3 vectors 1 + b_value instead of 1, saved
+ * modules + 0.5), so that loading the folder changes what the model computes, and writes
+ * adapter_config.json + adapter_model.safetensors into dir (created). Header-only.
+ */
+#ifndef MMT_TESTS_ADAPTER_FIXTURE_H
+#define MMT_TESTS_ADAPTER_FIXTURE_H
+
+#include <stdio.h>
+
+#include "check.h"
+#include "core/alloc.h"
+#include "core/file.h"
+#include "models/clip_train.h"
+#include "peft/adapter.h"
+#include "peft/peft_config.h"
+#include "train/clip_task.h"
+
+static inline void adapter_fixture_save(mmt_clip *model, const mmt_peft_config *cfg, const char *dir, float b_value) {
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct = NULL;
+    mmt_adapter *ad = NULL;
+    char *w = mmt_path_join(dir, "adapter_model.safetensors");
+    CHECK_OK(mmt_mkdirs(dir));
+    CHECK_OK(mmt_clip_train_create(model, &o, &ct));
+    if (ct) CHECK_OK(mmt_clip_adapter_from_config(ct, cfg, 5, 0, &ad));
+    if (ad && w) {
+        for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_LORA && i < ad->n; i++)
+            for (int64_t j = 0; j < ad->entries[i].linear->out * ad->entries[i].lora.r; j++)
+                ad->entries[i].lora.b[j] = b_value;
+        for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_IA3 && i < ad->n; i++)
+            for (int64_t j = 0; j < (ad->entries[i].feedforward ? ad->entries[i].linear->in : ad->entries[i].linear->out); j++)
+                ad->entries[i].ia3[j] = 1.0f + b_value;
+        for (int64_t i = 0; i < ad->n_saved; i++)
+            for (int64_t j = 0; j < ad->saved[i].numel; j++) ad->saved[i].data[j] += 0.5f;
+        CHECK_OK(mmt_peft_config_save(cfg, dir));
+        CHECK_OK(mmt_adapter_save_tensors(ad, w));
+    }
+    mmt_free(w);
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(ct);
+}
+
+#endif
