@@ -7,10 +7,12 @@
  * machine runs the AVX2 table. mmt_ops_cpu() decides once per process (pthread_once, so
  * concurrent first calls are safe); MMT_KERNELS=ref|avx2|avx512 overrides the choice, and an
  * unknown or unavailable name falls back to the automatic one with a warning in the log.
+ * mmt_ops_resolve completes another backend's table from the CPU one.
  */
 #include "ops/ops.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +23,13 @@
 
 static const mmt_ops ops_ref = {
     .name = "ref",
+    .buffer_alloc = buffer_alloc_ref,
+    .buffer_free = buffer_free_ref,
+    .buffer_upload = buffer_copy_ref,
+    .buffer_download = buffer_copy_ref,
+    .buffer_copy = buffer_copy_ref,
+    .buffer_fill = buffer_fill_ref,
+    .sync = sync_ref,
     .matmul_fwd = matmul_fwd_ref,
     .layernorm_fwd = layernorm_fwd_ref,
     .softmax_fwd = softmax_fwd_ref,
@@ -41,10 +50,23 @@ static const mmt_ops ops_ref = {
     .patchify_bwd = patchify_bwd_ref,
     .attention_kv_fwd = attention_kv_fwd_ref,
     .attention_kv_bwd = attention_kv_bwd_ref,
+    .adamw_step = adamw_step_ref,
+    .sum_squares = sum_squares_ref,
+    .scale = scale_ref,
+    .find_nonfinite = find_nonfinite_ref,
+    .l2_normalize_fwd = l2_normalize_fwd_ref,
+    .l2_normalize_bwd = l2_normalize_bwd_ref,
 };
 
 static const mmt_ops ops_avx2 = {
     .name = "avx2",
+    .buffer_alloc = buffer_alloc_ref,
+    .buffer_free = buffer_free_ref,
+    .buffer_upload = buffer_copy_ref,
+    .buffer_download = buffer_copy_ref,
+    .buffer_copy = buffer_copy_ref,
+    .buffer_fill = buffer_fill_ref,
+    .sync = sync_ref,
     .matmul_fwd = matmul_fwd_avx2,
     .layernorm_fwd = layernorm_fwd_avx2,
     .softmax_fwd = softmax_fwd_avx2,
@@ -65,6 +87,14 @@ static const mmt_ops ops_avx2 = {
     .patchify_bwd = patchify_bwd_cpu,
     .attention_kv_fwd = attention_kv_fwd_avx2,
     .attention_kv_bwd = attention_kv_bwd_avx2,
+    .adamw_step = adamw_step_avx2,
+    /* Not worth a SIMD version: the order of the double sum is part of its contract, and
+     * the others are memory-bound loops on small (B, P) or parameter-sized data. */
+    .sum_squares = sum_squares_ref,
+    .scale = scale_ref,
+    .find_nonfinite = find_nonfinite_ref,
+    .l2_normalize_fwd = l2_normalize_fwd_ref,
+    .l2_normalize_bwd = l2_normalize_bwd_ref,
 };
 
 const mmt_ops *mmt_ops_ref(void) { return &ops_ref; }
@@ -97,4 +127,59 @@ static void ops_cpu_choose(void) {
 const mmt_ops *mmt_ops_cpu(void) {
     pthread_once(&ops_cpu_once, ops_cpu_choose);
     return ops_cpu_chosen;
+}
+
+/* ---- resolving a backend's table --------------------------------------------------- */
+
+/* Every entry of mmt_ops after name, by name and place. The assertion below fails to compile
+ * when a field is added to mmt_ops and not here. */
+#define OPS_FIELD(f) {#f, offsetof(mmt_ops, f)}
+static const struct {
+    const char *name;
+    size_t offset;
+} ops_fields[] = {
+    OPS_FIELD(buffer_alloc), OPS_FIELD(buffer_free), OPS_FIELD(buffer_upload),
+    OPS_FIELD(buffer_download), OPS_FIELD(buffer_copy), OPS_FIELD(buffer_fill),
+    OPS_FIELD(sync), OPS_FIELD(matmul_fwd), OPS_FIELD(layernorm_fwd), OPS_FIELD(softmax_fwd),
+    OPS_FIELD(gelu_fwd), OPS_FIELD(quick_gelu_fwd), OPS_FIELD(add_fwd),
+    OPS_FIELD(attention_fwd), OPS_FIELD(embedding_fwd), OPS_FIELD(patchify_fwd),
+    OPS_FIELD(gemm), OPS_FIELD(matmul_bwd), OPS_FIELD(layernorm_bwd), OPS_FIELD(softmax_bwd),
+    OPS_FIELD(gelu_bwd), OPS_FIELD(quick_gelu_bwd), OPS_FIELD(attention_bwd),
+    OPS_FIELD(embedding_bwd), OPS_FIELD(patchify_bwd), OPS_FIELD(attention_kv_fwd),
+    OPS_FIELD(attention_kv_bwd), OPS_FIELD(adamw_step), OPS_FIELD(sum_squares),
+    OPS_FIELD(scale), OPS_FIELD(find_nonfinite), OPS_FIELD(l2_normalize_fwd),
+    OPS_FIELD(l2_normalize_bwd),
+};
+#undef OPS_FIELD
+#define OPS_N_FIELDS (sizeof ops_fields / sizeof ops_fields[0])
+
+typedef void (*ops_entry)(void);
+_Static_assert(sizeof(mmt_ops) == offsetof(mmt_ops, buffer_alloc) + OPS_N_FIELDS * sizeof(ops_entry),
+               "ops_fields must list every entry of mmt_ops");
+
+/* Function pointers of any type have one size and representation on the platforms we build
+ * for (POSIX requires it), so an entry is read and written as an ops_entry through memcpy. */
+static ops_entry ops_get(const mmt_ops *t, size_t i) {
+    ops_entry e;
+    memcpy(&e, (const char *)t + ops_fields[i].offset, sizeof e);
+    return e;
+}
+
+const char *mmt_ops_first_missing(const mmt_ops *table) {
+    for (size_t i = 0; i < OPS_N_FIELDS; i++)
+        if (!ops_get(table, i)) return ops_fields[i].name;
+    return NULL;
+}
+
+void mmt_ops_resolve(const mmt_ops *backend, mmt_ops *out) {
+    const mmt_ops *cpu = mmt_ops_cpu();
+    if (!backend) backend = cpu;
+    *out = *backend;
+    for (size_t i = 0; i < OPS_N_FIELDS; i++) {
+        if (ops_get(backend, i)) continue;
+        ops_entry e = ops_get(cpu, i);
+        memcpy((char *)out + ops_fields[i].offset, &e, sizeof e);
+        mmt_log_warn("ops: %s lacks %s; using the CPU", backend->name ? backend->name : "(unnamed)",
+                     ops_fields[i].name);
+    }
 }

@@ -1,12 +1,21 @@
 /*
  * ops.h — the kernel layer: one table of function pointers per backend.
  *
- * Ops are pure functions on raw buffers with explicit shapes; they allocate nothing and
- * never fail (shapes are validated by the caller). Every fast backend is tested against the
+ * Ops are pure functions on raw buffers with explicit shapes; apart from buffer_alloc they
+ * allocate nothing and never fail (shapes are validated by the caller). Every fast backend is tested against the
  * plain reference table (src/ops/ref/), which is the oracle. The table is the only seam
  * between CPU and GPU: a CUDA backend fills the same fields with device pointers; a NULL
- * entry means the backend lacks that op and the caller falls back to the CPU visibly.
+ * entry means the backend lacks that op; mmt_ops_resolve() fills such entries from the CPU
+ * table and logs each once, so callers hold resolved tables and never test for NULL.
  * Backward kernels are the *_bwd fields beside their forwards.
+ *
+ * Buffers: the buffer_* entries own the backend's memory. The CPU tables hand out 64-byte
+ * aligned host memory through core/alloc (mmt_malloc), so the allocator's byte counter and
+ * its fault injection see it; upload/download/copy are memcpy and sync does nothing. A CUDA
+ * backend fills the same fields with device memory (cudaMalloc, cudaMemcpy in the three
+ * directions, a fill kernel, cudaDeviceSynchronize). A backend whose kernels read device
+ * memory must provide every buffer_* entry: taking the CPU's would hand its kernels host
+ * pointers.
  *
  * Threads and stack: the CPU kernels split large calls over OpenMP threads (OMP_NUM_THREADS).
  * The AVX2 matmul and attention pack operands into buffers on the stack, about 330 KiB per
@@ -18,10 +27,40 @@
 #ifndef MMT_OPS_H
 #define MMT_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* The float32 scalars of one AdamW step (see adamw_step below), each rounded from the double
+ * the caller computes in where torch rounds it (train/adamw.c). */
+typedef struct mmt_adamw_scalars {
+    float decay;                 /* 1 - lr * weight_decay */
+    int apply_decay;             /* 0: skip the decay pass (torch skips it when wd == 0) */
+    float neg_step;              /* -(lr / (1 - beta1^t)) */
+    float lerp_weight;           /* 1 - beta1 */
+    float beta2, one_minus_beta2;
+    float bias_correction2_sqrt; /* sqrt(1 - beta2^t) */
+    float eps;
+} mmt_adamw_scalars;
 
 typedef struct mmt_ops {
     const char *name; /* "ref", "avx2", "avx512", "cuda" */
+    /* Every field after name is a function pointer (mmt_ops_resolve relies on it). */
+
+    /* ---- buffers ---------------------------------------------------------------------
+     * buffer_alloc: `bytes` bytes of backend memory, 64-byte aligned, contents undefined;
+     * NULL (last error set to out-of-memory) on failure. bytes == 0 gives a valid pointer
+     * that buffer_free accepts. buffer_free accepts NULL. */
+    void *(*buffer_alloc)(size_t bytes);
+    void (*buffer_free)(void *buffer);
+    /* dst (backend) <- src (host); dst (host) <- src (backend); dst <- src, both backend
+     * memory. The ranges must not overlap. */
+    void (*buffer_upload)(void *dst, const void *src_host, size_t bytes);
+    void (*buffer_download)(void *dst_host, const void *src, size_t bytes);
+    void (*buffer_copy)(void *dst, const void *src, size_t bytes);
+    /* x (n) = value. */
+    void (*buffer_fill)(float *x, float value, int64_t n);
+    /* Returns when every op issued before it has finished (its results are readable). */
+    void (*sync)(void);
 
     /* y (M,N) = x (M,K) @ w (N,K)^T + bias (N); bias may be NULL. w is in the
      * nn.Linear layout [out, in]. y must not alias x or w. */
@@ -125,7 +164,51 @@ typedef struct mmt_ops {
                              const float *q, const float *k, const float *v, const float *att,
                              int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
                              int64_t causal_offset);
+
+    /* ---- optimizer and normalisation ------------------------------------------------ */
+
+    /* One AdamW step on one tensor: p, g, m, v and vmax (NULL without amsgrad) all (n).
+     * torch.optim.AdamW's single-tensor path elementwise, with torch's fused multiply-adds:
+     *   p = p * s->decay, as a pass of its own, when s->apply_decay;
+     *   m = lerp(m, g, w) as one fma (w = s->lerp_weight; Lerp.h: |w| < 0.5 ? m + w (g - m)
+     *       : g - (g - m)(1 - w));
+     *   v = fma(s->one_minus_beta2 * g, g, v * s->beta2);
+     *   vmax = max(vmax, v) with a NaN winning, and used as v below (amsgrad);
+     *   p = p + (s->neg_step * m) / (sqrt(v) / s->bias_correction2_sqrt + s->eps).
+     * No other product feeds an addition, and fma, sqrt and division are exactly rounded, so
+     * every backend must give the reference's bits. */
+    void (*adamw_step)(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
+                       const mmt_adamw_scalars *s);
+
+    /* The sum of x[i]^2 over x (n), in double and in index order, so the result does not
+     * depend on the backend or the thread count (a float product is exact in double). */
+    double (*sum_squares)(const float *x, int64_t n);
+
+    /* x (n) = x * factor, in place. */
+    void (*scale)(float *x, float factor, int64_t n);
+
+    /* The index of the first NaN or infinity in x (n), or -1 when every element is finite. */
+    int64_t (*find_nonfinite)(const float *x, int64_t n);
+
+    /* y (B,P) = x / ||x|| per row, no epsilon (CLIPModel's embeds / embeds.norm()): the sum
+     * of squares in double, n = (float)sqrt, y = x * (1.0f / n); a zero row gives zeros.
+     * norm (B) receives n when not NULL (saved for backward). y may alias x. */
+    void (*l2_normalize_fwd)(float *y, float *norm, const float *x, int64_t B, int64_t P);
+    /* dx (B,P) += (dy - y (y . dy)) / norm per row, the dot in double; rows with norm 0 get
+     * nothing. */
+    void (*l2_normalize_bwd)(float *dx, const float *dy, const float *y, const float *norm,
+                             int64_t B, int64_t P);
 } mmt_ops;
+
+/*
+ * The table a caller should use for `backend`: a copy of it in *out where every NULL entry is
+ * taken from mmt_ops_cpu(), with one warning per missing entry ("ops: <backend> lacks <op>;
+ * using the CPU"). Resolve a backend once, when it is chosen, and keep the result. backend
+ * NULL gives the CPU table.
+ */
+void mmt_ops_resolve(const mmt_ops *backend, mmt_ops *out);
+/* The name of the first NULL entry of table, or NULL when it is complete. */
+const char *mmt_ops_first_missing(const mmt_ops *table);
 
 /* The plain C reference backend (the oracle). */
 const mmt_ops *mmt_ops_ref(void);

@@ -88,6 +88,10 @@ void attention_kv_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const f
 void embedding_fwd_cpu(float *y, const int32_t *ids, const float *table, int64_t N, int64_t C);
 void patchify_fwd_cpu(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
                       int64_t P);
+struct mmt_adamw_scalars;
+void adamw_step_avx2(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
+                     const struct mmt_adamw_scalars *s);
+
 void embedding_bwd_cpu(float *dtable, const float *dy, const int32_t *ids, int64_t N, int64_t C);
 void patchify_bwd_cpu(float *dx, const float *dy, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,
                       int64_t P);

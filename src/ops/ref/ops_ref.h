@@ -9,7 +9,16 @@
 #ifndef MMT_OPS_REF_H
 #define MMT_OPS_REF_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* buffer_ref.c: host memory through core/alloc; upload, download and copy are all
+ * buffer_copy_ref (memcpy). */
+void *buffer_alloc_ref(size_t bytes);
+void buffer_free_ref(void *buffer);
+void buffer_copy_ref(void *dst, const void *src, size_t bytes);
+void buffer_fill_ref(float *x, float value, int64_t n);
+void sync_ref(void);
 
 void matmul_fwd_ref(float *y, const float *x, const float *w, const float *bias, int64_t M,
                     int64_t K, int64_t N);
@@ -52,5 +61,18 @@ void attention_kv_bwd_ref(float *dq, float *dk, float *dv, float *datt, const fl
                           const float *q, const float *k, const float *v, const float *att,
                           int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
                           int64_t causal_offset);
+
+/* train_ref.c */
+struct mmt_adamw_scalars;
+void adamw_step_ref(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
+                    const struct mmt_adamw_scalars *s);
+double sum_squares_ref(const float *x, int64_t n);
+void scale_ref(float *x, float factor, int64_t n);
+int64_t find_nonfinite_ref(const float *x, int64_t n);
+
+/* normalize_ref.c */
+void l2_normalize_fwd_ref(float *y, float *norm, const float *x, int64_t B, int64_t P);
+void l2_normalize_bwd_ref(float *dx, const float *dy, const float *y, const float *norm,
+                          int64_t B, int64_t P);
 
 #endif
