@@ -301,12 +301,7 @@ static mmt_status project(const mmt_ops *ops, mmt_arena *arena, const clip_tower
     if (!h) return MMT_STATUS_OUT_OF_MEMORY;
     ops->layernorm_fwd(h, NULL, NULL, pooled, ln_w, ln_b, B, C, (float)t->cfg->layer_norm_eps);
     ops->matmul_fwd(out, h, t->projection, NULL, B, C, P);
-    for (int64_t b = 0; b < B; b++) {
-        double ss = 0;
-        for (int64_t j = 0; j < P; j++) ss += (double)out[b * P + j] * out[b * P + j];
-        float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-        for (int64_t j = 0; j < P; j++) out[b * P + j] *= inv;
-    }
+    ops->l2_normalize_fwd(out, NULL, out, B, P);
     return MMT_OK;
 }
 

@@ -680,7 +680,7 @@ static mmt_status head_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int t
                            (float)t->cfg->layer_norm_eps);
     if (t->proj.lora) t->proj.lora->dropout_seed = mix_seed(t->seed, 1000003, 0);
     MMT_TRY(nn_linear_forward(&t->proj, ct->ops, &ct->step, t->proj_out, t->hfin, B, train));
-    nn_l2_normalize_forward(t->emb, t->norm, t->proj_out, B, P);
+    ct->ops->l2_normalize_fwd(t->emb, t->norm, t->proj_out, B, P);
     return MMT_OK;
 }
 
@@ -827,7 +827,7 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     float *dproj = ALLOC_F(ar, B * P), *dh = ALLOC_F(ar, B * C), *dpooled = ALLOC_F(ar, B * C);
     if (!dproj || !dh || !dpooled) return MMT_STATUS_OUT_OF_MEMORY;
     memset(dproj, 0, (size_t)(B * P) * sizeof(float));
-    nn_l2_normalize_backward(dproj, t->demb, t->emb, t->norm, B, P);
+    ct->ops->l2_normalize_bwd(dproj, t->demb, t->emb, t->norm, B, P);
     int need_below_head = lowest < L || below;
     memset(dh, 0, (size_t)(B * C) * sizeof(float));
     MMT_TRY(nn_linear_backward(&t->proj, ops, &ct->scratch, dh, dproj, t->hfin, B));

@@ -4,29 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-void nn_l2_normalize_forward(float *y, float *norm, const float *x, int64_t B, int64_t P) {
-    for (int64_t b = 0; b < B; b++) {
-        double ss = 0;
-        for (int64_t j = 0; j < P; j++) ss += (double)x[b * P + j] * x[b * P + j];
-        float n = (float)sqrt(ss);
-        float inv = n > 0 ? 1.0f / n : 0.0f;
-        norm[b] = n;
-        for (int64_t j = 0; j < P; j++) y[b * P + j] = x[b * P + j] * inv;
-    }
-}
-
-void nn_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norm,
-                              int64_t B, int64_t P) {
-    for (int64_t b = 0; b < B; b++) {
-        if (norm[b] == 0) continue;
-        double dot = 0;
-        for (int64_t j = 0; j < P; j++) dot += (double)y[b * P + j] * dy[b * P + j];
-        float inv = 1.0f / norm[b];
-        for (int64_t j = 0; j < P; j++)
-            dx[b * P + j] += (dy[b * P + j] - y[b * P + j] * (float)dot) * inv;
-    }
-}
-
 void nn_clip_logits(float *lt, const float *img, const float *txt, int64_t B, int64_t P,
                     float scale) {
     for (int64_t i = 0; i < B; i++)

@@ -1,6 +1,6 @@
 /*
- * loss.h — the training objectives, each with its gradient, and the L2 normalisation that
- * precedes CLIP's similarity.
+ * loss.h — the training objectives, each with its gradient. (The L2 normalisation that
+ * precedes CLIP's similarity is the op table's l2_normalize_fwd/_bwd, src/ops/ops.h.)
  *
  * Contrastive: transformers' clip_loss (modeling_clip.py): with logits_per_text
  * LT = scale * txt @ img^T (B, B), loss = (CE(LT, arange) + CE(LT^T, arange)) / 2, each CE a
@@ -17,12 +17,6 @@
 
 #include "core/arena.h"
 #include "core/status.h"
-
-/* y (B, P) = x / ||x|| per row (no epsilon, as CLIPModel); norm (B) receives the norms. */
-void nn_l2_normalize_forward(float *y, float *norm, const float *x, int64_t B, int64_t P);
-/* dx (B, P) += (dy - y (y . dy)) / norm per row. */
-void nn_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norm,
-                              int64_t B, int64_t P);
 
 /* Contrastive loss of normalised embeddings img, txt (B, P) at temperature `scale` (the
  * exp of CLIP's logit_scale). When teacher_lt (B, B) is given (the frozen model's

@@ -12,12 +12,12 @@
  * is off by an ulp on some inputs, ours is correctly rounded, so parameters agree to about
  * one float32 ulp of the update.
  *
- * Results do not depend on the build: fmaf is exactly rounded whether it is an instruction
- * (the loop built for FMA CPUs) or a libm call (baseline x86-64), and the loops hold no other
- * product that feeds an addition, so a compiler that contracts a*b+c (GCC's default where
- * FMA is enabled) has nothing to fuse. The weight-decay product is applied in a loop of its
- * own for that reason. (Only the double scalar 1 - lr*wd could be contracted under
- * -march=native; a double ulp there does not survive the rounding to float32 in practice.)
+ * The elementwise update is the op table's adamw_step (src/ops/ref/train_ref.c, and the
+ * AVX2 version beside it); this file computes its scalars in double, rounds them where torch
+ * does, and walks the parameters. Results do not depend on the build or the table: fmaf,
+ * sqrt and division are exactly rounded wherever they run, and the op holds no other product
+ * that feeds an addition (see ops.h). (Only the double scalar 1 - lr*wd could be contracted
+ * under -march=native; a double ulp there does not survive the rounding to float32.)
  */
 #include <math.h>
 #include <stdlib.h>
@@ -25,6 +25,7 @@
 
 #include "core/alloc.h"
 #include "core/cpu.h"
+#include "ops/ops.h"
 #include "train/optimizer.h"
 
 /* ---- weight-decay rule ------------------------------------------------------------- */
@@ -289,6 +290,7 @@ mmt_status mmt_adamw_create(const mmt_adamw_config *config, const mmt_param_grou
     mmt_adamw *opt = mmt_calloc(1, sizeof *opt);
     if (!opt) return MMT_STATUS_OUT_OF_MEMORY;
     opt->config = *config;
+    opt->ops = mmt_ops_cpu();
     opt->fma = mmt_cpu_detect().avx2;
     for (int64_t g = 0; g < n_groups; g++) opt->n_params += groups[g].n_params;
     opt->n_groups = n_groups;
@@ -333,74 +335,6 @@ double mmt_adamw_group_lr(const mmt_adamw *opt, int64_t group, double multiplier
     return (opt->config.lr * opt->groups[group].lr_scale) * multiplier;
 }
 
-/* The float32 scalars one step uses, each rounded from double where torch rounds it. */
-typedef struct adamw_scalars {
-    float lerp_weight;      /* 1 - beta1 */
-    int lerp_small;         /* torch's lerp branch: |weight| < 0.5 */
-    float beta2;
-    float one_minus_beta2;
-    float bias_correction2_sqrt;
-    float eps;
-} adamw_scalars;
-
-/* torch.maximum: a NaN in either operand wins. */
-static float max_nan(float a, float b) { return (a != a || a >= b) ? a : b; }
-
-/*
- * p *= decay (n), torch's separate param.mul_(1 - lr * wd). A loop of its own, so the
- * product is stored before the update adds to it: a compiler allowed to contract a*b+c could
- * otherwise fuse the two into one fma, which torch does not.
- */
-static void decay_params(float *p, int64_t n, float decay) {
-    for (int64_t i = 0; i < n; i++) p[i] = p[i] * decay;
-}
-
-/*
- * The moment and parameter update of one tensor: p, g, m, v (and vmax, NULL without amsgrad)
- * all (n). neg_step is (float)(-(lr / bias_correction1)). Apart from the explicit fmaf calls
- * no product here feeds an addition, so nothing else can be contracted.
- */
-static inline __attribute__((always_inline)) void
-adamw_update_body(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
-                  float neg_step, const adamw_scalars *s) {
-    for (int64_t i = 0; i < n; i++) {
-        float grad = g[i];
-        /* Lerp.h: small weight -> self + w*(end - self), else end - (end - self)*(1 - w),
-         * both as one fmadd. */
-        float diff = grad - m[i];
-        float avg = s->lerp_small ? fmaf(s->lerp_weight, diff, m[i])
-                                  : fmaf(s->lerp_weight - 1.0f, diff, grad);
-        float sq = fmaf(s->one_minus_beta2 * grad, grad, v[i] * s->beta2);
-        m[i] = avg;
-        v[i] = sq;
-        if (vmax) {
-            sq = max_nan(vmax[i], sq);
-            vmax[i] = sq;
-        }
-        float denom = sqrtf(sq) / s->bias_correction2_sqrt + s->eps;
-        p[i] = p[i] + (neg_step * avg) / denom;
-    }
-}
-
-/* Baseline x86-64 has no fma instruction, so fmaf is a libm call (exact, but about half
- * the speed). On CPUs with FMA the same body is built with it enabled, where fmaf becomes
- * one instruction with the same, exactly rounded, result. */
-static void adamw_update(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
-                         float neg_step, const adamw_scalars *s) {
-    adamw_update_body(p, g, m, v, vmax, n, neg_step, s);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ADAMW_HAVE_FMA_BUILD 1
-__attribute__((target("fma"))) static void
-adamw_update_fma(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
-                 float neg_step, const adamw_scalars *s) {
-    adamw_update_body(p, g, m, v, vmax, n, neg_step, s);
-}
-#else
-#define ADAMW_HAVE_FMA_BUILD 0
-#endif
-
 mmt_status mmt_adamw_step(mmt_adamw *opt, double multiplier) {
     if (!isfinite(multiplier) || multiplier < 0.0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
@@ -415,34 +349,27 @@ mmt_status mmt_adamw_step(mmt_adamw *opt, double multiplier) {
     int64_t t = opt->step + 1;
     double bias_correction1 = 1.0 - pow(c->beta1, (double)t);
     double bias_correction2 = 1.0 - pow(c->beta2, (double)t);
-    adamw_scalars s;
+    mmt_adamw_scalars s;
     s.lerp_weight = (float)(1.0 - c->beta1);
-    s.lerp_small = fabsf(s.lerp_weight) < 0.5f;
     s.beta2 = (float)c->beta2;
     s.one_minus_beta2 = (float)(1.0 - c->beta2);
     s.bias_correction2_sqrt = (float)pow(bias_correction2, 0.5);
     s.eps = (float)c->eps;
+    const mmt_ops *ops = opt->fma ? opt->ops : mmt_ops_ref();
 
     int64_t k = 0;
     for (int64_t g = 0; g < opt->n_groups; g++) {
         const mmt_param_group *group = &opt->groups[g];
         double lr = mmt_adamw_group_lr(opt, g, multiplier);
-        float decay = (float)(1.0 - lr * group->weight_decay);
-        float neg_step = (float)(-(lr / bias_correction1));
+        s.decay = (float)(1.0 - lr * group->weight_decay);
+        /* torch skips the decay when weight_decay == 0 (not just multiplies by 1). */
+        s.apply_decay = group->weight_decay != 0.0;
+        s.neg_step = (float)(-(lr / bias_correction1));
         for (int64_t i = 0; i < group->n_params; i++, k++) {
             const mmt_param *p = &group->params[i];
             float *vmax = opt->max_exp_avg_sq ? opt->max_exp_avg_sq[k] : NULL;
-            /* torch skips the decay when weight_decay == 0 (not just multiplies by 1). */
-            if (group->weight_decay != 0.0) decay_params(p->data, p->numel, decay);
-#if ADAMW_HAVE_FMA_BUILD
-            if (opt->fma) {
-                adamw_update_fma(p->data, p->grad, opt->exp_avg[k], opt->exp_avg_sq[k], vmax,
-                                 p->numel, neg_step, &s);
-                continue;
-            }
-#endif
-            adamw_update(p->data, p->grad, opt->exp_avg[k], opt->exp_avg_sq[k], vmax, p->numel,
-                         neg_step, &s);
+            ops->adamw_step(p->data, p->grad, opt->exp_avg[k], opt->exp_avg_sq[k], vmax, p->numel,
+                            &s);
         }
     }
     opt->step = t;

@@ -8,27 +8,34 @@
  * clamp(max_norm / (total + 1e-6), max=1) in float32. torch sums squares in float32 with
  * 8-lane partial sums; we sum in double in index order, which is deterministic and at least
  * as accurate, so the norms agree to within an ulp of float32.
+ *
+ * The loops over gradient elements are ops of the CPU table (buffer_fill, scale,
+ * sum_squares, find_nonfinite): the parameters these helpers receive are host memory. This
+ * file walks the tensors and combines their results.
  */
 #include <math.h>
 #include <stdio.h>
 
+#include "ops/ops.h"
 #include "train/optimizer.h"
 
 void mmt_grad_zero(const mmt_param_group *groups, int64_t n_groups) {
+    const mmt_ops *ops = mmt_ops_cpu();
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
-            for (int64_t j = 0; j < p->numel; j++) p->grad[j] = 0.0f;
+            ops->buffer_fill(p->grad, 0.0f, p->numel);
         }
     }
 }
 
 /* grad *= factor for every gradient element. */
 static void scale_all(const mmt_param_group *groups, int64_t n_groups, float factor) {
+    const mmt_ops *ops = mmt_ops_cpu();
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
-            for (int64_t j = 0; j < p->numel; j++) p->grad[j] = p->grad[j] * factor;
+            ops->scale(p->grad, factor, p->numel);
         }
     }
 }
@@ -38,14 +45,12 @@ void mmt_grad_scale(const mmt_param_group *groups, int64_t n_groups, double scal
 }
 
 float mmt_grad_global_norm(const mmt_param_group *groups, int64_t n_groups) {
+    const mmt_ops *ops = mmt_ops_cpu();
     double total = 0.0;
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
-            /* A float32 product is exact in double, so a contracted fma gives the same sum. */
-            double sum = 0.0;
-            for (int64_t j = 0; j < p->numel; j++) sum += (double)p->grad[j] * p->grad[j];
-            float norm = (float)sqrt(sum);
+            float norm = (float)sqrt(ops->sum_squares(p->grad, p->numel));
             total += (double)norm * norm;
         }
     }
@@ -69,15 +74,15 @@ mmt_status mmt_grad_clip_norm(const mmt_param_group *groups, int64_t n_groups, d
 
 int mmt_grad_find_nonfinite(const mmt_param_group *groups, int64_t n_groups,
                             const mmt_param **param, int64_t *index) {
+    const mmt_ops *ops = mmt_ops_cpu();
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
-            for (int64_t j = 0; j < p->numel; j++) {
-                if (!isfinite(p->grad[j])) {
-                    if (param) *param = p;
-                    if (index) *index = j;
-                    return 1;
-                }
+            int64_t j = ops->find_nonfinite(p->grad, p->numel);
+            if (j >= 0) {
+                if (param) *param = p;
+                if (index) *index = j;
+                return 1;
             }
         }
     }

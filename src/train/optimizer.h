@@ -30,6 +30,8 @@
 #include "core/tensor.h"
 #include "nn/param.h"
 
+struct mmt_ops;
+
 /* One trainable tensor. data and grad are borrowed (the model owns them). */
 typedef struct mmt_param {
     const char *name;               /* unique among the optimizer's parameters: the state key */
@@ -138,8 +140,12 @@ typedef struct mmt_adamw {
     char *names;                  /* owned: group labels, parameter names and state keys */
     const char **keys;            /* owned array: 2 (3 with amsgrad) state keys per parameter,
                                      exp_avg, exp_avg_sq[, max_exp_avg_sq]; into names */
-    int fma;                      /* 1: the step runs its loop built for FMA (faster, same
-                                     bits); set by create from the CPU, 0 forces the other */
+    const struct mmt_ops *ops;    /* borrowed: the table whose adamw_step updates the
+                                     parameters; create sets mmt_ops_cpu(), a caller whose
+                                     tensors live elsewhere may replace it (resolved table) */
+    int fma;                      /* 1: the step runs ops->adamw_step (the AVX2 one where the
+                                     CPU has it; same bits); set by create from the CPU, 0
+                                     forces the reference twin (mmt_ops_ref()) */
 } mmt_adamw;
 
 /*
