@@ -28,6 +28,8 @@
 
 typedef struct mmt_clip_train mmt_clip_train;
 
+struct mmt_ops;
+
 typedef struct mmt_clip_train_options {
     int checkpointing;        /* recompute each encoder block in backward instead of keeping it */
     int train_logit_scale;    /* learn CLIP's logit_scale (clamped to [0, ln 100] after steps) */
@@ -42,6 +44,9 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
 void mmt_clip_train_free(mmt_clip_train *ct);
 
 mmt_clip *mmt_clip_train_model(mmt_clip_train *ct);
+/* The op table the view computes with (its model's); what attaches to the view computes with
+ * it too, so its tensors live where the view's do. */
+const struct mmt_ops *mmt_clip_train_ops(const mmt_clip_train *ct);
 
 /* The linear layer behind a module name ("text_model.encoder.layers.0.self_attn.q_proj",
  * "vision_model.embeddings.patch_embedding", "visual_projection", ...), or NULL. */

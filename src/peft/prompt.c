@@ -114,8 +114,7 @@ static mmt_status prefix_create(mmt_prompt *p, int tower, const mmt_clip_tower_c
 }
 
 /* kv (V, O) = tanh(emb W1^T + b1) W2^T + b2 (PEFT's PrefixEncoder with prefix_projection). */
-static void projection_forward(mmt_prompt_prefix *x) {
-    const mmt_ops *ops = mmt_ops_cpu();
+static void projection_forward(const mmt_ops *ops, mmt_prompt_prefix *x) {
     int64_t O = x->L * 2 * x->C;
     ops->matmul_fwd(x->hidden, x->emb, x->w1, x->b1, x->V, x->C, x->E);
     for (int64_t i = 0; i < x->V * x->E; i++) x->hidden[i] = tanhf(x->hidden[i]);
@@ -123,8 +122,7 @@ static void projection_forward(mmt_prompt_prefix *x) {
 }
 
 /* The MLP's gradients from the view's dkv (+=), then dkv = 0 for the next backward. */
-static void projection_backward(mmt_prompt_prefix *x) {
-    const mmt_ops *ops = mmt_ops_cpu();
+static void projection_backward(const mmt_ops *ops, mmt_prompt_prefix *x) {
     int64_t O = x->L * 2 * x->C, VE = x->V * x->E;
     memset(x->dhidden, 0, (size_t)VE * sizeof(float));
     ops->matmul_bwd(x->dhidden, x->dw2, x->db2, x->dkv, x->hidden, x->w2, x->V, x->E, O);
@@ -137,14 +135,14 @@ static void projection_backward(mmt_prompt_prefix *x) {
 static mmt_status hook_before_forward(void *ctx) {
     mmt_prompt *p = ctx;
     for (int t = 0; t < 2; t++)
-        if (p->prefix[t].V > 0 && p->prefix[t].projection) projection_forward(&p->prefix[t]);
+        if (p->prefix[t].V > 0 && p->prefix[t].projection) projection_forward(p->ops, &p->prefix[t]);
     return MMT_OK;
 }
 
 static mmt_status hook_after_backward(void *ctx) {
     mmt_prompt *p = ctx;
     for (int t = 0; t < 2; t++)
-        if (p->prefix[t].V > 0 && p->prefix[t].projection && p->prefix[t].dkv) projection_backward(&p->prefix[t]);
+        if (p->prefix[t].V > 0 && p->prefix[t].projection && p->prefix[t].dkv) projection_backward(p->ops, &p->prefix[t]);
     return MMT_OK;
 }
 
@@ -219,6 +217,7 @@ mmt_status mmt_prompt_attach(mmt_clip_train *view, const mmt_prompt_settings *se
     p->settings.n_init_ids = 0;
     p->settings.source = NULL;
     p->view = view;
+    p->ops = mmt_clip_train_ops(view);
     mmt_arena_init(&p->store, (size_t)1 << 20);
     mmt_status s = attach_all(p, settings);
     if (s != MMT_OK) {

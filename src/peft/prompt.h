@@ -74,6 +74,7 @@ typedef struct mmt_prompt_prefix {
 typedef struct mmt_prompt {
     mmt_prompt_settings settings;   /* init_ids not kept */
     mmt_clip_train *view;           /* borrowed */
+    const struct mmt_ops *ops;      /* borrowed: the view's table (the projection MLP) */
     int64_t text_dim, vision_dim, vision_layers;
     float *text, *dtext;            /* (M, C_text) */
     float *visual, *dvisual;        /* (deep ? L_vision : 1, P, C_vision) */
