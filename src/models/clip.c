@@ -259,35 +259,26 @@ float mmt_clip_logit_scale(const mmt_clip *m) { return expf(m->logit_scale); }
 
 /* ---- forward ----------------------------------------------------------------------- */
 
-/* Runs every encoder layer in place on x (B, T, C). */
+/* Runs every encoder layer on x (B, T, C), leaving the result in x: the blocks of nn/block.h
+ * in inference mode, their intermediates given back to the arena after each layer. */
 static mmt_status encoder_forward(const mmt_ops *ops, mmt_arena *arena, const clip_tower *t,
                                   float *x, int64_t B, int64_t T, int causal) {
     const mmt_clip_tower_config *c = t->cfg;
-    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, N = B * T;
-    float *h = mmt_arena_alloc(arena, (size_t)(N * C) * 4, 64);    // (B, T, C)
-    float *q = mmt_arena_alloc(arena, (size_t)(N * C) * 4, 64);    // (B, T, C)
-    float *k = mmt_arena_alloc(arena, (size_t)(N * C) * 4, 64);    // (B, T, C)
-    float *v = mmt_arena_alloc(arena, (size_t)(N * C) * 4, 64);    // (B, T, C)
-    float *a = mmt_arena_alloc(arena, (size_t)(N * C) * 4, 64);    // (B, T, C)
-    float *f = mmt_arena_alloc(arena, (size_t)(N * I) * 4, 64);    // (B, T, I)
-    float *att = mmt_arena_alloc(arena, (size_t)(B * H * T * T) * 4, 64); // (B, H, T, T)
-    if (!h || !q || !k || !v || !a || !f || !att) return MMT_STATUS_OUT_OF_MEMORY;
-    float eps = (float)c->layer_norm_eps;
+    int64_t NC = B * T * c->hidden_size;
+    mmt_block_config bc;
+    clip_block_config(c, causal, &bc);
+    float *out = mmt_arena_alloc(arena, (size_t)NC * sizeof(float), 64); // (B, T, C)
+    if (!out) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t i = 0; i < c->num_layers; i++) {
-        const clip_layer *y = &t->layers[i];
-        ops->layernorm_fwd(h, NULL, NULL, x, y->ln1_w, y->ln1_b, N, C, eps);
-        ops->matmul_fwd(q, h, y->q_w, y->q_b, N, C, C);
-        ops->matmul_fwd(k, h, y->k_w, y->k_b, N, C, C);
-        ops->matmul_fwd(v, h, y->v_w, y->v_b, N, C, C);
-        ops->attention_fwd(a, att, q, k, v, B, T, H, C / H, causal);
-        ops->matmul_fwd(h, a, y->out_w, y->out_b, N, C, C);
-        ops->add_fwd(x, x, h, N * C);
-        ops->layernorm_fwd(h, NULL, NULL, x, y->ln2_w, y->ln2_b, N, C, eps);
-        ops->matmul_fwd(f, h, y->fc1_w, y->fc1_b, N, C, I);
-        if (c->act == MMT_ACT_GELU) ops->gelu_fwd(f, f, N * I);
-        else ops->quick_gelu_fwd(f, f, N * I);
-        ops->matmul_fwd(h, f, y->fc2_w, y->fc2_b, N, I, C);
-        ops->add_fwd(x, x, h, N * C);
+        mmt_block_weights w;
+        mmt_block y;
+        clip_block_weights(&t->layers[i], &w);
+        nn_block_init(&y, &w, c->hidden_size, c->intermediate_size);
+        mmt_arena_mark mark = mmt_arena_get_mark(arena);
+        mmt_status s = nn_block_forward(&y, &bc, ops, arena, x, out, B, T, 0, i, 0);
+        mmt_arena_rewind(arena, mark);
+        MMT_TRY(s);
+        memcpy(x, out, (size_t)NC * sizeof(float));
     }
     return MMT_OK;
 }

@@ -9,6 +9,7 @@
 #include "core/arena.h"
 #include "data/preprocess.h"
 #include "models/clip.h"
+#include "nn/block.h"
 #include "ops/ops.h"
 
 struct mmt_tokenizer;
@@ -50,6 +51,21 @@ typedef mmt_status (*clip_tensor_fill)(void *ctx, const char *name, int ndim, co
  * processor. */
 mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
                                      mmt_clip **out);
+
+/* A tower's encoder block settings (nn/block.h): text towers are causal. */
+static inline void clip_block_config(const mmt_clip_tower_config *c, int causal, mmt_block_config *bc) {
+    bc->hidden = c->hidden_size;
+    bc->intermediate = c->intermediate_size;
+    bc->heads = c->num_heads;
+    bc->eps = (float)c->layer_norm_eps;
+    bc->act = c->act == MMT_ACT_GELU ? MMT_BLOCK_GELU : MMT_BLOCK_QUICK_GELU;
+    bc->causal = causal;
+}
+
+static inline void clip_block_weights(const clip_layer *s, mmt_block_weights *w) {
+    *w = (mmt_block_weights){s->q_w,   s->q_b,   s->k_w,   s->k_b,   s->v_w,   s->v_b,   s->out_w, s->out_b,
+                             s->fc1_w, s->fc1_b, s->fc2_w, s->fc2_b, s->ln1_w, s->ln1_b, s->ln2_w, s->ln2_b};
+}
 
 /* HF's pooling position (modeling_clip.py CLIPTextModel.forward): legacy configs with
  * eos_token_id == 2 take argmax(ids) (first maximum); others the first id == eos_token_id,

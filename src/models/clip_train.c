@@ -33,30 +33,14 @@
 
 #include "core/alloc.h"
 #include "models/clip_internal.h"
+#include "nn/block.h"
 #include "nn/loss.h"
-
-typedef struct ct_layer {
-    mmt_linear q, k, v, o, fc1, fc2;
-    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    float *dln1_w, *dln1_b, *dln2_w, *dln2_b;
-    /* bottleneck adapters on out_proj's and fc2's outputs, before each residual add (NULL: none;
-     * the adapter that attached them owns them) */
-    mmt_bottleneck *adapter_attn, *adapter_mlp;
-    /* saved by forward: x_in (N, C) always; the rest only without checkpointing */
-    float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
-    /* prefix tuning: n_prefix key rows at prefix + r * prefix_stride, the value rows C floats
-     * after each key row; dprefix likewise (NULL: frozen). k_full / v_full (B, n_prefix + T, C)
-     * are the keys and values with the prefix in front (saved by forward). */
-    int64_t n_prefix, prefix_stride;
-    const float *prefix;
-    float *dprefix;
-    float *k_full, *v_full;
-} ct_layer;
 
 typedef struct ct_tower {
     const mmt_clip_tower_config *cfg;
+    mmt_block_config bc;  /* the tower's encoder blocks (nn/block.h) */
     int is_text;
-    ct_layer *layers;
+    mmt_block *layers;
     mmt_linear proj;   /* (P, C), no bias */
     mmt_linear patch;  /* vision: (C, Cin*P*P), no bias */
     const float *tok_emb, *pos_emb, *cls, *pre_w, *pre_b, *fin_w, *fin_b;
@@ -129,21 +113,13 @@ static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *
     int64_t C = c->hidden_size, I = c->intermediate_size;
     t->cfg = c;
     t->is_text = is_text;
-    t->layers = mmt_arena_calloc(&ct->store, (size_t)c->num_layers, sizeof(ct_layer));
+    t->layers = mmt_arena_calloc(&ct->store, (size_t)c->num_layers, sizeof(mmt_block));
     if (!t->layers) return MMT_STATUS_OUT_OF_MEMORY;
+    clip_block_config(c, is_text, &t->bc);
     for (int64_t i = 0; i < c->num_layers; i++) {
-        const clip_layer *s = &src->layers[i];
-        ct_layer *y = &t->layers[i];
-        linear_init(&y->q, s->q_w, s->q_b, C, C);
-        linear_init(&y->k, s->k_w, s->k_b, C, C);
-        linear_init(&y->v, s->v_w, s->v_b, C, C);
-        linear_init(&y->o, s->out_w, s->out_b, C, C);
-        linear_init(&y->fc1, s->fc1_w, s->fc1_b, C, I);
-        linear_init(&y->fc2, s->fc2_w, s->fc2_b, I, C);
-        y->ln1_w = s->ln1_w;
-        y->ln1_b = s->ln1_b;
-        y->ln2_w = s->ln2_w;
-        y->ln2_b = s->ln2_b;
+        mmt_block_weights w;
+        clip_block_weights(&src->layers[i], &w);
+        nn_block_init(&t->layers[i], &w, C, I);
     }
     linear_init(&t->proj, src->projection, NULL, C, ct->model->cfg.projection_dim);
     t->pos_emb = src->position_embedding;
@@ -276,7 +252,7 @@ mmt_linear *mmt_clip_train_linear(mmt_clip_train *ct, const char *name) {
     char check[48];
     snprintf(check, sizeof check, "encoder.layers.%lld.", idx);
     if ((size_t)used != strlen(check) || strncmp(rest, check, (size_t)used) != 0) return NULL; /* "01", "+1" */
-    ct_layer *y = &t->layers[idx];
+    mmt_block *y = &t->layers[idx];
     const char *m = rest + used;
     if (strcmp(m, "self_attn.q_proj") == 0) return &y->q;
     if (strcmp(m, "self_attn.k_proj") == 0) return &y->k;
@@ -369,7 +345,7 @@ static void full_tower(full_ctx *f, ct_tower *t, const char *prefix) {
         make_trainable(f, &t->pre_b, &t->dpre_b, C, 1, vshape, 1, "%s.pre_layrnorm.bias", prefix);
     }
     for (int64_t i = 0; i < c->num_layers; i++) {
-        ct_layer *y = &t->layers[i];
+        mmt_block *y = &t->layers[i];
         long long n = (long long)i;
         struct { mmt_linear *l; const char *what; } lin[6] = {
             {&y->k, "self_attn.k_proj"}, {&y->v, "self_attn.v_proj"}, {&y->q, "self_attn.q_proj"},
@@ -421,20 +397,13 @@ mmt_status mmt_clip_train_make_module_trainable(mmt_clip_train *ct, const char *
 
 /* ---- what needs gradients ------------------------------------------------------------ */
 
-static int layer_has_grads(const ct_layer *y) {
-    return nn_linear_has_grads(&y->q) || nn_linear_has_grads(&y->k) || nn_linear_has_grads(&y->v) ||
-           nn_linear_has_grads(&y->o) || nn_linear_has_grads(&y->fc1) || nn_linear_has_grads(&y->fc2) ||
-           nn_bottleneck_has_grads(y->adapter_attn) || nn_bottleneck_has_grads(y->adapter_mlp) ||
-           y->dln1_w || y->dln2_w || y->dprefix;
-}
-
 /* The lowest layer backward must reach (num_layers: none), and whether anything below the
  * encoder (embeddings, pre-layernorm, patch embedding) trains. */
 static int64_t lowest_trainable_layer(const ct_tower *t, int *below) {
     *below = t->dtok_emb || t->dpos_emb || t->dcls || t->dpre_w || nn_linear_has_grads(&t->patch) || t->dprompt;
     if (*below) return 0;
     for (int64_t i = 0; i < t->cfg->num_layers; i++)
-        if (layer_has_grads(&t->layers[i])) return i;
+        if (nn_block_has_grads(&t->layers[i])) return i;
     return t->cfg->num_layers;
 }
 
@@ -445,182 +414,6 @@ static int tower_has_grads(const ct_tower *t) {
 }
 
 /* ---- one encoder layer --------------------------------------------------------------- */
-
-static uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
-    uint64_t z = seed ^ (a * 0xd6e8feb86659fd93ull) ^ (b * 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 32)) * 0xd6e8feb86659fd93ull;
-    return z ^ (z >> 32);
-}
-
-/* full (B, V + T, C) = [the layer's V prefix rows (keys, or values when is_value); x (B, T, C)]. */
-static void prefix_concat(const ct_layer *y, const float *x, float *full, int64_t B, int64_t T, int64_t C,
-                          int is_value) {
-    int64_t V = y->n_prefix, Tk = V + T;
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t r = 0; r < V; r++)
-            memcpy(full + (b * Tk + r) * C, y->prefix + r * y->prefix_stride + (is_value ? C : 0),
-                   (size_t)C * sizeof(float));
-        memcpy(full + (b * Tk + V) * C, x + b * T * C, (size_t)(T * C) * sizeof(float));
-    }
-}
-
-/* The transpose of prefix_concat: dx (B, T, C) += the sequence rows of dfull; the layer's
- * prefix gradient (when trainable) += the prefix rows summed over the batch. */
-static void prefix_split_grad(ct_layer *y, const float *dfull, float *dx, int64_t B, int64_t T, int64_t C,
-                              int is_value) {
-    int64_t V = y->n_prefix, Tk = V + T;
-    for (int64_t b = 0; b < B; b++) {
-        const float *src = dfull + (b * Tk + V) * C;
-        float *dst = dx + b * T * C;
-        for (int64_t j = 0; j < T * C; j++) dst[j] += src[j];
-        if (!y->dprefix) continue;
-        for (int64_t r = 0; r < V; r++) {
-            float *g = y->dprefix + r * y->prefix_stride + (is_value ? C : 0);
-            const float *d = dfull + (b * Tk + r) * C;
-            for (int64_t j = 0; j < C; j++) g[j] += d[j];
-        }
-    }
-}
-
-/* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
- * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
-static mmt_status layer_forward(mmt_clip_train *ct, const ct_tower *t, ct_layer *y, int64_t li,
-                                mmt_arena *ar, const float *x_in, float *x_out, int64_t B,
-                                int64_t T, int train) {
-    const mmt_ops *ops = ct->ops;
-    const mmt_clip_tower_config *c = t->cfg;
-    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, N = B * T;
-    int64_t V = y->n_prefix, Tk = T + V;
-    float eps = (float)c->layer_norm_eps;
-    y->k_full = y->v_full = NULL;
-    if (V > 0) {
-        y->k_full = ALLOC_F(ar, B * Tk * C);
-        y->v_full = ALLOC_F(ar, B * Tk * C);
-        if (!y->k_full || !y->v_full) return MMT_STATUS_OUT_OF_MEMORY;
-    }
-    y->mean1 = ALLOC_F(ar, N);
-    y->rstd1 = ALLOC_F(ar, N);
-    y->h1 = ALLOC_F(ar, N * C);
-    y->q_out = ALLOC_F(ar, N * C);
-    y->k_out = ALLOC_F(ar, N * C);
-    y->v_out = ALLOC_F(ar, N * C);
-    y->att = ALLOC_F(ar, B * H * T * Tk);
-    y->a = ALLOC_F(ar, N * C);
-    y->x_mid = ALLOC_F(ar, N * C);
-    y->mean2 = ALLOC_F(ar, N);
-    y->rstd2 = ALLOC_F(ar, N);
-    y->h2 = ALLOC_F(ar, N * C);
-    y->f = ALLOC_F(ar, N * I);
-    y->g = ALLOC_F(ar, N * I);
-    if (!y->mean1 || !y->rstd1 || !y->h1 || !y->q_out || !y->k_out || !y->v_out || !y->att || !y->a ||
-        !y->x_mid || !y->mean2 || !y->rstd2 || !y->h2 || !y->f || !y->g)
-        return MMT_STATUS_OUT_OF_MEMORY;
-    mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
-    for (int j = 0; j < 6; j++)
-        if (lin[j]->lora) lin[j]->lora->dropout_seed = mix_seed(t->seed, (uint64_t)li, (uint64_t)j);
-    ops->layernorm_fwd(y->h1, y->mean1, y->rstd1, x_in, y->ln1_w, y->ln1_b, N, C, eps);
-    MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, y->h1, N, train));
-    MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, y->h1, N, train));
-    MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
-    if (V > 0) {
-        prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
-        prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);
-        ops->attention_kv_fwd(y->a, y->att, y->q_out, y->k_full, y->v_full, B, T, Tk, H, C / H, t->is_text, V);
-    } else {
-        ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, t->is_text);
-    }
-    MMT_TRY(nn_linear_forward(&y->o, ops, ar, y->x_mid, y->a, N, train));
-    if (y->adapter_attn) MMT_TRY(nn_bottleneck_forward(y->adapter_attn, ops, ar, y->x_mid, N, train));
-    ops->add_fwd(y->x_mid, y->x_mid, x_in, N * C);
-    ops->layernorm_fwd(y->h2, y->mean2, y->rstd2, y->x_mid, y->ln2_w, y->ln2_b, N, C, eps);
-    MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, y->f, y->h2, N, train));
-    if (c->act == MMT_ACT_GELU) ops->gelu_fwd(y->g, y->f, N * I);
-    else ops->quick_gelu_fwd(y->g, y->f, N * I);
-    MMT_TRY(nn_linear_forward(&y->fc2, ops, ar, x_out, y->g, N, train));
-    if (y->adapter_mlp) MMT_TRY(nn_bottleneck_forward(y->adapter_mlp, ops, ar, x_out, N, train));
-    ops->add_fwd(x_out, x_out, y->x_mid, N * C);
-    return MMT_OK;
-}
-
-/* *dx_in (N, C) = the gradient at a bottleneck adapter's input given dy at its output, in
- * scratch from `ar`; without an adapter, dy itself. */
-static mmt_status adapter_backward(mmt_bottleneck *bn, const mmt_ops *ops, mmt_arena *ar, const float *dy,
-                                   int64_t N, const float **dx_in) {
-    *dx_in = dy;
-    if (!bn) return MMT_OK;
-    float *d = ALLOC_F(ar, N * bn->dim);
-    if (!d) return MMT_STATUS_OUT_OF_MEMORY;
-    memset(d, 0, (size_t)(N * bn->dim) * sizeof(float));
-    MMT_TRY(nn_bottleneck_backward(bn, ops, ar, d, dy, N));
-    *dx_in = d;
-    return MMT_OK;
-}
-
-/* Scratch gradients of one layer's backward, allocated once per backward pass. */
-typedef struct layer_grads {
-    float *dh, *dq, *dk, *dv, *da, *datt, *df, *dg, *dmid;
-} layer_grads;
-
-/* dx_in (N, C) += gradient given dx_out; parameter gradients +=. dx_in may be NULL. */
-static mmt_status layer_backward(mmt_clip_train *ct, const ct_tower *t, ct_layer *y,
-                                 const layer_grads *s, const float *x_in, const float *dx_out,
-                                 float *dx_in, int64_t B, int64_t T) {
-    const mmt_ops *ops = ct->ops;
-    const mmt_clip_tower_config *c = t->cfg;
-    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, N = B * T;
-    mmt_arena *ar = &ct->scratch;
-    size_t nc = (size_t)(N * C) * sizeof(float), ni = (size_t)(N * I) * sizeof(float);
-    /* MLP half: x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
-    memcpy(s->dmid, dx_out, nc);
-    memset(s->dg, 0, ni);
-    const float *dfc2;
-    MMT_TRY(adapter_backward(y->adapter_mlp, ops, ar, dx_out, N, &dfc2));
-    MMT_TRY(nn_linear_backward(&y->fc2, ops, ar, s->dg, dfc2, y->g, N));
-    memset(s->df, 0, ni);
-    if (c->act == MMT_ACT_GELU) ops->gelu_bwd(s->df, s->dg, y->f, N * I);
-    else ops->quick_gelu_bwd(s->df, s->dg, y->f, N * I);
-    memset(s->dh, 0, nc);
-    MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, y->h2, N));
-    ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
-    /* attention half: x_mid = x_in + out_proj(attention(q, k, v of ln1(x_in))) */
-    memset(s->da, 0, nc);
-    const float *dout_proj;
-    MMT_TRY(adapter_backward(y->adapter_attn, ops, ar, s->dmid, N, &dout_proj));
-    MMT_TRY(nn_linear_backward(&y->o, ops, ar, s->da, dout_proj, y->a, N));
-    memset(s->dq, 0, nc);
-    memset(s->dk, 0, nc);
-    memset(s->dv, 0, nc);
-    if (y->n_prefix > 0) {
-        int64_t Tk = T + y->n_prefix;
-        size_t nk = (size_t)(B * Tk * C) * sizeof(float);
-        float *dk_full = mmt_arena_alloc(ar, nk, 64), *dv_full = mmt_arena_alloc(ar, nk, 64);
-        if (!dk_full || !dv_full) return MMT_STATUS_OUT_OF_MEMORY;
-        memset(dk_full, 0, nk);
-        memset(dv_full, 0, nk);
-        ops->attention_kv_bwd(s->dq, dk_full, dv_full, s->datt, s->da, y->q_out, y->k_full, y->v_full, y->att,
-                              B, T, Tk, H, C / H, t->is_text, y->n_prefix);
-        prefix_split_grad(y, dk_full, s->dk, B, T, C, 0);
-        prefix_split_grad(y, dv_full, s->dv, B, T, C, 1);
-    } else {
-        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H,
-                           C / H, t->is_text);
-    }
-    float *dh1 = dx_in || y->dln1_w ? s->dh : NULL;
-    if (dh1) memset(dh1, 0, nc);
-    MMT_TRY(nn_linear_backward(&y->q, ops, ar, dh1, s->dq, y->h1, N));
-    MMT_TRY(nn_linear_backward(&y->k, ops, ar, dh1, s->dk, y->h1, N));
-    MMT_TRY(nn_linear_backward(&y->v, ops, ar, dh1, s->dv, y->h1, N));
-    if (dh1) {
-        /* layernorm_bwd accumulates into dx_in; the residual path adds dmid. */
-        if (dx_in) {
-            ops->add_fwd(dx_in, dx_in, s->dmid, N * C);
-            ops->layernorm_bwd(dx_in, y->dln1_w, y->dln1_b, dh1, x_in, y->mean1, y->rstd1, y->ln1_w, N, C);
-        } else {
-            ops->layernorm_bwd(NULL, y->dln1_w, y->dln1_b, dh1, x_in, y->mean1, y->rstd1, y->ln1_w, N, C);
-        }
-    }
-    return MMT_OK;
-}
 
 /* ---- towers ---------------------------------------------------------------------------- */
 
@@ -647,18 +440,18 @@ static void deep_prompt_grad(ct_tower *t, int64_t li, float *dx, int64_t B, int6
 static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int64_t T, int train) {
     int64_t L = t->cfg->num_layers, NC = B * T * t->cfg->hidden_size;
     for (int64_t i = 0; i < L; i++) {
-        ct_layer *y = &t->layers[i];
+        mmt_block *y = &t->layers[i];
         if (i > 0 && t->prompt_deep) deep_prompt_insert(t, i, y->x_in, B, T);
         float *out = ALLOC_F(&ct->step, NC);
         if (!out) return MMT_STATUS_OUT_OF_MEMORY;
         if (i + 1 < L) t->layers[i + 1].x_in = out;
         else t->x_out = out;
         if (train && !ct->opt.checkpointing) {
-            MMT_TRY(layer_forward(ct, t, y, i, &ct->step, y->x_in, out, B, T, 1));
+            MMT_TRY(nn_block_forward(y, &t->bc, ct->ops, &ct->step, y->x_in, out, B, T, t->seed, i, 1));
         } else {
             mmt_arena_mark mark = mmt_arena_get_mark(&ct->scratch);
             /* train still applies dropout: backward's recomputation must see the same mask */
-            mmt_status s = layer_forward(ct, t, y, i, &ct->scratch, y->x_in, out, B, T, train);
+            mmt_status s = nn_block_forward(y, &t->bc, ct->ops, &ct->scratch, y->x_in, out, B, T, t->seed, i, train);
             mmt_arena_rewind(&ct->scratch, mark);
             MMT_TRY(s);
         }
@@ -679,7 +472,7 @@ static mmt_status head_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int t
         return MMT_STATUS_OUT_OF_MEMORY;
     ct->ops->layernorm_fwd(t->hfin, t->fin_mean, t->fin_rstd, t->pooled, t->fin_w, t->fin_b, B, C,
                            (float)t->cfg->layer_norm_eps);
-    if (t->proj.lora) t->proj.lora->dropout_seed = mix_seed(t->seed, 1000003, 0);
+    if (t->proj.lora) t->proj.lora->dropout_seed = nn_dropout_seed(t->seed, 1000003, 0);
     MMT_TRY(nn_linear_forward(&t->proj, ct->ops, &ct->step, t->proj_out, t->hfin, B, train));
     ct->ops->l2_normalize_fwd(t->emb, t->norm, t->proj_out, B, P);
     return MMT_OK;
@@ -798,7 +591,7 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     if (!t->patches || !emb || !t->x0 || !t->pre_mean || !t->pre_rstd || !x || !t->pooled)
         return MMT_STATUS_OUT_OF_MEMORY;
     ops->patchify_fwd(t->patches, pixels, B, Ch, S, S, P);
-    if (t->patch.lora) t->patch.lora->dropout_seed = mix_seed(t->seed, 1000004, 0);
+    if (t->patch.lora) t->patch.lora->dropout_seed = nn_dropout_seed(t->seed, 1000004, 0);
     MMT_TRY(nn_linear_forward(&t->patch, ops, &ct->step, emb, t->patches, B * Np, train));
     for (int64_t b = 0; b < B; b++) {
         float *row = t->x0 + b * T * C;
@@ -819,7 +612,7 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
 static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     const mmt_ops *ops = ct->ops;
     const mmt_clip_tower_config *c = t->cfg;
-    int64_t B = t->B, T = t->T, C = c->hidden_size, I = c->intermediate_size, H = c->num_heads;
+    int64_t B = t->B, T = t->T, C = c->hidden_size;
     int64_t P = ct->model->cfg.projection_dim, N = B * T, L = c->num_layers;
     int below;
     int64_t lowest = lowest_trainable_layer(t, &below);
@@ -838,11 +631,8 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     if (!need_below_head) return MMT_OK;
     /* encoder: dx flows down from the pooled rows */
     float *dx = ALLOC_F(ar, N * C), *dx_next = ALLOC_F(ar, N * C);
-    int64_t Tk = T + t->layers[0].n_prefix;
-    layer_grads s = {ALLOC_F(ar, N * C), ALLOC_F(ar, N * C), ALLOC_F(ar, N * C), ALLOC_F(ar, N * C),
-                     ALLOC_F(ar, N * C), ALLOC_F(ar, B * H * T * Tk), ALLOC_F(ar, N * I), ALLOC_F(ar, N * I),
-                     ALLOC_F(ar, N * C)};
-    if (!dx || !dx_next || !s.dh || !s.dq || !s.dk || !s.dv || !s.da || !s.datt || !s.df || !s.dg || !s.dmid)
+    mmt_block_grads s;
+    if (!dx || !dx_next || nn_block_grads_alloc(ar, &t->bc, B, T, t->layers[0].n_prefix, &s) != MMT_OK)
         return MMT_STATUS_OUT_OF_MEMORY;
     memset(dx, 0, (size_t)(N * C) * sizeof(float));
     for (int64_t b = 0; b < B; b++) {
@@ -851,16 +641,17 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     }
     int64_t stop = below ? 0 : lowest;
     for (int64_t i = L - 1; i >= stop; i--) {
-        ct_layer *y = &t->layers[i];
+        mmt_block *y = &t->layers[i];
         int need_dx = i > stop || below;
         if (need_dx) memset(dx_next, 0, (size_t)(N * C) * sizeof(float));
         mmt_arena_mark mark = mmt_arena_get_mark(&ct->scratch);
         mmt_status st = MMT_OK;
         if (ct->opt.checkpointing) {
             float *out = ALLOC_F(&ct->scratch, N * C);
-            st = out ? layer_forward(ct, t, y, i, &ct->scratch, y->x_in, out, B, T, 1) : MMT_STATUS_OUT_OF_MEMORY;
+            st = out ? nn_block_forward(y, &t->bc, ops, &ct->scratch, y->x_in, out, B, T, t->seed, i, 1)
+                     : MMT_STATUS_OUT_OF_MEMORY;
         }
-        if (st == MMT_OK) st = layer_backward(ct, t, y, &s, y->x_in, dx, need_dx ? dx_next : NULL, B, T);
+        if (st == MMT_OK) st = nn_block_backward(y, &t->bc, ops, &ct->scratch, &s, y->x_in, dx, need_dx ? dx_next : NULL, B, T);
         mmt_arena_rewind(&ct->scratch, mark);
         MMT_TRY(st);
         if (need_dx && i > 0 && t->prompt_deep) deep_prompt_grad(t, i, dx_next, B, T);
@@ -923,8 +714,8 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
     MMT_TRY(run_before_forward(ct));
-    ct->text.seed = mix_seed(seed, 1, 0);
-    ct->vision.seed = mix_seed(seed, 2, 0);
+    ct->text.seed = nn_dropout_seed(seed, 1, 0);
+    ct->vision.seed = nn_dropout_seed(seed, 2, 0);
     MMT_TRY(text_forward(ct, ids, B, L, !ct->eval_mode));
     MMT_TRY(vision_forward(ct, pixels, B, !ct->eval_mode));
     int64_t P = ct->model->cfg.projection_dim;
@@ -1026,7 +817,7 @@ mmt_status mmt_clip_train_set_prefix(mmt_clip_train *ct, int vision, int64_t V, 
     if (V > 0 && t->layers[0].n_prefix > 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the %s tower already has prefixes", vision ? "vision" : "text");
     for (int64_t i = 0; i < L; i++) {
-        ct_layer *y = &t->layers[i];
+        mmt_block *y = &t->layers[i];
         y->n_prefix = V;
         y->prefix_stride = L * 2 * C;
         y->prefix = V > 0 ? kv + 2 * i * C : NULL;

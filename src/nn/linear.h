@@ -84,6 +84,13 @@ void nn_dora_row_norms(const mmt_linear *l, double *norms);
 /* 1 when backward has anything to do besides dx. */
 int nn_linear_has_grads(const mmt_linear *l);
 
+/* The dropout seed of one linear: a mix of the step's seed and the layer's place (a, b). */
+static inline uint64_t nn_dropout_seed(uint64_t seed, uint64_t a, uint64_t b) {
+    uint64_t z = seed ^ (a * 0xd6e8feb86659fd93ull) ^ (b * 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 32)) * 0xd6e8feb86659fd93ull;
+    return z ^ (z >> 32);
+}
+
 /* Keep-or-drop of element i under a dropout seed: a counter-based hash, so backward (and a
  * recomputed forward under gradient checkpointing) sees the same mask without storing it. */
 static inline int nn_dropout_keep(uint64_t seed, uint64_t i, float p) {

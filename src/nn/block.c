@@ -1,0 +1,208 @@
+/* block.c — the pre-LN transformer block with its backward (see block.h). */
+#include "nn/block.h"
+
+#include <string.h>
+
+#define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
+
+/* full (B, V + T, C) = [the layer's V prefix rows (keys, or values when is_value); x (B, T, C)]. */
+static void prefix_concat(const mmt_block *y, const float *x, float *full, int64_t B, int64_t T, int64_t C,
+                          int is_value) {
+    int64_t V = y->n_prefix, Tk = V + T;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t r = 0; r < V; r++)
+            memcpy(full + (b * Tk + r) * C, y->prefix + r * y->prefix_stride + (is_value ? C : 0),
+                   (size_t)C * sizeof(float));
+        memcpy(full + (b * Tk + V) * C, x + b * T * C, (size_t)(T * C) * sizeof(float));
+    }
+}
+
+/* The transpose of prefix_concat: dx (B, T, C) += the sequence rows of dfull; the layer's
+ * prefix gradient (when trainable) += the prefix rows summed over the batch. */
+static void prefix_split_grad(mmt_block *y, const float *dfull, float *dx, int64_t B, int64_t T, int64_t C,
+                              int is_value) {
+    int64_t V = y->n_prefix, Tk = V + T;
+    for (int64_t b = 0; b < B; b++) {
+        const float *src = dfull + (b * Tk + V) * C;
+        float *dst = dx + b * T * C;
+        for (int64_t j = 0; j < T * C; j++) dst[j] += src[j];
+        if (!y->dprefix) continue;
+        for (int64_t r = 0; r < V; r++) {
+            float *g = y->dprefix + r * y->prefix_stride + (is_value ? C : 0);
+            const float *d = dfull + (b * Tk + r) * C;
+            for (int64_t j = 0; j < C; j++) g[j] += d[j];
+        }
+    }
+}
+
+/* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
+ * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
+mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                            const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed, int64_t index,
+                            int train) {
+    int64_t C = c->hidden, I = c->intermediate, H = c->heads, N = B * T;
+    int64_t V = y->n_prefix, Tk = T + V;
+    float eps = c->eps;
+    y->k_full = y->v_full = NULL;
+    if (V > 0) {
+        y->k_full = ALLOC_F(ar, B * Tk * C);
+        y->v_full = ALLOC_F(ar, B * Tk * C);
+        if (!y->k_full || !y->v_full) return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    y->mean1 = ALLOC_F(ar, N);
+    y->rstd1 = ALLOC_F(ar, N);
+    y->h1 = ALLOC_F(ar, N * C);
+    y->q_out = ALLOC_F(ar, N * C);
+    y->k_out = ALLOC_F(ar, N * C);
+    y->v_out = ALLOC_F(ar, N * C);
+    y->att = ALLOC_F(ar, B * H * T * Tk);
+    y->a = ALLOC_F(ar, N * C);
+    y->x_mid = ALLOC_F(ar, N * C);
+    y->mean2 = ALLOC_F(ar, N);
+    y->rstd2 = ALLOC_F(ar, N);
+    y->h2 = ALLOC_F(ar, N * C);
+    y->f = ALLOC_F(ar, N * I);
+    y->g = ALLOC_F(ar, N * I);
+    if (!y->mean1 || !y->rstd1 || !y->h1 || !y->q_out || !y->k_out || !y->v_out || !y->att || !y->a ||
+        !y->x_mid || !y->mean2 || !y->rstd2 || !y->h2 || !y->f || !y->g)
+        return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
+    for (int j = 0; j < 6; j++)
+        if (lin[j]->lora) lin[j]->lora->dropout_seed = nn_dropout_seed(seed, (uint64_t)index, (uint64_t)j);
+    ops->layernorm_fwd(y->h1, y->mean1, y->rstd1, x_in, y->ln1_w, y->ln1_b, N, C, eps);
+    MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, y->h1, N, train));
+    MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, y->h1, N, train));
+    MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
+    if (V > 0) {
+        prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
+        prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);
+        ops->attention_kv_fwd(y->a, y->att, y->q_out, y->k_full, y->v_full, B, T, Tk, H, C / H, c->causal, V);
+    } else {
+        ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, c->causal);
+    }
+    MMT_TRY(nn_linear_forward(&y->o, ops, ar, y->x_mid, y->a, N, train));
+    if (y->adapter_attn) MMT_TRY(nn_bottleneck_forward(y->adapter_attn, ops, ar, y->x_mid, N, train));
+    ops->add_fwd(y->x_mid, y->x_mid, x_in, N * C);
+    ops->layernorm_fwd(y->h2, y->mean2, y->rstd2, y->x_mid, y->ln2_w, y->ln2_b, N, C, eps);
+    MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, y->f, y->h2, N, train));
+    if (c->act == MMT_BLOCK_GELU) ops->gelu_fwd(y->g, y->f, N * I);
+    else ops->quick_gelu_fwd(y->g, y->f, N * I);
+    MMT_TRY(nn_linear_forward(&y->fc2, ops, ar, x_out, y->g, N, train));
+    if (y->adapter_mlp) MMT_TRY(nn_bottleneck_forward(y->adapter_mlp, ops, ar, x_out, N, train));
+    ops->add_fwd(x_out, x_out, y->x_mid, N * C);
+    return MMT_OK;
+}
+
+/* *dx_in (N, C) = the gradient at a bottleneck adapter's input given dy at its output, in
+ * scratch from `ar`; without an adapter, dy itself. */
+static mmt_status adapter_backward(mmt_bottleneck *bn, const mmt_ops *ops, mmt_arena *ar, const float *dy,
+                                   int64_t N, const float **dx_in) {
+    *dx_in = dy;
+    if (!bn) return MMT_OK;
+    float *d = ALLOC_F(ar, N * bn->dim);
+    if (!d) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(d, 0, (size_t)(N * bn->dim) * sizeof(float));
+    MMT_TRY(nn_bottleneck_backward(bn, ops, ar, d, dy, N));
+    *dx_in = d;
+    return MMT_OK;
+}
+
+/* dx_in (N, C) += gradient given dx_out; parameter gradients +=. dx_in may be NULL. */
+mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                             const mmt_block_grads *s, const float *x_in, const float *dx_out, float *dx_in,
+                             int64_t B, int64_t T) {
+    int64_t C = c->hidden, I = c->intermediate, H = c->heads, N = B * T;
+    size_t nc = (size_t)(N * C) * sizeof(float), ni = (size_t)(N * I) * sizeof(float);
+    /* MLP half: x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
+    memcpy(s->dmid, dx_out, nc);
+    memset(s->dg, 0, ni);
+    const float *dfc2;
+    MMT_TRY(adapter_backward(y->adapter_mlp, ops, ar, dx_out, N, &dfc2));
+    MMT_TRY(nn_linear_backward(&y->fc2, ops, ar, s->dg, dfc2, y->g, N));
+    memset(s->df, 0, ni);
+    if (c->act == MMT_BLOCK_GELU) ops->gelu_bwd(s->df, s->dg, y->f, N * I);
+    else ops->quick_gelu_bwd(s->df, s->dg, y->f, N * I);
+    memset(s->dh, 0, nc);
+    MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, y->h2, N));
+    ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
+    /* attention half: x_mid = x_in + out_proj(attention(q, k, v of ln1(x_in))) */
+    memset(s->da, 0, nc);
+    const float *dout_proj;
+    MMT_TRY(adapter_backward(y->adapter_attn, ops, ar, s->dmid, N, &dout_proj));
+    MMT_TRY(nn_linear_backward(&y->o, ops, ar, s->da, dout_proj, y->a, N));
+    memset(s->dq, 0, nc);
+    memset(s->dk, 0, nc);
+    memset(s->dv, 0, nc);
+    if (y->n_prefix > 0) {
+        int64_t Tk = T + y->n_prefix;
+        size_t nk = (size_t)(B * Tk * C) * sizeof(float);
+        float *dk_full = mmt_arena_alloc(ar, nk, 64), *dv_full = mmt_arena_alloc(ar, nk, 64);
+        if (!dk_full || !dv_full) return MMT_STATUS_OUT_OF_MEMORY;
+        memset(dk_full, 0, nk);
+        memset(dv_full, 0, nk);
+        ops->attention_kv_bwd(s->dq, dk_full, dv_full, s->datt, s->da, y->q_out, y->k_full, y->v_full, y->att,
+                              B, T, Tk, H, C / H, c->causal, y->n_prefix);
+        prefix_split_grad(y, dk_full, s->dk, B, T, C, 0);
+        prefix_split_grad(y, dv_full, s->dv, B, T, C, 1);
+    } else {
+        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H,
+                           C / H, c->causal);
+    }
+    float *dh1 = dx_in || y->dln1_w ? s->dh : NULL;
+    if (dh1) memset(dh1, 0, nc);
+    MMT_TRY(nn_linear_backward(&y->q, ops, ar, dh1, s->dq, y->h1, N));
+    MMT_TRY(nn_linear_backward(&y->k, ops, ar, dh1, s->dk, y->h1, N));
+    MMT_TRY(nn_linear_backward(&y->v, ops, ar, dh1, s->dv, y->h1, N));
+    if (dh1) {
+        /* layernorm_bwd accumulates into dx_in; the residual path adds dmid. */
+        if (dx_in) {
+            ops->add_fwd(dx_in, dx_in, s->dmid, N * C);
+            ops->layernorm_bwd(dx_in, y->dln1_w, y->dln1_b, dh1, x_in, y->mean1, y->rstd1, y->ln1_w, N, C);
+        } else {
+            ops->layernorm_bwd(NULL, y->dln1_w, y->dln1_b, dh1, x_in, y->mean1, y->rstd1, y->ln1_w, N, C);
+        }
+    }
+    return MMT_OK;
+}
+
+
+mmt_status nn_block_grads_alloc(mmt_arena *ar, const mmt_block_config *c, int64_t B, int64_t T, int64_t n_prefix,
+                                mmt_block_grads *s) {
+    int64_t N = B * T, C = c->hidden, I = c->intermediate, Tk = T + n_prefix;
+    s->dh = ALLOC_F(ar, N * C);
+    s->dq = ALLOC_F(ar, N * C);
+    s->dk = ALLOC_F(ar, N * C);
+    s->dv = ALLOC_F(ar, N * C);
+    s->da = ALLOC_F(ar, N * C);
+    s->datt = ALLOC_F(ar, B * c->heads * T * Tk);
+    s->df = ALLOC_F(ar, N * I);
+    s->dg = ALLOC_F(ar, N * I);
+    s->dmid = ALLOC_F(ar, N * C);
+    if (!s->dh || !s->dq || !s->dk || !s->dv || !s->da || !s->datt || !s->df || !s->dg || !s->dmid)
+        return MMT_STATUS_OUT_OF_MEMORY;
+    return MMT_OK;
+}
+
+int nn_block_has_grads(const mmt_block *y) {
+    return nn_linear_has_grads(&y->q) || nn_linear_has_grads(&y->k) || nn_linear_has_grads(&y->v) ||
+           nn_linear_has_grads(&y->o) || nn_linear_has_grads(&y->fc1) || nn_linear_has_grads(&y->fc2) ||
+           nn_bottleneck_has_grads(y->adapter_attn) || nn_bottleneck_has_grads(y->adapter_mlp) ||
+           y->dln1_w || y->dln2_w || y->dprefix;
+}
+
+void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int64_t intermediate) {
+    memset(y, 0, sizeof *y);
+    const float *const lw[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};
+    const float *const lb[6] = {w->q_b, w->k_b, w->v_b, w->out_b, w->fc1_b, w->fc2_b};
+    mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
+    for (int j = 0; j < 6; j++) {
+        lin[j]->w = lw[j];
+        lin[j]->b = lb[j];
+        lin[j]->in = j == 5 ? intermediate : hidden;
+        lin[j]->out = j == 4 ? intermediate : hidden;
+    }
+    y->ln1_w = w->ln1_w;
+    y->ln1_b = w->ln1_b;
+    y->ln2_w = w->ln2_w;
+    y->ln2_b = w->ln2_b;
+}

@@ -1,0 +1,94 @@
+/*
+ * block.h — the pre-LN transformer encoder block with forward, hand-written backward and
+ * recomputation, shared by every model family (CLIP's text and vision towers now; the
+ * captioner's towers next), so that no family carries a copy of it.
+ *
+ *     x_mid = x_in + adapter_attn(out_proj(attention(q, k, v of layernorm1(x_in))))
+ *     x_out = x_mid + adapter_mlp(fc2(act(fc1(layernorm2(x_mid)))))
+ *
+ * as transformers' CLIPEncoderLayer (modeling_clip.py), with PEFT's pieces where they sit:
+ * LoRA / DoRA / IA3 inside the six linears (nn/linear.h), bottleneck adapters on out_proj's
+ * and fc2's outputs before each residual add (Houlsby's places, nn/bottleneck.h), and prefix
+ * tuning's learned key/value rows in front of the keys and values (PEFT's
+ * past_key_values): with V prefix rows every query attends to all of them and, when causal,
+ * to the sequence causally (ops attention_kv with causal_offset V).
+ *
+ * The block does not own its tensors: base weights belong to the model, adapters to whoever
+ * attached them, saved activations to the arena a training forward draws from (they stay
+ * valid until that arena is rewound). Gradient checkpointing = forward with train into a
+ * scratch arena, rewind, and run forward again into scratch right before backward; a
+ * layer's LoRA dropout masks come from (seed, index), so the recomputation sees the same.
+ */
+#ifndef MMT_NN_BLOCK_H
+#define MMT_NN_BLOCK_H
+
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/status.h"
+#include "nn/bottleneck.h"
+#include "nn/linear.h"
+#include "ops/ops.h"
+
+typedef enum mmt_block_act { MMT_BLOCK_QUICK_GELU, MMT_BLOCK_GELU } mmt_block_act;
+
+typedef struct mmt_block_config {
+    int64_t hidden, intermediate, heads;
+    float eps;          /* layer norm epsilon */
+    mmt_block_act act;
+    int causal;         /* mask keys after the query (text towers, decoders) */
+} mmt_block_config;
+
+/* The frozen weights of one block as a model stores them ([out, in] linears). */
+typedef struct mmt_block_weights {
+    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+} mmt_block_weights;
+
+typedef struct mmt_block {
+    mmt_linear q, k, v, o, fc1, fc2;
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    float *dln1_w, *dln1_b, *dln2_w, *dln2_b; /* NULL: frozen */
+    /* bottleneck adapters on out_proj's and fc2's outputs, before each residual add (NULL: none;
+     * the adapter that attached them owns them) */
+    mmt_bottleneck *adapter_attn, *adapter_mlp;
+    /* saved by forward: x_in (N, C) is set by the caller; the rest by a training forward */
+    float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
+    /* prefix tuning: n_prefix key rows at prefix + r * prefix_stride, the value rows C floats
+     * after each key row; dprefix likewise (NULL: frozen). k_full / v_full (B, n_prefix + T, C)
+     * are the keys and values with the prefix in front (saved by forward). */
+    int64_t n_prefix, prefix_stride;
+    const float *prefix;
+    float *dprefix;
+    float *k_full, *v_full;
+} mmt_block;
+
+/* A block over the given weights: no adapters, nothing trainable. */
+void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int64_t intermediate);
+
+/* x_out (B, T, C) = block(x_in (B, T, C)); x_out must not alias x_in. Every intermediate is
+ * allocated from `ar` and recorded in y (backward reads them while `ar` is not rewound);
+ * train applies LoRA dropout from (seed, index). */
+mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                            const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed, int64_t index,
+                            int train);
+
+/* Scratch gradients of one block's backward, allocated once per backward pass. */
+typedef struct mmt_block_grads {
+    float *dh, *dq, *dk, *dv, *da, *datt, *df, *dg, *dmid;
+} mmt_block_grads;
+
+mmt_status nn_block_grads_alloc(mmt_arena *ar, const mmt_block_config *c, int64_t B, int64_t T, int64_t n_prefix,
+                                mmt_block_grads *s);
+
+/* For the last training forward of y on x_in: dx_in (B, T, C) += the gradient at the input
+ * given dx_out (dx_in NULL: not needed), and every non-NULL parameter gradient +=. Scratch
+ * comes from `ar` (the caller rewinds it). */
+mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                             const mmt_block_grads *s, const float *x_in, const float *dx_out, float *dx_in,
+                             int64_t B, int64_t T);
+
+/* 1 when anything in the block trains (backward must reach it). */
+int nn_block_has_grads(const mmt_block *y);
+
+#endif
