@@ -1,6 +1,6 @@
 /*
  * test_ops_train.c — the optimizer and normalisation ops (adamw_step, sum_squares, scale,
- * find_nonfinite, l2_normalize_fwd/_bwd): each fast CPU entry against its reference twin on
+ * find_nonfinite, l2_normalize_fwd/_bwd, tanh_fwd/_bwd): each fast CPU entry against its reference twin on
  * random shapes, and each reference against an independent double-precision formula.
  *
  * Tolerances:
@@ -13,6 +13,8 @@
  *     n * DBL_EPSILON relative (the bound of a recursive sum).
  *   l2_normalize_fwd_ref vs double: 2e-7 per element (|y| <= 1), norms 1e-7 relative;
  *   l2_normalize_bwd_ref vs the double formula: 2e-6 * (1 + |dy|) / norm.
+ *   tanh_fwd_ref vs double tanh: 2 ulp (2 * FLT_EPSILON * |y|, tanhf's documented
+ *     accuracy is about 1 ulp); tanh_bwd_ref vs dy (1 - y^2) in double: 1e-6 * |dy| + 1e-12.
  * torch parity of AdamW itself is tests/test_optimizer.c and test_train_parity.c.
  */
 #include <float.h>
@@ -225,6 +227,28 @@ static void test_l2_normalize_bwd(void) {
     }
 }
 
+static void test_tanh(void) {
+    const mmt_ops *ref = mmt_ops_ref(), *fast = fast_ops();
+    for (size_t k = 0; k < N_SIZES; k++) {
+        int64_t n = sizes[k];
+        float *x = random_floats(n, 4.0f), *dy = random_floats(n, 1.0f);
+        float *y = guarded_alloc(n), *yf = guarded_copy(x, n);
+        ref->tanh_fwd(y, x, n);
+        fast->tanh_fwd(yf, yf, n); /* in place */
+        CHECK(same_floats(y, yf, n) && guarded_ok(y, n) && guarded_ok(yf, n));
+        for (int64_t i = 0; i < n; i++) CHECK_NEAR(y[i], tanh((double)x[i]), 2 * FLT_EPSILON * fabs(tanh((double)x[i])) + 1e-30);
+        float *dx0 = random_floats(n, 0.5f);
+        float *dx = guarded_copy(dx0, n), *dxf = guarded_copy(dx0, n);
+        ref->tanh_bwd(dx, dy, y, n);
+        fast->tanh_bwd(dxf, dy, y, n);
+        CHECK(same_floats(dx, dxf, n) && guarded_ok(dx, n) && guarded_ok(dxf, n));
+        for (int64_t i = 0; i < n; i++)
+            CHECK_NEAR(dx[i], dx0[i] + dy[i] * (1.0 - (double)y[i] * y[i]), 1e-6 * (fabs(dy[i]) + fabs(dx0[i])) + 1e-12);
+        guarded_free(y), guarded_free(yf), guarded_free(dx), guarded_free(dxf);
+        free(x), free(dy), free(dx0);
+    }
+}
+
 int main(void) {
     rng_state = 0x5851f42d4c957f2dull; /* this file's stream of random inputs */
     mmt_log_set_level(MMT_LOG_SILENT);
@@ -234,5 +258,6 @@ int main(void) {
     RUN(test_scale_and_find_nonfinite);
     RUN(test_l2_normalize_fwd);
     RUN(test_l2_normalize_bwd);
+    RUN(test_tanh);
     return check_summary();
 }

@@ -82,6 +82,8 @@ typedef struct mmt_ops {
      * quick_gelu: x * sigmoid(1.702 x) (transformers QuickGELUActivation). */
     void (*gelu_fwd)(float *y, const float *x, int64_t n);
     void (*quick_gelu_fwd)(float *y, const float *x, int64_t n);
+    /* y (n) = tanh(x) in float32 (tanhf); y may alias x. */
+    void (*tanh_fwd)(float *y, const float *x, int64_t n);
 
     /* y (n) = a + b; y may alias a or b. */
     void (*add_fwd)(float *y, const float *a, const float *b, int64_t n);
@@ -135,6 +137,8 @@ typedef struct mmt_ops {
     /* dx += dy * f'(x) for the activations above (x is the forward's input). */
     void (*gelu_bwd)(float *dx, const float *dy, const float *x, int64_t n);
     void (*quick_gelu_bwd)(float *dx, const float *dy, const float *x, int64_t n);
+    /* For y = tanh(x), given the forward's OUTPUT y: dx += dy * (1 - y*y). */
+    void (*tanh_bwd)(float *dx, const float *dy, const float *y, int64_t n);
 
     /* For attention_fwd: dq, dk, dv (B,T,H*D) += gradients given dout (B,T,H*D) and the
      * probabilities att (B,H,T,T) the forward saved. datt (B,H,T,T) is scratch (overwritten). */

@@ -86,7 +86,9 @@ static mmt_status prefix_create(mmt_prompt *p, int tower, const mmt_clip_tower_c
     x->b2 = store_floats(p, O);
     x->hidden = store_floats(p, V * E);
     x->dhidden = store_floats(p, V * E);
-    if (!x->emb || !x->w1 || !x->b1 || !x->w2 || !x->b2 || !x->hidden || !x->dhidden) return MMT_STATUS_OUT_OF_MEMORY;
+    x->dpre = store_floats(p, V * E);
+    if (!x->emb || !x->w1 || !x->b1 || !x->w2 || !x->b2 || !x->hidden || !x->dhidden || !x->dpre)
+        return MMT_STATUS_OUT_OF_MEMORY;
     if (tr) {
         x->demb = store_floats(p, V * C);
         x->dw1 = store_floats(p, E * C);
@@ -117,19 +119,20 @@ static mmt_status prefix_create(mmt_prompt *p, int tower, const mmt_clip_tower_c
 static void projection_forward(const mmt_ops *ops, mmt_prompt_prefix *x) {
     int64_t O = x->L * 2 * x->C;
     ops->matmul_fwd(x->hidden, x->emb, x->w1, x->b1, x->V, x->C, x->E);
-    for (int64_t i = 0; i < x->V * x->E; i++) x->hidden[i] = tanhf(x->hidden[i]);
+    ops->tanh_fwd(x->hidden, x->hidden, x->V * x->E);
     ops->matmul_fwd(x->kv, x->hidden, x->w2, x->b2, x->V, x->E, O);
 }
 
 /* The MLP's gradients from the view's dkv (+=), then dkv = 0 for the next backward. */
 static void projection_backward(const mmt_ops *ops, mmt_prompt_prefix *x) {
     int64_t O = x->L * 2 * x->C, VE = x->V * x->E;
-    memset(x->dhidden, 0, (size_t)VE * sizeof(float));
+    ops->buffer_fill(x->dhidden, 0.0f, VE);
     ops->matmul_bwd(x->dhidden, x->dw2, x->db2, x->dkv, x->hidden, x->w2, x->V, x->E, O);
-    for (int64_t i = 0; i < VE; i++) x->dhidden[i] *= 1.0f - x->hidden[i] * x->hidden[i];
-    ops->matmul_bwd(NULL, x->dw1, x->db1, x->dhidden, x->emb, x->w1, x->V, x->C, x->E);
-    if (x->demb) ops->matmul_bwd(x->demb, NULL, NULL, x->dhidden, x->emb, x->w1, x->V, x->C, x->E);
-    memset(x->dkv, 0, (size_t)(x->V * O) * sizeof(float));
+    ops->buffer_fill(x->dpre, 0.0f, VE);
+    ops->tanh_bwd(x->dpre, x->dhidden, x->hidden, VE);
+    ops->matmul_bwd(NULL, x->dw1, x->db1, x->dpre, x->emb, x->w1, x->V, x->C, x->E);
+    if (x->demb) ops->matmul_bwd(x->demb, NULL, NULL, x->dpre, x->emb, x->w1, x->V, x->C, x->E);
+    ops->buffer_fill(x->dkv, 0.0f, x->V * O);
 }
 
 static mmt_status hook_before_forward(void *ctx) {

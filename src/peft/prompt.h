@@ -69,6 +69,7 @@ typedef struct mmt_prompt_prefix {
     float *w1, *dw1, *b1, *db1; /* (E, C), (E) */
     float *w2, *dw2, *b2, *db2; /* (L*2*C, E), (L*2*C) */
     float *hidden, *dhidden;    /* tanh output and its gradient (V, E) */
+    float *dpre;                /* the gradient before the tanh (V, E) */
 } mmt_prompt_prefix;
 
 typedef struct mmt_prompt {

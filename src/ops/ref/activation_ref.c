@@ -50,3 +50,19 @@ void quick_gelu_bwd_ref(float *dx, const float *dy, const float *x, int64_t n) {
         dx[i] += (float)(dy[i] * (s + 1.702 * v * s * (1.0 - s)));
     }
 }
+
+/* tanh in float32 (libm's tanhf, as torch.tanh on float tensors), for PEFT's PrefixEncoder
+ * (peft/prompt.c). */
+void tanh_fwd_ref(float *y,       // (n), may alias x
+                  const float *x, // (n)
+                  int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+/* d tanh(x) / dx = 1 - tanh(x)^2, from the forward's output y. */
+void tanh_bwd_ref(float *dx,       // (n), accumulated
+                  const float *dy, // (n)
+                  const float *y,  // (n)
+                  int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}

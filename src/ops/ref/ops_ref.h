@@ -27,6 +27,7 @@ void layernorm_fwd_ref(float *y, float *mean, float *rstd, const float *x, const
 void softmax_fwd_ref(float *y, const float *x, int64_t R, int64_t C);
 void gelu_fwd_ref(float *y, const float *x, int64_t n);
 void quick_gelu_fwd_ref(float *y, const float *x, int64_t n);
+void tanh_fwd_ref(float *y, const float *x, int64_t n);
 void add_fwd_ref(float *y, const float *a, const float *b, int64_t n);
 void attention_fwd_ref(float *out, float *att, const float *q, const float *k, const float *v,
                        int64_t B, int64_t T, int64_t H, int64_t D, int causal);
@@ -46,6 +47,7 @@ void layernorm_bwd_ref(float *dx, float *dweight, float *dbias, const float *dy,
 void softmax_bwd_ref(float *dx, const float *dy, const float *y, int64_t R, int64_t C);
 void gelu_bwd_ref(float *dx, const float *dy, const float *x, int64_t n);
 void quick_gelu_bwd_ref(float *dx, const float *dy, const float *x, int64_t n);
+void tanh_bwd_ref(float *dx, const float *dy, const float *y, int64_t n);
 void attention_bwd_ref(float *dq, float *dk, float *dv, float *datt, const float *dout,
                        const float *q, const float *k, const float *v, const float *att,
                        int64_t B, int64_t T, int64_t H, int64_t D, int causal);
