@@ -52,9 +52,6 @@ void adamw_step_avx2(float *p,       // (n)
         __m256 update = _mm256_div_ps(_mm256_mul_ps(neg_step, avg), denom);
         _mm256_storeu_ps(p + i, _mm256_add_ps(_mm256_loadu_ps(p + i), update));
     }
-    if (n8 < n) {
-        mmt_adamw_scalars tail = *s;
-        tail.apply_decay = s->apply_decay; /* the tail's decay has not run yet */
-        adamw_step_ref(p + n8, g + n8, m + n8, v + n8, vmax ? vmax + n8 : NULL, n - n8, &tail);
-    }
+    /* The tail's decay has not run yet: the reference does it with the same scalars. */
+    if (n8 < n) adamw_step_ref(p + n8, g + n8, m + n8, v + n8, vmax ? vmax + n8 : NULL, n - n8, s);
 }
