@@ -72,6 +72,36 @@ mmt_status mmt_clip_embed_image_files(mmt_clip *model, const char *const *paths,
 mmt_status mmt_clip_embed_texts(mmt_clip *model, const char *const *texts, int64_t n,
                                 float *out);
 
+/* ------------------------------------------------------------------------------------ */
+/* Adapters over one base, and run contexts                                             */
+/*
+ * One base model serves any number of adapters and threads. An adapter is a PEFT adapter
+ * folder (LoRA, rsLoRA, DoRA, IA3, prompt, prefix, bottleneck, from mmtune or from PEFT),
+ * checked against the base when opened; opening never changes the base or another adapter.
+ * A run context holds what one thread needs to compute (activations, scratch, and the
+ * binding of adapters to the base's layers); use one per thread. Every embedding call takes
+ * one adapter per input row (NULL: the base model alone); rows that share an adapter are
+ * computed together, and each row's result equals computing it in a batch of that adapter
+ * alone. Free run contexts before the adapters and the base they use.
+ */
+typedef struct mmt_clip_adapter mmt_clip_adapter;
+typedef struct mmt_clip_run mmt_clip_run;
+
+mmt_status mmt_clip_adapter_open(mmt_clip *base, const char *dir, mmt_clip_adapter **out);
+void mmt_clip_adapter_close(mmt_clip_adapter *adapter);
+/* The folder the adapter was opened from. */
+const char *mmt_clip_adapter_dir(const mmt_clip_adapter *adapter);
+
+mmt_status mmt_clip_run_create(mmt_clip *base, mmt_clip_run **out);
+void mmt_clip_run_free(mmt_clip_run *run);
+
+/* Normalised embeddings (n, embed_dim) of n image files / n UTF-8 texts; adapters holds n
+ * entries (or is NULL: the base model for every row). */
+mmt_status mmt_clip_run_embed_image_files(mmt_clip_run *run, const char *const *paths,
+                                          mmt_clip_adapter *const *adapters, int64_t n, float *out);
+mmt_status mmt_clip_run_embed_texts(mmt_clip_run *run, const char *const *texts,
+                                    mmt_clip_adapter *const *adapters, int64_t n, float *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,128 @@
+/*
+ * test_examples.c — the public adapters-over-one-base API (mmtune.h: mmt_clip_adapter,
+ * mmt_clip_run) and the example program that uses it.
+ *   - a call whose rows mix adapters A, B and the base gives each row what a call with that
+ *     adapter alone gives (bitwise: rows of one adapter are computed together either way),
+ *     for texts and for image files, and A, B and the base differ;
+ *   - a bad adapter folder fails to open with one line naming it; an adapter opened on another
+ *     base is refused by a run context;
+ *   - examples/two_adapters.c, built against include/mmtune.h alone, runs two threads over
+ *     one base with two adapters and exits 0 (its results equal one thread's).
+ * Adapters are made through the library (adapter_fixture.h) on tests/fixtures/clip/tiny-a.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "adapter_fixture.h"
+#include "check.h"
+#include "mmtune.h"
+
+#define MODEL_DIR MMT_FIXTURE_DIR "/clip/tiny-a"
+#define IMAGES MMT_FIXTURE_DIR "/clip/images"
+
+static char root[] = "/tmp/mmt_examples_XXXXXX";
+static char dir_a[300], dir_b[300];
+static mmt_clip *base;
+
+static void test_mixed_rows_equal_single_adapter_calls(void) {
+    mmt_clip_adapter *a = NULL, *b = NULL;
+    CHECK_OK(mmt_clip_adapter_open(base, dir_a, &a));
+    CHECK_OK(mmt_clip_adapter_open(base, dir_b, &b));
+    mmt_clip_run *run = NULL;
+    CHECK_OK(mmt_clip_run_create(base, &run));
+    if (!a || !b || !run) return;
+    int64_t P = mmt_clip_embed_dim(base);
+    const char *texts[5] = {"a photo of a cat", "a red car", "two dogs in snow", "a cup of coffee", "a rocket"};
+    mmt_clip_adapter *mixed[5] = {a, b, NULL, b, a};
+    const char *images[5] = {IMAGES "/chelsea.jpg", IMAGES "/astronaut.png", IMAGES "/rocket_rgba.png",
+                             IMAGES "/camera_gray.png", IMAGES "/coffee_portrait.jpg"};
+    for (int kind = 0; kind < 2; kind++) {
+        const char *const *in = kind ? images : texts;
+        float got[5 * 512], alone[3][5 * 512];
+        CHECK(P <= 512);
+        mmt_clip_adapter *all[3][5] = {{a, a, a, a, a}, {b, b, b, b, b}, {NULL, NULL, NULL, NULL, NULL}};
+        mmt_status s = kind ? mmt_clip_run_embed_image_files(run, in, mixed, 5, got) : mmt_clip_run_embed_texts(run, in, mixed, 5, got);
+        CHECK_MSG(s == MMT_OK, "%s", mmt_last_error());
+        for (int k = 0; k < 3; k++) {
+            /* a fresh run context each time: nothing carries over between calls */
+            mmt_clip_run *solo = NULL;
+            CHECK_OK(mmt_clip_run_create(base, &solo));
+            s = kind ? mmt_clip_run_embed_image_files(solo, in, all[k], 5, alone[k])
+                     : mmt_clip_run_embed_texts(solo, in, k == 2 ? NULL : all[k], 5, alone[k]);
+            CHECK_MSG(s == MMT_OK, "%s", mmt_last_error());
+            mmt_clip_run_free(solo);
+        }
+        for (int i = 0; i < 5; i++) {
+            int k = mixed[i] == a ? 0 : mixed[i] == b ? 1 : 2;
+            CHECK_MSG(memcmp(got + i * P, alone[k] + i * P, (size_t)P * sizeof(float)) == 0, "%s row %d differs",
+                      kind ? "image" : "text", i);
+        }
+        CHECK(memcmp(alone[0], alone[1], (size_t)P * sizeof(float)) != 0);
+        CHECK(memcmp(alone[0], alone[2], (size_t)P * sizeof(float)) != 0);
+    }
+    mmt_clip_run_free(run);
+    mmt_clip_adapter_close(a);
+    mmt_clip_adapter_close(b);
+}
+
+static void test_bad_adapters(void) {
+    mmt_clip_adapter *x = NULL;
+    char missing[400];
+    snprintf(missing, sizeof missing, "%s/nowhere", root);
+    mmt_status s = mmt_clip_adapter_open(base, missing, &x);
+    CHECK(s != MMT_OK && x == NULL && strstr(mmt_last_error(), missing) && !strchr(mmt_last_error(), '\n'));
+    mmt_clip *other = NULL;
+    CHECK_OK(mmt_clip_load(MODEL_DIR, &other));
+    mmt_clip_adapter *foreign = NULL;
+    if (other) CHECK_OK(mmt_clip_adapter_open(other, dir_a, &foreign));
+    mmt_clip_run *run = NULL;
+    CHECK_OK(mmt_clip_run_create(base, &run));
+    const char *t[1] = {"a cat"};
+    float out[512];
+    mmt_clip_adapter *rows[1] = {foreign};
+    s = mmt_clip_run_embed_texts(run, t, rows, 1, out);
+    CHECK(s == MMT_STATUS_INVALID_ARGUMENT && strstr(mmt_last_error(), "another base model"));
+    mmt_clip_run_free(run);
+    mmt_clip_adapter_close(foreign);
+    mmt_clip_free(other);
+}
+
+static void test_example_program(void) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "%s %s %s %s > %s/example.out 2>&1", MMT_EXAMPLE_TWO_ADAPTERS, MODEL_DIR, dir_a, dir_b, root);
+    int st = system(cmd);
+    char path[400];
+    snprintf(path, sizeof path, "%s/example.out", root);
+    char *text = check_read_file(path, NULL);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "example failed: %s", text ? text : "");
+    CHECK(text && strstr(text, "identical to one thread"));
+    free(text);
+}
+
+int main(void) {
+    if (!mkdtemp(root) || mmt_clip_load(MODEL_DIR, &base) != MMT_OK) return 1;
+    const char *qv[] = {"q_proj", "v_proj"}, *kf[] = {"k_proj", "fc1"};
+    mmt_peft_config cfg;
+    snprintf(dir_a, sizeof dir_a, "%s/a", root);
+    snprintf(dir_b, sizeof dir_b, "%s/b", root);
+    CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_LORA));
+    cfg.r = 4;
+    CHECK_OK(mmt_peft_names_set_list(&cfg.target_modules, qv, 2));
+    adapter_fixture_save(base, &cfg, dir_a, 0.03f);
+    mmt_peft_config_free(&cfg);
+    CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_LORA));
+    cfg.r = 2;
+    CHECK_OK(mmt_peft_names_set_list(&cfg.target_modules, kf, 2));
+    adapter_fixture_save(base, &cfg, dir_b, -0.02f);
+    mmt_peft_config_free(&cfg);
+    RUN(test_mixed_rows_equal_single_adapter_calls);
+    RUN(test_bad_adapters);
+    RUN(test_example_program);
+    mmt_clip_free(base);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    if (system(cmd) != 0) return 1;
+    return check_summary();
+}
