@@ -6,10 +6,14 @@
  *     for texts and for image files, and A, B and the base differ;
  *   - a bad adapter folder fails to open with one line naming it; an adapter opened on another
  *     base is refused by a run context;
+ *   - mmtune embed / classify with --adapter NAME=DIR ... --use NAME: every line equals the
+ *     same input through a single --adapter DIR (or no adapter for base) within 1e-6, and
+ *     carries its adapter's name; unknown names and a --truncate with names are usage errors;
  *   - examples/two_adapters.c, built against include/mmtune.h alone, runs two threads over
  *     one base with two adapters and exits 0 (its results equal one thread's).
  * Adapters are made through the library (adapter_fixture.h) on tests/fixtures/clip/tiny-a.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -89,6 +93,99 @@ static void test_bad_adapters(void) {
     mmt_clip_free(other);
 }
 
+/* Runs `mmtune ARGS`, stdout into root/NAME; returns the exit code and the text (malloc'd). */
+static int mmtune(const char *name, char **text, const char *args) {
+    char cmd[2400], path[400];
+    snprintf(path, sizeof path, "%s/%s", root, name);
+    snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", MMT_BINARY, args, path);
+    int st = system(cmd);
+    *text = check_read_file(path, NULL);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The floats after `key":[` in the n-th line of text holding it (up to cap); the count. */
+static int64_t floats_of(const char *text, const char *key, int nth, float *v, int64_t cap) {
+    const char *p = text;
+    for (int k = 0; p && k <= nth; k++) {
+        p = strstr(p, key);
+        if (p && k < nth) p += strlen(key);
+    }
+    if (!p) return 0;
+    p = strchr(p, '[');
+    int64_t n = 0;
+    while (p && *p != ']' && n < cap) {
+        char *end;
+        v[n++] = strtof(p + 1, &end);
+        p = end;
+    }
+    return n;
+}
+
+static double max_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+static void test_cli_named_adapters(void) {
+    char args[2000], *mixed = NULL, *one = NULL;
+    snprintf(args, sizeof args, "embed --model %s --adapter A=%s --adapter B=%s --text 'a cat' --use A --text 'a cat' "
+             "--image %s/chelsea.jpg --use B --text 'a cat' --use base --image %s/chelsea.jpg", MODEL_DIR, dir_a, dir_b,
+             IMAGES, IMAGES);
+    int rc = mmtune("mixed.out", &mixed, args);
+    CHECK_MSG(rc == 0 && mixed, "%s", mixed ? mixed : "");
+    /* images first: chelsea with A, chelsea with base; then texts: base, A, B */
+    const char *who[5] = {"A", "base", "base", "A", "B"};
+    const char *single[5] = {dir_a, NULL, NULL, dir_a, dir_b};
+    for (int i = 0; mixed && rc == 0 && i < 5; i++) {
+        float got[512], want[512];
+        int64_t n = floats_of(mixed, "\"embedding\"", i, got, 512);
+        char tag[64];
+        snprintf(tag, sizeof tag, "\"adapter\":\"%s\"", who[i]);
+        const char *line = mixed;
+        for (int k = 0; k < i && line; k++) line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL;
+        CHECK_MSG(line && strstr(line, tag) && strstr(line, tag) < (strchr(line, '\n') ? strchr(line, '\n') : line + strlen(line)),
+                  "line %d lacks %s", i, tag);
+        if (single[i]) snprintf(args, sizeof args, "embed --model %s --adapter %s %s", MODEL_DIR, single[i],
+                                i < 2 ? "--image " IMAGES "/chelsea.jpg" : "--text 'a cat'");
+        else snprintf(args, sizeof args, "embed --model %s %s", MODEL_DIR, i < 2 ? "--image " IMAGES "/chelsea.jpg" : "--text 'a cat'");
+        CHECK(mmtune("one.out", &one, args) == 0);
+        int64_t m = one ? floats_of(one, "\"embedding\"", 0, want, 512) : 0;
+        CHECK_MSG(n > 0 && n == m && max_diff(got, want, n) <= 1e-6, "row %d (%s): %lld vs %lld values, max diff %g", i,
+                  who[i], (long long)n, (long long)m, n == m ? max_diff(got, want, n) : -1.0);
+        free(one);
+        one = NULL;
+    }
+    free(mixed);
+    snprintf(args, sizeof args, "classify --model %s --adapter A=%s --labels cat,rocket --use A --image %s/chelsea.jpg "
+             "--use base --image %s/rocket_rgba.png", MODEL_DIR, dir_a, IMAGES, IMAGES);
+    rc = mmtune("classify.out", &mixed, args);
+    CHECK_MSG(rc == 0 && mixed && strstr(mixed, "\"adapter\":\"A\"") && strstr(mixed, "\"adapter\":\"base\""), "%s",
+              mixed ? mixed : "");
+    /* the A line, without its adapter key, is the single-adapter run's line to the printed digit */
+    char first[2048] = "";
+    if (mixed && strchr(mixed, '\n') && (size_t)(strchr(mixed, '\n') - mixed) < sizeof first) {
+        memcpy(first, mixed, (size_t)(strchr(mixed, '\n') - mixed));
+        char *key = strstr(first, ",\"adapter\":\"A\"");
+        if (key) memmove(key, key + 14, strlen(key + 14) + 1);
+    }
+    free(mixed);
+    snprintf(args, sizeof args, "classify --model %s --adapter %s --labels cat,rocket --image %s/chelsea.jpg", MODEL_DIR,
+             dir_a, IMAGES);
+    CHECK(mmtune("classify1.out", &one, args) == 0);
+    CHECK_MSG(one && first[0] && strncmp(one, first, strlen(first)) == 0, "named: %s\nsingle: %s", first, one ? one : "");
+    free(one);
+    snprintf(args, sizeof args, "embed --model %s --adapter A=%s --use C --text x", MODEL_DIR, dir_a);
+    CHECK(mmtune("bad.out", &one, args) == 2 && strstr(one, "--use C"));
+    free(one);
+    snprintf(args, sizeof args, "embed --model %s --adapter A=%s --truncate --text x", MODEL_DIR, dir_a);
+    CHECK(mmtune("bad.out", &one, args) == 2 && strstr(one, "--truncate"));
+    free(one);
+    snprintf(args, sizeof args, "embed --model %s --adapter A=%s --adapter %s --text x", MODEL_DIR, dir_a, dir_b);
+    CHECK(mmtune("bad.out", &one, args) == 2);
+    free(one);
+}
+
 static void test_example_program(void) {
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "%s %s %s %s > %s/example.out 2>&1", MMT_EXAMPLE_TWO_ADAPTERS, MODEL_DIR, dir_a, dir_b, root);
@@ -119,6 +216,7 @@ int main(void) {
     mmt_peft_config_free(&cfg);
     RUN(test_mixed_rows_equal_single_adapter_calls);
     RUN(test_bad_adapters);
+    RUN(test_cli_named_adapters);
     RUN(test_example_program);
     mmt_clip_free(base);
     char cmd[300];

@@ -13,6 +13,7 @@
  *   mmtune init                   (tools/cli/init.c)
  *   mmtune report                 (tools/cli/report.c)
  */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -54,6 +55,7 @@ static const char *USAGE =
 
 static const char *EMBED_HELP =
     "usage: mmtune embed --model DIR [--adapter DIR] [--image PATH]... [--text STR]... [--truncate]\n"
+    "       mmtune embed --model DIR --adapter NAME=DIR... [--use NAME] [--image PATH]... [--text STR]...\n"
     "\n"
     "  --model DIR    Hugging Face CLIP snapshot (config.json, model.safetensors, vocab.json,\n"
     "                 merges.txt, optional preprocessor_config.json)\n"
@@ -62,6 +64,10 @@ static const char *EMBED_HELP =
     "  --image PATH   a JPEG or PNG image (repeatable)\n"
     "  --text STR     a text (repeatable); empty texts are refused\n"
     "  --truncate     cut texts longer than the model's context instead of refusing them\n"
+    "  --adapter NAME=DIR  (repeatable) several adapters over the one base model; then\n"
+    "  --use NAME     the adapter of the inputs after it (base: none; the default before any\n"
+    "                 --use); all inputs are computed in one call, rows of an adapter together,\n"
+    "                 and each line gets an \"adapter\" key\n"
     "\n"
     "Prints one JSON object per input, images first, in the order given:\n"
     "  {\"type\":\"image\",\"input\":\"a.jpg\",\"embedding\":[...]}\n";
@@ -75,6 +81,9 @@ static const char *CLASSIFY_HELP =
     "  --image PATH     a JPEG or PNG image (repeatable)\n"
     "  --labels LIST    comma-separated class names (at least one)\n"
     "  --template T     prompt; {} is replaced by the label (default \"a photo of a {}.\")\n"
+    "  --adapter NAME=DIR, --use NAME   several adapters over one base, as in embed: each\n"
+    "                   image is classified with the adapter chosen before it (labels embedded\n"
+    "                   with that adapter too); each line gets an \"adapter\" key\n"
     "\n"
     "Probabilities are softmax(exp(logit_scale) * cosine) over the labels, as transformers'\n"
     "CLIPModel logits_per_image.softmax(-1). One JSON object per image, labels best first.\n";
@@ -130,13 +139,33 @@ static const char *value(args *a) {
 
 /* Options several commands share: --help, --model DIR, --adapter DIR, --image PATH
  * (repeatable). */
+#define MAX_NAMED 16
+
 typedef struct common_opts {
     const char *help;
     const char *model_dir;
     const char *adapter_dir;
     const char *images[MAX_INPUTS];
     int64_t n_images;
+    /* --adapter NAME=DIR (several) and --use NAME: the adapter of each input after it */
+    char *names[MAX_NAMED];
+    const char *named_dirs[MAX_NAMED];
+    int64_t n_named;
+    int64_t use;              /* index into names, -1: the base model */
+    int64_t image_use[MAX_INPUTS];
 } common_opts;
+
+/* NAME=DIR with a NAME of letters, digits, '-', '_' or '.': 1 and the split, else 0. */
+static int named_adapter(const char *v, char *name, size_t cap, const char **dir) {
+    const char *eq = strchr(v, '=');
+    if (!eq || eq == v || (size_t)(eq - v) >= cap || !eq[1]) return 0;
+    for (const char *p = v; p < eq; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.') return 0;
+    memcpy(name, v, (size_t)(eq - v));
+    name[eq - v] = '\0';
+    *dir = eq + 1;
+    return 1;
+}
 
 enum { OPT_OTHER, OPT_TAKEN, OPT_EXIT };
 
@@ -154,22 +183,57 @@ static int common_option(args *a, common_opts *o, int *rc) {
         return OPT_TAKEN;
     }
     if (is_opt(a, "--adapter")) {
-        if (!(o->adapter_dir = value(a))) return *rc = usage_error("--adapter needs a folder"), OPT_EXIT;
+        if (!(v = value(a))) return *rc = usage_error("--adapter needs a folder (or NAME=DIR)"), OPT_EXIT;
+        char name[64];
+        const char *dir;
+        if (!named_adapter(v, name, sizeof name, &dir)) {
+            if (o->adapter_dir || o->n_named) return *rc = usage_error("give one --adapter DIR, or several --adapter NAME=DIR"), OPT_EXIT;
+            o->adapter_dir = v;
+            return OPT_TAKEN;
+        }
+        if (o->adapter_dir) return *rc = usage_error("give one --adapter DIR, or several --adapter NAME=DIR"), OPT_EXIT;
+        if (o->n_named == MAX_NAMED) return *rc = usage_error("more than %d named adapters", MAX_NAMED), OPT_EXIT;
+        if (!strcmp(name, "base")) return *rc = usage_error("--adapter: the name 'base' means no adapter"), OPT_EXIT;
+        for (int64_t k = 0; k < o->n_named; k++)
+            if (!strcmp(o->names[k], name)) return *rc = usage_error("--adapter: the name '%s' is given twice", name), OPT_EXIT;
+        if (!(o->names[o->n_named] = mmt_strdup(name))) return *rc = usage_error("out of memory"), OPT_EXIT;
+        o->named_dirs[o->n_named++] = dir;
+        return OPT_TAKEN;
+    }
+    if (is_opt(a, "--use")) {
+        if (!(v = value(a))) return *rc = usage_error("--use needs an adapter name (or base)"), OPT_EXIT;
+        o->use = -2;
+        if (!strcmp(v, "base")) o->use = -1;
+        for (int64_t k = 0; k < o->n_named && o->use == -2; k++)
+            if (!strcmp(o->names[k], v)) o->use = k;
+        if (o->use == -2)
+            return *rc = usage_error("--use %s: no --adapter %s=DIR before it (or use 'base')", v, v), OPT_EXIT;
         return OPT_TAKEN;
     }
     if (is_opt(a, "--image")) {
         if (!(v = value(a))) return *rc = usage_error("--image needs a path"), OPT_EXIT;
         if (o->n_images == MAX_INPUTS) return *rc = usage_error("more than %d images", MAX_INPUTS), OPT_EXIT;
+        o->image_use[o->n_images] = o->use;
         o->images[o->n_images++] = v;
         return OPT_TAKEN;
     }
     return OPT_OTHER;
 }
 
-static void print_embedding(const char *type, const char *input, const float *e, int64_t dim) {
+static void common_opts_free(common_opts *o) {
+    for (int64_t k = 0; k < o->n_named; k++) mmt_free(o->names[k]);
+    o->n_named = 0;
+}
+
+/* adapter NULL: the line has no "adapter" key (a single adapter or none) */
+static void print_embedding(const char *type, const char *input, const char *adapter, const float *e, int64_t dim) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{\"type\":\"%s\",\"input\":", type);
     mmt_strbuf_json_string(&b, input, strlen(input));
+    if (adapter) {
+        mmt_strbuf_append(&b, ",\"adapter\":", 11);
+        mmt_strbuf_json_string(&b, adapter, strlen(adapter));
+    }
     mmt_strbuf_append(&b, ",\"embedding\":[", 14);
     for (int64_t j = 0; j < dim; j++) mmt_strbuf_printf(&b, "%s%.9g", j ? "," : "", e[j]);
     mmt_strbuf_append(&b, "]}\n", 3);
@@ -177,31 +241,87 @@ static void print_embedding(const char *type, const char *input, const float *e,
     mmt_strbuf_free(&b);
 }
 
+/* embed with named adapters (--adapter NAME=DIR ... --use NAME): every input with the adapter
+ * chosen before it, all through one run context (mmtune.h), rows of an adapter together. */
+static int embed_named(const common_opts *o, const char *const *texts, const int64_t *text_use, int64_t n_texts) {
+    mmt_clip *base = NULL;
+    mmt_clip_adapter *opened[MAX_NAMED] = {0};
+    mmt_clip_adapter **rows = NULL;
+    mmt_clip_run *run = NULL;
+    float *out = NULL;
+    int rc = 0;
+    int64_t n_max = o->n_images > n_texts ? o->n_images : n_texts;
+    if (mmt_clip_load(o->model_dir, &base) != MMT_OK) return runtime_error();
+    for (int64_t k = 0; k < o->n_named && rc == 0; k++)
+        if (mmt_clip_adapter_open(base, o->named_dirs[k], &opened[k]) != MMT_OK) rc = runtime_error();
+    int64_t dim = mmt_clip_embed_dim(base);
+    if (rc == 0 && (!(rows = mmt_calloc((size_t)n_max, sizeof *rows)) || !(out = mmt_malloc((size_t)(n_max * dim) * sizeof(float))) ||
+                    mmt_clip_run_create(base, &run) != MMT_OK))
+        rc = runtime_error();
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        int64_t n = pass ? n_texts : o->n_images;
+        const int64_t *use = pass ? text_use : o->image_use;
+        if (n == 0) continue;
+        for (int64_t i = 0; i < n; i++) rows[i] = use[i] >= 0 ? opened[use[i]] : NULL;
+        mmt_status s = pass ? mmt_clip_run_embed_texts(run, texts, rows, n, out)
+                            : mmt_clip_run_embed_image_files(run, o->images, rows, n, out);
+        if (s != MMT_OK) {
+            rc = runtime_error();
+            break;
+        }
+        for (int64_t i = 0; i < n; i++)
+            print_embedding(pass ? "text" : "image", pass ? texts[i] : o->images[i], use[i] >= 0 ? o->names[use[i]] : "base",
+                            out + i * dim, dim);
+    }
+    mmt_clip_run_free(run);
+    for (int64_t k = 0; k < o->n_named; k++) mmt_clip_adapter_close(opened[k]);
+    mmt_free(rows);
+    mmt_free(out);
+    mmt_clip_free(base);
+    return rc;
+}
+
 static int cmd_embed(int argc, char **argv) {
-    common_opts o = {.help = EMBED_HELP};
+    common_opts o = {.help = EMBED_HELP, .use = -1};
     const char *texts[MAX_INPUTS];
-    int64_t n_texts = 0;
-    int truncate = 0, rc = 0;
+    int64_t n_texts = 0, text_use[MAX_INPUTS];
+    int truncate = 0, rc = 0, stop = 0;
     args a = {argc, 0, argv};
-    for (a.i = 0; a.i < argc; a.i++) {
+    for (a.i = 0; a.i < argc && rc == 0; a.i++) {
         const char *v;
         int kind = common_option(&a, &o, &rc);
-        if (kind == OPT_EXIT) return rc;
+        if (kind == OPT_EXIT) {
+            stop = 1;
+            break;
+        }
         if (kind == OPT_TAKEN) continue;
         if (is_opt(&a, "--text")) {
-            if (!(v = value(&a))) return usage_error("--text needs a string");
-            if (n_texts == MAX_INPUTS) return usage_error("more than %d texts", MAX_INPUTS);
-            texts[n_texts++] = v;
+            if (!(v = value(&a))) rc = usage_error("--text needs a string");
+            else if (n_texts == MAX_INPUTS) rc = usage_error("more than %d texts", MAX_INPUTS);
+            else {
+                text_use[n_texts] = o.use;
+                texts[n_texts++] = v;
+            }
         } else if (is_opt(&a, "--truncate")) {
             truncate = 1;
         } else {
-            return usage_error("embed: unknown option '%s'", argv[a.i]);
+            rc = usage_error("embed: unknown option '%s'", argv[a.i]);
         }
+    }
+    if (rc != 0 || stop) {
+        common_opts_free(&o);
+        return rc;
     }
     const char *model_dir = o.model_dir, **images = o.images;
     int64_t n_images = o.n_images;
-    if (!model_dir) return usage_error("embed: --model is required");
-    if (n_images + n_texts == 0) return usage_error("embed: give at least one --image or --text");
+    if (!model_dir) rc = usage_error("embed: --model is required");
+    else if (n_images + n_texts == 0) rc = usage_error("embed: give at least one --image or --text");
+    else if (o.n_named && truncate) rc = usage_error("embed: --truncate does not go with named adapters (texts over the context are refused)");
+    if (rc != 0 || o.n_named) {
+        if (rc == 0) rc = embed_named(&o, texts, text_use, n_texts);
+        common_opts_free(&o);
+        return rc;
+    }
     cli_encoder enc;
     if (cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
     int64_t dim = cli_encoder_dim(&enc);
@@ -211,11 +331,11 @@ static int cmd_embed(int argc, char **argv) {
     } else if (n_images && cli_encoder_images(&enc, images, n_images, out) != MMT_OK) {
         rc = runtime_error();
     } else {
-        for (int64_t i = 0; i < n_images; i++) print_embedding("image", images[i], out + i * dim, dim);
+        for (int64_t i = 0; i < n_images; i++) print_embedding("image", images[i], NULL, out + i * dim, dim);
         if (n_texts && cli_encoder_texts(&enc, texts, n_texts, truncate, out) != MMT_OK) {
             rc = runtime_error();
         } else {
-            for (int64_t i = 0; i < n_texts; i++) print_embedding("text", texts[i], out + i * dim, dim);
+            for (int64_t i = 0; i < n_texts; i++) print_embedding("text", texts[i], NULL, out + i * dim, dim);
         }
     }
     mmt_free(out);
@@ -266,39 +386,85 @@ static int by_prob_desc(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
+/* Named adapters (--adapter NAME=DIR ... --use NAME) for classify: each image's embedding
+ * with its adapter, and the label prompts' embeddings once per adapter in use, txt holding
+ * (n_named + 1) blocks of (n_labels, dim), block 0 the base's. */
+static int classify_named(const common_opts *o, mmt_clip *base, const char *const *prompts, int64_t n_labels, float *img,
+                          float *txt, double *scale) {
+    mmt_clip_adapter *opened[MAX_NAMED] = {0};
+    mmt_clip_adapter **rows = NULL;
+    mmt_clip_run *run = NULL;
+    int rc = 0;
+    int64_t dim = mmt_clip_embed_dim(base), n_rows = o->n_images > n_labels ? o->n_images : n_labels;
+    *scale = mmt_clip_logit_scale(base);
+    for (int64_t k = 0; k < o->n_named && rc == 0; k++)
+        if (mmt_clip_adapter_open(base, o->named_dirs[k], &opened[k]) != MMT_OK) rc = runtime_error();
+    if (rc == 0 && (!(rows = mmt_calloc((size_t)n_rows, sizeof *rows)) || mmt_clip_run_create(base, &run) != MMT_OK))
+        rc = runtime_error();
+    for (int64_t i = 0; rc == 0 && i < o->n_images; i++) rows[i] = o->image_use[i] >= 0 ? opened[o->image_use[i]] : NULL;
+    if (rc == 0 && mmt_clip_run_embed_image_files(run, o->images, rows, o->n_images, img) != MMT_OK) rc = runtime_error();
+    for (int64_t k = -1; rc == 0 && k < o->n_named; k++) {
+        int used = 0;
+        for (int64_t i = 0; i < o->n_images; i++) used |= o->image_use[i] == k;
+        if (!used) continue;
+        for (int64_t c = 0; c < n_labels; c++) rows[c] = k >= 0 ? opened[k] : NULL;
+        if (mmt_clip_run_embed_texts(run, prompts, rows, n_labels, txt + (k + 1) * n_labels * dim) != MMT_OK)
+            rc = runtime_error();
+    }
+    mmt_clip_run_free(run);
+    for (int64_t k = 0; k < o->n_named; k++) mmt_clip_adapter_close(opened[k]);
+    mmt_free(rows);
+    return rc;
+}
+
 static int cmd_classify(int argc, char **argv) {
-    common_opts o = {.help = CLASSIFY_HELP};
+    common_opts o = {.help = CLASSIFY_HELP, .use = -1};
     const char *template = "a photo of a {}.";
     char *label_list = NULL, *labels[MAX_INPUTS];
     int64_t n_labels = 0;
-    int rc = 0;
+    int rc = 0, stop = 0;
     args a = {argc, 0, argv};
-    for (a.i = 0; a.i < argc; a.i++) {
+    for (a.i = 0; a.i < argc && rc == 0; a.i++) {
         const char *v;
         int kind = common_option(&a, &o, &rc);
-        if (kind == OPT_EXIT) return rc;
+        if (kind == OPT_EXIT) {
+            stop = 1;
+            break;
+        }
         if (kind == OPT_TAKEN) continue;
         if (is_opt(&a, "--labels")) {
-            if (!(v = value(&a))) return usage_error("--labels needs a comma-separated list");
-            label_list = (char *)v;
+            if (!(v = value(&a))) rc = usage_error("--labels needs a comma-separated list");
+            else label_list = (char *)v;
         } else if (is_opt(&a, "--template")) {
-            if (!(template = value(&a))) return usage_error("--template needs a string");
+            if (!(template = value(&a))) rc = usage_error("--template needs a string");
         } else {
-            return usage_error("classify: unknown option '%s'", argv[a.i]);
+            rc = usage_error("classify: unknown option '%s'", argv[a.i]);
         }
     }
     const char *model_dir = o.model_dir, **images = o.images;
     int64_t n_images = o.n_images;
-    if (!model_dir) return usage_error("classify: --model is required");
-    if (!n_images) return usage_error("classify: give at least one --image");
-    if (!label_list || split_labels(label_list, labels, &n_labels) != 0)
-        return usage_error("classify: --labels needs a comma-separated list of non-empty names");
-    cli_encoder enc;
-    if (cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
-    int64_t dim = cli_encoder_dim(&enc);
+    if (rc == 0 && !stop) {
+        if (!model_dir) rc = usage_error("classify: --model is required");
+        else if (!n_images) rc = usage_error("classify: give at least one --image");
+        else if (!label_list || split_labels(label_list, labels, &n_labels) != 0)
+            rc = usage_error("classify: --labels needs a comma-separated list of non-empty names");
+    }
+    if (rc != 0 || stop) {
+        common_opts_free(&o);
+        return rc;
+    }
+    int named = o.n_named > 0;
+    cli_encoder enc = {0};
+    if (!named && cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
+    mmt_clip *base = NULL; /* named adapters: the base they share */
+    if (named && mmt_clip_load(model_dir, &base) != MMT_OK) {
+        common_opts_free(&o);
+        return runtime_error();
+    }
+    int64_t dim = named ? mmt_clip_embed_dim(base) : cli_encoder_dim(&enc);
     char **prompts = mmt_calloc((size_t)n_labels, sizeof(char *));
     float *img = mmt_malloc((size_t)(n_images * dim) * sizeof(float));
-    float *txt = mmt_malloc((size_t)(n_labels * dim) * sizeof(float));
+    float *txt = mmt_malloc((size_t)((named ? o.n_named + 1 : 1) * n_labels * dim) * sizeof(float));
     scored *s = mmt_malloc((size_t)n_labels * sizeof(scored));
     if (!prompts || !img || !txt || !s) {
         rc = runtime_error();
@@ -309,17 +475,22 @@ static int cmd_classify(int argc, char **argv) {
             rc = runtime_error();
             goto done;
         }
-    if (cli_encoder_texts(&enc, (const char *const *)prompts, n_labels, 0, txt) != MMT_OK ||
-        cli_encoder_images(&enc, images, n_images, img) != MMT_OK) {
+    double scale = 0;
+    if (named) {
+        if ((rc = classify_named(&o, base, (const char *const *)prompts, n_labels, img, txt, &scale)) != 0) goto done;
+    } else if (cli_encoder_texts(&enc, (const char *const *)prompts, n_labels, 0, txt) != MMT_OK ||
+               cli_encoder_images(&enc, images, n_images, img) != MMT_OK) {
         rc = runtime_error();
         goto done;
+    } else {
+        scale = mmt_clip_logit_scale(enc.model); /* LoRA / IA3 leave the temperature alone */
     }
-    double scale = mmt_clip_logit_scale(enc.model); /* LoRA / IA3 leave the temperature alone */
     for (int64_t i = 0; i < n_images; i++) {
         double max = -INFINITY, sum = 0;
+        const float *labels_emb = named ? txt + (o.image_use[i] + 1) * n_labels * dim : txt;
         for (int64_t c = 0; c < n_labels; c++) {
             double dot = 0;
-            for (int64_t j = 0; j < dim; j++) dot += (double)img[i * dim + j] * txt[c * dim + j];
+            for (int64_t j = 0; j < dim; j++) dot += (double)img[i * dim + j] * labels_emb[c * dim + j];
             s[c].index = c;
             s[c].prob = scale * dot;
             if (s[c].prob > max) max = s[c].prob;
@@ -330,6 +501,11 @@ static int cmd_classify(int argc, char **argv) {
         mmt_strbuf b = {0};
         mmt_strbuf_append(&b, "{\"image\":", 9);
         mmt_strbuf_json_string(&b, images[i], strlen(images[i]));
+        if (named) {
+            const char *who = o.image_use[i] >= 0 ? o.names[o.image_use[i]] : "base";
+            mmt_strbuf_append(&b, ",\"adapter\":", 11);
+            mmt_strbuf_json_string(&b, who, strlen(who));
+        }
         mmt_strbuf_append(&b, ",\"label\":", 9);
         mmt_strbuf_json_string(&b, labels[s[0].index], strlen(labels[s[0].index]));
         mmt_strbuf_append(&b, ",\"probs\":{", 10);
@@ -350,6 +526,8 @@ done:
     mmt_free(txt);
     mmt_free(s);
     cli_encoder_close(&enc);
+    mmt_clip_free(base);
+    common_opts_free(&o);
     return rc;
 }
 
