@@ -3,7 +3,7 @@
  * some on disk (test_adapter_errors.c, test_threads.c).
  *
  * adapter_fixture_save() attaches cfg to a fresh view of model, moves every tensor off its
- * identity start (LoRA B = b_value instead of 0, IA3 vectors 1 + b_value instead of 1, saved
+ * identity start (LoRA B = b_value times a pattern in [-1, 1] instead of 0, IA3 vectors 1 + b_value instead of 1, saved
  * modules + 0.5), so that loading the folder changes what the model computes, and writes
  * adapter_config.json + adapter_model.safetensors into dir (created). Header-only.
  */
@@ -18,6 +18,7 @@
 #include "models/clip_train.h"
 #include "peft/adapter.h"
 #include "peft/peft_config.h"
+#include "peft/prompt.h"
 #include "train/clip_task.h"
 
 static inline void adapter_fixture_save(mmt_clip *model, const mmt_peft_config *cfg, const char *dir, float b_value) {
@@ -32,7 +33,8 @@ static inline void adapter_fixture_save(mmt_clip *model, const mmt_peft_config *
     if (ad && w) {
         for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_LORA && i < ad->n; i++)
             for (int64_t j = 0; j < ad->entries[i].linear->out * ad->entries[i].lora.r; j++)
-                ad->entries[i].lora.b[j] = b_value;
+                ad->entries[i].lora.b[j] = b_value * (float)(j % 7 - 3) / 3.0f; /* varied across rows: a
+                                                                                   * constant shift would vanish in the next layer norm */
         for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_IA3 && i < ad->n; i++)
             for (int64_t j = 0; j < (ad->entries[i].feedforward ? ad->entries[i].linear->in : ad->entries[i].linear->out); j++)
                 ad->entries[i].ia3[j] = 1.0f + b_value;
@@ -43,6 +45,30 @@ static inline void adapter_fixture_save(mmt_clip *model, const mmt_peft_config *
     }
     mmt_free(w);
     mmt_adapter_free(ad);
+    mmt_clip_train_free(ct);
+}
+
+/* A prompt / prefix tuning folder (settings as peft/prompt.h; tensors from their random
+ * initialisation) written into dir (created). */
+static inline void adapter_fixture_save_prompt(mmt_clip *model, const mmt_prompt_settings *ps, const char *dir) {
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_clip_train *ct = NULL;
+    mmt_prompt *p = NULL;
+    mmt_peft_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    char *w = mmt_path_join(dir, "adapter_model.safetensors");
+    CHECK_OK(mmt_mkdirs(dir));
+    CHECK_OK(mmt_clip_train_create(model, &o, &ct));
+    if (ct) CHECK_OK(mmt_prompt_attach(ct, ps, &p));
+    if (p && w) {
+        CHECK_OK(mmt_prompt_peft_config(ps, mmt_clip_config_of(model), NULL, &cfg));
+        CHECK_OK(mmt_peft_config_save(&cfg, dir));
+        CHECK_OK(mmt_prompt_save_tensors(p, w));
+        mmt_peft_config_free(&cfg);
+    }
+    mmt_free(w);
+    mmt_prompt_free(p);
     mmt_clip_train_free(ct);
 }
 

@@ -71,9 +71,53 @@ static mmt_status dora_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *are
     return MMT_OK;
 }
 
+/* The mixed-batch forward (see mmt_linear_group): base product once, then each group's
+ * adapter on its rows exactly as a batch of that adapter alone computes it. */
+static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y, const float *x,
+                                  int64_t M) {
+    int64_t in = l->in, out = l->out;
+    if (l->lora || l->ia3_mode != MMT_IA3_NONE || l->group_batch < 1 || M % l->group_batch != 0)
+        return mmt_fail(MMT_STATUS_INTERNAL, "linear: row groups on a layer with an adapter of its own, or %lld rows "
+                                             "for %lld sequences", (long long)M, (long long)l->group_batch);
+    int64_t per = M / l->group_batch;
+    ops->matmul_fwd(y, x, l->w, l->b, M, in, out);
+    for (int64_t g = 0; g < l->n_groups; g++) {
+        const mmt_linear_group *gr = &l->groups[g];
+        int64_t r0 = gr->seq0 * per, m = gr->n_seq * per;
+        if (gr->seq0 < 0 || gr->n_seq < 0 || r0 + m > M)
+            return mmt_fail(MMT_STATUS_INTERNAL, "linear: row group outside the batch");
+        const float *xg = x + r0 * in;
+        float *yg = y + r0 * out;
+        if (gr->ia3 && gr->ia3_mode == MMT_IA3_INPUT) {
+            /* (x * l) W^T + b: this group's rows need a product of their own */
+            float *xs = scratch(arena, m * in);
+            if (!xs) return MMT_STATUS_OUT_OF_MEMORY;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < in; j++) xs[i * in + j] = xg[i * in + j] * gr->ia3[j];
+            ops->matmul_fwd(yg, xs, l->w, l->b, m, in, out);
+            xg = xs;
+        }
+        if (gr->lora) {
+            const mmt_lora *a = gr->lora;
+            float *xa = scratch(arena, m * a->r); // (m, r)
+            if (!xa) return MMT_STATUS_OUT_OF_MEMORY;
+            ops->gemm(0, 1, m, a->r, in, 1.0f, xg, in, a->a, in, 0.0f, xa, a->r);
+            ops->gemm(0, 1, m, out, a->r, a->scaling, xa, a->r, a->b, a->r, 1.0f, yg, out);
+        }
+        if (gr->ia3 && gr->ia3_mode == MMT_IA3_OUTPUT)
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < out; j++) yg[i * out + j] *= gr->ia3[j];
+    }
+    return MMT_OK;
+}
+
 mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
                              const float *x, int64_t M, int train) {
     int64_t in = l->in, out = l->out;
+    if (l->n_groups > 0) {
+        if (train) return mmt_fail(MMT_STATUS_UNSUPPORTED, "linear: mixed-adapter batches are for inference only");
+        return grouped_forward(l, ops, arena, y, x, M);
+    }
     const float *xin = x; // (M, in)
     if (l->ia3_mode == MMT_IA3_INPUT) {
         float *xs = scratch(arena, M * in);

@@ -55,6 +55,16 @@ typedef struct mmt_lora {
 
 typedef enum mmt_ia3_mode { MMT_IA3_NONE, MMT_IA3_OUTPUT, MMT_IA3_INPUT } mmt_ia3_mode;
 
+/* Rows of a mixed batch that one adapter owns (inference only): the rows of sequences
+ * [seq0, seq0 + n_seq) of the layer's input get that adapter's LoRA product added, or its IA3
+ * scaling. The tensors are the adapter's, shared read-only by every batch that uses it. */
+typedef struct mmt_linear_group {
+    int64_t seq0, n_seq;
+    const mmt_lora *lora;     /* plain LoRA (not DoRA): a, b, r, scaling are read; NULL: none */
+    const float *ia3;         /* NULL: none */
+    mmt_ia3_mode ia3_mode;
+} mmt_linear_group;
+
 typedef struct mmt_linear {
     int64_t in, out;
     const float *w;       /* (out, in) */
@@ -65,6 +75,12 @@ typedef struct mmt_linear {
     float *ia3, *dia3;    /* (out) for OUTPUT, (in) for INPUT; dia3 NULL when frozen */
     /* saved by a training forward (step arena) */
     float *saved_ia3;     /* OUTPUT: x W^T + b before scaling (M, out); INPUT: x * l (M, in) */
+    /* Mixed batches (inference): the base product runs once for all rows, then each group's
+     * adapter on its own rows; group_batch sequences in all (the input's M rows are
+     * group_batch equal runs of M / group_batch). Set for one forward by the run context;
+     * n_groups 0: none. A layer with groups has no lora / ia3 of its own. */
+    const mmt_linear_group *groups;
+    int64_t n_groups, group_batch;
 } mmt_linear;
 
 /* y (M, out) = layer(x (M, in)). Scratch and saved tensors come from `arena`. */
