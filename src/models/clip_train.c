@@ -151,7 +151,7 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
     ct->ops = model->ops;
     ct->opt = *o;
     ct->logit_scale = model->logit_scale;
-    mmt_arena_init(&ct->store, (size_t)1 << 20);
+    mmt_arena_init(&ct->store, (size_t)64 << 10); /* layer tables: a view is cheap, a server keeps many */
     mmt_arena_init(&ct->step, (size_t)64 << 20);
     mmt_arena_init(&ct->scratch, (size_t)16 << 20);
     mmt_status s = tower_init(ct, &ct->text, &model->text, 1);

@@ -188,7 +188,17 @@ mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *
     if (!ad) return MMT_STATUS_OUT_OF_MEMORY;
     ad->settings = *settings;
     ad->view = view;
-    mmt_arena_init(&ad->store, (size_t)1 << 20);
+    /* one chunk sized for the tensors, so that an adapter costs about its own bytes (a
+     * server keeps hundreds); bottleneck adapters and anything unforeseen take more chunks */
+    size_t est = 4096;
+    for (int64_t i = 0; i < n; i++) {
+        const mmt_linear *l = settings->method == MMT_ADAPTER_BOTTLENECK ? NULL : mmt_clip_train_linear(view, targets[i].module);
+        size_t floats = !l ? (size_t)1 << 14
+                        : settings->method == MMT_ADAPTER_IA3 ? (size_t)(l->in > l->out ? l->in : l->out)
+                                                              : (size_t)(targets[i].r * (l->in + l->out) + (settings->use_dora ? l->out : 0));
+        est += (floats * sizeof(float) + 3 * 64) * (settings->trainable ? 2 : 1);
+    }
+    mmt_arena_init(&ad->store, est);
     mmt_status s = MMT_OK;
     ad->entries = mmt_calloc((size_t)n, sizeof *ad->entries);
     if (!ad->entries) {
