@@ -101,6 +101,10 @@ mmt_status mmt_clip_run_embed_image_files(mmt_clip_run *run, const char *const *
                                           mmt_clip_adapter *const *adapters, int64_t n, float *out);
 mmt_status mmt_clip_run_embed_texts(mmt_clip_run *run, const char *const *texts,
                                     mmt_clip_adapter *const *adapters, int64_t n, float *out);
+/* The same for images already preprocessed as the model's processor does: pixels holds n
+ * images of (3, image_size, image_size) floats (for programs that decode themselves). */
+mmt_status mmt_clip_run_embed_pixels(mmt_clip_run *run, const float *pixels,
+                                     mmt_clip_adapter *const *adapters, int64_t n, float *out);
 
 #ifdef __cplusplus
 }

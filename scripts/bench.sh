@@ -59,6 +59,11 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   bash scripts/bench_train.sh
 fi
 
+# Many adapters over one base (issue 10): bench/results/adapters.md
+if [ "${SKIP_ADAPTERS:-0}" != 1 ]; then
+  bash scripts/bench_adapters.sh
+fi
+
 # Data loading: does training wait on data? (bench/results/loader.md)
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
   bash scripts/bench_loader.sh

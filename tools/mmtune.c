@@ -104,7 +104,10 @@ static const char *BENCH_HELP =
     "  --iters N      timed iterations per batch size (default 5)\n"
     "  --warmup N     untimed iterations first (default 1)\n"
     "  --tower T      image, text or both (default both)\n"
-    "  --json         print one JSON object per measurement instead of a table\n";
+    "  --json         print one JSON object per measurement instead of a table\n"
+    "\n"
+    "Also: mmtune bench train --help (a training step), mmtune bench adapters --help (many\n"
+    "adapters over one base: merged, single, mixed and grouped batches).\n";
 
 int cli_usage_error(const char *fmt, ...) {
     va_list ap;
@@ -607,12 +610,13 @@ static double now_seconds(void) {
 
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "train") == 0) return cmd_bench_train(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "adapters") == 0) return cmd_bench_adapters(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "embed") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
             fputs(BENCH_HELP, stdout);
             return 0;
         }
-        return usage_error("bench: the benchmarks are 'bench embed' and 'bench train'");
+        return usage_error("bench: the benchmarks are 'bench embed', 'bench train' and 'bench adapters'");
     }
     const char *model_dir = NULL, *tower = "both";
     char batch_list[256] = "1,32";

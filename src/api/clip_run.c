@@ -170,7 +170,9 @@ static mmt_status view_for(mmt_clip_run *r, const mmt_clip_adapter *a, mmt_clip_
     return MMT_OK;
 }
 
-typedef enum input_kind { INPUT_IMAGE_FILES, INPUT_TEXTS } input_kind;
+/* What `inputs` points at: n file paths, n texts, or one float array of n preprocessed
+ * images (3, S, S) each. */
+typedef enum input_kind { INPUT_IMAGE_FILES, INPUT_TEXTS, INPUT_PIXELS } input_kind;
 
 /* Embeds the rows idx[0..b) of inputs through view into out rows idx[i]. */
 static mmt_status embed_group(mmt_clip_run *r, mmt_clip_train *view, input_kind kind, const char *const *inputs,
@@ -178,7 +180,11 @@ static mmt_status embed_group(mmt_clip_run *r, mmt_clip_train *view, input_kind 
     const mmt_clip_config *c = mmt_clip_config_of(r->base);
     int64_t P = c->projection_dim, S = c->vision.image_size, L = c->text.max_positions;
     mmt_status s = MMT_OK;
-    if (kind == INPUT_IMAGE_FILES) {
+    if (kind == INPUT_PIXELS) {
+        const float *px = (const float *)inputs;
+        for (int64_t i = 0; i < b; i++) memcpy(buf + i * 3 * S * S, px + idx[i] * 3 * S * S, (size_t)(3 * S * S) * sizeof(float));
+        s = mmt_clip_train_encode_pixels(view, buf, b, emb);
+    } else if (kind == INPUT_IMAGE_FILES) {
         for (int64_t i = 0; i < b && s == MMT_OK; i++)
             s = mmt_clip_image_file_pixels(r->base, inputs[idx[i]], buf + i * 3 * S * S);
         if (s == MMT_OK) s = mmt_clip_train_encode_pixels(view, buf, b, emb);
@@ -329,7 +335,7 @@ static mmt_status embed_rows(mmt_clip_run *r, input_kind kind, const char *const
     int64_t *idx = mmt_malloc((size_t)(n > 0 ? n : 1) * sizeof *idx);
     keyed_row *kr = mmt_malloc((size_t)(n > 0 ? n : 1) * sizeof *kr);
     char *done = mmt_calloc((size_t)(n > 0 ? n : 1), 1);
-    float *buf = kind == INPUT_IMAGE_FILES ? mmt_malloc((size_t)(EMBED_CHUNK * 3 * S * S) * sizeof(float)) : NULL;
+    float *buf = kind != INPUT_TEXTS ? mmt_malloc((size_t)(EMBED_CHUNK * 3 * S * S) * sizeof(float)) : NULL;
     int32_t *ids = kind == INPUT_TEXTS ? mmt_malloc((size_t)(EMBED_CHUNK * L) * sizeof(int32_t)) : NULL;
     float *emb = mmt_malloc((size_t)(EMBED_CHUNK * P) * sizeof(float));
     mmt_status s = idx && kr && done && emb && (buf || ids) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
@@ -380,6 +386,11 @@ static mmt_status embed_rows(mmt_clip_run *r, input_kind kind, const char *const
 mmt_status mmt_clip_run_embed_image_files(mmt_clip_run *r, const char *const *paths, mmt_clip_adapter *const *adapters,
                                           int64_t n, float *out) {
     return embed_rows(r, INPUT_IMAGE_FILES, paths, adapters, n, out);
+}
+
+mmt_status mmt_clip_run_embed_pixels(mmt_clip_run *r, const float *pixels, mmt_clip_adapter *const *adapters, int64_t n,
+                                     float *out) {
+    return embed_rows(r, INPUT_PIXELS, (const char *const *)(const void *)pixels, adapters, n, out);
 }
 
 mmt_status mmt_clip_run_embed_texts(mmt_clip_run *r, const char *const *texts, mmt_clip_adapter *const *adapters,

@@ -21,6 +21,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);
+int cmd_bench_adapters(int argc, char **argv);
 int cmd_fashion_mnist(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bpe(int argc, char **argv);
