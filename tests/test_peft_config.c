@@ -25,6 +25,13 @@
 #include "peft/peft_config.h"
 #include "peft/target.h"
 
+/* mmt_peft_config_fill_from_model with the CLIP config's dimensions. */
+static mmt_status fill_from_clip(mmt_peft_config *cfg, const mmt_clip_config *clip) {
+    mmt_model_dims dims;
+    mmt_clip_model_dims(clip, &dims);
+    return mmt_peft_config_fill_from_model(cfg, &dims);
+}
+
 static mmt_status from_text(const char *json, mmt_peft_config *cfg) {
     mmt_json_doc *doc = NULL;
     memset(cfg, 0, sizeof *cfg);
@@ -520,7 +527,7 @@ static void test_fill_from_model(void) {
     mmt_peft_config cfg;
     CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_PREFIX_TUNING));
     cfg.num_virtual_tokens = 3;
-    CHECK_OK(mmt_peft_config_fill_from_model(&cfg, &clip));
+    CHECK_OK(fill_from_clip(&cfg, &clip));
     /* the values PEFT put in configs/prefix_tuning*.json for this model */
     CHECK(cfg.token_dim == 32 && cfg.num_layers == 2 && cfg.num_attention_heads == 4 &&
           cfg.num_transformer_submodules == 1 && cfg.encoder_hidden_size == 32);
@@ -528,7 +535,7 @@ static void test_fill_from_model(void) {
     CHECK_OK(mmt_clip_config_load(fixture("clip/tiny-a-vision/config.json"), &clip));
     CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_PROMPT_TUNING));
     cfg.num_virtual_tokens = 3;
-    CHECK_FAILS(mmt_peft_config_fill_from_model(&cfg, &clip), MMT_STATUS_INVALID_ARGUMENT, "needs a text tower");
+    CHECK_FAILS(fill_from_clip(&cfg, &clip), MMT_STATUS_INVALID_ARGUMENT, "needs a text tower");
     cfg.scope = MMT_SCOPE_VISION;
     char *text = NULL;
     size_t len;
@@ -549,7 +556,7 @@ static void write_for_peft(const char *root, const char *id, const char *model, 
     snprintf(path, sizeof path, "clip/%s/config.json", model);
     CHECK_OK(mmt_clip_config_load(fixture(path), &clip));
     CHECK_OK(mmt_clip_modules(&clip, &mods, &n));
-    CHECK_OK(mmt_peft_config_fill_from_model(cfg, &clip));
+    CHECK_OK(fill_from_clip(cfg, &clip));
     mmt_peft_targets t = {0};
     if (mmt_peft_select(cfg, mods, n, &t) != MMT_OK) {
         CHECK_MSG(0, "%s: %s", id, mmt_last_error());
@@ -571,7 +578,7 @@ static void write_for_peft(const char *root, const char *id, const char *model, 
         mmt_strbuf_free(&b);
     }
     mmt_peft_targets_free(&t);
-    mmt_clip_modules_free(mods, n);
+    mmt_modules_free(mods, n);
     mmt_peft_config_free(cfg);
 }
 

@@ -22,6 +22,13 @@
 #include "peft/target.h"
 #include "peft/target_regex.h"
 
+/* mmt_peft_config_fill_from_model with the CLIP config's dimensions. */
+static mmt_status fill_from_clip(mmt_peft_config *cfg, const mmt_clip_config *clip) {
+    mmt_model_dims dims;
+    mmt_clip_model_dims(clip, &dims);
+    return mmt_peft_config_fill_from_model(cfg, &dims);
+}
+
 static mmt_json_doc *load_json(const char *name) {
     mmt_json_doc *doc = NULL;
     CHECK_OK(mmt_json_parse_file(fixture(name), &doc));
@@ -93,7 +100,7 @@ static void test_modules_match_named_modules(void) {
             CHECK_MSG(mods[i].layer == (l ? atoll(l + 7) : -1), "%s layer", s);
         }
         CHECK(mmt_module_find(mods, n, "visual_projection") == (cfg.has_vision ? n - (cfg.has_text ? 2 : 1) : -1));
-        mmt_clip_modules_free(mods, n);
+        mmt_modules_free(mods, n);
     }
     mmt_json_free(doc);
 }
@@ -106,14 +113,14 @@ static void test_modules_gelu_and_failure(void) {
     int64_t act = mmt_module_find(mods, n, "text_model.encoder.layers.0.mlp.activation_fn");
     CHECK(act >= 0 && strcmp(mods[act].type_name, cfg.text.act == MMT_ACT_GELU ? "GELUActivation"
                                                                                 : "QuickGELUActivation") == 0);
-    mmt_clip_modules_free(mods, n);
+    mmt_modules_free(mods, n);
     /* every allocation failure is reported, and nothing leaks (ASan build) */
     for (long k = 1; k < 1000; k++) {
         mmt_alloc_fail_after(k);
         mmt_status s = mmt_clip_modules(&cfg, &mods, &n);
         mmt_alloc_fail_after(0);
         if (s == MMT_OK) {
-            mmt_clip_modules_free(mods, n);
+            mmt_modules_free(mods, n);
             break;
         }
         CHECK(s == MMT_STATUS_OUT_OF_MEMORY && mods == NULL && n == 0);
@@ -320,7 +327,7 @@ static void run_case(const mmt_json *c) {
     mmt_peft_config cfg;
     mmt_peft_targets t = {0};
     mmt_status s = mmt_peft_config_from_json(mmt_json_get(c, "config"), what, &cfg);
-    if (s == MMT_OK) s = mmt_peft_config_fill_from_model(&cfg, &clip);
+    if (s == MMT_OK) s = fill_from_clip(&cfg, &clip);
     if (s == MMT_OK) s = mmt_peft_select(&cfg, mods, n, &t);
     if (mmt_json_get(c, "error")) {
         const char *needle = expected_error(id);
@@ -338,7 +345,7 @@ static void run_case(const mmt_json *c) {
     }
     mmt_peft_targets_free(&t);
     mmt_peft_config_free(&cfg);
-    mmt_clip_modules_free(mods, n);
+    mmt_modules_free(mods, n);
 }
 
 static void test_selection_matches_peft(void) {
@@ -382,7 +389,7 @@ static void test_nothing_matched_lists_names(void) {
     CHECK(!strstr(mmt_last_error(), "token_embedding")); /* IA3 has no Embedding layer */
     CHECK_FAILS(select_json("{\"peft_type\": \"LORA\", \"target_modules\": \"[\"}", &t, mods, n),
                 MMT_STATUS_BAD_FORMAT, "target_modules: regex \"[\": unterminated character set");
-    mmt_clip_modules_free(mods, n);
+    mmt_modules_free(mods, n);
 }
 
 static void test_scope(void) {
@@ -413,7 +420,7 @@ static void test_scope(void) {
                 "selected nothing: every module it matched (such as text_projection) is removed by exclude_modules, "
                 "modules_to_save or the tower scope (scope \"vision\")");
     mmt_peft_config_free(&cfg);
-    mmt_clip_modules_free(mods, n);
+    mmt_modules_free(mods, n);
 }
 
 static void test_conflicts_and_oom(void) {
@@ -464,7 +471,7 @@ static void test_conflicts_and_oom(void) {
         }
         CHECK_MSG(s == MMT_STATUS_OUT_OF_MEMORY, "k=%ld: %s", k, mmt_last_error());
     }
-    mmt_clip_modules_free(mods, n);
+    mmt_modules_free(mods, n);
 }
 
 static void test_key_helpers(void) {

@@ -155,7 +155,7 @@ mmt_status mmt_clip_modules(const mmt_clip_config *cfg, mmt_module_info **out, i
         push_linear(&b, MMT_TOWER_TEXT, -1, cfg->text.hidden_size, cfg->projection_dim, 0,
                     "text_projection");
     if (b.failed) {
-        mmt_clip_modules_free(b.items, b.n);
+        mmt_modules_free(b.items, b.n);
         return MMT_STATUS_OUT_OF_MEMORY; /* the allocator set the message */
     }
     *out = b.items;
@@ -163,30 +163,9 @@ mmt_status mmt_clip_modules(const mmt_clip_config *cfg, mmt_module_info **out, i
     return MMT_OK;
 }
 
-void mmt_clip_modules_free(mmt_module_info *modules, int64_t n) {
-    if (!modules) return;
-    for (int64_t i = 0; i < n; i++) mmt_free(modules[i].name);
-    mmt_free(modules);
-}
-
-int64_t mmt_module_find(const mmt_module_info *modules, int64_t n, const char *name) {
-    for (int64_t i = 0; i < n; i++)
-        if (strcmp(modules[i].name, name) == 0) return i;
-    return -1;
-}
-
-const char *mmt_module_kind_name(mmt_module_kind kind) {
-    switch (kind) {
-    case MMT_MODULE_LINEAR: return "Linear";
-    case MMT_MODULE_CONV2D: return "Conv2d";
-    case MMT_MODULE_LAYERNORM: return "LayerNorm";
-    case MMT_MODULE_EMBEDDING: return "Embedding";
-    case MMT_MODULE_ACTIVATION: return "activation";
-    case MMT_MODULE_CONTAINER: break;
-    }
-    return "container";
-}
-
-const char *mmt_tower_name(mmt_tower tower) {
-    return tower == MMT_TOWER_TEXT ? "text" : tower == MMT_TOWER_VISION ? "vision" : "none";
+void mmt_clip_model_dims(const mmt_clip_config *cfg, mmt_model_dims *out) {
+    out->has_text = cfg->has_text;
+    out->text_layers = cfg->text.num_layers;
+    out->text_hidden = cfg->text.hidden_size;
+    out->text_heads = cfg->text.num_heads;
 }

@@ -31,7 +31,7 @@
  *   mmt_module_info *mods; int64_t n;
  *   MMT_TRY(mmt_clip_modules(&cfg, &mods, &n));
  *   ... mods[i].name, mods[i].kind ...
- *   mmt_clip_modules_free(mods, n);
+ *   mmt_modules_free(mods, n);
  */
 #ifndef MMT_MODELS_CLIP_MODULES_H
 #define MMT_MODELS_CLIP_MODULES_H
@@ -40,42 +40,13 @@
 
 #include "core/status.h"
 #include "models/clip_config.h"
-
-typedef enum mmt_module_kind {
-    MMT_MODULE_CONTAINER,  /* only holds other modules: CLIPModel, CLIPEncoderLayer, ModuleList... */
-    MMT_MODULE_ACTIVATION, /* parameter-free activation (QuickGELUActivation, GELUActivation) */
-    MMT_MODULE_LINEAR,
-    MMT_MODULE_CONV2D,
-    MMT_MODULE_LAYERNORM,
-    MMT_MODULE_EMBEDDING
-} mmt_module_kind;
-
-typedef enum mmt_tower { MMT_TOWER_NONE, MMT_TOWER_TEXT, MMT_TOWER_VISION } mmt_tower;
-
-typedef struct mmt_module_info {
-    char *name;            /* owned; "" for the root module */
-    const char *type_name; /* torch class name ("Linear", "CLIPMLP", ...); static storage */
-    mmt_module_kind kind;
-    mmt_tower tower;       /* text_model.* and text_projection are TEXT; the root is NONE */
-    int64_t layer;         /* encoder layer index for layers.N and everything under it, else -1 */
-    /* Linear: in_features / out_features. Conv2d: in = in_channels * k * k (the flattened
-     * patch), out = out_channels. Embedding: in = num_embeddings, out = embedding_dim.
-     * LayerNorm: in = out = normalized size. Containers and activations: 0. */
-    int64_t in_features, out_features;
-    int64_t in_channels, kernel_size; /* Conv2d only (square kernel, stride = kernel, no padding) */
-    int has_bias;
-} mmt_module_info;
+#include "nn/module.h"
 
 /* The modules of the model cfg describes, in named_modules() order; *out is owned by the
- * caller (free with mmt_clip_modules_free). */
+ * caller (free with mmt_modules_free). */
 mmt_status mmt_clip_modules(const mmt_clip_config *cfg, mmt_module_info **out, int64_t *n);
-void mmt_clip_modules_free(mmt_module_info *modules, int64_t n);
 
-/* Index of the module called name, or -1. */
-int64_t mmt_module_find(const mmt_module_info *modules, int64_t n, const char *name);
-/* "Linear", "Conv2d", "LayerNorm", "Embedding", "activation", "container". */
-const char *mmt_module_kind_name(mmt_module_kind kind);
-/* "text", "vision", "none". */
-const char *mmt_tower_name(mmt_tower tower);
+/* The dimensions PEFT's prompt learning reads (nn/module.h). */
+void mmt_clip_model_dims(const mmt_clip_config *cfg, mmt_model_dims *out);
 
 #endif

@@ -31,7 +31,7 @@
 
 #include "core/json.h"
 #include "core/status.h"
-#include "models/clip_config.h"
+#include "nn/module.h"
 
 typedef enum mmt_peft_type {
     MMT_PEFT_LORA,
@@ -146,7 +146,7 @@ mmt_status mmt_peft_config_validate(const mmt_peft_config *cfg, const char *what
  * PeftModel._setup_prompt_encoder): token_dim, num_layers, num_attention_heads from the text
  * tower, num_transformer_submodules 1, and for prefix tuning encoder_hidden_size = token_dim.
  * Values already set are kept; LoRA / IA3 configs are left alone. */
-mmt_status mmt_peft_config_fill_from_model(mmt_peft_config *cfg, const mmt_clip_config *clip);
+mmt_status mmt_peft_config_fill_from_model(mmt_peft_config *cfg, const mmt_model_dims *model);
 
 /* Setters that copy their arguments (the old value is freed). */
 mmt_status mmt_peft_names_set_list(mmt_peft_names *names, const char *const *items, int64_t n);

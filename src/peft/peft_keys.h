@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
-#include "models/clip_modules.h"
+#include "nn/module.h"
 #include "peft/peft_config.h"
 #include "peft/target.h"
 

@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "models/clip_modules.h"
 #include "ops/ops.h"
 #include "peft/peft_keys.h"
 
@@ -462,7 +463,9 @@ mmt_status mmt_prompt_peft_config(const mmt_prompt_settings *s, const mmt_clip_c
         out->num_layers = clip->vision.num_layers;
         out->num_attention_heads = clip->vision.num_heads;
     }
-    if (st == MMT_OK) st = mmt_peft_config_fill_from_model(out, clip);
+    mmt_model_dims dims;
+    mmt_clip_model_dims(clip, &dims);
+    if (st == MMT_OK) st = mmt_peft_config_fill_from_model(out, &dims);
     if (st != MMT_OK) mmt_peft_config_free(out);
     return st;
 }

@@ -1,7 +1,7 @@
 /*
  * target.h — which modules a PEFT config adapts, by PEFT 0.21's own rules.
  *
- * Given a config and a model's module list (models/clip_modules.h), returns the modules
+ * Given a config and a model's module list (nn/module.h), returns the modules
  * PEFT's get_peft_model() would wrap, with the rank / alpha PEFT would give each, and the
  * modules it would wrap for modules_to_save. The rules (peft/tuners/tuners_utils.py
  * check_target_module_exists and inject_adapter, lora/model.py _create_and_replace, ia3/
@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
-#include "models/clip_modules.h"
+#include "nn/module.h"
 #include "peft/peft_config.h"
 
 typedef struct mmt_peft_target {

@@ -107,7 +107,7 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
     }
     mmt_free(targets);
     mmt_peft_targets_free(&sel);
-    mmt_clip_modules_free(mods, n_mods);
+    mmt_modules_free(mods, n_mods);
     return s;
 }
 
