@@ -174,8 +174,8 @@ static void save_prompt(mmt_clip_train *view, mmt_prompt_settings ps, const char
     mmt_peft_config cfg;
     char w[400];
     snprintf(w, sizeof w, "%s/adapter_model.safetensors", where);
-    if (mmt_mkdirs(where) != MMT_OK || mmt_prompt_attach(view, &ps, &p) != MMT_OK ||
-        mmt_prompt_peft_config(&ps, mmt_clip_config_of(model), NULL, &cfg) != MMT_OK)
+    if (mmt_mkdirs(where) != MMT_OK || mmt_prompt_attach(mmt_clip_train_iface(view), &ps, &p) != MMT_OK ||
+        mmt_prompt_peft_config(&ps, &mmt_clip_train_iface(view)->dims, NULL, &cfg) != MMT_OK)
         die("prompt");
     if (mmt_peft_config_save(&cfg, where) != MMT_OK || mmt_prompt_save_tensors(p, w) != MMT_OK) die("saving");
     mmt_peft_config_free(&cfg);
@@ -274,7 +274,7 @@ static void make_seeds(const char *seeds) {
             char p[400], w[400];
             snprintf(p, sizeof p, "%s/adapter_config.json", dir);
             snprintf(w, sizeof w, "%s/adapter_model.safetensors", dir);
-            if (mmt_clip_bottleneck_attach(view, &bc, 1, 0, &ad) != MMT_OK ||
+            if (mmt_bottleneck_attach(mmt_clip_train_iface(view), &bc, 1, 0, &ad) != MMT_OK ||
                 mmt_bottleneck_config_save(&bc, p) != MMT_OK || mmt_adapter_save_tensors(ad, w) != MMT_OK)
                 die("bottleneck");
             mmt_adapter_free(ad);

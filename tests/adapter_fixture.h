@@ -60,9 +60,9 @@ static inline void adapter_fixture_save_prompt(mmt_clip *model, const mmt_prompt
     char *w = mmt_path_join(dir, "adapter_model.safetensors");
     CHECK_OK(mmt_mkdirs(dir));
     CHECK_OK(mmt_clip_train_create(model, &o, &ct));
-    if (ct) CHECK_OK(mmt_prompt_attach(ct, ps, &p));
+    if (ct) CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), ps, &p));
     if (p && w) {
-        CHECK_OK(mmt_prompt_peft_config(ps, mmt_clip_config_of(model), NULL, &cfg));
+        CHECK_OK(mmt_prompt_peft_config(ps, &mmt_clip_train_iface(ct)->dims, NULL, &cfg));
         CHECK_OK(mmt_peft_config_save(&cfg, dir));
         CHECK_OK(mmt_prompt_save_tensors(p, w));
         mmt_peft_config_free(&cfg);

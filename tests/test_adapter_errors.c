@@ -136,8 +136,8 @@ static void make_references(void) {
     mmt_prompt *p = NULL;
     char w[600];
     path_in(w, sizeof w, prompt_dir, "adapter_model.safetensors");
-    CHECK_OK(mmt_prompt_attach(view, &ps, &p));
-    CHECK_OK(mmt_prompt_peft_config(&ps, mmt_clip_config_of(fx.model), NULL, &cfg));
+    CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(view), &ps, &p));
+    CHECK_OK(mmt_prompt_peft_config(&ps, &mmt_clip_train_iface(view)->dims, NULL, &cfg));
     CHECK_OK(mmt_peft_config_save(&cfg, prompt_dir));
     if (p) CHECK_OK(mmt_prompt_save_tensors(p, w));
     mmt_prompt_free(p);

@@ -50,7 +50,7 @@ static mmt_adapter *attach(mmt_clip_train *ct, int placement, mmt_bottleneck_act
     cfg.towers = towers;
     if (layer >= 0) cfg.layers[cfg.n_layers++] = layer;
     mmt_adapter *ad = NULL;
-    CHECK_MSG(mmt_clip_bottleneck_attach(ct, &cfg, 5, trainable, &ad) == MMT_OK, "%s", mmt_last_error());
+    CHECK_MSG(mmt_bottleneck_attach(mmt_clip_train_iface(ct), &cfg, 5, trainable, &ad) == MMT_OK, "%s", mmt_last_error());
     return ad;
 }
 
@@ -160,7 +160,7 @@ static void test_save_load_round_trip(void) {
     cfg.layers[cfg.n_layers++] = 1;
     snprintf(cfg.base_model, sizeof cfg.base_model, "tests/fixtures/clip/tiny-a");
     mmt_adapter *ad = NULL;
-    CHECK(mmt_clip_bottleneck_attach(ct, &cfg, 9, 0, &ad) == MMT_OK);
+    CHECK(mmt_bottleneck_attach(mmt_clip_train_iface(ct), &cfg, 9, 0, &ad) == MMT_OK);
     if (!ad) goto done;
     perturb(ad);
     char tmp[] = "/tmp/mmt_bottleneck_XXXXXX", cpath[600], wpath[600];
@@ -211,7 +211,7 @@ static void test_save_load_round_trip(void) {
           back.towers == MMT_SCOPE_VISION && back.n_layers == 1 && back.layers[0] == 1 &&
           strcmp(back.base_model, cfg.base_model) == 0);
     /* merging is refused with a message */
-    CHECK_FAILS(mmt_clip_merge_write(b.model, ad, tmp), MMT_STATUS_UNSUPPORTED, "cannot be merged");
+    CHECK_FAILS(mmt_adapter_merge_write(mmt_clip_weights(b.model), ad, tmp), MMT_STATUS_UNSUPPORTED, "cannot be merged");
     /* a bad value is a one-line error naming the key */
     const char *bad = "{\"peft_type\": \"MMTUNE_BOTTLENECK\", \"placement\": \"ffn\"}";
     CHECK(mmt_file_write_atomic(cpath, bad, strlen(bad)) == MMT_OK);

@@ -71,7 +71,7 @@ static void fd_case(const char *model, mmt_prompt_settings s, int with_lora, con
     mmt_clip_train *ct = NULL;
     CHECK_OK(mmt_clip_train_create(b.model, &o, &ct));
     mmt_prompt *p = NULL;
-    CHECK_OK(mmt_prompt_attach(ct, &s, &p));
+    CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &s, &p));
     owned own_ = {0};
     if (with_lora) {
         lora_attach(ct, &own_, "text_model.encoder.layers.1.self_attn.q_proj", 0);
@@ -120,7 +120,7 @@ static void test_checkpointing_bitwise(void) {
             mmt_clip_train *ct = NULL;
             CHECK_OK(mmt_clip_train_create(b.model, &o, &ct));
             mmt_prompt *p = NULL;
-            CHECK_OK(mmt_prompt_attach(ct, &cases[c], &p));
+            CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &cases[c], &p));
             rng_state = 99;
             owned own_ = {0};
             lora_attach(ct, &own_, "text_model.encoder.layers.0.self_attn.q_proj", 0.25f);
@@ -137,7 +137,7 @@ static void test_checkpointing_bitwise(void) {
         mmt_clip_train *ct = NULL;
         CHECK_OK(mmt_clip_train_create(b.model, &o, &ct));
         mmt_prompt *p = NULL;
-        CHECK_OK(mmt_prompt_attach(ct, &cases[c], &p));
+        CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &cases[c], &p));
         int64_t np;
         const mmt_nn_param *pr = mmt_clip_train_params(ct, &np);
         for (int64_t i = 0; i < np && i < n[0]; i++)
@@ -170,7 +170,7 @@ static void test_detach_and_long_caption(void) {
     mmt_prompt_settings s = settings(4, 3, 1, 0, 0, 0);
     s.trainable = 0;
     mmt_prompt *p = NULL;
-    CHECK_OK(mmt_prompt_attach(ct, &s, &p));
+    CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &s, &p));
     CHECK_OK(mmt_clip_train_encode_ids(ct, b.ids, B, b.L, t));
     CHECK_OK(mmt_clip_train_encode_pixels(ct, b.pixels, B, im));
     CHECK(memcmp(t, base_t, (size_t)(B * P) * sizeof(float)) != 0);
@@ -193,10 +193,10 @@ static void test_detach_and_long_caption(void) {
     /* counts the context length cannot hold are refused */
     mmt_prompt_settings big = settings(b.L - 1, 0, 0, 0, 0, 0);
     big.trainable = 0;
-    CHECK_FAILS(mmt_prompt_attach(ct, &big, &p), MMT_STATUS_INVALID_ARGUMENT, "context length");
+    CHECK_FAILS(mmt_prompt_attach(mmt_clip_train_iface(ct), &big, &p), MMT_STATUS_INVALID_ARGUMENT, "context length");
     mmt_prompt_settings both = settings(2, 0, 0, 2, 0, 0);
     both.trainable = 0;
-    CHECK_FAILS(mmt_prompt_attach(ct, &both, &p), MMT_STATUS_INVALID_ARGUMENT, "cannot be combined");
+    CHECK_FAILS(mmt_prompt_attach(mmt_clip_train_iface(ct), &both, &p), MMT_STATUS_INVALID_ARGUMENT, "cannot be combined");
     free(ids);
     free(base_t), free(base_i), free(t), free(im);
     mmt_clip_train_free(ct);
@@ -210,7 +210,6 @@ static void round_trip(const char *model, mmt_prompt_settings s, const char *tag
         CHECK(0);
         return;
     }
-    const mmt_clip_config *cc = mmt_clip_config_of(b.model);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/prompt_roundtrip_%s", MMT_BUILD_DIR, tag);
     CHECK_OK(mmt_mkdirs(dir));
@@ -221,7 +220,7 @@ static void round_trip(const char *model, mmt_prompt_settings s, const char *tag
     CHECK_OK(mmt_clip_train_create(b.model, &o, &ct));
     CHECK_OK(mmt_clip_train_create(b.model, &o, &ct2));
     mmt_prompt *p = NULL, *q = NULL;
-    CHECK_OK(mmt_prompt_attach(ct, &s, &p));
+    CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &s, &p));
     if (!p) return;
     int64_t n;
     const mmt_nn_param *pr = mmt_clip_train_params(ct, &n);
@@ -229,19 +228,19 @@ static void round_trip(const char *model, mmt_prompt_settings s, const char *tag
         for (int64_t j = 0; j < pr[i].numel; j++) pr[i].data[j] += 0.1f * rng_uniform();
     mmt_peft_config pc, back;
     memset(&back, 0, sizeof back);
-    CHECK_OK(mmt_prompt_peft_config(&s, cc, NULL, &pc));
+    CHECK_OK(mmt_prompt_peft_config(&s, &mmt_clip_train_iface(ct)->dims, NULL, &pc));
     CHECK_OK(mmt_peft_config_save(&pc, cpath));
     CHECK_OK(mmt_prompt_save_tensors(p, wpath));
     CHECK_OK(mmt_peft_config_load(cpath, &back));
     CHECK(back.peft_type == pc.peft_type && back.num_virtual_tokens == pc.num_virtual_tokens &&
           back.prefix_projection == pc.prefix_projection && back.token_dim == pc.token_dim);
     mmt_prompt_settings got;
-    CHECK_OK(mmt_prompt_settings_from_file(&back, wpath, cc, &got));
+    CHECK_OK(mmt_prompt_settings_from_file(&back, wpath, &mmt_clip_train_iface(ct)->dims, &got));
     CHECK(got.text_tokens == s.text_tokens && got.visual_tokens == s.visual_tokens && got.visual_deep == s.visual_deep &&
           got.prefix_tokens == s.prefix_tokens && got.prefix_projection == s.prefix_projection &&
           got.prefix_vision == s.prefix_vision);
     got.trainable = 0;
-    CHECK_OK(mmt_prompt_attach(ct2, &got, &q));
+    CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct2), &got, &q));
     if (q) CHECK_OK(mmt_prompt_load_tensors(q, wpath));
     int64_t P = mmt_clip_embed_dim(b.model);
     float *a = malloc((size_t)(B * P) * sizeof(float)), *c = malloc((size_t)(B * P) * sizeof(float));

@@ -176,7 +176,7 @@ static void test_merge_and_round_trip(void) {
     }
     unlink(path);
     /* merge */
-    CHECK_MSG(mmt_clip_merge_write(f.model, ad, tmp) == MMT_OK, "%s", mmt_last_error());
+    CHECK_MSG(mmt_adapter_merge_write(mmt_clip_weights(f.model), ad, tmp) == MMT_OK, "%s", mmt_last_error());
     CHECK(mmt_clip_load(tmp, &merged) == MMT_OK);
     if (merged) {
         int64_t P = mmt_clip_embed_dim(f.model);

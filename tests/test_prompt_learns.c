@@ -52,7 +52,7 @@ static void learn(const method *me) {
         CHECK_OK(mmt_clip_adapter_from_config(ct, &pc, 1, 1, &ad));
     }
     mmt_prompt *pr = NULL;
-    CHECK_OK(mmt_prompt_attach(ct, &me->s, &pr));
+    CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &me->s, &pr));
     double first, loss;
     learn_task_train(ct, &t, me->lr, pr ? me->steps : 0, &first, &loss);
     learn_task_check(me->name, first, loss, base_r1, recall_at_1(ct, &t), me->loss_ratio, me->gain);

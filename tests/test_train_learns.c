@@ -39,7 +39,7 @@ static void learn(const char *method) {
         mmt_bottleneck_config bc;
         mmt_bottleneck_config_default(&bc);
         bc.reduction_factor = 4;
-        CHECK_MSG(mmt_clip_bottleneck_attach(ct, &bc, 1, 1, &ad) == MMT_OK, "%s", mmt_last_error());
+        CHECK_MSG(mmt_bottleneck_attach(mmt_clip_train_iface(ct), &bc, 1, 1, &ad) == MMT_OK, "%s", mmt_last_error());
     } else {
         CHECK(mmt_peft_config_default(&pc, !strcmp(method, "ia3") ? MMT_PEFT_IA3 : MMT_PEFT_LORA) == MMT_OK);
         have = 1;

@@ -206,7 +206,7 @@ static void run_scenario(const scenario *sc) {
         CHECK(mmt_clip_adapter_load(view, dir, 0, &ad) == MMT_OK);
         char tmp[] = "/tmp/mmt_merge_XXXXXX";
         CHECK(mkdtemp(tmp) != NULL);
-        CHECK_MSG(mmt_clip_merge_write(model, ad, tmp) == MMT_OK, "merge: %s", mmt_last_error());
+        CHECK_MSG(mmt_adapter_merge_write(mmt_clip_weights(model), ad, tmp) == MMT_OK, "merge: %s", mmt_last_error());
         mmt_clip *merged = NULL;
         CHECK(mmt_clip_load(tmp, &merged) == MMT_OK);
         int64_t P = mmt_clip_embed_dim(model);

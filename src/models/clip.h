@@ -14,7 +14,7 @@
 
 #include "mmtune.h"
 #include "models/clip_config.h"
-#include "models/weights.h"
+#include "core/weights.h"
 
 struct mmt_tokenizer;
 struct mmt_image_processor;

@@ -164,8 +164,8 @@ mmt_status mmt_clip_modules(const mmt_clip_config *cfg, mmt_module_info **out, i
 }
 
 void mmt_clip_model_dims(const mmt_clip_config *cfg, mmt_model_dims *out) {
-    out->has_text = cfg->has_text;
-    out->text_layers = cfg->text.num_layers;
-    out->text_hidden = cfg->text.hidden_size;
-    out->text_heads = cfg->text.num_heads;
+    *out = (mmt_model_dims){{cfg->has_text, cfg->text.num_layers, cfg->text.hidden_size, cfg->text.num_heads,
+                             cfg->text.vocab_size, 0, 0},
+                            {cfg->has_vision, cfg->vision.num_layers, cfg->vision.hidden_size, cfg->vision.num_heads, 0,
+                             cfg->vision.patch_size, cfg->vision.num_channels}};
 }

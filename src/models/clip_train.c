@@ -33,6 +33,7 @@
 
 #include "core/alloc.h"
 #include "models/clip_internal.h"
+#include "models/clip_modules.h"
 #include "nn/block.h"
 #include "nn/loss.h"
 
@@ -90,6 +91,7 @@ struct mmt_clip_train {
     int eval_mode;     /* forward_loss computes the loss only: no dropout, nothing kept */
     ct_hook hooks[CT_MAX_HOOKS];
     int n_hooks;
+    mmt_model_iface iface; /* what peft/ sees of this view (nn/model.h) */
 };
 
 #define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
@@ -139,6 +141,35 @@ static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *
     return MMT_OK;
 }
 
+/* ---- the view as PEFT methods see it (nn/model.h) ------------------------------------ */
+
+static mmt_linear *iface_linear(void *ctx, const char *m) { return mmt_clip_train_linear(ctx, m); }
+static mmt_bottleneck **iface_bottleneck_slot(void *ctx, const char *m) { return mmt_clip_train_bottleneck_slot(ctx, m); }
+static mmt_status iface_add_param(void *ctx, const char *name, float *data, float *grad, int ndim, const int64_t *shape,
+                                  int no_decay) {
+    return mmt_clip_train_add_param(ctx, name, data, grad, ndim, shape, no_decay);
+}
+static const mmt_nn_param *iface_params(void *ctx, int64_t *n) { return mmt_clip_train_params(ctx, n); }
+static mmt_status iface_make_module_trainable(void *ctx, const char *module, const char *key_prefix, int64_t *n_added) {
+    return mmt_clip_train_make_module_trainable(ctx, module, key_prefix, n_added);
+}
+static const float *iface_token_embedding(void *ctx) { return mmt_clip_train_token_embedding(ctx); }
+static mmt_status iface_set_text_prompt(void *ctx, int64_t M, const float *p, float *dp) {
+    return mmt_clip_train_set_text_prompt(ctx, M, p, dp);
+}
+static mmt_status iface_set_visual_prompt(void *ctx, int64_t P, int deep, const float *p, float *dp) {
+    return mmt_clip_train_set_visual_prompt(ctx, P, deep, p, dp);
+}
+static mmt_status iface_set_prefix(void *ctx, int vision, int64_t V, const float *kv, float *dkv) {
+    return mmt_clip_train_set_prefix(ctx, vision, V, kv, dkv);
+}
+static mmt_status iface_add_hooks(void *ctx, void *hook_ctx, mmt_status (*before)(void *), mmt_status (*after)(void *)) {
+    return mmt_clip_train_add_hooks(ctx, hook_ctx, before, after);
+}
+static void iface_remove_hooks(void *ctx, void *hook_ctx) { mmt_clip_train_remove_hooks(ctx, hook_ctx); }
+
+const mmt_model_iface *mmt_clip_train_iface(mmt_clip_train *ct) { return &ct->iface; }
+
 mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *o,
                                  mmt_clip_train **out) {
     *out = NULL;
@@ -150,6 +181,13 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
     ct->model = model;
     ct->ops = model->ops;
     ct->opt = *o;
+    ct->iface = (mmt_model_iface){.ctx = ct, .source = model->dir, .ops = model->ops, .linear = iface_linear,
+                                  .bottleneck_slot = iface_bottleneck_slot, .add_param = iface_add_param,
+                                  .params = iface_params, .make_module_trainable = iface_make_module_trainable,
+                                  .token_embedding = iface_token_embedding, .set_text_prompt = iface_set_text_prompt,
+                                  .set_visual_prompt = iface_set_visual_prompt, .set_prefix = iface_set_prefix,
+                                  .add_hooks = iface_add_hooks, .remove_hooks = iface_remove_hooks};
+    mmt_clip_model_dims(&model->cfg, &ct->iface.dims);
     ct->logit_scale = model->logit_scale;
     mmt_arena_init(&ct->store, (size_t)64 << 10); /* layer tables: a view is cheap, a server keeps many */
     mmt_arena_init(&ct->step, (size_t)64 << 20);

@@ -24,6 +24,7 @@
 #include "models/clip.h"
 #include "nn/bottleneck.h"
 #include "nn/linear.h"
+#include "nn/model.h"
 #include "nn/param.h"
 
 typedef struct mmt_clip_train mmt_clip_train;
@@ -44,6 +45,10 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
 void mmt_clip_train_free(mmt_clip_train *ct);
 
 mmt_clip *mmt_clip_train_model(mmt_clip_train *ct);
+
+/* The view as PEFT methods see it (nn/model.h): peft/ attaches through this alone. Valid
+ * while the view lives. */
+const mmt_model_iface *mmt_clip_train_iface(mmt_clip_train *ct);
 /* The op table the view computes with (its model's); what attaches to the view computes with
  * it too, so its tensors live where the view's do. */
 const struct mmt_ops *mmt_clip_train_ops(const mmt_clip_train *ct);

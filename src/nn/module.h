@@ -48,10 +48,17 @@ const char *mmt_module_kind_name(mmt_module_kind kind);
 /* "text", "vision", "none". */
 const char *mmt_tower_name(mmt_tower tower);
 
-/* What PEFT's prompt learning reads from a model: the language (text) transformer's size. */
+/* The sizes of one transformer stack of a model (a CLIP tower, a captioner's decoder). */
+typedef struct mmt_tower_dims {
+    int present;
+    int64_t layers, hidden, heads;
+    int64_t vocab;          /* token vocabulary (text); 0 elsewhere */
+    int64_t patch, channels;/* patch size and image channels (vision); 0 elsewhere */
+} mmt_tower_dims;
+
+/* What PEFT methods read of a model's sizes. */
 typedef struct mmt_model_dims {
-    int has_text;
-    int64_t text_layers, text_hidden, text_heads;
+    mmt_tower_dims text, vision;
 } mmt_model_dims;
 
 #endif

@@ -1,4 +1,4 @@
-/* adapter.c — LoRA / IA3 tensors on a CLIP training view, PEFT's keys (see adapter.h). */
+/* adapter.c — LoRA / IA3 / bottleneck tensors on a model view, PEFT's keys (see adapter.h). */
 #include "peft/adapter.h"
 
 #include <math.h>
@@ -84,10 +84,10 @@ static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_ad
             if (!a->da || !a->db) return MMT_STATUS_OUT_OF_MEMORY;
             int nd = lora_a_shape(e, shape);
             mmt_adapter_key(e, "lora_A.weight", key, sizeof key);
-            MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->a, a->da, nd, shape, 0));
+            MMT_TRY(ad->model->add_param(ad->model->ctx, key, a->a, a->da, nd, shape, 0));
             nd = lora_b_shape(e, shape);
             mmt_adapter_key(e, "lora_B.weight", key, sizeof key);
-            MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->b, a->db, nd, shape, 0));
+            MMT_TRY(ad->model->add_param(ad->model->ctx, key, a->b, a->db, nd, shape, 0));
         }
         if (st->use_dora) {
             double *norms = mmt_malloc((size_t)l->out * sizeof(double));
@@ -106,7 +106,7 @@ static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_ad
                 if (!(a->dmagnitude = store_floats(ad, l->out))) return MMT_STATUS_OUT_OF_MEMORY;
                 int nd = magnitude_shape(e, shape);
                 mmt_adapter_key(e, "lora_magnitude_vector", key, sizeof key);
-                MMT_TRY(mmt_clip_train_add_param(ad->view, key, a->magnitude, a->dmagnitude, nd, shape, 0));
+                MMT_TRY(ad->model->add_param(ad->model->ctx, key, a->magnitude, a->dmagnitude, nd, shape, 0));
             }
         }
         return MMT_OK;
@@ -122,7 +122,7 @@ static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_ad
         if (!e->dia3) return MMT_STATUS_OUT_OF_MEMORY;
         int nd = ia3_shape(e, shape);
         mmt_adapter_key(e, "ia3_l", key, sizeof key);
-        MMT_TRY(mmt_clip_train_add_param(ad->view, key, e->ia3, e->dia3, nd, shape, 0));
+        MMT_TRY(ad->model->add_param(ad->model->ctx, key, e->ia3, e->dia3, nd, shape, 0));
     }
     return MMT_OK;
 }
@@ -130,11 +130,10 @@ static mmt_status attach_one(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_ad
 /* A bottleneck adapter at slot e->module: width t->r, the tower's hidden size. */
 static mmt_status attach_bottleneck(mmt_adapter *ad, mmt_adapter_entry *e, const mmt_adapter_target *t,
                                     uint64_t *rng) {
-    const mmt_clip_config *cfg = mmt_clip_config_of(mmt_clip_train_model(ad->view));
-    mmt_bottleneck **slot = mmt_clip_train_bottleneck_slot(ad->view, t->module);
+    mmt_bottleneck **slot = ad->model->bottleneck_slot ? ad->model->bottleneck_slot(ad->model->ctx, t->module) : NULL;
     if (!slot) return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no bottleneck adapter place by this name", t->module);
     if (*slot) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: this place already has an adapter", t->module);
-    int64_t C = strncmp(t->module, "text_model.", 11) == 0 ? cfg->text.hidden_size : cfg->vision.hidden_size;
+    int64_t C = strncmp(t->module, "text_model.", 11) == 0 ? ad->model->dims.text.hidden : ad->model->dims.vision.hidden;
     int64_t D = t->r;
     if (D < 1 || D > 64 * C)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: bottleneck width %lld is out of range", t->module, (long long)D);
@@ -161,7 +160,7 @@ static mmt_status attach_bottleneck(mmt_adapter *ad, mmt_adapter_entry *e, const
     for (int k = 0; k < 4; k++) {
         if (!(*ts[k].grad = store_floats(ad, ts[k].n))) return MMT_STATUS_OUT_OF_MEMORY;
         mmt_adapter_key(e, ts[k].suffix, key, sizeof key);
-        MMT_TRY(mmt_clip_train_add_param(ad->view, key, ts[k].data, *ts[k].grad, ts[k].nd, ts[k].shape, ts[k].no_decay));
+        MMT_TRY(ad->model->add_param(ad->model->ctx, key, ts[k].data, *ts[k].grad, ts[k].nd, ts[k].shape, ts[k].no_decay));
     }
     return MMT_OK;
 }
@@ -180,19 +179,19 @@ static void hook_up(mmt_adapter_entry *e, mmt_adapter_method method) {
     }
 }
 
-mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *settings,
+mmt_status mmt_adapter_attach(const mmt_model_iface *model, const mmt_adapter_settings *settings,
                               const mmt_adapter_target *targets, int64_t n, mmt_adapter **out) {
     *out = NULL;
     if (n < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "an adapter needs at least one target module");
     mmt_adapter *ad = mmt_calloc(1, sizeof *ad);
     if (!ad) return MMT_STATUS_OUT_OF_MEMORY;
     ad->settings = *settings;
-    ad->view = view;
+    ad->model = model;
     /* one chunk sized for the tensors, so that an adapter costs about its own bytes (a
      * server keeps hundreds); bottleneck adapters and anything unforeseen take more chunks */
     size_t est = 4096;
     for (int64_t i = 0; i < n; i++) {
-        const mmt_linear *l = settings->method == MMT_ADAPTER_BOTTLENECK ? NULL : mmt_clip_train_linear(view, targets[i].module);
+        const mmt_linear *l = settings->method == MMT_ADAPTER_BOTTLENECK ? NULL : model->linear(model->ctx, targets[i].module);
         size_t floats = !l ? (size_t)1 << 14
                         : settings->method == MMT_ADAPTER_IA3 ? (size_t)(l->in > l->out ? l->in : l->out)
                                                               : (size_t)(targets[i].r * (l->in + l->out) + (settings->use_dora ? l->out : 0));
@@ -206,7 +205,6 @@ mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *
         goto fail;
     }
     uint64_t rng = settings->seed ^ 0x5eed5eed5eed5eedull;
-    const mmt_clip_config *cfg = mmt_clip_config_of(mmt_clip_train_model(view));
     for (int64_t i = 0; i < n; i++) {
         mmt_adapter_entry *e = &ad->entries[i];
         const char *name = targets[i].module;
@@ -220,7 +218,7 @@ mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *
             hook_up(e, settings->method);
             continue;
         }
-        e->linear = mmt_clip_train_linear(view, name);
+        e->linear = model->linear(model->ctx, name);
         if (!e->linear) {
             s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no linear or patch-embedding module by this name", name);
             goto fail;
@@ -235,10 +233,10 @@ mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *
         }
         ad->n = i + 1;
         if (strcmp(name, "vision_model.embeddings.patch_embedding") == 0) {
-            int64_t P = cfg->vision.patch_size;
+            int64_t P = model->dims.vision.patch;
             e->is_conv = 1;
-            e->conv_shape[0] = cfg->vision.hidden_size;
-            e->conv_shape[1] = cfg->vision.num_channels;
+            e->conv_shape[0] = model->dims.vision.hidden;
+            e->conv_shape[1] = model->dims.vision.channels;
             e->conv_shape[2] = e->conv_shape[3] = P;
         }
         if ((s = attach_one(ad, e, &targets[i], &rng)) != MMT_OK) goto fail;
@@ -469,9 +467,9 @@ mmt_status mmt_adapter_save_modules(mmt_adapter *ad, const char *const *modules,
     static const char prefix[] = "base_model.model.";
     for (int64_t m = 0; m < n; m++) {
         int64_t before, after, added;
-        mmt_clip_train_params(ad->view, &before);
-        MMT_TRY(mmt_clip_train_make_module_trainable(ad->view, modules[m], prefix, &added));
-        const mmt_nn_param *p = mmt_clip_train_params(ad->view, &after);
+        ad->model->params(ad->model->ctx, &before);
+        MMT_TRY(ad->model->make_module_trainable(ad->model->ctx, modules[m], prefix, &added));
+        const mmt_nn_param *p = ad->model->params(ad->model->ctx, &after);
         mmt_adapter_saved *grown = mmt_realloc(ad->saved, (size_t)(ad->n_saved + after - before) * sizeof *grown);
         if (!grown) return MMT_STATUS_OUT_OF_MEMORY;
         ad->saved = grown;

@@ -1,5 +1,5 @@
 /*
- * adapter.h — LoRA and IA3 tensors attached to a CLIP training view, in PEFT's layout.
+ * adapter.h — LoRA and IA3 tensors attached to a model view (nn/model.h), in PEFT's layout.
  *
  * An adapter is a list of entries, one per adapted module (transformers' module name, such
  * as "text_model.encoder.layers.0.self_attn.q_proj"), each holding its tensors in memory the
@@ -24,7 +24,7 @@
 
 #include "core/arena.h"
 #include "core/safetensors.h"
-#include "models/clip_train.h"
+#include "nn/model.h"
 #include "nn/bottleneck.h"
 #include "nn/linear.h"
 
@@ -82,13 +82,13 @@ typedef struct mmt_adapter {
     int64_t n_saved;
     mmt_adapter_entry *entries; /* owned */
     int64_t n;
-    mmt_clip_train *view;       /* borrowed: the view it is attached to */
+    const mmt_model_iface *model; /* borrowed: the model view it is attached to */
     mmt_arena store;            /* owned: the tensors and names */
 } mmt_adapter;
 
 /* Attaches to every target (an unknown module name is an error naming it); with
  * settings->trainable the tensors are registered with the view under PEFT's keys. */
-mmt_status mmt_adapter_attach(mmt_clip_train *view, const mmt_adapter_settings *settings,
+mmt_status mmt_adapter_attach(const mmt_model_iface *model, const mmt_adapter_settings *settings,
                               const mmt_adapter_target *targets, int64_t n, mmt_adapter **out);
 /* Detaches from the view (its linear layers compute without the adapter again) and frees. */
 void mmt_adapter_free(mmt_adapter *ad);

@@ -1,5 +1,5 @@
 /* bottleneck_config.c — bottleneck adapter settings, their adapter_config.json, and attaching
- * them to a CLIP training view (see bottleneck_config.h). */
+ * them to a model view (see bottleneck_config.h). */
 #include "peft/bottleneck_config.h"
 
 #include <stdio.h>
@@ -113,31 +113,30 @@ mmt_status mmt_bottleneck_config_save(const mmt_bottleneck_config *cfg, const ch
     return s;
 }
 
-/* The attachment proper; messages without the config's file (mmt_clip_bottleneck_attach adds it). */
-static mmt_status bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_config *cfg,
+/* The attachment proper; messages without the config's file (mmt_bottleneck_attach adds it). */
+static mmt_status bottleneck_attach(const mmt_model_iface *model, const mmt_bottleneck_config *cfg,
                                     uint64_t seed, int trainable, mmt_adapter **out) {
-    const mmt_clip_config *mc = mmt_clip_config_of(mmt_clip_train_model(view));
     if (cfg->reduction_factor < 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the bottleneck reduction factor must be at least 1");
-    const mmt_clip_tower_config *tw[2] = {&mc->text, &mc->vision};
+    const mmt_tower_dims *tw[2] = {&model->dims.text, &model->dims.vision};
     const char *prefix[2] = {"text_model", "vision_model"};
     int use[2] = {cfg->towers != MMT_SCOPE_VISION, cfg->towers != MMT_SCOPE_TEXT};
     for (int64_t i = 0; i < cfg->n_layers; i++) {
         int found = 0;
-        for (int k = 0; k < 2; k++) found |= use[k] && cfg->layers[i] < tw[k]->num_layers;
+        for (int k = 0; k < 2; k++) found |= use[k] && cfg->layers[i] < tw[k]->layers;
         if (!found)
             return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "bottleneck adapters: layer %lld is not in the %s tower%s",
                             (long long)cfg->layers[i], cfg->towers == MMT_SCOPE_BOTH ? "text or vision" : mmt_peft_scope_name(cfg->towers),
                             cfg->towers == MMT_SCOPE_BOTH ? "s" : "");
     }
-    int64_t cap = 2 * (tw[0]->num_layers + tw[1]->num_layers), n = 0;
+    int64_t cap = 2 * (tw[0]->layers + tw[1]->layers), n = 0;
     mmt_adapter_target *targets = mmt_calloc((size_t)cap, sizeof *targets);
     char *names = mmt_calloc((size_t)cap, 96);
     mmt_status s = targets && names ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     for (int k = 0; s == MMT_OK && k < 2; k++) {
         if (!use[k]) continue;
-        int64_t D = tw[k]->hidden_size / cfg->reduction_factor;
-        for (int64_t li = 0; li < tw[k]->num_layers; li++) {
+        int64_t D = tw[k]->hidden / cfg->reduction_factor;
+        for (int64_t li = 0; li < tw[k]->layers; li++) {
             int chosen = cfg->n_layers == 0;
             for (int64_t j = 0; j < cfg->n_layers && !chosen; j++) chosen = cfg->layers[j] == li;
             if (!chosen) continue;
@@ -154,17 +153,17 @@ static mmt_status bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_c
     }
     if (s == MMT_OK) {
         mmt_adapter_settings st = {MMT_ADAPTER_BOTTLENECK, 0, 0.0f, seed, trainable, 0, cfg->act};
-        s = mmt_adapter_attach(view, &st, targets, n, out);
+        s = mmt_adapter_attach(model, &st, targets, n, out);
     }
     mmt_free(targets);
     mmt_free(names);
     return s;
 }
 
-mmt_status mmt_clip_bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_config *cfg,
-                                      uint64_t seed, int trainable, mmt_adapter **out) {
+mmt_status mmt_bottleneck_attach(const mmt_model_iface *model, const mmt_bottleneck_config *cfg, uint64_t seed,
+                                 int trainable, mmt_adapter **out) {
     *out = NULL;
-    mmt_status s = bottleneck_attach(view, cfg, seed, trainable, out);
+    mmt_status s = bottleneck_attach(model, cfg, seed, trainable, out);
     if (s != MMT_OK && cfg->source[0]) s = mmt_error_prefix(s, "%s: ", cfg->source);
     return s;
 }

@@ -21,7 +21,7 @@
 
 #include <stdint.h>
 
-#include "models/clip_train.h"
+#include "nn/model.h"
 #include "nn/bottleneck.h"
 #include "peft/adapter.h"
 #include "peft/peft_config.h"
@@ -40,7 +40,7 @@ typedef struct mmt_bottleneck_config {
     int64_t n_layers;               /* 0: every layer */
     char base_model[1024];          /* "" when unknown */
     char source[1024];              /* the file it was loaded from ("" otherwise; not saved):
-                                     * mmt_clip_bottleneck_attach names it in its errors */
+                                     * mmt_bottleneck_attach names it in its errors */
 } mmt_bottleneck_config;
 
 /* reduction 16, both places, ReLU, both towers, every layer. */
@@ -59,7 +59,7 @@ mmt_status mmt_bottleneck_config_save(const mmt_bottleneck_config *cfg, const ch
 /* Attaches fresh adapters (up = 0, down ~ U(-1/sqrt C, 1/sqrt C), biases 0; seeded) at every
  * place the config selects on the view; trainable registers their tensors. A layer index that
  * no selected tower has is an error. */
-mmt_status mmt_clip_bottleneck_attach(mmt_clip_train *view, const mmt_bottleneck_config *cfg,
+mmt_status mmt_bottleneck_attach(const mmt_model_iface *model, const mmt_bottleneck_config *cfg,
                                       uint64_t seed, int trainable, mmt_adapter **out);
 
 #endif

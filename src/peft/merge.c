@@ -6,13 +6,12 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/safetensors.h"
-#include "models/weights.h"
+#include "core/weights.h"
 
-mmt_status mmt_clip_merge_write(mmt_clip *model, const mmt_adapter *adapter, const char *out_dir) {
+mmt_status mmt_adapter_merge_write(const mmt_weights *w, const mmt_adapter *adapter, const char *out_dir) {
     if (adapter->settings.method == MMT_ADAPTER_BOTTLENECK)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "bottleneck adapters add layers of their own; they cannot be merged "
                                                 "into the base weights (use the adapter as it is)");
-    const mmt_weights *w = mmt_clip_weights(model);
     int64_t n = 0;
     for (int64_t f = 0; f < w->n_files; f++) n += w->files[f]->n_tensors;
     mmt_st_write_tensor *out = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *out);

@@ -534,12 +534,12 @@ mmt_status mmt_peft_config_load(const char *path, mmt_peft_config *cfg) {
 
 mmt_status mmt_peft_config_fill_from_model(mmt_peft_config *cfg, const mmt_model_dims *model) {
     if (cfg->peft_type != MMT_PEFT_PROMPT_TUNING && cfg->peft_type != MMT_PEFT_PREFIX_TUNING) return MMT_OK;
-    if (!model->has_text)
+    if (!model->text.present)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s needs a text tower; this model has only a vision tower",
                         mmt_peft_type_name(cfg->peft_type));
-    if (cfg->num_layers <= 0) cfg->num_layers = model->text_layers;
-    if (cfg->token_dim <= 0) cfg->token_dim = model->text_hidden;
-    if (cfg->num_attention_heads <= 0) cfg->num_attention_heads = model->text_heads;
+    if (cfg->num_layers <= 0) cfg->num_layers = model->text.layers;
+    if (cfg->token_dim <= 0) cfg->token_dim = model->text.hidden;
+    if (cfg->num_attention_heads <= 0) cfg->num_attention_heads = model->text.heads;
     if (cfg->num_transformer_submodules <= 0) cfg->num_transformer_submodules = 1;
     if (cfg->peft_type == MMT_PEFT_PREFIX_TUNING && cfg->encoder_hidden_size <= 0)
         cfg->encoder_hidden_size = cfg->token_dim;

@@ -1,4 +1,4 @@
-/* prompt.c — prompt and prefix tuning tensors on a CLIP training view (see prompt.h). */
+/* prompt.c — prompt and prefix tuning tensors on a model view (see prompt.h). */
 #include "peft/prompt.h"
 
 #include <math.h>
@@ -8,7 +8,6 @@
 #include "core/alloc.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
-#include "models/clip_modules.h"
 #include "ops/ops.h"
 #include "peft/peft_keys.h"
 
@@ -53,7 +52,7 @@ static mmt_status reg(mmt_prompt *p, const char *name, float *data, float *grad,
                       int no_decay) {
     if (!p->settings.trainable) return MMT_OK;
     int64_t shape[2] = {d0, d1};
-    return mmt_clip_train_add_param(p->view, name, data, grad, ndim, shape, no_decay);
+    return p->model->add_param(p->model->ctx, name, data, grad, ndim, shape, no_decay);
 }
 
 /* The raw key of a tower's prefixes (PEFT's name for the text tower). */
@@ -63,14 +62,14 @@ static void encoder_key(int tower, const char *what, char *out, size_t cap) {
     snprintf(out, cap, ENCODER_KEY "%s.%s", TOWER_NAME[tower], what);
 }
 
-static mmt_status prefix_create(mmt_prompt *p, int tower, const mmt_clip_tower_config *c, uint64_t *rng) {
+static mmt_status prefix_create(mmt_prompt *p, int tower, const mmt_tower_dims *c, uint64_t *rng) {
     const mmt_prompt_settings *s = &p->settings;
     mmt_prompt_prefix *x = &p->prefix[tower];
     int tr = s->trainable;
     x->V = s->prefix_tokens;
-    x->L = c->num_layers;
-    x->C = c->hidden_size;
-    x->E = s->encoder_hidden_size > 0 ? s->encoder_hidden_size : c->hidden_size;
+    x->L = c->layers;
+    x->C = c->hidden;
+    x->E = s->encoder_hidden_size > 0 ? s->encoder_hidden_size : c->hidden;
     x->projection = s->prefix_projection;
     int64_t V = x->V, C = x->C, E = x->E, O = x->L * 2 * x->C;
     x->kv = store_floats(p, V * O);
@@ -151,13 +150,16 @@ static mmt_status hook_after_backward(void *ctx) {
 }
 
 static mmt_status attach_all(mmt_prompt *p, const mmt_prompt_settings *s) {
-    const mmt_clip_config *cfg = mmt_clip_config_of(mmt_clip_train_model(p->view));
+    const mmt_model_dims *dims = &p->model->dims;
+    const mmt_model_iface *m = p->model;
+    if (!m->set_text_prompt || !m->set_visual_prompt || !m->set_prefix || !m->token_embedding || !m->add_hooks)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this model family takes no prompt or prefix tuning", m->source);
     uint64_t rng = s->seed ^ 0x9a0b7c3d5e6f1023ull;
     int tr = s->trainable;
     char key[160];
-    p->text_dim = cfg->text.hidden_size;
-    p->vision_dim = cfg->vision.hidden_size;
-    p->vision_layers = cfg->vision.num_layers;
+    p->text_dim = dims->text.hidden;
+    p->vision_dim = dims->vision.hidden;
+    p->vision_layers = dims->vision.layers;
     if (s->text_tokens < 0 || s->visual_tokens < 0 || s->prefix_tokens < 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "prompt and prefix token counts must not be negative");
     if (s->text_tokens > 0 && s->prefix_tokens > 0)
@@ -171,27 +173,27 @@ static mmt_status attach_all(mmt_prompt *p, const mmt_prompt_settings *s) {
         p->dtext = tr ? store_floats(p, M * C) : NULL;
         if (!p->text || (tr && !p->dtext)) return MMT_STATUS_OUT_OF_MEMORY;
         if (s->init_ids && s->n_init_ids > 0) {
-            const float *tok = mmt_clip_train_token_embedding(p->view);
+            const float *tok = m->token_embedding(m->ctx);
             for (int64_t m = 0; m < M; m++) {
                 int32_t id = s->init_ids[m % s->n_init_ids];
-                if (id < 0 || id >= cfg->text.vocab_size)
+                if (id < 0 || id >= dims->text.vocab)
                     return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "prompt init token %d is outside the vocabulary", id);
                 memcpy(p->text + m * C, tok + (int64_t)id * C, (size_t)C * sizeof(float));
             }
         } else {
             fill_normal(p->text, M * C, 0.02, &rng);
         }
-        MMT_TRY(mmt_clip_train_set_text_prompt(p->view, M, p->text, p->dtext));
+        MMT_TRY(m->set_text_prompt(m->ctx, M, p->text, p->dtext));
         MMT_TRY(reg(p, MMT_PEFT_PROMPT_KEY, p->text, p->dtext, 2, M, C, 1));
     }
     if (s->visual_tokens > 0) {
         int64_t P = s->visual_tokens, C = p->vision_dim, blocks = s->visual_deep ? p->vision_layers : 1;
-        int64_t patch = cfg->vision.patch_size;
+        int64_t patch = dims->vision.patch;
         p->visual = store_floats(p, blocks * P * C);
         p->dvisual = tr ? store_floats(p, blocks * P * C) : NULL;
         if (!p->visual || (tr && !p->dvisual)) return MMT_STATUS_OUT_OF_MEMORY;
         fill_uniform(p->visual, blocks * P * C, sqrt(6.0 / (double)(3 * patch * patch + C)), &rng);
-        MMT_TRY(mmt_clip_train_set_visual_prompt(p->view, P, s->visual_deep, p->visual, p->dvisual));
+        MMT_TRY(m->set_visual_prompt(m->ctx, P, s->visual_deep, p->visual, p->dvisual));
         for (int64_t i = 0; i < blocks; i++) {
             if (i == 0) snprintf(key, sizeof key, VISUAL_SHALLOW_KEY);
             else snprintf(key, sizeof key, VISUAL_DEEP_KEY "%lld", (long long)i);
@@ -201,18 +203,18 @@ static mmt_status attach_all(mmt_prompt *p, const mmt_prompt_settings *s) {
     if (s->prefix_tokens > 0) {
         for (int t = 0; t < 2; t++) {
             if (t == 1 && !s->prefix_vision) continue;
-            MMT_TRY(prefix_create(p, t, t == 0 ? &cfg->text : &cfg->vision, &rng));
-            MMT_TRY(mmt_clip_train_set_prefix(p->view, t, p->prefix[t].V, p->prefix[t].kv, p->prefix[t].dkv));
+            MMT_TRY(prefix_create(p, t, t == 0 ? &dims->text : &dims->vision, &rng));
+            MMT_TRY(m->set_prefix(m->ctx, t, p->prefix[t].V, p->prefix[t].kv, p->prefix[t].dkv));
         }
         if (s->prefix_projection) {
-            MMT_TRY(mmt_clip_train_add_hooks(p->view, p, hook_before_forward, hook_after_backward));
+            MMT_TRY(m->add_hooks(m->ctx, p, hook_before_forward, hook_after_backward));
             p->hooked = 1;
         }
     }
     return MMT_OK;
 }
 
-mmt_status mmt_prompt_attach(mmt_clip_train *view, const mmt_prompt_settings *settings, mmt_prompt **out) {
+mmt_status mmt_prompt_attach(const mmt_model_iface *model, const mmt_prompt_settings *settings, mmt_prompt **out) {
     *out = NULL;
     mmt_prompt *p = mmt_calloc(1, sizeof *p);
     if (!p) return MMT_STATUS_OUT_OF_MEMORY;
@@ -220,8 +222,8 @@ mmt_status mmt_prompt_attach(mmt_clip_train *view, const mmt_prompt_settings *se
     p->settings.init_ids = NULL;
     p->settings.n_init_ids = 0;
     p->settings.source = NULL;
-    p->view = view;
-    p->ops = mmt_clip_train_ops(view);
+    p->model = model;
+    p->ops = model->ops;
     mmt_arena_init(&p->store, (size_t)1 << 20);
     mmt_status s = attach_all(p, settings);
     if (s != MMT_OK) {
@@ -235,11 +237,12 @@ mmt_status mmt_prompt_attach(mmt_clip_train *view, const mmt_prompt_settings *se
 
 void mmt_prompt_free(mmt_prompt *p) {
     if (!p) return;
-    if (p->text) mmt_clip_train_set_text_prompt(p->view, 0, NULL, NULL);
-    if (p->visual) mmt_clip_train_set_visual_prompt(p->view, 0, 0, NULL, NULL);
+    const mmt_model_iface *m = p->model;
+    if (p->text) m->set_text_prompt(m->ctx, 0, NULL, NULL);
+    if (p->visual) m->set_visual_prompt(m->ctx, 0, 0, NULL, NULL);
     for (int t = 0; t < 2; t++)
-        if (p->prefix[t].V > 0) mmt_clip_train_set_prefix(p->view, t, 0, NULL, NULL);
-    if (p->hooked) mmt_clip_train_remove_hooks(p->view, p);
+        if (p->prefix[t].V > 0) m->set_prefix(m->ctx, t, 0, NULL, NULL);
+    if (p->hooked) m->remove_hooks(m->ctx, p);
     mmt_arena_free(&p->store);
     mmt_free(p);
 }
@@ -389,7 +392,7 @@ static mmt_status rows_of(const mmt_safetensors *st, const char *path, const cha
 }
 
 mmt_status mmt_prompt_settings_from_file(const mmt_peft_config *cfg, const char *tensors_path,
-                                         const mmt_clip_config *clip, mmt_prompt_settings *out) {
+                                         const mmt_model_dims *dims, mmt_prompt_settings *out) {
     memset(out, 0, sizeof *out);
     out->source = tensors_path;
     if (cfg->peft_type != MMT_PEFT_PROMPT_TUNING && cfg->peft_type != MMT_PEFT_PREFIX_TUNING)
@@ -397,7 +400,7 @@ mmt_status mmt_prompt_settings_from_file(const mmt_peft_config *cfg, const char 
                         mmt_peft_type_name(cfg->peft_type));
     mmt_safetensors *st = NULL;
     MMT_TRY(mmt_safetensors_open(tensors_path, &st));
-    int64_t Ct = clip->text.hidden_size, Cv = clip->vision.hidden_size, Lt = clip->text.num_layers, Lv = clip->vision.num_layers;
+    int64_t Ct = dims->text.hidden, Cv = dims->vision.hidden, Lt = dims->text.layers, Lv = dims->vision.layers;
     int prefix = cfg->peft_type == MMT_PEFT_PREFIX_TUNING;
     int64_t rows = 0;
     mmt_status s = rows_of(st, tensors_path, MMT_PEFT_PROMPT_KEY, prefix ? Lt * 2 * Ct : Ct, &rows);
@@ -438,7 +441,7 @@ mmt_status mmt_prompt_settings_from_file(const mmt_peft_config *cfg, const char 
     return s;
 }
 
-mmt_status mmt_prompt_peft_config(const mmt_prompt_settings *s, const mmt_clip_config *clip,
+mmt_status mmt_prompt_peft_config(const mmt_prompt_settings *s, const mmt_model_dims *dims,
                                   const char *init_text, mmt_peft_config *out) {
     int prefix = s->prefix_tokens > 0;
     MMT_TRY(mmt_peft_config_default(out, prefix ? MMT_PEFT_PREFIX_TUNING : MMT_PEFT_PROMPT_TUNING));
@@ -459,13 +462,11 @@ mmt_status mmt_prompt_peft_config(const mmt_prompt_settings *s, const mmt_clip_c
     } else {
         /* visual prompts only: the sizes describe the vision tower */
         out->num_virtual_tokens = s->visual_tokens;
-        out->token_dim = clip->vision.hidden_size;
-        out->num_layers = clip->vision.num_layers;
-        out->num_attention_heads = clip->vision.num_heads;
+        out->token_dim = dims->vision.hidden;
+        out->num_layers = dims->vision.layers;
+        out->num_attention_heads = dims->vision.heads;
     }
-    mmt_model_dims dims;
-    mmt_clip_model_dims(clip, &dims);
-    if (st == MMT_OK) st = mmt_peft_config_fill_from_model(out, &dims);
+    if (st == MMT_OK) st = mmt_peft_config_fill_from_model(out, dims);
     if (st != MMT_OK) mmt_peft_config_free(out);
     return st;
 }

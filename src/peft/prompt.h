@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 #include "core/arena.h"
-#include "models/clip_train.h"
+#include "nn/model.h"
 #include "peft/peft_config.h"
 
 typedef struct mmt_prompt_settings {
@@ -74,7 +74,7 @@ typedef struct mmt_prompt_prefix {
 
 typedef struct mmt_prompt {
     mmt_prompt_settings settings;   /* init_ids not kept */
-    mmt_clip_train *view;           /* borrowed */
+    const mmt_model_iface *model;   /* borrowed: the model view the tokens are attached to */
     const struct mmt_ops *ops;      /* borrowed: the view's table (the projection MLP) */
     int64_t text_dim, vision_dim, vision_layers;
     float *text, *dtext;            /* (M, C_text) */
@@ -85,7 +85,7 @@ typedef struct mmt_prompt {
 } mmt_prompt;
 
 /* Creates the tokens, attaches them to the view (and registers them when trainable). */
-mmt_status mmt_prompt_attach(mmt_clip_train *view, const mmt_prompt_settings *settings, mmt_prompt **out);
+mmt_status mmt_prompt_attach(const mmt_model_iface *model, const mmt_prompt_settings *settings, mmt_prompt **out);
 /* Detaches from the view and frees; NULL is fine. */
 void mmt_prompt_free(mmt_prompt *p);
 /* Trainable floats. */
@@ -102,11 +102,11 @@ mmt_status mmt_prompt_load_tensors(mmt_prompt *p, const char *path);
  * config (peft_type PROMPT_TUNING or PREFIX_TUNING; num_virtual_tokens, token_dim,
  * num_layers, prefix_projection, encoder_hidden_size). */
 mmt_status mmt_prompt_settings_from_file(const mmt_peft_config *cfg, const char *tensors_path,
-                                         const mmt_clip_config *clip, mmt_prompt_settings *out);
+                                         const mmt_model_dims *dims, mmt_prompt_settings *out);
 /* The adapter_config.json for these settings: PREFIX_TUNING when there are prefixes, else
  * PROMPT_TUNING; the PEFT sizes describe the text part (prompts or prefixes), or, with visual
  * prompts only, the vision tower (num_virtual_tokens = P, token_dim = C_vision). */
-mmt_status mmt_prompt_peft_config(const mmt_prompt_settings *s, const mmt_clip_config *clip,
+mmt_status mmt_prompt_peft_config(const mmt_prompt_settings *s, const mmt_model_dims *dims,
                                   const char *init_text, mmt_peft_config *out);
 
 #endif

@@ -12,7 +12,7 @@
 #include "data/preprocess.h"
 #include "models/clip_internal.h" /* mmt_clip_pool_position */
 #include "models/clip_modules.h"
-#include "models/weights.h"
+#include "core/weights.h"
 #include "peft/bottleneck_config.h"
 #include "peft/target.h"
 
@@ -79,7 +79,7 @@ mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_con
         mmt_adapter_settings st = {cfg->peft_type == MMT_PEFT_LORA ? MMT_ADAPTER_LORA : MMT_ADAPTER_IA3,
                                    cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable,
                                    cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora, MMT_BOTTLENECK_RELU};
-        s = mmt_adapter_attach(view, &st, targets, sel.n, out);
+        s = mmt_adapter_attach(mmt_clip_train_iface(view), &st, targets, sel.n, out);
     }
     /* modules_to_save: trained whole and saved with the adapter. PEFT ignores an entry that
      * matches nothing (unless strict_module_check); here it is an error, like a target. */
@@ -132,7 +132,7 @@ mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trai
     if (s == MMT_OK) s = mmt_bottleneck_config_probe(cfgpath, &bottleneck);
     if (s == MMT_OK && bottleneck) {
         mmt_bottleneck_config bc;
-        if ((s = mmt_bottleneck_config_load(cfgpath, &bc)) == MMT_OK) s = mmt_clip_bottleneck_attach(view, &bc, 0, trainable, out);
+        if ((s = mmt_bottleneck_config_load(cfgpath, &bc)) == MMT_OK) s = mmt_bottleneck_attach(mmt_clip_train_iface(view), &bc, 0, trainable, out);
     } else if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) {
         have_cfg = 1;
         s = mmt_clip_adapter_from_config(view, &cfg, 0, trainable, out);
@@ -216,10 +216,10 @@ static mmt_status prompt_load_dir(mmt_clip_train *view, const char *dir, int tra
     int have_cfg = 0;
     if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) have_cfg = 1;
     if (s == MMT_OK)
-        s = mmt_prompt_settings_from_file(&cfg, wpath, mmt_clip_config_of(mmt_clip_train_model(view)), &ps);
+        s = mmt_prompt_settings_from_file(&cfg, wpath, &mmt_clip_train_iface(view)->dims, &ps);
     if (s == MMT_OK) {
         ps.trainable = trainable;
-        s = mmt_prompt_attach(view, &ps, out);
+        s = mmt_prompt_attach(mmt_clip_train_iface(view), &ps, out);
     }
     if (s == MMT_OK && (s = mmt_prompt_load_tensors(*out, wpath)) != MMT_OK) {
         mmt_prompt_free(*out);
@@ -309,9 +309,9 @@ static mmt_status task_attach_prompt(mmt_clip_task *t, const mmt_clip_task_optio
     }
     ps.seed = o->seed;
     ps.trainable = 1;
-    if (s == MMT_OK) s = mmt_prompt_attach(t->view, &ps, &t->prompt);
+    if (s == MMT_OK) s = mmt_prompt_attach(mmt_clip_train_iface(t->view), &ps, &t->prompt);
     if (s == MMT_OK)
-        s = mmt_prompt_peft_config(&ps, mmt_clip_config_of(t->model), ps.text_tokens > 0 ? o->prompt_init_text : NULL,
+        s = mmt_prompt_peft_config(&ps, &mmt_clip_train_iface(t->view)->dims, ps.text_tokens > 0 ? o->prompt_init_text : NULL,
                                    &t->prompt_peft);
     if (s == MMT_OK && !(t->prompt_peft.base_model_name_or_path = mmt_strdup(mmt_clip_weights(t->model)->dir)))
         s = MMT_STATUS_OUT_OF_MEMORY;
@@ -499,7 +499,7 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
     if (o->bottleneck) {
         t->bottleneck = *o->bottleneck;
         t->have_bottleneck = 1;
-        if ((s = mmt_clip_bottleneck_attach(t->view, o->bottleneck, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
+        if ((s = mmt_bottleneck_attach(mmt_clip_train_iface(t->view), o->bottleneck, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
     } else if (o->peft) {
         if ((s = mmt_peft_config_copy(&t->peft, o->peft)) != MMT_OK) goto fail;
         t->have_peft = 1;

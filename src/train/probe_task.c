@@ -12,7 +12,7 @@
 #include "core/safetensors.h"
 #include "data/image.h"
 #include "data/preprocess.h"
-#include "models/weights.h"
+#include "core/weights.h"
 #include "nn/loss.h"
 #include "nn/param.h"
 

@@ -32,7 +32,7 @@
 #include "eval/zeroshot.h"
 #include "models/clip.h"
 #include "models/clip_train.h"
-#include "models/weights.h"
+#include "core/weights.h"
 #include "peft/adapter.h"
 #include "peft/merge.h"
 #include "peft/peft_config.h"
@@ -1029,7 +1029,7 @@ int cmd_merge(int argc, char **argv) {
     int rc = cli_out_begin("merge", out, overwrite, &tmp);
     if (rc == 0 && (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
                     mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK ||
-                    mmt_clip_merge_write(model, ad, tmp) != MMT_OK))
+                    mmt_adapter_merge_write(mmt_clip_weights(model), ad, tmp) != MMT_OK))
         rc = cli_runtime_error();
     rc = cli_out_finish(tmp, out, rc);
     if (rc == 0) printf("{\"merged\": \"%s\"}\n", out);

@@ -1,5 +1,5 @@
 /* weights.c — single-file or sharded safetensors checkpoints as one name -> tensor map. */
-#include "models/weights.h"
+#include "core/weights.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  * (weight_map), keeps them mapped, and hands out float32 views: zero-copy for aligned F32
  * data, converted copies (in the caller's arena) for F16/BF16/F64 or unaligned data.
  */
-#ifndef MMT_MODELS_WEIGHTS_H
-#define MMT_MODELS_WEIGHTS_H
+#ifndef MMT_CORE_WEIGHTS_H
+#define MMT_CORE_WEIGHTS_H
 
 #include "core/arena.h"
 #include "core/safetensors.h"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The layering of DESIGN.md, checked on the includes: each folder of src/ may include only
+# the folders below it. Run by ctest as `layering`; prints each offending include.
+set -u
+cd "$(dirname "$0")/.."
+bad=0
+check() { # $1: folder, rest: folders it must not include
+  local dir=$1
+  shift
+  for up in "$@"; do
+    if grep -rn "#include \"$up/" "src/$dir" >/dev/null 2>&1; then
+      grep -rn "#include \"$up/" "src/$dir" | sed "s/^/layering: src\/$dir must not include $up\/: /"
+      bad=1
+    fi
+  done
+}
+check core ops nn models peft train eval data api
+check ops nn models peft train eval data api
+check nn models peft train eval data api
+check peft models train eval api
+check models peft train eval api
+check data models peft train eval api
+if [ $bad = 0 ]; then echo "layering: 1 passed, 0 failed"; else echo "layering: 0 passed, 1 failed"; fi
+exit $bad
