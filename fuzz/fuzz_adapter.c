@@ -9,7 +9,7 @@
  *                  prompt/adapter_config.json, prompt/adapter_model.safetensors
  *                  (a missing or empty part: that file is absent)
  *
- * The files are written into a folder under /tmp and loaded with mmt_clip_adapters_load,
+ * The files are written into a folder under /tmp and loaded with mmt_adapter_folders_load,
  * the entry point of the CLI and the encoders, onto a fresh training view of the tiny-a
  * fixture CLIP (tests/fixtures/clip/tiny-a, 0.6 MB, loaded once). A folder that loads is
  * applied: one forward on a fixed batch of one image and one caption (and a backward when
@@ -131,7 +131,7 @@ static void write_seed(const char *seeds, const char *name, int flags) {
     mmt_adapter *ad = NULL;
     mmt_prompt *prompt = NULL;
     if (mmt_clip_train_create(model, &o, &view) != MMT_OK ||
-        mmt_clip_adapters_load(view, dir, flags & 1, &ad, &prompt) != MMT_OK)
+        mmt_adapter_folders_load(mmt_clip_train_iface(view), dir, flags & 1, &ad, &prompt) != MMT_OK)
         die(name);
     mmt_prompt_free(prompt);
     mmt_adapter_free(ad);
@@ -163,7 +163,7 @@ static void save_adapter(mmt_clip_train *view, const mmt_peft_config *cfg, const
     mmt_adapter *ad = NULL;
     char w[400];
     snprintf(w, sizeof w, "%s/adapter_model.safetensors", where);
-    if (mmt_mkdirs(where) != MMT_OK || mmt_clip_adapter_from_config(view, cfg, 1, 0, &ad) != MMT_OK) die("adapter");
+    if (mmt_mkdirs(where) != MMT_OK || mmt_adapter_from_config(mmt_clip_train_iface(view), cfg, 1, 0, &ad) != MMT_OK) die("adapter");
     perturb(ad);
     if (mmt_peft_config_save(cfg, where) != MMT_OK || mmt_adapter_save_tensors(ad, w) != MMT_OK) die("saving");
     mmt_adapter_free(ad);
@@ -356,7 +356,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mmt_adapter *ad = NULL;
     mmt_prompt *prompt = NULL;
     mmt_clear_error();
-    if (mmt_clip_adapters_load(view, dir, trainable, &ad, &prompt) == MMT_OK) {
+    if (mmt_adapter_folders_load(mmt_clip_train_iface(view), dir, trainable, &ad, &prompt) == MMT_OK) {
         apply(view, ad, trainable, merge);
     } else {
         const char *msg = mmt_last_error();

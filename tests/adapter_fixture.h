@@ -29,7 +29,7 @@ static inline void adapter_fixture_save(mmt_clip *model, const mmt_peft_config *
     char *w = mmt_path_join(dir, "adapter_model.safetensors");
     CHECK_OK(mmt_mkdirs(dir));
     CHECK_OK(mmt_clip_train_create(model, &o, &ct));
-    if (ct) CHECK_OK(mmt_clip_adapter_from_config(ct, cfg, 5, 0, &ad));
+    if (ct) CHECK_OK(mmt_adapter_from_config(mmt_clip_train_iface(ct), cfg, 5, 0, &ad));
     if (ad && w) {
         for (int64_t i = 0; ad->settings.method == MMT_ADAPTER_LORA && i < ad->n; i++)
             for (int64_t j = 0; j < ad->entries[i].linear->out * ad->entries[i].lora.r; j++)

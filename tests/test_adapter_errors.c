@@ -9,7 +9,7 @@
  * that does not exist, a shape that disagrees with r, an integer dtype, missing or truncated
  * adapter_model.safetensors, prompts of the wrong count or width, more prompt tokens than the
  * context holds, a bottleneck layer the model lacks, a rank_pattern rank of 2^63, a prefix
- * projection 2^60 wide in a tensor of no bytes). mmt_clip_adapters_load, the entry point
+ * projection 2^60 wide in a tensor of no bytes). mmt_adapter_folders_load, the entry point
  * the CLI and the encoders use, must fail, hand back nothing, leave the view as it was, and
  * leave a one-line message that contains the folder's path.
  */
@@ -169,7 +169,7 @@ static void expect_failure(const char *dir, const char *why) {
     int64_t P = mmt_clip_embed_dim(fx.model);
     float *before = embed(ct);
     mmt_clear_error();
-    mmt_status s = mmt_clip_adapters_load(ct, dir, 0, &ad, &p);
+    mmt_status s = mmt_adapter_folders_load(mmt_clip_train_iface(ct), dir, 0, &ad, &p);
     const char *msg = mmt_last_error();
     CHECK_MSG(s != MMT_OK, "%s: %s loaded", why, dir);
     CHECK_MSG(!ad && !p, "%s: a failed load handed something back", why);
@@ -232,7 +232,7 @@ static void test_references_load(void) {
         CHECK_OK(mmt_clip_train_create(fx.model, &o, &ct));
         if (!ct) continue;
         float *before = embed(ct);
-        CHECK_OK(mmt_clip_adapters_load(ct, dirs[i], 0, &ad, &p));
+        CHECK_OK(mmt_adapter_folders_load(mmt_clip_train_iface(ct), dirs[i], 0, &ad, &p));
         CHECK_MSG((ad != NULL) + (p != NULL) == 1, "%s", dirs[i]);
         float *after = embed(ct);
         int64_t P = mmt_clip_embed_dim(fx.model);

@@ -11,7 +11,7 @@
  *     attention and after the MLP, ReLU and GELU, one tower or both, chosen layers;
  *   - gradient checkpointing gives bitwise the same gradients;
  *   - adapter_config.json + adapter_model.safetensors round trip through
- *     mmt_clip_adapter_load (keys and shapes as documented), and merging is refused.
+ *     mmt_adapter_folder_load (keys and shapes as documented), and merging is refused.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -189,7 +189,7 @@ static void test_save_load_round_trip(void) {
     }
     /* loaded back onto a second view: same embeddings, bit for bit */
     CHECK(mmt_clip_train_create(b.model, &o, &ct2) == MMT_OK);
-    CHECK_MSG(mmt_clip_adapter_load(ct2, tmp, 0, &ad2) == MMT_OK, "%s", mmt_last_error());
+    CHECK_MSG(mmt_adapter_folder_load(mmt_clip_train_iface(ct2), tmp, 0, &ad2) == MMT_OK, "%s", mmt_last_error());
     int64_t P = mmt_clip_embed_dim(b.model);
     float *e1 = malloc((size_t)(B * P) * sizeof(float)), *e2 = malloc((size_t)(B * P) * sizeof(float));
     if (ad2) {

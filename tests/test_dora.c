@@ -43,7 +43,7 @@ static mmt_status attach(mmt_clip_train *ct, float dropout, int trainable, mmt_a
     pc.use_dora = 1;
     pc.lora_dropout = dropout;
     mmt_status s = mmt_peft_names_set_list(&pc.target_modules, t, 4);
-    if (s == MMT_OK) s = mmt_clip_adapter_from_config(ct, &pc, 3, trainable, ad);
+    if (s == MMT_OK) s = mmt_adapter_from_config(mmt_clip_train_iface(ct), &pc, 3, trainable, ad);
     mmt_peft_config_free(&pc);
     return s;
 }

@@ -8,7 +8,7 @@
  * IA3 (keys, values and fc1 as feed-forward), DoRA, a text prompt (CoOp), visual prompts (VPT)
  * and prefix tuning; 36 texts and 36 images spread over them and the base in a fixed
  * shuffled order. The reference for a row is an independent computation: a fresh view of the
- * base with only that adapter loaded from its folder (mmt_clip_adapters_load), embedding only
+ * base with only that adapter loaded from its folder (mmt_adapter_folders_load), embedding only
  * the rows of that adapter. The mixed call (mmtune.h's run context) runs LoRA and IA3 rows in
  * mixed batches (nn/linear.h row groups) and the others through views of their own.
  */
@@ -94,7 +94,7 @@ static void embed_alone(const char *dir, int images, const char *const *inputs, 
     const mmt_clip_config *c = mmt_clip_config_of(fx.model);
     int64_t S = c->vision.image_size, L = c->text.max_positions;
     CHECK_OK(mmt_clip_train_create(fx.model, &o, &ct));
-    if (dir) CHECK_OK(mmt_clip_adapters_load(ct, dir, 0, &ad, &pr));
+    if (dir) CHECK_OK(mmt_adapter_folders_load(mmt_clip_train_iface(ct), dir, 0, &ad, &pr));
     mmt_clip_train_set_eval(ct, 1);
     if (images) {
         float *px = malloc((size_t)(m * 3 * S * S) * sizeof(float));

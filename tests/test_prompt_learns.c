@@ -49,7 +49,7 @@ static void learn(const method *me) {
         pc.r = 2;
         pc.lora_alpha = 4;
         CHECK_OK(mmt_peft_names_set_list(&pc.target_modules, targets, 2));
-        CHECK_OK(mmt_clip_adapter_from_config(ct, &pc, 1, 1, &ad));
+        CHECK_OK(mmt_adapter_from_config(mmt_clip_train_iface(ct), &pc, 1, 1, &ad));
     }
     mmt_prompt *pr = NULL;
     CHECK_OK(mmt_prompt_attach(mmt_clip_train_iface(ct), &me->s, &pr));

@@ -39,7 +39,7 @@ static int embed_with(const char *dir, const int32_t *ids, float *out, char *err
     mmt_adapter *ad = NULL;
     mmt_prompt *pr = NULL;
     mmt_status s = mmt_clip_train_create(fx.model, &o, &ct);
-    if (s == MMT_OK && dir) s = mmt_clip_adapters_load(ct, dir, 0, &ad, &pr);
+    if (s == MMT_OK && dir) s = mmt_adapter_folders_load(mmt_clip_train_iface(ct), dir, 0, &ad, &pr);
     if (s == MMT_OK) s = mmt_clip_train_encode_pixels(ct, fx.pixels, CLIP_BATCH, out);
     if (s == MMT_OK) s = mmt_clip_train_encode_ids(ct, ids, CLIP_BATCH, fx.L, out + CLIP_BATCH * P);
     if (s != MMT_OK) snprintf(err, cap, "%s", mmt_last_error());

@@ -55,7 +55,7 @@ static void learn(const char *method) {
             pc.use_dora = !strcmp(method, "dora");
             CHECK(mmt_peft_names_set_list(&pc.target_modules, lora_t, 3) == MMT_OK);
         }
-        CHECK_MSG(mmt_clip_adapter_from_config(ct, &pc, 1, 1, &ad) == MMT_OK, "%s", mmt_last_error());
+        CHECK_MSG(mmt_adapter_from_config(mmt_clip_train_iface(ct), &pc, 1, 1, &ad) == MMT_OK, "%s", mmt_last_error());
     }
     double first, loss;
     learn_task_train(ct, &t, lr, 40, &first, &loss);

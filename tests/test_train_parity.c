@@ -102,7 +102,7 @@ static void run_scenario(const scenario *sc) {
     snprintf(dir, sizeof dir, "%s/train/%s", MMT_FIXTURE_DIR, sc->name);
     if (sc->full) {
         CHECK(mmt_clip_train_make_full(view) == MMT_OK);
-    } else if (mmt_clip_adapter_load(view, dir, 1, &ad) != MMT_OK) {
+    } else if (mmt_adapter_folder_load(mmt_clip_train_iface(view), dir, 1, &ad) != MMT_OK) {
         CHECK_MSG(0, "%s: %s", sc->name, mmt_last_error());
         goto done;
     }
@@ -203,7 +203,7 @@ static void run_scenario(const scenario *sc) {
         mmt_clip_train_free(view);
         view = NULL;
         CHECK(mmt_clip_train_create(model, &o, &view) == MMT_OK);
-        CHECK(mmt_clip_adapter_load(view, dir, 0, &ad) == MMT_OK);
+        CHECK(mmt_adapter_folder_load(mmt_clip_train_iface(view), dir, 0, &ad) == MMT_OK);
         char tmp[] = "/tmp/mmt_merge_XXXXXX";
         CHECK(mkdtemp(tmp) != NULL);
         CHECK_MSG(mmt_adapter_merge_write(mmt_clip_weights(model), ad, tmp) == MMT_OK, "merge: %s", mmt_last_error());

@@ -74,7 +74,7 @@ static mmt_status bind(mmt_clip *base, const char *dir, binding *b) {
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     mmt_status s = mmt_clip_train_create(base, &o, &b->view);
-    if (s == MMT_OK && dir) s = mmt_clip_adapters_load(b->view, dir, 0, &b->adapter, &b->prompt);
+    if (s == MMT_OK && dir) s = mmt_adapter_folders_load(mmt_clip_train_iface(b->view), dir, 0, &b->adapter, &b->prompt);
     if (s == MMT_OK) mmt_clip_train_set_eval(b->view, 1);
     if (s != MMT_OK) {
         mmt_prompt_free(b->prompt);

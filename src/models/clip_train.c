@@ -143,6 +143,9 @@ static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *
 
 /* ---- the view as PEFT methods see it (nn/model.h) ------------------------------------ */
 
+static mmt_status iface_list_modules(void *ctx, mmt_module_info **out, int64_t *n) {
+    return mmt_clip_modules(&((mmt_clip_train *)ctx)->model->cfg, out, n);
+}
 static mmt_linear *iface_linear(void *ctx, const char *m) { return mmt_clip_train_linear(ctx, m); }
 static mmt_bottleneck **iface_bottleneck_slot(void *ctx, const char *m) { return mmt_clip_train_bottleneck_slot(ctx, m); }
 static mmt_status iface_add_param(void *ctx, const char *name, float *data, float *grad, int ndim, const int64_t *shape,
@@ -181,7 +184,7 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
     ct->model = model;
     ct->ops = model->ops;
     ct->opt = *o;
-    ct->iface = (mmt_model_iface){.ctx = ct, .source = model->dir, .ops = model->ops, .linear = iface_linear,
+    ct->iface = (mmt_model_iface){.ctx = ct, .source = model->dir, .ops = model->ops, .list_modules = iface_list_modules, .linear = iface_linear,
                                   .bottleneck_slot = iface_bottleneck_slot, .add_param = iface_add_param,
                                   .params = iface_params, .make_module_trainable = iface_make_module_trainable,
                                   .token_embedding = iface_token_embedding, .set_text_prompt = iface_set_text_prompt,

@@ -25,6 +25,8 @@ typedef struct mmt_model_iface {
     const char *source;     /* the model's folder, for messages */
     mmt_model_dims dims;
     const mmt_ops *ops;
+    /* the model's modules in named_modules() order (the caller frees with mmt_modules_free) */
+    mmt_status (*list_modules)(void *ctx, mmt_module_info **out, int64_t *n);
     /* where adapters go: the linear layer behind a module name (Conv2d patch embeddings
      * included, as the same linear on flattened patches), a bottleneck slot */
     mmt_linear *(*linear)(void *ctx, const char *module);

@@ -41,112 +41,6 @@ struct mmt_clip_task {
     float **cache;
 };
 
-/* ---- adapters from a PEFT config ------------------------------------------------------ */
-
-mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_config *cfg,
-                                        uint64_t seed, int trainable, mmt_adapter **out) {
-    *out = NULL;
-    if (cfg->peft_type != MMT_PEFT_LORA && cfg->peft_type != MMT_PEFT_IA3)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "peft_type %s is not supported for CLIP yet",
-                        mmt_peft_type_name(cfg->peft_type));
-    if (cfg->peft_type == MMT_PEFT_LORA && cfg->bias != MMT_LORA_BIAS_NONE)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "LoRA bias other than \"none\" is not supported yet");
-    const mmt_clip_config *mc = mmt_clip_config_of(mmt_clip_train_model(view));
-    mmt_module_info *mods = NULL;
-    int64_t n_mods = 0;
-    mmt_peft_targets sel;
-    memset(&sel, 0, sizeof sel);
-    mmt_adapter_target *targets = NULL;
-    mmt_status s = mmt_clip_modules(mc, &mods, &n_mods);
-    if (s == MMT_OK) s = mmt_peft_select(cfg, mods, n_mods, &sel);
-    if (s == MMT_OK) {
-        targets = mmt_calloc((size_t)(sel.n > 0 ? sel.n : 1), sizeof *targets);
-        if (!targets) s = MMT_STATUS_OUT_OF_MEMORY;
-    }
-    for (int64_t i = 0; s == MMT_OK && i < sel.n; i++) {
-        const mmt_module_info *m = &mods[sel.items[i].module];
-        if (m->kind != MMT_MODULE_LINEAR && m->kind != MMT_MODULE_CONV2D) {
-            s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: %s on a %s module is not supported", m->name,
-                         mmt_peft_type_name(cfg->peft_type), m->type_name);
-            break;
-        }
-        targets[i].module = m->name;
-        targets[i].r = sel.items[i].r;
-        targets[i].alpha = sel.items[i].alpha;
-        targets[i].feedforward = sel.items[i].feedforward;
-    }
-    if (s == MMT_OK) {
-        mmt_adapter_settings st = {cfg->peft_type == MMT_PEFT_LORA ? MMT_ADAPTER_LORA : MMT_ADAPTER_IA3,
-                                   cfg->use_rslora, (float)cfg->lora_dropout, seed, trainable,
-                                   cfg->peft_type == MMT_PEFT_LORA && cfg->use_dora, MMT_BOTTLENECK_RELU};
-        s = mmt_adapter_attach(mmt_clip_train_iface(view), &st, targets, sel.n, out);
-    }
-    /* modules_to_save: trained whole and saved with the adapter. PEFT ignores an entry that
-     * matches nothing (unless strict_module_check); here it is an error, like a target. */
-    for (int64_t e = 0; s == MMT_OK && cfg->modules_to_save.kind == MMT_PEFT_NAMES_LIST && e < cfg->modules_to_save.n; e++) {
-        const char *want = cfg->modules_to_save.items[e];
-        int found = 0;
-        for (int64_t i = 0; i < sel.n_saved && !found; i++) {
-            const char *name = mods[sel.saved[i]].name;
-            size_t ln = strlen(name), lw = strlen(want);
-            found = ln >= lw && strcmp(name + ln - lw, want) == 0;
-        }
-        if (!found) s = mmt_fail(MMT_STATUS_NOT_FOUND, "modules_to_save: no module name ends with \"%s\"", want);
-    }
-    if (s != MMT_OK && *out) {
-        mmt_adapter_free(*out);
-        *out = NULL;
-    }
-    for (int64_t i = 0; s == MMT_OK && i < sel.n_saved; i++) {
-        const char *name = mods[sel.saved[i]].name;
-        s = mmt_adapter_save_modules(*out, &name, 1);
-    }
-    if (s != MMT_OK && *out) {
-        mmt_adapter_free(*out);
-        *out = NULL;
-    }
-    mmt_free(targets);
-    mmt_peft_targets_free(&sel);
-    mmt_modules_free(mods, n_mods);
-    return s;
-}
-
-/* Every error about an adapter names its folder: messages raised deeper down that do not
- * already contain it get it as a prefix. */
-static mmt_status name_folder(mmt_status s, const char *dir) {
-    if (s != MMT_OK && s != MMT_STATUS_OUT_OF_MEMORY && !strstr(mmt_last_error(), dir))
-        s = mmt_error_prefix(s, "%s: ", dir);
-    return s;
-}
-
-mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trainable,
-                                 mmt_adapter **out) {
-    *out = NULL;
-    char *cfgpath = mmt_path_join(dir, "adapter_config.json");
-    char *wpath = mmt_path_join(dir, "adapter_model.safetensors");
-    mmt_peft_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    mmt_status s = cfgpath && wpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    int have_cfg = 0, bottleneck = 0;
-    /* mmtune's bottleneck adapters have a config of their own (peft/bottleneck_config.h) */
-    if (s == MMT_OK) s = mmt_bottleneck_config_probe(cfgpath, &bottleneck);
-    if (s == MMT_OK && bottleneck) {
-        mmt_bottleneck_config bc;
-        if ((s = mmt_bottleneck_config_load(cfgpath, &bc)) == MMT_OK) s = mmt_bottleneck_attach(mmt_clip_train_iface(view), &bc, 0, trainable, out);
-    } else if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) {
-        have_cfg = 1;
-        s = mmt_clip_adapter_from_config(view, &cfg, 0, trainable, out);
-    }
-    if (s == MMT_OK && (s = mmt_adapter_load_tensors(*out, wpath)) != MMT_OK) {
-        mmt_adapter_free(*out);
-        *out = NULL;
-    }
-    if (have_cfg) mmt_peft_config_free(&cfg);
-    mmt_free(cfgpath);
-    mmt_free(wpath);
-    return name_folder(s, dir);
-}
-
 /* PEFT's IA3Config has no layers_to_transform (it would drop the key and adapt every layer),
  * so an IA3 run restricted to some layers saves what it adapted by full module name:
  * target_modules becomes the list of adapted modules, and feedforward_modules the list of
@@ -176,85 +70,7 @@ static mmt_status ia3_pin_layers(mmt_peft_config *cfg, const mmt_adapter *ad) {
     return s;
 }
 
-/* ---- prompt / prefix tuning in an adapter folder ------------------------------------------- */
-
-#define PROMPT_SUBDIR "prompt"
-
-char *mmt_clip_prompt_dir(const char *dir) {
-    char *cfg = mmt_path_join(dir, "adapter_config.json");
-    mmt_peft_config pc;
-    memset(&pc, 0, sizeof pc);
-    char *out = NULL;
-    int bottleneck = 0;
-    if (!cfg || !mmt_file_exists(cfg) || mmt_bottleneck_config_probe(cfg, &bottleneck) != MMT_OK) {
-        mmt_free(cfg);
-        return NULL;
-    }
-    if (!bottleneck && mmt_peft_config_load(cfg, &pc) == MMT_OK) {
-        if (pc.peft_type == MMT_PEFT_PROMPT_TUNING || pc.peft_type == MMT_PEFT_PREFIX_TUNING) out = mmt_strdup(dir);
-        mmt_peft_config_free(&pc);
-    }
-    if (!out) { /* beside a LoRA / IA3 / bottleneck adapter */
-        char *sub = mmt_path_join(dir, PROMPT_SUBDIR), *subcfg = sub ? mmt_path_join(sub, "adapter_config.json") : NULL;
-        if (subcfg && mmt_file_exists(subcfg)) out = sub, sub = NULL;
-        mmt_free(sub);
-        mmt_free(subcfg);
-    }
-    mmt_free(cfg);
-    return out;
-}
-
-/* Loads the prompt part saved in dir (a PROMPT_TUNING / PREFIX_TUNING folder). */
-static mmt_status prompt_load_dir(mmt_clip_train *view, const char *dir, int trainable, mmt_prompt **out) {
-    *out = NULL;
-    char *cfgpath = mmt_path_join(dir, "adapter_config.json");
-    char *wpath = mmt_path_join(dir, "adapter_model.safetensors");
-    mmt_peft_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    mmt_prompt_settings ps;
-    mmt_status s = cfgpath && wpath ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    int have_cfg = 0;
-    if (s == MMT_OK && (s = mmt_peft_config_load(cfgpath, &cfg)) == MMT_OK) have_cfg = 1;
-    if (s == MMT_OK)
-        s = mmt_prompt_settings_from_file(&cfg, wpath, &mmt_clip_train_iface(view)->dims, &ps);
-    if (s == MMT_OK) {
-        ps.trainable = trainable;
-        s = mmt_prompt_attach(mmt_clip_train_iface(view), &ps, out);
-    }
-    if (s == MMT_OK && (s = mmt_prompt_load_tensors(*out, wpath)) != MMT_OK) {
-        mmt_prompt_free(*out);
-        *out = NULL;
-    }
-    if (have_cfg) mmt_peft_config_free(&cfg);
-    mmt_free(cfgpath);
-    mmt_free(wpath);
-    return name_folder(s, dir);
-}
-
-mmt_status mmt_clip_adapters_load(mmt_clip_train *view, const char *dir, int trainable,
-                                  mmt_adapter **ad, mmt_prompt **prompt) {
-    *ad = NULL;
-    *prompt = NULL;
-    char *cfgpath = mmt_path_join(dir, "adapter_config.json");
-    mmt_peft_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    int bottleneck = 0; /* mmtune's bottleneck adapters: not a PEFT config (peft/bottleneck_config.h) */
-    mmt_status s = cfgpath ? mmt_bottleneck_config_probe(cfgpath, &bottleneck) : MMT_STATUS_OUT_OF_MEMORY;
-    if (s == MMT_OK && !bottleneck) s = mmt_peft_config_load(cfgpath, &cfg);
-    int prompt_only = s == MMT_OK && !bottleneck &&
-                      (cfg.peft_type == MMT_PEFT_PROMPT_TUNING || cfg.peft_type == MMT_PEFT_PREFIX_TUNING);
-    if (s == MMT_OK && !bottleneck) mmt_peft_config_free(&cfg);
-    mmt_free(cfgpath);
-    if (s == MMT_OK && !prompt_only) s = mmt_clip_adapter_load(view, dir, trainable, ad);
-    char *pdir = s == MMT_OK ? mmt_clip_prompt_dir(dir) : NULL;
-    if (s == MMT_OK && pdir) s = prompt_load_dir(view, pdir, trainable, prompt);
-    mmt_free(pdir);
-    if (s != MMT_OK) {
-        mmt_adapter_free(*ad);
-        *ad = NULL;
-    }
-    return name_folder(s, dir);
-}
+#define PROMPT_SUBDIR MMT_ADAPTER_PROMPT_SUBDIR
 
 /* Where the task's prompt part lives under a checkpoint or adapter folder (mmt_malloc'd). */
 static char *task_prompt_dir(const mmt_clip_task *t, const char *dir) {
@@ -503,7 +319,7 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
     } else if (o->peft) {
         if ((s = mmt_peft_config_copy(&t->peft, o->peft)) != MMT_OK) goto fail;
         t->have_peft = 1;
-        if ((s = mmt_clip_adapter_from_config(t->view, o->peft, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
+        if ((s = mmt_adapter_from_config(mmt_clip_train_iface(t->view), o->peft, o->seed, 1, &t->adapter)) != MMT_OK) goto fail;
         if ((s = ia3_pin_layers(&t->peft, t->adapter)) != MMT_OK) goto fail;
     } else if (!o->prompt && (s = mmt_clip_train_make_full(t->view)) != MMT_OK) {
         goto fail;

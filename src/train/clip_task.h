@@ -21,6 +21,7 @@
 #include "data/pairs.h"
 #include "models/clip_train.h"
 #include "peft/adapter.h"
+#include "peft/adapter_folder.h"
 #include "peft/bottleneck_config.h"
 #include "peft/peft_config.h"
 #include "peft/prompt.h"
@@ -60,21 +61,5 @@ int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t);
 mmt_clip_train *mmt_clip_task_view(mmt_clip_task *t);
 mmt_adapter *mmt_clip_task_adapter(mmt_clip_task *t);
 mmt_prompt *mmt_clip_task_prompt(mmt_clip_task *t);
-
-/* Resolves a PEFT config's targets on a model and attaches an adapter to the view
- * (trainable or not). Used by training, evaluation and merging alike. */
-mmt_status mmt_clip_adapter_from_config(mmt_clip_train *view, const mmt_peft_config *cfg,
-                                        uint64_t seed, int trainable, mmt_adapter **out);
-/* Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) onto a view;
- * trainable registers its tensors with the view (continued training, tests). */
-mmt_status mmt_clip_adapter_load(mmt_clip_train *view, const char *dir, int trainable,
-                                 mmt_adapter **out);
-/* Loads what an adapter folder holds: a LoRA / IA3 / bottleneck adapter (*ad) and prompt /
- * prefix tuning (*prompt): the folder's own when its peft_type is PROMPT_TUNING or
- * PREFIX_TUNING, or its "prompt/" subfolder beside another adapter. Either comes back NULL when absent. */
-mmt_status mmt_clip_adapters_load(mmt_clip_train *view, const char *dir, int trainable,
-                                  mmt_adapter **ad, mmt_prompt **prompt);
-/* The folder of the prompt part of a saved adapter, or NULL (mmt_malloc'd). */
-char *mmt_clip_prompt_dir(const char *dir);
 
 #endif

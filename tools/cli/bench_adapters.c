@@ -68,7 +68,7 @@ static mmt_status write_adapter(mmt_clip *base, const char *dir, uint64_t seed) 
     if (s == MMT_OK) s = mmt_peft_names_set_list(&pc.target_modules, qv, 2);
     if (s == MMT_OK) s = mmt_mkdirs(dir);
     if (s == MMT_OK) s = mmt_clip_train_create(base, &o, &view);
-    if (s == MMT_OK) s = mmt_clip_adapter_from_config(view, &pc, seed, 0, &ad);
+    if (s == MMT_OK) s = mmt_adapter_from_config(mmt_clip_train_iface(view), &pc, seed, 0, &ad);
     if (s == MMT_OK) s = mmt_peft_config_save(&pc, dir);
     if (s == MMT_OK) s = mmt_adapter_save_tensors(ad, w);
     mmt_adapter_free(ad);

@@ -105,7 +105,7 @@ int cmd_bench_train(int argc, char **argv) {
         pc.lora_alpha = 16;
         mmt_status s = ia3 ? mmt_peft_names_set_list(&pc.target_modules, ia3_t, 3) : mmt_peft_names_set_list(&pc.target_modules, lora_t, 2);
         if (s == MMT_OK && ia3) s = mmt_peft_names_set_list(&pc.feedforward_modules, ff, 1);
-        if (s == MMT_OK) s = mmt_clip_adapter_from_config(view, &pc, 1, 1, &ad);
+        if (s == MMT_OK) s = mmt_adapter_from_config(mmt_clip_train_iface(view), &pc, 1, 1, &ad);
         if (s != MMT_OK) rc = cli_runtime_error();
     }
     if (rc) goto done;

@@ -19,7 +19,7 @@ mmt_status cli_encoder_open(const char *model_dir, const char *adapter_dir, cli_
         mmt_clip_train_options o;
         mmt_clip_train_options_default(&o);
         s = mmt_clip_train_create(e->model, &o, &e->view);
-        if (s == MMT_OK) s = mmt_clip_adapters_load(e->view, adapter_dir, 0, &e->adapter, &e->prompt);
+        if (s == MMT_OK) s = mmt_adapter_folders_load(mmt_clip_train_iface(e->view), adapter_dir, 0, &e->adapter, &e->prompt);
     }
     if (s != MMT_OK) cli_encoder_close(e);
     return s;

@@ -942,7 +942,7 @@ int cmd_eval(int argc, char **argv) {
     double loss = NAN;
     if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, &po, &pairs) != MMT_OK ||
         mmt_clip_train_create(model, &o, &view) != MMT_OK ||
-        (adapter_dir && mmt_clip_adapters_load(view, adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
+        (adapter_dir && mmt_adapter_folders_load(mmt_clip_train_iface(view), adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
         rc = cli_runtime_error();
         goto done;
     }
@@ -1014,7 +1014,7 @@ int cmd_merge(int argc, char **argv) {
         else return cli_usage_error("merge: unknown option '%s'", a);
     }
     if (!model_dir || !adapter_dir || !out) return cli_usage_error("merge: --model, --adapter and --out are required");
-    char *prompt_dir = mmt_clip_prompt_dir(adapter_dir);
+    char *prompt_dir = mmt_adapter_prompt_dir(adapter_dir);
     int has_prompt = prompt_dir != NULL;
     mmt_free(prompt_dir);
     if (has_prompt)
@@ -1028,7 +1028,7 @@ int cmd_merge(int argc, char **argv) {
     char *tmp = NULL;
     int rc = cli_out_begin("merge", out, overwrite, &tmp);
     if (rc == 0 && (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
-                    mmt_clip_adapter_load(view, adapter_dir, 0, &ad) != MMT_OK ||
+                    mmt_adapter_folder_load(mmt_clip_train_iface(view), adapter_dir, 0, &ad) != MMT_OK ||
                     mmt_adapter_merge_write(mmt_clip_weights(model), ad, tmp) != MMT_OK))
         rc = cli_runtime_error();
     rc = cli_out_finish(tmp, out, rc);
