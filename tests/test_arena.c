@@ -63,9 +63,42 @@ static void test_mark_rewind(void) {
     mmt_arena_free(&b);
 }
 
+/* An arena over another allocator (a backend's buffer_alloc / buffer_free): every chunk's
+ * data comes from it and goes back to it, through growth, rewind, reset's merge and free. */
+static int64_t backend_live, backend_calls;
+static void *backend_alloc(size_t bytes) {
+    backend_live++;
+    backend_calls++;
+    return mmt_malloc(bytes);
+}
+static void backend_free(void *p) {
+    if (p) backend_live--;
+    mmt_free(p);
+}
+
+static void test_backend_allocator(void) {
+    mmt_arena a;
+    mmt_arena_init_with(&a, 256, backend_alloc, backend_free);
+    mmt_arena_mark m = mmt_arena_get_mark(&a);
+    for (int i = 0; i < 10; i++) {
+        unsigned char *p = mmt_arena_alloc(&a, 200, 64);
+        CHECK(p && ((uintptr_t)p % 64) == 0);
+        if (p) memset(p, i, 200);
+    }
+    CHECK(backend_calls >= 5 && backend_live == backend_calls);
+    mmt_arena_rewind(&a, m);
+    CHECK(mmt_arena_alloc(&a, 200, 64) != NULL);
+    mmt_arena_reset(&a); /* merges into one chunk from the backend */
+    CHECK(backend_live == 1);
+    CHECK(mmt_arena_alloc(&a, 1000, 64) != NULL);
+    mmt_arena_free(&a);
+    CHECK(backend_live == 0);
+}
+
 int main(void) {
     RUN(test_alignment_and_growth);
     RUN(test_reset_merges_chunks);
     RUN(test_mark_rewind);
+    RUN(test_backend_allocator);
     return check_summary();
 }

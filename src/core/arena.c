@@ -11,12 +11,37 @@ struct mmt_arena_chunk {
     mmt_arena_chunk *next;
     size_t size; /* usable bytes in data */
     size_t used;
-    _Alignas(64) unsigned char data[];
+    unsigned char *data; /* from the arena's allocator (host memory by default) */
 };
 
-void mmt_arena_init(mmt_arena *arena, size_t chunk_size) {
+void mmt_arena_init(mmt_arena *arena, size_t chunk_size) { mmt_arena_init_with(arena, chunk_size, NULL, NULL); }
+
+void mmt_arena_init_with(mmt_arena *arena, size_t chunk_size, void *(*alloc)(size_t bytes), void (*release)(void *data)) {
     memset(arena, 0, sizeof *arena);
     arena->chunk_size = chunk_size ? chunk_size : (size_t)1 << 20;
+    arena->alloc = alloc;
+    arena->release = release;
+}
+
+/* A chunk of `size` usable bytes: its header on the host, its data from the allocator. */
+static mmt_arena_chunk *chunk_new(const mmt_arena *arena, size_t size) {
+    mmt_arena_chunk *c = mmt_malloc(sizeof *c);
+    if (!c) return NULL;
+    c->data = arena->alloc ? arena->alloc(size ? size : 1) : mmt_malloc(size ? size : 1);
+    if (!c->data) {
+        mmt_free(c);
+        return NULL;
+    }
+    c->next = NULL;
+    c->size = size;
+    c->used = 0;
+    return c;
+}
+
+static void chunk_free(const mmt_arena *arena, mmt_arena_chunk *c) {
+    if (arena->release) arena->release(c->data);
+    else mmt_free(c->data);
+    mmt_free(c);
 }
 
 void *mmt_arena_alloc(mmt_arena *arena, size_t size, size_t align) {
@@ -49,9 +74,8 @@ void *mmt_arena_alloc(mmt_arena *arena, size_t size, size_t align) {
         mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "arena allocation of %zu bytes is too large", size);
         return NULL;
     }
-    mmt_arena_chunk *fresh = mmt_malloc(sizeof(mmt_arena_chunk) + want);
+    mmt_arena_chunk *fresh = chunk_new(arena, want);
     if (!fresh) return NULL;
-    fresh->size = want;
     fresh->used = size;
     fresh->next = arena->head;
     arena->head = fresh;
@@ -70,10 +94,10 @@ void *mmt_arena_calloc(mmt_arena *arena, size_t count, size_t size) {
     return p;
 }
 
-static void free_chain(mmt_arena_chunk *c) {
+static void free_chain(const mmt_arena *arena, mmt_arena_chunk *c) {
     while (c) {
         mmt_arena_chunk *next = c->next;
-        mmt_free(c);
+        chunk_free(arena, c);
         c = next;
     }
 }
@@ -94,9 +118,7 @@ void mmt_arena_reset(mmt_arena *arena) {
     if (count > 1) {
         /* One chunk as large as this step's chunks together: the next step fits in it. If
          * that allocation fails, keep the largest old chunk instead (still correct). */
-        mmt_arena_chunk *merged = total <= SIZE_MAX - sizeof(mmt_arena_chunk)
-                                      ? mmt_malloc(sizeof(mmt_arena_chunk) + total)
-                                      : NULL;
+        mmt_arena_chunk *merged = chunk_new(arena, total);
         mmt_arena_chunk *keep = merged;
         if (!keep)
             for (mmt_arena_chunk *c = arena->head; c; c = c->next)
@@ -104,11 +126,10 @@ void mmt_arena_reset(mmt_arena *arena) {
         mmt_arena_chunk *c = arena->head;
         while (c) {
             mmt_arena_chunk *next = c->next;
-            if (c != keep) mmt_free(c);
+            if (c != keep) chunk_free(arena, c);
             c = next;
         }
-        if (merged) merged->size = total;
-        else mmt_clear_error(); /* the failed malloc's message: nothing failed for the caller */
+        if (!merged) mmt_clear_error(); /* the failed malloc's message: nothing failed for the caller */
         keep->next = NULL;
         arena->head = keep;
     }
@@ -134,8 +155,8 @@ void mmt_arena_rewind(mmt_arena *arena, mmt_arena_mark mark) {
 
 void mmt_arena_free(mmt_arena *arena) {
     if (!arena) return;
-    free_chain(arena->head);
-    free_chain(arena->spare);
+    free_chain(arena, arena->head);
+    free_chain(arena, arena->spare);
     arena->head = arena->spare = NULL;
     arena->used_bytes = 0;
 }

@@ -193,8 +193,9 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
     mmt_clip_model_dims(&model->cfg, &ct->iface.dims);
     ct->logit_scale = model->logit_scale;
     mmt_arena_init(&ct->store, (size_t)64 << 10); /* layer tables: a view is cheap, a server keeps many */
-    mmt_arena_init(&ct->step, (size_t)64 << 20);
-    mmt_arena_init(&ct->scratch, (size_t)16 << 20);
+    /* activations and scratch live where the kernels compute: the op table's buffers */
+    mmt_arena_init_with(&ct->step, (size_t)64 << 20, model->ops->buffer_alloc, model->ops->buffer_free);
+    mmt_arena_init_with(&ct->scratch, (size_t)16 << 20, model->ops->buffer_alloc, model->ops->buffer_free);
     mmt_status s = tower_init(ct, &ct->text, &model->text, 1);
     if (s == MMT_OK) s = tower_init(ct, &ct->vision, &model->vision, 0);
     if (s == MMT_OK && o->train_logit_scale) {
