@@ -219,6 +219,10 @@ mmt_status image_decode_png(const uint8_t *data, size_t len, const char *what, m
     png_set_read_fn(ctx->png, ctx, png_on_read);
     /* Pillow has no per-side limit, only the pixel count, which we check ourselves. */
     png_set_user_limits(ctx->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+    /* An ancillary chunk (text, ICC profile, EXIF) is allocated at its declared length before
+     * it is read: a few bytes declaring 2 GB must not allocate 2 GB. Pillow caps text chunks
+     * at 1 MB (PngImagePlugin.MAX_TEXT_CHUNK); 16 MiB leaves room for large profiles. */
+    png_set_chunk_malloc_max(ctx->png, (png_alloc_size_t)16 << 20);
     png_set_benign_errors(ctx->png, 1);
     png_read_info(ctx->png, ctx->info);
 
