@@ -488,11 +488,30 @@ static void test_center_crop_pads_with_zeros(void) {
         }
 }
 
+/* A PNG whose iTXt chunk declares 2 GB in a 1 KB file (found by fuzz_image): libpng would
+ * allocate the declared length before reading it. Decoding must stay small: the chunk is
+ * skipped (the pixels still decode) or the file refused, never a 2 GB allocation. */
+static void test_png_chunk_length_bomb(void) {
+    size_t len = 0;
+    char *data = check_read_file(MMT_SOURCE_DIR "/fuzz/seeds/fuzz_image/png_chunk_declares_2gb.png", &len);
+    CHECK(data != NULL);
+    if (!data) return;
+    size_t before = mmt_alloc_peak_bytes();
+    mmt_image img = {0};
+    mmt_status s = mmt_image_decode_memory(data, len, "bomb.png", &img);
+    CHECK_MSG(mmt_alloc_peak_bytes() - before < ((size_t)64 << 20), "decoding allocated %zu bytes at its peak",
+              mmt_alloc_peak_bytes() - before);
+    CHECK(s == MMT_OK || s == MMT_STATUS_BAD_FORMAT);
+    if (s == MMT_OK) mmt_image_free(&img);
+    free(data);
+}
+
 int main(void) {
     RUN(test_decode_matches_pillow);
     RUN(test_decode_memory);
     RUN(test_bad_files_fail_cleanly);
     RUN(test_truncated_and_damaged_never_crash);
+    RUN(test_png_chunk_length_bomb);
     RUN(test_allocation_failures);
     RUN(test_exif_orientation_parser);
     RUN(test_resize_matches_pillow);

@@ -37,6 +37,8 @@ typedef struct png_context {
     char message[256];
     int truncated;
     int out_of_memory;
+    size_t alloc_limit;      /* libpng's own allocations larger than this are refused */
+    size_t refused;          /* the size of the last refused one (0: none) */
     mmt_status status;
     uint8_t *raw;            /* one row, or the whole image when interlaced; owned */
     png_bytep *rows;         /* row pointers into raw when interlaced; owned */
@@ -55,9 +57,19 @@ static void png_on_warning(png_structp png, png_const_charp message) {
     (void)message;
 }
 
+/* libpng allocates an ancillary chunk (text, ICC profile, EXIF) at its declared length
+ * before reading it, and with benign errors on (as Pillow decodes) its own length check only
+ * warns: a few bytes declaring 2 GB would allocate 2 GB. Its other allocations are rows and
+ * zlib state, so anything over alloc_limit (16 MiB, or a few rows of this image) is refused:
+ * libpng then skips that chunk, as it does when memory runs out. */
 static png_voidp png_on_malloc(png_structp png, png_alloc_size_t size) {
+    png_context *ctx = png_get_mem_ptr(png);
+    if (ctx->alloc_limit && size > ctx->alloc_limit) {
+        ctx->refused = size;
+        return NULL;
+    }
     void *p = mmt_malloc(size);
-    if (!p) ((png_context *)png_get_mem_ptr(png))->out_of_memory = 1;
+    if (!p) ctx->out_of_memory = 1;
     return p;
 }
 
@@ -79,6 +91,9 @@ static void png_on_read(png_structp png, png_bytep out, size_t n) {
 static mmt_status png_error_status(png_context *ctx, const char *what) {
     if (ctx->status != MMT_OK) return ctx->status;
     if (ctx->out_of_memory) return mmt_error_prefix(MMT_STATUS_OUT_OF_MEMORY, "%s: ", what);
+    if (ctx->refused)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: bad PNG: a chunk declares %zu bytes, far more than the file holds", what,
+                        ctx->refused);
     if (ctx->truncated)
         return mmt_fail(MMT_STATUS_BAD_FORMAT,
                         "%s: truncated PNG: the data ends before the image is complete", what);
@@ -205,6 +220,7 @@ mmt_status image_decode_png(const uint8_t *data, size_t len, const char *what, m
     if (!ctx) return mmt_error_prefix(MMT_STATUS_OUT_OF_MEMORY, "%s: ", what);
     ctx->data = data;
     ctx->len = len;
+    ctx->alloc_limit = (size_t)16 << 20;
     ctx->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, ctx, png_on_error,
                                         png_on_warning, ctx, png_on_malloc, png_on_free);
     if (ctx->png) ctx->info = png_create_info_struct(ctx->png);
@@ -219,10 +235,6 @@ mmt_status image_decode_png(const uint8_t *data, size_t len, const char *what, m
     png_set_read_fn(ctx->png, ctx, png_on_read);
     /* Pillow has no per-side limit, only the pixel count, which we check ourselves. */
     png_set_user_limits(ctx->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
-    /* An ancillary chunk (text, ICC profile, EXIF) is allocated at its declared length before
-     * it is read: a few bytes declaring 2 GB must not allocate 2 GB. Pillow caps text chunks
-     * at 1 MB (PngImagePlugin.MAX_TEXT_CHUNK); 16 MiB leaves room for large profiles. */
-    png_set_chunk_malloc_max(ctx->png, (png_alloc_size_t)16 << 20);
     png_set_benign_errors(ctx->png, 1);
     png_read_info(ctx->png, ctx->info);
 
@@ -232,6 +244,8 @@ mmt_status image_decode_png(const uint8_t *data, size_t len, const char *what, m
     ctx->status = image_check_dimensions(w32, h32, what, "PNG");
     if (ctx->status != MMT_OK) goto done;
     int64_t width = w32, height = h32;
+    size_t widest_row = (size_t)width * 8 + 64; /* 4 channels of 16 bits */
+    if (4 * widest_row > ctx->alloc_limit) ctx->alloc_limit = 4 * widest_row;
     if (depth < 8) png_set_packing(ctx->png);
     int passes = interlace != PNG_INTERLACE_NONE ? png_set_interlace_handling(ctx->png) : 1;
     png_read_update_info(ctx->png, ctx->info);
