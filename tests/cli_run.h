@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -60,6 +61,18 @@ static inline __attribute__((format(printf, 1, 2))) int sh(const char *fmt, ...)
     va_end(ap);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Starts `sh -c cmd` in the background, with the environment variable env_name=env_value
+ * when env_name is not NULL; returns its pid (wait for it with waitpid). */
+static inline pid_t spawn_sh(const char *cmd, const char *env_name, const char *env_value) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (env_name) setenv(env_name, env_value, 1);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
 }
 
 /* Whether the path printf(fmt, ...) exists. */

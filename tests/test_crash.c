@@ -42,13 +42,7 @@ static pid_t start(const char *dir, const char *crash_at, const char *extra) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec %s " ARGS "--data %s --out %s %s >/dev/null 2>>%s/crash.log", MMT_BINARY, data, dir,
              extra, tmp);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (crash_at) setenv("MMT_CRASH_AT", crash_at, 1);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    return spawn_sh(cmd, crash_at ? "MMT_CRASH_AT" : NULL, crash_at);
 }
 
 static int wait_exit(pid_t pid, int *signaled) {

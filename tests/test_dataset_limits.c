@@ -20,27 +20,14 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "tmp_files.h"
 #include "core/alloc.h"
 #include "data/datasets.h"
 
 #define BIG_TEXT ((size_t)64 << 20)
 #define MEMORY_BOUND ((size_t)16 << 20)
 
-static char tmp[256];
 
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmp, name);
-    return buf[k];
-}
-
-static void write_text(const char *name, const char *text) {
-    FILE *f = fopen(tpath(name), "wb");
-    fputs(text, f);
-    fclose(f);
-}
 
 /* head, then n bytes of caption-like text, then tail; written in pieces so the test holds
  * none of it. */

@@ -22,27 +22,14 @@
 #include <zlib.h>
 
 #include "check.h"
+#include "tmp_files.h"
 #include "data/datasets.h"
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
 #include "data/image.h"
 
-static char tmp[256];
 static char *out_text, *err_text;
 
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmp, name);
-    return buf[k];
-}
-
-static void write_text(const char *name, const char *text) {
-    FILE *f = fopen(tpath(name), "wb");
-    fputs(text, f);
-    fclose(f);
-}
 
 static void write_bytes(const char *name, const void *data, size_t n, int gzip) {
     if (gzip) {

@@ -255,11 +255,7 @@ static void test_cli_resume_with_augmentation(void) {
     /* the same run, killed once it has a checkpoint */
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec " TRAIN "--data %s --out %s/killed --steps %d --save-every 10 >/dev/null 2>&1", data, tmp, steps);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = spawn_sh(cmd, NULL, NULL);
     snprintf(path, sizeof path, "%s/killed/ckpt-10", tmp);
     for (int i = 0; i < 60000 && !file_exists(path); i++) {
         struct timespec ts = {0, 1000000};

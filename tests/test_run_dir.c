@@ -93,11 +93,7 @@ static void test_resume_checks_identity(void) {
 static void test_second_process_is_refused(void) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "exec %s " TRAIN "--data %s --out %s/busy --steps 400 >/dev/null 2>&1", MMT_BINARY, data_a, tmp);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = spawn_sh(cmd, NULL, NULL);
     /* wait until the first run holds the folder */
     for (int i = 0; i < 2000 && !exists("%s/busy/run.json", tmp); i++) usleep(5000);
     CHECK(exists("%s/busy/run.json", tmp));

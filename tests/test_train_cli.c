@@ -71,11 +71,7 @@ static void test_kill_and_resume_is_bitwise(void) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec %s " TRAIN "--data %s --out %s/killed --steps %d --save-every 20 >/dev/null 2>&1",
              MMT_BINARY, data, tmp, steps);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = spawn_sh(cmd, NULL, NULL);
     int killed = 0;
     for (int i = 0; i < 20000 && !killed; i++) {
         if (exists("%s/killed/ckpt-60", tmp)) {
