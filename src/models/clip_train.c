@@ -220,7 +220,6 @@ void mmt_clip_train_free(mmt_clip_train *ct) {
 }
 
 mmt_clip *mmt_clip_train_model(mmt_clip_train *ct) { return ct->model; }
-const mmt_ops *mmt_clip_train_ops(const mmt_clip_train *ct) { return ct->ops; }
 float mmt_clip_train_scale(const mmt_clip_train *ct) {
     return ct->opt.fixed_temperature > 0 ? 1.0f / ct->opt.fixed_temperature : expf(ct->logit_scale);
 }

@@ -49,9 +49,6 @@ mmt_clip *mmt_clip_train_model(mmt_clip_train *ct);
 /* The view as PEFT methods see it (nn/model.h): peft/ attaches through this alone. Valid
  * while the view lives. */
 const mmt_model_iface *mmt_clip_train_iface(mmt_clip_train *ct);
-/* The op table the view computes with (its model's); what attaches to the view computes with
- * it too, so its tensors live where the view's do. */
-const struct mmt_ops *mmt_clip_train_ops(const mmt_clip_train *ct);
 
 /* The linear layer behind a module name ("text_model.encoder.layers.0.self_attn.q_proj",
  * "vision_model.embeddings.patch_embedding", "visual_projection", ...), or NULL. */

@@ -1,16 +1,12 @@
 /* trainer.c — the training loop, checkpoints and resume (see trainer.h). */
 #include "train/trainer.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/file.h"
