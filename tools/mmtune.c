@@ -20,9 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/json.h"
 #include "data/tokenizer.h"
 #include "mmtune.h"
@@ -602,12 +602,6 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "train") == 0) return cmd_bench_train(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "adapters") == 0) return cmd_bench_adapters(argc - 1, argv + 1);
@@ -696,10 +690,10 @@ static int cmd_bench(int argc, char **argv) {
             } else {
                 double total = 0, best = 1e30;
                 for (long it = 0; it < warmup + iters && !rc; it++) {
-                    double t0 = now_seconds();
+                    double t0 = mmt_now_seconds();
                     mmt_status s = is_image ? mmt_clip_encode_pixels(model, pixels, B, out)
                                             : mmt_clip_encode_ids(model, ids, B, L, out);
-                    double dt = now_seconds() - t0;
+                    double dt = mmt_now_seconds() - t0;
                     if (s != MMT_OK) rc = runtime_error();
                     if (it >= warmup) {
                         total += dt;

@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/dir.h"
 #include "core/file.h"
 #include "core/json.h"
@@ -355,12 +355,6 @@ static mmt_status sweep_run(sweep *w) {
     return MMT_OK;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 mmt_status mmt_probe_fit(const float *emb, const int32_t *labels, int64_t n, const mmt_probe_fit_params *p,
                          mmt_probe_head *head, mmt_probe_fit_result *result) {
     memset(result, 0, sizeof *result);
@@ -370,7 +364,7 @@ mmt_status mmt_probe_fit(const float *emb, const int32_t *labels, int64_t n, con
         !isfinite(p->c_max) || p->refine_steps < 0 || !(p->fallback_C > 0) || !(p->C >= 0))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
                         "linear probe: needs 0 <= heldout_fraction < 1, 0 < c_min <= c_max, refine_steps >= 0, C >= 0");
-    double t0 = now_seconds();
+    double t0 = mmt_now_seconds();
     split sp = {0};
     mmt_probe_logreg *lr_fit = NULL, *lr_all = NULL;
     sweep w = {.p = p, .sp = &sp, .K = K, .P = P, .size = K * (P + 1), .r = result, .best = -1};
@@ -409,7 +403,7 @@ mmt_status mmt_probe_fit(const float *emb, const int32_t *labels, int64_t n, con
         result->objective = mmt_probe_logreg_objective(lr_all, result->C, theta, NULL, &result->train_loss);
         for (int64_t j = 0; j < K * P; j++) head->weight[j] = (float)theta[j];
         for (int64_t k = 0; k < K; k++) head->bias[k] = (float)theta[K * P + k];
-        result->seconds = now_seconds() - t0;
+        result->seconds = mmt_now_seconds() - t0;
         mmt_log_info("linear probe: C %.3g: training loss %.4f, objective %.6f, %lld L-BFGS iterations (%s), %.2f s",
                      result->C, result->train_loss, result->objective, (long long)lb.iterations,
                      mmt_lbfgs_stop_name(lb.stop), result->seconds);

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -37,12 +37,6 @@ void mmt_train_settings_default(mmt_train_settings *s) {
     s->seed = 42;
     s->save_every = 0;
     s->keep_checkpoints = 2;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static uint64_t mix(uint64_t a, uint64_t b) {
@@ -357,13 +351,13 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     }
     if ((s = open_metrics(&r, start)) != MMT_OK) goto done;
 
-    double t0 = now_s(), last_loss = NAN;
+    double t0 = mmt_now_seconds(), last_loss = NAN;
     if (!set->quiet)
         mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld, %lld trainable tensors", (long long)r.total_steps,
                      (long long)task->n_examples, (long long)set->batch_size, (long long)set->grad_accum, (long long)n_params);
     int64_t announced = start * set->grad_accum, last_micro = r.total_steps * set->grad_accum;
     for (int64_t step = start; step < r.total_steps; step++) {
-        double ts = now_s(), data_wait = 0;
+        double ts = mmt_now_seconds(), data_wait = 0;
         mmt_grad_zero(r.groups, r.n_groups);
         double loss_sum = 0;
         for (int64_t m = 0; m < set->grad_accum; m++) {
@@ -374,9 +368,9 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
                 if ((s = task->prefetch(task->ctx, p0, ahead_indices, set->batch_size)) != MMT_OK) goto done;
             }
             for (int64_t j = 0; j < set->batch_size; j++) indices[j] = order_at(&ord, q0 + j);
-            double loss, tl = now_s();
+            double loss, tl = mmt_now_seconds();
             s = task->load_batch(task->ctx, indices, set->batch_size);
-            data_wait += now_s() - tl;
+            data_wait += mmt_now_seconds() - tl;
             if (s != MMT_OK) goto done;
             if ((s = task->forward_loss(task->ctx, mix(set->seed, (uint64_t)(step * set->grad_accum + m)), &loss)) != MMT_OK)
                 goto done;
@@ -403,7 +397,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         if ((s = mmt_adamw_step(r.opt, mult)) != MMT_OK) goto done;
         if (task->after_step) task->after_step(task->ctx);
         last_loss = loss_sum / (double)set->grad_accum;
-        double te = now_s(), lr = set->lr * mult; /* the base rate; groups scale it */
+        double te = mmt_now_seconds(), lr = set->lr * mult; /* the base rate; groups scale it */
         double ips = (double)per_step / (te - ts > 1e-9 ? te - ts : 1e-9);
         fprintf(r.metrics,
                 "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
@@ -426,7 +420,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     result->steps_done = r.total_steps;
     result->steps_run = r.total_steps - start;
     result->final_loss = last_loss;
-    result->seconds = now_s() - t0;
+    result->seconds = mmt_now_seconds() - t0;
 done:
     if (r.metrics) fclose(r.metrics);
     mmt_run_dir_close(&r.dir);

@@ -17,11 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/dir.h"
 #include "core/file.h"
 #include "models/clip.h"
@@ -42,12 +42,6 @@ static const char *HELP =
     "  --rounds R     interleaved rounds; the best is reported (default 3)\n"
     "  --iters I      timed calls per variant and round (default 2)\n"
     "  --json         one JSON object per variant instead of a table\n";
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* A LoRA adapter with PEFT's initialisation, saved in dir. */
 static mmt_status write_adapter(mmt_clip *base, const char *dir, uint64_t seed) {
@@ -145,7 +139,7 @@ int cmd_bench_adapters(int argc, char **argv) {
                 rows[b] = v == MERGED ? NULL : v == SINGLE ? opened[0] : opened[b % n_adapters];
             /* one untimed call first (views, arenas), then the timed ones */
             for (long it = 0; it <= iters && rc == 0; it++) {
-                double t0 = now_s();
+                double t0 = mmt_now_seconds();
                 mmt_status s = MMT_OK;
                 if (v == GROUPED) {
                     /* one call per adapter with its rows (b % N): a server without mixed batches */
@@ -161,7 +155,7 @@ int cmd_bench_adapters(int argc, char **argv) {
                 } else {
                     s = mmt_clip_run_embed_pixels(run, pixels, rows, batch, out);
                 }
-                double dt = now_s() - t0;
+                double dt = mmt_now_seconds() - t0;
                 if (s != MMT_OK) rc = cli_runtime_error();
                 if (it > 0 && (double)batch / dt > best[v]) best[v] = (double)batch / dt;
             }

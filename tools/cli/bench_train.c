@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "models/clip.h"
 #include "models/clip_train.h"
 #include "peft/peft_config.h"
@@ -30,12 +30,6 @@ static const char *HELP =
     "  --batch N        image-text pairs per step (default 32)\n"
     "  --steps N        timed steps (default 3)\n"
     "  --warmup N       untimed steps first (default 1)\n";
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 int cmd_bench_train(int argc, char **argv) {
     const char *method = "lora";
@@ -127,22 +121,22 @@ int cmd_bench_train(int argc, char **argv) {
     }
     double t0 = 0, loss = 0, fwd = 0, bwd = 0;
     for (long step = 0; step < warmup + steps; step++) {
-        if (step == warmup) t0 = now_s(), fwd = bwd = 0;
+        if (step == warmup) t0 = mmt_now_seconds(), fwd = bwd = 0;
         float norm;
         mmt_clip_train_zero_grad(view);
-        double ta = now_s();
+        double ta = mmt_now_seconds();
         mmt_status fs = mmt_clip_train_forward_loss(view, pixels, ids, B, L, (uint64_t)step, &loss);
-        double tb = now_s();
+        double tb = mmt_now_seconds();
         mmt_status bs = fs == MMT_OK ? mmt_clip_train_backward(view) : fs;
         fwd += tb - ta;
-        bwd += now_s() - tb;
+        bwd += mmt_now_seconds() - tb;
         if (fs != MMT_OK || bs != MMT_OK || mmt_grad_clip_norm(&g, 1, 1.0, &norm) != MMT_OK ||
             mmt_adamw_step(opt, 1.0) != MMT_OK) {
             rc = cli_runtime_error();
             goto done;
         }
     }
-    double per = (now_s() - t0) / (double)steps;
+    double per = (mmt_now_seconds() - t0) / (double)steps;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss = (double)ru.ru_maxrss / (1024.0 * 1024.0);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "data/bpe_train.h"
 
 static const char *HELP =
@@ -58,8 +59,7 @@ int cmd_bpe(int argc, char **argv) {
     if (!input || !input[0]) return cli_usage_error("bpe: --input PATH is required");
     if (!out || !out[0]) return cli_usage_error("bpe: --out DIR is required");
     if (!have_size) return cli_usage_error("bpe: --vocab-size N is required");
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = mmt_now_seconds();
     mmt_bpe_vocab *v = NULL;
     if (mmt_bpe_train_file(input, &p, &v) != MMT_OK) return cli_runtime_error();
     char *tmp = NULL;
@@ -69,8 +69,7 @@ int cmd_bpe(int argc, char **argv) {
         mmt_bpe_vocab_free(v);
         return rc;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double secs = mmt_now_seconds() - t0;
     printf("wrote %lld tokens (%lld merges, %lld distinct words) to %s in %.2f s%s\n",
            (long long)mmt_bpe_vocab_size(v), (long long)mmt_bpe_merge_count(v),
            (long long)mmt_bpe_word_count(v), out, secs,
