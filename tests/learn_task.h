@@ -87,7 +87,7 @@ static inline void learn_task_train(mmt_clip_train *ct, const learn_task *t, dou
     const mmt_nn_param *p = mmt_clip_train_params(ct, &n);
     mmt_param *params = calloc((size_t)n, sizeof *params);
     mmt_params_from_nn(p, n, params);
-    mmt_param_group g = {"all", params, n, 1.0, 0.0};
+    mmt_param_group g = {"all", params, n, 1.0, 0.0, NULL};
     mmt_adamw_config oc = mmt_adamw_config_default();
     oc.lr = lr;
     mmt_adamw *opt = NULL;

@@ -436,7 +436,7 @@ static void test_grad_accumulate_scale_clip(void) {
         {.name = "w", .data = NULL, .grad = g0, .ndim = 2, .shape = {2, 3}, .numel = 6},
         {.name = "b", .data = NULL, .grad = g1, .ndim = 1, .shape = {3}, .numel = 3},
     };
-    mmt_param_group group = {"all", ps, 2, 1.0, 0.0};
+    mmt_param_group group = {"all", ps, 2, 1.0, 0.0, NULL};
     mmt_grad_zero(&group, 1);
     for (int i = 0; i < 6; i++) CHECK(g0[i] == 0.0f);
     /* Three micro-batches add up, then the mean. */
@@ -775,7 +775,7 @@ static void test_create_and_step_errors(void) {
         {.name = "w", .data = data, .grad = grad, .ndim = 2, .shape = {2, 3}, .numel = 6},
         {.name = "b", .data = d2, .grad = g2, .ndim = 1, .shape = {3}, .numel = 3},
     };
-    mmt_param_group group = {"g", ps, 2, 1.0, 0.01};
+    mmt_param_group group = {"g", ps, 2, 1.0, 0.01, NULL};
     mmt_adamw_config c = mmt_adamw_config_default();
     mmt_adamw *opt = (mmt_adamw *)&group;   /* must be reset to NULL on failure */
 

@@ -171,7 +171,7 @@ static void run_scenario(const scenario *sc) {
     /* five AdamW steps on the same batch */
     params = calloc((size_t)n, sizeof *params);
     mmt_params_from_nn(p, n, params);
-    mmt_param_group group = {"all", params, n, 1.0, 0.01};
+    mmt_param_group group = {"all", params, n, 1.0, 0.01, NULL};
     mmt_adamw_config oc = mmt_adamw_config_default();
     oc.lr = 1e-2;
     CHECK(mmt_adamw_create(&oc, &group, 1, &opt) == MMT_OK);

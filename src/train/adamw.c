@@ -85,10 +85,10 @@ void mmt_param_groups_by_decay(const mmt_param *params, int64_t n, double weight
     }
     int64_t g = 0;
     if (n_decay > 0) {
-        groups[g++] = (mmt_param_group){"decay", sorted, n_decay, lr_scale, weight_decay};
+        groups[g++] = (mmt_param_group){"decay", sorted, n_decay, lr_scale, weight_decay, NULL};
     }
     if (n - n_decay > 0) {
-        groups[g++] = (mmt_param_group){"no_decay", sorted + n_decay, n - n_decay, lr_scale, 0.0};
+        groups[g++] = (mmt_param_group){"no_decay", sorted + n_decay, n - n_decay, lr_scale, 0.0, NULL};
     }
     *n_groups = g;
 }

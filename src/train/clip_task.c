@@ -380,6 +380,7 @@ void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out) {
     out->load = task_load;
     out->prefetch = task_prefetch;
     out->prefetch_ahead = t->opt.loader_workers > 0 ? (t->opt.prefetch_batches > 0 ? t->opt.prefetch_batches : 1) : 0;
+    out->ops = mmt_clip_train_iface(t->view)->ops;
 }
 
 int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t) {

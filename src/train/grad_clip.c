@@ -19,9 +19,12 @@
 #include "ops/ops.h"
 #include "train/optimizer.h"
 
+/* The op table a group's tensors live in. */
+static const mmt_ops *group_ops(const mmt_param_group *g) { return g->ops ? g->ops : mmt_ops_cpu(); }
+
 void mmt_grad_zero(const mmt_param_group *groups, int64_t n_groups) {
-    const mmt_ops *ops = mmt_ops_cpu();
     for (int64_t g = 0; g < n_groups; g++) {
+        const mmt_ops *ops = group_ops(&groups[g]);
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
             ops->buffer_fill(p->grad, 0.0f, p->numel);
@@ -31,8 +34,8 @@ void mmt_grad_zero(const mmt_param_group *groups, int64_t n_groups) {
 
 /* grad *= factor for every gradient element. */
 static void scale_all(const mmt_param_group *groups, int64_t n_groups, float factor) {
-    const mmt_ops *ops = mmt_ops_cpu();
     for (int64_t g = 0; g < n_groups; g++) {
+        const mmt_ops *ops = group_ops(&groups[g]);
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
             ops->scale(p->grad, factor, p->numel);
@@ -45,9 +48,9 @@ void mmt_grad_scale(const mmt_param_group *groups, int64_t n_groups, double scal
 }
 
 float mmt_grad_global_norm(const mmt_param_group *groups, int64_t n_groups) {
-    const mmt_ops *ops = mmt_ops_cpu();
     double total = 0.0;
     for (int64_t g = 0; g < n_groups; g++) {
+        const mmt_ops *ops = group_ops(&groups[g]);
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
             float norm = (float)sqrt(ops->sum_squares(p->grad, p->numel));
@@ -74,8 +77,8 @@ mmt_status mmt_grad_clip_norm(const mmt_param_group *groups, int64_t n_groups, d
 
 int mmt_grad_find_nonfinite(const mmt_param_group *groups, int64_t n_groups,
                             const mmt_param **param, int64_t *index) {
-    const mmt_ops *ops = mmt_ops_cpu();
     for (int64_t g = 0; g < n_groups; g++) {
+        const mmt_ops *ops = group_ops(&groups[g]);
         for (int64_t i = 0; i < groups[g].n_params; i++) {
             const mmt_param *p = &groups[g].params[i];
             int64_t j = ops->find_nonfinite(p->grad, p->numel);

@@ -49,6 +49,8 @@ typedef struct mmt_param_group {
     int64_t n_params;
     double lr_scale;                /* this group's lr = base lr * lr_scale * schedule */
     double weight_decay;            /* decoupled: p -= lr * weight_decay * p */
+    const struct mmt_ops *ops;      /* the backend the tensors live in (the model's op table);
+                                     * NULL: the CPU's. The gradient helpers compute with it. */
 } mmt_param_group;
 
 /* Fills out[0..n) from a model's trainable-tensor list (names and buffers stay borrowed). */

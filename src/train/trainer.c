@@ -142,6 +142,7 @@ static mmt_status build_groups(run *r, const mmt_nn_param *np, const mmt_param *
         g->params = r->params + start;
         g->n_params = k - start;
         g->lr_scale = si < r->n_patterns ? r->factors[si] : 1.0;
+        g->ops = r->task->ops;
         g->weight_decay = no_decay ? 0.0 : r->set->weight_decay;
     }
     return MMT_OK;
@@ -336,6 +337,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     oc.beta2 = set->beta2;
     oc.eps = set->eps;
     if ((s = mmt_adamw_create(&oc, r.groups, r.n_groups, &r.opt)) != MMT_OK) goto done;
+    if (task->ops) r.opt->ops = task->ops; /* the moments live where the parameters do */
     mmt_run_dir_options ro = {set->identity_json, set->overwrite, set->resume};
     if ((s = mmt_run_dir_open(set->out, &ro, &r.dir, &ckpt)) != MMT_OK) goto done;
 

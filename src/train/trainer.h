@@ -54,6 +54,9 @@ typedef struct mmt_train_task {
      * task can prepare them in the background. */
     mmt_status (*prefetch)(void *ctx, int64_t position, const int64_t *indices, int64_t n);
     int64_t prefetch_ahead;
+    /* The op table the trainable tensors live in (the model's); NULL: the CPU's. The
+     * optimizer and the gradient helpers compute with it. */
+    const struct mmt_ops *ops;
 } mmt_train_task;
 
 /* One optimizer step's progress, for settings.on_step. */

@@ -112,7 +112,7 @@ int cmd_bench_train(int argc, char **argv) {
     }
     mmt_params_from_nn(p, n, params);
     for (int64_t i = 0; i < n; i++) trainable += p[i].numel;
-    mmt_param_group g = {"all", params, n, 1.0, 0.01};
+    mmt_param_group g = {"all", params, n, 1.0, 0.01, NULL};
     mmt_adamw_config oc = mmt_adamw_config_default();
     oc.lr = 1e-5;
     if (mmt_adamw_create(&oc, &g, 1, &opt) != MMT_OK) {
