@@ -313,12 +313,5 @@ mmt_status mmt_pairs_parse_csv(const char *text, size_t len, const char *source,
 }
 
 mmt_status mmt_pairs_load_csv(const char *path, const mmt_pairs_options *o, mmt_pairs **out) {
-    *out = NULL;
-    datasets_stream in;
-    MMT_TRY(datasets_stream_open(&in, path, datasets_max_file_bytes(o)));
-    char *folder = datasets_folder_of(path);
-    mmt_status s = folder ? csv_read(&in, folder, o, out) : MMT_STATUS_OUT_OF_MEMORY;
-    mmt_free(folder);
-    datasets_stream_close(&in);
-    return s;
+    return datasets_load_stream(path, o, csv_read, out);
 }

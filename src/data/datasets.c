@@ -100,6 +100,18 @@ char *datasets_folder_of(const char *path) {
     return mmt_strndup(path, (size_t)(slash - path));
 }
 
+mmt_status datasets_load_stream(const char *path, const mmt_pairs_options *o, datasets_stream_reader read,
+                                mmt_pairs **out) {
+    *out = NULL;
+    datasets_stream in;
+    MMT_TRY(datasets_stream_open(&in, path, datasets_max_file_bytes(o)));
+    char *folder = datasets_folder_of(path);
+    mmt_status s = folder ? read(&in, folder, o, out) : MMT_STATUS_OUT_OF_MEMORY;
+    mmt_free(folder);
+    datasets_stream_close(&in);
+    return s;
+}
+
 char *datasets_resolve(const char *folder, const char *name) {
     return name[0] == '/' ? mmt_strdup(name) : mmt_path_join(folder, name);
 }

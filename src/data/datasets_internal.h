@@ -53,6 +53,13 @@ typedef struct datasets_stream {
 mmt_status datasets_stream_open(datasets_stream *s, const char *path, size_t max_file_bytes);
 void datasets_stream_memory(datasets_stream *s, const char *data, size_t len, const char *source);
 void datasets_stream_close(datasets_stream *s);
+/* A line-oriented layout's reader: the records of `in`, image paths relative to folder. */
+typedef mmt_status (*datasets_stream_reader)(datasets_stream *in, const char *folder, const mmt_pairs_options *o,
+                                             mmt_pairs **out);
+/* Opens path as a stream (bounded by the file limit) and runs read over it with the file's
+ * folder. */
+mmt_status datasets_load_stream(const char *path, const mmt_pairs_options *o, datasets_stream_reader read,
+                                mmt_pairs **out);
 /* The byte at at + k as 0..255, or -1 when the input ends before it (k must be well under the
  * 64 KiB window; the readers look one byte ahead at most). */
 int datasets_stream_peek(datasets_stream *s, size_t k);

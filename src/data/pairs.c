@@ -262,14 +262,7 @@ mmt_status mmt_pairs_parse_jsonl(const char *text, size_t len, const char *sourc
 }
 
 mmt_status mmt_pairs_load_jsonl_with_options(const char *path, const mmt_pairs_options *o, mmt_pairs **out) {
-    *out = NULL;
-    datasets_stream in;
-    MMT_TRY(datasets_stream_open(&in, path, datasets_max_file_bytes(o)));
-    char *folder = datasets_folder_of(path);
-    mmt_status s = folder ? jsonl_read(&in, folder, o, out) : MMT_STATUS_OUT_OF_MEMORY;
-    mmt_free(folder);
-    datasets_stream_close(&in);
-    return s;
+    return datasets_load_stream(path, o, jsonl_read, out);
 }
 
 mmt_status mmt_pairs_load_jsonl(const char *path, int skip_bad, mmt_pairs **out) {
