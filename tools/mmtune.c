@@ -244,30 +244,51 @@ static void print_embedding(const char *type, const char *input, const char *ada
     mmt_strbuf_free(&b);
 }
 
+/* The adapters of --adapter NAME=DIR opened over one base, and the run context that uses
+ * them (embed and classify). */
+typedef struct named_adapters {
+    mmt_clip_adapter *opened[MAX_NAMED];
+    mmt_clip_run *run;
+} named_adapters;
+
+/* Opens them all; 0 or an exit code (what was opened is closed by named_close either way). */
+static int named_open(const common_opts *o, mmt_clip *base, named_adapters *n) {
+    memset(n, 0, sizeof *n);
+    for (int64_t k = 0; k < o->n_named; k++)
+        if (mmt_clip_adapter_open(base, o->named_dirs[k], &n->opened[k]) != MMT_OK) return runtime_error();
+    return mmt_clip_run_create(base, &n->run) == MMT_OK ? 0 : runtime_error();
+}
+
+static void named_close(const common_opts *o, named_adapters *n) {
+    mmt_clip_run_free(n->run);
+    for (int64_t k = 0; k < o->n_named; k++) mmt_clip_adapter_close(n->opened[k]);
+}
+
+/* rows[i] = the adapter input i uses (use[i]; -1: none). */
+static void named_rows(const named_adapters *n, const int64_t *use, int64_t count, mmt_clip_adapter **rows) {
+    for (int64_t i = 0; i < count; i++) rows[i] = use[i] >= 0 ? n->opened[use[i]] : NULL;
+}
+
 /* embed with named adapters (--adapter NAME=DIR ... --use NAME): every input with the adapter
  * chosen before it, all through one run context (mmtune.h), rows of an adapter together. */
 static int embed_named(const common_opts *o, const char *const *texts, const int64_t *text_use, int64_t n_texts) {
     mmt_clip *base = NULL;
-    mmt_clip_adapter *opened[MAX_NAMED] = {0};
+    named_adapters na;
     mmt_clip_adapter **rows = NULL;
-    mmt_clip_run *run = NULL;
     float *out = NULL;
-    int rc = 0;
     int64_t n_max = o->n_images > n_texts ? o->n_images : n_texts;
     if (mmt_clip_load(o->model_dir, &base) != MMT_OK) return runtime_error();
-    for (int64_t k = 0; k < o->n_named && rc == 0; k++)
-        if (mmt_clip_adapter_open(base, o->named_dirs[k], &opened[k]) != MMT_OK) rc = runtime_error();
+    int rc = named_open(o, base, &na);
     int64_t dim = mmt_clip_embed_dim(base);
-    if (rc == 0 && (!(rows = mmt_calloc((size_t)n_max, sizeof *rows)) || !(out = mmt_malloc((size_t)(n_max * dim) * sizeof(float))) ||
-                    mmt_clip_run_create(base, &run) != MMT_OK))
+    if (rc == 0 && (!(rows = mmt_calloc((size_t)n_max, sizeof *rows)) || !(out = mmt_malloc((size_t)(n_max * dim) * sizeof(float)))))
         rc = runtime_error();
     for (int pass = 0; pass < 2 && rc == 0; pass++) {
         int64_t n = pass ? n_texts : o->n_images;
         const int64_t *use = pass ? text_use : o->image_use;
         if (n == 0) continue;
-        for (int64_t i = 0; i < n; i++) rows[i] = use[i] >= 0 ? opened[use[i]] : NULL;
-        mmt_status s = pass ? mmt_clip_run_embed_texts(run, texts, rows, n, out)
-                            : mmt_clip_run_embed_image_files(run, o->images, rows, n, out);
+        named_rows(&na, use, n, rows);
+        mmt_status s = pass ? mmt_clip_run_embed_texts(na.run, texts, rows, n, out)
+                            : mmt_clip_run_embed_image_files(na.run, o->images, rows, n, out);
         if (s != MMT_OK) {
             rc = runtime_error();
             break;
@@ -276,8 +297,7 @@ static int embed_named(const common_opts *o, const char *const *texts, const int
             print_embedding(pass ? "text" : "image", pass ? texts[i] : o->images[i], use[i] >= 0 ? o->names[use[i]] : "base",
                             out + i * dim, dim);
     }
-    mmt_clip_run_free(run);
-    for (int64_t k = 0; k < o->n_named; k++) mmt_clip_adapter_close(opened[k]);
+    named_close(o, &na);
     mmt_free(rows);
     mmt_free(out);
     mmt_clip_free(base);
@@ -394,28 +414,23 @@ static int by_prob_desc(const void *a, const void *b) {
  * (n_named + 1) blocks of (n_labels, dim), block 0 the base's. */
 static int classify_named(const common_opts *o, mmt_clip *base, const char *const *prompts, int64_t n_labels, float *img,
                           float *txt, double *scale) {
-    mmt_clip_adapter *opened[MAX_NAMED] = {0};
+    named_adapters na;
     mmt_clip_adapter **rows = NULL;
-    mmt_clip_run *run = NULL;
-    int rc = 0;
     int64_t dim = mmt_clip_embed_dim(base), n_rows = o->n_images > n_labels ? o->n_images : n_labels;
     *scale = mmt_clip_logit_scale(base);
-    for (int64_t k = 0; k < o->n_named && rc == 0; k++)
-        if (mmt_clip_adapter_open(base, o->named_dirs[k], &opened[k]) != MMT_OK) rc = runtime_error();
-    if (rc == 0 && (!(rows = mmt_calloc((size_t)n_rows, sizeof *rows)) || mmt_clip_run_create(base, &run) != MMT_OK))
-        rc = runtime_error();
-    for (int64_t i = 0; rc == 0 && i < o->n_images; i++) rows[i] = o->image_use[i] >= 0 ? opened[o->image_use[i]] : NULL;
-    if (rc == 0 && mmt_clip_run_embed_image_files(run, o->images, rows, o->n_images, img) != MMT_OK) rc = runtime_error();
+    int rc = named_open(o, base, &na);
+    if (rc == 0 && !(rows = mmt_calloc((size_t)n_rows, sizeof *rows))) rc = runtime_error();
+    if (rc == 0) named_rows(&na, o->image_use, o->n_images, rows);
+    if (rc == 0 && mmt_clip_run_embed_image_files(na.run, o->images, rows, o->n_images, img) != MMT_OK) rc = runtime_error();
     for (int64_t k = -1; rc == 0 && k < o->n_named; k++) {
         int used = 0;
         for (int64_t i = 0; i < o->n_images; i++) used |= o->image_use[i] == k;
         if (!used) continue;
-        for (int64_t c = 0; c < n_labels; c++) rows[c] = k >= 0 ? opened[k] : NULL;
-        if (mmt_clip_run_embed_texts(run, prompts, rows, n_labels, txt + (k + 1) * n_labels * dim) != MMT_OK)
+        for (int64_t c = 0; c < n_labels; c++) rows[c] = k >= 0 ? na.opened[k] : NULL;
+        if (mmt_clip_run_embed_texts(na.run, prompts, rows, n_labels, txt + (k + 1) * n_labels * dim) != MMT_OK)
             rc = runtime_error();
     }
-    mmt_clip_run_free(run);
-    for (int64_t k = 0; k < o->n_named; k++) mmt_clip_adapter_close(opened[k]);
+    named_close(o, &na);
     mmt_free(rows);
     return rc;
 }
