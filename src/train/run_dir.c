@@ -306,37 +306,34 @@ done:
 
 /* ---- opening a run folder ------------------------------------------------------------------ */
 
-/* "a, b, c and N more" of a folder's entries (lock file left out), for messages. */
+static int not_lock(const char *name) { return strcmp(name, MMT_RUN_LOCK) != 0; }
+
+/* "a, b, c, d and N more" of a folder's entries (lock file left out), for messages. */
 static void list_entries(const char *dir, char *buf, size_t cap) {
     buf[0] = '\0';
-    DIR *d = opendir(dir);
-    if (!d) return;
-    int n = 0;
-    size_t used = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, MMT_RUN_LOCK)) continue;
-        if (n < 4 && used + strlen(e->d_name) + 4 < cap)
-            used += (size_t)snprintf(buf + used, cap - used, "%s%s", n ? ", " : "", e->d_name);
-        n++;
+    char **names = NULL;
+    size_t n = 0, used = 0;
+    if (mmt_dir_list(dir, not_lock, &names, &n) != MMT_OK) {
+        mmt_clear_error();
+        return;
     }
-    closedir(d);
-    if (n > 4) snprintf(buf + used, cap - used, " and %d more", n - 4);
+    for (size_t i = 0; i < n && i < 4 && used + strlen(names[i]) + 4 < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", names[i]);
+    if (n > 4) snprintf(buf + used, cap - used, " and %zu more", n - 4);
+    mmt_dir_list_free(names, n);
 }
 
 /* Empties dir except the lock file. */
 static mmt_status clear_run_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return mmt_fail(MMT_STATUS_IO, "%s: cannot open folder: %s", dir, strerror(errno));
-    mmt_status s = MMT_OK;
-    struct dirent *e;
-    while (s == MMT_OK && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, MMT_RUN_LOCK)) continue;
-        char *p = mmt_path_join(dir, e->d_name);
+    char **names = NULL;
+    size_t n = 0;
+    mmt_status s = mmt_dir_list(dir, not_lock, &names, &n);
+    for (size_t i = 0; s == MMT_OK && i < n; i++) {
+        char *p = mmt_path_join(dir, names[i]);
         s = p ? mmt_dir_remove_tree(p) : MMT_STATUS_OUT_OF_MEMORY;
         mmt_free(p);
     }
-    closedir(d);
+    mmt_dir_list_free(names, n);
     return s;
 }
 
