@@ -200,12 +200,12 @@ static mmt_status embed_group(mmt_clip_run *r, mmt_clip_train *view, input_kind 
 
 /* ---- mixed batches ----------------------------------------------------------------- */
 
+/* The run's view with nothing attached, made on first use. */
 static mmt_status mixed_view(mmt_clip_run *r) {
     if (r->mixed) return MMT_OK;
-    mmt_clip_train_options o;
-    mmt_clip_train_options_default(&o);
-    MMT_TRY(mmt_clip_train_create(r->base, &o, &r->mixed));
-    mmt_clip_train_set_eval(r->mixed, 1);
+    binding plain;
+    MMT_TRY(bind(r->base, NULL, &plain));
+    r->mixed = plain.view;
     return MMT_OK;
 }
 
