@@ -8,20 +8,15 @@
 
 #include <stdint.h>
 
+#include "core/rng.h"
+
 typedef struct synth_rng {
     uint64_t state;
 } synth_rng;
 
-static inline uint64_t synth_mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
+static inline uint64_t synth_mix(uint64_t z) { return mmt_splitmix64_mix(z); }
 
-static inline uint64_t synth_next(synth_rng *r) {
-    r->state += UINT64_C(0x9e3779b97f4a7c15);
-    return synth_mix(r->state);
-}
+static inline uint64_t synth_next(synth_rng *r) { return mmt_splitmix64(&r->state); }
 
 /* Uniform in [0, n) for n >= 1 (multiply-high of the top 32 bits; n is always small here). */
 static inline int64_t synth_below(synth_rng *r, int64_t n) {

@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/file.h"
+#include "core/rng.h"
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "data/tokenizer.h"
@@ -209,10 +210,7 @@ mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fil
 /* Uniform(-a, a) with a = 0.02 * sqrt(3) (std 0.02, like HF's initializer_range); norms get
  * weight 1 and bias 0. A splitmix64 stream keeps it reproducible across platforms. */
 static float random_uniform(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
+    uint64_t z = mmt_splitmix64(state);
     return (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 

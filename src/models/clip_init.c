@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "data/tokenizer.h"
 #include "models/clip_internal.h"
@@ -75,12 +76,6 @@ double mmt_clip_init_std(const mmt_clip_config *cfg, double f, double range, con
 
 /* ---- generator: splitmix64 + Box–Muller ------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* One stream per tensor, keyed by seed and name (FNV-1a), so a tensor's values do not depend
  * on which tensors come before it. */
@@ -88,13 +83,13 @@ static uint64_t stream_for(uint64_t seed, const char *name) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (const unsigned char *c = (const unsigned char *)name; *c; c++) h = (h ^ *c) * 0x100000001b3ull;
     uint64_t s = seed ^ h;
-    return splitmix64(&s);
+    return mmt_splitmix64(&s);
 }
 
 static void fill_normal(float *w, int64_t n, double std, uint64_t state) {
     for (int64_t i = 0; i < n; i += 2) {
-        double u1 = ((double)(splitmix64(&state) >> 11) + 1.0) / 9007199254740992.0; /* (0, 1] */
-        double u2 = (double)(splitmix64(&state) >> 11) / 9007199254740992.0;        /* [0, 1) */
+        double u1 = ((double)(mmt_splitmix64(&state) >> 11) + 1.0) / 9007199254740992.0; /* (0, 1] */
+        double u2 = (double)(mmt_splitmix64(&state) >> 11) / 9007199254740992.0;        /* [0, 1) */
         double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
         w[i] = (float)(std * r * cos(a));
         if (i + 1 < n) w[i + 1] = (float)(std * r * sin(a));

@@ -16,6 +16,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/rng.h"
 
 /* ---- the objective ------------------------------------------------------------------------ */
 
@@ -210,13 +211,6 @@ void mmt_probe_fit_result_free(mmt_probe_fit_result *r) {
     r->n_sweep = 0;
 }
 
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
 /* Marks held[i] = 1 for a stratified, seeded held-out split: per class (in label order), a
  * Fisher-Yates shuffle of its examples (in file order) and the first round(fraction x count),
  * at most count - 1, held out. Returns the number held out. */
@@ -230,7 +224,7 @@ static int64_t split_heldout(const int32_t *labels, int64_t n, int64_t K, double
             if (labels[i] == k) scratch[m++] = i;
         uint64_t state = seed ^ (UINT64_C(0xd1b54a32d192ed03) * (uint64_t)(k + 1));
         for (int64_t i = m - 1; i > 0; i--) {
-            int64_t j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
+            int64_t j = (int64_t)(mmt_splitmix64(&state) % (uint64_t)(i + 1));
             int64_t t = scratch[i];
             scratch[i] = scratch[j];
             scratch[j] = t;
