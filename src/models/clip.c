@@ -2,11 +2,13 @@
  * clip.c — loading a Hugging Face CLIP snapshot and running both towers (see clip.h).
  *
  * Weights stay in the mapped safetensors files when they are aligned F32 (zero-copy);
- * anything else is converted once into the model's arena. Each forward call allocates its
- * activations from an arena of its own, so calls on one model may run from several threads.
+ * anything else is converted once into the model's arena. The forward is clip_train.c's (one
+ * per family): each inference call here runs it in a view of its own, activations included,
+ * so calls on one model may run from several threads.
  */
 #include "models/clip.h"
 #include "models/clip_internal.h"
+#include "models/clip_train.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -257,78 +259,24 @@ float mmt_clip_logit_scale(const mmt_clip *m) { return expf(m->logit_scale); }
 
 /* ---- forward ----------------------------------------------------------------------- */
 
-/* Runs every encoder layer on x (B, T, C), leaving the result in x: the blocks of nn/block.h
- * in inference mode, their intermediates given back to the arena after each layer. */
-static mmt_status encoder_forward(const mmt_ops *ops, mmt_arena *arena, const clip_tower *t,
-                                  float *x, int64_t B, int64_t T, int causal) {
-    const mmt_clip_tower_config *c = t->cfg;
-    int64_t NC = B * T * c->hidden_size;
-    mmt_block_config bc;
-    clip_block_config(c, causal, &bc);
-    float *out = mmt_arena_alloc(arena, (size_t)NC * sizeof(float), 64); // (B, T, C)
-    if (!out) return MMT_STATUS_OUT_OF_MEMORY;
-    for (int64_t i = 0; i < c->num_layers; i++) {
-        mmt_block_weights w;
-        mmt_block y;
-        clip_block_weights(&t->layers[i], &w);
-        nn_block_init(&y, &w, c->hidden_size, c->intermediate_size);
-        mmt_arena_mark mark = mmt_arena_get_mark(arena);
-        mmt_status s = nn_block_forward(&y, &bc, ops, arena, x, out, B, T, 0, i, 0);
-        mmt_arena_rewind(arena, mark);
-        MMT_TRY(s);
-        memcpy(x, out, (size_t)NC * sizeof(float));
-    }
+/* CLIP has one forward (clip_train.c); inference runs it in a view of its own with nothing
+ * attached, made per call so that calls on one model may run from several threads. */
+static mmt_status inference_view(mmt_clip *m, mmt_clip_train **out) {
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    MMT_TRY(mmt_clip_train_create(m, &o, out));
+    mmt_clip_train_set_eval(*out, 1);
     return MMT_OK;
-}
-
-/* pooled (B, C) -> out (B, P): final/post layernorm, projection, L2 normalisation. */
-static mmt_status project(const mmt_ops *ops, mmt_arena *arena, const clip_tower *t,
-                          const float *ln_w, const float *ln_b, const float *pooled, int64_t B,
-                          int64_t P, float *out) {
-    int64_t C = t->cfg->hidden_size;
-    float *h = mmt_arena_alloc(arena, (size_t)(B * C) * 4, 64); // (B, C)
-    if (!h) return MMT_STATUS_OUT_OF_MEMORY;
-    ops->layernorm_fwd(h, NULL, NULL, pooled, ln_w, ln_b, B, C, (float)t->cfg->layer_norm_eps);
-    ops->matmul_fwd(out, h, t->projection, NULL, B, C, P);
-    ops->l2_normalize_fwd(out, NULL, out, B, P);
-    return MMT_OK;
-}
-
-static mmt_status encode_pixels_impl(mmt_clip *m, mmt_arena *arena, const float *pixels,
-                                     int64_t B, float *out) {
-    const clip_tower *t = &m->vision;
-    const mmt_clip_tower_config *c = t->cfg;
-    const mmt_ops *ops = m->ops;
-    int64_t C = c->hidden_size, P = c->patch_size, S = c->image_size, Ch = c->num_channels;
-    int64_t G = S / P, Np = G * G, T = Np + 1, K = Ch * P * P;
-    float *patches = mmt_arena_alloc(arena, (size_t)(B * Np * K) * 4, 64); // (B, Np, K)
-    float *emb = mmt_arena_alloc(arena, (size_t)(B * Np * C) * 4, 64);     // (B, Np, C)
-    float *x = mmt_arena_alloc(arena, (size_t)(B * T * C) * 4, 64);        // (B, T, C)
-    float *pooled = mmt_arena_alloc(arena, (size_t)(B * C) * 4, 64);       // (B, C)
-    if (!patches || !emb || !x || !pooled) return MMT_STATUS_OUT_OF_MEMORY;
-    ops->patchify_fwd(patches, pixels, B, Ch, S, S, P);
-    ops->matmul_fwd(emb, patches, t->patch_weight, NULL, B * Np, K, C);
-    for (int64_t b = 0; b < B; b++) {
-        float *row = x + b * T * C;
-        for (int64_t j = 0; j < C; j++) row[j] = t->class_embedding[j] + t->position_embedding[j];
-        for (int64_t n = 0; n < Np; n++)
-            for (int64_t j = 0; j < C; j++)
-                row[(n + 1) * C + j] = emb[(b * Np + n) * C + j] + t->position_embedding[(n + 1) * C + j];
-    }
-    ops->layernorm_fwd(x, NULL, NULL, x, t->pre_ln_w, t->pre_ln_b, B * T, C, (float)c->layer_norm_eps);
-    MMT_TRY(encoder_forward(ops, arena, t, x, B, T, 0));
-    for (int64_t b = 0; b < B; b++) memcpy(pooled + b * C, x + b * T * C, (size_t)C * 4);
-    return project(ops, arena, t, t->post_ln_w, t->post_ln_b, pooled, B, m->cfg.projection_dim, out);
 }
 
 mmt_status mmt_clip_encode_pixels(mmt_clip *m, const float *pixels, int64_t B, float *out) {
     if (!m->cfg.has_vision)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", m->dir);
     if (B <= 0) return MMT_OK;
-    mmt_arena arena;
-    mmt_arena_init(&arena, (size_t)1 << 20);
-    mmt_status s = encode_pixels_impl(m, &arena, pixels, B, out);
-    mmt_arena_free(&arena);
+    mmt_clip_train *v;
+    MMT_TRY(inference_view(m, &v));
+    mmt_status s = mmt_clip_train_encode_pixels(v, pixels, B, out);
+    mmt_clip_train_free(v);
     return s;
 }
 
@@ -345,50 +293,13 @@ int64_t mmt_clip_pool_position(const int32_t *ids, int64_t L, int64_t eos_token_
     return best;
 }
 
-static mmt_status encode_ids_impl(mmt_clip *m, mmt_arena *arena, const int32_t *ids, int64_t B,
-                                  int64_t L, float *out) {
-    const clip_tower *t = &m->text;
-    const mmt_clip_tower_config *c = t->cfg;
-    const mmt_ops *ops = m->ops;
-    int64_t C = c->hidden_size;
-    int64_t *pool = mmt_arena_alloc(arena, (size_t)B * sizeof(int64_t), 8);
-    if (!pool) return MMT_STATUS_OUT_OF_MEMORY;
-    /* The causal mask makes position p depend only on positions <= p, so running the
-     * batch only up to the furthest pooled position gives the same pooled outputs. */
-    int64_t T = 1;
-    for (int64_t b = 0; b < B; b++) {
-        pool[b] = mmt_clip_pool_position(ids + b * L, L, c->eos_token_id);
-        if (pool[b] + 1 > T) T = pool[b] + 1;
-    }
-    int32_t *trimmed = mmt_arena_alloc(arena, (size_t)(B * T) * 4, 64); // (B, T)
-    float *x = mmt_arena_alloc(arena, (size_t)(B * T * C) * 4, 64);     // (B, T, C)
-    float *pooled = mmt_arena_alloc(arena, (size_t)(B * C) * 4, 64);    // (B, C)
-    if (!trimmed || !x || !pooled) return MMT_STATUS_OUT_OF_MEMORY;
-    for (int64_t b = 0; b < B; b++)
-        memcpy(trimmed + b * T, ids + b * L, (size_t)T * 4);
-    ops->embedding_fwd(x, trimmed, t->token_embedding, B * T, C);
-    for (int64_t b = 0; b < B; b++)
-        ops->add_fwd(x + b * T * C, x + b * T * C, t->position_embedding, T * C);
-    MMT_TRY(encoder_forward(ops, arena, t, x, B, T, 1));
-    for (int64_t b = 0; b < B; b++) memcpy(pooled + b * C, x + (b * T + pool[b]) * C, (size_t)C * 4);
-    return project(ops, arena, t, t->final_ln_w, t->final_ln_b, pooled, B, m->cfg.projection_dim, out);
-}
-
 mmt_status mmt_clip_encode_ids(mmt_clip *m, const int32_t *ids, int64_t B, int64_t L, float *out) {
     if (!m->cfg.has_text)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no text tower", m->dir);
-    if (L <= 0 || L > m->cfg.text.max_positions)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "token sequence length %lld is outside 1..%lld",
-                        (long long)L, (long long)m->cfg.text.max_positions);
-    for (int64_t i = 0; i < B * L; i++)
-        if (ids[i] < 0 || ids[i] >= m->cfg.text.vocab_size)
-            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "token id %d at row %lld is outside the vocabulary (%lld)",
-                            ids[i], (long long)(i / L), (long long)m->cfg.text.vocab_size);
-    if (B <= 0) return MMT_OK;
-    mmt_arena arena;
-    mmt_arena_init(&arena, (size_t)1 << 20);
-    mmt_status s = encode_ids_impl(m, &arena, ids, B, L, out);
-    mmt_arena_free(&arena);
+    mmt_clip_train *v;
+    MMT_TRY(inference_view(m, &v));
+    mmt_status s = mmt_clip_train_encode_ids(v, ids, B, L, out);
+    mmt_clip_train_free(v);
     return s;
 }
 

@@ -41,6 +41,7 @@ typedef struct ct_tower {
     const mmt_clip_tower_config *cfg;
     mmt_block_config bc;  /* the tower's encoder blocks (nn/block.h) */
     int is_text;
+    int present;       /* the checkpoint has this tower (a lone text or vision model lacks one) */
     mmt_block *layers;
     mmt_linear proj;   /* (P, C), no bias */
     mmt_linear patch;  /* vision: (C, Cin*P*P), no bias */
@@ -115,6 +116,7 @@ static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *
     int64_t C = c->hidden_size, I = c->intermediate_size;
     t->cfg = c;
     t->is_text = is_text;
+    t->present = 1;
     t->layers = mmt_arena_calloc(&ct->store, (size_t)c->num_layers, sizeof(mmt_block));
     if (!t->layers) return MMT_STATUS_OUT_OF_MEMORY;
     clip_block_config(c, is_text, &t->bc);
@@ -176,9 +178,6 @@ const mmt_model_iface *mmt_clip_train_iface(mmt_clip_train *ct) { return &ct->if
 mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *o,
                                  mmt_clip_train **out) {
     *out = NULL;
-    if (!model->cfg.has_text || !model->cfg.has_vision)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: training needs both towers (this checkpoint has only the %s tower)",
-                        model->dir, model->cfg.has_text ? "text" : "vision");
     mmt_clip_train *ct = mmt_calloc(1, sizeof *ct);
     if (!ct) return MMT_STATUS_OUT_OF_MEMORY;
     ct->model = model;
@@ -196,8 +195,12 @@ mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *
     /* activations and scratch live where the kernels compute: the op table's buffers */
     mmt_arena_init_with(&ct->step, (size_t)64 << 20, model->ops->buffer_alloc, model->ops->buffer_free);
     mmt_arena_init_with(&ct->scratch, (size_t)16 << 20, model->ops->buffer_alloc, model->ops->buffer_free);
-    mmt_status s = tower_init(ct, &ct->text, &model->text, 1);
-    if (s == MMT_OK) s = tower_init(ct, &ct->vision, &model->vision, 0);
+    mmt_status s = MMT_OK;
+    ct->text.cfg = &model->cfg.text;
+    ct->vision.cfg = &model->cfg.vision;
+    ct->text.is_text = 1;
+    if (model->cfg.has_text) s = tower_init(ct, &ct->text, &model->text, 1);
+    if (s == MMT_OK && model->cfg.has_vision) s = tower_init(ct, &ct->vision, &model->vision, 0);
     if (s == MMT_OK && o->train_logit_scale) {
         int64_t shape[1] = {1};
         s = mmt_clip_train_add_param(ct, "logit_scale", &ct->logit_scale, &ct->dlogit_scale, 0, shape, 1);
@@ -282,9 +285,10 @@ mmt_linear *mmt_clip_train_linear(mmt_clip_train *ct, const char *name) {
     const char *rest = NULL;
     if (strncmp(name, "text_model.", 11) == 0) t = &ct->text, rest = name + 11;
     else if (strncmp(name, "vision_model.", 13) == 0) t = &ct->vision, rest = name + 13;
-    else if (strcmp(name, "text_projection") == 0) return &ct->text.proj;
-    else if (strcmp(name, "visual_projection") == 0) return &ct->vision.proj;
+    else if (strcmp(name, "text_projection") == 0) return ct->text.present ? &ct->text.proj : NULL;
+    else if (strcmp(name, "visual_projection") == 0) return ct->vision.present ? &ct->vision.proj : NULL;
     else return NULL;
+    if (!t->present) return NULL;
     if (!t->is_text && strcmp(rest, "embeddings.patch_embedding") == 0) return &t->patch;
     long long idx;
     int used = 0;
@@ -311,6 +315,7 @@ mmt_bottleneck **mmt_clip_train_bottleneck_slot(mmt_clip_train *ct, const char *
     else if (strncmp(name, "vision_model.", 13) == 0) t = &ct->vision, rest = name + 13;
     else return NULL;
     long long idx;
+    if (!t->present) return NULL;
     if (sscanf(rest, "encoder.layers.%lld.", &idx) != 1 || idx < 0 || idx >= t->cfg->num_layers) return NULL;
     char want[96];
     snprintf(want, sizeof want, "encoder.layers.%lld.adapter_attn", idx);
@@ -367,6 +372,7 @@ static void full_linear(full_ctx *f, mmt_linear *l, const char *module, int ndim
 }
 
 static void full_tower(full_ctx *f, ct_tower *t, const char *prefix) {
+    if (!t->present) return;
     const mmt_clip_tower_config *c = t->cfg;
     int64_t C = c->hidden_size;
     int64_t vshape[1] = {C};
@@ -413,9 +419,9 @@ static void walk_all(full_ctx *f) {
     full_tower(f, &ct->text, "text_model");
     full_tower(f, &ct->vision, "vision_model");
     int64_t ps[2] = {ct->model->cfg.projection_dim, ct->vision.cfg->hidden_size};
-    full_linear(f, &ct->vision.proj, "visual_projection", 2, ps);
+    if (ct->vision.present) full_linear(f, &ct->vision.proj, "visual_projection", 2, ps);
     ps[1] = ct->text.cfg->hidden_size;
-    full_linear(f, &ct->text.proj, "text_projection", 2, ps);
+    if (ct->text.present) full_linear(f, &ct->text.proj, "text_projection", 2, ps);
 }
 
 mmt_status mmt_clip_train_make_full(mmt_clip_train *ct) {
@@ -449,6 +455,7 @@ static int64_t lowest_trainable_layer(const ct_tower *t, int *below) {
 }
 
 static int tower_has_grads(const ct_tower *t) {
+    if (!t->present) return 0;
     int below;
     return lowest_trainable_layer(t, &below) < t->cfg->num_layers || below || t->dfin_w ||
            nn_linear_has_grads(&t->proj);
@@ -477,14 +484,17 @@ static void deep_prompt_grad(ct_tower *t, int64_t li, float *dx, int64_t B, int6
     }
 }
 
-/* Runs the encoder on t->layers[0].x_in (already filled), leaving t->x_out. */
+/* Runs the encoder on t->layers[0].x_in (already filled), leaving t->x_out. Training keeps
+ * every layer's input for backward; inference needs only two buffers, used in turn. */
 static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int64_t T, int train) {
     int64_t L = t->cfg->num_layers, NC = B * T * t->cfg->hidden_size;
+    float *spare = NULL; /* inference: the buffer the next layer writes */
     for (int64_t i = 0; i < L; i++) {
         mmt_block *y = &t->layers[i];
         if (i > 0 && t->prompt_deep) deep_prompt_insert(t, i, y->x_in, B, T);
-        float *out = ALLOC_F(&ct->step, NC);
+        float *out = !train && spare ? spare : ALLOC_F(&ct->step, NC);
         if (!out) return MMT_STATUS_OUT_OF_MEMORY;
+        if (!train) spare = y->x_in;
         if (i + 1 < L) t->layers[i + 1].x_in = out;
         else t->x_out = out;
         if (train && !ct->opt.checkpointing) {
@@ -752,6 +762,9 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss) {
     if (B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a training batch needs at least one pair");
+    if (!ct->text.present || !ct->vision.present)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: training needs both towers (this checkpoint has only the %s tower)",
+                        ct->model->dir, ct->text.present ? "text" : "vision");
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
     MMT_TRY(run_before_forward(ct));
@@ -797,6 +810,8 @@ mmt_status mmt_clip_train_backward(mmt_clip_train *ct) {
 
 mmt_status mmt_clip_train_encode_pixels(mmt_clip_train *ct, const float *pixels, int64_t B,
                                         float *out) {
+    if (!ct->vision.present)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", ct->model->dir);
     if (B <= 0) return MMT_OK;
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
@@ -809,6 +824,8 @@ mmt_status mmt_clip_train_encode_pixels(mmt_clip_train *ct, const float *pixels,
 
 mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int64_t B,
                                      int64_t L, float *out) {
+    if (!ct->text.present)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no text tower", ct->model->dir);
     if (B <= 0) return MMT_OK;
     mmt_arena_reset(&ct->step);
     mmt_arena_reset(&ct->scratch);
@@ -825,6 +842,7 @@ const float *mmt_clip_train_token_embedding(const mmt_clip_train *ct) { return c
 
 mmt_status mmt_clip_train_set_text_prompt(mmt_clip_train *ct, int64_t M, const float *prompt, float *dprompt) {
     ct_tower *t = &ct->text;
+    if (!t->present) return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: a text prompt needs the text tower", ct->model->dir);
     if (M < 0 || M > t->cfg->max_positions - 2)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld text prompt tokens: the context length %lld leaves room for 0..%lld",
                         (long long)M, (long long)t->cfg->max_positions, (long long)(t->cfg->max_positions - 2));
@@ -839,6 +857,7 @@ mmt_status mmt_clip_train_set_text_prompt(mmt_clip_train *ct, int64_t M, const f
 mmt_status mmt_clip_train_set_visual_prompt(mmt_clip_train *ct, int64_t P, int deep, const float *prompt,
                                             float *dprompt) {
     ct_tower *t = &ct->vision;
+    if (!t->present) return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: a visual prompt needs the vision tower", ct->model->dir);
     if (P < 0 || P > 4096)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld visual prompt tokens is outside 0..4096", (long long)P);
     if (P > 0 && t->n_prompt > 0)
@@ -852,6 +871,8 @@ mmt_status mmt_clip_train_set_visual_prompt(mmt_clip_train *ct, int64_t P, int d
 
 mmt_status mmt_clip_train_set_prefix(mmt_clip_train *ct, int vision, int64_t V, const float *kv, float *dkv) {
     ct_tower *t = vision ? &ct->vision : &ct->text;
+    if (!t->present)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no %s tower", ct->model->dir, vision ? "vision" : "text");
     int64_t L = t->cfg->num_layers, C = t->cfg->hidden_size;
     if (V < 0 || V > 4096)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld prefix tokens is outside 0..4096", (long long)V);
