@@ -35,6 +35,47 @@ static void prefix_split_grad(mmt_block *y, const float *dfull, float *dx, int64
     }
 }
 
+mmt_status nn_kv_cache_init(mmt_kv_cache *cache, mmt_arena *ar, int64_t B, int64_t cap, int64_t C) {
+    if (B < 1 || cap < 1 || C < 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a KV cache needs B, positions and channels >= 1 (%lld, %lld, %lld)",
+                        (long long)B, (long long)cap, (long long)C);
+    cache->k = ALLOC_F(ar, B * cap * C);
+    cache->v = ALLOC_F(ar, B * cap * C);
+    cache->cap = cap;
+    cache->len = 0;
+    return cache->k && cache->v ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+}
+
+/* Attention over the cache: appends k_new, v_new (B, T, C) after the cached rows (the prefix
+ * first, when the cache is empty) and attends q (B, T, C) to every row so far. */
+static mmt_status cached_attention(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                                   int64_t B, int64_t T) {
+    mmt_kv_cache *kv = y->cache;
+    int64_t C = c->hidden, H = c->heads, V = y->n_prefix;
+    int64_t start = kv->len == 0 ? V : kv->len;
+    if (start + T > kv->cap)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "KV cache full: %lld positions cached, %lld more, room for %lld",
+                        (long long)start, (long long)T, (long long)kv->cap);
+    for (int64_t b = 0; b < B; b++) {
+        float *kb = kv->k + b * kv->cap * C, *vb = kv->v + b * kv->cap * C;
+        for (int64_t r = 0; kv->len == 0 && r < V; r++) {
+            memcpy(kb + r * C, y->prefix + r * y->prefix_stride, (size_t)C * sizeof(float));
+            memcpy(vb + r * C, y->prefix + r * y->prefix_stride + C, (size_t)C * sizeof(float));
+        }
+        memcpy(kb + start * C, y->k_out + b * T * C, (size_t)(T * C) * sizeof(float));
+        memcpy(vb + start * C, y->v_out + b * T * C, (size_t)(T * C) * sizeof(float));
+    }
+    int64_t Tk = start + T;
+    float *att = ALLOC_F(ar, H * T * Tk);
+    if (!att) return MMT_STATUS_OUT_OF_MEMORY;
+    /* one sequence at a time: the cache's rows are cap apart, not Tk */
+    for (int64_t b = 0; b < B; b++)
+        ops->attention_kv_fwd(y->a + b * T * C, att, y->q_out + b * T * C, kv->k + b * kv->cap * C,
+                              kv->v + b * kv->cap * C, 1, T, Tk, H, C / H, c->causal, start);
+    kv->len = Tk;
+    return MMT_OK;
+}
+
 /* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
  * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
 mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
@@ -44,7 +85,9 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     int64_t V = y->n_prefix, Tk = T + V;
     float eps = c->eps;
     y->k_full = y->v_full = NULL;
-    if (V > 0) {
+    if (y->cache && train) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a block with a KV cache does not train");
+    if (y->cache) Tk = 1; /* att is per sequence over the cache (cached_attention) */
+    if (V > 0 && !y->cache) {
         y->k_full = ALLOC_F(ar, B * Tk * C);
         y->v_full = ALLOC_F(ar, B * Tk * C);
         if (!y->k_full || !y->v_full) return MMT_STATUS_OUT_OF_MEMORY;
@@ -73,7 +116,9 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, y->h1, N, train));
     MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, y->h1, N, train));
     MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
-    if (V > 0) {
+    if (y->cache) {
+        MMT_TRY(cached_attention(y, c, ops, ar, B, T));
+    } else if (V > 0) {
         prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
         prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);
         ops->attention_kv_fwd(y->a, y->att, y->q_out, y->k_full, y->v_full, B, T, Tk, H, C / H, c->causal, V);

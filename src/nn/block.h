@@ -45,6 +45,17 @@ typedef struct mmt_block_weights {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
 } mmt_block_weights;
 
+/* Keys and values of the positions a sequence has seen, for decoding one step at a time:
+ * k and v (B, cap, C) each, rows [0, len) of every sequence filled. A layer's prefix rows,
+ * when it has them, are the cache's first n_prefix rows. The run context owns the memory. */
+typedef struct mmt_kv_cache {
+    float *k, *v;
+    int64_t cap, len;
+} mmt_kv_cache;
+
+/* A cache of cap positions for B sequences of C channels, from `ar`; len 0. */
+mmt_status nn_kv_cache_init(mmt_kv_cache *cache, mmt_arena *ar, int64_t B, int64_t cap, int64_t C);
+
 typedef struct mmt_block {
     mmt_linear q, k, v, o, fc1, fc2;
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
@@ -61,6 +72,10 @@ typedef struct mmt_block {
     const float *prefix;
     float *dprefix;
     float *k_full, *v_full;
+    /* inference with a KV cache (NULL: none): a forward appends its T positions' keys and
+     * values after the cache's len rows and attends to all of them, the new positions
+     * causally after the cached ones when the block is causal; then len += T. */
+    mmt_kv_cache *cache;
 } mmt_block;
 
 /* A block over the given weights: no adapters, nothing trainable. */
@@ -72,6 +87,9 @@ void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int
 mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
                             const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed, int64_t index,
                             int train);
+
+/* With y->cache set, x_in (B, T, C) holds positions cache->len .. cache->len + T - 1 of each
+ * sequence; train must be 0 (nothing is kept for backward). */
 
 /* Scratch gradients of one block's backward, allocated once per backward pass. */
 typedef struct mmt_block_grads {
