@@ -5,12 +5,14 @@
  * Adapters on tests/fixtures/clip/tiny-a, made through the library (adapter_fixture.h): eight
  * LoRA adapters of ranks 1 to 8 on different targets in both towers (q/v, k/fc1, out_proj,
  * fc2, the patch embedding, the projections, rsLoRA on everything linear, one vision-only),
- * IA3 (keys, values and fc1 as feed-forward), DoRA, a text prompt (CoOp), visual prompts (VPT)
- * and prefix tuning; 36 texts and 36 images spread over them and the base in a fixed
- * shuffled order. The reference for a row is an independent computation: a fresh view of the
- * base with only that adapter loaded from its folder (mmt_adapter_folders_load), embedding only
- * the rows of that adapter. The mixed call (mmtune.h's run context) runs LoRA and IA3 rows in
- * mixed batches (nn/linear.h row groups) and the others through views of their own.
+ * IA3 (keys, values and fc1 as feed-forward), DoRA, a text prompt (CoOp), visual prompts (VPT
+ * shallow and deep) and prefix tuning of both towers; 36 texts and 36 images spread over them
+ * and the base in a fixed shuffled order. The reference for a row is an independent
+ * computation: a fresh view of the base with only that adapter loaded from its folder
+ * (mmt_adapter_folders_load), embedding only the rows of that adapter. The mixed call
+ * (mmtune.h's run context) runs every row but DoRA's in mixed batches (nn/linear.h row groups,
+ * per-row prompts and prefixes with padded rows masked); the test checks that DoRA's is the
+ * only view of its own the run made.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -19,9 +21,10 @@
 #include "adapter_fixture.h"
 #include "check.h"
 #include "clip_fixture.h"
+#include "api/clip_run_internal.h"
 #include "mmtune.h"
 
-#define N_ADAPTERS 13 /* 8 LoRA, IA3, DoRA, prompt, VPT, prefix */
+#define N_ADAPTERS 14 /* 8 LoRA, IA3, DoRA, prompt, VPT, prefix, VPT-deep */
 #define N_ROWS 36
 #define IMAGES MMT_FIXTURE_DIR "/clip/images"
 
@@ -82,6 +85,12 @@ static void make_adapters(void) {
     ps.seed = 5;
     snprintf(dirs[12], sizeof dirs[12], "%s/prefix", root);
     adapter_fixture_save_prompt(fx.model, &ps, dirs[12]);
+    memset(&ps, 0, sizeof ps);
+    ps.visual_tokens = 2;
+    ps.visual_deep = 1;
+    ps.seed = 6;
+    snprintf(dirs[13], sizeof dirs[13], "%s/vpt_deep", root);
+    adapter_fixture_save_prompt(fx.model, &ps, dirs[13]);
 }
 
 /* The reference: rows rows[0..m) of inputs through a fresh view with only dir loaded. */
@@ -171,7 +180,7 @@ static void test_mixed_rows_match_each_adapter_alone(void) {
                 double moved = 0;
                 for (int64_t j = 0; j < m * P; j++) moved = fmax(moved, fabs((double)base_ref[j] - ref[j]));
                 /* a text-only adapter leaves images alone and a vision-only one texts */
-                int text_only = a == 10, vision_only = a == 7 || a == 11;
+                int text_only = a == 10, vision_only = a == 7 || a == 11 || a == 13;
                 if (!(images && text_only) && !(!images && vision_only))
                     CHECK_MSG(moved > 1e-5, "%s: adapter %s does not change the embeddings", images ? "images" : "texts", dirs[a]);
                 free(base_ref);
@@ -181,6 +190,9 @@ static void test_mixed_rows_match_each_adapter_alone(void) {
         printf("     %s: %d rows over %d adapters and the base, max difference %.3g\n", images ? "images" : "texts", N_ROWS,
                N_ADAPTERS, worst);
     }
+    /* every adapter but DoRA joined the mixed batches */
+    CHECK_MSG(run && mmt_clip_run_own_views(run) == 1, "the run made %lld views of their own, want 1 (DoRA)",
+              run ? (long long)mmt_clip_run_own_views(run) : -1LL);
     mmt_clip_run_free(run);
     for (int a = 0; a < N_ADAPTERS; a++) mmt_clip_adapter_close(opened[a]);
     free(got);

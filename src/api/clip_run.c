@@ -4,15 +4,17 @@
  *
  * An opened adapter keeps its tensors once, attached to a view of its own that no run
  * computes with (the base's weights are shared, never copied). How rows are computed:
- *   - mixed batches for LoRA (plain, rsLoRA) and IA3 adapters and the base: a run context
- *     has one view with nothing attached; for each forward it sorts the rows by adapter and
- *     gives every adapted linear the row groups of the adapters in the batch
- *     (nn/linear.h mmt_linear_group): the base product runs once for all rows, each
- *     adapter's low-rank product (or IA3 scaling) on its own rows, reading the adapter's
- *     tensors in place (Punica's SGMV pattern, on the CPU);
- *   - other adapters (DoRA, prompt and prefix tuning, bottleneck, modules_to_save) change
- *     more than a linear's rows: the run keeps a view with a copy of that adapter attached,
- *     made the first time a row asks for it, and runs that adapter's rows through it.
+ *   - mixed batches for LoRA (plain, rsLoRA), IA3, prompt (CoOp, VPT) and prefix adapters
+ *     and the base: a run context has one view with nothing attached; for each forward it
+ *     sorts the rows by adapter and gives every adapted linear the row groups of the
+ *     adapters in the batch (nn/linear.h mmt_linear_group): the base product runs once for
+ *     all rows, each adapter's low-rank product (or IA3 scaling) on its own rows, reading the
+ *     adapter's tensors in place (Punica's SGMV pattern, on the CPU); each row's prompts and
+ *     prefixes go in through the view's per-row prompts (clip_train.h
+ *     mmt_clip_train_set_row_prompts: rows of different lengths padded and masked);
+ *   - other adapters (DoRA, bottleneck, modules_to_save, merged) change more than a linear's
+ *     rows: the run keeps a view with a copy of that adapter attached, made the first time a
+ *     row asks for it, and runs that adapter's rows through it.
  * Either way a row gets what a batch of its adapter alone gives (to rounding: the base
  * product over more rows may be blocked differently).
  *
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/clip_run_internal.h"
 #include "core/alloc.h"
 #include "nn/linear.h"
 #include "core/status.h"
@@ -107,9 +110,10 @@ mmt_status mmt_clip_adapter_open(mmt_clip *base, const char *dir, mmt_clip_adapt
         return s;
     }
     const mmt_adapter *ad = a->owner.adapter;
-    a->mixable = ad && !a->owner.prompt && ad->n_saved == 0 && !ad->merged &&
-                 (ad->settings.method == MMT_ADAPTER_LORA || ad->settings.method == MMT_ADAPTER_IA3);
-    for (int64_t i = 0; a->mixable && i < ad->n; i++)
+    a->mixable = (ad || a->owner.prompt) &&
+                 (!ad || (ad->n_saved == 0 && !ad->merged &&
+                          (ad->settings.method == MMT_ADAPTER_LORA || ad->settings.method == MMT_ADAPTER_IA3)));
+    for (int64_t i = 0; a->mixable && ad && i < ad->n; i++)
         if (ad->entries[i].lora.magnitude) a->mixable = 0; /* DoRA rescales whole rows */
     a->base = base;
     a->id = __atomic_fetch_add(&next_adapter_id, 1, __ATOMIC_RELAXED);
@@ -224,10 +228,11 @@ static mmt_status link_index(mmt_clip_run *r, const mmt_clip_adapter *a, int64_t
         r->cap_links = cap;
     }
     const mmt_adapter *ad = a->owner.adapter;
-    link k = {a->id, mmt_calloc((size_t)(ad->n > 0 ? ad->n : 1), sizeof(mmt_linear *)),
-              mmt_calloc((size_t)(ad->n > 0 ? ad->n : 1), sizeof(mmt_adapter_entry *)), ad->n};
+    int64_t n_entries = ad ? ad->n : 0; /* prompt and prefix adapters touch no linear */
+    link k = {a->id, mmt_calloc((size_t)(n_entries > 0 ? n_entries : 1), sizeof(mmt_linear *)),
+              mmt_calloc((size_t)(n_entries > 0 ? n_entries : 1), sizeof(mmt_adapter_entry *)), n_entries};
     mmt_status s = k.linears && k.entries ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    for (int64_t i = 0; s == MMT_OK && i < ad->n; i++) {
+    for (int64_t i = 0; s == MMT_OK && i < n_entries; i++) {
         k.entries[i] = &ad->entries[i];
         if (!(k.linears[i] = mmt_clip_train_linear(r->mixed, ad->entries[i].module)))
             s = mmt_fail(MMT_STATUS_INTERNAL, "%s: module %s is not in the base model", a->dir, ad->entries[i].module);
@@ -272,7 +277,18 @@ static mmt_status mixed_forward(mmt_clip_run *r, input_kind kind, const char *co
     }
     placed *p = mmt_malloc((size_t)(total > 0 ? total : 1) * sizeof *p);
     mmt_linear_group *groups = mmt_malloc((size_t)(total > 0 ? total : 1) * sizeof *groups);
-    mmt_status s = p && groups ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    mmt_clip_row_prompts *rows = mmt_calloc((size_t)b, sizeof *rows);
+    mmt_status s = p && groups && rows ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    int prompted = 0;
+    for (int64_t i = 0; s == MMT_OK && i < b; i++) {
+        const mmt_prompt *pr = adapters && adapters[idx[i]] ? adapters[idx[i]]->owner.prompt : NULL;
+        if (!pr) continue;
+        rows[i] = (mmt_clip_row_prompts){pr->settings.text_tokens, pr->text, pr->settings.visual_tokens,
+                                         pr->settings.visual_deep, pr->visual, {pr->prefix[0].V, pr->prefix[1].V},
+                                         {pr->prefix[0].kv, pr->prefix[1].kv}};
+        prompted = 1;
+    }
+    if (s == MMT_OK && prompted) s = mmt_clip_train_set_row_prompts(r->mixed, rows, b);
     int64_t n = 0;
     for (int64_t i = 0; s == MMT_OK && i < b;) {
         int64_t j = i;
@@ -282,7 +298,7 @@ static mmt_status mixed_forward(mmt_clip_run *r, input_kind kind, const char *co
         if (a) s = link_index(r, a, &li);
         for (int64_t e = 0; s == MMT_OK && li >= 0 && e < r->links[li].n; e++) {
             const mmt_adapter_entry *en = r->links[li].entries[e];
-            int ia3 = a->owner.adapter->settings.method == MMT_ADAPTER_IA3;
+            int ia3 = a->owner.adapter->settings.method == MMT_ADAPTER_IA3; /* entries imply an adapter */
             p[n].linear = r->links[li].linears[e];
             p[n].group = (mmt_linear_group){i, j - i, ia3 ? NULL : &en->lora, ia3 ? en->ia3 : NULL,
                                             !ia3 ? MMT_IA3_NONE : en->feedforward ? MMT_IA3_INPUT : MMT_IA3_OUTPUT};
@@ -308,8 +324,10 @@ static mmt_status mixed_forward(mmt_clip_run *r, input_kind kind, const char *co
         p[i].linear->n_groups = 0;
         p[i].linear->group_batch = 0;
     }
+    if (prompted) mmt_clip_train_set_row_prompts(r->mixed, NULL, 0);
     mmt_free(p);
     mmt_free(groups);
+    mmt_free(rows);
     return s;
 }
 
@@ -397,3 +415,5 @@ mmt_status mmt_clip_run_embed_texts(mmt_clip_run *r, const char *const *texts, m
                                     int64_t n, float *out) {
     return embed_rows(r, INPUT_TEXTS, texts, adapters, n, out);
 }
+
+int64_t mmt_clip_run_own_views(const mmt_clip_run *r) { return r ? r->n : 0; }

@@ -65,6 +65,9 @@ typedef struct ct_tower {
     int prompt_deep;
     const float *prompt;
     float *dprompt;
+    /* set for one inference forward when rows differ (mixed batches), else NULL: vision rows
+     * padded after their last position (row_keys[b] real positions), per-row prefixes */
+    int64_t *row_keys, *row_n_prefix;
 } ct_tower;
 
 typedef struct ct_hook {
@@ -92,6 +95,8 @@ struct mmt_clip_train {
     int eval_mode;     /* forward_loss computes the loss only: no dropout, nothing kept */
     ct_hook hooks[CT_MAX_HOOKS];
     int n_hooks;
+    mmt_clip_row_prompts *rows; /* owned (mmt_malloc): per-row prompts of inference, NULL: none */
+    int64_t n_rows;
     mmt_model_iface iface; /* what peft/ sees of this view (nn/model.h) */
 };
 
@@ -219,6 +224,7 @@ void mmt_clip_train_free(mmt_clip_train *ct) {
     mmt_arena_free(&ct->step);
     mmt_arena_free(&ct->scratch);
     mmt_free(ct->params);
+    mmt_free(ct->rows);
     mmt_free(ct);
 }
 
@@ -465,11 +471,27 @@ static int tower_has_grads(const ct_tower *t) {
 
 /* ---- towers ---------------------------------------------------------------------------- */
 
+/* The visual prompts of row b: count, tensor and depth (the view's own, or the row's). */
+static int64_t row_visual(const mmt_clip_train *ct, const ct_tower *t, int64_t b, const float **p, int *deep) {
+    if (ct->rows) {
+        *p = ct->rows[b].visual;
+        *deep = ct->rows[b].visual_deep;
+        return ct->rows[b].visual_tokens;
+    }
+    *p = t->prompt;
+    *deep = t->prompt_deep;
+    return t->n_prompt;
+}
+
 /* VPT-deep: rows 1..P of every sequence in x (B, T, C) become layer li's own prompt tokens. */
-static void deep_prompt_insert(const ct_tower *t, int64_t li, float *x, int64_t B, int64_t T) {
-    int64_t C = t->cfg->hidden_size, P = t->n_prompt;
-    for (int64_t b = 0; b < B; b++)
-        memcpy(x + (b * T + 1) * C, t->prompt + li * P * C, (size_t)(P * C) * sizeof(float));
+static void deep_prompt_insert(const mmt_clip_train *ct, const ct_tower *t, int64_t li, float *x, int64_t B, int64_t T) {
+    int64_t C = t->cfg->hidden_size;
+    for (int64_t b = 0; b < B; b++) {
+        const float *prompt;
+        int deep;
+        int64_t P = row_visual(ct, t, b, &prompt, &deep);
+        if (deep && P > 0) memcpy(x + (b * T + 1) * C, prompt + li * P * C, (size_t)(P * C) * sizeof(float));
+    }
 }
 
 /* Backward of deep_prompt_insert at layer li: the replaced rows of dx (B, T, C) go to the
@@ -487,11 +509,25 @@ static void deep_prompt_grad(ct_tower *t, int64_t li, float *dx, int64_t B, int6
 /* Runs the encoder on t->layers[0].x_in (already filled), leaving t->x_out. Training keeps
  * every layer's input for backward; inference needs only two buffers, used in turn. */
 static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int64_t T, int train) {
-    int64_t L = t->cfg->num_layers, NC = B * T * t->cfg->hidden_size;
+    int64_t L = t->cfg->num_layers, C = t->cfg->hidden_size, NC = B * T * C;
     float *spare = NULL; /* inference: the buffer the next layer writes */
+    int deep = t->prompt_deep;
+    for (int64_t b = 0; ct->rows && b < B; b++) deep |= ct->rows[b].visual_deep && !t->is_text;
+    const float **row_prefix = NULL; /* per-row prefixes: each row's rows of the current layer */
+    const mmt_clip_row_prompts *rp = ct->rows;
+    for (int64_t b = 0; rp && !row_prefix && b < B; b++)
+        if (rp[b].prefix_tokens[!t->is_text] > 0 &&
+            !(row_prefix = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *row_prefix, 8)))
+            return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t i = 0; i < L; i++) {
         mmt_block *y = &t->layers[i];
-        if (i > 0 && t->prompt_deep) deep_prompt_insert(t, i, y->x_in, B, T);
+        if (i > 0 && deep) deep_prompt_insert(ct, t, i, y->x_in, B, T);
+        for (int64_t b = 0; row_prefix && b < B; b++)
+            row_prefix[b] = rp[b].prefix_tokens[!t->is_text] > 0 ? rp[b].prefix[!t->is_text] + 2 * i * C : NULL;
+        y->row_keys = t->row_keys;
+        y->row_n_prefix = row_prefix ? t->row_n_prefix : NULL;
+        y->row_prefix = row_prefix;
+        if (row_prefix) y->prefix_stride = L * 2 * C;
         float *out = !train && spare ? spare : ALLOC_F(&ct->step, NC);
         if (!out) return MMT_STATUS_OUT_OF_MEMORY;
         if (!train) spare = y->x_in;
@@ -504,6 +540,8 @@ static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, in
             /* train still applies dropout: backward's recomputation must see the same mask */
             mmt_status s = nn_block_forward(y, &t->bc, ct->ops, &ct->scratch, y->x_in, out, B, T, t->seed, i, train);
             mmt_arena_rewind(&ct->scratch, mark);
+            y->row_keys = y->row_n_prefix = NULL; /* they live in this forward's arena */
+            y->row_prefix = NULL;
             MMT_TRY(s);
         }
     }
@@ -529,19 +567,29 @@ static mmt_status head_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, int t
     return MMT_OK;
 }
 
+/* The text prompt of row b: count and tensor (the view's own, or the row's). */
+static int64_t row_text(const mmt_clip_train *ct, const ct_tower *t, int64_t b, const float **p) {
+    *p = ct->rows ? ct->rows[b].text : t->prompt;
+    return ct->rows ? ct->rows[b].text_tokens : t->n_prompt;
+}
+
 /* The text input with CoOp context vectors: for each row [BOS][ctx_1..ctx_M][caption][EOS]
  * (id -1 marks a context slot in t->ids), position embeddings over the whole row, t->pool
  * at the EOS. A caption that no longer fits the context length keeps its first tokens. Rows
  * are cut after the furthest EOS (causal attention: later positions cannot matter); shorter
  * rows are padded with their EOS id. Leaves t->B, t->T, t->ids, t->pooled, layer 0's x_in. */
+
 static mmt_status text_prompt_forward(mmt_clip_train *ct, ct_tower *t, const int32_t *ids, int64_t B, int64_t L) {
     const mmt_clip_tower_config *c = t->cfg;
-    int64_t C = c->hidden_size, M = t->n_prompt, T = 1;
+    int64_t C = c->hidden_size, T = 1;
     for (int64_t b = 0; b < B; b++) {
+        const float *prompt;
+        int64_t M = row_text(ct, t, b, &prompt);
         int64_t eos = mmt_clip_pool_position(ids + b * L, L, c->eos_token_id);
         int64_t kept = eos - 1 < c->max_positions - M - 2 ? eos - 1 : c->max_positions - M - 2;
         if (kept < 0) kept = 0;
-        t->pool[b] = 1 + M + kept;
+        /* a row without context vectors (mixed batches) pools where it would alone */
+        t->pool[b] = M > 0 ? 1 + M + kept : eos;
         if (t->pool[b] + 1 > T) T = t->pool[b] + 1;
     }
     t->B = B;
@@ -551,6 +599,8 @@ static mmt_status text_prompt_forward(mmt_clip_train *ct, ct_tower *t, const int
     t->pooled = ALLOC_F(&ct->step, B * C);
     if (!t->ids || !x || !t->pooled) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) {
+        const float *prompt;
+        int64_t M = row_text(ct, t, b, &prompt);
         const int32_t *src = ids + b * L;
         int32_t *row = t->ids + b * T, eos_id = src[mmt_clip_pool_position(src, L, c->eos_token_id)];
         int64_t kept = t->pool[b] - 1 - M;
@@ -559,12 +609,25 @@ static mmt_status text_prompt_forward(mmt_clip_train *ct, ct_tower *t, const int
         for (int64_t j = 0; j < kept; j++) row[1 + M + j] = src[1 + j];
         for (int64_t j = t->pool[b]; j < T; j++) row[j] = eos_id;
         for (int64_t j = 0; j < T; j++) {
-            const float *e = row[j] < 0 ? t->prompt + (j - 1) * C : t->tok_emb + (int64_t)row[j] * C;
+            const float *e = row[j] < 0 ? prompt + (j - 1) * C : t->tok_emb + (int64_t)row[j] * C;
             float *xr = x + (b * T + j) * C;
             for (int64_t k = 0; k < C; k++) xr[k] = e[k] + t->pos_emb[j * C + k];
         }
     }
     t->layers[0].x_in = x;
+    return MMT_OK;
+}
+
+/* Per-row prefix counts of tower t for an inference forward over mixed rows (t->row_n_prefix). */
+static mmt_status rows_prepare(mmt_clip_train *ct, ct_tower *t, int64_t B) {
+    t->row_keys = t->row_n_prefix = NULL;
+    if (!ct->rows) return MMT_OK;
+    if (B > ct->n_rows)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a batch of %lld rows, per-row prompts for %lld", (long long)B,
+                        (long long)ct->n_rows);
+    t->row_n_prefix = mmt_arena_alloc(&ct->step, (size_t)B * sizeof(int64_t), 8);
+    if (!t->row_n_prefix) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t b = 0; b < B; b++) t->row_n_prefix[b] = ct->rows[b].prefix_tokens[!t->is_text];
     return MMT_OK;
 }
 
@@ -596,7 +659,10 @@ static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B
                             ids[i], (long long)(i / L), (long long)c->vocab_size);
     t->pool = mmt_arena_alloc(&ct->step, (size_t)B * sizeof(int64_t), 8);
     if (!t->pool) return MMT_STATUS_OUT_OF_MEMORY;
-    if (t->n_prompt > 0) {
+    MMT_TRY(rows_prepare(ct, t, B));
+    int prompted = t->n_prompt > 0;
+    for (int64_t b = 0; ct->rows && b < B; b++) prompted |= ct->rows[b].text_tokens > 0;
+    if (prompted) {
         MMT_TRY(text_prompt_forward(ct, t, ids, B, L));
         MMT_TRY(encoder_forward(ct, t, B, t->T, train));
         for (int64_t b = 0; b < B; b++)
@@ -629,7 +695,15 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     const mmt_clip_tower_config *c = t->cfg;
     const mmt_ops *ops = ct->ops;
     int64_t C = c->hidden_size, P = c->patch_size, S = c->image_size, Ch = c->num_channels;
-    int64_t G = S / P, Np = G * G, Pv = t->n_prompt, T = Np + 1 + Pv, K = Ch * P * P;
+    int64_t G = S / P, Np = G * G, Pv = t->n_prompt, K = Ch * P * P;
+    MMT_TRY(rows_prepare(ct, t, B));
+    for (int64_t b = 0; ct->rows && b < B; b++)
+        if (ct->rows[b].visual_tokens > Pv) Pv = ct->rows[b].visual_tokens;
+    int64_t T = Np + 1 + Pv;
+    if (ct->rows && Pv > 0) { /* rows with fewer prompts end in padding */
+        if (!(t->row_keys = mmt_arena_alloc(&ct->step, (size_t)B * sizeof(int64_t), 8))) return MMT_STATUS_OUT_OF_MEMORY;
+        for (int64_t b = 0; b < B; b++) t->row_keys[b] = Np + 1 + ct->rows[b].visual_tokens;
+    }
     t->B = B;
     t->T = T;
     t->patches = ALLOC_F(&ct->step, B * Np * K);
@@ -646,11 +720,15 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     MMT_TRY(nn_linear_forward(&t->patch, ops, &ct->step, emb, t->patches, B * Np, train));
     for (int64_t b = 0; b < B; b++) {
         float *row = t->x0 + b * T * C;
+        const float *prompt;
+        int deep;
+        int64_t Pb = row_visual(ct, t, b, &prompt, &deep);
         for (int64_t j = 0; j < C; j++) row[j] = t->cls[j] + t->pos_emb[j];
-        if (Pv > 0) memcpy(row + C, t->prompt, (size_t)(Pv * C) * sizeof(float));
+        if (Pb > 0) memcpy(row + C, prompt, (size_t)(Pb * C) * sizeof(float));
         for (int64_t n = 0; n < Np; n++)
             for (int64_t j = 0; j < C; j++)
-                row[(n + 1 + Pv) * C + j] = emb[(b * Np + n) * C + j] + t->pos_emb[(n + 1) * C + j];
+                row[(n + 1 + Pb) * C + j] = emb[(b * Np + n) * C + j] + t->pos_emb[(n + 1) * C + j];
+        if (Pb < Pv) memset(row + (Np + 1 + Pb) * C, 0, (size_t)((Pv - Pb) * C) * sizeof(float)); /* padding */
     }
     ops->layernorm_fwd(x, t->pre_mean, t->pre_rstd, t->x0, t->pre_w, t->pre_b, B * T, C, (float)c->layer_norm_eps);
     t->layers[0].x_in = x;
@@ -762,6 +840,7 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss) {
     if (B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a training batch needs at least one pair");
+    if (ct->rows) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row prompts are for inference; clear them to train");
     if (!ct->text.present || !ct->vision.present)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: training needs both towers (this checkpoint has only the %s tower)",
                         ct->model->dir, ct->text.present ? "text" : "vision");
@@ -885,6 +964,30 @@ mmt_status mmt_clip_train_set_prefix(mmt_clip_train *ct, int vision, int64_t V, 
         y->prefix = V > 0 ? kv + 2 * i * C : NULL;
         y->dprefix = V > 0 && dkv ? dkv + 2 * i * C : NULL;
     }
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_set_row_prompts(mmt_clip_train *ct, const mmt_clip_row_prompts *rows, int64_t B) {
+    mmt_free(ct->rows);
+    ct->rows = NULL;
+    ct->n_rows = 0;
+    if (!rows || B <= 0) return MMT_OK;
+    if (ct->text.n_prompt > 0 || ct->vision.n_prompt > 0 || (ct->text.present && ct->text.layers[0].n_prefix > 0) ||
+        (ct->vision.present && ct->vision.layers[0].n_prefix > 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row prompts on a view that has prompts of its own");
+    const mmt_clip_config *c = &ct->model->cfg;
+    for (int64_t b = 0; b < B; b++) {
+        const mmt_clip_row_prompts *r = &rows[b];
+        if (r->text_tokens < 0 || r->visual_tokens < 0 || r->prefix_tokens[0] < 0 || r->prefix_tokens[1] < 0 ||
+            (r->text_tokens > 0 && (!r->text || !ct->text.present || r->text_tokens > c->text.max_positions - 2)) ||
+            (r->visual_tokens > 0 && (!r->visual || !ct->vision.present || r->visual_tokens > 4096)) ||
+            (r->prefix_tokens[0] > 0 && (!r->prefix[0] || !ct->text.present || r->prefix_tokens[0] > 4096)) ||
+            (r->prefix_tokens[1] > 0 && (!r->prefix[1] || !ct->vision.present || r->prefix_tokens[1] > 4096)))
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row prompts of row %lld do not fit this model", (long long)b);
+    }
+    if (!(ct->rows = mmt_malloc((size_t)B * sizeof *ct->rows))) return MMT_STATUS_OUT_OF_MEMORY;
+    memcpy(ct->rows, rows, (size_t)B * sizeof *ct->rows);
+    ct->n_rows = B;
     return MMT_OK;
 }
 

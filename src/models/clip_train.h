@@ -126,6 +126,25 @@ mmt_status mmt_clip_train_set_visual_prompt(mmt_clip_train *ct, int64_t P, int d
  * row r holds, for each layer l, its key at l*2*C and its value at l*2*C + C. */
 mmt_status mmt_clip_train_set_prefix(mmt_clip_train *ct, int vision, int64_t V, const float *kv, float *dkv);
 
+/* Mixed batches: prompts and prefixes that differ from row to row, for inference only.
+ * Row b of the following encode_* calls (B rows each) uses rows[b]: a text prompt, visual
+ * prompts and prefixes of either tower, each count 0 for none. The tensors are laid out as
+ * set_text_prompt / set_visual_prompt / set_prefix take them and are borrowed; rows is
+ * copied. The view's own prompts and prefixes must be unset. NULL (or B 0) clears. Each
+ * row gets what a view with that row's prompts set gives (a batch mixing lengths pads the
+ * shorter sequences; padded positions are masked as keys). */
+typedef struct mmt_clip_row_prompts {
+    int64_t text_tokens;       /* CoOp context vectors */
+    const float *text;         /* (text_tokens, C_text) */
+    int64_t visual_tokens;     /* VPT tokens */
+    int visual_deep;
+    const float *visual;       /* (visual_deep ? L_vision : 1, visual_tokens, C_vision) */
+    int64_t prefix_tokens[2];  /* [0] text tower, [1] vision tower */
+    const float *prefix[2];    /* (prefix_tokens, L*2*C) each */
+} mmt_clip_row_prompts;
+
+mmt_status mmt_clip_train_set_row_prompts(mmt_clip_train *ct, const mmt_clip_row_prompts *rows, int64_t B);
+
 /* Calls before every forward (training or encode_*) and after every backward, for modules
  * that derive their tensors (prefix projection); at most 4 per view. Removed by ctx. */
 mmt_status mmt_clip_train_add_hooks(mmt_clip_train *ct, void *ctx, mmt_status (*before_forward)(void *ctx),

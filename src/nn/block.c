@@ -76,6 +76,31 @@ static mmt_status cached_attention(mmt_block *y, const mmt_block_config *c, cons
     return MMT_OK;
 }
 
+/* Attention with per-row key counts and prefixes (y->row_keys / row_prefix): each row on its
+ * own, its keys [its prefix rows; its first row_keys[b] positions]. */
+static mmt_status row_attention(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                                int64_t B, int64_t T) {
+    int64_t C = c->hidden, H = c->heads, Vmax = 0;
+    for (int64_t b = 0; y->row_n_prefix && b < B; b++)
+        if (y->row_prefix[b] && y->row_n_prefix[b] > Vmax) Vmax = y->row_n_prefix[b];
+    float *kf = ALLOC_F(ar, (Vmax + T) * C), *vf = ALLOC_F(ar, (Vmax + T) * C), *att = ALLOC_F(ar, H * T * (Vmax + T));
+    if (!kf || !vf || !att) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t b = 0; b < B; b++) {
+        const float *pre = y->row_prefix ? y->row_prefix[b] : NULL;
+        int64_t V = pre && y->row_n_prefix ? y->row_n_prefix[b] : 0;
+        int64_t keys = y->row_keys && y->row_keys[b] > 0 && y->row_keys[b] < T ? y->row_keys[b] : T;
+        for (int64_t r = 0; r < V; r++) {
+            memcpy(kf + r * C, pre + r * y->prefix_stride, (size_t)C * sizeof(float));
+            memcpy(vf + r * C, pre + r * y->prefix_stride + C, (size_t)C * sizeof(float));
+        }
+        memcpy(kf + V * C, y->k_out + b * T * C, (size_t)(keys * C) * sizeof(float));
+        memcpy(vf + V * C, y->v_out + b * T * C, (size_t)(keys * C) * sizeof(float));
+        ops->attention_kv_fwd(y->a + b * T * C, att, y->q_out + b * T * C, kf, vf, 1, T, V + keys, H, C / H,
+                              c->causal, V);
+    }
+    return MMT_OK;
+}
+
 /* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
  * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
 mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
@@ -86,7 +111,11 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     float eps = c->eps;
     y->k_full = y->v_full = NULL;
     if (y->cache && train) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a block with a KV cache does not train");
-    if (y->cache) Tk = 1; /* att is per sequence over the cache (cached_attention) */
+    int per_row = y->row_keys || y->row_prefix;
+    if (per_row && (train || V > 0 || y->cache))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row keys and prefixes are for inference without a cache "
+                                                     "or the block's own prefix");
+    if (y->cache || per_row) Tk = 1; /* att is per sequence (cached_attention, row_attention) */
     if (V > 0 && !y->cache) {
         y->k_full = ALLOC_F(ar, B * Tk * C);
         y->v_full = ALLOC_F(ar, B * Tk * C);
@@ -118,6 +147,8 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
     if (y->cache) {
         MMT_TRY(cached_attention(y, c, ops, ar, B, T));
+    } else if (per_row) {
+        MMT_TRY(row_attention(y, c, ops, ar, B, T));
     } else if (V > 0) {
         prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
         prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);

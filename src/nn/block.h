@@ -76,6 +76,12 @@ typedef struct mmt_block {
      * values after the cache's len rows and attends to all of them, the new positions
      * causally after the cached ones when the block is causal; then len += T. */
     mmt_kv_cache *cache;
+    /* inference over rows that differ (mixed batches; NULL: every row alike): row b attends
+     * to its first row_keys[b] positions (keys after them are padding) and to the
+     * row_n_prefix[b] prefix rows at row_prefix[b] (prefix_stride apart, values C floats
+     * after each key, as prefix above; NULL or 0: none). n_prefix must be 0 then. */
+    const int64_t *row_keys, *row_n_prefix;
+    const float *const *row_prefix;
 } mmt_block;
 
 /* A block over the given weights: no adapters, nothing trainable. */
