@@ -35,6 +35,7 @@
 #include "models/clip_internal.h"
 #include "models/clip_modules.h"
 #include "nn/block.h"
+#include "nn/embed.h"
 #include "nn/loss.h"
 
 typedef struct ct_tower {
@@ -484,26 +485,19 @@ static int64_t row_visual(const mmt_clip_train *ct, const ct_tower *t, int64_t b
 }
 
 /* VPT-deep: rows 1..P of every sequence in x (B, T, C) become layer li's own prompt tokens. */
-static void deep_prompt_insert(const mmt_clip_train *ct, const ct_tower *t, int64_t li, float *x, int64_t B, int64_t T) {
+static mmt_status deep_prompt_insert(mmt_clip_train *ct, const ct_tower *t, int64_t li, float *x, int64_t B, int64_t T) {
     int64_t C = t->cfg->hidden_size;
+    int64_t *n = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *n, 8);
+    const float **src = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *src, 8);
+    if (!n || !src) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) {
         const float *prompt;
         int deep;
-        int64_t P = row_visual(ct, t, b, &prompt, &deep);
-        if (deep && P > 0) memcpy(x + (b * T + 1) * C, prompt + li * P * C, (size_t)(P * C) * sizeof(float));
+        n[b] = row_visual(ct, t, b, &prompt, &deep);
+        src[b] = deep && n[b] > 0 ? prompt + li * n[b] * C : NULL;
     }
-}
-
-/* Backward of deep_prompt_insert at layer li: the replaced rows of dx (B, T, C) go to the
- * layer's prompt gradient and do not reach the layer below. */
-static void deep_prompt_grad(ct_tower *t, int64_t li, float *dx, int64_t B, int64_t T) {
-    int64_t C = t->cfg->hidden_size, P = t->n_prompt;
-    for (int64_t b = 0; b < B; b++) {
-        float *rows = dx + (b * T + 1) * C;
-        if (t->dprompt)
-            for (int64_t j = 0; j < P * C; j++) t->dprompt[li * P * C + j] += rows[j];
-        memset(rows, 0, (size_t)(P * C) * sizeof(float));
-    }
+    nn_rows_replace(ct->ops, x, n, src, 1, B, T, C);
+    return MMT_OK;
 }
 
 /* Runs the encoder on t->layers[0].x_in (already filled), leaving t->x_out. Training keeps
@@ -521,7 +515,7 @@ static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, in
             return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t i = 0; i < L; i++) {
         mmt_block *y = &t->layers[i];
-        if (i > 0 && deep) deep_prompt_insert(ct, t, i, y->x_in, B, T);
+        if (i > 0 && deep) MMT_TRY(deep_prompt_insert(ct, t, i, y->x_in, B, T));
         for (int64_t b = 0; row_prefix && b < B; b++)
             row_prefix[b] = rp[b].prefix_tokens[!t->is_text] > 0 ? rp[b].prefix[!t->is_text] + 2 * i * C : NULL;
         y->row_keys = t->row_keys;
@@ -597,10 +591,12 @@ static mmt_status text_prompt_forward(mmt_clip_train *ct, ct_tower *t, const int
     t->ids = mmt_arena_alloc(&ct->step, (size_t)(B * T) * sizeof(int32_t), 64);
     float *x = ALLOC_F(&ct->step, B * T * C);
     t->pooled = ALLOC_F(&ct->step, B * C);
-    if (!t->ids || !x || !t->pooled) return MMT_STATUS_OUT_OF_MEMORY;
+    const float **prompts = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *prompts, 8);
+    if (!t->ids || !x || !t->pooled || !prompts) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) {
         const float *prompt;
         int64_t M = row_text(ct, t, b, &prompt);
+        prompts[b] = prompt;
         const int32_t *src = ids + b * L;
         int32_t *row = t->ids + b * T, eos_id = src[mmt_clip_pool_position(src, L, c->eos_token_id)];
         int64_t kept = t->pool[b] - 1 - M;
@@ -608,12 +604,8 @@ static mmt_status text_prompt_forward(mmt_clip_train *ct, ct_tower *t, const int
         for (int64_t m = 0; m < M; m++) row[1 + m] = -1;
         for (int64_t j = 0; j < kept; j++) row[1 + M + j] = src[1 + j];
         for (int64_t j = t->pool[b]; j < T; j++) row[j] = eos_id;
-        for (int64_t j = 0; j < T; j++) {
-            const float *e = row[j] < 0 ? prompt + (j - 1) * C : t->tok_emb + (int64_t)row[j] * C;
-            float *xr = x + (b * T + j) * C;
-            for (int64_t k = 0; k < C; k++) xr[k] = e[k] + t->pos_emb[j * C + k];
-        }
     }
+    nn_token_embed_fwd(ct->ops, x, t->ids, t->tok_emb, t->pos_emb, prompts, B, T, C);
     t->layers[0].x_in = x;
     return MMT_OK;
 }
@@ -629,21 +621,6 @@ static mmt_status rows_prepare(mmt_clip_train *ct, ct_tower *t, int64_t B) {
     if (!t->row_n_prefix) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) t->row_n_prefix[b] = ct->rows[b].prefix_tokens[!t->is_text];
     return MMT_OK;
-}
-
-/* Backward of text_prompt_forward's gather: dx (B, T, C) at layer 0's input into the
- * context vectors and (full fine-tuning) the token embedding. */
-static void text_prompt_backward(ct_tower *t, const float *dx, int64_t B, int64_t T) {
-    int64_t C = t->cfg->hidden_size;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t j = 0; j < T; j++) {
-            int32_t id = t->ids[b * T + j];
-            float *g = id < 0 ? (t->dprompt ? t->dprompt + (j - 1) * C : NULL)
-                              : (t->dtok_emb ? t->dtok_emb + (int64_t)id * C : NULL);
-            if (!g) continue;
-            const float *d = dx + (b * T + j) * C;
-            for (int64_t k = 0; k < C; k++) g[k] += d[k];
-        }
 }
 
 static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B, int64_t L, int train) {
@@ -682,8 +659,7 @@ static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B
     t->pooled = ALLOC_F(&ct->step, B * C);
     if (!t->ids || !x || !t->pooled) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) memcpy(t->ids + b * T, ids + b * L, (size_t)T * sizeof(int32_t));
-    ct->ops->embedding_fwd(x, t->ids, t->tok_emb, B * T, C);
-    for (int64_t b = 0; b < B; b++) ct->ops->add_fwd(x + b * T * C, x + b * T * C, t->pos_emb, T * C);
+    nn_token_embed_fwd(ct->ops, x, t->ids, t->tok_emb, t->pos_emb, NULL, B, T, C);
     t->layers[0].x_in = x;
     MMT_TRY(encoder_forward(ct, t, B, T, train));
     for (int64_t b = 0; b < B; b++) memcpy(t->pooled + b * C, t->x_out + (b * T + t->pool[b]) * C, (size_t)C * sizeof(float));
@@ -718,18 +694,14 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     ops->patchify_fwd(t->patches, pixels, B, Ch, S, S, P);
     if (t->patch.lora) t->patch.lora->dropout_seed = nn_dropout_seed(t->seed, 1000004, 0);
     MMT_TRY(nn_linear_forward(&t->patch, ops, &ct->step, emb, t->patches, B * Np, train));
+    int64_t *n_prompt = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *n_prompt, 8);
+    const float **prompts = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *prompts, 8);
+    if (!n_prompt || !prompts) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) {
-        float *row = t->x0 + b * T * C;
-        const float *prompt;
         int deep;
-        int64_t Pb = row_visual(ct, t, b, &prompt, &deep);
-        for (int64_t j = 0; j < C; j++) row[j] = t->cls[j] + t->pos_emb[j];
-        if (Pb > 0) memcpy(row + C, prompt, (size_t)(Pb * C) * sizeof(float));
-        for (int64_t n = 0; n < Np; n++)
-            for (int64_t j = 0; j < C; j++)
-                row[(n + 1 + Pb) * C + j] = emb[(b * Np + n) * C + j] + t->pos_emb[(n + 1) * C + j];
-        if (Pb < Pv) memset(row + (Np + 1 + Pb) * C, 0, (size_t)((Pv - Pb) * C) * sizeof(float)); /* padding */
+        n_prompt[b] = row_visual(ct, t, b, &prompts[b], &deep);
     }
+    nn_vit_embed_fwd(ops, t->x0, emb, t->cls, t->pos_emb, n_prompt, prompts, B, Np, T, C);
     ops->layernorm_fwd(x, t->pre_mean, t->pre_rstd, t->x0, t->pre_w, t->pre_b, B * T, C, (float)c->layer_norm_eps);
     t->layers[0].x_in = x;
     MMT_TRY(encoder_forward(ct, t, B, T, train));
@@ -783,7 +755,9 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
         if (st == MMT_OK) st = nn_block_backward(y, &t->bc, ops, &ct->scratch, &s, y->x_in, dx, need_dx ? dx_next : NULL, B, T);
         mmt_arena_rewind(&ct->scratch, mark);
         MMT_TRY(st);
-        if (need_dx && i > 0 && t->prompt_deep) deep_prompt_grad(t, i, dx_next, B, T);
+        if (need_dx && i > 0 && t->prompt_deep) /* layer i's own prompts replaced those rows */
+            nn_rows_replace_bwd(ops, dx_next, t->dprompt ? t->dprompt + i * t->n_prompt * C : NULL, t->n_prompt, 1, B,
+                                T, C);
         float *tmp = dx;
         dx = dx_next;
         dx_next = tmp;
@@ -791,40 +765,18 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     if (!below) return MMT_OK;
     /* embeddings: dx is now the gradient at layer 0's input */
     if (t->is_text) {
-        if (t->n_prompt > 0) {
-            text_prompt_backward(t, dx, B, T);
-        } else if (t->dtok_emb) {
-            ops->embedding_bwd(t->dtok_emb, dx, t->ids, N, C);
-        }
-        if (t->dpos_emb)
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t j = 0; j < T * C; j++) t->dpos_emb[j] += dx[b * T * C + j];
+        nn_token_embed_bwd(ops, t->dtok_emb, t->dprompt, t->dpos_emb, dx, t->ids, B, T, C);
         return MMT_OK;
     }
     int64_t Pv = t->n_prompt, Np = T - 1 - Pv;
     float *dx0 = ALLOC_F(ar, N * C);
-    if (!dx0) return MMT_STATUS_OUT_OF_MEMORY;
+    int train_patch = nn_linear_has_grads(&t->patch);
+    float *demb = train_patch ? ALLOC_F(ar, B * Np * C) : NULL;
+    if (!dx0 || (train_patch && !demb)) return MMT_STATUS_OUT_OF_MEMORY;
     memset(dx0, 0, (size_t)(N * C) * sizeof(float));
     ops->layernorm_bwd(dx0, t->dpre_w, t->dpre_b, dx, t->x0, t->pre_mean, t->pre_rstd, t->pre_w, N, C);
-    for (int64_t b = 0; b < B; b++) {
-        const float *row = dx0 + b * T * C;
-        for (int64_t j = 0; j < C; j++) {
-            if (t->dcls) t->dcls[j] += row[j];
-            if (t->dpos_emb) {
-                t->dpos_emb[j] += row[j];
-                for (int64_t n = 0; n < Np; n++) t->dpos_emb[(n + 1) * C + j] += row[(n + 1 + Pv) * C + j];
-            }
-        }
-        if (t->dprompt)
-            for (int64_t j = 0; j < Pv * C; j++) t->dprompt[j] += row[C + j];
-    }
-    if (nn_linear_has_grads(&t->patch)) {
-        float *demb = ALLOC_F(ar, B * Np * C);
-        if (!demb) return MMT_STATUS_OUT_OF_MEMORY;
-        for (int64_t b = 0; b < B; b++)
-            memcpy(demb + b * Np * C, dx0 + (b * T + 1 + Pv) * C, (size_t)(Np * C) * sizeof(float));
-        MMT_TRY(nn_linear_backward(&t->patch, ops, &ct->scratch, NULL, demb, t->patches, B * Np));
-    }
+    nn_vit_embed_bwd(t->dcls, t->dpos_emb, t->dprompt, demb, dx0, Pv, B, Np, T, C);
+    if (train_patch) MMT_TRY(nn_linear_backward(&t->patch, ops, &ct->scratch, NULL, demb, t->patches, B * Np));
     return MMT_OK;
 }
 
