@@ -46,6 +46,30 @@ mmt_status nn_kv_cache_init(mmt_kv_cache *cache, mmt_arena *ar, int64_t B, int64
     return cache->k && cache->v ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
 }
 
+/* The first n_bidir positions of a row that attend both ways (the rest: causally). */
+static int64_t bidir_rows(const mmt_block_config *c, int64_t T) {
+    if (!c->causal || c->n_bidir <= 0) return 0;
+    return c->n_bidir < T ? c->n_bidir : T;
+}
+
+/* Floats of the attention probabilities of one row with nb bidirectional positions. */
+static int64_t bidir_att_floats(const mmt_block_config *c, int64_t T, int64_t V, int64_t nb) {
+    return c->heads * (nb * (V + nb) + (T - nb) * (V + T));
+}
+
+/* One row's attention with a bidirectional block: q, a (T, C) at positions 0..T-1, keys and
+ * values (V + T, C) with the V prefix rows first. Positions < nb see the prefix and the
+ * block; the others the prefix and every position up to their own. att: the row's
+ * probabilities, the block's queries first. */
+static void bidir_attend(const mmt_block_config *c, const mmt_ops *ops, float *a, float *att, const float *q,
+                         const float *k, const float *v, int64_t T, int64_t V, int64_t nb) {
+    int64_t C = c->hidden, H = c->heads;
+    ops->attention_kv_fwd(a, att, q, k, v, 1, nb, V + nb, H, C / H, 0, 0);
+    if (nb < T)
+        ops->attention_kv_fwd(a + nb * C, att + H * nb * (V + nb), q + nb * C, k, v, 1, T - nb, V + T, H, C / H, 1,
+                              V + nb);
+}
+
 /* Attention over the cache: appends k_new, v_new (B, T, C) after the cached rows (the prefix
  * first, when the cache is empty) and attends q (B, T, C) to every row so far. */
 static mmt_status cached_attention(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
@@ -53,6 +77,9 @@ static mmt_status cached_attention(mmt_block *y, const mmt_block_config *c, cons
     mmt_kv_cache *kv = y->cache;
     int64_t C = c->hidden, H = c->heads, V = y->n_prefix;
     int64_t start = kv->len == 0 ? V : kv->len;
+    if (c->causal && c->n_bidir > 0 && start - V < c->n_bidir && (start != V || T < c->n_bidir))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the %lld bidirectional positions must enter a KV cache in its "
+                        "first call (cached %lld, now %lld)", (long long)c->n_bidir, (long long)(start - V), (long long)T);
     if (start + T > kv->cap)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "KV cache full: %lld positions cached, %lld more, room for %lld",
                         (long long)start, (long long)T, (long long)kv->cap);
@@ -65,13 +92,16 @@ static mmt_status cached_attention(mmt_block *y, const mmt_block_config *c, cons
         memcpy(kb + start * C, y->k_out + b * T * C, (size_t)(T * C) * sizeof(float));
         memcpy(vb + start * C, y->v_out + b * T * C, (size_t)(T * C) * sizeof(float));
     }
-    int64_t Tk = start + T;
-    float *att = ALLOC_F(ar, H * T * Tk);
+    int64_t Tk = start + T, nb = start == V ? bidir_rows(c, T) : 0;
+    float *att = ALLOC_F(ar, nb > 0 ? bidir_att_floats(c, T, V, nb) : H * T * Tk);
     if (!att) return MMT_STATUS_OUT_OF_MEMORY;
     /* one sequence at a time: the cache's rows are cap apart, not Tk */
-    for (int64_t b = 0; b < B; b++)
-        ops->attention_kv_fwd(y->a + b * T * C, att, y->q_out + b * T * C, kv->k + b * kv->cap * C,
-                              kv->v + b * kv->cap * C, 1, T, Tk, H, C / H, c->causal, start);
+    for (int64_t b = 0; b < B; b++) {
+        float *a = y->a + b * T * C, *kb = kv->k + b * kv->cap * C, *vb = kv->v + b * kv->cap * C;
+        const float *q = y->q_out + b * T * C;
+        if (nb > 0) bidir_attend(c, ops, a, att, q, kb, vb, T, V, nb);
+        else ops->attention_kv_fwd(a, att, q, kb, vb, 1, T, Tk, H, C / H, c->causal, start);
+    }
     kv->len = Tk;
     return MMT_OK;
 }
@@ -107,15 +137,18 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
                             const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed, int64_t index,
                             int train) {
     int64_t C = c->hidden, I = c->intermediate, H = c->heads, N = B * T;
-    int64_t V = y->n_prefix, Tk = T + V;
+    int64_t V = y->n_prefix, Tk = T + V, nb = bidir_rows(c, T);
     float eps = c->eps;
+    int post = c->post_ln;
     y->k_full = y->v_full = NULL;
+    y->h1 = y->h2 = y->r1 = y->r2 = NULL;
     if (y->cache && train) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a block with a KV cache does not train");
     int per_row = y->row_keys || y->row_prefix;
-    if (per_row && (train || V > 0 || y->cache))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row keys and prefixes are for inference without a cache "
-                                                     "or the block's own prefix");
-    if (y->cache || per_row) Tk = 1; /* att is per sequence (cached_attention, row_attention) */
+    if (per_row && (train || V > 0 || y->cache || nb > 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row keys and prefixes are for inference without a cache, "
+                                                     "a bidirectional block or the block's own prefix");
+    int64_t att_n = nb > 0 ? B * bidir_att_floats(c, T, V, nb) : B * H * T * Tk;
+    if (y->cache || per_row) att_n = 1; /* per sequence (cached_attention, row_attention) */
     if (V > 0 && !y->cache) {
         y->k_full = ALLOC_F(ar, B * Tk * C);
         y->v_full = ALLOC_F(ar, B * Tk * C);
@@ -123,49 +156,76 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     }
     y->mean1 = ALLOC_F(ar, N);
     y->rstd1 = ALLOC_F(ar, N);
-    y->h1 = ALLOC_F(ar, N * C);
     y->q_out = ALLOC_F(ar, N * C);
     y->k_out = ALLOC_F(ar, N * C);
     y->v_out = ALLOC_F(ar, N * C);
-    y->att = ALLOC_F(ar, B * H * T * Tk);
+    y->att = ALLOC_F(ar, att_n);
     y->a = ALLOC_F(ar, N * C);
     y->x_mid = ALLOC_F(ar, N * C);
     y->mean2 = ALLOC_F(ar, N);
     y->rstd2 = ALLOC_F(ar, N);
-    y->h2 = ALLOC_F(ar, N * C);
     y->f = ALLOC_F(ar, N * I);
     y->g = ALLOC_F(ar, N * I);
-    if (!y->mean1 || !y->rstd1 || !y->h1 || !y->q_out || !y->k_out || !y->v_out || !y->att || !y->a ||
-        !y->x_mid || !y->mean2 || !y->rstd2 || !y->h2 || !y->f || !y->g)
+    float **extra1 = post ? &y->r1 : &y->h1, **extra2 = post ? &y->r2 : &y->h2;
+    *extra1 = ALLOC_F(ar, N * C);
+    *extra2 = ALLOC_F(ar, N * C);
+    if (!y->mean1 || !y->rstd1 || !*extra1 || !y->q_out || !y->k_out || !y->v_out || !y->att || !y->a ||
+        !y->x_mid || !y->mean2 || !y->rstd2 || !*extra2 || !y->f || !y->g)
         return MMT_STATUS_OUT_OF_MEMORY;
     mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
     for (int j = 0; j < 6; j++)
         if (lin[j]->lora) lin[j]->lora->dropout_seed = nn_dropout_seed(seed, (uint64_t)index, (uint64_t)j);
-    ops->layernorm_fwd(y->h1, y->mean1, y->rstd1, x_in, y->ln1_w, y->ln1_b, N, C, eps);
-    MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, y->h1, N, train));
-    MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, y->h1, N, train));
-    MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, y->h1, N, train));
+    const float *qkv_in = x_in;
+    if (!post) {
+        ops->layernorm_fwd(y->h1, y->mean1, y->rstd1, x_in, y->ln1_w, y->ln1_b, N, C, eps);
+        qkv_in = y->h1;
+    }
+    MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, qkv_in, N, train));
+    MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, qkv_in, N, train));
+    MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, qkv_in, N, train));
     if (y->cache) {
         MMT_TRY(cached_attention(y, c, ops, ar, B, T));
     } else if (per_row) {
         MMT_TRY(row_attention(y, c, ops, ar, B, T));
-    } else if (V > 0) {
-        prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
-        prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);
-        ops->attention_kv_fwd(y->a, y->att, y->q_out, y->k_full, y->v_full, B, T, Tk, H, C / H, c->causal, V);
     } else {
-        ops->attention_fwd(y->a, y->att, y->q_out, y->k_out, y->v_out, B, T, H, C / H, c->causal);
+        const float *k = y->k_out, *v = y->v_out;
+        if (V > 0) {
+            prefix_concat(y, y->k_out, y->k_full, B, T, C, 0);
+            prefix_concat(y, y->v_out, y->v_full, B, T, C, 1);
+            k = y->k_full;
+            v = y->v_full;
+        }
+        if (nb > 0) {
+            for (int64_t b = 0; b < B; b++)
+                bidir_attend(c, ops, y->a + b * T * C, y->att + b * bidir_att_floats(c, T, V, nb), y->q_out + b * T * C,
+                             k + b * Tk * C, v + b * Tk * C, T, V, nb);
+        } else if (V > 0) {
+            ops->attention_kv_fwd(y->a, y->att, y->q_out, k, v, B, T, Tk, H, C / H, c->causal, V);
+        } else {
+            ops->attention_fwd(y->a, y->att, y->q_out, k, v, B, T, H, C / H, c->causal);
+        }
     }
-    MMT_TRY(nn_linear_forward(&y->o, ops, ar, y->x_mid, y->a, N, train));
-    if (y->adapter_attn) MMT_TRY(nn_bottleneck_forward(y->adapter_attn, ops, ar, y->x_mid, N, train));
-    ops->add_fwd(y->x_mid, y->x_mid, x_in, N * C);
-    ops->layernorm_fwd(y->h2, y->mean2, y->rstd2, y->x_mid, y->ln2_w, y->ln2_b, N, C, eps);
-    MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, y->f, y->h2, N, train));
+    /* attention half: pre-LN x_mid = x_in + o; post-LN r1 = x_in + o, x_mid = ln1(r1) */
+    float *sum1 = post ? y->r1 : y->x_mid;
+    MMT_TRY(nn_linear_forward(&y->o, ops, ar, sum1, y->a, N, train));
+    if (y->adapter_attn) MMT_TRY(nn_bottleneck_forward(y->adapter_attn, ops, ar, sum1, N, train));
+    ops->add_fwd(sum1, sum1, x_in, N * C);
+    const float *fc1_in = y->x_mid;
+    if (post) {
+        ops->layernorm_fwd(y->x_mid, y->mean1, y->rstd1, y->r1, y->ln1_w, y->ln1_b, N, C, eps);
+    } else {
+        ops->layernorm_fwd(y->h2, y->mean2, y->rstd2, y->x_mid, y->ln2_w, y->ln2_b, N, C, eps);
+        fc1_in = y->h2;
+    }
+    MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, y->f, fc1_in, N, train));
     if (c->act == MMT_BLOCK_GELU) ops->gelu_fwd(y->g, y->f, N * I);
     else ops->quick_gelu_fwd(y->g, y->f, N * I);
-    MMT_TRY(nn_linear_forward(&y->fc2, ops, ar, x_out, y->g, N, train));
-    if (y->adapter_mlp) MMT_TRY(nn_bottleneck_forward(y->adapter_mlp, ops, ar, x_out, N, train));
-    ops->add_fwd(x_out, x_out, y->x_mid, N * C);
+    /* MLP half: pre-LN x_out = x_mid + fc2; post-LN r2 = x_mid + fc2, x_out = ln2(r2) */
+    float *sum2 = post ? y->r2 : x_out;
+    MMT_TRY(nn_linear_forward(&y->fc2, ops, ar, sum2, y->g, N, train));
+    if (y->adapter_mlp) MMT_TRY(nn_bottleneck_forward(y->adapter_mlp, ops, ar, sum2, N, train));
+    ops->add_fwd(sum2, sum2, y->x_mid, N * C);
+    if (post) ops->layernorm_fwd(x_out, y->mean2, y->rstd2, y->r2, y->ln2_w, y->ln2_b, N, C, eps);
     return MMT_OK;
 }
 
@@ -183,14 +243,68 @@ static mmt_status adapter_backward(mmt_bottleneck *bn, const mmt_ops *ops, mmt_a
     return MMT_OK;
 }
 
+/* dq, dk, dv (N, C) = the gradients of the attention's inputs given s->da, from the forward's
+ * saved probabilities (prefix gradients go to y->dprefix). */
+static mmt_status attention_backward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                                     const mmt_block_grads *s, int64_t B, int64_t T) {
+    int64_t C = c->hidden, H = c->heads, N = B * T, V = y->n_prefix, Tk = T + V, nb = bidir_rows(c, T);
+    size_t nc = (size_t)(N * C) * sizeof(float);
+    memset(s->dq, 0, nc);
+    memset(s->dk, 0, nc);
+    memset(s->dv, 0, nc);
+    if (V == 0 && nb == 0) {
+        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H, C / H,
+                           c->causal);
+        return MMT_OK;
+    }
+    float *dk = s->dk, *dv = s->dv;
+    const float *k = y->k_out, *v = y->v_out;
+    if (V > 0) {
+        size_t nk = (size_t)(B * Tk * C) * sizeof(float);
+        dk = mmt_arena_alloc(ar, nk, 64);
+        dv = mmt_arena_alloc(ar, nk, 64);
+        if (!dk || !dv) return MMT_STATUS_OUT_OF_MEMORY;
+        memset(dk, 0, nk);
+        memset(dv, 0, nk);
+        k = y->k_full;
+        v = y->v_full;
+    }
+    if (nb == 0) {
+        ops->attention_kv_bwd(s->dq, dk, dv, s->datt, s->da, y->q_out, k, v, y->att, B, T, Tk, H, C / H, c->causal, V);
+    } else {
+        for (int64_t b = 0; b < B; b++) { /* as bidir_attend: the block's queries, then the others */
+            const float *att = y->att + b * bidir_att_floats(c, T, V, nb), *q = y->q_out + b * T * C;
+            const float *kb = k + b * Tk * C, *vb = v + b * Tk * C, *da = s->da + b * T * C;
+            float *dq = s->dq + b * T * C, *dkb = dk + b * Tk * C, *dvb = dv + b * Tk * C;
+            ops->attention_kv_bwd(dq, dkb, dvb, s->datt, da, q, kb, vb, att, 1, nb, V + nb, H, C / H, 0, 0);
+            if (nb < T)
+                ops->attention_kv_bwd(dq + nb * C, dkb, dvb, s->datt, da + nb * C, q + nb * C, kb, vb,
+                                      att + H * nb * (V + nb), 1, T - nb, V + T, H, C / H, 1, V + nb);
+        }
+    }
+    if (V > 0) {
+        prefix_split_grad(y, dk, s->dk, B, T, C, 0);
+        prefix_split_grad(y, dv, s->dv, B, T, C, 1);
+    }
+    return MMT_OK;
+}
+
 /* dx_in (N, C) += gradient given dx_out; parameter gradients +=. dx_in may be NULL. */
 mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
                              const mmt_block_grads *s, const float *x_in, const float *dx_out, float *dx_in,
                              int64_t B, int64_t T) {
-    int64_t C = c->hidden, I = c->intermediate, H = c->heads, N = B * T;
+    int64_t C = c->hidden, I = c->intermediate, N = B * T;
     size_t nc = (size_t)(N * C) * sizeof(float), ni = (size_t)(N * I) * sizeof(float);
-    /* MLP half: x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
-    memcpy(s->dmid, dx_out, nc);
+    int post = c->post_ln;
+    /* MLP half. pre-LN: x_out = x_mid + fc2(act(fc1(ln2(x_mid)))); post-LN: x_out = ln2(r2),
+     * r2 = x_mid + fc2(act(fc1(x_mid))). s->dmid collects the gradient at x_mid. */
+    if (post) {
+        memset(s->dmid, 0, nc);
+        ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, dx_out, y->r2, y->mean2, y->rstd2, y->ln2_w, N, C);
+        dx_out = s->dmid; /* the gradient at r2, which is also x_mid's through the residual */
+    } else {
+        memcpy(s->dmid, dx_out, nc);
+    }
     memset(s->dg, 0, ni);
     const float *dfc2;
     MMT_TRY(adapter_backward(y->adapter_mlp, ops, ar, dx_out, N, &dfc2));
@@ -198,31 +312,32 @@ mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_
     memset(s->df, 0, ni);
     if (c->act == MMT_BLOCK_GELU) ops->gelu_bwd(s->df, s->dg, y->f, N * I);
     else ops->quick_gelu_bwd(s->df, s->dg, y->f, N * I);
-    memset(s->dh, 0, nc);
-    MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, y->h2, N));
-    ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
-    /* attention half: x_mid = x_in + out_proj(attention(q, k, v of ln1(x_in))) */
+    if (post) {
+        MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dmid, s->df, y->x_mid, N));
+    } else {
+        memset(s->dh, 0, nc);
+        MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, y->h2, N));
+        ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
+    }
+    /* attention half. pre-LN: x_mid = x_in + o(attention(q, k, v of ln1(x_in))); post-LN:
+     * x_mid = ln1(r1), r1 = x_in + o(attention(q, k, v of x_in)). dsum: the gradient at the sum. */
+    const float *dsum = s->dmid;
+    if (post) {
+        memset(s->dh, 0, nc);
+        ops->layernorm_bwd(s->dh, y->dln1_w, y->dln1_b, s->dmid, y->r1, y->mean1, y->rstd1, y->ln1_w, N, C);
+        dsum = s->dh;
+    }
     memset(s->da, 0, nc);
     const float *dout_proj;
-    MMT_TRY(adapter_backward(y->adapter_attn, ops, ar, s->dmid, N, &dout_proj));
+    MMT_TRY(adapter_backward(y->adapter_attn, ops, ar, dsum, N, &dout_proj));
     MMT_TRY(nn_linear_backward(&y->o, ops, ar, s->da, dout_proj, y->a, N));
-    memset(s->dq, 0, nc);
-    memset(s->dk, 0, nc);
-    memset(s->dv, 0, nc);
-    if (y->n_prefix > 0) {
-        int64_t Tk = T + y->n_prefix;
-        size_t nk = (size_t)(B * Tk * C) * sizeof(float);
-        float *dk_full = mmt_arena_alloc(ar, nk, 64), *dv_full = mmt_arena_alloc(ar, nk, 64);
-        if (!dk_full || !dv_full) return MMT_STATUS_OUT_OF_MEMORY;
-        memset(dk_full, 0, nk);
-        memset(dv_full, 0, nk);
-        ops->attention_kv_bwd(s->dq, dk_full, dv_full, s->datt, s->da, y->q_out, y->k_full, y->v_full, y->att,
-                              B, T, Tk, H, C / H, c->causal, y->n_prefix);
-        prefix_split_grad(y, dk_full, s->dk, B, T, C, 0);
-        prefix_split_grad(y, dv_full, s->dv, B, T, C, 1);
-    } else {
-        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H,
-                           C / H, c->causal);
+    MMT_TRY(attention_backward(y, c, ops, ar, s, B, T));
+    if (post) { /* q, k, v read x_in itself: their gradients and the residual's go straight to dx_in */
+        if (dx_in) ops->add_fwd(dx_in, dx_in, dsum, N * C);
+        MMT_TRY(nn_linear_backward(&y->q, ops, ar, dx_in, s->dq, x_in, N));
+        MMT_TRY(nn_linear_backward(&y->k, ops, ar, dx_in, s->dk, x_in, N));
+        MMT_TRY(nn_linear_backward(&y->v, ops, ar, dx_in, s->dv, x_in, N));
+        return MMT_OK;
     }
     float *dh1 = dx_in || y->dln1_w ? s->dh : NULL;
     if (dh1) memset(dh1, 0, nc);
@@ -240,7 +355,6 @@ mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_
     }
     return MMT_OK;
 }
-
 
 mmt_status nn_block_grads_alloc(mmt_arena *ar, const mmt_block_config *c, int64_t B, int64_t T, int64_t n_prefix,
                                 mmt_block_grads *s) {

@@ -37,6 +37,15 @@ typedef struct mmt_block_config {
     float eps;          /* layer norm epsilon */
     mmt_block_act act;
     int causal;         /* mask keys after the query (text towers, decoders) */
+    /* post-LN (BERT, GIT's decoder) instead of pre-LN:
+     *     x_mid = layernorm1(x_in + adapter_attn(out_proj(attention(q, k, v of x_in))))
+     *     x_out = layernorm2(x_mid + adapter_mlp(fc2(act(fc1(x_mid)))))
+     * (ln1 = attention.output.LayerNorm, ln2 = output.LayerNorm in BERT's names) */
+    int post_ln;
+    /* causal blocks only: the first n_bidir positions attend to each other both ways (and to
+     * no later position); the others causally to everything before them (GIT: image tokens,
+     * then text). 0: plainly causal. */
+    int64_t n_bidir;
 } mmt_block_config;
 
 /* The frozen weights of one block as a model stores them ([out, in] linears). */
@@ -65,6 +74,7 @@ typedef struct mmt_block {
     mmt_bottleneck *adapter_attn, *adapter_mlp;
     /* saved by forward: x_in (N, C) is set by the caller; the rest by a training forward */
     float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
+    float *r1, *r2; /* post-LN: the sums before layernorm1 and layernorm2 (h1, h2 unused) */
     /* prefix tuning: n_prefix key rows at prefix + r * prefix_stride, the value rows C floats
      * after each key row; dprefix likewise (NULL: frozen). k_full / v_full (B, n_prefix + T, C)
      * are the keys and values with the prefix in front (saved by forward). */
