@@ -28,6 +28,7 @@
 
 typedef struct loader {
     mmt_clip *m;
+    const char *prefix; /* before every tensor name ("" for CLIP; GIT's image encoder has one) */
     char name[256];
     clip_tensor_fill fill; /* non-NULL: generate each tensor instead of reading it */
     void *fill_ctx;
@@ -50,7 +51,8 @@ static mmt_status get(loader *l, const float **out, int ndim, int64_t d0, int64_
                       int64_t d2, int64_t d3, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(l->name, sizeof l->name, fmt, ap);
+    size_t n = (size_t)snprintf(l->name, sizeof l->name, "%s", l->prefix);
+    if (n < sizeof l->name) vsnprintf(l->name + n, sizeof l->name - n, fmt, ap);
     va_end(ap);
     int64_t shape[4] = {d0, d1, d2, d3};
     if (l->fill) return make_generated(l, shape, ndim, out);
@@ -113,6 +115,7 @@ static mmt_status load_vision(loader *l) {
     MMT_TRY(load_layers(l, t, "vision_model"));
     MMT_TRY(get(l, &t->post_ln_w, 1, C, 0, 0, 0, "vision_model.post_layernorm.weight"));
     MMT_TRY(get(l, &t->post_ln_b, 1, C, 0, 0, 0, "vision_model.post_layernorm.bias"));
+    if (l->m->cfg.projection_dim == 0) return MMT_OK; /* a tower inside another model (GIT) */
     MMT_TRY(get(l, &t->projection, 2, l->m->cfg.projection_dim, C, 0, 0, "visual_projection.weight"));
     return MMT_OK;
 }
@@ -164,7 +167,7 @@ mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
     }
     if ((s = mmt_clip_config_load(config, &m->cfg)) != MMT_OK) goto done;
     if ((s = mmt_weights_open(dir, &m->weights)) != MMT_OK) goto done;
-    loader l = {m, {0}, NULL, NULL};
+    loader l = {m, "", {0}, NULL, NULL};
     if (m->cfg.has_text && (s = load_text(&l)) != MMT_OK) goto done;
     if (m->cfg.has_vision && (s = load_vision(&l)) != MMT_OK) goto done;
     m->logit_scale = (float)m->cfg.logit_scale_init;
@@ -197,7 +200,7 @@ mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fil
     m->dir = mmt_strdup("(generated weights)");
     m->logit_scale = (float)cfg->logit_scale_init;
     mmt_image_processor_default(&m->processor);
-    loader l = {m, {0}, fill, ctx};
+    loader l = {m, "", {0}, fill, ctx};
     mmt_status s = m->dir ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK && cfg->has_text) s = load_text(&l);
     if (s == MMT_OK && cfg->has_vision) s = load_vision(&l);
@@ -241,10 +244,37 @@ mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt
     return MMT_OK;
 }
 
+/* See clip_internal.h. */
+mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_weights *weights, const char *prefix,
+                                      const char *dir, mmt_clip **out) {
+    *out = NULL;
+    mmt_clip *m = mmt_calloc(1, sizeof *m);
+    if (!m) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_arena_init(&m->store, (size_t)1 << 20);
+    m->ops = mmt_ops_cpu();
+    mmt_clip_config_default(&m->cfg);
+    m->cfg.has_text = 0;
+    m->cfg.vision = *vcfg;
+    m->cfg.projection_dim = 0;
+    m->weights = weights;
+    m->borrowed_weights = 1;
+    mmt_image_processor_default(&m->processor);
+    m->processor.crop_height = m->processor.crop_width = vcfg->image_size;
+    m->processor.shortest_edge = vcfg->image_size;
+    loader l = {m, prefix, {0}, NULL, NULL};
+    mmt_status s = (m->dir = mmt_strdup(dir)) ? load_vision(&l) : MMT_STATUS_OUT_OF_MEMORY;
+    if (s != MMT_OK) {
+        mmt_clip_free(m);
+        return s;
+    }
+    *out = m;
+    return MMT_OK;
+}
+
 void mmt_clip_free(mmt_clip *m) {
     if (!m) return;
     mmt_tokenizer_free(m->tokenizer);
-    mmt_weights_free(m->weights);
+    if (!m->borrowed_weights) mmt_weights_free(m->weights);
     mmt_arena_free(&m->store);
     mmt_free(m->dir);
     mmt_free(m);

@@ -339,3 +339,16 @@ void mmt_clip_config_to_json(const mmt_clip_config *cfg, double initializer_fact
     append_tower(b, &cfg->vision, 0, cfg->projection_dim, initializer_factor, initializer_range);
     mmt_strbuf_printf(b, "\n}\n");
 }
+
+mmt_status mmt_clip_vision_config_parse(const mmt_json *obj, const char *file, const char *path,
+                                        mmt_clip_tower_config *t) {
+    mmt_clip_config c;
+    mmt_clip_config_default(&c);
+    c.vision = *t;
+    field_ctx fc = {file, path};
+    MMT_TRY(read_tower(obj, &c.vision, 0, fc));
+    c.projection_dim = 0; /* both towers "present": errors say vision_config.<key> */
+    MMT_TRY(validate_tower(&c, 0, file));
+    *t = c.vision;
+    return MMT_OK;
+}

@@ -54,6 +54,13 @@ mmt_status mmt_clip_config_check_tokenizer(const mmt_clip_config *cfg, const cha
                                            const struct mmt_tokenizer *tok, const char *vocab_path);
 const char *mmt_activation_name(mmt_activation act);
 
+/* A vision tower's config inside another model's config.json (GIT's vision_config, keys as
+ * CLIPVisionConfig): keys present replace *t's values (the caller's defaults), then it is
+ * validated as CLIP's own; errors name file and path ("vision_config.image_size"). obj NULL:
+ * *t as it is. */
+mmt_status mmt_clip_vision_config_parse(const struct mmt_json *obj, const char *file, const char *path,
+                                        mmt_clip_tower_config *t);
+
 struct mmt_strbuf;
 /* Appends cfg as a config.json that transformers' CLIPConfig.save_pretrained would write for
  * a CLIPModel (every key it writes, sorted; both towers; no transformers_version, since

@@ -33,7 +33,8 @@ typedef struct clip_tower {
 struct mmt_clip {
     char *dir;                   /* owned */
     mmt_clip_config cfg;
-    mmt_weights *weights;        /* owned: the mapped checkpoint */
+    mmt_weights *weights;        /* owned unless borrowed_weights: the mapped checkpoint */
+    int borrowed_weights;        /* a tower inside another model's checkpoint (GIT) */
     mmt_arena store;             /* owned: converted weights, layer tables */
     clip_tower text, vision;
     float logit_scale;           /* the raw parameter (log of the temperature) */
@@ -51,6 +52,13 @@ typedef mmt_status (*clip_tensor_fill)(void *ctx, const char *name, int ndim, co
  * processor. */
 mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
                                      mmt_clip **out);
+
+/* A vision tower alone, without projection (projection_dim 0), read from a checkpoint
+ * another model owns and keeps open (weights borrowed): every tensor name is prefix +
+ * CLIP's ("git.image_encoder." + "vision_model.encoder..."). dir names it in errors. The CLIP
+ * default processor at the tower's image size. GIT's image encoder is this tower. */
+mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_weights *weights, const char *prefix,
+                                      const char *dir, mmt_clip **out);
 
 /* A tower's encoder block settings (nn/block.h): text towers are causal. */
 static inline void clip_block_config(const mmt_clip_tower_config *c, int causal, mmt_block_config *bc) {

@@ -666,7 +666,8 @@ static mmt_status text_forward(mmt_clip_train *ct, const int32_t *ids, int64_t B
     return head_forward(ct, t, B, train);
 }
 
-static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_t B, int train) {
+/* The vision tower up to its last encoder layer: leaves t->x_out (B, t->T, C). */
+static mmt_status vision_encode(mmt_clip_train *ct, const float *pixels, int64_t B, int train) {
     ct_tower *t = &ct->vision;
     const mmt_clip_tower_config *c = t->cfg;
     const mmt_ops *ops = ct->ops;
@@ -704,8 +705,14 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
     nn_vit_embed_fwd(ops, t->x0, emb, t->cls, t->pos_emb, n_prompt, prompts, B, Np, T, C);
     ops->layernorm_fwd(x, t->pre_mean, t->pre_rstd, t->x0, t->pre_w, t->pre_b, B * T, C, (float)c->layer_norm_eps);
     t->layers[0].x_in = x;
-    MMT_TRY(encoder_forward(ct, t, B, T, train));
-    for (int64_t b = 0; b < B; b++) memcpy(t->pooled + b * C, t->x_out + b * T * C, (size_t)C * sizeof(float));
+    return encoder_forward(ct, t, B, T, train);
+}
+
+static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_t B, int train) {
+    ct_tower *t = &ct->vision;
+    int64_t C = t->cfg->hidden_size;
+    MMT_TRY(vision_encode(ct, pixels, B, train));
+    for (int64_t b = 0; b < B; b++) memcpy(t->pooled + b * C, t->x_out + b * t->T * C, (size_t)C * sizeof(float));
     return head_forward(ct, t, B, train);
 }
 
@@ -863,6 +870,21 @@ mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int
     MMT_TRY(run_before_forward(ct));
     MMT_TRY(text_forward(ct, ids, B, L, 0));
     memcpy(out, ct->text.emb, (size_t)(B * ct->model->cfg.projection_dim) * sizeof(float));
+    ct->vision.emb = ct->text.emb = NULL;
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_vision_states(mmt_clip_train *ct, const float *pixels, int64_t B, float *out) {
+    if (!ct->vision.present)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", ct->model->dir);
+    if (B <= 0) return MMT_OK;
+    mmt_arena_reset(&ct->step);
+    mmt_arena_reset(&ct->scratch);
+    MMT_TRY(run_before_forward(ct));
+    ct_tower *t = &ct->vision;
+    MMT_TRY(vision_encode(ct, pixels, B, 0));
+    ct->ops->layernorm_fwd(out, NULL, NULL, t->x_out, t->fin_w, t->fin_b, B * t->T, t->cfg->hidden_size,
+                           (float)t->cfg->layer_norm_eps);
     ct->vision.emb = ct->text.emb = NULL;
     return MMT_OK;
 }

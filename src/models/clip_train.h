@@ -101,6 +101,11 @@ mmt_status mmt_clip_train_encode_pixels(mmt_clip_train *ct, const float *pixels,
 mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int64_t B,
                                      int64_t L, float *out);
 
+/* A captioner's image features (GIT): the vision tower's last hidden states with
+ * post_layernorm applied at every position, (B, T, C_vision), T = 1 + (image_size /
+ * patch_size)^2 (+ visual prompts); inference, nothing kept. out holds B * T * C floats. */
+mmt_status mmt_clip_train_vision_states(mmt_clip_train *ct, const float *pixels, int64_t B, float *out);
+
 /* The scale the loss uses now (exp(logit_scale) or 1/fixed_temperature). */
 float mmt_clip_train_scale(const mmt_clip_train *ct);
 /* The raw logit_scale parameter (learned, or the model's). */

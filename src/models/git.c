@@ -1,0 +1,380 @@
+/*
+ * git.c — loading a GIT snapshot and running it (see git.h).
+ *
+ * The vision tower is CLIP's (models/clip.c reads it from this checkpoint under the name
+ * prefix "git.image_encoder.", and the CLIP view computes it); the decoder is nn/block.h's
+ * post-LN block with the first Ni positions bidirectional.
+ */
+#include "models/git.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/file.h"
+#include "core/weights.h"
+#include "models/clip_internal.h"
+#include "models/clip_train.h"
+#include "nn/block.h"
+#include "nn/embed.h"
+#include "nn/linear.h"
+#include "ops/ops.h"
+
+struct mmt_git {
+    char *dir;                 /* owned */
+    mmt_git_config cfg;
+    mmt_weights *weights;      /* owned: the mapped checkpoint */
+    mmt_arena store;           /* owned: converted weights, tables */
+    mmt_clip *vision;          /* owned: the image encoder (borrows weights) */
+    const float *word_emb, *pos_emb, *emb_ln_w, *emb_ln_b;
+    mmt_block_weights *layers; /* cfg.num_layers, in store */
+    const float *proj_w, *proj_b, *proj_ln_w, *proj_ln_b;
+    const float *out_w, *out_b;
+    mmt_image_processor processor;
+    const mmt_ops *ops;
+};
+
+struct mmt_git_run {
+    mmt_git *m;                /* borrowed */
+    const mmt_ops *ops;
+    mmt_clip_train *vision;    /* owned: the image encoder's view */
+    mmt_block *blocks;         /* owned (mmt_malloc), cfg.num_layers */
+    mmt_block_config bc;
+    mmt_linear proj, out;      /* visual_projection.0, output */
+    mmt_arena step, scratch;   /* owned: activations (reset per call), per-layer scratch */
+    mmt_arena cache_ar[2];     /* owned: the KV caches, double-buffered for select */
+    int cur;                   /* which cache_ar holds the caches */
+    mmt_kv_cache *caches;      /* owned (mmt_malloc), cfg.num_layers */
+    int64_t B, len, cap;       /* rows decoding, text tokens cached, text tokens room */
+};
+
+#define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
+
+/* ---- loading ----------------------------------------------------------------------- */
+
+static mmt_status get(mmt_git *m, const float **out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    MMT_PRINTF(6, 7);
+
+static mmt_status get(mmt_git *m, const float **out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[2] = {d0, d1};
+    return mmt_weights_f32(m->weights, &m->store, name, ndim, shape, out);
+}
+
+static mmt_status load_decoder(mmt_git *m) {
+    const mmt_git_config *c = &m->cfg;
+    int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, Cv = c->vision.hidden_size;
+    MMT_TRY(get(m, &m->word_emb, 2, V, C, "git.embeddings.word_embeddings.weight"));
+    MMT_TRY(get(m, &m->pos_emb, 2, c->max_positions, C, "git.embeddings.position_embeddings.weight"));
+    MMT_TRY(get(m, &m->emb_ln_w, 1, C, 0, "git.embeddings.LayerNorm.weight"));
+    MMT_TRY(get(m, &m->emb_ln_b, 1, C, 0, "git.embeddings.LayerNorm.bias"));
+    m->layers = mmt_arena_calloc(&m->store, (size_t)c->num_layers, sizeof *m->layers);
+    if (!m->layers) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        mmt_block_weights *w = &m->layers[i];
+        long long n = (long long)i;
+        const char *p = "git.encoder.layer";
+        MMT_TRY(get(m, &w->q_w, 2, C, C, "%s.%lld.attention.self.query.weight", p, n));
+        MMT_TRY(get(m, &w->q_b, 1, C, 0, "%s.%lld.attention.self.query.bias", p, n));
+        MMT_TRY(get(m, &w->k_w, 2, C, C, "%s.%lld.attention.self.key.weight", p, n));
+        MMT_TRY(get(m, &w->k_b, 1, C, 0, "%s.%lld.attention.self.key.bias", p, n));
+        MMT_TRY(get(m, &w->v_w, 2, C, C, "%s.%lld.attention.self.value.weight", p, n));
+        MMT_TRY(get(m, &w->v_b, 1, C, 0, "%s.%lld.attention.self.value.bias", p, n));
+        MMT_TRY(get(m, &w->out_w, 2, C, C, "%s.%lld.attention.output.dense.weight", p, n));
+        MMT_TRY(get(m, &w->out_b, 1, C, 0, "%s.%lld.attention.output.dense.bias", p, n));
+        MMT_TRY(get(m, &w->ln1_w, 1, C, 0, "%s.%lld.attention.output.LayerNorm.weight", p, n));
+        MMT_TRY(get(m, &w->ln1_b, 1, C, 0, "%s.%lld.attention.output.LayerNorm.bias", p, n));
+        MMT_TRY(get(m, &w->fc1_w, 2, I, C, "%s.%lld.intermediate.dense.weight", p, n));
+        MMT_TRY(get(m, &w->fc1_b, 1, I, 0, "%s.%lld.intermediate.dense.bias", p, n));
+        MMT_TRY(get(m, &w->fc2_w, 2, C, I, "%s.%lld.output.dense.weight", p, n));
+        MMT_TRY(get(m, &w->fc2_b, 1, C, 0, "%s.%lld.output.dense.bias", p, n));
+        MMT_TRY(get(m, &w->ln2_w, 1, C, 0, "%s.%lld.output.LayerNorm.weight", p, n));
+        MMT_TRY(get(m, &w->ln2_b, 1, C, 0, "%s.%lld.output.LayerNorm.bias", p, n));
+    }
+    MMT_TRY(get(m, &m->proj_w, 2, C, Cv, "git.visual_projection.visual_projection.0.weight"));
+    MMT_TRY(get(m, &m->proj_b, 1, C, 0, "git.visual_projection.visual_projection.0.bias"));
+    MMT_TRY(get(m, &m->proj_ln_w, 1, C, 0, "git.visual_projection.visual_projection.1.weight"));
+    MMT_TRY(get(m, &m->proj_ln_b, 1, C, 0, "git.visual_projection.visual_projection.1.bias"));
+    /* tied heads may be saved without output.weight (transformers drops tied copies) */
+    if (c->tie_word_embeddings && !mmt_weights_find(m->weights, "output.weight", NULL)) m->out_w = m->word_emb;
+    else MMT_TRY(get(m, &m->out_w, 2, V, C, "output.weight"));
+    MMT_TRY(get(m, &m->out_b, 1, V, 0, "output.bias"));
+    return MMT_OK;
+}
+
+mmt_status mmt_git_load(const char *dir, mmt_git **out) {
+    *out = NULL;
+    mmt_git *m = mmt_calloc(1, sizeof *m);
+    if (!m) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_arena_init(&m->store, (size_t)1 << 20);
+    m->ops = mmt_ops_cpu();
+    char *config = NULL, *proc = NULL;
+    mmt_status s = MMT_OK;
+    if (!(m->dir = mmt_strdup(dir)) || !(config = mmt_path_join(dir, "config.json")) ||
+        !(proc = mmt_path_join(dir, "preprocessor_config.json"))) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    if ((s = mmt_git_config_load(config, &m->cfg)) != MMT_OK) goto done;
+    if ((s = mmt_weights_open(dir, &m->weights)) != MMT_OK) goto done;
+    if ((s = mmt_clip_vision_tower_from(&m->cfg.vision, m->weights, "git.image_encoder.", dir, &m->vision)) != MMT_OK)
+        goto done;
+    if ((s = load_decoder(m)) != MMT_OK) goto done;
+    mmt_image_processor_default(&m->processor);
+    m->processor.crop_height = m->processor.crop_width = m->cfg.vision.image_size;
+    m->processor.shortest_edge = m->cfg.vision.image_size;
+    if (mmt_file_exists(proc) && (s = mmt_image_processor_load(proc, &m->processor)) != MMT_OK) goto done;
+    if (m->processor.crop_height != m->cfg.vision.image_size || m->processor.crop_width != m->cfg.vision.image_size ||
+        !m->processor.do_center_crop)
+        s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: preprocessor crop %lldx%lld does not match the vision tower's "
+                     "image_size %lld", proc, (long long)m->processor.crop_height, (long long)m->processor.crop_width,
+                     (long long)m->cfg.vision.image_size);
+done:
+    mmt_free(config);
+    mmt_free(proc);
+    if (s != MMT_OK) {
+        mmt_git_free(m);
+        return s;
+    }
+    *out = m;
+    return MMT_OK;
+}
+
+void mmt_git_free(mmt_git *m) {
+    if (!m) return;
+    mmt_clip_free(m->vision);
+    mmt_weights_free(m->weights);
+    mmt_arena_free(&m->store);
+    mmt_free(m->dir);
+    mmt_free(m);
+}
+
+const mmt_git_config *mmt_git_config_of(const mmt_git *m) { return &m->cfg; }
+const mmt_image_processor *mmt_git_processor(const mmt_git *m) { return &m->processor; }
+const char *mmt_git_dir(const mmt_git *m) { return m->dir; }
+int64_t mmt_git_image_tokens(const mmt_git *m) { return mmt_git_image_tokens_of(&m->cfg); }
+
+/* ---- run contexts ------------------------------------------------------------------- */
+
+static void linear_init(mmt_linear *l, const float *w, const float *b, int64_t in, int64_t out) {
+    memset(l, 0, sizeof *l);
+    l->w = w;
+    l->b = b;
+    l->in = in;
+    l->out = out;
+}
+
+mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
+    *out = NULL;
+    if (!m) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT run context: no model");
+    const mmt_git_config *c = &m->cfg;
+    mmt_git_run *r = mmt_calloc(1, sizeof *r);
+    if (!r) return MMT_STATUS_OUT_OF_MEMORY;
+    r->m = m;
+    r->ops = m->ops;
+    mmt_arena_init_with(&r->step, (size_t)16 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
+    mmt_arena_init_with(&r->scratch, (size_t)16 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
+    for (int i = 0; i < 2; i++)
+        mmt_arena_init_with(&r->cache_ar[i], (size_t)4 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
+    r->bc = (mmt_block_config){.hidden = c->hidden_size, .intermediate = c->intermediate_size, .heads = c->num_heads,
+                               .eps = (float)c->layer_norm_eps, .act = MMT_BLOCK_GELU, .causal = 1, .post_ln = 1,
+                               .n_bidir = mmt_git_image_tokens_of(c)};
+    linear_init(&r->proj, m->proj_w, m->proj_b, c->vision.hidden_size, c->hidden_size);
+    linear_init(&r->out, m->out_w, m->out_b, c->hidden_size, c->vocab_size);
+    mmt_clip_train_options o;
+    mmt_clip_train_options_default(&o);
+    mmt_status s = mmt_clip_train_create(m->vision, &o, &r->vision);
+    r->blocks = s == MMT_OK ? mmt_calloc((size_t)c->num_layers, sizeof *r->blocks) : NULL;
+    r->caches = r->blocks ? mmt_calloc((size_t)c->num_layers, sizeof *r->caches) : NULL;
+    if (s == MMT_OK && (!r->blocks || !r->caches)) s = MMT_STATUS_OUT_OF_MEMORY;
+    if (s != MMT_OK) {
+        mmt_git_run_free(r);
+        return s;
+    }
+    mmt_clip_train_set_eval(r->vision, 1);
+    for (int64_t i = 0; i < c->num_layers; i++) nn_block_init(&r->blocks[i], &m->layers[i], c->hidden_size, c->intermediate_size);
+    *out = r;
+    return MMT_OK;
+}
+
+void mmt_git_run_free(mmt_git_run *r) {
+    if (!r) return;
+    mmt_clip_train_free(r->vision);
+    mmt_free(r->blocks);
+    mmt_free(r->caches);
+    mmt_arena_free(&r->step);
+    mmt_arena_free(&r->scratch);
+    mmt_arena_free(&r->cache_ar[0]);
+    mmt_arena_free(&r->cache_ar[1]);
+    mmt_free(r);
+}
+
+/* ---- forward -------------------------------------------------------------------------- */
+
+mmt_status mmt_git_run_image_features(mmt_git_run *r, const float *pixels, int64_t B, float *feats) {
+    const mmt_git_config *c = &r->m->cfg;
+    int64_t Ni = mmt_git_image_tokens_of(c), Cv = c->vision.hidden_size, C = c->hidden_size;
+    if (B <= 0) return MMT_OK;
+    float *states = mmt_malloc((size_t)(B * Ni * Cv) * sizeof(float));
+    if (!states) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = mmt_clip_train_vision_states(r->vision, pixels, B, states);
+    if (s == MMT_OK) {
+        mmt_arena_mark mark = mmt_arena_get_mark(&r->step);
+        s = nn_linear_forward(&r->proj, r->ops, &r->step, feats, states, B * Ni, 0);
+        mmt_arena_rewind(&r->step, mark);
+    }
+    if (s == MMT_OK)
+        r->ops->layernorm_fwd(feats, NULL, NULL, feats, r->m->proj_ln_w, r->m->proj_ln_b, B * Ni, C,
+                              (float)c->vision.layer_norm_eps);
+    mmt_free(states);
+    return s;
+}
+
+static mmt_status check_ids(const mmt_git_config *c, const int32_t *ids, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "token id %d is outside the vocabulary (%lld)", ids[i],
+                            (long long)c->vocab_size);
+    return MMT_OK;
+}
+
+/* x (B, L, C) = LayerNorm(word_embeddings[ids] + position_embeddings[first .. first + L)). */
+static void text_embed(mmt_git_run *r, float *x, const int32_t *ids, int64_t B, int64_t L, int64_t first) {
+    const mmt_git *m = r->m;
+    int64_t C = m->cfg.hidden_size;
+    nn_token_embed_fwd(r->ops, x, ids, m->word_emb, m->pos_emb + first * C, NULL, B, L, C);
+    r->ops->layernorm_fwd(x, NULL, NULL, x, m->emb_ln_w, m->emb_ln_b, B * L, C, (float)m->cfg.layer_norm_eps);
+}
+
+/* The decoder on x (B, T, C) in place (inference; with the caches when cached). */
+static mmt_status decoder_forward(mmt_git_run *r, float *x, int64_t B, int64_t T, int cached) {
+    const mmt_git_config *c = &r->m->cfg;
+    int64_t NC = B * T * c->hidden_size;
+    mmt_arena_mark mark = mmt_arena_get_mark(&r->scratch);
+    float *out = ALLOC_F(&r->scratch, NC);
+    if (!out) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = MMT_OK;
+    for (int64_t i = 0; i < c->num_layers && s == MMT_OK; i++) {
+        mmt_block *y = &r->blocks[i];
+        y->cache = cached ? &r->caches[i] : NULL;
+        mmt_arena_mark inner = mmt_arena_get_mark(&r->scratch);
+        s = nn_block_forward(y, &r->bc, r->ops, &r->scratch, x, out, B, T, 0, i, 0);
+        mmt_arena_rewind(&r->scratch, inner);
+        y->cache = NULL;
+        if (s == MMT_OK) r->ops->buffer_copy(x, out, (size_t)NC * sizeof(float));
+    }
+    mmt_arena_rewind(&r->scratch, mark);
+    return s;
+}
+
+/* x (B, Ni + L, C) = [feats (B, Ni, C); text_embed(ids (B, L))]. */
+static mmt_status sequence(mmt_git_run *r, float *x, const float *feats, const int32_t *ids, int64_t B, int64_t L) {
+    const mmt_git_config *c = &r->m->cfg;
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
+    float *text = ALLOC_F(&r->step, B * L * C);
+    if (!text) return MMT_STATUS_OUT_OF_MEMORY;
+    text_embed(r, text, ids, B, L, 0);
+    for (int64_t b = 0; b < B; b++) {
+        r->ops->buffer_copy(x + b * T * C, feats + b * Ni * C, (size_t)(Ni * C) * sizeof(float));
+        r->ops->buffer_copy(x + (b * T + Ni) * C, text + b * L * C, (size_t)(L * C) * sizeof(float));
+    }
+    return MMT_OK;
+}
+
+static mmt_status check_text(const mmt_git_config *c, const int32_t *ids, int64_t B, int64_t L) {
+    if (B < 1 || L < 1 || L > c->max_positions)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: %lld rows of %lld tokens: need >= 1 row and 1..%lld tokens",
+                        (long long)B, (long long)L, (long long)c->max_positions);
+    return check_ids(c, ids, B * L);
+}
+
+mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t *ids, int64_t B, int64_t L,
+                              float *logits) {
+    const mmt_git_config *c = &r->m->cfg;
+    MMT_TRY(check_text(c, ids, B, L));
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
+    mmt_arena_reset(&r->step);
+    float *feats = ALLOC_F(&r->step, B * Ni * C), *x = ALLOC_F(&r->step, B * T * C);
+    if (!feats || !x) return MMT_STATUS_OUT_OF_MEMORY;
+    MMT_TRY(mmt_git_run_image_features(r, pixels, B, feats));
+    MMT_TRY(sequence(r, x, feats, ids, B, L));
+    MMT_TRY(decoder_forward(r, x, B, T, 0));
+    return nn_linear_forward(&r->out, r->ops, &r->step, logits, x, B * T, 0);
+}
+
+/* ---- decoding with the KV cache ----------------------------------------------------------- */
+
+mmt_status mmt_git_run_start(mmt_git_run *r, const float *feats, int64_t B, const int32_t *prompt, int64_t L,
+                             int64_t cap, float *logits) {
+    const mmt_git_config *c = &r->m->cfg;
+    MMT_TRY(check_text(c, prompt, B, L));
+    if (cap < L || cap > c->max_positions)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: room for %lld text tokens: need %lld..%lld", (long long)cap,
+                        (long long)L, (long long)c->max_positions);
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
+    r->cur = 0;
+    mmt_arena_reset(&r->cache_ar[0]);
+    for (int64_t i = 0; i < c->num_layers; i++) MMT_TRY(nn_kv_cache_init(&r->caches[i], &r->cache_ar[0], B, Ni + cap, C));
+    mmt_arena_reset(&r->step);
+    float *x = ALLOC_F(&r->step, B * T * C), *last = ALLOC_F(&r->step, B * C);
+    if (!x || !last) return MMT_STATUS_OUT_OF_MEMORY;
+    MMT_TRY(sequence(r, x, feats, prompt, B, L));
+    r->B = B, r->len = 0, r->cap = cap;
+    MMT_TRY(decoder_forward(r, x, B, T, 1));
+    r->len = L;
+    for (int64_t b = 0; b < B; b++)
+        r->ops->buffer_copy(last + b * C, x + (b * T + T - 1) * C, (size_t)C * sizeof(float));
+    return nn_linear_forward(&r->out, r->ops, &r->step, logits, last, B, 0);
+}
+
+mmt_status mmt_git_run_step(mmt_git_run *r, const int32_t *tokens, float *logits) {
+    const mmt_git_config *c = &r->m->cfg;
+    if (r->B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: a decoding step before start");
+    if (r->len >= r->cap)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: the %lld text positions of this decoding are used up",
+                        (long long)r->cap);
+    MMT_TRY(check_ids(c, tokens, r->B));
+    int64_t C = c->hidden_size, B = r->B;
+    mmt_arena_reset(&r->step);
+    float *x = ALLOC_F(&r->step, B * C);
+    if (!x) return MMT_STATUS_OUT_OF_MEMORY;
+    text_embed(r, x, tokens, B, 1, r->len);
+    MMT_TRY(decoder_forward(r, x, B, 1, 1));
+    r->len++;
+    return nn_linear_forward(&r->out, r->ops, &r->step, logits, x, B, 0);
+}
+
+mmt_status mmt_git_run_select(mmt_git_run *r, const int64_t *rows, int64_t n) {
+    const mmt_git_config *c = &r->m->cfg;
+    if (r->B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select before start");
+    if (n < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select needs at least one row");
+    for (int64_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= r->B)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select: row %lld of %lld", (long long)rows[i],
+                            (long long)r->B);
+    int next = 1 - r->cur;
+    int64_t C = c->hidden_size;
+    mmt_arena_reset(&r->cache_ar[next]);
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        mmt_kv_cache old = r->caches[i], fresh;
+        MMT_TRY(nn_kv_cache_init(&fresh, &r->cache_ar[next], n, old.cap, C));
+        size_t bytes = (size_t)(old.len * C) * sizeof(float);
+        for (int64_t j = 0; j < n; j++) {
+            r->ops->buffer_copy(fresh.k + j * fresh.cap * C, old.k + rows[j] * old.cap * C, bytes);
+            r->ops->buffer_copy(fresh.v + j * fresh.cap * C, old.v + rows[j] * old.cap * C, bytes);
+        }
+        fresh.len = old.len;
+        r->caches[i] = fresh;
+    }
+    r->cur = next;
+    r->B = n;
+    return MMT_OK;
+}
+
+int64_t mmt_git_run_length(const mmt_git_run *r) { return r->len; }

@@ -1,0 +1,69 @@
+/*
+ * git.h — Microsoft's GIT captioner as transformers implements it (GitForCausalLM,
+ * modeling_git.py): a CLIP vision tower whose last hidden states (post_layernorm at every
+ * position) go through Linear + LayerNorm into a BERT-style post-LN decoder, in front of the
+ * text. The image tokens attend to each other both ways and to no text; each text token
+ * attends to every image token and causally to the text; the output head (with its bias)
+ * gives next-token logits.
+ *
+ * The base model (mmt_git) is immutable after load and shared by threads. A run context
+ * (mmt_git_run, one per thread) holds the decoder's blocks, activations and KV caches:
+ *
+ *     mmt_git_run_image_features(r, pixels, B, feats);        // (B, Ni, C), once per image
+ *     mmt_git_run_start(r, feats, B, prompt, L, cap, logits);  // image + prompt into the cache
+ *     mmt_git_run_step(r, next_tokens, logits);                // one token per row, cached
+ *     mmt_git_run_select(r, rows, B2);                         // beams: keep / copy rows
+ *
+ * Text positions count from 0 at the first text token, as generate() passes them.
+ * Tensor names are GitForCausalLM's state_dict names; F32/F16/BF16, single or sharded
+ * safetensors (core/weights.h).
+ */
+#ifndef MMT_MODELS_GIT_H
+#define MMT_MODELS_GIT_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "data/preprocess.h"
+#include "models/git_config.h"
+
+typedef struct mmt_git mmt_git;
+typedef struct mmt_git_run mmt_git_run;
+
+/* Loads a snapshot folder: config.json (model_type "git"), the weights, and
+ * preprocessor_config.json when present (else CLIP's processor at the tower's image size). */
+mmt_status mmt_git_load(const char *dir, mmt_git **out);
+void mmt_git_free(mmt_git *m);
+
+const mmt_git_config *mmt_git_config_of(const mmt_git *m);
+const mmt_image_processor *mmt_git_processor(const mmt_git *m);
+const char *mmt_git_dir(const mmt_git *m);
+/* Image tokens in front of every caption: 1 + (image_size / patch_size)^2. */
+int64_t mmt_git_image_tokens(const mmt_git *m);
+
+mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out);
+void mmt_git_run_free(mmt_git_run *r);
+
+/* feats (B, Ni, hidden_size) = LayerNorm(Linear(vision states)) of B preprocessed images
+ * pixels (B, 3, S, S): git.visual_projection(git.image_encoder(pixels).last_hidden_state). */
+mmt_status mmt_git_run_image_features(mmt_git_run *r, const float *pixels, int64_t B, float *feats);
+
+/* logits (B, Ni + L, vocab) of the whole sequence [image tokens; ids (B, L)] with no cache:
+ * GitForCausalLM(input_ids=ids, pixel_values=pixels).logits. */
+mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t *ids, int64_t B, int64_t L,
+                              float *logits);
+
+/* Starts decoding B rows: the image features feats (B, Ni, C) and the first L >= 1 text tokens
+ * of each row go into fresh KV caches sized for cap text tokens in all (cap >= L, at most
+ * max_position_embeddings); logits (B, vocab) are the next-token logits after position L-1. */
+mmt_status mmt_git_run_start(mmt_git_run *r, const float *feats, int64_t B, const int32_t *prompt, int64_t L,
+                             int64_t cap, float *logits);
+/* One more token per row (tokens (B)); logits (B, vocab) for the position after it. */
+mmt_status mmt_git_run_step(mmt_git_run *r, const int32_t *tokens, float *logits);
+/* The caches' rows become rows[0..n) of the current ones (repeats allowed: beam search's
+ * reordering and the first expansion to beams); the batch is n rows from then on. */
+mmt_status mmt_git_run_select(mmt_git_run *r, const int64_t *rows, int64_t n);
+/* Text tokens cached so far per row. */
+int64_t mmt_git_run_length(const mmt_git_run *r);
+
+#endif
