@@ -18,6 +18,7 @@
 #include "models/clip_internal.h"
 #include "models/clip_train.h"
 #include "nn/block.h"
+#include "nn/decoder.h"
 #include "nn/embed.h"
 #include "nn/linear.h"
 #include "ops/ops.h"
@@ -48,6 +49,8 @@ struct mmt_git_run {
     int cur;                   /* which cache_ar holds the caches */
     mmt_kv_cache *caches;      /* owned (mmt_malloc), cfg.num_layers */
     int64_t B, len, cap;       /* rows decoding, text tokens cached, text tokens room */
+    const float *dec_feats;    /* borrowed: the images of mmt_git_run_decoder */
+    int64_t dec_images;
 };
 
 #define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
@@ -378,3 +381,22 @@ mmt_status mmt_git_run_select(mmt_git_run *r, const int64_t *rows, int64_t n) {
 }
 
 int64_t mmt_git_run_length(const mmt_git_run *r) { return r->len; }
+
+/* ---- as a decoder for gen/ --------------------------------------------------------------- */
+
+static mmt_status dec_start(void *ctx, int64_t B, const int32_t *prompt, int64_t L, int64_t cap, float *logits) {
+    mmt_git_run *r = ctx;
+    if (B != r->dec_images)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: %lld rows started over %lld images", (long long)B,
+                        (long long)r->dec_images);
+    return mmt_git_run_start(r, r->dec_feats, B, prompt, L, cap, logits);
+}
+static mmt_status dec_step(void *ctx, const int32_t *tokens, float *logits) { return mmt_git_run_step(ctx, tokens, logits); }
+static mmt_status dec_select(void *ctx, const int64_t *rows, int64_t n) { return mmt_git_run_select(ctx, rows, n); }
+
+void mmt_git_run_decoder(mmt_git_run *r, const float *feats, int64_t n_images, mmt_decoder *out) {
+    r->dec_feats = feats;
+    r->dec_images = n_images;
+    *out = (mmt_decoder){.ctx = r, .vocab_size = r->m->cfg.vocab_size, .max_tokens = r->m->cfg.max_positions,
+                         .start = dec_start, .step = dec_step, .select = dec_select};
+}

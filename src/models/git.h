@@ -66,4 +66,10 @@ mmt_status mmt_git_run_select(mmt_git_run *r, const int64_t *rows, int64_t n);
 /* Text tokens cached so far per row. */
 int64_t mmt_git_run_length(const mmt_git_run *r);
 
+/* The run as a decoder for gen/ (nn/decoder.h): its start(B, prompt, ...) decodes after the
+ * image features feats (B, Ni, C) of B images (borrowed: they must live while the decoder is
+ * used; start's B must equal n_images). */
+struct mmt_decoder;
+void mmt_git_run_decoder(mmt_git_run *r, const float *feats, int64_t n_images, struct mmt_decoder *out);
+
 #endif
