@@ -22,12 +22,14 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "data/tokenizer_json.h"
 #include "data/unicode.h"
 
 #define EOW_SUFFIX "</w>"
@@ -191,11 +193,10 @@ static mmt_status index_ids(mmt_tokenizer *t, const char *path) {
     return MMT_OK;
 }
 
-static mmt_status load_vocab(mmt_tokenizer *t, const char *path) {
-    mmt_json_doc *doc = NULL;
-    MMT_TRY(mmt_json_parse_file(path, &doc));
+/* Builds the vocabulary from a {token: id} object: vocab.json's root, or model.vocab of a
+ * tokenizer.json. `path` names it in messages. */
+static mmt_status vocab_from_object(mmt_tokenizer *t, const mmt_json *root, const char *path) {
     mmt_status s = MMT_OK;
-    const mmt_json *root = mmt_json_root(doc);
     if (root->type != MMT_JSON_OBJECT) {
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: expected a JSON object {token: id}, got %s",
                      path, mmt_json_type_name(root->type));
@@ -296,8 +297,65 @@ static mmt_status load_vocab(mmt_tokenizer *t, const char *path) {
         }
     }
 done:
+    return s;
+}
+
+static mmt_status load_vocab(mmt_tokenizer *t, const char *path) {
+    mmt_json_doc *doc = NULL;
+    MMT_TRY(mmt_json_parse_file(path, &doc));
+    mmt_status s = vocab_from_object(t, mmt_json_root(doc), path);
     mmt_json_free(doc);
     return s;
+}
+
+/* Allocates the merge table for about n merges (empty slots: left == UINT32_MAX). */
+static mmt_status merges_alloc(mmt_tokenizer *t, int64_t n) {
+    t->merge_mask = table_size_for(n) - 1;
+    t->merge_slots = mmt_malloc((size_t)(t->merge_mask + 1) * sizeof *t->merge_slots);
+    if (!t->merge_slots) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(t->merge_slots, 0xff, (size_t)(t->merge_mask + 1) * sizeof *t->merge_slots);
+    return MMT_OK;
+}
+
+/* Adds the merge (left, right) with the given rank. Each part and their concatenation must
+ * be in the vocabulary (tokenizers refuses such files too, "Token `x` out of vocabulary";
+ * transformers 4's Python tokenizer would silently map them to unk). joined has room for
+ * nl + nr bytes; path + where name the merge in messages ("merges.txt" ":12"). */
+static mmt_status merge_add(mmt_tokenizer *t, const char *left_s, size_t nl, const char *right_s,
+                            size_t nr, int32_t rank, char *joined, const char *path,
+                            const char *where) {
+    int32_t left = vocab_lookup(t, left_s, nl);
+    int32_t right = vocab_lookup(t, right_s, nr);
+    memcpy(joined, left_s, nl);
+    memcpy(joined + nl, right_s, nr);
+    int32_t merged = vocab_lookup(t, joined, nl + nr);
+    if (left < 0 || right < 0 || merged < 0) {
+        const char *missing = left < 0 ? left_s : right < 0 ? right_s : joined;
+        size_t missing_len = left < 0 ? nl : right < 0 ? nr : nl + nr;
+        /* the merge as its merges.txt line reads, "left right" (shown() reads 40 bytes) */
+        char line[41], shown_line[44], shown_missing[44];
+        size_t n = nl + 1 + nr, a = nl < 40 ? nl : 40;
+        memcpy(line, left_s, a);
+        if (a < 40) line[a++] = ' ';
+        memcpy(line + a, right_s, nr < 40 - a ? nr : 40 - a);
+        return mmt_fail(MMT_STATUS_BAD_FORMAT,
+                        "%s%s: merge \"%s\" uses a token missing from the vocabulary: \"%s\"",
+                        path, where, shown(line, n, shown_line),
+                        shown(missing, missing_len, shown_missing));
+    }
+    /* A repeated pair keeps its last rank (Rust HashMap::collect, Python dict(zip)). */
+    uint64_t h = hash_pair((uint32_t)left, (uint32_t)right);
+    for (int64_t k = (int64_t)(h & (uint64_t)t->merge_mask);; k = (k + 1) & t->merge_mask) {
+        merge_slot *m = &t->merge_slots[k];
+        if (m->left == UINT32_MAX || (m->left == (uint32_t)left && m->right == (uint32_t)right)) {
+            m->left = (uint32_t)left;
+            m->right = (uint32_t)right;
+            m->rank = rank;
+            m->new_id = merged;
+            break;
+        }
+    }
+    return MMT_OK;
 }
 
 /* Reads merges.txt: a "#version" header, then one "left right" pair per line; the rank is the
@@ -312,14 +370,11 @@ static mmt_status load_merges(mmt_tokenizer *t, const char *path) {
     mmt_status s = MMT_OK;
     int64_t lines = 1;
     for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
-    t->merge_mask = table_size_for(lines) - 1;
-    t->merge_slots = mmt_malloc((size_t)(t->merge_mask + 1) * sizeof *t->merge_slots);
     char *joined = mmt_malloc(len + 1);
-    if (!t->merge_slots || !joined) {
+    if (!joined || merges_alloc(t, lines) != MMT_OK) {
         s = mmt_error_prefix(MMT_STATUS_OUT_OF_MEMORY, "%s: ", path);
         goto done;
     }
-    memset(t->merge_slots, 0xff, (size_t)(t->merge_mask + 1) * sizeof *t->merge_slots);
 
     size_t pos = 0;
     int64_t line_no = 0;
@@ -362,36 +417,11 @@ static mmt_status load_merges(mmt_tokenizer *t, const char *path) {
                          path, (long long)line_no, shown(line, n, shown_line));
             goto done;
         }
-        size_t nl = (size_t)(sp - line), nr = n - nl - 1;
-        int32_t left = vocab_lookup(t, line, nl);
-        int32_t right = vocab_lookup(t, sp + 1, nr);
-        memcpy(joined, line, nl);
-        memcpy(joined + nl, sp + 1, nr);
-        int32_t merged = vocab_lookup(t, joined, nl + nr);
-        if (left < 0 || right < 0 || merged < 0) {
-            /* tokenizers (transformers 5) refuses the file too ("Token `x` out of
-             * vocabulary"); transformers 4's Python tokenizer would map them to unk. */
-            const char *missing = left < 0 ? line : right < 0 ? sp + 1 : joined;
-            size_t missing_len = left < 0 ? nl : right < 0 ? nr : nl + nr;
-            char shown_line[44], shown_missing[44];
-            s = mmt_fail(MMT_STATUS_BAD_FORMAT,
-                         "%s:%lld: merge \"%s\" uses a token missing from the vocabulary: \"%s\"",
-                         path, (long long)line_no, shown(line, n, shown_line),
-                         shown(missing, missing_len, shown_missing));
+        char where[32];
+        snprintf(where, sizeof where, ":%lld", (long long)line_no);
+        size_t nl = (size_t)(sp - line);
+        if ((s = merge_add(t, line, nl, sp + 1, n - nl - 1, rank, joined, path, where)) != MMT_OK)
             goto done;
-        }
-        /* A repeated pair keeps its last rank (Rust HashMap::collect, Python dict(zip)). */
-        uint64_t h = hash_pair((uint32_t)left, (uint32_t)right);
-        for (int64_t k = (int64_t)(h & (uint64_t)t->merge_mask);; k = (k + 1) & t->merge_mask) {
-            merge_slot *m = &t->merge_slots[k];
-            if (m->left == UINT32_MAX || (m->left == (uint32_t)left && m->right == (uint32_t)right)) {
-                m->left = (uint32_t)left;
-                m->right = (uint32_t)right;
-                m->rank = rank;
-                m->new_id = merged;
-                break;
-            }
-        }
         rank++;
     }
     t->merge_count = rank;
@@ -433,6 +463,143 @@ mmt_status mmt_tokenizer_load(const char *vocab_json_path, const char *merges_tx
     }
     *out = t;
     return MMT_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* tokenizer.json                                                                       */
+
+/* model.merges of a tokenizer.json: "left right" strings, read like merges.txt lines
+ * ("#version" entries skipped, as tokenizers' convert_merges_to_hashmap does), or [left,
+ * right] pairs (tokenizers >= 0.20, whose parts may hold spaces); not both in one list, which
+ * tokenizers refuses too. The rank is the position. */
+static mmt_status merges_from_json(mmt_tokenizer *t, const mmt_json *model, const char *path) {
+    const mmt_json *list = mmt_json_get(model, "merges");
+    if (!list || list->type != MMT_JSON_ARRAY)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: model.merges: expected an array, got %s", path,
+                        list ? mmt_json_type_name(list->type) : "nothing");
+    int strings = list->len > 0 && list->items[0].type == MMT_JSON_STRING;
+    size_t longest = 0;
+    for (size_t i = 0; i < list->len; i++) {
+        const mmt_json *m = &list->items[i];
+        int pair = m->type == MMT_JSON_ARRAY && m->len == 2 && m->items[0].type == MMT_JSON_STRING &&
+                   m->items[1].type == MMT_JSON_STRING;
+        if (strings ? m->type != MMT_JSON_STRING : !pair)
+            return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: model.merges[%zu]: expected %s, like the first entry",
+                            path, i, strings ? "a \"left right\" string" : "a [left, right] pair of strings");
+        size_t n = strings ? m->len : m->items[0].len + m->items[1].len;
+        if (n > longest) longest = n;
+    }
+    mmt_status s = MMT_OK;
+    char *joined = mmt_malloc(longest + 1);
+    if (!joined || merges_alloc(t, (int64_t)list->len + 1) != MMT_OK) {
+        mmt_free(joined);
+        return mmt_error_prefix(MMT_STATUS_OUT_OF_MEMORY, "%s: ", path);
+    }
+    int32_t rank = 0;
+    for (size_t i = 0; i < list->len && s == MMT_OK; i++) {
+        const mmt_json *m = &list->items[i];
+        char where[48];
+        snprintf(where, sizeof where, ": model.merges[%zu]", i);
+        if (!strings) {
+            const mmt_json *l = &m->items[0], *r = &m->items[1];
+            s = merge_add(t, l->string, l->len, r->string, r->len, rank++, joined, path, where);
+            continue;
+        }
+        const char *line = m->string;
+        size_t n = m->len;
+        if (n >= 8 && memcmp(line, "#version", 8) == 0) continue;
+        const char *sp = memchr(line, ' ', n);
+        if (!sp || sp == line || sp == line + n - 1 || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - line))) {
+            char shown_line[44];
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s%s: malformed merge (expected \"left right\"): \"%s\"",
+                         path, where, shown(line, n, shown_line));
+            break;
+        }
+        size_t nl = (size_t)(sp - line);
+        s = merge_add(t, line, nl, sp + 1, n - nl - 1, rank++, joined, path, where);
+    }
+    t->merge_count = rank;
+    mmt_free(joined);
+    return s;
+}
+
+/* CLIP's added tokens are its two specials, which encode splits off the raw text by itself.
+ * Their flags are not checked: transformers 5 CLIPTokenizer rebuilds them from its own
+ * arguments (hub files mark them "normalized": true, what save_pretrained writes marks them
+ * false). Any other added token would need a split the BPE tokenizer does not have. The
+ * post-processor must frame the text as BOS ... EOS, or be null (CLIPTokenizer sets that
+ * frame whatever the file says). */
+static mmt_status check_clip_specials(const mmt_tokenizer *t, const mmt_json *root, const char *path) {
+    mmt_tokenizer_json_added *added = NULL;
+    int64_t n = 0;
+    MMT_TRY(mmt_tokenizer_json_added_tokens(root, path, &added, &n));
+    mmt_status s = MMT_OK;
+    for (int64_t i = 0; i < n && s == MMT_OK; i++) {
+        const mmt_tokenizer_json_added *a = &added[i];
+        int is_bos = a->len == strlen(BOS_TEXT) && memcmp(a->content, BOS_TEXT, a->len) == 0;
+        int is_eos = a->len == strlen(EOS_TEXT) && memcmp(a->content, EOS_TEXT, a->len) == 0;
+        char shown_token[44];
+        if (!is_bos && !is_eos)
+            s = mmt_fail(MMT_STATUS_UNSUPPORTED,
+                         "%s: added_tokens[%lld]: \"%s\" is not supported (the CLIP tokenizer knows only %s and %s)",
+                         path, (long long)i, shown(a->content, a->len, shown_token), BOS_TEXT, EOS_TEXT);
+        else if (a->id != (is_bos ? t->bos : t->eos))
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: added_tokens[%lld]: %s has id %d, model.vocab says %d",
+                         path, (long long)i, is_bos ? BOS_TEXT : EOS_TEXT, (int)a->id,
+                         (int)(is_bos ? t->bos : t->eos));
+    }
+    mmt_free(added);
+    MMT_TRY(s);
+    mmt_tokenizer_json_frame f;
+    MMT_TRY(mmt_tokenizer_json_frame_of(root, path, &f));
+    int none = f.n_prefix == 0 && f.n_suffix == 0;
+    if (!none && (f.n_prefix != 1 || f.n_suffix != 1 || f.prefix[0] != t->bos || f.suffix[0] != t->eos))
+        return mmt_fail(MMT_STATUS_UNSUPPORTED,
+                        "%s: post_processor: CLIP frames a text as %s (%d) ... %s (%d), this file does not",
+                        path, BOS_TEXT, (int)t->bos, EOS_TEXT, (int)t->eos);
+    return MMT_OK;
+}
+
+mmt_status mmt_tokenizer_from_json(const mmt_json *root, const char *what, mmt_tokenizer **out) {
+    if (!out || !root || !what)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "mmt_tokenizer_from_json: NULL argument");
+    *out = NULL;
+    MMT_TRY(mmt_tokenizer_json_check_root(root, what));
+    MMT_TRY(mmt_tokenizer_json_check_clip(root, what));
+    const mmt_json *model = mmt_json_get(root, "model"), *vocab;
+    int64_t max_id;
+    MMT_TRY(mmt_tokenizer_json_vocab(model, what, &vocab, &max_id));
+    mmt_tokenizer *t = mmt_calloc(1, sizeof *t);
+    if (!t) return MMT_STATUS_OUT_OF_MEMORY;
+    atomic_init(&t->mode, MMT_TOKENIZER_FAST);
+    size_t n = strlen(what) + sizeof ": model.vocab";
+    char *vocab_what = mmt_malloc(n);
+    mmt_status s = vocab_what ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) {
+        snprintf(vocab_what, n, "%s: model.vocab", what);
+        s = vocab_from_object(t, vocab, vocab_what);
+    }
+    mmt_free(vocab_what);
+    if (s == MMT_OK) s = merges_from_json(t, model, what);
+    if (s == MMT_OK) s = check_clip_specials(t, root, what);
+    if (s == MMT_OK) s = cache_init(&t->cache);
+    if (s != MMT_OK) {
+        mmt_tokenizer_free(t);
+        return s;
+    }
+    *out = t;
+    return MMT_OK;
+}
+
+mmt_status mmt_tokenizer_load_json(const char *tokenizer_json_path, mmt_tokenizer **out) {
+    if (!out || !tokenizer_json_path)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "mmt_tokenizer_load_json: NULL argument");
+    *out = NULL;
+    mmt_json_doc *doc = NULL;
+    MMT_TRY(mmt_tokenizer_json_open(tokenizer_json_path, &doc));
+    mmt_status s = mmt_tokenizer_from_json(mmt_json_root(doc), tokenizer_json_path, out);
+    mmt_json_free(doc);
+    return s;
 }
 
 void mmt_tokenizer_free(mmt_tokenizer *t) {

@@ -1,8 +1,8 @@
 /*
  * tokenizer.h — the CLIP byte-level BPE tokenizer, id-for-id equal to Hugging Face's.
  *
- * Loads a CLIP vocab.json + merges.txt (the files of any HF CLIP snapshot) and turns UTF-8
- * text into [BOS] + ids + [EOS]. Two modes reproduce the two reference tokenizers:
+ * Loads a CLIP vocab.json + merges.txt (the files of any HF CLIP snapshot), or the
+ * tokenizer.json transformers 5 writes instead, and turns UTF-8 text into [BOS] + ids + [EOS]. Two modes reproduce the two reference tokenizers:
  *   MMT_TOKENIZER_FAST (default): transformers CLIPTokenizerFast, i.e. what AutoTokenizer and
  *     CLIPProcessor load (HF tokenizers: NFC, \s+ -> " ", lowercase, split regex, byte-level
  *     BPE with </w>). Checked against transformers 5.x.
@@ -49,6 +49,22 @@ typedef enum mmt_tokenizer_mode {
  * mode drops it as transformers 4 does. Errors name the file (and line for merges.txt). */
 mmt_status mmt_tokenizer_load(const char *vocab_json_path, const char *merges_txt_path,
                               mmt_tokenizer **out);
+
+/* The same tokenizer from a CLIP tokenizer.json alone (what transformers 5 saves; a snapshot
+ * may carry it instead of vocab.json + merges.txt): model.vocab and model.merges ("left
+ * right" strings or [left, right] pairs), with the vocabulary and merge rules above. The
+ * pipeline must be CLIPTokenizer's (data/tokenizer_json.h, mmt_tokenizer_json_check_clip);
+ * the added tokens may only be the two specials, with the ids model.vocab gives them; the
+ * post-processor must be BOS ... EOS or null. Anything else fails with one line naming the
+ * file and the component (MMT_STATUS_UNSUPPORTED for a valid but different pipeline,
+ * MMT_STATUS_BAD_FORMAT for a broken file). Encodes exactly as the vocab.json + merges.txt
+ * of the same tokenizer do, in both modes; slow mode keeps every merge (there is no
+ * header line to lose). */
+mmt_status mmt_tokenizer_load_json(const char *tokenizer_json_path, mmt_tokenizer **out);
+/* From a parsed tokenizer.json; `what` names it in messages. */
+struct mmt_json;
+mmt_status mmt_tokenizer_from_json(const struct mmt_json *root, const char *what, mmt_tokenizer **out);
+
 void mmt_tokenizer_free(mmt_tokenizer *t); /* accepts NULL */
 
 void mmt_tokenizer_set_mode(mmt_tokenizer *t, mmt_tokenizer_mode mode);
