@@ -97,6 +97,7 @@ struct mmt_clip_train {
     ct_hook hooks[CT_MAX_HOOKS];
     int n_hooks;
     mmt_clip_row_prompts *rows; /* owned (mmt_malloc): per-row prompts of inference, NULL: none */
+    int states_pending; /* a vision_states_train forward awaits its backward */
     int64_t n_rows;
     mmt_model_iface iface; /* what peft/ sees of this view (nn/model.h) */
 };
@@ -717,6 +718,8 @@ static mmt_status vision_forward(mmt_clip_train *ct, const float *pixels, int64_
 }
 
 /* Backward of one tower from t->demb (B, P). */
+static mmt_status encoder_backward(mmt_clip_train *ct, ct_tower *t, float *dx);
+
 static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
     const mmt_ops *ops = ct->ops;
     const mmt_clip_tower_config *c = t->cfg;
@@ -738,15 +741,30 @@ static mmt_status tower_backward(mmt_clip_train *ct, ct_tower *t) {
                        t->fin_rstd, t->fin_w, B, C);
     if (!need_below_head) return MMT_OK;
     /* encoder: dx flows down from the pooled rows */
-    float *dx = ALLOC_F(ar, N * C), *dx_next = ALLOC_F(ar, N * C);
-    mmt_block_grads s;
-    if (!dx || !dx_next || nn_block_grads_alloc(ar, &t->bc, B, T, t->layers[0].n_prefix, &s) != MMT_OK)
-        return MMT_STATUS_OUT_OF_MEMORY;
+    float *dx = ALLOC_F(ar, N * C);
+    if (!dx) return MMT_STATUS_OUT_OF_MEMORY;
     memset(dx, 0, (size_t)(N * C) * sizeof(float));
     for (int64_t b = 0; b < B; b++) {
         int64_t pos = t->is_text ? t->pool[b] : 0;
         memcpy(dx + (b * T + pos) * C, dpooled + b * C, (size_t)C * sizeof(float));
     }
+    return encoder_backward(ct, t, dx);
+}
+
+/* Backward from dx (B, T, C), the gradient at the last layer's output (overwritten), down
+ * through the layers and the embeddings to whatever trains. */
+static mmt_status encoder_backward(mmt_clip_train *ct, ct_tower *t, float *dx) {
+    const mmt_ops *ops = ct->ops;
+    const mmt_clip_tower_config *c = t->cfg;
+    int64_t B = t->B, T = t->T, C = c->hidden_size, N = B * T, L = c->num_layers;
+    int below;
+    int64_t lowest = lowest_trainable_layer(t, &below);
+    if (lowest >= L && !below) return MMT_OK;
+    mmt_arena *ar = &ct->step;
+    float *dx_next = ALLOC_F(ar, N * C);
+    mmt_block_grads s;
+    if (!dx_next || nn_block_grads_alloc(ar, &t->bc, B, T, t->layers[0].n_prefix, &s) != MMT_OK)
+        return MMT_STATUS_OUT_OF_MEMORY;
     int64_t stop = below ? 0 : lowest;
     for (int64_t i = L - 1; i >= stop; i--) {
         mmt_block *y = &t->layers[i];
@@ -873,6 +891,54 @@ mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int
     ct->vision.emb = ct->text.emb = NULL;
     return MMT_OK;
 }
+
+mmt_status mmt_clip_train_vision_states_train(mmt_clip_train *ct, const float *pixels, int64_t B, uint64_t seed,
+                                              float **states) {
+    if (!ct->vision.present)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", ct->model->dir);
+    if (B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a training batch needs at least one image");
+    if (ct->rows) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "per-row prompts are for inference; clear them to train");
+    mmt_arena_reset(&ct->step);
+    mmt_arena_reset(&ct->scratch);
+    MMT_TRY(run_before_forward(ct));
+    ct_tower *t = &ct->vision;
+    int64_t C = t->cfg->hidden_size;
+    t->seed = nn_dropout_seed(seed, 2, 0);
+    MMT_TRY(vision_encode(ct, pixels, B, !ct->eval_mode));
+    int64_t N = B * t->T;
+    t->fin_mean = ALLOC_F(&ct->step, N);
+    t->fin_rstd = ALLOC_F(&ct->step, N);
+    t->hfin = ALLOC_F(&ct->step, N * C);
+    if (!t->fin_mean || !t->fin_rstd || !t->hfin) return MMT_STATUS_OUT_OF_MEMORY;
+    ct->ops->layernorm_fwd(t->hfin, t->fin_mean, t->fin_rstd, t->x_out, t->fin_w, t->fin_b, N, C,
+                           (float)t->cfg->layer_norm_eps);
+    ct->text.emb = ct->vision.emb = NULL; /* no contrastive backward from here */
+    ct->states_pending = 1;
+    *states = t->hfin;
+    return MMT_OK;
+}
+
+mmt_status mmt_clip_train_vision_states_backward(mmt_clip_train *ct, const float *dstates) {
+    if (ct->eval_mode) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward on a view in evaluation mode");
+    if (!ct->states_pending) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "vision states backward without its forward");
+    ct->states_pending = 0;
+    ct_tower *t = &ct->vision;
+    int64_t C = t->cfg->hidden_size, N = t->B * t->T;
+    if (tower_has_grads(t)) {
+        int below;
+        int need_below = lowest_trainable_layer(t, &below) < t->cfg->num_layers || below;
+        float *dx = need_below ? ALLOC_F(&ct->step, N * C) : NULL;
+        if (need_below && !dx) return MMT_STATUS_OUT_OF_MEMORY;
+        if (dx) memset(dx, 0, (size_t)(N * C) * sizeof(float));
+        ct->ops->layernorm_bwd(dx, t->dfin_w, t->dfin_b, dstates, t->x_out, t->fin_mean, t->fin_rstd, t->fin_w, N, C);
+        if (dx) MMT_TRY(encoder_backward(ct, t, dx));
+    }
+    for (int i = 0; i < ct->n_hooks; i++)
+        if (ct->hooks[i].after_backward) MMT_TRY(ct->hooks[i].after_backward(ct->hooks[i].ctx));
+    return MMT_OK;
+}
+
+int mmt_clip_train_vision_trains(const mmt_clip_train *ct) { return tower_has_grads(&ct->vision); }
 
 mmt_status mmt_clip_train_vision_states(mmt_clip_train *ct, const float *pixels, int64_t B, float *out) {
     if (!ct->vision.present)

@@ -106,6 +106,16 @@ mmt_status mmt_clip_train_encode_ids(mmt_clip_train *ct, const int32_t *ids, int
  * patch_size)^2 (+ visual prompts); inference, nothing kept. out holds B * T * C floats. */
 mmt_status mmt_clip_train_vision_states(mmt_clip_train *ct, const float *pixels, int64_t B, float *out);
 
+/* The same for training: forward keeping what backward needs (dropout from seed); *states
+ * points into the view's activations (valid until the next forward). Then
+ * vision_states_backward with dstates (B, T, C_vision), the gradient at the states, adds to
+ * every registered gradient of the vision tower. */
+mmt_status mmt_clip_train_vision_states_train(mmt_clip_train *ct, const float *pixels, int64_t B, uint64_t seed,
+                                              float **states);
+mmt_status mmt_clip_train_vision_states_backward(mmt_clip_train *ct, const float *dstates);
+/* 1 when anything of the vision tower trains (a registered tensor, an adapter with gradients). */
+int mmt_clip_train_vision_trains(const mmt_clip_train *ct);
+
 /* The scale the loss uses now (exp(logit_scale) or 1/fixed_temperature). */
 float mmt_clip_train_scale(const mmt_clip_train *ct);
 /* The raw logit_scale parameter (learned, or the model's). */

@@ -23,35 +23,7 @@
 #include "nn/linear.h"
 #include "ops/ops.h"
 
-struct mmt_git {
-    char *dir;                 /* owned */
-    mmt_git_config cfg;
-    mmt_weights *weights;      /* owned: the mapped checkpoint */
-    mmt_arena store;           /* owned: converted weights, tables */
-    mmt_clip *vision;          /* owned: the image encoder (borrows weights) */
-    const float *word_emb, *pos_emb, *emb_ln_w, *emb_ln_b;
-    mmt_block_weights *layers; /* cfg.num_layers, in store */
-    const float *proj_w, *proj_b, *proj_ln_w, *proj_ln_b;
-    const float *out_w, *out_b;
-    mmt_image_processor processor;
-    const mmt_ops *ops;
-};
-
-struct mmt_git_run {
-    mmt_git *m;                /* borrowed */
-    const mmt_ops *ops;
-    mmt_clip_train *vision;    /* owned: the image encoder's view */
-    mmt_block *blocks;         /* owned (mmt_malloc), cfg.num_layers */
-    mmt_block_config bc;
-    mmt_linear proj, out;      /* visual_projection.0, output */
-    mmt_arena step, scratch;   /* owned: activations (reset per call), per-layer scratch */
-    mmt_arena cache_ar[2];     /* owned: the KV caches, double-buffered for select */
-    int cur;                   /* which cache_ar holds the caches */
-    mmt_kv_cache *caches;      /* owned (mmt_malloc), cfg.num_layers */
-    int64_t B, len, cap;       /* rows decoding, text tokens cached, text tokens room */
-    const float *dec_feats;    /* borrowed: the images of mmt_git_run_decoder */
-    int64_t dec_images;
-};
+#include "models/git_internal.h"
 
 #define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
 
@@ -181,6 +153,7 @@ mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
     if (!r) return MMT_STATUS_OUT_OF_MEMORY;
     r->m = m;
     r->ops = m->ops;
+    git_run_train_init(r);
     mmt_arena_init_with(&r->step, (size_t)16 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
     mmt_arena_init_with(&r->scratch, (size_t)16 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
     for (int i = 0; i < 2; i++)
@@ -200,7 +173,6 @@ mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
         mmt_git_run_free(r);
         return s;
     }
-    mmt_clip_train_set_eval(r->vision, 1);
     for (int64_t i = 0; i < c->num_layers; i++) nn_block_init(&r->blocks[i], &m->layers[i], c->hidden_size, c->intermediate_size);
     *out = r;
     return MMT_OK;
@@ -208,6 +180,7 @@ mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
 
 void mmt_git_run_free(mmt_git_run *r) {
     if (!r) return;
+    git_run_train_free(r);
     mmt_clip_train_free(r->vision);
     mmt_free(r->blocks);
     mmt_free(r->caches);
@@ -233,7 +206,7 @@ mmt_status mmt_git_run_image_features(mmt_git_run *r, const float *pixels, int64
         mmt_arena_rewind(&r->step, mark);
     }
     if (s == MMT_OK)
-        r->ops->layernorm_fwd(feats, NULL, NULL, feats, r->m->proj_ln_w, r->m->proj_ln_b, B * Ni, C,
+        r->ops->layernorm_fwd(feats, NULL, NULL, feats, r->proj_ln_w, r->proj_ln_b, B * Ni, C,
                               (float)c->vision.layer_norm_eps);
     mmt_free(states);
     return s;
@@ -251,8 +224,8 @@ static mmt_status check_ids(const mmt_git_config *c, const int32_t *ids, int64_t
 static void text_embed(mmt_git_run *r, float *x, const int32_t *ids, int64_t B, int64_t L, int64_t first) {
     const mmt_git *m = r->m;
     int64_t C = m->cfg.hidden_size;
-    nn_token_embed_fwd(r->ops, x, ids, m->word_emb, m->pos_emb + first * C, NULL, B, L, C);
-    r->ops->layernorm_fwd(x, NULL, NULL, x, m->emb_ln_w, m->emb_ln_b, B * L, C, (float)m->cfg.layer_norm_eps);
+    nn_token_embed_fwd(r->ops, x, ids, r->word_emb, r->pos_emb + first * C, NULL, B, L, C);
+    r->ops->layernorm_fwd(x, NULL, NULL, x, r->emb_ln_w, r->emb_ln_b, B * L, C, (float)m->cfg.layer_norm_eps);
 }
 
 /* The decoder on x (B, T, C) in place (inference; with the caches when cached). */

@@ -72,4 +72,33 @@ int64_t mmt_git_run_length(const mmt_git_run *r);
 struct mmt_decoder;
 void mmt_git_run_decoder(mmt_git_run *r, const float *feats, int64_t n_images, struct mmt_decoder *out);
 
+/* ---- training ------------------------------------------------------------------------------
+ * The run is also GIT's training graph. What trains is decided after creation: PEFT methods
+ * attach through mmt_git_run_iface (module names are GitForCausalLM's named_modules(); the
+ * image encoder's are git.image_encoder.<CLIP's vision names>), make_full copies every base
+ * tensor into memory the run owns and registers it under its Hugging Face name. One step:
+ *     mmt_git_run_zero_grad(r);
+ *     mmt_git_run_forward_loss(r, pixels, ids, labels, B, L, 0, seed, &loss);
+ *     mmt_git_run_backward(r);
+ * The loss is GitForCausalLM's: mean cross-entropy of the logits at image-token count + j
+ * against labels[:, j + 1] over the labels that are not -100 (transformers' labels: usually
+ * the ids with prompt and padding positions set to -100), with optional label smoothing as
+ * torch's cross_entropy. GIT's own dropout is not applied (eval()-mode numerics). */
+struct mmt_model_iface;
+struct mmt_nn_param;
+struct mmt_linear;
+const struct mmt_model_iface *mmt_git_run_iface(mmt_git_run *r);
+/* The trainable tensors (the vision tower's first); valid until a tensor is registered. */
+const struct mmt_nn_param *mmt_git_run_params(mmt_git_run *r, int64_t *n);
+void mmt_git_run_zero_grad(mmt_git_run *r);
+/* Evaluation mode: forward_loss computes the loss only, backward is refused. */
+void mmt_git_run_set_eval(mmt_git_run *r, int eval);
+mmt_status mmt_git_run_make_full(mmt_git_run *r);
+/* The linear layer behind a module name, or NULL. */
+struct mmt_linear *mmt_git_run_linear(mmt_git_run *r, const char *module);
+/* pixels (B, 3, S, S); ids and labels (B, L), L >= 2 (ids start with [CLS]). */
+mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const int32_t *ids, const int32_t *labels,
+                                    int64_t B, int64_t L, float label_smoothing, uint64_t seed, double *loss);
+mmt_status mmt_git_run_backward(mmt_git_run *r);
+
 #endif

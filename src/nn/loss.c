@@ -102,3 +102,33 @@ double nn_cross_entropy(const float *logits, const int32_t *labels, int64_t B, i
     }
     return total / (double)B;
 }
+
+mmt_status nn_lm_loss(const float *logits, const int32_t *targets, int64_t R, int64_t V, float eps, double *loss,
+                      float *dlogits, int64_t *counted) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < R; i++) n += targets[i] >= 0;
+    if (counted) *counted = n;
+    if (n == 0) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "no token of the batch is a caption token to predict "
+                                                            "(every caption empty?)");
+    double total = 0, e = eps;
+    for (int64_t i = 0; i < R; i++) {
+        const float *row = logits + i * V;
+        float *g = dlogits ? dlogits + i * V : NULL;
+        int32_t t = targets[i];
+        if (t < 0 || t >= V) {
+            if (g) memset(g, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        double mx = -INFINITY, sum = 0, mean_logit = 0;
+        for (int64_t j = 0; j < V; j++) mx = fmax(mx, row[j]);
+        for (int64_t j = 0; j < V; j++) sum += exp(row[j] - mx), mean_logit += row[j];
+        double lse = mx + log(sum);
+        mean_logit /= (double)V;
+        total += (1 - e) * (lse - row[t]) + e * (lse - mean_logit);
+        if (g)
+            for (int64_t j = 0; j < V; j++)
+                g[j] = (float)((exp(row[j] - lse) - (1 - e) * (j == t) - e / (double)V) / (double)n);
+    }
+    *loss = total / (double)n;
+    return MMT_OK;
+}

@@ -36,4 +36,12 @@ void nn_clip_logits(float *lt, const float *img, const float *txt, int64_t B, in
 double nn_cross_entropy(const float *logits, const int32_t *labels, int64_t B, int64_t K,
                         float *dlogits);
 
+/* The language-model loss: mean cross-entropy of logits (R, V) over the rows whose target
+ * (R) is >= 0 (others ignored, transformers' -100), with label smoothing eps as torch's
+ * cross_entropy (label_smoothing): per row (1 - eps) * (-log p[target]) + eps * mean over
+ * classes of -log p. dlogits (R, V), when not NULL, is overwritten with the gradient (0 on
+ * ignored rows). *counted: the rows that count. A batch where none counts is an error. */
+mmt_status nn_lm_loss(const float *logits, const int32_t *targets, int64_t R, int64_t V, float eps, double *loss,
+                      float *dlogits, int64_t *counted);
+
 #endif

@@ -36,6 +36,7 @@ typedef struct mmt_module_info {
     int64_t in_features, out_features;
     int64_t in_channels, kernel_size; /* Conv2d only (square kernel, stride = kernel, no padding) */
     int has_bias;
+    int output_head;       /* the language-model head (PEFT's all-linear leaves it out) */
 } mmt_module_info;
 
 /* Frees a list a family made. */

@@ -199,7 +199,7 @@ static int in_layers(const mmt_peft_config *cfg, int64_t idx) {
 /* check_target_module_exists' target part (after the exclusions). */
 static int target_matches(matcher *m, const mmt_module_info *mod) {
     const mmt_peft_config *cfg = m->cfg;
-    if (m->all_linear) return mod->kind == MMT_MODULE_LINEAR; /* a set of full names: exact */
+    if (m->all_linear) return mod->kind == MMT_MODULE_LINEAR && !mod->output_head; /* a set of full names: exact */
     if (m->target) return mmt_regex_fullmatch(m->target, mod->name);
     if (list_exact(&cfg->target_modules, mod->name)) return 1; /* skips layers_to_transform */
     if (!list_matches(&cfg->target_modules, mod->name)) return 0;
