@@ -295,7 +295,35 @@ static void test_no_leaks_on_failed_load(void) {
     }
 }
 
+/* A snapshot that carries only tokenizer.json (what transformers 5 saves) embeds texts as the
+ * same snapshot with vocab.json + merges.txt: the default model has both. */
+static void test_tokenizer_json_only(void) {
+    char tmp[] = "/tmp/mmt_tokjson_XXXXXX", cmd[600];
+    CHECK(mkdtemp(tmp) != NULL);
+    snprintf(cmd, sizeof cmd, "cp %s/../../models/mmtune-clip-tiny/*.json %s/../../models/mmtune-clip-tiny/*.safetensors %s/ && rm %s/vocab.json",
+             MMT_FIXTURE_DIR, MMT_FIXTURE_DIR, tmp, tmp);
+    CHECK(system(cmd) == 0);
+    mmt_clip *a = NULL, *b = NULL;
+    snprintf(cmd, sizeof cmd, "%s/../../models/mmtune-clip-tiny", MMT_FIXTURE_DIR);
+    CHECK_OK(mmt_clip_load(cmd, &a));
+    CHECK_OK(mmt_clip_load(tmp, &b));
+    if (a && b) {
+        const char *texts[3] = {"a photo of a sandal", "Ankle boot, size 42!", "t-shirt / top"};
+        int64_t P = mmt_clip_embed_dim(a);
+        float *ea = malloc((size_t)(3 * P) * sizeof(float)), *eb = malloc((size_t)(3 * P) * sizeof(float));
+        CHECK_OK(mmt_clip_embed_texts(a, texts, 3, ea));
+        CHECK_OK(mmt_clip_embed_texts(b, texts, 3, eb));
+        CHECK(memcmp(ea, eb, (size_t)(3 * P) * sizeof(float)) == 0);
+        free(ea), free(eb);
+    }
+    mmt_clip_free(a);
+    mmt_clip_free(b);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
+    RUN(test_tokenizer_json_only);
     RUN(test_tiny_a_quick_gelu);
     RUN(test_tiny_b_gelu_sharded_legacy_eos);
     RUN(test_tiny_a_float16);

@@ -604,7 +604,7 @@ static int cmd_inspect(int argc, char **argv) {
     printf("dtypes:");
     for (int d = 0; d < MMT_DTYPE_COUNT; d++)
         if (by_dtype[d]) printf(" %s %lld", mmt_dtype_name((mmt_dtype)d), (long long)by_dtype[d]);
-    printf("\ntokenizer: %s\n", mmt_clip_tokenizer(model) ? "vocab.json + merges.txt" : "none");
+    printf("\ntokenizer: %s\n", mmt_clip_tokenizer(model) ? "yes" : "none");
     if (tensors)
         for (int64_t f = 0; f < w->n_files; f++)
             for (int64_t i = 0; i < w->files[f]->n_tensors; i++) {

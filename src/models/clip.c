@@ -120,19 +120,24 @@ static mmt_status load_vision(loader *l) {
     return MMT_OK;
 }
 
-/* Optional files: the tokenizer (vocab.json + merges.txt) and preprocessor_config.json. */
+/* Optional files: the tokenizer (vocab.json + merges.txt, else the tokenizer.json that
+ * transformers 5 writes instead) and preprocessor_config.json. */
 static mmt_status load_extras(mmt_clip *m, const char *config) {
     mmt_status s = MMT_OK;
     char *vocab = mmt_path_join(m->dir, "vocab.json");
     char *merges = mmt_path_join(m->dir, "merges.txt");
+    char *tj = mmt_path_join(m->dir, "tokenizer.json");
     char *proc = mmt_path_join(m->dir, "preprocessor_config.json");
-    if (!vocab || !merges || !proc) {
+    if (!vocab || !merges || !tj || !proc) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
     if (m->cfg.has_text && mmt_file_exists(vocab) && mmt_file_exists(merges)) {
         if ((s = mmt_tokenizer_load(vocab, merges, &m->tokenizer)) != MMT_OK) goto done;
         if ((s = mmt_clip_config_check_tokenizer(&m->cfg, config, m->tokenizer, vocab)) != MMT_OK) goto done;
+    } else if (m->cfg.has_text && mmt_file_exists(tj)) {
+        if ((s = mmt_tokenizer_load_json(tj, &m->tokenizer)) != MMT_OK) goto done;
+        if ((s = mmt_clip_config_check_tokenizer(&m->cfg, config, m->tokenizer, tj)) != MMT_OK) goto done;
     }
     mmt_image_processor_default(&m->processor);
     m->processor.crop_height = m->processor.crop_width = m->cfg.vision.image_size;
@@ -147,6 +152,7 @@ static mmt_status load_extras(mmt_clip *m, const char *config) {
 done:
     mmt_free(vocab);
     mmt_free(merges);
+    mmt_free(tj);
     mmt_free(proc);
     return s;
 }
@@ -340,7 +346,7 @@ mmt_status mmt_clip_tokenize(mmt_clip *m, const char *const *texts, int64_t B, i
     if (!m->cfg.has_text)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no text tower", m->dir);
     if (!m->tokenizer)
-        return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no vocab.json + merges.txt, cannot tokenize text", m->dir);
+        return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no tokenizer (vocab.json + merges.txt, or tokenizer.json), cannot tokenize text", m->dir);
     int64_t L = m->cfg.text.max_positions;
     int32_t pad = mmt_tokenizer_eos(m->tokenizer);
     for (int64_t b = 0; b < B; b++) {

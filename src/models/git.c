@@ -15,6 +15,7 @@
 #include "core/arena.h"
 #include "core/file.h"
 #include "core/weights.h"
+#include "data/wordpiece.h"
 #include "models/clip_internal.h"
 #include "models/clip_train.h"
 #include "nn/block.h"
@@ -89,7 +90,7 @@ mmt_status mmt_git_load(const char *dir, mmt_git **out) {
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
     mmt_arena_init(&m->store, (size_t)1 << 20);
     m->ops = mmt_ops_cpu();
-    char *config = NULL, *proc = NULL;
+    char *config = NULL, *proc = NULL, *tj = NULL;
     mmt_status s = MMT_OK;
     if (!(m->dir = mmt_strdup(dir)) || !(config = mmt_path_join(dir, "config.json")) ||
         !(proc = mmt_path_join(dir, "preprocessor_config.json"))) {
@@ -105,6 +106,19 @@ mmt_status mmt_git_load(const char *dir, mmt_git **out) {
     m->processor.crop_height = m->processor.crop_width = m->cfg.vision.image_size;
     m->processor.shortest_edge = m->cfg.vision.image_size;
     if (mmt_file_exists(proc) && (s = mmt_image_processor_load(proc, &m->processor)) != MMT_OK) goto done;
+    if ((tj = mmt_path_join(dir, "tokenizer.json")) == NULL) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    if (mmt_file_exists(tj)) {
+        if ((s = mmt_wordpiece_load_dir(dir, &m->tokenizer)) != MMT_OK) goto done;
+        const mmt_wordpiece_info *ti = mmt_wordpiece_info_of(m->tokenizer);
+        if (ti->vocab_size > m->cfg.vocab_size) {
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: the tokenizer has %lld ids, the model's vocab_size is %lld", tj,
+                         (long long)ti->vocab_size, (long long)m->cfg.vocab_size);
+            goto done;
+        }
+    }
     if (m->processor.crop_height != m->cfg.vision.image_size || m->processor.crop_width != m->cfg.vision.image_size ||
         !m->processor.do_center_crop)
         s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: preprocessor crop %lldx%lld does not match the vision tower's "
@@ -113,6 +127,7 @@ mmt_status mmt_git_load(const char *dir, mmt_git **out) {
 done:
     mmt_free(config);
     mmt_free(proc);
+    mmt_free(tj);
     if (s != MMT_OK) {
         mmt_git_free(m);
         return s;
@@ -123,6 +138,7 @@ done:
 
 void mmt_git_free(mmt_git *m) {
     if (!m) return;
+    mmt_wordpiece_free(m->tokenizer);
     mmt_clip_free(m->vision);
     mmt_weights_free(m->weights);
     mmt_arena_free(&m->store);
@@ -133,6 +149,7 @@ void mmt_git_free(mmt_git *m) {
 const mmt_git_config *mmt_git_config_of(const mmt_git *m) { return &m->cfg; }
 const mmt_image_processor *mmt_git_processor(const mmt_git *m) { return &m->processor; }
 const char *mmt_git_dir(const mmt_git *m) { return m->dir; }
+const mmt_wordpiece *mmt_git_tokenizer(const mmt_git *m) { return m->tokenizer; }
 int64_t mmt_git_image_tokens(const mmt_git *m) { return mmt_git_image_tokens_of(&m->cfg); }
 
 /* ---- run contexts ------------------------------------------------------------------- */

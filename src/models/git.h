@@ -30,14 +30,19 @@
 typedef struct mmt_git mmt_git;
 typedef struct mmt_git_run mmt_git_run;
 
-/* Loads a snapshot folder: config.json (model_type "git"), the weights, and
- * preprocessor_config.json when present (else CLIP's processor at the tower's image size). */
+/* Loads a snapshot folder: config.json (model_type "git"), the weights, and when present
+ * preprocessor_config.json (else CLIP's processor at the tower's image size) and
+ * tokenizer.json (WordPiece, data/wordpiece.h). */
 mmt_status mmt_git_load(const char *dir, mmt_git **out);
 void mmt_git_free(mmt_git *m);
 
 const mmt_git_config *mmt_git_config_of(const mmt_git *m);
 const mmt_image_processor *mmt_git_processor(const mmt_git *m);
 const char *mmt_git_dir(const mmt_git *m);
+/* The WordPiece tokenizer of the snapshot's tokenizer.json (+ tokenizer_config.json), or NULL
+ * when it has none. */
+struct mmt_wordpiece;
+const struct mmt_wordpiece *mmt_git_tokenizer(const mmt_git *m);
 /* Image tokens in front of every caption: 1 + (image_size / patch_size)^2. */
 int64_t mmt_git_image_tokens(const mmt_git *m);
 

@@ -53,6 +53,7 @@ struct mmt_git {
     const float *out_w, *out_b;
     mmt_image_processor processor;
     const mmt_ops *ops;
+    struct mmt_wordpiece *tokenizer; /* owned; NULL without tokenizer.json */
 };
 
 struct mmt_git_run {

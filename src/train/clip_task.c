@@ -306,7 +306,7 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
     t->S = c->vision.image_size;
     mmt_status s = MMT_OK;
     if (!mmt_clip_tokenizer(model)) {
-        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model folder has no tokenizer (vocab.json, merges.txt)",
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model folder has no tokenizer (vocab.json + merges.txt, or tokenizer.json)",
                      mmt_clip_weights(model)->dir);
         goto fail;
     }
