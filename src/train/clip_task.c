@@ -1,5 +1,6 @@
 /* clip_task.c — CLIP contrastive fine-tuning as a trainer task (see clip_task.h). */
 #include "train/clip_task.h"
+#include "train/image_source.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -7,8 +8,6 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/safetensors.h"
-#include "data/image.h"
-#include "data/loader.h"
 #include "data/preprocess.h"
 #include "models/clip_internal.h" /* mmt_clip_pool_position */
 #include "models/clip_modules.h"
@@ -30,15 +29,10 @@ struct mmt_clip_task {
     int have_bottleneck;
     int32_t *ids;                   /* owned: (n, L) token ids of every text */
     int64_t L, S;
-    const float *pixels;            /* (B, 3, S, S) current batch, in the loader's buffer */
-    mmt_loader *loader;             /* owned; created at the first batch (its size) */
-    int64_t loader_batch;           /* the loader's largest batch */
-    int64_t position;               /* stream position of the next batch nobody announced */
+    const float *pixels;            /* (B, 3, S, S) current batch, in the image source's buffer */
+    mmt_image_source *images;       /* owned */
     int32_t *batch_ids;             /* owned: (B, L) */
     int64_t B, cap_B;
-    /* owned: per example, NULL until decoded (NULL array: no cache); entries are set once
-     * with an atomic compare-and-swap, since loader workers fill it concurrently */
-    float **cache;
 };
 
 /* PEFT's IA3Config has no layers_to_transform (it would drop the key and adapt every layer),
@@ -137,56 +131,8 @@ static mmt_status task_attach_prompt(mmt_clip_task *t, const mmt_clip_task_optio
 
 /* ---- the task ---------------------------------------------------------------------------- */
 
-/* One example into dst, on a loader worker: decode, preprocess, augment. Thread-safe: the
- * model's processor and the pairs are read-only, and cache entries are published by CAS. */
-static mmt_status task_example(void *ctx, int64_t k, int64_t position, float *dst) {
-    mmt_clip_task *t = ctx;
-    const mmt_augment *aug = &t->opt.augment;
-    const char *path = t->pairs->items[k].image_path;
-    size_t per = (size_t)(3 * t->S * t->S);
-    if (mmt_augment_needs_image(aug)) {
-        mmt_image img = {0};
-        mmt_status s = mmt_image_decode_file(path, &img);
-        if (s == MMT_OK) s = mmt_augment_preprocess(&img, mmt_clip_processor(t->model), aug, t->opt.seed, position, dst);
-        mmt_image_free(&img);
-        return s;
-    }
-    float *cached = t->cache ? __atomic_load_n(&t->cache[k], __ATOMIC_ACQUIRE) : NULL;
-    if (cached) {
-        memcpy(dst, cached, per * sizeof(float));
-    } else {
-        MMT_TRY(mmt_clip_image_file_pixels(t->model, path, dst));
-        float *copy = t->cache ? mmt_malloc(per * sizeof(float)) : NULL;
-        if (copy) {
-            memcpy(copy, dst, per * sizeof(float));
-            float *expected = NULL;
-            if (!__atomic_compare_exchange_n(&t->cache[k], &expected, copy, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                mmt_free(copy); /* another worker cached it first */
-        }
-        mmt_clear_error(); /* a failed cache allocation is not an error */
-    }
-    mmt_augment_flip_only(aug, t->opt.seed, position, dst, t->S, t->S);
-    return MMT_OK;
-}
-
-/* The loader, (re)made for batches of up to n examples while nothing is in flight. */
-static mmt_status task_loader_ready(mmt_clip_task *t, int64_t n) {
-    if (t->loader && (n <= t->loader_batch || mmt_loader_pending(t->loader) > 0)) return MMT_OK;
-    mmt_loader_free(t->loader);
-    t->loader = NULL;
-    mmt_loader_options lo = {t->opt.loader_workers, t->opt.prefetch_batches > 0 ? t->opt.prefetch_batches : 1,
-                             3 * t->S * t->S, n};
-    MMT_TRY(mmt_loader_create(&lo, task_example, t, &t->loader));
-    t->loader_batch = n;
-    return MMT_OK;
-}
-
 static mmt_status task_prefetch(void *ctx, int64_t position, const int64_t *indices, int64_t n) {
-    mmt_clip_task *t = ctx;
-    MMT_TRY(task_loader_ready(t, n));
-    MMT_TRY(mmt_loader_submit(t->loader, position, indices, n));
-    t->position = position + n;
-    return MMT_OK;
+    return mmt_image_source_prefetch(((mmt_clip_task *)ctx)->images, position, indices, n);
 }
 
 static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) {
@@ -199,9 +145,7 @@ static mmt_status task_load_batch(void *ctx, const int64_t *indices, int64_t n) 
     }
     for (int64_t i = 0; i < n; i++)
         memcpy(t->batch_ids + i * t->L, t->ids + indices[i] * t->L, (size_t)t->L * sizeof(int32_t));
-    /* a caller that did not announce the batch (not the trainer) gets it loaded now */
-    if (!t->loader || mmt_loader_pending(t->loader) == 0) MMT_TRY(task_prefetch(t, t->position, indices, n));
-    MMT_TRY(mmt_loader_next(t->loader, indices, n, &t->pixels));
+    MMT_TRY(mmt_image_source_next(t->images, indices, n, &t->pixels));
     t->B = n;
     return MMT_OK;
 }
@@ -337,13 +281,9 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
             goto fail;
         }
     }
-    if (o->cache_bytes > 0 && (size_t)pairs->n * (size_t)(3 * t->S * t->S) * sizeof(float) <= o->cache_bytes) {
-        t->cache = mmt_calloc((size_t)pairs->n, sizeof *t->cache);
-        if (!t->cache) {
-            s = MMT_STATUS_OUT_OF_MEMORY;
-            goto fail;
-        }
-    }
+    mmt_image_source_options io = {mmt_clip_processor(model), t->S, o->seed, o->cache_bytes, o->loader_workers,
+                                   o->prefetch_batches, o->augment};
+    if ((s = mmt_image_source_create(pairs, &io, &t->images)) != MMT_OK) goto fail;
     *out = t;
     return MMT_OK;
 fail:
@@ -358,10 +298,7 @@ void mmt_clip_task_free(mmt_clip_task *t) {
     mmt_peft_config_free(&t->prompt_peft);
     mmt_clip_train_free(t->view);
     if (t->have_peft) mmt_peft_config_free(&t->peft);
-    mmt_loader_free(t->loader); /* first: its workers read the cache and the pairs */
-    if (t->cache)
-        for (int64_t i = 0; i < t->pairs->n; i++) mmt_free(t->cache[i]);
-    mmt_free(t->cache);
+    mmt_image_source_free(t->images); /* first: its workers read the pairs */
     mmt_free(t->ids);
     mmt_free(t->batch_ids);
     mmt_free(t);
@@ -379,7 +316,7 @@ void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out) {
     out->save = task_save;
     out->load = task_load;
     out->prefetch = task_prefetch;
-    out->prefetch_ahead = t->opt.loader_workers > 0 ? (t->opt.prefetch_batches > 0 ? t->opt.prefetch_batches : 1) : 0;
+    out->prefetch_ahead = mmt_image_source_ahead(t->images);
     out->ops = mmt_clip_train_iface(t->view)->ops;
 }
 
