@@ -1,7 +1,8 @@
 /*
  * test_git.c — the GIT captioner (models/git.h) against transformers' GitForCausalLM on two
  * tiny random configurations (tools/fixtures/make_git_fixtures.py): tiny-a float32 in one
- * file, tiny-b bfloat16 in six shards, other sizes, ids and epsilons.
+ * file, tiny-b bfloat16 in six shards, other sizes, ids and epsilons, tiny-cap a whole
+ * snapshot with a WordPiece tokenizer.json and a processor.
  *   - logits of [image tokens; 6 text ids] for 2 images: within 1e-4 absolute of
  *     transformers' (logits of size ~10; float32 in both, summed in different orders);
  *   - greedy decoding through the KV cache (start with BOS, then one token per step, argmax)
@@ -111,6 +112,7 @@ static void check_logits(const char *name) {
 static void test_logits_match_transformers(void) {
     check_logits("tiny-a");
     check_logits("tiny-b");
+    check_logits("tiny-cap");
 }
 
 /* Greedy decoding of rows from prompt (B, L) for `steps` tokens, through the cache; out (B,
@@ -177,6 +179,7 @@ static void check_greedy(const char *name) {
 static void test_greedy_matches_generate(void) {
     check_greedy("tiny-a");
     check_greedy("tiny-b");
+    check_greedy("tiny-cap");
 }
 
 static void test_select_keeps_rows(void) {
