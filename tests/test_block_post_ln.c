@@ -8,7 +8,8 @@
  * and 9 > T: all bidirectional), 2 prefix rows (also none). Random weights of size ~0.3,
  * inputs ~1.
  *   - forward: the block in float against the same formulas in double (written out below,
- *     masks included), max |diff| <= 2e-5;
+ *     masks included: with a prefix, transformers' rule for GIT — keys counted from the first
+ *     prefix row, the bidirectional block among the first n_bidir keys), max |diff| <= 2e-5;
  *   - backward: L = sum(x_out * R) in double; each input and parameter tensor moved along a
  *     random direction by +-1e-2 (float forward); |analytic - fd| <= 2e-3 + 2e-2 |fd| (the fd's
  *     truncation error is O(h^2) ~ 1e-4 for this size of curvature; float rounding of L over
@@ -113,9 +114,10 @@ static void block_row_d(const blk *k, const float *pre, int64_t nbd, const float
         for (int64_t i = 0; i < T; i++) {
             double sc[V + T], mx = -1e300, sum = 0;
             for (int64_t j = 0; j < Tk; j++) {
-                int64_t pos = j - Vr; /* the key's position in the sequence (< 0: prefix) */
-                int ok = pos < 0 || pos <= i || (pos < nbd && i < nbd);
-                if (i < nbd && pos >= nbd) ok = 0;
+                /* transformers' rule: keys counted from the first prefix row, the block in
+                 * that count (create_causal_mask places block ids without the cache offset) */
+                int64_t nb = nbd < T ? nbd : T; /* a block longer than the sequence is all of it */
+                int ok = j <= i + Vr || (i < nb && j < nb);
                 double d = 0;
                 for (int64_t e = 0; e < D; e++) d += q[i * C + h * D + e] * kk[j * C + h * D + e];
                 sc[j] = ok ? d / sqrt((double)D) : -INFINITY;

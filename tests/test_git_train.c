@@ -18,7 +18,9 @@
  * divides a gradient by its own size, so a difference the gradient check allows moves such
  * an element by up to lr either way. The test prints how many elements that is.
  * Scenarios: LoRA on query/value + q_proj/v_proj (both towers, tiny-a), LoRA "all-linear"
- * (tiny-b: bf16 shards; PEFT leaves the output head out), full fine-tuning (tiny-a).
+ * (tiny-b: bf16 shards; PEFT leaves the output head out), full fine-tuning (tiny-a), prefix
+ * tuning of the decoder (PEFT's past_key_values; text positions then count from the prefix
+ * length, as transformers counts them after a cache).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include "nn/param.h"
 #include "peft/adapter.h"
 #include "peft/adapter_folder.h"
+#include "peft/prompt.h"
 #include "train/optimizer.h"
 
 typedef struct scenario {
@@ -38,7 +41,8 @@ typedef struct scenario {
     int full;
 } scenario;
 
-static const scenario SCENARIOS[] = {{"lora_both", "tiny-a", 0}, {"lora_all", "tiny-b", 0}, {"full", "tiny-a", 1}};
+static const scenario SCENARIOS[] = {
+    {"lora_both", "tiny-a", 0}, {"lora_all", "tiny-b", 0}, {"full", "tiny-a", 1}, {"prefix", "tiny-a", 0}};
 
 static const mmt_st_tensor *find(const mmt_safetensors *st, const char *prefix, const char *key) {
     char name[600];
@@ -81,6 +85,7 @@ static void run_scenario(const scenario *sc) {
     mmt_git *model = NULL;
     mmt_git_run *r = NULL;
     mmt_adapter *ad = NULL;
+    mmt_prompt *pr = NULL;
     mmt_safetensors *batch = NULL, *exp = NULL;
     mmt_adamw *opt = NULL;
     mmt_param *params = NULL;
@@ -91,12 +96,12 @@ static void run_scenario(const scenario *sc) {
     if (!r) goto done;
     snprintf(dir, sizeof dir, "%s/git_train/%s", MMT_FIXTURE_DIR, sc->name);
     if (sc->full) CHECK_OK(mmt_git_run_make_full(r));
-    else CHECK_OK(mmt_adapter_folder_load(mmt_git_run_iface(r), dir, 1, &ad));
+    else CHECK_OK(mmt_adapter_folders_load(mmt_git_run_iface(r), dir, 1, &ad, &pr));
     snprintf(path, sizeof path, "%s/git_train/batch-%s.safetensors", MMT_FIXTURE_DIR, sc->base);
     CHECK_OK(mmt_safetensors_open(path, &batch));
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     CHECK_OK(mmt_safetensors_open(path, &exp));
-    if (!batch || !exp || (!sc->full && !ad)) goto done;
+    if (!batch || !exp || (!sc->full && !ad && !pr)) goto done;
     const mmt_st_tensor *px = mmt_safetensors_find(batch, "pixel_values"), *it = mmt_safetensors_find(batch, "input_ids");
     const mmt_st_tensor *lt = mmt_safetensors_find(batch, "labels");
     CHECK(px && it && lt);
@@ -186,6 +191,7 @@ done:
     free(pixels), free(idf), free(lbf);
     mmt_safetensors_close(batch);
     mmt_safetensors_close(exp);
+    mmt_prompt_free(pr);
     mmt_adapter_free(ad);
     mmt_git_run_free(r);
     mmt_git_free(model);

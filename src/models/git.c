@@ -241,6 +241,7 @@ static mmt_status check_ids(const mmt_git_config *c, const int32_t *ids, int64_t
 static void text_embed(mmt_git_run *r, float *x, const int32_t *ids, int64_t B, int64_t L, int64_t first) {
     const mmt_git *m = r->m;
     int64_t C = m->cfg.hidden_size;
+    first += r->blocks[0].n_prefix; /* text positions start after a prefix (transformers' cache length) */
     nn_token_embed_fwd(r->ops, x, ids, r->word_emb, r->pos_emb + first * C, NULL, B, L, C);
     r->ops->layernorm_fwd(x, NULL, NULL, x, r->emb_ln_w, r->emb_ln_b, B * L, C, (float)m->cfg.layer_norm_eps);
 }
@@ -280,17 +281,19 @@ static mmt_status sequence(mmt_git_run *r, float *x, const float *feats, const i
     return MMT_OK;
 }
 
-static mmt_status check_text(const mmt_git_config *c, const int32_t *ids, int64_t B, int64_t L) {
-    if (B < 1 || L < 1 || L > c->max_positions)
+static mmt_status check_text(const mmt_git_run *r, const int32_t *ids, int64_t B, int64_t L) {
+    const mmt_git_config *c = &r->m->cfg;
+    int64_t room = c->max_positions - r->blocks[0].n_prefix;
+    if (B < 1 || L < 1 || L > room)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: %lld rows of %lld tokens: need >= 1 row and 1..%lld tokens",
-                        (long long)B, (long long)L, (long long)c->max_positions);
+                        (long long)B, (long long)L, (long long)room);
     return check_ids(c, ids, B * L);
 }
 
 mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t *ids, int64_t B, int64_t L,
                               float *logits) {
     const mmt_git_config *c = &r->m->cfg;
-    MMT_TRY(check_text(c, ids, B, L));
+    MMT_TRY(check_text(r, ids, B, L));
     int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
     mmt_arena_reset(&r->step);
     float *feats = ALLOC_F(&r->step, B * Ni * C), *x = ALLOC_F(&r->step, B * T * C);
@@ -306,14 +309,16 @@ mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t
 mmt_status mmt_git_run_start(mmt_git_run *r, const float *feats, int64_t B, const int32_t *prompt, int64_t L,
                              int64_t cap, float *logits) {
     const mmt_git_config *c = &r->m->cfg;
-    MMT_TRY(check_text(c, prompt, B, L));
-    if (cap < L || cap > c->max_positions)
+    MMT_TRY(check_text(r, prompt, B, L));
+    int64_t V = r->blocks[0].n_prefix;
+    if (cap < L || cap + V > c->max_positions)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: room for %lld text tokens: need %lld..%lld", (long long)cap,
-                        (long long)L, (long long)c->max_positions);
+                        (long long)L, (long long)(c->max_positions - V));
     int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
     r->cur = 0;
     mmt_arena_reset(&r->cache_ar[0]);
-    for (int64_t i = 0; i < c->num_layers; i++) MMT_TRY(nn_kv_cache_init(&r->caches[i], &r->cache_ar[0], B, Ni + cap, C));
+    for (int64_t i = 0; i < c->num_layers; i++)
+        MMT_TRY(nn_kv_cache_init(&r->caches[i], &r->cache_ar[0], B, V + Ni + cap, C));
     mmt_arena_reset(&r->step);
     float *x = ALLOC_F(&r->step, B * T * C), *last = ALLOC_F(&r->step, B * C);
     if (!x || !last) return MMT_STATUS_OUT_OF_MEMORY;

@@ -291,9 +291,9 @@ static mmt_status run_before_forward(mmt_git_run *r) {
 mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const int32_t *ids, const int32_t *labels,
                                     int64_t B, int64_t L, float label_smoothing, uint64_t seed, double *loss) {
     const mmt_git_config *c = &r->m->cfg;
-    if (B < 1 || L < 2 || L > c->max_positions)
+    if (B < 1 || L < 2 || L + r->blocks[0].n_prefix > c->max_positions)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT training: %lld rows of %lld tokens: need >= 1 row and "
-                        "2..%lld tokens", (long long)B, (long long)L, (long long)c->max_positions);
+                        "2..%lld tokens", (long long)B, (long long)L, (long long)(c->max_positions - r->blocks[0].n_prefix));
     if (!(label_smoothing >= 0 && label_smoothing < 1))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "label smoothing %g is outside [0, 1)", (double)label_smoothing);
     for (int64_t i = 0; i < B * L; i++) {
@@ -339,7 +339,8 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
                        (float)c->vision.layer_norm_eps);
     /* text embeddings */
     memcpy(sv->ids, ids, (size_t)NL * sizeof(int32_t));
-    nn_token_embed_fwd(ops, sv->emb_pre, ids, r->word_emb, r->pos_emb, NULL, B, L, C);
+    int64_t pos0 = r->blocks[0].n_prefix; /* text positions start after the prefix */
+    nn_token_embed_fwd(ops, sv->emb_pre, ids, r->word_emb, r->pos_emb + pos0 * C, NULL, B, L, C);
     ops->layernorm_fwd(text, sv->emb_mean, sv->emb_rstd, sv->emb_pre, r->emb_ln_w, r->emb_ln_b, NL, C,
                        (float)c->layer_norm_eps);
     for (int64_t b = 0; b < B; b++) {
@@ -435,7 +436,9 @@ mmt_status mmt_git_run_backward(mmt_git_run *r) {
             if (emb || r->demb_ln_w)
                 ops->layernorm_bwd(demb, r->demb_ln_w, r->demb_ln_b, dtext, sv->emb_pre, sv->emb_mean, sv->emb_rstd,
                                    r->emb_ln_w, NL, C);
-            if (demb) nn_token_embed_bwd(ops, r->dword_emb, NULL, r->dpos_emb, demb, sv->ids, B, L, C);
+            int64_t pos0 = r->blocks[0].n_prefix;
+            if (demb)
+                nn_token_embed_bwd(ops, r->dword_emb, NULL, r->dpos_emb ? r->dpos_emb + pos0 * C : NULL, demb, sv->ids, B, L, C);
             /* image: LayerNorm <- Linear <- vision states */
             int vision = sv->vision_train, proj = nn_linear_has_grads(&r->proj) || vision;
             float *dpre = proj ? ALLOC_F(ar, NI * C) : NULL;
@@ -481,6 +484,28 @@ static mmt_status iface_add_hooks(void *ctx, void *hook_ctx, mmt_status (*before
     r->hooks[r->n_hooks++] = (git_hook){hook_ctx, before, after};
     return MMT_OK;
 }
+/* Prefix tuning (PEFT's past_key_values) of the decoder (vision 0), or of the image encoder
+ * through its CLIP view. Text positions then start at V, as transformers counts them after a
+ * cache of V entries. */
+static mmt_status iface_set_prefix(void *ctx, int vision, int64_t V, const float *kv, float *dkv) {
+    mmt_git_run *r = ctx;
+    if (vision) return mmt_clip_train_set_prefix(r->vision, 1, V, kv, dkv);
+    const mmt_git_config *c = &r->m->cfg;
+    int64_t L = c->num_layers, C = c->hidden_size;
+    if (V < 0 || V >= c->max_positions)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld prefix tokens: the decoder has %lld positions", (long long)V,
+                        (long long)c->max_positions);
+    if (V > 0 && r->blocks[0].n_prefix > 0) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the decoder already has prefixes");
+    for (int64_t i = 0; i < L; i++) {
+        mmt_block *y = &r->blocks[i];
+        y->n_prefix = V;
+        y->prefix_stride = L * 2 * C;
+        y->prefix = V > 0 ? kv + 2 * i * C : NULL;
+        y->dprefix = V > 0 && dkv ? dkv + 2 * i * C : NULL;
+    }
+    return MMT_OK;
+}
+
 static void iface_remove_hooks(void *ctx, void *hook_ctx) {
     mmt_git_run *r = ctx;
     int k = 0;
@@ -498,7 +523,8 @@ void git_run_train_init(mmt_git_run *r) {
                                  .linear = iface_linear, .bottleneck_slot = iface_bottleneck_slot,
                                  .add_param = iface_add_param, .params = iface_params,
                                  .make_module_trainable = iface_make_module_trainable,
-                                 .token_embedding = iface_token_embedding, .add_hooks = iface_add_hooks,
+                                 .token_embedding = iface_token_embedding, .set_prefix = iface_set_prefix,
+                                 .add_hooks = iface_add_hooks,
                                  .remove_hooks = iface_remove_hooks};
     mmt_git_model_dims(&m->cfg, &r->iface.dims);
 }

@@ -52,22 +52,29 @@ static int64_t bidir_rows(const mmt_block_config *c, int64_t T) {
     return c->n_bidir < T ? c->n_bidir : T;
 }
 
+/* With V prefix rows in front, keys are counted from the first prefix row and the
+ * bidirectional block covers KEYS 0..nb-1 (the prefix and the first nb - V positions), as
+ * transformers' create_causal_mask places block_sequence_ids without the cache offset:
+ * query i sees key k iff k <= i + V, or i < nb and k < nb. So the queries before q0 =
+ * max(0, nb - V) see exactly keys 0..nb-1 (no mask), and the others every key up to
+ * i + V (causal). Without a prefix: the block's queries see the block, the rest causally. */
+static int64_t bidir_q0(int64_t V, int64_t nb) { return nb > V ? nb - V : 0; }
+
 /* Floats of the attention probabilities of one row with nb bidirectional positions. */
 static int64_t bidir_att_floats(const mmt_block_config *c, int64_t T, int64_t V, int64_t nb) {
-    return c->heads * (nb * (V + nb) + (T - nb) * (V + T));
+    int64_t q0 = bidir_q0(V, nb);
+    return c->heads * (q0 * nb + (T - q0) * (V + T));
 }
 
 /* One row's attention with a bidirectional block: q, a (T, C) at positions 0..T-1, keys and
- * values (V + T, C) with the V prefix rows first. Positions < nb see the prefix and the
- * block; the others the prefix and every position up to their own. att: the row's
+ * values (V + T, C) with the V prefix rows first; the masks above. att: the row's
  * probabilities, the block's queries first. */
 static void bidir_attend(const mmt_block_config *c, const mmt_ops *ops, float *a, float *att, const float *q,
                          const float *k, const float *v, int64_t T, int64_t V, int64_t nb) {
-    int64_t C = c->hidden, H = c->heads;
-    ops->attention_kv_fwd(a, att, q, k, v, 1, nb, V + nb, H, C / H, 0, 0);
-    if (nb < T)
-        ops->attention_kv_fwd(a + nb * C, att + H * nb * (V + nb), q + nb * C, k, v, 1, T - nb, V + T, H, C / H, 1,
-                              V + nb);
+    int64_t C = c->hidden, H = c->heads, q0 = bidir_q0(V, nb);
+    if (q0 > 0) ops->attention_kv_fwd(a, att, q, k, v, 1, q0, nb, H, C / H, 0, 0);
+    if (q0 < T)
+        ops->attention_kv_fwd(a + q0 * C, att + H * q0 * nb, q + q0 * C, k, v, 1, T - q0, V + T, H, C / H, 1, V + q0);
 }
 
 /* Attention over the cache: appends k_new, v_new (B, T, C) after the cached rows (the prefix
@@ -276,10 +283,11 @@ static mmt_status attention_backward(mmt_block *y, const mmt_block_config *c, co
             const float *att = y->att + b * bidir_att_floats(c, T, V, nb), *q = y->q_out + b * T * C;
             const float *kb = k + b * Tk * C, *vb = v + b * Tk * C, *da = s->da + b * T * C;
             float *dq = s->dq + b * T * C, *dkb = dk + b * Tk * C, *dvb = dv + b * Tk * C;
-            ops->attention_kv_bwd(dq, dkb, dvb, s->datt, da, q, kb, vb, att, 1, nb, V + nb, H, C / H, 0, 0);
-            if (nb < T)
-                ops->attention_kv_bwd(dq + nb * C, dkb, dvb, s->datt, da + nb * C, q + nb * C, kb, vb,
-                                      att + H * nb * (V + nb), 1, T - nb, V + T, H, C / H, 1, V + nb);
+            int64_t q0 = bidir_q0(V, nb);
+            if (q0 > 0) ops->attention_kv_bwd(dq, dkb, dvb, s->datt, da, q, kb, vb, att, 1, q0, nb, H, C / H, 0, 0);
+            if (q0 < T)
+                ops->attention_kv_bwd(dq + q0 * C, dkb, dvb, s->datt, da + q0 * C, q + q0 * C, kb, vb, att + H * q0 * nb, 1,
+                                      T - q0, V + T, H, C / H, 1, V + q0);
         }
     }
     if (V > 0) {

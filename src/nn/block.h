@@ -44,7 +44,8 @@ typedef struct mmt_block_config {
     int post_ln;
     /* causal blocks only: the first n_bidir positions attend to each other both ways (and to
      * no later position); the others causally to everything before them (GIT: image tokens,
-     * then text). 0: plainly causal. */
+     * then text). 0: plainly causal. With prefix rows the block is counted in keys from the
+     * first prefix row, as transformers does (block.c bidir_q0 has the exact rule). */
     int64_t n_bidir;
 } mmt_block_config;
 

@@ -152,8 +152,12 @@ static mmt_status hook_after_backward(void *ctx) {
 static mmt_status attach_all(mmt_prompt *p, const mmt_prompt_settings *s) {
     const mmt_model_dims *dims = &p->model->dims;
     const mmt_model_iface *m = p->model;
-    if (!m->set_text_prompt || !m->set_visual_prompt || !m->set_prefix || !m->token_embedding || !m->add_hooks)
-        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this model family takes no prompt or prefix tuning", m->source);
+    if ((s->text_tokens > 0 && (!m->set_text_prompt || !m->token_embedding)) ||
+        (s->visual_tokens > 0 && !m->set_visual_prompt) || (s->prefix_tokens > 0 && (!m->set_prefix || !m->add_hooks)))
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this model family takes no %s", m->source,
+                        s->text_tokens > 0 && (!m->set_text_prompt || !m->token_embedding) ? "text prompts"
+                        : s->visual_tokens > 0 && !m->set_visual_prompt                   ? "visual prompts"
+                                                                                           : "prefixes");
     uint64_t rng = s->seed ^ 0x9a0b7c3d5e6f1023ull;
     int tr = s->trainable;
     char key[160];
