@@ -106,6 +106,131 @@ mmt_status mmt_clip_run_embed_texts(mmt_clip_run *run, const char *const *texts,
 mmt_status mmt_clip_run_embed_pixels(mmt_clip_run *run, const float *pixels,
                                      mmt_clip_adapter *const *adapters, int64_t n, float *out);
 
+/* ------------------------------------------------------------------------------------ */
+/* Training                                                                             */
+/*
+ * Trains an adapter over a loaded base on image-text pairs with CLIP's contrastive loss
+ * through the code path of `mmtune train`: the same settings, data and seed give the same
+ * adapter files, bit for bit. Every setting of `mmtune train --help` is a field below, named
+ * by its --config key, with the same default and the same checks (a string left NULL takes
+ * its default). The run folder out_dir gets what the CLI writes: run.json,
+ * metrics.jsonl, checkpoints ckpt-STEP/ and the adapter in out_dir/adapter, which
+ * mmt_clip_adapter_open opens (method "full" writes a whole snapshot there instead, which
+ * mmt_clip_load opens; "linear-probe" a classification head, for `mmtune eval --head`).
+ * A run folder written here can be resumed by `mmtune train --resume` and the other way round.
+ *
+ * The library prints nothing: progress goes to on_step, log lines (a resume, skipped
+ * checkpoints) to the logger (mmt_log_set_callback). The base is only read, so other threads
+ * may embed with it meanwhile. Settings out of range (an unknown method, steps < 0, a bad
+ * schedule, scope or layer list, NULL or empty paths, ...) fail with
+ * MMT_STATUS_INVALID_ARGUMENT and a one-line message before the data is read. docs/api.md
+ * has an example; examples/train_adapter.c is a whole program.
+ */
+
+/* One optimizer step's progress, for mmt_train_options.on_step. */
+typedef struct mmt_train_step_info {
+    int64_t step;         /* steps done, resumed ones included */
+    int64_t total_steps;
+    int64_t start_step;   /* where this call began (after a resume) */
+    double loss;          /* the step's mean loss */
+    double lr;            /* the base learning rate of the step */
+    double images_per_s;
+    double elapsed_s;     /* since this call began */
+    double eta_s;         /* at this call's pace */
+} mmt_train_step_info;
+
+typedef struct mmt_train_options {
+    /* what trains: "lora" (default), "ia3", "adapter" (bottleneck), "prompt" (CoOp),
+     * "visual-prompt" (VPT), "prefix", "full" or "linear-probe" */
+    const char *method;
+    const char *target_modules;      /* comma-separated names or "all-linear"; NULL: q_proj,v_proj
+                                      * (ia3: k_proj,v_proj,fc2 as PEFT) */
+    const char *target_regex;        /* instead of target_modules: full names matching it */
+    const char *scope;               /* towers: "both" (default), "text" or "vision" */
+    const char *layers_to_transform; /* comma-separated layer indices; NULL: all */
+    const char *modules_to_save;     /* modules trained in full and saved with the adapter */
+    const char *feedforward_modules; /* ia3: modules whose input is scaled; NULL: fc2 when targeted */
+    int64_t lora_r;                  /* 8 */
+    double lora_alpha;               /* 16 (scaling alpha / r) */
+    double lora_dropout;             /* 0 */
+    int use_rslora, use_dora;        /* alpha / sqrt(r); DoRA's magnitudes */
+    int64_t adapter_reduction;       /* adapter: bottleneck width hidden / N (16) */
+    const char *adapter_placement;   /* adapter: "attn", "mlp" or "both" (default) */
+    const char *adapter_act;         /* adapter: "relu" (default) or "gelu" */
+    int64_t num_virtual_tokens;      /* prompt, visual-prompt, prefix: learned tokens (8) */
+    int64_t prompt_tokens;           /* also learn N CoOp text prompts (0) */
+    int64_t visual_prompt_tokens;    /* also learn N VPT tokens (0) */
+    int vpt_deep;                    /* visual prompts in every vision layer */
+    const char *prompt_tuning_init_text; /* initialise text prompts from this text */
+    int prefix_projection;           /* prefix: PEFT's MLP reparameterisation */
+    int64_t encoder_hidden_size;     /* its width (0: the hidden size) */
+    int prefix_vision;               /* prefix: the vision tower too */
+    /* the loop */
+    int64_t steps;                   /* optimizer steps (0, the default: from epochs) */
+    int64_t epochs;                  /* passes over the data when steps is 0 (1) */
+    int64_t batch_size;              /* pairs per micro-batch, the contrastive batch (32) */
+    int64_t grad_accum;              /* micro-batches per optimizer step (1) */
+    double lr;                       /* peak learning rate, AdamW (1e-4) */
+    const char *lr_scales;           /* per-group rates "PATTERN=FACTOR,..."; NULL: one rate */
+    double weight_decay;             /* 0.01 */
+    const char *schedule;            /* "cosine" (default), "linear" or "constant" */
+    double warmup_ratio;             /* 0.05 of the steps ... */
+    int64_t warmup_steps;            /* ... unless this is >= 0 (-1) */
+    double min_lr_rate;              /* cosine floor as a fraction of the peak (0) */
+    double max_grad_norm;            /* global clipping (1; 0: off) */
+    int64_t seed;                    /* data order, dropout, initialisation (42; >= 0) */
+    int64_t save_every;              /* checkpoint every N steps and at the end (0: at the end) */
+    int64_t keep_checkpoints;        /* newest checkpoints kept (2; 0: all) */
+    /* the model */
+    int gradient_checkpointing;      /* recompute encoder blocks in backward */
+    int learn_logit_scale;           /* train CLIP's temperature too */
+    double temperature;              /* fixed softmax temperature (0: the model's) */
+    double distill_weight;           /* KL to the frozen base model's logits (0) */
+    /* the data */
+    const char *image_root;          /* COCO: folder the file_name entries are relative to */
+    int skip_bad;                    /* skip (and count) bad records instead of failing */
+    int64_t max_text_bytes;          /* a longer caption makes its record bad (65536) */
+    int64_t max_file_bytes;          /* a larger data file is refused (2 GiB) */
+    int64_t cache_mb;                /* keep decoded images when the set fits (1024) */
+    int64_t loader_workers;          /* threads decoding ahead (0: the training thread) */
+    int64_t prefetch;                /* micro-batches prepared ahead */
+    int augment_crop, augment_flip;  /* random resized crop; horizontal flip */
+    double augment_jitter;           /* colour jitter strength (0: off) */
+    /* the run folder */
+    const char *resume;   /* continue the run in this folder (or ckpt-STEP); NULL: fresh */
+    int overwrite;        /* clear a non-empty out_dir instead of refusing it */
+    /* progress: called after every optimizer step (may be NULL) */
+    void (*on_step)(void *user, const mmt_train_step_info *info);
+    void *user;
+} mmt_train_options;
+
+/* The defaults of `mmtune train`. */
+void mmt_train_options_default(mmt_train_options *o);
+
+typedef struct mmt_train_summary {
+    int64_t steps_done;        /* the run's steps, resumed ones included (linear-probe: the
+                                * final fit's L-BFGS iterations) */
+    int64_t steps_run;         /* steps this call ran */
+    double final_loss;         /* mean loss of the last step */
+    double seconds;            /* wall time of the training, checkpoint writes included */
+    int64_t trainable_params;
+    int64_t total_params;      /* of the base */
+    int64_t pairs;             /* pairs trained on */
+    int64_t skipped;           /* bad records left out (skip_bad) */
+} mmt_train_summary;
+
+/* Trains on a data file (any layout `mmtune train --data` reads: JSONL pairs, COCO captions
+ * .json, .csv, or a class-per-folder directory) into the run folder out_dir. o may be NULL
+ * (the defaults); summary may be NULL. */
+mmt_status mmt_clip_train_adapter(mmt_clip *base, const char *data_path, const mmt_train_options *o,
+                                  const char *out_dir, mmt_train_summary *summary);
+/* The same on n pairs in memory: image file paths (relative to the working directory, or
+ * absolute) and their captions. */
+mmt_status mmt_clip_train_adapter_on_pairs(mmt_clip *base, const char *const *image_paths,
+                                           const char *const *texts, int64_t n,
+                                           const mmt_train_options *o, const char *out_dir,
+                                           mmt_train_summary *summary);
+
 #ifdef __cplusplus
 }
 #endif

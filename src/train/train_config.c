@@ -1,0 +1,357 @@
+/* train_config.c — the training settings table, its defaults, checks and records (see
+ * train_config.h). The public mmt_train_options_default (mmtune.h) is here too: its defaults
+ * are the table's. The messages are the CLI's usage messages, flags and all: `mmtune train`
+ * prints them as they are, and a program finds the same names in --help and docs/api.md. */
+#include "train/train_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/json.h"
+#include "data/loader.h"
+#include "peft/bottleneck_config.h"
+#include "peft/peft_config.h"
+#include "train/fingerprint.h"
+#include "train/schedule.h"
+
+#define S MMT_TRAIN_SETTING_STRING
+#define I MMT_TRAIN_SETTING_INT
+#define D MMT_TRAIN_SETTING_DOUBLE
+#define B MMT_TRAIN_SETTING_BOOL
+#define F(field) offsetof(mmt_train_config, field)
+const mmt_train_setting mmt_train_settings_table[] = {
+    {"--model", "model", S, F(model), "DIR", "Hugging Face CLIP snapshot (required)"},
+    {"--data", "data", S, F(data), "FILE", "pairs: .jsonl, COCO captions .json, .csv or a class-per-folder directory (required)"},
+    {"--image-root", "image_root", S, F(o.image_root), "DIR", "COCO: folder the file_name entries are relative to"},
+    {"--method", "method", S, F(o.method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
+    {"--out", "out", S, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
+    {"--resume", "resume", S, F(o.resume), "DIR", "continue the run in DIR from its newest intact checkpoint (or from DIR/ckpt-STEP); the settings, model and data must be the run's"},
+    {"--overwrite", NULL, B, F(o.overwrite), NULL, "delete what a non-empty --out holds and start afresh (otherwise refused)"},
+    {"--config", NULL, S, F(config), "FILE", "JSON object with any of these settings by key"},
+    {"--steps", "steps", I, F(o.steps), "N", "optimizer steps (0: from --epochs)"},
+    {"--epochs", "epochs", I, F(o.epochs), "N", "passes over the data when --steps is 0"},
+    {"--batch-size", "batch_size", I, F(o.batch_size), "N", "pairs per micro-batch (the contrastive batch)"},
+    {"--grad-accum", "grad_accum", I, F(o.grad_accum), "N", "micro-batches per optimizer step"},
+    {"--lr", "lr", D, F(o.lr), "X", "peak learning rate (AdamW)"},
+    {"--lr-scales", "lr_scales", S, F(o.lr_scales), "LIST", "per-group rates: PATTERN=FACTOR,... (tensor names containing PATTERN)"},
+    {"--weight-decay", "weight_decay", D, F(o.weight_decay), "X", "decoupled weight decay (not on biases, norms, embeddings)"},
+    {"--schedule", "schedule", S, F(o.schedule), "S", "cosine, linear or constant (after linear warmup)"},
+    {"--warmup-ratio", "warmup_ratio", D, F(o.warmup_ratio), "X", "warmup as a fraction of the steps"},
+    {"--warmup-steps", "warmup_steps", I, F(o.warmup_steps), "N", "warmup steps (overrides the ratio when >= 0)"},
+    {"--min-lr-rate", "min_lr_rate", D, F(o.min_lr_rate), "X", "cosine floor as a fraction of the peak"},
+    {"--max-grad-norm", "max_grad_norm", D, F(o.max_grad_norm), "X", "global gradient-norm clipping (0: off)"},
+    {"--seed", "seed", I, F(o.seed), "N", "data order, dropout and adapter initialisation"},
+    {"--save-every", "save_every", I, F(o.save_every), "N", "checkpoint every N steps (and at the end; 0: only at the end)"},
+    {"--keep-checkpoints", "keep_checkpoints", I, F(o.keep_checkpoints), "N", "newest checkpoints to keep (0: all)"},
+    {"--lora-r", "lora_r", I, F(o.lora_r), "N", "LoRA rank"},
+    {"--lora-alpha", "lora_alpha", D, F(o.lora_alpha), "X", "LoRA alpha (scaling alpha/r)"},
+    {"--lora-dropout", "lora_dropout", D, F(o.lora_dropout), "X", "dropout on the LoRA input"},
+    {"--rslora", "use_rslora", B, F(o.use_rslora), NULL, "rank-stabilised scaling alpha/sqrt(r)"},
+    {"--dora", "use_dora", B, F(o.use_dora), NULL, "DoRA: LoRA plus a learned magnitude per output row"},
+    {"--adapter-reduction", "adapter_reduction", I, F(o.adapter_reduction), "N", "--method adapter: bottleneck width hidden/N"},
+    {"--adapter-placement", "adapter_placement", S, F(o.adapter_placement), "P", "--method adapter: after attn, mlp or both"},
+    {"--adapter-act", "adapter_act", S, F(o.adapter_act), "A", "--method adapter: relu or gelu"},
+    {"--targets", "target_modules", S, F(o.target_modules), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear (default: q_proj,v_proj; ia3: k_proj,v_proj,fc2 as PEFT)"},
+    {"--targets-regex", "target_regex", S, F(o.target_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
+    {"--scope", "scope", S, F(o.scope), "S", "towers to adapt: both, text or vision"},
+    {"--layers", "layers_to_transform", S, F(o.layers_to_transform), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
+    {"--modules-to-save", "modules_to_save", S, F(o.modules_to_save), "LIST", "modules trained in full and saved with the adapter (PEFT's modules_to_save)"},
+    {"--ia3-feedforward", "feedforward_modules", S, F(o.feedforward_modules), "LIST", "IA3 modules whose input is scaled (default: fc2 when it is a target)"},
+    {"--num-virtual-tokens", "num_virtual_tokens", I, F(o.num_virtual_tokens), "N", "prompt, visual-prompt, prefix: learned tokens (per layer for prefix)"},
+    {"--prompt-tokens", "prompt_tokens", I, F(o.prompt_tokens), "N", "also learn N CoOp text prompts (with lora, ia3, visual-prompt)"},
+    {"--visual-prompt-tokens", "visual_prompt_tokens", I, F(o.visual_prompt_tokens), "N", "also learn N VPT tokens (with lora, ia3, prompt, prefix)"},
+    {"--vpt-deep", "vpt_deep", B, F(o.vpt_deep), NULL, "visual prompts in every vision layer (VPT-deep)"},
+    {"--prompt-init-text", "prompt_tuning_init_text", S, F(o.prompt_tuning_init_text), "TEXT", "initialise text prompts from this text's token embeddings"},
+    {"--prefix-projection", "prefix_projection", B, F(o.prefix_projection), NULL, "prefix: train PEFT's MLP reparameterisation"},
+    {"--prefix-hidden", "encoder_hidden_size", I, F(o.encoder_hidden_size), "N", "prefix projection width (0: the hidden size)"},
+    {"--prefix-vision", "prefix_vision", B, F(o.prefix_vision), NULL, "prefix: the vision tower's layers too"},
+    {"--checkpointing", "gradient_checkpointing", B, F(o.gradient_checkpointing), NULL, "recompute encoder blocks in backward (less memory)"},
+    {"--learn-logit-scale", "learn_logit_scale", B, F(o.learn_logit_scale), NULL, "train CLIP's temperature too (clamped at 100)"},
+    {"--temperature", "temperature", D, F(o.temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
+    {"--distill", "distill_weight", D, F(o.distill_weight), "X", "weight of the KL term to the frozen base model's logits"},
+    {"--cache-mb", "cache_mb", I, F(o.cache_mb), "N", "keep decoded images when the set fits in N MiB"},
+    {"--skip-bad", "skip_bad", B, F(o.skip_bad), NULL, "skip bad records of the data file (counted)"},
+    {"--max-text-bytes", "max_text_bytes", I, F(o.max_text_bytes), "N", "a caption (text) over N bytes makes its record bad"},
+    {"--max-file-bytes", "max_file_bytes", I, F(o.max_file_bytes), "N", "a data file over N bytes is refused"},
+    {"--loader-workers", "loader_workers", I, F(o.loader_workers), "N", "threads decoding batches ahead (0: on the training thread)"},
+    {"--prefetch", "prefetch", I, F(o.prefetch), "N", "micro-batches prepared ahead"},
+    {"--augment-crop", "augment_crop", B, F(o.augment_crop), NULL, "random resized crop (scale 0.08-1, ratio 3/4-4/3)"},
+    {"--augment-flip", "augment_flip", B, F(o.augment_flip), NULL, "random horizontal flip (p 0.5)"},
+    {"--augment-jitter", "augment_jitter", D, F(o.augment_jitter), "X", "colour jitter: brightness, contrast, saturation factors in [1-X, 1+X] (0: off)"},
+    {"--progress", "progress", S, F(progress), "P", "auto, bar or log"},
+    {"--quiet", "quiet", B, F(quiet), NULL, "no progress output"},
+};
+const size_t mmt_train_settings_count = sizeof mmt_train_settings_table / sizeof mmt_train_settings_table[0];
+#undef S
+#undef I
+#undef D
+#undef B
+#undef F
+
+void mmt_train_options_default(mmt_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->method = "lora";
+    o->epochs = 1;
+    o->batch_size = 32;
+    o->grad_accum = 1;
+    o->lr = 1e-4;
+    o->weight_decay = 0.01;
+    o->schedule = "cosine";
+    o->warmup_ratio = 0.05;
+    o->warmup_steps = -1;
+    o->max_grad_norm = 1.0;
+    o->seed = 42;
+    o->keep_checkpoints = 2;
+    o->lora_r = 8;
+    o->lora_alpha = 16;
+    o->adapter_reduction = 16;
+    o->adapter_placement = "both";
+    o->adapter_act = "relu";
+    o->scope = "both";
+    o->num_virtual_tokens = 8;
+    o->cache_mb = 1024;
+    o->max_text_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES;
+    o->max_file_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_FILE_BYTES;
+    mmt_loader_options lo;
+    mmt_loader_options_default(&lo);
+    o->loader_workers = lo.workers;
+    o->prefetch = lo.depth;
+}
+
+void mmt_train_config_default(mmt_train_config *c) {
+    memset(c, 0, sizeof *c);
+    mmt_train_options_default(&c->o);
+    c->out = "runs/train";
+    c->progress = "auto";
+}
+
+char **mmt_train_split_list(const char *list, char **copy, int64_t *n) {
+    *copy = mmt_strdup(list);
+    *n = 0;
+    if (!*copy) return NULL;
+    int64_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    char **items = mmt_calloc((size_t)cap, sizeof *items);
+    if (!items) return NULL;
+    char *rest = NULL; /* strtok_r: programs may train on several threads at once */
+    for (char *tok = strtok_r(*copy, ",", &rest); tok; tok = strtok_r(NULL, ",", &rest)) {
+        while (*tok == ' ') tok++;
+        if (*tok) items[(*n)++] = tok;
+    }
+    return items;
+}
+
+mmt_status mmt_train_parse_layers(const char *list, int64_t cap, int64_t **layers, int64_t *n) {
+    char *copy = NULL;
+    *layers = NULL;
+    *n = 0;
+    char **items = mmt_train_split_list(list, &copy, n);
+    int64_t *v = items ? mmt_calloc((size_t)(*n > 0 ? *n : 1), sizeof *v) : NULL;
+    mmt_status s = v ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; s == MMT_OK && i < *n; i++) {
+        char *end;
+        long long x = strtoll(items[i], &end, 10);
+        if (*end || x < 0 || (cap >= 0 && i >= cap))
+            s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--layers needs comma-separated layer indices, got '%s'", list);
+        else
+            v[i] = x;
+    }
+    mmt_free(items);
+    mmt_free(copy);
+    if (s != MMT_OK) {
+        mmt_free(v);
+        *n = 0;
+        return s;
+    }
+    *layers = v;
+    return MMT_OK;
+}
+
+static int is_method(const mmt_train_options *o, const char *name) { return strcmp(o->method, name) == 0; }
+
+/* The prompt-token settings (any method but full and linear-probe). */
+static mmt_status check_prompt_tokens(const mmt_train_options *o) {
+    if (o->num_virtual_tokens < 1 || o->prompt_tokens < 0 || o->visual_prompt_tokens < 0 || o->encoder_hidden_size < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: prompt token counts must be positive");
+    int is_prompt = is_method(o, "prompt"), is_visual = is_method(o, "visual-prompt"), is_prefix = is_method(o, "prefix");
+    if (is_prefix && o->prompt_tokens > 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
+                        "train: --prompt-tokens cannot go with --method prefix (both are PEFT's prompt_embeddings)");
+    int any = o->prompt_tokens > 0 || o->visual_prompt_tokens > 0 || is_prompt || is_visual || is_prefix;
+    if (any && is_method(o, "full")) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: prompt tokens cannot go with --method full");
+    return MMT_OK;
+}
+
+mmt_status mmt_train_config_bottleneck(const mmt_train_config *c, mmt_bottleneck_config *bc) {
+    const mmt_train_options *o = &c->o;
+    mmt_bottleneck_config_default(bc);
+    snprintf(bc->base_model, sizeof bc->base_model, "%s", c->model ? c->model : "");
+    if (o->adapter_reduction < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--adapter-reduction must be at least 1");
+    bc->reduction_factor = o->adapter_reduction;
+    if (!mmt_bottleneck_placement_parse(o->adapter_placement, &bc->placement))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--adapter-placement takes attn, mlp or both, not '%s'", o->adapter_placement);
+    if (!mmt_bottleneck_act_parse(o->adapter_act, &bc->act))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--adapter-act takes relu or gelu, not '%s'", o->adapter_act);
+    if (!mmt_peft_scope_parse(o->scope, &bc->towers))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--scope takes both, text or vision, not '%s'", o->scope);
+    if (!o->layers_to_transform || !o->layers_to_transform[0]) return MMT_OK;
+    int64_t *layers = NULL, n = 0;
+    mmt_status s = mmt_train_parse_layers(o->layers_to_transform, MMT_BOTTLENECK_MAX_LAYERS, &layers, &n);
+    if (s == MMT_OK) {
+        memcpy(bc->layers, layers, (size_t)n * sizeof *layers);
+        bc->n_layers = n;
+    }
+    mmt_free(layers);
+    return s;
+}
+
+/* Where LoRA, IA3 and bottleneck adapters go (--scope, --layers) and the bottleneck's shape. */
+static mmt_status check_placement(const mmt_train_config *c) {
+    const mmt_train_options *o = &c->o;
+    if (is_method(o, "adapter")) {
+        mmt_bottleneck_config bc;
+        return mmt_train_config_bottleneck(c, &bc);
+    }
+    if (!is_method(o, "lora") && !is_method(o, "ia3")) return MMT_OK;
+    mmt_peft_scope scope;
+    if (!mmt_peft_scope_parse(o->scope, &scope))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--scope takes both, text or vision, not '%s'", o->scope);
+    if (!o->layers_to_transform || !o->layers_to_transform[0]) return MMT_OK;
+    int64_t *layers = NULL, n = 0;
+    mmt_status s = mmt_train_parse_layers(o->layers_to_transform, -1, &layers, &n);
+    mmt_free(layers);
+    return s;
+}
+
+/* The per-method defaults: IA3 as PEFT sets it up for CLIP-style models (keys, values and
+ * the second MLP linear, which is feed-forward: its input is scaled). */
+static void fill_method_defaults(mmt_train_options *o) {
+    if (!o->target_modules) o->target_modules = is_method(o, "ia3") ? "k_proj,v_proj,fc2" : "q_proj,v_proj";
+    if (!o->feedforward_modules) {
+        const char *t = o->target_modules;
+        int fc2 = !strcmp(t, "all-linear") || o->target_regex != NULL;
+        for (const char *p = t; !fc2 && (p = strstr(p, "fc2")); p += 3)
+            fc2 = (p == t || p[-1] == ',' || p[-1] == ' ' || p[-1] == '.') && (p[3] == '\0' || p[3] == ',');
+        o->feedforward_modules = fc2 ? "fc2" : "";
+    }
+}
+
+mmt_status mmt_train_config_check(mmt_train_config *c) {
+    mmt_train_options *o = &c->o;
+    /* a program may leave the named choices NULL: the defaults */
+    if (!o->method) o->method = "lora";
+    if (!o->schedule) o->schedule = "cosine";
+    if (!o->scope) o->scope = "both";
+    if (!o->adapter_placement) o->adapter_placement = "both";
+    if (!o->adapter_act) o->adapter_act = "relu";
+    if (!c->progress) c->progress = "auto";
+    static const char *const methods[] = {"lora", "ia3", "adapter", "full", "linear-probe", "prompt", "visual-prompt", "prefix", NULL};
+    int known = 0;
+    for (const char *const *m = methods; *m && !known; m++) known = is_method(o, *m);
+    if (!known)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
+                        "train: --method takes lora, ia3, adapter, full, linear-probe, prompt, visual-prompt or prefix, not '%s'",
+                        o->method);
+    int is_probe = is_method(o, "linear-probe");
+    mmt_status s;
+    if (!is_probe && (s = check_prompt_tokens(o)) != MMT_OK) return s;
+    mmt_schedule_kind sk;
+    if (mmt_schedule_kind_parse(o->schedule, &sk) != MMT_OK)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--schedule takes cosine, linear or constant, not '%s'", o->schedule);
+    if (o->steps < 0 || o->epochs < 0 || o->batch_size < 1 || o->grad_accum < 1 || o->seed < 0 || o->cache_mb < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
+    if (o->save_every < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--save-every must be >= 0 (0: only at the end), got %lld", (long long)o->save_every);
+    if (o->keep_checkpoints < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--keep-checkpoints must be >= 0 (0: keep all), got %lld",
+                        (long long)o->keep_checkpoints);
+    if (o->overwrite && o->resume)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --overwrite starts afresh; it cannot go with --resume");
+    if (o->max_text_bytes < 1 || o->max_file_bytes < 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --max-text-bytes and --max-file-bytes must be at least 1");
+    /* the CLI's parser refuses these already; a program's struct may hold anything */
+    for (size_t i = 0; i < mmt_train_settings_count; i++) {
+        const mmt_train_setting *t = &mmt_train_settings_table[i];
+        if (t->type == MMT_TRAIN_SETTING_DOUBLE && !isfinite(*(const double *)((const char *)c + t->offset)))
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s needs a number, got %g", t->flag,
+                            *(const double *)((const char *)c + t->offset));
+    }
+    if (is_probe && o->resume)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method linear-probe fits in one go; there is nothing to --resume");
+    fill_method_defaults(o);
+    return check_placement(c);
+}
+
+void mmt_train_config_pairs_options(const mmt_train_config *c, mmt_pairs_options *po) {
+    mmt_pairs_options_default(po);
+    po->skip_bad = c->o.skip_bad;
+    po->image_root = c->o.image_root;
+    po->max_text_bytes = (size_t)c->o.max_text_bytes;
+    po->max_file_bytes = (size_t)c->o.max_file_bytes;
+}
+
+/* Settings that do not change what a run computes: a resumed run may differ in these. The
+ * model and data are compared by fingerprint, not by path. */
+static int outside_identity(const char *key) {
+    static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
+                                       "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints",
+                                       "max_text_bytes", "max_file_bytes", NULL};
+    for (const char *const *k = keys; *k; k++)
+        if (!strcmp(*k, key)) return 1;
+    return 0;
+}
+
+char *mmt_train_config_settings_json(const mmt_train_config *c, int identity_only) {
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{");
+    int first = 1;
+    for (size_t i = 0; i < mmt_train_settings_count; i++) {
+        const mmt_train_setting *t = &mmt_train_settings_table[i];
+        if (!t->key || (identity_only && outside_identity(t->key))) continue;
+        const char *p = (const char *)c + t->offset;
+        mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", t->key);
+        first = 0;
+        switch (t->type) {
+        case MMT_TRAIN_SETTING_STRING: {
+            const char *v = *(const char *const *)p;
+            if (v) mmt_strbuf_json_string(&b, v, strlen(v));
+            else mmt_strbuf_printf(&b, "null");
+            break;
+        }
+        case MMT_TRAIN_SETTING_INT: mmt_strbuf_printf(&b, "%lld", (long long)*(const int64_t *)p); break;
+        case MMT_TRAIN_SETTING_DOUBLE: mmt_strbuf_printf(&b, "%.17g", *(const double *)p); break;
+        case MMT_TRAIN_SETTING_BOOL: mmt_strbuf_printf(&b, "%s", *(const int *)p ? "true" : "false"); break;
+        }
+    }
+    mmt_strbuf_printf(&b, "}");
+    if (b.failed) {
+        mmt_strbuf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+mmt_status mmt_train_config_identity_json(const mmt_train_config *c, const mmt_pairs *pairs, char **out) {
+    *out = NULL;
+    char model_fp[17], data_fp[17];
+    int64_t files = 0;
+    mmt_status s = mmt_fingerprint_model(c->model, model_fp, &files);
+    if (s == MMT_OK) s = mmt_fingerprint_pairs(pairs, data_fp);
+    if (s != MMT_OK) return s;
+    char *settings = mmt_train_config_settings_json(c, 1);
+    if (!settings) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{\"model\": {\"fingerprint\": \"%s\", \"files\": %lld}, \"data\": {\"fingerprint\": \"%s\", "
+                          "\"pairs\": %lld}, \"settings\": %s}",
+                      model_fp, (long long)files, data_fp, (long long)pairs->n, settings);
+    mmt_free(settings);
+    if (b.failed) {
+        mmt_strbuf_free(&b);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    *out = b.data;
+    return MMT_OK;
+}

@@ -1,0 +1,267 @@
+/* train_job.c — one CLIP training run from checked settings (see train_job.h). */
+#include "train/train_job.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/weights.h"
+#include "models/clip.h"
+#include "peft/bottleneck_config.h"
+#include "peft/peft_config.h"
+#include "peft/prompt.h"
+#include "train/clip_task.h"
+#include "train/probe_fit.h"
+#include "train/probe_task.h"
+#include "train/run_dir.h"
+#include "train/schedule.h"
+
+struct mmt_train_job {
+    mmt_clip *model;               /* borrowed */
+    const mmt_pairs *pairs;        /* borrowed */
+    const mmt_train_config *c;     /* borrowed */
+    /* what the task trains; the task points at these, so they live as long as it does */
+    mmt_peft_config peft;          /* owned when have_peft */
+    int have_peft;
+    mmt_bottleneck_config bottleneck;
+    int have_bottleneck;
+    mmt_prompt_settings prompt;
+    int have_prompt;
+    mmt_clip_task *task;           /* owned; NULL for linear-probe */
+    char *settings_json;           /* owned: trainer_state.json's "settings" */
+    char *identity_json;           /* owned: run.json's identity */
+    /* linear-probe */
+    mmt_probe_task *probe;         /* owned */
+    mmt_run_dir run_dir;           /* held while have_run_dir */
+    int have_run_dir;
+};
+
+static int is_method(const mmt_train_config *c, const char *name) { return strcmp(c->o.method, name) == 0; }
+
+/* A comma-separated setting as a name list of the PEFT config. */
+static mmt_status set_names(mmt_peft_names *names, const char *list) {
+    char *copy = NULL;
+    int64_t n = 0;
+    char **items = mmt_train_split_list(list, &copy, &n);
+    mmt_status s = items ? mmt_peft_names_set_list(names, (const char *const *)items, n) : MMT_STATUS_OUT_OF_MEMORY;
+    mmt_free(items);
+    mmt_free(copy);
+    return s;
+}
+
+/* The PEFT config the settings describe (LoRA or IA3). */
+static mmt_status build_peft_config(const mmt_train_config *c, mmt_peft_config *pc) {
+    const mmt_train_options *o = &c->o;
+    mmt_peft_type type = is_method(c, "ia3") ? MMT_PEFT_IA3 : MMT_PEFT_LORA;
+    mmt_status s = mmt_peft_config_default(pc, type);
+    if (s != MMT_OK) return s;
+    mmt_free(pc->base_model_name_or_path);
+    if (!(pc->base_model_name_or_path = mmt_strdup(c->model))) s = MMT_STATUS_OUT_OF_MEMORY;
+    if (type == MMT_PEFT_LORA) {
+        pc->r = o->lora_r;
+        pc->lora_alpha = o->lora_alpha;
+        pc->lora_dropout = o->lora_dropout;
+        pc->use_rslora = o->use_rslora;
+        pc->use_dora = o->use_dora;
+    }
+    if (s == MMT_OK) {
+        if (o->target_regex) s = mmt_peft_names_set_regex(&pc->target_modules, o->target_regex);
+        else if (strcmp(o->target_modules, "all-linear") == 0) s = mmt_peft_names_set_regex(&pc->target_modules, "all-linear");
+        else s = set_names(&pc->target_modules, o->target_modules);
+    }
+    if (s == MMT_OK && o->modules_to_save && o->modules_to_save[0]) s = set_names(&pc->modules_to_save, o->modules_to_save);
+    if (s == MMT_OK && type == MMT_PEFT_IA3) s = set_names(&pc->feedforward_modules, o->feedforward_modules);
+    if (s == MMT_OK && !mmt_peft_scope_parse(o->scope, &pc->scope))
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--scope takes both, text or vision, not '%s'", o->scope);
+    if (s == MMT_OK && o->layers_to_transform && o->layers_to_transform[0]) {
+        s = mmt_train_parse_layers(o->layers_to_transform, -1, &pc->layers_to_transform, &pc->n_layers_to_transform);
+        pc->layers_to_transform_kind = 2;
+    }
+    if (s == MMT_OK) s = mmt_peft_config_validate(pc, "the training settings");
+    if (s != MMT_OK) mmt_peft_config_free(pc);
+    return s;
+}
+
+/* The prompt / prefix tokens the settings ask for (any method but full and linear-probe;
+ * mmt_train_config_check has refused the combinations that cannot be). 0 when none. */
+static int build_prompt_settings(const mmt_train_config *c, mmt_prompt_settings *ps) {
+    const mmt_train_options *o = &c->o;
+    memset(ps, 0, sizeof *ps);
+    ps->text_tokens = o->prompt_tokens;
+    ps->visual_tokens = o->visual_prompt_tokens;
+    if (is_method(c, "prompt")) ps->text_tokens = o->num_virtual_tokens;
+    if (is_method(c, "visual-prompt")) ps->visual_tokens = o->num_virtual_tokens;
+    if (is_method(c, "prefix")) {
+        ps->prefix_tokens = o->num_virtual_tokens;
+        ps->prefix_projection = o->prefix_projection;
+        ps->encoder_hidden_size = o->encoder_hidden_size;
+        ps->prefix_vision = o->prefix_vision;
+    }
+    ps->visual_deep = o->vpt_deep;
+    return ps->text_tokens > 0 || ps->visual_tokens > 0 || ps->prefix_tokens > 0;
+}
+
+static void task_options(const mmt_train_job *j, mmt_clip_task_options *to) {
+    const mmt_train_options *o = &j->c->o;
+    int is_full = is_method(j->c, "full");
+    memset(to, 0, sizeof *to);
+    to->peft = j->have_peft ? &j->peft : NULL;
+    to->bottleneck = j->have_bottleneck ? &j->bottleneck : NULL;
+    to->prompt = j->have_prompt ? &j->prompt : NULL;
+    to->prompt_init_text = o->prompt_tuning_init_text;
+    mmt_clip_train_options_default(&to->train);
+    to->train.checkpointing = o->gradient_checkpointing;
+    to->train.train_logit_scale = o->learn_logit_scale || (is_full && o->temperature <= 0);
+    to->train.fixed_temperature = (float)o->temperature;
+    to->train.distill_weight = (float)o->distill_weight;
+    to->seed = (uint64_t)o->seed;
+    to->cache_bytes = (size_t)o->cache_mb << 20;
+    to->loader_workers = o->loader_workers;
+    to->prefetch_batches = o->prefetch;
+    mmt_augment_default(&to->augment);
+    to->augment.crop = o->augment_crop;
+    to->augment.flip = o->augment_flip;
+    to->augment.brightness = to->augment.contrast = to->augment.saturation = o->augment_jitter;
+}
+
+/* linear-probe: CLIP's linear probe. The run folder is held and recorded as a training run's
+ * is (train/run_dir.h); the image embeddings are computed once, here. The trainer's loop
+ * settings (steps, epochs, lr, schedule) do not apply. */
+static mmt_status probe_create(mmt_train_job *j) {
+    const mmt_train_config *c = j->c;
+    char *identity = NULL, *nothing = NULL;
+    mmt_status s = mmt_train_config_identity_json(c, j->pairs, &identity);
+    if (s != MMT_OK) return s;
+    mmt_run_dir_options ro = {identity, c->o.overwrite, NULL};
+    s = mmt_run_dir_open(c->out, &ro, &j->run_dir, &nothing);
+    mmt_free(identity);
+    mmt_free(nothing);
+    if (s != MMT_OK) return s;
+    j->have_run_dir = 1;
+    mmt_train_options d;
+    mmt_train_options_default(&d);
+    if (c->o.steps != d.steps || c->o.epochs != d.epochs || c->o.lr != d.lr)
+        mmt_log_warn("linear probe: fitted to convergence by L-BFGS with C chosen on held-out data; "
+                     "--steps, --epochs and --lr do not apply");
+    return mmt_probe_task_create(j->model, j->pairs, &j->probe);
+}
+
+mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const mmt_train_config *c,
+                                mmt_train_job **out) {
+    *out = NULL;
+    mmt_train_job *j = mmt_calloc(1, sizeof *j);
+    if (!j) return MMT_STATUS_OUT_OF_MEMORY;
+    j->model = model;
+    j->pairs = pairs;
+    j->c = c;
+    mmt_status s = MMT_OK;
+    if (is_method(c, "linear-probe")) {
+        s = probe_create(j);
+        goto done;
+    }
+    if (is_method(c, "adapter")) {
+        if ((s = mmt_train_config_bottleneck(c, &j->bottleneck)) != MMT_OK) goto done;
+        j->have_bottleneck = 1;
+    } else if (is_method(c, "lora") || is_method(c, "ia3")) {
+        if ((s = build_peft_config(c, &j->peft)) != MMT_OK) goto done;
+        j->have_peft = 1;
+    }
+    j->have_prompt = build_prompt_settings(c, &j->prompt);
+    mmt_clip_task_options to;
+    task_options(j, &to);
+    if ((s = mmt_clip_task_create(model, pairs, &to, &j->task)) != MMT_OK) goto done;
+    if (!(j->settings_json = mmt_train_config_settings_json(c, 0))) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    s = mmt_train_config_identity_json(c, pairs, &j->identity_json);
+done:
+    if (s != MMT_OK) {
+        mmt_train_job_free(j);
+        return s;
+    }
+    *out = j;
+    return MMT_OK;
+}
+
+void mmt_train_job_free(mmt_train_job *j) {
+    if (!j) return;
+    mmt_clip_task_free(j->task); /* first: it points at the configs below */
+    if (j->have_peft) mmt_peft_config_free(&j->peft);
+    mmt_probe_task_free(j->probe);
+    if (j->have_run_dir) mmt_run_dir_close(&j->run_dir);
+    mmt_free(j->settings_json);
+    mmt_free(j->identity_json);
+    mmt_free(j);
+}
+
+int64_t mmt_train_job_trainable_params(const mmt_train_job *j) {
+    if (j->probe) {
+        const mmt_probe_head *h = mmt_probe_task_head(j->probe);
+        return h->K * (h->P + 1);
+    }
+    return mmt_clip_task_trainable_numel(j->task);
+}
+
+int64_t mmt_train_job_total_params(const mmt_train_job *j) { return mmt_weights_param_count(mmt_clip_weights(j->model)); }
+
+static mmt_status probe_run(mmt_train_job *j, mmt_train_job_result *result) {
+    mmt_probe_fit_params fp;
+    mmt_probe_fit_params_default(&fp);
+    fp.seed = (uint64_t)j->c->o.seed;
+    mmt_probe_fit_result r;
+    memset(&r, 0, sizeof r);
+    mmt_status s = mmt_probe_task_fit(j->probe, &fp, &r);
+    if (s == MMT_OK)
+        s = mmt_probe_head_publish(mmt_probe_task_head(j->probe), mmt_clip_weights(j->model)->dir, &r, &fp, j->c->out);
+    if (s == MMT_OK) {
+        result->train.steps_done = result->train.steps_run = r.iterations;
+        result->train.final_loss = r.train_loss;
+        result->train.seconds = r.seconds;
+        result->probe_iterations = r.iterations;
+        for (int64_t i = 0; i < r.n_sweep; i++) result->probe_iterations += r.sweep[i].iterations;
+        result->probe_C = r.C;
+        result->probe_heldout_accuracy = r.heldout_accuracy;
+    }
+    mmt_probe_fit_result_free(&r);
+    return s;
+}
+
+mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const mmt_train_progress *progress),
+                             void *user, mmt_train_job_result *result) {
+    memset(result, 0, sizeof *result);
+    result->probe_C = result->probe_heldout_accuracy = NAN;
+    if (j->probe) return probe_run(j, result);
+    const mmt_train_config *c = j->c;
+    const mmt_train_options *o = &c->o;
+    mmt_train_task tt;
+    mmt_clip_task_bind(j->task, &tt);
+    mmt_train_settings ts;
+    mmt_train_settings_default(&ts);
+    if (mmt_schedule_kind_parse(o->schedule, &ts.schedule) != MMT_OK) return MMT_STATUS_INVALID_ARGUMENT; /* checked */
+    ts.out = c->out;
+    ts.resume = o->resume;
+    ts.steps = o->steps;
+    ts.epochs = o->epochs;
+    ts.batch_size = o->batch_size;
+    ts.grad_accum = o->grad_accum;
+    ts.lr = o->lr;
+    ts.lr_scales = o->lr_scales;
+    ts.weight_decay = o->weight_decay;
+    ts.max_grad_norm = o->max_grad_norm;
+    ts.warmup_ratio = o->warmup_ratio;
+    ts.warmup_steps = o->warmup_steps;
+    ts.min_lr_rate = o->min_lr_rate;
+    ts.seed = (uint64_t)o->seed;
+    ts.save_every = o->save_every;
+    ts.keep_checkpoints = o->keep_checkpoints;
+    ts.on_step = on_step;
+    ts.on_step_user = user;
+    ts.quiet = c->quiet;
+    ts.settings_json = j->settings_json;
+    ts.identity_json = j->identity_json;
+    ts.overwrite = o->overwrite;
+    return mmt_train_run(&tt, &ts, &result->train);
+}
