@@ -20,5 +20,6 @@ check nn models peft train eval data api
 check peft models train eval api
 check models peft train eval api
 check data models peft train eval api
+check gen models peft train eval api; for low in core ops nn data models peft; do check "$low" gen; done
 if [ $bad = 0 ]; then echo "layering: 1 passed, 0 failed"; else echo "layering: 0 passed, 1 failed"; fi
 exit $bad
