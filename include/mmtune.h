@@ -186,6 +186,9 @@ typedef struct mmt_train_options {
     int learn_logit_scale;           /* train CLIP's temperature too */
     double temperature;              /* fixed softmax temperature (0: the model's) */
     double distill_weight;           /* KL to the frozen base model's logits (0) */
+    /* captioners (GIT snapshots) */
+    int64_t max_caption_tokens;      /* caption length with [CLS] and [SEP] (0: 40) */
+    double label_smoothing;          /* of the language-model loss, as torch (0) */
     /* the data */
     const char *image_root;          /* COCO: folder the file_name entries are relative to */
     int skip_bad;                    /* skip (and count) bad records instead of failing */

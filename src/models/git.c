@@ -149,6 +149,7 @@ void mmt_git_free(mmt_git *m) {
 const mmt_git_config *mmt_git_config_of(const mmt_git *m) { return &m->cfg; }
 const mmt_image_processor *mmt_git_processor(const mmt_git *m) { return &m->processor; }
 const char *mmt_git_dir(const mmt_git *m) { return m->dir; }
+int64_t mmt_git_param_count(const mmt_git *m) { return mmt_weights_param_count(m->weights); }
 const mmt_wordpiece *mmt_git_tokenizer(const mmt_git *m) { return m->tokenizer; }
 int64_t mmt_git_image_tokens(const mmt_git *m) { return mmt_git_image_tokens_of(&m->cfg); }
 

@@ -45,6 +45,8 @@ struct mmt_wordpiece;
 const struct mmt_wordpiece *mmt_git_tokenizer(const mmt_git *m);
 /* Image tokens in front of every caption: 1 + (image_size / patch_size)^2. */
 int64_t mmt_git_image_tokens(const mmt_git *m);
+/* Parameters of the checkpoint. */
+int64_t mmt_git_param_count(const mmt_git *m);
 
 mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out);
 void mmt_git_run_free(mmt_git_run *r);

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/alloc.h"
+#include "core/file.h"
 #include "core/json.h"
 
 void mmt_git_config_default(mmt_git_config *cfg) {
@@ -104,4 +106,14 @@ mmt_status mmt_git_config_load(const char *path, mmt_git_config *cfg) {
     mmt_status s = mmt_git_config_parse(mmt_json_root(doc), path, cfg);
     mmt_json_free(doc);
     return s;
+}
+
+int mmt_snapshot_is_git(const char *dir) {
+    char *path = mmt_path_join(dir, "config.json");
+    mmt_json_doc *doc = NULL;
+    int git = path && mmt_file_exists(path) && mmt_json_parse_file(path, &doc) == MMT_OK && mmt_config_is_git(mmt_json_root(doc));
+    mmt_json_free(doc);
+    mmt_free(path);
+    mmt_clear_error();
+    return git;
 }

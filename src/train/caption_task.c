@@ -10,6 +10,7 @@
 #include "data/wordpiece.h"
 #include "nn/param.h"
 #include "peft/adapter_folder.h"
+#include "peft/prompt.h"
 #include "train/image_source.h"
 
 struct mmt_caption_task {
@@ -17,7 +18,9 @@ struct mmt_caption_task {
     const mmt_pairs *pairs;        /* borrowed */
     mmt_caption_task_options opt;
     mmt_git_run *run;              /* owned */
-    mmt_adapter *adapter;          /* owned; NULL: full fine-tuning */
+    mmt_adapter *adapter;          /* owned; NULL: full fine-tuning or prefix tuning */
+    mmt_prompt *prompt;            /* owned; prefix tuning */
+    mmt_peft_config prompt_peft;   /* owned when prompt: its adapter_config.json */
     mmt_peft_config peft;          /* owned copy when have_peft */
     int have_peft;
     int32_t *ids;                  /* owned: (n, Lmax) each caption's ids */
@@ -74,6 +77,15 @@ static const mmt_nn_param *task_params(void *ctx, int64_t *n) { return mmt_git_r
 static mmt_status task_save(void *ctx, const char *dir) {
     mmt_caption_task *t = ctx;
     mmt_status s = MMT_OK;
+    if (t->prompt) {
+        char *cfg = mmt_path_join(dir, "adapter_config.json"), *w = mmt_path_join(dir, "adapter_model.safetensors");
+        if (!cfg || !w) s = MMT_STATUS_OUT_OF_MEMORY;
+        if (s == MMT_OK) s = mmt_peft_config_save(&t->prompt_peft, cfg);
+        if (s == MMT_OK) s = mmt_prompt_save_tensors(t->prompt, w);
+        mmt_free(cfg);
+        mmt_free(w);
+        return s;
+    }
     if (t->adapter) {
         char *cfg = mmt_path_join(dir, "adapter_config.json"), *w = mmt_path_join(dir, "adapter_model.safetensors");
         if (!cfg || !w) s = MMT_STATUS_OUT_OF_MEMORY;
@@ -100,6 +112,12 @@ static mmt_status task_save(void *ctx, const char *dir) {
 
 static mmt_status task_load(void *ctx, const char *dir) {
     mmt_caption_task *t = ctx;
+    if (t->prompt) {
+        char *w = mmt_path_join(dir, "adapter_model.safetensors");
+        mmt_status s = w ? mmt_prompt_load_tensors(t->prompt, w) : MMT_STATUS_OUT_OF_MEMORY;
+        mmt_free(w);
+        return s;
+    }
     if (t->adapter) {
         char *w = mmt_path_join(dir, "adapter_model.safetensors");
         mmt_status s = w ? mmt_adapter_load_tensors(t->adapter, w) : MMT_STATUS_OUT_OF_MEMORY;
@@ -148,6 +166,19 @@ mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const
     if (s == MMT_OK && o->peft) {
         if ((s = mmt_peft_config_copy(&t->peft, o->peft)) == MMT_OK && (t->have_peft = 1))
             s = mmt_adapter_from_config(mmt_git_run_iface(t->run), o->peft, o->seed, 1, &t->adapter);
+    } else if (s == MMT_OK && o->prompt) {
+        mmt_prompt_settings ps = *o->prompt;
+        ps.trainable = 1;
+        ps.seed = o->seed;
+        s = mmt_prompt_attach(mmt_git_run_iface(t->run), &ps, &t->prompt);
+        if (s == MMT_OK) s = mmt_prompt_peft_config(&ps, &mmt_git_run_iface(t->run)->dims, NULL, &t->prompt_peft);
+        if (s == MMT_OK) { /* PeftModelForCausalLM, as PEFT saves prefix tuning of GitForCausalLM */
+            mmt_free(t->prompt_peft.task_type);
+            mmt_free(t->prompt_peft.base_model_class);
+            mmt_free(t->prompt_peft.parent_library);
+            t->prompt_peft.base_model_class = t->prompt_peft.parent_library = NULL;
+            if (!(t->prompt_peft.task_type = mmt_strdup("CAUSAL_LM"))) s = MMT_STATUS_OUT_OF_MEMORY;
+        }
     } else if (s == MMT_OK) {
         s = mmt_git_run_make_full(t->run);
     }
@@ -176,6 +207,8 @@ void mmt_caption_task_free(mmt_caption_task *t) {
     if (!t) return;
     mmt_image_source_free(t->images);
     mmt_adapter_free(t->adapter);
+    mmt_prompt_free(t->prompt);
+    mmt_peft_config_free(&t->prompt_peft);
     if (t->have_peft) mmt_peft_config_free(&t->peft);
     mmt_git_run_free(t->run);
     mmt_free(t->ids);

@@ -10,7 +10,7 @@
  * interface with PEFT's target rules: decoder modules query, key, value, dense..., vision
  * q_proj, v_proj..., "all-linear") or the whole model.
  *
- * What save writes: adapter: adapter_config.json + adapter_model.safetensors (PEFT's format,
+ * What save writes: prefix tuning: PEFT's PREFIX_TUNING adapter files; adapter: adapter_config.json + adapter_model.safetensors (PEFT's format,
  * loadable by PeftModel on GitForCausalLM); full: a Hugging Face snapshot (model.safetensors
  * with every tensor, and the base's config, tokenizer and preprocessor files copied).
  */
@@ -27,7 +27,10 @@
 typedef struct mmt_caption_task mmt_caption_task;
 
 typedef struct mmt_caption_task_options {
-    const mmt_peft_config *peft;   /* NULL: full fine-tuning */
+    const mmt_peft_config *peft;   /* NULL: full fine-tuning (unless prompt) */
+    /* prefix tuning of the decoder (peft/prompt.h: prefix_tokens, prefix_projection); NULL:
+     * none. Saved as the adapter (PEFT's PREFIX_TUNING files). */
+    const struct mmt_prompt_settings *prompt;
     int64_t max_tokens;            /* caption length with [CLS] and [SEP]; 0: 40 */
     float label_smoothing;         /* torch's cross_entropy label_smoothing */
     uint64_t seed;                 /* adapter initialisation, augmentation */

@@ -12,6 +12,7 @@
 #include "core/alloc.h"
 #include "core/json.h"
 #include "data/loader.h"
+#include "models/git_config.h"
 #include "peft/bottleneck_config.h"
 #include "peft/peft_config.h"
 #include "train/fingerprint.h"
@@ -23,7 +24,7 @@
 #define B MMT_TRAIN_SETTING_BOOL
 #define F(field) offsetof(mmt_train_config, field)
 const mmt_train_setting mmt_train_settings_table[] = {
-    {"--model", "model", S, F(model), "DIR", "Hugging Face CLIP snapshot (required)"},
+    {"--model", "model", S, F(model), "DIR", "Hugging Face CLIP or GIT snapshot (required; a GIT captioner trains on captions)"},
     {"--data", "data", S, F(data), "FILE", "pairs: .jsonl, COCO captions .json, .csv or a class-per-folder directory (required)"},
     {"--image-root", "image_root", S, F(o.image_root), "DIR", "COCO: folder the file_name entries are relative to"},
     {"--method", "method", S, F(o.method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
@@ -54,7 +55,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--adapter-reduction", "adapter_reduction", I, F(o.adapter_reduction), "N", "--method adapter: bottleneck width hidden/N"},
     {"--adapter-placement", "adapter_placement", S, F(o.adapter_placement), "P", "--method adapter: after attn, mlp or both"},
     {"--adapter-act", "adapter_act", S, F(o.adapter_act), "A", "--method adapter: relu or gelu"},
-    {"--targets", "target_modules", S, F(o.target_modules), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear (default: q_proj,v_proj; ia3: k_proj,v_proj,fc2 as PEFT)"},
+    {"--targets", "target_modules", S, F(o.target_modules), "LIST", "modules by name or dotted suffix, comma-separated, or all-linear (default: q_proj,v_proj; ia3: k_proj,v_proj,fc2 as PEFT; GIT: query,value; ia3: key,value,output.dense)"},
     {"--targets-regex", "target_regex", S, F(o.target_regex), "RE", "modules whose full name matches RE (instead of --targets)"},
     {"--scope", "scope", S, F(o.scope), "S", "towers to adapt: both, text or vision"},
     {"--layers", "layers_to_transform", S, F(o.layers_to_transform), "LIST", "encoder layer indices to adapt, comma-separated (default all)"},
@@ -72,6 +73,8 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--learn-logit-scale", "learn_logit_scale", B, F(o.learn_logit_scale), NULL, "train CLIP's temperature too (clamped at 100)"},
     {"--temperature", "temperature", D, F(o.temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
     {"--distill", "distill_weight", D, F(o.distill_weight), "X", "weight of the KL term to the frozen base model's logits"},
+    {"--max-caption-tokens", "max_caption_tokens", I, F(o.max_caption_tokens), "N", "captioners: caption length with [CLS] and [SEP] (longer ones are cut)"},
+    {"--label-smoothing", "label_smoothing", D, F(o.label_smoothing), "X", "captioners: label smoothing of the language-model loss"},
     {"--cache-mb", "cache_mb", I, F(o.cache_mb), "N", "keep decoded images when the set fits in N MiB"},
     {"--skip-bad", "skip_bad", B, F(o.skip_bad), NULL, "skip bad records of the data file (counted)"},
     {"--max-text-bytes", "max_text_bytes", I, F(o.max_text_bytes), "N", "a caption (text) over N bytes makes its record bad"},
@@ -228,7 +231,11 @@ static mmt_status check_placement(const mmt_train_config *c) {
 
 /* The per-method defaults: IA3 as PEFT sets it up for CLIP-style models (keys, values and
  * the second MLP linear, which is feed-forward: its input is scaled). */
-static void fill_method_defaults(mmt_train_options *o) {
+static void fill_method_defaults(mmt_train_options *o, int captioner) {
+    if (captioner) { /* GIT's decoder is BERT's: PEFT's defaults for BERT */
+        if (!o->target_modules) o->target_modules = is_method(o, "ia3") ? "key,value,output.dense" : "query,value";
+        if (!o->feedforward_modules) o->feedforward_modules = strstr(o->target_modules, "output.dense") ? "output.dense" : "";
+    }
     if (!o->target_modules) o->target_modules = is_method(o, "ia3") ? "k_proj,v_proj,fc2" : "q_proj,v_proj";
     if (!o->feedforward_modules) {
         const char *t = o->target_modules;
@@ -281,7 +288,18 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     }
     if (is_probe && o->resume)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method linear-probe fits in one go; there is nothing to --resume");
-    fill_method_defaults(o);
+    int captioner = c->model && mmt_snapshot_is_git(c->model);
+    if (captioner && !is_method(o, "lora") && !is_method(o, "ia3") && !is_method(o, "prefix") && !is_method(o, "full"))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: %s is a GIT captioner: --method takes lora, ia3, prefix or full "
+                        "for it, not '%s'", c->model, o->method);
+    if (captioner && (o->prompt_tokens > 0 || o->visual_prompt_tokens > 0 || o->prefix_vision))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: text and visual prompts and vision prefixes are not implemented "
+                        "for GIT captioners");
+    if (o->max_caption_tokens < 0 || o->max_caption_tokens == 1 || o->max_caption_tokens == 2)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--max-caption-tokens must be at least 3 ([CLS], a token, [SEP])");
+    if (!(o->label_smoothing >= 0 && o->label_smoothing < 1))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--label-smoothing must be in [0, 1), got %g", o->label_smoothing);
+    fill_method_defaults(o, captioner);
     return check_placement(c);
 }
 

@@ -1,6 +1,8 @@
 /* train_job.c — one CLIP training run from checked settings (see train_job.h). */
 #include "train/train_job.h"
 
+#include "train/caption_task.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,7 +21,9 @@
 #include "train/schedule.h"
 
 struct mmt_train_job {
-    mmt_clip *model;               /* borrowed */
+    mmt_clip *model;               /* borrowed; NULL for a captioner */
+    mmt_git *git;                  /* borrowed: a captioner's model */
+    mmt_caption_task *caption;     /* owned: a captioner's task */
     const mmt_pairs *pairs;        /* borrowed */
     const mmt_train_config *c;     /* borrowed */
     /* what the task trains; the task points at these, so they live as long as it does */
@@ -148,6 +152,46 @@ static mmt_status probe_create(mmt_train_job *j) {
     return mmt_probe_task_create(j->model, j->pairs, &j->probe);
 }
 
+mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, const mmt_train_config *c,
+                                        mmt_train_job **out) {
+    *out = NULL;
+    mmt_train_job *j = mmt_calloc(1, sizeof *j);
+    if (!j) return MMT_STATUS_OUT_OF_MEMORY;
+    j->git = model;
+    j->pairs = pairs;
+    j->c = c;
+    mmt_status s = MMT_OK;
+    if (is_method(c, "lora") || is_method(c, "ia3")) {
+        if ((s = build_peft_config(c, &j->peft)) != MMT_OK) goto done;
+        j->have_peft = 1;
+    } else if (!is_method(c, "full") && !(j->have_prompt = build_prompt_settings(c, &j->prompt))) {
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method %s does not apply to a GIT captioner", c->o.method);
+        goto done;
+    }
+    const mmt_train_options *o = &c->o;
+    mmt_caption_task_options to = {.peft = j->have_peft ? &j->peft : NULL, .prompt = j->have_prompt ? &j->prompt : NULL,
+                                   .max_tokens = o->max_caption_tokens, .label_smoothing = (float)o->label_smoothing,
+                                   .seed = (uint64_t)o->seed, .cache_bytes = (size_t)o->cache_mb << 20,
+                                   .loader_workers = o->loader_workers, .prefetch_batches = o->prefetch};
+    mmt_augment_default(&to.augment);
+    to.augment.crop = o->augment_crop;
+    to.augment.flip = o->augment_flip;
+    to.augment.brightness = to.augment.contrast = to.augment.saturation = o->augment_jitter;
+    if ((s = mmt_caption_task_create(model, pairs, &to, &j->caption)) != MMT_OK) goto done;
+    if (!(j->settings_json = mmt_train_config_settings_json(c, 0))) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    s = mmt_train_config_identity_json(c, pairs, &j->identity_json);
+done:
+    if (s != MMT_OK) {
+        mmt_train_job_free(j);
+        return s;
+    }
+    *out = j;
+    return MMT_OK;
+}
+
 mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const mmt_train_config *c,
                                 mmt_train_job **out) {
     *out = NULL;
@@ -189,6 +233,7 @@ done:
 void mmt_train_job_free(mmt_train_job *j) {
     if (!j) return;
     mmt_clip_task_free(j->task); /* first: it points at the configs below */
+    mmt_caption_task_free(j->caption);
     if (j->have_peft) mmt_peft_config_free(&j->peft);
     mmt_probe_task_free(j->probe);
     if (j->have_run_dir) mmt_run_dir_close(&j->run_dir);
@@ -202,10 +247,13 @@ int64_t mmt_train_job_trainable_params(const mmt_train_job *j) {
         const mmt_probe_head *h = mmt_probe_task_head(j->probe);
         return h->K * (h->P + 1);
     }
+    if (j->caption) return mmt_caption_task_trainable_numel(j->caption);
     return mmt_clip_task_trainable_numel(j->task);
 }
 
-int64_t mmt_train_job_total_params(const mmt_train_job *j) { return mmt_weights_param_count(mmt_clip_weights(j->model)); }
+int64_t mmt_train_job_total_params(const mmt_train_job *j) {
+    return j->git ? mmt_git_param_count(j->git) : mmt_weights_param_count(mmt_clip_weights(j->model));
+}
 
 static mmt_status probe_run(mmt_train_job *j, mmt_train_job_result *result) {
     mmt_probe_fit_params fp;
@@ -237,7 +285,8 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
     const mmt_train_config *c = j->c;
     const mmt_train_options *o = &c->o;
     mmt_train_task tt;
-    mmt_clip_task_bind(j->task, &tt);
+    if (j->caption) mmt_caption_task_bind(j->caption, &tt);
+    else mmt_clip_task_bind(j->task, &tt);
     mmt_train_settings ts;
     mmt_train_settings_default(&ts);
     if (mmt_schedule_kind_parse(o->schedule, &ts.schedule) != MMT_OK) return MMT_STATUS_INVALID_ARGUMENT; /* checked */

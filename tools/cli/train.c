@@ -33,6 +33,7 @@
 #include "eval/retrieval.h"
 #include "eval/zeroshot.h"
 #include "models/clip.h"
+#include "models/git.h"
 #include "models/clip_train.h"
 #include "core/weights.h"
 #include "peft/adapter.h"
@@ -253,12 +254,19 @@ int cmd_train(int argc, char **argv) {
     mmt_pairs_options po;
     mmt_train_config_pairs_options(&c, &po);
     mmt_clip *model = NULL;
+    mmt_git *git = NULL;
     mmt_pairs *pairs = NULL;
     mmt_train_job *job = NULL;
     mmt_train_job_result res;
     progress_view pv = {!strcmp(c.progress, "bar") || (!strcmp(c.progress, "auto") && isatty(2))};
-    if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
-        mmt_train_job_create(model, pairs, &c, &job) != MMT_OK) {
+    if (mmt_snapshot_is_git(c.model)) { /* a captioner trains on the captions */
+        if (mmt_git_load(c.model, &git) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
+            mmt_train_job_create_caption(git, pairs, &c, &job) != MMT_OK) {
+            rc = cli_runtime_error();
+            goto done;
+        }
+    } else if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
+               mmt_train_job_create(model, pairs, &c, &job) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
@@ -276,6 +284,7 @@ done:
     mmt_train_job_free(job);
     mmt_pairs_free(pairs);
     mmt_clip_free(model);
+    mmt_git_free(git);
     mmt_json_free(doc);
     return rc;
 }
