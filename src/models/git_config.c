@@ -108,12 +108,16 @@ mmt_status mmt_git_config_load(const char *path, mmt_git_config *cfg) {
     return s;
 }
 
-int mmt_snapshot_is_git(const char *dir) {
+mmt_status mmt_snapshot_is_git(const char *dir, int *is_git) {
+    *is_git = 0;
     char *path = mmt_path_join(dir, "config.json");
+    if (!path) return MMT_STATUS_OUT_OF_MEMORY;
     mmt_json_doc *doc = NULL;
-    int git = path && mmt_file_exists(path) && mmt_json_parse_file(path, &doc) == MMT_OK && mmt_config_is_git(mmt_json_root(doc));
+    mmt_status s = mmt_file_exists(path) ? mmt_json_parse_file(path, &doc) : MMT_OK;
+    if (s == MMT_OK && doc) *is_git = mmt_config_is_git(mmt_json_root(doc));
     mmt_json_free(doc);
     mmt_free(path);
-    mmt_clear_error();
-    return git;
+    if (s == MMT_STATUS_OUT_OF_MEMORY) return s;
+    if (s != MMT_OK) mmt_clear_error(); /* a bad config.json is the loader's to report */
+    return MMT_OK;
 }

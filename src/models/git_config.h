@@ -32,9 +32,9 @@ mmt_status mmt_git_config_parse(const struct mmt_json *root, const char *file, m
 /* 1 when a parsed config.json describes a GIT captioner (model_type "git"). */
 int mmt_config_is_git(const struct mmt_json *root);
 
-/* 1 when dir/config.json is a GIT captioner's (0 when it is not, or cannot be read: loading
- * reports that). */
-int mmt_snapshot_is_git(const char *dir);
+/* *is_git = 1 when dir/config.json is a GIT captioner's, 0 when it is not or cannot be read
+ * or parsed (loading the model reports that). Fails only when memory runs out. */
+mmt_status mmt_snapshot_is_git(const char *dir, int *is_git);
 
 /* Image tokens per caption: 1 + (image_size / patch_size)^2. */
 int64_t mmt_git_image_tokens_of(const mmt_git_config *cfg);

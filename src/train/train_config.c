@@ -288,7 +288,8 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     }
     if (is_probe && o->resume)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method linear-probe fits in one go; there is nothing to --resume");
-    int captioner = c->model && mmt_snapshot_is_git(c->model);
+    int captioner = 0;
+    if (c->model) MMT_TRY(mmt_snapshot_is_git(c->model, &captioner));
     if (captioner && !is_method(o, "lora") && !is_method(o, "ia3") && !is_method(o, "prefix") && !is_method(o, "full"))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: %s is a GIT captioner: --method takes lora, ia3, prefix or full "
                         "for it, not '%s'", c->model, o->method);

@@ -259,7 +259,12 @@ int cmd_train(int argc, char **argv) {
     mmt_train_job *job = NULL;
     mmt_train_job_result res;
     progress_view pv = {!strcmp(c.progress, "bar") || (!strcmp(c.progress, "auto") && isatty(2))};
-    if (mmt_snapshot_is_git(c.model)) { /* a captioner trains on the captions */
+    int captioner = 0;
+    if (mmt_snapshot_is_git(c.model, &captioner) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    if (captioner) { /* a captioner trains on the captions */
         if (mmt_git_load(c.model, &git) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
             mmt_train_job_create_caption(git, pairs, &c, &job) != MMT_OK) {
             rc = cli_runtime_error();
