@@ -5,7 +5,12 @@
  *     whole model; each adapter loads back through the PEFT reader (a full run writes a
  *     snapshot that loads as a GIT model), and LoRA lowers the caption loss;
  *   - methods a captioner does not take, a bad --max-caption-tokens and a caption file with
- *     a missing image are refused with a one-line error and exit code 2 or 1.
+ *     a missing image are refused with a one-line error and exit code 2 or 1;
+ *   - `caption` with the fully trained snapshot says most training captions back (greedy and
+ *     beams), keeps to --allowed-words, avoids --bad-words, prints JSON lines with --json,
+ *     and refuses bad settings and missing images with one line.
+ * (tools/fixtures/check_git_captions.py compares `caption` with transformers + PEFT's
+ * generate() string for string; tests/test_generate.c checks the generation itself.)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,12 +99,81 @@ static void test_refusals(void) {
     CHECK(err_text && strstr(err_text, "no-such.png") && count_lines(err_text) == 1);
 }
 
+static int count_exact(const char *out) {
+    static const char *want[5] = {"a gray cat", "a rocket in space", "a cup of coffee", "a man with a camera",
+                                  "an astronaut with a star"};
+    int hits = 0;
+    for (int i = 0; i < 5; i++) {
+        char line[200];
+        snprintf(line, sizeof line, "\t%s\n", want[i]);
+        hits += out && strstr(out, line) != NULL;
+    }
+    return hits;
+}
+
+static void test_caption(void) {
+    char snap[450];
+    snprintf(snap, sizeof snap, "%s/full/adapter", root); /* written by test_train_methods */
+    CHECK(run("caption --model %s --data %s", snap, data) == 0);
+    CHECK(out_text && count_lines(out_text) == 5);
+    int greedy = count_exact(out_text);
+    CHECK(run("caption --model %s --data %s --beams 3", snap, data) == 0);
+    int beams = count_exact(out_text);
+    printf("     full fine-tuning, 30 steps: %d of 5 captions exact (greedy), %d (3 beams)\n", greedy, beams);
+    CHECK(greedy >= 3 && beams >= 3);
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --json --sample --seed 3", snap, IMAGES) == 0);
+    CHECK(out_text && strstr(out_text, "{\"image\": \"") && strstr(out_text, "\"caption\": \""));
+    /* a constrained vocabulary: every word of every caption is one of the allowed words */
+    char words[450];
+    snprintf(words, sizeof words, "%s/allowed.txt", root);
+    FILE *f = fopen(words, "w");
+    if (f) fputs("a\ncup\nof\ncoffee\nred\ncircle\n", f), fclose(f);
+    CHECK(run("caption --model %s --data %s --allowed-words %s", snap, data, words) == 0);
+    for (char *line = out_text; line && *line;) {
+        char *tab = strchr(line, '\t'), *end = strchr(line, '\n');
+        if (!tab || !end) break;
+        for (char *w = tab + 1; w < end;) {
+            size_t n = strcspn(w, " \n");
+            char word[64] = {0};
+            memcpy(word, w, n < 63 ? n : 63);
+            int ok = !strcmp(word, "a") || !strcmp(word, "cup") || !strcmp(word, "of") || !strcmp(word, "coffee") ||
+                     !strcmp(word, "red") || !strcmp(word, "circle") || n == 0;
+            CHECK_MSG(ok, "allowed words: '%s' in a caption", word);
+            w += n + (w[n] == ' ');
+        }
+        line = end + 1;
+    }
+    snprintf(words, sizeof words, "%s/bad.txt", root);
+    f = fopen(words, "w");
+    if (f) fputs("cat\ncoffee\n", f), fclose(f);
+    CHECK(run("caption --model %s --data %s --bad-words %s", snap, data, words) == 0);
+    CHECK(out_text && count_lines(out_text) == 5);
+    for (char *line = out_text; line && *line;) { /* the captions, after each path's tab */
+        char *tab = strchr(line, '\t'), *end = strchr(line, '\n');
+        if (!tab || !end) break;
+        *end = '\0';
+        CHECK_MSG(!strstr(tab, " cat") && !strstr(tab, "coffee"), "bad words in '%s'", tab + 1);
+        line = end + 1;
+    }
+    /* refusals */
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --beams 0", snap, IMAGES) == 1);
+    CHECK(err_text && count_lines(err_text) == 1);
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --top-p 2 --sample", snap, IMAGES) == 1);
+    CHECK(run("caption --model %s --image %s/none.png", snap, root) == 1);
+    CHECK(err_text && strstr(err_text, "none.png") && count_lines(err_text) == 1);
+    CHECK(run("caption --model %s", snap) == 2);
+    CHECK(run("caption --model %s --image x.png --early-stopping maybe", snap) == 2);
+    CHECK(run("caption --model %s/../../clip/tiny-a --image %s/chelsea.jpg", CAP, IMAGES) == 1);
+    CHECK(err_text && strstr(err_text, "not a GIT"));
+}
+
 int main(void) {
     if (!mkdtemp(root)) return 1;
     cli_run_setup(root);
     write_data();
     RUN(test_train_methods);
     RUN(test_refusals);
+    RUN(test_caption);
     cli_run_cleanup();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

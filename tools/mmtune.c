@@ -40,7 +40,8 @@ static const char *USAGE =
     "  embed      print normalised projected embeddings of images and texts (JSON lines)\n"
     "  classify   zero-shot classify images against text labels (JSON lines)\n"
     "  inspect    show a model's config, tensors, dtypes and parameter count\n"
-    "  train      fine-tune a CLIP on image-text pairs (LoRA, IA3 or full)\n"
+    "  train      fine-tune a CLIP on image-text pairs, or a GIT captioner on captions\n"
+    "  caption    caption images with a GIT captioner (+ adapter): greedy, beams, sampling\n"
     "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
     "  bench      measure embedding throughput (bench embed --help)\n"
@@ -747,6 +748,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "caption")) return cmd_caption(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "fashion-mnist")) return cmd_fashion_mnist(argc - 2, argv + 2);

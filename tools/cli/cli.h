@@ -18,6 +18,7 @@ int cli_out_begin(const char *cmd, const char *out, int overwrite, char **tmp);
 int cli_out_finish(char *tmp, const char *out, int rc);
 
 int cmd_train(int argc, char **argv);
+int cmd_caption(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);

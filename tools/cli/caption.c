@@ -1,0 +1,316 @@
+/* caption.c — `mmtune caption`: captions images with a GIT captioner (models/git.h) and text
+ * generation (gen/generate.h), optionally through a PEFT adapter. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "data/image.h"
+#include "data/pairs.h"
+#include "data/preprocess.h"
+#include "data/wordpiece.h"
+#include "gen/generate.h"
+#include "gen/words.h"
+#include "models/git.h"
+#include "nn/decoder.h"
+#include "nn/model.h"
+#include "peft/adapter.h"
+#include "peft/adapter_folder.h"
+#include "peft/prompt.h"
+
+static const char *HELP =
+    "usage: mmtune caption --model GIT_DIR [--adapter DIR] --image PATH... [--data FILE]\n"
+    "                      [--prompt TEXT] [--max-new-tokens N] [--min-new-tokens N]\n"
+    "                      [--beams N [--length-penalty X] [--early-stopping true|false|never]]\n"
+    "                      [--sample [--temperature X] [--top-k N] [--top-p X] [--seed N]]\n"
+    "                      [--no-repeat-ngram N] [--repetition-penalty X]\n"
+    "                      [--bad-words FILE | --allowed-words FILE] [--batch N] [--json]\n"
+    "\n"
+    "Captions each image as transformers' GitForCausalLM.generate() does (greedy and beam search\n"
+    "give its tokens exactly; sampling draws from mmtune's own seeded generator) and prints\n"
+    "one line per image: PATH<TAB>caption, or with --json {\"image\": ..., \"caption\": ...}.\n"
+    "  --model DIR         Hugging Face GIT snapshot (config.json, weights, tokenizer.json)\n"
+    "  --adapter DIR       a PEFT adapter folder for it (LoRA, IA3 or prefix tuning)\n"
+    "  --image PATH        a JPEG or PNG image (repeatable)\n"
+    "  --data FILE         also every image_path of a JSONL pairs file\n"
+    "  --prompt TEXT       the caption starts with this text ([CLS] + its tokens), as GIT's\n"
+    "                      question answering is prompted; printed as part of the caption\n"
+    "  --max-new-tokens N  tokens generated after the prompt at most (default 30)\n"
+    "  --min-new-tokens N  no end of caption before N tokens (default 0)\n"
+    "  --beams N           beam search with N beams (default 1: greedy)\n"
+    "  --length-penalty X  beams: score / length^X (default 1)\n"
+    "  --early-stopping E  beams: true, false (default) or never, as transformers\n"
+    "  --sample            draw tokens instead (temperature, top-k 50, top-p)\n"
+    "  --temperature X, --top-k N, --top-p X, --seed N   sampling settings\n"
+    "  --no-repeat-ngram N an n-gram appears at most once in a caption\n"
+    "  --repetition-penalty X  transformers' repetition penalty (1: off)\n"
+    "  --bad-words FILE    words or phrases (one per line) the caption must not contain\n"
+    "  --allowed-words FILE  captions made only of these words (one per line): a constrained\n"
+    "                      vocabulary, e.g. a report lexicon\n"
+    "  --batch N           images per generation batch (default 8)\n"
+    "  --json              JSON lines instead of PATH<TAB>caption\n";
+
+#define MAX_IMAGES 100000
+
+typedef struct caption_args {
+    const char *model, *adapter, *prompt, *data, *bad_words, *allowed_words;
+    const char **images;
+    int64_t n_images, batch;
+    int json;
+    mmt_gen_settings gen;
+} caption_args;
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    *out = strtod(s, &end);
+    return *s && !*end;
+}
+
+static int parse_int(const char *s, int64_t *out) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    *out = v;
+    return *s && !*end;
+}
+
+/* 0: parsed; -1: --help printed; else the exit code. */
+static int parse(int argc, char **argv, caption_args *a) {
+    a->gen = mmt_gen_settings_default();
+    a->gen.max_new_tokens = 30;
+    a->batch = 8;
+    a->images = mmt_calloc((size_t)argc + 1, sizeof *a->images);
+    if (!a->images) return cli_runtime_error();
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t n;
+        double x;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            fputs(HELP, stdout);
+            return -1;
+        }
+        if (!strcmp(o, "--json")) {
+            a->json = 1;
+            continue;
+        }
+        if (!strcmp(o, "--sample")) {
+            a->gen.do_sample = 1;
+            continue;
+        }
+        if (!v) return cli_usage_error("caption: %s needs a value", o);
+        i++;
+        if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "--adapter")) a->adapter = v;
+        else if (!strcmp(o, "--image")) a->images[a->n_images++] = v;
+        else if (!strcmp(o, "--data")) a->data = v;
+        else if (!strcmp(o, "--prompt")) a->prompt = v;
+        else if (!strcmp(o, "--bad-words")) a->bad_words = v;
+        else if (!strcmp(o, "--allowed-words")) a->allowed_words = v;
+        else if (!strcmp(o, "--early-stopping")) {
+            if (!strcmp(v, "true")) a->gen.early_stopping = MMT_GEN_EARLY_STOPPING_TRUE;
+            else if (!strcmp(v, "false")) a->gen.early_stopping = MMT_GEN_EARLY_STOPPING_HEURISTIC;
+            else if (!strcmp(v, "never")) a->gen.early_stopping = MMT_GEN_EARLY_STOPPING_NEVER;
+            else return cli_usage_error("caption: --early-stopping takes true, false or never, not '%s'", v);
+        } else if (!strcmp(o, "--max-new-tokens") || !strcmp(o, "--min-new-tokens") || !strcmp(o, "--beams") ||
+                   !strcmp(o, "--top-k") || !strcmp(o, "--seed") || !strcmp(o, "--no-repeat-ngram") ||
+                   !strcmp(o, "--batch")) {
+            if (!parse_int(v, &n) || n < 0) return cli_usage_error("caption: %s needs a whole number >= 0, not '%s'", o, v);
+            if (!strcmp(o, "--max-new-tokens")) a->gen.max_new_tokens = n;
+            else if (!strcmp(o, "--min-new-tokens")) a->gen.min_new_tokens = n;
+            else if (!strcmp(o, "--beams")) a->gen.num_beams = n;
+            else if (!strcmp(o, "--top-k")) a->gen.top_k = n;
+            else if (!strcmp(o, "--seed")) a->gen.seed = (uint64_t)n;
+            else if (!strcmp(o, "--no-repeat-ngram")) a->gen.no_repeat_ngram_size = n;
+            else a->batch = n;
+        } else if (!strcmp(o, "--length-penalty") || !strcmp(o, "--temperature") || !strcmp(o, "--top-p") ||
+                   !strcmp(o, "--repetition-penalty")) {
+            if (!parse_double(v, &x)) return cli_usage_error("caption: %s needs a number, not '%s'", o, v);
+            if (!strcmp(o, "--length-penalty")) a->gen.length_penalty = x;
+            else if (!strcmp(o, "--temperature")) a->gen.temperature = x;
+            else if (!strcmp(o, "--top-p")) a->gen.top_p = x;
+            else a->gen.repetition_penalty = x;
+        } else {
+            return cli_usage_error("caption: unknown option '%s'", o);
+        }
+    }
+    if (!a->model) return cli_usage_error("caption: --model is required");
+    if (a->n_images == 0 && !a->data) return cli_usage_error("caption: give --image PATH (or --data FILE)");
+    if (a->batch < 1) return cli_usage_error("caption: --batch must be at least 1");
+    if (a->bad_words && a->allowed_words) return cli_usage_error("caption: --bad-words and --allowed-words exclude each other");
+    return 0;
+}
+
+/* The lines of a words file, each tokenized without [CLS]/[SEP], as back-to-back sequences. */
+static mmt_status read_words(const char *path, const mmt_wordpiece *tok, int32_t **ids, int64_t **lengths, int64_t *n) {
+    char *text = NULL;
+    size_t size = 0;
+    MMT_TRY(mmt_file_read_all(path, (size_t)16 << 20, &text, &size));
+    int64_t cap_ids = 0, used = 0, count = 0, cap = 0;
+    mmt_status s = MMT_OK;
+    *ids = NULL;
+    *lengths = NULL;
+    for (char *line = text, *next; s == MMT_OK && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        size_t len = strlen(line);
+        while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = '\0';
+        if (len == 0) continue;
+        int64_t total = 0;
+        if ((s = mmt_wordpiece_encode(tok, line, len, 0, NULL, 0, &total)) != MMT_OK) break;
+        if (total == 0) continue;
+        if (used + total > cap_ids) {
+            cap_ids = 2 * (used + total);
+            int32_t *g = mmt_realloc(*ids, (size_t)cap_ids * sizeof(int32_t));
+            if (!g) s = MMT_STATUS_OUT_OF_MEMORY;
+            else *ids = g;
+        }
+        if (s == MMT_OK && count == cap) {
+            cap = cap ? 2 * cap : 64;
+            int64_t *g = mmt_realloc(*lengths, (size_t)cap * sizeof(int64_t));
+            if (!g) s = MMT_STATUS_OUT_OF_MEMORY;
+            else *lengths = g;
+        }
+        if (s == MMT_OK) s = mmt_wordpiece_encode(tok, line, len, 0, *ids + used, total, &total);
+        if (s == MMT_OK) {
+            (*lengths)[count++] = total;
+            used += total;
+        }
+    }
+    if (s != MMT_OK) s = mmt_error_prefix(s, "%s: ", path);
+    else if (count == 0) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: no words in the file", path);
+    mmt_free(text);
+    *n = count;
+    return s;
+}
+
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    putchar('"');
+}
+
+int cmd_caption(int argc, char **argv) {
+    caption_args a = {0};
+    int rc = parse(argc, argv, &a);
+    if (rc != 0) {
+        mmt_free(a.images);
+        return rc < 0 ? 0 : rc;
+    }
+    mmt_git *m = NULL;
+    mmt_git_run *r = NULL;
+    mmt_adapter *ad = NULL;
+    mmt_prompt *pr = NULL;
+    mmt_pairs *pairs = NULL;
+    mmt_gen_words *allowed = NULL;
+    int32_t *words = NULL, *prompt = NULL, *all = NULL;
+    int64_t *word_len = NULL, n_words = 0, L = 0;
+    float *pixels = NULL, *feats = NULL;
+    char *text = NULL;
+    const char **paths = NULL;
+    mmt_gen_output out = {0};
+    mmt_status s = mmt_git_load(a.model, &m);
+    if (s == MMT_OK && !mmt_git_tokenizer(m))
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json", a.model);
+    if (s == MMT_OK) s = mmt_git_run_create(m, &r);
+    if (s == MMT_OK && a.adapter) s = mmt_adapter_folders_load(mmt_git_run_iface(r), a.adapter, 0, &ad, &pr);
+    if (s == MMT_OK && a.data) s = mmt_pairs_load_jsonl(a.data, 0, &pairs);
+    if (s != MMT_OK) goto done;
+    const mmt_git_config *c = mmt_git_config_of(m);
+    const mmt_wordpiece *tok = mmt_git_tokenizer(m);
+    a.gen.bos_token_id = (int32_t)c->bos_token_id;
+    a.gen.eos_token_id = (int32_t)c->eos_token_id;
+    a.gen.pad_token_id = (int32_t)c->pad_token_id;
+    if (a.bad_words || a.allowed_words) {
+        if ((s = read_words(a.bad_words ? a.bad_words : a.allowed_words, tok, &words, &word_len, &n_words)) != MMT_OK)
+            goto done;
+        mmt_gen_sequences seqs = {words, word_len, n_words};
+        if (a.bad_words) a.gen.bad_words = seqs;
+        else if ((s = mmt_gen_words_create(&seqs, c->vocab_size, &allowed)) != MMT_OK) goto done;
+        a.gen.allowed_words = allowed;
+    }
+    /* the prompt: [CLS] + the text's tokens, the same for every image */
+    if (a.prompt && a.prompt[0]) {
+        int64_t total = 0;
+        if ((s = mmt_wordpiece_encode(tok, a.prompt, strlen(a.prompt), 0, NULL, 0, &total)) != MMT_OK) goto done;
+        if (!(prompt = mmt_malloc((size_t)(total + 1) * (size_t)a.batch * sizeof(int32_t)))) {
+            s = MMT_STATUS_OUT_OF_MEMORY;
+            goto done;
+        }
+        prompt[0] = (int32_t)c->bos_token_id;
+        if ((s = mmt_wordpiece_encode(tok, a.prompt, strlen(a.prompt), 0, prompt + 1, total, &total)) != MMT_OK) goto done;
+        L = total + 1;
+        for (int64_t b = 1; b < a.batch; b++) memcpy(prompt + b * L, prompt, (size_t)L * sizeof(int32_t));
+    }
+    if ((s = mmt_gen_settings_check(&a.gen, c->vocab_size)) != MMT_OK) goto done;
+    int64_t n = a.n_images + (pairs ? pairs->n : 0), S = c->vision.image_size, Ni = mmt_git_image_tokens(m);
+    paths = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *paths);
+    pixels = mmt_malloc((size_t)(a.batch * 3 * S * S) * sizeof(float));
+    feats = mmt_malloc((size_t)(a.batch * Ni * c->hidden_size) * sizeof(float));
+    all = mmt_malloc((size_t)(L + a.gen.max_new_tokens + 1) * sizeof(int32_t));
+    size_t text_cap = (size_t)(L + a.gen.max_new_tokens + 1) * 64 + 64;
+    text = mmt_malloc(text_cap);
+    if (!paths || !pixels || !feats || !all || !text) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    for (int64_t i = 0; i < a.n_images; i++) paths[i] = a.images[i];
+    for (int64_t i = 0; pairs && i < pairs->n; i++) paths[a.n_images + i] = pairs->items[i].image_path;
+    for (int64_t at = 0; at < n && s == MMT_OK; at += a.batch) {
+        int64_t b = n - at < a.batch ? n - at : a.batch;
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
+            mmt_image img = {0};
+            s = mmt_image_decode_file(paths[at + i], &img);
+            if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_git_processor(m), pixels + i * 3 * S * S);
+            mmt_image_free(&img);
+        }
+        if (s == MMT_OK) s = mmt_git_run_image_features(r, pixels, b, feats);
+        mmt_decoder dec;
+        mmt_git_run_decoder(r, feats, b, &dec);
+        if (s == MMT_OK) s = mmt_generate(&dec, prompt, b, L, &a.gen, &out);
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) { /* decode(prompt + generated, skip_special_tokens) */
+            int64_t k = 0;
+            all[k++] = L > 0 ? prompt[0] : (int32_t)c->bos_token_id;
+            for (int64_t j = 1; j < L; j++) all[k++] = prompt[j];
+            for (int64_t j = 0; j < out.lengths[i]; j++) all[k++] = out.tokens[i * out.width + j];
+            size_t len;
+            s = mmt_wordpiece_decode(tok, all, k, 1, text, text_cap, &len);
+            if (s != MMT_OK) break;
+            if (a.json) {
+                fputs("{\"image\": ", stdout);
+                print_json_string(paths[at + i]);
+                fputs(", \"caption\": ", stdout);
+                print_json_string(text);
+                fputs("}\n", stdout);
+            } else {
+                printf("%s\t%s\n", paths[at + i], text);
+            }
+        }
+        mmt_gen_output_free(&out);
+        fflush(stdout);
+    }
+done:
+    if (s != MMT_OK) rc = cli_runtime_error();
+    mmt_gen_output_free(&out);
+    mmt_gen_words_free(allowed);
+    mmt_free(words);
+    mmt_free(word_len);
+    mmt_free(prompt);
+    mmt_free(all);
+    mmt_free(text);
+    mmt_free(paths);
+    mmt_free(pixels);
+    mmt_free(feats);
+    mmt_pairs_free(pairs);
+    mmt_prompt_free(pr);
+    mmt_adapter_free(ad);
+    mmt_git_run_free(r);
+    mmt_git_free(m);
+    mmt_free(a.images);
+    return rc;
+}
