@@ -195,6 +195,154 @@ static void print_json_string(const char *s) {
     putchar('"');
 }
 
+/* ---- the captioner: a model, an adapter, and generation over image files ------------------ */
+
+struct cli_captioner {
+    mmt_git *m;
+    mmt_git_run *r;
+    mmt_adapter *ad;
+    mmt_prompt *pr;
+    mmt_gen_words *allowed;
+    int32_t *words;
+    int64_t *word_len, n_words;
+};
+
+mmt_status cli_captioner_open(const char *model, const char *adapter, cli_captioner **out) {
+    *out = NULL;
+    cli_captioner *c = mmt_calloc(1, sizeof *c);
+    if (!c) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = mmt_git_load(model, &c->m);
+    if (s == MMT_OK && !mmt_git_tokenizer(c->m))
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json", model);
+    if (s == MMT_OK) s = mmt_git_run_create(c->m, &c->r);
+    if (s == MMT_OK && adapter) s = mmt_adapter_folders_load(mmt_git_run_iface(c->r), adapter, 0, &c->ad, &c->pr);
+    if (s != MMT_OK) {
+        cli_captioner_close(c);
+        return s;
+    }
+    *out = c;
+    return MMT_OK;
+}
+
+void cli_captioner_close(cli_captioner *c) {
+    if (!c) return;
+    mmt_gen_words_free(c->allowed);
+    mmt_free(c->words);
+    mmt_free(c->word_len);
+    mmt_prompt_free(c->pr);
+    mmt_adapter_free(c->ad);
+    mmt_git_run_free(c->r);
+    mmt_git_free(c->m);
+    mmt_free(c);
+}
+
+mmt_status cli_captioner_defaults(const cli_captioner *c, mmt_gen_settings *s) {
+    const mmt_git_config *g = mmt_git_config_of(c->m);
+    s->bos_token_id = (int32_t)g->bos_token_id;
+    s->eos_token_id = (int32_t)g->eos_token_id;
+    s->pad_token_id = (int32_t)g->pad_token_id;
+    return MMT_OK;
+}
+
+mmt_status cli_captioner_words(cli_captioner *c, const char *path, int allowed, mmt_gen_settings *s) {
+    const mmt_git_config *g = mmt_git_config_of(c->m);
+    MMT_TRY(read_words(path, mmt_git_tokenizer(c->m), &c->words, &c->word_len, &c->n_words));
+    mmt_gen_sequences seqs = {c->words, c->word_len, c->n_words};
+    if (!allowed) {
+        s->bad_words = seqs;
+        return MMT_OK;
+    }
+    MMT_TRY(mmt_gen_words_create(&seqs, g->vocab_size, &c->allowed));
+    s->allowed_words = c->allowed;
+    return MMT_OK;
+}
+
+mmt_status cli_captioner_run(cli_captioner *c, const char *const *paths, int64_t n, const mmt_gen_settings *gs,
+                             const char *prompt_text, int64_t batch, cli_caption_fn fn, void *user) {
+    const mmt_git_config *g = mmt_git_config_of(c->m);
+    const mmt_wordpiece *tok = mmt_git_tokenizer(c->m);
+    int32_t *prompt = NULL, *all = NULL;
+    float *pixels = NULL, *feats = NULL;
+    char *text = NULL;
+    int64_t L = 0, S = g->vision.image_size, Ni = mmt_git_image_tokens(c->m);
+    mmt_gen_output out = {0};
+    mmt_status s = mmt_gen_settings_check(gs, g->vocab_size);
+    if (s == MMT_OK && batch < 1) s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "caption: a batch of %lld images", (long long)batch);
+    /* the prompt: [CLS] + the text's tokens, the same for every image */
+    if (s == MMT_OK && prompt_text && prompt_text[0]) {
+        int64_t total = 0;
+        s = mmt_wordpiece_encode(tok, prompt_text, strlen(prompt_text), 0, NULL, 0, &total);
+        if (s == MMT_OK && !(prompt = mmt_malloc((size_t)(total + 1) * (size_t)batch * sizeof(int32_t))))
+            s = MMT_STATUS_OUT_OF_MEMORY;
+        if (s == MMT_OK) {
+            prompt[0] = (int32_t)g->bos_token_id;
+            s = mmt_wordpiece_encode(tok, prompt_text, strlen(prompt_text), 0, prompt + 1, total, &total);
+            L = total + 1;
+            for (int64_t b = 1; b < batch; b++) memcpy(prompt + b * L, prompt, (size_t)L * sizeof(int32_t));
+        }
+    }
+    size_t text_cap = (size_t)(L + gs->max_new_tokens + 1) * 64 + 64;
+    if (s == MMT_OK) {
+        pixels = mmt_malloc((size_t)(batch * 3 * S * S) * sizeof(float));
+        feats = mmt_malloc((size_t)(batch * Ni * g->hidden_size) * sizeof(float));
+        all = mmt_malloc((size_t)(L + gs->max_new_tokens + 1) * sizeof(int32_t));
+        text = mmt_malloc(text_cap);
+        if (!pixels || !feats || !all || !text) s = MMT_STATUS_OUT_OF_MEMORY;
+    }
+    for (int64_t at = 0; at < n && s == MMT_OK; at += batch) {
+        int64_t b = n - at < batch ? n - at : batch;
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
+            mmt_image img = {0};
+            s = mmt_image_decode_file(paths[at + i], &img);
+            if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_git_processor(c->m), pixels + i * 3 * S * S);
+            mmt_image_free(&img);
+        }
+        if (s == MMT_OK) s = mmt_git_run_image_features(c->r, pixels, b, feats);
+        mmt_decoder dec;
+        mmt_git_run_decoder(c->r, feats, b, &dec);
+        if (s == MMT_OK) s = mmt_generate(&dec, prompt, b, L, gs, &out);
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) { /* decode(prompt + generated, skip_special_tokens) */
+            int64_t k = 0;
+            all[k++] = L > 0 ? prompt[0] : (int32_t)g->bos_token_id;
+            for (int64_t j = 1; j < L; j++) all[k++] = prompt[j];
+            for (int64_t j = 0; j < out.lengths[i]; j++) all[k++] = out.tokens[i * out.width + j];
+            size_t len;
+            s = mmt_wordpiece_decode(tok, all, k, 1, text, text_cap, &len);
+            if (s == MMT_OK) s = fn(user, at + i, text);
+        }
+        mmt_gen_output_free(&out);
+    }
+    mmt_gen_output_free(&out);
+    mmt_free(prompt);
+    mmt_free(all);
+    mmt_free(text);
+    mmt_free(pixels);
+    mmt_free(feats);
+    return s;
+}
+
+/* ---- the command -------------------------------------------------------------------------- */
+
+typedef struct printer {
+    const char *const *paths;
+    int json;
+} printer;
+
+static mmt_status print_caption(void *user, int64_t i, const char *caption) {
+    const printer *p = user;
+    if (p->json) {
+        fputs("{\"image\": ", stdout);
+        print_json_string(p->paths[i]);
+        fputs(", \"caption\": ", stdout);
+        print_json_string(caption);
+        fputs("}\n", stdout);
+    } else {
+        printf("%s\t%s\n", p->paths[i], caption);
+    }
+    fflush(stdout);
+    return MMT_OK;
+}
+
 int cmd_caption(int argc, char **argv) {
     caption_args a = {0};
     int rc = parse(argc, argv, &a);
@@ -202,115 +350,26 @@ int cmd_caption(int argc, char **argv) {
         mmt_free(a.images);
         return rc < 0 ? 0 : rc;
     }
-    mmt_git *m = NULL;
-    mmt_git_run *r = NULL;
-    mmt_adapter *ad = NULL;
-    mmt_prompt *pr = NULL;
+    cli_captioner *c = NULL;
     mmt_pairs *pairs = NULL;
-    mmt_gen_words *allowed = NULL;
-    int32_t *words = NULL, *prompt = NULL, *all = NULL;
-    int64_t *word_len = NULL, n_words = 0, L = 0;
-    float *pixels = NULL, *feats = NULL;
-    char *text = NULL;
     const char **paths = NULL;
-    mmt_gen_output out = {0};
-    mmt_status s = mmt_git_load(a.model, &m);
-    if (s == MMT_OK && !mmt_git_tokenizer(m))
-        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json", a.model);
-    if (s == MMT_OK) s = mmt_git_run_create(m, &r);
-    if (s == MMT_OK && a.adapter) s = mmt_adapter_folders_load(mmt_git_run_iface(r), a.adapter, 0, &ad, &pr);
+    mmt_status s = cli_captioner_open(a.model, a.adapter, &c);
     if (s == MMT_OK && a.data) s = mmt_pairs_load_jsonl(a.data, 0, &pairs);
-    if (s != MMT_OK) goto done;
-    const mmt_git_config *c = mmt_git_config_of(m);
-    const mmt_wordpiece *tok = mmt_git_tokenizer(m);
-    a.gen.bos_token_id = (int32_t)c->bos_token_id;
-    a.gen.eos_token_id = (int32_t)c->eos_token_id;
-    a.gen.pad_token_id = (int32_t)c->pad_token_id;
-    if (a.bad_words || a.allowed_words) {
-        if ((s = read_words(a.bad_words ? a.bad_words : a.allowed_words, tok, &words, &word_len, &n_words)) != MMT_OK)
-            goto done;
-        mmt_gen_sequences seqs = {words, word_len, n_words};
-        if (a.bad_words) a.gen.bad_words = seqs;
-        else if ((s = mmt_gen_words_create(&seqs, c->vocab_size, &allowed)) != MMT_OK) goto done;
-        a.gen.allowed_words = allowed;
+    if (s == MMT_OK) s = cli_captioner_defaults(c, &a.gen);
+    if (s == MMT_OK && (a.bad_words || a.allowed_words))
+        s = cli_captioner_words(c, a.bad_words ? a.bad_words : a.allowed_words, a.allowed_words != NULL, &a.gen);
+    int64_t n = a.n_images + (pairs ? pairs->n : 0);
+    if (s == MMT_OK && !(paths = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *paths))) s = MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) {
+        for (int64_t i = 0; i < a.n_images; i++) paths[i] = a.images[i];
+        for (int64_t i = 0; pairs && i < pairs->n; i++) paths[a.n_images + i] = pairs->items[i].image_path;
+        printer p = {paths, a.json};
+        s = cli_captioner_run(c, paths, n, &a.gen, a.prompt, a.batch, print_caption, &p);
     }
-    /* the prompt: [CLS] + the text's tokens, the same for every image */
-    if (a.prompt && a.prompt[0]) {
-        int64_t total = 0;
-        if ((s = mmt_wordpiece_encode(tok, a.prompt, strlen(a.prompt), 0, NULL, 0, &total)) != MMT_OK) goto done;
-        if (!(prompt = mmt_malloc((size_t)(total + 1) * (size_t)a.batch * sizeof(int32_t)))) {
-            s = MMT_STATUS_OUT_OF_MEMORY;
-            goto done;
-        }
-        prompt[0] = (int32_t)c->bos_token_id;
-        if ((s = mmt_wordpiece_encode(tok, a.prompt, strlen(a.prompt), 0, prompt + 1, total, &total)) != MMT_OK) goto done;
-        L = total + 1;
-        for (int64_t b = 1; b < a.batch; b++) memcpy(prompt + b * L, prompt, (size_t)L * sizeof(int32_t));
-    }
-    if ((s = mmt_gen_settings_check(&a.gen, c->vocab_size)) != MMT_OK) goto done;
-    int64_t n = a.n_images + (pairs ? pairs->n : 0), S = c->vision.image_size, Ni = mmt_git_image_tokens(m);
-    paths = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *paths);
-    pixels = mmt_malloc((size_t)(a.batch * 3 * S * S) * sizeof(float));
-    feats = mmt_malloc((size_t)(a.batch * Ni * c->hidden_size) * sizeof(float));
-    all = mmt_malloc((size_t)(L + a.gen.max_new_tokens + 1) * sizeof(int32_t));
-    size_t text_cap = (size_t)(L + a.gen.max_new_tokens + 1) * 64 + 64;
-    text = mmt_malloc(text_cap);
-    if (!paths || !pixels || !feats || !all || !text) {
-        s = MMT_STATUS_OUT_OF_MEMORY;
-        goto done;
-    }
-    for (int64_t i = 0; i < a.n_images; i++) paths[i] = a.images[i];
-    for (int64_t i = 0; pairs && i < pairs->n; i++) paths[a.n_images + i] = pairs->items[i].image_path;
-    for (int64_t at = 0; at < n && s == MMT_OK; at += a.batch) {
-        int64_t b = n - at < a.batch ? n - at : a.batch;
-        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
-            mmt_image img = {0};
-            s = mmt_image_decode_file(paths[at + i], &img);
-            if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_git_processor(m), pixels + i * 3 * S * S);
-            mmt_image_free(&img);
-        }
-        if (s == MMT_OK) s = mmt_git_run_image_features(r, pixels, b, feats);
-        mmt_decoder dec;
-        mmt_git_run_decoder(r, feats, b, &dec);
-        if (s == MMT_OK) s = mmt_generate(&dec, prompt, b, L, &a.gen, &out);
-        for (int64_t i = 0; i < b && s == MMT_OK; i++) { /* decode(prompt + generated, skip_special_tokens) */
-            int64_t k = 0;
-            all[k++] = L > 0 ? prompt[0] : (int32_t)c->bos_token_id;
-            for (int64_t j = 1; j < L; j++) all[k++] = prompt[j];
-            for (int64_t j = 0; j < out.lengths[i]; j++) all[k++] = out.tokens[i * out.width + j];
-            size_t len;
-            s = mmt_wordpiece_decode(tok, all, k, 1, text, text_cap, &len);
-            if (s != MMT_OK) break;
-            if (a.json) {
-                fputs("{\"image\": ", stdout);
-                print_json_string(paths[at + i]);
-                fputs(", \"caption\": ", stdout);
-                print_json_string(text);
-                fputs("}\n", stdout);
-            } else {
-                printf("%s\t%s\n", paths[at + i], text);
-            }
-        }
-        mmt_gen_output_free(&out);
-        fflush(stdout);
-    }
-done:
     if (s != MMT_OK) rc = cli_runtime_error();
-    mmt_gen_output_free(&out);
-    mmt_gen_words_free(allowed);
-    mmt_free(words);
-    mmt_free(word_len);
-    mmt_free(prompt);
-    mmt_free(all);
-    mmt_free(text);
     mmt_free(paths);
-    mmt_free(pixels);
-    mmt_free(feats);
     mmt_pairs_free(pairs);
-    mmt_prompt_free(pr);
-    mmt_adapter_free(ad);
-    mmt_git_run_free(r);
-    mmt_git_free(m);
+    cli_captioner_close(c);
     mmt_free(a.images);
     return rc;
 }

@@ -6,6 +6,8 @@
 #ifndef MMT_TOOLS_CLI_H
 #define MMT_TOOLS_CLI_H
 
+#include <stdint.h>
+
 #include "core/status.h"
 
 int cli_usage_error(const char *fmt, ...) MMT_PRINTF(1, 2);
@@ -19,10 +21,26 @@ int cli_out_finish(char *tmp, const char *out, int rc);
 
 int cmd_train(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
+int cmd_eval_captions(int argc, char **argv);
+
+/* A GIT captioner with its adapter, captioning image files (caption.c). */
+struct mmt_gen_settings;
+typedef struct cli_captioner cli_captioner;
+typedef mmt_status (*cli_caption_fn)(void *user, int64_t index, const char *caption);
+mmt_status cli_captioner_open(const char *model, const char *adapter, cli_captioner **out);
+void cli_captioner_close(cli_captioner *c);
+/* The model's BOS, EOS and pad ids into s. */
+mmt_status cli_captioner_defaults(const cli_captioner *c, struct mmt_gen_settings *s);
+/* A words file (one word or phrase per line) as s's bad words or allowed-words lexicon. */
+mmt_status cli_captioner_words(cli_captioner *c, const char *path, int allowed, struct mmt_gen_settings *s);
+/* Captions paths[0..n), batch images at a time, calling fn with each caption in order. */
+mmt_status cli_captioner_run(cli_captioner *c, const char *const *paths, int64_t n, const struct mmt_gen_settings *s,
+                             const char *prompt, int64_t batch, cli_caption_fn fn, void *user);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);
 int cmd_bench_adapters(int argc, char **argv);
+int cmd_bench_caption(int argc, char **argv);
 int cmd_fashion_mnist(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bpe(int argc, char **argv);

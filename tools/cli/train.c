@@ -298,6 +298,7 @@ done:
 
 static const char *EVAL_HELP =
     "usage: mmtune eval --model DIR --data pairs.jsonl [--adapter DIR] [--batch-size N] [--out FILE]\n"
+    "       (a GIT captioner: mmtune eval --model GIT_DIR --help)\n"
     "                   [--match pair|label] [--zero-shot [--templates FILE] [--classes A,B,...]]\n"
     "       mmtune eval --model DIR --data labelled.jsonl --head DIR [--out FILE]\n"
     "\n"
@@ -401,6 +402,11 @@ static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_p
 }
 
 int cmd_eval(int argc, char **argv) {
+    for (int i = 0; i + 1 < argc; i++) { /* a captioner is scored on its captions */
+        int captioner = 0;
+        if (!strcmp(argv[i], "--model") && mmt_snapshot_is_git(argv[i + 1], &captioner) == MMT_OK && captioner)
+            return cmd_eval_captions(argc, argv);
+    }
     const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL;
     const char *templates = NULL, *classes = NULL, *match = "pair";
     int64_t bs = 32;

@@ -1,0 +1,182 @@
+/* eval_caption.c — `mmtune eval` for a GIT captioner: captions every image of the data and
+ * scores them against the image's captions with CIDEr-D, BLEU-1..4 and ROUGE-L as
+ * pycocoevalcap does (eval/caption_metrics.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "data/datasets.h"
+#include "eval/caption_metrics.h"
+#include "gen/generate.h"
+
+static const char *HELP =
+    "usage: mmtune eval --model GIT_DIR --data FILE [--adapter DIR] [--beams N] [--max-new-tokens N]\n"
+    "                   [--batch-size N] [--samples N] [--out FILE]\n"
+    "\n"
+    "For a GIT captioner (config.json model_type \"git\"): captions each distinct image of the\n"
+    "data (a JSONL, COCO captions JSON or CSV; the captions of an image are its references)\n"
+    "and prints one JSON object: images, pairs, cider_d, bleu_1..bleu_4, rouge_l (pycocoevalcap's\n"
+    "numbers, with its PTB tokenization) and the first --samples captions beside their references.\n"
+    "  --adapter DIR       a PEFT adapter folder (LoRA, IA3, prefix)\n"
+    "  --beams N           beam search (default 1: greedy)\n"
+    "  --max-new-tokens N  caption length in tokens at most (default 20)\n"
+    "  --batch-size N      images per generation batch (default 8)\n"
+    "  --samples N         example captions in the output (default 5)\n"
+    "  --image-root DIR    COCO: folder the file_name entries are relative to\n"
+    "  --skip-bad          skip bad records of the data file (counted)\n"
+    "  --out FILE          also write the JSON object to FILE\n";
+
+typedef struct grouped {
+    const char **paths;       /* (n) distinct images, first-appearance order */
+    const char ***refs;       /* (n) each image's captions */
+    int64_t *n_refs;
+    char **captions;          /* (n) owned: generated */
+    int64_t n;
+} grouped;
+
+static mmt_status store_caption(void *user, int64_t i, const char *caption) {
+    grouped *g = user;
+    return (g->captions[i] = mmt_strdup(caption)) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+}
+
+/* Images in first-appearance order with their captions (pairs sharing an image_path). */
+static mmt_status group_pairs(const mmt_pairs *p, grouped *g) {
+    memset(g, 0, sizeof *g);
+    int64_t n = p->n > 0 ? p->n : 1;
+    int64_t *owner = mmt_malloc((size_t)n * sizeof *owner);
+    g->paths = mmt_calloc((size_t)n, sizeof *g->paths);
+    g->refs = mmt_calloc((size_t)n, sizeof *g->refs);
+    g->n_refs = mmt_calloc((size_t)n, sizeof *g->n_refs);
+    g->captions = mmt_calloc((size_t)n, sizeof *g->captions);
+    if (!owner || !g->paths || !g->refs || !g->n_refs || !g->captions) {
+        mmt_free(owner);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    /* O(pairs x images) lookups are fine at evaluation sizes (thousands of images) */
+    for (int64_t i = 0; i < p->n; i++) {
+        int64_t k = 0;
+        while (k < g->n && strcmp(g->paths[k], p->items[i].image_path) != 0) k++;
+        if (k == g->n) g->paths[g->n++] = p->items[i].image_path;
+        owner[i] = k;
+        g->n_refs[k]++;
+    }
+    mmt_status s = MMT_OK;
+    for (int64_t k = 0; k < g->n && s == MMT_OK; k++) {
+        if (!(g->refs[k] = mmt_calloc((size_t)g->n_refs[k], sizeof *g->refs[k]))) s = MMT_STATUS_OUT_OF_MEMORY;
+        g->n_refs[k] = 0;
+    }
+    for (int64_t i = 0; i < p->n && s == MMT_OK; i++) g->refs[owner[i]][g->n_refs[owner[i]]++] = p->items[i].text;
+    mmt_free(owner);
+    return s;
+}
+
+static void grouped_free(grouped *g) {
+    for (int64_t k = 0; g->refs && k < g->n; k++) mmt_free((void *)g->refs[k]);
+    for (int64_t k = 0; g->captions && k < g->n; k++) mmt_free(g->captions[k]);
+    mmt_free(g->paths);
+    mmt_free(g->refs);
+    mmt_free(g->n_refs);
+    mmt_free(g->captions);
+}
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void write_result(FILE *f, const grouped *g, int64_t pairs, const mmt_caption_metrics *m, int64_t samples) {
+    fprintf(f, "{\"images\": %lld, \"pairs\": %lld, \"cider_d\": %.6f, \"bleu_1\": %.6f, \"bleu_2\": %.6f, "
+               "\"bleu_3\": %.6f, \"bleu_4\": %.6f, \"rouge_l\": %.6f, \"samples\": [",
+            (long long)g->n, (long long)pairs, m->cider_d, m->bleu[0], m->bleu[1], m->bleu[2], m->bleu[3], m->rouge_l);
+    for (int64_t k = 0; k < g->n && k < samples; k++) {
+        fputs(k ? ", {\"image\": " : "{\"image\": ", f);
+        json_string(f, g->paths[k]);
+        fputs(", \"caption\": ", f);
+        json_string(f, g->captions[k]);
+        fputs(", \"references\": [", f);
+        for (int64_t r = 0; r < g->n_refs[k]; r++) {
+            if (r) fputs(", ", f);
+            json_string(f, g->refs[k][r]);
+        }
+        fputs("]}", f);
+    }
+    fputs("]}\n", f);
+}
+
+int cmd_eval_captions(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *adapter = NULL, *out = NULL;
+    int64_t batch = 8, samples = 5;
+    mmt_gen_settings gs = mmt_gen_settings_default();
+    mmt_pairs_options po;
+    mmt_pairs_options_default(&po);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(HELP, stdout), 0;
+        if (!strcmp(a, "--skip-bad")) {
+            po.skip_bad = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return cli_usage_error("eval: %s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--image-root")) po.image_root = v;
+        else if (!strcmp(a, "--beams") || !strcmp(a, "--max-new-tokens") || !strcmp(a, "--batch-size") ||
+                 !strcmp(a, "--samples")) {
+            char *end;
+            errno = 0;
+            long long n = strtoll(v, &end, 10);
+            if (!*v || *end || errno || n < (strcmp(a, "--samples") ? 1 : 0) || n > 1000000)
+                return cli_usage_error("eval: %s needs a whole number, got '%s'", a, v);
+            if (!strcmp(a, "--beams")) gs.num_beams = n;
+            else if (!strcmp(a, "--max-new-tokens")) gs.max_new_tokens = n;
+            else if (!strcmp(a, "--batch-size")) batch = n;
+            else samples = n;
+        } else {
+            return cli_usage_error("eval: unknown option '%s' for a captioner", a);
+        }
+    }
+    if (!model || !data) return cli_usage_error("eval: --model and --data are required");
+    cli_captioner *c = NULL;
+    mmt_pairs *pairs = NULL;
+    grouped g = {0};
+    mmt_caption_item *items = NULL;
+    mmt_caption_metrics m;
+    mmt_status s = cli_captioner_open(model, adapter, &c);
+    if (s == MMT_OK) s = mmt_pairs_load(data, &po, &pairs);
+    if (s == MMT_OK && pairs->skipped)
+        fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)pairs->skipped, data);
+    if (s == MMT_OK) s = group_pairs(pairs, &g);
+    if (s == MMT_OK) s = cli_captioner_defaults(c, &gs);
+    if (s == MMT_OK) s = cli_captioner_run(c, g.paths, g.n, &gs, NULL, batch, store_caption, &g);
+    if (s == MMT_OK && !(items = mmt_calloc((size_t)(g.n > 0 ? g.n : 1), sizeof *items))) s = MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t k = 0; s == MMT_OK && k < g.n; k++) items[k] = (mmt_caption_item){g.captions[k], g.refs[k], g.n_refs[k]};
+    if (s == MMT_OK) s = mmt_caption_scores(items, g.n, &m, NULL);
+    int rc = 0;
+    if (s != MMT_OK) {
+        rc = cli_runtime_error();
+    } else {
+        write_result(stdout, &g, pairs->n, &m, samples);
+        FILE *f = out ? fopen(out, "w") : NULL;
+        if (out && !f) rc = cli_usage_error("eval: cannot write %s: %s", out, strerror(errno));
+        if (f) {
+            write_result(f, &g, pairs->n, &m, samples);
+            if (fclose(f) != 0) rc = cli_usage_error("eval: cannot write %s", out);
+        }
+    }
+    mmt_free(items);
+    grouped_free(&g);
+    mmt_pairs_free(pairs);
+    cli_captioner_close(c);
+    return rc;
+}
