@@ -265,20 +265,9 @@ static void sort_marks(uint32_t *run, int64_t n, mmt_unicode_flavor flavor, uint
     for (int64_t i = 0; i < n; i++) run[i] = tmp[i];
 }
 
-int64_t mmt_unicode_nfc(const uint32_t *in, int64_t n, mmt_unicode_flavor flavor,
-                        uint32_t *out) {
-    /* Below U+0300 nothing decomposes into anything that would not recompose, and nothing
-     * combines with what follows unless a combining mark or jamo (all >= U+0300) follows. */
-    int plain = 1;
-    for (int64_t i = 0; i < n && plain; i++) plain = in[i] < 0x300;
-    if (plain) {
-        for (int64_t i = 0; i < n; i++) out[i] = in[i];
-        return n;
-    }
-
+int64_t mmt_unicode_nfd(const uint32_t *in, int64_t n, mmt_unicode_flavor flavor, uint32_t *out) {
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++) m += decompose(in[i], flavor, out + m);
-
     /* Canonical ordering: a stable sort by ccc of each run of non-starters. */
     for (int64_t i = 0; i < m;) {
         if (mmt_unicode_ccc_of(out[i], flavor) == 0) {
@@ -290,6 +279,20 @@ int64_t mmt_unicode_nfc(const uint32_t *in, int64_t n, mmt_unicode_flavor flavor
         sort_marks(out + i, j - i, flavor, out + m);
         i = j;
     }
+    return m;
+}
+
+int64_t mmt_unicode_nfc(const uint32_t *in, int64_t n, mmt_unicode_flavor flavor,
+                        uint32_t *out) {
+    /* Below U+0300 nothing decomposes into anything that would not recompose, and nothing
+     * combines with what follows unless a combining mark or jamo (all >= U+0300) follows. */
+    int plain = 1;
+    for (int64_t i = 0; i < n && plain; i++) plain = in[i] < 0x300;
+    if (plain) {
+        for (int64_t i = 0; i < n; i++) out[i] = in[i];
+        return n;
+    }
+    int64_t m = mmt_unicode_nfd(in, n, flavor, out);
 
     /* Canonical composition, in place: c joins the last starter unless a character between
      * them has ccc 0 or ccc >= ccc(c). Sorted order means only the last one needs checking. */

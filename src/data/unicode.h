@@ -109,5 +109,10 @@ int64_t mmt_unicode_lower_python(const uint32_t *in, int64_t n, uint32_t *out);
 int64_t mmt_unicode_nfc_bound(int64_t n);
 /* Canonical composition (NFC) as the given reference computes it. */
 int64_t mmt_unicode_nfc(const uint32_t *in, int64_t n, mmt_unicode_flavor flavor, uint32_t *out);
+/* NFD, the first half of it: full canonical decomposition and canonical ordering of
+ * in[0, n) into out (room: mmt_unicode_nfc_bound(n), the tail used for sorting); returns the
+ * length. The fast flavour leaves alone what the Rust unicode-normalization crate does not
+ * decompose (the tokenizers library's NFD). */
+int64_t mmt_unicode_nfd(const uint32_t *in, int64_t n, mmt_unicode_flavor flavor, uint32_t *out);
 
 #endif

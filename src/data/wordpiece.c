@@ -34,8 +34,6 @@
 /* BertTokenizer's WordPiece(vocab, unk_token) keeps these defaults of models/wordpiece. */
 #define BERT_PREFIX "##"
 #define BERT_MAX_CHARS 100
-/* Canonical decompositions are at most 4 code points long (unicode.c). */
-#define MAX_DECOMPOSITION 4
 
 typedef struct vocab_entry {
     uint32_t offset; /* into pool */
@@ -225,78 +223,6 @@ static mmt_status emit_id(scratch *s, int32_t id) {
 /* ------------------------------------------------------------------------------------ */
 /* BertNormalizer                                                                       */
 
-static const mmt_unicode_decomp_entry *decomp_find(uint32_t cp) {
-    int64_t lo = 0, hi = mmt_unicode_decomp_count - 1;
-    while (lo <= hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        uint32_t key = mmt_unicode_decomp_table[mid].cp & 0x7FFFFFFFu;
-        if (key == cp) return &mmt_unicode_decomp_table[mid];
-        if (key < cp) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return NULL;
-}
-
-/* Full canonical decomposition of cp as the Rust crate computes it (the NFD half of
- * unicode.c's NFC, which keeps its own static); returns the count written. */
-static int64_t decompose(uint32_t cp, uint32_t *out) {
-    enum { S_BASE = 0xAC00, L_BASE = 0x1100, V_BASE = 0x1161, T_BASE = 0x11A7, T_COUNT = 28,
-           N_COUNT = 21 * 28, S_COUNT = 19 * 21 * 28 };
-    if (cp >= S_BASE && cp < S_BASE + S_COUNT) {
-        uint32_t s = cp - S_BASE;
-        out[0] = L_BASE + s / N_COUNT;
-        out[1] = V_BASE + (s % N_COUNT) / T_COUNT;
-        if (s % T_COUNT == 0) return 2;
-        out[2] = T_BASE + s % T_COUNT;
-        return 3;
-    }
-    const mmt_unicode_decomp_entry *d = cp < 0xC0 ? NULL : decomp_find(cp);
-    if (!d || (d->cp & 0x80000000u)) { /* bit 31: the Rust crate does not decompose it */
-        out[0] = cp;
-        return 1;
-    }
-    int64_t n = decompose(d->first, out);
-    if (d->second) n += decompose(d->second, out + n);
-    return n;
-}
-
-/* Stable sort of a run of non-starters by combining class: insertion sort for short runs, a
- * counting sort through tmp for long ones, so hostile runs of marks cost O(n). */
-static void sort_marks(uint32_t *run, int64_t n, uint32_t *tmp) {
-    if (n < 32) {
-        for (int64_t i = 1; i < n; i++) {
-            uint32_t c = run[i];
-            int cc = mmt_unicode_ccc_of(c, MMT_UNICODE_FAST);
-            int64_t j = i;
-            for (; j > 0 && mmt_unicode_ccc_of(run[j - 1], MMT_UNICODE_FAST) > cc; j--) run[j] = run[j - 1];
-            run[j] = c;
-        }
-        return;
-    }
-    int64_t start[257] = {0};
-    for (int64_t i = 0; i < n; i++) start[mmt_unicode_ccc_of(run[i], MMT_UNICODE_FAST) + 1]++;
-    for (int k = 1; k <= 256; k++) start[k] += start[k - 1];
-    for (int64_t i = 0; i < n; i++) tmp[start[mmt_unicode_ccc_of(run[i], MMT_UNICODE_FAST)]++] = run[i];
-    memcpy(run, tmp, (size_t)n * sizeof *run);
-}
-
-/* NFD of in[0, n) into out (room: (MAX_DECOMPOSITION + 1) * n, the tail used for sorting). */
-static int64_t nfd(const uint32_t *in, int64_t n, uint32_t *out) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; i++) m += decompose(in[i], out + m);
-    for (int64_t i = 0; i < m;) {
-        if (out[i] < 0x300 || mmt_unicode_ccc_of(out[i], MMT_UNICODE_FAST) == 0) {
-            i++;
-            continue;
-        }
-        int64_t j = i;
-        while (j < m && out[j] >= 0x300 && mmt_unicode_ccc_of(out[j], MMT_UNICODE_FAST) != 0) j++;
-        sort_marks(out + i, j - i, out + m);
-        i = j;
-    }
-    return m;
-}
-
 /* bert.rs BertNormalizer::normalize over in[0, n): clean_text, handle_chinese_chars,
  * strip_accents, lowercase, in that order. *out points to s->a or s->b afterwards. */
 static mmt_status normalize(const mmt_wordpiece *t, scratch *s, const uint32_t *in, int64_t n,
@@ -322,8 +248,8 @@ static mmt_status normalize(const mmt_wordpiece *t, scratch *s, const uint32_t *
     uint32_t *cur = s->a;
     int strip = nz->strip_accents < 0 ? nz->lowercase : nz->strip_accents;
     if (strip) {
-        MMT_TRY(GROW(s, b, b_cap, (MAX_DECOMPOSITION + 1) * k + 1));
-        int64_t d = nfd(s->a, k, s->b);
+        MMT_TRY(GROW(s, b, b_cap, mmt_unicode_nfc_bound(k) + 1));
+        int64_t d = mmt_unicode_nfd(s->a, k, MMT_UNICODE_FAST, s->b);
         k = 0;
         for (int64_t i = 0; i < d; i++)
             if (!(char_class(t, s->b[i]) & MMT_WP_MARK)) s->b[k++] = s->b[i];
