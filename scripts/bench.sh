@@ -68,3 +68,8 @@ fi
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
   bash scripts/bench_loader.sh
 fi
+
+# GIT captioning vs PyTorch + transformers (issue 11): bench/results/caption.md
+if [ "${SKIP_CAPTION:-0}" != 1 ]; then
+  bash scripts/bench_caption.sh
+fi

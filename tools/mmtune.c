@@ -107,6 +107,8 @@ static const char *BENCH_HELP =
     "  --tower T      image, text or both (default both)\n"
     "  --json         print one JSON object per measurement instead of a table\n"
     "\n"
+    "Also: mmtune bench caption --help (GIT caption tokens/s, greedy and beams, with and without\n"
+    "the KV cache, and a LoRA training step).\n"
     "Also: mmtune bench train --help (a training step), mmtune bench adapters --help (many\n"
     "adapters over one base: merged, single, mixed and grouped batches).\n";
 
@@ -621,6 +623,7 @@ static int cmd_inspect(int argc, char **argv) {
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "train") == 0) return cmd_bench_train(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "adapters") == 0) return cmd_bench_adapters(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "caption") == 0) return cmd_bench_caption(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "embed") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
             fputs(BENCH_HELP, stdout);
