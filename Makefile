@@ -55,5 +55,11 @@ bench-peft: build
 pretrain: build
 	bash scripts/pretrain.sh
 
+# Rebuilds the embedded default captioner (models/mmtune-git-tiny) from scratch (about 20 minutes
+# on two idle cores; docs/default_captioner.md). STEPS, SYNTH, BATCH, LR, SEED override the defaults.
+.PHONY: pretrain-caption
+pretrain-caption: build
+	BIN=$(BUILD)/mmtune bash scripts/pretrain_caption.sh
+
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz

@@ -11,6 +11,7 @@
  *   mmtune synth                  (tools/cli/synth.c)
  *   mmtune bpe                    (tools/cli/bpe.c)
  *   mmtune init                   (tools/cli/init.c)
+ *   mmtune wordpiece              (tools/cli/wordpiece.c)
  *   mmtune report                 (tools/cli/report.c)
  */
 #include <ctype.h>
@@ -49,6 +50,8 @@ static const char *USAGE =
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
     "  bpe        train a CLIP byte-level BPE vocabulary on captions\n"
     "  init       write a fresh randomly initialised CLIP snapshot (Hugging Face layout)\n"
+    "             (--family git: a GIT captioner)\n"
+    "  wordpiece  build a BERT WordPiece vocabulary (tokenizer.json) from captions\n"
     "  report     write a run's self-contained HTML report (curves, metrics, examples)\n"
     "  version    print the version\n"
     "\n"
@@ -758,6 +761,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "bpe")) return cmd_bpe(argc - 2, argv + 2);
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
+    if (!strcmp(cmd, "wordpiece")) return cmd_wordpiece(argc - 2, argv + 2);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

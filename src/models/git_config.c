@@ -121,3 +121,54 @@ mmt_status mmt_snapshot_is_git(const char *dir, int *is_git) {
     if (s != MMT_OK) mmt_clear_error(); /* a bad config.json is the loader's to report */
     return MMT_OK;
 }
+
+/* ---- writing config.json ----------------------------------------------------------------- */
+
+#include <stdio.h>  /* snprintf */
+#include <stdlib.h> /* strtod */
+
+/* A double as Python's json writes a float: the shortest repr that reads back, with ".0"
+ * on integral values. */
+static void append_json_double(mmt_strbuf *b, double v) {
+    char text[40];
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, v);
+        if (strtod(text, NULL) == v) break;
+    }
+    mmt_strbuf_printf(b, "%s%s", text, strpbrk(text, ".eEn") ? "" : ".0");
+}
+
+void mmt_git_config_to_json(const mmt_git_config *cfg, double initializer_range, double vision_initializer_range,
+                            mmt_strbuf *b) {
+    const mmt_clip_tower_config *v = &cfg->vision;
+    mmt_strbuf_printf(b,
+                      "{\n  \"architectures\": [\n    \"GitForCausalLM\"\n  ],\n"
+                      "  \"attention_probs_dropout_prob\": 0.1,\n  \"bos_token_id\": %lld,\n"
+                      "  \"dtype\": \"float32\",\n  \"eos_token_id\": %lld,\n  \"hidden_act\": \"gelu\",\n"
+                      "  \"hidden_dropout_prob\": 0.1,\n  \"hidden_size\": %lld,\n  \"initializer_range\": ",
+                      (long long)cfg->bos_token_id, (long long)cfg->eos_token_id, (long long)cfg->hidden_size);
+    append_json_double(b, initializer_range);
+    mmt_strbuf_printf(b, ",\n  \"intermediate_size\": %lld,\n  \"layer_norm_eps\": ",
+                      (long long)cfg->intermediate_size);
+    append_json_double(b, cfg->layer_norm_eps);
+    mmt_strbuf_printf(b,
+                      ",\n  \"max_position_embeddings\": %lld,\n  \"model_type\": \"git\",\n"
+                      "  \"num_attention_heads\": %lld,\n  \"num_hidden_layers\": %lld,\n"
+                      "  \"num_image_with_embedding\": null,\n  \"pad_token_id\": %lld,\n"
+                      "  \"tie_word_embeddings\": %s,\n  \"use_cache\": true,\n  \"vision_config\": {\n"
+                      "    \"attention_dropout\": 0.0,\n    \"dtype\": \"float32\",\n    \"hidden_act\": \"%s\",\n"
+                      "    \"hidden_size\": %lld,\n    \"image_size\": %lld,\n    \"initializer_range\": ",
+                      (long long)cfg->max_positions, (long long)cfg->num_heads, (long long)cfg->num_layers,
+                      (long long)cfg->pad_token_id, cfg->tie_word_embeddings ? "true" : "false",
+                      mmt_activation_name(v->act), (long long)v->hidden_size, (long long)v->image_size);
+    append_json_double(b, vision_initializer_range);
+    mmt_strbuf_printf(b, ",\n    \"intermediate_size\": %lld,\n    \"layer_norm_eps\": ",
+                      (long long)v->intermediate_size);
+    append_json_double(b, v->layer_norm_eps);
+    mmt_strbuf_printf(b,
+                      ",\n    \"model_type\": \"git_vision_model\",\n    \"num_attention_heads\": %lld,\n"
+                      "    \"num_channels\": %lld,\n    \"num_hidden_layers\": %lld,\n    \"patch_size\": %lld\n"
+                      "  },\n  \"vocab_size\": %lld\n}\n",
+                      (long long)v->num_heads, (long long)v->num_channels, (long long)v->num_layers,
+                      (long long)v->patch_size, (long long)cfg->vocab_size);
+}

@@ -39,4 +39,13 @@ mmt_status mmt_snapshot_is_git(const char *dir, int *is_git);
 /* Image tokens per caption: 1 + (image_size / patch_size)^2. */
 int64_t mmt_git_image_tokens_of(const mmt_git_config *cfg);
 
+struct mmt_strbuf;
+/* Appends cfg as the config.json GitForCausalLM.save_pretrained writes in transformers 5:
+ * every key, sorted, with "architectures" and "dtype" (float32, in vision_config too), but no
+ * transformers_version, since transformers did not write it; GitConfig's initializer_range
+ * and its vision_config's as given. Dropout probabilities and use_cache are GitConfig's
+ * defaults (mmtune applies no dropout). */
+void mmt_git_config_to_json(const mmt_git_config *cfg, double initializer_range, double vision_initializer_range,
+                            struct mmt_strbuf *out);
+
 #endif

@@ -45,6 +45,7 @@ int cmd_fashion_mnist(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bpe(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_wordpiece(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
 #endif
