@@ -296,7 +296,7 @@ mmt_status mmt_safetensors_write(const char *path, const mmt_st_write_tensor *te
         offset += sizes[i];
     }
     mmt_strbuf_append(&h, "}", 1);
-    while (h.len % 8) mmt_strbuf_append(&h, " ", 1);
+    while (h.len % 8 && !h.failed) mmt_strbuf_append(&h, " ", 1);
     if (h.failed) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
