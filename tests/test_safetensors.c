@@ -106,6 +106,10 @@ static void test_rejects_bad_files(void) {
     CHECK_FAILS(open_tmp(), MMT_STATUS_BAD_FORMAT, "overflows");
     write_raw("{\"__metadata__\":{\"format\":1},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", d, 8, -1);
     CHECK_FAILS(open_tmp(), MMT_STATUS_BAD_FORMAT, "__metadata__ value for \"format\" is not a string");
+    /* a repeated key (found by fuzz_safetensors: the second __metadata__ leaked the first) */
+    write_raw("{\"__metadata__\":{\"a\":\"1\"},\"__metadata__\":{\"b\":\"2\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+              "\"data_offsets\":[0,8]}}", d, 8, -1);
+    CHECK_FAILS(open_tmp(), MMT_STATUS_BAD_FORMAT, "__metadata__ appears twice");
     write_raw("{\"a\":", d, 8, -1);
     CHECK_FAILS(open_tmp(), MMT_STATUS_BAD_FORMAT, "invalid JSON");
     write_raw("[1,2]   ", NULL, 0, -1);

@@ -79,6 +79,8 @@ static mmt_status parse_entry(const char *path, const char *name, const mmt_json
 static mmt_status parse_metadata(mmt_safetensors *st, const mmt_json *meta) {
     if (meta->type != MMT_JSON_OBJECT)
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: __metadata__ is not an object", st->path);
+    if (st->metadata_keys) /* a header may repeat a key: the second would replace (and leak) the first */
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: __metadata__ appears twice in the header", st->path);
     st->n_metadata = (int64_t)meta->len;
     st->metadata_keys = mmt_calloc(meta->len + 1, sizeof(char *));
     st->metadata_values = mmt_calloc(meta->len + 1, sizeof(char *));
