@@ -12,6 +12,7 @@
 #include "peft/adapter_folder.h"
 #include "peft/prompt.h"
 #include "train/image_source.h"
+#include "train/param_io.h"
 
 struct mmt_caption_task {
     mmt_git *model;                /* borrowed */
@@ -124,21 +125,9 @@ static mmt_status task_load(void *ctx, const char *dir) {
         mmt_free(w);
         return s;
     }
-    char *path = mmt_path_join(dir, "model.safetensors");
-    mmt_safetensors *st = NULL;
-    mmt_status s = path ? mmt_safetensors_open(path, &st) : MMT_STATUS_OUT_OF_MEMORY;
     int64_t n;
     const mmt_nn_param *p = mmt_git_run_params(t->run, &n);
-    for (int64_t i = 0; s == MMT_OK && i < n; i++) {
-        const mmt_st_tensor *x = mmt_safetensors_find(st, p[i].name);
-        if (!x || x->numel != p[i].numel || x->dtype != MMT_DTYPE_F32)
-            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s is missing or has the wrong shape or dtype", path, p[i].name);
-        else
-            s = mmt_st_tensor_to_f32(x, p[i].data);
-    }
-    mmt_safetensors_close(st);
-    mmt_free(path);
-    return s;
+    return mmt_params_load_model_file(p, n, dir);
 }
 
 mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const mmt_caption_task_options *o,

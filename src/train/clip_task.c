@@ -1,6 +1,7 @@
 /* clip_task.c — CLIP contrastive fine-tuning as a trainer task (see clip_task.h). */
 #include "train/clip_task.h"
 #include "train/image_source.h"
+#include "train/param_io.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -220,21 +221,9 @@ static mmt_status task_load(void *ctx, const char *dir) {
         mmt_free(w);
         return s;
     }
-    char *path = mmt_path_join(dir, "model.safetensors");
-    mmt_safetensors *st = NULL;
-    mmt_status s = path ? mmt_safetensors_open(path, &st) : MMT_STATUS_OUT_OF_MEMORY;
     int64_t n;
     const mmt_nn_param *p = mmt_clip_train_params(t->view, &n);
-    for (int64_t i = 0; s == MMT_OK && i < n; i++) {
-        const mmt_st_tensor *x = mmt_safetensors_find(st, p[i].name);
-        if (!x || x->numel != p[i].numel || x->dtype != MMT_DTYPE_F32)
-            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s is missing or has the wrong shape or dtype", path, p[i].name);
-        else
-            s = mmt_st_tensor_to_f32(x, p[i].data);
-    }
-    mmt_safetensors_close(st);
-    mmt_free(path);
-    return s;
+    return mmt_params_load_model_file(p, n, dir);
 }
 
 mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
