@@ -424,13 +424,34 @@ static void test_fashion_mnist_cli(void) {
     }
     CHECK(per_class[1] == 2 && per_class[4] == 2 && per_class[9] == 2);
     CHECK(strstr(jsonl, "an ankle boot") || strstr(jsonl, "\"ankle boot\""));
-    mmt_pairs_free(p);
     /* the same seed gives the same bytes; another seed another choice */
     CHECK(run("fashion-mnist --idx-dir %s --out %s --split test --classes 'coat,ankle boot,1' "
               "--count-per-class 2 --seed 5", tpath("fm-cli"), tpath("fm-out2")) == 0);
     char *again = check_read_file(tpath("fm-out2/test.jsonl"), NULL);
     CHECK(again && !strcmp(again, jsonl));
     free(again);
+    CHECK(access(tpath("fm-out2/test_coco.json"), F_OK) != 0); /* only with --captions */
+    /* --captions 4: the same JSONL, and a COCO file with 4 distinct wordings of each image, the
+     * JSONL's caption first, every one naming the image's class; the COCO reader takes it */
+    CHECK(run("fashion-mnist --idx-dir %s --out %s --split test --classes 'coat,ankle boot,1' "
+              "--count-per-class 2 --seed 5 --captions 4", tpath("fm-cli"), tpath("fm-coco")) == 0);
+    again = check_read_file(tpath("fm-coco/test.jsonl"), NULL);
+    CHECK(again && !strcmp(again, jsonl));
+    free(again);
+    mmt_pairs *coco = NULL;
+    CHECK_OK(mmt_pairs_load_coco(tpath("fm-coco/test_coco.json"), NULL, &coco));
+    CHECK(coco && coco->n == 24);
+    for (int64_t i = 0; coco && p && i < coco->n; i++) {
+        const mmt_pair *a = &coco->items[i];
+        const mmt_pair *first = &p->items[i / 4];
+        CHECK(!strcmp(strrchr(a->image_path, '/'), strrchr(first->image_path, '/')));
+        if (i % 4 == 0) CHECK_MSG(!strcmp(a->text, first->text), "first wording \"%s\" is not the JSONL's", a->text);
+        CHECK(strstr(a->text, first->label) != NULL);
+        for (int64_t j = i - i % 4; j < i; j++) CHECK_MSG(strcmp(coco->items[j].text, a->text), "\"%s\" twice", a->text);
+    }
+    mmt_pairs_free(coco);
+    CHECK(run("fashion-mnist --idx-dir %s --out %s --captions 13", tpath("fm-cli"), tpath("x")) == 2);
+    CHECK(err_text && strstr(err_text, "--captions needs a number from 1 to 12"));
     CHECK(run("fashion-mnist --idx-dir %s --out %s --count-per-class 3 --seed 6", tpath("fm-cli"), tpath("fm-out3")) == 0);
     again = check_read_file(tpath("fm-out3/train.jsonl"), NULL);
     int lines = 0;
@@ -438,6 +459,7 @@ static void test_fashion_mnist_cli(void) {
     CHECK(lines == FIX_N);
     free(again);
     free(jsonl);
+    mmt_pairs_free(p);
     /* usage and runtime errors: exit 2 / 1 with one line */
     CHECK(run("fashion-mnist --idx-dir %s --out %s --classes hat", tpath("fm-cli"), tpath("x")) == 2);
     CHECK(err_text && strstr(err_text, "'hat' is not a Fashion-MNIST class"));

@@ -4,6 +4,8 @@
  *   - a rendered report holds the SVG curves (one polyline per curve), the metrics table
  *     with its numbers, the bar chart, the escaped settings and captions, PNG data URIs, and
  *     nothing fetched from elsewhere;
+ *   - the captioning part: the captioner's loss curve, its metrics (BLEU/ROUGE as bars, CIDEr
+ *     not), each sample image with the before/after captions and the references, escaped;
  *   - `mmtune report` on a real tiny run (train, eval before/after, queries) writes
  *     DIR/report.html, and headless Chromium loads it and takes a screenshot with no console
  *     message at all (the report has no script; any CONSOLE line is a failure). Chromium
@@ -19,6 +21,7 @@
 
 #define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
 #define IMAGES MMT_FIXTURE_DIR "/clip/images"
+#define CAPTIONER MMT_FIXTURE_DIR "/git/tiny-cap"
 
 static char tmp[256];
 
@@ -86,6 +89,66 @@ static void test_render_content(void) {
     mmt_strbuf_free(&h);
 }
 
+static void test_render_captions(void) {
+    double steps[] = {1, 2, 3}, loss[] = {4.0, 2.5, 1.0};
+    mmt_report_metric met[] = {{"cider_d", 0.03, 1.25}, {"bleu_4", 0.0625, 0.25}, {"images", 2, 2}};
+    static const uint8_t png[] = {0x89, 'P', 'N', 'G'};
+    const char *refs[] = {"a coat <grey>", "coat & more"};
+    mmt_report_caption caps[2] = {{png, 4, "three black circles", "a catalogue image of a coat", refs, 2},
+                                  {png, 4, NULL, "a \"sandal\"", refs, 1}};
+    mmt_report r = {.title = "cap", .caption_steps = steps, .caption_loss = loss, .caption_points = 3,
+                    .caption_metrics = met, .n_caption_metrics = 3, .captions = caps, .n_captions = 2};
+    mmt_strbuf h = {0};
+    CHECK_OK(mmt_report_render(&r, &h));
+    const char *s = h.data ? h.data : "";
+    CHECK(strstr(s, "<h2>Captioning</h2>") && strstr(s, "captioner training loss"));
+    CHECK(count(s, "<polyline") == 1 && count(s, "<svg") == 2); /* the curve and the bars */
+    CHECK(strstr(s, "<td>cider_d</td><td class=\"num\">0.03</td><td class=\"num\">1.25</td><td class=\"num\">+1.22</td>"));
+    CHECK(strstr(s, "bleu_4</text>") && !strstr(s, "cider_d</text>")); /* BLEU is a bar, CIDEr not */
+    CHECK(count(s, "src=\"data:image/png;base64,iVBORw==\"") == 2);
+    CHECK(count(s, "class=\"cap before\"") == 1 && count(s, "class=\"cap after\"") == 2);
+    CHECK(count(s, "class=\"cap ref\"") == 3);
+    CHECK(strstr(s, "a coat &lt;grey&gt;") && strstr(s, "coat &amp; more") && strstr(s, "a &quot;sandal&quot;"));
+    CHECK(!strstr(s, "Metrics before and after") && !strstr(s, "Training curves"));
+    mmt_strbuf_free(&h);
+}
+
+/* A captioner's run and its evals before and after, then `mmtune report` with the captioning
+ * part: two sample images with both captions. */
+static void test_cli_report_captions(void) {
+    char data[320];
+    snprintf(data, sizeof data, "%s/captions.jsonl", tmp);
+    FILE *f = fopen(data, "w");
+    static const char *imgs[] = {"chelsea.jpg", "rocket_rgba.png", "coffee_portrait.jpg"};
+    static const char *texts[] = {"a gray cat", "a rocket <in> space", "a cup of coffee"};
+    for (int i = 0; f && i < 3; i++) fprintf(f, "{\"image_path\": \"%s/%s\", \"text\": \"%s\"}\n", IMAGES, imgs[i], texts[i]);
+    if (f) fclose(f);
+    CHECK(run("train --model %s --data %s --out %s/caprun --steps 4 --batch-size 3 --quiet", CAPTIONER, data, tmp) == 0);
+    CHECK(run("eval --model %s --data %s --samples 2 --max-new-tokens 5 --out %s/cap_before.json", CAPTIONER, data, tmp) == 0);
+    CHECK(run("eval --model %s --adapter %s/caprun/adapter --data %s --samples 2 --max-new-tokens 5 --out %s/cap_after.json",
+              CAPTIONER, tmp, data, tmp) == 0);
+    int rc = run("report --run %s/caprun --caption-run %s/caprun --caption-before %s/cap_before.json "
+                 "--caption-after %s/cap_after.json --out %s/cap.html", tmp, tmp, tmp, tmp, tmp);
+    CHECK_MSG(rc == 0, "%s", err_text);
+    char *html = read_rel("%s/cap.html", tmp, NULL);
+    CHECK(html && strstr(html, "<h2>Captioning</h2>") && strstr(html, "cider_d"));
+    CHECK(html && count(html, "data:image/png;base64,") == 2);
+    CHECK(html && count(html, "class=\"cap before\"") == 2 && count(html, "class=\"cap after\"") == 2);
+    CHECK(html && strstr(html, "a rocket &lt;in&gt; space"));
+    free(html);
+    /* a samples entry that is not {image, caption}: one line naming the file */
+    snprintf(data, sizeof data, "%s/bad.json", tmp);
+    f = fopen(data, "w");
+    if (f) fputs("{\"cider_d\": 1, \"samples\": [{\"image\": 3}]}\n", f), fclose(f);
+    CHECK(run("report --run %s/caprun --caption-after %s --out %s/bad.html", tmp, data, tmp) == 1);
+    CHECK(err_text && strstr(err_text, "bad.json: samples[0]"));
+    /* a sample image that is gone */
+    f = fopen(data, "w");
+    if (f) fputs("{\"samples\": [{\"image\": \"/nonexistent/x.png\", \"caption\": \"c\"}]}\n", f), fclose(f);
+    CHECK(run("report --run %s/caprun --caption-before %s --out %s/bad.html", tmp, data, tmp) == 1);
+    CHECK(err_text && strstr(err_text, "samples[0]") && strstr(err_text, "x.png"));
+}
+
 static int have_chromium(void) { return system("command -v chromium >/dev/null 2>&1") == 0; }
 
 static void test_cli_report_in_chromium(void) {
@@ -150,6 +213,8 @@ int main(void) {
     cli_run_setup(tmp);
     RUN(test_base64_and_escape);
     RUN(test_render_content);
+    RUN(test_render_captions);
+    RUN(test_cli_report_captions);
     RUN(test_cli_report_in_chromium);
     cli_run_cleanup();
     char cmd[300];

@@ -40,6 +40,7 @@ static const char *const TEMPLATES[] = {
     "a product shot of {a}, centred",
 };
 #define N_TEMPLATES (sizeof TEMPLATES / sizeof *TEMPLATES)
+_Static_assert(N_TEMPLATES == MMT_FASHION_MNIST_TEMPLATES, "MMT_FASHION_MNIST_TEMPLATES");
 
 int mmt_fashion_mnist_class_index(const char *name) {
     if (name[0] >= '0' && name[0] <= '9' && name[1] == '\0') return name[0] - '0';
@@ -182,6 +183,31 @@ static void caption(char *out, size_t size, size_t t, int c) {
     out[w] = '\0';
 }
 
+/* Image i's "images" entry (id i) and its n caption annotations (ids i*n .. i*n+n-1): the
+ * wording `first` (the JSONL's), then n-1 other distinct wordings drawn from a stream keyed
+ * by the seed and i. */
+static void coco_image(mmt_strbuf *images, mmt_strbuf *annotations, int64_t i, const char *file, uint64_t seed,
+                       size_t first, int c, int n) {
+    size_t order[N_TEMPLATES];
+    for (size_t k = 0; k < N_TEMPLATES; k++) order[k] = k;
+    order[first] = 0, order[0] = first;
+    uint64_t rng = seed ^ (0xA0761D6478BD642Full * (uint64_t)(i + 1));
+    for (size_t k = 1; k + 1 < N_TEMPLATES; k++) { /* Fisher-Yates over the others */
+        size_t j = k + (size_t)(next_random(&rng) % (N_TEMPLATES - k)), t = order[k];
+        order[k] = order[j], order[j] = t;
+    }
+    mmt_strbuf_printf(images, "%s\n  {\"id\": %lld, \"file_name\": \"images/%s\", \"width\": %d, \"height\": %d}",
+                      i ? "," : "", (long long)i, file, MMT_FASHION_MNIST_SIDE, MMT_FASHION_MNIST_SIDE);
+    char text[160];
+    for (int k = 0; k < n; k++) {
+        caption(text, sizeof text, order[k], c);
+        mmt_strbuf_printf(annotations, "%s\n  {\"id\": %lld, \"image_id\": %lld, \"caption\": ", i || k ? "," : "",
+                          (long long)(i * n + k), (long long)i);
+        mmt_strbuf_json_string(annotations, text, strlen(text));
+        mmt_strbuf_append(annotations, "}", 1);
+    }
+}
+
 /* The picks: count_per_class of each chosen class, then all shuffled together. */
 static mmt_status choose(const mmt_fashion_mnist *fm, const mmt_fashion_mnist_export_params *p, uint64_t *rng,
                          int64_t **picks, int64_t *n_picks) {
@@ -218,8 +244,16 @@ mmt_status mmt_fashion_mnist_export(const mmt_fashion_mnist_export_params *p, in
     char *image_dir = mmt_path_join(p->out_dir, "images"), *path = NULL;
     int64_t *picks = NULL, n = 0;
     uint64_t rng = p->seed;
-    mmt_strbuf jsonl = {0};
+    mmt_strbuf jsonl = {0}, coco = {0}, annotations = {0};
     char file[64], text[160];
+    if (p->captions < 0 || p->captions > (int)N_TEMPLATES) {
+        mmt_free(image_dir);
+        mmt_fashion_mnist_free(&fm);
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "Fashion-MNIST: captions per image must be 0..%d, got %d",
+                        (int)N_TEMPLATES, p->captions);
+    }
+    mmt_strbuf_printf(&coco, "{\"info\": {\"description\": \"mmtune fashion-mnist, split %s, seed %llu\"},\n \"images\": [",
+                      split, (unsigned long long)p->seed);
     mmt_status s = image_dir ? mmt_mkdirs(image_dir) : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK) s = choose(&fm, p, &rng, &picks, &n);
     if (s == MMT_OK && n == 0) s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "Fashion-MNIST %s: no images chosen", split);
@@ -234,22 +268,35 @@ mmt_status mmt_fashion_mnist_export(const mmt_fashion_mnist_export_params *p, in
         }
         s = write_grey_png(path, fm.images.data + k * MMT_FASHION_MNIST_SIDE * MMT_FASHION_MNIST_SIDE,
                            MMT_FASHION_MNIST_SIDE, MMT_FASHION_MNIST_SIDE);
-        caption(text, sizeof text, (size_t)(next_random(&rng) % N_TEMPLATES), c);
+        size_t t = (size_t)(next_random(&rng) % N_TEMPLATES);
+        caption(text, sizeof text, t, c);
+        if (p->captions) coco_image(&coco, &annotations, i, file, p->seed, t, c, p->captions);
         mmt_strbuf_printf(&jsonl, "{\"image_path\": \"images/%s\", \"text\": ", file);
         mmt_strbuf_json_string(&jsonl, text, strlen(text));
         mmt_strbuf_append(&jsonl, ", \"label\": ", 11);
         mmt_strbuf_json_string(&jsonl, mmt_fashion_mnist_class_names[c], strlen(mmt_fashion_mnist_class_names[c]));
         mmt_strbuf_append(&jsonl, "}\n", 2);
     }
-    if (s == MMT_OK && jsonl.failed) s = MMT_STATUS_OUT_OF_MEMORY;
+    mmt_strbuf_printf(&coco, "],\n \"annotations\": [");
+    mmt_strbuf_append(&coco, annotations.data ? annotations.data : "", annotations.len);
+    mmt_strbuf_printf(&coco, "]}\n");
+    if (s == MMT_OK && (jsonl.failed || coco.failed || annotations.failed)) s = MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK) {
         snprintf(file, sizeof file, "%s.jsonl", split);
         mmt_free(path);
         if (!(path = mmt_path_join(p->out_dir, file))) s = MMT_STATUS_OUT_OF_MEMORY;
         else s = mmt_file_write_atomic(path, jsonl.data, jsonl.len);
     }
+    if (s == MMT_OK && p->captions) {
+        snprintf(file, sizeof file, "%s_coco.json", split);
+        mmt_free(path);
+        if (!(path = mmt_path_join(p->out_dir, file))) s = MMT_STATUS_OUT_OF_MEMORY;
+        else s = mmt_file_write_atomic(path, coco.data, coco.len);
+    }
     if (s == MMT_OK && written) *written = n;
     mmt_strbuf_free(&jsonl);
+    mmt_strbuf_free(&coco);
+    mmt_strbuf_free(&annotations);
     mmt_free(path);
     mmt_free(picks);
     mmt_free(image_dir);

@@ -11,7 +11,12 @@
  * writes OUT/images/SPLIT-NNNNN.png (NNNNN = the index in the IDX file, so a file name says
  * which image it is) and OUT/SPLIT.jsonl with one {"image_path", "text", "label"} line per
  * image. The caption is one of MMT_FASHION_MNIST_TEMPLATES, chosen by the same seed; the
- * label is the class name. The same inputs and seed give the same bytes.
+ * label is the class name. With captions > 0 it also writes OUT/SPLIT_coco.json (COCO
+ * captions: "images" with id, file_name, width, height; "annotations" with id, image_id,
+ * caption) holding that many distinct wordings of each image, the JSONL's first: references
+ * for caption metrics. The extra wordings come from a stream of their own (seed and image
+ * index), so the JSONL is the same with or without them. The same inputs and seed give the
+ * same bytes.
  */
 #ifndef MMT_DATA_FASHION_MNIST_H
 #define MMT_DATA_FASHION_MNIST_H
@@ -49,9 +54,12 @@ typedef struct mmt_fashion_mnist_export_params {
     uint32_t classes;         /* bit c set: class c is exported; 0: all ten */
     int64_t count_per_class;  /* 0: every image of the class */
     uint64_t seed;
+    int captions;             /* 1..MMT_FASHION_MNIST_TEMPLATES: also OUT/SPLIT_coco.json; 0: not */
 } mmt_fashion_mnist_export_params;
 
-/* Writes the images and OUT/SPLIT.jsonl; *written (may be NULL) gets the number of pairs. */
+#define MMT_FASHION_MNIST_TEMPLATES 12 /* caption wordings */
+
+/* Writes the images, OUT/SPLIT.jsonl and (captions > 0) OUT/SPLIT_coco.json; *written (may be NULL) gets the number of pairs. */
 mmt_status mmt_fashion_mnist_export(const mmt_fashion_mnist_export_params *p, int64_t *written);
 
 #endif

@@ -84,9 +84,12 @@ static void line_chart(mmt_strbuf *o, const char *title, const char *y_label, co
 
 static int in_unit(double v) { return isfinite(v) && v >= 0 && v <= 1; }
 
-/* Recalls and accuracies are fractions; a rank or a loss that happens to lie in [0, 1] is not. */
+/* Recalls, accuracies, BLEU and ROUGE are fractions; a rank, a loss or a CIDEr score that
+ * happens to lie in [0, 1] is not. */
 static int is_fraction(const mmt_report_metric *m) {
-    return (strstr(m->name, "recall") || strstr(m->name, "accuracy")) && (in_unit(m->before) || in_unit(m->after));
+    return (strstr(m->name, "recall") || strstr(m->name, "accuracy") || !strncmp(m->name, "bleu", 4) ||
+            !strncmp(m->name, "rouge", 5)) &&
+           (in_unit(m->before) || in_unit(m->after));
 }
 
 /* Horizontal bars, before and after, for the recalls and accuracies. */
@@ -129,12 +132,10 @@ static void number_cell(mmt_strbuf *o, double v) {
     else mmt_strbuf_printf(o, "<td class=\"num\">&#8212;</td>");
 }
 
-static void metrics_section(mmt_strbuf *o, const mmt_report *r) {
-    if (!r->n_metrics) return;
-    mmt_strbuf_printf(o, "<h2>Metrics before and after fine-tuning</h2>\n<table class=\"metrics\">\n"
-                         "<tr><th>metric</th><th>before</th><th>after</th><th>change</th></tr>\n");
-    for (int64_t i = 0; i < r->n_metrics; i++) {
-        const mmt_report_metric *m = &r->metrics[i];
+static void metrics_table(mmt_strbuf *o, const mmt_report_metric *metrics, int64_t n) {
+    mmt_strbuf_printf(o, "<table class=\"metrics\">\n<tr><th>metric</th><th>before</th><th>after</th><th>change</th></tr>\n");
+    for (int64_t i = 0; i < n; i++) {
+        const mmt_report_metric *m = &metrics[i];
         mmt_strbuf_printf(o, "<tr><td>");
         mmt_report_html_escape(o, m->name);
         mmt_strbuf_printf(o, "</td>");
@@ -145,7 +146,48 @@ static void metrics_section(mmt_strbuf *o, const mmt_report *r) {
         mmt_strbuf_printf(o, "</tr>\n");
     }
     mmt_strbuf_printf(o, "</table>\n");
-    metrics_chart(o, r->metrics, r->n_metrics);
+    metrics_chart(o, metrics, n);
+}
+
+static void metrics_section(mmt_strbuf *o, const mmt_report *r) {
+    if (!r->n_metrics) return;
+    mmt_strbuf_printf(o, "<h2>Metrics before and after fine-tuning</h2>\n");
+    metrics_table(o, r->metrics, r->n_metrics);
+}
+
+static void caption_line(mmt_strbuf *o, const char *cls, const char *label, const char *text) {
+    mmt_strbuf_printf(o, "<div class=\"%s\"><span class=\"sidename\">%s</span> ", cls, label);
+    mmt_report_html_escape(o, text);
+    mmt_strbuf_printf(o, "</div>");
+}
+
+static void caption_section(mmt_strbuf *o, const mmt_report *r) {
+    if (!r->caption_points && !r->n_caption_metrics && !r->n_captions) return;
+    mmt_strbuf_printf(o, "<h2>");
+    mmt_report_html_escape(o, r->caption_title ? r->caption_title : "Captioning");
+    mmt_strbuf_printf(o, "</h2>\n");
+    if (r->caption_points) {
+        mmt_strbuf_printf(o, "<div class=\"curves\">\n");
+        line_chart(o, "captioner training loss", "loss", "#c53030", r->caption_steps, r->caption_loss, r->caption_points);
+        mmt_strbuf_printf(o, "</div>\n");
+    }
+    if (r->n_caption_metrics) metrics_table(o, r->caption_metrics, r->n_caption_metrics);
+    if (!r->n_captions) return;
+    mmt_strbuf_printf(o, "<h3>Test images: generated captions and references</h3>\n");
+    for (int64_t i = 0; i < r->n_captions; i++) {
+        const mmt_report_caption *c = &r->captions[i];
+        mmt_strbuf_printf(o, "<div class=\"capex\">");
+        if (c->png) {
+            mmt_strbuf_printf(o, "<img alt=\"test image %lld\" src=\"data:image/png;base64,", (long long)i + 1);
+            mmt_report_base64(o, c->png, c->png_len);
+            mmt_strbuf_printf(o, "\">");
+        }
+        mmt_strbuf_printf(o, "<div class=\"captexts\">");
+        if (c->before) caption_line(o, "cap before", "before", c->before);
+        if (c->after) caption_line(o, "cap after", "after", c->after);
+        for (int64_t k = 0; k < c->n_references; k++) caption_line(o, "cap ref", k ? "" : "references", c->references[k]);
+        mmt_strbuf_printf(o, "</div></div>\n");
+    }
 }
 
 static void hits_row(mmt_strbuf *o, const char *side, const mmt_report_hit *h, int64_t n) {
@@ -202,7 +244,10 @@ static const char STYLE[] =
     ".query{font-weight:bold;margin-bottom:6px}.side{display:flex;align-items:flex-start;gap:8px;margin:4px 0}"
     ".sidename{width:60px;color:#4a5568}figure{margin:0;width:120px}figure img{width:96px;height:96px;"
     "image-rendering:pixelated;border:3px solid transparent}figure.correct img{border-color:#38a169}"
-    "figcaption{font-size:.75em}.note{color:#4a5568;font-size:.85em}";
+    "figcaption{font-size:.75em}.note{color:#4a5568;font-size:.85em}h3{font-size:1em}"
+    ".capex{display:flex;gap:12px;align-items:flex-start;margin:8px 0;padding:8px;border:1px solid #e2e8f0}"
+    ".capex img{width:96px;height:96px;image-rendering:pixelated}.cap{font-size:.9em;margin:2px 0}"
+    ".cap .sidename{display:inline-block;width:84px}.cap.after{font-weight:bold}.cap.ref{color:#4a5568}";
 
 mmt_status mmt_report_render(const mmt_report *r, mmt_strbuf *o) {
     mmt_strbuf_printf(o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>mmtune report: ");
@@ -218,6 +263,7 @@ mmt_status mmt_report_render(const mmt_report *r, mmt_strbuf *o) {
     }
     metrics_section(o, r);
     examples_section(o, r);
+    caption_section(o, r);
     settings_section(o, r);
     mmt_strbuf_printf(o, "</body>\n</html>\n");
     if (o->failed) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");

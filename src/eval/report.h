@@ -6,7 +6,9 @@
  * The report shows, each section only when it has data: the loss and learning-rate curves
  * (SVG polylines with axes, ticks and labels), the before/after metrics (a table and a bar
  * chart of the metrics that lie in [0, 1]), a few retrieval examples (a query text and its
- * top images before and after fine-tuning, the correct ones outlined), and the run's
+ * top images before and after fine-tuning, the correct ones outlined), a captioning part (a
+ * second run's loss curve, its caption metrics before and after, and sample images with the
+ * captions generated before and after fine-tuning beside their references), and the run's
  * settings. Every piece of text from the caller is HTML-escaped.
  *
  * Usage:
@@ -49,6 +51,15 @@ typedef struct mmt_report_example {
     int64_t n_before, n_after; /* hits filled on each side (0: the side is not shown) */
 } mmt_report_example;
 
+/* One captioned image: what the captioner said before and after fine-tuning, and the truth. */
+typedef struct mmt_report_caption {
+    const uint8_t *png; /* an encoded PNG thumbnail (NULL: none) */
+    size_t png_len;
+    const char *before, *after;     /* generated captions (NULL: that side is not shown) */
+    const char *const *references;  /* (n_references) */
+    int64_t n_references;
+} mmt_report_caption;
+
 typedef struct mmt_report {
     const char *title;
     const double *steps, *loss, *lr; /* (n_points) each; lr may be NULL */
@@ -59,6 +70,14 @@ typedef struct mmt_report {
     int64_t n_metrics;
     const mmt_report_example *examples;
     int64_t n_examples;
+    /* the captioning part (shown when any of it is there) */
+    const char *caption_title;                  /* heading (NULL: "Captioning") */
+    const double *caption_steps, *caption_loss; /* (caption_points) each */
+    int64_t caption_points;
+    const mmt_report_metric *caption_metrics;
+    int64_t n_caption_metrics;
+    const mmt_report_caption *captions;
+    int64_t n_captions;
 } mmt_report;
 
 /* Appends the whole document to out. Non-finite points are left out of the curves. */

@@ -138,7 +138,7 @@ mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const
         return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json, cannot tokenize captions",
                         mmt_git_dir(model));
     const mmt_git_config *c = mmt_git_config_of(model);
-    int64_t Lmax = o->max_tokens > 0 ? o->max_tokens : 40;
+    int64_t Lmax = o->max_tokens > 0 ? o->max_tokens : c->max_positions < 40 ? c->max_positions : 40;
     if (Lmax < 3 || Lmax > c->max_positions)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "caption length %lld is outside 3..%lld (the model's positions)",
                         (long long)Lmax, (long long)c->max_positions);

@@ -31,7 +31,7 @@ typedef struct mmt_caption_task_options {
     /* prefix tuning of the decoder (peft/prompt.h: prefix_tokens, prefix_projection); NULL:
      * none. Saved as the adapter (PEFT's PREFIX_TUNING files). */
     const struct mmt_prompt_settings *prompt;
-    int64_t max_tokens;            /* caption length with [CLS] and [SEP]; 0: 40 */
+    int64_t max_tokens;            /* caption length with [CLS] and [SEP]; 0: 40, or the model's positions if fewer */
     float label_smoothing;         /* torch's cross_entropy label_smoothing */
     uint64_t seed;                 /* adapter initialisation, augmentation */
     size_t cache_bytes;            /* pixel cache budget; 0: no cache */

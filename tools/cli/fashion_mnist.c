@@ -11,11 +11,13 @@
 
 static const char *FASHION_MNIST_HELP =
     "usage: mmtune fashion-mnist --out DIR [--split train|test] [--classes LIST] [--count-per-class N]\n"
-    "                            [--seed N] [--idx-dir DIR]\n"
+    "                            [--seed N] [--captions N] [--idx-dir DIR]\n"
     "\n"
     "Writes Fashion-MNIST images as DIR/images/SPLIT-NNNNN.png (NNNNN: the index in the IDX file)\n"
     "and DIR/SPLIT.jsonl with one {\"image_path\", \"text\", \"label\"} line per image; the caption is\n"
-    "the class name in one of several wordings (\"a photo of a coat.\", \"product photo: sandal\").\n"
+    "the class name in one of 12 wordings (\"a photo of a coat.\", \"product photo: sandal\").\n"
+    "With --captions N, also DIR/SPLIT_coco.json (COCO captions) with N distinct wordings of each\n"
+    "image, the JSONL's first: references for captioning metrics (mmtune eval on a captioner).\n"
     "\n"
     "options:\n"
     "  --out DIR              output folder (required)\n"
@@ -25,6 +27,7 @@ static const char *FASHION_MNIST_HELP =
     "                         sneaker, bag, ankle boot (\"ankle_boot\" and \"t-shirt\" work too)\n"
     "  --count-per-class N    images of each class, a seeded choice (default 0: all)\n"
     "  --seed N               which images, their order and caption wordings (default 0)\n"
+    "  --captions N           wordings per image in DIR/SPLIT_coco.json, 1..12 (default 0: no file)\n"
     "  --idx-dir DIR          folder of the IDX files (default " MMT_FASHION_MNIST_DIR ",\n"
     "                         from Debian's dataset-fashion-mnist package)\n";
 
@@ -79,11 +82,17 @@ int cmd_fashion_mnist(int argc, char **argv) {
         } else if (!strcmp(a, "--seed")) {
             if (!parse_int(v, 0, INT64_MAX, &n)) return cli_usage_error("--seed needs a number >= 0");
             p.seed = (uint64_t)n;
+        } else if (!strcmp(a, "--captions")) {
+            if (!parse_int(v, 1, MMT_FASHION_MNIST_TEMPLATES, &n))
+                return cli_usage_error("--captions needs a number from 1 to %d", MMT_FASHION_MNIST_TEMPLATES);
+            p.captions = (int)n;
         } else return cli_usage_error("fashion-mnist: unknown option '%s'", a);
     }
     if (!p.out_dir) return cli_usage_error("fashion-mnist: --out is required");
     int64_t written = 0;
     if (mmt_fashion_mnist_export(&p, &written) != MMT_OK) return cli_runtime_error();
-    fprintf(stderr, "mmtune: wrote %lld %s images and %s/%s.jsonl\n", (long long)written, p.split, p.out_dir, p.split);
+    fprintf(stderr, "mmtune: wrote %lld %s images and %s/%s.jsonl", (long long)written, p.split, p.out_dir, p.split);
+    if (p.captions) fprintf(stderr, " and %s/%s_coco.json", p.out_dir, p.split);
+    fputc('\n', stderr);
     return 0;
 }

@@ -28,11 +28,18 @@
 static const char *REPORT_HELP =
     "usage: mmtune report --run DIR [--before FILE] [--after FILE] [--out FILE]\n"
     "                     [--queries PAIRS --model DIR [--adapter DIR] [--examples N]]\n"
+    "                     [--caption-run DIR] [--caption-before FILE] [--caption-after FILE]\n"
     "\n"
     "Writes a single self-contained HTML file (default DIR/report.html): the loss and\n"
     "learning-rate curves of DIR/metrics.jsonl, the before/after metrics of two `mmtune eval`\n"
     "JSON files, the settings in the newest checkpoint's trainer_state.json, and with\n"
     "--queries a few test queries with their top images before and after fine-tuning.\n"
+    "A captioning part is added with any of:\n"
+    "  --caption-run DIR     a captioner's training run: its loss curve\n"
+    "  --caption-before FILE, --caption-after FILE\n"
+    "                        `mmtune eval` JSON of a captioner before and after fine-tuning: the\n"
+    "                        caption metrics, and the sample images (eval --samples N) with the\n"
+    "                        captions generated before and after beside their references\n"
     "  --queries PAIRS  pairs file: its first distinct texts are the queries (with a \"label\" on\n"
     "                   every pair: the first text of each class, and a hit of the same class\n"
     "                   counts as correct), its images the gallery\n"
@@ -45,6 +52,16 @@ static const char *REPORT_HELP =
 typedef struct report_data {
     double *steps, *loss, *lr;
     int64_t n_points;
+    double *cap_steps, *cap_loss, *cap_lr; /* the captioner's run */
+    int64_t cap_points;
+    mmt_json_doc *cap_before, *cap_after;  /* owned */
+    mmt_report_metric *cap_metrics;
+    int64_t n_cap_metrics;
+    mmt_report_caption *captions;
+    const char ***cap_refs; /* per caption: its references (pointers into the JSON) */
+    uint8_t **cap_thumbs;   /* owned PNGs */
+    size_t *cap_thumb_lens;
+    int64_t n_captions;
     mmt_json_doc *state, *before, *after; /* owned */
     mmt_report_setting *settings;
     char **setting_values; /* owned texts of settings[i].value */
@@ -58,7 +75,7 @@ typedef struct report_data {
     int64_t n_thumbs;
 } report_data;
 
-static mmt_status read_curves(const char *run, report_data *d) {
+static mmt_status read_curves(const char *run, double **steps, double **loss, double **lrs, int64_t *n_points) {
     char *path = mmt_path_join(run, "metrics.jsonl"), *text = NULL;
     size_t len = 0;
     if (!path) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
@@ -77,19 +94,19 @@ static mmt_status read_curves(const char *run, report_data *d) {
             if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "loss", NAN, &lo, path, "");
             if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "lr", NAN, &lr, path, "");
             mmt_json_free(doc);
-            if (s == MMT_OK && d->n_points == cap) {
+            if (s == MMT_OK && *n_points == cap) {
                 cap = cap ? cap * 2 : 256;
-                double *a = mmt_realloc(d->steps, (size_t)cap * sizeof(double));
-                if (a) d->steps = a;
-                double *b = mmt_realloc(d->loss, (size_t)cap * sizeof(double));
-                if (b) d->loss = b;
-                double *c = mmt_realloc(d->lr, (size_t)cap * sizeof(double));
-                if (c) d->lr = c;
+                double *a = mmt_realloc(*steps, (size_t)cap * sizeof(double));
+                if (a) *steps = a;
+                double *b = mmt_realloc(*loss, (size_t)cap * sizeof(double));
+                if (b) *loss = b;
+                double *c = mmt_realloc(*lrs, (size_t)cap * sizeof(double));
+                if (c) *lrs = c;
                 if (!a || !b || !c) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
             }
             if (s == MMT_OK) {
-                d->steps[d->n_points] = st, d->loss[d->n_points] = lo, d->lr[d->n_points] = lr;
-                d->n_points++;
+                (*steps)[*n_points] = st, (*loss)[*n_points] = lo, (*lrs)[*n_points] = lr;
+                (*n_points)++;
             }
         }
         at = end + 1;
@@ -138,30 +155,30 @@ static mmt_status read_settings(const char *run, report_data *d) {
     return MMT_OK;
 }
 
-static mmt_status add_metric(report_data *d, const char *name, double value, int after) {
-    for (int64_t i = 0; i < d->n_metrics; i++)
-        if (!strcmp(d->metrics[i].name, name)) {
-            if (after) d->metrics[i].after = value;
-            else d->metrics[i].before = value;
+static mmt_status add_metric(mmt_report_metric **metrics, int64_t *n, const char *name, double value, int after) {
+    for (int64_t i = 0; i < *n; i++)
+        if (!strcmp((*metrics)[i].name, name)) {
+            if (after) (*metrics)[i].after = value;
+            else (*metrics)[i].before = value;
             return MMT_OK;
         }
-    mmt_report_metric *m = mmt_realloc(d->metrics, (size_t)(d->n_metrics + 1) * sizeof *m);
+    mmt_report_metric *m = mmt_realloc(*metrics, (size_t)(*n + 1) * sizeof *m);
     if (!m) return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
-    d->metrics = m;
-    m[d->n_metrics].name = name;
-    m[d->n_metrics].before = after ? NAN : value;
-    m[d->n_metrics].after = after ? value : NAN;
-    d->n_metrics++;
+    *metrics = m;
+    m[*n].name = name;
+    m[*n].before = after ? NAN : value;
+    m[*n].after = after ? value : NAN;
+    (*n)++;
     return MMT_OK;
 }
 
 /* Every number at the top level of an eval JSON file. */
-static mmt_status read_eval(const char *path, int after, mmt_json_doc **doc, report_data *d) {
+static mmt_status read_eval(const char *path, int after, mmt_json_doc **doc, mmt_report_metric **metrics, int64_t *n) {
     MMT_TRY(mmt_json_parse_file(path, doc));
     const mmt_json *root = mmt_json_root(*doc);
     if (root->type != MMT_JSON_OBJECT) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: expected a JSON object (mmtune eval --out)", path);
     for (size_t i = 0; i < root->len; i++)
-        if (root->items[i].type == MMT_JSON_NUMBER) MMT_TRY(add_metric(d, root->keys[i], root->items[i].number, after));
+        if (root->items[i].type == MMT_JSON_NUMBER) MMT_TRY(add_metric(metrics, n, root->keys[i], root->items[i].number, after));
     return MMT_OK;
 }
 
@@ -266,7 +283,80 @@ static mmt_status build_examples(const char *queries, const mmt_pairs_options *p
     return MMT_OK;
 }
 
+/* The "samples" array of an eval file, or NULL; a present one must be an array of objects. */
+static mmt_status eval_samples(const mmt_json_doc *doc, const char *path, const mmt_json **out) {
+    *out = NULL;
+    if (!doc) return MMT_OK;
+    const mmt_json *a = mmt_json_get(mmt_json_root(doc), "samples");
+    if (!a) return MMT_OK;
+    if (a->type != MMT_JSON_ARRAY) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: samples: expected an array", path);
+    for (size_t i = 0; i < a->len; i++) {
+        const mmt_json *e = &a->items[i], *img = mmt_json_get(e, "image"), *cap = mmt_json_get(e, "caption");
+        if (e->type != MMT_JSON_OBJECT || !img || img->type != MMT_JSON_STRING || !cap || cap->type != MMT_JSON_STRING)
+            return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: samples[%zu]: expected {\"image\", \"caption\", \"references\"}", path, i);
+    }
+    *out = a;
+    return MMT_OK;
+}
+
+/* The captioned images: the "after" file's samples (or the "before" file's when there is no
+ * after), each with the other side's caption of the same image. */
+static mmt_status build_captions(const char *before_path, const char *after_path, report_data *d) {
+    const mmt_json *bs = NULL, *as = NULL;
+    MMT_TRY(eval_samples(d->cap_before, before_path, &bs));
+    MMT_TRY(eval_samples(d->cap_after, after_path, &as));
+    const mmt_json *primary = as ? as : bs;
+    int64_t n = primary ? (int64_t)primary->len : 0;
+    if (n > 64) n = 64;
+    if (!n) return MMT_OK;
+    d->captions = mmt_calloc((size_t)n, sizeof *d->captions);
+    d->cap_refs = mmt_calloc((size_t)n, sizeof *d->cap_refs);
+    d->cap_thumbs = mmt_calloc((size_t)n, sizeof *d->cap_thumbs);
+    d->cap_thumb_lens = mmt_calloc((size_t)n, sizeof *d->cap_thumb_lens);
+    if (!d->captions || !d->cap_refs || !d->cap_thumbs || !d->cap_thumb_lens)
+        return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+    d->n_captions = n;
+    for (int64_t i = 0; i < n; i++) {
+        const mmt_json *e = &primary->items[i], *refs = mmt_json_get(e, "references");
+        const char *image = mmt_json_get(e, "image")->string, *caption = mmt_json_get(e, "caption")->string;
+        mmt_report_caption *c = &d->captions[i];
+        if (as) c->after = caption;
+        else c->before = caption;
+        for (size_t j = 0; as && bs && j < bs->len; j++)
+            if (!strcmp(mmt_json_get(&bs->items[j], "image")->string, image)) {
+                c->before = mmt_json_get(&bs->items[j], "caption")->string;
+                break;
+            }
+        if (refs && refs->type == MMT_JSON_ARRAY && refs->len) {
+            if (!(d->cap_refs[i] = mmt_calloc(refs->len, sizeof *d->cap_refs[i])))
+                return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "report: out of memory");
+            for (size_t j = 0; j < refs->len; j++)
+                if (refs->items[j].type == MMT_JSON_STRING) d->cap_refs[i][c->n_references++] = refs->items[j].string;
+            c->references = d->cap_refs[i];
+        }
+        mmt_status s = thumbnail(image, &d->cap_thumbs[i], &d->cap_thumb_lens[i]);
+        if (s != MMT_OK) return mmt_error_prefix(s, "%s: samples[%lld]: ", as ? after_path : before_path, (long long)i);
+        c->png = d->cap_thumbs[i];
+        c->png_len = d->cap_thumb_lens[i];
+    }
+    return MMT_OK;
+}
+
 static void report_data_free(report_data *d) {
+    mmt_free(d->cap_steps);
+    mmt_free(d->cap_loss);
+    mmt_free(d->cap_lr);
+    mmt_free(d->cap_metrics);
+    for (int64_t i = 0; i < d->n_captions; i++) {
+        mmt_free((void *)d->cap_refs[i]);
+        mmt_free(d->cap_thumbs[i]);
+    }
+    mmt_free(d->captions);
+    mmt_free(d->cap_refs);
+    mmt_free(d->cap_thumbs);
+    mmt_free(d->cap_thumb_lens);
+    mmt_json_free(d->cap_before);
+    mmt_json_free(d->cap_after);
     mmt_free(d->steps);
     mmt_free(d->loss);
     mmt_free(d->lr);
@@ -296,6 +386,7 @@ static const char *run_name(const char *run) {
 
 int cmd_report(int argc, char **argv) {
     const char *run = NULL, *before = NULL, *after = NULL, *out = NULL, *queries = NULL, *model = NULL, *adapter = NULL;
+    const char *cap_run = NULL, *cap_before = NULL, *cap_after = NULL;
     int64_t examples = 3;
     mmt_pairs_options po;
     mmt_pairs_options_default(&po);
@@ -312,6 +403,9 @@ int cmd_report(int argc, char **argv) {
         else if (!strcmp(a, "--queries")) queries = v;
         else if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--caption-run")) cap_run = v;
+        else if (!strcmp(a, "--caption-before")) cap_before = v;
+        else if (!strcmp(a, "--caption-after")) cap_after = v;
         else if (!strcmp(a, "--examples")) {
             char *end;
             examples = strtoll(v, &end, 10);
@@ -338,15 +432,21 @@ int cmd_report(int argc, char **argv) {
         default_adapter = mmt_path_join(run, "adapter");
         if (default_adapter && mmt_file_exists(default_adapter)) adapter = default_adapter;
     }
-    mmt_status s = read_curves(run, &d);
+    mmt_status s = read_curves(run, &d.steps, &d.loss, &d.lr, &d.n_points);
     if (s == MMT_OK) s = read_settings(run, &d);
-    if (s == MMT_OK && before) s = read_eval(before, 0, &d.before, &d);
-    if (s == MMT_OK && after) s = read_eval(after, 1, &d.after, &d);
+    if (s == MMT_OK && before) s = read_eval(before, 0, &d.before, &d.metrics, &d.n_metrics);
+    if (s == MMT_OK && after) s = read_eval(after, 1, &d.after, &d.metrics, &d.n_metrics);
     if (s == MMT_OK && queries) s = build_examples(queries, &po, model, adapter, examples, &pairs, &d);
+    if (s == MMT_OK && cap_run) s = read_curves(cap_run, &d.cap_steps, &d.cap_loss, &d.cap_lr, &d.cap_points);
+    if (s == MMT_OK && cap_before) s = read_eval(cap_before, 0, &d.cap_before, &d.cap_metrics, &d.n_cap_metrics);
+    if (s == MMT_OK && cap_after) s = read_eval(cap_after, 1, &d.cap_after, &d.cap_metrics, &d.n_cap_metrics);
+    if (s == MMT_OK && (cap_before || cap_after)) s = build_captions(cap_before, cap_after, &d);
     if (s == MMT_OK) {
         mmt_report r = {.title = run_name(run), .steps = d.steps, .loss = d.loss, .lr = d.lr, .n_points = d.n_points,
                         .settings = d.settings, .n_settings = d.n_settings, .metrics = d.metrics, .n_metrics = d.n_metrics,
-                        .examples = d.examples, .n_examples = d.n_examples};
+                        .examples = d.examples, .n_examples = d.n_examples, .caption_steps = d.cap_steps,
+                        .caption_loss = d.cap_loss, .caption_points = d.cap_points, .caption_metrics = d.cap_metrics,
+                        .n_caption_metrics = d.n_cap_metrics, .captions = d.captions, .n_captions = d.n_captions};
         s = mmt_report_render(&r, &html);
     }
     const char *path = out ? out : default_out;
