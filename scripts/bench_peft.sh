@@ -170,26 +170,25 @@ out = [f"# PEFT methods on the embedded default model ({model})", "",
        "(kept in memory) and the runtime, so methods differ little there. The base model was pretrained on six of the "
        "ten Fashion-MNIST classes and on the synthetic `base` domain (docs/default_model.md). "
        "Raw rows: peft_methods_raw.jsonl.", ""]
+def table(t, base_name, metrics):
+    """Rows of one task: the base model's metrics, then each method's medians over seeds."""
+    lines = ["| method | trainable params | % of model | s/step | peak RSS MB | " + " | ".join(h for h, _ in metrics) + " |",
+             "|---|---|---|---|---|" + "---|" * len(metrics)]
+    for b in [r for r in t if r["method"] == "none"][:1]:
+        lines.append(f"| {base_name} | 0 | 0 | - | - | " + " | ".join(f"{b[k]:.3f}" for _, k in metrics) + " |")
+    for m in dict.fromkeys(r["method"] for r in t if r["method"] != "none"):
+        s = [r for r in t if r["method"] == m]
+        p = s[0]["trainable_params"]
+        lines.append(f"| {m} | {p:,} | {100.0 * p / s[0]['total_params']:.3g} | {med([r['s_per_step'] for r in s]):.3f} | "
+                     f"{med([r['peak_rss_mb'] for r in s]):.0f} | " + " | ".join(f"{med([r[k] for r in s]):.3f}" for _, k in metrics) + " |")
+    return lines
+
 for task, title, r1 in (("fashion", "Fashion-MNIST product search (10 classes, 4 unseen in pretraining)",
                          "image->caption recall@1 (class-level)"),
                         ("shift", "Synthetic shift domain", "image->caption recall@1")):
     t = [r for r in rows if r["task"] == task]
-    if not t:
-        continue
-    out += [f"## {title}", "", f"| method | trainable params | % of model | s/step | peak RSS MB | {r1} | zero-shot acc |",
-            "|---|---|---|---|---|---|---|"]
-    base = [r for r in t if r["method"] == "none"]
-    if base:
-        b = base[0]
-        out.append(f"| base model (no training) | 0 | 0 | - | - | {b['recall_at_1']:.3f} | {b['zero_shot_accuracy']:.3f} |")
-    for m in dict.fromkeys(r["method"] for r in t if r["method"] != "none"):
-        s = [r for r in t if r["method"] == m]
-        p = s[0]["trainable_params"]
-        pct = 100.0 * p / s[0]["total_params"]
-        out.append(f"| {m} | {p:,} | {pct:.3g} | {med([r['s_per_step'] for r in s]):.3f} | "
-                   f"{med([r['peak_rss_mb'] for r in s]):.0f} | {med([r['recall_at_1'] for r in s]):.3f} | "
-                   f"{med([r['zero_shot_accuracy'] for r in s]):.3f} |")
-    out.append("")
+    if t:
+        out += [f"## {title}", ""] + table(t, "base model (no training)", [(r1, "recall_at_1"), ("zero-shot acc", "zero_shot_accuracy")]) + [""]
 t = [r for r in rows if r["task"] == "caption"]
 if t:
     out += ["## Captioning: Fashion-MNIST product descriptions", "",
@@ -198,19 +197,8 @@ if t:
             f"{cap_steps} steps of {cap_batch} captions (three wordings of each training image), then greedy captions of the "
             "fashion test images scored against their three reference wordings (CIDEr-D, BLEU-4, ROUGE-L as pycocoevalcap "
             "computes them). The class names are not in the captioner's vocabulary, so WordPiece spells them in characters: "
-            "methods that cannot move the output head have to steer the hidden states to spell them.", "",
-            "| method | trainable params | % of model | s/step | peak RSS MB | CIDEr-D | BLEU-4 | ROUGE-L |",
-            "|---|---|---|---|---|---|---|---|"]
-    base = [r for r in t if r["method"] == "none"]
-    if base:
-        b = base[0]
-        out.append(f"| base captioner (no training) | 0 | 0 | - | - | {b['cider_d']:.3f} | {b['bleu_4']:.3f} | {b['rouge_l']:.3f} |")
-    for m in dict.fromkeys(r["method"] for r in t if r["method"] != "none"):
-        s = [r for r in t if r["method"] == m]
-        p = s[0]["trainable_params"]
-        out.append(f"| {m} | {p:,} | {100.0 * p / s[0]['total_params']:.3g} | {med([r['s_per_step'] for r in s]):.3f} | "
-                   f"{med([r['peak_rss_mb'] for r in s]):.0f} | {med([r['cider_d'] for r in s]):.3f} | "
-                   f"{med([r['bleu_4'] for r in s]):.3f} | {med([r['rouge_l'] for r in s]):.3f} |")
+            "methods that cannot move the output head have to steer the hidden states to spell them.", ""]
+    out += table(t, "base captioner (no training)", [("CIDEr-D", "cider_d"), ("BLEU-4", "bleu_4"), ("ROUGE-L", "rouge_l")])
     spread = {m: [r["cider_d"] for r in t if r["method"] == m] for m in dict.fromkeys(r["method"] for r in t if r["method"] != "none")}
     out += ["", "CIDEr-D per seed: " + "; ".join(f"{m} " + ", ".join(f"{v:.3f}" for v in vs) for m, vs in spread.items()), ""]
 flags = {}
