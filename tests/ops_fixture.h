@@ -5,14 +5,21 @@
  * A guarded buffer has GUARD sentinel floats (GUARD_VALUE) on each side of its n elements;
  * guarded_ok says whether a kernel left them alone, so one writing past its tensor fails the
  * test instead of corrupting the heap quietly. Free it with guarded_free, never free.
+ *
+ * Fast tables: every fast CPU table ("avx2", "avx512") is compared with the reference in
+ * turn. main runs the fast-vs-reference tests once per fast_table_use(i) that returns 1;
+ * fast_ops() is the table of the current pass. A table this CPU lacks is skipped with a
+ * note on stdout, so an AVX2-only machine runs the avx2 pass alone.
  */
 #ifndef MMT_TESTS_OPS_FIXTURE_H
 #define MMT_TESTS_OPS_FIXTURE_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/ops.h"
 #include "rng.h"
 
 #define GUARD 16
@@ -39,6 +46,26 @@ static inline int guarded_ok(const float *p, int64_t n) {
 
 static inline void guarded_free(float *p) {
     if (p) free(p - GUARD);
+}
+
+#define FAST_TABLES 2
+static const char *const fast_table_names[FAST_TABLES] = {"avx2", "avx512"};
+static const mmt_ops *fast_table_current;
+
+/* The fast table of the current pass (the automatic choice before the first pass). */
+static inline const mmt_ops *fast_ops(void) {
+    return fast_table_current ? fast_table_current : mmt_ops_cpu();
+}
+
+/* Makes fast table i (0 <= i < FAST_TABLES) current; 0, with a note, where this CPU lacks it. */
+static inline int fast_table_use(int i) {
+    fast_table_current = mmt_ops_cpu_named(fast_table_names[i]);
+    if (fast_table_current)
+        printf("fast table: %s\n", fast_table_names[i]);
+    else
+        printf("note: no %s table on this CPU; its comparisons are skipped\n", fast_table_names[i]);
+    fflush(stdout);
+    return fast_table_current != NULL;
 }
 
 #endif

@@ -5,8 +5,11 @@
  * Fast vs reference runs random inputs over many shapes: tiny ones (1x1x1), sizes that are
  * not multiples of the 6x16 microkernel or the cache blocks, K = 1 and K = 3072, and the
  * CLIP head shapes. Outputs sit between guard words so a kernel writing past its tensor
- * fails. The fast table is "avx2" where the CPU has it; elsewhere the comparisons run the
- * reference against itself and the test says so. Tolerances are stated with each check:
+ * fails. Every fast table this CPU has ("avx2", "avx512") is compared in turn; one it lacks
+ * is skipped with a note. The GEMM's few-rows path (M <= SGEMM_ROWS_MAX_M, w streamed
+ * unpacked) must give bitwise the packed path's result (the same rows computed among more
+ * rows), and the avx2 and avx512 GEMM entries bitwise the same result. Tolerances are stated
+ * with each check:
  *   matmul     |fast - ref| <= 2 sqrt(K) eps32 * (sum_k |x w| + |b|)  (float sums in two orders;
  *              observed <= 0.4)
  *   layernorm  |fast - ref| <= 1e-5 (|y| ~ 1), mean 1e-6 relative, rstd 1e-5 relative
@@ -29,16 +32,15 @@
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-/* The fast table under test: avx2 where this CPU has it, else the automatic choice. */
-static const mmt_ops *fast_ops(void) {
-    const mmt_ops *ops = mmt_ops_cpu_named("avx2");
-    return ops ? ops : mmt_ops_cpu();
-}
-
 static int tables_complete(const mmt_ops *t) {
     return t && t->name && t->matmul_fwd && t->layernorm_fwd && t->softmax_fwd && t->gelu_fwd &&
            t->quick_gelu_fwd && t->add_fwd && t->attention_fwd && t->embedding_fwd &&
            t->patchify_fwd;
+}
+
+/* The GEMM microkernel behind the current fast table. */
+static const sgemm_kernel *fast_kernel(void) {
+    return strcmp(fast_ops()->name, "avx512") == 0 ? &sgemm_kernel_avx512 : &sgemm_kernel_avx2;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -54,12 +56,18 @@ static void test_tables_complete(void) {
     if (avx2) {
         CHECK(tables_complete(avx2));
         CHECK(strcmp(avx2->name, "avx2") == 0);
-        CHECK(mmt_ops_cpu() == avx2 || getenv("MMT_KERNELS")); /* best table by default */
+        CHECK(mmt_ops_cpu() == avx2 || mmt_ops_cpu_named("avx512") || getenv("MMT_KERNELS"));
     } else {
         printf("note: no AVX2 on this CPU; fast-vs-ref comparisons run the reference twice\n");
     }
     const mmt_ops *avx512 = mmt_ops_cpu_named("avx512");
     CHECK(avx512 == NULL || tables_complete(avx512));
+    if (avx512) {
+        CHECK(avx2 != NULL && strcmp(avx512->name, "avx512") == 0);
+        CHECK(mmt_ops_cpu() == avx512 || getenv("MMT_KERNELS")); /* the best table wins */
+    } else {
+        printf("note: no AVX-512 on this CPU; the avx512 table is not available\n");
+    }
     CHECK(mmt_ops_cpu() == mmt_ops_cpu());
 }
 
@@ -87,10 +95,12 @@ static int kernels_env_child(const char *value, const char *expect, int expect_w
 }
 
 static void test_kernels_env(void) {
-    const char *best = mmt_ops_cpu_named("avx2") ? "avx2" : "ref";
+    const int has_avx2 = mmt_ops_cpu_named("avx2") != NULL;
+    const int has_avx512 = mmt_ops_cpu_named("avx512") != NULL;
+    const char *best = has_avx512 ? "avx512" : has_avx2 ? "avx2" : "ref";
     CHECK(kernels_env_child("ref", "ref", 0) == 0);
-    CHECK(kernels_env_child("avx2", best, strcmp(best, "avx2") != 0) == 0);
-    CHECK(kernels_env_child("avx512", best, 1) == 0); /* no AVX-512 table is built */
+    CHECK(kernels_env_child("avx2", has_avx2 ? "avx2" : best, !has_avx2) == 0);
+    CHECK(kernels_env_child("avx512", best, !has_avx512) == 0);
     CHECK(kernels_env_child("fastest-please", best, 1) == 0);
 }
 
@@ -141,6 +151,8 @@ static void test_matmul_fast_matches_ref(void) {
         {7, 17, 9},    {6, 1, 32},    {12, 8, 33},   {13, 33, 65},  {64, 64, 64},
         {73, 257, 31}, {100, 300, 257}, {1, 768, 768}, {3, 512, 2048}, {150, 512, 300},
         {37, 3072, 19}, {50, 768, 50}, {67, 768, 45},  {200, 40, 513},
+        /* the few-rows path: M <= 8, K and N off the 8/16 vector widths, kc tails */
+        {2, 768, 3072}, {3, 17, 33},  {5, 300, 31},  {8, 257, 100}, {9, 64, 64}, {1, 3072, 50},
     };
     const mmt_ops *fast = fast_ops();
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -164,7 +176,7 @@ static void test_matmul_fast_matches_ref(void) {
 /* The strided GEMM under matmul and attention, used directly: transposed views, a row
  * stride wider than N, accumulate mode. Compared with a double loop. */
 static void test_sgemm_views(void) {
-    if (!mmt_ops_cpu_named("avx2")) return;
+    const sgemm_kernel *kern = fast_kernel();
     static const int64_t shapes[][3] = {{1, 1, 1}, {7, 5, 19}, {50, 64, 50}, {33, 300, 70}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldc = N + 3;
@@ -173,7 +185,7 @@ static void test_sgemm_views(void) {
         float *c = guarded_alloc(M * ldc), *c0 = random_floats(M * ldc, 1.0f);
         for (int64_t i = 0; i < M * ldc; i++) c[i] = c0[i];
         sgemm_view av = {a, 1, M}, bv = {b, N, 1};
-        sgemm_avx2(M, N, K, av, bv, c, ldc, NULL, 1, 2);
+        sgemm_run(kern, M, N, K, av, bv, c, ldc, (sgemm_store){1.0f, 1.0f, NULL}, 2);
         double worst = 0.0;
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < ldc; j++) {
@@ -192,23 +204,137 @@ static void test_sgemm_views(void) {
     }
 }
 
+/* The few-rows path against the packed one: the first M rows of an (M + 9)-row product
+ * (packed: M + 9 > SGEMM_ROWS_MAX_M) must equal, bit for bit, the same M rows multiplied
+ * alone (rows path), with and without bias; and both within matmul's tolerance of the
+ * reference. N * K large enough for two threads on the last shapes. */
+static void test_rows_path_matches_packed(void) {
+    static const int64_t ms[] = {1, 2, 3, 5, 8};
+    static const int64_t kn[][2] = {{1, 1},   {5, 7},    {16, 16},  {17, 33},  {100, 31},
+                                    {257, 100}, {300, 17}, {768, 50}, {512, 513}, {768, 1000}};
+    const mmt_ops *fast = fast_ops();
+    const int64_t extra = 9;
+    for (size_t s = 0; s < sizeof kn / sizeof kn[0]; s++)
+        for (size_t m = 0; m < sizeof ms / sizeof ms[0]; m++) {
+            const int64_t M = ms[m], K = kn[s][0], N = kn[s][1], Mb = M + extra;
+            float *x = random_floats(Mb * K, 1.0f), *w = random_floats(N * K, 0.5f);
+            float *b = random_floats(N, 1.0f), *y_ref = guarded_alloc(M * N);
+            float *y_big = guarded_alloc(Mb * N), *y_small = guarded_alloc(M * N);
+            for (int with_bias = 0; with_bias <= 1; with_bias++) {
+                const float *bias = with_bias ? b : NULL;
+                fast->matmul_fwd(y_big, x, w, bias, Mb, K, N);
+                fast->matmul_fwd(y_small, x, w, bias, M, K, N);
+                mmt_ops_ref()->matmul_fwd(y_ref, x, w, bias, M, K, N);
+                CHECK_MSG(memcmp(y_small, y_big, (size_t)(M * N) * sizeof(float)) == 0,
+                          "%s M=%lld K=%lld N=%lld bias=%d: rows path differs from packed",
+                          fast->name, (long long)M, (long long)K, (long long)N, with_bias);
+                double err = matmul_max_error(y_small, x, w, bias, M, K, N, y_ref);
+                CHECK_MSG(err <= 2.0, "M=%lld K=%lld N=%lld: error %.2f sqrt(K) eps", (long long)M,
+                          (long long)K, (long long)N, err);
+                CHECK(guarded_ok(y_small, M * N) && guarded_ok(y_big, Mb * N));
+            }
+            free(x), free(w), free(b), guarded_free(y_ref), guarded_free(y_big), guarded_free(y_small);
+        }
+}
+
+/* gemm through the few-rows path with strided views: a (M, K) in rows of lda > K, b stored
+ * (N, K) in rows of ldb > K (tb), c in rows of ldc > N, alpha and beta. The M rows must
+ * equal bitwise the same rows of a product with 9 more rows (packed path); the columns past
+ * N keep their contents. With a transposed (ta: K not contiguous) the packed path runs and
+ * gives the same bits again. */
+static void test_rows_path_gemm_views(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {1, 37, 9}, {2, 768, 8}, {3, 33, 65},
+                                        {5, 8, 768}, {8, 250, 40}};
+    static const float scalars[][2] = {{1, 0}, {1, 1}, {0.5f, -2}, {-1, 0.25f}};
+    const mmt_ops *fast = fast_ops();
+    const int64_t extra = 9;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t k = 0; k < sizeof scalars / sizeof scalars[0]; k++) {
+            const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], Mb = M + extra;
+            const int64_t lda = K + 3, ldb = K + 5, ldc = N + 2;
+            const float alpha = scalars[k][0], beta = scalars[k][1];
+            float *a = random_floats(Mb * lda, 1.0f), *b = random_floats(N * ldb, 1.0f);
+            float *at = malloc((size_t)(K * Mb) * sizeof(float)); /* a transposed: (K, Mb) */
+            for (int64_t i = 0; i < Mb; i++)
+                for (int64_t kk = 0; kk < K; kk++) at[kk * Mb + i] = a[i * lda + kk];
+            float *c0 = random_floats(Mb * ldc, 1.0f);
+            float *c_big = guarded_copy(c0, Mb * ldc), *c_small = guarded_copy(c0, M * ldc);
+            float *c_t = guarded_copy(c0, M * ldc);
+            fast->gemm(0, 1, Mb, N, K, alpha, a, lda, b, ldb, beta, c_big, ldc);
+            fast->gemm(0, 1, M, N, K, alpha, a, lda, b, ldb, beta, c_small, ldc);
+            fast->gemm(1, 1, M, N, K, alpha, at, Mb, b, ldb, beta, c_t, ldc);
+            int same = 1, kept = 1, same_t = 1;
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < ldc; j++) {
+                    float v = c_small[i * ldc + j];
+                    if (j < N) same &= memcmp(&v, &c_big[i * ldc + j], sizeof v) == 0;
+                    else kept &= v == c0[i * ldc + j];
+                    same_t &= memcmp(&v, &c_t[i * ldc + j], sizeof v) == 0;
+                }
+            CHECK_MSG(same && kept && same_t,
+                      "%s M=%lld N=%lld K=%lld alpha=%g beta=%g: same %d kept %d transposed %d",
+                      fast->name, (long long)M, (long long)N, (long long)K, alpha, beta, same, kept,
+                      same_t);
+            CHECK(guarded_ok(c_big, Mb * ldc) && guarded_ok(c_small, M * ldc) && guarded_ok(c_t, M * ldc));
+            free(a), free(b), free(at), free(c0);
+            guarded_free(c_big), guarded_free(c_small), guarded_free(c_t);
+        }
+}
+
+/* avx2 and avx512 cut K into the same blocks and sum every element in the same order with
+ * the same fused multiply-adds (cpu_ops.h), so their GEMM entries agree bit for bit: a model
+ * gives the same numbers on an AVX2 and an AVX-512 machine. */
+static void test_fast_tables_same_gemm_bits(void) {
+    const mmt_ops *t2 = mmt_ops_cpu_named("avx2"), *t5 = mmt_ops_cpu_named("avx512");
+    if (!t2 || !t5) {
+        printf("note: avx2 and avx512 are not both available; their agreement is not checked\n");
+        return;
+    }
+    static const int64_t shapes[][3] = {{1, 768, 768}, {3, 300, 31},  {13, 33, 65},
+                                        {100, 300, 257}, {150, 768, 300}, {29, 1000, 70}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = random_floats(M * K, 1.0f), *w = random_floats(N * K, 0.5f);
+        float *b = random_floats(N, 1.0f), *dy = random_floats(M * N, 1.0f);
+        float *y[2], *dx[2], *dw[2];
+        for (int t = 0; t < 2; t++) {
+            const mmt_ops *ops = t ? t5 : t2;
+            y[t] = malloc((size_t)(M * N) * sizeof(float));
+            dx[t] = calloc((size_t)(M * K), sizeof(float));
+            dw[t] = calloc((size_t)(N * K), sizeof(float));
+            ops->matmul_fwd(y[t], x, w, b, M, K, N);
+            ops->matmul_bwd(dx[t], dw[t], NULL, dy, x, w, M, K, N);
+            ops->gemm(1, 0, M, N, K, 0.5f, x, M, w, N, -1.0f, y[t], N); /* x, w reread as (K, M), (K, N) */
+        }
+        CHECK_MSG(memcmp(y[0], y[1], (size_t)(M * N) * sizeof(float)) == 0 &&
+                      memcmp(dx[0], dx[1], (size_t)(M * K) * sizeof(float)) == 0 &&
+                      memcmp(dw[0], dw[1], (size_t)(N * K) * sizeof(float)) == 0,
+                  "M=%lld K=%lld N=%lld", (long long)M, (long long)K, (long long)N);
+        for (int t = 0; t < 2; t++) free(y[t]), free(dx[t]), free(dw[t]);
+        free(x), free(w), free(b), free(dy);
+    }
+}
+
 /* Fast matmul is bitwise reproducible, whatever the thread count: each output element is
  * summed in the same order by whichever thread owns it. */
 static void test_matmul_deterministic(void) {
-    const int64_t M = 130, K = 600, N = 200;
-    float *x = random_floats(M * K, 1.0f), *w = random_floats(N * K, 1.0f);
-    float *y1 = malloc(M * N * sizeof(float)), *y2 = malloc(M * N * sizeof(float));
-    fast_ops()->matmul_fwd(y1, x, w, NULL, M, K, N);
+    static const int64_t shapes[][3] = {{130, 600, 200}, {2, 768, 1000}}; /* packed, rows path */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = random_floats(M * K, 1.0f), *w = random_floats(N * K, 1.0f);
+        float *y1 = malloc(M * N * sizeof(float)), *y2 = malloc(M * N * sizeof(float));
+        fast_ops()->matmul_fwd(y1, x, w, NULL, M, K, N);
 #ifdef _OPENMP
-    int threads = omp_get_max_threads();
-    omp_set_num_threads(threads > 1 ? 1 : 2);
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(threads > 1 ? 1 : 2);
 #endif
-    fast_ops()->matmul_fwd(y2, x, w, NULL, M, K, N);
+        fast_ops()->matmul_fwd(y2, x, w, NULL, M, K, N);
 #ifdef _OPENMP
-    omp_set_num_threads(threads);
+        omp_set_num_threads(threads);
 #endif
-    CHECK(memcmp(y1, y2, M * N * sizeof(float)) == 0);
-    free(x), free(w), free(y1), free(y2);
+        CHECK_MSG(memcmp(y1, y2, M * N * sizeof(float)) == 0, "M=%lld", (long long)M);
+        free(x), free(w), free(y1), free(y2);
+    }
 }
 
 /* ---- layernorm ----------------------------------------------------------------------- */
@@ -555,19 +681,25 @@ int main(void) {
     RUN(test_kernels_env); /* first: forks before any OpenMP thread exists */
     RUN(test_tables_complete);
     RUN(test_matmul_ref_matches_double);
-    RUN(test_matmul_fast_matches_ref);
-    RUN(test_sgemm_views);
-    RUN(test_matmul_deterministic);
     RUN(test_layernorm_ref_matches_formula);
-    RUN(test_layernorm_fast_matches_ref);
     RUN(test_softmax_ref_matches_formula);
-    RUN(test_softmax_fast_matches_ref);
     RUN(test_activation_ref_known_values);
-    RUN(test_activation_fast_matches_ref);
-    RUN(test_add_fast_matches_ref);
     RUN(test_attention_ref_matches_double);
-    RUN(test_attention_fast_matches_ref);
-    RUN(test_embedding);
-    RUN(test_patchify_is_conv_im2col);
+    RUN(test_fast_tables_same_gemm_bits);
+    for (int t = 0; t < FAST_TABLES; t++) {
+        if (!fast_table_use(t)) continue;
+        RUN(test_matmul_fast_matches_ref);
+        RUN(test_sgemm_views);
+        RUN(test_rows_path_matches_packed);
+        RUN(test_rows_path_gemm_views);
+        RUN(test_matmul_deterministic);
+        RUN(test_layernorm_fast_matches_ref);
+        RUN(test_softmax_fast_matches_ref);
+        RUN(test_activation_fast_matches_ref);
+        RUN(test_add_fast_matches_ref);
+        RUN(test_attention_fast_matches_ref);
+        RUN(test_embedding);
+        RUN(test_patchify_is_conv_im2col);
+    }
     return check_summary();
 }

@@ -35,7 +35,7 @@
  * 3. Contract: a pre-filled output gets += (compared with prefill + a zero-start run,
  *    relative 1e-5); NULL outputs are skipped and leave the other outputs bitwise
  *    unchanged; the fast kernels give bitwise the same result on 1 and 2 threads.
- * The fast table is "avx2" where the CPU has it; elsewhere the reference runs against itself.
+ * Parts 2 and 3 run once per fast table ("avx2", "avx512") this CPU has (ops_fixture.h).
  */
 #include <float.h>
 #include <stdint.h>
@@ -53,11 +53,6 @@ static float *copy_floats(const float *src, int64_t n) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     if (n > 0) memcpy(p, src, (size_t)n * sizeof(float));
     return p;
-}
-
-static const mmt_ops *fast_ops(void) {
-    const mmt_ops *ops = mmt_ops_cpu_named("avx2");
-    return ops ? ops : mmt_ops_cpu();
 }
 
 static double dot_double(const float *a, const float *b, int64_t n) {
@@ -391,24 +386,25 @@ static void gemm_case(const mmt_ops *ops, int ta, int tb, int64_t M, int64_t N, 
     free(a), free(b), free(c0), guarded_free(c);
 }
 
-static void test_gemm_matches_double(void) {
+static void gemm_matches_double(const mmt_ops *table) {
     /* {M, N, K}: trivial, tile tails, K = 0, LoRA-like low rank, large enough to thread. */
     static const int64_t shapes[][3] = {{1, 1, 1},  {7, 5, 19},   {16, 16, 8}, {33, 70, 300},
                                         {5, 3, 0},  {1, 300, 8},  {200, 16, 768},
                                         {130, 200, 600}, {61, 97, 257}};
     static const float scalars[][2] = {{1, 0}, {1, 1}, {0.5f, -2}, {2, 0}, {0, 0.5f}, {0, 0},
                                        {-1, 1}};
-    const mmt_ops *tables[2] = {mmt_ops_ref(), fast_ops()};
-    for (int t = 0; t < 2; t++)
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int ta = 0; ta <= 1; ta++)
                 for (int tb = 0; tb <= 1; tb++)
                     for (size_t k = 0; k < sizeof scalars / sizeof scalars[0]; k++) {
                         if (shapes[s][0] * shapes[s][1] * shapes[s][2] > 100000 && k > 2) continue;
-                        gemm_case(tables[t], ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
+                        gemm_case(table, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
                                   scalars[k][0], scalars[k][1]);
                     }
 }
+
+static void test_gemm_ref_matches_double(void) { gemm_matches_double(mmt_ops_ref()); }
+static void test_gemm_fast_matches_double(void) { gemm_matches_double(fast_ops()); }
 
 /* ---- fast vs reference --------------------------------------------------------------- */
 
@@ -831,16 +827,15 @@ static void test_bwd_deterministic(void) {
 }
 
 static void test_tables_complete(void) {
-    const mmt_ops *tables[3] = {mmt_ops_ref(), mmt_ops_cpu(), mmt_ops_cpu_named("avx2")};
-    for (int t = 0; t < 3; t++) {
+    const mmt_ops *tables[4] = {mmt_ops_ref(), mmt_ops_cpu(), mmt_ops_cpu_named("avx2"),
+                                mmt_ops_cpu_named("avx512")};
+    for (int t = 0; t < 4; t++) {
         const mmt_ops *o = tables[t];
         if (!o) continue;
         CHECK_MSG(o->gemm && o->matmul_bwd && o->layernorm_bwd && o->softmax_bwd && o->gelu_bwd &&
                       o->quick_gelu_bwd && o->attention_bwd && o->embedding_bwd && o->patchify_bwd,
                   "table %s", o->name);
     }
-    if (!mmt_ops_cpu_named("avx2"))
-        printf("note: no AVX2 on this CPU; fast-vs-ref comparisons run the reference twice\n");
 }
 
 int main(void) {
@@ -854,15 +849,19 @@ int main(void) {
     RUN(test_attention_bwd_ref_matches_fd);
     RUN(test_embedding_bwd_ref_matches_fd);
     RUN(test_patchify_bwd_ref_matches_fd);
-    RUN(test_gemm_matches_double);
-    RUN(test_matmul_bwd_fast_matches_ref);
-    RUN(test_layernorm_bwd_fast_matches_ref);
-    RUN(test_softmax_bwd_fast_matches_ref);
-    RUN(test_activation_bwd_fast_matches_ref);
-    RUN(test_attention_bwd_fast_matches_ref);
-    RUN(test_embedding_bwd_fast_matches_ref);
-    RUN(test_patchify_bwd_fast_matches_ref);
-    RUN(test_accumulate_and_null_outputs);
-    RUN(test_bwd_deterministic);
+    RUN(test_gemm_ref_matches_double);
+    for (int t = 0; t < FAST_TABLES; t++) {
+        if (!fast_table_use(t)) continue;
+        RUN(test_gemm_fast_matches_double);
+        RUN(test_matmul_bwd_fast_matches_ref);
+        RUN(test_layernorm_bwd_fast_matches_ref);
+        RUN(test_softmax_bwd_fast_matches_ref);
+        RUN(test_activation_bwd_fast_matches_ref);
+        RUN(test_attention_bwd_fast_matches_ref);
+        RUN(test_embedding_bwd_fast_matches_ref);
+        RUN(test_patchify_bwd_fast_matches_ref);
+        RUN(test_accumulate_and_null_outputs);
+        RUN(test_bwd_deterministic);
+    }
     return check_summary();
 }

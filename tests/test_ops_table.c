@@ -17,8 +17,9 @@
 static void test_cpu_tables_complete(void) {
     CHECK(mmt_ops_first_missing(mmt_ops_ref()) == NULL);
     CHECK(mmt_ops_first_missing(mmt_ops_cpu()) == NULL);
-    const mmt_ops *avx2 = mmt_ops_cpu_named("avx2");
+    const mmt_ops *avx2 = mmt_ops_cpu_named("avx2"), *avx512 = mmt_ops_cpu_named("avx512");
     if (avx2) CHECK(mmt_ops_first_missing(avx2) == NULL);
+    if (avx512) CHECK(mmt_ops_first_missing(avx512) == NULL);
 }
 
 /* alloc/upload/copy/fill/download/free round trip on each CPU table; the memory is aligned
@@ -57,8 +58,9 @@ done:
 static void test_buffers(void) {
     check_buffers(mmt_ops_ref());
     check_buffers(mmt_ops_cpu());
-    const mmt_ops *avx2 = mmt_ops_cpu_named("avx2");
+    const mmt_ops *avx2 = mmt_ops_cpu_named("avx2"), *avx512 = mmt_ops_cpu_named("avx512");
     if (avx2) check_buffers(avx2);
+    if (avx512) check_buffers(avx512);
 }
 
 /* The allocator's fault injection reaches buffer_alloc: NULL and an out-of-memory error. */

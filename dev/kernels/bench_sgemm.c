@@ -1,7 +1,9 @@
 /*
  * bench_sgemm.c — times the sgemm versions on the CLIP shapes, on 1 and 2 threads.
  *
- *   make && ./bench_sgemm [--threads 1,2] [--shapes vit|text|all|MxKxN] [v1 v2 v3 openblas]
+ *   make && ./bench_sgemm [--threads 1,2] [--shapes vit|text|all|MxKxN] [v1 v2 v3 v4 openblas]
+ *
+ * v4 (AVX-512) needs an AVX-512 CPU: on others leave it off the command line.
  *
  * Every version is first checked against v1 on odd shapes (tails of every block); then each
  * (shape, threads, version) is run until 0.5 s have passed (at least 3 runs, after one
@@ -22,7 +24,13 @@
 
 #include "sgemm_versions.h"
 
-double fma_peak_gflops(int threads, long iters); /* peak_fma.c */
+double fma_peak_gflops(int threads, long iters);    /* peak_fma.c */
+double fma_peak512_gflops(int threads, long iters); /* 0 without AVX-512 */
+
+/* v4 is AVX-512 code: usable only where the CPU has it. */
+static int version_runs(const char *name) {
+    return strcmp(name, "v4") != 0 || __builtin_cpu_supports("avx512f");
+}
 
 #ifdef WITH_OPENBLAS
 #include <cblas.h>
@@ -47,6 +55,7 @@ static const version versions[] = {
     {"v1", sgemm_v1, 2.0e9},
     {"v2", sgemm_v2, 1e30},
     {"v3", sgemm_v3, 1e30},
+    {"v4", sgemm_v4, 1e30},
 #ifdef WITH_OPENBLAS
     {"openblas", sgemm_openblas, 1e30},
 #endif
@@ -90,6 +99,7 @@ static int check_versions(void) {
         float *y0 = malloc(M * N * sizeof(float)), *y = malloc(M * N * sizeof(float));
         sgemm_v1(y0, x, w, b, M, K, N);
         for (int v = 1; v < NVERSIONS; v++) {
+            if (!version_runs(versions[v].name)) continue;
             versions[v].fn(y, x, w, b, M, K, N);
             double worst = 0;
             for (int64_t i = 0; i < M; i++)
@@ -169,13 +179,17 @@ int main(int argc, char **argv) {
         for (int t = 0; t < nthreads; t++) {
             set_threads(threads[t]);
             double peak = fma_peak_gflops(threads[t], 10000000);
+            double peak512 = fma_peak512_gflops(threads[t], 5000000);
             printf("%-18s %-9s %7d %10s %9.1f\n", label, "fma-peak", threads[t], "", peak);
+            if (peak512 > 0)
+                printf("%-18s %-9s %7d %10s %9.1f\n", label, "fma-zmm", threads[t], "", peak512);
             for (int i = 0; i < nwant; i++) {
                 const version *v = &versions[want[i]];
-                if (flops > v->max_flops) continue;
+                if (flops > v->max_flops || !version_runs(v->name)) continue;
                 double cpu, sec = time_one(v->fn, y, x, w, b, M, K, N, &cpu);
+                double ceiling = strcmp(v->name, "v4") == 0 ? peak512 : peak; /* its own ISA's */
                 printf("%-18s %-9s %7d %10.2f %9.1f %5.0f%%", label, v->name, threads[t],
-                       sec * 1e3, flops / sec * 1e-9, 100.0 * flops / sec * 1e-9 / peak);
+                       sec * 1e3, flops / sec * 1e-9, 100.0 * flops / sec * 1e-9 / ceiling);
                 if (threads[t] == 1) printf(" %9.1f", flops / cpu * 1e-9);
                 printf("\n");
                 fflush(stdout);

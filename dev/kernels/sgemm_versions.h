@@ -14,4 +14,7 @@ void sgemm_v2(float *y, const float *x, const float *w, const float *bias, int64
 void sgemm_v3(float *y, const float *x, const float *w, const float *bias, int64_t M, int64_t K,
               int64_t N);
 
+void sgemm_v4(float *y, const float *x, const float *w, const float *bias, int64_t M, int64_t K,
+              int64_t N);
+
 #endif

@@ -2,11 +2,15 @@
  * ops.c — the CPU op tables and the run-time choice between them.
  *
  * "ref" (src/ops/ref/) runs anywhere and is the oracle the tests compare against; "avx2"
- * (the *_avx2.c files of src/ops/cpu, built with -mavx2 -mfma) is used where cpuid reports AVX2 + FMA with
- * OS support. There is no AVX-512 table yet, so "avx512" is never available and an AVX-512
- * machine runs the AVX2 table. mmt_ops_cpu() decides once per process (pthread_once, so
- * concurrent first calls are safe); MMT_KERNELS=ref|avx2|avx512 overrides the choice, and an
- * unknown or unavailable name falls back to the automatic one with a warning in the log.
+ * (the *_avx2.c files of src/ops/cpu, built with -mavx2 -mfma) is used where cpuid reports
+ * AVX2 + FMA with OS support; "avx512" is the avx2 table with the GEMM entries (matmul_fwd,
+ * matmul_bwd, gemm) from sgemm_avx512.c, used where cpuid reports AVX-512 F/BW/DQ/VL with OS
+ * support for the zmm state. The other entries stay AVX2: they are memory-bound or small
+ * (attention's per-head products), so wider vectors would buy little. Both fast tables give
+ * the same bits for the GEMM entries (cpu_ops.h). mmt_ops_cpu() decides once per process
+ * (pthread_once, so concurrent first calls are safe); MMT_KERNELS=ref|avx2|avx512 overrides
+ * the choice, and an unknown or unavailable name falls back to the automatic one with a
+ * warning in the log.
  * mmt_ops_resolve completes another backend's table from the CPU one.
  */
 #include "ops/ops.h"
@@ -100,6 +104,45 @@ static const mmt_ops ops_avx2 = {
     .l2_normalize_fwd = l2_normalize_fwd_ref,
     .l2_normalize_bwd = l2_normalize_bwd_ref,
 };
+/* The avx2 table with AVX-512 GEMMs (the file comment says why only those). */
+static const mmt_ops ops_avx512 = {
+    .name = "avx512",
+    .buffer_alloc = buffer_alloc_ref,
+    .buffer_free = buffer_free_ref,
+    .buffer_upload = buffer_copy_ref,
+    .buffer_download = buffer_copy_ref,
+    .buffer_copy = buffer_copy_ref,
+    .buffer_fill = buffer_fill_ref,
+    .sync = sync_ref,
+    .matmul_fwd = matmul_fwd_avx512,
+    .layernorm_fwd = layernorm_fwd_avx2,
+    .softmax_fwd = softmax_fwd_avx2,
+    .gelu_fwd = gelu_fwd_avx2,
+    .quick_gelu_fwd = quick_gelu_fwd_avx2,
+    .tanh_fwd = tanh_fwd_ref,
+    .add_fwd = add_fwd_avx2,
+    .attention_fwd = attention_fwd_avx2,
+    .embedding_fwd = embedding_fwd_cpu,
+    .patchify_fwd = patchify_fwd_cpu,
+    .gemm = gemm_avx512,
+    .matmul_bwd = matmul_bwd_avx512,
+    .layernorm_bwd = layernorm_bwd_avx2,
+    .softmax_bwd = softmax_bwd_avx2,
+    .gelu_bwd = gelu_bwd_avx2,
+    .quick_gelu_bwd = quick_gelu_bwd_avx2,
+    .tanh_bwd = tanh_bwd_ref,
+    .attention_bwd = attention_bwd_avx2,
+    .embedding_bwd = embedding_bwd_cpu,
+    .patchify_bwd = patchify_bwd_cpu,
+    .attention_kv_fwd = attention_kv_fwd_avx2,
+    .attention_kv_bwd = attention_kv_bwd_avx2,
+    .adamw_step = adamw_step_avx2,
+    .sum_squares = sum_squares_ref,
+    .scale = scale_ref,
+    .find_nonfinite = find_nonfinite_ref,
+    .l2_normalize_fwd = l2_normalize_fwd_ref,
+    .l2_normalize_bwd = l2_normalize_bwd_ref,
+};
 
 const mmt_ops *mmt_ops_ref(void) { return &ops_ref; }
 
@@ -107,14 +150,16 @@ const mmt_ops *mmt_ops_cpu_named(const char *name) {
     if (!name) return NULL;
     if (strcmp(name, "ref") == 0) return &ops_ref;
     if (strcmp(name, "avx2") == 0) return mmt_cpu_detect().avx2 ? &ops_avx2 : NULL;
-    return NULL; /* "avx512" and anything else: not built */
+    if (strcmp(name, "avx512") == 0) return mmt_cpu_detect().avx512 ? &ops_avx512 : NULL;
+    return NULL;
 }
 
 static pthread_once_t ops_cpu_once = PTHREAD_ONCE_INIT;
 static const mmt_ops *ops_cpu_chosen;
 
 static void ops_cpu_choose(void) {
-    const mmt_ops *best = mmt_cpu_detect().avx2 ? &ops_avx2 : &ops_ref;
+    const mmt_cpu_features cpu = mmt_cpu_detect();
+    const mmt_ops *best = cpu.avx512 ? &ops_avx512 : cpu.avx2 ? &ops_avx2 : &ops_ref;
     const char *forced = getenv("MMT_KERNELS");
     ops_cpu_chosen = best;
     if (forced && forced[0]) {

@@ -18,7 +18,7 @@
  * pointers.
  *
  * Threads and stack: the CPU kernels split large calls over OpenMP threads (OMP_NUM_THREADS).
- * The AVX2 matmul and attention pack operands into buffers on the stack, about 330 KiB per
+ * The AVX2/AVX-512 matmul and attention pack operands into buffers on the stack, about 370 KiB per
  * calling thread and per OpenMP worker, so threads that call ops need a normal-sized stack
  * (the glibc default of 8 MiB is plenty).
  *

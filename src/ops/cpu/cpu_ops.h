@@ -4,8 +4,11 @@
  * The AVX2 files (*_avx2.c, built with -mavx2 -mfma) define the *_avx2 kernels that ops.c
  * puts in the "avx2" table; layout_cpu.c holds the ISA-independent data-movement kernels any
  * CPU table can share. sgemm_avx2 is the general strided GEMM under matmul_fwd_avx2,
- * attention_fwd_avx2, gemm_avx2 and the matmul and attention backwards.
- * Only call *_avx2 functions after mmt_cpu_detect() reported AVX2 (ops.c does this).
+ * attention_fwd_avx2, gemm_avx2 and the matmul and attention backwards. The "avx512" table
+ * is the avx2 one with the GEMM entries (matmul_fwd, matmul_bwd, gemm) taken from
+ * sgemm_avx512.c, which plugs a wider microkernel into the same driver (sgemm_run).
+ * Only call *_avx2 functions after mmt_cpu_detect() reported AVX2, *_avx512 ones after it
+ * reported AVX-512 (ops.c does this).
  */
 #ifndef MMT_OPS_CPU_H
 #define MMT_OPS_CPU_H
@@ -34,10 +37,65 @@ typedef struct sgemm_view {
     int64_t row_stride, col_stride;
 } sgemm_view;
 
+/* How a finished block of c is stored: c = alpha * product + (beta == 0 ? bias : beta * c).
+ * beta == 0 never reads c; bias (N, at the block's first column) may be NULL (zero). With
+ * alpha == 1 the fused multiply-add is exact in its product, so the plain nn.Linear path
+ * rounds exactly as a plain add would. */
+typedef struct sgemm_store {
+    float alpha, beta;
+    const float *bias;
+} sgemm_store;
+
+/* The rows path (sgemm_avx2.c) serves at most this many rows of A. */
+#define SGEMM_ROWS_MAX_M 8
+/* Capacity of the driver's per-thread stack buffers, in floats: packed A, packed B, and an
+ * edge tile. Every sgemm_kernel's blocks must fit (each kernel file asserts it). */
+#define SGEMM_PACK_A_FLOATS (112 * 256)
+#define SGEMM_PACK_B_FLOATS (256 * 256)
+#define SGEMM_TILE_FLOATS (16 * 32)
+
+/* One instruction set's pieces for the shared GEMM driver sgemm_run.
+ * tile: c (mr, nr) = store(ap (mr, kc) @ bp (kc, nr)), ap and bp packed k-major (ap[k*mr+i],
+ *   bp[k*nr+j]); mr is a multiple of 8 or 8k+6, nr a multiple of 8 (what packing writes).
+ * rows: the few-rows path, c[0:M, n0:n1] for M <= rows_max_m, a with K contiguous
+ *   (a.col_stride == 1), b with K contiguous (b.row_stride == 1), without packing; K is cut
+ *   into blocks of kc_step exactly as the packed path cuts it, so the results are the same
+ *   bits. n0 is a multiple of rows_width. */
+typedef struct sgemm_kernel {
+    const char *name;
+    int mr, nr;
+    int64_t kc, mc, nc;
+    void (*tile)(int64_t kc, const float *restrict ap, const float *restrict bp,
+                 float *restrict c, int64_t ldc, sgemm_store st);
+    void (*rows)(int64_t M, int64_t n0, int64_t n1, int64_t K, int64_t kc_step, sgemm_view a,
+                 sgemm_view b, float *c, int64_t ldc, sgemm_store st);
+    int64_t rows_max_m;
+    int64_t rows_width;
+} sgemm_kernel;
+
+extern const sgemm_kernel sgemm_kernel_avx2;   /* sgemm_avx2.c: 6x16 ymm */
+extern const sgemm_kernel sgemm_kernel_avx512; /* sgemm_avx512.c: 14x32 zmm */
+
+/* c (M, N), row stride ldc = store(a (M, K) @ b (K, N)) with kern's microkernel: packed
+ * blocks, or the rows path when M is small and the layout fits. Each element is summed in
+ * the same order on every path, thread count and kernel. max_threads bounds the OpenMP team.
+ * Allocates nothing; c must not overlap a or b. */
+void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
+               sgemm_view b, float *c, int64_t ldc, sgemm_store st, int max_threads);
+/* The matmul_fwd, gemm and matmul_bwd entries (ops.h) on kern. */
+void sgemm_matmul_fwd(const sgemm_kernel *kern, float *y, const float *x, const float *w,
+                      const float *bias, int64_t M, int64_t K, int64_t N);
+void sgemm_gemm(const sgemm_kernel *kern, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                float beta, float *c, int64_t ldc);
+void sgemm_matmul_bwd(const sgemm_kernel *kern, float *dx, float *dw, float *dbias,
+                      const float *dy, const float *x, const float *w, int64_t M, int64_t K,
+                      int64_t N);
+
 /* c (M, N), row stride ldc  =  [c +] a (M, K) @ b (K, N) [+ bias (N)].
  * accumulate = 0 overwrites c (adding bias when not NULL); 1 adds the product to c (bias
  * must then be NULL). max_threads bounds the OpenMP team (1 inside an outer parallel loop).
- * Packing buffers live on the calling thread's stack (about SGEMM_STACK_BYTES), so the call
+ * Packing buffers live on the calling thread's stack (SGEMM_PACK_A/B_FLOATS, 368 KiB), so the call
  * allocates nothing and cannot fail. c must not overlap a or b. */
 void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
                 int64_t ldc, const float *bias, int accumulate, int max_threads);
@@ -84,6 +142,13 @@ void attention_kv_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const f
                            const float *q, const float *k, const float *v, const float *att,
                            int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
                            int64_t causal_offset);
+
+void matmul_fwd_avx512(float *y, const float *x, const float *w, const float *bias, int64_t M,
+                       int64_t K, int64_t N);
+void gemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+void matmul_bwd_avx512(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                       const float *w, int64_t M, int64_t K, int64_t N);
 
 void embedding_fwd_cpu(float *y, const int32_t *ids, const float *table, int64_t N, int64_t C);
 void patchify_fwd_cpu(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,

@@ -1,25 +1,34 @@
 /*
- * sgemm_avx2.c — cache-blocked, packed single-precision GEMM for AVX2 + FMA, and the
- * nn.Linear forward built on it.
+ * sgemm_avx2.c — cache-blocked, packed single-precision GEMM for AVX2 + FMA, the driver it
+ * shares with sgemm_avx512.c, and the nn.Linear forward/backward and gemm entries built on it.
  *
- * Structure (Goto/BLIS): a 6x16 register-blocked microkernel (12 ymm accumulators, 2 B
- * vectors, 1 broadcast A: 15 of the 16 ymm registers) runs over packed panels. K is cut into
- * blocks of at most SGEMM_KC so a 16-column B micro-panel (kc x 16) stays in L1 while the
- * microkernel sweeps the packed A block (SGEMM_MC x kc) held in L2; the packed B block
- * (kc x SGEMM_NC) is reused for every A block of the thread's rows. Edge tiles (M % 6,
- * N % 16) run the same microkernel on zero-padded panels into a scratch tile that is then
- * merged, so any M, N, K >= 1 works with one kernel.
+ * Structure (Goto/BLIS): a register-blocked microkernel runs over packed panels. K is cut
+ * into blocks of at most kc so a B micro-panel (kc x nr) stays in L1 while the microkernel
+ * sweeps the packed A block (mc x kc) held in L2; the packed B block (kc x nc) is reused for
+ * every A block of the thread's rows. Edge tiles (M % mr, N % nr) run the same microkernel
+ * on zero-padded panels into a scratch tile that is then merged, so any M, N, K >= 1 works
+ * with one kernel. The driver (packing, blocking, threads) is written once and takes an
+ * sgemm_kernel (cpu_ops.h): AVX2's 6x16 ymm tile here, AVX-512's 14x32 zmm tile in
+ * sgemm_avx512.c. Packing is AVX2 code, which every AVX-512 CPU also runs.
  *
  * Threads: the output is split into a grid of rectangles (over M first, over N when M is too
  * small), one per OpenMP thread; each packs its own panels into buffers on its own stack, so
  * the call allocates nothing, cannot fail and needs no barrier. The price is that B is packed
- * once per row range (twice on 2 threads) and A once per SGEMM_NC columns, a few percent of
- * the multiply at the CLIP shapes (dev/kernels/README.md has the measurements that chose the
+ * once per row range (twice on 2 threads) and A once per nc columns, a few percent of the
+ * multiply at the CLIP shapes (dev/kernels/README.md has the measurements that chose the
  * block sizes).
  *
+ * Few rows (decoding: one row per beam): packing B then costs more than the multiply, which
+ * only reads B once. When M <= kernel->rows_max_m and B is stored with K contiguous (w of
+ * nn.Linear) and A has K contiguous, the kernel's `rows` path streams B instead: it
+ * transposes 8x8 (16x16) blocks of B in registers, the same thing packing writes to memory,
+ * and runs the same fused multiply-adds in the same order, so its results are bitwise those
+ * of the packed path (and of the other instruction set): a row's output never depends on how
+ * many rows came with it, on the thread count or on the table.
+ *
  * Operands are strided views (cpu_ops.h), so the same code serves x @ w^T (nn.Linear),
- * attention's q @ k^T and p @ v, and later the backward products. Packing has fast paths for
- * the two common layouts (unit stride along the packed rows, or along K: 8x8 transposes).
+ * attention's q @ k^T and p @ v, and the backward products. Packing has fast paths for the
+ * two common layouts (unit stride along the packed rows, or along K: 8x8 transposes).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -27,8 +36,8 @@
 
 #include "ops/cpu/cpu_ops.h"
 
-#define MR 6  /* microkernel rows (A) */
-#define NR 16 /* microkernel columns (B): two ymm vectors */
+#define MR 6  /* AVX2 microkernel rows (A) */
+#define NR 16 /* AVX2 microkernel columns (B): two ymm vectors */
 
 /* Block sizes; overridable at compile time for the tuning runs in dev/kernels. */
 #ifndef SGEMM_KC
@@ -42,9 +51,15 @@
 #endif
 /* Below this many flops a second thread costs more than it saves. */
 #define SGEMM_PARALLEL_MIN_FLOPS 4.0e6
+/* The rows path is memory-bound: it goes parallel when B is at least this big. */
+#ifndef SGEMM_ROWS_PARALLEL_MIN_BYTES
+#define SGEMM_ROWS_PARALLEL_MIN_BYTES (512 * 1024)
+#endif
 
 _Static_assert(SGEMM_MC % MR == 0 && SGEMM_NC % NR == 0, "blocks must hold whole panels");
-_Static_assert(MR == 6 && NR % 8 == 0, "pack_panels stores panels 8 or 6 floats wide");
+_Static_assert(SGEMM_MC * SGEMM_KC <= SGEMM_PACK_A_FLOATS &&
+                   SGEMM_NC * SGEMM_KC <= SGEMM_PACK_B_FLOATS && MR * NR <= SGEMM_TILE_FLOATS,
+               "the driver's stack buffers hold the AVX2 blocks");
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -70,8 +85,9 @@ static inline void transpose8(__m256 r[8]) {
 
 /* Packs the (rows x kc) slice of a strided matrix into panels of `width` rows, each stored
  * k-major (panel[k * width + r]) and zero-padded to `width` rows. For A, rows are M
- * (width 6); for B the caller passes the transposed view so rows are N (width 16). `stride_r`
- * and `stride_k` are the element strides along rows and along K. */
+ * (width mr); for B the caller passes the transposed view so rows are N (width nr). `width`
+ * is a multiple of 8, or one plus 6 (6, 14). `stride_r` and `stride_k` are the element
+ * strides along rows and along K. */
 static void pack_panels(float *dst, const float *src, int64_t rows, int64_t kc, int64_t stride_r,
                         int64_t stride_k, int width) {
     for (int64_t r0 = 0; r0 < rows; r0 += width, dst += width * kc) {
@@ -88,7 +104,7 @@ static void pack_panels(float *dst, const float *src, int64_t rows, int64_t kc, 
                         v[i] = g + i < nr ? _mm256_loadu_ps(s + (g + i) * stride_r + k)
                                           : _mm256_setzero_ps();
                     transpose8(v);
-                    int lanes = width - g < 8 ? width - g : 8; /* 6 for A panels */
+                    int lanes = width - g < 8 ? width - g : 8; /* 8, or 6 at the end of A panels */
                     for (int i = 0; i < 8; i++) {
                         float *d = dst + (k + i) * width + g;
                         if (lanes == 8) {
@@ -116,14 +132,6 @@ static void pack_panels(float *dst, const float *src, int64_t rows, int64_t kc, 
     }
 }
 
-/* How a finished tile is stored: c = alpha * product + (beta == 0 ? bias : beta * c). beta
- * == 0 never reads c; bias may be NULL (zero). With alpha == 1 the fused multiply-add is
- * exact in its product, so the plain nn.Linear path rounds exactly as a plain add would. */
-typedef struct sgemm_store {
-    float alpha, beta;
-    const float *bias; /* (N) at the tile's first column, only when beta == 0 */
-} sgemm_store;
-
 /* Writes a finished 6x16 tile. Kept out of line on purpose: inlined, GCC keeps alpha, beta
  * and the bias rows in registers across the microkernel's k loop, which then spills an
  * accumulator to the stack on every iteration (seen in perf annotate: 5x slower). */
@@ -148,8 +156,8 @@ __attribute__((noinline)) static void tile_store(const __m256 *acc, float *restr
 /* The 6x16 microkernel: c (6,16) = store(ap (6,kc) @ bp (kc,16)), ap and bp packed k-major.
  * The arrays of accumulators are fully unrolled into registers by -O3: 12 accumulators, two
  * B vectors and one broadcast A value use 15 of the 16 ymm registers. */
-static inline void kernel_6x16(int64_t kc, const float *restrict ap, const float *restrict bp,
-                               float *restrict c, int64_t ldc, sgemm_store st) {
+static void kernel_6x16(int64_t kc, const float *restrict ap, const float *restrict bp,
+                        float *restrict c, int64_t ldc, sgemm_store st) {
     __m256 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #ifndef SGEMM_NO_PREFETCH_C /* (the switch is for dev/kernels measurements) */
@@ -174,32 +182,96 @@ static inline void kernel_6x16(int64_t kc, const float *restrict ap, const float
     tile_store(out, c, ldc, st);
 }
 
+/* The rows path for AVX2 (the file comment): c[0:M, n0:n1] for M <= SGEMM_ROWS_MAX_M rows
+ * of a (K contiguous) times B stored as (N, K) rows with K contiguous, 8 columns at a time.
+ * For each block of 8 k the 8 B rows are loaded and transposed in registers so that t[kk]
+ * holds B(k + kk, j..j+7), and every row's accumulator takes one fused multiply-add per k,
+ * in k order, from zero at each kc block; the blocks are stored with the packed path's
+ * rule. That order and that store rule are what make the result bitwise the packed path's. */
+static void rows_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, int64_t kc_step,
+                      sgemm_view a, sgemm_view b, float *c, int64_t ldc, sgemm_store st) {
+    const __m256 alpha = _mm256_set1_ps(st.alpha), beta = _mm256_set1_ps(st.beta);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t j = n0; j < n1; j += 8) {
+        const int64_t nj = min64(8, n1 - j);
+        const __m256i jmask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nj), lane);
+        const float *bj = b.data + j * b.col_stride; /* B(k, j + r) = bj[r * col_stride + k] */
+        __m256 cv[SGEMM_ROWS_MAX_M];
+        for (int64_t pc = 0; pc < K; pc += kc_step) {
+            const int64_t kc = min64(kc_step, K - pc);
+            __m256 acc[SGEMM_ROWS_MAX_M];
+            for (int64_t i = 0; i < M; i++) acc[i] = _mm256_setzero_ps();
+            for (int64_t k = pc; k < pc + kc; k += 8) {
+                const int64_t nk = min64(8, pc + kc - k);
+                const __m256i kmask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nk), lane);
+                __m256 t[8];
+                for (int r = 0; r < 8; r++)
+                    t[r] = r >= nj   ? _mm256_setzero_ps()
+                           : nk == 8 ? _mm256_loadu_ps(bj + r * b.col_stride + k)
+                                     : _mm256_maskload_ps(bj + r * b.col_stride + k, kmask);
+                transpose8(t);
+                for (int64_t kk = 0; kk < nk; kk++)
+                    for (int64_t i = 0; i < M; i++)
+                        acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.data + i * a.row_stride + k + kk),
+                                                 t[kk], acc[i]);
+            }
+            for (int64_t i = 0; i < M; i++) {
+                if (pc == 0) {
+                    float *ci = c + i * ldc + j;
+                    if (st.beta == 0.0f)
+                        cv[i] = st.bias ? _mm256_maskload_ps(st.bias + j, jmask) : _mm256_setzero_ps();
+                    else if (st.beta == 1.0f)
+                        cv[i] = _mm256_maskload_ps(ci, jmask);
+                    else
+                        cv[i] = _mm256_mul_ps(_mm256_maskload_ps(ci, jmask), beta);
+                }
+                cv[i] = _mm256_fmadd_ps(alpha, acc[i], cv[i]);
+            }
+        }
+        for (int64_t i = 0; i < M; i++) _mm256_maskstore_ps(c + i * ldc + j, jmask, cv[i]);
+    }
+}
+
+const sgemm_kernel sgemm_kernel_avx2 = {
+    .name = "avx2",
+    .mr = MR, .nr = NR,
+    .kc = SGEMM_KC, .mc = SGEMM_MC, .nc = SGEMM_NC,
+    .tile = kernel_6x16,
+    .rows = rows_avx2,
+    .rows_max_m = 4, /* dev/kernels/bench_rows: level with packing from M = 5 on */
+    .rows_width = 8,
+};
+
+/* ---- the shared driver -------------------------------------------------------------- */
+
 /* c block (mc, nc) = store(packed A (mc, kc) @ packed B (kc, nc)). The B micro-panel is the
  * outer loop so it stays in L1 while the A panels stream from L2. */
-static void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float *apack,
-                         const float *bpack, float *c, int64_t ldc, sgemm_store st) {
+static void macro_kernel(const sgemm_kernel *kern, int64_t mc, int64_t nc, int64_t kc,
+                         const float *apack, const float *bpack, float *c, int64_t ldc,
+                         sgemm_store st) {
     const sgemm_store plain = {1.0f, 0.0f, NULL};
-    for (int64_t j = 0; j < nc; j += NR) {
-        int64_t nr = min64(NR, nc - j);
+    const int64_t mr_full = kern->mr, nr_full = kern->nr;
+    for (int64_t j = 0; j < nc; j += nr_full) {
+        int64_t nr = min64(nr_full, nc - j);
         const float *bp = bpack + j * kc;
         sgemm_store tile_st = st;
         if (st.bias) tile_st.bias = st.bias + j;
-        for (int64_t i = 0; i < mc; i += MR) {
-            int64_t mr = min64(MR, mc - i);
+        for (int64_t i = 0; i < mc; i += mr_full) {
+            int64_t mr = min64(mr_full, mc - i);
             const float *ap = apack + i * kc;
             float *cij = c + i * ldc + j;
-            if (mr == MR && nr == NR) {
-                kernel_6x16(kc, ap, bp, cij, ldc, tile_st);
+            if (mr == mr_full && nr == nr_full) {
+                kern->tile(kc, ap, bp, cij, ldc, tile_st);
                 continue;
             }
-            _Alignas(32) float tile[MR * NR];
-            kernel_6x16(kc, ap, bp, tile, NR, plain);
+            _Alignas(64) float tile[SGEMM_TILE_FLOATS];
+            kern->tile(kc, ap, bp, tile, nr_full, plain);
             for (int64_t r = 0; r < mr; r++)
                 for (int64_t s = 0; s < nr; s++) {
                     float *cv = cij + r * ldc + s, add;
                     if (st.beta == 0.0f) add = st.bias ? tile_st.bias[s] : 0.0f;
                     else add = st.beta == 1.0f ? *cv : *cv * st.beta;
-                    *cv = fmaf(st.alpha, tile[r * NR + s], add);
+                    *cv = fmaf(st.alpha, tile[r * nr_full + s], add);
                 }
         }
     }
@@ -214,38 +286,55 @@ static int64_t balanced_step(int64_t n, int64_t max, int64_t unit) {
 }
 
 /* One thread's rectangle c[m0:m1, n0:n1] over the full K. */
-static void sgemm_range(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
-                        sgemm_view a, sgemm_view b, float *c, int64_t ldc, sgemm_store st) {
-    _Alignas(64) float apack[SGEMM_MC * SGEMM_KC];
-    _Alignas(64) float bpack[SGEMM_NC * SGEMM_KC];
-    const int64_t kc_step = balanced_step(K, SGEMM_KC, 1);
-    const int64_t mc_step = balanced_step(m1 - m0, SGEMM_MC, MR);
-    const int64_t nc_step = balanced_step(n1 - n0, SGEMM_NC, NR);
+static void sgemm_range(const sgemm_kernel *kern, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                        int64_t K, sgemm_view a, sgemm_view b, float *c, int64_t ldc,
+                        sgemm_store st) {
+    _Alignas(64) float apack[SGEMM_PACK_A_FLOATS];
+    _Alignas(64) float bpack[SGEMM_PACK_B_FLOATS];
+    const int64_t kc_step = balanced_step(K, kern->kc, 1);
+    const int64_t mc_step = balanced_step(m1 - m0, kern->mc, kern->mr);
+    const int64_t nc_step = balanced_step(n1 - n0, kern->nc, kern->nr);
     for (int64_t jc = n0; jc < n1; jc += nc_step) {
         int64_t nc = min64(nc_step, n1 - jc);
         for (int64_t pc = 0; pc < K; pc += kc_step) {
             int64_t kc = min64(kc_step, K - pc);
             /* B is packed through its transpose: panel rows are B's columns. */
             pack_panels(bpack, b.data + pc * b.row_stride + jc * b.col_stride, nc, kc,
-                        b.col_stride, b.row_stride, NR);
+                        b.col_stride, b.row_stride, kern->nr);
             /* The first K block stores as asked (bias, beta); later ones add to it. */
             sgemm_store block_st = {st.alpha, 1.0f, NULL};
             if (pc == 0) block_st = (sgemm_store){st.alpha, st.beta, st.bias ? st.bias + jc : NULL};
             for (int64_t ic = m0; ic < m1; ic += mc_step) {
                 int64_t mc = min64(mc_step, m1 - ic);
                 pack_panels(apack, a.data + ic * a.row_stride + pc * a.col_stride, mc, kc,
-                            a.row_stride, a.col_stride, MR);
-                macro_kernel(mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc, block_st);
+                            a.row_stride, a.col_stride, kern->mr);
+                macro_kernel(kern, mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc, block_st);
             }
         }
     }
 }
 
-/* c = store(a @ b) over the whole matrix: the thread split behind sgemm_avx2 and gemm_avx2.
- * Each output element is summed in the same order whichever thread owns it, so results do
- * not depend on the thread count. */
-static void sgemm_run(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
-                      int64_t ldc, sgemm_store st, int max_threads) {
+/* The rows path over threads: contiguous column ranges (whole rows_width blocks), one per
+ * thread, each streaming its part of B once. */
+static void sgemm_rows(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
+                       sgemm_view b, float *c, int64_t ldc, sgemm_store st, int max_threads) {
+    const int64_t kc_step = balanced_step(K, kern->kc, 1);
+    const int64_t blocks = ceil_div(N, kern->rows_width);
+    int64_t threads = max_threads > 1 ? max_threads : 1;
+    if ((double)N * (double)K * sizeof(float) < SGEMM_ROWS_PARALLEL_MIN_BYTES) threads = 1;
+    threads = min64(threads, blocks);
+    const int team = (int)threads;
+    (void)team; /* unused without OpenMP */
+    MMT_OMP("omp parallel for num_threads(team) schedule(static) if(team > 1)")
+    for (int64_t t = 0; t < threads; t++) {
+        int64_t n0 = blocks * t / threads * kern->rows_width;
+        int64_t n1 = min64(N, blocks * (t + 1) / threads * kern->rows_width);
+        if (n0 < n1) kern->rows(M, n0, n1, K, kc_step, a, b, c, ldc, st);
+    }
+}
+
+void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
+               sgemm_view b, float *c, int64_t ldc, sgemm_store st, int max_threads) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* empty sum: c = bias (or 0), or beta * c */
         for (int64_t i = 0; i < M; i++)
@@ -256,7 +345,11 @@ static void sgemm_run(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view 
             }
         return;
     }
-    const int64_t mblocks = ceil_div(M, MR), nblocks = ceil_div(N, NR);
+    if (M <= kern->rows_max_m && a.col_stride == 1 && b.row_stride == 1) {
+        sgemm_rows(kern, M, N, K, a, b, c, ldc, st, max_threads);
+        return;
+    }
+    const int64_t mblocks = ceil_div(M, kern->mr), nblocks = ceil_div(N, kern->nr);
     int64_t threads = max_threads > 1 ? max_threads : 1;
     if (2.0 * (double)M * (double)N * (double)K < SGEMM_PARALLEL_MIN_FLOPS) threads = 1;
     /* Split rows first (B packed once per row range), columns only when rows run out. */
@@ -268,45 +361,58 @@ static void sgemm_run(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view 
     MMT_OMP("omp parallel for num_threads(team) schedule(static) if(team > 1)")
     for (int64_t it = 0; it < items; it++) {
         int64_t im = it / tn, in = it % tn;
-        int64_t m0 = mblocks * im / tm * MR, m1 = min64(M, mblocks * (im + 1) / tm * MR);
-        int64_t n0 = nblocks * in / tn * NR, n1 = min64(N, nblocks * (in + 1) / tn * NR);
-        sgemm_range(m0, m1, n0, n1, K, a, b, c, ldc, st);
+        int64_t m0 = mblocks * im / tm * kern->mr, m1 = min64(M, mblocks * (im + 1) / tm * kern->mr);
+        int64_t n0 = nblocks * in / tn * kern->nr, n1 = min64(N, nblocks * (in + 1) / tn * kern->nr);
+        sgemm_range(kern, m0, m1, n0, n1, K, a, b, c, ldc, st);
     }
 }
 
 void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
                 int64_t ldc, const float *bias, int accumulate, int max_threads) {
     sgemm_store st = {1.0f, accumulate ? 1.0f : 0.0f, accumulate ? NULL : bias};
-    sgemm_run(M, N, K, a, b, c, ldc, st, max_threads);
+    sgemm_run(&sgemm_kernel_avx2, M, N, K, a, b, c, ldc, st, max_threads);
 }
 
-void matmul_fwd_avx2(float *y,           // (M, N)
-                     const float *x,     // (M, K)
-                     const float *w,     // (N, K)
-                     const float *bias,  // (N) or NULL
-                     int64_t M, int64_t K, int64_t N) {
+void sgemm_matmul_fwd(const sgemm_kernel *kern,
+                      float *y,           // (M, N)
+                      const float *x,     // (M, K)
+                      const float *w,     // (N, K)
+                      const float *bias,  // (N) or NULL
+                      int64_t M, int64_t K, int64_t N) {
     sgemm_view a = {x, K, 1}; /* A(i, k) = x[i*K + k] */
     sgemm_view b = {w, 1, K}; /* B(k, j) = w[j*K + k]: w^T without a copy */
-    sgemm_avx2(M, N, K, a, b, y, N, bias, 0, cpu_max_threads());
+    sgemm_store st = {1.0f, 0.0f, bias};
+    sgemm_run(kern, M, N, K, a, b, y, N, st, cpu_max_threads());
+}
+
+void matmul_fwd_avx2(float *y, const float *x, const float *w, const float *bias, int64_t M,
+                     int64_t K, int64_t N) {
+    sgemm_matmul_fwd(&sgemm_kernel_avx2, y, x, w, bias, M, K, N);
 }
 
 /* c (M,N) = alpha op(a) @ op(b) + beta c (ops.h). A transposed operand is just a view with
  * its strides swapped, so all four combinations run the same packed kernel; alpha and beta
  * are applied when a tile is stored, costing nothing extra. alpha == 0 or K == 0 leaves only
  * the beta * c part, and like BLAS then reads neither a nor b. */
-void gemm_avx2(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-               const float *a,  // (M, K) with row stride lda, or (K, M) when ta
-               int64_t lda,
-               const float *b,  // (K, N) with row stride ldb, or (N, K) when tb
-               int64_t ldb, float beta,
-               float *c,  // (M, N) with row stride ldc
-               int64_t ldc) {
+void sgemm_gemm(const sgemm_kernel *kern, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                float alpha,
+                const float *a,  // (M, K) with row stride lda, or (K, M) when ta
+                int64_t lda,
+                const float *b,  // (K, N) with row stride ldb, or (N, K) when tb
+                int64_t ldb, float beta,
+                float *c,  // (M, N) with row stride ldc
+                int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (alpha == 0.0f) K = 0;
     sgemm_view av = ta ? (sgemm_view){a, 1, lda} : (sgemm_view){a, lda, 1};
     sgemm_view bv = tb ? (sgemm_view){b, 1, ldb} : (sgemm_view){b, ldb, 1};
     sgemm_store st = {alpha, beta, NULL};
-    sgemm_run(M, N, K, av, bv, c, ldc, st, cpu_max_threads());
+    sgemm_run(kern, M, N, K, av, bv, c, ldc, st, cpu_max_threads());
+}
+
+void gemm_avx2(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,
+               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    sgemm_gemm(&sgemm_kernel_avx2, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 /* dbias (N) += column sums of dy (M, N). Threads take disjoint column blocks and each sums
@@ -344,23 +450,30 @@ static void column_sums_add(float *dbias, const float *dy, int64_t M, int64_t N)
  * dx (M,K) += dy (M,N) @ w (N,K) and dw (N,K) += dy^T (N,M) @ x (M,K). The reduction of dw
  * runs over the M = batch x tokens rows inside one thread per output tile, so dw is
  * deterministic (no atomics, no per-thread partial sums) and equal for any thread count. */
-void matmul_bwd_avx2(float *dx,        // (M, K) or NULL
-                     float *dw,        // (N, K) or NULL
-                     float *dbias,     // (N) or NULL
-                     const float *dy,  // (M, N)
-                     const float *x,   // (M, K)
-                     const float *w,   // (N, K)
-                     int64_t M, int64_t K, int64_t N) {
+void sgemm_matmul_bwd(const sgemm_kernel *kern,
+                      float *dx,        // (M, K) or NULL
+                      float *dw,        // (N, K) or NULL
+                      float *dbias,     // (N) or NULL
+                      const float *dy,  // (M, N)
+                      const float *x,   // (M, K)
+                      const float *w,   // (N, K)
+                      int64_t M, int64_t K, int64_t N) {
     const int threads = cpu_max_threads();
+    const sgemm_store add = {1.0f, 1.0f, NULL};
     if (dx) {
         sgemm_view a = {dy, N, 1}; /* (M, N) */
         sgemm_view b = {w, K, 1};  /* (N, K) */
-        sgemm_avx2(M, K, N, a, b, dx, K, NULL, 1, threads);
+        sgemm_run(kern, M, K, N, a, b, dx, K, add, threads);
     }
     if (dw) {
         sgemm_view a = {dy, 1, N}; /* dy^T: (N, M) */
         sgemm_view b = {x, K, 1};  /* (M, K) */
-        sgemm_avx2(N, K, M, a, b, dw, K, NULL, 1, threads);
+        sgemm_run(kern, N, K, M, a, b, dw, K, add, threads);
     }
     if (dbias) column_sums_add(dbias, dy, M, N);
+}
+
+void matmul_bwd_avx2(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                     const float *w, int64_t M, int64_t K, int64_t N) {
+    sgemm_matmul_bwd(&sgemm_kernel_avx2, dx, dw, dbias, dy, x, w, M, K, N);
 }
