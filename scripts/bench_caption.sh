@@ -112,6 +112,15 @@ flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.sta
 isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
 nproc = subprocess.check_output(["nproc"]).decode().strip()
 kernels = next((r["kernels"] for r in rows if "kernels" in r), "?")
+# What each mmtune CPU table runs its GEMMs with (src/ops/ops.c, src/ops/cpu/sgemm_*.c).
+gemm_words = {
+    "avx512": "AVX-512 GEMM: a 14x32 zmm microkernel over packed panels, and at <= 8 rows (a decoding step) "
+              "the weights streamed once without packing",
+    "avx2": "AVX2 GEMM: a 6x16 ymm microkernel over packed panels, and at <= 4 rows (a decoding step) "
+            "the weights streamed once without packing",
+    "ref": "the plain C reference loops",
+}
+kernel_words = {k: v + ("; the other ops AVX2" if k == "avx512" else "") for k, v in gemm_words.items()}
 tv = next((r for r in rows if r["engine"] == "pytorch" and "torch" in r), {})
 peft_v = next((r["peft"] for r in rows if r.get("peft")), "?")
 new_tokens = next((r["new_tokens"] for r in gen), 0)
@@ -119,8 +128,8 @@ rounds = max((r["round"] for r in gen), default=0)
 settings = sorted({(r["cache"] is False, r["batch"], r["beams"]) for r in gen})
 L = ["# GIT captioning: mmtune vs PyTorch + transformers (random git-base-sized GIT, fp32, CPU)", "",
      f"Made by scripts/bench_caption.sh (`make bench`), run finished {meta.get('finished_utc', '?')} UTC, on {cpu} "
-     f"({nproc} cores, {isa} in /proc/cpuinfo, Linux {meta.get('linux', '?')}). mmtune kernels: {kernels} (mmtune "
-     f"has no AVX-512 kernels yet); PyTorch {tv.get('torch', '?')} (CPU capability {tv.get('cpu_capability', '?')}), "
+     f"({nproc} cores, {isa} in /proc/cpuinfo, Linux {meta.get('linux', '?')}). mmtune kernels: {kernels} "
+     f"({kernel_words.get(kernels, 'see src/ops/ops.c')}); PyTorch {tv.get('torch', '?')} (CPU capability {tv.get('cpu_capability', '?')}), "
      f"transformers {tv.get('transformers', '?')}, PEFT {peft_v}; {tv.get('threads', '?')} threads each, "
      "OPENBLAS_CORETYPE unset, OMP_WAIT_POLICY=PASSIVE.", "",
      "Model: GitForCausalLM(GitConfig()) with random weights (tools/bench/make_git_base.py): decoder hidden 768, "
@@ -192,8 +201,8 @@ L += ["", "## What differs by construction", "",
       "768 x 30522 GEMM over ~217 rows per row and step (~10 GFLOP, ~1/6 of the step).",
       "- Training: transformers computes (and backpropagates) logits at every position, image tokens included; "
       "mmtune only at the caption positions that have a label.",
-      "- Kernels: mmtune's CPU GEMM is AVX2 (a 6x16 microkernel over packed panels, the weights packed at every "
-      "call); PyTorch runs AVX-512 kernels on this CPU."]
+      f"- Kernels: mmtune's CPU table is {kernels} ({gemm_words.get(kernels, '?')}); PyTorch runs its "
+      f"{tv.get('cpu_capability', '?')} kernels on this CPU."]
 
 prof = [r for r in gen if "profile_rows" in r]
 if prof:
