@@ -10,8 +10,14 @@
  *     logits, bitwise;
  *   - batches pad to the longest caption with [PAD], and padding is not predicted: a batch
  *     of one caption gives the same loss alone and padded beside a longer one;
- *   - a captioner without tokenizer.json and a caption length outside 3..positions are
- *     refused with one-line errors.
+ *   - prompt tuning (PEFT's PROMPT_TUNING): the TEXT initialisation from "a cup of" is PEFT's
+ *     own, bit for bit (tests/fixtures/git_train/prompt_gen, made by
+ *     tools/fixtures/make_git_train_fixtures.py: tokenizer(text) ids with [CLS] and [SEP],
+ *     repeated to the 4 rows), the RANDOM one is nn.Embedding's N(0, 1) (sample std within
+ *     0.25 of 1 over 128 values); 40 steps lower the loss and the saved adapter, read back
+ *     through the PEFT reader, gives the trained run's logits bitwise;
+ *   - a captioner without tokenizer.json, a caption length outside 3..positions and more
+ *     virtual tokens than the positions leave room for are refused with one-line errors.
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,11 +26,13 @@
 
 #include "check.h"
 #include "core/file.h"
+#include "core/safetensors.h"
 #include "data/pairs.h"
 #include "data/wordpiece.h"
 #include "models/git.h"
 #include "peft/adapter_folder.h"
 #include "peft/peft_config.h"
+#include "peft/prompt.h"
 #include "train/caption_task.h"
 #include "train/trainer.h"
 
@@ -199,6 +207,85 @@ static void test_padding_is_not_predicted(void) {
     mmt_git_free(m);
 }
 
+/* The one trainable tensor of a prompt-tuning task (4, C). */
+static const mmt_nn_param *prompt_param(mmt_caption_task *t) {
+    int64_t n = 0;
+    const mmt_nn_param *p = mmt_git_run_params(mmt_caption_task_run(t), &n);
+    CHECK_MSG(n == 1 && p && !strcmp(p[0].name, "prompt_embeddings"), "%lld trainable tensors", (long long)n);
+    return n == 1 ? p : NULL;
+}
+
+static void test_prompt_tuning(void) {
+    mmt_git *m = NULL;
+    CHECK_OK(mmt_git_load(CAP, &m));
+    mmt_pairs *pairs = write_pairs();
+    mmt_safetensors *exp = NULL;
+    CHECK_OK(mmt_safetensors_open(MMT_FIXTURE_DIR "/git_train/prompt_gen/expected.safetensors", &exp));
+    if (!m || !pairs || !exp) goto done;
+    mmt_prompt_settings ps = {.text_tokens = 4};
+    mmt_caption_task_options o = {.prompt = &ps, .prompt_init_text = "a cup of", .seed = 3};
+    mmt_caption_task *t = NULL;
+    CHECK_OK(mmt_caption_task_create(m, pairs, &o, &t));
+    const mmt_nn_param *p = t ? prompt_param(t) : NULL;
+    const mmt_st_tensor *init = mmt_safetensors_find(exp, "init");
+    CHECK(init && p && init->numel == p->numel && init->dtype == MMT_DTYPE_F32 &&
+          memcmp(init->data, p->data, (size_t)p->numel * sizeof(float)) == 0);
+    mmt_caption_task_free(t);
+    t = NULL;
+    o.prompt_init_text = NULL; /* RANDOM: nn.Embedding's N(0, 1) */
+    CHECK_OK(mmt_caption_task_create(m, pairs, &o, &t));
+    if (t && (p = prompt_param(t)) != NULL) {
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < p->numel; i++) sum += p->data[i], sq += (double)p->data[i] * p->data[i];
+        double sd = sqrt(sq / (double)p->numel - (sum / (double)p->numel) * (sum / (double)p->numel));
+        CHECK_MSG(fabs(sd - 1) < 0.25, "random prompt std %.3f", sd);
+    }
+    /* trains, saves PEFT's files, and they read back to the same logits */
+    int64_t V = mmt_git_config_of(m)->vocab_size, Ni = mmt_git_image_tokens(m), T = Ni + 4 + 4;
+    float *trained = malloc((size_t)(2 * T * V) * sizeof(float)), *again = malloc((size_t)(2 * T * V) * sizeof(float));
+    double first = t ? eval_loss(t) : 0, last = 0;
+    char out[400], adir[450];
+    snprintf(out, sizeof out, "%s/prompt", root);
+    snprintf(adir, sizeof adir, "%s/adapter", out);
+    if (t) {
+        mmt_train_task tt;
+        mmt_caption_task_bind(t, &tt);
+        mmt_train_settings s;
+        mmt_train_settings_default(&s);
+        s.out = out;
+        s.steps = 40;
+        s.batch_size = 5;
+        s.lr = 0.1;
+        s.warmup_steps = 0;
+        s.quiet = 1;
+        mmt_train_result res;
+        CHECK_OK(mmt_train_run(&tt, &s, &res));
+        last = eval_loss(t);
+        logits_of(mmt_caption_task_run(t), trained);
+    }
+    printf("     prompt tuning: loss %.3f -> %.3f after 40 steps\n", first, last);
+    CHECK_MSG(last < 0.8 * first, "prompt tuning did not learn: loss %.3f -> %.3f", first, last);
+    mmt_git_run *r = NULL;
+    mmt_adapter *ad = NULL;
+    mmt_prompt *pr = NULL;
+    CHECK_OK(mmt_git_run_create(m, &r));
+    if (r) CHECK_OK(mmt_adapter_folders_load(mmt_git_run_iface(r), adir, 0, &ad, &pr));
+    CHECK(pr && !ad);
+    if (pr) {
+        logits_of(r, again);
+        CHECK(memcmp(trained, again, (size_t)(2 * T * V) * sizeof(float)) == 0);
+    }
+    mmt_prompt_free(pr);
+    mmt_adapter_free(ad);
+    mmt_git_run_free(r);
+    mmt_caption_task_free(t);
+    free(trained), free(again);
+done:
+    mmt_safetensors_close(exp);
+    mmt_pairs_free(pairs);
+    mmt_git_free(m);
+}
+
 static void test_bad_input(void) {
     mmt_git *m = NULL;
     mmt_pairs *pairs = write_pairs();
@@ -209,6 +296,12 @@ static void test_bad_input(void) {
         CHECK_FAILS(mmt_caption_task_create(m, pairs, &o, &t), MMT_STATUS_INVALID_ARGUMENT, "caption length");
         o.max_tokens = 1000;
         CHECK_FAILS(mmt_caption_task_create(m, pairs, &o, &t), MMT_STATUS_INVALID_ARGUMENT, "caption length");
+        mmt_prompt_settings ps = {.text_tokens = 46}; /* of 48 positions */
+        mmt_caption_task_options po = {.prompt = &ps};
+        CHECK_FAILS(mmt_caption_task_create(m, pairs, &po, &t), MMT_STATUS_INVALID_ARGUMENT, "46 virtual tokens");
+        ps.text_tokens = 40;
+        po.max_tokens = 9;
+        CHECK_FAILS(mmt_caption_task_create(m, pairs, &po, &t), MMT_STATUS_INVALID_ARGUMENT, "caption length");
     }
     mmt_git_free(m);
     m = NULL;
@@ -224,6 +317,7 @@ int main(void) {
     RUN(test_lora_learns_and_reloads);
     RUN(test_full_writes_a_snapshot);
     RUN(test_padding_is_not_predicted);
+    RUN(test_prompt_tuning);
     RUN(test_bad_input);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

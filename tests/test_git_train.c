@@ -26,9 +26,19 @@
  * Scenarios: LoRA on query/value + q_proj/v_proj (both towers, tiny-a), LoRA "all-linear"
  * (tiny-b: bf16 shards; PEFT leaves the output head out), full fine-tuning (tiny-a), prefix
  * tuning of the decoder (PEFT's past_key_values; text positions then count from the prefix
- * length, as transformers counts them after a cache), DoRA on both towers (tiny-b).
+ * length, as transformers counts them after a cache), DoRA on both towers (tiny-b), prompt
+ * tuning (PEFT's PROMPT_TUNING: 3 rows in front of the text embeddings, positions 0..2, and
+ * labels -100 in front, so the last prompt row predicts [CLS]; tiny-a).
  * Also: the adapter mmtune saves back (before training) has PEFT's keys, shapes and values,
  * bit for bit.
+ * Generation with a prompt-tuning adapter (prompt_gen, tiny-cap; PEFT's own adapter files):
+ *   logits of [image; prompt; 5 ids]   within 1e-4 absolute of PeftModel's forward (as
+ *                                      tests/test_git.c for the base model)
+ *   greedy from [CLS] and from [CLS] a, 3 beams   PEFT's generate(use_cache=False) tokens exactly,
+ *                                      decoded here through the KV cache (gen/); the fixture
+ *                                      script checks those equal greedy decoding written out with
+ *                                      PEFT's forward (its generate() with a cache re-injects
+ *                                      the prompt at every step on GIT: docs/captioning.md).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -37,6 +47,8 @@
 
 #include "check.h"
 #include "core/safetensors.h"
+#include "gen/generate.h"
+#include "nn/decoder.h"
 #include "models/git.h"
 #include "nn/model.h"
 #include "nn/param.h"
@@ -52,7 +64,7 @@ typedef struct scenario {
 
 static const scenario SCENARIOS[] = {
     {"lora_both", "tiny-a", 0}, {"lora_all", "tiny-b", 0}, {"full", "tiny-a", 1}, {"prefix", "tiny-a", 0},
-    {"dora", "tiny-b", 0}};
+    {"dora", "tiny-b", 0}, {"prompt", "tiny-a", 0}};
 
 static const mmt_st_tensor *find(const mmt_safetensors *st, const char *prefix, const char *key) {
     char name[600];
@@ -236,6 +248,86 @@ static void test_training_matches_pytorch(void) {
     for (size_t i = 0; i < sizeof SCENARIOS / sizeof SCENARIOS[0]; i++) run_scenario(&SCENARIOS[i]);
 }
 
+/* New tokens out (B, width) against the fixture's rows (B, W), up to and including EOS. */
+static void same_tokens(const mmt_gen_output *out, const float *want, int64_t B, int64_t W, int32_t eos, const char *what) {
+    for (int64_t b = 0; b < B; b++) {
+        int64_t n = 0;
+        while (n < W && (n == 0 || (int32_t)want[b * W + n - 1] != eos)) n++;
+        int same = out->lengths[b] == n;
+        for (int64_t j = 0; same && j < n; j++) same = out->tokens[b * out->width + j] == (int32_t)want[b * W + j];
+        CHECK_MSG(same, "%s: row %lld: %lld tokens, PEFT's %lld (first differing or missing)", what, (long long)b,
+                  (long long)out->lengths[b], (long long)n);
+    }
+}
+
+static void test_prompt_generation_matches_peft(void) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/git/tiny-cap", MMT_FIXTURE_DIR);
+    mmt_git *m = NULL;
+    mmt_git_run *r = NULL;
+    mmt_adapter *ad = NULL;
+    mmt_prompt *pr = NULL;
+    mmt_safetensors *exp = NULL;
+    float *pixels = NULL, *idf = NULL, *want = NULL, *logits = NULL, *feats = NULL;
+    CHECK_OK(mmt_git_load(dir, &m));
+    if (m) CHECK_OK(mmt_git_run_create(m, &r));
+    snprintf(dir, sizeof dir, "%s/git_train/prompt_gen", MMT_FIXTURE_DIR);
+    if (r) CHECK_OK(mmt_adapter_folders_load(mmt_git_run_iface(r), dir, 0, &ad, &pr));
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    CHECK_OK(mmt_safetensors_open(path, &exp));
+    CHECK(pr && !ad);
+    if (!pr || !exp) goto done;
+    const mmt_git_config *c = mmt_git_config_of(m);
+    const mmt_st_tensor *px = mmt_safetensors_find(exp, "pixel_values"), *it = mmt_safetensors_find(exp, "input_ids");
+    const mmt_st_tensor *lg = mmt_safetensors_find(exp, "logits");
+    CHECK(px && it && lg);
+    if (!px || !it || !lg) goto done;
+    int64_t B = it->shape[0], L = it->shape[1], Ni = mmt_git_image_tokens(m), V = pr->settings.text_tokens;
+    CHECK_MSG(lg->shape[1] == Ni + V + L, "logits of %lld positions, expected Ni + V + L = %lld", (long long)lg->shape[1],
+              (long long)(Ni + V + L));
+    pixels = to_f32(px), idf = to_f32(it);
+    int32_t ids[64];
+    for (int64_t i = 0; i < B * L; i++) ids[i] = (int32_t)idf[i];
+    logits = malloc((size_t)lg->numel * sizeof(float));
+    CHECK_OK(mmt_git_run_logits(r, pixels, ids, B, L, logits));
+    close_to(logits, lg, 0, 1e-4, "prompt_gen", "logits");
+    /* generation through the KV cache, as mmtune caption does it */
+    feats = malloc((size_t)(B * Ni * c->hidden_size) * sizeof(float));
+    CHECK_OK(mmt_git_run_image_features(r, pixels, B, feats));
+    mmt_decoder dec;
+    mmt_git_run_decoder(r, feats, B, &dec);
+    CHECK_MSG(dec.max_tokens == c->max_positions - V, "the decoder holds %lld text tokens", (long long)dec.max_tokens);
+    static const struct { const char *name; int64_t beams, prompt_len, new_tokens; } cases[] = {
+        {"greedy", 1, 0, 12}, {"greedy_prompt", 1, 2, 8}, {"beams3", 3, 0, 12}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const mmt_st_tensor *w = mmt_safetensors_find(exp, cases[k].name);
+        CHECK_MSG(w != NULL, "no %s in the fixture", cases[k].name);
+        if (!w) continue;
+        mmt_gen_settings gs = mmt_gen_settings_default();
+        gs.bos_token_id = (int32_t)c->bos_token_id, gs.eos_token_id = (int32_t)c->eos_token_id;
+        gs.pad_token_id = (int32_t)c->pad_token_id;
+        gs.num_beams = cases[k].beams;
+        gs.max_new_tokens = cases[k].new_tokens;
+        int32_t prompt[4] = {(int32_t)c->bos_token_id, 5, (int32_t)c->bos_token_id, 5}; /* [CLS] a, twice */
+        mmt_gen_output out;
+        memset(&out, 0, sizeof out);
+        CHECK_OK(mmt_generate(&dec, cases[k].prompt_len ? prompt : NULL, B, cases[k].prompt_len, &gs, &out));
+        want = to_f32(w);
+        if (out.tokens) same_tokens(&out, want, B, w->shape[1], gs.eos_token_id, cases[k].name);
+        free(want);
+        want = NULL;
+        mmt_gen_output_free(&out);
+    }
+    printf("     prompt_gen: logits, greedy, greedy after a text prompt and 3 beams as PEFT\n");
+done:
+    free(pixels), free(idf), free(logits), free(feats);
+    mmt_safetensors_close(exp);
+    mmt_prompt_free(pr);
+    mmt_adapter_free(ad);
+    mmt_git_run_free(r);
+    mmt_git_free(m);
+}
+
 static void test_bad_training_input(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/git/tiny-a", MMT_FIXTURE_DIR);
@@ -262,6 +354,7 @@ static void test_bad_training_input(void) {
 
 int main(void) {
     RUN(test_training_matches_pytorch);
+    RUN(test_prompt_generation_matches_peft);
     RUN(test_bad_training_input);
     return check_summary();
 }

@@ -20,7 +20,6 @@
 #include "models/clip_train.h"
 #include "nn/block.h"
 #include "nn/decoder.h"
-#include "nn/embed.h"
 #include "nn/linear.h"
 #include "ops/ops.h"
 
@@ -238,13 +237,25 @@ static mmt_status check_ids(const mmt_git_config *c, const int32_t *ids, int64_t
     return MMT_OK;
 }
 
-/* x (B, L, C) = LayerNorm(word_embeddings[ids] + position_embeddings[first .. first + L)). */
-static void text_embed(mmt_git_run *r, float *x, const int32_t *ids, int64_t B, int64_t L, int64_t first) {
+void git_text_embed_pre(const mmt_git_run *r, float *pre, const int32_t *ids, int64_t B, int64_t L, int64_t P,
+                        int64_t pos0) {
+    const mmt_ops *ops = r->ops;
+    int64_t C = r->m->cfg.hidden_size, Lt = P + L;
+    for (int64_t b = 0; b < B; b++) {
+        float *row = pre + b * Lt * C;
+        if (P > 0) ops->buffer_copy(row, r->prompt, (size_t)(P * C) * sizeof(float));
+        ops->embedding_fwd(row + P * C, ids + b * L, r->word_emb, L, C);
+        ops->add_fwd(row, row, r->pos_emb + pos0 * C, Lt * C);
+    }
+}
+
+/* x (B, P + L, C) = LayerNorm(git_text_embed_pre) with the text positions counted from first:
+ * after a prefix (transformers' cache length) and, past the prompt rows, after them too. */
+static void text_embed(mmt_git_run *r, float *x, const int32_t *ids, int64_t B, int64_t L, int64_t P, int64_t first) {
     const mmt_git *m = r->m;
     int64_t C = m->cfg.hidden_size;
-    first += r->blocks[0].n_prefix; /* text positions start after a prefix (transformers' cache length) */
-    nn_token_embed_fwd(r->ops, x, ids, r->word_emb, r->pos_emb + first * C, NULL, B, L, C);
-    r->ops->layernorm_fwd(x, NULL, NULL, x, r->emb_ln_w, r->emb_ln_b, B * L, C, (float)m->cfg.layer_norm_eps);
+    git_text_embed_pre(r, x, ids, B, L, P, r->blocks[0].n_prefix + first);
+    r->ops->layernorm_fwd(x, NULL, NULL, x, r->emb_ln_w, r->emb_ln_b, B * (P + L), C, (float)m->cfg.layer_norm_eps);
 }
 
 /* The decoder on x (B, T, C) in place (inference; with the caches when cached). */
@@ -268,23 +279,25 @@ static mmt_status decoder_forward(mmt_git_run *r, float *x, int64_t B, int64_t T
     return s;
 }
 
-/* x (B, Ni + L, C) = [feats (B, Ni, C); text_embed(ids (B, L))]. */
+/* x (B, Ni + P + L, C) = [feats (B, Ni, C); text_embed([prompt; ids (B, L)])], P the run's
+ * prompt rows (PEFT's prompt tuning: inputs_embeds = [prompt; word embeddings], so the
+ * prompt takes text positions 0 .. P-1 and [CLS] position P). */
 static mmt_status sequence(mmt_git_run *r, float *x, const float *feats, const int32_t *ids, int64_t B, int64_t L) {
     const mmt_git_config *c = &r->m->cfg;
-    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
-    float *text = ALLOC_F(&r->step, B * L * C);
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, P = r->n_prompt, Lt = P + L, T = Ni + Lt;
+    float *text = ALLOC_F(&r->step, B * Lt * C);
     if (!text) return MMT_STATUS_OUT_OF_MEMORY;
-    text_embed(r, text, ids, B, L, 0);
+    text_embed(r, text, ids, B, L, P, 0);
     for (int64_t b = 0; b < B; b++) {
         r->ops->buffer_copy(x + b * T * C, feats + b * Ni * C, (size_t)(Ni * C) * sizeof(float));
-        r->ops->buffer_copy(x + (b * T + Ni) * C, text + b * L * C, (size_t)(L * C) * sizeof(float));
+        r->ops->buffer_copy(x + (b * T + Ni) * C, text + b * Lt * C, (size_t)(Lt * C) * sizeof(float));
     }
     return MMT_OK;
 }
 
 static mmt_status check_text(const mmt_git_run *r, const int32_t *ids, int64_t B, int64_t L) {
     const mmt_git_config *c = &r->m->cfg;
-    int64_t room = c->max_positions - r->blocks[0].n_prefix;
+    int64_t room = c->max_positions - r->blocks[0].n_prefix - r->n_prompt;
     if (B < 1 || L < 1 || L > room)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: %lld rows of %lld tokens: need >= 1 row and 1..%lld tokens",
                         (long long)B, (long long)L, (long long)room);
@@ -295,7 +308,7 @@ mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t
                               float *logits) {
     const mmt_git_config *c = &r->m->cfg;
     MMT_TRY(check_text(r, ids, B, L));
-    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + r->n_prompt + L;
     mmt_arena_reset(&r->step);
     float *feats = ALLOC_F(&r->step, B * Ni * C), *x = ALLOC_F(&r->step, B * T * C);
     if (!feats || !x) return MMT_STATUS_OUT_OF_MEMORY;
@@ -311,15 +324,15 @@ mmt_status mmt_git_run_start(mmt_git_run *r, const float *feats, int64_t B, cons
                              int64_t cap, float *logits) {
     const mmt_git_config *c = &r->m->cfg;
     MMT_TRY(check_text(r, prompt, B, L));
-    int64_t V = r->blocks[0].n_prefix;
-    if (cap < L || cap + V > c->max_positions)
+    int64_t V = r->blocks[0].n_prefix, P = r->n_prompt;
+    if (cap < L || cap + V + P > c->max_positions)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: room for %lld text tokens: need %lld..%lld", (long long)cap,
-                        (long long)L, (long long)(c->max_positions - V));
-    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + L;
+                        (long long)L, (long long)(c->max_positions - V - P));
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + P + L;
     r->cur = 0;
     mmt_arena_reset(&r->cache_ar[0]);
     for (int64_t i = 0; i < c->num_layers; i++)
-        MMT_TRY(nn_kv_cache_init(&r->caches[i], &r->cache_ar[0], B, V + Ni + cap, C));
+        MMT_TRY(nn_kv_cache_init(&r->caches[i], &r->cache_ar[0], B, V + Ni + P + cap, C));
     mmt_arena_reset(&r->step);
     float *x = ALLOC_F(&r->step, B * T * C), *last = ALLOC_F(&r->step, B * C);
     if (!x || !last) return MMT_STATUS_OUT_OF_MEMORY;
@@ -343,7 +356,7 @@ mmt_status mmt_git_run_step(mmt_git_run *r, const int32_t *tokens, float *logits
     mmt_arena_reset(&r->step);
     float *x = ALLOC_F(&r->step, B * C);
     if (!x) return MMT_STATUS_OUT_OF_MEMORY;
-    text_embed(r, x, tokens, B, 1, r->len);
+    text_embed(r, x, tokens, B, 1, 0, r->n_prompt + r->len);
     MMT_TRY(decoder_forward(r, x, B, 1, 1));
     r->len++;
     return nn_linear_forward(&r->out, r->ops, &r->step, logits, x, B, 0);
@@ -393,6 +406,7 @@ static mmt_status dec_select(void *ctx, const int64_t *rows, int64_t n) { return
 void mmt_git_run_decoder(mmt_git_run *r, const float *feats, int64_t n_images, mmt_decoder *out) {
     r->dec_feats = feats;
     r->dec_images = n_images;
-    *out = (mmt_decoder){.ctx = r, .vocab_size = r->m->cfg.vocab_size, .max_tokens = r->m->cfg.max_positions,
+    int64_t room = r->m->cfg.max_positions - r->blocks[0].n_prefix - r->n_prompt; /* text positions left */
+    *out = (mmt_decoder){.ctx = r, .vocab_size = r->m->cfg.vocab_size, .max_tokens = room,
                          .start = dec_start, .step = dec_step, .select = dec_select};
 }

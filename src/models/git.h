@@ -14,7 +14,10 @@
  *     mmt_git_run_step(r, next_tokens, logits);                // one token per row, cached
  *     mmt_git_run_select(r, rows, B2);                         // beams: keep / copy rows
  *
- * Text positions count from 0 at the first text token, as generate() passes them.
+ * Text positions count from 0 at the first text token, as generate() passes them; with a
+ * prompt-tuning adapter (PEFT's PROMPT_TUNING) its rows come first, at text positions 0..P-1,
+ * in front of every row's text (in the cache after the image tokens), as PEFT's forward
+ * places them; with prefix tuning the text positions start after the prefix.
  * Tensor names are GitForCausalLM's state_dict names; F32/F16/BF16, single or sharded
  * safetensors (core/weights.h).
  */
@@ -55,8 +58,9 @@ void mmt_git_run_free(mmt_git_run *r);
  * pixels (B, 3, S, S): git.visual_projection(git.image_encoder(pixels).last_hidden_state). */
 mmt_status mmt_git_run_image_features(mmt_git_run *r, const float *pixels, int64_t B, float *feats);
 
-/* logits (B, Ni + L, vocab) of the whole sequence [image tokens; ids (B, L)] with no cache:
- * GitForCausalLM(input_ids=ids, pixel_values=pixels).logits. */
+/* logits (B, Ni + P + L, vocab) of the whole sequence [image tokens; P prompt rows; ids (B, L)]
+ * with no cache: GitForCausalLM(input_ids=ids, pixel_values=pixels).logits, or with a
+ * prompt-tuning adapter (P = its num_virtual_tokens, else 0) PeftModel(...)(same).logits. */
 mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t *ids, int64_t B, int64_t L,
                               float *logits);
 
@@ -90,7 +94,10 @@ void mmt_git_run_decoder(mmt_git_run *r, const float *feats, int64_t n_images, s
  * The loss is GitForCausalLM's: mean cross-entropy of the logits at image-token count + j
  * against labels[:, j + 1] over the labels that are not -100 (transformers' labels: usually
  * the ids with prompt and padding positions set to -100), with optional label smoothing as
- * torch's cross_entropy. GIT's own dropout is not applied (eval()-mode numerics). */
+ * torch's cross_entropy. GIT's own dropout is not applied (eval()-mode numerics). With P
+ * prompt rows in front (prompt tuning) the labels are PEFT's: P labels of -100 in front, so
+ * the logits at image-token count + P - 1 + j predict labels[:, j] ([CLS] included, from the
+ * last prompt row) and the prompt rows' gradient goes to the prompt tensor. */
 struct mmt_model_iface;
 struct mmt_nn_param;
 struct mmt_linear;

@@ -29,13 +29,15 @@ typedef struct git_hook {
 /* What backward needs of the last training forward. */
 typedef struct git_saved {
     int64_t B, L, T, Ni;       /* rows, text tokens, positions, image tokens */
+    int64_t P, Lt;             /* prompt rows in front of the text, decoder text rows P + L */
+    int64_t first, Rb;         /* the first text row that predicts a token, rows per caption that do */
     int32_t *ids, *targets;    /* (B, L) and (B, L-1): ids[:, 1:] where labels count, else -1 */
     float *states;             /* (B, Ni, Cv): the vision tower's (in its view's arena) */
     float *proj_pre, *proj_mean, *proj_rstd;  /* projection before its LayerNorm (B*Ni, C) */
-    float *emb_pre, *emb_mean, *emb_rstd;     /* text embeddings before their LayerNorm (B*L, C) */
+    float *emb_pre, *emb_mean, *emb_rstd;     /* text embeddings before their LayerNorm (B*Lt, C) */
     float *x_out;              /* the last block's output (B, T, C) */
     float *h, *logits;         /* gathered text rows (R, C) and their logits (R, V) */
-    int64_t R;                 /* rows that predict a token: B * (L - 1) */
+    int64_t R;                 /* rows that predict a token: B * Rb */
     int vision_train;          /* the vision tower had something trainable */
     uint64_t seed;
     int pending;               /* a forward awaits its backward */
@@ -73,6 +75,11 @@ struct mmt_git_run {
     /* the base tensors outside linears and blocks as this run computes with them: the
      * model's, or owned copies once full fine-tuning makes them trainable */
     const float *word_emb, *pos_emb, *emb_ln_w, *emb_ln_b, *proj_ln_w, *proj_ln_b;
+    /* prompt tuning (PEFT's PROMPT_TUNING): n_prompt rows in front of the text embeddings,
+     * before the position embeddings and the LayerNorm (set through the PEFT interface) */
+    int64_t n_prompt;
+    const float *prompt;       /* borrowed (n_prompt, C) */
+    float *dprompt;            /* borrowed (n_prompt, C); NULL: frozen */
     /* ---- training (git_train.c) ---- */
     mmt_arena store;           /* owned: trainable copies, gradients, names */
     mmt_nn_param *params;      /* owned (mmt_malloc): registered here */
@@ -87,6 +94,12 @@ struct mmt_git_run {
     git_saved saved;           /* the last forward_loss's activations (step arena) */
 };
 
+
+/* pre (B, P + L, C) = [the run's P prompt rows; word_embeddings[ids (B, L)]] +
+ * position_embeddings[pos0 .. pos0 + P + L): GitEmbeddings before its LayerNorm (P is 0 or
+ * r->n_prompt). */
+void git_text_embed_pre(const mmt_git_run *r, float *pre, const int32_t *ids, int64_t B, int64_t L, int64_t P,
+                        int64_t pos0);
 
 /* git_train.c: the run's training state and PEFT interface, set up and freed with the run. */
 void git_run_train_init(mmt_git_run *r);

@@ -20,7 +20,6 @@
 #include "core/alloc.h"
 #include "models/git_internal.h"
 #include "models/git_modules.h"
-#include "nn/embed.h"
 #include "nn/loss.h"
 
 #define ALLOC_F(ar, n) ((float *)mmt_arena_alloc((ar), (size_t)(n) * sizeof(float), 64))
@@ -272,7 +271,7 @@ static mmt_status make_module_trainable(mmt_git_run *r, const char *module, cons
 /* ---- forward and loss ---------------------------------------------------------------------- */
 
 static int decoder_below_trains(const mmt_git_run *r) {
-    return r->dword_emb || r->dpos_emb || r->demb_ln_w || r->dproj_ln_w || nn_linear_has_grads(&r->proj) ||
+    return r->dword_emb || r->dpos_emb || r->demb_ln_w || r->dprompt || r->dproj_ln_w || nn_linear_has_grads(&r->proj) ||
            mmt_clip_train_vision_trains(r->vision);
 }
 
@@ -291,9 +290,10 @@ static mmt_status run_before_forward(mmt_git_run *r) {
 mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const int32_t *ids, const int32_t *labels,
                                     int64_t B, int64_t L, float label_smoothing, uint64_t seed, double *loss) {
     const mmt_git_config *c = &r->m->cfg;
-    if (B < 1 || L < 2 || L + r->blocks[0].n_prefix > c->max_positions)
+    int64_t room = c->max_positions - r->blocks[0].n_prefix - r->n_prompt;
+    if (B < 1 || L < 2 || L > room)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT training: %lld rows of %lld tokens: need >= 1 row and "
-                        "2..%lld tokens", (long long)B, (long long)L, (long long)(c->max_positions - r->blocks[0].n_prefix));
+                        "2..%lld tokens", (long long)B, (long long)L, (long long)room);
     if (!(label_smoothing >= 0 && label_smoothing < 1))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "label smoothing %g is outside [0, 1)", (double)label_smoothing);
     for (int64_t i = 0; i < B * L; i++) {
@@ -306,12 +306,16 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
     const mmt_ops *ops = r->ops;
     git_saved *sv = &r->saved;
     int train = !r->eval_mode;
-    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, Cv = c->vision.hidden_size, T = Ni + L, V = c->vocab_size;
+    /* P prompt rows in front of the text; PEFT's labels are -100 there, so the last of them
+     * predicts labels[:, 0] and the text rows before the last predict the rest */
+    int64_t P = r->n_prompt, Lt = P + L, first = P > 0 ? P - 1 : 0, Rb = P > 0 ? L : L - 1, lab0 = P > 0 ? 0 : 1;
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, Cv = c->vision.hidden_size, T = Ni + Lt, V = c->vocab_size;
     mmt_arena_reset(&r->step);
     mmt_arena_reset(&r->scratch);
     memset(sv, 0, sizeof *sv);
     MMT_TRY(run_before_forward(r));
-    *sv = (git_saved){.B = B, .L = L, .T = T, .Ni = Ni, .R = B * (L - 1), .seed = seed};
+    *sv = (git_saved){.B = B, .L = L, .T = T, .Ni = Ni, .P = P, .Lt = Lt, .first = first, .Rb = Rb, .R = B * Rb,
+                      .seed = seed};
     /* image features */
     sv->vision_train = train && mmt_clip_train_vision_trains(r->vision);
     if (sv->vision_train) {
@@ -320,7 +324,7 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
         if (!(sv->states = ALLOC_F(&r->step, B * Ni * Cv))) return MMT_STATUS_OUT_OF_MEMORY;
         MMT_TRY(mmt_clip_train_vision_states(r->vision, pixels, B, sv->states));
     }
-    int64_t NI = B * Ni, NL = B * L;
+    int64_t NI = B * Ni, NL = B * Lt;
     sv->proj_pre = ALLOC_F(&r->step, NI * C);
     sv->proj_mean = ALLOC_F(&r->step, NI);
     sv->proj_rstd = ALLOC_F(&r->step, NI);
@@ -328,7 +332,7 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
     sv->emb_mean = ALLOC_F(&r->step, NL);
     sv->emb_rstd = ALLOC_F(&r->step, NL);
     float *feats = ALLOC_F(&r->step, NI * C), *text = ALLOC_F(&r->step, NL * C), *x = ALLOC_F(&r->step, B * T * C);
-    sv->ids = mmt_arena_alloc(&r->step, (size_t)NL * sizeof(int32_t), 64);
+    sv->ids = mmt_arena_alloc(&r->step, (size_t)(B * L) * sizeof(int32_t), 64);
     sv->targets = mmt_arena_alloc(&r->step, (size_t)sv->R * sizeof(int32_t), 64);
     if (!sv->proj_pre || !sv->proj_mean || !sv->proj_rstd || !sv->emb_pre || !sv->emb_mean || !sv->emb_rstd || !feats ||
         !text || !x || !sv->ids || !sv->targets)
@@ -338,14 +342,13 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
     ops->layernorm_fwd(feats, sv->proj_mean, sv->proj_rstd, sv->proj_pre, r->proj_ln_w, r->proj_ln_b, NI, C,
                        (float)c->vision.layer_norm_eps);
     /* text embeddings */
-    memcpy(sv->ids, ids, (size_t)NL * sizeof(int32_t));
-    int64_t pos0 = r->blocks[0].n_prefix; /* text positions start after the prefix */
-    nn_token_embed_fwd(ops, sv->emb_pre, ids, r->word_emb, r->pos_emb + pos0 * C, NULL, B, L, C);
+    memcpy(sv->ids, ids, (size_t)(B * L) * sizeof(int32_t));
+    git_text_embed_pre(r, sv->emb_pre, ids, B, L, P, r->blocks[0].n_prefix); /* after a prefix */
     ops->layernorm_fwd(text, sv->emb_mean, sv->emb_rstd, sv->emb_pre, r->emb_ln_w, r->emb_ln_b, NL, C,
                        (float)c->layer_norm_eps);
     for (int64_t b = 0; b < B; b++) {
         ops->buffer_copy(x + b * T * C, feats + b * Ni * C, (size_t)(Ni * C) * sizeof(float));
-        ops->buffer_copy(x + (b * T + Ni) * C, text + b * L * C, (size_t)(L * C) * sizeof(float));
+        ops->buffer_copy(x + (b * T + Ni) * C, text + b * Lt * C, (size_t)(Lt * C) * sizeof(float));
     }
     /* decoder */
     uint64_t dseed = nn_dropout_seed(seed, 3, 0);
@@ -365,15 +368,15 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
         x = out;
     }
     sv->x_out = x;
-    /* the rows that predict a token: position Ni + j predicts labels[:, j + 1] */
+    /* the rows that predict a token: position Ni + first + j predicts labels[:, j + lab0] */
     sv->h = ALLOC_F(&r->step, sv->R * C);
     sv->logits = ALLOC_F(&r->step, sv->R * V);
     if (!sv->h || !sv->logits) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++) {
-        ops->buffer_copy(sv->h + b * (L - 1) * C, x + (b * T + Ni) * C, (size_t)((L - 1) * C) * sizeof(float));
-        for (int64_t j = 0; j + 1 < L; j++) {
-            int32_t t = labels[b * L + j + 1];
-            sv->targets[b * (L - 1) + j] = t == -100 ? -1 : t;
+        ops->buffer_copy(sv->h + b * Rb * C, x + (b * T + Ni + first) * C, (size_t)(Rb * C) * sizeof(float));
+        for (int64_t j = 0; j < Rb; j++) {
+            int32_t t = labels[b * L + j + lab0];
+            sv->targets[b * Rb + j] = t == -100 ? -1 : t;
         }
     }
     if (r->out.lora) r->out.lora->dropout_seed = nn_dropout_seed(seed, 3000002, 0);
@@ -384,6 +387,19 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
     return MMT_OK;
 }
 
+/* Backward of git_text_embed_pre given demb (B, P + L, C): the gradients that are kept +=:
+ * the prompt's (summed over the rows), the token embeddings' at ids (B, L), the positions'. */
+static void text_embed_backward(mmt_git_run *r, const float *demb, const int32_t *ids, int64_t B, int64_t L, int64_t P) {
+    const mmt_ops *ops = r->ops;
+    int64_t C = r->m->cfg.hidden_size, Lt = P + L, pos0 = r->blocks[0].n_prefix;
+    for (int64_t b = 0; b < B; b++) {
+        const float *row = demb + b * Lt * C;
+        if (P > 0 && r->dprompt) ops->add_fwd(r->dprompt, r->dprompt, row, P * C);
+        if (r->dword_emb) ops->embedding_bwd(r->dword_emb, row + P * C, ids + b * L, L, C);
+        if (r->dpos_emb) ops->add_fwd(r->dpos_emb + pos0 * C, r->dpos_emb + pos0 * C, row, Lt * C);
+    }
+}
+
 mmt_status mmt_git_run_backward(mmt_git_run *r) {
     git_saved *sv = &r->saved;
     if (r->eval_mode) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward in evaluation mode");
@@ -392,7 +408,8 @@ mmt_status mmt_git_run_backward(mmt_git_run *r) {
     const mmt_git_config *c = &r->m->cfg;
     const mmt_ops *ops = r->ops;
     mmt_arena *ar = &r->step;
-    int64_t B = sv->B, L = sv->L, T = sv->T, Ni = sv->Ni, C = c->hidden_size, N = B * T, NL = B * L, NI = B * Ni;
+    int64_t B = sv->B, L = sv->L, T = sv->T, Ni = sv->Ni, C = c->hidden_size, N = B * T, NI = B * Ni;
+    int64_t P = sv->P, Lt = sv->Lt, NL = B * Lt, Rb = sv->Rb;
     int64_t layers = c->num_layers, lowest = lowest_trainable_block(r);
     int below = decoder_below_trains(r);
     int need_h = lowest < layers || below;
@@ -407,7 +424,7 @@ mmt_status mmt_git_run_backward(mmt_git_run *r) {
             return MMT_STATUS_OUT_OF_MEMORY;
         memset(dx, 0, (size_t)(N * C) * sizeof(float));
         for (int64_t b = 0; b < B; b++)
-            ops->buffer_copy(dx + (b * T + Ni) * C, dh + b * (L - 1) * C, (size_t)((L - 1) * C) * sizeof(float));
+            ops->buffer_copy(dx + (b * T + Ni + sv->first) * C, dh + b * Rb * C, (size_t)(Rb * C) * sizeof(float));
         int64_t stop = below ? 0 : lowest;
         for (int64_t i = layers - 1; i >= stop; i--) {
             mmt_block *y = &r->blocks[i];
@@ -426,19 +443,17 @@ mmt_status mmt_git_run_backward(mmt_git_run *r) {
             if (!dtext || !dfeat) return MMT_STATUS_OUT_OF_MEMORY;
             for (int64_t b = 0; b < B; b++) {
                 ops->buffer_copy(dfeat + b * Ni * C, dx + b * T * C, (size_t)(Ni * C) * sizeof(float));
-                ops->buffer_copy(dtext + b * L * C, dx + (b * T + Ni) * C, (size_t)(L * C) * sizeof(float));
+                ops->buffer_copy(dtext + b * Lt * C, dx + (b * T + Ni) * C, (size_t)(Lt * C) * sizeof(float));
             }
-            /* text: LayerNorm <- token + position embeddings */
-            int emb = r->dword_emb || r->dpos_emb;
+            /* text: LayerNorm <- [prompt rows; token embeddings] + position embeddings */
+            int emb = r->dword_emb || r->dpos_emb || r->dprompt;
             float *demb = emb ? ALLOC_F(ar, NL * C) : NULL;
             if (emb && !demb) return MMT_STATUS_OUT_OF_MEMORY;
             if (demb) memset(demb, 0, (size_t)(NL * C) * sizeof(float));
             if (emb || r->demb_ln_w)
                 ops->layernorm_bwd(demb, r->demb_ln_w, r->demb_ln_b, dtext, sv->emb_pre, sv->emb_mean, sv->emb_rstd,
                                    r->emb_ln_w, NL, C);
-            int64_t pos0 = r->blocks[0].n_prefix;
-            if (demb)
-                nn_token_embed_bwd(ops, r->dword_emb, NULL, r->dpos_emb ? r->dpos_emb + pos0 * C : NULL, demb, sv->ids, B, L, C);
+            if (demb) text_embed_backward(r, demb, sv->ids, B, L, P);
             /* image: LayerNorm <- Linear <- vision states */
             int vision = sv->vision_train, proj = nn_linear_has_grads(&r->proj) || vision;
             float *dpre = proj ? ALLOC_F(ar, NI * C) : NULL;
@@ -506,6 +521,22 @@ static mmt_status iface_set_prefix(void *ctx, int vision, int64_t V, const float
     return MMT_OK;
 }
 
+/* Prompt tuning (PEFT's PROMPT_TUNING on GitForCausalLM): M rows (M, C) in front of every
+ * row's text embeddings, before the position embeddings and GitEmbeddings' LayerNorm, as
+ * PeftModelForCausalLM.forward passes inputs_embeds = [prompt; word_embeddings(input_ids)]. */
+static mmt_status iface_set_text_prompt(void *ctx, int64_t M, const float *prompt, float *dprompt) {
+    mmt_git_run *r = ctx;
+    const mmt_git_config *c = &r->m->cfg;
+    if (M < 0 || M + r->blocks[0].n_prefix >= c->max_positions)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld prompt tokens: the decoder has %lld text positions", (long long)M,
+                        (long long)c->max_positions);
+    if (M > 0 && r->n_prompt > 0) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the decoder already has prompt tokens");
+    r->n_prompt = M;
+    r->prompt = M > 0 ? prompt : NULL;
+    r->dprompt = M > 0 ? dprompt : NULL;
+    return MMT_OK;
+}
+
 static void iface_remove_hooks(void *ctx, void *hook_ctx) {
     mmt_git_run *r = ctx;
     int k = 0;
@@ -523,7 +554,8 @@ void git_run_train_init(mmt_git_run *r) {
                                  .linear = iface_linear, .bottleneck_slot = iface_bottleneck_slot,
                                  .add_param = iface_add_param, .params = iface_params,
                                  .make_module_trainable = iface_make_module_trainable,
-                                 .token_embedding = iface_token_embedding, .set_prefix = iface_set_prefix,
+                                 .token_embedding = iface_token_embedding, .set_text_prompt = iface_set_text_prompt,
+                                 .set_prefix = iface_set_prefix,
                                  .add_hooks = iface_add_hooks,
                                  .remove_hooks = iface_remove_hooks};
     mmt_git_model_dims(&m->cfg, &r->iface.dims);

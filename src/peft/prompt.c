@@ -185,7 +185,7 @@ static mmt_status attach_all(mmt_prompt *p, const mmt_prompt_settings *s) {
                 memcpy(p->text + m * C, tok + (int64_t)id * C, (size_t)C * sizeof(float));
             }
         } else {
-            fill_normal(p->text, M * C, 0.02, &rng);
+            fill_normal(p->text, M * C, s->text_init_std > 0 ? s->text_init_std : 0.02, &rng);
         }
         MMT_TRY(m->set_text_prompt(m->ctx, M, p->text, p->dtext));
         MMT_TRY(reg(p, MMT_PEFT_PROMPT_KEY, p->text, p->dtext, 2, M, C, 1));

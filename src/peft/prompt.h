@@ -1,6 +1,7 @@
 /*
- * prompt.h — prompt and prefix tuning for CLIP: the learned tokens, their initialisation,
- * the prefix projection MLP, and their tensors in an adapter file.
+ * prompt.h — prompt and prefix tuning: the learned tokens, their initialisation, the prefix
+ * projection MLP, and their tensors in an adapter file (CLIP; GIT takes text prompts and
+ * decoder prefixes).
  *
  * Three kinds of learned tokens, any of which may be combined (and combined with a LoRA or
  * IA3 adapter on the same view):
@@ -12,7 +13,8 @@
  *     Raw: a trainable (V, L*2*C) tensor in PEFT's prompt_embeddings layout. With
  *     prefix_projection (PEFT's PrefixEncoder): Embedding(V, C) -> Linear(C, E) -> Tanh ->
  *     Linear(E, L*2*C) is trained instead and recomputed before every forward (a view hook).
- * How the towers use them is in models/clip_train.c.
+ * How the towers use them is the family's: CLIP puts text prompts after BOS (CoOp,
+ * models/clip_train.c), GIT in front of the whole text (PEFT's PROMPT_TUNING, models/git_train.c).
  *
  * Tensor names (adapter_model.safetensors; also the names the view registers, so optimizer
  * state and gradients carry them):
@@ -28,8 +30,9 @@
  * the encoder names hold what trains. Which parts a file has is read from its tensor names
  * and shapes (mmt_prompt_settings_from_file); adapter_config.json carries PEFT's keys only.
  *
- * Initialisation: text prompts N(0, 0.02^2) (CoOp), or the token embeddings of an init text
- * repeated to M (PEFT's prompt_tuning_init TEXT); visual prompts U(-a, a) with
+ * Initialisation: text prompts N(0, 0.02^2) (CoOp; or the settings' std: 1 is PEFT's
+ * nn.Embedding), or the token embeddings of an init text repeated to M, cut at M (PEFT's
+ * prompt_tuning_init TEXT); visual prompts U(-a, a) with
  * a = sqrt(6 / (3 * patch^2 + C)) (VPT's xavier-uniform, KMnP/vpt vit.py); raw prefixes and
  * the projection's embedding N(0, 1) (torch's nn.Embedding, as PEFT's PrefixEncoder); the
  * projection's linears U(-1/sqrt(in), 1/sqrt(in)) for weight and bias (torch's nn.Linear).
@@ -45,7 +48,8 @@
 
 typedef struct mmt_prompt_settings {
     int64_t text_tokens;        /* CoOp context vectors (0: none) */
-    const int32_t *init_ids;    /* text init: token ids (no BOS/EOS), repeated to text_tokens; NULL: random */
+    const int32_t *init_ids;    /* text init: token ids, repeated to text_tokens; NULL: random */
+    double text_init_std;       /* random text prompts: N(0, std^2); 0: 0.02 (CoOp) */
     int64_t n_init_ids;
     int64_t visual_tokens;      /* VPT tokens (0: none) */
     int visual_deep;            /* VPT-deep */

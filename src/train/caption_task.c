@@ -19,8 +19,8 @@ struct mmt_caption_task {
     const mmt_pairs *pairs;        /* borrowed */
     mmt_caption_task_options opt;
     mmt_git_run *run;              /* owned */
-    mmt_adapter *adapter;          /* owned; NULL: full fine-tuning or prefix tuning */
-    mmt_prompt *prompt;            /* owned; prefix tuning */
+    mmt_adapter *adapter;          /* owned; NULL: full fine-tuning, prompt or prefix tuning */
+    mmt_prompt *prompt;            /* owned; prompt or prefix tuning */
     mmt_peft_config prompt_peft;   /* owned when prompt: its adapter_config.json */
     mmt_peft_config peft;          /* owned copy when have_peft */
     int have_peft;
@@ -130,6 +130,51 @@ static mmt_status task_load(void *ctx, const char *dir) {
     return mmt_params_load_model_file(p, n, dir);
 }
 
+/* The ids of PEFT's prompt_tuning_init_text: tokenizer(text)["input_ids"], [CLS] and [SEP]
+ * included (peft/tuners/prompt_tuning/model.py PromptEmbedding). */
+static mmt_status init_text_ids(const mmt_wordpiece *tok, const char *text, int32_t **ids, int64_t *n) {
+    int64_t total = 0;
+    *ids = NULL;
+    MMT_TRY(mmt_wordpiece_encode(tok, text, strlen(text), 1, NULL, 0, &total));
+    if (total < 1 || !(*ids = mmt_malloc((size_t)total * sizeof(int32_t)))) return MMT_STATUS_OUT_OF_MEMORY;
+    *n = total;
+    return mmt_wordpiece_encode(tok, text, strlen(text), 1, *ids, total, &total);
+}
+
+/* Prompt tuning (PEFT's PROMPT_TUNING: rows in front of the text) or prefix tuning of the
+ * decoder, and the adapter_config.json PEFT loads them with on GitForCausalLM. */
+static mmt_status attach_prompt(mmt_caption_task *t, const mmt_wordpiece *tok, const mmt_caption_task_options *o) {
+    const mmt_model_iface *iface = mmt_git_run_iface(t->run);
+    mmt_prompt_settings ps = *o->prompt;
+    ps.trainable = 1;
+    ps.seed = o->seed;
+    ps.text_init_std = 1.0; /* PEFT's RANDOM init: torch's nn.Embedding, N(0, 1) */
+    const char *init_text = ps.text_tokens > 0 && o->prompt_init_text && o->prompt_init_text[0] ? o->prompt_init_text : NULL;
+    int32_t *ids = NULL;
+    mmt_status s = MMT_OK;
+    if (init_text && (s = init_text_ids(tok, init_text, &ids, &ps.n_init_ids)) == MMT_OK) ps.init_ids = ids;
+    if (s == MMT_OK) s = mmt_prompt_attach(iface, &ps, &t->prompt);
+    if (s == MMT_OK) s = mmt_prompt_peft_config(&ps, &iface->dims, init_text, &t->prompt_peft);
+    mmt_free(ids);
+    if (s != MMT_OK) return s;
+    /* PeftModelForCausalLM, as PEFT saves prompt learning on GitForCausalLM; PEFT's config
+     * refuses a TEXT init without a tokenizer to name (the snapshot has it) */
+    mmt_peft_config *pc = &t->prompt_peft;
+    mmt_free(pc->task_type);
+    mmt_free(pc->base_model_class);
+    mmt_free(pc->parent_library);
+    mmt_free(pc->base_model_name_or_path);
+    pc->base_model_class = pc->parent_library = NULL;
+    pc->task_type = mmt_strdup("CAUSAL_LM");
+    pc->base_model_name_or_path = mmt_strdup(mmt_git_dir(t->model));
+    if (!pc->task_type || !pc->base_model_name_or_path) return MMT_STATUS_OUT_OF_MEMORY;
+    if (init_text) {
+        mmt_free(pc->tokenizer_name_or_path);
+        if (!(pc->tokenizer_name_or_path = mmt_strdup(mmt_git_dir(t->model)))) return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    return MMT_OK;
+}
+
 mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const mmt_caption_task_options *o,
                                    mmt_caption_task **out) {
     *out = NULL;
@@ -138,10 +183,18 @@ mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const
         return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json, cannot tokenize captions",
                         mmt_git_dir(model));
     const mmt_git_config *c = mmt_git_config_of(model);
-    int64_t Lmax = o->max_tokens > 0 ? o->max_tokens : c->max_positions < 40 ? c->max_positions : 40;
-    if (Lmax < 3 || Lmax > c->max_positions)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "caption length %lld is outside 3..%lld (the model's positions)",
-                        (long long)Lmax, (long long)c->max_positions);
+    /* prompt rows and prefixes take text positions before the caption's */
+    int64_t virtual_tokens = o->prompt ? o->prompt->text_tokens + o->prompt->prefix_tokens : 0;
+    int64_t room = c->max_positions - virtual_tokens;
+    if (room < 3)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%lld virtual tokens leave %lld of the model's %lld positions to "
+                        "captions, which need at least 3 ([CLS], a token, [SEP])", (long long)virtual_tokens,
+                        (long long)(room > 0 ? room : 0), (long long)c->max_positions);
+    int64_t Lmax = o->max_tokens > 0 ? o->max_tokens : room < 40 ? room : 40;
+    if (Lmax < 3 || Lmax > room)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "caption length %lld is outside 3..%lld (the model's %lld positions "
+                        "less %lld virtual tokens)", (long long)Lmax, (long long)room, (long long)c->max_positions,
+                        (long long)virtual_tokens);
     mmt_caption_task *t = mmt_calloc(1, sizeof *t);
     if (!t) return MMT_STATUS_OUT_OF_MEMORY;
     t->model = model;
@@ -156,18 +209,7 @@ mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const
         if ((s = mmt_peft_config_copy(&t->peft, o->peft)) == MMT_OK && (t->have_peft = 1))
             s = mmt_adapter_from_config(mmt_git_run_iface(t->run), o->peft, o->seed, 1, &t->adapter);
     } else if (s == MMT_OK && o->prompt) {
-        mmt_prompt_settings ps = *o->prompt;
-        ps.trainable = 1;
-        ps.seed = o->seed;
-        s = mmt_prompt_attach(mmt_git_run_iface(t->run), &ps, &t->prompt);
-        if (s == MMT_OK) s = mmt_prompt_peft_config(&ps, &mmt_git_run_iface(t->run)->dims, NULL, &t->prompt_peft);
-        if (s == MMT_OK) { /* PeftModelForCausalLM, as PEFT saves prefix tuning of GitForCausalLM */
-            mmt_free(t->prompt_peft.task_type);
-            mmt_free(t->prompt_peft.base_model_class);
-            mmt_free(t->prompt_peft.parent_library);
-            t->prompt_peft.base_model_class = t->prompt_peft.parent_library = NULL;
-            if (!(t->prompt_peft.task_type = mmt_strdup("CAUSAL_LM"))) s = MMT_STATUS_OUT_OF_MEMORY;
-        }
+        s = attach_prompt(t, tok, o);
     } else if (s == MMT_OK) {
         s = mmt_git_run_make_full(t->run);
     }

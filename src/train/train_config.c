@@ -27,7 +27,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--model", "model", S, F(model), "DIR", "Hugging Face CLIP or GIT snapshot (required; a GIT captioner trains on captions)"},
     {"--data", "data", S, F(data), "FILE", "pairs: .jsonl, COCO captions .json, .csv or a class-per-folder directory (required)"},
     {"--image-root", "image_root", S, F(o.image_root), "DIR", "COCO: folder the file_name entries are relative to"},
-    {"--method", "method", S, F(o.method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe"},
+    {"--method", "method", S, F(o.method), "M", "lora, ia3, prompt, visual-prompt, prefix, adapter, full or linear-probe (a GIT captioner: lora, ia3, prompt, prefix or full)"},
     {"--out", "out", S, F(out), "DIR", "run folder: adapter/, ckpt-STEP/, metrics.jsonl"},
     {"--resume", "resume", S, F(o.resume), "DIR", "continue the run in DIR from its newest intact checkpoint (or from DIR/ckpt-STEP); the settings, model and data must be the run's"},
     {"--overwrite", NULL, B, F(o.overwrite), NULL, "delete what a non-empty --out holds and start afresh (otherwise refused)"},
@@ -290,12 +290,13 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method linear-probe fits in one go; there is nothing to --resume");
     int captioner = 0;
     if (c->model) MMT_TRY(mmt_snapshot_is_git(c->model, &captioner));
-    if (captioner && !is_method(o, "lora") && !is_method(o, "ia3") && !is_method(o, "prefix") && !is_method(o, "full"))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: %s is a GIT captioner: --method takes lora, ia3, prefix or full "
-                        "for it, not '%s'", c->model, o->method);
+    if (captioner && !is_method(o, "lora") && !is_method(o, "ia3") && !is_method(o, "prompt") && !is_method(o, "prefix") &&
+        !is_method(o, "full"))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: %s is a GIT captioner: --method takes lora, ia3, prompt, prefix "
+                        "or full for it, not '%s'", c->model, o->method);
     if (captioner && (o->prompt_tokens > 0 || o->visual_prompt_tokens > 0 || o->prefix_vision))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: text and visual prompts and vision prefixes are not implemented "
-                        "for GIT captioners");
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --prompt-tokens, visual prompts and vision prefixes are not "
+                        "implemented for GIT captioners (--method prompt is PEFT's prompt tuning)");
     if (o->max_caption_tokens < 0 || o->max_caption_tokens == 1 || o->max_caption_tokens == 2)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--max-caption-tokens must be at least 3 ([CLS], a token, [SEP])");
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1))

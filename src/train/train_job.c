@@ -170,6 +170,7 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
     }
     const mmt_train_options *o = &c->o;
     mmt_caption_task_options to = {.peft = j->have_peft ? &j->peft : NULL, .prompt = j->have_prompt ? &j->prompt : NULL,
+                                   .prompt_init_text = o->prompt_tuning_init_text,
                                    .max_tokens = o->max_caption_tokens, .label_smoothing = (float)o->label_smoothing,
                                    .seed = (uint64_t)o->seed, .cache_bytes = (size_t)o->cache_mb << 20,
                                    .loader_workers = o->loader_workers, .prefetch_batches = o->prefetch};

@@ -34,7 +34,7 @@ typedef struct mmt_train_job_result {
  * mmt_train_config_check. */
 mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const mmt_train_config *c,
                                 mmt_train_job **out);
-/* The same for a GIT captioner (train/caption_task.h): lora, ia3, prefix or full. */
+/* The same for a GIT captioner (train/caption_task.h): lora, ia3, prompt, prefix or full. */
 struct mmt_git;
 mmt_status mmt_train_job_create_caption(struct mmt_git *model, const mmt_pairs *pairs, const mmt_train_config *c,
                                         mmt_train_job **out);
