@@ -13,6 +13,7 @@
  *   mmtune init                   (tools/cli/init.c)
  *   mmtune wordpiece              (tools/cli/wordpiece.c)
  *   mmtune report                 (tools/cli/report.c)
+ *   mmtune serve                  (tools/cli/serve.c)
  */
 #include <ctype.h>
 #include <errno.h>
@@ -54,6 +55,7 @@ static const char *USAGE =
     "             (--family git: a GIT captioner)\n"
     "  wordpiece  build a BERT WordPiece vocabulary (tokenizer.json) from captions\n"
     "  report     write a run's self-contained HTML report (curves, metrics, examples)\n"
+    "  serve      an HTTP service: embeddings, zero-shot classification, adapters, metrics\n"
     "  version    print the version\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
@@ -764,5 +766,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(cmd, "wordpiece")) return cmd_wordpiece(argc - 2, argv + 2);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -47,5 +47,6 @@ int cmd_bpe(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_wordpiece(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

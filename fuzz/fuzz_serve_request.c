@@ -1,0 +1,43 @@
+/* fuzz_serve_request.c — libFuzzer target for the request bodies of `mmtune serve`.
+ *
+ * Byte 0 picks the endpoint (even: /v1/embeddings, odd: /v1/classify); the rest is the body,
+ * parsed by mmt_serve_parse_clip with a limit of 64 inputs. A body that parses must give a
+ * consistent request (1..64 inputs; for classify one label per prompt row, after the images;
+ * every text non-empty; every image some decoded bytes); one that fails must give a status
+ * of 400, 413 or 500 and a one-line message. The base64 decoder also gets the body as is.
+ * Never crash, hang, leak or read out of bounds.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "serve/request.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    int classify = data[0] & 1;
+    const char *body = (const char *)data + 1;
+    size_t len = size - 1;
+    mmt_clip_request r;
+    char err[400];
+    int status = mmt_serve_parse_clip(body, len, classify, 64, &r, err, sizeof err);
+    if (status) {
+        if ((status != 400 && status != 413 && status != 500) || !err[0] || strchr(err, '\n')) __builtin_trap();
+    } else {
+        if (r.n_inputs < 1 || r.n_inputs > 64) __builtin_trap();
+        if (classify && (r.n_labels < 1 || r.n_labels >= r.n_inputs)) __builtin_trap();
+        if (!classify && r.n_labels) __builtin_trap();
+        for (int64_t i = 0; i < r.n_inputs; i++) {
+            const mmt_serve_input *in = &r.inputs[i];
+            if (in->image ? !in->bytes : (!in->text || !in->text[0])) __builtin_trap();
+            if (classify && (i < r.n_inputs - r.n_labels) != in->image) __builtin_trap();
+        }
+        mmt_clip_request_free(&r);
+    }
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (mmt_base64_decode(body, len, &bytes, &n) == MMT_OK && n > len) __builtin_trap();
+    mmt_free(bytes);
+    return 0;
+}

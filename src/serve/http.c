@@ -1,0 +1,250 @@
+/* http.c — the HTTP layer on libmicrohttpd (see http.h). */
+#include "serve/http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/json.h"
+#include "core/log.h"
+
+#define DEFAULT_MAX_BODY ((size_t)16 << 20)
+
+struct mmt_http {
+    struct MHD_Daemon *daemon;
+    mmt_http_options opt;
+    int port;
+    _Atomic int64_t pending;
+};
+
+struct mmt_http_reply {
+    pthread_mutex_t mu;
+    mmt_http *h;
+    struct MHD_Connection *conn;
+    int sent, suspended, queued;
+    int status;
+    char content_type[64];
+    char *body;
+    size_t len;
+};
+
+/* One request's state, from its first header to the completed callback. */
+typedef struct conn_state {
+    char *body;
+    size_t len, cap;
+    int too_big;    /* the body went past max_body_bytes: answered 413, the rest discarded */
+    int dispatched; /* the handler has the request */
+    mmt_http_reply reply;
+    char client[64];
+} conn_state;
+
+static void reply_clear(mmt_http_reply *r) {
+    mmt_free(r->body);
+    r->body = NULL;
+}
+
+void mmt_http_reply_send(mmt_http_reply *r, int status, const char *content_type, const char *body, size_t len) {
+    pthread_mutex_lock(&r->mu);
+    if (r->sent) { /* a second send is a bug in the caller; keep the first */
+        pthread_mutex_unlock(&r->mu);
+        mmt_log_warn("http: a reply was sent twice; the second is dropped");
+        return;
+    }
+    r->status = status;
+    snprintf(r->content_type, sizeof r->content_type, "%s", content_type ? content_type : "application/json");
+    r->body = mmt_malloc(len ? len : 1);
+    if (r->body) {
+        if (len) memcpy(r->body, body, len);
+        r->len = len;
+    } else { /* no memory for the body: a bodiless 500 still tells the client */
+        r->status = 500;
+        r->len = 0;
+    }
+    r->sent = 1;
+    atomic_fetch_sub(&r->h->pending, 1);
+    if (r->suspended) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mmt_http_reply_error(mmt_http_reply *reply, int status, const char *type, const char *message) {
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{\"error\": {\"message\": ");
+    mmt_strbuf_json_string(&b, message, strlen(message));
+    mmt_strbuf_printf(&b, ", \"type\": \"%s\", \"code\": %d}}\n", type, status);
+    if (b.failed) mmt_http_reply_send(reply, status, "application/json", "", 0);
+    else mmt_http_reply_send(reply, status, "application/json", b.data, b.len);
+    mmt_strbuf_free(&b);
+}
+
+/* Queues the sent reply as the connection's response. */
+static enum MHD_Result queue_reply(struct MHD_Connection *c, mmt_http_reply *r) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    r->queued = 1;
+    reply_clear(r);
+    return ok;
+}
+
+static void client_text(struct MHD_Connection *c, char *out, size_t size) {
+    snprintf(out, size, "?");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    mmt_http *h = cls;
+    conn_state *st = *con_cls;
+    if (!st) { /* headers are in: set up, and refuse an announced body that is too large */
+        if (!(st = mmt_calloc(1, sizeof *st))) return MHD_NO;
+        pthread_mutex_init(&st->reply.mu, NULL);
+        st->reply.h = h;
+        st->reply.conn = c;
+        client_text(c, st->client, sizeof st->client);
+        *con_cls = st;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (!cl || strtoull(cl, NULL, 10) <= h->opt.max_body_bytes) return MHD_YES;
+        st->too_big = 1; /* answered now, without waiting for a body that will not be read */
+    } else if (*upload_size) { /* a piece of the body */
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (st->too_big) return MHD_YES;
+        if (st->len + n > h->opt.max_body_bytes) { /* answered now; the rest is discarded */
+            st->too_big = 1;
+            mmt_free(st->body);
+            st->body = NULL;
+            st->len = st->cap = 0;
+            goto answer;
+        }
+        if (st->len + n + 1 > st->cap) {
+            size_t cap = st->cap ? st->cap : 4096;
+            while (cap < st->len + n + 1) cap *= 2;
+            char *b = mmt_realloc(st->body, cap);
+            if (!b) return MHD_NO;
+            st->body = b, st->cap = cap;
+        }
+        memcpy(st->body + st->len, upload, n);
+        st->len += n;
+        return MHD_YES;
+    }
+answer:;
+    mmt_http_reply *r = &st->reply;
+    if (!st->dispatched) { /* the whole request is in */
+        st->dispatched = 1;
+        atomic_fetch_add(&h->pending, 1);
+        if (st->too_big) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "request body over the limit of %zu bytes (--max-body-bytes)", h->opt.max_body_bytes);
+            mmt_http_reply_error(r, 413, "request_too_large", msg);
+        } else {
+            if (!st->body && !(st->body = mmt_calloc(1, 1))) return MHD_NO;
+            st->body[st->len] = '\0';
+            const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+            char path[2048];
+            snprintf(path, sizeof path, "%s", url);
+            char *q = strchr(path, '?');
+            if (q) *q = '\0';
+            mmt_http_request req = {.method = method, .path = path, .content_type = ct ? ct : "", .body = st->body,
+                                    .body_len = st->len, .client = st->client};
+            h->opt.handler(h->opt.user, &req, r);
+        }
+    }
+    pthread_mutex_lock(&r->mu);
+    enum MHD_Result ok = MHD_YES;
+    if (r->sent && !r->queued) ok = queue_reply(c, r);
+    else if (!r->sent) {
+        r->suspended = 1;
+        MHD_suspend_connection(c);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code) {
+    (void)c, (void)code;
+    mmt_http *h = cls;
+    conn_state *st = *con_cls;
+    if (!st) return;
+    if (st->dispatched && !st->reply.sent) atomic_fetch_sub(&h->pending, 1); /* never answered (stop) */
+    reply_clear(&st->reply);
+    pthread_mutex_destroy(&st->reply.mu);
+    mmt_free(st->body);
+    mmt_free(st);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    mmt_log_debug("libmicrohttpd: %s", msg);
+}
+
+mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
+    *out = NULL;
+    if (!o->handler) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "http: no handler");
+    if (o->port < 0 || o->port > 65535) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "http: port %d is out of range", o->port);
+    mmt_http *h = mmt_calloc(1, sizeof *h);
+    if (!h) return MMT_STATUS_OUT_OF_MEMORY;
+    h->opt = *o;
+    if (!h->opt.max_body_bytes) h->opt.max_body_bytes = DEFAULT_MAX_BODY;
+    if (!h->opt.max_connections) h->opt.max_connections = 256;
+    if (!h->opt.idle_timeout_s) h->opt.idle_timeout_s = 30;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
+    const char *host = o->host ? o->host : "127.0.0.1";
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        mmt_free(h);
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "http: '%s' is not an IPv4 address to listen on", host);
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opt.max_connections,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->opt.idle_timeout_s,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
+    if (!h->daemon) {
+        mmt_free(h);
+        return mmt_fail(MMT_STATUS_IO, "http: cannot listen on %s:%d (in use, or not allowed)", host, o->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : o->port;
+    *out = h;
+    return MMT_OK;
+}
+
+int mmt_http_port(const mmt_http *h) { return h->port; }
+
+int64_t mmt_http_pending(const mmt_http *h) { return atomic_load(&h->pending); }
+
+void mmt_http_quiesce(mmt_http *h) {
+    if (!h || !h->daemon) return;
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+void mmt_http_stop(mmt_http *h) {
+    if (!h) return;
+    if (h->daemon) MHD_stop_daemon(h->daemon);
+    mmt_free(h);
+}

@@ -1,0 +1,42 @@
+/*
+ * metrics.h — the server's counters in Prometheus' text exposition format (version 0.0.4).
+ *
+ * Series: mmtune_requests_total{endpoint,adapter,code}, mmtune_request_seconds (histogram per
+ * endpoint and adapter), mmtune_batch_rows and mmtune_batch_seconds (histograms of the
+ * batches run), mmtune_generated_tokens_total, and the gauges the caller passes at render
+ * time (queue depth, requests in flight, adapters loaded, resident memory). At most
+ * MMT_METRICS_MAX_SERIES (endpoint, adapter) pairs are kept apart; later ones are counted
+ * under adapter="_other", so a client inventing adapter names cannot grow memory. Every
+ * call is thread-safe.
+ */
+#ifndef MMT_SERVE_METRICS_H
+#define MMT_SERVE_METRICS_H
+
+#include <stdint.h>
+
+#include "core/json.h"
+#include "core/status.h"
+
+#define MMT_METRICS_MAX_SERIES 512
+
+typedef struct mmt_metrics mmt_metrics;
+
+typedef struct mmt_metrics_gauges {
+    int64_t queue_rows;     /* rows waiting for a batch */
+    int64_t in_flight;      /* requests not answered yet */
+    int64_t adapters;       /* adapters loaded */
+    int ready;              /* the model is loaded */
+} mmt_metrics_gauges;
+
+mmt_status mmt_metrics_create(mmt_metrics **out);
+void mmt_metrics_free(mmt_metrics *m);
+
+/* One answered request: its endpoint ("/v1/embeddings"), adapter name ("" or NULL: the
+ * base), HTTP status and seconds from arrival to reply. */
+void mmt_metrics_request(mmt_metrics *m, const char *endpoint, const char *adapter, int status, double seconds);
+void mmt_metrics_batch(mmt_metrics *m, int64_t rows, double seconds);
+void mmt_metrics_tokens(mmt_metrics *m, int64_t generated);
+/* Appends the whole exposition. */
+void mmt_metrics_render(mmt_metrics *m, const mmt_metrics_gauges *g, mmt_strbuf *out);
+
+#endif

@@ -1,0 +1,725 @@
+/* server.c — routes, the adapter registry and the batch runner of `mmtune serve` (server.h). */
+#include "serve/server.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "mmtune.h"
+#include "models/clip.h"
+#include "models/clip_config.h"
+#include "serve/batcher.h"
+#include "serve/http.h"
+#include "serve/metrics.h"
+#include "serve/request.h"
+#include "serve/web_page.h"
+
+enum { LOADING = 0, READY = 1, FAILED = -1 };
+
+typedef struct adapter_ref {
+    char name[64];
+    char *dir;
+    mmt_clip_adapter *a;
+    int refs;    /* requests holding it, plus one while it is in the registry */
+} adapter_ref;
+
+struct mmt_server {
+    mmt_server_options o;
+    char *model_dir;
+    mmt_http *http;
+    mmt_metrics *metrics;
+    mmt_batcher *batcher;
+    pthread_t loader;
+    int loader_started;
+    _Atomic int state;
+    char load_error[512];
+    mmt_clip *model;
+    mmt_clip_run *run;       /* the batch worker's */
+    int64_t dim, image_size;
+    float logit_scale;
+    pthread_mutex_t mu;      /* the registry */
+    adapter_ref **adapters;
+    int64_t n_adapters, cap_adapters;
+    _Atomic int64_t loads_in_flight;
+};
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+void mmt_server_options_default(mmt_server_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_batch = 32;
+    o->max_wait_ms = 5;
+    o->max_body_bytes = (size_t)16 << 20;
+    o->max_inputs = 256;
+    o->max_image_pixels = INT64_C(16) << 20;
+    o->max_connections = 256;
+    o->idle_timeout_s = 30;
+    o->deadline_s = 30;
+    o->max_adapters = 1024;
+}
+
+static void reply_json(mmt_http_reply *r, int status, const mmt_strbuf *b) {
+    if (b->failed) mmt_http_reply_error(r, 500, "server_error", "out of memory");
+    else mmt_http_reply_send(r, status, "application/json", b->data, b->len);
+}
+
+static int valid_name(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 63) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] == '_' || s[i] == '-' || s[i] == '.' || (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
+              (s[i] >= 'A' && s[i] <= 'Z')))
+            return 0;
+    return strcmp(s, "base") != 0;
+}
+
+/* ---- adapter registry ---------------------------------------------------------------- */
+
+static void adapter_release(mmt_server *s, adapter_ref *a) {
+    if (!a) return;
+    pthread_mutex_lock(&s->mu);
+    int last = --a->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!last) return;
+    mmt_clip_adapter_close(a->a);
+    mmt_free(a->dir);
+    mmt_free(a);
+}
+
+/* The adapter a request names, with a reference taken; *a NULL for the base. 0 when the name
+ * is unknown. */
+static int adapter_acquire(mmt_server *s, const char *name, adapter_ref **a) {
+    *a = NULL;
+    if (!name || !name[0] || !strcmp(name, "base")) return 1;
+    const char *base = strrchr(s->model_dir, '/');
+    if (!strcmp(name, base ? base + 1 : s->model_dir) || !strcmp(name, s->model_dir)) return 1;
+    pthread_mutex_lock(&s->mu);
+    for (int64_t i = 0; i < s->n_adapters; i++)
+        if (!strcmp(s->adapters[i]->name, name)) {
+            *a = s->adapters[i];
+            (*a)->refs++;
+            break;
+        }
+    pthread_mutex_unlock(&s->mu);
+    return *a != NULL;
+}
+
+/* Opens dir and registers it as name; a one-line error otherwise. */
+static mmt_status adapter_add(mmt_server *s, const char *name, const char *dir) {
+    if (!valid_name(name))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s': use 1-63 of A-Z a-z 0-9 _ - . (not 'base')", name);
+    adapter_ref *a = mmt_calloc(1, sizeof *a);
+    if (!a || !(a->dir = mmt_strdup(dir))) {
+        mmt_free(a);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    snprintf(a->name, sizeof a->name, "%s", name);
+    mmt_status st = mmt_clip_adapter_open(s->model, dir, &a->a);
+    if (st != MMT_OK) {
+        mmt_free(a->dir);
+        mmt_free(a);
+        return st;
+    }
+    a->refs = 1;
+    pthread_mutex_lock(&s->mu);
+    for (int64_t i = 0; i < s->n_adapters; i++)
+        if (!strcmp(s->adapters[i]->name, name)) st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter '%s' is already loaded", name);
+    if (st == MMT_OK && s->n_adapters >= s->o.max_adapters)
+        st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "already %d adapters loaded (--max-adapters)", s->o.max_adapters);
+    if (st == MMT_OK && s->n_adapters == s->cap_adapters) {
+        int64_t cap = s->cap_adapters ? 2 * s->cap_adapters : 16;
+        adapter_ref **g = mmt_realloc(s->adapters, (size_t)cap * sizeof *g);
+        if (g) s->adapters = g, s->cap_adapters = cap;
+        else st = MMT_STATUS_OUT_OF_MEMORY;
+    }
+    if (st == MMT_OK) s->adapters[s->n_adapters++] = a;
+    pthread_mutex_unlock(&s->mu);
+    if (st != MMT_OK) adapter_release(s, a);
+    return st;
+}
+
+/* Drops name from the registry (requests holding it finish first); 0 if there is none. */
+static int adapter_remove(mmt_server *s, const char *name) {
+    adapter_ref *a = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (int64_t i = 0; i < s->n_adapters; i++)
+        if (!strcmp(s->adapters[i]->name, name)) {
+            a = s->adapters[i];
+            memmove(s->adapters + i, s->adapters + i + 1, (size_t)(s->n_adapters - i - 1) * sizeof *s->adapters);
+            s->n_adapters--;
+            break;
+        }
+    pthread_mutex_unlock(&s->mu);
+    adapter_release(s, a);
+    return a != NULL;
+}
+
+static int64_t adapter_count(mmt_server *s) {
+    pthread_mutex_lock(&s->mu);
+    int64_t n = s->n_adapters;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* ---- CLIP requests and their batches ------------------------------------------------- */
+
+typedef struct clip_job {
+    mmt_batch_job job;
+    mmt_server *srv;
+    mmt_http_reply *reply;
+    const char *endpoint;
+    double t0;
+    adapter_ref *adapter;
+    char adapter_name[64];
+    mmt_clip_request req; /* rows: req.inputs (classify: the images, then the label prompts) */
+    int classify;
+    float *out;           /* (rows, dim) */
+    int64_t tokens;
+    int status;           /* 0 while fine, else the HTTP status of its error */
+    char error[400];
+} clip_job;
+
+static void clip_job_free(clip_job *j) {
+    mmt_clip_request_free(&j->req);
+    mmt_free(j->out);
+    mmt_free(j);
+}
+
+/* Answers the job (its error, or its result) and frees it. */
+static void clip_job_finish(clip_job *j, int status, const mmt_strbuf *body) {
+    mmt_server *s = j->srv;
+    if (j->status) mmt_http_reply_error(j->reply, j->status, j->status >= 500 ? "server_error" : "invalid_request_error",
+                                        j->error);
+    else reply_json(j->reply, status, body);
+    mmt_metrics_request(s->metrics, j->endpoint, j->adapter_name, j->status ? j->status : status, mmt_now_seconds() - j->t0);
+    adapter_release(s, j->adapter);
+    clip_job_free(j);
+}
+
+static void job_fail(clip_job *j, int status, const char *fmt, const char *detail) {
+    if (j->status) return;
+    j->status = status;
+    snprintf(j->error, sizeof j->error, fmt, detail);
+}
+
+/* Tokenizes (checks) texts and decodes + preprocesses images of the batch's jobs; a bad row
+ * fails its job. pixels gets every image row of the batch in order, (rows, 3, S, S); a row
+ * that fails leaves its slot unwritten (its job is not computed). */
+static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixels) {
+    const mmt_clip_config *cfg = mmt_clip_config_of(s->model);
+    int64_t L = cfg->text.max_positions, k = 0;
+    int32_t *ids = mmt_malloc((size_t)L * sizeof *ids);
+    const mmt_image_processor *proc = mmt_clip_processor(s->model);
+    for (int64_t b = 0; b < n; b++) {
+        clip_job *j = jobs[b];
+        for (int64_t r = 0; r < j->req.n_inputs; r++) {
+            mmt_serve_input *row = &j->req.inputs[r];
+            char msg[400];
+            if (!row->image) {
+                const char *t = row->text;
+                if (!ids) {
+                    job_fail(j, 503, "%s", "out of memory");
+                } else if (mmt_clip_tokenize(s->model, &t, 1, 0, ids) != MMT_OK) {
+                    snprintf(msg, sizeof msg, "input %lld: %s", (long long)r, mmt_last_error());
+                    job_fail(j, 400, "%s", msg);
+                } else { /* tokens up to and with the EOS (the pad is the EOS) */
+                    int64_t used = 1;
+                    while (used < L && ids[used] != ids[L - 1]) used++;
+                    j->tokens += used < L ? used + 1 : L;
+                }
+                continue;
+            }
+            float *dst = pixels + k++ * 3 * s->image_size * s->image_size;
+            if (j->status) continue; /* its job has failed already */
+            mmt_image img = {0};
+            char what[64];
+            snprintf(what, sizeof what, "input %lld", (long long)r);
+            mmt_status st = mmt_image_decode_memory(row->bytes, row->n_bytes, what, &img);
+            if (st == MMT_OK && img.width * img.height > s->o.max_image_pixels) {
+                snprintf(msg, sizeof msg, "input %lld: image of %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
+                         (long long)r, (long long)img.width, (long long)img.height, (long long)s->o.max_image_pixels);
+                job_fail(j, 413, "%s", msg);
+            } else if (st == MMT_OK && mmt_image_preprocess(&img, proc, dst) != MMT_OK) {
+                snprintf(msg, sizeof msg, "input %lld: %s", (long long)r, mmt_last_error());
+                job_fail(j, 400, "%s", msg);
+            } else if (st != MMT_OK) {
+                job_fail(j, 400, "%s", mmt_last_error());
+            }
+            mmt_image_free(&img);
+        }
+    }
+    mmt_free(ids);
+}
+
+/* The JSON answer of an embeddings job. */
+static void embeddings_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
+    mmt_strbuf_printf(b, "{\"object\": \"list\", \"data\": [");
+    for (int64_t r = 0; r < j->req.n_inputs; r++) {
+        const float *e = j->out + r * s->dim;
+        mmt_strbuf_printf(b, "%s{\"object\": \"embedding\", \"index\": %lld, \"embedding\": ", r ? ", " : "", (long long)r);
+        if (j->req.base64_out) {
+            static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            const uint8_t *p = (const uint8_t *)e;
+            size_t n = (size_t)s->dim * sizeof(float);
+            mmt_strbuf_append(b, "\"", 1);
+            for (size_t i = 0; i < n; i += 3) {
+                uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+                char q[4] = {A[v >> 18 & 63], A[v >> 12 & 63], i + 1 < n ? A[v >> 6 & 63] : '=', i + 2 < n ? A[v & 63] : '='};
+                mmt_strbuf_append(b, q, 4);
+            }
+            mmt_strbuf_append(b, "\"", 1);
+        } else {
+            mmt_strbuf_append(b, "[", 1);
+            for (int64_t c = 0; c < s->dim; c++) mmt_strbuf_printf(b, c ? ", %.9g" : "%.9g", (double)e[c]);
+            mmt_strbuf_append(b, "]", 1);
+        }
+        mmt_strbuf_append(b, "}", 1);
+    }
+    mmt_strbuf_printf(b, "], \"model\": ");
+    const char *name = j->adapter ? j->adapter->name : "base";
+    mmt_strbuf_json_string(b, name, strlen(name));
+    mmt_strbuf_printf(b, ", \"usage\": {\"prompt_tokens\": %lld, \"total_tokens\": %lld}}\n", (long long)j->tokens,
+                      (long long)j->tokens);
+}
+
+/* The JSON answer of a classify job: per image, labels by probability. */
+static void classify_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
+    int64_t n_images = j->req.n_inputs - j->req.n_labels;
+    const float *lab = j->out + n_images * s->dim;
+    double *p = mmt_malloc((size_t)j->req.n_labels * sizeof *p);
+    int64_t *order = mmt_malloc((size_t)j->req.n_labels * sizeof *order);
+    if (!p || !order) {
+        b->failed = 1;
+        mmt_free(p);
+        mmt_free(order);
+        return;
+    }
+    mmt_strbuf_printf(b, "{\"object\": \"list\", \"data\": [");
+    for (int64_t i = 0; i < n_images; i++) {
+        const float *e = j->out + i * s->dim;
+        double max = -INFINITY, sum = 0;
+        for (int64_t c = 0; c < j->req.n_labels; c++) {
+            double dot = 0;
+            for (int64_t d = 0; d < s->dim; d++) dot += (double)e[d] * lab[c * s->dim + d];
+            p[c] = s->logit_scale * dot;
+            if (p[c] > max) max = p[c];
+        }
+        for (int64_t c = 0; c < j->req.n_labels; c++) sum += (p[c] = exp(p[c] - max));
+        for (int64_t c = 0; c < j->req.n_labels; c++) {
+            p[c] /= sum;
+            order[c] = c;
+        }
+        for (int64_t a = 1; a < j->req.n_labels; a++) /* by probability, ties in label order */
+            for (int64_t c = a; c > 0 && p[order[c]] > p[order[c - 1]]; c--) {
+                int64_t t = order[c];
+                order[c] = order[c - 1], order[c - 1] = t;
+            }
+        mmt_strbuf_printf(b, "%s{\"index\": %lld, \"label\": ", i ? ", " : "", (long long)i);
+        mmt_strbuf_json_string(b, j->req.labels[order[0]], strlen(j->req.labels[order[0]]));
+        mmt_strbuf_printf(b, ", \"scores\": [");
+        for (int64_t c = 0; c < j->req.n_labels; c++) {
+            mmt_strbuf_printf(b, "%s{\"label\": ", c ? ", " : "");
+            mmt_strbuf_json_string(b, j->req.labels[order[c]], strlen(j->req.labels[order[c]]));
+            mmt_strbuf_printf(b, ", \"probability\": %.6g}", p[order[c]]);
+        }
+        mmt_strbuf_printf(b, "]}");
+    }
+    mmt_strbuf_printf(b, "], \"model\": ");
+    const char *name = j->adapter ? j->adapter->name : "base";
+    mmt_strbuf_json_string(b, name, strlen(name));
+    mmt_strbuf_printf(b, "}\n");
+    mmt_free(p);
+    mmt_free(order);
+}
+
+/* The batch worker: every text row of the batch in one call, every image row in another,
+ * each row with its own adapter. */
+static void run_batch(void *user, mmt_batch_job **bj, int64_t n, int64_t rows) {
+    mmt_server *s = user;
+    double t0 = mmt_now_seconds();
+    clip_job **jobs = (clip_job **)bj; /* job is the first member */
+    int64_t S = s->image_size, n_images = 0, n_texts = 0;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t r = 0; r < jobs[b]->req.n_inputs; r++) jobs[b]->req.inputs[r].image ? n_images++ : n_texts++;
+    float *pixels = mmt_malloc((size_t)(n_images ? n_images : 1) * 3 * (size_t)(S * S) * sizeof(float));
+    const char **texts = mmt_malloc((size_t)(n_texts ? n_texts : 1) * sizeof *texts);
+    mmt_clip_adapter **img_ad = mmt_malloc((size_t)(n_images ? n_images : 1) * sizeof *img_ad);
+    mmt_clip_adapter **txt_ad = mmt_malloc((size_t)(n_texts ? n_texts : 1) * sizeof *txt_ad);
+    float *img_out = mmt_malloc((size_t)(n_images ? n_images : 1) * (size_t)s->dim * sizeof(float));
+    float *txt_out = mmt_malloc((size_t)(n_texts ? n_texts : 1) * (size_t)s->dim * sizeof(float));
+    int oom = !pixels || !texts || !img_ad || !txt_ad || !img_out || !txt_out;
+    for (int64_t b = 0; b < n && !oom; b++)
+        if (!(jobs[b]->out = mmt_malloc((size_t)jobs[b]->req.n_inputs * (size_t)s->dim * sizeof(float)))) oom = 1;
+    if (oom) {
+        for (int64_t b = 0; b < n; b++) job_fail(jobs[b], 503, "%s", "out of memory for the batch");
+    } else {
+        prepare_rows(s, jobs, n, pixels);
+    }
+    /* the rows of the jobs still fine, images moved down over the slots of failed jobs */
+    int64_t ki = 0, kt = 0, pi = 0;
+    float *packed = pixels;
+    for (int64_t b = 0; b < n && !oom; b++) {
+        clip_job *j = jobs[b];
+        mmt_clip_adapter *a = j->adapter ? j->adapter->a : NULL;
+        for (int64_t r = 0; r < j->req.n_inputs; r++) {
+            if (j->req.inputs[r].image) {
+                if (!j->status) {
+                    if (ki != pi) memmove(packed + ki * 3 * S * S, pixels + pi * 3 * S * S, (size_t)(3 * S * S) * sizeof(float));
+                    img_ad[ki++] = a;
+                }
+                pi++;
+            } else if (!j->status) {
+                texts[kt] = j->req.inputs[r].text;
+                txt_ad[kt++] = a;
+            }
+        }
+    }
+    mmt_status st = MMT_OK;
+    if (!oom && ki) st = mmt_clip_run_embed_pixels(s->run, packed, img_ad, ki, img_out);
+    if (!oom && st == MMT_OK && kt) st = mmt_clip_run_embed_texts(s->run, texts, txt_ad, kt, txt_out);
+    if (st != MMT_OK)
+        for (int64_t b = 0; b < n; b++) job_fail(jobs[b], 500, "%s", mmt_last_error());
+    mmt_metrics_batch(s->metrics, rows, mmt_now_seconds() - t0);
+    ki = kt = 0;
+    for (int64_t b = 0; b < n; b++) {
+        clip_job *j = jobs[b];
+        mmt_strbuf body = {0};
+        if (!j->status) {
+            for (int64_t r = 0; r < j->req.n_inputs; r++) {
+                const float *src = j->req.inputs[r].image ? img_out + ki++ * s->dim : txt_out + kt++ * s->dim;
+                memcpy(j->out + r * s->dim, src, (size_t)s->dim * sizeof(float));
+            }
+            if (j->classify) classify_body(s, j, &body);
+            else embeddings_body(s, j, &body);
+        }
+        clip_job_finish(j, 200, &body);
+        mmt_strbuf_free(&body);
+    }
+    mmt_free(pixels);
+    mmt_free(texts);
+    mmt_free(img_ad);
+    mmt_free(txt_ad);
+    mmt_free(img_out);
+    mmt_free(txt_out);
+}
+
+static void expire_job(void *user, mmt_batch_job *bj) {
+    (void)user;
+    clip_job *j = (clip_job *)bj;
+    job_fail(j, 503, "%s", "the request waited past its deadline (--deadline-ms); the server is overloaded");
+    mmt_strbuf none = {0};
+    clip_job_finish(j, 503, &none);
+}
+
+/* Parses /v1/embeddings or /v1/classify into a job and queues it, or answers the error. */
+static void handle_clip(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply, int classify) {
+    const char *endpoint = classify ? "/v1/classify" : "/v1/embeddings";
+    double t0 = mmt_now_seconds();
+    char err[400];
+    clip_job *j = mmt_calloc(1, sizeof *j);
+    int status = j ? mmt_serve_parse_clip(req->body, req->body_len, classify, s->o.max_inputs, &j->req, err, sizeof err) : 500;
+    if (!j) snprintf(err, sizeof err, "out of memory");
+    if (!status) {
+        j->srv = s, j->reply = reply, j->endpoint = endpoint, j->t0 = t0, j->classify = classify;
+        const char *model = j->req.model;
+        snprintf(j->adapter_name, sizeof j->adapter_name, "%s", model && valid_name(model) ? model : "base");
+        if (!adapter_acquire(s, model, &j->adapter)) {
+            status = 404;
+            snprintf(err, sizeof err, "no adapter named '%.100s' is loaded (GET /v1/adapters lists them)", model);
+        }
+    }
+    if (status) {
+        mmt_http_reply_error(reply, status, status >= 500 ? "server_error" : "invalid_request_error", err);
+        mmt_metrics_request(s->metrics, endpoint, j && status != 404 ? j->adapter_name : "base", status, mmt_now_seconds() - t0);
+        if (j) clip_job_free(j);
+        return;
+    }
+    j->job.rows = j->req.n_inputs;
+    j->job.deadline_s = s->o.deadline_s > 0 ? t0 + s->o.deadline_s : 0;
+    if (!mmt_batcher_submit(s->batcher, &j->job)) {
+        job_fail(j, 503, "%s", "the server is shutting down");
+        mmt_strbuf none = {0};
+        clip_job_finish(j, 503, &none);
+    }
+}
+
+/* ---- adapters over HTTP ----------------------------------------------------------------- */
+
+typedef struct load_task {
+    mmt_server *srv;
+    mmt_http_reply *reply;
+    char name[64];
+    char *dir;
+    double t0;
+} load_task;
+
+/* Loading reads files: on a thread of its own, so the polling thread never waits. */
+static void *load_adapter_thread(void *arg) {
+    load_task *t = arg;
+    mmt_server *s = t->srv;
+    mmt_status st = adapter_add(s, t->name, t->dir);
+    int status = st == MMT_OK ? 201 : st == MMT_STATUS_INVALID_ARGUMENT && strstr(mmt_last_error(), "already") ? 409
+               : st == MMT_STATUS_OUT_OF_MEMORY ? 500 : 400;
+    if (st == MMT_OK) {
+        mmt_strbuf b = {0};
+        mmt_strbuf_printf(&b, "{\"name\": ");
+        mmt_strbuf_json_string(&b, t->name, strlen(t->name));
+        mmt_strbuf_printf(&b, ", \"path\": ");
+        mmt_strbuf_json_string(&b, t->dir, strlen(t->dir));
+        mmt_strbuf_printf(&b, ", \"loaded\": true}\n");
+        reply_json(t->reply, status, &b);
+        mmt_strbuf_free(&b);
+        mmt_log_info("serve: adapter '%s' loaded from %s", t->name, t->dir);
+    } else {
+        mmt_http_reply_error(t->reply, status, status >= 500 ? "server_error" : "invalid_request_error", mmt_last_error());
+    }
+    mmt_metrics_request(s->metrics, "/v1/adapters", "base", status, mmt_now_seconds() - t->t0);
+    atomic_fetch_sub(&s->loads_in_flight, 1);
+    mmt_free(t->dir);
+    mmt_free(t);
+    return NULL;
+}
+
+static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply) {
+    double t0 = mmt_now_seconds();
+    if (!strcmp(req->method, "GET") && !strcmp(req->path, "/v1/adapters")) {
+        mmt_strbuf b = {0};
+        mmt_strbuf_printf(&b, "{\"object\": \"list\", \"data\": [");
+        pthread_mutex_lock(&s->mu);
+        for (int64_t i = 0; i < s->n_adapters; i++) {
+            mmt_strbuf_printf(&b, "%s{\"name\": ", i ? ", " : "");
+            mmt_strbuf_json_string(&b, s->adapters[i]->name, strlen(s->adapters[i]->name));
+            mmt_strbuf_printf(&b, ", \"path\": ");
+            mmt_strbuf_json_string(&b, s->adapters[i]->dir, strlen(s->adapters[i]->dir));
+            mmt_strbuf_printf(&b, "}");
+        }
+        pthread_mutex_unlock(&s->mu);
+        mmt_strbuf_printf(&b, "]}\n");
+        reply_json(reply, 200, &b);
+        mmt_strbuf_free(&b);
+        mmt_metrics_request(s->metrics, "/v1/adapters", "base", 200, mmt_now_seconds() - t0);
+        return;
+    }
+    if (!strcmp(req->method, "DELETE") && !strncmp(req->path, "/v1/adapters/", 13)) {
+        const char *name = req->path + 13;
+        int found = adapter_remove(s, name);
+        if (found) {
+            mmt_strbuf b = {0};
+            mmt_strbuf_printf(&b, "{\"name\": ");
+            mmt_strbuf_json_string(&b, name, strlen(name));
+            mmt_strbuf_printf(&b, ", \"deleted\": true}\n");
+            reply_json(reply, 200, &b);
+            mmt_strbuf_free(&b);
+            mmt_log_info("serve: adapter '%s' unloaded", name);
+        } else {
+            char msg[200];
+            snprintf(msg, sizeof msg, "no adapter named '%.100s' is loaded", name);
+            mmt_http_reply_error(reply, 404, "invalid_request_error", msg);
+        }
+        mmt_metrics_request(s->metrics, "/v1/adapters", "base", found ? 200 : 404, mmt_now_seconds() - t0);
+        return;
+    }
+    if (!strcmp(req->method, "POST") && !strcmp(req->path, "/v1/adapters")) {
+        mmt_json_doc *doc = NULL;
+        const char *name = NULL, *path = NULL, *why = NULL;
+        if (mmt_json_parse(req->body, req->body_len, "request body", &doc) != MMT_OK) why = mmt_last_error();
+        else if (mmt_json_get_string(mmt_json_root(doc), "name", NULL, &name, "request body", "") != MMT_OK ||
+                 mmt_json_get_string(mmt_json_root(doc), "path", NULL, &path, "request body", "") != MMT_OK)
+            why = mmt_last_error();
+        else if (!name || !path) why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER}";
+        else if (!valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
+        load_task *t = why ? NULL : mmt_calloc(1, sizeof *t);
+        if (!why && (!t || !(t->dir = mmt_strdup(path)))) why = "out of memory";
+        pthread_t th;
+        pthread_attr_t attr;
+        if (!why) {
+            t->srv = s, t->reply = reply, t->t0 = t0;
+            snprintf(t->name, sizeof t->name, "%s", name);
+            atomic_fetch_add(&s->loads_in_flight, 1);
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            if (pthread_create(&th, &attr, load_adapter_thread, t) != 0) {
+                atomic_fetch_sub(&s->loads_in_flight, 1);
+                why = "cannot start a thread to load the adapter";
+            }
+            pthread_attr_destroy(&attr);
+        }
+        if (why) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "%s", why);
+            mmt_http_reply_error(reply, 400, "invalid_request_error", msg);
+            mmt_metrics_request(s->metrics, "/v1/adapters", "base", 400, mmt_now_seconds() - t0);
+            if (t) mmt_free(t->dir);
+            mmt_free(t);
+        }
+        mmt_json_free(doc);
+        return;
+    }
+    mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET or POST /v1/adapters, DELETE /v1/adapters/NAME");
+}
+
+/* ---- routing ----------------------------------------------------------------------------- */
+
+static void route(void *user, const mmt_http_request *req, mmt_http_reply *reply) {
+    mmt_server *s = user;
+    int state = atomic_load(&s->state);
+    int get = !strcmp(req->method, "GET"), post = !strcmp(req->method, "POST");
+    if (!strcmp(req->path, "/health")) {
+        if (state == READY) mmt_http_reply_send(reply, 200, "application/json", "{\"status\": \"ok\"}\n", 17);
+        else if (state == LOADING) mmt_http_reply_send(reply, 503, "application/json", "{\"status\": \"loading\"}\n", 22);
+        else {
+            mmt_strbuf b = {0};
+            mmt_strbuf_printf(&b, "{\"status\": \"error\", \"message\": ");
+            mmt_strbuf_json_string(&b, s->load_error, strlen(s->load_error));
+            mmt_strbuf_printf(&b, "}\n");
+            reply_json(reply, 503, &b);
+            mmt_strbuf_free(&b);
+        }
+        return;
+    }
+    if (!strcmp(req->path, "/metrics") && get) {
+        mmt_metrics_gauges g = {.queue_rows = s->batcher ? mmt_batcher_depth(s->batcher) : 0,
+                                .in_flight = mmt_http_pending(s->http) - 1, /* not this one */
+                                .adapters = adapter_count(s), .ready = state == READY};
+        mmt_strbuf b = {0};
+        mmt_metrics_render(s->metrics, &g, &b);
+        if (b.failed) mmt_http_reply_error(reply, 500, "server_error", "out of memory");
+        else mmt_http_reply_send(reply, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+        mmt_strbuf_free(&b);
+        return;
+    }
+    if (!strcmp(req->path, "/") && get) {
+        mmt_http_reply_send(reply, 200, "text/html; charset=utf-8", mmt_web_page, strlen(mmt_web_page));
+        return;
+    }
+    int known = !strcmp(req->path, "/v1/embeddings") || !strcmp(req->path, "/v1/classify") ||
+                !strncmp(req->path, "/v1/adapters", 12);
+    if (!known) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "no endpoint %.200s (see GET / and docs/serving.md)", req->path);
+        mmt_http_reply_error(reply, 404, "invalid_request_error", msg);
+        return;
+    }
+    if (state != READY) {
+        mmt_http_reply_error(reply, 503, "server_error", state == LOADING ? "the model is still loading" : s->load_error);
+        return;
+    }
+    if (!strncmp(req->path, "/v1/adapters", 12)) {
+        handle_adapters(s, req, reply);
+        return;
+    }
+    if (!post) {
+        mmt_http_reply_error(reply, 405, "invalid_request_error", "use POST");
+        return;
+    }
+    handle_clip(s, req, reply, !strcmp(req->path, "/v1/classify"));
+}
+
+/* ---- start and stop --------------------------------------------------------------------- */
+
+static void *load_model(void *arg) {
+    mmt_server *s = arg;
+    mmt_status st = mmt_clip_load(s->model_dir, &s->model);
+    if (st == MMT_OK && !mmt_clip_tokenizer(s->model))
+        st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model has no tokenizer files; texts cannot be embedded", s->model_dir);
+    if (st == MMT_OK) st = mmt_clip_run_create(s->model, &s->run);
+    for (int64_t i = 0; st == MMT_OK && i < s->o.n_adapters; i++) {
+        st = adapter_add(s, s->o.adapter_names[i], s->o.adapter_dirs[i]);
+        if (st != MMT_OK) st = mmt_error_prefix(st, "adapter %s: ", s->o.adapter_names[i]);
+    }
+    if (st == MMT_OK) {
+        const mmt_clip_config *c = mmt_clip_config_of(s->model);
+        s->dim = c->projection_dim;
+        s->image_size = c->vision.image_size;
+        s->logit_scale = mmt_clip_logit_scale(s->model);
+        mmt_batcher_options bo = {.max_batch = s->o.max_batch, .max_wait_s = s->o.max_wait_ms / 1000.0, .run = run_batch,
+                                  .expire = expire_job, .user = s};
+        st = mmt_batcher_start(&bo, &s->batcher);
+    }
+    if (st != MMT_OK) {
+        snprintf(s->load_error, sizeof s->load_error, "%s", mmt_last_error());
+        mmt_log_warn("serve: %s", s->load_error);
+        atomic_store(&s->state, FAILED);
+    } else {
+        mmt_log_info("serve: ready (%s, %lld adapters)", s->model_dir, (long long)s->n_adapters);
+        atomic_store(&s->state, READY);
+    }
+    return NULL;
+}
+
+mmt_status mmt_server_start(const mmt_server_options *o, mmt_server **out) {
+    *out = NULL;
+    if (!o->model_dir) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "serve: no model folder");
+    if (o->max_batch < 1 || !(o->max_wait_ms >= 0) || o->max_inputs < 1 || o->max_image_pixels < 1 || o->max_adapters < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "serve: max batch, inputs and pixels must be >= 1, max wait >= 0");
+    mmt_server *s = mmt_calloc(1, sizeof *s);
+    if (!s || !(s->model_dir = mmt_strdup(o->model_dir))) {
+        mmt_free(s);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    s->o = *o;
+    pthread_mutex_init(&s->mu, NULL);
+    mmt_status st = mmt_metrics_create(&s->metrics);
+    mmt_http_options ho = {.host = o->host, .port = o->port, .max_body_bytes = o->max_body_bytes,
+                           .max_connections = o->max_connections, .idle_timeout_s = o->idle_timeout_s, .handler = route,
+                           .user = s};
+    if (st == MMT_OK) st = mmt_http_start(&ho, &s->http);
+    if (st == MMT_OK) {
+        if (pthread_create(&s->loader, NULL, load_model, s) != 0) st = mmt_fail(MMT_STATUS_INTERNAL, "serve: cannot start the loader");
+        else s->loader_started = 1;
+    }
+    if (st != MMT_OK) {
+        mmt_server_stop(s, 0);
+        return st;
+    }
+    *out = s;
+    return MMT_OK;
+}
+
+int mmt_server_port(const mmt_server *s) { return mmt_http_port(s->http); }
+
+int mmt_server_wait_ready(mmt_server *s, double timeout_s) {
+    double until = mmt_now_seconds() + timeout_s;
+    for (;;) {
+        int st = atomic_load(&s->state);
+        if (st == READY) return 1;
+        if (st == FAILED) {
+            mmt_fail(MMT_STATUS_IO, "%s", s->load_error);
+            return -1;
+        }
+        if (mmt_now_seconds() >= until) return 0;
+        usleep(2000);
+    }
+}
+
+void mmt_server_stop(mmt_server *s, double drain_s) {
+    if (!s) return;
+    if (s->http) mmt_http_quiesce(s->http);
+    if (s->loader_started) pthread_join(s->loader, NULL);
+    double until = mmt_now_seconds() + drain_s;
+    while (s->http && (mmt_http_pending(s->http) > 0 || atomic_load(&s->loads_in_flight) > 0) && mmt_now_seconds() < until)
+        usleep(2000);
+    mmt_batcher_stop(s->batcher); /* answers whatever is still queued */
+    while (atomic_load(&s->loads_in_flight) > 0) usleep(2000);
+    /* replies are all sent: give the polling thread a moment to write them out */
+    for (int i = 0; s->http && i < 50 && mmt_http_pending(s->http) > 0; i++) usleep(2000);
+    mmt_http_stop(s->http);
+    for (int64_t i = 0; i < s->n_adapters; i++) adapter_release(s, s->adapters[i]);
+    mmt_free(s->adapters);
+    mmt_clip_run_free(s->run);
+    mmt_clip_free(s->model);
+    mmt_metrics_free(s->metrics);
+    pthread_mutex_destroy(&s->mu);
+    mmt_free(s->model_dir);
+    mmt_free(s);
+}

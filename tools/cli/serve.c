@@ -1,0 +1,164 @@
+/*
+ * serve.c — `mmtune serve`: the HTTP service of serve/server.h until SIGTERM or SIGINT, then
+ * a drain (requests in flight are answered) and exit 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "serve/server.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MAX_START_ADAPTERS 256
+
+static const char *SERVE_HELP =
+    "usage: mmtune serve --model DIR [--adapter NAME=DIR]... [--host ADDR] [--port N]\n"
+    "                    [--max-batch N] [--max-wait-ms MS] [--threads N] [limits]\n"
+    "\n"
+    "Serves a CLIP over HTTP (docs/serving.md): POST /v1/embeddings (OpenAI's shape; texts or\n"
+    "base64 images; \"model\" names an adapter), POST /v1/classify (zero-shot), GET/POST\n"
+    "/v1/adapters and DELETE /v1/adapters/NAME (load and unload while serving), GET /health\n"
+    "(503 while loading), GET /metrics (Prometheus), GET / (a web page). Requests of any\n"
+    "adapters are batched together. SIGTERM or SIGINT: stop accepting, answer what is in\n"
+    "flight, exit 0.\n"
+    "  --model DIR          the base CLIP (a Hugging Face snapshot)\n"
+    "  --adapter NAME=DIR   a PEFT adapter served as NAME (repeat for more)\n"
+    "  --host ADDR          IPv4 address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
+    "  --port N             TCP port (default 8080; 0: any free one, printed)\n"
+    "  --max-batch N        inputs per batch (default 32; 1 turns batching off)\n"
+    "  --max-wait-ms MS     how long the oldest request waits for a batch to fill (default 5)\n"
+    "  --threads N          compute threads (default: every core)\n"
+    "limits (a request over one gets a 4xx JSON error):\n"
+    "  --max-body-bytes N   request body (default 16777216)\n"
+    "  --max-inputs N       texts + images + labels per request (default 256)\n"
+    "  --max-image-pixels N width x height of a decoded image (default 16777216)\n"
+    "  --max-connections N  open connections; more are refused (default 256)\n"
+    "  --idle-timeout S     a connection silent this long is closed (default 30)\n"
+    "  --deadline-ms MS     a request not started by then gets 503 (default 30000)\n"
+    "  --max-adapters N     adapters loaded at once (default 1024)\n";
+
+static int parse_num(const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !(x >= lo && x <= hi)) return 0;
+    *out = x;
+    return 1;
+}
+
+int cmd_serve(int argc, char **argv) {
+    mmt_server_options o;
+    mmt_server_options_default(&o);
+    o.port = 8080;
+    const char *names[MAX_START_ADAPTERS], *dirs[MAX_START_ADAPTERS];
+    char *owned[MAX_START_ADAPTERS];
+    int64_t n_adapters = 0;
+    double threads = 0;
+    int rc = 0;
+    for (int i = 0; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(SERVE_HELP, stdout);
+            goto done;
+        }
+        if (i + 1 >= argc) {
+            rc = cli_usage_error("serve: %s needs a value", a);
+            break;
+        }
+        const char *v = argv[++i];
+        double x;
+        if (!strcmp(a, "--model")) o.model_dir = v;
+        else if (!strcmp(a, "--host")) o.host = v;
+        else if (!strcmp(a, "--adapter")) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v || !eq[1]) rc = cli_usage_error("--adapter takes NAME=DIR, got '%s'", v);
+            else if (n_adapters == MAX_START_ADAPTERS) rc = cli_usage_error("at most %d --adapter at start-up", MAX_START_ADAPTERS);
+            else if (!(owned[n_adapters] = mmt_strdup(v))) rc = cli_usage_error("out of memory");
+            else {
+                owned[n_adapters][eq - v] = '\0';
+                names[n_adapters] = owned[n_adapters];
+                dirs[n_adapters] = owned[n_adapters] + (eq - v) + 1;
+                n_adapters++;
+            }
+        } else if (!strcmp(a, "--port")) {
+            if (!parse_num(v, 0, 65535, &x) || x != (int)x) rc = cli_usage_error("--port needs 0..65535");
+            o.port = (int)x;
+        } else if (!strcmp(a, "--max-batch")) {
+            if (!parse_num(v, 1, 4096, &x) || x != (int)x) rc = cli_usage_error("--max-batch needs 1..4096");
+            o.max_batch = (int64_t)x;
+        } else if (!strcmp(a, "--max-wait-ms")) {
+            if (!parse_num(v, 0, 10000, &x)) rc = cli_usage_error("--max-wait-ms needs 0..10000");
+            o.max_wait_ms = x;
+        } else if (!strcmp(a, "--threads")) {
+            if (!parse_num(v, 1, 1024, &x) || x != (int)x) rc = cli_usage_error("--threads needs 1..1024");
+            threads = x;
+        } else if (!strcmp(a, "--max-body-bytes")) {
+            if (!parse_num(v, 1024, 1e10, &x)) rc = cli_usage_error("--max-body-bytes needs at least 1024");
+            o.max_body_bytes = (size_t)x;
+        } else if (!strcmp(a, "--max-inputs")) {
+            if (!parse_num(v, 1, 1e6, &x) || x != (int64_t)x) rc = cli_usage_error("--max-inputs needs 1..1000000");
+            o.max_inputs = (int64_t)x;
+        } else if (!strcmp(a, "--max-image-pixels")) {
+            if (!parse_num(v, 1, 1e9, &x) || x != (int64_t)x) rc = cli_usage_error("--max-image-pixels needs 1..1e9");
+            o.max_image_pixels = (int64_t)x;
+        } else if (!strcmp(a, "--max-connections")) {
+            if (!parse_num(v, 1, 100000, &x) || x != (int)x) rc = cli_usage_error("--max-connections needs 1..100000");
+            o.max_connections = (int)x;
+        } else if (!strcmp(a, "--idle-timeout")) {
+            if (!parse_num(v, 1, 86400, &x) || x != (int)x) rc = cli_usage_error("--idle-timeout needs 1..86400 seconds");
+            o.idle_timeout_s = (int)x;
+        } else if (!strcmp(a, "--deadline-ms")) {
+            if (!parse_num(v, 1, 3.6e6, &x)) rc = cli_usage_error("--deadline-ms needs 1..3600000");
+            o.deadline_s = x / 1000.0;
+        } else if (!strcmp(a, "--max-adapters")) {
+            if (!parse_num(v, 0, 1e6, &x) || x != (int)x) rc = cli_usage_error("--max-adapters needs 0..1000000");
+            o.max_adapters = (int)x;
+        } else rc = cli_usage_error("serve: unknown option '%s'", a);
+    }
+    if (rc == 0 && !o.model_dir) rc = cli_usage_error("serve: --model is required");
+    if (rc == 0 && n_adapters > o.max_adapters) rc = cli_usage_error("more --adapter than --max-adapters");
+    if (rc != 0) goto done;
+#ifdef _OPENMP
+    if (threads > 0) omp_set_num_threads((int)threads);
+#endif
+    o.adapter_names = names;
+    o.adapter_dirs = dirs;
+    o.n_adapters = n_adapters;
+    /* SIGTERM and SIGINT go to sigwait below, in no other thread; a closed client socket is
+     * an error return, not a signal */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    mmt_server *srv = NULL;
+    if (mmt_server_start(&o, &srv) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
+    fprintf(stderr, "mmtune: serving http://%s:%d/ (loading %s)\n", o.host ? o.host : "127.0.0.1", mmt_server_port(srv),
+            o.model_dir);
+    int ready = mmt_server_wait_ready(srv, 3600);
+    if (ready < 0) {
+        rc = cli_runtime_error();
+        mmt_server_stop(srv, 0);
+        goto done;
+    }
+    fprintf(stderr, "mmtune: ready on port %d\n", mmt_server_port(srv));
+    int sig = 0;
+    sigwait(&stop, &sig);
+    fprintf(stderr, "mmtune: %s: finishing the requests in flight\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    mmt_server_stop(srv, 30);
+    fprintf(stderr, "mmtune: stopped\n");
+done:
+    for (int64_t i = 0; i < n_adapters; i++) mmt_free(owned[i]);
+    return rc;
+}
