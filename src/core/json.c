@@ -7,6 +7,7 @@
 #include "core/json.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,4 +522,61 @@ void mmt_strbuf_json_string(mmt_strbuf *b, const char *s, size_t n) {
 void mmt_strbuf_free(mmt_strbuf *b) {
     mmt_free(b->data);
     memset(b, 0, sizeof *b);
+}
+
+void mmt_json_write(mmt_strbuf *b, const mmt_json *v) {
+    switch (v->type) {
+    case MMT_JSON_NULL: mmt_strbuf_append(b, "null", 4); return;
+    case MMT_JSON_BOOL: mmt_strbuf_append(b, v->boolean ? "true" : "false", v->boolean ? 4 : 5); return;
+    case MMT_JSON_NUMBER:
+        if (v->is_integer) {
+            mmt_strbuf_printf(b, "%lld", (long long)v->integer);
+        } else {
+            /* the shortest of 15..17 digits that reads back as the same double: 19.99, not
+             * 19.989999999999998 */
+            char text[32];
+            for (int digits = 15; digits <= 17; digits++) {
+                snprintf(text, sizeof text, "%.*g", digits, v->number);
+                if (strtod(text, NULL) == v->number) break;
+            }
+            mmt_strbuf_append(b, text, strlen(text));
+        }
+        return;
+    case MMT_JSON_STRING: mmt_strbuf_json_string(b, v->string, v->len); return;
+    case MMT_JSON_ARRAY:
+    case MMT_JSON_OBJECT: {
+        int is_object = v->type == MMT_JSON_OBJECT;
+        mmt_strbuf_append(b, is_object ? "{" : "[", 1);
+        for (size_t i = 0; i < v->len; i++) {
+            if (i) mmt_strbuf_append(b, ",", 1);
+            if (is_object) {
+                mmt_strbuf_json_string(b, v->keys[i], v->key_lens[i]);
+                mmt_strbuf_append(b, ":", 1);
+            }
+            mmt_json_write(b, &v->items[i]);
+        }
+        mmt_strbuf_append(b, is_object ? "}" : "]", 1);
+        return;
+    }
+    }
+}
+
+int mmt_json_is_number(const char *s) {
+    const char *p = s;
+    if (*p == '-') p++;
+    if (*p == '0') p++;
+    else if (*p >= '1' && *p <= '9') while (*p >= '0' && *p <= '9') p++;
+    else return 0;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9') return 0;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') p++;
+        if (*p < '0' || *p > '9') return 0;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    return *p == '\0' && isfinite(strtod(s, NULL));
 }

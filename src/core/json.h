@@ -82,4 +82,13 @@ void mmt_strbuf_printf(mmt_strbuf *b, const char *fmt, ...) MMT_PRINTF(2, 3);
 void mmt_strbuf_json_string(mmt_strbuf *b, const char *s, size_t n);
 void mmt_strbuf_free(mmt_strbuf *b);
 
+/* Appends v as compact JSON text (no spaces): strings escaped as mmt_strbuf_json_string,
+ * integers as written, other numbers with the fewest digits (15 to 17) that read back as
+ * the same double, object keys in their order (duplicates kept). */
+void mmt_json_write(mmt_strbuf *b, const mmt_json *v);
+
+/* 1 when the whole of s is a JSON number (RFC 8259: no leading '+' or zeros, no hex, inf or
+ * nan) whose value is finite as a double; else 0. */
+int mmt_json_is_number(const char *s);
+
 #endif

@@ -315,3 +315,47 @@ mmt_status mmt_pairs_parse_csv(const char *text, size_t len, const char *source,
 mmt_status mmt_pairs_load_csv(const char *path, const mmt_pairs_options *o, mmt_pairs **out) {
     return datasets_load_stream(path, o, csv_read, out);
 }
+
+/* ---- the record reader for other layouts (datasets_internal.h) --------------------- */
+
+struct datasets_csv {
+    csv_reader r;
+};
+
+mmt_status datasets_csv_open(datasets_stream *in, size_t max_field, datasets_csv **out) {
+    *out = NULL;
+    datasets_csv *c = mmt_calloc(1, sizeof *c);
+    if (!c) return MMT_STATUS_OUT_OF_MEMORY;
+    c->r = (csv_reader){.in = in, .line = 1, .source = in->source, .max_text = max_field, .max_field = max_field};
+    if (csv_peek(&c->r, 0) == 0xEF && csv_peek(&c->r, 1) == 0xBB && csv_peek(&c->r, 2) == 0xBF) in->at += 3;
+    *out = c;
+    return MMT_OK;
+}
+
+void datasets_csv_close(datasets_csv *c) {
+    if (!c) return;
+    mmt_free(c->r.scratch);
+    mmt_free(c);
+}
+
+mmt_status datasets_csv_next(datasets_csv *c, int *got) {
+    *got = 0;
+    while (csv_peek(&c->r, 0) >= 0) {
+        mmt_status s = csv_record(&c->r);
+        if (c->r.in->status != MMT_OK) break;
+        MMT_TRY(s);
+        if (c->r.blank) continue;
+        for (int64_t i = 0; i < c->r.n_fields; i++)
+            if (c->r.field_bytes[i] > c->r.max_field)
+                return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: field %lld is %llu bytes, over the limit of %zu",
+                                c->r.source, (long long)c->r.record_line, (long long)i + 1,
+                                (unsigned long long)c->r.field_bytes[i], c->r.max_field);
+        *got = 1;
+        return MMT_OK;
+    }
+    return c->r.in->status != MMT_OK ? datasets_stream_error(c->r.in) : MMT_OK;
+}
+
+int64_t datasets_csv_count(const datasets_csv *c) { return c->r.n_fields; }
+const char *datasets_csv_field(const datasets_csv *c, int64_t i) { return csv_get(&c->r, i); }
+int64_t datasets_csv_line(const datasets_csv *c) { return c->r.record_line; }

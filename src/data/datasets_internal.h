@@ -68,4 +68,20 @@ static inline uint64_t datasets_stream_position(const datasets_stream *s) { retu
 /* Sets the last error again to why the input ended early and returns its code. */
 mmt_status datasets_stream_error(const datasets_stream *s);
 
+/*
+ * The RFC 4180 record reader of dataset_csv.c for other CSV layouts (data/catalog.c): each
+ * call gives the next non-blank record's fields, unquoted. A field over max_field bytes is
+ * measured, not held, and makes its record an error; errors name "SOURCE:LINE" (the line the
+ * record starts on). A UTF-8 byte-order mark at the start is skipped.
+ */
+typedef struct datasets_csv datasets_csv;
+mmt_status datasets_csv_open(datasets_stream *in, size_t max_field, datasets_csv **out);
+void datasets_csv_close(datasets_csv *c);
+/* The next record into c (*got = 1), or *got = 0 at the end of the input (whose own failure,
+ * a read error or the file limit, is returned as the error). */
+mmt_status datasets_csv_next(datasets_csv *c, int *got);
+int64_t datasets_csv_count(const datasets_csv *c);                /* fields of the record */
+const char *datasets_csv_field(const datasets_csv *c, int64_t i); /* NUL-terminated */
+int64_t datasets_csv_line(const datasets_csv *c);                 /* where the record starts */
+
 #endif
