@@ -21,5 +21,6 @@ check peft models train eval api
 check models peft train eval api
 check data models peft train eval api
 check gen models peft train eval api; for low in core ops nn data models peft; do check "$low" gen; done
+for low in core ops nn data models peft gen train eval api; do check "$low" serve; done
 if [ $bad = 0 ]; then echo "layering: 1 passed, 0 failed"; else echo "layering: 0 passed, 1 failed"; fi
 exit $bad

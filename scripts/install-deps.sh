@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libjpeg62-turbo-dev libpng-dev zlib1g-dev
+  libsqlite3-dev
   libmicrohttpd-dev
   dataset-fashion-mnist
   chromium

@@ -13,6 +13,7 @@
  *   mmtune init                   (tools/cli/init.c)
  *   mmtune wordpiece              (tools/cli/wordpiece.c)
  *   mmtune report                 (tools/cli/report.c)
+ *   mmtune index / search         (tools/cli/index.c)
  *   mmtune serve                  (tools/cli/serve.c)
  */
 #include <ctype.h>
@@ -47,7 +48,7 @@ static const char *USAGE =
     "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs; a GIT\n"
     "             captioner: CIDEr-D, BLEU-1..4, ROUGE-L of its captions\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
-    "  bench      measure throughput (bench embed|train|adapters|caption --help)\n"
+    "  bench      measure throughput (bench embed|train|adapters|caption|search --help)\n"
     "  fashion-mnist  write Fashion-MNIST as PNG images + captioned JSONL pairs\n"
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
     "  bpe        train a CLIP byte-level BPE vocabulary on captions\n"
@@ -55,6 +56,8 @@ static const char *USAGE =
     "             (--family git: a GIT captioner)\n"
     "  wordpiece  build a BERT WordPiece vocabulary (tokenizer.json) from captions\n"
     "  report     write a run's self-contained HTML report (curves, metrics, examples)\n"
+    "  index      embed a catalogue (JSONL or CSV) into a search index folder\n"
+    "  search     exact top-k search of an index by text or image, with metadata filters\n"
     "  serve      an HTTP service: embeddings, zero-shot classification, adapters, metrics\n"
     "  version    print the version\n"
     "\n"
@@ -116,7 +119,8 @@ static const char *BENCH_HELP =
     "Also: mmtune bench caption --help (GIT caption tokens/s, greedy and beams, with and without\n"
     "the KV cache, and a LoRA training step).\n"
     "Also: mmtune bench train --help (a training step), mmtune bench adapters --help (many\n"
-    "adapters over one base: merged, single, mixed and grouped batches).\n";
+    "adapters over one base: merged, single, mixed and grouped batches).\n"
+    "Also: mmtune bench search --help (search index scan time against catalogue size).\n";
 
 int cli_usage_error(const char *fmt, ...) {
     va_list ap;
@@ -630,6 +634,7 @@ static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "train") == 0) return cmd_bench_train(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "adapters") == 0) return cmd_bench_adapters(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "caption") == 0) return cmd_bench_caption(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "search") == 0) return cmd_bench_search(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "embed") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
             fputs(BENCH_HELP, stdout);
@@ -766,6 +771,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(cmd, "wordpiece")) return cmd_wordpiece(argc - 2, argv + 2);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
+    if (!strcmp(cmd, "index")) return cmd_index(argc - 2, argv + 2);
+    if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -47,6 +47,9 @@ int cmd_bpe(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_wordpiece(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int cmd_bench_search(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif
