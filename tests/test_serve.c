@@ -15,6 +15,10 @@
  *     server answering correctly with its resident memory grown by under 5%;
  *   - a client that sends half a request and goes quiet is dropped after the idle timeout
  *     while others are served (slowloris);
+ *   - /v1/search over an index made by `mmtune index` equals mmt_index_search with the
+ *     library's query embedding (ids, order, scores), with filters and thumbnails; its
+ *     errors; the web page (GET /?q=...) in headless Chromium shows the hits as thumbnails
+ *     (the DOM is checked; the screenshot stays in the build folder as serve_page.png);
  *   - /health (503 with the reason when the model cannot load), /metrics, GET /, and a stop
  *     with requests in flight answers them all.
  */
@@ -37,6 +41,7 @@
 #include "core/json.h"
 #include "eval/report.h"
 #include "mmtune.h"
+#include "serve/index.h"
 #include "serve/server.h"
 
 #define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
@@ -542,6 +547,129 @@ static void test_slow_client_and_stop(void) {
     (void)failed, (void)done;
 }
 
+/* ---- search and the web page -------------------------------------------------------- */
+
+static char index_dir[320];
+
+static void make_index(void) {
+    char cat[320], cmd[1200];
+    snprintf(cat, sizeof cat, "%s/catalog.jsonl", root);
+    snprintf(index_dir, sizeof index_dir, "%s/shop", root);
+    FILE *f = fopen(cat, "w");
+    static const char *titles[] = {"grey cat", "astronaut", "camera man", "coffee cup", "rocket"};
+    static const char *files[] = {"chelsea.jpg", "astronaut.png", "camera_gray.png", "coffee_portrait.jpg", "rocket_rgba.png"};
+    for (int i = 0; f && i < 5; i++)
+        fprintf(f, "{\"id\": \"item%d\", \"title\": \"%s\", \"image\": \"%s/%s\", \"price\": %d, \"colour\": \"%s\"}\n", i,
+                titles[i], IMAGES, files[i], 10 * (i + 1), i % 2 ? "red" : "blue");
+    if (f) fclose(f);
+    snprintf(cmd, sizeof cmd, "%s index --model %s --catalog %s --out %s >%s/index.log 2>&1", MMT_BINARY, MODEL, cat, index_dir, root);
+    CHECK_MSG(system(cmd) == 0, "mmtune index failed: see %s/index.log", root);
+}
+
+static void test_search(void) {
+    make_index();
+    mmt_server_options o;
+    mmt_server_options_default(&o);
+    o.model_dir = MODEL;
+    o.index_dir = index_dir;
+    o.port = 0;
+    mmt_server *s = NULL;
+    CHECK_OK(mmt_server_start(&o, &s));
+    if (!s) return;
+    CHECK(mmt_server_wait_ready(s, 60) == 1);
+    port = mmt_server_port(s);
+    /* the library's answer: the query embedded by the base, searched in the index */
+    mmt_index *ix = NULL;
+    CHECK_OK(mmt_index_open(index_dir, &ix));
+    float q[512];
+    const char *query = "a photo of a cat";
+    mmt_clip_run *run = NULL;
+    CHECK_OK(mmt_clip_run_create(model, &run));
+    CHECK_OK(mmt_clip_run_embed_texts(run, &query, NULL, 1, q));
+    mmt_clip_run_free(run);
+    const char *filters[2] = {NULL, "price >= 30"};
+    for (int with_filter = 0; with_filter < 2 && ix; with_filter++) {
+        mmt_search_options so;
+        mmt_search_options_default(&so);
+        so.top_k = 3;
+        mmt_search_filter flt;
+        if (with_filter) {
+            CHECK_OK(mmt_search_filter_parse(filters[1], &flt));
+            so.filters = &flt, so.n_filters = 1;
+        }
+        mmt_search_result want = {0};
+        CHECK_OK(mmt_index_search(ix, q, &so, &want));
+        char body[400];
+        snprintf(body, sizeof body, "{\"query\": {\"text\": \"%s\"}, \"top_k\": 3%s}", query,
+                 with_filter ? ", \"filters\": [\"price >= 30\"], \"int8\": true" : "");
+        response r = call("POST", "/v1/search", body);
+        CHECK_MSG(r.status == 200, "%d %s", r.status, r.body);
+        mmt_json_doc *doc = NULL;
+        CHECK_OK(mmt_json_parse(r.body ? r.body : "", r.len, "search", &doc));
+        const mmt_json *data = doc ? mmt_json_get(mmt_json_root(doc), "data") : NULL;
+        CHECK(data && (int64_t)data->len == want.n && want.n == 3);
+        for (int64_t i = 0; data && i < want.n && i < (int64_t)data->len; i++) {
+            const mmt_json *h = &data->items[i];
+            CHECK_MSG(!strcmp(mmt_json_get(h, "id")->string, want.hits[i].id), "hit %lld: %s vs %s", (long long)i,
+                      mmt_json_get(h, "id")->string, want.hits[i].id);
+            CHECK(fabs(mmt_json_get(h, "score")->number - want.hits[i].score) < 1e-6);
+            if (with_filter) CHECK(mmt_json_get(mmt_json_get(h, "metadata"), "price")->number >= 30);
+        }
+        mmt_json_free(doc);
+        response_free(&r);
+        mmt_search_result_free(&want);
+        if (with_filter) mmt_search_filter_free(&flt);
+    }
+    mmt_index_close(ix);
+    response r = call("POST", "/v1/search", "{\"query\": \"rocket\", \"top_k\": 2, \"thumbnails\": true}");
+    CHECK(r.status == 200 && r.body && strstr(r.body, "\"thumbnail\":\"data:image/png;base64,iVBOR"));
+    response_free(&r);
+    struct {
+        const char *body;
+        int status;
+        const char *needle;
+    } bad[] = {{"{\"top_k\": 3}", 400, "query"},
+               {"{\"query\": \"x\", \"top_k\": 0}", 400, "top_k"},
+               {"{\"query\": \"x\", \"filters\": [\"price <\"]}", 400, "filters 0"},
+               {"{\"query\": \"x\", \"filters\": \"price < 3\"}", 400, "filters"},
+               {"{\"query\": \"x\", \"model\": \"a0\"}", 400, "index was built with"},
+               {"{\"query\": {\"image\": \"!!\"}}", 400, "query"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = call("POST", "/v1/search", bad[i].body);
+        CHECK_MSG(r.status == bad[i].status && r.body && strstr(r.body, bad[i].needle), "case %zu: %d %s", i, r.status, r.body);
+        response_free(&r);
+    }
+    /* the page: /?q= runs the search and shows the hits with their thumbnails */
+    if (system("command -v chromium >/dev/null 2>&1") == 0) {
+        char cmd[1600], dom[400], shot[400];
+        snprintf(dom, sizeof dom, "%s/page.html", root);
+        snprintf(shot, sizeof shot, "%s/serve_page.png", MMT_BUILD_DIR);
+        snprintf(cmd, sizeof cmd,
+                 "cd %s && HOME=%s timeout 120 chromium --headless --no-sandbox --disable-gpu --no-first-run "
+                 "--user-data-dir=%s/profile --virtual-time-budget=10000 --dump-dom 'http://127.0.0.1:%d/?q=rocket' >%s 2>/dev/null && "
+                 "HOME=%s timeout 120 chromium --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=%s/profile "
+                 "--virtual-time-budget=10000 --window-size=1000,900 --screenshot=%s 'http://127.0.0.1:%d/?q=rocket' >/dev/null 2>&1",
+                 root, root, root, port, dom, root, root, shot, port);
+        CHECK_MSG(system(cmd) == 0, "chromium failed");
+        char *html = check_read_file(dom, NULL);
+        int items = 0;
+        for (const char *p = html; p && (p = strstr(p, "class=\"item\"><img")); p++) items++; /* not the script's */
+        CHECK_MSG(items == 5 && strstr(html, "src=\"data:image/png;base64,") && strstr(html, ">rocket<"),
+                  "the page shows %d hits", items);
+        free(html);
+    } else {
+        fprintf(stderr, "     chromium is not installed: the page is not driven\n");
+    }
+    mmt_server_stop(s, 10);
+    /* without --index */
+    s = start(8, 1, 30);
+    if (!s) return;
+    r = call("POST", "/v1/search", "{\"query\": \"x\"}");
+    CHECK(r.status == 404 && r.body && strstr(r.body, "--index"));
+    response_free(&r);
+    mmt_server_stop(s, 10);
+}
+
 static void test_health_when_the_model_cannot_load(void) {
     mmt_server_options o;
     mmt_server_options_default(&o);
@@ -579,6 +707,7 @@ int main(void) {
     TIMED(test_batching_and_adapters_under_load);
     TIMED(test_bad_requests);
     TIMED(test_slow_client_and_stop);
+    TIMED(test_search);
     TIMED(test_health_when_the_model_cannot_load);
     for (int a = 0; a < 2; a++) mmt_clip_adapter_close(adapters[a]);
     mmt_clip_free(model);

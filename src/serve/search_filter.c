@@ -28,9 +28,12 @@ static int field_char(char c) {
 
 mmt_status mmt_search_filter_parse(const char *expr, mmt_search_filter *out) {
     memset(out, 0, sizeof *out);
+    const char *quoted = expr; /* for messages */
+    while (*expr == ' ') expr++; /* spaces around the field and the operator are allowed */
     size_t n = 0;
     while (field_char(expr[n])) n++;
     const char *op = expr + n;
+    while (*op == ' ') op++;
     int op_len = 0;
     if (!strncmp(op, "!=", 2)) out->op = MMT_FILTER_NE, op_len = 2;
     else if (!strncmp(op, "<=", 2)) out->op = MMT_FILTER_LE, op_len = 2;
@@ -42,24 +45,35 @@ mmt_status mmt_search_filter_parse(const char *expr, mmt_search_filter *out) {
     for (size_t i = 1; i < n && !bad_field; i++) bad_field = expr[i] == '.' && expr[i - 1] == '.';
     if (!op_len || bad_field)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "filter '%.200s': expected FIELD OP VALUE, OP one of = != < <= > "
-                        ">=, FIELD of letters, digits, '_' and '.' (e.g. price<=20 or color=red)", expr);
+                        ">=, FIELD of letters, digits, '_' and '.' (e.g. price<=20 or color = red)", quoted);
     snprintf(out->path, sizeof out->path, "$.%.*s", (int)n, expr);
     const char *value = op + op_len;
+    while (*value == ' ') value++;
     size_t vlen = strlen(value);
+    while (vlen && value[vlen - 1] == ' ') vlen--;
+    if (!vlen)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "filter '%.200s': no value after the operator (quote an empty string: \"\")",
+                        quoted);
+    char *trimmed = mmt_strndup(value, vlen);
+    if (!trimmed) return MMT_STATUS_OUT_OF_MEMORY;
+    value = trimmed;
     if (mmt_json_is_number(value)) {
         out->kind = MMT_FILTER_NUMBER;
         out->number = strtod(value, NULL);
-        return MMT_OK;
-    }
-    if (!strcmp(value, "true") || !strcmp(value, "false")) {
+    } else if (!strcmp(value, "true") || !strcmp(value, "false")) {
         out->kind = MMT_FILTER_BOOL;
         out->number = value[0] == 't';
+    } else {
+        out->kind = MMT_FILTER_STRING;
+        if (vlen >= 2 && value[0] == '"' && value[vlen - 1] == '"') {
+            memmove(trimmed, trimmed + 1, vlen - 2);
+            trimmed[vlen - 2] = '\0';
+        }
+        out->text = trimmed;
         return MMT_OK;
     }
-    out->kind = MMT_FILTER_STRING;
-    if (vlen >= 2 && value[0] == '"' && value[vlen - 1] == '"') out->text = mmt_strndup(value + 1, vlen - 2);
-    else out->text = mmt_strdup(value);
-    return out->text ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    mmt_free(trimmed);
+    return MMT_OK;
 }
 
 void mmt_search_filter_free(mmt_search_filter *f) {

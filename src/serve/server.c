@@ -14,12 +14,14 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "data/image.h"
+#include "data/image_write.h"
 #include "data/preprocess.h"
 #include "mmtune.h"
 #include "models/clip.h"
 #include "models/clip_config.h"
 #include "serve/batcher.h"
 #include "serve/http.h"
+#include "serve/index.h"
 #include "serve/metrics.h"
 #include "serve/request.h"
 #include "serve/web_page.h"
@@ -51,6 +53,8 @@ struct mmt_server {
     adapter_ref **adapters;
     int64_t n_adapters, cap_adapters;
     _Atomic int64_t loads_in_flight;
+    mmt_index *index;            /* --index: the catalogue (NULL: none) */
+    adapter_ref *index_adapter;  /* the adapter the index was built with (NULL: the base) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -183,6 +187,10 @@ typedef struct clip_job {
     char adapter_name[64];
     mmt_clip_request req; /* rows: req.inputs (classify: the images, then the label prompts) */
     int classify;
+    int search;           /* /v1/search: the one input is the query */
+    mmt_search_options search_opt;
+    mmt_search_filter *filters; /* owned (search_opt.n_filters) */
+    int thumbnails;       /* search: each hit with a PNG thumbnail of its image */
     float *out;           /* (rows, dim) */
     int64_t tokens;
     int status;           /* 0 while fine, else the HTTP status of its error */
@@ -190,6 +198,8 @@ typedef struct clip_job {
 } clip_job;
 
 static void clip_job_free(clip_job *j) {
+    for (int64_t i = 0; i < j->search_opt.n_filters; i++) mmt_search_filter_free(&j->filters[i]);
+    mmt_free(j->filters);
     mmt_clip_request_free(&j->req);
     mmt_free(j->out);
     mmt_free(j);
@@ -342,6 +352,66 @@ static void classify_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
     mmt_free(order);
 }
 
+#define THUMB_SIDE 128
+
+/* A PNG thumbnail (THUMB_SIDE on the long side) of an image file as a data URI; NULL when
+ * the file cannot be read (the hit is still listed). */
+static char *thumbnail_uri(const char *path) {
+    mmt_image img = {0}, small = {0};
+    uint8_t *png = NULL;
+    size_t len = 0;
+    char *uri = NULL;
+    if (mmt_image_decode_file(path, &img) == MMT_OK) {
+        int64_t w = img.width, h = img.height, tw = w >= h ? THUMB_SIDE : (w * THUMB_SIDE + h / 2) / h;
+        int64_t th = w >= h ? (h * THUMB_SIDE + w / 2) / w : THUMB_SIDE;
+        if (mmt_image_resize(&img, tw > 0 ? tw : 1, th > 0 ? th : 1, MMT_RESAMPLE_BICUBIC, &small) == MMT_OK &&
+            mmt_image_encode_png(&small, &png, &len) == MMT_OK) {
+            mmt_strbuf b = {0};
+            mmt_strbuf_printf(&b, "data:image/png;base64,");
+            static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            for (size_t i = 0; i < len; i += 3) {
+                uint32_t v = (uint32_t)png[i] << 16 | (i + 1 < len ? (uint32_t)png[i + 1] << 8 : 0) | (i + 2 < len ? png[i + 2] : 0);
+                char q[4] = {A[v >> 18 & 63], A[v >> 12 & 63], i + 1 < len ? A[v >> 6 & 63] : '=', i + 2 < len ? A[v & 63] : '='};
+                mmt_strbuf_append(&b, q, 4);
+            }
+            if (!b.failed) uri = b.data;
+            else mmt_strbuf_free(&b);
+        }
+    }
+    mmt_free(png);
+    mmt_image_free(&img);
+    mmt_image_free(&small);
+    return uri;
+}
+
+/* Runs a search job's scan over the index with its query embedding and writes the answer. */
+static void search_body(mmt_server *s, clip_job *j, mmt_strbuf *b) {
+    mmt_search_result res = {0};
+    if (mmt_index_search(s->index, j->out, &j->search_opt, &res) != MMT_OK) {
+        job_fail(j, 500, "%s", mmt_last_error());
+        return;
+    }
+    mmt_strbuf_printf(b, "{\"object\": \"list\", \"data\": [");
+    for (int64_t i = 0; i < res.n; i++) {
+        if (i) mmt_strbuf_append(b, ", ", 2);
+        mmt_strbuf hit = {0};
+        mmt_search_hit_json(&hit, &res.hits[i], i + 1);
+        char *thumb = j->thumbnails && res.hits[i].image_path ? thumbnail_uri(res.hits[i].image_path) : NULL;
+        if (thumb && hit.len && hit.data[hit.len - 1] == '}') { /* the thumbnail as one more key */
+            mmt_strbuf_append(b, hit.data, hit.len - 1);
+            mmt_strbuf_printf(b, ",\"thumbnail\":\"%s\"}", thumb);
+        } else if (hit.data) {
+            mmt_strbuf_append(b, hit.data, hit.len);
+        }
+        if (hit.failed) b->failed = 1;
+        mmt_free(thumb);
+        mmt_strbuf_free(&hit);
+    }
+    mmt_strbuf_printf(b, "], \"scanned\": %lld, \"count\": %lld}\n", (long long)res.scanned,
+                      (long long)mmt_index_info_of(s->index)->count);
+    mmt_search_result_free(&res);
+}
+
 /* The batch worker: every text row of the batch in one call, every image row in another,
  * each row with its own adapter. */
 static void run_batch(void *user, mmt_batch_job **bj, int64_t n, int64_t rows) {
@@ -399,7 +469,8 @@ static void run_batch(void *user, mmt_batch_job **bj, int64_t n, int64_t rows) {
                 const float *src = j->req.inputs[r].image ? img_out + ki++ * s->dim : txt_out + kt++ * s->dim;
                 memcpy(j->out + r * s->dim, src, (size_t)s->dim * sizeof(float));
             }
-            if (j->classify) classify_body(s, j, &body);
+            if (j->search) search_body(s, j, &body);
+            else if (j->classify) classify_body(s, j, &body);
             else embeddings_body(s, j, &body);
         }
         clip_job_finish(j, 200, &body);
@@ -445,6 +516,105 @@ static void handle_clip(mmt_server *s, const mmt_http_request *req, mmt_http_rep
         return;
     }
     j->job.rows = j->req.n_inputs;
+    j->job.deadline_s = s->o.deadline_s > 0 ? t0 + s->o.deadline_s : 0;
+    if (!mmt_batcher_submit(s->batcher, &j->job)) {
+        job_fail(j, 503, "%s", "the server is shutting down");
+        mmt_strbuf none = {0};
+        clip_job_finish(j, 503, &none);
+    }
+}
+
+/* POST /v1/search: {"query": TEXT | {"text": T} | {"image": B64}, "top_k": K, "filters":
+ * ["FIELD OP VALUE", ...], "int8": false, "thumbnails": false}. The query is embedded by the
+ * model (and adapter) the index was built with, in the batch like any input. */
+static void handle_search(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply) {
+    double t0 = mmt_now_seconds();
+    char err[400] = "";
+    int status = 0;
+    mmt_json_doc *doc = NULL;
+    clip_job *j = mmt_calloc(1, sizeof *j);
+    if (!j) status = 500, snprintf(err, sizeof err, "out of memory");
+    else if (!s->index) status = 404, snprintf(err, sizeof err, "no catalogue index is loaded (serve --index DIR)");
+    else if (mmt_json_parse(req->body, req->body_len, "request body", &doc) != MMT_OK)
+        status = 400, snprintf(err, sizeof err, "%s", mmt_last_error());
+    const mmt_json *root = doc ? mmt_json_root(doc) : NULL;
+    const mmt_json *q = root ? mmt_json_get(root, "query") : NULL, *k = root ? mmt_json_get(root, "top_k") : NULL;
+    const mmt_json *f = root ? mmt_json_get(root, "filters") : NULL, *i8 = root ? mmt_json_get(root, "int8") : NULL;
+    const mmt_json *th = root ? mmt_json_get(root, "thumbnails") : NULL;
+    if (!status && root->type != MMT_JSON_OBJECT) status = 400, snprintf(err, sizeof err, "the body must be a JSON object");
+    else if (!status && !q)
+        status = 400, snprintf(err, sizeof err, "\"query\" is required: a text, {\"text\": T} or {\"image\": BASE64}");
+    else if (!status && k && !(k->type == MMT_JSON_NUMBER && k->is_integer && k->integer >= 1 && k->integer <= 1000))
+        status = 400, snprintf(err, sizeof err, "\"top_k\" must be an integer from 1 to 1000");
+    else if (!status && f && f->type != MMT_JSON_ARRAY)
+        status = 400, snprintf(err, sizeof err, "\"filters\" must be a list of \"FIELD OP VALUE\" strings");
+    else if (!status && ((i8 && i8->type != MMT_JSON_BOOL) || (th && th->type != MMT_JSON_BOOL)))
+        status = 400, snprintf(err, sizeof err, "\"int8\" and \"thumbnails\" must be true or false");
+    if (!status) {
+        mmt_search_options_default(&j->search_opt);
+        if (k) j->search_opt.top_k = k->integer;
+        j->search_opt.int8 = i8 && i8->boolean;
+        j->thumbnails = th && th->boolean;
+        if (j->thumbnails && j->search_opt.top_k > 100)
+            status = 400, snprintf(err, sizeof err, "thumbnails go with top_k up to 100");
+    }
+    int64_t n_f = f ? (int64_t)f->len : 0;
+    if (!status && n_f > 64) status = 400, snprintf(err, sizeof err, "at most 64 filters");
+    if (!status && n_f && !(j->filters = mmt_calloc((size_t)n_f, sizeof *j->filters)))
+        status = 500, snprintf(err, sizeof err, "out of memory");
+    for (int64_t i = 0; !status && i < n_f; i++) {
+        const mmt_json *e = &f->items[i];
+        if (e->type != MMT_JSON_STRING) status = 400, snprintf(err, sizeof err, "filters %lld: expected a string", (long long)i);
+        else if (mmt_search_filter_parse(e->string, &j->filters[i]) != MMT_OK)
+            status = 400, snprintf(err, sizeof err, "filters %lld: %s", (long long)i, mmt_last_error());
+        else j->search_opt.n_filters++;
+    }
+    if (j) j->search_opt.filters = j->filters;
+    if (!status) { /* the query as the one input, through the embeddings parser */
+        mmt_strbuf one = {0};
+        mmt_strbuf_printf(&one, "{\"input\": [");
+        if (q->type == MMT_JSON_STRING) {
+            mmt_strbuf_json_string(&one, q->string, q->len);
+        } else if (q->type == MMT_JSON_OBJECT) { /* re-quote the object's text or image field */
+            const mmt_json *t = mmt_json_get(q, "text"), *im = mmt_json_get(q, "image");
+            if (t && t->type == MMT_JSON_STRING) mmt_strbuf_printf(&one, "{\"text\": "), mmt_strbuf_json_string(&one, t->string, t->len);
+            else if (im && im->type == MMT_JSON_STRING) mmt_strbuf_printf(&one, "{\"image\": "), mmt_strbuf_json_string(&one, im->string, im->len);
+            else mmt_strbuf_printf(&one, "{");
+            mmt_strbuf_printf(&one, "}");
+        } else {
+            mmt_strbuf_printf(&one, "0");
+        }
+        mmt_strbuf_printf(&one, "]}");
+        status = one.failed ? 500 : mmt_serve_parse_clip(one.data, one.len, 0, 1, &j->req, err, sizeof err);
+        if (one.failed) snprintf(err, sizeof err, "out of memory");
+        if (status == 400 && !strncmp(err, "input 0: ", 9)) memmove(err, err + 9, strlen(err + 9) + 1);
+        if (status == 400) {
+            char tmp[400];
+            snprintf(tmp, sizeof tmp, "query: %.380s", err);
+            snprintf(err, sizeof err, "%s", tmp);
+        }
+        mmt_strbuf_free(&one);
+    }
+    const mmt_json *m = root ? mmt_json_get(root, "model") : NULL;
+    if (!status && m && m->type != MMT_JSON_NULL) /* the space is the index's: its own adapter only */
+        status = 400, snprintf(err, sizeof err, "\"model\" does not apply to /v1/search: queries are embedded by the "
+                                               "model and adapter the index was built with");
+    mmt_json_free(doc);
+    if (status) {
+        mmt_http_reply_error(reply, status, status >= 500 ? "server_error" : "invalid_request_error", err);
+        mmt_metrics_request(s->metrics, "/v1/search", "base", status, mmt_now_seconds() - t0);
+        if (j) clip_job_free(j);
+        return;
+    }
+    j->srv = s, j->reply = reply, j->endpoint = "/v1/search", j->t0 = t0, j->search = 1;
+    if (s->index_adapter) {
+        pthread_mutex_lock(&s->mu);
+        s->index_adapter->refs++;
+        pthread_mutex_unlock(&s->mu);
+        j->adapter = s->index_adapter;
+    }
+    snprintf(j->adapter_name, sizeof j->adapter_name, "%s", j->adapter ? "index" : "base");
+    j->job.rows = 1;
     j->job.deadline_s = s->o.deadline_s > 0 ? t0 + s->o.deadline_s : 0;
     if (!mmt_batcher_submit(s->batcher, &j->job)) {
         job_fail(j, 503, "%s", "the server is shutting down");
@@ -603,7 +773,7 @@ static void route(void *user, const mmt_http_request *req, mmt_http_reply *reply
         return;
     }
     int known = !strcmp(req->path, "/v1/embeddings") || !strcmp(req->path, "/v1/classify") ||
-                !strncmp(req->path, "/v1/adapters", 12);
+                !strcmp(req->path, "/v1/search") || !strncmp(req->path, "/v1/adapters", 12);
     if (!known) {
         char msg[300];
         snprintf(msg, sizeof msg, "no endpoint %.200s (see GET / and docs/serving.md)", req->path);
@@ -622,7 +792,8 @@ static void route(void *user, const mmt_http_request *req, mmt_http_reply *reply
         mmt_http_reply_error(reply, 405, "invalid_request_error", "use POST");
         return;
     }
-    handle_clip(s, req, reply, !strcmp(req->path, "/v1/classify"));
+    if (!strcmp(req->path, "/v1/search")) handle_search(s, req, reply);
+    else handle_clip(s, req, reply, !strcmp(req->path, "/v1/classify"));
 }
 
 /* ---- start and stop --------------------------------------------------------------------- */
@@ -636,6 +807,19 @@ static void *load_model(void *arg) {
     for (int64_t i = 0; st == MMT_OK && i < s->o.n_adapters; i++) {
         st = adapter_add(s, s->o.adapter_names[i], s->o.adapter_dirs[i]);
         if (st != MMT_OK) st = mmt_error_prefix(st, "adapter %s: ", s->o.adapter_names[i]);
+    }
+    if (st == MMT_OK && s->o.index_dir) { /* the catalogue, checked against this model */
+        st = mmt_index_open(s->o.index_dir, &s->index);
+        const mmt_index_info *info = st == MMT_OK ? mmt_index_info_of(s->index) : NULL;
+        const char *ad = info && info->adapter_dir[0] ? info->adapter_dir : NULL;
+        if (st == MMT_OK) st = mmt_index_check_model(s->index, s->model_dir, ad);
+        if (st == MMT_OK && ad) {
+            if (!(s->index_adapter = mmt_calloc(1, sizeof *s->index_adapter)) || !(s->index_adapter->dir = mmt_strdup(ad)))
+                st = MMT_STATUS_OUT_OF_MEMORY;
+            else st = mmt_clip_adapter_open(s->model, ad, &s->index_adapter->a);
+            if (st == MMT_OK) s->index_adapter->refs = 1, snprintf(s->index_adapter->name, sizeof s->index_adapter->name, "index");
+        }
+        if (st != MMT_OK) st = mmt_error_prefix(st, "index %s: ", s->o.index_dir);
     }
     if (st == MMT_OK) {
         const mmt_clip_config *c = mmt_clip_config_of(s->model);
@@ -716,6 +900,9 @@ void mmt_server_stop(mmt_server *s, double drain_s) {
     mmt_http_stop(s->http);
     for (int64_t i = 0; i < s->n_adapters; i++) adapter_release(s, s->adapters[i]);
     mmt_free(s->adapters);
+    if (s->index_adapter && s->index_adapter->a) adapter_release(s, s->index_adapter);
+    else if (s->index_adapter) mmt_free(s->index_adapter->dir), mmt_free(s->index_adapter);
+    mmt_index_close(s->index);
     mmt_clip_run_free(s->run);
     mmt_clip_free(s->model);
     mmt_metrics_free(s->metrics);

@@ -28,6 +28,7 @@
 
 typedef struct mmt_server_options {
     const char *model_dir;
+    const char *index_dir;            /* a catalogue index (mmtune index) for /v1/search, or NULL */
     const char *const *adapter_names; /* start-up adapters: names and folders (n_adapters) */
     const char *const *adapter_dirs;
     int64_t n_adapters;

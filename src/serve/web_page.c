@@ -32,7 +32,7 @@ const char mmt_web_page[] =
     "const o=document.createElement('option');o.value=a.name;o.textContent=a.name;$('adapter').appendChild(o);}"
     "$('status').textContent='ready';}catch(e){$('status').textContent=e.message;}}\n"
     "$('search').onsubmit=async e=>{e.preventDefault();$('grid').innerHTML='';try{"
-    "const j=await call('/v1/search',{query:{text:$('query').value},top_k:12,model:$('adapter').value||undefined});"
+    "const j=await call('/v1/search',{query:{text:$('query').value},top_k:12,thumbnails:true});"
     "$('grid').innerHTML=j.data.map(h=>'<div class=\"item\">'+(h.thumbnail?'<img alt=\"\" src=\"'+esc(h.thumbnail)+'\">':'')"
     "+'<div>'+esc(h.title||h.id)+'</div><div>'+h.score.toFixed(3)+'</div></div>').join('');"
     "}catch(err){$('grid').innerHTML='<p class=\"err\">'+esc(err.message)+'</p>';}};\n"
@@ -50,4 +50,6 @@ const char mmt_web_page[] =
     "model:$('adapter').value||undefined});$('result').innerHTML='<p id=\"captext\">'+esc(j.data[0].caption)+'</p>';"
     "}catch(err){$('result').innerHTML='<p class=\"err\">'+esc(err.message)+'</p>';}};\n"
     "adapters();\n"
+    "const q=new URLSearchParams(location.search).get('q');\n"
+    "if(q){$('query').value=q;$('search').requestSubmit();}\n"
     "</script>\n</body>\n</html>\n";

@@ -19,17 +19,19 @@
 #define MAX_START_ADAPTERS 256
 
 static const char *SERVE_HELP =
-    "usage: mmtune serve --model DIR [--adapter NAME=DIR]... [--host ADDR] [--port N]\n"
+    "usage: mmtune serve --model DIR [--adapter NAME=DIR]... [--index DIR] [--host ADDR] [--port N]\n"
     "                    [--max-batch N] [--max-wait-ms MS] [--threads N] [limits]\n"
     "\n"
     "Serves a CLIP over HTTP (docs/serving.md): POST /v1/embeddings (OpenAI's shape; texts or\n"
-    "base64 images; \"model\" names an adapter), POST /v1/classify (zero-shot), GET/POST\n"
+    "base64 images; \"model\" names an adapter), POST /v1/classify (zero-shot), POST /v1/search\n"
+    "(the catalogue of --index, by text or image, with metadata filters), GET/POST\n"
     "/v1/adapters and DELETE /v1/adapters/NAME (load and unload while serving), GET /health\n"
     "(503 while loading), GET /metrics (Prometheus), GET / (a web page). Requests of any\n"
     "adapters are batched together. SIGTERM or SIGINT: stop accepting, answer what is in\n"
     "flight, exit 0.\n"
     "  --model DIR          the base CLIP (a Hugging Face snapshot)\n"
     "  --adapter NAME=DIR   a PEFT adapter served as NAME (repeat for more)\n"
+    "  --index DIR          a catalogue index made by `mmtune index` with this model\n"
     "  --host ADDR          IPv4 address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
     "  --port N             TCP port (default 8080; 0: any free one, printed)\n"
     "  --max-batch N        inputs per batch (default 32; 1 turns batching off)\n"
@@ -76,6 +78,7 @@ int cmd_serve(int argc, char **argv) {
         double x;
         if (!strcmp(a, "--model")) o.model_dir = v;
         else if (!strcmp(a, "--host")) o.host = v;
+        else if (!strcmp(a, "--index")) o.index_dir = v;
         else if (!strcmp(a, "--adapter")) {
             const char *eq = strchr(v, '=');
             if (!eq || eq == v || !eq[1]) rc = cli_usage_error("--adapter takes NAME=DIR, got '%s'", v);
