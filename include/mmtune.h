@@ -82,7 +82,8 @@ mmt_status mmt_clip_embed_texts(mmt_clip *model, const char *const *texts, int64
  * binding of adapters to the base's layers); use one per thread. Every embedding call takes
  * one adapter per input row (NULL: the base model alone); rows that share an adapter are
  * computed together, and each row's result equals computing it in a batch of that adapter
- * alone. Free run contexts before the adapters and the base they use.
+ * alone. Free run contexts (or make them forget the adapter: mmt_clip_run_forget) before
+ * closing the adapters, and the base last.
  */
 typedef struct mmt_clip_adapter mmt_clip_adapter;
 typedef struct mmt_clip_run mmt_clip_run;
@@ -94,6 +95,10 @@ const char *mmt_clip_adapter_dir(const mmt_clip_adapter *adapter);
 
 mmt_status mmt_clip_run_create(mmt_clip *base, mmt_clip_run **out);
 void mmt_clip_run_free(mmt_clip_run *run);
+/* Drops what run keeps for adapter (its binding to the run's layers), so that the adapter
+ * may be closed while the run lives on (a server unloading adapters). Call it on the run's
+ * thread; the run computes the adapter's rows again if it meets it later. */
+void mmt_clip_run_forget(mmt_clip_run *run, const mmt_clip_adapter *adapter);
 
 /* Normalised embeddings (n, embed_dim) of n image files / n UTF-8 texts; adapters holds n
  * entries (or is NULL: the base model for every row). */

@@ -8,7 +8,9 @@
  *   - concurrent clients with different adapters are batched together (the batch-size
  *     histogram shows batches of several rows) and each gets its own adapter's result;
  *   - adapters load (POST), list (GET) and unload (DELETE) while other threads send traffic,
- *     with no failed or wrong request; an unloaded name is 404 afterwards;
+ *     with no failed or wrong request; an unloaded name is 404 afterwards; a run context
+ *     forgets an adapter (mmt_clip_run_forget), and hundreds of load-use-unload cycles
+ *     leave resident memory flat;
  *   - bad requests (malformed JSON, wrong types, too large bodies, too many inputs, broken
  *     base64, corrupt images, texts over the context, unknown adapters, paths and methods)
  *     each get their 4xx JSON error; thousands of them mixed with good requests leave the
@@ -40,6 +42,7 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "eval/report.h"
+#include "api/clip_run_internal.h"
 #include "mmtune.h"
 #include "serve/index.h"
 #include "serve/server.h"
@@ -547,6 +550,52 @@ static void test_slow_client_and_stop(void) {
     (void)failed, (void)done;
 }
 
+static void test_adapter_churn(void) {
+    /* the run context keeps a link per adapter it has met, until told to forget it */
+    mmt_clip_run *run = NULL;
+    CHECK_OK(mmt_clip_run_create(model, &run));
+    mmt_clip_adapter *ad = NULL;
+    CHECK_OK(mmt_clip_adapter_open(model, lora_dir[0], &ad));
+    mmt_clip_adapter *rows[2] = {ad, NULL};
+    float out[2 * 512];
+    const char *two[2] = {texts[0], texts[1]};
+    CHECK_OK(mmt_clip_run_embed_texts(run, two, rows, 2, out));
+    CHECK(mmt_clip_run_links(run) == 1);
+    mmt_clip_run_forget(run, ad);
+    CHECK(mmt_clip_run_links(run) == 0);
+    mmt_clip_adapter_close(ad);
+    CHECK_OK(mmt_clip_run_embed_texts(run, two, NULL, 2, out));
+    mmt_clip_run_free(run);
+    /* the server: load, use, unload, many times over */
+    mmt_server *s = start(8, 1, 30);
+    if (!s) return;
+    int64_t rss[2] = {0, 0};
+    int bad = 0;
+    for (int cycle = 0; cycle < 300; cycle++) {
+        char body[600], path[64];
+        snprintf(body, sizeof body, "{\"name\": \"c%d\", \"path\": \"%s\"}", cycle, lora_dir[cycle % 2]);
+        response r = call("POST", "/v1/adapters", body);
+        bad += r.status != 201;
+        response_free(&r);
+        snprintf(body, sizeof body, "{\"input\": \"%s\", \"model\": \"c%d\"}", texts[cycle % 4], cycle);
+        r = call("POST", "/v1/embeddings", body);
+        float got[512];
+        bad += r.status != 200 || parse_embeddings(r.body, dim, got, 1) != 1 ||
+               max_diff(got, want_text[cycle % 2 + 1][cycle % 4], dim) > 1e-6;
+        response_free(&r);
+        snprintf(path, sizeof path, "/v1/adapters/c%d", cycle);
+        r = call("DELETE", path, NULL);
+        bad += r.status != 200;
+        response_free(&r);
+        if (cycle == 99) rss[0] = rss_kb();
+    }
+    rss[1] = rss_kb();
+    CHECK_MSG(bad == 0, "%d failures over 300 load-use-unload cycles", bad);
+    if (!UNDER_ASAN) CHECK_MSG(rss[1] <= rss[0] * 1.05, "resident memory grew from %lld to %lld KiB over 200 cycles",
+                               (long long)rss[0], (long long)rss[1]);
+    mmt_server_stop(s, 10);
+}
+
 /* ---- search and the web page -------------------------------------------------------- */
 
 static char index_dir[320];
@@ -706,6 +755,7 @@ int main(void) {
     TIMED(test_embeddings_equal_library);
     TIMED(test_batching_and_adapters_under_load);
     TIMED(test_bad_requests);
+    TIMED(test_adapter_churn);
     TIMED(test_slow_client_and_stop);
     TIMED(test_search);
     TIMED(test_health_when_the_model_cannot_load);

@@ -153,6 +153,25 @@ void mmt_clip_run_free(mmt_clip_run *r) {
     mmt_free(r);
 }
 
+void mmt_clip_run_forget(mmt_clip_run *r, const mmt_clip_adapter *a) {
+    if (!r || !a) return;
+    for (int64_t i = 0; i < r->n; i++)
+        if (r->bindings[i].adapter_id == a->id) {
+            unbind(&r->bindings[i]);
+            r->bindings[i] = r->bindings[--r->n];
+            break;
+        }
+    for (int64_t i = 0; i < r->n_links; i++)
+        if (r->links[i].adapter_id == a->id) {
+            mmt_free(r->links[i].linears);
+            mmt_free(r->links[i].entries);
+            r->links[i] = r->links[--r->n_links];
+            break;
+        }
+}
+
+int64_t mmt_clip_run_links(const mmt_clip_run *r) { return r->n_links; }
+
 /* The view that computes rows of adapter a (NULL: the base), made on first use. */
 static mmt_status view_for(mmt_clip_run *r, const mmt_clip_adapter *a, mmt_clip_train **view) {
     uint64_t id = a ? a->id : 0;

@@ -11,5 +11,7 @@
 /* Views the run made for adapters that cannot join mixed batches (DoRA, bottleneck,
  * modules_to_save, merged): each computes its adapter's rows apart. */
 int64_t mmt_clip_run_own_views(const mmt_clip_run *run);
+/* Adapters the run has linked into its mixed view (one per mixable adapter it has seen). */
+int64_t mmt_clip_run_links(const mmt_clip_run *run);
 
 #endif

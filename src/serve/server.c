@@ -33,6 +33,7 @@ typedef struct adapter_ref {
     char *dir;
     mmt_clip_adapter *a;
     int refs;    /* requests holding it, plus one while it is in the registry */
+    struct adapter_ref *next_dead;
 } adapter_ref;
 
 struct mmt_server {
@@ -55,6 +56,7 @@ struct mmt_server {
     _Atomic int64_t loads_in_flight;
     mmt_index *index;            /* --index: the catalogue (NULL: none) */
     adapter_ref *index_adapter;  /* the adapter the index was built with (NULL: the base) */
+    adapter_ref *dead;           /* released adapters the worker's run must forget before closing */
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -89,15 +91,32 @@ static int valid_name(const char *s) {
 
 /* ---- adapter registry ---------------------------------------------------------------- */
 
+/* Drops a reference. The last one hands the adapter to the batch worker (close_dead), whose
+ * run context must forget it before it is closed: the run is the worker's alone. */
 static void adapter_release(mmt_server *s, adapter_ref *a) {
     if (!a) return;
     pthread_mutex_lock(&s->mu);
-    int last = --a->refs == 0;
+    if (--a->refs == 0) {
+        a->next_dead = s->dead;
+        s->dead = a;
+    }
     pthread_mutex_unlock(&s->mu);
-    if (!last) return;
-    mmt_clip_adapter_close(a->a);
-    mmt_free(a->dir);
-    mmt_free(a);
+}
+
+/* On the batch worker (or once it has stopped): closes the adapters nobody holds any more. */
+static void close_dead(mmt_server *s) {
+    pthread_mutex_lock(&s->mu);
+    adapter_ref *a = s->dead;
+    s->dead = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (a) {
+        adapter_ref *next = a->next_dead;
+        mmt_clip_run_forget(s->run, a->a);
+        mmt_clip_adapter_close(a->a);
+        mmt_free(a->dir);
+        mmt_free(a);
+        a = next;
+    }
 }
 
 /* The adapter a request names, with a reference taken; *a NULL for the base. 0 when the name
@@ -417,6 +436,7 @@ static void search_body(mmt_server *s, clip_job *j, mmt_strbuf *b) {
 static void run_batch(void *user, mmt_batch_job **bj, int64_t n, int64_t rows) {
     mmt_server *s = user;
     double t0 = mmt_now_seconds();
+    close_dead(s);
     clip_job **jobs = (clip_job **)bj; /* job is the first member */
     int64_t S = s->image_size, n_images = 0, n_texts = 0;
     for (int64_t b = 0; b < n; b++)
@@ -902,6 +922,7 @@ void mmt_server_stop(mmt_server *s, double drain_s) {
     mmt_free(s->adapters);
     if (s->index_adapter && s->index_adapter->a) adapter_release(s, s->index_adapter);
     else if (s->index_adapter) mmt_free(s->index_adapter->dir), mmt_free(s->index_adapter);
+    close_dead(s); /* the worker has stopped: the run is ours */
     mmt_index_close(s->index);
     mmt_clip_run_free(s->run);
     mmt_clip_free(s->model);
