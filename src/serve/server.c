@@ -16,6 +16,7 @@
 #include "data/image.h"
 #include "data/image_write.h"
 #include "data/preprocess.h"
+#include "eval/report.h"
 #include "mmtune.h"
 #include "models/clip.h"
 #include "models/clip_config.h"
@@ -297,15 +298,8 @@ static void embeddings_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
         const float *e = j->out + r * s->dim;
         mmt_strbuf_printf(b, "%s{\"object\": \"embedding\", \"index\": %lld, \"embedding\": ", r ? ", " : "", (long long)r);
         if (j->req.base64_out) {
-            static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            const uint8_t *p = (const uint8_t *)e;
-            size_t n = (size_t)s->dim * sizeof(float);
             mmt_strbuf_append(b, "\"", 1);
-            for (size_t i = 0; i < n; i += 3) {
-                uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-                char q[4] = {A[v >> 18 & 63], A[v >> 12 & 63], i + 1 < n ? A[v >> 6 & 63] : '=', i + 2 < n ? A[v & 63] : '='};
-                mmt_strbuf_append(b, q, 4);
-            }
+            mmt_report_base64(b, (const uint8_t *)e, (size_t)s->dim * sizeof(float)); /* little-endian float32 */
             mmt_strbuf_append(b, "\"", 1);
         } else {
             mmt_strbuf_append(b, "[", 1);
@@ -387,12 +381,7 @@ static char *thumbnail_uri(const char *path) {
             mmt_image_encode_png(&small, &png, &len) == MMT_OK) {
             mmt_strbuf b = {0};
             mmt_strbuf_printf(&b, "data:image/png;base64,");
-            static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            for (size_t i = 0; i < len; i += 3) {
-                uint32_t v = (uint32_t)png[i] << 16 | (i + 1 < len ? (uint32_t)png[i + 1] << 8 : 0) | (i + 2 < len ? png[i + 2] : 0);
-                char q[4] = {A[v >> 18 & 63], A[v >> 12 & 63], i + 1 < len ? A[v >> 6 & 63] : '=', i + 2 < len ? A[v & 63] : '='};
-                mmt_strbuf_append(&b, q, 4);
-            }
+            mmt_report_base64(&b, png, len);
             if (!b.failed) uri = b.data;
             else mmt_strbuf_free(&b);
         }
