@@ -11,6 +11,10 @@
  *   - cached decoding equals recomputation: the logits of each step equal the last row of
  *     mmt_git_run_logits on the whole sequence so far, within 1e-4;
  *   - select: duplicating and reordering rows keeps each row's continuation;
+ *   - continuous batching: rows that join a running decoding between steps (other prompt
+ *     lengths, more room), rows dropped when done, and a second decoding switched in between
+ *     steps (mmt_git_cache) each give the logits of their own decoding alone (to 1e-6) and of
+ *     recomputation over the whole sequence (1e-4);
  *   - bad input: not a GIT config, token ids outside the vocabulary, a prompt longer than
  *     the positions, steps past the room asked for.
  */
@@ -72,6 +76,12 @@ static int32_t argmax(const float *x, int64_t n) {
     for (int64_t i = 1; i < n; i++)
         if (x[i] > x[best]) best = i;
     return (int32_t)best;
+}
+
+static double max_abs(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
 }
 
 static mmt_git *load_model(const char *name) {
@@ -236,6 +246,103 @@ static void test_select_keeps_rows(void) {
     free_expected(&e);
 }
 
+/* Greedy decoding of one row alone: logits (steps, V) and the tokens picked (steps). */
+static void decode_alone(mmt_git_run *r, const float *feats, const int32_t *prompt, int64_t L, int64_t steps, int64_t V,
+                         float *logits, int32_t *tokens) {
+    CHECK_OK(mmt_git_run_start(r, feats, 1, prompt, L, L + steps, logits));
+    for (int64_t t = 0; t < steps; t++) {
+        tokens[t] = argmax(logits + t * V, V);
+        if (t + 1 < steps) CHECK_OK(mmt_git_run_step(r, tokens + t, logits + (t + 1) * V));
+    }
+}
+
+static void test_join_continuous(void) {
+    expected e;
+    CHECK(load_expected("tiny-b", &e));
+    mmt_git *m = load_model("tiny-b");
+    mmt_git_run *r = NULL;
+    mmt_git_cache *other = NULL;
+    if (m) CHECK_OK(mmt_git_run_create(m, &r));
+    if (r) CHECK_OK(mmt_git_cache_create(r, &other));
+    if (!r || !other) goto done;
+    int64_t V = e.V, Ni = e.T - e.L, C = mmt_git_config_of(m)->hidden_size, steps = 8;
+    float *feats = malloc((size_t)(2 * Ni * C) * sizeof(float)), *lg = malloc((size_t)(4 * V) * sizeof(float));
+    float *ref0 = malloc((size_t)(steps * V) * sizeof(float)), *ref1 = malloc((size_t)(steps * V) * sizeof(float));
+    int32_t tok0[8], tok1[8], bos = (int32_t)mmt_git_config_of(m)->bos_token_id, prompt1[3];
+    for (int i = 0; i < 3; i++) prompt1[i] = (int32_t)e.ids[e.L + i]; /* row 1's first three ids */
+    CHECK_OK(mmt_git_run_image_features(r, e.pixels, 2, feats));
+    decode_alone(r, feats, &bos, 1, steps, V, ref0, tok0);
+    decode_alone(r, feats + Ni * C, prompt1, 3, steps, V, ref1, tok1);
+    /* row a: image 0 from BOS; after 2 steps row b (image 1, 3-token prompt) joins; after 2
+     * more, row c (image 0 from BOS, more room) joins; a is dropped when done */
+    double worst = 0;
+    int32_t next[3];
+    int64_t ta = 0, tb = 0, tc = 0; /* each row's step */
+    CHECK_OK(mmt_git_run_start(r, feats, 1, &bos, 1, 1 + 5, lg));
+    worst = fmax(worst, max_abs(lg, ref0, V));
+    for (; ta < 2; ta++) {
+        next[0] = tok0[ta];
+        CHECK_OK(mmt_git_run_step(r, next, lg));
+        worst = fmax(worst, max_abs(lg, ref0 + (ta + 1) * V, V));
+    }
+    CHECK_OK(mmt_git_run_join(r, feats + Ni * C, 1, prompt1, 3, 3 + steps, lg + V));
+    worst = fmax(worst, max_abs(lg + V, ref1, V));
+    CHECK(mmt_git_run_rows(r) == 2 && mmt_git_run_length(r) == 3);
+    /* the other decoding runs between two steps of this one, and leaves it alone */
+    mmt_git_run_use_cache(r, other);
+    CHECK_OK(mmt_git_run_start(r, feats + Ni * C, 1, prompt1, 3, 4, lg + 2 * V));
+    CHECK(max_abs(lg + 2 * V, ref1, V) <= 1e-6);
+    CHECK_OK(mmt_git_run_step(r, tok1, lg + 2 * V));
+    CHECK(max_abs(lg + 2 * V, ref1 + V, V) <= 1e-6);
+    mmt_git_run_use_cache(r, NULL);
+    for (; tb < 2; ta++, tb++) {
+        next[0] = tok0[ta], next[1] = tok1[tb];
+        CHECK_OK(mmt_git_run_step(r, next, lg));
+        worst = fmax(worst, max_abs(lg, ref0 + (ta + 1) * V, V));
+        worst = fmax(worst, max_abs(lg + V, ref1 + (tb + 1) * V, V));
+    }
+    CHECK_OK(mmt_git_run_join(r, feats, 1, &bos, 1, 1 + steps, lg + 2 * V));
+    worst = fmax(worst, max_abs(lg + 2 * V, ref0, V));
+    for (; ta < 5; ta++, tb++, tc++) { /* then a is done */
+        next[0] = tok0[ta], next[1] = tok1[tb], next[2] = tok0[tc];
+        CHECK_OK(mmt_git_run_step(r, next, lg));
+        worst = fmax(worst, max_abs(lg, ref0 + (ta + 1) * V, V));
+        worst = fmax(worst, max_abs(lg + V, ref1 + (tb + 1) * V, V));
+        worst = fmax(worst, max_abs(lg + 2 * V, ref0 + (tc + 1) * V, V));
+    }
+    int64_t keep[2] = {1, 2};
+    CHECK_OK(mmt_git_run_select(r, keep, 2));
+    for (; tb + 1 < steps; tb++, tc++) {
+        next[0] = tok1[tb], next[1] = tok0[tc];
+        CHECK_OK(mmt_git_run_step(r, next, lg));
+        worst = fmax(worst, max_abs(lg, ref1 + (tb + 1) * V, V));
+        worst = fmax(worst, max_abs(lg + V, ref0 + (tc + 1) * V, V));
+    }
+    CHECK_MSG(worst <= 1e-6, "joined rows differ from their own decoding by %.3g", worst);
+    printf("     continuous batching: joined rows within %.3g of their own decoding\n", worst);
+    /* and from recomputation over the whole sequence: row b's last logits */
+    int32_t ids[16];
+    memcpy(ids, prompt1, sizeof prompt1);
+    memcpy(ids + 3, tok1, (size_t)tb * sizeof(int32_t));
+    int64_t n = 3 + tb;
+    float *full = malloc((size_t)((Ni + n) * V) * sizeof(float));
+    CHECK_OK(mmt_git_run_logits(r, e.pixels + 3 * e.S * e.S, ids, 1, n, full));
+    CHECK_MSG(max_abs(full + (Ni + n - 1) * V, lg, V) <= 1e-4, "a joined row differs from recomputation by %.3g",
+              max_abs(full + (Ni + n - 1) * V, lg, V));
+    mmt_git_run_clear(r);
+    CHECK(mmt_git_run_rows(r) == 0);
+    CHECK_FAILS(mmt_git_run_step(r, next, lg), MMT_STATUS_INVALID_ARGUMENT, "before start");
+    /* a join with no rows decoding starts them */
+    CHECK_OK(mmt_git_run_join(r, feats, 1, &bos, 1, 2, lg));
+    CHECK(max_abs(lg, ref0, V) <= 1e-6);
+    free(full), free(feats), free(lg), free(ref0), free(ref1);
+done:
+    mmt_git_cache_free(other);
+    mmt_git_run_free(r);
+    mmt_git_free(m);
+    free_expected(&e);
+}
+
 static void test_not_git(void) {
     mmt_git *m = NULL;
     CHECK_FAILS(mmt_git_load(MMT_FIXTURE_DIR "/clip/tiny-a", &m), MMT_STATUS_UNSUPPORTED, "not a GIT");
@@ -246,6 +353,7 @@ int main(void) {
     RUN(test_logits_match_transformers);
     RUN(test_greedy_matches_generate);
     RUN(test_select_keeps_rows);
+    RUN(test_join_continuous);
     RUN(test_not_git);
     return check_summary();
 }

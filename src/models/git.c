@@ -173,8 +173,6 @@ mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
     git_run_train_init(r);
     mmt_arena_init_with(&r->step, (size_t)16 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
     mmt_arena_init_with(&r->scratch, (size_t)16 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
-    for (int i = 0; i < 2; i++)
-        mmt_arena_init_with(&r->cache_ar[i], (size_t)4 << 20, m->ops->buffer_alloc, m->ops->buffer_free);
     r->bc = (mmt_block_config){.hidden = c->hidden_size, .intermediate = c->intermediate_size, .heads = c->num_heads,
                                .eps = (float)c->layer_norm_eps, .act = MMT_BLOCK_GELU, .causal = 1, .post_ln = 1,
                                .n_bidir = mmt_git_image_tokens_of(c)};
@@ -184,8 +182,9 @@ mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
     mmt_clip_train_options_default(&o);
     mmt_status s = mmt_clip_train_create(m->vision, &o, &r->vision);
     r->blocks = s == MMT_OK ? mmt_calloc((size_t)c->num_layers, sizeof *r->blocks) : NULL;
-    r->caches = r->blocks ? mmt_calloc((size_t)c->num_layers, sizeof *r->caches) : NULL;
-    if (s == MMT_OK && (!r->blocks || !r->caches)) s = MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK && !r->blocks) s = MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) s = mmt_git_cache_create(r, &r->own);
+    r->kv = r->own;
     if (s != MMT_OK) {
         mmt_git_run_free(r);
         return s;
@@ -200,11 +199,9 @@ void mmt_git_run_free(mmt_git_run *r) {
     git_run_train_free(r);
     mmt_clip_train_free(r->vision);
     mmt_free(r->blocks);
-    mmt_free(r->caches);
+    mmt_git_cache_free(r->own);
     mmt_arena_free(&r->step);
     mmt_arena_free(&r->scratch);
-    mmt_arena_free(&r->cache_ar[0]);
-    mmt_arena_free(&r->cache_ar[1]);
     mmt_free(r);
 }
 
@@ -258,7 +255,7 @@ static void text_embed(mmt_git_run *r, float *x, const int32_t *ids, int64_t B, 
     r->ops->layernorm_fwd(x, NULL, NULL, x, r->emb_ln_w, r->emb_ln_b, B * (P + L), C, (float)m->cfg.layer_norm_eps);
 }
 
-/* The decoder on x (B, T, C) in place (inference; with the caches when cached). */
+/* The decoder on x (B, T, C) in place (inference; with the caches in use when cached). */
 static mmt_status decoder_forward(mmt_git_run *r, float *x, int64_t B, int64_t T, int cached) {
     const mmt_git_config *c = &r->m->cfg;
     int64_t NC = B * T * c->hidden_size;
@@ -268,7 +265,7 @@ static mmt_status decoder_forward(mmt_git_run *r, float *x, int64_t B, int64_t T
     mmt_status s = MMT_OK;
     for (int64_t i = 0; i < c->num_layers && s == MMT_OK; i++) {
         mmt_block *y = &r->blocks[i];
-        y->cache = cached ? &r->caches[i] : NULL;
+        y->cache = cached ? &r->kv->layers[i] : NULL;
         mmt_arena_mark inner = mmt_arena_get_mark(&r->scratch);
         s = nn_block_forward(y, &r->bc, r->ops, &r->scratch, x, out, B, T, 0, i, 0);
         mmt_arena_rewind(&r->scratch, inner);
@@ -320,76 +317,210 @@ mmt_status mmt_git_run_logits(mmt_git_run *r, const float *pixels, const int32_t
 
 /* ---- decoding with the KV cache ----------------------------------------------------------- */
 
-mmt_status mmt_git_run_start(mmt_git_run *r, const float *feats, int64_t B, const int32_t *prompt, int64_t L,
-                             int64_t cap, float *logits) {
+mmt_status mmt_git_cache_create(const mmt_git_run *r, mmt_git_cache **out) {
+    *out = NULL;
+    mmt_git_cache *k = mmt_calloc(1, sizeof *k);
+    if (!k) return MMT_STATUS_OUT_OF_MEMORY;
+    k->n_layers = r->m->cfg.num_layers;
+    for (int i = 0; i < 3; i++) mmt_arena_init_with(&k->ar[i], (size_t)4 << 20, r->ops->buffer_alloc, r->ops->buffer_free);
+    k->layers = mmt_calloc((size_t)k->n_layers, sizeof *k->layers);
+    k->held = mmt_calloc((size_t)k->n_layers, sizeof *k->held);
+    if (!k->layers || !k->held) {
+        mmt_git_cache_free(k);
+        return MMT_STATUS_OUT_OF_MEMORY;
+    }
+    *out = k;
+    return MMT_OK;
+}
+
+void mmt_git_cache_free(mmt_git_cache *k) {
+    if (!k) return;
+    for (int i = 0; i < 3; i++) mmt_arena_free(&k->ar[i]);
+    mmt_free(k->layers);
+    mmt_free(k->held);
+    mmt_free(k->lens);
+    mmt_free(k->keys);
+    mmt_free(k->spare);
+    mmt_free(k);
+}
+
+void mmt_git_run_use_cache(mmt_git_run *r, mmt_git_cache *c) { r->kv = c ? c : r->own; }
+
+/* Room for the lengths of n rows (they grow, never shrink). */
+static mmt_status cache_rows(mmt_git_cache *k, int64_t n) {
+    if (n <= k->rows_cap) return MMT_OK;
+    size_t bytes = (size_t)(n > 2 * k->rows_cap ? n : 2 * k->rows_cap) * sizeof(int64_t);
+    int64_t *lens = mmt_realloc(k->lens, bytes);
+    if (lens) k->lens = lens;
+    int64_t *keys = lens ? mmt_realloc(k->keys, bytes) : NULL;
+    if (keys) k->keys = keys;
+    int64_t *spare = keys ? mmt_realloc(k->spare, bytes) : NULL;
+    if (!spare) return MMT_STATUS_OUT_OF_MEMORY;
+    k->spare = spare;
+    k->rows_cap = (int64_t)(bytes / sizeof(int64_t));
+    return MMT_OK;
+}
+
+/* The checks of start and join: B rows of L tokens with room for cap text tokens each. */
+static mmt_status check_decoding(const mmt_git_run *r, const int32_t *prompt, int64_t B, int64_t L, int64_t cap) {
     const mmt_git_config *c = &r->m->cfg;
     MMT_TRY(check_text(r, prompt, B, L));
     int64_t V = r->blocks[0].n_prefix, P = r->n_prompt;
     if (cap < L || cap + V + P > c->max_positions)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: room for %lld text tokens: need %lld..%lld", (long long)cap,
                         (long long)L, (long long)(c->max_positions - V - P));
-    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + P + L;
-    r->cur = 0;
-    mmt_arena_reset(&r->cache_ar[0]);
-    for (int64_t i = 0; i < c->num_layers; i++)
-        MMT_TRY(nn_kv_cache_init(&r->caches[i], &r->cache_ar[0], B, V + Ni + P + cap, C));
+    return MMT_OK;
+}
+
+/* Image features feats (B, Ni, C), the prompt rows and ids (B, L) through the decoder into
+ * fresh caches of `positions` rows each from `ar` (the decoding's layers point at them);
+ * logits (B, vocab) after each row's last position. */
+static mmt_status prefill(mmt_git_run *r, mmt_arena *ar, const float *feats, int64_t B, const int32_t *ids, int64_t L,
+                          int64_t positions, float *logits) {
+    const mmt_git_config *c = &r->m->cfg;
+    mmt_git_cache *k = r->kv;
+    int64_t Ni = mmt_git_image_tokens_of(c), C = c->hidden_size, T = Ni + r->n_prompt + L;
+    mmt_arena_reset(ar);
+    for (int64_t i = 0; i < c->num_layers; i++) MMT_TRY(nn_kv_cache_init(&k->layers[i], ar, B, positions, C));
     mmt_arena_reset(&r->step);
     float *x = ALLOC_F(&r->step, B * T * C), *last = ALLOC_F(&r->step, B * C);
     if (!x || !last) return MMT_STATUS_OUT_OF_MEMORY;
-    MMT_TRY(sequence(r, x, feats, prompt, B, L));
-    r->B = B, r->len = 0, r->cap = cap;
+    MMT_TRY(sequence(r, x, feats, ids, B, L));
     MMT_TRY(decoder_forward(r, x, B, T, 1));
-    r->len = L;
     for (int64_t b = 0; b < B; b++)
         r->ops->buffer_copy(last + b * C, x + (b * T + T - 1) * C, (size_t)C * sizeof(float));
     return nn_linear_forward(&r->out, r->ops, &r->step, logits, last, B, 0);
 }
 
+/* Cache positions in front of the text: prefix rows, image tokens, prompt rows. */
+static int64_t cached_before_text(const mmt_git_run *r) {
+    return r->blocks[0].n_prefix + mmt_git_image_tokens_of(&r->m->cfg) + r->n_prompt;
+}
+
+mmt_status mmt_git_run_start(mmt_git_run *r, const float *feats, int64_t B, const int32_t *prompt, int64_t L,
+                             int64_t cap, float *logits) {
+    MMT_TRY(check_decoding(r, prompt, B, L, cap));
+    mmt_git_cache *k = r->kv;
+    int64_t pre = cached_before_text(r);
+    k->B = 0;
+    MMT_TRY(cache_rows(k, B));
+    k->cur = 0;
+    MMT_TRY(prefill(r, &k->ar[0], feats, B, prompt, L, pre + cap, logits));
+    for (int64_t b = 0; b < B; b++) k->lens[b] = L, k->keys[b] = pre + L;
+    k->B = B, k->cap = cap;
+    return MMT_OK;
+}
+
+mmt_status mmt_git_run_join(mmt_git_run *r, const float *feats, int64_t B2, const int32_t *prompt, int64_t L,
+                            int64_t cap, float *logits) {
+    mmt_git_cache *k = r->kv;
+    if (k->B < 1) return mmt_git_run_start(r, feats, B2, prompt, L, cap, logits);
+    MMT_TRY(check_decoding(r, prompt, B2, L, cap));
+    const mmt_git_config *c = &r->m->cfg;
+    int64_t B = k->B, n = B + B2, C = c->hidden_size, pre = cached_before_text(r);
+    int64_t cap_all = cap > k->cap ? cap : k->cap;
+    int next = 1 - k->cur;
+    MMT_TRY(cache_rows(k, n));
+    memcpy(k->held, k->layers, (size_t)k->n_layers * sizeof *k->held);
+    /* the new rows alone, then every row into a cache with room for the longest */
+    mmt_status s = prefill(r, &k->ar[2], feats, B2, prompt, L, pre + cap, logits);
+    if (s == MMT_OK) mmt_arena_reset(&k->ar[next]);
+    for (int64_t i = 0; s == MMT_OK && i < k->n_layers; i++) {
+        mmt_kv_cache was = k->held[i], add = k->layers[i], fresh;
+        if ((s = nn_kv_cache_init(&fresh, &k->ar[next], n, pre + cap_all, C)) != MMT_OK) break;
+        for (int64_t b = 0; b < B; b++) {
+            size_t bytes = (size_t)(k->keys[b] * C) * sizeof(float);
+            r->ops->buffer_copy(fresh.k + b * fresh.cap * C, was.k + b * was.cap * C, bytes);
+            r->ops->buffer_copy(fresh.v + b * fresh.cap * C, was.v + b * was.cap * C, bytes);
+        }
+        for (int64_t j = 0; j < B2; j++) {
+            size_t bytes = (size_t)((pre + L) * C) * sizeof(float);
+            r->ops->buffer_copy(fresh.k + (B + j) * fresh.cap * C, add.k + j * add.cap * C, bytes);
+            r->ops->buffer_copy(fresh.v + (B + j) * fresh.cap * C, add.v + j * add.cap * C, bytes);
+        }
+        fresh.len = was.len > add.len ? was.len : add.len;
+        k->layers[i] = fresh;
+    }
+    if (s != MMT_OK) {
+        k->B = 0;
+        return s;
+    }
+    for (int64_t b = B; b < n; b++) k->lens[b] = L, k->keys[b] = pre + L;
+    k->B = n, k->cap = cap_all, k->cur = next;
+    return MMT_OK;
+}
+
 mmt_status mmt_git_run_step(mmt_git_run *r, const int32_t *tokens, float *logits) {
     const mmt_git_config *c = &r->m->cfg;
-    if (r->B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: a decoding step before start");
-    if (r->len >= r->cap)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: the %lld text positions of this decoding are used up",
-                        (long long)r->cap);
-    MMT_TRY(check_ids(c, tokens, r->B));
-    int64_t C = c->hidden_size, B = r->B;
+    mmt_git_cache *k = r->kv;
+    if (k->B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: a decoding step before start");
+    for (int64_t b = 0; b < k->B; b++)
+        if (k->lens[b] >= k->cap)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: the %lld text positions of this decoding are used up",
+                            (long long)k->cap);
+    MMT_TRY(check_ids(c, tokens, k->B));
+    int64_t C = c->hidden_size, B = k->B, first = r->blocks[0].n_prefix + r->n_prompt;
     mmt_arena_reset(&r->step);
     float *x = ALLOC_F(&r->step, B * C);
     if (!x) return MMT_STATUS_OUT_OF_MEMORY;
-    text_embed(r, x, tokens, B, 1, 0, r->n_prompt + r->len);
-    MMT_TRY(decoder_forward(r, x, B, 1, 1));
-    r->len++;
+    /* each row at its own text position (text_embed with a position per row) */
+    for (int64_t b = 0; b < B; b++) git_text_embed_pre(r, x + b * C, tokens + b, 1, 1, 0, first + k->lens[b]);
+    r->ops->layernorm_fwd(x, NULL, NULL, x, r->emb_ln_w, r->emb_ln_b, B, C, (float)c->layer_norm_eps);
+    for (int64_t i = 0; i < k->n_layers; i++) k->layers[i].row_len = k->keys;
+    mmt_status s = decoder_forward(r, x, B, 1, 1);
+    for (int64_t i = 0; i < k->n_layers; i++) k->layers[i].row_len = NULL;
+    MMT_TRY(s);
+    for (int64_t b = 0; b < B; b++) k->lens[b]++, k->keys[b]++;
     return nn_linear_forward(&r->out, r->ops, &r->step, logits, x, B, 0);
 }
 
 mmt_status mmt_git_run_select(mmt_git_run *r, const int64_t *rows, int64_t n) {
     const mmt_git_config *c = &r->m->cfg;
-    if (r->B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select before start");
+    mmt_git_cache *k = r->kv;
+    if (k->B < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select before start");
     if (n < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select needs at least one row");
     for (int64_t i = 0; i < n; i++)
-        if (rows[i] < 0 || rows[i] >= r->B)
+        if (rows[i] < 0 || rows[i] >= k->B)
             return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "GIT: select: row %lld of %lld", (long long)rows[i],
-                            (long long)r->B);
-    int next = 1 - r->cur;
+                            (long long)k->B);
+    MMT_TRY(cache_rows(k, n));
+    int next = 1 - k->cur;
     int64_t C = c->hidden_size;
-    mmt_arena_reset(&r->cache_ar[next]);
-    for (int64_t i = 0; i < c->num_layers; i++) {
-        mmt_kv_cache old = r->caches[i], fresh;
-        MMT_TRY(nn_kv_cache_init(&fresh, &r->cache_ar[next], n, old.cap, C));
-        size_t bytes = (size_t)(old.len * C) * sizeof(float);
+    mmt_arena_reset(&k->ar[next]);
+    for (int64_t i = 0; i < k->n_layers; i++) {
+        mmt_kv_cache old = k->layers[i], fresh;
+        mmt_status s = nn_kv_cache_init(&fresh, &k->ar[next], n, old.cap, C);
+        if (s != MMT_OK) { /* some layers moved already: the decoding is lost */
+            k->B = 0;
+            return s;
+        }
         for (int64_t j = 0; j < n; j++) {
+            size_t bytes = (size_t)(k->keys[rows[j]] * C) * sizeof(float);
             r->ops->buffer_copy(fresh.k + j * fresh.cap * C, old.k + rows[j] * old.cap * C, bytes);
             r->ops->buffer_copy(fresh.v + j * fresh.cap * C, old.v + rows[j] * old.cap * C, bytes);
         }
         fresh.len = old.len;
-        r->caches[i] = fresh;
+        k->layers[i] = fresh;
     }
-    r->cur = next;
-    r->B = n;
+    for (int64_t j = 0; j < n; j++) k->spare[j] = k->lens[rows[j]];
+    memcpy(k->lens, k->spare, (size_t)n * sizeof(int64_t));
+    for (int64_t j = 0; j < n; j++) k->spare[j] = k->keys[rows[j]];
+    memcpy(k->keys, k->spare, (size_t)n * sizeof(int64_t));
+    k->cur = next;
+    k->B = n;
     return MMT_OK;
 }
 
-int64_t mmt_git_run_length(const mmt_git_run *r) { return r->len; }
+int64_t mmt_git_run_length(const mmt_git_run *r) {
+    int64_t most = 0;
+    for (int64_t b = 0; b < r->kv->B; b++)
+        if (r->kv->lens[b] > most) most = r->kv->lens[b];
+    return most;
+}
+
+int64_t mmt_git_run_rows(const mmt_git_run *r) { return r->kv->B; }
+
+void mmt_git_run_clear(mmt_git_run *r) { r->kv->B = 0; }
 
 /* ---- as a decoder for gen/ --------------------------------------------------------------- */
 

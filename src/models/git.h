@@ -13,7 +13,13 @@
  *     mmt_git_run_start(r, feats, B, prompt, L, cap, logits);  // image + prompt into the cache
  *     mmt_git_run_step(r, next_tokens, logits);                // one token per row, cached
  *     mmt_git_run_select(r, rows, B2);                         // beams: keep / copy rows
+ *     mmt_git_run_join(r, feats2, B2, prompt2, L2, cap2, lg2);   // more rows join between steps
  *
+ * Continuous batching (the server's captioner, serve/caption_service.h) joins rows into a
+ * running decoding between steps and drops the finished ones with select: rows then differ in
+ * length, each step feeding every row its own next position, and each row computes what it
+ * would alone (tests/test_git.c: joined rows equal their own decoding and recomputation).
+ * A run may keep several decodings apart (mmt_git_cache) and switch between them.
  * Text positions count from 0 at the first text token, as generate() passes them; with a
  * prompt-tuning adapter (PEFT's PROMPT_TUNING) its rows come first, at text positions 0..P-1,
  * in front of every row's text (in the cache after the image tokens), as PEFT's forward
@@ -32,6 +38,7 @@
 
 typedef struct mmt_git mmt_git;
 typedef struct mmt_git_run mmt_git_run;
+typedef struct mmt_git_cache mmt_git_cache;
 
 /* Loads a snapshot folder: config.json (model_type "git"), the weights, and when present
  * preprocessor_config.json (else CLIP's processor at the tower's image size) and
@@ -74,8 +81,30 @@ mmt_status mmt_git_run_step(mmt_git_run *r, const int32_t *tokens, float *logits
 /* The caches' rows become rows[0..n) of the current ones (repeats allowed: beam search's
  * reordering and the first expansion to beams); the batch is n rows from then on. */
 mmt_status mmt_git_run_select(mmt_git_run *r, const int64_t *rows, int64_t n);
-/* Text tokens cached so far per row. */
+/* Text tokens cached so far per row (the most of any row once rows differ). */
 int64_t mmt_git_run_length(const mmt_git_run *r);
+
+/* Adds B2 rows to the running decoding, after its current rows: the image features feats
+ * (B2, Ni, C) and the first L >= 1 text tokens of each new row go into the cache; logits
+ * (B2, vocab) are the new rows' next-token logits. cap is checked as start checks it; the
+ * decoding's room (one for every row) becomes the larger of its own and cap. The rows already there keep their place, caches and lengths; the next step feeds
+ * every row. With no rows decoding this is mmt_git_run_start. On failure the decoding is
+ * lost (no rows), so its callers must give up every row. */
+mmt_status mmt_git_run_join(mmt_git_run *r, const float *feats, int64_t B2, const int32_t *prompt, int64_t L,
+                            int64_t cap, float *logits);
+/* Rows decoding (0 before start and after mmt_git_run_clear). */
+int64_t mmt_git_run_rows(const mmt_git_run *r);
+/* Ends the decoding: no rows (select cannot drop the last one). */
+void mmt_git_run_clear(mmt_git_run *r);
+
+/* A decoding of its own for run r (caches, rows, lengths), so that one run may hold several
+ * and switch between them: the server's continuous batch and a beam search that runs
+ * between two of its steps. Free it after the run stops using it. */
+mmt_status mmt_git_cache_create(const mmt_git_run *r, mmt_git_cache **out);
+void mmt_git_cache_free(mmt_git_cache *c);
+/* The run decodes into c from now on (NULL: its own decoding again); what start, step,
+ * select, join and the decoder of mmt_git_run_decoder do goes to c. */
+void mmt_git_run_use_cache(mmt_git_run *r, mmt_git_cache *c);
 
 /* The run as a decoder for gen/ (nn/decoder.h): its start(B, prompt, ...) decodes after the
  * image features feats (B, Ni, C) of B images (borrowed: they must live while the decoder is

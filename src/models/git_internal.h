@@ -58,6 +58,23 @@ struct mmt_git {
     struct mmt_wordpiece *tokenizer; /* owned; NULL without tokenizer.json */
 };
 
+/* One decoding: the KV caches of its rows, per layer, and how far each row has got. Rows
+ * may differ in length once rows join a running decoding (mmt_git_run_join). */
+struct mmt_git_cache {
+    int64_t n_layers;
+    mmt_arena ar[3];           /* owned: the caches, double-buffered for select and join (ar[cur]);
+                                * ar[2]: the rows a join brings in, before they are merged */
+    int cur;
+    mmt_kv_cache *layers;      /* owned (mmt_malloc), n_layers */
+    int64_t B, cap;            /* rows decoding, text tokens of room per row */
+    int64_t *lens, *keys;      /* owned (B): text tokens cached per row; cache positions per row
+                                * (prefix + image + prompt rows + text) */
+    int64_t *spare;            /* owned (B): scratch for reordering the two above */
+    mmt_kv_cache *held;        /* owned (mmt_malloc), n_layers: the running rows' caches while a
+                                * join computes the new ones */
+    int64_t rows_cap;          /* what lens, keys and spare hold */
+};
+
 struct mmt_git_run {
     mmt_git *m;                /* borrowed */
     const mmt_ops *ops;
@@ -66,10 +83,8 @@ struct mmt_git_run {
     mmt_block_config bc;
     mmt_linear proj, out;      /* visual_projection.0, output */
     mmt_arena step, scratch;   /* owned: activations (reset per call), per-layer scratch */
-    mmt_arena cache_ar[2];     /* owned: the KV caches, double-buffered for select */
-    int cur;                   /* which cache_ar holds the caches */
-    mmt_kv_cache *caches;      /* owned (mmt_malloc), cfg.num_layers */
-    int64_t B, len, cap;       /* rows decoding, text tokens cached, text tokens room */
+    mmt_git_cache *own;        /* owned: the run's own decoding */
+    mmt_git_cache *kv;         /* the decoding in use: own, or the caller's (mmt_git_run_use_cache) */
     const float *dec_feats;    /* borrowed: the images of mmt_git_run_decoder */
     int64_t dec_images;
     /* the base tensors outside linears and blocks as this run computes with them: the

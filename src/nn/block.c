@@ -43,6 +43,7 @@ mmt_status nn_kv_cache_init(mmt_kv_cache *cache, mmt_arena *ar, int64_t B, int64
     cache->v = ALLOC_F(ar, B * cap * C);
     cache->cap = cap;
     cache->len = 0;
+    cache->row_len = NULL;
     return cache->k && cache->v ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
 }
 
@@ -77,11 +78,41 @@ static void bidir_attend(const mmt_block_config *c, const mmt_ops *ops, float *a
         ops->attention_kv_fwd(a + q0 * C, att + H * q0 * nb, q + q0 * C, k, v, 1, T - q0, V + T, H, C / H, 1, V + q0);
 }
 
+/* Attention over a cache whose rows hold different lengths (kv->row_len): one new position
+ * per row, appended after that row's keys, attending to all of them. Each row makes the same
+ * op call a cache of its own length would (the uniform path below with T = 1), so a row's
+ * result does not depend on the other rows. */
+static mmt_status ragged_attention(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                                   int64_t B, int64_t T) {
+    mmt_kv_cache *kv = y->cache;
+    int64_t C = c->hidden, H = c->heads, most = 0;
+    if (T != 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "a KV cache with rows of different lengths takes one position "
+                        "per row, not %lld", (long long)T);
+    for (int64_t b = 0; b < B; b++) {
+        if (kv->row_len[b] < 1 || kv->row_len[b] + 1 > kv->cap)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "KV cache row %lld: %lld positions cached, room for %lld",
+                            (long long)b, (long long)kv->row_len[b], (long long)kv->cap);
+        if (kv->row_len[b] > most) most = kv->row_len[b];
+    }
+    float *att = ALLOC_F(ar, H * (most + 1));
+    if (!att) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t start = kv->row_len[b];
+        float *kb = kv->k + b * kv->cap * C, *vb = kv->v + b * kv->cap * C;
+        memcpy(kb + start * C, y->k_out + b * C, (size_t)C * sizeof(float));
+        memcpy(vb + start * C, y->v_out + b * C, (size_t)C * sizeof(float));
+        ops->attention_kv_fwd(y->a + b * C, att, y->q_out + b * C, kb, vb, 1, 1, start + 1, H, C / H, c->causal, start);
+    }
+    return MMT_OK;
+}
+
 /* Attention over the cache: appends k_new, v_new (B, T, C) after the cached rows (the prefix
  * first, when the cache is empty) and attends q (B, T, C) to every row so far. */
 static mmt_status cached_attention(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
                                    int64_t B, int64_t T) {
     mmt_kv_cache *kv = y->cache;
+    if (kv->row_len) return ragged_attention(y, c, ops, ar, B, T);
     int64_t C = c->hidden, H = c->heads, V = y->n_prefix;
     int64_t start = kv->len == 0 ? V : kv->len;
     if (c->causal && c->n_bidir > 0 && start - V < c->n_bidir && (start != V || T < c->n_bidir))

@@ -61,9 +61,16 @@ typedef struct mmt_block_weights {
 typedef struct mmt_kv_cache {
     float *k, *v;
     int64_t cap, len;
+    /* Rows of different lengths (continuous batching: sequences that started at different
+     * steps share the cache). NULL: every row holds len positions. Otherwise row b holds
+     * row_len[b] >= 1 positions (the caller's array, shared by every layer's cache): a
+     * forward must then bring one position per row (T = 1), which goes in at row_len[b] and
+     * attends to the row's row_len[b] + 1 keys; the caller advances row_len after the last
+     * layer, and len is left alone. */
+    const int64_t *row_len;
 } mmt_kv_cache;
 
-/* A cache of cap positions for B sequences of C channels, from `ar`; len 0. */
+/* A cache of cap positions for B sequences of C channels, from `ar`; len 0, row_len NULL. */
 mmt_status nn_kv_cache_init(mmt_kv_cache *cache, mmt_arena *ar, int64_t B, int64_t cap, int64_t C);
 
 typedef struct mmt_block {
