@@ -21,6 +21,7 @@
 #include "models/clip.h"
 #include "models/clip_config.h"
 #include "serve/batcher.h"
+#include "serve/caption_service.h"
 #include "serve/http.h"
 #include "serve/index.h"
 #include "serve/metrics.h"
@@ -58,6 +59,7 @@ struct mmt_server {
     mmt_index *index;            /* --index: the catalogue (NULL: none) */
     adapter_ref *index_adapter;  /* the adapter the index was built with (NULL: the base) */
     adapter_ref *dead;           /* released adapters the worker's run must forget before closing */
+    mmt_caption_service *captioner; /* --captioner: /v1/caption (NULL: none; set before READY) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -73,6 +75,7 @@ void mmt_server_options_default(mmt_server_options *o) {
     o->idle_timeout_s = 30;
     o->deadline_s = 30;
     o->max_adapters = 1024;
+    o->max_new_tokens = 128;
 }
 
 static void reply_json(mmt_http_reply *r, int status, const mmt_strbuf *b) {
@@ -781,6 +784,15 @@ static void route(void *user, const mmt_http_request *req, mmt_http_reply *reply
         mmt_http_reply_send(reply, 200, "text/html; charset=utf-8", mmt_web_page, strlen(mmt_web_page));
         return;
     }
+    /* ---- captioning: /v1/caption... goes to serve/caption_service.c ---- */
+    if (!strncmp(req->path, "/v1/caption", 11) && (!req->path[11] || req->path[11] == '/')) {
+        if (!s->o.captioner_dir) mmt_http_reply_error(reply, 404, "invalid_request_error", "no captioner loaded (--captioner)");
+        else if (state != READY)
+            mmt_http_reply_error(reply, 503, "server_error", state == LOADING ? "the model is still loading" : s->load_error);
+        else mmt_caption_service_handle(s->captioner, req, reply);
+        return;
+    }
+    /* ---- end captioning ---- */
     int known = !strcmp(req->path, "/v1/embeddings") || !strcmp(req->path, "/v1/classify") ||
                 !strcmp(req->path, "/v1/search") || !strncmp(req->path, "/v1/adapters", 12);
     if (!known) {
@@ -839,6 +851,19 @@ static void *load_model(void *arg) {
                                   .expire = expire_job, .user = s};
         st = mmt_batcher_start(&bo, &s->batcher);
     }
+    /* ---- captioning: the GIT captioner and its worker ---- */
+    if (st == MMT_OK && s->o.captioner_dir) {
+        mmt_caption_service_options co;
+        mmt_caption_service_options_default(&co);
+        co.max_batch = s->o.max_batch, co.max_image_pixels = s->o.max_image_pixels, co.deadline_s = s->o.deadline_s;
+        co.max_adapters = s->o.max_adapters, co.max_new_tokens = s->o.max_new_tokens;
+        co.max_images = s->o.max_inputs < 256 ? s->o.max_inputs : 256;
+        co.adapter_names = s->o.caption_adapter_names, co.adapter_dirs = s->o.caption_adapter_dirs;
+        co.n_adapters = s->o.n_caption_adapters;
+        st = mmt_caption_service_start(s->o.captioner_dir, &co, s->metrics, &s->captioner);
+        if (st != MMT_OK) st = mmt_error_prefix(st, "captioner %s: ", s->o.captioner_dir);
+    }
+    /* ---- end captioning ---- */
     if (st != MMT_OK) {
         snprintf(s->load_error, sizeof s->load_error, "%s", mmt_last_error());
         mmt_log_warn("serve: %s", s->load_error);
@@ -903,6 +928,7 @@ void mmt_server_stop(mmt_server *s, double drain_s) {
     while (s->http && (mmt_http_pending(s->http) > 0 || atomic_load(&s->loads_in_flight) > 0) && mmt_now_seconds() < until)
         usleep(2000);
     mmt_batcher_stop(s->batcher); /* answers whatever is still queued */
+    mmt_caption_service_stop(s->captioner); /* captioning: finishes and answers its requests */
     while (atomic_load(&s->loads_in_flight) > 0) usleep(2000);
     /* replies are all sent: give the polling thread a moment to write them out */
     for (int i = 0; s->http && i < 50 && mmt_http_pending(s->http) > 0; i++) usleep(2000);

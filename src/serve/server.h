@@ -43,6 +43,14 @@ typedef struct mmt_server_options {
     int idle_timeout_s;        /* a connection idle this long is closed (default 30) */
     double deadline_s;         /* a request not started by then gets 503 (default 30) */
     int max_adapters;          /* default 1024 */
+    /* captioning (serve/caption_service.h): a GIT snapshot for POST /v1/caption, or NULL;
+     * its start-up adapters (n_caption_adapters names and folders); the most new tokens a
+     * request may ask for (default 128) */
+    const char *captioner_dir;
+    const char *const *caption_adapter_names;
+    const char *const *caption_adapter_dirs;
+    int64_t n_caption_adapters;
+    int64_t max_new_tokens;
 } mmt_server_options;
 
 void mmt_server_options_default(mmt_server_options *o);

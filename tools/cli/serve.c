@@ -20,6 +20,7 @@
 
 static const char *SERVE_HELP =
     "usage: mmtune serve --model DIR [--adapter NAME=DIR]... [--index DIR] [--host ADDR] [--port N]\n"
+    "                    [--captioner GIT_DIR [--caption-adapter NAME=DIR]...]\n"
     "                    [--max-batch N] [--max-wait-ms MS] [--threads N] [limits]\n"
     "\n"
     "Serves a CLIP over HTTP (docs/serving.md): POST /v1/embeddings (OpenAI's shape; texts or\n"
@@ -32,9 +33,15 @@ static const char *SERVE_HELP =
     "  --model DIR          the base CLIP (a Hugging Face snapshot)\n"
     "  --adapter NAME=DIR   a PEFT adapter served as NAME (repeat for more)\n"
     "  --index DIR          a catalogue index made by `mmtune index` with this model\n"
+    "  --captioner GIT_DIR  a GIT captioner for POST /v1/caption: images (+ prompt, generation\n"
+    "                       settings) to captions, equal to `mmtune caption`'s, decoded with\n"
+    "                       continuous batching (requests join between decoding steps)\n"
+    "  --caption-adapter NAME=DIR  a PEFT adapter of the captioner, the \"model\" of /v1/caption\n"
+    "                       (repeat for more; /v1/caption/adapters loads more while serving)\n"
     "  --host ADDR          IPv4 address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
     "  --port N             TCP port (default 8080; 0: any free one, printed)\n"
-    "  --max-batch N        inputs per batch (default 32; 1 turns batching off)\n"
+    "  --max-batch N        inputs per batch (default 32; 1 turns batching off); captions:\n"
+    "                       images decoding together\n"
     "  --max-wait-ms MS     how long the oldest request waits for a batch to fill (default 5)\n"
     "  --threads N          compute threads (default: every core)\n"
     "limits (a request over one gets a 4xx JSON error):\n"
@@ -44,7 +51,8 @@ static const char *SERVE_HELP =
     "  --max-connections N  open connections; more are refused (default 256)\n"
     "  --idle-timeout S     a connection silent this long is closed (default 30)\n"
     "  --deadline-ms MS     a request not started by then gets 503 (default 30000)\n"
-    "  --max-adapters N     adapters loaded at once (default 1024)\n";
+    "  --max-adapters N     adapters loaded at once (default 1024)\n"
+    "  --max-new-tokens N   tokens a caption request may ask for (default 128)\n";
 
 static int parse_num(const char *v, double lo, double hi, double *out) {
     char *end;
@@ -62,6 +70,9 @@ int cmd_serve(int argc, char **argv) {
     const char *names[MAX_START_ADAPTERS], *dirs[MAX_START_ADAPTERS];
     char *owned[MAX_START_ADAPTERS];
     int64_t n_adapters = 0;
+    const char *cap_names[MAX_START_ADAPTERS], *cap_dirs[MAX_START_ADAPTERS]; /* --caption-adapter */
+    char *cap_owned[MAX_START_ADAPTERS];
+    int64_t n_cap = 0;
     double threads = 0;
     int rc = 0;
     for (int i = 0; i < argc && rc == 0; i++) {
@@ -90,6 +101,22 @@ int cmd_serve(int argc, char **argv) {
                 dirs[n_adapters] = owned[n_adapters] + (eq - v) + 1;
                 n_adapters++;
             }
+        } else if (!strcmp(a, "--captioner")) {
+            o.captioner_dir = v;
+        } else if (!strcmp(a, "--caption-adapter")) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v || !eq[1]) rc = cli_usage_error("--caption-adapter takes NAME=DIR, got '%s'", v);
+            else if (n_cap == MAX_START_ADAPTERS) rc = cli_usage_error("at most %d --caption-adapter at start-up", MAX_START_ADAPTERS);
+            else if (!(cap_owned[n_cap] = mmt_strdup(v))) rc = cli_usage_error("out of memory");
+            else {
+                cap_owned[n_cap][eq - v] = '\0';
+                cap_names[n_cap] = cap_owned[n_cap];
+                cap_dirs[n_cap] = cap_owned[n_cap] + (eq - v) + 1;
+                n_cap++;
+            }
+        } else if (!strcmp(a, "--max-new-tokens")) {
+            if (!parse_num(v, 1, 4096, &x) || x != (int)x) rc = cli_usage_error("--max-new-tokens needs 1..4096");
+            o.max_new_tokens = (int64_t)x;
         } else if (!strcmp(a, "--port")) {
             if (!parse_num(v, 0, 65535, &x) || x != (int)x) rc = cli_usage_error("--port needs 0..65535");
             o.port = (int)x;
@@ -127,6 +154,7 @@ int cmd_serve(int argc, char **argv) {
     }
     if (rc == 0 && !o.model_dir) rc = cli_usage_error("serve: --model is required");
     if (rc == 0 && n_adapters > o.max_adapters) rc = cli_usage_error("more --adapter than --max-adapters");
+    if (rc == 0 && n_cap > 0 && !o.captioner_dir) rc = cli_usage_error("serve: --caption-adapter needs --captioner");
     if (rc != 0) goto done;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -134,6 +162,9 @@ int cmd_serve(int argc, char **argv) {
     o.adapter_names = names;
     o.adapter_dirs = dirs;
     o.n_adapters = n_adapters;
+    o.caption_adapter_names = cap_names;
+    o.caption_adapter_dirs = cap_dirs;
+    o.n_caption_adapters = n_cap;
     /* SIGTERM and SIGINT go to sigwait below, in no other thread; a closed client socket is
      * an error return, not a signal */
     sigset_t stop;
@@ -163,5 +194,6 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "mmtune: stopped\n");
 done:
     for (int64_t i = 0; i < n_adapters; i++) mmt_free(owned[i]);
+    for (int64_t i = 0; i < n_cap; i++) mmt_free(cap_owned[i]);
     return rc;
 }
