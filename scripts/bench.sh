@@ -73,3 +73,8 @@ fi
 if [ "${SKIP_CAPTION:-0}" != 1 ]; then
   bash scripts/bench_caption.sh
 fi
+
+# Serving over HTTP (issue 12): mmtune serve vs a PyTorch + FastAPI server, bench/results/serve.md
+if [ "${SKIP_SERVE:-0}" != 1 ]; then
+  bash scripts/bench_serve.sh
+fi

@@ -48,7 +48,7 @@ static const char *USAGE =
     "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs; a GIT\n"
     "             captioner: CIDEr-D, BLEU-1..4, ROUGE-L of its captions\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
-    "  bench      measure throughput (bench embed|train|adapters|caption|search --help)\n"
+    "  bench      measure throughput (bench embed|train|adapters|caption|search|serve --help)\n"
     "  fashion-mnist  write Fashion-MNIST as PNG images + captioned JSONL pairs\n"
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
     "  bpe        train a CLIP byte-level BPE vocabulary on captions\n"
@@ -120,7 +120,8 @@ static const char *BENCH_HELP =
     "the KV cache, and a LoRA training step).\n"
     "Also: mmtune bench train --help (a training step), mmtune bench adapters --help (many\n"
     "adapters over one base: merged, single, mixed and grouped batches).\n"
-    "Also: mmtune bench search --help (search index scan time against catalogue size).\n";
+    "Also: mmtune bench search --help (search index scan time against catalogue size).\n"
+    "Also: mmtune bench serve --help (HTTP load on /v1/embeddings: requests/s, p50/p99 latency).\n";
 
 int cli_usage_error(const char *fmt, ...) {
     va_list ap;
@@ -635,6 +636,7 @@ static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "adapters") == 0) return cmd_bench_adapters(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "caption") == 0) return cmd_bench_caption(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "search") == 0) return cmd_bench_search(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "serve") == 0) return cmd_bench_serve(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "embed") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
             fputs(BENCH_HELP, stdout);

@@ -50,6 +50,7 @@ int cmd_report(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_bench_search(int argc, char **argv);
+int cmd_bench_serve(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif
