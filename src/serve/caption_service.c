@@ -73,6 +73,7 @@ struct cap_request {
     char **captions;    /* owned (req.n_images) */
     int status;         /* 0 while fine, else the HTTP status of its error */
     char error[400];
+    int cs_counted;     /* counted in stats.in_flight */
 };
 
 struct mmt_caption_service {
@@ -285,6 +286,7 @@ static void request_finish(cap_request *q) {
     pthread_mutex_lock(&cs->mu);
     cs->stats.requests++;
     cs->stats.tokens += q->tokens;
+    cs->stats.in_flight -= q->cs_counted;
     pthread_mutex_unlock(&cs->mu);
     adapter_release(cs, q->adapter);
     request_free(q);
@@ -676,6 +678,8 @@ static void handle_caption(mmt_caption_service *cs, const mmt_http_request *req,
             while (*p) p = &(*p)->next;
             *p = q;
             cs->stats.queued++;
+            cs->stats.in_flight++;
+            q->cs_counted = 1;
             pthread_cond_signal(&cs->wake);
         }
         pthread_mutex_unlock(&cs->mu);
@@ -800,10 +804,11 @@ static void handle_status(mmt_caption_service *cs, mmt_http_reply *reply) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{\"ready\": %s, \"running_rows\": %lld, \"queued_requests\": %lld, \"steps\": %lld, "
                       "\"joins\": %lld, \"joins_running\": %lld, \"most_rows_per_step\": %lld, \"beam_requests\": %lld, "
-                      "\"requests\": %lld, \"generated_tokens\": %lld, \"max_batch\": %lld, \"adapters\": %lld}\n",
+                      "\"requests\": %lld, \"requests_in_flight\": %lld, \"generated_tokens\": %lld, \"max_batch\": %lld, "
+                      "\"adapters\": %lld}\n",
                       atomic_load(&cs->ready) ? "true" : "false", (long long)st.running, (long long)st.queued,
                       (long long)st.steps, (long long)st.joins, (long long)st.joins_running, (long long)st.most_rows,
-                      (long long)st.beam_requests, (long long)st.requests, (long long)st.tokens,
+                      (long long)st.beam_requests, (long long)st.requests, (long long)st.in_flight, (long long)st.tokens,
                       (long long)cs->o.max_batch, (long long)mmt_caption_service_adapter_count(cs));
     reply_json(reply, 200, &b);
     mmt_strbuf_free(&b);

@@ -92,6 +92,7 @@ typedef struct mmt_caption_stats {
     int64_t most_rows;      /* the most rows one step has run */
     int64_t running;        /* rows decoding now */
     int64_t queued;         /* requests waiting to join */
+    int64_t in_flight;      /* requests accepted and not answered yet */
     int64_t beam_requests;  /* requests decoded by beam search */
     int64_t tokens;         /* tokens generated */
 } mmt_caption_stats;
