@@ -28,7 +28,11 @@ DURATION=${DURATION:-15}
 WARMUP=${WARMUP:-5}
 ROUNDS=${ROUNDS:-1}
 MAX_BATCH=${MAX_BATCH:-32}
-MAX_WAIT_MS=${MAX_WAIT_MS:-5}
+# 10 ms rather than serve's default 5: at 32 clients on the shared 2-core machine, turning a
+# batch's 32 answers into the next 32 requests took more than 5 ms, so with 5 the batches
+# split (19 rows on average) and p99 rose by a third; 10 and 20 ms gave full batches and the
+# same requests/s (measured with this tool, 2026-12-03).
+MAX_WAIT_MS=${MAX_WAIT_MS:-10}
 ADAPTERS=${ADAPTERS:-100}
 TORCH_MODE=${TORCH_MODE:-threads}
 CONNECTION=${CONNECTION:-keep-alive}
@@ -189,8 +193,11 @@ L = ["# Serving: mmtune serve vs a PyTorch + FastAPI server (POST /v1/embeddings
      + ("(one connection per client, reused)" if p0.get("connection") == "keep-alive" else "(a new connection per request)")
      + f" for every server. Each request: `{{\"input\": [{{\"image\": BASE64}}], \"model\": \"a0\"}}` with "
      f"{meta.get('image', 'a JPEG')} ({size}, {nbytes}) base64-encoded. Each point: {p0.get('duration_s', '?')} s measured "
-     f"after {p0.get('warmup_s', '?')} s of warm-up under the same load (requests completed in the window count; the "
-     "requests in flight finish before the next point). At each client count the targets take turns, the order "
+     f"after {p0.get('warmup_s', '?')} s of warm-up under the same load (the requests in flight finish before the next "
+     "point). req/s: the answers in the window after its first answer, or first burst of answers (a batch's rows, "
+     "each within 25 ms of the one before), over the time from that to the last answer: a batching server answers "
+     "a batch's rows at once every few seconds, and a plain count in a fixed window would swing by a whole batch "
+     "(serve_raw.jsonl has that count too, req_per_s_window). Latencies: the requests answered in the window. At each client count the targets take turns, the order "
      f"reversing every count and round; {rounds} round(s), the best round per point shown. Errors: non-200 "
      "answers, answers without an embedding, failed connections.", "",
      (f"Same work: one request to mmtune serve and to the PyTorch server gives embeddings of {parity['dims'][0]} and "
