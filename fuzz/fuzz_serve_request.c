@@ -1,7 +1,9 @@
 /* fuzz_serve_request.c — libFuzzer target for the request bodies of `mmtune serve`.
  *
- * Byte 0 picks the endpoint (even: /v1/embeddings, odd: /v1/classify); the rest is the body,
- * parsed by mmt_serve_parse_clip with a limit of 64 inputs. A body that parses must give a
+ * Byte 0 picks the endpoint (mod 3: 0 /v1/embeddings, 1 /v1/classify, 2 /v1/caption); the
+ * rest is the body, parsed by mmt_serve_parse_clip with a limit of 64 inputs, or by
+ * mmt_serve_parse_caption with 64 images and 100 new tokens at most (a caption request that
+ * parses has 1..64 images, each some bytes, and max_new_tokens 1..100). A body that parses must give a
  * consistent request (1..64 inputs; for classify one label per prompt row, after the images;
  * every text non-empty; every image some decoded bytes); one that fails must give a status
  * of 400, 413 or 500 and a one-line message. The base64 decoder also gets the body as is.
@@ -12,15 +14,29 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "serve/caption_request.h"
 #include "serve/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    int classify = data[0] & 1;
+    int which = data[0] % 3, classify = which == 1;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
-    mmt_clip_request r;
     char err[400];
+    if (which == 2) {
+        mmt_caption_request c;
+        int status = mmt_serve_parse_caption(body, len, 64, 100, &c, err, sizeof err);
+        if (status) {
+            if ((status != 400 && status != 413 && status != 500) || !err[0] || strchr(err, '\n')) __builtin_trap();
+            return 0;
+        }
+        if (c.n_images < 1 || c.n_images > 64 || c.gen.max_new_tokens < 1 || c.gen.max_new_tokens > 100) __builtin_trap();
+        for (int64_t i = 0; i < c.n_images; i++)
+            if (!c.images[i].image || !c.images[i].bytes) __builtin_trap();
+        mmt_caption_request_free(&c);
+        return 0;
+    }
+    mmt_clip_request r;
     int status = mmt_serve_parse_clip(body, len, classify, 64, &r, err, sizeof err);
     if (status) {
         if ((status != 400 && status != 413 && status != 500) || !err[0] || strchr(err, '\n')) __builtin_trap();

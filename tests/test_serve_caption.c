@@ -577,6 +577,42 @@ static void test_stop_in_flight(void) {
     port = saved;
 }
 
+/* The web page: /?image=DATA_URI&action=caption loads the image as a drop would and presses
+ * Caption; the caption it shows is the library's (headless Chromium, the DOM checked). */
+static void test_page_caption(void) {
+    if (system("command -v chromium >/dev/null 2>&1") != 0) {
+        printf("     chromium is not installed: the page is not driven\n");
+        return;
+    }
+    cap_case c;
+    case_init(&c, 0, 1, 2); /* camera_gray.png, the base captioner, the page's settings: */
+    c.gen.max_new_tokens = 30; /* the service's defaults */
+    library_captions(&c);
+    char *cmd = malloc(65536), dom[400];
+    mmt_strbuf uri = {0}; /* the data URI, percent-encoded for the query string */
+    for (const char *p = image_b64[2]; *p; p++) {
+        if (*p == '+' || *p == '/' || *p == '=') mmt_strbuf_printf(&uri, "%%%02X", (unsigned char)*p);
+        else mmt_strbuf_append(&uri, p, 1);
+    }
+    snprintf(dom, sizeof dom, "%s/page.html", root);
+    snprintf(cmd, 65536,
+             "cd %s && HOME=%s timeout 120 chromium --headless --no-sandbox --disable-gpu --no-first-run "
+             "--user-data-dir=%s/profile --virtual-time-budget=20000 --dump-dom "
+             "'http://127.0.0.1:%d/?action=caption&image=data:image/png;base64,%s' >%s 2>/dev/null",
+             root, root, root, port, uri.data, dom);
+    mmt_strbuf_free(&uri);
+    CHECK_MSG(system(cmd) == 0, "chromium failed");
+    char *html = check_read_file(dom, NULL);
+    char want[600];
+    snprintf(want, sizeof want, "<p id=\"captext\">%s</p>", c.want[0] ? c.want[0] : "?");
+    const char *shown = html ? strstr(html, "id=\"result\"") : NULL;
+    CHECK_MSG(html && strstr(html, want), "the page does not show %s; it shows %.300s", want, shown ? shown : "(nothing)");
+    if (html && strstr(html, want)) printf("     the page captions camera_gray.png: '%s'\n", c.want[0]);
+    free(html);
+    free(cmd);
+    case_free(&c);
+}
+
 int main(void) {
     CHECK(mkdtemp(root) != NULL);
     CHECK_OK(mmt_git_load(CAP, &git));
@@ -592,6 +628,7 @@ int main(void) {
         RUN(test_concurrent_clients);
         RUN(test_bad_requests);
         RUN(test_unload);
+        RUN(test_page_caption);
         mmt_server_stop(s, 10);
     }
     RUN(test_no_captioner);

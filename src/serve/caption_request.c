@@ -18,6 +18,8 @@ void mmt_caption_request_free(mmt_caption_request *r) {
 
 static int refuse(mmt_caption_request *r, int status, char *err, size_t err_size, const char *msg) {
     snprintf(err, err_size, "%s", msg);
+    for (char *c = err; *c; c++) /* one line, whatever the client's field names hold */
+        if ((unsigned char)*c < 0x20) *c = '?';
     mmt_caption_request_free(r);
     return status;
 }

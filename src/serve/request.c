@@ -121,6 +121,8 @@ void mmt_clip_request_free(mmt_clip_request *r) {
 /* Sets err and returns status (freeing what was parsed). */
 static int refuse(mmt_clip_request *r, int status, char *err, size_t err_size, const char *msg) {
     snprintf(err, err_size, "%s", msg);
+    for (char *c = err; *c; c++) /* one line, whatever the client's field names hold */
+        if ((unsigned char)*c < 0x20) *c = '?';
     mmt_clip_request_free(r);
     return status;
 }
