@@ -161,6 +161,10 @@ rows = [json.loads(l) for l in open(raw) if l.strip()]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 nproc = subprocess.check_output(["nproc"]).decode().strip()
 med = lambda xs: statistics.median(xs) if xs else float("nan")
+try:
+    pressure = open("/proc/pressure/cpu").readline().strip()
+except OSError:
+    pressure = "unknown"
 out = [f"# PEFT methods on the embedded default model ({model})", "",
        f"Made by `make bench-peft` (scripts/bench_peft.sh) {datetime.datetime.utcfromtimestamp(os.path.getmtime(raw)):%Y-%m-%d %H:%M} UTC (the raw file's time) on {cpu}, "
        f"{nproc} cores. Every method: {steps} steps of {batch} pairs, its own learning rate (flags below), "
@@ -197,7 +201,9 @@ if t:
             f"{cap_steps} steps of {cap_batch} captions (three wordings of each training image), then greedy captions of the "
             "fashion test images scored against their three reference wordings (CIDEr-D, BLEU-4, ROUGE-L as pycocoevalcap "
             "computes them). The class names are not in the captioner's vocabulary, so WordPiece spells them in characters: "
-            "methods that cannot move the output head have to steer the hidden states to spell them.", ""]
+            "methods that cannot move the output head have to steer the hidden states to spell them. "
+            f"Seconds per step are wall time on the shared 2-core machine (CPU pressure when the table was written: {pressure}), "
+            "so they compare methods only roughly; the scores do not depend on load.", ""]
     out += table(t, "base captioner (no training)", [("CIDEr-D", "cider_d"), ("BLEU-4", "bleu_4"), ("ROUGE-L", "rouge_l")])
     spread = {m: [r["cider_d"] for r in t if r["method"] == m] for m in dict.fromkeys(r["method"] for r in t if r["method"] != "none")}
     out += ["", "CIDEr-D per seed: " + "; ".join(f"{m} " + ", ".join(f"{v:.3f}" for v in vs) for m, vs in spread.items()), ""]
