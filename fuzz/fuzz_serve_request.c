@@ -1,6 +1,8 @@
 /* fuzz_serve_request.c — libFuzzer target for the request bodies of `mmtune serve`.
  *
- * Byte 0 picks the endpoint (mod 3: 0 /v1/embeddings, 1 /v1/classify, 2 /v1/caption); the
+ * Byte 0 picks the endpoint (mod 4: 0 /v1/embeddings, 1 /v1/classify, 2 /v1/caption; 3: a
+ * multipart/form-data body with the boundary "XyZ", for the endpoint byte 1 picks, turned into
+ * JSON by mmt_multipart_to_json, which must then parse as JSON or fail with one line); the
  * rest is the body, parsed by mmt_serve_parse_clip with a limit of 64 inputs, or by
  * mmt_serve_parse_caption with 64 images and 100 new tokens at most (a caption request that
  * parses has 1..64 images, each some bytes, and max_new_tokens 1..100). A body that parses must give a
@@ -14,15 +16,32 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "serve/caption_request.h"
+#include "serve/multipart.h"
 #include "serve/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    int which = data[0] % 3, classify = which == 1;
+    int which = data[0] % 4, classify = which == 1;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
     char err[400];
+    if (which == 3) {
+        static const char *const paths[4] = {"/v1/embeddings", "/v1/classify", "/v1/caption", "/v1/search"};
+        if (len < 1) return 0;
+        mmt_strbuf j = {0};
+        mmt_status st = mmt_multipart_to_json("multipart/form-data; boundary=XyZ", body + 1, len - 1, paths[body[0] & 3], &j);
+        if (st == MMT_OK) { /* what it makes is JSON */
+            mmt_json_doc *doc = NULL;
+            if (mmt_json_parse(j.data, j.len, "multipart json", &doc) != MMT_OK) __builtin_trap();
+            mmt_json_free(doc);
+        } else if (strchr(mmt_last_error(), '\n')) {
+            __builtin_trap();
+        }
+        mmt_strbuf_free(&j);
+        return 0;
+    }
     if (which == 2) {
         mmt_caption_request c;
         int status = mmt_serve_parse_caption(body, len, 64, 100, &c, err, sizeof err);

@@ -17,6 +17,8 @@
  *     server answering correctly with its resident memory grown by under 5%;
  *   - a client that sends half a request and goes quiet is dropped after the idle timeout
  *     while others are served (slowloris);
+ *   - multipart/form-data uploads (curl -F) give byte for byte the answers of the same
+ *     requests in JSON; malformed multipart bodies get 400;
  *   - /v1/search over an index made by `mmtune index` equals mmt_index_search with the
  *     library's query embedding (ids, order, scores), with filters and thumbnails; its
  *     errors; the web page (GET /?q=...) in headless Chromium shows the hits as thumbnails
@@ -96,7 +98,9 @@ static response call_raw(const char *method, const char *path, const char *body,
     char head[1024];
     int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s", method, path,
                      extra_headers ? extra_headers : "");
-    if (body) n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
+    if (body && !(extra_headers && strstr(extra_headers, "Content-Type")))
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: application/json\r\n");
+    if (body) n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", len);
     n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
     int ok = send(fd, head, (size_t)n, body && len ? MSG_NOSIGNAL | MSG_MORE : MSG_NOSIGNAL) == n;
     for (size_t at = 0; ok && body && at < len;) {
@@ -596,6 +600,71 @@ static void test_adapter_churn(void) {
     mmt_server_stop(s, 10);
 }
 
+/* A multipart/form-data body: parts "name=value" or "name=@file" (an image of IMAGES). */
+static response call_multipart(const char *path, const char *const *fields, int n) {
+    mmt_strbuf b = {0};
+    for (int i = 0; i < n; i++) {
+        const char *eq = strchr(fields[i], '=');
+        mmt_strbuf_printf(&b, "--bNd\r\nContent-Disposition: form-data; name=\"%.*s\"", (int)(eq - fields[i]), fields[i]);
+        if (eq[1] == '@') {
+            char file[400];
+            snprintf(file, sizeof file, "%s/%s", IMAGES, eq + 2);
+            size_t len = 0;
+            char *data = check_read_file(file, &len);
+            mmt_strbuf_printf(&b, "; filename=\"%s\"\r\nContent-Type: application/octet-stream\r\n\r\n", eq + 2);
+            mmt_strbuf_append(&b, data ? data : "", len);
+            free(data);
+        } else {
+            mmt_strbuf_printf(&b, "\r\n\r\n%s", eq + 1);
+        }
+        mmt_strbuf_printf(&b, "\r\n");
+    }
+    mmt_strbuf_printf(&b, "--bNd--\r\n");
+    response r = call_raw("POST", path, b.data, b.len, "Content-Type: multipart/form-data; boundary=bNd\r\n");
+    mmt_strbuf_free(&b);
+    return r;
+}
+
+static void test_multipart(void) {
+    mmt_server *s = start(8, 1, 30);
+    if (!s) return;
+    char *b0 = file_base64(images[0]);
+    size_t n = strlen(b0) + 400;
+    char *json = malloc(n);
+    snprintf(json, n, "{\"images\": [{\"image\": \"%s\"}], \"labels\": [\"cat\", \"dog\", \"red circle\"], \"model\": \"a0\"}", b0);
+    response want = call("POST", "/v1/classify", json), got;
+    const char *cf[] = {"image=@chelsea.jpg", "labels=cat, dog", "labels=red circle", "model=a0"};
+    got = call_multipart("/v1/classify", cf, 4);
+    CHECK_MSG(want.status == 200 && got.status == 200 && want.body && got.body && !strcmp(want.body, got.body),
+              "multipart classify: %d %s", got.status, got.body);
+    response_free(&want), response_free(&got);
+    snprintf(json, n, "{\"input\": [{\"image\": \"%s\"}, \"a red circle\"], \"encoding_format\": \"base64\"}", b0);
+    want = call("POST", "/v1/embeddings", json);
+    const char *ef[] = {"image=@chelsea.jpg", "input=a red circle", "encoding_format=base64"};
+    got = call_multipart("/v1/embeddings", ef, 3);
+    CHECK_MSG(want.status == 200 && got.status == 200 && want.body && got.body && !strcmp(want.body, got.body),
+              "multipart embeddings: %d %s", got.status, got.body);
+    response_free(&want), response_free(&got);
+    free(json);
+    mmt_free(b0);
+    struct {
+        const char *ctype, *body, *needle;
+    } bad[] = {{"multipart/form-data", "--x\r\n", "no boundary"},
+               {"multipart/form-data; boundary=x", "nothing here", "never occurs"},
+               {"multipart/form-data; boundary=x", "--x\r\nContent-Type: text/plain\r\n\r\nv\r\n--x--\r\n", "no name"},
+               {"multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv", "cut short"},
+               {"multipart/form-data; boundary=x",
+                "--x\r\nContent-Disposition: form-data; name=\"input\"\r\n\r\n\xff\xfe\r\n--x--\r\n", "UTF-8"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char head[200];
+        snprintf(head, sizeof head, "Content-Type: %s\r\n", bad[i].ctype);
+        response r = call_raw("POST", "/v1/embeddings", bad[i].body, strlen(bad[i].body), head);
+        CHECK_MSG(r.status == 400 && r.body && strstr(r.body, bad[i].needle), "bad multipart %zu: %d %s", i, r.status, r.body);
+        response_free(&r);
+    }
+    mmt_server_stop(s, 10);
+}
+
 /* ---- search and the web page -------------------------------------------------------- */
 
 static char index_dir[320];
@@ -756,6 +825,7 @@ int main(void) {
     TIMED(test_batching_and_adapters_under_load);
     TIMED(test_bad_requests);
     TIMED(test_adapter_churn);
+    TIMED(test_multipart);
     TIMED(test_slow_client_and_stop);
     TIMED(test_search);
     TIMED(test_health_when_the_model_cannot_load);

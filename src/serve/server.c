@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -25,6 +26,7 @@
 #include "serve/http.h"
 #include "serve/index.h"
 #include "serve/metrics.h"
+#include "serve/multipart.h"
 #include "serve/request.h"
 #include "serve/web_page.h"
 
@@ -752,8 +754,29 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
+static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply);
+
+/* multipart/form-data uploads become the JSON body they stand for (serve/multipart.h). */
 static void route(void *user, const mmt_http_request *req, mmt_http_reply *reply) {
     mmt_server *s = user;
+    if (strncasecmp(req->content_type, "multipart/form-data", 19) || strcmp(req->method, "POST")) {
+        route_json(s, req, reply);
+        return;
+    }
+    mmt_strbuf json = {0};
+    mmt_status st = mmt_multipart_to_json(req->content_type, req->body, req->body_len, req->path, &json);
+    if (st != MMT_OK) {
+        mmt_http_reply_error(reply, st == MMT_STATUS_OUT_OF_MEMORY ? 500 : 400,
+                             st == MMT_STATUS_OUT_OF_MEMORY ? "server_error" : "invalid_request_error", mmt_last_error());
+    } else {
+        mmt_http_request as_json = *req;
+        as_json.body = json.data, as_json.body_len = json.len, as_json.content_type = "application/json";
+        route_json(s, &as_json, reply); /* every handler parses the body before returning */
+    }
+    mmt_strbuf_free(&json);
+}
+
+static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply) {
     int state = atomic_load(&s->state);
     int get = !strcmp(req->method, "GET"), post = !strcmp(req->method, "POST");
     if (!strcmp(req->path, "/health")) {
