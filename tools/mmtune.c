@@ -58,7 +58,7 @@ static const char *USAGE =
     "  report     write a run's self-contained HTML report (curves, metrics, examples)\n"
     "  index      embed a catalogue (JSONL or CSV) into a search index folder\n"
     "  search     exact top-k search of an index by text or image, with metadata filters\n"
-    "  serve      an HTTP service: embeddings, zero-shot classification, adapters, metrics\n"
+    "  serve      an HTTP service: embeddings, classification, search, captions, adapters, metrics\n"
     "  version    print the version\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
