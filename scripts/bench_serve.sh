@@ -55,9 +55,12 @@ threads=$(nproc)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mmtune-bench-serve.XXXXXX")
 torch_pid=""
 check_pid=""
-cleanup() {
-  [ -n "$torch_pid" ] && kill "$torch_pid" 2>/dev/null && wait "$torch_pid" 2>/dev/null
-  [ -n "$check_pid" ] && kill "$check_pid" 2>/dev/null && wait "$check_pid" 2>/dev/null
+cleanup() { # under set -e: nothing here may fail (a killed server's wait returns 143)
+  local pid
+  for pid in $torch_pid $check_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -133,7 +136,7 @@ echo "{\"engine\": \"meta\", \"wall_s\": $wall, \"cpu_stall_pct\": $stall_pct, \
 fi
 
 python3 - "$raw" "$out/serve.md" <<'PY'
-import json, subprocess, sys
+import json, re, subprocess, sys
 raw, md = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 meta = next((r for r in rows if r["engine"] == "meta"), {})
@@ -160,6 +163,7 @@ def ratio(a, b):
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 nproc = subprocess.check_output(["nproc"]).decode().strip()
+torch_line = re.sub(r"/\S*/adapters/", "", meta.get("torch_server", "")).replace("torch_server: ", "PyTorch server: ")
 p0 = pts[0] if pts else {}
 try:
     from PIL import Image
@@ -182,7 +186,7 @@ desc = {
 L = ["# Serving: mmtune serve vs a PyTorch + FastAPI server (POST /v1/embeddings, one image per request)", "",
      f"Made by scripts/bench_serve.sh (`make bench`), run finished {meta.get('finished_utc', '?')} UTC on {cpu} "
      f"({nproc} cores, Linux {meta.get('linux', '?')}); {meta.get('threads', '?')} compute threads for every server. "
-     f"{meta.get('torch_server', '').replace('torch_server: ', 'PyTorch server: ')}.", "",
+     f"{torch_line}.", "",
      "Model: a random CLIP with openai/clip-vit-base-patch32's sizes written by `mmtune init` (vision 768 wide, 12 "
      "layers, 32-px patches at 224 px; text 512 wide, 12 layers; projection 512; the embedded tiny model's BPE "
      "vocabulary, which image requests never touch), loaded by both servers from the same files. Adapters: LoRA r 8 on "
