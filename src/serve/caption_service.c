@@ -113,20 +113,6 @@ void mmt_caption_service_options_default(mmt_caption_service_options *o) {
     o->max_adapters = 1024;
 }
 
-static void reply_json(mmt_http_reply *r, int status, const mmt_strbuf *b) {
-    if (b->failed) mmt_http_reply_error(r, 500, "server_error", "out of memory");
-    else mmt_http_reply_send(r, status, "application/json", b->data, b->len);
-}
-
-static int valid_name(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 63) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(s[i] == '_' || s[i] == '-' || s[i] == '.' || (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
-              (s[i] >= 'A' && s[i] <= 'Z')))
-            return 0;
-    return strcmp(s, "base") != 0;
-}
 
 /* ---- adapters -------------------------------------------------------------------------- */
 
@@ -172,7 +158,7 @@ static mmt_status adapter_open(mmt_caption_service *cs, const char *name, const 
 }
 
 mmt_status mmt_caption_service_adapter_load(mmt_caption_service *cs, const char *name, const char *dir) {
-    if (!valid_name(name))
+    if (!mmt_serve_valid_name(name))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s': use 1-63 of A-Z a-z 0-9 _ - . (not 'base')", name);
     cap_adapter *a = NULL;
     MMT_TRY(adapter_open(cs, name, dir, &a));
@@ -275,7 +261,7 @@ static void request_finish(cap_request *q) {
         mmt_strbuf_printf(&b, "], \"model\": ");
         mmt_strbuf_json_string(&b, name, strlen(name));
         mmt_strbuf_printf(&b, ", \"usage\": {\"generated_tokens\": %lld}}\n", (long long)q->tokens);
-        reply_json(q->reply, 200, &b);
+        mmt_http_reply_json(q->reply, 200, &b);
     } else {
         mmt_http_reply_error(q->reply, q->status, q->status >= 500 ? "server_error" : "invalid_request_error", q->error);
     }
@@ -712,7 +698,7 @@ static void *load_thread(void *arg) {
         mmt_strbuf_printf(&b, ", \"path\": ");
         mmt_strbuf_json_string(&b, t->dir, strlen(t->dir));
         mmt_strbuf_printf(&b, ", \"kind\": \"captioner\", \"loaded\": true}\n");
-        reply_json(t->reply, 201, &b);
+        mmt_http_reply_json(t->reply, 201, &b);
         mmt_strbuf_free(&b);
         mmt_log_info("serve: captioner adapter '%s' loaded from %s", t->name, t->dir);
     } else {
@@ -733,7 +719,7 @@ static void handle_adapters(mmt_caption_service *cs, const mmt_http_request *req
         mmt_strbuf_printf(&b, "{\"object\": \"list\", \"data\": [");
         mmt_caption_service_adapters_json(cs, &b);
         mmt_strbuf_printf(&b, "]}\n");
-        reply_json(reply, 200, &b);
+        mmt_http_reply_json(reply, 200, &b);
         mmt_strbuf_free(&b);
         return;
     }
@@ -744,7 +730,7 @@ static void handle_adapters(mmt_caption_service *cs, const mmt_http_request *req
             mmt_strbuf_printf(&b, "{\"name\": ");
             mmt_strbuf_json_string(&b, path + 1, strlen(path + 1));
             mmt_strbuf_printf(&b, ", \"kind\": \"captioner\", \"deleted\": true}\n");
-            reply_json(reply, 200, &b);
+            mmt_http_reply_json(reply, 200, &b);
             mmt_strbuf_free(&b);
             mmt_log_info("serve: captioner adapter '%s' unloaded", path + 1);
         } else {
@@ -761,7 +747,7 @@ static void handle_adapters(mmt_caption_service *cs, const mmt_http_request *req
                  mmt_json_get_string(mmt_json_root(doc), "path", NULL, &dir, "request body", "") != MMT_OK)
             why = mmt_last_error();
         else if (!name || !dir) why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER}";
-        else if (!valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
+        else if (!mmt_serve_valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
         load_task *t = why ? NULL : mmt_calloc(1, sizeof *t);
         if (!why && (!t || !(t->dir = mmt_strdup(dir)))) why = "out of memory";
         if (!why) {
@@ -810,7 +796,7 @@ static void handle_status(mmt_caption_service *cs, mmt_http_reply *reply) {
                       (long long)st.steps, (long long)st.joins, (long long)st.joins_running, (long long)st.most_rows,
                       (long long)st.beam_requests, (long long)st.requests, (long long)st.in_flight, (long long)st.tokens,
                       (long long)cs->o.max_batch, (long long)mmt_caption_service_adapter_count(cs));
-    reply_json(reply, 200, &b);
+    mmt_http_reply_json(reply, 200, &b);
     mmt_strbuf_free(&b);
 }
 

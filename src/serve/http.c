@@ -77,6 +77,11 @@ void mmt_http_reply_send(mmt_http_reply *r, int status, const char *content_type
     pthread_mutex_unlock(&r->mu);
 }
 
+void mmt_http_reply_json(mmt_http_reply *reply, int status, const mmt_strbuf *b) {
+    if (b->failed) mmt_http_reply_error(reply, 500, "server_error", "out of memory");
+    else mmt_http_reply_send(reply, status, "application/json", b->data, b->len);
+}
+
 void mmt_http_reply_error(mmt_http_reply *reply, int status, const char *type, const char *message) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{\"error\": {\"message\": ");

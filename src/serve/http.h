@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/json.h"
 #include "core/status.h"
 
 typedef struct mmt_http mmt_http;
@@ -67,6 +68,8 @@ int64_t mmt_http_pending(const mmt_http *h);
 /* Sends the reply (status code, content type, body copied) and resumes the connection if it
  * was suspended. Safe from any thread; the reply must not be used afterwards. */
 void mmt_http_reply_send(mmt_http_reply *reply, int status, const char *content_type, const char *body, size_t len);
+/* A JSON answer built in b (a 500 instead if b ran out of memory). */
+void mmt_http_reply_json(mmt_http_reply *reply, int status, const mmt_strbuf *b);
 /* A JSON error: {"error": {"message": MESSAGE, "type": TYPE, "code": STATUS}}. */
 void mmt_http_reply_error(mmt_http_reply *reply, int status, const char *type, const char *message);
 

@@ -106,6 +106,16 @@ static char *fill_template(const char *tmpl, const char *label) {
     return b.data;
 }
 
+int mmt_serve_valid_name(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 63) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] == '_' || s[i] == '-' || s[i] == '.' || (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
+              (s[i] >= 'A' && s[i] <= 'Z')))
+            return 0;
+    return strcmp(s, "base") != 0;
+}
+
 void mmt_clip_request_free(mmt_clip_request *r) {
     for (int64_t i = 0; i < r->n_inputs; i++) {
         mmt_free(r->inputs[i].text);

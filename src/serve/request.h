@@ -42,6 +42,9 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
                          size_t err_size);
 void mmt_clip_request_free(mmt_clip_request *r);
 
+/* An adapter name a client may use: 1-63 of A-Z a-z 0-9 _ - . and not "base". */
+int mmt_serve_valid_name(const char *name);
+
 /* Base64 (standard or URL-safe alphabet, padding optional; a "data:...;base64," prefix is
  * skipped) into *out (mmt_malloc'ed). BAD_FORMAT naming the offset of a bad character. */
 mmt_status mmt_base64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len);

@@ -80,20 +80,6 @@ void mmt_server_options_default(mmt_server_options *o) {
     o->max_new_tokens = 128;
 }
 
-static void reply_json(mmt_http_reply *r, int status, const mmt_strbuf *b) {
-    if (b->failed) mmt_http_reply_error(r, 500, "server_error", "out of memory");
-    else mmt_http_reply_send(r, status, "application/json", b->data, b->len);
-}
-
-static int valid_name(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 63) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(s[i] == '_' || s[i] == '-' || s[i] == '.' || (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
-              (s[i] >= 'A' && s[i] <= 'Z')))
-            return 0;
-    return strcmp(s, "base") != 0;
-}
 
 /* ---- adapter registry ---------------------------------------------------------------- */
 
@@ -145,7 +131,7 @@ static int adapter_acquire(mmt_server *s, const char *name, adapter_ref **a) {
 
 /* Opens dir and registers it as name; a one-line error otherwise. */
 static mmt_status adapter_add(mmt_server *s, const char *name, const char *dir) {
-    if (!valid_name(name))
+    if (!mmt_serve_valid_name(name))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s': use 1-63 of A-Z a-z 0-9 _ - . (not 'base')", name);
     adapter_ref *a = mmt_calloc(1, sizeof *a);
     if (!a || !(a->dir = mmt_strdup(dir))) {
@@ -235,7 +221,7 @@ static void clip_job_finish(clip_job *j, int status, const mmt_strbuf *body) {
     mmt_server *s = j->srv;
     if (j->status) mmt_http_reply_error(j->reply, j->status, j->status >= 500 ? "server_error" : "invalid_request_error",
                                         j->error);
-    else reply_json(j->reply, status, body);
+    else mmt_http_reply_json(j->reply, status, body);
     mmt_metrics_request(s->metrics, j->endpoint, j->adapter_name, j->status ? j->status : status, mmt_now_seconds() - j->t0);
     adapter_release(s, j->adapter);
     clip_job_free(j);
@@ -517,7 +503,7 @@ static void handle_clip(mmt_server *s, const mmt_http_request *req, mmt_http_rep
     if (!status) {
         j->srv = s, j->reply = reply, j->endpoint = endpoint, j->t0 = t0, j->classify = classify;
         const char *model = j->req.model;
-        snprintf(j->adapter_name, sizeof j->adapter_name, "%s", model && valid_name(model) ? model : "base");
+        snprintf(j->adapter_name, sizeof j->adapter_name, "%s", model && mmt_serve_valid_name(model) ? model : "base");
         if (!adapter_acquire(s, model, &j->adapter)) {
             status = 404;
             snprintf(err, sizeof err, "no adapter named '%.100s' is loaded (GET /v1/adapters lists them)", model);
@@ -661,7 +647,7 @@ static void *load_adapter_thread(void *arg) {
         mmt_strbuf_printf(&b, ", \"path\": ");
         mmt_strbuf_json_string(&b, t->dir, strlen(t->dir));
         mmt_strbuf_printf(&b, ", \"loaded\": true}\n");
-        reply_json(t->reply, status, &b);
+        mmt_http_reply_json(t->reply, status, &b);
         mmt_strbuf_free(&b);
         mmt_log_info("serve: adapter '%s' loaded from %s", t->name, t->dir);
     } else {
@@ -689,7 +675,7 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
         }
         pthread_mutex_unlock(&s->mu);
         mmt_strbuf_printf(&b, "]}\n");
-        reply_json(reply, 200, &b);
+        mmt_http_reply_json(reply, 200, &b);
         mmt_strbuf_free(&b);
         mmt_metrics_request(s->metrics, "/v1/adapters", "base", 200, mmt_now_seconds() - t0);
         return;
@@ -702,7 +688,7 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
             mmt_strbuf_printf(&b, "{\"name\": ");
             mmt_strbuf_json_string(&b, name, strlen(name));
             mmt_strbuf_printf(&b, ", \"deleted\": true}\n");
-            reply_json(reply, 200, &b);
+            mmt_http_reply_json(reply, 200, &b);
             mmt_strbuf_free(&b);
             mmt_log_info("serve: adapter '%s' unloaded", name);
         } else {
@@ -721,7 +707,7 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
                  mmt_json_get_string(mmt_json_root(doc), "path", NULL, &path, "request body", "") != MMT_OK)
             why = mmt_last_error();
         else if (!name || !path) why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER}";
-        else if (!valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
+        else if (!mmt_serve_valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
         load_task *t = why ? NULL : mmt_calloc(1, sizeof *t);
         if (!why && (!t || !(t->dir = mmt_strdup(path)))) why = "out of memory";
         pthread_t th;
@@ -787,7 +773,7 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
             mmt_strbuf_printf(&b, "{\"status\": \"error\", \"message\": ");
             mmt_strbuf_json_string(&b, s->load_error, strlen(s->load_error));
             mmt_strbuf_printf(&b, "}\n");
-            reply_json(reply, 503, &b);
+            mmt_http_reply_json(reply, 503, &b);
             mmt_strbuf_free(&b);
         }
         return;
