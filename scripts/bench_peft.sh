@@ -60,6 +60,9 @@ mkdir -p "$WORK"
 "$BIN" fashion-mnist --out "$WORK/fashion" --split test --count-per-class "$TEST_PER_CLASS" --seed 11 --captions 3 >/dev/null
 "$BIN" synth --out "$WORK/shift" --domain shift --split-sizes 4000,0,500 --size 32 --seed 11 >/dev/null
 
+# where and when each row is made (the table says so per task: reruns replace single tasks)
+made="$(date -u +%F), $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), $(nproc) cores"
+
 # method -> flags and learning rate (one rate per method, the usual order of magnitude for it)
 flags() {
   case $1 in
@@ -126,7 +129,7 @@ for task in $TASKS; do
         res=${res%\}}
         if [ "$method" = full ]; then metrics=$(cap_evaluate "$run/adapter" "")
         else metrics=$(cap_evaluate "$CAP_MODEL" "$run/adapter"); fi
-        echo "{\"task\": \"caption\", \"method\": \"$method\", \"seed\": $seed, \"flags\": \"$(cap_flags "$method" | sed 's/\\/\\\\/g')\", ${res#\{}, $metrics}" >> "$raw"
+        echo "{\"task\": \"caption\", \"made\": \"$made\", \"method\": \"$method\", \"seed\": $seed, \"flags\": \"$(cap_flags "$method" | sed 's/\\/\\\\/g')\", ${res#\{}, $metrics}" >> "$raw"
         rm -rf "$run"/ckpt-*
       done
     done
@@ -147,7 +150,7 @@ for task in $TASKS; do
       # full fine-tuning writes a whole snapshot; the others an adapter over the base
       if [ "$method" = full ]; then metrics=$(evaluate "$task" "$run/adapter" "")
       else metrics=$(evaluate "$task" "$MODEL" "$run/adapter"); fi
-      echo "{\"task\": \"$task\", \"method\": \"$method\", \"seed\": $seed, \"flags\": \"$(flags "$method")\", ${res#\{}, $metrics}" >> "$raw"
+      echo "{\"task\": \"$task\", \"made\": \"$made\", \"method\": \"$method\", \"seed\": $seed, \"flags\": \"$(flags "$method")\", ${res#\{}, $metrics}" >> "$raw"
       rm -rf "$run"/ckpt-*
     done
   done
@@ -166,8 +169,8 @@ try:
 except OSError:
     pressure = "unknown"
 out = [f"# PEFT methods on the embedded default model ({model})", "",
-       f"Made by `make bench-peft` (scripts/bench_peft.sh) {datetime.datetime.utcfromtimestamp(os.path.getmtime(raw)):%Y-%m-%d %H:%M} UTC (the raw file's time) on {cpu}, "
-       f"{nproc} cores. Every method: {steps} steps of {batch} pairs, its own learning rate (flags below), "
+       "Made by `make bench-peft` (scripts/bench_peft.sh); each section says when and on what machine its rows were "
+       f"made (a rerun of one task replaces only its rows). Every method: {steps} steps of {batch} pairs, its own learning rate (flags below), "
        "seeds " + ", ".join(sorted({str(r['seed']) for r in rows if r['method'] != 'none'})) +
        "; each cell is the median over seeds. Seconds per step are wall time (final checkpoint included); "
        "peak RSS is the training process's, which on a model this small is mostly the decoded training images "
@@ -176,7 +179,8 @@ out = [f"# PEFT methods on the embedded default model ({model})", "",
        "Raw rows: peft_methods_raw.jsonl.", ""]
 def table(t, base_name, metrics):
     """Rows of one task: the base model's metrics, then each method's medians over seeds."""
-    lines = ["| method | trainable params | % of model | s/step | peak RSS MB | " + " | ".join(h for h, _ in metrics) + " |",
+    made = sorted({r["made"] for r in t if r.get("made")})
+    lines = (["Rows made " + "; ".join(made) + ".", ""] if made else []) + ["| method | trainable params | % of model | s/step | peak RSS MB | " + " | ".join(h for h, _ in metrics) + " |",
              "|---|---|---|---|---|" + "---|" * len(metrics)]
     for b in [r for r in t if r["method"] == "none"][:1]:
         lines.append(f"| {base_name} | 0 | 0 | - | - | " + " | ".join(f"{b[k]:.3f}" for _, k in metrics) + " |")
