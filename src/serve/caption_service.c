@@ -29,6 +29,7 @@
 #include "peft/adapter.h"
 #include "peft/adapter_folder.h"
 #include "peft/prompt.h"
+#include "serve/adapter_load.h"
 #include "serve/caption_request.h"
 
 typedef struct cap_request cap_request;
@@ -680,36 +681,8 @@ static void handle_caption(mmt_caption_service *cs, const mmt_http_request *req,
     }
 }
 
-typedef struct load_task {
-    mmt_caption_service *cs;
-    mmt_http_reply *reply;
-    char name[64];
-    char *dir;
-} load_task;
-
-/* Reading an adapter folder takes a while: on a thread of its own, not the polling thread. */
-static void *load_thread(void *arg) {
-    load_task *t = arg;
-    mmt_status st = mmt_caption_service_adapter_load(t->cs, t->name, t->dir);
-    if (st == MMT_OK) {
-        mmt_strbuf b = {0};
-        mmt_strbuf_printf(&b, "{\"name\": ");
-        mmt_strbuf_json_string(&b, t->name, strlen(t->name));
-        mmt_strbuf_printf(&b, ", \"path\": ");
-        mmt_strbuf_json_string(&b, t->dir, strlen(t->dir));
-        mmt_strbuf_printf(&b, ", \"kind\": \"captioner\", \"loaded\": true}\n");
-        mmt_http_reply_json(t->reply, 201, &b);
-        mmt_strbuf_free(&b);
-        mmt_log_info("serve: captioner adapter '%s' loaded from %s", t->name, t->dir);
-    } else {
-        int status = st == MMT_STATUS_INVALID_ARGUMENT && strstr(mmt_last_error(), "already") ? 409
-                   : st == MMT_STATUS_OUT_OF_MEMORY ? 500 : 400;
-        mmt_http_reply_error(t->reply, status, status >= 500 ? "server_error" : "invalid_request_error", mmt_last_error());
-    }
-    atomic_fetch_sub(&t->cs->loads_in_flight, 1);
-    mmt_free(t->dir);
-    mmt_free(t);
-    return NULL;
+static mmt_status load_adapter(void *user, const char *name, const char *dir) {
+    return mmt_caption_service_adapter_load(user, name, dir);
 }
 
 static void handle_adapters(mmt_caption_service *cs, const mmt_http_request *req, mmt_http_reply *reply) {
@@ -739,39 +712,10 @@ static void handle_adapters(mmt_caption_service *cs, const mmt_http_request *req
         }
         return;
     }
-    if (!strcmp(req->method, "POST") && !path[0]) {
-        mmt_json_doc *doc = NULL;
-        const char *name = NULL, *dir = NULL, *why = NULL;
-        if (mmt_json_parse(req->body, req->body_len, "request body", &doc) != MMT_OK) why = mmt_last_error();
-        else if (mmt_json_get_string(mmt_json_root(doc), "name", NULL, &name, "request body", "") != MMT_OK ||
-                 mmt_json_get_string(mmt_json_root(doc), "path", NULL, &dir, "request body", "") != MMT_OK)
-            why = mmt_last_error();
-        else if (!name || !dir) why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER}";
-        else if (!mmt_serve_valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
-        load_task *t = why ? NULL : mmt_calloc(1, sizeof *t);
-        if (!why && (!t || !(t->dir = mmt_strdup(dir)))) why = "out of memory";
-        if (!why) {
-            pthread_t th;
-            pthread_attr_t attr;
-            t->cs = cs, t->reply = reply;
-            snprintf(t->name, sizeof t->name, "%s", name);
-            atomic_fetch_add(&cs->loads_in_flight, 1);
-            pthread_attr_init(&attr);
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            if (pthread_create(&th, &attr, load_thread, t) != 0) {
-                atomic_fetch_sub(&cs->loads_in_flight, 1);
-                why = "cannot start a thread to load the adapter";
-            }
-            pthread_attr_destroy(&attr);
-        }
-        if (why) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s", why);
-            mmt_http_reply_error(reply, 400, "invalid_request_error", msg);
-            if (t) mmt_free(t->dir);
-            mmt_free(t);
-        }
-        mmt_json_free(doc);
+    if (!strcmp(req->method, "POST") && !path[0]) { /* serve/adapter_load.h */
+        mmt_adapter_load_ops ops = {.load = load_adapter, .user = cs, .in_flight = &cs->loads_in_flight,
+                                    .extra_json = ", \"kind\": \"captioner\"", .what = "captioner adapter"};
+        mmt_adapter_load_async(req, reply, &ops);
         return;
     }
     mmt_http_reply_error(reply, 405, "invalid_request_error",

@@ -21,6 +21,7 @@
 #include "mmtune.h"
 #include "models/clip.h"
 #include "models/clip_config.h"
+#include "serve/adapter_load.h"
 #include "serve/batcher.h"
 #include "serve/caption_service.h"
 #include "serve/http.h"
@@ -625,39 +626,12 @@ static void handle_search(mmt_server *s, const mmt_http_request *req, mmt_http_r
 
 /* ---- adapters over HTTP ----------------------------------------------------------------- */
 
-typedef struct load_task {
-    mmt_server *srv;
-    mmt_http_reply *reply;
-    char name[64];
-    char *dir;
-    double t0;
-} load_task;
+/* POST /v1/adapters through serve/adapter_load.h: the registry's add, and the metrics. */
+static mmt_status load_adapter(void *user, const char *name, const char *dir) { return adapter_add(user, name, dir); }
 
-/* Loading reads files: on a thread of its own, so the polling thread never waits. */
-static void *load_adapter_thread(void *arg) {
-    load_task *t = arg;
-    mmt_server *s = t->srv;
-    mmt_status st = adapter_add(s, t->name, t->dir);
-    int status = st == MMT_OK ? 201 : st == MMT_STATUS_INVALID_ARGUMENT && strstr(mmt_last_error(), "already") ? 409
-               : st == MMT_STATUS_OUT_OF_MEMORY ? 500 : 400;
-    if (st == MMT_OK) {
-        mmt_strbuf b = {0};
-        mmt_strbuf_printf(&b, "{\"name\": ");
-        mmt_strbuf_json_string(&b, t->name, strlen(t->name));
-        mmt_strbuf_printf(&b, ", \"path\": ");
-        mmt_strbuf_json_string(&b, t->dir, strlen(t->dir));
-        mmt_strbuf_printf(&b, ", \"loaded\": true}\n");
-        mmt_http_reply_json(t->reply, status, &b);
-        mmt_strbuf_free(&b);
-        mmt_log_info("serve: adapter '%s' loaded from %s", t->name, t->dir);
-    } else {
-        mmt_http_reply_error(t->reply, status, status >= 500 ? "server_error" : "invalid_request_error", mmt_last_error());
-    }
-    mmt_metrics_request(s->metrics, "/v1/adapters", "base", status, mmt_now_seconds() - t->t0);
-    atomic_fetch_sub(&s->loads_in_flight, 1);
-    mmt_free(t->dir);
-    mmt_free(t);
-    return NULL;
+static void adapter_loaded(void *user, int status, double started_s) {
+    mmt_server *s = user;
+    mmt_metrics_request(s->metrics, "/v1/adapters", "base", status, mmt_now_seconds() - started_s);
 }
 
 static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply) {
@@ -700,39 +674,10 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
         return;
     }
     if (!strcmp(req->method, "POST") && !strcmp(req->path, "/v1/adapters")) {
-        mmt_json_doc *doc = NULL;
-        const char *name = NULL, *path = NULL, *why = NULL;
-        if (mmt_json_parse(req->body, req->body_len, "request body", &doc) != MMT_OK) why = mmt_last_error();
-        else if (mmt_json_get_string(mmt_json_root(doc), "name", NULL, &name, "request body", "") != MMT_OK ||
-                 mmt_json_get_string(mmt_json_root(doc), "path", NULL, &path, "request body", "") != MMT_OK)
-            why = mmt_last_error();
-        else if (!name || !path) why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER}";
-        else if (!mmt_serve_valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
-        load_task *t = why ? NULL : mmt_calloc(1, sizeof *t);
-        if (!why && (!t || !(t->dir = mmt_strdup(path)))) why = "out of memory";
-        pthread_t th;
-        pthread_attr_t attr;
-        if (!why) {
-            t->srv = s, t->reply = reply, t->t0 = t0;
-            snprintf(t->name, sizeof t->name, "%s", name);
-            atomic_fetch_add(&s->loads_in_flight, 1);
-            pthread_attr_init(&attr);
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            if (pthread_create(&th, &attr, load_adapter_thread, t) != 0) {
-                atomic_fetch_sub(&s->loads_in_flight, 1);
-                why = "cannot start a thread to load the adapter";
-            }
-            pthread_attr_destroy(&attr);
-        }
-        if (why) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s", why);
-            mmt_http_reply_error(reply, 400, "invalid_request_error", msg);
-            mmt_metrics_request(s->metrics, "/v1/adapters", "base", 400, mmt_now_seconds() - t0);
-            if (t) mmt_free(t->dir);
-            mmt_free(t);
-        }
-        mmt_json_free(doc);
+        mmt_adapter_load_ops ops = {.load = load_adapter, .done = adapter_loaded, .user = s,
+                                    .in_flight = &s->loads_in_flight, .what = "adapter"};
+        int status = mmt_adapter_load_async(req, reply, &ops);
+        if (status) mmt_metrics_request(s->metrics, "/v1/adapters", "base", status, mmt_now_seconds() - t0);
         return;
     }
     mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET or POST /v1/adapters, DELETE /v1/adapters/NAME");
