@@ -64,85 +64,53 @@ static const mmt_ops ops_ref = {
     .l2_normalize_bwd = l2_normalize_bwd_ref,
 };
 
-static const mmt_ops ops_avx2 = {
-    .name = "avx2",
-    .buffer_alloc = buffer_alloc_ref,
-    .buffer_free = buffer_free_ref,
-    .buffer_upload = buffer_copy_ref,
-    .buffer_download = buffer_copy_ref,
-    .buffer_copy = buffer_copy_ref,
-    .buffer_fill = buffer_fill_ref,
-    .sync = sync_ref,
-    .matmul_fwd = matmul_fwd_avx2,
-    .layernorm_fwd = layernorm_fwd_avx2,
-    .softmax_fwd = softmax_fwd_avx2,
-    .gelu_fwd = gelu_fwd_avx2,
-    .quick_gelu_fwd = quick_gelu_fwd_avx2,
-    .tanh_fwd = tanh_fwd_ref, /* (V, E) once per step for the prefix MLP: not worth SIMD */
-    .add_fwd = add_fwd_avx2,
-    .attention_fwd = attention_fwd_avx2,
-    .embedding_fwd = embedding_fwd_cpu,
-    .patchify_fwd = patchify_fwd_cpu,
-    .gemm = gemm_avx2,
-    .matmul_bwd = matmul_bwd_avx2,
-    .layernorm_bwd = layernorm_bwd_avx2,
-    .softmax_bwd = softmax_bwd_avx2,
-    .gelu_bwd = gelu_bwd_avx2,
-    .quick_gelu_bwd = quick_gelu_bwd_avx2,
-    .tanh_bwd = tanh_bwd_ref,
-    .attention_bwd = attention_bwd_avx2,
-    .embedding_bwd = embedding_bwd_cpu,
-    .patchify_bwd = patchify_bwd_cpu,
-    .attention_kv_fwd = attention_kv_fwd_avx2,
-    .attention_kv_bwd = attention_kv_bwd_avx2,
-    .adamw_step = adamw_step_avx2,
-    /* Not worth a SIMD version: the order of the double sum is part of its contract, and
-     * the others are memory-bound loops on small (B, P) or parameter-sized data. */
-    .sum_squares = sum_squares_ref,
-    .scale = scale_ref,
-    .find_nonfinite = find_nonfinite_ref,
-    .l2_normalize_fwd = l2_normalize_fwd_ref,
-    .l2_normalize_bwd = l2_normalize_bwd_ref,
-};
-/* The avx2 table with AVX-512 GEMMs (the file comment says why only those). */
-static const mmt_ops ops_avx512 = {
-    .name = "avx512",
-    .buffer_alloc = buffer_alloc_ref,
-    .buffer_free = buffer_free_ref,
-    .buffer_upload = buffer_copy_ref,
-    .buffer_download = buffer_copy_ref,
-    .buffer_copy = buffer_copy_ref,
-    .buffer_fill = buffer_fill_ref,
-    .sync = sync_ref,
-    .matmul_fwd = matmul_fwd_avx512,
-    .layernorm_fwd = layernorm_fwd_avx2,
-    .softmax_fwd = softmax_fwd_avx2,
-    .gelu_fwd = gelu_fwd_avx2,
-    .quick_gelu_fwd = quick_gelu_fwd_avx2,
-    .tanh_fwd = tanh_fwd_ref,
-    .add_fwd = add_fwd_avx2,
-    .attention_fwd = attention_fwd_avx2,
-    .embedding_fwd = embedding_fwd_cpu,
-    .patchify_fwd = patchify_fwd_cpu,
-    .gemm = gemm_avx512,
-    .matmul_bwd = matmul_bwd_avx512,
-    .layernorm_bwd = layernorm_bwd_avx2,
-    .softmax_bwd = softmax_bwd_avx2,
-    .gelu_bwd = gelu_bwd_avx2,
-    .quick_gelu_bwd = quick_gelu_bwd_avx2,
-    .tanh_bwd = tanh_bwd_ref,
-    .attention_bwd = attention_bwd_avx2,
-    .embedding_bwd = embedding_bwd_cpu,
-    .patchify_bwd = patchify_bwd_cpu,
-    .attention_kv_fwd = attention_kv_fwd_avx2,
-    .attention_kv_bwd = attention_kv_bwd_avx2,
-    .adamw_step = adamw_step_avx2,
-    .sum_squares = sum_squares_ref,
-    .scale = scale_ref,
-    .find_nonfinite = find_nonfinite_ref,
-    .l2_normalize_fwd = l2_normalize_fwd_ref,
-    .l2_normalize_bwd = l2_normalize_bwd_ref,
-};
+/* The CPU tables: the AVX2 kernels, with the GEMM-based entries (matmul_fwd, gemm, matmul_bwd)
+ * of one instruction set — the avx512 table differs from the avx2 one only there (the file
+ * comment says why). */
+#define CPU_OPS(NAME, GEMM)                                                                    \
+    {                                                                                          \
+    .name = NAME,                                                                              \
+    .buffer_alloc = buffer_alloc_ref,                                                          \
+    .buffer_free = buffer_free_ref,                                                            \
+    .buffer_upload = buffer_copy_ref,                                                          \
+    .buffer_download = buffer_copy_ref,                                                        \
+    .buffer_copy = buffer_copy_ref,                                                            \
+    .buffer_fill = buffer_fill_ref,                                                            \
+    .sync = sync_ref,                                                                          \
+    .matmul_fwd = matmul_fwd_##GEMM,                                                           \
+    .layernorm_fwd = layernorm_fwd_avx2,                                                       \
+    .softmax_fwd = softmax_fwd_avx2,                                                           \
+    .gelu_fwd = gelu_fwd_avx2,                                                                 \
+    .quick_gelu_fwd = quick_gelu_fwd_avx2,                                                     \
+    .tanh_fwd = tanh_fwd_ref, /* (V, E) once per step for the prefix MLP: not worth SIMD */    \
+    .add_fwd = add_fwd_avx2,                                                                   \
+    .attention_fwd = attention_fwd_avx2,                                                       \
+    .embedding_fwd = embedding_fwd_cpu,                                                        \
+    .patchify_fwd = patchify_fwd_cpu,                                                          \
+    .gemm = gemm_##GEMM,                                                                       \
+    .matmul_bwd = matmul_bwd_##GEMM,                                                           \
+    .layernorm_bwd = layernorm_bwd_avx2,                                                       \
+    .softmax_bwd = softmax_bwd_avx2,                                                           \
+    .gelu_bwd = gelu_bwd_avx2,                                                                 \
+    .quick_gelu_bwd = quick_gelu_bwd_avx2,                                                     \
+    .tanh_bwd = tanh_bwd_ref,                                                                  \
+    .attention_bwd = attention_bwd_avx2,                                                       \
+    .embedding_bwd = embedding_bwd_cpu,                                                        \
+    .patchify_bwd = patchify_bwd_cpu,                                                          \
+    .attention_kv_fwd = attention_kv_fwd_avx2,                                                 \
+    .attention_kv_bwd = attention_kv_bwd_avx2,                                                 \
+    .adamw_step = adamw_step_avx2,                                                             \
+    /* Not worth a SIMD version: the order of the double sum is part of its contract, and      \
+     * the others are memory-bound loops on small (B, P) or parameter-sized data. */           \
+    .sum_squares = sum_squares_ref,                                                            \
+    .scale = scale_ref,                                                                        \
+    .find_nonfinite = find_nonfinite_ref,                                                      \
+    .l2_normalize_fwd = l2_normalize_fwd_ref,                                                  \
+    .l2_normalize_bwd = l2_normalize_bwd_ref,                                                  \
+    }
+
+static const mmt_ops ops_avx2 = CPU_OPS("avx2", avx2);
+static const mmt_ops ops_avx512 = CPU_OPS("avx512", avx512);
 
 const mmt_ops *mmt_ops_ref(void) { return &ops_ref; }
 
