@@ -62,6 +62,13 @@ static const mmt_ops ops_ref = {
     .find_nonfinite = find_nonfinite_ref,
     .l2_normalize_fwd = l2_normalize_fwd_ref,
     .l2_normalize_bwd = l2_normalize_bwd_ref,
+    .qmat_matmul_fwd = qmat_matmul_fwd_ref,
+    .qmat_matmul_bwd_dx = qmat_matmul_bwd_dx_ref,
+    .qmat_dequant_rows = qmat_dequant_rows_ref,
+    .s8_quantize_rows = s8_quantize_rows_ref,
+    .s8_packed_bytes = s8_packed_bytes_ref,
+    .s8_pack = s8_pack_ref,
+    .s8_matmul_fwd = s8_matmul_fwd_ref,
 };
 
 /* The CPU tables: the AVX2 kernels, with the GEMM-based entries (matmul_fwd, gemm, matmul_bwd)
@@ -107,6 +114,13 @@ static const mmt_ops ops_ref = {
     .find_nonfinite = find_nonfinite_ref,                                                      \
     .l2_normalize_fwd = l2_normalize_fwd_ref,                                                  \
     .l2_normalize_bwd = l2_normalize_bwd_ref,                                                  \
+    .qmat_matmul_fwd = qmat_matmul_fwd_ref,                                                    \
+    .qmat_matmul_bwd_dx = qmat_matmul_bwd_dx_ref,                                              \
+    .qmat_dequant_rows = qmat_dequant_rows_ref,                                                \
+    .s8_quantize_rows = s8_quantize_rows_ref,                                                  \
+    .s8_packed_bytes = s8_packed_bytes_ref,                                                    \
+    .s8_pack = s8_pack_ref,                                                                    \
+    .s8_matmul_fwd = s8_matmul_fwd_ref,                                                        \
     }
 
 static const mmt_ops ops_avx2 = CPU_OPS("avx2", avx2);
@@ -165,7 +179,9 @@ static const struct {
     OPS_FIELD(embedding_bwd), OPS_FIELD(patchify_bwd), OPS_FIELD(attention_kv_fwd),
     OPS_FIELD(attention_kv_bwd), OPS_FIELD(adamw_step), OPS_FIELD(sum_squares),
     OPS_FIELD(scale), OPS_FIELD(find_nonfinite), OPS_FIELD(l2_normalize_fwd),
-    OPS_FIELD(l2_normalize_bwd),
+    OPS_FIELD(l2_normalize_bwd), OPS_FIELD(qmat_matmul_fwd), OPS_FIELD(qmat_matmul_bwd_dx),
+    OPS_FIELD(qmat_dequant_rows), OPS_FIELD(s8_quantize_rows), OPS_FIELD(s8_packed_bytes),
+    OPS_FIELD(s8_pack), OPS_FIELD(s8_matmul_fwd),
 };
 #undef OPS_FIELD
 #define OPS_N_FIELDS (sizeof ops_fields / sizeof ops_fields[0])

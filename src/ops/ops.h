@@ -42,6 +42,32 @@ typedef struct mmt_adamw_scalars {
     float eps;
 } mmt_adamw_scalars;
 
+/* ---- quantized weights (issue 13: int8 inference, NF4 / int8 bases for LoRA) ----------- */
+
+typedef enum mmt_qmat_type { MMT_QMAT_S8 = 1, MMT_QMAT_NF4 = 2 } mmt_qmat_type;
+
+/* A frozen weight matrix W (rows = N outputs, cols = K inputs, nn.Linear layout) kept
+ * quantized. The descriptor only points at memory its owner keeps (quant/, the loader);
+ * ops read it and never free it. deq(W) below is the float matrix it stands for. */
+typedef struct mmt_qmat {
+    mmt_qmat_type type;
+    int64_t rows, cols; /* N, K */
+    /* S8 (LLM.int8 layout): deq(W)[n,k] = (float)s8[n*K+k] * scale[n]   (scale = SCB/127),
+     * one float multiply. s8 values must lie in [-127, 127] (bitsandbytes' range; -128 is
+     * not allowed: the AVX2 kernel's sign trick relies on |s8| <= 127). */
+    const int8_t *s8;       /* (N, K) row-major */
+    const float *scale;     /* (N) */
+    const void *s8_packed;  /* s8 in the integer kernels' layout (s8_pack), or NULL */
+    /* NF4 (bitsandbytes): element i of the flattened (N*K) W is code[nibble_i] *
+     * absmax[i / blocksize] (one float multiply), nibble_i in byte i/2, the even element in
+     * the HIGH nibble. Blocks run over the flat array (they may straddle rows when
+     * K % blocksize != 0). */
+    const uint8_t *nf4;     /* ceil(N*K/2) bytes */
+    const float *absmax;    /* ceil(N*K / blocksize) */
+    const float *code;      /* 16 values */
+    int64_t blocksize;      /* >= 1 */
+} mmt_qmat;
+
 typedef struct mmt_ops {
     const char *name; /* "ref", "avx2", "avx512", "cuda" */
     /* Every field after name is a function pointer (mmt_ops_resolve relies on it). */
@@ -202,6 +228,57 @@ typedef struct mmt_ops {
      * nothing. */
     void (*l2_normalize_bwd)(float *dx, const float *dy, const float *y, const float *norm,
                              int64_t B, int64_t P);
+
+    /* ---- quantized weights (mmt_qmat above) -------------------------------------------
+     * Shapes come from w: N = w->rows, K = w->cols. Nothing is allocated: the fast kernels
+     * dequantize W a panel at a time into buffers on the stack (at most 128 KiB per thread,
+     * beside the GEMM's own), never the whole matrix.
+     *
+     * qmat_matmul_fwd: y (M,N) = x (M,K) @ deq(W)^T + bias (N); bias may be NULL. Float
+     *   sums: the fast tables give bitwise what their matmul_fwd gives on deq(W) (the same
+     *   K blocks, the same microkernel); against the ref they differ by float summation
+     *   order only (tests/test_ops_quant.c states the tolerance).
+     * qmat_matmul_bwd_dx: dx (M,K) += dy (M,N) @ deq(W); likewise bitwise the fast table's
+     *   matmul_bwd dx on deq(W).
+     * qmat_dequant_rows: dst ((r1-r0), K) = rows r0 <= r < r1 of deq(W); exact (one float
+     *   multiply per element), so identical on every table. */
+    void (*qmat_matmul_fwd)(float *y, const float *x, const mmt_qmat *w, const float *bias,
+                            int64_t M);
+    void (*qmat_matmul_bwd_dx)(float *dx, const float *dy, const mmt_qmat *w, int64_t M);
+    void (*qmat_dequant_rows)(float *dst, const mmt_qmat *w, int64_t r0, int64_t r1);
+
+    /* Per-row (per-token) symmetric int8 quantization of activations x (M,K) into q (M,K)
+     * and scale (M), the rule (identical bytes on every table):
+     *   amax = max_k |x[m,k]|;
+     *   amax == 0: scale = 0 and every q = 0;
+     *   otherwise scale = amax / 127.0f and, with inv = min(127.0f / amax, FLT_MAX) (each a
+     *   correctly rounded float division; the min guards a subnormal amax),
+     *   q = clamp(nearbyint(x * inv), -127, 127) where x * inv is one rounded float
+     *   multiply and nearbyint rounds half to even (the default rounding mode).
+     * So x ~= q * scale. x must be finite (a NaN or infinity gives unspecified values in
+     * [-127, 127]). */
+    void (*s8_quantize_rows)(int8_t *q, float *scale, const float *x, int64_t M, int64_t K);
+
+    /* The packed int8 weight layout, ONE for every CPU table (a weight packed once at load
+     * works with whichever table runs); s8_packed_bytes(N, K) bytes, 64-byte aligned dst
+     * recommended. With NP = ceil(N/16) panels of 16 rows of W and KG = ceil(K/4) groups
+     * of 4 columns:
+     *   byte  p*KG*64 + g*64 + j*4 + t  =  s8[(16p + j)*K + 4g + t]   (0 outside N x K)
+     *   then int32 rowsum[NP*16] at byte NP*KG*64: rowsum[n] = sum_k s8[n*K + k] (0 for
+     *   padding rows), the correction of the kernels that feed unsigned x + 128.
+     * A 64-byte group is one zmm (16 rows x 4 k, vpdpbusd's operand) or two ymm. */
+    size_t (*s8_packed_bytes)(int64_t N, int64_t K);
+    void (*s8_pack)(void *dst, const int8_t *s8, int64_t N, int64_t K);
+
+    /* y (M,N) from int8 activations xq (M,K) with scale xscale (M) (s8_quantize_rows) and an
+     * S8 weight w: y[m,n] = fmaf((float)acc * xscale[m], w->scale[n], bias ? bias[n] : 0.0f)
+     * with acc = sum_k xq[m,k] * s8[n,k] exact in int32 (|acc| <= 127^2 K, so K < 133000),
+     * (float)acc rounded to nearest even, then one rounded multiply and one fused
+     * multiply-add (with +0.0f when bias is NULL): identical floats on every table. The
+     * fast tables read w->s8_packed (required); the ref reads w->s8. xq values in
+     * [-127, 127]. */
+    void (*s8_matmul_fwd)(float *y, const int8_t *xq, const float *xscale, const mmt_qmat *w,
+                          const float *bias, int64_t M);
 } mmt_ops;
 
 /*

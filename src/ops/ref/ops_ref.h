@@ -77,4 +77,16 @@ void l2_normalize_fwd_ref(float *y, float *norm, const float *x, int64_t B, int6
 void l2_normalize_bwd_ref(float *dx, const float *dy, const float *y, const float *norm,
                           int64_t B, int64_t P);
 
+/* quant_ref.c: quantized weights (ops.h, mmt_qmat) */
+struct mmt_qmat;
+void qmat_matmul_fwd_ref(float *y, const float *x, const struct mmt_qmat *w, const float *bias,
+                         int64_t M);
+void qmat_matmul_bwd_dx_ref(float *dx, const float *dy, const struct mmt_qmat *w, int64_t M);
+void qmat_dequant_rows_ref(float *dst, const struct mmt_qmat *w, int64_t r0, int64_t r1);
+void s8_quantize_rows_ref(int8_t *q, float *scale, const float *x, int64_t M, int64_t K);
+size_t s8_packed_bytes_ref(int64_t N, int64_t K);
+void s8_pack_ref(void *dst, const int8_t *s8, int64_t N, int64_t K);
+void s8_matmul_fwd_ref(float *y, const int8_t *xq, const float *xscale, const struct mmt_qmat *w,
+                       const float *bias, int64_t M);
+
 #endif
