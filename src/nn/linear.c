@@ -35,6 +35,41 @@ void nn_dora_row_norms(const mmt_linear *l, double *norms) {
     }
 }
 
+/* y (M, out) = x W^T + b for the base weight: fp32, or quantized (see linear.h). */
+static mmt_status base_forward(const mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
+                               const float *x, int64_t M, int train) {
+    const mmt_qmat *q = l->qw;
+    if (!q) {
+        ops->matmul_fwd(y, x, l->w, l->b, M, l->in, l->out);
+        return MMT_OK;
+    }
+    if (q->type == MMT_QMAT_S8 && q->s8_packed && !train) {
+        mmt_arena_mark mark = mmt_arena_get_mark(arena);
+        int8_t *xq = mmt_arena_alloc(arena, (size_t)(M * l->in), 64);
+        float *xs = scratch(arena, M);
+        if (!xq || !xs) return MMT_STATUS_OUT_OF_MEMORY;
+        ops->s8_quantize_rows(xq, xs, x, M, l->in);
+        ops->s8_matmul_fwd(y, xq, xs, q, l->b, M);
+        mmt_arena_rewind(arena, mark);
+        return MMT_OK;
+    }
+    ops->qmat_matmul_fwd(y, x, q, l->b, M);
+    return MMT_OK;
+}
+
+/* dx (M, in) += dy (M, out) W for the base weight (fp32 or dequantized); dbias += column sums
+ * of dy; dw += dy^T x (fp32 weights only). */
+static void base_backward(const mmt_linear *l, const mmt_ops *ops, float *dx, float *dw, float *db,
+                          const float *dy, const float *x, int64_t M) {
+    if (!l->qw) {
+        ops->matmul_bwd(dx, dw, db, dy, x, l->w, M, l->in, l->out);
+        return;
+    }
+    assert(!dw);
+    if (db) ops->matmul_bwd(NULL, NULL, db, dy, x, NULL, M, l->in, l->out);
+    if (dx) ops->qmat_matmul_bwd_dx(dx, dy, l->qw, M);
+}
+
 /* DoRA's output on top of y = x W^T + b (M, out), as PEFT adds it: base = xd W^T (with no
  * dropout that is y - b, exactly PEFT's `base_result - bias`), lora = xa B^T, and
  * y += (k - 1) base + k (scaling lora). */
@@ -80,7 +115,7 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
         return mmt_fail(MMT_STATUS_INTERNAL, "linear: row groups on a layer with an adapter of its own, or %lld rows "
                                              "for %lld sequences", (long long)M, (long long)l->group_batch);
     int64_t per = M / l->group_batch;
-    ops->matmul_fwd(y, x, l->w, l->b, M, in, out);
+    MMT_TRY(base_forward(l, ops, arena, y, x, M, 0));
     for (int64_t g = 0; g < l->n_groups; g++) {
         const mmt_linear_group *gr = &l->groups[g];
         int64_t r0 = gr->seq0 * per, m = gr->n_seq * per;
@@ -94,7 +129,7 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
             if (!xs) return MMT_STATUS_OUT_OF_MEMORY;
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < in; j++) xs[i * in + j] = xg[i * in + j] * gr->ia3[j];
-            ops->matmul_fwd(yg, xs, l->w, l->b, m, in, out);
+            MMT_TRY(base_forward(l, ops, arena, yg, xs, m, 0));
             xg = xs;
         }
         if (gr->lora) {
@@ -127,7 +162,9 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
         xin = xs;
         l->saved_ia3 = train ? xs : NULL;
     }
-    ops->matmul_fwd(y, xin, l->w, l->b, M, in, out);
+    if (l->qw && (l->dw || (l->lora && l->lora->magnitude)))
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "linear: a quantized base weight can be neither trained nor used with DoRA");
+    MMT_TRY(base_forward(l, ops, arena, y, xin, M, train));
     if (l->lora) {
         mmt_lora *a = l->lora;
         const float *xd = xin;
@@ -211,7 +248,7 @@ mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *aren
             if (dxin) ops->matmul_bwd(dxin, NULL, NULL, gk, xin, l->w, M, in, out);
         }
     } else {
-        ops->matmul_bwd(dxin, l->dw, l->db, g, xin, l->w, M, in, out);
+        base_backward(l, ops, dxin, l->dw, l->db, g, xin, M);
     }
     if (l->lora) {
         mmt_lora *a = l->lora;

@@ -67,7 +67,13 @@ typedef struct mmt_linear_group {
 
 typedef struct mmt_linear {
     int64_t in, out;
-    const float *w;       /* (out, in) */
+    const float *w;       /* (out, in); NULL when the weight is kept quantized (qw) */
+    /* A frozen weight kept quantized (ops.h mmt_qmat), or NULL. Inference with an int8 weight
+     * that has its packed copy quantizes x per row and multiplies in integers (s8_matmul_fwd);
+     * training, and NF4 always, multiply x by the weight dequantized panel by panel
+     * (qmat_matmul_fwd), so backward's dx = dy deq(W) is the exact gradient of that forward.
+     * A quantized weight cannot be trained (dw NULL) nor carry DoRA. */
+    const mmt_qmat *qw;
     const float *b;       /* (out) or NULL */
     float *dw, *db;       /* gradients, NULL when frozen */
     mmt_lora *lora;       /* NULL: none */
