@@ -61,6 +61,25 @@ typedef struct mmt_clip mmt_clip; /* a loaded CLIP model (weights, config, token
 mmt_status mmt_clip_load(const char *dir, mmt_clip **out);
 void mmt_clip_free(mmt_clip *model);
 
+/* Keeping a loaded model's linear weights quantized (before any run context or view of it
+ * exists: they copy the weights when created). INT8: one int8 row and one scale per output
+ * feature (bitsandbytes' LLM.int8 layout); inference quantizes activations per token and
+ * multiplies in integers. NF4: bitsandbytes' 4-bit NormalFloat, blocks of 64 (QLoRA's base),
+ * computed in fp32 on the weight dequantized panel by panel. Weights a snapshot already holds
+ * quantized stay as they are. */
+typedef enum mmt_quant_type { MMT_QUANT_NONE = 0, MMT_QUANT_INT8 = 1, MMT_QUANT_NF4 = 2 } mmt_quant_type;
+typedef struct mmt_quant_options {
+    mmt_quant_type type;
+    int keep_edge_layers;   /* 1: the first and last block of each tower stay fp32 */
+    int keep_projections;   /* 1: linears outside the blocks (CLIP's projections) stay fp32 */
+    int nf4_double_quant;   /* NF4: double quantization of the block scales (bitsandbytes') */
+} mmt_quant_options;
+/* type's defaults: every linear quantized (transformers' choice), NF4 with double quantization. */
+void mmt_quant_options_default(mmt_quant_options *o, mmt_quant_type type);
+/* "int8" / "nf4" -> the type; INVALID_ARGUMENT for anything else. */
+mmt_status mmt_quant_type_parse(const char *name, mmt_quant_type *out);
+mmt_status mmt_clip_quantize(mmt_clip *model, const mmt_quant_options *o);
+
 int64_t mmt_clip_embed_dim(const mmt_clip *model);       /* projection_dim */
 float mmt_clip_logit_scale(const mmt_clip *model);       /* exp(logit_scale) */
 
@@ -176,6 +195,8 @@ typedef struct mmt_train_options {
     int64_t batch_size;              /* pairs per micro-batch, the contrastive batch (32) */
     int64_t grad_accum;              /* micro-batches per optimizer step (1) */
     double lr;                       /* peak learning rate, AdamW (1e-4) */
+    const char *optim;               /* "adamw" (default) or "adamw8bit" (bitsandbytes' 8-bit
+                                      * optimizer states: ~2 bytes per parameter, not 8) */
     const char *lr_scales;           /* per-group rates "PATTERN=FACTOR,..."; NULL: one rate */
     double weight_decay;             /* 0.01 */
     const char *schedule;            /* "cosine" (default), "linear" or "constant" */

@@ -61,6 +61,11 @@ static const char *USAGE =
     "  serve      an HTTP service: embeddings, classification, search, captions, adapters, metrics\n"
     "  version    print the version\n"
     "\n"
+    "Every command that loads a model also takes:\n"
+    "  --int8     keep the linear weights in int8 (per output row, bitsandbytes' LLM.int8 layout)\n"
+    "             and run them with int8 activations (per token) in integer kernels\n"
+    "  --quantize-base int8|nf4   the same, or NF4 4-bit (QLoRA's base; computed in fp32)\n"
+    "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
 
 static const char *EMBED_HELP =
@@ -291,7 +296,7 @@ static int embed_named(const common_opts *o, const char *const *texts, const int
     mmt_clip_adapter **rows = NULL;
     float *out = NULL;
     int64_t n_max = o->n_images > n_texts ? o->n_images : n_texts;
-    if (mmt_clip_load(o->model_dir, &base) != MMT_OK) return runtime_error();
+    if (cli_clip_load(o->model_dir, &base) != MMT_OK) return runtime_error();
     int rc = named_open(o, base, &na);
     int64_t dim = mmt_clip_embed_dim(base);
     if (rc == 0 && (!(rows = mmt_calloc((size_t)n_max, sizeof *rows)) || !(out = mmt_malloc((size_t)(n_max * dim) * sizeof(float)))))
@@ -489,7 +494,7 @@ static int cmd_classify(int argc, char **argv) {
     cli_encoder enc = {0};
     if (!named && cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
     mmt_clip *base = NULL; /* named adapters: the base they share */
-    if (named && mmt_clip_load(model_dir, &base) != MMT_OK) {
+    if (named && cli_clip_load(model_dir, &base) != MMT_OK) {
         common_opts_free(&o);
         return runtime_error();
     }
@@ -677,11 +682,15 @@ static int cmd_bench(int argc, char **argv) {
     }
     mmt_clip *model;
     if (model_dir) {
-        if (mmt_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
+        if (cli_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
     } else {
         mmt_clip_config cfg;
         mmt_clip_config_default(&cfg); /* the class defaults are exactly ViT-B/32 */
         if (mmt_clip_create_random(&cfg, 42, &model) != MMT_OK) return runtime_error();
+        if (cli_clip_quantize(model, cli_load_quant()) != MMT_OK) {
+            mmt_clip_free(model);
+            return runtime_error();
+        }
     }
     const mmt_clip_config *cfg = mmt_clip_config_of(model);
     const char *kernels = mmt_ops_cpu()->name;
@@ -759,6 +768,9 @@ int main(int argc, char **argv) {
         printf("mmtune %s (kernels: %s)\n", MMT_VERSION_STRING, mmt_ops_cpu()->name);
         return 0;
     }
+    int rest = argc - 2;
+    if (cli_load_flags(&rest, argv + 2) != 0) return 2;
+    argc = rest + 2;
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
     if (!strcmp(cmd, "classify")) return cmd_classify(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);

@@ -9,6 +9,7 @@
 #include "models/clip.h"
 #include "models/clip_internal.h"
 #include "models/clip_train.h"
+#include "models/qlinear.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/file.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "data/image.h"
 #include "data/preprocess.h"
@@ -59,6 +61,22 @@ static mmt_status get(loader *l, const float **out, int ndim, int64_t d0, int64_
     return mmt_weights_f32(l->m->weights, &l->m->store, l->name, ndim, shape, out);
 }
 
+/* A linear's weight (out, in): generated, fp32 from the file, or a bitsandbytes 4-/8-bit
+ * tensor kept quantized; recorded in the model's list of linears either way (qlinear.h). */
+static mmt_status get_linear(loader *l, const float **w, const mmt_qmat **qw, int64_t out, int64_t in,
+                             int64_t layer, int64_t n_layers, const char *module) {
+    char full[256];
+    if ((size_t)snprintf(full, sizeof full, "%s%s", l->prefix, module) >= sizeof full)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "tensor name too long: %s%s", l->prefix, module);
+    *qw = NULL;
+    if (l->fill) {
+        MMT_TRY(get(l, w, 2, out, in, 0, 0, "%s.weight", module));
+        return mmt_qlinears_add(&l->m->qlinears, full, out, in, layer, n_layers, w, qw);
+    }
+    return mmt_qlinear_load(&l->m->qlinears, l->m->weights, &l->m->store, l->m->ops, full, out, in, layer, n_layers,
+                            w, qw);
+}
+
 static mmt_status load_layers(loader *l, clip_tower *t, const char *prefix) {
     const mmt_clip_tower_config *c = t->cfg;
     int64_t C = c->hidden_size, I = c->intermediate_size;
@@ -70,20 +88,22 @@ static mmt_status load_layers(loader *l, clip_tower *t, const char *prefix) {
         long long n = (long long)i;
         MMT_TRY(get(l, &y->ln1_w, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.layer_norm1.weight", p, n));
         MMT_TRY(get(l, &y->ln1_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.layer_norm1.bias", p, n));
-        MMT_TRY(get(l, &y->q_w, 2, C, C, 0, 0, "%s.encoder.layers.%lld.self_attn.q_proj.weight", p, n));
-        MMT_TRY(get(l, &y->q_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.self_attn.q_proj.bias", p, n));
-        MMT_TRY(get(l, &y->k_w, 2, C, C, 0, 0, "%s.encoder.layers.%lld.self_attn.k_proj.weight", p, n));
-        MMT_TRY(get(l, &y->k_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.self_attn.k_proj.bias", p, n));
-        MMT_TRY(get(l, &y->v_w, 2, C, C, 0, 0, "%s.encoder.layers.%lld.self_attn.v_proj.weight", p, n));
-        MMT_TRY(get(l, &y->v_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.self_attn.v_proj.bias", p, n));
-        MMT_TRY(get(l, &y->out_w, 2, C, C, 0, 0, "%s.encoder.layers.%lld.self_attn.out_proj.weight", p, n));
-        MMT_TRY(get(l, &y->out_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.self_attn.out_proj.bias", p, n));
-        MMT_TRY(get(l, &y->ln2_w, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.layer_norm2.weight", p, n));
-        MMT_TRY(get(l, &y->ln2_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.layer_norm2.bias", p, n));
-        MMT_TRY(get(l, &y->fc1_w, 2, I, C, 0, 0, "%s.encoder.layers.%lld.mlp.fc1.weight", p, n));
-        MMT_TRY(get(l, &y->fc1_b, 1, I, 0, 0, 0, "%s.encoder.layers.%lld.mlp.fc1.bias", p, n));
-        MMT_TRY(get(l, &y->fc2_w, 2, C, I, 0, 0, "%s.encoder.layers.%lld.mlp.fc2.weight", p, n));
-        MMT_TRY(get(l, &y->fc2_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.mlp.fc2.bias", p, n));
+        /* In the file's order (a generated model draws its numbers in this order). */
+        const float **lw[6] = {&y->q_w, &y->k_w, &y->v_w, &y->out_w, &y->fc1_w, &y->fc2_w};
+        const float **lb[6] = {&y->q_b, &y->k_b, &y->v_b, &y->out_b, &y->fc1_b, &y->fc2_b};
+        static const char *const names[6] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                              "self_attn.out_proj", "mlp.fc1", "mlp.fc2"};
+        for (int j = 0; j < 6; j++) {
+            char mod[160];
+            int64_t out = j == 4 ? I : C, in = j == 5 ? I : C;
+            snprintf(mod, sizeof mod, "%s.encoder.layers.%lld.%s", p, n, names[j]);
+            if (j == 4) {
+                MMT_TRY(get(l, &y->ln2_w, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.layer_norm2.weight", p, n));
+                MMT_TRY(get(l, &y->ln2_b, 1, C, 0, 0, 0, "%s.encoder.layers.%lld.layer_norm2.bias", p, n));
+            }
+            MMT_TRY(get_linear(l, lw[j], &y->qw[j], out, in, i, c->num_layers, mod));
+            MMT_TRY(get(l, lb[j], 1, out, 0, 0, 0, "%s.bias", mod));
+        }
     }
     return MMT_OK;
 }
@@ -98,7 +118,7 @@ static mmt_status load_text(loader *l) {
     MMT_TRY(load_layers(l, t, "text_model"));
     MMT_TRY(get(l, &t->final_ln_w, 1, C, 0, 0, 0, "text_model.final_layer_norm.weight"));
     MMT_TRY(get(l, &t->final_ln_b, 1, C, 0, 0, 0, "text_model.final_layer_norm.bias"));
-    MMT_TRY(get(l, &t->projection, 2, l->m->cfg.projection_dim, C, 0, 0, "text_projection.weight"));
+    MMT_TRY(get_linear(l, &t->projection, &t->projection_qw, l->m->cfg.projection_dim, C, -1, 0, "text_projection"));
     return MMT_OK;
 }
 
@@ -116,7 +136,7 @@ static mmt_status load_vision(loader *l) {
     MMT_TRY(get(l, &t->post_ln_w, 1, C, 0, 0, 0, "vision_model.post_layernorm.weight"));
     MMT_TRY(get(l, &t->post_ln_b, 1, C, 0, 0, 0, "vision_model.post_layernorm.bias"));
     if (l->m->cfg.projection_dim == 0) return MMT_OK; /* a tower inside another model (GIT) */
-    MMT_TRY(get(l, &t->projection, 2, l->m->cfg.projection_dim, C, 0, 0, "visual_projection.weight"));
+    MMT_TRY(get_linear(l, &t->projection, &t->projection_qw, l->m->cfg.projection_dim, C, -1, 0, "visual_projection"));
     return MMT_OK;
 }
 
@@ -277,10 +297,19 @@ mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_wei
     return MMT_OK;
 }
 
+mmt_status mmt_clip_quantize(mmt_clip *m, const mmt_quant_options *o) {
+    int64_t n = 0;
+    MMT_TRY(mmt_qlinears_quantize_as(&m->qlinears, &m->store, m->ops, o, &n));
+    mmt_log(MMT_LOG_INFO, "%s: %lld linear weights quantized to %s", m->dir, (long long)n,
+            o->type == MMT_QUANT_INT8 ? "int8" : "nf4");
+    return MMT_OK;
+}
+
 void mmt_clip_free(mmt_clip *m) {
     if (!m) return;
     mmt_tokenizer_free(m->tokenizer);
     if (!m->borrowed_weights) mmt_weights_free(m->weights);
+    mmt_qlinears_free(&m->qlinears);
     mmt_arena_free(&m->store);
     mmt_free(m->dir);
     mmt_free(m);

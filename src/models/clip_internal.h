@@ -9,6 +9,7 @@
 #include "core/arena.h"
 #include "data/preprocess.h"
 #include "models/clip.h"
+#include "models/qlinear.h"
 #include "nn/block.h"
 #include "ops/ops.h"
 
@@ -18,12 +19,14 @@ struct mmt_tokenizer;
 typedef struct clip_layer {
     const float *ln1_w, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;
     const float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const mmt_qmat *qw[6];       /* q, k, v, out, fc1, fc2 kept quantized, else NULL (qlinear.h) */
 } clip_layer;
 
 typedef struct clip_tower {
     const mmt_clip_tower_config *cfg;
     clip_layer *layers;          /* cfg->num_layers, in the model arena */
-    const float *projection;     /* (P, C) */
+    const float *projection;     /* (P, C); NULL when kept quantized */
+    const mmt_qmat *projection_qw;
     /* text */
     const float *token_embedding, *position_embedding, *final_ln_w, *final_ln_b;
     /* vision */
@@ -36,6 +39,7 @@ struct mmt_clip {
     mmt_weights *weights;        /* owned unless borrowed_weights: the mapped checkpoint */
     int borrowed_weights;        /* a tower inside another model's checkpoint (GIT) */
     mmt_arena store;             /* owned: converted weights, layer tables */
+    mmt_qlinears qlinears;       /* owned: every linear weight, fp32 or quantized (qlinear.h) */
     clip_tower text, vision;
     float logit_scale;           /* the raw parameter (log of the temperature) */
     const mmt_ops *ops;
@@ -72,7 +76,8 @@ static inline void clip_block_config(const mmt_clip_tower_config *c, int causal,
 
 static inline void clip_block_weights(const clip_layer *s, mmt_block_weights *w) {
     *w = (mmt_block_weights){s->q_w,   s->q_b,   s->k_w,   s->k_b,   s->v_w,   s->v_b,   s->out_w, s->out_b,
-                             s->fc1_w, s->fc1_b, s->fc2_w, s->fc2_b, s->ln1_w, s->ln1_b, s->ln2_w, s->ln2_b};
+                             s->fc1_w, s->fc1_b, s->fc2_w, s->fc2_b, s->ln1_w, s->ln1_b, s->ln2_w, s->ln2_b,
+                             {s->qw[0], s->qw[1], s->qw[2], s->qw[3], s->qw[4], s->qw[5]}};
 }
 
 /* HF's pooling position (modeling_clip.py CLIPTextModel.forward): legacy configs with

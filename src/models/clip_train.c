@@ -133,6 +133,7 @@ static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *
         nn_block_init(&t->layers[i], &w, C, I);
     }
     linear_init(&t->proj, src->projection, NULL, C, ct->model->cfg.projection_dim);
+    t->proj.qw = src->projection_qw;
     t->pos_emb = src->position_embedding;
     if (is_text) {
         t->tok_emb = src->token_embedding;
@@ -375,6 +376,11 @@ static void make_trainable(full_ctx *f, const float **w, float **dw, int64_t num
 
 static void full_linear(full_ctx *f, mmt_linear *l, const char *module, int ndim, const int64_t *wshape) {
     int64_t bshape[1] = {l->out};
+    if (f->s == MMT_OK && l->qw) {
+        f->s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: its weight is quantized and cannot be trained; train an adapter "
+                                                "(LoRA, IA3...) on the quantized base, or load the fp32 model", module);
+        return;
+    }
     make_trainable(f, &l->w, &l->dw, l->in * l->out, ndim, wshape, 0, "%s.weight", module);
     if (l->b) make_trainable(f, &l->b, &l->db, l->out, 1, bshape, 1, "%s.bias", module);
 }

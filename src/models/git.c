@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/arena.h"
 #include "core/file.h"
 #include "core/weights.h"
@@ -55,24 +56,27 @@ static mmt_status load_decoder(mmt_git *m) {
         mmt_block_weights *w = &m->layers[i];
         long long n = (long long)i;
         const char *p = "git.encoder.layer";
-        MMT_TRY(get(m, &w->q_w, 2, C, C, "%s.%lld.attention.self.query.weight", p, n));
-        MMT_TRY(get(m, &w->q_b, 1, C, 0, "%s.%lld.attention.self.query.bias", p, n));
-        MMT_TRY(get(m, &w->k_w, 2, C, C, "%s.%lld.attention.self.key.weight", p, n));
-        MMT_TRY(get(m, &w->k_b, 1, C, 0, "%s.%lld.attention.self.key.bias", p, n));
-        MMT_TRY(get(m, &w->v_w, 2, C, C, "%s.%lld.attention.self.value.weight", p, n));
-        MMT_TRY(get(m, &w->v_b, 1, C, 0, "%s.%lld.attention.self.value.bias", p, n));
-        MMT_TRY(get(m, &w->out_w, 2, C, C, "%s.%lld.attention.output.dense.weight", p, n));
-        MMT_TRY(get(m, &w->out_b, 1, C, 0, "%s.%lld.attention.output.dense.bias", p, n));
-        MMT_TRY(get(m, &w->ln1_w, 1, C, 0, "%s.%lld.attention.output.LayerNorm.weight", p, n));
-        MMT_TRY(get(m, &w->ln1_b, 1, C, 0, "%s.%lld.attention.output.LayerNorm.bias", p, n));
-        MMT_TRY(get(m, &w->fc1_w, 2, I, C, "%s.%lld.intermediate.dense.weight", p, n));
-        MMT_TRY(get(m, &w->fc1_b, 1, I, 0, "%s.%lld.intermediate.dense.bias", p, n));
-        MMT_TRY(get(m, &w->fc2_w, 2, C, I, "%s.%lld.output.dense.weight", p, n));
-        MMT_TRY(get(m, &w->fc2_b, 1, C, 0, "%s.%lld.output.dense.bias", p, n));
+        static const char *const names[6] = {"attention.self.query", "attention.self.key", "attention.self.value",
+                                              "attention.output.dense", "intermediate.dense", "output.dense"};
+        const float **lw[6] = {&w->q_w, &w->k_w, &w->v_w, &w->out_w, &w->fc1_w, &w->fc2_w};
+        const float **lb[6] = {&w->q_b, &w->k_b, &w->v_b, &w->out_b, &w->fc1_b, &w->fc2_b};
+        for (int j = 0; j < 6; j++) {
+            char mod[160];
+            int64_t out = j == 4 ? I : C, in = j == 5 ? I : C;
+            snprintf(mod, sizeof mod, "%s.%lld.%s", p, n, names[j]);
+            MMT_TRY(mmt_qlinear_load(&m->qlinears, m->weights, &m->store, m->ops, mod, out, in, i, c->num_layers,
+                                     lw[j], &w->qw[j]));
+            MMT_TRY(get(m, lb[j], 1, out, 0, "%s.bias", mod));
+            if (j == 3) {
+                MMT_TRY(get(m, &w->ln1_w, 1, C, 0, "%s.%lld.attention.output.LayerNorm.weight", p, n));
+                MMT_TRY(get(m, &w->ln1_b, 1, C, 0, "%s.%lld.attention.output.LayerNorm.bias", p, n));
+            }
+        }
         MMT_TRY(get(m, &w->ln2_w, 1, C, 0, "%s.%lld.output.LayerNorm.weight", p, n));
         MMT_TRY(get(m, &w->ln2_b, 1, C, 0, "%s.%lld.output.LayerNorm.bias", p, n));
     }
-    MMT_TRY(get(m, &m->proj_w, 2, C, Cv, "git.visual_projection.visual_projection.0.weight"));
+    MMT_TRY(mmt_qlinear_load(&m->qlinears, m->weights, &m->store, m->ops, "git.visual_projection.visual_projection.0",
+                             C, Cv, -1, 0, &m->proj_w, &m->proj_qw));
     MMT_TRY(get(m, &m->proj_b, 1, C, 0, "git.visual_projection.visual_projection.0.bias"));
     MMT_TRY(get(m, &m->proj_ln_w, 1, C, 0, "git.visual_projection.visual_projection.1.weight"));
     MMT_TRY(get(m, &m->proj_ln_b, 1, C, 0, "git.visual_projection.visual_projection.1.bias"));
@@ -140,9 +144,21 @@ void mmt_git_free(mmt_git *m) {
     mmt_wordpiece_free(m->tokenizer);
     mmt_clip_free(m->vision);
     mmt_weights_free(m->weights);
+    mmt_qlinears_free(&m->qlinears);
     mmt_arena_free(&m->store);
     mmt_free(m->dir);
     mmt_free(m);
+}
+
+/* The decoder's linears and the vision tower's (the output head stays fp32, as transformers
+ * keeps a model's output embeddings out of bitsandbytes). */
+mmt_status mmt_git_quantize(mmt_git *m, const mmt_quant_options *o) {
+    int64_t n = 0;
+    MMT_TRY(mmt_clip_quantize(m->vision, o));
+    MMT_TRY(mmt_qlinears_quantize_as(&m->qlinears, &m->store, m->ops, o, &n));
+    mmt_log(MMT_LOG_INFO, "%s: %lld decoder linear weights quantized to %s", m->dir, (long long)n,
+            o->type == MMT_QUANT_INT8 ? "int8" : "nf4");
+    return MMT_OK;
 }
 
 const mmt_git_config *mmt_git_config_of(const mmt_git *m) { return &m->cfg; }
@@ -177,6 +193,7 @@ mmt_status mmt_git_run_create(mmt_git *m, mmt_git_run **out) {
                                .eps = (float)c->layer_norm_eps, .act = MMT_BLOCK_GELU, .causal = 1, .post_ln = 1,
                                .n_bidir = mmt_git_image_tokens_of(c)};
     linear_init(&r->proj, m->proj_w, m->proj_b, c->vision.hidden_size, c->hidden_size);
+    r->proj.qw = m->proj_qw;
     linear_init(&r->out, m->out_w, m->out_b, c->hidden_size, c->vocab_size);
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);

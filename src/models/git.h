@@ -44,6 +44,8 @@ typedef struct mmt_git_cache mmt_git_cache;
  * preprocessor_config.json (else CLIP's processor at the tower's image size) and
  * tokenizer.json (WordPiece, data/wordpiece.h). */
 mmt_status mmt_git_load(const char *dir, mmt_git **out);
+/* Keeps the linear weights quantized (mmtune.h mmt_quant_options; before any run context). */
+mmt_status mmt_git_quantize(mmt_git *m, const mmt_quant_options *o);
 void mmt_git_free(mmt_git *m);
 
 const mmt_git_config *mmt_git_config_of(const mmt_git *m);

@@ -12,6 +12,7 @@
 #include "models/clip.h"
 #include "models/clip_train.h"
 #include "models/git.h"
+#include "models/qlinear.h"
 #include "nn/block.h"
 #include "nn/linear.h"
 #include "nn/model.h"
@@ -52,6 +53,8 @@ struct mmt_git {
     const float *word_emb, *pos_emb, *emb_ln_w, *emb_ln_b;
     mmt_block_weights *layers; /* cfg.num_layers, in store */
     const float *proj_w, *proj_b, *proj_ln_w, *proj_ln_b;
+    const mmt_qmat *proj_qw;   /* the projection kept quantized (proj_w NULL), else NULL */
+    mmt_qlinears qlinears;     /* owned: the decoder's linears and the projection (qlinear.h) */
     const float *out_w, *out_b;
     mmt_image_processor processor;
     const mmt_ops *ops;

@@ -185,6 +185,11 @@ static void make_trainable(full_ctx *f, const float **w, float **dw, int64_t num
 
 static void full_linear(full_ctx *f, mmt_linear *l, const char *module) {
     int64_t ws[2] = {l->out, l->in}, bs[1] = {l->out};
+    if (f->s == MMT_OK && l->qw) {
+        f->s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: its weight is quantized and cannot be trained; train an adapter "
+                                                "(LoRA, IA3...) on the quantized base, or load the fp32 model", module);
+        return;
+    }
     make_trainable(f, &l->w, &l->dw, l->in * l->out, 2, ws, 0, "%s.weight", module);
     if (l->b) make_trainable(f, &l->b, &l->db, l->out, 1, bs, 1, "%s.bias", module);
 }

@@ -426,6 +426,7 @@ void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int
     mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
     for (int j = 0; j < 6; j++) {
         lin[j]->w = lw[j];
+        lin[j]->qw = w->qw[j];
         lin[j]->b = lb[j];
         lin[j]->in = j == 5 ? intermediate : hidden;
         lin[j]->out = j == 4 ? intermediate : hidden;

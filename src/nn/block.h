@@ -53,6 +53,8 @@ typedef struct mmt_block_config {
 typedef struct mmt_block_weights {
     const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    /* The linears kept quantized (their *_w is then NULL), or NULL: q, k, v, out, fc1, fc2. */
+    const mmt_qmat *qw[6];
 } mmt_block_weights;
 
 /* Keys and values of the positions a sequence has seen, for decoding one step at a time:

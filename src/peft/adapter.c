@@ -500,6 +500,14 @@ mmt_status mmt_adapter_merge_in_view(mmt_adapter *ad) {
         mmt_adapter_entry *e = &ad->entries[i];
         mmt_linear *l = e->linear;
         char name[600];
+        if (l->qw) {
+            for (int64_t j = 0; j < i; j++) {
+                mmt_free(ad->entries[j].merged_w), ad->entries[j].merged_w = NULL;
+                mmt_free(ad->entries[j].merged_b), ad->entries[j].merged_b = NULL;
+            }
+            return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: the base weight is quantized; the adapter runs unmerged on it",
+                            e->module);
+        }
         e->merged_w = mmt_malloc((size_t)(l->in * l->out) * sizeof(float));
         if (!e->merged_w) goto oom;
         snprintf(name, sizeof name, "%s.weight", e->module);

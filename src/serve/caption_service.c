@@ -784,6 +784,11 @@ mmt_status mmt_caption_service_start(const char *git_dir, const mmt_caption_serv
     const char *slash = strrchr(git_dir, '/');
     mmt_status st = (cs->base_name = mmt_strdup(slash && slash[1] ? slash + 1 : git_dir)) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (st == MMT_OK) st = mmt_git_load(git_dir, &cs->m);
+    if (st == MMT_OK && o->quantize) {
+        mmt_quant_options q;
+        mmt_quant_options_default(&q, (mmt_quant_type)o->quantize);
+        st = mmt_git_quantize(cs->m, &q);
+    }
     if (st == MMT_OK && !(cs->tok = mmt_git_tokenizer(cs->m)))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json", git_dir);
     if (st == MMT_OK) {

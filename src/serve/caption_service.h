@@ -53,6 +53,7 @@ typedef struct mmt_caption_service_options {
     const char *const *adapter_names; /* start-up adapters (n_adapters): names and folders */
     const char *const *adapter_dirs;
     int64_t n_adapters;
+    int quantize;              /* mmtune.h mmt_quant_type for the captioner's linears (0: fp32) */
 } mmt_caption_service_options;
 
 void mmt_caption_service_options_default(mmt_caption_service_options *o);

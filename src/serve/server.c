@@ -776,6 +776,11 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
 static void *load_model(void *arg) {
     mmt_server *s = arg;
     mmt_status st = mmt_clip_load(s->model_dir, &s->model);
+    if (st == MMT_OK && s->o.quantize) {
+        mmt_quant_options q;
+        mmt_quant_options_default(&q, (mmt_quant_type)s->o.quantize);
+        st = mmt_clip_quantize(s->model, &q);
+    }
     if (st == MMT_OK && !mmt_clip_tokenizer(s->model))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model has no tokenizer files; texts cannot be embedded", s->model_dir);
     if (st == MMT_OK) st = mmt_clip_run_create(s->model, &s->run);
@@ -814,6 +819,7 @@ static void *load_model(void *arg) {
         co.max_images = s->o.max_inputs < 256 ? s->o.max_inputs : 256;
         co.adapter_names = s->o.caption_adapter_names, co.adapter_dirs = s->o.caption_adapter_dirs;
         co.n_adapters = s->o.n_caption_adapters;
+        co.quantize = s->o.quantize;
         st = mmt_caption_service_start(s->o.captioner_dir, &co, s->metrics, &s->captioner);
         if (st != MMT_OK) st = mmt_error_prefix(st, "captioner %s: ", s->o.captioner_dir);
     }

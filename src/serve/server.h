@@ -51,6 +51,7 @@ typedef struct mmt_server_options {
     const char *const *caption_adapter_dirs;
     int64_t n_caption_adapters;
     int64_t max_new_tokens;
+    int quantize;              /* mmtune.h mmt_quant_type for both models' linears (0: fp32) */
 } mmt_server_options;
 
 void mmt_server_options_default(mmt_server_options *o);

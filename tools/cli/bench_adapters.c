@@ -105,7 +105,7 @@ int cmd_bench_adapters(int argc, char **argv) {
     mmt_clip *base = NULL;
     mmt_status ls;
     if (model_dir) {
-        ls = mmt_clip_load(model_dir, &base);
+        ls = cli_clip_load(model_dir, &base);
     } else {
         mmt_clip_config defaults; /* the class defaults are exactly ViT-B/32 */
         mmt_clip_config_default(&defaults);

@@ -635,7 +635,7 @@ static int write_adapters(const char *model_dir, const char *adapters_dir, int64
     mmt_clip_train *view = NULL;
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
-    mmt_status s = mmt_clip_load(model_dir, &base);
+    mmt_status s = cli_clip_load(model_dir, &base);
     if (s == MMT_OK) s = mmt_clip_train_create(base, &o, &view);
     for (int64_t k = 0; k < n && s == MMT_OK; k++) {
         char name[32];

@@ -19,6 +19,17 @@ int cli_runtime_error(void);
 int cli_out_begin(const char *cmd, const char *out, int overwrite, char **tmp);
 int cli_out_finish(char *tmp, const char *out, int rc);
 
+/* Model loading with the process-wide quantization flags (model_load.c): cli_load_flags
+ * takes `--int8` / `--quantize-base int8|nf4` out of argv (main calls it once); the loads
+ * apply them. */
+#include "mmtune.h"
+struct mmt_git;
+int cli_load_flags(int *argc, char **argv);
+mmt_quant_type cli_load_quant(void);
+mmt_status cli_clip_quantize(mmt_clip *m, mmt_quant_type type);
+mmt_status cli_clip_load(const char *dir, mmt_clip **out);
+mmt_status cli_git_load(const char *dir, struct mmt_git **out);
+
 int cmd_train(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
 int cmd_eval_captions(int argc, char **argv);

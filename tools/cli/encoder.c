@@ -1,6 +1,8 @@
 /* encoder.c — base model or model + adapter, behind one embedding call (see encoder.h). */
 #include "cli/encoder.h"
 
+#include "cli/cli.h"
+
 #include <string.h>
 
 #include "core/alloc.h"
@@ -14,7 +16,7 @@
 
 mmt_status cli_encoder_open(const char *model_dir, const char *adapter_dir, cli_encoder *e) {
     memset(e, 0, sizeof *e);
-    mmt_status s = mmt_clip_load(model_dir, &e->model);
+    mmt_status s = cli_clip_load(model_dir, &e->model);
     if (s == MMT_OK && adapter_dir) {
         mmt_clip_train_options o;
         mmt_clip_train_options_default(&o);

@@ -66,6 +66,7 @@ static int parse_num(const char *v, double lo, double hi, double *out) {
 int cmd_serve(int argc, char **argv) {
     mmt_server_options o;
     mmt_server_options_default(&o);
+    o.quantize = (int)cli_load_quant(); /* --int8 / --quantize-base (model_load.c) */
     o.port = 8080;
     const char *names[MAX_START_ADAPTERS], *dirs[MAX_START_ADAPTERS];
     char *owned[MAX_START_ADAPTERS];

@@ -265,12 +265,12 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (captioner) { /* a captioner trains on the captions */
-        if (mmt_git_load(c.model, &git) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
+        if (cli_git_load(c.model, &git) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
             mmt_train_job_create_caption(git, pairs, &c, &job) != MMT_OK) {
             rc = cli_runtime_error();
             goto done;
         }
-    } else if (mmt_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
+    } else if (cli_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
                mmt_train_job_create(model, pairs, &c, &job) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
@@ -469,7 +469,7 @@ int cmd_eval(int argc, char **argv) {
     mmt_retrieval_metrics m;
     mmt_zeroshot_classes groups = {0}; /* --match label: each pair's class */
     double loss = NAN;
-    if (mmt_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, &po, &pairs) != MMT_OK ||
+    if (cli_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, &po, &pairs) != MMT_OK ||
         mmt_clip_train_create(model, &o, &view) != MMT_OK ||
         (adapter_dir && mmt_adapter_folders_load(mmt_clip_train_iface(view), adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
         rc = cli_runtime_error();
@@ -556,7 +556,7 @@ int cmd_merge(int argc, char **argv) {
     mmt_clip_train_options_default(&o);
     char *tmp = NULL;
     int rc = cli_out_begin("merge", out, overwrite, &tmp);
-    if (rc == 0 && (mmt_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
+    if (rc == 0 && (cli_clip_load(model_dir, &model) != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
                     mmt_adapter_folder_load(mmt_clip_train_iface(view), adapter_dir, 0, &ad) != MMT_OK ||
                     mmt_adapter_merge_write(mmt_clip_weights(model), ad, tmp) != MMT_OK))
         rc = cli_runtime_error();
