@@ -11,7 +11,7 @@ static unsigned long long read_xcr0(void) {
 }
 
 mmt_cpu_features mmt_cpu_detect(void) {
-    mmt_cpu_features f = {0, 0};
+    mmt_cpu_features f = {0, 0, 0, 0};
     unsigned int a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
     int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, avx = (c >> 28) & 1;
@@ -25,11 +25,14 @@ mmt_cpu_features mmt_cpu_detect(void) {
         avx512vl = (b >> 31) & 1;
     f.avx2 = ymm_ok && avx2 && fma;
     f.avx512 = f.avx2 && zmm_ok && avx512f && avx512dq && avx512bw && avx512vl;
+    f.avx512_vnni = f.avx512 && ((c >> 11) & 1);
+    if (a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) /* leaf 7's max subleaf is in eax */
+        f.avx_vnni = f.avx2 && ((a >> 4) & 1);
     return f;
 }
 #else
 mmt_cpu_features mmt_cpu_detect(void) {
-    mmt_cpu_features f = {0, 0};
+    mmt_cpu_features f = {0, 0, 0, 0};
     return f;
 }
 #endif

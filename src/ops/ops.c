@@ -4,9 +4,12 @@
  * "ref" (src/ops/ref/) runs anywhere and is the oracle the tests compare against; "avx2"
  * (the *_avx2.c files of src/ops/cpu, built with -mavx2 -mfma) is used where cpuid reports
  * AVX2 + FMA with OS support; "avx512" is the avx2 table with the GEMM entries (matmul_fwd,
- * matmul_bwd, gemm) from sgemm_avx512.c, used where cpuid reports AVX-512 F/BW/DQ/VL with OS
- * support for the zmm state. The other entries stay AVX2: they are memory-bound or small
- * (attention's per-head products), so wider vectors would buy little. Both fast tables give
+ * matmul_bwd, gemm) from sgemm_avx512.c and the quantized ones (qmat_*, s8_*) from
+ * qmat_avx512.c / qgemm_avx512.c, used where cpuid reports AVX-512 F/BW/DQ/VL with OS
+ * support for the zmm state. Within a table the int8 GEMM takes the VNNI instructions
+ * (AVX-VNNI in avx2, AVX512_VNNI in avx512) only where cpuid reports them. The other
+ * entries stay AVX2: they are memory-bound or small (attention's per-head products), so
+ * wider vectors would buy little. Both fast tables give
  * the same bits for the GEMM entries (cpu_ops.h). mmt_ops_cpu() decides once per process
  * (pthread_once, so concurrent first calls are safe); MMT_KERNELS=ref|avx2|avx512 overrides
  * the choice, and an unknown or unavailable name falls back to the automatic one with a
@@ -71,9 +74,9 @@ static const mmt_ops ops_ref = {
     .s8_matmul_fwd = s8_matmul_fwd_ref,
 };
 
-/* The CPU tables: the AVX2 kernels, with the GEMM-based entries (matmul_fwd, gemm, matmul_bwd)
- * of one instruction set — the avx512 table differs from the avx2 one only there (the file
- * comment says why). */
+/* The CPU tables: the AVX2 kernels, with the GEMM-based entries (matmul_fwd, gemm, matmul_bwd,
+ * the quantized-weight GEMMs and int8 entries) of one instruction set — the avx512 table
+ * differs from the avx2 one only there (the file comment says why). */
 #define CPU_OPS(NAME, GEMM)                                                                    \
     {                                                                                          \
     .name = NAME,                                                                              \
@@ -114,13 +117,15 @@ static const mmt_ops ops_ref = {
     .find_nonfinite = find_nonfinite_ref,                                                      \
     .l2_normalize_fwd = l2_normalize_fwd_ref,                                                  \
     .l2_normalize_bwd = l2_normalize_bwd_ref,                                                  \
-    .qmat_matmul_fwd = qmat_matmul_fwd_ref,                                                    \
-    .qmat_matmul_bwd_dx = qmat_matmul_bwd_dx_ref,                                              \
-    .qmat_dequant_rows = qmat_dequant_rows_ref,                                                \
-    .s8_quantize_rows = s8_quantize_rows_ref,                                                  \
+    .qmat_matmul_fwd = qmat_matmul_fwd_##GEMM,                                                 \
+    .qmat_matmul_bwd_dx = qmat_matmul_bwd_dx_##GEMM,                                           \
+    .qmat_dequant_rows = qmat_dequant_rows_##GEMM,                                             \
+    .s8_quantize_rows = s8_quantize_rows_##GEMM,                                               \
+    /* One packed layout for every table (ops.h); packing runs once per weight at load. */     \
     .s8_packed_bytes = s8_packed_bytes_ref,                                                    \
     .s8_pack = s8_pack_ref,                                                                    \
-    .s8_matmul_fwd = s8_matmul_fwd_ref,                                                        \
+    /* The VNNI kernels where cpuid has them (qgemm_avx2.c, qgemm_avx512.c choose). */         \
+    .s8_matmul_fwd = s8_matmul_fwd_##GEMM,                                                     \
     }
 
 static const mmt_ops ops_avx2 = CPU_OPS("avx2", avx2);

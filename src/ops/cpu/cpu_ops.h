@@ -76,6 +76,21 @@ typedef struct sgemm_kernel {
 extern const sgemm_kernel sgemm_kernel_avx2;   /* sgemm_avx2.c: 6x16 ymm */
 extern const sgemm_kernel sgemm_kernel_avx512; /* sgemm_avx512.c: 14x32 zmm */
 
+/* Splits n into near-equal steps of at most `max`, rounded up to a multiple of `unit`, so a
+ * range is not left with a sliver of a block at its end. */
+static inline int64_t cpu_balanced_step(int64_t n, int64_t max, int64_t unit) {
+    int64_t parts = (n + max - 1) / max;
+    int64_t per = (n + parts - 1) / parts;
+    int64_t step = (per + unit - 1) / unit * unit;
+    return step < max ? step : max;
+}
+
+/* The K blocks sgemm_run cuts a depth-K product into: [0, step), [step, 2 step), ... Callers
+ * that run the K blocks themselves (qmat_avx2.c) cut at the same places to get the same bits. */
+static inline int64_t sgemm_kc_step(const sgemm_kernel *kern, int64_t K) {
+    return cpu_balanced_step(K, kern->kc, 1);
+}
+
 /* c (M, N), row stride ldc = store(a (M, K) @ b (K, N)) with kern's microkernel: packed
  * blocks, or the rows path when M is small and the layout fits. Each element is summed in
  * the same order on every path, thread count and kernel. max_threads bounds the OpenMP team.
@@ -149,6 +164,94 @@ void gemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                  int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 void matmul_bwd_avx512(float *dx, float *dw, float *dbias, const float *dy, const float *x,
                        const float *w, int64_t M, int64_t K, int64_t N);
+
+/* ---- quantized weights (ops.h mmt_qmat; qgemm_*.c, qmat_*.c) ------------------------- */
+
+struct mmt_qmat;
+
+/* What the epilogue needs beside the sums (ops.h s8_matmul_fwd); row0/col0 index these. */
+typedef struct qgemm_epilogue {
+    const float *xscale;   /* (M) */
+    const float *wscale;   /* (N) */
+    const float *bias;     /* (N) or NULL */
+    const int32_t *rowsum; /* the packed layout's; NULL for kernels that feed raw x */
+} qgemm_epilogue;
+
+/* The int8 GEMM behind s8_matmul_fwd. W is in the packed layout of ops.h (16-row panels of
+ * 4-byte k groups, then int32 row sums); x is packed per call, a block of rows at a time,
+ * into tiles of mr rows stored group-major (tile[g*mr*4 + i*4 + t] = x[i, 4g + t]), either
+ * as x + 128 (a_u8: the unsigned operand of vpdpbusd, corrected by 128 * rowsum at the end)
+ * or as raw x followed by |x| (the AVX2 sign trick). */
+typedef struct qgemm_kernel {
+    const char *name;
+    int mr;     /* rows of x per tile, <= QGEMM_MR_MAX */
+    int nv;     /* 16-row panels of W per tile (tile width 16 nv), <= QGEMM_NV_MAX */
+    int a_u8;   /* 1: tiles hold x + 128; 0: raw x, then |x| */
+    int64_t mb; /* rows of x per packed block (a multiple of mr) */
+    int64_t kgb; /* k groups (4 k) per packed block */
+    /* acc (rows, 16 np), row stride 16 nv, = the exact int32 sums over kg groups of the
+     * tile's rows (rows <= mr) with np <= nv panels of W (panel j at bp + j * panel_stride,
+     * already offset to the block's first group); a_u8 kernels' sums include 128 * rowsum. */
+    void (*tile)(int64_t kg, const uint8_t *ap, const int8_t *bp, int64_t panel_stride, int rows,
+                 int np, int32_t *acc);
+    /* Stores acc (rows, cols) at y (row stride ldy) with the s8_matmul_fwd epilogue when
+     * `last`, as int32 partial sums in y's memory otherwise; adds y's partial sums unless
+     * `first`. qgemm_store_avx2 / qgemm_store_avx512. */
+    void (*store)(const int32_t *acc, int64_t ld_acc, int rows, int64_t cols, int first, int last,
+                  int64_t row0, int64_t col0, const qgemm_epilogue *e, float *y, int64_t ldy);
+} qgemm_kernel;
+
+#define QGEMM_MR_MAX 8
+#define QGEMM_NV_MAX 4
+#define QGEMM_PACK_A_BYTES (96 * 1024)
+
+void qgemm_store_avx2(const int32_t *acc, int64_t ld_acc, int rows, int64_t cols, int first,
+                      int last, int64_t row0, int64_t col0, const qgemm_epilogue *e, float *y,
+                      int64_t ldy);
+void qgemm_store_avx512(const int32_t *acc, int64_t ld_acc, int rows, int64_t cols, int first,
+                        int last, int64_t row0, int64_t col0, const qgemm_epilogue *e, float *y,
+                        int64_t ldy);
+
+extern const qgemm_kernel qgemm_kernel_avx2;       /* qgemm_avx2.c: sign trick, vpmaddubsw */
+extern const qgemm_kernel qgemm_kernel_avxvnni;    /* qgemm_avxvnni.c: 256-bit vpdpbusd */
+extern const qgemm_kernel qgemm_kernel_avx512vnni; /* qgemm_avx512vnni.c: 512-bit vpdpbusd */
+
+/* s8_matmul_fwd (ops.h) on kern, up to max_threads OpenMP threads. Allocates nothing (the
+ * packed x block lives on the stack: QGEMM_PACK_A_BYTES per thread). */
+void qgemm_matmul(const qgemm_kernel *kern, float *y, const int8_t *xq, const float *xscale,
+                  const struct mmt_qmat *w, const float *bias, int64_t M, int max_threads);
+
+void s8_matmul_fwd_avx2(float *y, const int8_t *xq, const float *xscale, const struct mmt_qmat *w,
+                        const float *bias, int64_t M);
+void s8_matmul_fwd_avx512(float *y, const int8_t *xq, const float *xscale,
+                          const struct mmt_qmat *w, const float *bias, int64_t M);
+void s8_quantize_rows_avx2(int8_t *q, float *scale, const float *x, int64_t M, int64_t K);
+void s8_quantize_rows_avx512(int8_t *q, float *scale, const float *x, int64_t M, int64_t K);
+
+/* dst[(r - r0) * ld + (k - k0)] = deq(W)[r, k] for r0 <= r < r1, k0 <= k < k1 (ops.h). */
+typedef void (*qmat_dequant_fn)(float *dst, int64_t ld, const struct mmt_qmat *w, int64_t r0,
+                                int64_t r1, int64_t k0, int64_t k1);
+void qmat_dequant_avx2(float *dst, int64_t ld, const struct mmt_qmat *w, int64_t r0, int64_t r1,
+                       int64_t k0, int64_t k1);
+void qmat_dequant_avx512(float *dst, int64_t ld, const struct mmt_qmat *w, int64_t r0, int64_t r1,
+                         int64_t k0, int64_t k1);
+
+/* qmat_matmul_fwd / qmat_matmul_bwd_dx (ops.h) as panels of deq(W) (dequant) run through
+ * sgemm_run on kern, cut along the GEMM's K exactly as sgemm_run cuts it, so the results
+ * are bitwise kern's matmul_fwd / matmul_bwd dx on the whole deq(W). */
+void qmat_fwd_run(const sgemm_kernel *kern, qmat_dequant_fn dequant, float *y, const float *x,
+                  const struct mmt_qmat *w, const float *bias, int64_t M);
+void qmat_bwd_dx_run(const sgemm_kernel *kern, qmat_dequant_fn dequant, float *dx,
+                     const float *dy, const struct mmt_qmat *w, int64_t M);
+
+void qmat_matmul_fwd_avx2(float *y, const float *x, const struct mmt_qmat *w, const float *bias,
+                          int64_t M);
+void qmat_matmul_bwd_dx_avx2(float *dx, const float *dy, const struct mmt_qmat *w, int64_t M);
+void qmat_dequant_rows_avx2(float *dst, const struct mmt_qmat *w, int64_t r0, int64_t r1);
+void qmat_matmul_fwd_avx512(float *y, const float *x, const struct mmt_qmat *w, const float *bias,
+                            int64_t M);
+void qmat_matmul_bwd_dx_avx512(float *dx, const float *dy, const struct mmt_qmat *w, int64_t M);
+void qmat_dequant_rows_avx512(float *dst, const struct mmt_qmat *w, int64_t r0, int64_t r1);
 
 void embedding_fwd_cpu(float *y, const int32_t *ids, const float *table, int64_t N, int64_t C);
 void patchify_fwd_cpu(float *y, const float *x, int64_t B, int64_t Cin, int64_t Hh, int64_t Ww,

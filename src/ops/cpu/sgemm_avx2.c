@@ -277,23 +277,15 @@ static void macro_kernel(const sgemm_kernel *kern, int64_t mc, int64_t nc, int64
     }
 }
 
-/* Splits n into near-equal steps of at most `max`, rounded up to a multiple of `unit`, so a
- * range is not left with a sliver of a block at its end. */
-static int64_t balanced_step(int64_t n, int64_t max, int64_t unit) {
-    int64_t parts = ceil_div(n, max);
-    int64_t step = ceil_div(ceil_div(n, parts), unit) * unit;
-    return step < max ? step : max;
-}
-
 /* One thread's rectangle c[m0:m1, n0:n1] over the full K. */
 static void sgemm_range(const sgemm_kernel *kern, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                         int64_t K, sgemm_view a, sgemm_view b, float *c, int64_t ldc,
                         sgemm_store st) {
     _Alignas(64) float apack[SGEMM_PACK_A_FLOATS];
     _Alignas(64) float bpack[SGEMM_PACK_B_FLOATS];
-    const int64_t kc_step = balanced_step(K, kern->kc, 1);
-    const int64_t mc_step = balanced_step(m1 - m0, kern->mc, kern->mr);
-    const int64_t nc_step = balanced_step(n1 - n0, kern->nc, kern->nr);
+    const int64_t kc_step = sgemm_kc_step(kern, K);
+    const int64_t mc_step = cpu_balanced_step(m1 - m0, kern->mc, kern->mr);
+    const int64_t nc_step = cpu_balanced_step(n1 - n0, kern->nc, kern->nr);
     for (int64_t jc = n0; jc < n1; jc += nc_step) {
         int64_t nc = min64(nc_step, n1 - jc);
         for (int64_t pc = 0; pc < K; pc += kc_step) {
@@ -318,7 +310,7 @@ static void sgemm_range(const sgemm_kernel *kern, int64_t m0, int64_t m1, int64_
  * thread, each streaming its part of B once. */
 static void sgemm_rows(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
                        sgemm_view b, float *c, int64_t ldc, sgemm_store st, int max_threads) {
-    const int64_t kc_step = balanced_step(K, kern->kc, 1);
+    const int64_t kc_step = sgemm_kc_step(kern, K);
     const int64_t blocks = ceil_div(N, kern->rows_width);
     int64_t threads = max_threads > 1 ? max_threads : 1;
     if ((double)N * (double)K * sizeof(float) < SGEMM_ROWS_PARALLEL_MIN_BYTES) threads = 1;
