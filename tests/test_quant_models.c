@@ -19,7 +19,9 @@
 
 #include "check.h"
 #include "cli_run.h"
+#include "core/safetensors.h"
 #include "models/clip.h"
+#include "models/clip_internal.h"
 #include "ops/ops.h"
 
 static char tmp[256], data[320];
@@ -116,6 +118,62 @@ static void test_int8_same_on_every_table(void) {
     CHECK_MSG(worst < 5e-3, "int8 embeddings, ref vs %s table: worst difference %.3g", mmt_ops_cpu()->name, worst);
 }
 
+/* A snapshot transformers + bitsandbytes saved (tests/fixtures/quant, made by
+ * tools/fixtures/make_quant_fixtures.py) against the features transformers computed from it.
+ * NF4 is computed in fp32 on the 4-bit weights as transformers does with compute dtype
+ * float32: the L2-normalised features agree within 1e-4. The 8-bit file's reference is
+ * transformers on its dequantized weights; mmtune runs the int8 weights with int8
+ * activations, so the bound is the activation rounding's: cosine at least 0.999. */
+static void check_snapshot(const char *name, int exact) {
+    char dir[512], fix[512];
+    snprintf(dir, sizeof dir, "%s/quant/clip-tiny-%s", MMT_FIXTURE_DIR, name);
+    snprintf(fix, sizeof fix, "%s/quant/clip_%s_embeddings.safetensors", MMT_FIXTURE_DIR, name);
+    mmt_clip *m = NULL;
+    mmt_safetensors *st = NULL;
+    CHECK_OK(mmt_clip_load(dir, &m));
+    CHECK_OK(mmt_safetensors_open(fix, &st));
+    if (!m || !st) goto done;
+    int64_t quantized = 0;
+    for (int64_t i = 0; i < m->qlinears.n; i++) quantized += m->qlinears.slots[i].from_file;
+    CHECK_MSG(quantized == 49, "%s: %lld linears held quantized (transformers quantizes all but text_projection)",
+              name, (long long)quantized);
+    const mmt_st_tensor *px = mmt_safetensors_find(st, "pixel_values"), *ids = mmt_safetensors_find(st, "input_ids");
+    const mmt_st_tensor *ie = mmt_safetensors_find(st, "image_embeds"), *te = mmt_safetensors_find(st, "text_embeds");
+    CHECK(px && ids && ie && te);
+    if (!px || !ids || !ie || !te) goto done;
+    int64_t P = mmt_clip_embed_dim(m), n = px->shape[0], L = ids->shape[1];
+    float *pixels = malloc(sizeof(float) * (size_t)px->numel), ref[2][4 * 128], got[2][4 * 128];
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)ids->numel);
+    CHECK_OK(mmt_st_tensor_to_f32(px, pixels));
+    for (int64_t i = 0; i < ids->numel; i++) tok[i] = (int32_t)((const int64_t *)ids->data)[i];
+    CHECK_OK(mmt_st_tensor_to_f32(ie, ref[0]));
+    CHECK_OK(mmt_st_tensor_to_f32(te, ref[1]));
+    CHECK_OK(mmt_clip_encode_pixels(m, pixels, n, got[0]));
+    CHECK_OK(mmt_clip_encode_ids(m, tok, n, L, got[1]));
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < n; i++) { /* transformers' features are not normalised */
+            double ss = 0;
+            for (int64_t j = 0; j < P; j++) ss += (double)ref[k][i * P + j] * ref[k][i * P + j];
+            for (int64_t j = 0; j < P; j++) ref[k][i * P + j] = (float)(ref[k][i * P + j] / sqrt(ss));
+        }
+        double worst = 0;
+        for (int64_t i = 0; i < n * P; i++) worst = fmax(worst, fabs(ref[k][i] - got[k][i]));
+        double cos = min_cosine(ref[k], got[k], n, P);
+        if (exact) CHECK_MSG(worst < 1e-4, "%s %s: worst difference %.3g", name, k ? "text" : "image", worst);
+        else CHECK_MSG(cos >= 0.999, "%s %s: cosine %.5f", name, k ? "text" : "image", cos);
+    }
+    free(pixels);
+    free(tok);
+done:
+    mmt_safetensors_close(st);
+    mmt_clip_free(m);
+}
+
+static void test_bitsandbytes_snapshots(void) {
+    check_snapshot("nf4", 1);
+    check_snapshot("int8", 0);
+}
+
 static void test_refusals(void) {
     mmt_clip *m = NULL;
     CHECK_OK(mmt_clip_load(TINY, &m));
@@ -154,6 +212,7 @@ int main(void) {
     snprintf(data, sizeof data, "%s/pairs.jsonl", tmp);
     RUN(test_clip_int8_and_nf4_close_to_fp32);
     RUN(test_int8_same_on_every_table);
+    RUN(test_bitsandbytes_snapshots);
     RUN(test_refusals);
     RUN(test_cli);
     cli_run_cleanup();

@@ -196,6 +196,7 @@ mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
     loader l = {m, "", {0}, NULL, NULL};
     if (m->cfg.has_text && (s = load_text(&l)) != MMT_OK) goto done;
     if (m->cfg.has_vision && (s = load_vision(&l)) != MMT_OK) goto done;
+    mmt_qlinears_keep_fp32(&m->qlinears, "text_projection"); /* CLIPModel's last module (qlinear.h) */
     m->logit_scale = (float)m->cfg.logit_scale_init;
     const float *scale;
     if (mmt_weights_find(m->weights, "logit_scale", NULL)) {
@@ -230,6 +231,7 @@ mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fil
     mmt_status s = m->dir ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK && cfg->has_text) s = load_text(&l);
     if (s == MMT_OK && cfg->has_vision) s = load_vision(&l);
+    mmt_qlinears_keep_fp32(&m->qlinears, "text_projection");
     if (s != MMT_OK) {
         mmt_clip_free(m);
         return s;

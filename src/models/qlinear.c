@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "quant/bnb_io.h"
 #include "quant/dynamic_map.h"
 #include "quant/int8_rows.h"
 #include "quant/nf4.h"
@@ -62,10 +63,34 @@ mmt_status mmt_qlinear_load(mmt_qlinears *set, mmt_weights *weights, mmt_arena *
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "tensor name too long: %s.weight", module);
     *w = NULL;
     *qw = NULL;
-    (void)ops;
-    int64_t shape[2] = {out, in};
-    MMT_TRY(mmt_weights_f32(weights, store, name, 2, shape, w));
-    return add_slot(set, module, out, in, layer, n_layers, w, qw, 0);
+    mmt_bnb_linear bl;
+    MMT_TRY(mmt_bnb_linear_load(weights, store, name, out, in, &bl));
+    if (bl.kind == MMT_BNB_PLAIN) {
+        int64_t shape[2] = {out, in};
+        MMT_TRY(mmt_weights_f32(weights, store, name, 2, shape, w));
+        return add_slot(set, module, out, in, layer, n_layers, w, qw, 0);
+    }
+    mmt_qmat *q = mmt_arena_calloc(store, 1, sizeof *q);
+    if (!q) return MMT_STATUS_OUT_OF_MEMORY;
+    q->rows = out;
+    q->cols = in;
+    if (bl.kind == MMT_BNB_NF4) {
+        q->type = MMT_QMAT_NF4;
+        q->nf4 = bl.packed;
+        q->absmax = bl.absmax;
+        q->code = bl.code;
+        q->blocksize = bl.blocksize;
+    } else {
+        float *scale = mmt_arena_alloc(store, (size_t)out * sizeof(float), 64);
+        if (!scale) return MMT_STATUS_OUT_OF_MEMORY;
+        for (int64_t r = 0; r < out; r++) scale[r] = bl.scb[r] * MMT_QLINEAR_INV127;
+        q->type = MMT_QMAT_S8;
+        q->s8 = bl.s8;
+        q->scale = scale;
+        MMT_TRY(pack_s8(q, store, ops));
+    }
+    *qw = q;
+    return add_slot(set, module, out, in, layer, n_layers, w, qw, 1);
 }
 
 /* absmax (blocks) -> what bitsandbytes' double quantization gives back: the values quantized
@@ -91,6 +116,7 @@ static mmt_status double_quant(float *absmax, int64_t blocks) {
 }
 
 static int selected(const mmt_qlinear_slot *s, const mmt_qlinear_policy *p) {
+    if (s->keep_fp32) return 0;
     if (s->layer < 0) return !p->keep_outside;
     if (p->keep_edges && (s->layer == 0 || s->layer == s->n_layers - 1)) return 0;
     return 1;
@@ -146,6 +172,11 @@ mmt_status mmt_qlinears_quantize(mmt_qlinears *set, mmt_arena *store, const mmt_
     }
     if (n_done) *n_done = done;
     return MMT_OK;
+}
+
+void mmt_qlinears_keep_fp32(mmt_qlinears *set, const char *module) {
+    for (int64_t i = 0; i < set->n; i++)
+        if (strcmp(set->slots[i].module, module) == 0) set->slots[i].keep_fp32 = 1;
 }
 
 const mmt_qlinear_slot *mmt_qlinears_find(const mmt_qlinears *set, const char *tensor) {

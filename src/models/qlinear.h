@@ -12,9 +12,12 @@
  *     by a quantized matrix in the model's arena;
  *   - writing a quantized snapshot (`mmtune quantize`): the list says which tensors are
  *     linear weights and how each is stored.
- * Which layers a model quantizes follows transformers' bitsandbytes integration: every
- * nn.Linear except the output head it names (a CLIP's projections are linears and are
- * quantized; a Conv2d patch embedding is not). mmt_qlinear_policy can keep more in fp32.
+ * Which layers a model quantizes follows transformers' bitsandbytes integration
+ * (get_keys_to_not_convert): every nn.Linear except the model's last module, which it keeps
+ * as the output head: CLIP's text_projection stays fp32 and its visual_projection is
+ * quantized; GIT's output head stays fp32; a Conv2d patch embedding is never converted. So a
+ * snapshot mmtune writes loads in transformers, and --int8 computes what that file would.
+ * mmt_qlinear_policy can keep more in fp32.
  *
  * The model must not have run contexts or views yet when it quantizes: they copy the weight
  * pointers when created.
@@ -38,6 +41,7 @@ typedef struct mmt_qlinear_slot {
     int64_t layer;          /* block index inside its stack, -1 outside blocks (projections) */
     int64_t n_layers;       /* blocks in that stack (0 outside blocks) */
     int from_file;          /* 1: the snapshot stored it quantized */
+    int keep_fp32;          /* 1: never quantized from fp32 (mmt_qlinears_keep_fp32) */
 } mmt_qlinear_slot;
 
 typedef struct mmt_qlinears {
@@ -81,6 +85,10 @@ mmt_status mmt_qlinears_quantize(mmt_qlinears *set, mmt_arena *store, const mmt_
 /* mmt_qlinears_quantize with the public options (mmtune.h mmt_quant_options). */
 mmt_status mmt_qlinears_quantize_as(mmt_qlinears *set, mmt_arena *store, const mmt_ops *ops,
                                     const mmt_quant_options *o, int64_t *n_done);
+
+/* Marks `module` as one mmt_qlinears_quantize leaves in fp32 (a model's last module, which
+ * transformers' bitsandbytes integration never converts). */
+void mmt_qlinears_keep_fp32(mmt_qlinears *set, const char *module);
 
 /* The slot whose weight tensor is `tensor` ("....weight"), or NULL. */
 const mmt_qlinear_slot *mmt_qlinears_find(const mmt_qlinears *set, const char *tensor);
