@@ -204,6 +204,54 @@ static void test_cli(void) {
     CHECK_MSG(err_text && strstr(err_text, "quantized and cannot be trained"), "stderr: %s", err_text);
 }
 
+/* Reads a whole file (NULL on failure); *len gets its size. */
+static char *slurp(const char *path, long *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *d = malloc((size_t)*len + 1);
+    if (d && fread(d, 1, (size_t)*len, f) != (size_t)*len) {
+        free(d);
+        d = NULL;
+    }
+    fclose(f);
+    return d;
+}
+
+/* `mmtune quantize --to nf4` on the default model writes the very bytes transformers +
+ * bitsandbytes saved from it (the fixture snapshot); the result loads quantized, and a
+ * quantized snapshot is not quantized twice. */
+static void test_quantize_command(void) {
+    CHECK(run("quantize --model %s --to nf4 --out %s/nf4", TINY, tmp) == 0);
+    CHECK(out_text && strstr(out_text, "\"linears\": 49"));
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/nf4/model.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/quant/clip-tiny-nf4/model.safetensors", MMT_FIXTURE_DIR);
+    long la = 0, lb = 0;
+    char *da = slurp(a, &la), *db = slurp(b, &lb);
+    CHECK_MSG(da && db && la == lb && memcmp(da, db, (size_t)la) == 0, "%s differs from transformers' file", a);
+    free(da);
+    free(db);
+    snprintf(a, sizeof a, "%s/nf4/config.json", tmp);
+    da = slurp(a, &la);
+    CHECK(da && strstr(da, "\"quantization_config\"") && strstr(da, "\"bnb_4bit_quant_type\": \"nf4\""));
+    free(da);
+    mmt_clip *m = NULL;
+    snprintf(a, sizeof a, "%s/nf4", tmp);
+    CHECK_OK(mmt_clip_load(a, &m));
+    int64_t held = 0;
+    for (int64_t i = 0; m && i < m->qlinears.n; i++) held += m->qlinears.slots[i].from_file;
+    CHECK(held == 49);
+    mmt_clip_free(m);
+    CHECK(run("quantize --model %s/nf4 --to int8 --out %s/twice", tmp, tmp) == 1);
+    CHECK(err_text && strstr(err_text, "already quantized"));
+    CHECK(run("quantize --model %s --to int4 --out %s/x", TINY, tmp) == 2);
+    CHECK(run("quantize --model %s --to int8 --out %s/int8", GIT_TINY, tmp) == 0);
+    CHECK(run("caption --model %s/int8 --image %s/clip/images/chelsea.jpg --max-new-tokens 5", tmp, MMT_FIXTURE_DIR) == 0);
+}
+
 int main(void) {
     mmt_log_set_level(MMT_LOG_ERROR);
     snprintf(tmp, sizeof tmp, "/tmp/mmt_quant_models_XXXXXX");
@@ -213,6 +261,7 @@ int main(void) {
     RUN(test_clip_int8_and_nf4_close_to_fp32);
     RUN(test_int8_same_on_every_table);
     RUN(test_bitsandbytes_snapshots);
+    RUN(test_quantize_command);
     RUN(test_refusals);
     RUN(test_cli);
     cli_run_cleanup();

@@ -48,6 +48,7 @@ static const char *USAGE =
     "  eval       retrieval recall@K and loss of a model (+ adapter) on pairs; a GIT\n"
     "             captioner: CIDEr-D, BLEU-1..4, ROUGE-L of its captions\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
+    "  quantize   write a snapshot with int8 or NF4 linear weights (bitsandbytes' layout)\n"
     "  bench      measure throughput (bench embed|train|adapters|caption|search|serve --help)\n"
     "  fashion-mnist  write Fashion-MNIST as PNG images + captioned JSONL pairs\n"
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
@@ -120,6 +121,7 @@ static const char *BENCH_HELP =
     "  --warmup N     untimed iterations first (default 1)\n"
     "  --tower T      image, text or both (default both)\n"
     "  --json         print one JSON object per measurement instead of a table\n"
+    "  --int8         (global) the model's linears int8: integer kernels, int8 activations per token\n"
     "\n"
     "Also: mmtune bench caption --help (GIT caption tokens/s, greedy and beams, with and without\n"
     "the KV cache, and a LoRA training step).\n"
@@ -694,6 +696,7 @@ static int cmd_bench(int argc, char **argv) {
     }
     const mmt_clip_config *cfg = mmt_clip_config_of(model);
     const char *kernels = mmt_ops_cpu()->name;
+    const char *quant_name = cli_load_quant() == MMT_QUANT_INT8 ? "int8" : cli_load_quant() == MMT_QUANT_NF4 ? "nf4" : "none";
     if (!json)
         printf("%-6s %6s %10s %12s %10s   (kernels: %s, model: %s)\n", "tower", "batch",
                "ms/batch", "items/s", "best ms", kernels, model_dir ? model_dir : "random ViT-B/32");
@@ -743,8 +746,8 @@ static int cmd_bench(int argc, char **argv) {
                 }
                 double mean = total / (double)iters;
                 if (!rc && json)
-                    printf("{\"tower\":\"%s\",\"batch\":%ld,\"mean_s\":%.6f,\"best_s\":%.6f,\"items_per_s\":%.3f,\"kernels\":\"%s\"}\n",
-                           is_image ? "image" : "text", B, mean, best, (double)B / mean, kernels);
+                    printf("{\"tower\":\"%s\",\"batch\":%ld,\"mean_s\":%.6f,\"best_s\":%.6f,\"items_per_s\":%.3f,\"kernels\":\"%s\",\"quantize\":\"%s\"}\n",
+                           is_image ? "image" : "text", B, mean, best, (double)B / mean, kernels, quant_name);
                 else if (!rc)
                     printf("%-6s %6ld %10.2f %12.2f %10.2f\n", is_image ? "image" : "text", B,
                            mean * 1e3, (double)B / mean, best * 1e3);
@@ -779,6 +782,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "caption")) return cmd_caption(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "fashion-mnist")) return cmd_fashion_mnist(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "bpe")) return cmd_bpe(argc - 2, argv + 2);
