@@ -1,58 +1,79 @@
 #!/usr/bin/env bash
-# `make bench`: mmtune vs PyTorch embedding throughput, interleaved in one run, ratios to
-# bench/results/embed.md (+ raw JSON lines). Installs the Python reference packages with pip
+# `make bench`: embedding throughput (issue 13's table): PyTorch fp32, PyTorch dynamic int8
+# (torch.ao quantize_dynamic), ONNX Runtime fp32 and dynamic int8 on the exported model, mmtune
+# fp32 and int8, interleaved engine by engine in each round (the order rotating by round),
+# ratios and the issue's goals to bench/results/embed.md (+ raw JSON lines). Then the other
+# benchmarks (SKIP_TRAIN=1 etc. leave them out). Installs the Python reference packages with pip
 # when they are missing (tools/requirements.txt); mmtune itself needs none of them.
+# ROUNDS, ITERS, BATCHES, ENGINES (a subset of: pytorch pytorch-int8 ort ort-int8 mmtune
+# mmtune-int8) override.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/mmtune}
 ROUNDS=${ROUNDS:-3}
 ITERS=${ITERS:-5}
 BATCHES=${BATCHES:-1,32}
-out=bench/results
+ENGINES=${ENGINES:-pytorch pytorch-int8 ort ort-int8 mmtune mmtune-int8}
+out=${RESULTS:-bench/results}
 mkdir -p "$out"
 
-if ! python3 -c "import torch, transformers" 2>/dev/null; then
-  echo "bench: installing the PyTorch reference (tools/requirements.txt)"
+if ! python3 -c "import torch, transformers, onnxruntime, onnx" 2>/dev/null; then
+  echo "bench: installing the PyTorch / ONNX Runtime reference (tools/requirements.txt)"
   python3 -m pip install -q -r tools/requirements.txt
 fi
 
-# PyTorch at its best on this machine: the environment's OPENBLAS_CORETYPE=Haswell halves
-# OpenBLAS speed, and busy-waiting OpenMP threads fight the other process.
+# The references at their best on this machine: the environment's OPENBLAS_CORETYPE=Haswell
+# halves OpenBLAS speed, and busy-waiting OpenMP threads fight the other process. ONNX Runtime:
+# intra-op threads = nproc, all graph optimizations (tools/bench/torch_embed.py).
 unset OPENBLAS_CORETYPE
 export OMP_WAIT_POLICY=PASSIVE
 threads=$(nproc)
 raw="$out/embed_raw.jsonl"
 : > "$raw"
-for round in $(seq "$ROUNDS"); do
-  echo "bench: round $round/$ROUNDS"
-  python3 tools/bench/torch_embed.py --batch "$BATCHES" --iters "$ITERS" --threads "$threads" \
-    | sed "s/^{/{\"engine\":\"pytorch\",\"round\":$round,/" >> "$raw"
-  OMP_NUM_THREADS=$threads "$BIN" bench embed --batch "$BATCHES" --iters "$ITERS" --json \
-    | sed "s/^{/{\"engine\":\"mmtune\",\"round\":$round,/" >> "$raw"
-done
+mmtune_int8=0
+if grep -q -- '--int8' <<< "$("$BIN" --help)"; then mmtune_int8=1; fi
 
-python3 - "$raw" "$out/embed.md" <<'PY'
-import json, sys, platform, subprocess, datetime
-rows = [json.loads(l) for l in open(sys.argv[1])]
-best = {}
-for r in rows:  # best mean over rounds: the least disturbed run of each engine
-    k = (r["engine"], r["tower"], r["batch"])
-    best[k] = max(best.get(k, 0), r["items_per_s"])
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-lines = [f"# Embedding throughput: mmtune vs PyTorch (random ViT-B/32 CLIP, fp32)", "",
-         f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {cpu}, {subprocess.check_output(['nproc']).decode().strip()} cores; "
-         f"interleaved rounds, best round per cell. PyTorch {next((r['torch'] for r in rows if 'torch' in r), '?')} with "
-         "OPENBLAS_CORETYPE unset and OMP_WAIT_POLICY=PASSIVE; mmtune kernels: "
-         f"{next((r['kernels'] for r in rows if 'kernels' in r), '?')}.", "",
-         "| tower | batch | PyTorch items/s | mmtune items/s | ratio |", "|---|---|---|---|---|"]
-for tower in ("image", "text"):
-    for b in sorted({r["batch"] for r in rows}):
-        p, m = best.get(("pytorch", tower, b)), best.get(("mmtune", tower, b))
-        if p and m:
-            lines.append(f"| {tower} | {b} | {p:.2f} | {m:.2f} | {m/p:.2f}x |")
-open(sys.argv[2], "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+# The ONNX exports (fp32, int8 per-tensor and per-channel) once, untimed; cached in /tmp.
+case " $ENGINES " in *" ort"*) python3 tools/bench/torch_embed.py --export-only ;; esac
+
+# CPU pressure (/proc/pressure/cpu "some" total, microseconds): how long other work kept a
+# runnable task waiting; recorded per engine call (stall_pct) and for the whole run.
+stalled() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+stall_start=$(stalled)
+t_start=$(date +%s)
+run_engine() { # round engine
+  local round=$1 engine=$2 s0 t0 res
+  s0=$(stalled)
+  t0=$(date +%s%N)
+  case $engine in
+    pytorch) res=$(python3 tools/bench/torch_embed.py --engine torch --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
+    pytorch-int8) res=$(python3 tools/bench/torch_embed.py --engine torch-int8 --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
+    ort) res=$(python3 tools/bench/torch_embed.py --engine ort --ort-spin both --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
+    ort-int8) res=$(python3 tools/bench/torch_embed.py --engine ort-int8 --ort-spin both --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
+    mmtune) res=$(OMP_NUM_THREADS=$threads "$BIN" bench embed --batch "$BATCHES" --iters "$ITERS" --json) ;;
+    mmtune-int8)
+      [ "$mmtune_int8" = 1 ] || return 0
+      res=$(OMP_NUM_THREADS=$threads "$BIN" bench embed --int8 --batch "$BATCHES" --iters "$ITERS" --json) ;;
+  esac
+  local wall_ns=$(( $(date +%s%N) - t0 ))
+  local pct=$(( ($(stalled) - s0) * 100000 / (wall_ns > 0 ? wall_ns : 1) ))
+  printf '%s\n' "$res" | grep '^{' | sed "s/^{/{\"engine\":\"$engine\",\"round\":$round,\"stall_pct\":$pct,/" >> "$raw"
+}
+read -r -a engines <<< "$ENGINES"
+n=${#engines[@]}
+for round in $(seq "$ROUNDS"); do
+  for k in $(seq 0 $((n - 1))); do # rotate the order each round: no engine always first or last
+    engine=${engines[$(( (k + round - 1) % n ))]}
+    echo "bench embed: round $round/$ROUNDS, $engine"
+    run_engine "$round" "$engine"
+  done
+done
+wall=$(($(date +%s) - t_start))
+stall_pct=$(( ($(stalled) - stall_start) / 10000 / (wall > 0 ? wall : 1) ))
+echo "{\"engine\": \"meta\", \"wall_s\": $wall, \"cpu_stall_pct\": $stall_pct, \"load_before\": \"$load_before\", \"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"threads\": $threads, \"rounds\": $ROUNDS, \"iters\": $ITERS, \"mmtune_int8\": $mmtune_int8, \"finished_utc\": \"$(date -u '+%Y-%m-%d %H:%M')\", \"mmtune_commit\": \"$(git describe --always --dirty)\"}" >> "$raw"
+
+python3 tools/bench/embed_table.py "$raw" "$out/embed.md"
 
 # Training steps (issue 3): its own interleaved rounds and table.
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then

@@ -1,70 +1,97 @@
 #!/usr/bin/env bash
-# Training-step benchmark: mmtune vs PyTorch + PEFT on a random ViT-B/32-sized CLIP, batch 32,
-# per method (full, lora, ia3; mmtune also lora and full with gradient checkpointing), the two
-# engines interleaved method by method in each round. Results: bench/results/train.md and
-# train_raw.jsonl. Called by scripts/bench.sh (make bench); ROUNDS, STEPS, BATCH override.
+# Training-step benchmark (issues 3 and 13): mmtune vs PyTorch + PEFT on a random ViT-B/32-sized
+# CLIP, batch 32: seconds per step and peak RSS of full, LoRA, IA3 and (when this mmtune has
+# them) LoRA on an int8 base, QLoRA (NF4 base), QLoRA + adamw8bit and QLoRA + adamw8bit +
+# checkpointing; texts padded to 77 (padding="max_length") and to the longest row (10 tokens)
+# in both engines. The runs are interleaved, PyTorch and mmtune alternating, the order rotating
+# by round. Results: bench/results/train.md and train_raw.jsonl (tools/bench/train_table.py).
+# Called by scripts/bench.sh (make bench); ROUNDS, STEPS, BATCH, RESULTS override.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/mmtune}
 ROUNDS=${ROUNDS:-2}
 STEPS=${STEPS:-3}
 BATCH=${BATCH:-32}
-out=bench/results
+out=${RESULTS:-bench/results}
 mkdir -p "$out"
 unset OPENBLAS_CORETYPE
 export OMP_WAIT_POLICY=PASSIVE
 threads=$(nproc)
 raw="$out/train_raw.jsonl"
 : > "$raw"
+help=$("$BIN" bench train --help)
+has() { grep -q -- "$1" <<< "$help"; }
+
+# Units: "ENGINE CONFIG PAD FLAGS...". PAD 77: padding="max_length"; 10: padded to the longest
+# row (BOS + 8 tokens + EOS). mmtune trims every row to the EOS it pools, so its two paddings do
+# the same work; PyTorch runs every position it is given.
+units=(
+  "pytorch lora 77 --methods lora"
+  "mmtune lora 77 --method lora"
+  "pytorch lora 10 --methods lora --pad longest"
+  "mmtune lora 10 --method lora --text-len 10"
+  "pytorch ia3 77 --methods ia3"
+  "mmtune ia3 77 --method ia3"
+  "pytorch full 77 --methods full"
+  "mmtune full 77 --method full"
+  "pytorch full 10 --methods full --pad longest"
+  "mmtune full 10 --method full --text-len 10"
+  "mmtune lora+ckpt 77 --method lora --checkpointing"
+  "mmtune full+ckpt 77 --method full --checkpointing"
+)
+if has --quantize-base; then
+  units+=(
+    "mmtune lora+int8 77 --method lora --quantize-base int8"
+    "mmtune qlora 77 --method lora --quantize-base nf4"
+    "mmtune qlora 10 --method lora --quantize-base nf4 --text-len 10"
+  )
+  if has --optim; then
+    units+=(
+      "mmtune qlora+adamw8bit 77 --method lora --quantize-base nf4 --optim adamw8bit"
+      "mmtune qlora+adamw8bit+ckpt 77 --method lora --quantize-base nf4 --optim adamw8bit --checkpointing"
+    )
+  fi
+else
+  echo "bench train: this mmtune has no 'bench train --quantize-base': the quantized rows are left out"
+fi
+
+# CPU pressure (/proc/pressure/cpu "some" total, microseconds): how long other work kept a
+# runnable task waiting; per unit (stall_pct) and for the whole run.
+stalled() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+stall_start=$(stalled)
+t_start=$(date +%s)
+run_unit() { # round ENGINE CONFIG PAD FLAGS...
+  local round=$1 engine=$2 config=$3 pad=$4 s0 t0 res err
+  shift 4
+  s0=$(stalled)
+  t0=$(date +%s%N)
+  err=$(mktemp)
+  if [ "$engine" = pytorch ]; then
+    res=$(python3 tools/bench/torch_train.py "$@" --batch "$BATCH" --steps "$STEPS" --threads "$threads" 2> "$err" || true)
+  else
+    res=$(OMP_NUM_THREADS=$threads "$BIN" bench train "$@" --batch "$BATCH" --steps "$STEPS" --json 2> "$err" || true)
+  fi
+  local wall_ns=$(( $(date +%s%N) - t0 ))
+  local pct=$(( ($(stalled) - s0) * 100000 / (wall_ns > 0 ? wall_ns : 1) ))
+  if ! grep -q '^{' <<< "$res"; then # no measurement: keep the error's last line for the table
+    res=$(python3 -c 'import json, sys; print(json.dumps({"error": (open(sys.argv[1]).read().strip().splitlines() or ["no output"])[-1][:300]}))' "$err")
+  fi
+  rm -f "$err"
+  grep '^{' <<< "$res" | sed "s/^{/{\"engine\":\"$engine\",\"config\":\"$config\",\"text_pad\":$pad,\"round\":$round,\"stall_pct\":$pct,/" >> "$raw" || true
+}
+n=${#units[@]}
 for round in $(seq "$ROUNDS"); do
-  for method in lora ia3 full; do
-    echo "bench train: round $round/$ROUNDS, $method"
-    python3 tools/bench/torch_train.py --methods "$method" --batch "$BATCH" --steps "$STEPS" --threads "$threads" \
-      | sed "s/^{/{\"engine\":\"pytorch\",\"round\":$round,/" >> "$raw" || true
-    OMP_NUM_THREADS=$threads "$BIN" bench train --method "$method" --batch "$BATCH" --steps "$STEPS" --json \
-      | sed "s/^{/{\"engine\":\"mmtune\",\"round\":$round,/" >> "$raw"
-  done
-  for method in lora full; do
-    OMP_NUM_THREADS=$threads "$BIN" bench train --method "$method" --checkpointing --batch "$BATCH" --steps "$STEPS" --json \
-      | sed "s/^{/{\"engine\":\"mmtune-ckpt\",\"round\":$round,/" >> "$raw"
+  for k in $(seq 0 $((n - 1))); do
+    # Rotate by round: each unit starts at another point of the machine's load.
+    u=${units[$(( (k + (round - 1) * 5) % n ))]}
+    echo "bench train: round $round/$ROUNDS: $u"
+    # shellcheck disable=SC2086
+    run_unit "$round" $u
   done
 done
+wall=$(($(date +%s) - t_start))
+stall_pct=$(( ($(stalled) - stall_start) / 10000 / (wall > 0 ? wall : 1) ))
+echo "{\"engine\": \"meta\", \"wall_s\": $wall, \"cpu_stall_pct\": $stall_pct, \"load_before\": \"$load_before\", \"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"threads\": $threads, \"rounds\": $ROUNDS, \"steps\": $STEPS, \"finished_utc\": \"$(date -u '+%Y-%m-%d %H:%M')\", \"mmtune_commit\": \"$(git describe --always --dirty)\"}" >> "$raw"
 
-python3 - "$raw" "$out/train.md" <<'PY'
-import json, sys, subprocess, datetime
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-best = {}
-for r in rows:  # per engine and method: the round with the fastest step (least disturbed)
-    if "s_per_step" not in r:
-        continue
-    k = (r["engine"], r["method"])
-    if k not in best or r["s_per_step"] < best[k]["s_per_step"]:
-        best[k] = r
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-torch_v = next((r.get("torch") for r in rows if r.get("torch")), "?")
-peft_v = next((r.get("peft") for r in rows if r.get("peft")), "?")
-batch = next((r.get("batch") for r in rows if r.get("batch")), "?")
-L = [f"# Training step: mmtune vs PyTorch + PEFT (random ViT-B/32 CLIP, batch {batch}, fp32, CPU)", "",
-     f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {cpu}, {subprocess.check_output(['nproc']).decode().strip()} cores; "
-     f"PyTorch {torch_v} + PEFT {peft_v} with OPENBLAS_CORETYPE unset and OMP_WAIT_POLICY=PASSIVE; the engines "
-     "interleaved method by method, best round per cell. A step is forward + symmetric contrastive loss + "
-     "backward + AdamW (mmtune also clips the gradient norm). Texts are BOS + 8 tokens + EOS padding to 77, "
-     "as padding=\"max_length\" gives: PyTorch runs all 77 positions, mmtune only up to the EOS it pools "
-     "(identical results under the causal mask). Peak RSS is the whole process's (getrusage).", "",
-     "| method | PyTorch s/step | mmtune s/step | speed ratio | PyTorch peak RSS GiB | mmtune peak RSS GiB | RSS ratio | mmtune + checkpointing: s/step, RSS GiB (ratio to PyTorch) | trainable params |",
-     "|---|---|---|---|---|---|---|---|---|"]
-for m in ("lora", "ia3", "full"):
-    p, q, c = best.get(("pytorch", m)), best.get(("mmtune", m)), best.get(("mmtune-ckpt", m))
-    if not q:
-        continue
-    ps = f"{p['s_per_step']:.2f}" if p else "n/a"
-    pr = f"{p['peak_rss_gib']:.2f}" if p else "n/a"
-    sr = f"{p['s_per_step'] / q['s_per_step']:.2f}x" if p else "n/a"
-    rr = f"{q['peak_rss_gib'] / p['peak_rss_gib']:.0%}" if p else "n/a"
-    cc = (f"{c['s_per_step']:.2f}, {c['peak_rss_gib']:.2f} ({c['peak_rss_gib'] / p['peak_rss_gib']:.0%})" if c and p else
-          (f"{c['s_per_step']:.2f}, {c['peak_rss_gib']:.2f}" if c else "-"))
-    L.append(f"| {m} | {ps} | {q['s_per_step']:.2f} | {sr} | {pr} | {q['peak_rss_gib']:.2f} | {rr} | {cc} | {q['trainable_params']:,} |")
-L += ["", "speed ratio = PyTorch s/step / mmtune s/step (above 1: mmtune faster); RSS ratio = mmtune / PyTorch."]
-open(sys.argv[2], "w").write("\n".join(L) + "\n")
-print("\n".join(L))
-PY
+python3 tools/bench/train_table.py "$raw" "$out/train.md"

@@ -6,7 +6,9 @@ configuration (CLIPConfig defaults), fp32 on CPU, CLIPModel(..., return_loss=Tru
 contrastive loss), loss.backward(), torch.optim.AdamW(lr=1e-4, weight_decay=0.01, foreach=False)
 step, on a fixed random batch: pixel_values (B, 3, 224, 224) and B token rows of --text-len
 tokens (<|startoftext|> ... <|endoftext|> padded with <|endoftext|> to --text-len, as
-padding="max_length" gives; no attention_mask).
+padding="max_length" gives; no attention_mask). --pad longest instead pads to the longest row, as
+padding="longest" gives: every row is BOS + 8 tokens + EOS, so 10 positions (all-ones mask, so none
+passed).
 
 Methods (each in a fresh subprocess, so peak RSS is per method):
   full    every parameter trainable (incl. logit_scale)
@@ -22,7 +24,7 @@ Methods (each in a fresh subprocess, so peak RSS is per method):
           PEFT that supports them gets measured.
 
 Prints one JSON line per method:
-  {"method", "s_per_step", "images_per_s", "trainable_params", "peak_rss_gib", "batch",
+  {"method", "pad", "s_per_step", "images_per_s", "trainable_params", "peak_rss_gib", "batch",
    "text_len", "steps", "warmup", "threads", "torch", "transformers", "peft"}
 s_per_step is the mean over the --steps timed steps after --warmup untimed ones; peak_rss_gib is
 resource.getrusage(RUSAGE_SELF).ru_maxrss of the method's process (model + optimizer + batch).
@@ -72,7 +74,7 @@ def child(a):
     transformers.logging.set_verbosity_error()
     if a.threads:
         torch.set_num_threads(a.threads)
-    info = {"method": a.child, "batch": a.batch, "text_len": a.text_len, "steps": a.steps,
+    info = {"method": a.child, "pad": a.pad, "batch": a.batch, "text_len": a.text_len, "steps": a.steps,
             "warmup": a.warmup, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__}
     g = torch.Generator().manual_seed(1)
@@ -128,10 +130,15 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--text-len", type=int, default=77)
+    ap.add_argument("--pad", default="max_length", choices=["max_length", "longest"],
+                    help="max_length: texts padded to --text-len (77); longest: to the longest "
+                         "row (BOS + 8 tokens + EOS = 10)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.steps < 1 or a.batch < 1 or a.text_len < 3:
         ap.error("--steps, --batch must be >= 1 and --text-len >= 3")
+    if a.pad == "longest":
+        a.text_len = min(a.text_len, 10)
     if a.child:
         return child(a)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -142,7 +149,7 @@ def main():
     for m in methods:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", m, "--steps", str(a.steps),
                "--warmup", str(a.warmup), "--threads", str(a.threads), "--batch", str(a.batch),
-               "--text-len", str(a.text_len)]
+               "--text-len", str(a.text_len), "--pad", a.pad]
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
         if r.returncode != 0 or not lines:

@@ -22,18 +22,22 @@
 
 static const char *HELP =
     "usage: mmtune bench train [--method lora|ia3|full] [--batch N] [--steps N] [--warmup N]\n"
-    "                          [--checkpointing] [--json]\n"
+    "                          [--checkpointing] [--text-len N] [--json]\n"
     "\n"
     "Times training steps (forward, contrastive loss, backward, clipping, AdamW) on a\n"
     "random-weight ViT-B/32-sized CLIP. lora: r 8, alpha 16 on q_proj, v_proj; ia3: k_proj,\n"
-    "v_proj, fc2 (feed-forward); full: every tensor and logit_scale.\n"
+    "v_proj, fc2 (feed-forward); full: every tensor and logit_scale. The global\n"
+    "--quantize-base int8|nf4 (or --int8) keeps the frozen base's linears quantized (LoRA\n"
+    "on an int8 base; QLoRA with nf4).\n"
     "  --batch N        image-text pairs per step (default 32)\n"
     "  --steps N        timed steps (default 3)\n"
-    "  --warmup N       untimed steps first (default 1)\n";
+    "  --warmup N       untimed steps first (default 1)\n"
+    "  --text-len N     token positions per text row: BOS, up to 8 tokens, EOS padding to N\n"
+    "                   (default 77, padding=\"max_length\"; 10: padded to the longest row)\n";
 
 int cmd_bench_train(int argc, char **argv) {
     const char *method = "lora";
-    long batch = 32, steps = 3, warmup = 1;
+    long batch = 32, steps = 3, warmup = 1, text_len = -1;
     int checkpointing = 0, json = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -41,6 +45,11 @@ int cmd_bench_train(int argc, char **argv) {
         if (!strcmp(a, "--checkpointing")) checkpointing = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (i + 1 < argc && !strcmp(a, "--method")) method = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--text-len")) {
+            char *end;
+            text_len = strtol(argv[++i], &end, 10);
+            if (*end || text_len < 3) return cli_usage_error("bad value for --text-len");
+        }
         else if (i + 1 < argc && (!strcmp(a, "--batch") || !strcmp(a, "--steps") || !strcmp(a, "--warmup"))) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -59,10 +68,13 @@ int cmd_bench_train(int argc, char **argv) {
     mmt_param *params = NULL;
     mmt_peft_config pc;
     int have_pc = 0, rc = 0;
-    int64_t S = cfg.vision.image_size, L = cfg.text.max_positions, B = batch;
+    if (text_len > cfg.text.max_positions) return cli_usage_error("--text-len is at most %lld", (long long)cfg.text.max_positions);
+    int64_t S = cfg.vision.image_size, L = text_len > 0 ? text_len : cfg.text.max_positions, B = batch;
     float *pixels = mmt_malloc((size_t)(B * 3 * S * S) * sizeof(float));
     int32_t *ids = mmt_malloc((size_t)(B * L) * sizeof(int32_t));
-    if (!pixels || !ids || mmt_clip_create_random(&cfg, 1, &model) != MMT_OK) {
+    mmt_quant_type quant = cli_load_quant(); /* the global --int8 / --quantize-base (model_load.c) */
+    if (!pixels || !ids || mmt_clip_create_random(&cfg, 1, &model) != MMT_OK ||
+        cli_clip_quantize(model, quant) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
@@ -75,7 +87,7 @@ int cmd_bench_train(int argc, char **argv) {
         ids[b * L] = (int32_t)cfg.text.bos_token_id;
         for (int64_t j = 1; j < L; j++) {
             st = st * 6364136223846793005ull + 1442695040888963407ull;
-            ids[b * L + j] = j <= 8 ? 300 + (int32_t)((st >> 33) % 1000) : 49407;
+            ids[b * L + j] = j <= 8 && j < L - 1 ? 300 + (int32_t)((st >> 33) % 1000) : 49407;
         }
     }
     mmt_clip_train_options o;
@@ -142,9 +154,9 @@ int cmd_bench_train(int argc, char **argv) {
     double rss = (double)ru.ru_maxrss / (1024.0 * 1024.0);
     double act = (double)mmt_clip_train_peak_activation_bytes(view) / (1024.0 * 1024.0 * 1024.0);
     if (json)
-        printf("{\"method\": \"%s\", \"batch\": %ld, \"checkpointing\": %s, \"s_per_step\": %.4f, \"images_per_s\": %.3f, "
+        printf("{\"method\": \"%s\", \"batch\": %ld, \"text_len\": %lld, \"quantize\": \"%s\", \"checkpointing\": %s, \"s_per_step\": %.4f, \"images_per_s\": %.3f, "
                "\"trainable_params\": %lld, \"peak_rss_gib\": %.3f, \"activation_gib\": %.3f, \"forward_s\": %.4f, \"backward_s\": %.4f, \"loss\": %.5f}\n",
-               method, batch, checkpointing ? "true" : "false", per, (double)B / per, (long long)trainable, rss, act,
+               method, batch, (long long)L, quant == MMT_QUANT_INT8 ? "int8" : quant == MMT_QUANT_NF4 ? "nf4" : "none", checkpointing ? "true" : "false", per, (double)B / per, (long long)trainable, rss, act,
                fwd / (double)steps, bwd / (double)steps, loss);
     else
         printf("%s%s: %.3f s/step (forward %.3f, backward %.3f), %.2f images/s, %lld trainable, peak RSS %.2f GiB "
