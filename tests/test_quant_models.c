@@ -22,6 +22,8 @@
 #include "core/safetensors.h"
 #include "models/clip.h"
 #include "models/clip_internal.h"
+#include "models/clip_train.h"
+#include "peft/adapter_folder.h"
 #include "ops/ops.h"
 
 static char tmp[256], data[320];
@@ -169,6 +171,62 @@ done:
     mmt_clip_free(m);
 }
 
+/* QLoRA: an adapter mmtune trained on the NF4 base (tools/fixtures/make_qlora_fixtures.py)
+ * loaded in PEFT over transformers' model with its linears round-tripped through bitsandbytes'
+ * NF4 gives these features; mmtune's NF4 base + the adapter gives them within 1e-4
+ * (normalised). */
+static void test_qlora_adapter_matches_peft(void) {
+    mmt_clip *m = NULL;
+    mmt_clip_train *view = NULL;
+    mmt_adapter *ad = NULL;
+    mmt_prompt *prompt = NULL;
+    mmt_safetensors *st = NULL;
+    CHECK_OK(mmt_clip_load(TINY, &m));
+    if (!m) return;
+    mmt_quant_options o;
+    mmt_quant_options_default(&o, MMT_QUANT_NF4);
+    CHECK_OK(mmt_clip_quantize(m, &o));
+    mmt_clip_train_options to;
+    mmt_clip_train_options_default(&to);
+    CHECK_OK(mmt_clip_train_create(m, &to, &view));
+    if (view)
+        CHECK_OK(mmt_adapter_folders_load(mmt_clip_train_iface(view), MMT_FIXTURE_DIR "/quant/qlora/adapter", 0, &ad,
+                                          &prompt));
+    CHECK_OK(mmt_safetensors_open(MMT_FIXTURE_DIR "/quant/qlora/peft_embeddings.safetensors", &st));
+    if (!view || !ad || !st) goto done;
+    const mmt_st_tensor *px = mmt_safetensors_find(st, "pixel_values"), *ids = mmt_safetensors_find(st, "input_ids");
+    const mmt_st_tensor *ie = mmt_safetensors_find(st, "image_embeds"), *te = mmt_safetensors_find(st, "text_embeds");
+    CHECK(px && ids && ie && te);
+    if (!px || !ids || !ie || !te) goto done;
+    int64_t P = mmt_clip_embed_dim(m), n = px->shape[0], L = ids->shape[1];
+    float *pixels = malloc(sizeof(float) * (size_t)px->numel), ref[2][4 * 128], got[2][4 * 128];
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)ids->numel);
+    CHECK_OK(mmt_st_tensor_to_f32(px, pixels));
+    for (int64_t i = 0; i < ids->numel; i++) tok[i] = (int32_t)((const int64_t *)ids->data)[i];
+    CHECK_OK(mmt_st_tensor_to_f32(ie, ref[0]));
+    CHECK_OK(mmt_st_tensor_to_f32(te, ref[1]));
+    CHECK_OK(mmt_clip_train_encode_pixels(view, pixels, n, got[0]));
+    CHECK_OK(mmt_clip_train_encode_ids(view, tok, n, L, got[1]));
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < n; i++) {
+            double ss = 0;
+            for (int64_t j = 0; j < P; j++) ss += (double)ref[k][i * P + j] * ref[k][i * P + j];
+            for (int64_t j = 0; j < P; j++) ref[k][i * P + j] = (float)(ref[k][i * P + j] / sqrt(ss));
+        }
+        double worst = 0;
+        for (int64_t i = 0; i < n * P; i++) worst = fmax(worst, fabs(ref[k][i] - got[k][i]));
+        CHECK_MSG(worst < 1e-4, "QLoRA %s: worst difference from PEFT %.3g", k ? "text" : "image", worst);
+    }
+    free(pixels);
+    free(tok);
+done:
+    mmt_safetensors_close(st);
+    mmt_prompt_free(prompt);
+    mmt_adapter_free(ad);
+    mmt_clip_train_free(view);
+    mmt_clip_free(m);
+}
+
 static void test_bitsandbytes_snapshots(void) {
     check_snapshot("nf4", 1);
     check_snapshot("int8", 0);
@@ -261,6 +319,7 @@ int main(void) {
     RUN(test_clip_int8_and_nf4_close_to_fp32);
     RUN(test_int8_same_on_every_table);
     RUN(test_bitsandbytes_snapshots);
+    RUN(test_qlora_adapter_matches_peft);
     RUN(test_quantize_command);
     RUN(test_refusals);
     RUN(test_cli);
