@@ -66,6 +66,7 @@ static const char *USAGE =
     "  --int8     keep the linear weights in int8 (per output row, bitsandbytes' LLM.int8 layout)\n"
     "             and run them with int8 activations (per token) in integer kernels\n"
     "  --quantize-base int8|nf4   the same, or NF4 4-bit (QLoRA's base; computed in fp32)\n"
+    "             (search's own --int8 scans the index's int8 copy; --quantize-base applies)\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
 
@@ -772,7 +773,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     int rest = argc - 2;
-    if (cli_load_flags(&rest, argv + 2) != 0) return 2;
+    if (cli_load_flags(&rest, argv + 2, !strcmp(cmd, "search")) != 0) return 2;
     argc = rest + 2;
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
     if (!strcmp(cmd, "classify")) return cmd_classify(argc - 2, argv + 2);

@@ -20,11 +20,11 @@ int cli_out_begin(const char *cmd, const char *out, int overwrite, char **tmp);
 int cli_out_finish(char *tmp, const char *out, int rc);
 
 /* Model loading with the process-wide quantization flags (model_load.c): cli_load_flags
- * takes `--int8` / `--quantize-base int8|nf4` out of argv (main calls it once); the loads
- * apply them. */
+ * takes `--int8` (unless keep_int8: a command whose own --int8 means something else) and
+ * `--quantize-base int8|nf4` out of argv (main calls it once); the loads apply them. */
 #include "mmtune.h"
 struct mmt_git;
-int cli_load_flags(int *argc, char **argv);
+int cli_load_flags(int *argc, char **argv, int keep_int8);
 mmt_quant_type cli_load_quant(void);
 mmt_status cli_clip_quantize(mmt_clip *m, mmt_quant_type type);
 mmt_status cli_clip_load(const char *dir, mmt_clip **out);

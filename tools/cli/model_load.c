@@ -4,7 +4,8 @@
  * `--int8` (and `--quantize-base int8|nf4` spelled for any command) may stand anywhere on the
  * command line of every command that loads a model; main() takes it out before the command
  * parses its own options (cli_load_flags), and every load below applies it, so embed,
- * classify, caption, eval, index, search, serve and the benchmarks all honour it the same way.
+ * classify, caption, eval, index, serve and the benchmarks all honour it the same way. `search`
+ * keeps its own --int8 (scan the index's int8 copy); --quantize-base still applies there.
  */
 #include <string.h>
 
@@ -17,10 +18,10 @@ static mmt_quant_type load_quant = MMT_QUANT_NONE;
 
 mmt_quant_type cli_load_quant(void) { return load_quant; }
 
-int cli_load_flags(int *argc, char **argv) {
+int cli_load_flags(int *argc, char **argv, int keep_int8) {
     int out = 0;
     for (int i = 0; i < *argc; i++) {
-        if (!strcmp(argv[i], "--int8")) {
+        if (!keep_int8 && !strcmp(argv[i], "--int8")) {
             load_quant = MMT_QUANT_INT8;
             continue;
         }
