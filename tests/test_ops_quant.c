@@ -24,6 +24,9 @@
  */
 #include <float.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "check.h"
 #include "core/cpu.h"
@@ -412,6 +415,27 @@ static void test_qmat_bwd_fast_matches_ref(void) {
                 check_qmat_bwd_case(kind, Ms[a], NK[b][0], NK[b][1]);
 }
 
+/* Calls big enough to be split over threads, with 4 threads whatever the machine: the int8
+ * GEMM over N (few rows) and over M, the float GEMMs over panels of W and over rows. The
+ * split must not change a bit. */
+static void test_thread_splits(void) {
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(4);
+#endif
+    check_s8_case(3, 1000, 1400, -127, 127, -127, 127, 0, 0, 1);  /* 4.2M MACs: split over N */
+    check_s8_case(300, 40, 1100, -127, 127, -127, 127, 1, 0, 0);  /* split over M */
+    for (int kind = 0; kind < 2; kind++) {
+        check_qmat_fwd_case(kind, 2, 600, 2000, 1);  /* 3 panels of 256 rows over threads */
+        check_qmat_fwd_case(kind, 300, 100, 300, 0); /* one panel: split over M */
+        check_qmat_bwd_case(kind, 2, 2000, 600);     /* 3 chunks of dx columns */
+        check_qmat_bwd_case(kind, 300, 300, 100);    /* one chunk: split over M */
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+
 /* M = 0 and K = 0: nothing written, and bias alone. */
 static void test_empty_shapes(void) {
     test_qmat t = make_s8(3, 0, -1, 1);
@@ -448,6 +472,7 @@ int main(void) {
         RUN(test_qmat_fwd_fast_matches_ref);
         RUN(test_qmat_bwd_fast_matches_ref);
         RUN(test_empty_shapes);
+        RUN(test_thread_splits);
     }
     return check_summary();
 }

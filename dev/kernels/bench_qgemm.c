@@ -7,9 +7,10 @@
  * panel by panel into the fp32 GEMM); and each int8 microkernel this CPU has through the
  * shared driver. Ratios are fp32 time / that op's time.
  *
- *   make bench_qgemm && ./bench_qgemm [threads]
+ *   make bench_qgemm && ./bench_qgemm [threads] [big|small]   (big: M = 1600 only)
  *
- * Each op runs until 0.3 s have passed (at least 3 runs); the best time is printed.
+ * Each op runs until 0.3 s have passed (at least 3 runs); the best time is printed. With one
+ * thread the times are the thread's CPU time (steadier on a shared machine).
  */
 #include <omp.h>
 #include <stdio.h>
@@ -21,9 +22,13 @@
 #include "ops/cpu/cpu_ops.h"
 #include "ops/ops.h"
 
+/* With one thread the clock is the thread's CPU time, so time spent descheduled on a busy
+ * machine does not count; with more, wall time. */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(bench_clock, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -42,7 +47,7 @@ static const float nf4_code[16] = {-1.0f, -0.6962f, -0.5251f, -0.3949f, -0.2844f
                                    0.4407f, 0.5626f, 0.7230f, 1.0f};
 
 static bench_case make_case(int64_t M, int64_t K, int64_t N) {
-    bench_case c = {M, K, N};
+    bench_case c = {.M = M, .K = K, .N = N};
     c.x = malloc((size_t)(M * K) * sizeof(float));
     c.y = malloc((size_t)(M * N) * sizeof(float));
     c.w = malloc((size_t)(N * K) * sizeof(float));
@@ -98,6 +103,7 @@ static double best_time(int op, const mmt_ops *o, const qgemm_kernel *k, bench_c
 
 int main(int argc, char **argv) {
     if (argc > 1) omp_set_num_threads(atoi(argv[1]));
+    if (omp_get_max_threads() == 1) bench_clock = CLOCK_THREAD_CPUTIME_ID;
     const mmt_cpu_features cpu = mmt_cpu_detect();
     const qgemm_kernel *kernels[3];
     int nk = 0;
@@ -109,7 +115,10 @@ int main(int argc, char **argv) {
                                         {8, 768, 768},    {1, 768, 3072},    {8, 768, 3072}};
     printf("threads %d; times in ms (best of >= 0.3 s); x = fp32 matmul_fwd time / op time\n",
            omp_get_max_threads());
+    const char *only = argc > 2 ? argv[2] : "";
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        if ((!strcmp(only, "big") && shapes[s][0] < 1600) || (!strcmp(only, "small") && shapes[s][0] >= 1600))
+            continue;
         bench_case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2]);
         printf("\nM=%lld K=%lld N=%lld\n", (long long)c.M, (long long)c.K, (long long)c.N);
         const char *tables[2] = {"avx2", "avx512"};

@@ -19,8 +19,9 @@
  *
  * Threads and stack: the CPU kernels split large calls over OpenMP threads (OMP_NUM_THREADS).
  * The AVX2/AVX-512 matmul and attention pack operands into buffers on the stack, about 370 KiB per
- * calling thread and per OpenMP worker, so threads that call ops need a normal-sized stack
- * (the glibc default of 8 MiB is plenty).
+ * calling thread and per OpenMP worker (630 KiB for qmat_matmul_*, which adds a dequantized
+ * panel), so threads that call ops need a normal-sized stack (the glibc default of 8 MiB is
+ * plenty).
  *
  * Shape letters: B batch, T tokens, C channels, H heads, D head dim, M/K/N matmul dims.
  */
@@ -231,8 +232,8 @@ typedef struct mmt_ops {
 
     /* ---- quantized weights (mmt_qmat above) -------------------------------------------
      * Shapes come from w: N = w->rows, K = w->cols. Nothing is allocated: the fast kernels
-     * dequantize W a panel at a time into buffers on the stack (at most 128 KiB per thread,
-     * beside the GEMM's own), never the whole matrix.
+     * dequantize W a panel at a time into a buffer on the stack (256 KiB per thread, beside
+     * the GEMM's own), never the whole matrix; the int8 GEMM packs x into 96 KiB of stack.
      *
      * qmat_matmul_fwd: y (M,N) = x (M,K) @ deq(W)^T + bias (N); bias may be NULL. Float
      *   sums: the fast tables give bitwise what their matmul_fwd gives on deq(W) (the same

@@ -203,7 +203,9 @@ typedef struct qgemm_kernel {
 
 #define QGEMM_MR_MAX 8
 #define QGEMM_NV_MAX 4
+#ifndef QGEMM_PACK_A_BYTES
 #define QGEMM_PACK_A_BYTES (96 * 1024)
+#endif
 
 void qgemm_store_avx2(const int32_t *acc, int64_t ld_acc, int rows, int64_t cols, int first,
                       int last, int64_t row0, int64_t col0, const qgemm_epilogue *e, float *y,

@@ -118,9 +118,14 @@ static void qgemm_range(const qgemm_kernel *kern, int64_t m0, int64_t m1, int64_
                 const int8_t *bp = panels + jp * KG * 64 + g0 * 64;
                 for (int64_t ir = 0; ir < mrows; ir += kern->mr) {
                     const int rows = (int)min64(kern->mr, mrows - ir);
+                    float *yt = y + (ic + ir) * N + col0;
+                    /* Fetch the output tile now (written only after the k loop): at the CLIP
+                     * shapes y is far bigger than the caches (sgemm's kernels do the same). */
+                    for (int r = 0; r < rows; r++)
+                        for (int64_t c = 0; c < cols; c += 16)
+                            _mm_prefetch((const char *)(yt + r * N + c), _MM_HINT_T0);
                     kern->tile(kg, apack + ir * kg * per_row, bp, KG * 64, rows, np, acc);
-                    kern->store(acc, ld_acc, rows, cols, first, last, ic + ir, col0, e,
-                                y + (ic + ir) * N + col0, N);
+                    kern->store(acc, ld_acc, rows, cols, first, last, ic + ir, col0, e, yt, N);
                 }
             }
             g0 += kg;
@@ -210,8 +215,10 @@ static inline __attribute__((always_inline)) void tile_rows(int64_t kg, const ui
                                                             const int rows) {
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *aabs = ap + MR * kg * 4;
-    __m256i acc[MR][2];
-    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    /* Unsigned lanes (wrapping adds, one vector type throughout): with __m256i GCC 12 keeps
+     * the array in memory and stores it every iteration (qgemm_avx512vnni.c). */
+    __v8su acc[MR][2];
+    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = (__v8su)_mm256_setzero_si256();
     for (int64_t g = 0; g < kg; g++) {
         const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bp + g * 64));
         const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bp + g * 64 + 32));
@@ -220,13 +227,13 @@ static inline __attribute__((always_inline)) void tile_rows(int64_t kg, const ui
             const __m256i xa = _mm256_set1_epi32(load4(aabs + g * MR * 4 + i * 4));
             __m256i p0 = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(b0, x));
             __m256i p1 = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(b1, x));
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
-            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+            acc[i][0] += (__v8su)_mm256_madd_epi16(p0, ones);
+            acc[i][1] += (__v8su)_mm256_madd_epi16(p1, ones);
         }
     }
     for (int i = 0; i < rows; i++) {
-        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV), acc[i][0]);
-        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV + 8), acc[i][1]);
+        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV), (__m256i)acc[i][0]);
+        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV + 8), (__m256i)acc[i][1]);
     }
 }
 
@@ -288,7 +295,8 @@ void s8_quantize_rows_avx2(int8_t *q, float *scale, const float *x, int64_t M, i
         int8_t *qm = q + m * K;
         __m256 vmax = _mm256_setzero_ps();
         int64_t k = 0;
-        for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(xm + k), absmask));
+        for (; k + 8 <= K; k += 8)
+            vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(xm + k), absmask));
         float lanes[8], amax = 0.0f;
         _mm256_storeu_ps(lanes, vmax);
         for (int i = 0; i < 8; i++) amax = fmaxf(amax, lanes[i]);
@@ -309,7 +317,9 @@ void s8_quantize_rows_avx2(int8_t *q, float *scale, const float *x, int64_t M, i
                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
                 v[j] = _mm256_cvttps_epi32(_mm256_max_ps(_mm256_min_ps(r, hi), lo));
             }
-            __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            const __m256i lo16 = _mm256_packs_epi32(v[0], v[1]);
+            const __m256i hi16 = _mm256_packs_epi32(v[2], v[3]);
+            const __m256i b = _mm256_packs_epi16(lo16, hi16);
             _mm256_storeu_si256((__m256i *)(qm + k), _mm256_permutevar8x32_epi32(b, order));
         }
         for (; k < K; k++) qm[k] = quantize_one(xm[k], inv);

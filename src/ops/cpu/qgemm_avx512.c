@@ -80,7 +80,8 @@ void s8_quantize_rows_avx512(int8_t *q, float *scale, const float *x, int64_t M,
         int8_t *qm = q + m * K;
         __m512 vmax = _mm512_setzero_ps();
         int64_t k = 0;
-        for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(xm + k)));
+        for (; k + 16 <= K; k += 16)
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(xm + k)));
         if (k < K) {
             const __mmask16 tail = (__mmask16)((1u << (K - k)) - 1u);
             vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail, xm + k)));

@@ -30,20 +30,21 @@ static inline int32_t load4(const uint8_t *p) {
 static inline __attribute__((always_inline)) void tile_rows(int64_t kg, const uint8_t *ap,
                                                             const int8_t *bp, int32_t *out,
                                                             const int rows) {
-    __m256i acc[MR][2];
-    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    /* __v8si, the builtin's own type (qgemm_avx512vnni.c says why) */
+    __v8si acc[MR][2];
+    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = (__v8si)_mm256_setzero_si256();
     for (int64_t g = 0; g < kg; g++) {
         const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bp + g * 64));
         const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bp + g * 64 + 32));
         for (int i = 0; i < rows; i++) {
             const __m256i x = _mm256_set1_epi32(load4(ap + g * MR * 4 + i * 4));
-            acc[i][0] = _mm256_dpbusd_avx_epi32(acc[i][0], x, b0);
-            acc[i][1] = _mm256_dpbusd_avx_epi32(acc[i][1], x, b1);
+            acc[i][0] = (__v8si)_mm256_dpbusd_avx_epi32((__m256i)acc[i][0], x, b0);
+            acc[i][1] = (__v8si)_mm256_dpbusd_avx_epi32((__m256i)acc[i][1], x, b1);
         }
     }
     for (int i = 0; i < rows; i++) {
-        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV), acc[i][0]);
-        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV + 8), acc[i][1]);
+        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV), (__m256i)acc[i][0]);
+        _mm256_storeu_si256((__m256i *)(out + i * 16 * NV + 8), (__m256i)acc[i][1]);
     }
 }
 

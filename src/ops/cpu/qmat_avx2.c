@@ -5,10 +5,10 @@
  * W is never dequantized whole. The drivers cut it into panels of at most QMAT_BUF_FLOATS
  * floats, dequantize one into a buffer on the thread's stack and hand it to the fp32 GEMM
  * driver (sgemm_run) as an ordinary strided operand. The panels follow the GEMM's own K
- * blocks (sgemm_kc_step): the forward dequantizes rows [n0, n0 + 128) x one K block and
+ * blocks (sgemm_kc_step): the forward dequantizes rows [n0, n0 + 256) x one K block and
  * runs it with "store" for the first block and "add" for the others, which is what sgemm_run
  * does between its K blocks; the backward (whose GEMM depth is N) likewise dequantizes one N
- * block x 128 columns of dx. Since sgemm_run sums each element the same way whatever the
+ * block x 256 columns of dx. Since sgemm_run sums each element the same way whatever the
  * rows, columns and threads around it, the results are bitwise the table's matmul_fwd /
  * matmul_bwd on the whole deq(W) (test_ops_quant checks it).
  *
@@ -31,9 +31,13 @@
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* The panel buffer: 128 rows x one 256-deep K block (128 KiB). */
-#define QMAT_BUF_FLOATS (128 * 256)
-#define QMAT_PANEL_MAX 128
+/* The panel buffer: 256 rows x one 256-deep K block (256 KiB): 256 rows keep the packed A
+ * blocks of sgemm_run as long-lived as in a plain matmul (measured: 128 rows cost ~10%). */
+#ifndef QMAT_PANEL_MAX
+#define QMAT_PANEL_MAX 256
+#endif
+#define QMAT_BUF_FLOATS (QMAT_PANEL_MAX * 256)
+
 /* Below this many multiply-adds a second thread costs more than it saves. */
 #define QMAT_PARALLEL_MIN_MACS 2.0e6
 
@@ -67,7 +71,8 @@ static void nf4_flat_avx2(float *dst, const mmt_qmat *w, int64_t i, int64_t n) {
                 const __m256i idx = _mm256_cvtepu8_epi32(h ? _mm_srli_si128(nib, 8) : nib);
                 const __m256 a = _mm256_permutevar8x32_ps(code_lo, idx);
                 const __m256 b = _mm256_permutevar8x32_ps(code_hi, idx);
-                const __m256 v = _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+                const __m256 hi8 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 */
+                const __m256 v = _mm256_blendv_ps(a, b, hi8);
                 _mm256_storeu_ps(dst + j + 8 * h, _mm256_mul_ps(v, vs));
             }
         }
