@@ -1,7 +1,7 @@
 /*
  * bench_qgemm.c — times the quantized-weight ops against the fp32 GEMM at CLIP ViT-B/32
  * batch-32 shapes (M = 50 tokens x 32 images = 1600 rows; K x N = 768 x 768, 768 x 3072 and
- * 3072 x 768) and at decoding sizes (M = 1..8): per table ("avx2", "avx512") matmul_fwd
+ * 3072 x 768), at decoding sizes (M = 1..8) and at M = 32, 64: per table ("avx2", "avx512") matmul_fwd
  * (fp32), s8_matmul_fwd (int8 weights and activations), s8_quantize_rows + s8_matmul_fwd
  * (what an int8 linear layer costs), qmat_matmul_fwd on int8 and NF4 weights (dequantized
  * panel by panel into the fp32 GEMM); and each int8 microkernel this CPU has through the
@@ -112,7 +112,8 @@ int main(int argc, char **argv) {
     if (cpu.avx512_vnni) kernels[nk++] = &qgemm_kernel_avx512vnni;
     static const int64_t shapes[][3] = {{1600, 768, 768}, {1600, 768, 3072}, {1600, 3072, 768},
                                         {1, 768, 768},    {2, 768, 768},     {4, 768, 768},
-                                        {8, 768, 768},    {1, 768, 3072},    {8, 768, 3072}};
+                                        {8, 768, 768},    {1, 768, 3072},    {8, 768, 3072},
+                                        {32, 768, 768},   {64, 768, 3072}};
     printf("threads %d; times in ms (best of >= 0.3 s); x = fp32 matmul_fwd time / op time\n",
            omp_get_max_threads());
     const char *only = argc > 2 ? argv[2] : "";
