@@ -209,6 +209,19 @@ static mmt_status check_unique_names(const mmt_param *params, int64_t n) {
     return status;
 }
 
+mmt_status mmt_param_groups_check(const mmt_param_group *groups, int64_t n_groups) {
+    MMT_TRY(check_groups(groups, n_groups));
+    int64_t n = 0;
+    for (int64_t g = 0; g < n_groups; g++) n += groups[g].n_params;
+    mmt_param *flat = mmt_calloc((size_t)n + 1, sizeof *flat);
+    if (!flat) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t g = 0, k = 0; g < n_groups; g++)
+        for (int64_t i = 0; i < groups[g].n_params; i++) flat[k++] = groups[g].params[i];
+    mmt_status status = check_unique_names(flat, n);
+    mmt_free(flat);
+    return status;
+}
+
 static int64_t moments_per_param(const mmt_adamw *opt) { return opt->config.amsgrad ? 3 : 2; }
 
 /* Copies names into one block: group labels, then each parameter's name and its state

@@ -161,6 +161,10 @@ mmt_status mmt_adamw_create(const mmt_adamw_config *config, const mmt_param_grou
                             int64_t n_groups, mmt_adamw **out);
 void mmt_adamw_free(mmt_adamw *opt);
 
+/* The checks mmt_adamw_create makes on the groups (everything in the list above but the
+ * hyperparameters), for other optimizers over the same groups (train/adamw8bit.h). */
+mmt_status mmt_param_groups_check(const mmt_param_group *groups, int64_t n_groups);
+
 /* The learning rate group g gets for a schedule multiplier: (lr * lr_scale) * multiplier. */
 double mmt_adamw_group_lr(const mmt_adamw *opt, int64_t group, double multiplier);
 

@@ -37,6 +37,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--batch-size", "batch_size", I, F(o.batch_size), "N", "pairs per micro-batch (the contrastive batch)"},
     {"--grad-accum", "grad_accum", I, F(o.grad_accum), "N", "micro-batches per optimizer step"},
     {"--lr", "lr", D, F(o.lr), "X", "peak learning rate (AdamW)"},
+    {"--optim", "optim", S, F(o.optim), "O", "adamw, or adamw8bit: bitsandbytes' 8-bit AdamW states (~2 bytes per parameter instead of 8)"},
     {"--lr-scales", "lr_scales", S, F(o.lr_scales), "LIST", "per-group rates: PATTERN=FACTOR,... (tensor names containing PATTERN)"},
     {"--weight-decay", "weight_decay", D, F(o.weight_decay), "X", "decoupled weight decay (not on biases, norms, embeddings)"},
     {"--schedule", "schedule", S, F(o.schedule), "S", "cosine, linear or constant (after linear warmup)"},
@@ -101,6 +102,7 @@ void mmt_train_options_default(mmt_train_options *o) {
     o->batch_size = 32;
     o->grad_accum = 1;
     o->lr = 1e-4;
+    o->optim = "adamw";
     o->weight_decay = 0.01;
     o->schedule = "cosine";
     o->warmup_ratio = 0.05;
@@ -251,6 +253,7 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     /* a program may leave the named choices NULL: the defaults */
     if (!o->method) o->method = "lora";
     if (!o->schedule) o->schedule = "cosine";
+    if (!o->optim) o->optim = "adamw";
     if (!o->scope) o->scope = "both";
     if (!o->adapter_placement) o->adapter_placement = "both";
     if (!o->adapter_act) o->adapter_act = "relu";
@@ -265,6 +268,8 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     int is_probe = is_method(o, "linear-probe");
     mmt_status s;
     if (!is_probe && (s = check_prompt_tokens(o)) != MMT_OK) return s;
+    if (strcmp(o->optim, "adamw") != 0 && strcmp(o->optim, "adamw8bit") != 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--optim takes adamw or adamw8bit, not '%s'", o->optim);
     mmt_schedule_kind sk;
     if (mmt_schedule_kind_parse(o->schedule, &sk) != MMT_OK)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--schedule takes cosine, linear or constant, not '%s'", o->schedule);

@@ -298,6 +298,7 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
     ts.batch_size = o->batch_size;
     ts.grad_accum = o->grad_accum;
     ts.lr = o->lr;
+    ts.optim = o->optim;
     ts.lr_scales = o->lr_scales;
     ts.weight_decay = o->weight_decay;
     ts.max_grad_norm = o->max_grad_norm;

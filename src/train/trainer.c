@@ -15,6 +15,8 @@
 #include "core/crash.h"
 #include "core/dir.h"
 #include "core/safetensors.h"
+#include "ops/ops.h"
+#include "train/adamw8bit.h"
 #include "train/optimizer.h"
 #include "train/run_dir.h"
 
@@ -79,7 +81,8 @@ static int64_t order_at(order *o, int64_t q) {
 typedef struct run {
     const mmt_train_task *task;
     const mmt_train_settings *set;
-    mmt_adamw *opt;
+    mmt_adamw *opt;          /* owned: the optimizer, this one ... */
+    mmt_adamw8bit *opt8;     /* owned: ... or this one (--optim adamw8bit) */
     mmt_param *params;       /* owned: descriptors in group order */
     mmt_param_group *groups; /* owned */
     int64_t n_groups;
@@ -148,12 +151,70 @@ static mmt_status build_groups(run *r, const mmt_nn_param *np, const mmt_param *
     return MMT_OK;
 }
 
+/* ---- the optimizer: AdamW (float32 moments) or bitsandbytes' AdamW8bit ------------------ */
+
+static const char *optim_name(const mmt_train_settings *set) { return set->optim ? set->optim : "adamw"; }
+
+static mmt_status optimizer_create(run *r) {
+    const mmt_train_settings *set = r->set;
+    const char *name = optim_name(set);
+    if (strcmp(name, "adamw8bit") == 0) {
+        if (r->task->ops && strcmp(r->task->ops->name, "cuda") == 0)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--optim adamw8bit runs on the CPU only; the model is on %s",
+                            r->task->ops->name);
+        mmt_adamw8bit_config c = mmt_adamw8bit_config_default();
+        c.lr = set->lr;
+        c.beta1 = set->beta1;
+        c.beta2 = set->beta2;
+        c.eps = set->eps;
+        return mmt_adamw8bit_create(&c, r->groups, r->n_groups, &r->opt8);
+    }
+    if (strcmp(name, "adamw") != 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--optim takes adamw or adamw8bit, not '%s'", name);
+    mmt_adamw_config oc = mmt_adamw_config_default();
+    oc.lr = set->lr;
+    oc.beta1 = set->beta1;
+    oc.beta2 = set->beta2;
+    oc.eps = set->eps;
+    MMT_TRY(mmt_adamw_create(&oc, r->groups, r->n_groups, &r->opt));
+    if (r->task->ops) r->opt->ops = r->task->ops; /* the moments live where the parameters do */
+    return MMT_OK;
+}
+
+static int64_t optimizer_steps(const run *r) { return r->opt8 ? r->opt8->step : r->opt->step; }
+
+static mmt_status optimizer_step(run *r, double multiplier) {
+    return r->opt8 ? mmt_adamw8bit_step(r->opt8, multiplier) : mmt_adamw_step(r->opt, multiplier);
+}
+
+/* optimizer.safetensors. The 8-bit optimizer's file says so in its metadata ("optimizer":
+ * "adamw8bit"); the float32 one's has no metadata, as it always had, so old checkpoints
+ * resume and an adamw run writes the same bytes as before. */
+static mmt_status optimizer_save(run *r, const char *path) {
+    int64_t cap = r->opt8 ? mmt_adamw8bit_state_count(r->opt8) : mmt_adamw_state_count(r->opt), n = 0;
+    mmt_st_write_tensor *w = mmt_calloc((size_t)cap, sizeof *w);
+    if (!w) return MMT_STATUS_OUT_OF_MEMORY;
+    static const char *const kind[2] = {MMT_ADAMW8BIT_METADATA_KEY, MMT_ADAMW8BIT_NAME};
+    mmt_status s = r->opt8 ? mmt_adamw8bit_state_export(r->opt8, w, cap, &n) : mmt_adamw_state_export(r->opt, w, cap, &n);
+    if (s == MMT_OK) s = mmt_safetensors_write(path, w, n, r->opt8 ? kind : NULL, r->opt8 ? 1 : 0);
+    mmt_free(w);
+    return s;
+}
+
+static mmt_status optimizer_load(run *r, const char *ckpt, const mmt_safetensors *st) {
+    const char *was = mmt_safetensors_metadata(st, MMT_ADAMW8BIT_METADATA_KEY);
+    if (!was) was = "adamw";
+    if (strcmp(was, optim_name(r->set)) != 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: made with --optim %s; this run has --optim %s (resuming needs the same)",
+                        ckpt, was, optim_name(r->set));
+    return r->opt8 ? mmt_adamw8bit_state_import(r->opt8, st) : mmt_adamw_state_import(r->opt, st);
+}
+
 static mmt_status write_checkpoint(run *r, int64_t step) {
     const mmt_train_settings *set = r->set;
     char name[64];
     snprintf(name, sizeof name, "ckpt-%lld", (long long)step);
     char *final = mmt_path_join(set->out, name), *tmp = NULL, *optpath = NULL, *statepath = NULL;
-    mmt_st_write_tensor *w = NULL;
     mmt_strbuf js = {0};
     mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
     if (s != MMT_OK) goto done;
@@ -166,14 +227,7 @@ static mmt_status write_checkpoint(run *r, int64_t step) {
     mmt_crash_point("checkpoint.begin");
     if ((s = r->task->save(r->task->ctx, tmp)) != MMT_OK) goto done;
     mmt_crash_point("checkpoint.task_saved");
-    int64_t cap = mmt_adamw_state_count(r->opt), n = 0;
-    w = mmt_calloc((size_t)cap, sizeof *w);
-    if (!w) {
-        s = MMT_STATUS_OUT_OF_MEMORY;
-        goto done;
-    }
-    if ((s = mmt_adamw_state_export(r->opt, w, cap, &n)) != MMT_OK) goto done;
-    if ((s = mmt_safetensors_write(optpath, w, n, NULL, 0)) != MMT_OK) goto done;
+    if ((s = optimizer_save(r, optpath)) != MMT_OK) goto done;
     mmt_crash_point("checkpoint.optimizer_saved");
     /* The data position and every random draw follow from (seed, step): they are recorded
      * for people and tools; resume recomputes them. */
@@ -204,7 +258,6 @@ done:
         if (tmp) mmt_dir_remove_tree(tmp); /* nothing half-written stays behind */
     }
     mmt_strbuf_free(&js);
-    mmt_free(w);
     mmt_free(final);
     mmt_free(tmp);
     mmt_free(optpath);
@@ -237,10 +290,10 @@ static mmt_status resume_from(run *r, const char *ckpt, int64_t *step) {
                      (unsigned long long)set->seed, (long long)set->batch_size, (long long)set->grad_accum);
     if (s == MMT_OK) s = r->task->load(r->task->ctx, ckpt);
     if (s == MMT_OK) s = mmt_safetensors_open(optpath, &st);
-    if (s == MMT_OK) s = mmt_adamw_state_import(r->opt, st);
-    if (s == MMT_OK && r->opt->step != k)
+    if (s == MMT_OK) s = optimizer_load(r, ckpt, st);
+    if (s == MMT_OK && optimizer_steps(r) != k)
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: optimizer step %lld does not match trainer step %lld", ckpt,
-                     (long long)r->opt->step, (long long)k);
+                     (long long)optimizer_steps(r), (long long)k);
     *step = k;
     mmt_safetensors_close(st);
     mmt_json_free(doc);
@@ -331,13 +384,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     }
     mmt_params_from_nn(np, n_params, flat);
     if ((s = build_groups(&r, np, flat, n_params)) != MMT_OK) goto done;
-    mmt_adamw_config oc = mmt_adamw_config_default();
-    oc.lr = set->lr;
-    oc.beta1 = set->beta1;
-    oc.beta2 = set->beta2;
-    oc.eps = set->eps;
-    if ((s = mmt_adamw_create(&oc, r.groups, r.n_groups, &r.opt)) != MMT_OK) goto done;
-    if (task->ops) r.opt->ops = task->ops; /* the moments live where the parameters do */
+    if ((s = optimizer_create(&r)) != MMT_OK) goto done;
     mmt_run_dir_options ro = {set->identity_json, set->overwrite, set->resume};
     if ((s = mmt_run_dir_open(set->out, &ro, &r.dir, &ckpt)) != MMT_OK) goto done;
 
@@ -396,7 +443,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
             goto done;
         }
         double mult = mmt_schedule_multiplier(&r.sched, step);
-        if ((s = mmt_adamw_step(r.opt, mult)) != MMT_OK) goto done;
+        if ((s = optimizer_step(&r, mult)) != MMT_OK) goto done;
         if (task->after_step) task->after_step(task->ctx);
         last_loss = loss_sum / (double)set->grad_accum;
         double te = mmt_now_seconds(), lr = set->lr * mult; /* the base rate; groups scale it */
@@ -427,6 +474,7 @@ done:
     if (r.metrics) fclose(r.metrics);
     mmt_run_dir_close(&r.dir);
     mmt_adamw_free(r.opt);
+    mmt_adamw8bit_free(r.opt8);
     mmt_free(flat);
     mmt_free(r.params);
     mmt_free(r.groups);

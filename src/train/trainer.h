@@ -1,7 +1,7 @@
 /*
- * trainer.h — the training loop: batches, gradient accumulation, clipping, AdamW with warmup
- * + cosine, metrics, progress reported to a callback, atomic checkpoints and bitwise-exact
- * resume.
+ * trainer.h — the training loop: batches, gradient accumulation, clipping, AdamW (float32
+ * or 8-bit states) with warmup + cosine, metrics, progress reported to a callback, atomic
+ * checkpoints and bitwise-exact resume.
  *
  * The loop never knows which model or method it drives: a task (mmt_train_task) loads the
  * examples of a batch, runs forward + loss and backward, lists its trainable tensors and
@@ -79,6 +79,10 @@ typedef struct mmt_train_settings {
     int64_t batch_size;       /* examples per micro-batch */
     int64_t grad_accum;       /* micro-batches per optimizer step */
     double lr, weight_decay, beta1, beta2, eps;
+    /* "adamw" (NULL: the same; float32 moments, train/optimizer.h) or "adamw8bit"
+     * (bitsandbytes' 8-bit states, train/adamw8bit.h). A checkpoint resumes only with the
+     * optimizer that wrote it. */
+    const char *optim;
     /* Per-group learning rates: "PATTERN=FACTOR,..." — a tensor whose name contains PATTERN
      * (first match wins) trains at lr * FACTOR; others at lr. NULL or "": one rate. */
     const char *lr_scales;

@@ -18,11 +18,12 @@
 #include "models/clip_train.h"
 #include "peft/peft_config.h"
 #include "train/clip_task.h"
+#include "train/adamw8bit.h"
 #include "train/optimizer.h"
 
 static const char *HELP =
     "usage: mmtune bench train [--method lora|ia3|full] [--batch N] [--steps N] [--warmup N]\n"
-    "                          [--checkpointing] [--text-len N] [--json]\n"
+    "                          [--checkpointing] [--text-len N] [--optim adamw|adamw8bit] [--json]\n"
     "\n"
     "Times training steps (forward, contrastive loss, backward, clipping, AdamW) on a\n"
     "random-weight ViT-B/32-sized CLIP. lora: r 8, alpha 16 on q_proj, v_proj; ia3: k_proj,\n"
@@ -33,10 +34,11 @@ static const char *HELP =
     "  --steps N        timed steps (default 3)\n"
     "  --warmup N       untimed steps first (default 1)\n"
     "  --text-len N     token positions per text row: BOS, up to 8 tokens, EOS padding to N\n"
-    "                   (default 77, padding=\"max_length\"; 10: padded to the longest row)\n";
+    "                   (default 77, padding=\"max_length\"; 10: padded to the longest row)\n"
+    "  --optim O        adamw (default) or adamw8bit (bitsandbytes' 8-bit states)\n";
 
 int cmd_bench_train(int argc, char **argv) {
-    const char *method = "lora";
+    const char *method = "lora", *optim = "adamw";
     long batch = 32, steps = 3, warmup = 1, text_len = -1;
     int checkpointing = 0, json = 0;
     for (int i = 0; i < argc; i++) {
@@ -45,6 +47,7 @@ int cmd_bench_train(int argc, char **argv) {
         if (!strcmp(a, "--checkpointing")) checkpointing = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (i + 1 < argc && !strcmp(a, "--method")) method = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--optim")) optim = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--text-len")) {
             char *end;
             text_len = strtol(argv[++i], &end, 10);
@@ -59,12 +62,15 @@ int cmd_bench_train(int argc, char **argv) {
     }
     int full = !strcmp(method, "full"), ia3 = !strcmp(method, "ia3");
     if (!full && !ia3 && strcmp(method, "lora")) return cli_usage_error("bench train: --method takes lora, ia3 or full");
+    int eight_bit = !strcmp(optim, "adamw8bit");
+    if (!eight_bit && strcmp(optim, "adamw")) return cli_usage_error("bench train: --optim takes adamw or adamw8bit");
     mmt_clip_config cfg;
     mmt_clip_config_default(&cfg);
     mmt_clip *model = NULL;
     mmt_clip_train *view = NULL;
     mmt_adapter *ad = NULL;
     mmt_adamw *opt = NULL;
+    mmt_adamw8bit *opt8 = NULL;
     mmt_param *params = NULL;
     mmt_peft_config pc;
     int have_pc = 0, rc = 0;
@@ -126,8 +132,9 @@ int cmd_bench_train(int argc, char **argv) {
     for (int64_t i = 0; i < n; i++) trainable += p[i].numel;
     mmt_param_group g = {"all", params, n, 1.0, 0.01, NULL};
     mmt_adamw_config oc = mmt_adamw_config_default();
-    oc.lr = 1e-5;
-    if (mmt_adamw_create(&oc, &g, 1, &opt) != MMT_OK) {
+    mmt_adamw8bit_config oc8 = mmt_adamw8bit_config_default();
+    oc.lr = oc8.lr = 1e-5;
+    if ((eight_bit ? mmt_adamw8bit_create(&oc8, &g, 1, &opt8) : mmt_adamw_create(&oc, &g, 1, &opt)) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }
@@ -143,7 +150,7 @@ int cmd_bench_train(int argc, char **argv) {
         fwd += tb - ta;
         bwd += mmt_now_seconds() - tb;
         if (fs != MMT_OK || bs != MMT_OK || mmt_grad_clip_norm(&g, 1, 1.0, &norm) != MMT_OK ||
-            mmt_adamw_step(opt, 1.0) != MMT_OK) {
+            (eight_bit ? mmt_adamw8bit_step(opt8, 1.0) : mmt_adamw_step(opt, 1.0)) != MMT_OK) {
             rc = cli_runtime_error();
             goto done;
         }
@@ -164,6 +171,7 @@ int cmd_bench_train(int argc, char **argv) {
                bwd / (double)steps, (double)B / per, (long long)trainable, rss, act);
 done:
     mmt_adamw_free(opt);
+    mmt_adamw8bit_free(opt8);
     mmt_free(params);
     mmt_adapter_free(ad);
     if (have_pc) mmt_peft_config_free(&pc);
