@@ -28,6 +28,10 @@ Engines (--engine):
               Tried and left out because slower here: onnxruntime.transformers optimize_model
               (model_type "clip", fused SkipLayerNorm/QuickGelu) before quantizing.
 
+"cpu_s" is the process's CPU time per timed call, all threads (time.process_time): less swayed
+than the wall time by other work on a shared machine, though an engine whose threads spin while
+waiting (ORT with spinning on) pays for the spinning in it.
+
 Every engine other than torch fp32 also reports how far its embeddings are from PyTorch fp32 on
 the same input ("max_abs_diff" and "min_cos" against torch fp32, "ref_abs_max" for scale), so
 the rows compare equal work: the ONNX fp32 export agrees to ~1e-6, the int8 engines to what
@@ -125,15 +129,17 @@ def ort_session(path, threads, spin):
 
 
 def measure(run, x, warmup, iters):
-    times, out = [], None
+    """Wall times of the timed calls, their mean process CPU time (all threads), the output."""
+    times, cpu, out = [], 0.0, None
     with torch.inference_mode():
         for it in range(warmup + iters):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = run(x)
             dt = time.perf_counter() - t0
             if it >= warmup:
                 times.append(dt)
-    return times, out
+                cpu += time.process_time() - c0
+    return times, cpu / max(1, iters), out
 
 
 def compare(out, ref):
@@ -226,10 +232,10 @@ def main():
         for B in [int(x) for x in a.batch.split(",")]:
             for tower in towers:
                 x = make_input(tower, B)
-                times, out = measure(runs[tower], x, a.warmup, a.iters)
+                times, cpu, out = measure(runs[tower], x, a.warmup, a.iters)
                 mean = sum(times) / len(times)
                 row = {"tower": tower, "batch": B, "mean_s": mean, "best_s": min(times),
-                       "items_per_s": B / mean}
+                       "cpu_s": cpu, "items_per_s": B / mean}
                 row.update(extra)
                 row.update(info)
                 if a.engine != "torch" and not a.no_check:
