@@ -161,9 +161,9 @@ int cmd_bench_train(int argc, char **argv) {
     double rss = (double)ru.ru_maxrss / (1024.0 * 1024.0);
     double act = (double)mmt_clip_train_peak_activation_bytes(view) / (1024.0 * 1024.0 * 1024.0);
     if (json)
-        printf("{\"method\": \"%s\", \"batch\": %ld, \"text_len\": %lld, \"quantize\": \"%s\", \"checkpointing\": %s, \"s_per_step\": %.4f, \"images_per_s\": %.3f, "
+        printf("{\"method\": \"%s\", \"batch\": %ld, \"text_len\": %lld, \"quantize\": \"%s\", \"optim\": \"%s\", \"checkpointing\": %s, \"s_per_step\": %.4f, \"images_per_s\": %.3f, "
                "\"trainable_params\": %lld, \"peak_rss_gib\": %.3f, \"activation_gib\": %.3f, \"forward_s\": %.4f, \"backward_s\": %.4f, \"loss\": %.5f}\n",
-               method, batch, (long long)L, quant == MMT_QUANT_INT8 ? "int8" : quant == MMT_QUANT_NF4 ? "nf4" : "none", checkpointing ? "true" : "false", per, (double)B / per, (long long)trainable, rss, act,
+               method, batch, (long long)L, quant == MMT_QUANT_INT8 ? "int8" : quant == MMT_QUANT_NF4 ? "nf4" : "none", optim, checkpointing ? "true" : "false", per, (double)B / per, (long long)trainable, rss, act,
                fwd / (double)steps, bwd / (double)steps, loss);
     else
         printf("%s%s: %.3f s/step (forward %.3f, backward %.3f), %.2f images/s, %lld trainable, peak RSS %.2f GiB "
