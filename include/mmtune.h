@@ -197,6 +197,9 @@ typedef struct mmt_train_options {
     double lr;                       /* peak learning rate, AdamW (1e-4) */
     const char *optim;               /* "adamw" (default) or "adamw8bit" (bitsandbytes' 8-bit
                                       * optimizer states: ~2 bytes per parameter, not 8) */
+    const char *quantize;            /* "none" (default), "nf4" (QLoRA: the frozen base in
+                                      * bitsandbytes' NF4) or "int8": the base's linears are
+                                      * quantized before training (mmt_clip_quantize) */
     const char *lr_scales;           /* per-group rates "PATTERN=FACTOR,..."; NULL: one rate */
     double weight_decay;             /* 0.01 */
     const char *schedule;            /* "cosine" (default), "linear" or "constant" */

@@ -257,9 +257,16 @@ static void test_cli(void) {
     FILE *f = fopen(data, "w");
     for (int i = 0; i < 4; i++) fprintf(f, "{\"image_path\": \"%s/clip/images/chelsea.jpg\", \"text\": \"a cat\"}\n", MMT_FIXTURE_DIR);
     fclose(f);
-    CHECK(run("train --model %s --data %s --method full --steps 1 --batch-size 2 --out %s/full --int8", TINY, data,
-              tmp) == 1);
+    CHECK(run("train --model %s --data %s --method full --steps 1 --batch-size 2 --out %s/full --quantize int8", TINY,
+              data, tmp) == 1);
     CHECK_MSG(err_text && strstr(err_text, "quantized and cannot be trained"), "stderr: %s", err_text);
+    /* QLoRA from the command line; the run records --quantize, so resuming without it is refused */
+    CHECK(run("train --model %s --data %s --method lora --steps 2 --save-every 1 --batch-size 2 --out %s/qlora "
+              "--quantize nf4 --quiet", TINY, data, tmp) == 0);
+    CHECK(run("train --model %s --data %s --method lora --steps 2 --save-every 1 --batch-size 2 --out %s/qlora "
+              "--resume %s/qlora --quiet", TINY, data, tmp, tmp) == 1);
+    CHECK(err_text && strstr(err_text, "settings.quantize"));
+    CHECK(run("train --model %s --data %s --quantize fp4 --out %s/x", TINY, data, tmp) == 2);
 }
 
 /* Reads a whole file (NULL on failure); *len gets its size. */

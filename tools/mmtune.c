@@ -63,7 +63,7 @@ static const char *USAGE =
     "  serve      an HTTP service: embeddings, classification, search, captions, adapters, metrics\n"
     "  version    print the version\n"
     "\n"
-    "Every command that loads a model also takes:\n"
+    "Every command that loads a model (but train: --quantize there) also takes:\n"
     "  --int8     keep the linear weights in int8 (per output row, bitsandbytes' LLM.int8 layout)\n"
     "             and run them with int8 activations (per token) in integer kernels\n"
     "  --quantize-base int8|nf4   the same, or NF4 4-bit (QLoRA's base; computed in fp32)\n"
@@ -781,8 +781,8 @@ int main(int argc, char **argv) {
         printf("mmtune %s (kernels: %s)\n", MMT_VERSION_STRING, mmt_ops_cpu()->name);
         return 0;
     }
-    int rest = argc - 2;
-    if (cli_load_flags(&rest, argv + 2, !strcmp(cmd, "search")) != 0) return 2;
+    int rest = argc - 2; /* train records its --quantize in the run; search's --int8 is its own */
+    if (strcmp(cmd, "train") != 0 && cli_load_flags(&rest, argv + 2, !strcmp(cmd, "search")) != 0) return 2;
     argc = rest + 2;
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
     if (!strcmp(cmd, "classify")) return cmd_classify(argc - 2, argv + 2);

@@ -38,6 +38,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--grad-accum", "grad_accum", I, F(o.grad_accum), "N", "micro-batches per optimizer step"},
     {"--lr", "lr", D, F(o.lr), "X", "peak learning rate (AdamW)"},
     {"--optim", "optim", S, F(o.optim), "O", "adamw, or adamw8bit: bitsandbytes' 8-bit AdamW states (~2 bytes per parameter instead of 8)"},
+    {"--quantize", "quantize", S, F(o.quantize), "Q", "none, nf4 (QLoRA: the frozen base in 4-bit NF4) or int8: the base's linear weights kept quantized"},
     {"--lr-scales", "lr_scales", S, F(o.lr_scales), "LIST", "per-group rates: PATTERN=FACTOR,... (tensor names containing PATTERN)"},
     {"--weight-decay", "weight_decay", D, F(o.weight_decay), "X", "decoupled weight decay (not on biases, norms, embeddings)"},
     {"--schedule", "schedule", S, F(o.schedule), "S", "cosine, linear or constant (after linear warmup)"},
@@ -103,6 +104,7 @@ void mmt_train_options_default(mmt_train_options *o) {
     o->grad_accum = 1;
     o->lr = 1e-4;
     o->optim = "adamw";
+    o->quantize = "none";
     o->weight_decay = 0.01;
     o->schedule = "cosine";
     o->warmup_ratio = 0.05;
@@ -254,6 +256,7 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     if (!o->method) o->method = "lora";
     if (!o->schedule) o->schedule = "cosine";
     if (!o->optim) o->optim = "adamw";
+    if (!o->quantize) o->quantize = "none";
     if (!o->scope) o->scope = "both";
     if (!o->adapter_placement) o->adapter_placement = "both";
     if (!o->adapter_act) o->adapter_act = "relu";
@@ -270,6 +273,8 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     if (!is_probe && (s = check_prompt_tokens(o)) != MMT_OK) return s;
     if (strcmp(o->optim, "adamw") != 0 && strcmp(o->optim, "adamw8bit") != 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--optim takes adamw or adamw8bit, not '%s'", o->optim);
+    if (strcmp(o->quantize, "none") != 0 && strcmp(o->quantize, "nf4") != 0 && strcmp(o->quantize, "int8") != 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--quantize takes none, nf4 or int8, not '%s'", o->quantize);
     mmt_schedule_kind sk;
     if (mmt_schedule_kind_parse(o->schedule, &sk) != MMT_OK)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--schedule takes cosine, linear or constant, not '%s'", o->schedule);

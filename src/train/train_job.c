@@ -152,6 +152,14 @@ static mmt_status probe_create(mmt_train_job *j) {
     return mmt_probe_task_create(j->model, j->pairs, &j->probe);
 }
 
+/* --quantize: the base's linears kept quantized before the views are made (QLoRA with nf4). */
+static mmt_status quantize_options(const mmt_train_config *c, mmt_quant_options *q) {
+    mmt_quant_type t = MMT_QUANT_NONE;
+    if (c->o.quantize && strcmp(c->o.quantize, "none") != 0) MMT_TRY(mmt_quant_type_parse(c->o.quantize, &t));
+    mmt_quant_options_default(q, t);
+    return MMT_OK;
+}
+
 mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, const mmt_train_config *c,
                                         mmt_train_job **out) {
     *out = NULL;
@@ -168,6 +176,8 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
         s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method %s does not apply to a GIT captioner", c->o.method);
         goto done;
     }
+    mmt_quant_options q;
+    if ((s = quantize_options(c, &q)) != MMT_OK || (q.type && (s = mmt_git_quantize(model, &q)) != MMT_OK)) goto done;
     const mmt_train_options *o = &c->o;
     mmt_caption_task_options to = {.peft = j->have_peft ? &j->peft : NULL, .prompt = j->have_prompt ? &j->prompt : NULL,
                                    .prompt_init_text = o->prompt_tuning_init_text,
@@ -214,6 +224,8 @@ mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const m
         j->have_peft = 1;
     }
     j->have_prompt = build_prompt_settings(c, &j->prompt);
+    mmt_quant_options q;
+    if ((s = quantize_options(c, &q)) != MMT_OK || (q.type && (s = mmt_clip_quantize(model, &q)) != MMT_OK)) goto done;
     mmt_clip_task_options to;
     task_options(j, &to);
     if ((s = mmt_clip_task_create(model, pairs, &to, &j->task)) != MMT_OK) goto done;

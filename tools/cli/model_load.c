@@ -4,7 +4,8 @@
  * `--int8` (and `--quantize-base int8|nf4` spelled for any command) may stand anywhere on the
  * command line of every command that loads a model; main() takes it out before the command
  * parses its own options (cli_load_flags), and every load below applies it, so embed,
- * classify, caption, eval, index, serve and the benchmarks all honour it the same way. `search`
+ * classify, caption, eval, index, serve and the benchmarks all honour it the same way (train
+ * has its own --quantize, recorded in the run). `search`
  * keeps its own --int8 (scan the index's int8 copy); --quantize-base still applies there.
  */
 #include <string.h>
