@@ -12,6 +12,7 @@
 #include "models/qlinear.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -181,6 +182,7 @@ mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
     *out = NULL;
     mmt_clip *m = mmt_calloc(1, sizeof *m);
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
+    pthread_mutex_init(&m->spare_mu, NULL);
     mmt_arena_init(&m->store, (size_t)1 << 20);
     mmt_status s = MMT_OK;
     char *config = NULL;
@@ -221,6 +223,7 @@ mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fil
     *out = NULL;
     mmt_clip *m = mmt_calloc(1, sizeof *m);
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
+    pthread_mutex_init(&m->spare_mu, NULL);
     mmt_arena_init(&m->store, (size_t)1 << 24);
     m->ops = mmt_ops_cpu();
     m->cfg = *cfg;
@@ -278,6 +281,7 @@ mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_wei
     *out = NULL;
     mmt_clip *m = mmt_calloc(1, sizeof *m);
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
+    pthread_mutex_init(&m->spare_mu, NULL);
     mmt_arena_init(&m->store, (size_t)1 << 20);
     m->ops = mmt_ops_cpu();
     mmt_clip_config_default(&m->cfg);
@@ -301,6 +305,8 @@ mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_wei
 
 mmt_status mmt_clip_quantize(mmt_clip *m, const mmt_quant_options *o) {
     int64_t n = 0;
+    mmt_clip_train_free(m->spare_view); /* it holds the weights as they were */
+    m->spare_view = NULL;
     MMT_TRY(mmt_qlinears_quantize_as(&m->qlinears, &m->store, m->ops, o, &n));
     mmt_log(MMT_LOG_INFO, "%s: %lld linear weights quantized to %s", m->dir, (long long)n,
             o->type == MMT_QUANT_INT8 ? "int8" : "nf4");
@@ -310,6 +316,8 @@ mmt_status mmt_clip_quantize(mmt_clip *m, const mmt_quant_options *o) {
 void mmt_clip_free(mmt_clip *m) {
     if (!m) return;
     mmt_tokenizer_free(m->tokenizer);
+    mmt_clip_train_free(m->spare_view);
+    pthread_mutex_destroy(&m->spare_mu);
     if (!m->borrowed_weights) mmt_weights_free(m->weights);
     mmt_qlinears_free(&m->qlinears);
     mmt_arena_free(&m->store);
@@ -328,12 +336,28 @@ float mmt_clip_logit_scale(const mmt_clip *m) { return expf(m->logit_scale); }
 
 /* CLIP has one forward (clip_train.c); inference runs it in a view of its own with nothing
  * attached, made per call so that calls on one model may run from several threads. */
+/* The inference calls below run in a view of their own. One finished view is kept for the
+ * next call (its activation arena then needs no new pages: fresh mappings cost the page
+ * faults and zeroing of every activation byte, about a tenth of a small model's forward);
+ * calls that find it taken make another, so threads never wait on each other. */
 static mmt_status inference_view(mmt_clip *m, mmt_clip_train **out) {
+    pthread_mutex_lock(&m->spare_mu);
+    *out = m->spare_view;
+    m->spare_view = NULL;
+    pthread_mutex_unlock(&m->spare_mu);
+    if (*out) return MMT_OK;
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     MMT_TRY(mmt_clip_train_create(m, &o, out));
     mmt_clip_train_set_eval(*out, 1);
     return MMT_OK;
+}
+
+static void inference_view_done(mmt_clip *m, mmt_clip_train *v) {
+    pthread_mutex_lock(&m->spare_mu);
+    if (!m->spare_view) m->spare_view = v, v = NULL;
+    pthread_mutex_unlock(&m->spare_mu);
+    mmt_clip_train_free(v);
 }
 
 mmt_status mmt_clip_encode_pixels(mmt_clip *m, const float *pixels, int64_t B, float *out) {
@@ -343,7 +367,7 @@ mmt_status mmt_clip_encode_pixels(mmt_clip *m, const float *pixels, int64_t B, f
     mmt_clip_train *v;
     MMT_TRY(inference_view(m, &v));
     mmt_status s = mmt_clip_train_encode_pixels(v, pixels, B, out);
-    mmt_clip_train_free(v);
+    inference_view_done(m, v);
     return s;
 }
 
@@ -366,7 +390,7 @@ mmt_status mmt_clip_encode_ids(mmt_clip *m, const int32_t *ids, int64_t B, int64
     mmt_clip_train *v;
     MMT_TRY(inference_view(m, &v));
     mmt_status s = mmt_clip_train_encode_ids(v, ids, B, L, out);
-    mmt_clip_train_free(v);
+    inference_view_done(m, v);
     return s;
 }
 

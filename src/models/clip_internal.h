@@ -6,6 +6,8 @@
 #ifndef MMT_MODELS_CLIP_INTERNAL_H
 #define MMT_MODELS_CLIP_INTERNAL_H
 
+#include <pthread.h>
+
 #include "core/arena.h"
 #include "data/preprocess.h"
 #include "models/clip.h"
@@ -40,6 +42,8 @@ struct mmt_clip {
     int borrowed_weights;        /* a tower inside another model's checkpoint (GIT) */
     mmt_arena store;             /* owned: converted weights, layer tables */
     mmt_qlinears qlinears;       /* owned: every linear weight, fp32 or quantized (qlinear.h) */
+    pthread_mutex_t spare_mu;    /* guards spare_view */
+    struct mmt_clip_train *spare_view; /* owned: a finished inference view kept for the next call */
     clip_tower text, vision;
     float logit_scale;           /* the raw parameter (log of the temperature) */
     const mmt_ops *ops;
