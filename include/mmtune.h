@@ -79,6 +79,9 @@ void mmt_quant_options_default(mmt_quant_options *o, mmt_quant_type type);
 /* "int8" / "nf4" -> the type; INVALID_ARGUMENT for anything else. */
 mmt_status mmt_quant_type_parse(const char *name, mmt_quant_type *out);
 mmt_status mmt_clip_quantize(mmt_clip *model, const mmt_quant_options *o);
+/* mmt_clip_load that quantizes each linear as it reads it (o NULL: none): the float32 weights
+ * are never all in memory at once, so the peak is the quantized model's. */
+mmt_status mmt_clip_load_quantized(const char *dir, const mmt_quant_options *o, mmt_clip **out);
 
 int64_t mmt_clip_embed_dim(const mmt_clip *model);       /* projection_dim */
 float mmt_clip_logit_scale(const mmt_clip *model);       /* exp(logit_scale) */

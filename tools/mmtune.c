@@ -695,11 +695,7 @@ static int cmd_bench(int argc, char **argv) {
     } else {
         mmt_clip_config cfg;
         mmt_clip_config_default(&cfg); /* the class defaults are exactly ViT-B/32 */
-        if (mmt_clip_create_random(&cfg, 42, &model) != MMT_OK) return runtime_error();
-        if (cli_clip_quantize(model, cli_load_quant()) != MMT_OK) {
-            mmt_clip_free(model);
-            return runtime_error();
-        }
+        if (cli_clip_random(&cfg, 42, cli_load_quant(), &model) != MMT_OK) return runtime_error();
     }
     const mmt_clip_config *cfg = mmt_clip_config_of(model);
     const char *kernels = mmt_ops_cpu()->name;

@@ -35,6 +35,7 @@ typedef struct loader {
     char name[256];
     clip_tensor_fill fill; /* non-NULL: generate each tensor instead of reading it */
     void *fill_ctx;
+    const mmt_quant_options *quant; /* non-NULL: each linear quantized as soon as it is read */
 } loader;
 
 /* Allocates the tensor in the model arena and lets the caller's fill write it. */
@@ -70,12 +71,16 @@ static mmt_status get_linear(loader *l, const float **w, const mmt_qmat **qw, in
     if ((size_t)snprintf(full, sizeof full, "%s%s", l->prefix, module) >= sizeof full)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "tensor name too long: %s%s", l->prefix, module);
     *qw = NULL;
+    mmt_qlinears *set = &l->m->qlinears;
     if (l->fill) {
         MMT_TRY(get(l, w, 2, out, in, 0, 0, "%s.weight", module));
-        return mmt_qlinears_add(&l->m->qlinears, full, out, in, layer, n_layers, w, qw);
+        MMT_TRY(mmt_qlinears_add(set, full, out, in, layer, n_layers, w, qw));
+    } else {
+        MMT_TRY(mmt_qlinear_load(set, l->m->weights, &l->m->store, l->m->ops, full, out, in, layer, n_layers, w, qw));
     }
-    return mmt_qlinear_load(&l->m->qlinears, l->m->weights, &l->m->store, l->m->ops, full, out, in, layer, n_layers,
-                            w, qw);
+    /* CLIPModel's last module stays fp32, as transformers keeps it (qlinear.h) */
+    if (strcmp(module, "text_projection") == 0) mmt_qlinears_keep_fp32(set, full);
+    return mmt_qlinears_quantize_slot(set, set->n - 1, &l->m->store, l->m->ops, l->quant);
 }
 
 static mmt_status load_layers(loader *l, clip_tower *t, const char *prefix) {
@@ -178,7 +183,9 @@ done:
     return s;
 }
 
-mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
+mmt_status mmt_clip_load(const char *dir, mmt_clip **out) { return mmt_clip_load_quantized(dir, NULL, out); }
+
+mmt_status mmt_clip_load_quantized(const char *dir, const mmt_quant_options *q, mmt_clip **out) {
     *out = NULL;
     mmt_clip *m = mmt_calloc(1, sizeof *m);
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
@@ -195,10 +202,9 @@ mmt_status mmt_clip_load(const char *dir, mmt_clip **out) {
     }
     if ((s = mmt_clip_config_load(config, &m->cfg)) != MMT_OK) goto done;
     if ((s = mmt_weights_open(dir, &m->weights)) != MMT_OK) goto done;
-    loader l = {m, "", {0}, NULL, NULL};
+    loader l = {m, "", {0}, NULL, NULL, q};
     if (m->cfg.has_text && (s = load_text(&l)) != MMT_OK) goto done;
     if (m->cfg.has_vision && (s = load_vision(&l)) != MMT_OK) goto done;
-    mmt_qlinears_keep_fp32(&m->qlinears, "text_projection"); /* CLIPModel's last module (qlinear.h) */
     m->logit_scale = (float)m->cfg.logit_scale_init;
     const float *scale;
     if (mmt_weights_find(m->weights, "logit_scale", NULL)) {
@@ -218,8 +224,16 @@ done:
 
 /* See clip_internal.h. The walk in load_text / load_vision is the one list of CLIP tensor
  * names and shapes: loading, random benchmark models and `mmtune init` all go through it. */
+static mmt_status create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
+                                   const mmt_quant_options *q, mmt_clip **out);
+
 mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
                                      mmt_clip **out) {
+    return create_generated(cfg, fill, ctx, NULL, out);
+}
+
+static mmt_status create_generated(const mmt_clip_config *cfg, clip_tensor_fill fill, void *ctx,
+                                   const mmt_quant_options *q, mmt_clip **out) {
     *out = NULL;
     mmt_clip *m = mmt_calloc(1, sizeof *m);
     if (!m) return MMT_STATUS_OUT_OF_MEMORY;
@@ -230,11 +244,10 @@ mmt_status mmt_clip_create_generated(const mmt_clip_config *cfg, clip_tensor_fil
     m->dir = mmt_strdup("(generated weights)");
     m->logit_scale = (float)cfg->logit_scale_init;
     mmt_image_processor_default(&m->processor);
-    loader l = {m, "", {0}, fill, ctx};
+    loader l = {m, "", {0}, fill, ctx, q};
     mmt_status s = m->dir ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK && cfg->has_text) s = load_text(&l);
     if (s == MMT_OK && cfg->has_vision) s = load_vision(&l);
-    mmt_qlinears_keep_fp32(&m->qlinears, "text_projection");
     if (s != MMT_OK) {
         mmt_clip_free(m);
         return s;
@@ -263,8 +276,13 @@ static mmt_status fill_random(void *ctx, const char *name, int ndim, const int64
 }
 
 mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt_clip **out) {
+    return mmt_clip_create_random_quantized(cfg, seed, NULL, out);
+}
+
+mmt_status mmt_clip_create_random_quantized(const mmt_clip_config *cfg, uint64_t seed, const mmt_quant_options *q,
+                                            mmt_clip **out) {
     uint64_t state = seed | 1;
-    MMT_TRY(mmt_clip_create_generated(cfg, fill_random, &state, out));
+    MMT_TRY(create_generated(cfg, fill_random, &state, q, out));
     mmt_free((*out)->dir);
     (*out)->dir = mmt_strdup("(random weights)");
     if (!(*out)->dir) {
@@ -293,7 +311,7 @@ mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_wei
     mmt_image_processor_default(&m->processor);
     m->processor.crop_height = m->processor.crop_width = vcfg->image_size;
     m->processor.shortest_edge = vcfg->image_size;
-    loader l = {m, prefix, {0}, NULL, NULL};
+    loader l = {m, prefix, {0}, NULL, NULL, NULL};
     mmt_status s = (m->dir = mmt_strdup(dir)) ? load_vision(&l) : MMT_STATUS_OUT_OF_MEMORY;
     if (s != MMT_OK) {
         mmt_clip_free(m);

@@ -22,6 +22,10 @@ struct mmt_image_processor;
 /* A model with the given config and random weights (std 0.02; norms 1/0), for benchmarks.
  * It has no tokenizer; its processor is the CLIP default. */
 mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt_clip **out);
+/* The same with its linears quantized as each is generated (q NULL: none), so the whole model
+ * never exists in float32 (the peak memory of a quantized benchmark model). */
+mmt_status mmt_clip_create_random_quantized(const mmt_clip_config *cfg, uint64_t seed, const mmt_quant_options *q,
+                                            mmt_clip **out);
 
 const mmt_clip_config *mmt_clip_config_of(const mmt_clip *model);
 const mmt_weights *mmt_clip_weights(const mmt_clip *model);

@@ -1,8 +1,11 @@
 /* qlinear.c — a model's linear weights, fp32 or quantized (see qlinear.h). */
 #include "models/qlinear.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "quant/bnb_io.h"
@@ -122,6 +125,18 @@ static int selected(const mmt_qlinear_slot *s, const mmt_qlinear_policy *p) {
     return 1;
 }
 
+/* Gives the pages wholly inside a float32 weight that was just quantized back to the system:
+ * nothing reads it any more (its pointer is cleared, and views are made after quantizing), so a
+ * quantized base costs its quantized bytes, not those plus the float32 copy. Pages of a file
+ * mapping are dropped (read again from the file if ever touched); pages of the model's arena
+ * (converted or generated weights) read as zeros afterwards. Pages shared with a neighbouring
+ * tensor are kept. */
+static void release_pages(const void *p, size_t bytes) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) / page * page,
+              b = ((uintptr_t)p + bytes) / page * page;
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static mmt_status quantize_one(mmt_qlinear_slot *s, mmt_arena *store, const mmt_ops *ops,
                                const mmt_qlinear_policy *p) {
     mmt_qmat *q = mmt_arena_calloc(store, 1, sizeof *q);
@@ -158,6 +173,7 @@ static mmt_status quantize_one(mmt_qlinear_slot *s, mmt_arena *store, const mmt_
     }
     *s->qw = q;
     *s->w = NULL;
+    release_pages(w, (size_t)n * sizeof(float));
     return MMT_OK;
 }
 
@@ -210,12 +226,29 @@ mmt_status mmt_quant_type_parse(const char *name, mmt_quant_type *out) {
     return MMT_OK;
 }
 
+static void policy_of(const mmt_quant_options *o, mmt_qlinear_policy *p) {
+    *p = (mmt_qlinear_policy){.type = o->type == MMT_QUANT_INT8 ? MMT_QMAT_S8 : MMT_QMAT_NF4,
+                              .keep_edges = o->keep_edge_layers, .keep_outside = o->keep_projections,
+                              .nf4_double_quant = o->nf4_double_quant};
+}
+
+mmt_status mmt_qlinears_quantize_slot(mmt_qlinears *set, int64_t index, mmt_arena *store, const mmt_ops *ops,
+                                      const mmt_quant_options *o) {
+    if (!o || o->type == MMT_QUANT_NONE) return MMT_OK;
+    if (o->type != MMT_QUANT_INT8 && o->type != MMT_QUANT_NF4)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "quantize: no quantization type given (int8 or nf4)");
+    mmt_qlinear_slot *s = &set->slots[index];
+    mmt_qlinear_policy p;
+    policy_of(o, &p);
+    if (*s->qw || !*s->w || !selected(s, &p)) return MMT_OK;
+    return quantize_one(s, store, ops, &p);
+}
+
 mmt_status mmt_qlinears_quantize_as(mmt_qlinears *set, mmt_arena *store, const mmt_ops *ops,
                                     const mmt_quant_options *o, int64_t *n_done) {
     if (!o || (o->type != MMT_QUANT_INT8 && o->type != MMT_QUANT_NF4))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "quantize: no quantization type given (int8 or nf4)");
-    mmt_qlinear_policy p = {.type = o->type == MMT_QUANT_INT8 ? MMT_QMAT_S8 : MMT_QMAT_NF4,
-                            .keep_edges = o->keep_edge_layers, .keep_outside = o->keep_projections,
-                            .nf4_double_quant = o->nf4_double_quant};
+    mmt_qlinear_policy p;
+    policy_of(o, &p);
     return mmt_qlinears_quantize(set, store, ops, &p, n_done);
 }

@@ -90,6 +90,11 @@ mmt_status mmt_qlinears_quantize_as(mmt_qlinears *set, mmt_arena *store, const m
  * transformers' bitsandbytes integration never converts). */
 void mmt_qlinears_keep_fp32(mmt_qlinears *set, const char *module);
 
+/* Quantizes slot `index` alone when the options select it (type NONE or o NULL: nothing), so a
+ * loader can quantize each weight as it reads it and never hold the whole model in float32. */
+mmt_status mmt_qlinears_quantize_slot(mmt_qlinears *set, int64_t index, mmt_arena *store, const mmt_ops *ops,
+                                      const mmt_quant_options *o);
+
 /* The slot whose weight tensor is `tensor` ("....weight"), or NULL. */
 const mmt_qlinear_slot *mmt_qlinears_find(const mmt_qlinears *set, const char *tensor);
 

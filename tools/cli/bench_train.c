@@ -79,8 +79,7 @@ int cmd_bench_train(int argc, char **argv) {
     float *pixels = mmt_malloc((size_t)(B * 3 * S * S) * sizeof(float));
     int32_t *ids = mmt_malloc((size_t)(B * L) * sizeof(int32_t));
     mmt_quant_type quant = cli_load_quant(); /* the global --int8 / --quantize-base (model_load.c) */
-    if (!pixels || !ids || mmt_clip_create_random(&cfg, 1, &model) != MMT_OK ||
-        cli_clip_quantize(model, quant) != MMT_OK) {
+    if (!pixels || !ids || cli_clip_random(&cfg, 1, quant, &model) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
     }

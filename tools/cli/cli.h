@@ -26,8 +26,10 @@ int cli_out_finish(char *tmp, const char *out, int rc);
 struct mmt_git;
 int cli_load_flags(int *argc, char **argv, int keep_int8);
 mmt_quant_type cli_load_quant(void);
-mmt_status cli_clip_quantize(mmt_clip *m, mmt_quant_type type);
 mmt_status cli_clip_load(const char *dir, mmt_clip **out);
+/* A random model (models/clip.h) with its linears quantized as they are generated. */
+struct mmt_clip_config;
+mmt_status cli_clip_random(const struct mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out);
 mmt_status cli_git_load(const char *dir, struct mmt_git **out);
 
 int cmd_train(int argc, char **argv);

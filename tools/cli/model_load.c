@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "core/log.h"
+#include "models/clip.h"
 #include "models/clip_internal.h"
 #include "models/git.h"
 
@@ -38,21 +39,16 @@ int cli_load_flags(int *argc, char **argv, int keep_int8) {
     return 0;
 }
 
-mmt_status cli_clip_quantize(mmt_clip *m, mmt_quant_type type) {
-    if (type == MMT_QUANT_NONE) return MMT_OK;
+mmt_status cli_clip_load(const char *dir, mmt_clip **out) {
     mmt_quant_options o;
-    mmt_quant_options_default(&o, type);
-    return mmt_clip_quantize(m, &o);
+    mmt_quant_options_default(&o, load_quant);
+    return mmt_clip_load_quantized(dir, load_quant == MMT_QUANT_NONE ? NULL : &o, out);
 }
 
-mmt_status cli_clip_load(const char *dir, mmt_clip **out) {
-    MMT_TRY(mmt_clip_load(dir, out));
-    mmt_status s = cli_clip_quantize(*out, load_quant);
-    if (s != MMT_OK) {
-        mmt_clip_free(*out);
-        *out = NULL;
-    }
-    return s;
+mmt_status cli_clip_random(const mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out) {
+    mmt_quant_options o;
+    mmt_quant_options_default(&o, type);
+    return mmt_clip_create_random_quantized(cfg, seed, type == MMT_QUANT_NONE ? NULL : &o, out);
 }
 
 mmt_status cli_git_load(const char *dir, mmt_git **out) {
