@@ -21,6 +21,15 @@ RELEVANT_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni
                   "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
 
 
+def load_note(meta, stalls):
+    """What the reader should make of the load: the cells kept decide, not the run's average."""
+    busy = sum(1 for x in stalls if x >= 10)
+    if not busy:
+        return " Every cell kept ran while the machine was otherwise quiet (under 10% CPU pressure)."
+    return (f" {busy} of the {len(stalls)} cells kept ran while other builds loaded the machine (10% CPU pressure or more): "
+            "those are low and noisy, the items-per-CPU-second table below less so.")
+
+
 def variant(r):
     v = []
     if "qengine" in r:
@@ -72,8 +81,7 @@ def main():
          f"Machine load: the run took {meta.get('wall_s', '?')} s with other work's CPU pressure at {meta.get('cpu_stall_pct', '?')}% "
          f"(/proc/pressure/cpu), load average {meta.get('load_before', '?')} before and {meta.get('load_after', '?')} after; "
          f"the cells kept had {min(stalls, default=0)}-{max(stalls, default=0)}% CPU pressure during their engine's call."
-         + (" The machine was shared with other builds: absolute numbers are low and noisy, ratios from the same round order are "
-            "the thing to read." if meta.get("cpu_stall_pct", 0) and meta.get("cpu_stall_pct", 0) >= 10 else ""), "",
+         + load_note(meta, stalls), "",
          "## items/s", "",
          "| tower | batch | " + " | ".join(n for _, n in ENGINES) + " |",
          "|---|---|" + "---|" * len(ENGINES)]
