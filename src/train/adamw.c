@@ -112,19 +112,20 @@ mmt_adamw_config mmt_adamw_config_default(void) {
 
 static int finite_nonnegative(double x) { return isfinite(x) && x >= 0.0; }
 
+mmt_status mmt_adam_hyper_check(const char *who, double lr, double beta1, double beta2, double eps) {
+    if (!finite_nonnegative(lr))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: lr %g must be finite and >= 0", who, lr);
+    if (!(beta1 >= 0.0 && beta1 < 1.0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: beta1 %g is outside [0, 1)", who, beta1);
+    if (!(beta2 >= 0.0 && beta2 < 1.0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: beta2 %g is outside [0, 1)", who, beta2);
+    if (!finite_nonnegative(eps))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0", who, eps);
+    return MMT_OK;
+}
+
 static mmt_status check_config(const mmt_adamw_config *c) {
-    if (!finite_nonnegative(c->lr))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw: lr %g must be finite and >= 0",
-                        c->lr);
-    if (!(c->beta1 >= 0.0 && c->beta1 < 1.0))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw: beta1 %g is outside [0, 1)",
-                        c->beta1);
-    if (!(c->beta2 >= 0.0 && c->beta2 < 1.0))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw: beta2 %g is outside [0, 1)",
-                        c->beta2);
-    if (!finite_nonnegative(c->eps))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw: eps %g must be finite and >= 0",
-                        c->eps);
+    MMT_TRY(mmt_adam_hyper_check("adamw", c->lr, c->beta1, c->beta2, c->eps));
     if (c->amsgrad != 0 && c->amsgrad != 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw: amsgrad %d must be 0 or 1",
                         c->amsgrad);

@@ -89,17 +89,8 @@ mmt_adamw8bit_config mmt_adamw8bit_config_default(void) {
 
 /* ---- creation ---------------------------------------------------------------------- */
 
-static int finite_nonnegative(double x) { return isfinite(x) && x >= 0.0; }
-
 static mmt_status check_config(const mmt_adamw8bit_config *c) {
-    if (!finite_nonnegative(c->lr))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw8bit: lr %g must be finite and >= 0", c->lr);
-    if (!(c->beta1 >= 0.0 && c->beta1 < 1.0))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw8bit: beta1 %g is outside [0, 1)", c->beta1);
-    if (!(c->beta2 >= 0.0 && c->beta2 < 1.0))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw8bit: beta2 %g is outside [0, 1)", c->beta2);
-    if (!finite_nonnegative(c->eps))
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw8bit: eps %g must be finite and >= 0", c->eps);
+    MMT_TRY(mmt_adam_hyper_check("adamw8bit", c->lr, c->beta1, c->beta2, c->eps));
     if (c->min_8bit_size < 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw8bit: min_8bit_size %lld must be >= 1",
                         (long long)c->min_8bit_size);

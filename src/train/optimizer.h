@@ -124,6 +124,10 @@ typedef struct mmt_adamw_config {
     int amsgrad;           /* 1: keep max(v) and use it in the denominator */
 } mmt_adamw_config;
 
+/* INVALID_ARGUMENT, with `who` leading the message, unless lr and eps are finite and >= 0 and
+ * both betas are in [0, 1): the checks every Adam variant (adamw, adamw8bit) makes. */
+mmt_status mmt_adam_hyper_check(const char *who, double lr, double beta1, double beta2, double eps);
+
 /* torch.optim.AdamW defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, amsgrad off. (Weight
  * decay is per group; torch's default is 1e-2.) */
 mmt_adamw_config mmt_adamw_config_default(void);
