@@ -123,6 +123,13 @@ static void blockwise8_case(const mmt_safetensors *st, const char *name) {
         mmt_dequantize_blockwise8(deq, want_q, want_absmax, n, bs, code);
         CHECK_MSG(bytes_differ(q, want_q, n) == 0, "%s: %lld bytes differ", name,
                   (long long)bytes_differ(q, want_q, n));
+        /* the table-driven twin (what adamw8bit uses) gives the same bytes */
+        static uint8_t lut[MMT_BLOCKWISE8_GRID];
+        mmt_blockwise8_lut(code, lut);
+        memset(q, 0xAB, (size_t)n);
+        mmt_quantize_blockwise8_lut(q, absmax, x, n, bs, lut);
+        CHECK_MSG(bytes_differ(q, want_q, n) == 0, "%s (table): %lld bytes differ", name,
+                  (long long)bytes_differ(q, want_q, n));
         CHECK_MSG(float_bits_differ(absmax, want_absmax, nb) == 0, "%s: absmax", name);
         CHECK_MSG(float_bits_differ(deq, want_deq, n) == 0, "%s: deq", name);
         free(q);

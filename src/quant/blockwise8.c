@@ -56,6 +56,27 @@ static int grid_index(float v) {
     return (int)t; /* t in [0.5, 65535.5]: truncation as _mm256_cvttps_epi32 */
 }
 
+void mmt_blockwise8_lut(const float code[256], uint8_t lut[MMT_BLOCKWISE8_GRID]) {
+    float mid[255];
+    code_midpoints(code, mid);
+    for (int g = 0; g < MMT_BLOCKWISE8_GRID; g++) lut[g] = grid_code_index(mid, g);
+}
+
+void mmt_quantize_blockwise8_lut(uint8_t *q, float *absmax, const float *x, int64_t n, int64_t blocksize,
+                                 const uint8_t lut[MMT_BLOCKWISE8_GRID]) {
+    for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
+        int64_t len = n - start < blocksize ? n - start : blocksize;
+        float am = block_absmax(x + start, len);
+        absmax[b] = am;
+        if (am == 0.0f) {
+            for (int64_t i = 0; i < len; i++) q[start + i] = 0;
+            continue;
+        }
+        float inv = 1.0f / am;
+        for (int64_t i = 0; i < len; i++) q[start + i] = lut[grid_index(x[start + i] * inv)];
+    }
+}
+
 void mmt_quantize_blockwise8(uint8_t *q, float *absmax, const float *x, int64_t n,
                              int64_t blocksize, const float code[256]) {
     float mid[255];

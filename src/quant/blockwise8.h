@@ -37,6 +37,13 @@ void mmt_quantize_blockwise8(uint8_t *q, float *absmax, const float *x, int64_t 
                              int64_t blocksize, const float code[256]);
 /* dequantize_blockwise: x[i] = code[q[i]] * absmax[i / blocksize] (one float multiply, as
  * csrc/cpu_ops.cpp dequantizeBlockwise8bitCpu). */
+/* The same rule through bitsandbytes' own table (build_quantize_lut): the code index of each of
+ * the 65536 grid points, built once per code map; then a value costs one lookup instead of a
+ * binary search. mmt_quantize_blockwise8_lut gives the bytes mmt_quantize_blockwise8 gives. */
+#define MMT_BLOCKWISE8_GRID 65536
+void mmt_blockwise8_lut(const float code[256], uint8_t lut[MMT_BLOCKWISE8_GRID]);
+void mmt_quantize_blockwise8_lut(uint8_t *q, float *absmax, const float *x, int64_t n, int64_t blocksize,
+                                 const uint8_t lut[MMT_BLOCKWISE8_GRID]);
 void mmt_dequantize_blockwise8(float *x, const uint8_t *q, const float *absmax, int64_t n,
                                int64_t blocksize, const float code[256]);
 

@@ -168,7 +168,12 @@ static mmt_status alloc_states(mmt_adamw8bit *opt) {
     opt->floats = mmt_calloc(n_floats + 1, sizeof(float));
     opt->n_scratch = any_quantized ? max_threads() : 0;
     opt->scratch = any_quantized ? mmt_malloc((size_t)opt->n_scratch * 2 * CHUNK * sizeof(float)) : NULL;
-    if (!opt->bytes || !opt->floats || (any_quantized && !opt->scratch)) return MMT_STATUS_OUT_OF_MEMORY;
+    opt->lut = any_quantized ? mmt_malloc(2 * MMT_BLOCKWISE8_GRID) : NULL;
+    if (!opt->bytes || !opt->floats || (any_quantized && (!opt->scratch || !opt->lut))) return MMT_STATUS_OUT_OF_MEMORY;
+    if (any_quantized) { /* the maps are set before alloc_states runs */
+        mmt_blockwise8_lut(opt->code_signed, opt->lut);
+        mmt_blockwise8_lut(opt->code_unsigned, opt->lut + MMT_BLOCKWISE8_GRID);
+    }
     uint8_t *b = opt->bytes;
     float *f = opt->floats;
     for (int64_t i = 0; i < opt->n_params; i++) {
@@ -239,6 +244,7 @@ void mmt_adamw8bit_free(mmt_adamw8bit *opt) {
     mmt_free(opt->bytes);
     mmt_free(opt->floats);
     mmt_free(opt->scratch);
+    mmt_free(opt->lut);
     mmt_free(opt->names);
     mmt_free(opt->keys);
     mmt_free(opt);
@@ -318,8 +324,8 @@ static void step_quantized(mmt_adamw8bit *opt, int64_t i, const step_scalars *s)
         mmt_dequantize_blockwise8(m, q1, a1, len, MMT_ADAMW8BIT_BLOCK, opt->code_signed);
         mmt_dequantize_blockwise8(v, q2, a2, len, MMT_ADAMW8BIT_BLOCK, opt->code_unsigned);
         update_8bit(p->data + start, p->grad + start, m, v, len, s);
-        mmt_quantize_blockwise8(q1, a1, m, len, MMT_ADAMW8BIT_BLOCK, opt->code_signed);
-        mmt_quantize_blockwise8(q2, a2, v, len, MMT_ADAMW8BIT_BLOCK, opt->code_unsigned);
+        mmt_quantize_blockwise8_lut(q1, a1, m, len, MMT_ADAMW8BIT_BLOCK, opt->lut);
+        mmt_quantize_blockwise8_lut(q2, a2, v, len, MMT_ADAMW8BIT_BLOCK, opt->lut + MMT_BLOCKWISE8_GRID);
     }
 }
 

@@ -65,6 +65,8 @@ typedef struct mmt_adamw8bit {
     float *floats;                /* owned: every absmax and float32 moment */
     float code_signed[256];       /* bnb's create_dynamic_map(signed=True): the first moment */
     float code_unsigned[256];     /* create_dynamic_map(signed=False): the second */
+    uint8_t *lut;                 /* owned: the two maps' quantization tables (quant/blockwise8.h),
+                                   * 2 x 65536 bytes, signed first; NULL when nothing is 8-bit */
     float *scratch;               /* owned: the dequantized moments of a chunk of blocks,
                                      one pair of chunks per thread */
     int n_scratch;                /* threads the step may use (OpenMP's maximum at create) */
