@@ -147,11 +147,10 @@ static mmt_status quantize_one(mmt_qlinear_slot *s, mmt_arena *store, const mmt_
     int64_t n = s->out * s->in;
     if (p->type == MMT_QMAT_S8) {
         int8_t *s8 = mmt_arena_alloc(store, (size_t)n, 64);
-        float *scb = mmt_arena_alloc(store, (size_t)s->out * sizeof(float), 64);
         float *scale = mmt_arena_alloc(store, (size_t)s->out * sizeof(float), 64);
-        if (!s8 || !scb || !scale) return MMT_STATUS_OUT_OF_MEMORY;
-        mmt_int8_rows_quantize(s8, scb, w, s->out, s->in);
-        for (int64_t r = 0; r < s->out; r++) scale[r] = scb[r] * MMT_QLINEAR_INV127;
+        if (!s8 || !scale) return MMT_STATUS_OUT_OF_MEMORY;
+        mmt_int8_rows_quantize(s8, scale, w, s->out, s->in); /* scale holds SCB until the next line */
+        for (int64_t r = 0; r < s->out; r++) scale[r] *= MMT_QLINEAR_INV127;
         q->type = MMT_QMAT_S8;
         q->s8 = s8;
         q->scale = scale;
@@ -202,15 +201,6 @@ const mmt_qlinear_slot *mmt_qlinears_find(const mmt_qlinears *set, const char *t
         if (strlen(set->slots[i].module) == len - 7 && memcmp(set->slots[i].module, tensor, len - 7) == 0)
             return &set->slots[i];
     return NULL;
-}
-
-int mmt_qlinears_any(const mmt_qlinears *set, mmt_qmat_type *type) {
-    for (int64_t i = 0; i < set->n; i++)
-        if (*set->slots[i].qw) {
-            if (type) *type = (*set->slots[i].qw)->type;
-            return 1;
-        }
-    return 0;
 }
 
 void mmt_quant_options_default(mmt_quant_options *o, mmt_quant_type type) {

@@ -98,7 +98,4 @@ mmt_status mmt_qlinears_quantize_slot(mmt_qlinears *set, int64_t index, mmt_aren
 /* The slot whose weight tensor is `tensor` ("....weight"), or NULL. */
 const mmt_qlinear_slot *mmt_qlinears_find(const mmt_qlinears *set, const char *tensor);
 
-/* 1 when any slot is quantized; *type gets the first one's type. */
-int mmt_qlinears_any(const mmt_qlinears *set, mmt_qmat_type *type);
-
 #endif
