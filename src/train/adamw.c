@@ -225,40 +225,50 @@ mmt_status mmt_param_groups_check(const mmt_param_group *groups, int64_t n_group
 
 static int64_t moments_per_param(const mmt_adamw *opt) { return opt->config.amsgrad ? 3 : 2; }
 
-/* Copies names into one block: group labels, then each parameter's name and its state
- * keys; the copies in groups and params are repointed there. */
-static mmt_status copy_names(mmt_adamw *opt) {
-    int64_t per = moments_per_param(opt);
+/* See optimizer.h. Names go into one block: group labels, then each parameter's name and its
+ * state keys; the copies in the groups and params are repointed there. */
+mmt_status mmt_param_groups_copy(const mmt_param_group *groups, int64_t n_groups, const char *const *prefixes,
+                                 int n_prefixes, mmt_param_group **groups_out, mmt_param **params_out,
+                                 int64_t *n_params, char **names_out, const char ***keys_out) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < n_groups; g++) n += groups[g].n_params;
+    *n_params = n;
+    mmt_param_group *gs = *groups_out = mmt_calloc((size_t)n_groups + 1, sizeof *gs);
+    mmt_param *ps = *params_out = mmt_calloc((size_t)n + 1, sizeof *ps);
+    if (!gs || !ps) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t g = 0, k = 0; g < n_groups; g++) {
+        gs[g] = groups[g];
+        gs[g].params = ps + k;
+        for (int64_t i = 0; i < groups[g].n_params; i++) ps[k++] = groups[g].params[i];
+    }
     size_t bytes = 0;
-    for (int64_t g = 0; g < opt->n_groups; g++) {
-        if (opt->groups[g].name) bytes += strlen(opt->groups[g].name) + 1;
-    }
-    for (int64_t i = 0; i < opt->n_params; i++) {
-        size_t len = strlen(opt->params[i].name) + 1;
+    for (int64_t g = 0; g < n_groups; g++)
+        if (gs[g].name) bytes += strlen(gs[g].name) + 1;
+    for (int64_t i = 0; i < n; i++) {
+        size_t len = strlen(ps[i].name) + 1;
         bytes += len;
-        for (int64_t k = 0; k < per; k++) bytes += strlen(state_prefixes[k]) + len;
+        for (int k = 0; k < n_prefixes; k++) bytes += strlen(prefixes[k]) + len;
     }
-    opt->names = mmt_malloc(bytes ? bytes : 1);
-    opt->keys = mmt_calloc((size_t)(opt->n_params * per) + 1, sizeof *opt->keys);
-    if (!opt->names || !opt->keys) return MMT_STATUS_OUT_OF_MEMORY;
-    char *w = opt->names;
-    for (int64_t g = 0; g < opt->n_groups; g++) {
-        if (!opt->groups[g].name) continue;
-        size_t len = strlen(opt->groups[g].name) + 1;
-        memcpy(w, opt->groups[g].name, len);
-        opt->groups[g].name = w;
+    char *w = *names_out = mmt_malloc(bytes ? bytes : 1);
+    const char **keys = *keys_out = mmt_calloc((size_t)(n * n_prefixes) + 1, sizeof *keys);
+    if (!w || !keys) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t g = 0; g < n_groups; g++) {
+        if (!gs[g].name) continue;
+        size_t len = strlen(gs[g].name) + 1;
+        memcpy(w, gs[g].name, len);
+        gs[g].name = w;
         w += len;
     }
-    for (int64_t i = 0; i < opt->n_params; i++) {
-        size_t len = strlen(opt->params[i].name) + 1;
-        memcpy(w, opt->params[i].name, len);
-        opt->params[i].name = w;
+    for (int64_t i = 0; i < n; i++) {
+        size_t len = strlen(ps[i].name) + 1;
+        memcpy(w, ps[i].name, len);
+        ps[i].name = w;
         w += len;
-        for (int64_t k = 0; k < per; k++) {
-            size_t prefix_len = strlen(state_prefixes[k]);
-            opt->keys[i * per + k] = w;
-            memcpy(w, state_prefixes[k], prefix_len);
-            memcpy(w + prefix_len, opt->params[i].name, len);
+        for (int k = 0; k < n_prefixes; k++) {
+            size_t prefix_len = strlen(prefixes[k]);
+            keys[i * n_prefixes + k] = w;
+            memcpy(w, prefixes[k], prefix_len);
+            memcpy(w + prefix_len, ps[i].name, len);
             w += prefix_len + len;
         }
     }
@@ -298,7 +308,7 @@ mmt_status mmt_adamw_create(const mmt_adamw_config *config, const mmt_param_grou
     *out = NULL;
     if (!config) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adamw: config is NULL");
     MMT_TRY(check_config(config));
-    MMT_TRY(check_groups(groups, n_groups));
+    MMT_TRY(mmt_param_groups_check(groups, n_groups));
 
     mmt_status status = MMT_STATUS_OUT_OF_MEMORY;
     mmt_adamw *opt = mmt_calloc(1, sizeof *opt);
@@ -306,20 +316,9 @@ mmt_status mmt_adamw_create(const mmt_adamw_config *config, const mmt_param_grou
     opt->config = *config;
     opt->ops = mmt_ops_cpu();
     opt->fma = mmt_cpu_detect().avx2;
-    for (int64_t g = 0; g < n_groups; g++) opt->n_params += groups[g].n_params;
     opt->n_groups = n_groups;
-    opt->groups = mmt_calloc((size_t)n_groups + 1, sizeof *opt->groups);
-    opt->params = mmt_calloc((size_t)opt->n_params + 1, sizeof *opt->params);
-    if (!opt->groups || !opt->params) goto fail;
-    int64_t k = 0;
-    for (int64_t g = 0; g < n_groups; g++) {
-        opt->groups[g] = groups[g];
-        opt->groups[g].params = opt->params + k;
-        for (int64_t i = 0; i < groups[g].n_params; i++) opt->params[k++] = groups[g].params[i];
-    }
-    status = check_unique_names(opt->params, opt->n_params);
-    if (status != MMT_OK) goto fail;
-    status = copy_names(opt);
+    status = mmt_param_groups_copy(groups, n_groups, state_prefixes, (int)moments_per_param(opt), &opt->groups,
+                                   &opt->params, &opt->n_params, &opt->names, &opt->keys);
     if (status != MMT_OK) goto fail;
     status = alloc_moments(opt);
     if (status != MMT_OK) goto fail;

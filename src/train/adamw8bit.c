@@ -97,44 +97,6 @@ static mmt_status check_config(const mmt_adamw8bit_config *c) {
     return MMT_OK;
 }
 
-/* Copies the names into one block: group labels, then each parameter's name and its four
- * state keys; the copies in groups and params are repointed there. */
-static mmt_status copy_names(mmt_adamw8bit *opt) {
-    size_t bytes = 0;
-    for (int64_t g = 0; g < opt->n_groups; g++)
-        if (opt->groups[g].name) bytes += strlen(opt->groups[g].name) + 1;
-    for (int64_t i = 0; i < opt->n_params; i++) {
-        size_t len = strlen(opt->params[i].name) + 1;
-        bytes += len;
-        for (int k = 0; k < 4; k++) bytes += strlen(state_prefixes[k]) + len;
-    }
-    opt->names = mmt_malloc(bytes ? bytes : 1);
-    opt->keys = mmt_calloc((size_t)opt->n_params * 4 + 1, sizeof *opt->keys);
-    if (!opt->names || !opt->keys) return MMT_STATUS_OUT_OF_MEMORY;
-    char *w = opt->names;
-    for (int64_t g = 0; g < opt->n_groups; g++) {
-        if (!opt->groups[g].name) continue;
-        size_t len = strlen(opt->groups[g].name) + 1;
-        memcpy(w, opt->groups[g].name, len);
-        opt->groups[g].name = w;
-        w += len;
-    }
-    for (int64_t i = 0; i < opt->n_params; i++) {
-        size_t len = strlen(opt->params[i].name) + 1;
-        memcpy(w, opt->params[i].name, len);
-        opt->params[i].name = w;
-        w += len;
-        for (int k = 0; k < 4; k++) {
-            size_t prefix_len = strlen(state_prefixes[k]);
-            opt->keys[i * 4 + k] = w;
-            memcpy(w, state_prefixes[k], prefix_len);
-            memcpy(w + prefix_len, opt->params[i].name, len);
-            w += prefix_len + len;
-        }
-    }
-    return MMT_OK;
-}
-
 /* Decides which tensors are 8-bit and lays their states out in two zeroed allocations. */
 static mmt_status alloc_states(mmt_adamw8bit *opt) {
     size_t n = (size_t)opt->n_params + 1, n_bytes = 0, n_floats = 0;
@@ -209,18 +171,10 @@ mmt_status mmt_adamw8bit_create(const mmt_adamw8bit_config *config, const mmt_pa
     opt->config = *config;
     mmt_dynamic_map(1, opt->code_signed);
     mmt_dynamic_map(0, opt->code_unsigned);
-    for (int64_t g = 0; g < n_groups; g++) opt->n_params += groups[g].n_params;
     opt->n_groups = n_groups;
-    opt->groups = mmt_calloc((size_t)n_groups + 1, sizeof *opt->groups);
-    opt->params = mmt_calloc((size_t)opt->n_params + 1, sizeof *opt->params);
-    if (!opt->groups || !opt->params) goto fail;
-    int64_t k = 0;
-    for (int64_t g = 0; g < n_groups; g++) {
-        opt->groups[g] = groups[g];
-        opt->groups[g].params = opt->params + k;
-        for (int64_t i = 0; i < groups[g].n_params; i++) opt->params[k++] = groups[g].params[i];
-    }
-    if ((status = copy_names(opt)) != MMT_OK) goto fail;
+    if ((status = mmt_param_groups_copy(groups, n_groups, state_prefixes, 4, &opt->groups, &opt->params,
+                                        &opt->n_params, &opt->names, &opt->keys)) != MMT_OK)
+        goto fail;
     if ((status = alloc_states(opt)) != MMT_OK) goto fail;
     *out = opt;
     return MMT_OK;

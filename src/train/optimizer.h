@@ -168,6 +168,14 @@ void mmt_adamw_free(mmt_adamw *opt);
 /* The checks mmt_adamw_create makes on the groups (everything in the list above but the
  * hyperparameters), for other optimizers over the same groups (train/adamw8bit.h). */
 mmt_status mmt_param_groups_check(const mmt_param_group *groups, int64_t n_groups);
+/* The copies an optimizer keeps of checked groups: *groups_out (n_groups, each pointing into
+ * *params_out), *params_out (*n_params, in group order), one block *names_out holding the group
+ * labels, the parameter names (the copies point there) and, per parameter i and prefix k, the
+ * state key "<prefix k><name>" at (*keys_out)[i * n_prefixes + k]. The caller frees the four
+ * arrays with mmt_free, also after a failure (OUT_OF_MEMORY). */
+mmt_status mmt_param_groups_copy(const mmt_param_group *groups, int64_t n_groups, const char *const *prefixes,
+                                 int n_prefixes, mmt_param_group **groups_out, mmt_param **params_out,
+                                 int64_t *n_params, char **names_out, const char ***keys_out);
 
 /* The learning rate group g gets for a schedule multiplier: (lr * lr_scale) * multiplier. */
 double mmt_adamw_group_lr(const mmt_adamw *opt, int64_t group, double multiplier);
