@@ -120,6 +120,17 @@ static qmat_split qmat_split_for(int64_t M, int64_t parts, double macs, int64_t 
     return s;
 }
 
+/* Work item `it` of a split: rows [*m0, *m1) of x (whole microkernel blocks of mr rows) and
+ * parts [*p0, *p1) of W; *m0 >= *m1 means nothing to do. */
+static void qmat_item(const qmat_split *sp, int64_t it, int64_t M, int64_t mr, int64_t parts, int64_t *m0,
+                      int64_t *m1, int64_t *p0, int64_t *p1) {
+    const int64_t mblocks = ceil_div(M, mr), im = it / sp->tn, in = it % sp->tn;
+    *m0 = mblocks * im / sp->tm * mr;
+    *m1 = min64(M, mblocks * (im + 1) / sp->tm * mr);
+    *p0 = parts * in / sp->tn;
+    *p1 = parts * (in + 1) / sp->tn;
+}
+
 void qmat_fwd_run(const sgemm_kernel *kern, qmat_dequant_fn dequant, float *y, const float *x,
                   const mmt_qmat *w, const float *bias, int64_t M) {
     const int64_t N = w->rows, K = w->cols;
@@ -133,16 +144,14 @@ void qmat_fwd_run(const sgemm_kernel *kern, qmat_dequant_fn dequant, float *y, c
     const int64_t nb = min64(QMAT_PANEL_MAX, QMAT_BUF_FLOATS / kc);
     const int64_t panels = ceil_div(N, nb);
     const qmat_split sp = qmat_split_for(M, panels, (double)M * N * K, kern->mr);
-    const int64_t mblocks = ceil_div(M, kern->mr), items = sp.tm * sp.tn;
+    const int64_t items = sp.tm * sp.tn;
     const int team = (int)items;
     (void)team; /* unused without OpenMP */
     MMT_OMP("omp parallel for num_threads(team) schedule(static) if(team > 1)")
     for (int64_t it = 0; it < items; it++) {
         _Alignas(64) float buf[QMAT_BUF_FLOATS];
-        const int64_t im = it / sp.tn, in = it % sp.tn;
-        const int64_t m0 = mblocks * im / sp.tm * kern->mr;
-        const int64_t m1 = min64(M, mblocks * (im + 1) / sp.tm * kern->mr);
-        const int64_t p0 = panels * in / sp.tn, p1 = panels * (in + 1) / sp.tn;
+        int64_t m0, m1, p0, p1;
+        qmat_item(&sp, it, M, kern->mr, panels, &m0, &m1, &p0, &p1);
         if (m0 >= m1) continue;
         for (int64_t p = p0; p < p1; p++) {
             const int64_t n0 = p * nb, nw = min64(nb, N - n0);
@@ -167,17 +176,15 @@ void qmat_bwd_dx_run(const sgemm_kernel *kern, qmat_dequant_fn dequant, float *d
     const int64_t kb = min64(QMAT_PANEL_MAX, QMAT_BUF_FLOATS / kc);
     const int64_t chunks = ceil_div(K, kb);
     const qmat_split sp = qmat_split_for(M, chunks, (double)M * N * K, kern->mr);
-    const int64_t mblocks = ceil_div(M, kern->mr), items = sp.tm * sp.tn;
+    const int64_t items = sp.tm * sp.tn;
     const sgemm_store add = {1.0f, 1.0f, NULL};
     const int team = (int)items;
     (void)team;
     MMT_OMP("omp parallel for num_threads(team) schedule(static) if(team > 1)")
     for (int64_t it = 0; it < items; it++) {
         _Alignas(64) float buf[QMAT_BUF_FLOATS];
-        const int64_t im = it / sp.tn, in = it % sp.tn;
-        const int64_t m0 = mblocks * im / sp.tm * kern->mr;
-        const int64_t m1 = min64(M, mblocks * (im + 1) / sp.tm * kern->mr);
-        const int64_t c0 = chunks * in / sp.tn, c1 = chunks * (in + 1) / sp.tn;
+        int64_t m0, m1, c0, c1;
+        qmat_item(&sp, it, M, kern->mr, chunks, &m0, &m1, &c0, &c1);
         if (m0 >= m1) continue;
         for (int64_t c = c0; c < c1; c++) {
             const int64_t k0 = c * kb, kw = min64(kb, K - k0);
