@@ -775,12 +775,9 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
 
 static void *load_model(void *arg) {
     mmt_server *s = arg;
-    mmt_status st = mmt_clip_load(s->model_dir, &s->model);
-    if (st == MMT_OK && s->o.quantize) {
-        mmt_quant_options q;
-        mmt_quant_options_default(&q, (mmt_quant_type)s->o.quantize);
-        st = mmt_clip_quantize(s->model, &q);
-    }
+    mmt_quant_options q; /* applied while the weights are read */
+    mmt_quant_options_default(&q, (mmt_quant_type)s->o.quantize);
+    mmt_status st = mmt_clip_load_quantized(s->model_dir, s->o.quantize ? &q : NULL, &s->model);
     if (st == MMT_OK && !mmt_clip_tokenizer(s->model))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model has no tokenizer files; texts cannot be embedded", s->model_dir);
     if (st == MMT_OK) st = mmt_clip_run_create(s->model, &s->run);

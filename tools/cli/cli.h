@@ -27,6 +27,8 @@ struct mmt_git;
 int cli_load_flags(int *argc, char **argv, int keep_int8);
 mmt_quant_type cli_load_quant(void);
 mmt_status cli_clip_load(const char *dir, mmt_clip **out);
+/* The same with the quantization given (train's --quantize) instead of the global flags. */
+mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out);
 /* A random model (models/clip.h) with its linears quantized as they are generated. */
 struct mmt_clip_config;
 mmt_status cli_clip_random(const struct mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out);

@@ -39,11 +39,13 @@ int cli_load_flags(int *argc, char **argv, int keep_int8) {
     return 0;
 }
 
-mmt_status cli_clip_load(const char *dir, mmt_clip **out) {
+mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out) {
     mmt_quant_options o;
-    mmt_quant_options_default(&o, load_quant);
-    return mmt_clip_load_quantized(dir, load_quant == MMT_QUANT_NONE ? NULL : &o, out);
+    mmt_quant_options_default(&o, type);
+    return mmt_clip_load_quantized(dir, type == MMT_QUANT_NONE ? NULL : &o, out);
 }
+
+mmt_status cli_clip_load(const char *dir, mmt_clip **out) { return cli_clip_load_as(dir, load_quant, out); }
 
 mmt_status cli_clip_random(const mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out) {
     mmt_quant_options o;

@@ -260,6 +260,13 @@ int cmd_train(int argc, char **argv) {
     mmt_train_job_result res;
     progress_view pv = {!strcmp(c.progress, "bar") || (!strcmp(c.progress, "auto") && isatty(2))};
     int captioner = 0;
+    /* --quantize applied while the weights are read (the job's own pass then finds them done),
+     * so the float32 model is never whole in memory */
+    mmt_quant_type quant = MMT_QUANT_NONE;
+    if (strcmp(c.o.quantize, "none") != 0 && mmt_quant_type_parse(c.o.quantize, &quant) != MMT_OK) {
+        rc = cli_runtime_error();
+        goto done;
+    }
     if (mmt_snapshot_is_git(c.model, &captioner) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
@@ -270,7 +277,7 @@ int cmd_train(int argc, char **argv) {
             rc = cli_runtime_error();
             goto done;
         }
-    } else if (cli_clip_load(c.model, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
+    } else if (cli_clip_load_as(c.model, quant, &model) != MMT_OK || cli_pairs_load(c.data, &po, &pairs) != MMT_OK ||
                mmt_train_job_create(model, pairs, &c, &job) != MMT_OK) {
         rc = cli_runtime_error();
         goto done;
