@@ -73,7 +73,7 @@ static mmt_status parse(const char *content_type, const char *body, size_t len, 
         for (const char *line = p; line < headers_end;) {
             const char *eol = find(line, (size_t)(headers_end - line), "\r\n", 2);
             if (!eol) eol = headers_end;
-            if (!strncasecmp(line, "Content-Disposition:", 20)) {
+            if (eol - line >= 20 && !strncasecmp(line, "Content-Disposition:", 20)) { /* never past the body */
                 named = attribute(line + 20, eol, "name", pt->name, sizeof pt->name);
                 attribute(line + 20, eol, "filename", filename, sizeof filename);
             }
