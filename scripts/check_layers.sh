@@ -23,5 +23,6 @@ check data models peft train eval api
 check quant nn models peft train eval data api gen serve; for low in core ops; do check "$low" quant; done
 check gen models peft train eval api; for low in core ops nn data models peft; do check "$low" gen; done
 for low in core ops nn data models peft gen train eval api; do check "$low" serve; done
+check dist ops nn models peft train eval data api gen serve quant; for low in core ops nn data quant; do check "$low" dist; done
 if [ $bad = 0 ]; then echo "layering: 1 passed, 0 failed"; else echo "layering: 0 passed, 1 failed"; fi
 exit $bad

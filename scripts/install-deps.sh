@@ -11,6 +11,7 @@ packages=(
   dataset-fashion-mnist
   chromium
   libomp-dev clang libclang-rt-14-dev
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()

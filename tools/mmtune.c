@@ -24,10 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/json.h"
+#include "dist/comm.h"
 #include "data/tokenizer.h"
 #include "mmtune.h"
 #include "models/clip.h"
@@ -767,7 +770,52 @@ static int cmd_bench(int argc, char **argv) {
     return rc;
 }
 
+static int run_command(int argc, char **argv);
+
+/* A rank of a multi-rank job that the launcher ends (another rank has failed): say so, and
+ * where the run can go on from, instead of vanishing. Only async-signal-safe calls. */
+static char stop_message[256];
+static void on_launcher_stop(int sig) {
+    ssize_t w = write(2, stop_message, strlen(stop_message));
+    (void)w;
+    _exit(128 + sig);
+}
+
+/* Commands that split their work over ranks; the others refuse to run on several. */
+static int runs_on_ranks(const char *cmd) { return !strcmp(cmd, "train") || !strcmp(cmd, "eval") || !strcmp(cmd, "index"); }
+
 int main(int argc, char **argv) {
+    mmt_comm *world = NULL;
+    if (mmt_comm_world(&world) != MMT_OK) {
+        fprintf(stderr, "mmtune: error: %s\n", mmt_last_error());
+        return 1;
+    }
+    int rank = mmt_comm_rank(world), size = mmt_comm_size(world);
+    if (size > 1) {
+        const char *cmd = argc >= 2 ? argv[1] : "";
+        if (!runs_on_ranks(cmd)) {
+            if (rank == 0)
+                fprintf(stderr, "mmtune: error: '%s' runs in one process; of the commands only train, eval and index "
+                                "split their work over %d ranks (start it without mpirun)\n", cmd, size);
+            mmt_comm_finalize();
+            return 2;
+        }
+        snprintf(stop_message, sizeof stop_message,
+                 "mmtune: rank %d of %d: stopped by the launcher: another rank of the job has failed (the launcher's "
+                 "message names it); a run goes on from its last checkpoint with --resume\n", rank, size);
+        signal(SIGTERM, on_launcher_stop);
+        if (rank != 0) mmt_log_set_level(MMT_LOG_WARN); /* rank 0 speaks for the job */
+    }
+    int code = run_command(argc, argv);
+    if (size > 1 && code != 0) {
+        fprintf(stderr, "mmtune: rank %d of %d failed (exit code %d); ending the job\n", rank, size, code);
+        mmt_comm_abort(world, code);
+    }
+    mmt_comm_finalize();
+    return code;
+}
+
+static int run_command(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
