@@ -231,6 +231,10 @@ typedef struct mmt_train_options {
     int64_t prefetch;                /* micro-batches prepared ahead */
     int augment_crop, augment_flip;  /* random resized crop; horizontal flip */
     double augment_jitter;           /* colour jitter strength (0: off) */
+    /* several ranks (mpirun; docs/distributed.md) */
+    int64_t zero;                    /* 1: ZeRO-1, the optimizer state sharded over ranks (0) */
+    int64_t as_ranks;                /* one process trains exactly as an N-rank job would (0: off) */
+    int gather_with_grad;            /* contrastive negatives from every rank's batch (0) */
     /* the run folder */
     const char *resume;   /* continue the run in this folder (or ckpt-STEP); NULL: fresh */
     int overwrite;        /* clear a non-empty out_dir instead of refusing it */

@@ -86,6 +86,9 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--augment-crop", "augment_crop", B, F(o.augment_crop), NULL, "random resized crop (scale 0.08-1, ratio 3/4-4/3)"},
     {"--augment-flip", "augment_flip", B, F(o.augment_flip), NULL, "random horizontal flip (p 0.5)"},
     {"--augment-jitter", "augment_jitter", D, F(o.augment_jitter), "X", "colour jitter: brightness, contrast, saturation factors in [1-X, 1+X] (0: off)"},
+    {"--zero", "zero", I, F(o.zero), "N", "under mpirun: 1 shards the optimizer state over the ranks (ZeRO-1; 0: every rank keeps it all)"},
+    {"--gather-with-grad", "gather_with_grad", B, F(o.gather_with_grad), NULL, "under mpirun: the contrastive loss over every rank's batch (negatives from the global batch)"},
+    {"--as-ranks", "as_ranks", I, F(o.as_ranks), "N", "one process that trains exactly as an N-rank mpirun job would (to reproduce or check one)"},
     {"--progress", "progress", S, F(progress), "P", "auto, bar or log"},
     {"--quiet", "quiet", B, F(quiet), NULL, "no progress output"},
 };
@@ -278,6 +281,9 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     mmt_schedule_kind sk;
     if (mmt_schedule_kind_parse(o->schedule, &sk) != MMT_OK)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--schedule takes cosine, linear or constant, not '%s'", o->schedule);
+    if (o->zero < 0 || o->zero > 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--zero takes 0 or 1 (ZeRO stage 1), not %lld", (long long)o->zero);
+    if (o->as_ranks < 0 || o->as_ranks > 4096)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--as-ranks takes 0..4096, not %lld", (long long)o->as_ranks);
     if (o->steps < 0 || o->epochs < 0 || o->batch_size < 1 || o->grad_accum < 1 || o->seed < 0 || o->cache_mb < 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
     if (o->save_every < 0)
@@ -328,7 +334,7 @@ void mmt_train_config_pairs_options(const mmt_train_config *c, mmt_pairs_options
 static int outside_identity(const char *key) {
     static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
                                        "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints",
-                                       "max_text_bytes", "max_file_bytes", NULL};
+                                       "max_text_bytes", "max_file_bytes", "zero", "as_ranks", NULL};
     for (const char *const *k = keys; *k; k++)
         if (!strcmp(*k, key)) return 1;
     return 0;

@@ -1,6 +1,8 @@
 /* train_job.c — one CLIP training run from checked settings (see train_job.h). */
 #include "train/train_job.h"
 
+#include "dist/comm.h"
+
 #include "train/caption_task.h"
 
 #include <math.h>
@@ -294,7 +296,14 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
                              void *user, mmt_train_job_result *result) {
     memset(result, 0, sizeof *result);
     result->probe_C = result->probe_heldout_accuracy = NAN;
-    if (j->probe) return probe_run(j, result);
+    if (j->probe) {
+        mmt_comm *world = NULL;
+        MMT_TRY(mmt_comm_world(&world));
+        if (mmt_comm_size(world) > 1)
+            return mmt_fail(MMT_STATUS_UNSUPPORTED, "the linear probe is fitted in one process (L-BFGS over every "
+                                                    "embedding); run it without mpirun");
+        return probe_run(j, result);
+    }
     const mmt_train_config *c = j->c;
     const mmt_train_options *o = &c->o;
     mmt_train_task tt;
@@ -326,5 +335,8 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
     ts.settings_json = j->settings_json;
     ts.identity_json = j->identity_json;
     ts.overwrite = o->overwrite;
+    ts.zero = (int)o->zero;
+    ts.as_ranks = o->as_ranks;
+    MMT_TRY(mmt_comm_world(&ts.comm));
     return mmt_train_run(&tt, &ts, &result->train);
 }

@@ -15,6 +15,7 @@
 #include "core/crash.h"
 #include "core/dir.h"
 #include "core/safetensors.h"
+#include "dist/comm.h"
 #include "ops/ops.h"
 #include "train/adamw8bit.h"
 #include "train/optimizer.h"
@@ -94,6 +95,19 @@ typedef struct run {
     int64_t total_steps;
     FILE *metrics;
     mmt_run_dir dir;         /* the locked run folder and its run_id */
+    /* data parallelism */
+    mmt_comm *comm;          /* borrowed; the single world when settings.comm is NULL */
+    int rank, ranks;         /* this process's rank among ranks real ones */
+    int64_t units;           /* rank shares this process computes per step: as_ranks, or 1 */
+    int64_t world;           /* shares per step: ranks, or as_ranks */
+    int64_t per_rank;        /* examples per share per epoch: ceil(n / world) */
+    int64_t n_flat;          /* trainable numbers */
+    float *flat_a, *flat_t;  /* owned: gradient sums (micro-batches; shares), packing */
+    int *owner;              /* owned, ZeRO-1: the rank that steps r->params[i] */
+    mmt_param_group *shard;  /* owned, ZeRO-1: the groups cut to this rank's tensors */
+    mmt_param *shard_params; /* owned */
+    double comm_seconds;
+    int64_t saved_world;     /* the ranks of the checkpoint resumed from */
 } run;
 
 /* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
@@ -155,9 +169,37 @@ static mmt_status build_groups(run *r, const mmt_nn_param *np, const mmt_param *
 
 static const char *optim_name(const mmt_train_settings *set) { return set->optim ? set->optim : "adamw"; }
 
+/* ZeRO-1: tensors go to ranks in order, in contiguous runs of about equal numbers, and each
+ * rank's optimizer gets the groups cut to its own (a group may be empty there). */
+static mmt_status shard_groups(run *r) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    r->owner = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *r->owner);
+    r->shard = mmt_calloc((size_t)r->n_groups + 1, sizeof *r->shard);
+    r->shard_params = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *r->shard_params);
+    if (!r->owner || !r->shard || !r->shard_params) return MMT_STATUS_OUT_OF_MEMORY;
+    int64_t before = 0, k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t mid = before + r->params[i].numel / 2; /* the tensor goes where its middle falls */
+        int64_t o = r->n_flat > 0 ? mid * r->ranks / r->n_flat : 0;
+        r->owner[i] = (int)(o < r->ranks ? o : r->ranks - 1);
+        if (i > 0 && r->owner[i] < r->owner[i - 1]) r->owner[i] = r->owner[i - 1];
+        before += r->params[i].numel;
+    }
+    for (int64_t g = 0, i = 0; g < r->n_groups; g++) {
+        r->shard[g] = r->groups[g];
+        r->shard[g].params = r->shard_params + k;
+        r->shard[g].n_params = 0;
+        for (int64_t j = 0; j < r->groups[g].n_params; j++, i++)
+            if (r->owner[i] == r->rank) r->shard_params[k++] = r->params[i], r->shard[g].n_params++;
+    }
+    return MMT_OK;
+}
+
 static mmt_status optimizer_create(run *r) {
     const mmt_train_settings *set = r->set;
     const char *name = optim_name(set);
+    const mmt_param_group *groups = r->shard ? r->shard : r->groups;
     if (strcmp(name, "adamw8bit") == 0) {
         if (r->task->ops && strcmp(r->task->ops->name, "cuda") == 0)
             return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--optim adamw8bit runs on the CPU only; the model is on %s",
@@ -167,7 +209,7 @@ static mmt_status optimizer_create(run *r) {
         c.beta1 = set->beta1;
         c.beta2 = set->beta2;
         c.eps = set->eps;
-        return mmt_adamw8bit_create(&c, r->groups, r->n_groups, &r->opt8);
+        return mmt_adamw8bit_create(&c, groups, r->n_groups, &r->opt8);
     }
     if (strcmp(name, "adamw") != 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--optim takes adamw or adamw8bit, not '%s'", name);
@@ -176,7 +218,7 @@ static mmt_status optimizer_create(run *r) {
     oc.beta1 = set->beta1;
     oc.beta2 = set->beta2;
     oc.eps = set->eps;
-    MMT_TRY(mmt_adamw_create(&oc, r->groups, r->n_groups, &r->opt));
+    MMT_TRY(mmt_adamw_create(&oc, groups, r->n_groups, &r->opt));
     if (r->task->ops) r->opt->ops = r->task->ops; /* the moments live where the parameters do */
     return MMT_OK;
 }
@@ -187,17 +229,93 @@ static mmt_status optimizer_step(run *r, double multiplier) {
     return r->opt8 ? mmt_adamw8bit_step(r->opt8, multiplier) : mmt_adamw_step(r->opt, multiplier);
 }
 
+static mmt_status optimizer_export(run *r, mmt_st_write_tensor **w, int64_t *n) {
+    int64_t cap = r->opt8 ? mmt_adamw8bit_state_count(r->opt8) : mmt_adamw_state_count(r->opt);
+    *w = mmt_calloc((size_t)cap, sizeof **w);
+    if (!*w) return MMT_STATUS_OUT_OF_MEMORY;
+    return r->opt8 ? mmt_adamw8bit_state_export(r->opt8, *w, cap, n) : mmt_adamw_state_export(r->opt, *w, cap, n);
+}
+
+/* ZeRO-1 checkpoints: each rank's state tensors (all but the step, which every rank has),
+ * framed as name (NUL-terminated), dtype, ndim, shape, byte count, bytes; gathered on rank 0. */
+static mmt_status gather_state(run *r, void **blob, int64_t **offsets) {
+    mmt_st_write_tensor *w = NULL;
+    int64_t n = 0;
+    mmt_strbuf b = {0};
+    mmt_status s = optimizer_export(r, &w, &n);
+    for (int64_t i = 1; s == MMT_OK && i < n; i++) {
+        int32_t head[2] = {(int32_t)w[i].dtype, (int32_t)w[i].ndim};
+        int64_t numel = 1;
+        for (int d = 0; d < w[i].ndim; d++) numel *= w[i].shape[d];
+        int64_t bytes = numel * mmt_dtype_bits(w[i].dtype) / 8;
+        mmt_strbuf_append(&b, w[i].name, strlen(w[i].name) + 1);
+        mmt_strbuf_append(&b, (const char *)head, sizeof head);
+        mmt_strbuf_append(&b, (const char *)w[i].shape, (size_t)w[i].ndim * sizeof(int64_t));
+        mmt_strbuf_append(&b, (const char *)&bytes, sizeof bytes);
+        mmt_strbuf_append(&b, (const char *)w[i].data, (size_t)bytes);
+    }
+    if (s == MMT_OK && b.failed) s = MMT_STATUS_OUT_OF_MEMORY;
+    /* every rank takes part, even one that failed above (with nothing to send) */
+    *offsets = mmt_malloc((size_t)(r->ranks + 1) * sizeof **offsets);
+    double t = mmt_now_seconds();
+    mmt_status g = *offsets ? mmt_comm_gatherv(r->comm, b.data, s == MMT_OK ? (int64_t)b.len : 0, 0, 0, blob, *offsets)
+                            : MMT_STATUS_OUT_OF_MEMORY;
+    r->comm_seconds += mmt_now_seconds() - t;
+    if (s == MMT_OK) s = g;
+    mmt_strbuf_free(&b);
+    mmt_free(w);
+    return s;
+}
+
 /* optimizer.safetensors. The 8-bit optimizer's file says so in its metadata ("optimizer":
  * "adamw8bit"); the float32 one's has no metadata, as it always had, so old checkpoints
- * resume and an adamw run writes the same bytes as before. */
-static mmt_status optimizer_save(run *r, const char *path) {
-    int64_t cap = r->opt8 ? mmt_adamw8bit_state_count(r->opt8) : mmt_adamw_state_count(r->opt), n = 0;
-    mmt_st_write_tensor *w = mmt_calloc((size_t)cap, sizeof *w);
-    if (!w) return MMT_STATUS_OUT_OF_MEMORY;
+ * resume and an adamw run writes the same bytes as before. With ZeRO-1 (blob: the other
+ * ranks' framed tensors) the file holds every rank's state, in the order one optimizer over
+ * every tensor would write it, so it resumes on any number of ranks. */
+static mmt_status optimizer_save(run *r, const char *path, const char *blob, const int64_t *offsets) {
+    mmt_st_write_tensor *w = NULL, *all = NULL;
+    int64_t n = 0, total = 0;
+    int64_t (*shapes)[MMT_MAX_DIMS] = NULL;
     static const char *const kind[2] = {MMT_ADAMW8BIT_METADATA_KEY, MMT_ADAMW8BIT_NAME};
-    mmt_status s = r->opt8 ? mmt_adamw8bit_state_export(r->opt8, w, cap, &n) : mmt_adamw_state_export(r->opt, w, cap, &n);
-    if (s == MMT_OK) s = mmt_safetensors_write(path, w, n, r->opt8 ? kind : NULL, r->opt8 ? 1 : 0);
+    mmt_status s = optimizer_export(r, &w, &n);
+    if (s == MMT_OK && blob) {
+        int64_t cap = n;
+        for (const char *p = blob + offsets[1]; p < blob + offsets[r->ranks];) { /* count first */
+            int32_t head[2];
+            int64_t bytes;
+            p += strlen(p) + 1;
+            memcpy(head, p, sizeof head);
+            p += sizeof head + (size_t)head[1] * sizeof(int64_t);
+            memcpy(&bytes, p, sizeof bytes);
+            p += sizeof bytes + (size_t)bytes;
+            cap++;
+        }
+        all = mmt_calloc((size_t)cap, sizeof *all);
+        shapes = mmt_calloc((size_t)cap, sizeof *shapes);
+        if (!all || !shapes) s = MMT_STATUS_OUT_OF_MEMORY;
+        for (int64_t i = 0; s == MMT_OK && i < n; i++) all[total++] = w[i];
+        for (const char *p = blob + offsets[1]; s == MMT_OK && p < blob + offsets[r->ranks]; total++) {
+            int32_t head[2];
+            int64_t bytes;
+            all[total].name = p;
+            p += strlen(p) + 1;
+            memcpy(head, p, sizeof head);
+            p += sizeof head;
+            all[total].dtype = (mmt_dtype)head[0];
+            all[total].ndim = head[1];
+            memcpy(shapes[total], p, (size_t)head[1] * sizeof(int64_t));
+            all[total].shape = shapes[total];
+            p += (size_t)head[1] * sizeof(int64_t);
+            memcpy(&bytes, p, sizeof bytes);
+            p += sizeof bytes;
+            all[total].data = p;
+            p += bytes;
+        }
+    }
+    if (s == MMT_OK) s = mmt_safetensors_write(path, all ? all : w, all ? total : n, r->opt8 ? kind : NULL, r->opt8 ? 1 : 0);
     mmt_free(w);
+    mmt_free(all);
+    mmt_free(shapes);
     return s;
 }
 
@@ -210,7 +328,7 @@ static mmt_status optimizer_load(run *r, const char *ckpt, const mmt_safetensors
     return r->opt8 ? mmt_adamw8bit_state_import(r->opt8, st) : mmt_adamw_state_import(r->opt, st);
 }
 
-static mmt_status write_checkpoint(run *r, int64_t step) {
+static mmt_status write_checkpoint(run *r, int64_t step, const char *blob, const int64_t *offsets) {
     const mmt_train_settings *set = r->set;
     char name[64];
     snprintf(name, sizeof name, "ckpt-%lld", (long long)step);
@@ -227,18 +345,19 @@ static mmt_status write_checkpoint(run *r, int64_t step) {
     mmt_crash_point("checkpoint.begin");
     if ((s = r->task->save(r->task->ctx, tmp)) != MMT_OK) goto done;
     mmt_crash_point("checkpoint.task_saved");
-    if ((s = optimizer_save(r, optpath)) != MMT_OK) goto done;
+    if ((s = optimizer_save(r, optpath, blob, offsets)) != MMT_OK) goto done;
     mmt_crash_point("checkpoint.optimizer_saved");
     /* The data position and every random draw follow from (seed, step): they are recorded
      * for people and tools; resume recomputes them. */
-    int64_t position = step * set->batch_size * set->grad_accum;
+    int64_t position = step * set->batch_size * set->grad_accum * r->world; /* in the padded global order */
     mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
-                           "  \"grad_accum\": %lld,\n  \"data_position\": %lld,\n  \"epoch\": %lld,\n  \"run_id\": \"%s\",\n"
+                           "  \"grad_accum\": %lld,\n  \"ranks\": %lld,\n  \"zero\": %d,\n  \"data_position\": %lld,\n"
+                           "  \"epoch\": %lld,\n  \"run_id\": \"%s\",\n"
                            "  \"rng\": \"splitmix64 streams derived from (seed, epoch) for the example order and (seed, step,"
-                           " micro-batch) for dropout\"",
+                           " micro-batch, share) for dropout\"",
                       (long long)step, (long long)r->total_steps, (unsigned long long)set->seed,
-                      (long long)set->batch_size, (long long)set->grad_accum, (long long)position,
-                      (long long)(position / r->task->n_examples), r->dir.run_id);
+                      (long long)set->batch_size, (long long)set->grad_accum, (long long)r->world, r->shard != NULL,
+                      (long long)position, (long long)(step * set->batch_size * set->grad_accum / r->per_rank), r->dir.run_id);
     if (set->settings_json) mmt_strbuf_printf(&js, ",\n  \"settings\": %s", set->settings_json);
     mmt_strbuf_printf(&js, "\n}\n");
     if (js.failed) {
@@ -281,6 +400,7 @@ static mmt_status resume_from(run *r, const char *ckpt, int64_t *step) {
             (s = mmt_json_get_int(root, "seed", 0, &seed, statepath, "")) == MMT_OK &&
             (s = mmt_json_get_int(root, "batch_size", 0, &bs, statepath, "")) == MMT_OK)
             s = mmt_json_get_int(root, "grad_accum", 1, &acc, statepath, "");
+        if (s == MMT_OK) s = mmt_json_get_int(root, "ranks", 1, &r->saved_world, statepath, "");
     }
     if (s == MMT_OK && k < 0) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing \"step\"", statepath);
     if (s == MMT_OK && ((uint64_t)seed != set->seed || bs != set->batch_size || acc != set->grad_accum))
@@ -344,21 +464,119 @@ static mmt_status write_final(run *r) {
     return s;
 }
 
+/* ---- data parallelism: shares, gradient sums, broadcasts ------------------------------------ */
+
+/* Which share and micro-batch the process's k-th micro-batch is: step, micro-batch m of the
+ * step, and the share (rank) it belongs to. A process computes its units shares per step
+ * (as_ranks; 1 otherwise), each over grad_accum micro-batches, in that order. */
+static void micro_at(const run *r, int64_t k, int64_t *step, int64_t *m, int64_t *share) {
+    int64_t A = r->set->grad_accum, per = r->units * A;
+    *step = k / per;
+    *m = k % per % A;
+    *share = r->rank * r->units + k % per / A;
+}
+
+/* The example indices of a micro-batch: DistributedSampler's split of the epoch's order. */
+static void micro_indices(const run *r, order *o, int64_t step, int64_t m, int64_t share, int64_t *out) {
+    int64_t B = r->set->batch_size, q0 = (step * r->set->grad_accum + m) * B, n = r->task->n_examples;
+    for (int64_t j = 0; j < B; j++) {
+        int64_t q = q0 + j, e = q / r->per_rank, pos = (q % r->per_rank) * r->world + share;
+        out[j] = order_at(o, e * n + pos % n);
+    }
+}
+
+/* The global number of a micro-batch: it keys dropout, and (times the batch size) the
+ * augmentation draws, so a share gets the same draws on whichever rank computes it. */
+static int64_t micro_id(const run *r, int64_t step, int64_t m, int64_t share) {
+    return (step * r->set->grad_accum + m) * r->world + share;
+}
+
+/* The gradients, packed into flat (= or +=), or unpacked from it. */
+static void grads_pack(const run *r, float *flat, int add) {
+    const mmt_param *p = r->params;
+    int64_t at = 0, n = 0;
+    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    for (int64_t i = 0; i < n; at += p[i].numel, i++)
+        for (int64_t j = 0; j < p[i].numel; j++) flat[at + j] = add ? flat[at + j] + p[i].grad[j] : p[i].grad[j];
+}
+
+static void grads_unpack(const run *r, const float *flat) {
+    int64_t at = 0, n = 0;
+    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    for (int64_t i = 0; i < n; at += r->params[i].numel, i++)
+        memcpy(r->params[i].grad, flat + at, (size_t)r->params[i].numel * sizeof(float));
+}
+
+/* Tensors [i0, i1) of the trainable list, from rank root to every rank, through flat. */
+static mmt_status params_broadcast(run *r, int64_t i0, int64_t i1, int root) {
+    int64_t at0 = 0, at = 0;
+    for (int64_t i = 0; i < i0; i++) at0 += r->params[i].numel;
+    at = at0;
+    if (r->rank == root)
+        for (int64_t i = i0; i < i1; at += r->params[i].numel, i++)
+            memcpy(r->flat_a + at, r->params[i].data, (size_t)r->params[i].numel * sizeof(float));
+    else
+        for (int64_t i = i0; i < i1; i++) at += r->params[i].numel;
+    double t = mmt_now_seconds();
+    mmt_status s = mmt_comm_broadcast(r->comm, r->flat_a + at0, (at - at0) * (int64_t)sizeof(float), root);
+    r->comm_seconds += mmt_now_seconds() - t;
+    if (s != MMT_OK || r->rank == root) return s;
+    at = at0;
+    for (int64_t i = i0; i < i1; at += r->params[i].numel, i++)
+        memcpy(r->params[i].data, r->flat_a + at, (size_t)r->params[i].numel * sizeof(float));
+    return MMT_OK;
+}
+
+/* ZeRO-1, after each rank stepped its tensors: every owner's tensors to everyone. */
+static mmt_status zero_gather_params(run *r) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    for (int64_t i0 = 0; i0 < n;) {
+        int64_t i1 = i0;
+        while (i1 < n && r->owner[i1] == r->owner[i0]) i1++;
+        MMT_TRY(params_broadcast(r, i0, i1, r->owner[i0]));
+        i0 = i1;
+    }
+    return MMT_OK;
+}
+
+/* A setup step that may fail on some ranks only: all learn whether any failed, so none
+ * waits in a collective for one that has given up. */
+static mmt_status agree(run *r, mmt_status s) {
+    if (r->ranks == 1) return s;
+    int64_t failed = s != MMT_OK;
+    mmt_status c = mmt_comm_allreduce_max_i64(r->comm, &failed, 1);
+    if (s != MMT_OK) return s;
+    if (c != MMT_OK) return c;
+    return failed ? mmt_fail(MMT_STATUS_INTERNAL, "another rank failed to set up the run (its message says why)") : MMT_OK;
+}
+
 mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *set,
                          mmt_train_result *result) {
     memset(result, 0, sizeof *result);
     if (task->n_examples < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "no training examples");
     if (set->batch_size < 1 || set->grad_accum < 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size and gradient accumulation must be >= 1");
-    if (set->batch_size > task->n_examples)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size %lld is larger than the %lld training examples",
-                        (long long)set->batch_size, (long long)task->n_examples);
     if (!(set->lr > 0) || !isfinite(set->lr)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "learning rate must be > 0");
     run r = {0};
     r.task = task;
     r.set = set;
-    int64_t per_step = set->batch_size * set->grad_accum;
-    int64_t steps_per_epoch = task->n_examples / per_step > 0 ? task->n_examples / per_step : 1;
+    r.comm = set->comm ? set->comm : mmt_comm_single();
+    r.rank = mmt_comm_rank(r.comm);
+    r.ranks = mmt_comm_size(r.comm);
+    if (set->as_ranks < 0 || set->as_ranks > 4096)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--as-ranks takes 1..4096, not %lld", (long long)set->as_ranks);
+    if (set->as_ranks > 1 && set->as_ranks % r.ranks != 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--as-ranks %lld is not a multiple of the job's %d ranks",
+                        (long long)set->as_ranks, r.ranks);
+    r.world = set->as_ranks > 1 ? set->as_ranks : r.ranks;
+    r.units = r.world / r.ranks;
+    r.per_rank = (task->n_examples + r.world - 1) / r.world;
+    if (set->batch_size > r.per_rank)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size %lld is larger than the %lld training examples%s",
+                        (long long)set->batch_size, (long long)r.per_rank, r.world > 1 ? " of each rank" : "");
+    int64_t per_step = set->batch_size * set->grad_accum; /* per share */
+    int64_t steps_per_epoch = r.per_rank / per_step > 0 ? r.per_rank / per_step : 1;
     r.total_steps = set->steps > 0 ? set->steps : steps_per_epoch * (set->epochs > 0 ? set->epochs : 1);
     int64_t warmup = set->warmup_steps >= 0 ? set->warmup_steps : (int64_t)(set->warmup_ratio * (double)r.total_steps);
     r.sched = mmt_schedule_make(set->schedule, warmup, r.total_steps);
@@ -378,60 +596,122 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     int64_t *ahead_indices = task->prefetch ? mmt_malloc((size_t)set->batch_size * sizeof(int64_t)) : NULL;
     mmt_status s = MMT_OK;
     char *ckpt = NULL;
+    void *blob = NULL;
+    int64_t *blob_offsets = NULL;
     if (!flat || !r.params || !ord.perm || !indices || (task->prefetch && (!ahead.perm || !ahead_indices))) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
     mmt_params_from_nn(np, n_params, flat);
+    for (int64_t i = 0; i < n_params; i++) r.n_flat += flat[i].numel;
     if ((s = build_groups(&r, np, flat, n_params)) != MMT_OK) goto done;
+    /* gradient sums over micro-batches (and the packing for the all-reduce), over shares */
+    if (set->grad_accum > 1 || r.ranks > 1) r.flat_a = mmt_malloc((size_t)(r.n_flat > 0 ? r.n_flat : 1) * sizeof(float));
+    if (r.units > 1) r.flat_t = mmt_malloc((size_t)(r.n_flat > 0 ? r.n_flat : 1) * sizeof(float));
+    if (((set->grad_accum > 1 || r.ranks > 1) && !r.flat_a) || (r.units > 1 && !r.flat_t)) {
+        s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    if (set->zero && r.ranks > 1 && (s = shard_groups(&r)) != MMT_OK) goto done;
     if ((s = optimizer_create(&r)) != MMT_OK) goto done;
-    mmt_run_dir_options ro = {set->identity_json, set->overwrite, set->resume};
-    if ((s = mmt_run_dir_open(set->out, &ro, &r.dir, &ckpt)) != MMT_OK) goto done;
+    /* rank 0 owns the run folder: it alone locks, checks, and writes it */
+    if (r.rank == 0) {
+        mmt_run_dir_options ro = {set->identity_json, set->overwrite, set->resume};
+        s = mmt_run_dir_open(set->out, &ro, &r.dir, &ckpt);
+    }
+    if ((s = agree(&r, s)) != MMT_OK) goto done;
+    if (r.ranks > 1) { /* the checkpoint to resume from, as rank 0 found it */
+        int64_t len = ckpt ? (int64_t)strlen(ckpt) + 1 : 0;
+        if ((s = mmt_comm_broadcast(r.comm, &len, sizeof len, 0)) != MMT_OK) goto done;
+        if (r.rank != 0 && len > 0 && !(ckpt = mmt_malloc((size_t)len))) s = MMT_STATUS_OUT_OF_MEMORY;
+        if ((s = agree(&r, s)) != MMT_OK) goto done;
+        if (len > 0 && (s = mmt_comm_broadcast(r.comm, ckpt, len, 0)) != MMT_OK) goto done;
+    }
 
     int64_t start = 0;
     if (ckpt) {
-        if ((s = resume_from(&r, ckpt, &start)) != MMT_OK) goto done;
-        if (start > r.total_steps) {
+        s = resume_from(&r, ckpt, &start);
+        if (s == MMT_OK && start > r.total_steps)
             s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s is at step %lld, past this run's %lld steps", ckpt,
                          (long long)start, (long long)r.total_steps);
-            goto done;
-        }
-        if (!set->quiet) mmt_log_info("resuming from %s (step %lld)", ckpt, (long long)start);
+        if ((s = agree(&r, s)) != MMT_OK) goto done;
+        if (!set->quiet && r.rank == 0) mmt_log_info("resuming from %s (step %lld)", ckpt, (long long)start);
+        if (s == MMT_OK && r.rank == 0 && r.saved_world != r.world)
+            mmt_log_warn("%s was written by a job of %lld ranks; this one trains as %lld, so the examples of a step are "
+                         "grouped otherwise from here on (--as-ranks %lld keeps them as they were)", ckpt,
+                         (long long)r.saved_world, (long long)r.world, (long long)r.saved_world);
     }
-    if ((s = open_metrics(&r, start)) != MMT_OK) goto done;
+    /* DDP's start: every rank begins from rank 0's trainable tensors */
+    if (r.ranks > 1 && (s = params_broadcast(&r, 0, n_params, 0)) != MMT_OK) goto done;
+    if (r.rank == 0 && (s = open_metrics(&r, start)) != MMT_OK) goto done;
 
     double t0 = mmt_now_seconds(), last_loss = NAN;
-    if (!set->quiet)
-        mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld, %lld trainable tensors", (long long)r.total_steps,
-                     (long long)task->n_examples, (long long)set->batch_size, (long long)set->grad_accum, (long long)n_params);
-    int64_t announced = start * set->grad_accum, last_micro = r.total_steps * set->grad_accum;
+    if (!set->quiet && r.rank == 0) {
+        if (r.world > 1)
+            mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld x %lld %s%s, %lld trainable tensors",
+                         (long long)r.total_steps, (long long)task->n_examples, (long long)set->batch_size,
+                         (long long)set->grad_accum, (long long)r.world, r.ranks > 1 ? "ranks" : "shares in one process",
+                         r.shard ? " (ZeRO-1)" : "", (long long)n_params);
+        else
+            mmt_log_info("training %lld steps, %lld examples, batch %lld x %lld, %lld trainable tensors",
+                         (long long)r.total_steps, (long long)task->n_examples, (long long)set->batch_size,
+                         (long long)set->grad_accum, (long long)n_params);
+    }
+    int64_t per_proc = r.units * set->grad_accum; /* micro-batches per step in this process */
+    int64_t announced = start * per_proc, last_micro = r.total_steps * per_proc;
     for (int64_t step = start; step < r.total_steps; step++) {
-        double ts = mmt_now_seconds(), data_wait = 0;
-        mmt_grad_zero(r.groups, r.n_groups);
+        double ts = mmt_now_seconds(), data_wait = 0, comm0 = r.comm_seconds;
         double loss_sum = 0;
-        for (int64_t m = 0; m < set->grad_accum; m++) {
-            int64_t micro = step * set->grad_accum + m, q0 = micro * set->batch_size;
-            for (; task->prefetch && announced <= micro + task->prefetch_ahead && announced < last_micro; announced++) {
-                int64_t p0 = announced * set->batch_size;
-                for (int64_t j = 0; j < set->batch_size; j++) ahead_indices[j] = order_at(&ahead, p0 + j);
-                if ((s = task->prefetch(task->ctx, p0, ahead_indices, set->batch_size)) != MMT_OK) goto done;
+        for (int64_t u = 0; u < r.units; u++) {
+            double share_loss = 0;
+            for (int64_t m = 0; m < set->grad_accum; m++) {
+                int64_t k = step * per_proc + u * set->grad_accum + m, kstep, km, share;
+                for (; task->prefetch && announced <= k + task->prefetch_ahead && announced < last_micro; announced++) {
+                    micro_at(&r, announced, &kstep, &km, &share);
+                    micro_indices(&r, &ahead, kstep, km, share, ahead_indices);
+                    if ((s = task->prefetch(task->ctx, micro_id(&r, kstep, km, share) * set->batch_size, ahead_indices,
+                                            set->batch_size)) != MMT_OK)
+                        goto done;
+                }
+                micro_at(&r, k, &kstep, &km, &share);
+                micro_indices(&r, &ord, step, m, share, indices);
+                /* each micro-batch's gradient on its own, then added: the sums are the same
+                 * on one process and on many */
+                mmt_grad_zero(r.groups, r.n_groups);
+                double loss, tl = mmt_now_seconds();
+                s = task->load_batch(task->ctx, indices, set->batch_size);
+                data_wait += mmt_now_seconds() - tl;
+                if (s != MMT_OK) goto done;
+                if ((s = task->forward_loss(task->ctx, mix(set->seed, (uint64_t)micro_id(&r, step, m, share)), &loss)) != MMT_OK)
+                    goto done;
+                if (!isfinite(loss)) {
+                    s = mmt_fail(MMT_STATUS_INTERNAL, "step %lld: the loss is %g; training stopped (checkpoints so far are kept)",
+                                 (long long)step + 1, loss);
+                    goto done;
+                }
+                if ((s = task->backward(task->ctx)) != MMT_OK) goto done;
+                share_loss = m == 0 ? loss : share_loss + loss;
+                if (set->grad_accum > 1) grads_pack(&r, r.flat_a, m > 0);
             }
-            for (int64_t j = 0; j < set->batch_size; j++) indices[j] = order_at(&ord, q0 + j);
-            double loss, tl = mmt_now_seconds();
-            s = task->load_batch(task->ctx, indices, set->batch_size);
-            data_wait += mmt_now_seconds() - tl;
-            if (s != MMT_OK) goto done;
-            if ((s = task->forward_loss(task->ctx, mix(set->seed, (uint64_t)(step * set->grad_accum + m)), &loss)) != MMT_OK)
-                goto done;
-            if (!isfinite(loss)) {
-                s = mmt_fail(MMT_STATUS_INTERNAL, "step %lld: the loss is %g; training stopped (checkpoints so far are kept)",
-                             (long long)step + 1, loss);
-                goto done;
+            loss_sum = u == 0 ? share_loss : loss_sum + share_loss;
+            if (r.units > 1) {
+                if (set->grad_accum == 1) grads_pack(&r, r.flat_t, u > 0);
+                else if (u == 0) memcpy(r.flat_t, r.flat_a, (size_t)r.n_flat * sizeof(float));
+                else for (int64_t i = 0; i < r.n_flat; i++) r.flat_t[i] += r.flat_a[i];
             }
-            if ((s = task->backward(task->ctx)) != MMT_OK) goto done;
-            loss_sum += loss;
         }
-        if (set->grad_accum > 1) mmt_grad_scale(r.groups, r.n_groups, 1.0 / (double)set->grad_accum);
+        float *sum = r.units > 1 ? r.flat_t : set->grad_accum > 1 ? r.flat_a : NULL; /* NULL: in the gradients */
+        if (r.ranks > 1) { /* the sum over ranks, in rank order */
+            if (!sum) grads_pack(&r, sum = r.flat_a, 0);
+            double t = mmt_now_seconds();
+            s = mmt_comm_allreduce_sum_f32(r.comm, sum, r.n_flat);
+            if (s == MMT_OK) s = mmt_comm_allreduce_sum_f64(r.comm, &loss_sum, 1);
+            r.comm_seconds += mmt_now_seconds() - t;
+            if (s != MMT_OK) goto done;
+        }
+        if (sum) grads_unpack(&r, sum);
+        int64_t shares = set->grad_accum * r.world;
+        if (shares > 1) mmt_grad_scale(r.groups, r.n_groups, 1.0 / (double)shares);
         float norm;
         if (set->max_grad_norm > 0) s = mmt_grad_clip_norm(r.groups, r.n_groups, set->max_grad_norm, &norm);
         else norm = mmt_grad_global_norm(r.groups, r.n_groups);
@@ -444,17 +724,22 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         }
         double mult = mmt_schedule_multiplier(&r.sched, step);
         if ((s = optimizer_step(&r, mult)) != MMT_OK) goto done;
+        if (r.shard && (s = zero_gather_params(&r)) != MMT_OK) goto done;
         if (task->after_step) task->after_step(task->ctx);
-        last_loss = loss_sum / (double)set->grad_accum;
+        last_loss = loss_sum / (double)shares;
         double te = mmt_now_seconds(), lr = set->lr * mult; /* the base rate; groups scale it */
-        double ips = (double)per_step / (te - ts > 1e-9 ? te - ts : 1e-9);
-        fprintf(r.metrics,
-                "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
-                "\"elapsed_s\": %.3f, \"data_wait_s\": %.4f}\n",
-                (long long)step + 1, (double)((step + 1) * per_step) / (double)task->n_examples, last_loss, lr, norm, ips,
-                te - t0, data_wait);
-        fflush(r.metrics);
-        if (set->on_step) {
+        double ips = (double)(per_step * r.world) / (te - ts > 1e-9 ? te - ts : 1e-9);
+        if (r.metrics) {
+            fprintf(r.metrics,
+                    "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
+                    "\"elapsed_s\": %.3f, \"data_wait_s\": %.4f",
+                    (long long)step + 1, (double)((step + 1) * per_step) / (double)r.per_rank, last_loss, lr, norm, ips,
+                    te - t0, data_wait);
+            if (r.ranks > 1) fprintf(r.metrics, ", \"comm_s\": %.4f", r.comm_seconds - comm0);
+            fprintf(r.metrics, "}\n");
+            fflush(r.metrics);
+        }
+        if (set->on_step && r.rank == 0) {
             int64_t done_here = step + 1 - start;
             double per = (te - t0) / (double)done_here;
             mmt_train_progress p = {step + 1, r.total_steps, start, last_loss, lr, ips, te - t0,
@@ -462,17 +747,25 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
             set->on_step(set->on_step_user, &p);
         }
         int last = step + 1 == r.total_steps;
-        if (last || (set->save_every > 0 && (step + 1) % set->save_every == 0))
-            if ((s = write_checkpoint(&r, step + 1)) != MMT_OK) goto done;
+        if (last || (set->save_every > 0 && (step + 1) % set->save_every == 0)) {
+            if (r.shard) { /* every rank's optimizer state to rank 0 */
+                mmt_free(blob);
+                mmt_free(blob_offsets);
+                blob = NULL;
+                if ((s = gather_state(&r, &blob, &blob_offsets)) != MMT_OK) goto done;
+            }
+            if (r.rank == 0 && (s = write_checkpoint(&r, step + 1, blob, blob_offsets)) != MMT_OK) goto done;
+        }
     }
-    if ((s = write_final(&r)) != MMT_OK) goto done;
+    if (r.rank == 0 && (s = write_final(&r)) != MMT_OK) goto done;
     result->steps_done = r.total_steps;
     result->steps_run = r.total_steps - start;
     result->final_loss = last_loss;
     result->seconds = mmt_now_seconds() - t0;
+    result->comm_seconds = r.comm_seconds;
 done:
     if (r.metrics) fclose(r.metrics);
-    mmt_run_dir_close(&r.dir);
+    if (r.rank == 0) mmt_run_dir_close(&r.dir);
     mmt_adamw_free(r.opt);
     mmt_adamw8bit_free(r.opt8);
     mmt_free(flat);
@@ -481,6 +774,13 @@ done:
     mmt_free(r.scale_text);
     mmt_free(r.patterns);
     mmt_free(r.factors);
+    mmt_free(r.flat_a);
+    mmt_free(r.flat_t);
+    mmt_free(r.owner);
+    mmt_free(r.shard);
+    mmt_free(r.shard_params);
+    mmt_free(blob);
+    mmt_free(blob_offsets);
     mmt_free(ord.perm);
     mmt_free(ahead.perm);
     mmt_free(indices);

@@ -102,6 +102,22 @@ typedef struct mmt_train_settings {
     const char *settings_json;/* written into trainer_state.json as "settings" (may be NULL) */
     const char *identity_json;/* what makes two runs the same run (run_dir.h); NULL: not checked */
     int overwrite;            /* a fresh run clears a non-empty out instead of refusing it */
+    /* Data parallelism (docs/distributed.md). comm: the job's ranks (NULL or one rank: a
+     * single process). Each rank trains on its share of every step, like PyTorch's DDP with
+     * a DistributedSampler: the example order of an epoch is the seeded permutation padded
+     * by repeating its start to a multiple of the ranks, rank r taking positions r, r + R, ...;
+     * the global batch is batch_size x grad_accum x ranks. Rank 0's trainable tensors are
+     * broadcast at the start; the gradients are summed over ranks in rank order (the same
+     * bytes on every rank) and divided by grad_accum x ranks; rank 0 alone writes the run
+     * folder. A resumed run may have another number of ranks. */
+    struct mmt_comm *comm;
+    /* 1: ZeRO stage 1 — each rank keeps the optimizer state of its share of the trainable
+     * tensors, steps those and broadcasts them; checkpoints hold the full state. */
+    int zero;
+    /* One process that trains exactly as an as_ranks-rank job would (the same examples per
+     * micro-batch, dropout and augmentation draws, and order of gradient sums): to
+     * reproduce or check a distributed run on one machine. 0 or 1: off. */
+    int64_t as_ranks;
 } mmt_train_settings;
 
 void mmt_train_settings_default(mmt_train_settings *s);
@@ -111,6 +127,7 @@ typedef struct mmt_train_result {
     int64_t steps_run;        /* steps this call ran */
     double final_loss;        /* mean loss of the last step */
     double seconds;           /* this call's wall time, checkpoint writes included */
+    double comm_seconds;      /* of which in gradient all-reduce and parameter broadcasts */
 } mmt_train_result;
 
 mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *settings,

@@ -36,6 +36,7 @@
 #include "models/git.h"
 #include "models/clip_train.h"
 #include "core/weights.h"
+#include "dist/comm.h"
 #include "peft/adapter.h"
 #include "peft/adapter_folder.h"
 #include "peft/merge.h"
@@ -250,6 +251,12 @@ int cmd_train(int argc, char **argv) {
         mmt_json_free(doc);
         return rc < 0 ? 0 : rc;
     }
+    mmt_comm *world = NULL;
+    if (mmt_comm_world(&world) != MMT_OK) {
+        mmt_json_free(doc);
+        return cli_runtime_error();
+    }
+    if (mmt_comm_rank(world) != 0) c.quiet = 1; /* rank 0 reports for the job */
     if (!c.quiet) mmt_log_set_level(MMT_LOG_INFO);
     mmt_pairs_options po;
     mmt_train_config_pairs_options(&c, &po);
@@ -291,7 +298,7 @@ int cmd_train(int argc, char **argv) {
         rc = cli_runtime_error();
         goto done;
     }
-    print_result(&c, job, &res);
+    if (mmt_comm_rank(world) == 0) print_result(&c, job, &res);
 done:
     mmt_train_job_free(job);
     mmt_pairs_free(pairs);
