@@ -802,7 +802,8 @@ int main(int argc, char **argv) {
         }
         snprintf(stop_message, sizeof stop_message,
                  "mmtune: rank %d of %d: stopped by the launcher: another rank of the job has failed (the launcher's "
-                 "message names it); a run goes on from its last checkpoint with --resume\n", rank, size);
+                 "message names it)%s\n", rank, size,
+                 !strcmp(cmd, "train") ? "; a run goes on from its last checkpoint with --resume" : "");
         signal(SIGTERM, on_launcher_stop);
         if (rank != 0) mmt_log_set_level(MMT_LOG_WARN); /* rank 0 speaks for the job */
     }

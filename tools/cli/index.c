@@ -2,6 +2,11 @@
  * index.c — `mmtune index` (embed a catalogue into a search index) and `mmtune search` (query
  * one), over data/catalog.h and serve/index.h; the embeddings come from cli/encoder.h, so an
  * adapter folder works as in `mmtune embed`.
+ *
+ * Under mpirun `index` splits the catalogue over the ranks in whole batches (cli/shard.h):
+ * each rank embeds its share, rank 0 gathers the vectors in item order and alone checks and
+ * writes the folder and prints; the calls into the encoder are those of one process, so the
+ * index is byte for byte the one a single process writes.
  */
 #include <errno.h>
 #include <limits.h>
@@ -12,6 +17,7 @@
 
 #include "cli/cli.h"
 #include "cli/encoder.h"
+#include "cli/shard.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/json.h"
@@ -43,7 +49,9 @@ static const char *INDEX_HELP =
     "  --batch-size N    items embedded per forward pass (default 32)\n"
     "\n"
     "The index is replaced atomically: a failure or kill midway leaves the previous one readable.\n"
-    "Progress (items/s, ETA) goes to stderr; the result is one JSON line on stdout.\n";
+    "Progress (items/s, ETA) goes to stderr; the result is one JSON line on stdout.\n"
+    "Under mpirun -np N each rank embeds a share of the batches and rank 0 writes the index\n"
+    "(the same files as one process writes; progress is rank 0's share; docs/distributed.md).\n";
 
 static const char *SEARCH_HELP =
     "usage: mmtune search --index DIR --model DIR [--adapter DIR] (--text T | --image FILE)\n"
@@ -132,11 +140,13 @@ static int parse_index_opts(int argc, char **argv, index_opts *o, int *done) {
     return 0;
 }
 
-/* Progress on stderr: one rewritten line on a terminal, else a line every few seconds. */
+/* Progress on stderr: one rewritten line on a terminal, else a line every few seconds. In a
+ * job of several ranks rank 0 shows its own share (the others run alongside). */
 typedef struct progress {
     int tty;
     double start, last;
     int64_t total;
+    int ranks; /* > 1: total is rank 0's share */
 } progress;
 
 static void progress_show(progress *p, int64_t done) {
@@ -145,13 +155,15 @@ static void progress_show(progress *p, int64_t done) {
     if (!final && now - p->last < (p->tty ? 0.2 : 5.0)) return;
     p->last = now;
     double rate = elapsed > 0 ? (double)done / elapsed : 0, eta = rate > 0 ? (double)(p->total - done) / rate : 0;
+    char share[64] = "";
+    if (p->ranks > 1) snprintf(share, sizeof share, " (rank 0's share, %d ranks)", p->ranks);
     if (p->tty) {
-        fprintf(stderr, "\rindex %lld/%lld items %.1f items/s ETA %d:%02d   ", (long long)done, (long long)p->total,
-                rate, (int)(eta / 60), (int)eta % 60);
+        fprintf(stderr, "\rindex %lld/%lld items%s %.1f items/s ETA %d:%02d   ", (long long)done, (long long)p->total,
+                share, rate, (int)(eta / 60), (int)eta % 60);
         if (final) fputc('\n', stderr);
     } else {
-        fprintf(stderr, "mmtune: info: index %lld/%lld items %.1f items/s ETA %.0fs\n", (long long)done,
-                (long long)p->total, rate, eta);
+        fprintf(stderr, "mmtune: info: index %lld/%lld items%s %.1f items/s ETA %.0fs\n", (long long)done,
+                (long long)p->total, share, rate, eta);
     }
     fflush(stderr);
 }
@@ -191,24 +203,54 @@ static mmt_status embed_batch(cli_encoder *enc, const mmt_catalog *c, const char
     return MMT_OK;
 }
 
-static mmt_status embed_all(cli_encoder *enc, const index_opts *o, const mmt_catalog *c, float *vectors) {
-    int64_t D = cli_encoder_dim(enc), B = o->batch;
+/* Embeds this rank's items [sh->begin, sh->end) batch by batch into vectors (share, D);
+ * rank 0 shows progress. */
+static mmt_status embed_share(cli_encoder *enc, const index_opts *o, const mmt_catalog *c, const cli_shard *sh,
+                              float *vectors) {
+    int64_t D = cli_encoder_dim(enc), B = o->batch, mine = sh->end - sh->begin;
     const char **paths = mmt_malloc((size_t)B * sizeof *paths), **texts = mmt_malloc((size_t)B * sizeof *texts);
     float *img = mmt_malloc((size_t)(B * D) * sizeof(float)), *txt = mmt_malloc((size_t)(B * D) * sizeof(float));
     mmt_status s = paths && texts && img && txt ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    progress p = {.tty = isatty(2), .start = mmt_now_seconds(), .total = c->n};
+    progress p = {.tty = isatty(2), .start = mmt_now_seconds(), .total = mine, .ranks = sh->size};
     p.last = p.start;
-    for (int64_t at = 0; at < c->n && s == MMT_OK; at += B) {
-        int64_t b = c->n - at < B ? c->n - at : B;
-        s = embed_batch(enc, c, o->embed, at, b, paths, texts, img, txt, vectors + at * D);
+    for (int64_t at = sh->begin; at < sh->end && s == MMT_OK; at += B) {
+        int64_t b = sh->end - at < B ? sh->end - at : B;
+        s = embed_batch(enc, c, o->embed, at, b, paths, texts, img, txt, vectors + (at - sh->begin) * D);
         if (s != MMT_OK) s = mmt_error_prefix(s, "%s (items %lld..%lld): ", c->source, (long long)at + 1, (long long)(at + b));
-        else if (c->n >= 2 * B) progress_show(&p, at + b);
+        else if (cli_shard_is_root(sh) && mine >= 2 * B) progress_show(&p, at + b - sh->begin);
     }
     mmt_free(paths);
     mmt_free(texts);
     mmt_free(img);
     mmt_free(txt);
     return s;
+}
+
+/* This rank's share embedded and gathered: every item's vector on rank 0 (*vectors, (n, D)),
+ * NULL on the others. */
+static mmt_status embed_all(cli_encoder *enc, const index_opts *o, const mmt_catalog *c, float **vectors) {
+    cli_shard sh;
+    int64_t D = cli_encoder_dim(enc);
+    MMT_TRY(cli_shard_open(c->n, o->batch, &sh));
+    int64_t mine_n = sh.end - sh.begin;
+    float *mine = mmt_malloc((size_t)((mine_n > 0 ? mine_n : 1) * D) * sizeof(float));
+    mmt_status s = mine ? embed_share(enc, o, c, &sh, mine) : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) s = cli_shard_gather(&sh, mine, D * (int64_t)sizeof(float), (void **)vectors);
+    mmt_free(mine);
+    return s;
+}
+
+/* The result line: {"index": OUT, "items": .., "count": .., ...}. */
+static void print_index_result(const char *out_dir, const mmt_catalog *c, const mmt_index *ix, double t0) {
+    const mmt_index_info *in = mmt_index_info_of(ix);
+    printf("{\"index\":");
+    mmt_strbuf out = {0};
+    mmt_strbuf_json_string(&out, out_dir, strlen(out_dir));
+    fputs(out.data ? out.data : "null", stdout);
+    mmt_strbuf_free(&out);
+    printf(",\"items\":%lld,\"count\":%lld,\"dim\":%lld,\"generation\":%lld,\"embed\":\"%s\",\"seconds\":%.2f}\n",
+           (long long)c->n, (long long)in->count, (long long)in->dim, (long long)in->generation, in->embed,
+           mmt_now_seconds() - t0);
 }
 
 int cmd_index(int argc, char **argv) {
@@ -228,10 +270,13 @@ int cmd_index(int argc, char **argv) {
                                  : o.overwrite ? MMT_INDEX_OVERWRITE : MMT_INDEX_CREATE,
                          .model_dir = model_abs, .model_fingerprint = model_fp, .adapter_dir = adapter_abs,
                          .adapter_fingerprint = o.adapter ? adapter_fp : NULL, .embed = o.embed};
+    mmt_comm *world = NULL;
     mmt_status s = model_abs && (!o.adapter || adapter_abs) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) s = mmt_comm_world(&world);
+    int root = s == MMT_OK && mmt_comm_rank(world) == 0; /* the one rank that writes */
     if (s == MMT_OK) s = mmt_catalog_load(o.catalog, NULL, &c);
-    if (s == MMT_OK) s = mmt_fingerprint_model(o.model, model_fp, &files);
-    if (s == MMT_OK && o.adapter) s = mmt_fingerprint_model(o.adapter, adapter_fp, &files);
+    if (s == MMT_OK && root) s = mmt_fingerprint_model(o.model, model_fp, &files);
+    if (s == MMT_OK && root && o.adapter) s = mmt_fingerprint_model(o.adapter, adapter_fp, &files);
     if (s == MMT_OK && (s = cli_encoder_open(o.model, o.adapter, &enc)) == MMT_OK) {
         enc_open = 1;
         dim = cli_encoder_dim(&enc);
@@ -251,24 +296,14 @@ int cmd_index(int argc, char **argv) {
         }
         items[i] = (mmt_index_item){.id = it->id, .title = it->title, .image_path = it->image_path, .meta = it->meta};
     }
-    /* refuse what the write would refuse before the slow part */
-    if (s == MMT_OK) s = mmt_index_check_write(o.out, &b, items, c->n);
-    if (s == MMT_OK && !(vectors = mmt_malloc((size_t)(c->n * dim) * sizeof(float)))) s = MMT_STATUS_OUT_OF_MEMORY;
-    if (s == MMT_OK) s = embed_all(&enc, &o, c, vectors);
-    if (s == MMT_OK) s = mmt_index_write(o.out, &b, items, vectors, c->n);
+    /* refuse what the write would refuse before the slow part (a refusal on rank 0 ends the
+     * job: main aborts it, so the others do not wait for the gather) */
+    if (s == MMT_OK && root) s = mmt_index_check_write(o.out, &b, items, c->n);
+    if (s == MMT_OK) s = embed_all(&enc, &o, c, &vectors);
+    if (s == MMT_OK && root) s = mmt_index_write(o.out, &b, items, vectors, c->n);
     mmt_index *ix = NULL;
-    if (s == MMT_OK) s = mmt_index_open(o.out, &ix);
-    if (s == MMT_OK) {
-        const mmt_index_info *in = mmt_index_info_of(ix);
-        printf("{\"index\":");
-        mmt_strbuf out = {0};
-        mmt_strbuf_json_string(&out, o.out, strlen(o.out));
-        fputs(out.data ? out.data : "null", stdout);
-        mmt_strbuf_free(&out);
-        printf(",\"items\":%lld,\"count\":%lld,\"dim\":%lld,\"generation\":%lld,\"embed\":\"%s\",\"seconds\":%.2f}\n",
-               (long long)c->n, (long long)in->count, (long long)in->dim, (long long)in->generation, in->embed,
-               mmt_now_seconds() - t0);
-    }
+    if (s == MMT_OK && root) s = mmt_index_open(o.out, &ix);
+    if (s == MMT_OK && root) print_index_result(o.out, c, ix, t0);
     rc = s == MMT_OK ? 0 : cli_runtime_error();
     mmt_index_close(ix);
     if (enc_open) cli_encoder_close(&enc);
