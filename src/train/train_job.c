@@ -137,6 +137,11 @@ static void task_options(const mmt_train_job *j, mmt_clip_task_options *to) {
  * settings (steps, epochs, lr, schedule) do not apply. */
 static mmt_status probe_create(mmt_train_job *j) {
     const mmt_train_config *c = j->c;
+    mmt_comm *world = NULL;
+    MMT_TRY(mmt_comm_world(&world));
+    if (mmt_comm_size(world) > 1)
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "the linear probe is fitted in one process (L-BFGS over every "
+                                                "embedding); run it without mpirun");
     char *identity = NULL, *nothing = NULL;
     mmt_status s = mmt_train_config_identity_json(c, j->pairs, &identity);
     if (s != MMT_OK) return s;
@@ -296,14 +301,7 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
                              void *user, mmt_train_job_result *result) {
     memset(result, 0, sizeof *result);
     result->probe_C = result->probe_heldout_accuracy = NAN;
-    if (j->probe) {
-        mmt_comm *world = NULL;
-        MMT_TRY(mmt_comm_world(&world));
-        if (mmt_comm_size(world) > 1)
-            return mmt_fail(MMT_STATUS_UNSUPPORTED, "the linear probe is fitted in one process (L-BFGS over every "
-                                                    "embedding); run it without mpirun");
-        return probe_run(j, result);
-    }
+    if (j->probe) return probe_run(j, result);
     const mmt_train_config *c = j->c;
     const mmt_train_options *o = &c->o;
     mmt_train_task tt;

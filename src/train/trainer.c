@@ -690,6 +690,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
                     goto done;
                 }
                 if ((s = task->backward(task->ctx)) != MMT_OK) goto done;
+                mmt_crash_point("train.backward_done");
                 share_loss = m == 0 ? loss : share_loss + loss;
                 if (set->grad_accum > 1) grads_pack(&r, r.flat_a, m > 0);
             }
