@@ -1,13 +1,20 @@
 /* eval_caption.c — `mmtune eval` for a GIT captioner: captions every image of the data and
  * scores them against the image's captions with CIDEr-D, BLEU-1..4 and ROUGE-L as
- * pycocoevalcap does (eval/caption_metrics.h). */
+ * pycocoevalcap does (eval/caption_metrics.h).
+ *
+ * Under mpirun the distinct images are split over the ranks in whole generation batches
+ * (cli/shard.h): each rank captions its share, rank 0 gathers the captions in image order
+ * and alone scores, prints and writes --out. Each batch is generated as one process generates
+ * it, so the captions and scores are the single process's. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/shard.h"
 #include "core/alloc.h"
+#include "core/json.h"
 #include "data/datasets.h"
 #include "eval/caption_metrics.h"
 #include "gen/generate.h"
@@ -27,7 +34,8 @@ static const char *HELP =
     "  --samples N         example captions in the output (default 5)\n"
     "  --image-root DIR    COCO: folder the file_name entries are relative to\n"
     "  --skip-bad          skip bad records of the data file (counted)\n"
-    "  --out FILE          also write the JSON object to FILE\n";
+    "  --out FILE          also write the JSON object to FILE\n"
+    "Under mpirun -np N each rank captions a share of the batches; rank 0 prints the result.\n";
 
 typedef struct grouped {
     const char **paths;       /* (n) distinct images, first-appearance order */
@@ -37,9 +45,15 @@ typedef struct grouped {
     int64_t n;
 } grouped;
 
+/* Where the captions of this rank's images go: g->captions[first + i]. */
+typedef struct caption_sink {
+    grouped *g;
+    int64_t first;
+} caption_sink;
+
 static mmt_status store_caption(void *user, int64_t i, const char *caption) {
-    grouped *g = user;
-    return (g->captions[i] = mmt_strdup(caption)) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    caption_sink *k = user;
+    return (k->g->captions[k->first + i] = mmt_strdup(caption)) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
 }
 
 /* Images in first-appearance order with their captions (pairs sharing an image_path). */
@@ -80,6 +94,37 @@ static void grouped_free(grouped *g) {
     mmt_free(g->refs);
     mmt_free(g->n_refs);
     mmt_free(g->captions);
+}
+
+/* Captions this rank's images [sh->begin, sh->end) and gathers every image's caption on rank 0
+ * (g->captions complete there; the others keep their own share only). */
+static mmt_status caption_share(cli_captioner *c, const mmt_gen_settings *gs, const cli_shard *sh, grouped *g) {
+    caption_sink sink = {g, sh->begin};
+    MMT_TRY(cli_captioner_run(c, g->paths + sh->begin, sh->end - sh->begin, gs, NULL, sh->batch, store_caption, &sink));
+    if (sh->size == 1) return MMT_OK;
+    /* this rank's captions, each with its terminating NUL, in image order */
+    mmt_strbuf mine = {0};
+    for (int64_t k = sh->begin; k < sh->end; k++) mmt_strbuf_append(&mine, g->captions[k], strlen(g->captions[k]) + 1);
+    char *all = NULL;
+    int64_t *off = mmt_malloc((size_t)(sh->size + 1) * sizeof *off);
+    /* a rank that fails here returns before the gather; main then ends the job */
+    mmt_status s = mine.failed || !off ? mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory") : MMT_OK;
+    if (s == MMT_OK) s = cli_shard_gather_bytes(sh, mine.data ? mine.data : "", (int64_t)mine.len, (void **)&all, off);
+    int64_t k = 0;
+    for (int64_t at = 0; s == MMT_OK && cli_shard_is_root(sh) && at < off[sh->size] && k < g->n; k++) {
+        size_t len = strnlen(all + at, (size_t)(off[sh->size] - at));
+        if (k < sh->begin || k >= sh->end) { /* rank 0 has its own already */
+            if (!(g->captions[k] = mmt_malloc(len + 1))) s = MMT_STATUS_OUT_OF_MEMORY;
+            else memcpy(g->captions[k], all + at, len), g->captions[k][len] = '\0';
+        }
+        at += (int64_t)len + 1;
+    }
+    if (s == MMT_OK && cli_shard_is_root(sh) && k != g->n)
+        s = mmt_fail(MMT_STATUS_INTERNAL, "eval: %lld captions from the ranks, expected %lld", (long long)k, (long long)g->n);
+    mmt_free(all);
+    mmt_free(off);
+    mmt_strbuf_free(&mine);
+    return s;
 }
 
 static void json_string(FILE *f, const char *s) {
@@ -150,22 +195,26 @@ int cmd_eval_captions(int argc, char **argv) {
     cli_captioner *c = NULL;
     mmt_pairs *pairs = NULL;
     grouped g = {0};
+    cli_shard sh = {0};
     mmt_caption_item *items = NULL;
     mmt_caption_metrics m;
-    mmt_status s = cli_captioner_open(model, adapter, &c);
+    mmt_status s = mmt_comm_world(&sh.comm);
+    int root = s == MMT_OK && mmt_comm_rank(sh.comm) == 0;
+    if (s == MMT_OK) s = cli_captioner_open(model, adapter, &c);
     if (s == MMT_OK) s = mmt_pairs_load(data, &po, &pairs);
-    if (s == MMT_OK && pairs->skipped)
+    if (s == MMT_OK && root && pairs->skipped)
         fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)pairs->skipped, data);
     if (s == MMT_OK) s = group_pairs(pairs, &g);
     if (s == MMT_OK) s = cli_captioner_defaults(c, &gs);
-    if (s == MMT_OK) s = cli_captioner_run(c, g.paths, g.n, &gs, NULL, batch, store_caption, &g);
-    if (s == MMT_OK && !(items = mmt_calloc((size_t)(g.n > 0 ? g.n : 1), sizeof *items))) s = MMT_STATUS_OUT_OF_MEMORY;
-    for (int64_t k = 0; s == MMT_OK && k < g.n; k++) items[k] = (mmt_caption_item){g.captions[k], g.refs[k], g.n_refs[k]};
-    if (s == MMT_OK) s = mmt_caption_scores(items, g.n, &m, NULL);
+    if (s == MMT_OK) s = cli_shard_open(g.n, batch, &sh);
+    if (s == MMT_OK) s = caption_share(c, &gs, &sh, &g);
+    if (s == MMT_OK && root && !(items = mmt_calloc((size_t)(g.n > 0 ? g.n : 1), sizeof *items))) s = MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t k = 0; s == MMT_OK && root && k < g.n; k++) items[k] = (mmt_caption_item){g.captions[k], g.refs[k], g.n_refs[k]};
+    if (s == MMT_OK && root) s = mmt_caption_scores(items, g.n, &m, NULL);
     int rc = 0;
     if (s != MMT_OK) {
         rc = cli_runtime_error();
-    } else {
+    } else if (root) {
         write_result(stdout, &g, pairs->n, &m, samples);
         FILE *f = out ? fopen(out, "w") : NULL;
         if (out && !f) rc = cli_usage_error("eval: cannot write %s: %s", out, strerror(errno));
