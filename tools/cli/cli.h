@@ -52,11 +52,8 @@ mmt_status cli_captioner_words(cli_captioner *c, const char *path, int allowed, 
 /* Captions paths[0..n), batch images at a time, calling fn with each caption in order. */
 mmt_status cli_captioner_run(cli_captioner *c, const char *const *paths, int64_t n, const struct mmt_gen_settings *s,
                              const char *prompt, int64_t batch, cli_caption_fn fn, void *user);
-int cmd_eval(int argc, char **argv);
 /* `mmtune eval` (eval.c): a CLIP's retrieval, zero-shot and linear-probe scores, split over
- * the ranks of an MPI job; a GIT captioner's --model goes on to cmd_eval_captions. main
- * calls this one; train.c's older single-process cmd_eval above is no longer called (it goes
- * when train.c's owner removes it, and this can then take its name). */
+ * the ranks of an MPI job; a GIT captioner's --model goes on to cmd_eval_captions. */
 int cmd_eval_clip(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);

@@ -1,5 +1,5 @@
 /*
- * train.c — `mmtune train`, `mmtune eval` and `mmtune merge`.
+ * train.c — `mmtune train` and `mmtune merge` (eval is eval.c).
  *
  * train's settings are one table (train/train_config.h): each has a flag, a key in the
  * --config JSON file and a default, and --help is printed from the table, so the three cannot
@@ -18,23 +18,15 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/encoder.h"
-#include "cli/zero_shot.h"
 #include "core/alloc.h"
-#include "core/file.h"
+#include "models/clip_train.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/safetensors.h"
-#include "data/image.h"
-#include "data/loader.h"
 #include "data/datasets.h"
 #include "data/pairs.h"
-#include "data/preprocess.h"
-#include "eval/retrieval.h"
-#include "eval/zeroshot.h"
 #include "models/clip.h"
 #include "models/git.h"
-#include "models/clip_train.h"
 #include "core/weights.h"
 #include "dist/comm.h"
 #include "peft/adapter.h"
@@ -42,8 +34,6 @@
 #include "peft/merge.h"
 #include "peft/peft_config.h"
 #include "peft/prompt.h"
-#include "train/probe_fit.h"
-#include "train/probe_task.h"
 #include "train/train_config.h"
 #include "train/train_job.h"
 #include "train/trainer.h"
@@ -305,226 +295,6 @@ done:
     mmt_clip_free(model);
     mmt_git_free(git);
     mmt_json_free(doc);
-    return rc;
-}
-
-/* ---- eval ------------------------------------------------------------------------------ */
-
-static const char *EVAL_HELP =
-    "usage: mmtune eval --model DIR --data pairs.jsonl [--adapter DIR] [--batch-size N] [--out FILE]\n"
-    "       (a GIT captioner: mmtune eval --model GIT_DIR --help)\n"
-    "                   [--match pair|label] [--zero-shot [--templates FILE] [--classes A,B,...]]\n"
-    "       mmtune eval --model DIR --data labelled.jsonl --head DIR [--out FILE]\n"
-    "\n"
-    "Embeds every pair's image and text (through the adapter when given) and prints one JSON\n"
-    "object: image->text and text->image recall@1/5/10 and median rank, and the mean\n"
-    "contrastive loss over batches. --out also writes it to FILE.\n"
-    "With --head (a folder written by train --method linear-probe) it instead classifies each\n"
-    "image with the linear head on the base model's embeddings and prints the accuracy and the\n"
-    "mean cross-entropy; a pair's class is its \"label\", or its text.\n"
-    "  --batch-size N   pairs per batch for embedding and for the loss (default 32)\n"
-    "  --match M        what counts as a correct retrieval: pair (default; only the item's own\n"
-    "                   pair) or label (any item with the same \"label\": class-level recall@K,\n"
-    "                   as in metric learning; the rank is that of the best same-class item)\n"
-    "  --skip-bad       skip bad records of the data file (counted)\n"
-    "  --image-root DIR COCO: folder the file_name entries are relative to\n"
-    "  --max-text-bytes N\n"
-    "                   a caption over N bytes makes its record bad (default 65536)\n"
-    "  --max-file-bytes N\n"
-    "                   a data file over N bytes is refused (default 2147483648)\n"
-    "  --zero-shot      also classify each image among the pairs' distinct labels by prompt\n"
-    "                   ensembling as CLIP does (mean of the normalised prompt embeddings) and\n"
-    "                   add zero_shot_accuracy and zero_shot_per_class\n"
-    "  --templates FILE one prompt template per line with {} for the class name (default: a\n"
-    "                   built-in set such as \"a photo of a {}.\")\n"
-    "  --classes LIST   comma-separated class names, in this order (default: the labels)\n";
-
-/* eval --head: the linear probe's top-1 accuracy on a labelled set. */
-static int eval_head(const char *model_dir, const char *data, const char *head_dir, const mmt_pairs_options *po,
-                     const char *out) {
-    cli_encoder enc = {0};
-    mmt_pairs *pairs = NULL;
-    mmt_probe_head *head = NULL;
-    const char **paths = NULL;
-    float *emb = NULL;
-    mmt_probe_metrics m;
-    int rc = 0;
-    if (mmt_probe_head_load(head_dir, &head) != MMT_OK || cli_pairs_load(data, po, &pairs) != MMT_OK ||
-        cli_encoder_open(model_dir, NULL, &enc) != MMT_OK) {
-        rc = cli_runtime_error();
-        goto done;
-    }
-    if (cli_encoder_dim(&enc) != head->P) {
-        fprintf(stderr, "mmtune: error: %s: the head takes %lld-dim embeddings, %s gives %lld\n", head_dir,
-                (long long)head->P, model_dir, (long long)cli_encoder_dim(&enc));
-        rc = 1;
-        goto done;
-    }
-    paths = mmt_malloc((size_t)pairs->n * sizeof *paths);
-    emb = mmt_malloc((size_t)(pairs->n * head->P) * sizeof(float));
-    for (int64_t i = 0; paths && i < pairs->n; i++) paths[i] = pairs->items[i].image_path;
-    if (!paths || !emb || cli_encoder_images(&enc, paths, pairs->n, emb) != MMT_OK ||
-        mmt_probe_evaluate(head, pairs, emb, &m) != MMT_OK) {
-        rc = cli_runtime_error();
-        goto done;
-    }
-    char line[256];
-    snprintf(line, sizeof line, "{\"examples\": %lld, \"classes\": %lld, \"correct\": %lld, \"accuracy\": %.6f, \"loss\": %.6f}\n",
-             (long long)m.n, (long long)head->K, (long long)m.correct, m.accuracy, m.loss);
-    fputs(line, stdout);
-    if (out && mmt_file_write_atomic(out, line, strlen(line)) != MMT_OK) rc = cli_runtime_error();
-done:
-    mmt_free(paths);
-    mmt_free(emb);
-    mmt_probe_head_free(head);
-    mmt_pairs_free(pairs);
-    cli_encoder_close(&enc);
-    return rc;
-}
-
-/* Embeds all pairs' images and texts through the view (adapter applied when attached). */
-static mmt_status embed_pairs(mmt_clip *model, mmt_clip_train *view, const mmt_pairs *pairs, int64_t bs,
-                              float *img, float *txt, double *mean_loss) {
-    const mmt_clip_config *c = mmt_clip_config_of(model);
-    int64_t S = c->vision.image_size, L = c->text.max_positions, P = c->projection_dim;
-    size_t per = (size_t)(3 * S * S);
-    float *px = mmt_malloc((size_t)bs * per * sizeof(float));
-    int32_t *ids = mmt_malloc((size_t)(bs * L) * sizeof(int32_t));
-    mmt_status s = px && ids ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    double loss_sum = 0;
-    int64_t batches = 0;
-    for (int64_t at = 0; s == MMT_OK && at < pairs->n; at += bs) {
-        int64_t b = pairs->n - at < bs ? pairs->n - at : bs;
-        for (int64_t i = 0; i < b && s == MMT_OK; i++) {
-            s = mmt_clip_image_file_pixels(model, pairs->items[at + i].image_path, px + (size_t)i * per);
-            const char *t = pairs->items[at + i].text;
-            if (s == MMT_OK) s = mmt_clip_tokenize(model, &t, 1, 1, ids + i * L);
-        }
-        double loss = 0;
-        if (s == MMT_OK) s = mmt_clip_train_forward_loss(view, px, ids, b, L, 0, &loss);
-        if (s == MMT_OK) {
-            memcpy(img + at * P, mmt_clip_train_image_embeds(view), (size_t)(b * P) * sizeof(float));
-            memcpy(txt + at * P, mmt_clip_train_text_embeds(view), (size_t)(b * P) * sizeof(float));
-            loss_sum += loss;
-            batches++;
-        }
-    }
-    *mean_loss = batches ? loss_sum / (double)batches : NAN;
-    mmt_free(px);
-    mmt_free(ids);
-    return s;
-}
-
-int cmd_eval(int argc, char **argv) {
-    for (int i = 0; i + 1 < argc; i++) { /* a captioner is scored on its captions */
-        int captioner = 0;
-        if (!strcmp(argv[i], "--model") && mmt_snapshot_is_git(argv[i + 1], &captioner) == MMT_OK && captioner)
-            return cmd_eval_captions(argc, argv);
-    }
-    const char *model_dir = NULL, *data = NULL, *adapter_dir = NULL, *out = NULL, *head_dir = NULL;
-    const char *templates = NULL, *classes = NULL, *match = "pair";
-    int64_t bs = 32;
-    int zero_shot = 0;
-    mmt_pairs_options po;
-    mmt_pairs_options_default(&po);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(EVAL_HELP, stdout), 0;
-        if (!strcmp(a, "--skip-bad")) {
-            po.skip_bad = 1;
-            continue;
-        }
-        if (!strcmp(a, "--zero-shot")) {
-            zero_shot = 1;
-            continue;
-        }
-        if (i + 1 >= argc) return cli_usage_error("eval: %s needs a value", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--model")) model_dir = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--adapter")) adapter_dir = v;
-        else if (!strcmp(a, "--head")) head_dir = v;
-        else if (!strcmp(a, "--image-root")) po.image_root = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--templates")) templates = v;
-        else if (!strcmp(a, "--classes")) classes = v;
-        else if (!strcmp(a, "--match")) match = v;
-        else if (!strcmp(a, "--batch-size")) {
-            char *end;
-            bs = strtoll(v, &end, 10);
-            if (*end || bs < 1 || bs > 65536) return cli_usage_error("--batch-size needs a number from 1 to 65536");
-        } else if (!strcmp(a, "--max-text-bytes") || !strcmp(a, "--max-file-bytes")) {
-            char *end;
-            errno = 0;
-            long long n = strtoll(v, &end, 10);
-            if (!*v || *end || errno || n < 1) return cli_usage_error("eval: %s needs a positive number of bytes, got '%s'", a, v);
-            if (!strcmp(a, "--max-text-bytes")) po.max_text_bytes = (size_t)n;
-            else po.max_file_bytes = (size_t)n;
-        } else return cli_usage_error("eval: unknown option '%s'", a);
-    }
-    if (!model_dir || !data) return cli_usage_error("eval: --model and --data are required");
-    if (head_dir && adapter_dir)
-        return cli_usage_error("eval: --head scores the base model's image embeddings; drop --adapter");
-    if ((templates || classes) && !zero_shot) return cli_usage_error("eval: --templates and --classes go with --zero-shot");
-    if (head_dir && zero_shot) return cli_usage_error("eval: --zero-shot and --head are separate evaluations");
-    if (strcmp(match, "pair") && strcmp(match, "label"))
-        return cli_usage_error("eval: --match takes pair or label, not '%s'", match);
-    int by_label = !strcmp(match, "label");
-    if (head_dir) return eval_head(model_dir, data, head_dir, &po, out);
-    mmt_clip *model = NULL;
-    mmt_pairs *pairs = NULL;
-    mmt_clip_train *view = NULL;
-    mmt_adapter *ad = NULL;
-    mmt_prompt *prompt = NULL;
-    float *img = NULL, *txt = NULL;
-    int rc = 0;
-    mmt_clip_train_options o;
-    mmt_clip_train_options_default(&o);
-    mmt_retrieval_metrics m;
-    mmt_zeroshot_classes groups = {0}; /* --match label: each pair's class */
-    double loss = NAN;
-    if (cli_clip_load(model_dir, &model) != MMT_OK || cli_pairs_load(data, &po, &pairs) != MMT_OK ||
-        mmt_clip_train_create(model, &o, &view) != MMT_OK ||
-        (adapter_dir && mmt_adapter_folders_load(mmt_clip_train_iface(view), adapter_dir, 0, &ad, &prompt) != MMT_OK)) {
-        rc = cli_runtime_error();
-        goto done;
-    }
-    mmt_clip_train_set_eval(view, 1); /* no dropout in evaluation */
-    int64_t P = mmt_clip_embed_dim(model);
-    img = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
-    txt = mmt_malloc((size_t)(pairs->n * P) * sizeof(float));
-    if (!img || !txt || (by_label && mmt_zeroshot_classes_from_pairs(pairs, NULL, &groups) != MMT_OK) ||
-        embed_pairs(model, view, pairs, bs, img, txt, &loss) != MMT_OK ||
-        mmt_retrieval_eval_grouped(img, txt, by_label ? groups.labels : NULL, pairs->n, P, &m) != MMT_OK) {
-        rc = cli_runtime_error();
-        goto done;
-    }
-    mmt_strbuf line = {0};
-    mmt_strbuf_printf(&line,
-             "{\"pairs\": %lld, \"match\": \"%s\", \"loss\": %.6f, \"i2t_recall_at_1\": %.6f, \"i2t_recall_at_5\": %.6f, \"i2t_recall_at_10\": %.6f, "
-             "\"i2t_median_rank\": %g, \"t2i_recall_at_1\": %.6f, \"t2i_recall_at_5\": %.6f, \"t2i_recall_at_10\": %.6f, "
-             "\"t2i_median_rank\": %g",
-             (long long)m.n, match, loss, m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank, m.t2i_r1, m.t2i_r5, m.t2i_r10,
-             m.t2i_median_rank);
-    if (zero_shot && cli_zero_shot(model, view, pairs, img, templates, classes, &line) != MMT_OK) {
-        mmt_strbuf_free(&line);
-        rc = cli_runtime_error();
-        goto done;
-    }
-    mmt_strbuf_append(&line, "}\n", 2);
-    if (line.failed) rc = cli_runtime_error();
-    else fputs(line.data, stdout);
-    if (rc == 0 && out && mmt_file_write_atomic(out, line.data, line.len) != MMT_OK) rc = cli_runtime_error();
-    mmt_strbuf_free(&line);
-done:
-    mmt_free(img);
-    mmt_free(txt);
-    mmt_zeroshot_classes_free(&groups);
-    mmt_adapter_free(ad);
-    mmt_prompt_free(prompt);
-    mmt_clip_train_free(view);
-    mmt_pairs_free(pairs);
-    mmt_clip_free(model);
     return rc;
 }
 
