@@ -27,12 +27,12 @@ static void log_softmax_rows(double *out, const float *m, int64_t B, int64_t rs,
     }
 }
 
-mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, int64_t P,
-                               float scale, const float *teacher_lt, float distill_weight,
-                               mmt_arena *arena, double *loss, float *dimg, float *dtxt,
-                               double *dscale) {
-    mmt_arena_mark mark = mmt_arena_get_mark(arena);
-    float *lt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(float), 64);   // (B, B)
+/* d loss / d LT (N, N) and the loss, from the logits lt (N, N) (and the teacher's, when
+ * distilling): the part of clip_loss that does not depend on which rows a caller wants the
+ * gradient of. dlt and the work rows come from the arena, which the caller rewinds. */
+static mmt_status contrastive_dlogits(const float *lt, int64_t B, const float *teacher_lt,
+                                      float distill_weight, mmt_arena *arena, double *loss,
+                                      double **dlt_out) {
     double *lr = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64); // rows of LT
     double *lc = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64); // rows of LT^T
     double *dlt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
@@ -42,11 +42,7 @@ mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, in
         tr = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
         tc = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
     }
-    if (!lt || !lr || !lc || !dlt || (distill && (!tr || !tc))) {
-        mmt_arena_rewind(arena, mark);
-        return MMT_STATUS_OUT_OF_MEMORY;
-    }
-    nn_clip_logits(lt, img, txt, B, P, scale);
+    if (!lr || !lc || !dlt || (distill && (!tr || !tc))) return MMT_STATUS_OUT_OF_MEMORY;
     log_softmax_rows(lr, lt, B, B, 1);
     log_softmax_rows(lc, lt, B, 1, B);
     double total = 0;
@@ -69,21 +65,90 @@ mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, in
             }
     }
     *loss = total;
-    /* LT = scale * txt img^T: dtxt = scale dLT img, dimg = scale dLT^T txt. */
-    double ds = 0;
-    for (int64_t i = 0; i < B; i++)
+    *dlt_out = dlt;
+    return MMT_OK;
+}
+
+/* LT = scale * txt img^T: dtxt = scale dLT img, dimg = scale dLT^T txt, added to the rows
+ * [row0, row0 + rows) of the B-row batch only (dimg, dtxt hold those rows; may be NULL);
+ * *ds gets d loss / d scale over the whole batch. Each row's sum runs in the same order
+ * whichever rows are asked for, so a row's gradient does not depend on row0 and rows. */
+static void contrastive_project(const double *dlt, const float *lt, const float *img,
+                                const float *txt, int64_t B, int64_t P, float scale,
+                                int64_t row0, int64_t rows, float *dimg, float *dtxt,
+                                double *ds) {
+    double sum = 0;
+    for (int64_t i = 0; i < B; i++) {
+        int txt_mine = dtxt && i >= row0 && i < row0 + rows;
         for (int64_t j = 0; j < B; j++) {
             double d = dlt[i * B + j];
-            if (scale != 0) ds += d * lt[i * B + j] / scale;
+            if (scale != 0) sum += d * lt[i * B + j] / scale;
             float fd = (float)(d * scale);
-            if (dtxt)
-                for (int64_t k = 0; k < P; k++) dtxt[i * P + k] += fd * img[j * P + k];
-            if (dimg)
-                for (int64_t k = 0; k < P; k++) dimg[j * P + k] += fd * txt[i * P + k];
+            if (txt_mine)
+                for (int64_t k = 0; k < P; k++) dtxt[(i - row0) * P + k] += fd * img[j * P + k];
+            if (dimg && j >= row0 && j < row0 + rows)
+                for (int64_t k = 0; k < P; k++) dimg[(j - row0) * P + k] += fd * txt[i * P + k];
         }
-    if (dscale) *dscale += ds;
+    }
+    *ds = sum;
+}
+
+mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, int64_t P,
+                               float scale, const float *teacher_lt, float distill_weight,
+                               mmt_arena *arena, double *loss, float *dimg, float *dtxt,
+                               double *dscale) {
+    mmt_arena_mark mark = mmt_arena_get_mark(arena);
+    float *lt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(float), 64); // (B, B)
+    double *dlt = NULL;
+    mmt_status st = lt ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (st == MMT_OK) {
+        nn_clip_logits(lt, img, txt, B, P, scale);
+        st = contrastive_dlogits(lt, B, teacher_lt, distill_weight, arena, loss, &dlt);
+    }
+    if (st == MMT_OK) {
+        double ds;
+        contrastive_project(dlt, lt, img, txt, B, P, scale, 0, B, dimg, dtxt, &ds);
+        if (dscale) *dscale += ds;
+    }
     mmt_arena_rewind(arena, mark);
-    return MMT_OK;
+    return st;
+}
+
+mmt_status nn_contrastive_loss_gathered(const float *img_all, const float *txt_all, int64_t R,
+                                        int64_t r, int64_t B, int64_t P, float scale,
+                                        const float *teacher_lt, float distill_weight,
+                                        mmt_arena *arena, double *loss, float *dimg,
+                                        float *dtxt, double *dscale) {
+    if (R < 1 || r < 0 || r >= R || B < 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "gathered contrastive loss: rank %lld of %lld ranks, %lld rows each",
+                        (long long)r, (long long)R, (long long)B);
+    int64_t N = R * B, row0 = r * B;
+    mmt_arena_mark mark = mmt_arena_get_mark(arena);
+    float *lt = mmt_arena_alloc(arena, (size_t)(N * N) * sizeof(float), 64);      // (N, N)
+    float *gimg = dimg ? mmt_arena_alloc(arena, (size_t)(B * P) * sizeof(float), 64) : NULL; // (B, P)
+    float *gtxt = dtxt ? mmt_arena_alloc(arena, (size_t)(B * P) * sizeof(float), 64) : NULL; // (B, P)
+    double *dlt = NULL;
+    mmt_status st = lt && (!dimg || gimg) && (!dtxt || gtxt) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (st == MMT_OK) {
+        nn_clip_logits(lt, img_all, txt_all, N, P, scale);
+        st = contrastive_dlogits(lt, N, teacher_lt, distill_weight, arena, loss, &dlt);
+    }
+    if (st == MMT_OK) {
+        /* The local rows' gradient of the global loss, summed from zero exactly as the
+         * whole-batch loss sums those rows, then scaled by R: what autograd through an
+         * all-gather gives each rank (every rank's loss reaches these rows), so that the
+         * trainer's sum over ranks / R is the global-batch gradient. */
+        if (gimg) memset(gimg, 0, (size_t)(B * P) * sizeof(float));
+        if (gtxt) memset(gtxt, 0, (size_t)(B * P) * sizeof(float));
+        double ds;
+        contrastive_project(dlt, lt, img_all, txt_all, N, P, scale, row0, B, gimg, gtxt, &ds);
+        float f = (float)R;
+        for (int64_t k = 0; gimg && k < B * P; k++) dimg[k] += f * gimg[k];
+        for (int64_t k = 0; gtxt && k < B * P; k++) dtxt[k] += f * gtxt[k];
+        if (dscale) *dscale += ds;
+    }
+    mmt_arena_rewind(arena, mark);
+    return st;
 }
 
 double nn_cross_entropy(const float *logits, const int32_t *labels, int64_t B, int64_t K,

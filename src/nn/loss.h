@@ -27,6 +27,24 @@ mmt_status nn_contrastive_loss(const float *img, const float *txt, int64_t B, in
                                mmt_arena *arena, double *loss, float *dimg, float *dtxt,
                                double *dscale);
 
+/* The contrastive loss over the batch of every rank of a data-parallel job (open_clip's
+ * --gather-with-grad with local_loss off): img_all, txt_all (R*B, P) are the R ranks'
+ * normalised embeddings gathered in rank order, this rank's (r) rows at r*B. *loss is the
+ * loss of the whole R*B batch, the same value nn_contrastive_loss gives on it (the same
+ * code and order: bitwise), on every rank. teacher_lt, when given, is (R*B, R*B).
+ *
+ * Gradients (+=) go to this rank's rows only: dimg, dtxt (B, P) get R x d loss / d (rows
+ * r*B .. r*B + B - 1), *dscale the whole d loss / d scale. The factor R is what autograd
+ * through open_clip's all_gather gives (each of the R ranks' copies of the loss reaches
+ * these rows), which DDP's mean over ranks then cancels: a trainer that sums every rank's
+ * parameter gradients and divides by R gets the global-batch gradient, and d scale (the
+ * same on every rank) summed and divided by R stays the global one. */
+mmt_status nn_contrastive_loss_gathered(const float *img_all, const float *txt_all, int64_t R,
+                                        int64_t r, int64_t B, int64_t P, float scale,
+                                        const float *teacher_lt, float distill_weight,
+                                        mmt_arena *arena, double *loss, float *dimg,
+                                        float *dtxt, double *dscale);
+
 /* logits_per_text (B, B) = scale * txt @ img^T, as CLIPModel computes it. */
 void nn_clip_logits(float *lt, const float *img, const float *txt, int64_t B, int64_t P,
                     float scale);
