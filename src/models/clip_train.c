@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "dist/comm.h"
 #include "models/clip_internal.h"
 #include "models/clip_modules.h"
 #include "nn/block.h"
@@ -819,6 +820,44 @@ static mmt_status run_before_forward(mmt_clip_train *ct) {
     return MMT_OK;
 }
 
+/* Whether a training forward_loss gathers every rank's embeddings (see the options). */
+static int gathers(const mmt_clip_train *ct) {
+    return ct->opt.gather_with_grad && ct->opt.comm && mmt_comm_size(ct->opt.comm) > 1 && !ct->eval_mode;
+}
+
+/* open_clip's gather_with_grad: every rank's embeddings (B, P) in rank order, img and txt
+ * and, when distilling, the frozen model's (ti, tt), in one all-gather; then the loss over
+ * the global batch with this rank's gradients (nn_contrastive_loss_gathered). The batch
+ * sizes are gathered first, so that ranks that disagree all fail with the same message
+ * instead of exchanging buffers of different lengths. */
+static mmt_status gathered_loss(mmt_clip_train *ct, const float *ti, const float *tt, int64_t B, int64_t P) {
+    mmt_comm *c = ct->opt.comm;
+    int64_t R = mmt_comm_size(c), r = mmt_comm_rank(c), N = R * B;
+    int64_t *rows = mmt_arena_alloc(&ct->step, (size_t)R * sizeof(int64_t), 64);
+    if (!rows) return MMT_STATUS_OUT_OF_MEMORY;
+    MMT_TRY(mmt_comm_allgather(c, &B, sizeof B, rows));
+    for (int64_t q = 1; q < R; q++)
+        if (rows[q] != rows[0])
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "gather-with-grad: rank 0 has %lld pairs in its micro-batch and "
+                            "rank %lld has %lld; gathering the embeddings needs the same number on every rank",
+                            (long long)rows[0], (long long)q, (long long)rows[q]);
+    int64_t k = ti ? 4 : 2, n = B * P; /* blocks of one rank: img, txt (, ti, tt) */
+    const float *mine[4] = {ct->vision.emb, ct->text.emb, ti, tt};
+    float *send = ALLOC_F(&ct->step, k * n), *recv = ALLOC_F(&ct->step, R * k * n);
+    float *all = ALLOC_F(&ct->step, k * N * P); /* block b of every rank: (N, P) at b * N * P */
+    float *teacher = ti ? ALLOC_F(&ct->step, N * N) : NULL;
+    if (!send || !recv || !all || (ti && !teacher)) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t b = 0; b < k; b++) memcpy(send + b * n, mine[b], (size_t)n * sizeof(float));
+    MMT_TRY(mmt_comm_allgather(c, send, k * n * (int64_t)sizeof(float), recv));
+    for (int64_t q = 0; q < R; q++)
+        for (int64_t b = 0; b < k; b++)
+            memcpy(all + b * N * P + q * n, recv + (q * k + b) * n, (size_t)n * sizeof(float));
+    float scale = mmt_clip_train_scale(ct);
+    if (ti) nn_clip_logits(teacher, all + 2 * N * P, all + 3 * N * P, N, P, scale);
+    return nn_contrastive_loss_gathered(all, all + N * P, R, r, B, P, scale, teacher, ct->opt.distill_weight,
+                                        &ct->scratch, &ct->last_loss, ct->vision.demb, ct->text.demb, &ct->dscale);
+}
+
 mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss) {
@@ -835,14 +874,16 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
     MMT_TRY(text_forward(ct, ids, B, L, !ct->eval_mode));
     MMT_TRY(vision_forward(ct, pixels, B, !ct->eval_mode));
     int64_t P = ct->model->cfg.projection_dim;
-    float *teacher = NULL;
+    float *teacher = NULL, *ti = NULL, *tt = NULL;
+    int gather = gathers(ct);
     if (ct->opt.distill_weight > 0) {
-        float *ti = ALLOC_F(&ct->step, B * P), *tt = ALLOC_F(&ct->step, B * P);
-        teacher = ALLOC_F(&ct->step, B * B);
-        if (!ti || !tt || !teacher) return MMT_STATUS_OUT_OF_MEMORY;
+        ti = ALLOC_F(&ct->step, B * P);
+        tt = ALLOC_F(&ct->step, B * P);
+        teacher = gather ? NULL : ALLOC_F(&ct->step, B * B);
+        if (!ti || !tt || (!gather && !teacher)) return MMT_STATUS_OUT_OF_MEMORY;
         MMT_TRY(mmt_clip_encode_pixels(ct->model, pixels, B, ti));
         MMT_TRY(mmt_clip_encode_ids(ct->model, ids, B, L, tt));
-        nn_clip_logits(teacher, ti, tt, B, P, mmt_clip_train_scale(ct));
+        if (!gather) nn_clip_logits(teacher, ti, tt, B, P, mmt_clip_train_scale(ct));
     }
     ct->text.demb = ALLOC_F(&ct->step, B * P);
     ct->vision.demb = ALLOC_F(&ct->step, B * P);
@@ -850,9 +891,12 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
     memset(ct->text.demb, 0, (size_t)(B * P) * sizeof(float));
     memset(ct->vision.demb, 0, (size_t)(B * P) * sizeof(float));
     ct->dscale = 0;
-    MMT_TRY(nn_contrastive_loss(ct->vision.emb, ct->text.emb, B, P, mmt_clip_train_scale(ct), teacher,
-                                ct->opt.distill_weight, &ct->scratch, &ct->last_loss, ct->vision.demb,
-                                ct->text.demb, &ct->dscale));
+    if (gather)
+        MMT_TRY(gathered_loss(ct, ti, tt, B, P));
+    else
+        MMT_TRY(nn_contrastive_loss(ct->vision.emb, ct->text.emb, B, P, mmt_clip_train_scale(ct), teacher,
+                                    ct->opt.distill_weight, &ct->scratch, &ct->last_loss, ct->vision.demb,
+                                    ct->text.demb, &ct->dscale));
     *loss = ct->last_loss;
     return MMT_OK;
 }

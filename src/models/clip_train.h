@@ -30,12 +30,24 @@
 typedef struct mmt_clip_train mmt_clip_train;
 
 struct mmt_ops;
+struct mmt_comm;
 
 typedef struct mmt_clip_train_options {
     int checkpointing;        /* recompute each encoder block in backward instead of keeping it */
     int train_logit_scale;    /* learn CLIP's logit_scale (clamped to [0, ln 100] after steps) */
     float fixed_temperature;  /* > 0: use 1/fixed_temperature as the scale instead of the model's */
     float distill_weight;     /* > 0: add the KL term to the frozen base model's logits */
+    /* Data parallelism (docs/distributed.md): the job's ranks (borrowed; NULL or one rank: a
+     * single process, and the loss is the local batch's as before, bit for bit). With
+     * gather_with_grad, a training forward_loss all-gathers every rank's embeddings (every
+     * rank calls it, in the same order, with the same B) and the loss is the global batch's
+     * (open_clip's --gather-with-grad, local_loss off; nn_contrastive_loss_gathered): the same
+     * value on every rank, the embeddings' gradients R x those of this rank's rows, so that the
+     * trainer's sum over ranks / R is the global-batch gradient. An evaluation-mode forward
+     * (set_eval) does not gather. With distill_weight the frozen model's embeddings are
+     * gathered too. */
+    struct mmt_comm *comm;
+    int gather_with_grad;
 } mmt_clip_train_options;
 
 void mmt_clip_train_options_default(mmt_clip_train_options *o);
@@ -80,7 +92,8 @@ const mmt_nn_param *mmt_clip_train_params(const mmt_clip_train *ct, int64_t *n);
 void mmt_clip_train_zero_grad(mmt_clip_train *ct);
 
 /* Forward over a batch of B image-text pairs (pixels (B, 3, S, S), ids (B, L)), keeping
- * activations for backward; seed drives dropout. *loss is the contrastive loss. */
+ * activations for backward; seed drives dropout. *loss is the contrastive loss (of every
+ * rank's batch together with the options' gather_with_grad; a collective then). */
 mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss);
