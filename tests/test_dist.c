@@ -134,20 +134,25 @@ static int child(void) {
     return failed;
 }
 
+static const char *self_path;
+
+/* This program again under mpirun at 2 and 3 ranks: every rank must pass. */
+static void test_under_mpirun(void) {
+    for (int np = 2; np <= 3; np++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s --allow-run-as-root --oversubscribe -np %d %s", MMT_MPIRUN, np, self_path);
+        int st = system(cmd);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "mpirun -np %d: exit %d", np, WEXITSTATUS(st));
+    }
+}
+
 int main(int argc, char **argv) {
     if (mmt_comm_launched()) return child();
     RUN(test_share);
     RUN(test_single);
     RUN(test_torchrun_vars_refused);
-    if (!MMT_MPIRUN[0]) {
-        fprintf(stderr, "test_dist: no mpirun at build time; the multi-rank half is skipped\n");
-    } else {
-        for (int np = 2; np <= 3; np++) {
-            char cmd[1024];
-            snprintf(cmd, sizeof cmd, "%s --allow-run-as-root --oversubscribe -np %d %s", MMT_MPIRUN, np, argv[0]);
-            int st = system(cmd);
-            CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "mpirun -np %d: exit %d", np, WEXITSTATUS(st));
-        }
-    }
+    self_path = argv[0];
+    if (!MMT_MPIRUN[0]) fprintf(stderr, "test_dist: no mpirun at build time; the multi-rank half is skipped\n");
+    else RUN(test_under_mpirun);
     return check_summary();
 }

@@ -8,6 +8,9 @@
  *     (`--as-ranks 2`): the loss of every step, and the adapter, bit for bit;
  *   - -np 4 (oversubscribed) equals --as-ranks 4 in one process within 1e-6 (norm-wise
  *     relative; it is in fact bitwise, and checked for that too);
+ *   - --gather-with-grad on 2 ranks of 4 pairs equals one process with batches of 8 (loss of
+ *     step 1 within 1e-6 relative, later steps 1e-4, adapter within 1e-5 norm-wise: the loss
+ *     sums run in another order), and differs from the rank-local loss;
  *   - ZeRO-1 (--zero 1) equals plain data parallelism: the adapter and the checkpoint's full
  *     optimizer state, bit for bit;
  *   - a rank killed mid-step (SIGKILL through the crash point train.backward_done, only on
@@ -93,6 +96,39 @@ static int same_losses(const char *run_a, const char *run_b, int steps) {
     free(a);
     free(b);
     return ok && n == steps;
+}
+
+/* The losses of a run's metrics.jsonl into out[0..cap); their count. */
+static int read_losses(const char *run, double *out, int cap) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", tmp, run);
+    char *text = check_read_file(path, NULL);
+    int n = 0;
+    for (const char *p = text; p && n < cap && (p = strstr(p, "\"loss\": ")); p++) out[n++] = strtod(p + 8, NULL);
+    free(text);
+    return n;
+}
+
+/* --gather-with-grad: 2 ranks of 4 pairs against one process with batches of 8, the same 8
+ * pairs a step (in another order: the loss does not depend on it); no dropout, whose draws
+ * would differ. */
+static void test_gather_with_grad(void) {
+    CHECK(mpi_train(2, NULL, "--gather-with-grad --lora-dropout 0 --out g2") == 0);
+    CHECK(sh("cd %s && %s train %s --lora-dropout 0 --batch-size 8 --out g1 >one.out 2>&1", tmp, MMT_BINARY, args) == 0);
+    double a[16], b[16];
+    int na = read_losses("g2", a, 16), nb = read_losses("g1", b, 16);
+    CHECK(na == 6 && nb == 6);
+    /* step 1 from the same weights: the same loss; later steps from weights that AdamW has
+     * moved apart by rounding (it divides tiny gradients by their own size) */
+    for (int i = 0; i < na && i < nb; i++)
+        CHECK_MSG(fabs(a[i] - b[i]) <= (i == 0 ? 1e-6 : 1e-4) * fabs(b[i]) + 1e-9, "step %d: %.9g vs %.9g", i + 1, a[i], b[i]);
+    double d = adapter_diff("g2", "g1");
+    CHECK_MSG(d <= 1e-5, "gathered 2-rank adapter vs one process with the global batch: %g", d);
+    /* without gathering the negatives are each rank's own: another loss */
+    CHECK(mpi_train(2, NULL, "--lora-dropout 0 --out l2") == 0);
+    CHECK(read_losses("l2", a, 16) == 6 && fabs(a[0] - b[0]) > 1e-4 * fabs(b[0]));
+    /* shares computed one after another cannot see each other's embeddings */
+    CHECK(one_train("--gather-with-grad --as-ranks 2 --out bad") != 0);
 }
 
 static void test_two_ranks_equal_one_process(void) {
@@ -187,6 +223,7 @@ int main(void) {
     RUN(test_two_ranks_equal_one_process);
     RUN(test_four_ranks);
     RUN(test_zero1_equals_plain);
+    RUN(test_gather_with_grad);
     RUN(test_rank_killed_then_resumed);
     RUN(test_refusals);
     int failed = check_summary();

@@ -183,6 +183,11 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
         s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method %s does not apply to a GIT captioner", c->o.method);
         goto done;
     }
+    if (c->o.gather_with_grad) {
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--gather-with-grad is for the contrastive loss; a captioner's loss is "
+                                                  "per token and needs no other rank's batch");
+        goto done;
+    }
     mmt_quant_options q;
     if ((s = quantize_options(c, &q)) != MMT_OK || (q.type && (s = mmt_git_quantize(model, &q)) != MMT_OK)) goto done;
     const mmt_train_options *o = &c->o;
@@ -235,6 +240,18 @@ mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const m
     if ((s = quantize_options(c, &q)) != MMT_OK || (q.type && (s = mmt_clip_quantize(model, &q)) != MMT_OK)) goto done;
     mmt_clip_task_options to;
     task_options(j, &to);
+    if (c->o.gather_with_grad) { /* the contrastive negatives from every rank's micro-batch */
+        mmt_comm *world = NULL;
+        if ((s = mmt_comm_world(&world)) != MMT_OK) goto done;
+        if (c->o.as_ranks > mmt_comm_size(world)) {
+            s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--gather-with-grad needs every share on a rank of its own: "
+                                                      "--as-ranks %lld is more than the job's %d ranks",
+                         (long long)c->o.as_ranks, mmt_comm_size(world));
+            goto done;
+        }
+        to.train.comm = world;
+        to.train.gather_with_grad = 1;
+    }
     if ((s = mmt_clip_task_create(model, pairs, &to, &j->task)) != MMT_OK) goto done;
     if (!(j->settings_json = mmt_train_config_settings_json(c, 0))) {
         s = MMT_STATUS_OUT_OF_MEMORY;
