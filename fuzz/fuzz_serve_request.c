@@ -8,8 +8,10 @@
  * parses has 1..64 images, each some bytes, and max_new_tokens 1..100). A body that parses must give a
  * consistent request (1..64 inputs; for classify one label per prompt row, after the images;
  * every text non-empty; every image some decoded bytes); one that fails must give a status
- * of 400, 413 or 500 and a one-line message. The base64 decoder also gets the body as is.
- * Never crash, hang, leak or read out of bounds.
+ * of 400, 413 or 500 and a one-line message. The base64 decoder also gets the body as is,
+ * and so do the feedback parser (POST /v1/feedback: 0, or 400/413/500 with one line) and the
+ * A/B route parser (a `--route` spec: a route with 1..16 arms of positive weights summing to
+ * total, or one line). Never crash, hang, leak or read out of bounds.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,7 +19,9 @@
 
 #include "core/alloc.h"
 #include "core/json.h"
+#include "serve/ab_route.h"
 #include "serve/caption_request.h"
+#include "serve/feedback.h"
 #include "serve/multipart.h"
 #include "serve/request.h"
 
@@ -69,6 +73,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (classify && (i < r.n_inputs - r.n_labels) != in->image) __builtin_trap();
         }
         mmt_clip_request_free(&r);
+    }
+    mmt_feedback_event ev;
+    int fb = mmt_feedback_parse(body, len, NULL, &ev, err, sizeof err);
+    if (fb) {
+        if ((fb != 400 && fb != 413 && fb != 500) || !err[0] || strchr(err, '\n')) __builtin_trap();
+    } else {
+        if (!ev.event[0] || (!ev.request_id[0] && !ev.user[0])) __builtin_trap();
+        mmt_feedback_event_free(&ev);
+    }
+    char *spec = malloc(len + 1);
+    if (spec) {
+        memcpy(spec, body, len);
+        spec[len] = '\0';
+        mmt_route route;
+        if (mmt_route_parse(spec, &route) == MMT_OK) {
+            int64_t total = 0;
+            for (int a = 0; a < route.n_arms; a++) {
+                if (route.arms[a].weight < 1) __builtin_trap();
+                total += route.arms[a].weight;
+            }
+            if (route.n_arms < 1 || route.n_arms > MMT_ROUTE_MAX_ARMS || total != route.total) __builtin_trap();
+            if (mmt_route_pick_random(&route) >= route.n_arms || mmt_route_pick_key(&route, spec, len) >= route.n_arms) __builtin_trap();
+        } else if (strchr(mmt_last_error(), '\n')) {
+            __builtin_trap();
+        }
+        free(spec);
     }
     uint8_t *bytes = NULL;
     size_t n = 0;

@@ -1,7 +1,7 @@
 /*
  * test_serve.c — `mmtune serve`'s server (serve/server.h) on a loopback port, called over
- * real sockets by a small HTTP/1.1 client, on the tiny CLIP fixture and LoRA adapters made
- * for it:
+ * real sockets by a small HTTP/1.1 client (http_client.h), on the tiny CLIP fixture and LoRA
+ * adapters made for it:
  *   - /v1/embeddings (texts, base64 images, data URIs, the base64 output format) and
  *     /v1/classify equal the library's own results for the same inputs (mmt_clip_run, the
  *     path of `mmtune embed`/`classify`), to 1e-6, with and without adapters;
@@ -40,6 +40,7 @@
 
 #include "adapter_fixture.h"
 #include "check.h"
+#include "http_client.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/json.h"
@@ -67,67 +68,6 @@
 
 static char root[] = "/tmp/mmt_serve_XXXXXX";
 static char lora_dir[2][300];
-static int port;
-
-/* ---- a small HTTP client ------------------------------------------------------------ */
-
-typedef struct response {
-    int status;
-    char *body; /* owned, NUL-terminated */
-    size_t len;
-} response;
-
-static int dial(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 60};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* One request on its own connection; status 0 when the connection failed. */
-static response call_raw(const char *method, const char *path, const char *body, size_t len, const char *extra_headers) {
-    response r = {0};
-    int fd = dial();
-    if (fd < 0) return r;
-    char head[1024];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s", method, path,
-                     extra_headers ? extra_headers : "");
-    if (body && !(extra_headers && strstr(extra_headers, "Content-Type")))
-        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: application/json\r\n");
-    if (body) n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", len);
-    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
-    int ok = send(fd, head, (size_t)n, body && len ? MSG_NOSIGNAL | MSG_MORE : MSG_NOSIGNAL) == n;
-    for (size_t at = 0; ok && body && at < len;) {
-        ssize_t w = send(fd, body + at, len - at, MSG_NOSIGNAL);
-        if (w <= 0) ok = 0;
-        else at += (size_t)w;
-    }
-    mmt_strbuf in = {0};
-    char buf[65536];
-    for (ssize_t got; (got = recv(fd, buf, sizeof buf, 0)) > 0;) mmt_strbuf_append(&in, buf, (size_t)got);
-    close(fd);
-    const char *sep = in.data ? strstr(in.data, "\r\n\r\n") : NULL;
-    if (sep && sscanf(in.data, "HTTP/1.%*d %d", &r.status) == 1) {
-        r.len = in.len - (size_t)(sep + 4 - in.data);
-        r.body = malloc(r.len + 1);
-        memcpy(r.body, sep + 4, r.len);
-        r.body[r.len] = '\0';
-    }
-    mmt_strbuf_free(&in);
-    return r;
-}
-
-static response call(const char *method, const char *path, const char *body) {
-    return call_raw(method, path, body, body ? strlen(body) : 0, NULL);
-}
-
-static void response_free(response *r) { free(r->body); }
 
 static char *file_base64(const char *name) {
     char path[400];
@@ -233,7 +173,7 @@ static mmt_server *start(int64_t max_batch, double wait_ms, int idle_s) {
     CHECK_OK(mmt_server_start(&o, &s));
     if (!s) return NULL;
     CHECK(mmt_server_wait_ready(s, 60) == 1);
-    port = mmt_server_port(s);
+    http_port = mmt_server_port(s);
     return s;
 }
 
@@ -695,7 +635,7 @@ static void test_search(void) {
     CHECK_OK(mmt_server_start(&o, &s));
     if (!s) return;
     CHECK(mmt_server_wait_ready(s, 60) == 1);
-    port = mmt_server_port(s);
+    http_port = mmt_server_port(s);
     /* the library's answer: the query embedded by the base, searched in the index */
     mmt_index *ix = NULL;
     CHECK_OK(mmt_index_open(index_dir, &ix));
@@ -767,7 +707,7 @@ static void test_search(void) {
                  "--user-data-dir=%s/profile --virtual-time-budget=10000 --dump-dom 'http://127.0.0.1:%d/?q=rocket' >%s 2>/dev/null && "
                  "HOME=%s timeout 120 chromium --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=%s/profile "
                  "--virtual-time-budget=10000 --window-size=1000,900 --screenshot=%s 'http://127.0.0.1:%d/?q=rocket' >/dev/null 2>&1",
-                 root, root, root, port, dom, root, root, shot, port);
+                 root, root, root, http_port, dom, root, root, shot, http_port);
         CHECK_MSG(system(cmd) == 0, "chromium failed");
         char *html = check_read_file(dom, NULL);
         int items = 0;
@@ -797,7 +737,7 @@ static void test_health_when_the_model_cannot_load(void) {
     CHECK_OK(mmt_server_start(&o, &s));
     if (!s) return;
     CHECK(mmt_server_wait_ready(s, 30) == -1);
-    port = mmt_server_port(s);
+    http_port = mmt_server_port(s);
     response r = call("GET", "/health", NULL);
     CHECK_MSG(r.status == 503 && r.body && strstr(r.body, "\"error\"") && strstr(r.body, "nonexistent"), "%d %s", r.status,
               r.body);

@@ -10,11 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/rng.h"
 
 #define DEFAULT_MAX_BODY ((size_t)16 << 20)
 
@@ -23,6 +25,8 @@ struct mmt_http {
     mmt_http_options opt;
     int port;
     _Atomic int64_t pending;
+    uint64_t id_base;          /* request ids: mix(id_base + n) for the n-th request */
+    _Atomic uint64_t id_next;
 };
 
 struct mmt_http_reply {
@@ -34,6 +38,9 @@ struct mmt_http_reply {
     char content_type[64];
     char *body;
     size_t len;
+    char request_id[65];
+    int n_headers;
+    char header_names[MMT_HTTP_MAX_REPLY_HEADERS][48], header_values[MMT_HTTP_MAX_REPLY_HEADERS][128];
 };
 
 /* One request's state, from its first header to the completed callback. */
@@ -49,6 +56,43 @@ typedef struct conn_state {
 static void reply_clear(mmt_http_reply *r) {
     mmt_free(r->body);
     r->body = NULL;
+}
+
+/* Header names and values the layer passes on: no control characters, no ':' in names. */
+static int header_text_ok(const char *s, size_t max, int name) {
+    size_t n = strlen(s);
+    if (n == 0 || n > max) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f || (name && (s[i] == ':' || s[i] == ' '))) return 0;
+    return 1;
+}
+
+int mmt_http_valid_request_id(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!(c == '_' || c == '-' || c == '.' || c == ':' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+              (c >= 'A' && c <= 'Z')))
+            return 0;
+    }
+    return 1;
+}
+
+const char *mmt_http_request_header(const mmt_http_request *req, const char *name) {
+    if (!req->connection_) return NULL;
+    return MHD_lookup_connection_value((struct MHD_Connection *)req->connection_, MHD_HEADER_KIND, name);
+}
+
+void mmt_http_reply_header(mmt_http_reply *r, const char *name, const char *value) {
+    if (!header_text_ok(name, 47, 1) || !header_text_ok(value, 127, 0)) return;
+    pthread_mutex_lock(&r->mu);
+    if (!r->sent && r->n_headers < MMT_HTTP_MAX_REPLY_HEADERS) {
+        snprintf(r->header_names[r->n_headers], sizeof r->header_names[0], "%s", name);
+        snprintf(r->header_values[r->n_headers], sizeof r->header_values[0], "%s", value);
+        r->n_headers++;
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 void mmt_http_reply_send(mmt_http_reply *r, int status, const char *content_type, const char *body, size_t len) {
@@ -97,6 +141,8 @@ static enum MHD_Result queue_reply(struct MHD_Connection *c, mmt_http_reply *r) 
     struct MHD_Response *resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    for (int i = 0; i < r->n_headers; i++) MHD_add_response_header(resp, r->header_names[i], r->header_values[i]);
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     r->queued = 1;
@@ -124,6 +170,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         st->reply.h = h;
         st->reply.conn = c;
         client_text(c, st->client, sizeof st->client);
+        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && mmt_http_valid_request_id(rid)) snprintf(st->reply.request_id, sizeof st->reply.request_id, "%s", rid);
+        else snprintf(st->reply.request_id, sizeof st->reply.request_id, "%016llx",
+                      (unsigned long long)mmt_splitmix64_mix(h->id_base + atomic_fetch_add(&h->id_next, 1)));
         *con_cls = st;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (!cl || strtoull(cl, NULL, 10) <= h->opt.max_body_bytes) return MHD_YES;
@@ -168,7 +218,8 @@ answer:;
             char *q = strchr(path, '?');
             if (q) *q = '\0';
             mmt_http_request req = {.method = method, .path = path, .content_type = ct ? ct : "", .body = st->body,
-                                    .body_len = st->len, .client = st->client};
+                                    .body_len = st->len, .client = st->client, .request_id = r->request_id,
+                                    .connection_ = c};
             h->opt.handler(h->opt.user, &req, r);
         }
     }
@@ -205,6 +256,20 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     mmt_log_debug("libmicrohttpd: %s", msg);
 }
 
+/* The start of this process's request ids: /dev/urandom, or the time and pid without it. */
+static uint64_t random_seed(void) {
+    uint64_t v = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&v, sizeof v, 1, f) != 1) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        v ^= (uint64_t)getpid() << 32;
+    }
+    if (f) fclose(f);
+    return v;
+}
+
 mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
     *out = NULL;
     if (!o->handler) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "http: no handler");
@@ -212,6 +277,7 @@ mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
     mmt_http *h = mmt_calloc(1, sizeof *h);
     if (!h) return MMT_STATUS_OUT_OF_MEMORY;
     h->opt = *o;
+    h->id_base = random_seed();
     if (!h->opt.max_body_bytes) h->opt.max_body_bytes = DEFAULT_MAX_BODY;
     if (!h->opt.max_connections) h->opt.max_connections = 256;
     if (!h->opt.idle_timeout_s) h->opt.idle_timeout_s = 30;

@@ -13,6 +13,11 @@
  * and an idle timeout per connection (a client that stops sending is dropped: slowloris).
  * Everything else (JSON shape, images per request, tokens, deadlines) is the handler's.
  *
+ * Every request gets an id, answered in the X-Request-Id header of its response (errors
+ * included): the client's own X-Request-Id when it sent a valid one (1-64 of A-Z a-z 0-9
+ * _ - . :), else 16 hex digits unique within the process (a counter through a bijective mix,
+ * from a random start), so logs and feedback (serve/feedback.h) can name one answer.
+ *
  * Usage:
  *     mmt_http *h = NULL;
  *     mmt_http_options o = {.port = 8080, .handler = route, .user = srv};
@@ -39,7 +44,14 @@ typedef struct mmt_http_request {
     const char *body;         /* NUL-terminated copy of the body (may contain NULs: use body_len) */
     size_t body_len;
     const char *client;       /* the peer's address as text */
+    const char *request_id;   /* this request's id (X-Request-Id of the answer) */
+    void *connection_;        /* the layer's: for mmt_http_request_header */
 } mmt_http_request;
+
+/* A request header's value (name case-insensitive), or NULL; valid while the handler runs. */
+const char *mmt_http_request_header(const mmt_http_request *req, const char *name);
+/* 1 when id may be a request id: 1-64 of A-Z a-z 0-9 _ - . : */
+int mmt_http_valid_request_id(const char *id);
 
 /* Called on the polling thread once a request is complete. It must not block: it sends the
  * reply now or hands `reply` to something that sends it later. */
@@ -65,6 +77,10 @@ void mmt_http_stop(mmt_http *h);
 /* Requests whose replies have not been sent yet. */
 int64_t mmt_http_pending(const mmt_http *h);
 
+#define MMT_HTTP_MAX_REPLY_HEADERS 4
+/* Adds a response header (name and value of safe characters, up to 47 and 127 bytes) to a
+ * reply not sent yet; more than MMT_HTTP_MAX_REPLY_HEADERS, or unsafe ones, are dropped. */
+void mmt_http_reply_header(mmt_http_reply *reply, const char *name, const char *value);
 /* Sends the reply (status code, content type, body copied) and resumes the connection if it
  * was suspended. Safe from any thread; the reply must not be used afterwards. */
 void mmt_http_reply_send(mmt_http_reply *reply, int status, const char *content_type, const char *body, size_t len);

@@ -23,6 +23,16 @@ typedef struct series {
     int64_t count;
 } series;
 
+/* An A/B route's arm: its requests as a series, its weight, its feedback by event. */
+typedef struct arm_series {
+    char route[64], arm[64];
+    int64_t weight;
+    series requests; /* endpoint/adapter unused */
+    char events[MMT_METRICS_MAX_EVENTS + 1][64]; /* the last: "_other" */
+    int64_t event_counts[MMT_METRICS_MAX_EVENTS + 1];
+    int n_events;
+} arm_series;
+
 typedef struct histogram {
     int64_t buckets[16];
     double sum;
@@ -35,6 +45,8 @@ struct mmt_metrics {
     int64_t n;
     histogram batch_rows, batch_seconds;
     int64_t tokens;
+    arm_series *arms; /* n_arms of cap_arms (grown as arms are declared) */
+    int64_t n_arms, cap_arms;
 };
 
 mmt_status mmt_metrics_create(mmt_metrics **out) {
@@ -51,6 +63,7 @@ mmt_status mmt_metrics_create(mmt_metrics **out) {
 void mmt_metrics_free(mmt_metrics *m) {
     if (!m) return;
     pthread_mutex_destroy(&m->mu);
+    mmt_free(m->arms);
     mmt_free(m->s);
     mmt_free(m);
 }
@@ -73,9 +86,7 @@ static void observe(int64_t *buckets, const double *bounds, size_t n, double v) 
     buckets[i]++;
 }
 
-void mmt_metrics_request(mmt_metrics *m, const char *endpoint, const char *adapter, int status, double seconds) {
-    pthread_mutex_lock(&m->mu);
-    series *s = find(m, endpoint, adapter);
+static void series_add(series *s, int status, double seconds) {
     int k = 0;
     while (k < N_CODES - 1 && s->codes[k] && s->codes[k] != status) k++;
     s->codes[k] = status; /* the last slot takes any further code */
@@ -83,6 +94,60 @@ void mmt_metrics_request(mmt_metrics *m, const char *endpoint, const char *adapt
     observe(s->buckets, LATENCY_BOUNDS, N_LATENCY, seconds);
     s->sum += seconds;
     s->count++;
+}
+
+void mmt_metrics_request(mmt_metrics *m, const char *endpoint, const char *adapter, int status, double seconds) {
+    pthread_mutex_lock(&m->mu);
+    series_add(find(m, endpoint, adapter), status, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static arm_series *find_arm(mmt_metrics *m, const char *route, const char *arm) {
+    for (int64_t i = 0; i < m->n_arms; i++)
+        if (!strcmp(m->arms[i].route, route) && !strcmp(m->arms[i].arm, arm)) return &m->arms[i];
+    return NULL;
+}
+
+mmt_status mmt_metrics_route_arm(mmt_metrics *m, const char *route, const char *arm, int64_t weight) {
+    mmt_status st = MMT_OK;
+    pthread_mutex_lock(&m->mu);
+    arm_series *a = find_arm(m, route, arm);
+    if (!a && m->n_arms == MMT_METRICS_MAX_ARMS)
+        st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "more than %d route arms in all", MMT_METRICS_MAX_ARMS);
+    if (!a && st == MMT_OK && m->n_arms == m->cap_arms) {
+        int64_t cap = m->cap_arms ? 2 * m->cap_arms : 8;
+        arm_series *g = mmt_realloc(m->arms, (size_t)cap * sizeof *g);
+        if (g) m->arms = g, m->cap_arms = cap;
+        else st = MMT_STATUS_OUT_OF_MEMORY;
+    }
+    if (!a && st == MMT_OK) {
+        memset(&m->arms[m->n_arms], 0, sizeof *m->arms);
+        a = &m->arms[m->n_arms++];
+        snprintf(a->route, sizeof a->route, "%s", route);
+        snprintf(a->arm, sizeof a->arm, "%s", arm);
+        snprintf(a->events[MMT_METRICS_MAX_EVENTS], sizeof a->events[0], "_other");
+    }
+    if (a) a->weight = weight;
+    pthread_mutex_unlock(&m->mu);
+    return st;
+}
+
+void mmt_metrics_route_request(mmt_metrics *m, const char *route, const char *arm, int status, double seconds) {
+    pthread_mutex_lock(&m->mu);
+    arm_series *a = find_arm(m, route, arm);
+    if (a) series_add(&a->requests, status, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mmt_metrics_feedback(mmt_metrics *m, const char *route, const char *arm, const char *event) {
+    pthread_mutex_lock(&m->mu);
+    arm_series *a = find_arm(m, route, arm);
+    int k = 0;
+    while (a && k < a->n_events && strcmp(a->events[k], event)) k++;
+    if (a && k == a->n_events && a->n_events < MMT_METRICS_MAX_EVENTS)
+        snprintf(a->events[a->n_events++], sizeof a->events[0], "%s", event);
+    else if (a && k == a->n_events) k = MMT_METRICS_MAX_EVENTS; /* full: "_other" */
+    if (a) a->event_counts[k]++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -115,6 +180,43 @@ static void histogram_lines(mmt_strbuf *o, const char *name, const char *labels,
     else mmt_strbuf_printf(o, "%s_sum %.9g\n%s_count %lld\n", name, sum, name, (long long)count);
 }
 
+/* The A/B routes' families (m->mu held). */
+static void route_lines(mmt_metrics *m, mmt_strbuf *o) {
+    mmt_strbuf_printf(o, "# HELP mmtune_route_weight The weight of each arm of an A/B route (--route).\n"
+                         "# TYPE mmtune_route_weight gauge\n");
+    for (int64_t i = 0; i < m->n_arms; i++)
+        mmt_strbuf_printf(o, "mmtune_route_weight{route=\"%s\",arm=\"%s\"} %lld\n", m->arms[i].route, m->arms[i].arm,
+                          (long long)m->arms[i].weight);
+    mmt_strbuf_printf(o, "# HELP mmtune_route_requests_total Requests of an A/B route answered, by arm and HTTP status.\n"
+                         "# TYPE mmtune_route_requests_total counter\n");
+    for (int64_t i = 0; i < m->n_arms; i++) {
+        const arm_series *a = &m->arms[i];
+        if (!a->requests.codes[0]) /* every arm shows from the start */
+            mmt_strbuf_printf(o, "mmtune_route_requests_total{route=\"%s\",arm=\"%s\",code=\"200\"} 0\n", a->route, a->arm);
+        for (int k = 0; k < N_CODES && a->requests.codes[k]; k++)
+            mmt_strbuf_printf(o, "mmtune_route_requests_total{route=\"%s\",arm=\"%s\",code=\"%d\"} %lld\n", a->route,
+                              a->arm, a->requests.codes[k], (long long)a->requests.code_counts[k]);
+    }
+    mmt_strbuf_printf(o, "# HELP mmtune_route_request_seconds Time from arrival to reply of an A/B route's requests, by arm.\n"
+                         "# TYPE mmtune_route_request_seconds histogram\n");
+    for (int64_t i = 0; i < m->n_arms; i++) {
+        const arm_series *a = &m->arms[i];
+        char labels[200];
+        snprintf(labels, sizeof labels, "route=\"%s\",arm=\"%s\"", a->route, a->arm);
+        histogram_lines(o, "mmtune_route_request_seconds", labels, a->requests.buckets, LATENCY_BOUNDS, N_LATENCY,
+                        a->requests.sum, a->requests.count);
+    }
+    mmt_strbuf_printf(o, "# HELP mmtune_feedback_total Feedback events (POST /v1/feedback) by route, arm and event.\n"
+                         "# TYPE mmtune_feedback_total counter\n");
+    for (int64_t i = 0; i < m->n_arms; i++) {
+        const arm_series *a = &m->arms[i];
+        for (int k = 0; k <= MMT_METRICS_MAX_EVENTS; k++)
+            if (k < a->n_events || (k == MMT_METRICS_MAX_EVENTS && a->event_counts[k]))
+                mmt_strbuf_printf(o, "mmtune_feedback_total{route=\"%s\",arm=\"%s\",event=\"%s\"} %lld\n", a->route,
+                                  a->arm, a->events[k], (long long)a->event_counts[k]);
+    }
+}
+
 /* Resident set size in bytes from /proc/self/statm (0 if unreadable). */
 static int64_t rss_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -144,6 +246,7 @@ void mmt_metrics_render(mmt_metrics *m, const mmt_metrics_gauges *g, mmt_strbuf 
         snprintf(labels, sizeof labels, "endpoint=\"%s\",adapter=\"%s\"", s->endpoint, s->adapter);
         histogram_lines(o, "mmtune_request_seconds", labels, s->buckets, LATENCY_BOUNDS, N_LATENCY, s->sum, s->count);
     }
+    if (m->n_arms) route_lines(m, o);
     mmt_strbuf_printf(o, "# HELP mmtune_batch_rows Rows (inputs) per batch run.\n# TYPE mmtune_batch_rows histogram\n");
     histogram_lines(o, "mmtune_batch_rows", "", m->batch_rows.buckets, ROW_BOUNDS, N_ROWS, m->batch_rows.sum,
                     m->batch_rows.count);

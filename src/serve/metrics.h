@@ -8,6 +8,12 @@
  * MMT_METRICS_MAX_SERIES (endpoint, adapter) pairs are kept apart; later ones are counted
  * under adapter="_other", so a client inventing adapter names cannot grow memory. Every
  * call is thread-safe.
+ *
+ * A/B routes (serve/ab_route.h) add, per route and arm: mmtune_route_weight (gauge),
+ * mmtune_route_requests_total{route,arm,code}, mmtune_route_request_seconds (histogram) and
+ * mmtune_feedback_total{route,arm,event}. Arms are declared at start-up (so every arm shows,
+ * at 0, from the first scrape); at most MMT_METRICS_MAX_EVENTS event names are kept apart
+ * per arm, later ones counted under event="_other".
  */
 #ifndef MMT_SERVE_METRICS_H
 #define MMT_SERVE_METRICS_H
@@ -18,6 +24,8 @@
 #include "core/status.h"
 
 #define MMT_METRICS_MAX_SERIES 512
+#define MMT_METRICS_MAX_ARMS 1024  /* (route, arm) pairs */
+#define MMT_METRICS_MAX_EVENTS 16  /* feedback event names per arm */
 
 typedef struct mmt_metrics mmt_metrics;
 
@@ -36,6 +44,12 @@ void mmt_metrics_free(mmt_metrics *m);
 void mmt_metrics_request(mmt_metrics *m, const char *endpoint, const char *adapter, int status, double seconds);
 void mmt_metrics_batch(mmt_metrics *m, int64_t rows, double seconds);
 void mmt_metrics_tokens(mmt_metrics *m, int64_t generated);
+/* A/B routes: declares an arm with its weight (start-up; MMT_STATUS_INVALID_ARGUMENT past
+ * MMT_METRICS_MAX_ARMS), counts a request it answered, counts a feedback event. Requests
+ * and events of an arm never declared are not counted. */
+mmt_status mmt_metrics_route_arm(mmt_metrics *m, const char *route, const char *arm, int64_t weight);
+void mmt_metrics_route_request(mmt_metrics *m, const char *route, const char *arm, int status, double seconds);
+void mmt_metrics_feedback(mmt_metrics *m, const char *route, const char *arm, const char *event);
 /* Appends the whole exposition. */
 void mmt_metrics_render(mmt_metrics *m, const mmt_metrics_gauges *g, mmt_strbuf *out);
 

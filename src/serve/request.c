@@ -125,6 +125,7 @@ void mmt_clip_request_free(mmt_clip_request *r) {
     for (int64_t i = 0; i < r->n_labels; i++) mmt_free(r->labels[i]);
     mmt_free(r->labels);
     mmt_free(r->model);
+    mmt_free(r->user);
     memset(r, 0, sizeof *r);
 }
 
@@ -146,7 +147,7 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
     const mmt_json *root = mmt_json_root(doc);
     int status = 0;
     const mmt_json *m = mmt_json_get(root, "model"), *fmt = mmt_json_get(root, "encoding_format");
-    const mmt_json *tmpl = mmt_json_get(root, "template");
+    const mmt_json *tmpl = mmt_json_get(root, "template"), *user = mmt_json_get(root, "user");
     const mmt_json *inputs = mmt_json_get(root, classify ? "images" : "input");
     const mmt_json *labels = classify ? mmt_json_get(root, "labels") : NULL;
     int64_t n_in = !inputs ? 0 : inputs->type == MMT_JSON_ARRAY ? (int64_t)inputs->len : 1;
@@ -166,6 +167,11 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
         snprintf(msg, sizeof msg, "\"encoding_format\" must be \"float\" or \"base64\""), status = 400;
     else if (tmpl && tmpl->type != MMT_JSON_STRING)
         snprintf(msg, sizeof msg, "\"template\" must be a string with {} for the label"), status = 400;
+    else if (user && user->type != MMT_JSON_NULL &&
+             (user->type != MMT_JSON_STRING || user->len > 1024 || strlen(user->string) != user->len))
+        snprintf(msg, sizeof msg, "\"user\" must be a string of up to 1024 bytes (the client key of A/B routes)"), status = 400;
+    if (!status && user && user->type == MMT_JSON_STRING && user->len && !(r->user = mmt_strdup(user->string)))
+        snprintf(msg, sizeof msg, "out of memory"), status = 500;
     if (!status && m && m->type == MMT_JSON_STRING && !(r->model = mmt_strdup(m->string)))
         snprintf(msg, sizeof msg, "out of memory"), status = 500;
     r->base64_out = fmt && fmt->type == MMT_JSON_STRING && !strcmp(fmt->string, "base64");

@@ -2,11 +2,13 @@
  * request.h — the JSON bodies of POST /v1/embeddings and /v1/classify, parsed and checked
  * before anything is queued (the fuzz target fuzz_serve_request drives this alone).
  *
- *   /v1/embeddings  {"input": TEXT | [INPUT...], "model": NAME?, "encoding_format": "float"|"base64"?}
+ *   /v1/embeddings  {"input": TEXT | [INPUT...], "model": NAME?, "encoding_format": "float"|"base64"?,
+ *                   "user": KEY?}
  *                   INPUT: a text, {"text": T}, {"image": BASE64} or
  *                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}
  *   /v1/classify    {"images": [IMAGE...], "labels": [LABEL...], "template": "a photo of a {}."?,
- *                   "model": NAME?}; IMAGE: a base64 string, {"image": ...} or the image_url form
+ *                   "model": NAME?, "user": KEY?}; IMAGE: a base64 string, {"image": ...} or the image_url form
+ *   "user" (1-1024 bytes; "" is as absent) keys the sticky draw of an A/B route (ab_route.h).
  *
  * Base64 is decoded here (standard or URL-safe, padding optional, data URIs); images are
  * decoded later, by the batch worker.
@@ -28,6 +30,7 @@ typedef struct mmt_serve_input {
 
 typedef struct mmt_clip_request {
     char *model;             /* the "model" field (NULL when absent) */
+    char *user;              /* the "user" field, OpenAI's end-user id: an A/B route's client key (NULL: absent or "") */
     mmt_serve_input *inputs; /* embeddings: the inputs; classify: the images, then one prompt per label */
     int64_t n_inputs;
     char **labels;           /* classify: the label names */

@@ -21,9 +21,11 @@
 #include "mmtune.h"
 #include "models/clip.h"
 #include "models/clip_config.h"
+#include "serve/ab_route.h"
 #include "serve/adapter_load.h"
 #include "serve/batcher.h"
 #include "serve/caption_service.h"
+#include "serve/feedback.h"
 #include "serve/http.h"
 #include "serve/index.h"
 #include "serve/metrics.h"
@@ -63,7 +65,13 @@ struct mmt_server {
     adapter_ref *index_adapter;  /* the adapter the index was built with (NULL: the base) */
     adapter_ref *dead;           /* released adapters the worker's run must forget before closing */
     mmt_caption_service *captioner; /* --captioner: /v1/caption (NULL: none; set before READY) */
+    mmt_route *routes;           /* --route: A/B routes (n_routes; fixed after start) */
+    int64_t n_routes;
+    mmt_route_recent recent;     /* request id -> (route, arm) of the last routed requests */
+    mmt_feedback_log *feedback;  /* --feedback: POST /v1/feedback's file (NULL: none) */
 };
+
+#define MAX_ROUTES 64
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
@@ -130,10 +138,26 @@ static int adapter_acquire(mmt_server *s, const char *name, adapter_ref **a) {
     return *a != NULL;
 }
 
+/* The index of the route called name, or -1. */
+static int route_find(const mmt_server *s, const char *name) {
+    for (int64_t i = 0; name && i < s->n_routes; i++)
+        if (!strcmp(s->routes[i].name, name)) return (int)i;
+    return -1;
+}
+
+/* The first route with an arm served by adapter name, or -1. */
+static int route_using(const mmt_server *s, const char *name) {
+    for (int64_t i = 0; i < s->n_routes; i++)
+        if (mmt_route_find_arm(&s->routes[i], name) >= 0) return (int)i;
+    return -1;
+}
+
 /* Opens dir and registers it as name; a one-line error otherwise. */
 static mmt_status adapter_add(mmt_server *s, const char *name, const char *dir) {
     if (!mmt_serve_valid_name(name))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s': use 1-63 of A-Z a-z 0-9 _ - . (not 'base')", name);
+    if (route_find(s, name) >= 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "'%s' is already the name of a route (--route)", name);
     adapter_ref *a = mmt_calloc(1, sizeof *a);
     if (!a || !(a->dir = mmt_strdup(dir))) {
         mmt_free(a);
@@ -164,9 +188,11 @@ static mmt_status adapter_add(mmt_server *s, const char *name, const char *dir) 
     return st;
 }
 
-/* Drops name from the registry (requests holding it finish first); 0 if there is none. */
+/* Drops name from the registry (requests holding it finish first); 0 if there is none, -1
+ * (and nothing done) if it is an arm of a route. */
 static int adapter_remove(mmt_server *s, const char *name) {
     adapter_ref *a = NULL;
+    if (route_using(s, name) >= 0) return -1;
     pthread_mutex_lock(&s->mu);
     for (int64_t i = 0; i < s->n_adapters; i++)
         if (!strcmp(s->adapters[i]->name, name)) {
@@ -207,6 +233,8 @@ typedef struct clip_job {
     int64_t tokens;
     int status;           /* 0 while fine, else the HTTP status of its error */
     char error[400];
+    int route, arm;       /* the A/B route that chose its adapter, and the arm (route -1: none) */
+    char request_id[65];
 } clip_job;
 
 static void clip_job_free(clip_job *j) {
@@ -220,10 +248,17 @@ static void clip_job_free(clip_job *j) {
 /* Answers the job (its error, or its result) and frees it. */
 static void clip_job_finish(clip_job *j, int status, const mmt_strbuf *body) {
     mmt_server *s = j->srv;
+    const mmt_route *route = j->route >= 0 ? &s->routes[j->route] : NULL;
+    if (route) {
+        mmt_http_reply_header(j->reply, "X-Route", route->name);
+        mmt_http_reply_header(j->reply, "X-Route-Arm", route->arms[j->arm].adapter);
+    }
     if (j->status) mmt_http_reply_error(j->reply, j->status, j->status >= 500 ? "server_error" : "invalid_request_error",
                                         j->error);
     else mmt_http_reply_json(j->reply, status, body);
-    mmt_metrics_request(s->metrics, j->endpoint, j->adapter_name, j->status ? j->status : status, mmt_now_seconds() - j->t0);
+    double seconds = mmt_now_seconds() - j->t0;
+    mmt_metrics_request(s->metrics, j->endpoint, j->adapter_name, j->status ? j->status : status, seconds);
+    if (route) mmt_metrics_route_request(s->metrics, route->name, route->arms[j->arm].adapter, j->status ? j->status : status, seconds);
     adapter_release(s, j->adapter);
     clip_job_free(j);
 }
@@ -283,6 +318,14 @@ static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixel
     mmt_free(ids);
 }
 
+/* A routed job's answer names its route, the arm's adapter and the request id. */
+static void route_fields(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
+    if (j->route < 0) return;
+    const mmt_route *r = &s->routes[j->route];
+    mmt_strbuf_printf(b, ", \"route\": \"%s\", \"adapter\": \"%s\", \"request_id\": ", r->name, r->arms[j->arm].adapter);
+    mmt_strbuf_json_string(b, j->request_id, strlen(j->request_id));
+}
+
 /* The JSON answer of an embeddings job. */
 static void embeddings_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
     mmt_strbuf_printf(b, "{\"object\": \"list\", \"data\": [");
@@ -303,6 +346,7 @@ static void embeddings_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
     mmt_strbuf_printf(b, "], \"model\": ");
     const char *name = j->adapter ? j->adapter->name : "base";
     mmt_strbuf_json_string(b, name, strlen(name));
+    route_fields(s, j, b);
     mmt_strbuf_printf(b, ", \"usage\": {\"prompt_tokens\": %lld, \"total_tokens\": %lld}}\n", (long long)j->tokens,
                       (long long)j->tokens);
 }
@@ -352,6 +396,7 @@ static void classify_body(mmt_server *s, const clip_job *j, mmt_strbuf *b) {
     mmt_strbuf_printf(b, "], \"model\": ");
     const char *name = j->adapter ? j->adapter->name : "base";
     mmt_strbuf_json_string(b, name, strlen(name));
+    route_fields(s, j, b);
     mmt_strbuf_printf(b, "}\n");
     mmt_free(p);
     mmt_free(order);
@@ -493,6 +538,25 @@ static void expire_job(void *user, mmt_batch_job *bj) {
     clip_job_finish(j, 503, &none);
 }
 
+/* A request naming a route: draws its arm (sticky by the "user" field or X-Client-Key, else
+ * from the route's seeded stream), whose adapter then serves it; remembers the request id's
+ * arm for feedback. 0, or 400 for a client key that is too long. */
+static int route_pick(mmt_server *s, const mmt_http_request *req, clip_job *j, int route, char *err, size_t err_size) {
+    mmt_route *r = &s->routes[route];
+    const char *key = j->req.user ? j->req.user : mmt_http_request_header(req, "X-Client-Key");
+    size_t key_len = key ? strlen(key) : 0;
+    if (key_len > MMT_ROUTE_MAX_KEY) {
+        snprintf(err, err_size, "X-Client-Key is over %d bytes", MMT_ROUTE_MAX_KEY);
+        return 400;
+    }
+    j->route = route;
+    j->arm = mmt_route_pick(r, key, key_len);
+    snprintf(j->adapter_name, sizeof j->adapter_name, "%s", r->arms[j->arm].adapter);
+    snprintf(j->request_id, sizeof j->request_id, "%s", req->request_id ? req->request_id : "");
+    mmt_route_recent_put(&s->recent, j->request_id, route, j->arm);
+    return 0;
+}
+
 /* Parses /v1/embeddings or /v1/classify into a job and queues it, or answers the error. */
 static void handle_clip(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply, int classify) {
     const char *endpoint = classify ? "/v1/classify" : "/v1/embeddings";
@@ -501,11 +565,14 @@ static void handle_clip(mmt_server *s, const mmt_http_request *req, mmt_http_rep
     clip_job *j = mmt_calloc(1, sizeof *j);
     int status = j ? mmt_serve_parse_clip(req->body, req->body_len, classify, s->o.max_inputs, &j->req, err, sizeof err) : 500;
     if (!j) snprintf(err, sizeof err, "out of memory");
+    if (j) j->route = -1;
     if (!status) {
         j->srv = s, j->reply = reply, j->endpoint = endpoint, j->t0 = t0, j->classify = classify;
         const char *model = j->req.model;
-        snprintf(j->adapter_name, sizeof j->adapter_name, "%s", model && mmt_serve_valid_name(model) ? model : "base");
-        if (!adapter_acquire(s, model, &j->adapter)) {
+        int route = route_find(s, model);
+        if (route >= 0) status = route_pick(s, req, j, route, err, sizeof err), model = j->adapter_name;
+        else snprintf(j->adapter_name, sizeof j->adapter_name, "%s", model && mmt_serve_valid_name(model) ? model : "base");
+        if (!status && !adapter_acquire(s, model, &j->adapter)) {
             status = 404;
             snprintf(err, sizeof err, "no adapter named '%.100s' is loaded (GET /v1/adapters lists them)", model);
         }
@@ -657,6 +724,14 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
     if (!strcmp(req->method, "DELETE") && !strncmp(req->path, "/v1/adapters/", 13)) {
         const char *name = req->path + 13;
         int found = adapter_remove(s, name);
+        if (found < 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "adapter '%.100s' is an arm of route '%s' (--route): it stays loaded while the route serves",
+                     name, s->routes[route_using(s, name)].name);
+            mmt_http_reply_error(reply, 409, "invalid_request_error", msg);
+            mmt_metrics_request(s->metrics, "/v1/adapters", "base", 409, mmt_now_seconds() - t0);
+            return;
+        }
         if (found) {
             mmt_strbuf b = {0};
             mmt_strbuf_printf(&b, "{\"name\": ");
@@ -681,6 +756,105 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
         return;
     }
     mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET or POST /v1/adapters, DELETE /v1/adapters/NAME");
+}
+
+/* ---- A/B routes and feedback -------------------------------------------------------------- */
+
+/* GET /v1/routes: every route with its arms and weights. */
+static void handle_routes(mmt_server *s, mmt_http_reply *reply) {
+    mmt_strbuf b = {0};
+    mmt_strbuf_printf(&b, "{\"object\": \"list\", \"data\": [");
+    for (int64_t i = 0; i < s->n_routes; i++) {
+        const mmt_route *r = &s->routes[i];
+        mmt_strbuf_printf(&b, "%s{\"name\": \"%s\", \"total_weight\": %lld, \"arms\": [", i ? ", " : "", r->name,
+                          (long long)r->total);
+        for (int a = 0; a < r->n_arms; a++)
+            mmt_strbuf_printf(&b, "%s{\"adapter\": \"%s\", \"weight\": %lld}", a ? ", " : "", r->arms[a].adapter,
+                              (long long)r->arms[a].weight);
+        mmt_strbuf_printf(&b, "]}");
+    }
+    mmt_strbuf_printf(&b, "], \"seed\": %llu}\n", (unsigned long long)s->o.route_seed);
+    mmt_http_reply_json(reply, 200, &b);
+    mmt_strbuf_free(&b);
+}
+
+/* Which (route, arm) an event is about: the request id's own when it is among the recent
+ * routed requests, else the "route" field with the "arm" field or the client key's sticky
+ * arm. 0, or the HTTP status of the error with its message. */
+static int feedback_resolve(mmt_server *s, const mmt_feedback_event *ev, int *route, int *arm, char *err, size_t err_size) {
+    int r = -1, a = -1;
+    if (ev->request_id[0] && mmt_route_recent_get(&s->recent, ev->request_id, &r, &a)) {
+        if (ev->route[0] && strcmp(ev->route, s->routes[r].name)) {
+            snprintf(err, err_size, "request '%s' was routed by '%s', not '%s'", ev->request_id, s->routes[r].name, ev->route);
+            return 400;
+        }
+        if (ev->arm[0] && strcmp(ev->arm, s->routes[r].arms[a].adapter)) {
+            snprintf(err, err_size, "request '%s' was served by arm '%s', not '%s'", ev->request_id, s->routes[r].arms[a].adapter,
+                     ev->arm);
+            return 400;
+        }
+        *route = r, *arm = a;
+        return 0;
+    }
+    if (!ev->route[0]) {
+        snprintf(err, err_size, "\"route\" is required%s", ev->request_id[0] ? ": the request id is not among the recent routed "
+                                                                              "requests" : "");
+        return 400;
+    }
+    if ((r = route_find(s, ev->route)) < 0) {
+        snprintf(err, err_size, "no route named '%s' (GET /v1/routes lists them)", ev->route);
+        return 404;
+    }
+    if (ev->arm[0] && (a = mmt_route_find_arm(&s->routes[r], ev->arm)) < 0) {
+        snprintf(err, err_size, "'%s' is not an arm of route '%s'", ev->arm, ev->route);
+        return 400;
+    }
+    if (a < 0 && ev->user[0]) a = mmt_route_pick_key(&s->routes[r], ev->user, strlen(ev->user));
+    if (a < 0) {
+        snprintf(err, err_size, "request '%s' is not among the last %d routed requests: give \"arm\" (or the client key)",
+                 ev->request_id, MMT_ROUTE_RECENT);
+        return 400;
+    }
+    *route = r, *arm = a;
+    return 0;
+}
+
+/* POST /v1/feedback: one event about an answer, appended to the --feedback file with its
+ * route and arm, and counted in /metrics. */
+static void handle_feedback(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply) {
+    double t0 = mmt_now_seconds();
+    char err[400];
+    mmt_feedback_event *ev = mmt_calloc(1, sizeof *ev);
+    int route = -1, arm = -1, status = 0;
+    if (!s->feedback) status = 404, snprintf(err, sizeof err, "feedback is not recorded: start the server with --feedback FILE");
+    else if (!ev) status = 500, snprintf(err, sizeof err, "out of memory");
+    else status = mmt_feedback_parse(req->body, req->body_len, mmt_http_request_header(req, "X-Client-Key"), ev, err, sizeof err);
+    if (!status) status = feedback_resolve(s, ev, &route, &arm, err, sizeof err);
+    mmt_strbuf line = {0};
+    if (!status) {
+        const mmt_route *r = &s->routes[route];
+        mmt_feedback_line(ev, r->name, r->arms[arm].adapter, &line);
+        if (line.failed) status = 500, snprintf(err, sizeof err, "out of memory");
+        else if (mmt_feedback_append(s->feedback, line.data, line.len) != MMT_OK)
+            status = 500, snprintf(err, sizeof err, "%s", mmt_last_error());
+    }
+    if (status) {
+        mmt_http_reply_error(reply, status, status >= 500 ? "server_error" : "invalid_request_error", err);
+    } else {
+        const mmt_route *r = &s->routes[route];
+        mmt_metrics_feedback(s->metrics, r->name, r->arms[arm].adapter, ev->event);
+        mmt_strbuf b = {0};
+        mmt_strbuf_printf(&b, "{\"recorded\": true, \"route\": \"%s\", \"arm\": \"%s\", \"event\": \"%s\", \"request_id\": ",
+                          r->name, r->arms[arm].adapter, ev->event);
+        mmt_strbuf_json_string(&b, ev->request_id, strlen(ev->request_id));
+        mmt_strbuf_printf(&b, "}\n");
+        mmt_http_reply_json(reply, 200, &b);
+        mmt_strbuf_free(&b);
+    }
+    mmt_metrics_request(s->metrics, "/v1/feedback", "base", status ? status : 200, mmt_now_seconds() - t0);
+    mmt_strbuf_free(&line);
+    if (ev) mmt_feedback_event_free(ev);
+    mmt_free(ev);
 }
 
 /* ---- routing ----------------------------------------------------------------------------- */
@@ -747,6 +921,17 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
         return;
     }
     /* ---- end captioning ---- */
+    /* A/B routes and feedback need no model: they answer while it loads */
+    if (!strcmp(req->path, "/v1/routes")) {
+        if (get) handle_routes(s, reply);
+        else mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET /v1/routes");
+        return;
+    }
+    if (!strcmp(req->path, "/v1/feedback")) {
+        if (post) handle_feedback(s, req, reply);
+        else mmt_http_reply_error(reply, 405, "invalid_request_error", "use POST /v1/feedback");
+        return;
+    }
     int known = !strcmp(req->path, "/v1/embeddings") || !strcmp(req->path, "/v1/classify") ||
                 !strcmp(req->path, "/v1/search") || !strncmp(req->path, "/v1/adapters", 12);
     if (!known) {
@@ -832,6 +1017,48 @@ static void *load_model(void *arg) {
     return NULL;
 }
 
+/* Parses and checks the --route specs: names unique and apart from the adapters' and the
+ * model folder's, every arm a start-up adapter or the base; declares the arms' metrics. */
+static mmt_status routes_setup(mmt_server *s) {
+    const mmt_server_options *o = &s->o;
+    if (o->n_routes < 0 || o->n_routes > MAX_ROUTES)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "serve: at most %d routes (--route)", MAX_ROUTES);
+    if (o->n_routes == 0) return MMT_OK;
+    mmt_status st = mmt_route_recent_init(&s->recent);
+    if (st == MMT_OK && !(s->routes = mmt_calloc((size_t)o->n_routes, sizeof *s->routes))) st = MMT_STATUS_OUT_OF_MEMORY;
+    const char *folder = strrchr(s->model_dir, '/');
+    folder = folder ? folder + 1 : s->model_dir;
+    for (int64_t i = 0; st == MMT_OK && i < o->n_routes; i++) {
+        mmt_route *r = &s->routes[i];
+        if ((st = mmt_route_parse(o->routes[i], r)) != MMT_OK) break;
+        mmt_route_seed(r, o->route_seed);
+        if (route_find(s, r->name) >= 0) { /* the routes before this one are s->n_routes */
+            st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "route '%s' is given twice (--route)", r->name);
+            break;
+        }
+        if (!strcmp(r->name, folder)) {
+            st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "route '%s': the name is the model folder's, which names the base", r->name);
+            break;
+        }
+        for (int64_t k = 0; st == MMT_OK && k < o->n_adapters; k++)
+            if (!strcmp(o->adapter_names[k], r->name))
+                st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "route '%s': the name is also an adapter's (--adapter %s=...)", r->name,
+                              r->name);
+        for (int a = 0; st == MMT_OK && a < r->n_arms; a++) {
+            const char *name = r->arms[a].adapter;
+            int known = !strcmp(name, "base");
+            for (int64_t k = 0; !known && k < o->n_adapters; k++) known = !strcmp(o->adapter_names[k], name);
+            if (!known)
+                st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "route '%s': no adapter named '%s' (load it with --adapter %s=DIR, or "
+                              "use base)", r->name, name, name);
+        }
+        for (int a = 0; st == MMT_OK && a < r->n_arms; a++)
+            st = mmt_metrics_route_arm(s->metrics, r->name, r->arms[a].adapter, r->arms[a].weight);
+        if (st == MMT_OK) s->n_routes++;
+    }
+    return st;
+}
+
 mmt_status mmt_server_start(const mmt_server_options *o, mmt_server **out) {
     *out = NULL;
     if (!o->model_dir) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "serve: no model folder");
@@ -845,6 +1072,13 @@ mmt_status mmt_server_start(const mmt_server_options *o, mmt_server **out) {
     s->o = *o;
     pthread_mutex_init(&s->mu, NULL);
     mmt_status st = mmt_metrics_create(&s->metrics);
+    if (st == MMT_OK) st = routes_setup(s);
+    if (st == MMT_OK && o->feedback_path) {
+        int policy = o->feedback_fsync;
+        if (policy < MMT_FEEDBACK_FSYNC_SECOND || policy > MMT_FEEDBACK_FSYNC_NEVER)
+            st = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "serve: feedback sync policy %d is not one of 0-2", policy);
+        else st = mmt_feedback_open(o->feedback_path, (mmt_feedback_fsync)policy, &s->feedback);
+    }
     mmt_http_options ho = {.host = o->host, .port = o->port, .max_body_bytes = o->max_body_bytes,
                            .max_connections = o->max_connections, .idle_timeout_s = o->idle_timeout_s, .handler = route,
                            .user = s};
@@ -899,6 +1133,9 @@ void mmt_server_stop(mmt_server *s, double drain_s) {
     mmt_clip_run_free(s->run);
     mmt_clip_free(s->model);
     mmt_metrics_free(s->metrics);
+    mmt_feedback_close(s->feedback);
+    mmt_route_recent_free(&s->recent);
+    mmt_free(s->routes);
     pthread_mutex_destroy(&s->mu);
     mmt_free(s->model_dir);
     mmt_free(s);

@@ -11,6 +11,14 @@
  * with. A request that fails (bad JSON, a text over the context, a corrupt image) fails
  * alone with a 4xx JSON error; the others of its batch are answered normally.
  *
+ * A/B routes: a request whose "model" names a route (options.routes) is served by one of
+ * the route's adapters, drawn by weight (sticky per client key: the "user" field or the
+ * X-Client-Key header; else from the seeded stream). The answer names the arm (fields
+ * "route", "adapter", "request_id"; headers X-Route, X-Route-Arm); every answer carries
+ * X-Request-Id. POST /v1/feedback appends clients' events about answers to the feedback
+ * file, with the arm that served them (serve/feedback.h); /metrics counts both per arm.
+ * An adapter that is an arm of a route cannot be unloaded, nor a name of a route loaded.
+ *
  * Usage:
  *     mmt_server_options o;
  *     mmt_server_options_default(&o);
@@ -52,6 +60,15 @@ typedef struct mmt_server_options {
     int64_t n_caption_adapters;
     int64_t max_new_tokens;
     int quantize;              /* mmtune.h mmt_quant_type for both models' linears (0: fp32) */
+    /* A/B routes (serve/ab_route.h): n_routes specs "NAME=ADAPTER:WEIGHT,..." whose arms are
+     * start-up adapters (adapter_names) or "base"; a request's "model" may name a route. The
+     * seed of the draws of requests without a client key. The feedback file of POST
+     * /v1/feedback (NULL: that endpoint answers 404) and its sync policy (serve/feedback.h). */
+    const char *const *routes;
+    int64_t n_routes;
+    uint64_t route_seed;
+    const char *feedback_path;
+    int feedback_fsync;        /* mmt_feedback_fsync (default 0: once a second) */
 } mmt_server_options;
 
 void mmt_server_options_default(mmt_server_options *o);

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "core/alloc.h"
+#include "serve/feedback.h"
 #include "serve/server.h"
 
 #ifdef _OPENMP
@@ -17,10 +18,13 @@
 #endif
 
 #define MAX_START_ADAPTERS 256
+#define MAX_ROUTES 64
 
 static const char *SERVE_HELP =
     "usage: mmtune serve --model DIR [--adapter NAME=DIR]... [--index DIR] [--host ADDR] [--port N]\n"
     "                    [--captioner GIT_DIR [--caption-adapter NAME=DIR]...]\n"
+    "                    [--route NAME=ADAPTER:WEIGHT,ADAPTER:WEIGHT...]... [--route-seed N]\n"
+    "                    [--feedback FILE [--feedback-fsync second|always|never]]\n"
     "                    [--max-batch N] [--max-wait-ms MS] [--threads N] [limits]\n"
     "\n"
     "Serves a CLIP over HTTP (docs/serving.md): POST /v1/embeddings (OpenAI's shape; texts or\n"
@@ -38,6 +42,18 @@ static const char *SERVE_HELP =
     "                       continuous batching (requests join between decoding steps)\n"
     "  --caption-adapter NAME=DIR  a PEFT adapter of the captioner, the \"model\" of /v1/caption\n"
     "                       (repeat for more; /v1/caption/adapters loads more while serving)\n"
+    "A/B routes (docs/serving.md, \"A/B routes and feedback\"):\n"
+    "  --route NAME=A:90,B:10  requests whose \"model\" is NAME go to adapter A or B (an\n"
+    "                       --adapter name, or base) drawn by the integer weights; the same\n"
+    "                       client key (\"user\" field or X-Client-Key header) always gets the\n"
+    "                       same arm. Answers name the arm (\"adapter\", X-Route-Arm) and carry\n"
+    "                       X-Request-Id; /metrics counts per arm. Repeat for more routes\n"
+    "  --route-seed N       seed of the draws of requests without a client key (default 0)\n"
+    "  --feedback FILE      POST /v1/feedback appends events ({\"request_id\" or \"user\",\n"
+    "                       \"route\", \"arm\", \"event\", \"value\"}) to FILE, one JSON line each\n"
+    "                       with a timestamp and the arm that served the request\n"
+    "  --feedback-fsync P   second (default: fdatasync once a second), always (before each\n"
+    "                       answer) or never\n"
     "  --host ADDR          IPv4 address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
     "  --port N             TCP port (default 8080; 0: any free one, printed)\n"
     "  --max-batch N        inputs per batch (default 32; 1 turns batching off); captions:\n"
@@ -74,6 +90,9 @@ int cmd_serve(int argc, char **argv) {
     const char *cap_names[MAX_START_ADAPTERS], *cap_dirs[MAX_START_ADAPTERS]; /* --caption-adapter */
     char *cap_owned[MAX_START_ADAPTERS];
     int64_t n_cap = 0;
+    const char *routes[MAX_ROUTES];
+    int64_t n_routes = 0;
+    int fsync_given = 0;
     double threads = 0;
     int rc = 0;
     for (int i = 0; i < argc && rc == 0; i++) {
@@ -115,6 +134,22 @@ int cmd_serve(int argc, char **argv) {
                 cap_dirs[n_cap] = cap_owned[n_cap] + (eq - v) + 1;
                 n_cap++;
             }
+        } else if (!strcmp(a, "--route")) {
+            if (n_routes == MAX_ROUTES) rc = cli_usage_error("at most %d --route", MAX_ROUTES);
+            else routes[n_routes++] = v; /* checked by the server (serve/ab_route.h), before it loads */
+        } else if (!strcmp(a, "--route-seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long seed = strtoull(v, &end, 10);
+            if (!*v || *end || errno || *v == '-') rc = cli_usage_error("--route-seed needs an integer from 0 to 2^64-1, got '%s'", v);
+            o.route_seed = (uint64_t)seed;
+        } else if (!strcmp(a, "--feedback")) {
+            o.feedback_path = v;
+        } else if (!strcmp(a, "--feedback-fsync")) {
+            int p = mmt_feedback_fsync_parse(v);
+            if (p < 0) rc = cli_usage_error("--feedback-fsync takes second, always or never, got '%s'", v);
+            o.feedback_fsync = p;
+            fsync_given = 1;
         } else if (!strcmp(a, "--max-new-tokens")) {
             if (!parse_num(v, 1, 4096, &x) || x != (int)x) rc = cli_usage_error("--max-new-tokens needs 1..4096");
             o.max_new_tokens = (int64_t)x;
@@ -156,6 +191,7 @@ int cmd_serve(int argc, char **argv) {
     if (rc == 0 && !o.model_dir) rc = cli_usage_error("serve: --model is required");
     if (rc == 0 && n_adapters > o.max_adapters) rc = cli_usage_error("more --adapter than --max-adapters");
     if (rc == 0 && n_cap > 0 && !o.captioner_dir) rc = cli_usage_error("serve: --caption-adapter needs --captioner");
+    if (rc == 0 && fsync_given && !o.feedback_path) rc = cli_usage_error("serve: --feedback-fsync needs --feedback FILE");
     if (rc != 0) goto done;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -166,6 +202,8 @@ int cmd_serve(int argc, char **argv) {
     o.caption_adapter_names = cap_names;
     o.caption_adapter_dirs = cap_dirs;
     o.n_caption_adapters = n_cap;
+    o.routes = routes;
+    o.n_routes = n_routes;
     /* SIGTERM and SIGINT go to sigwait below, in no other thread; a closed client socket is
      * an error return, not a signal */
     sigset_t stop;
