@@ -53,6 +53,7 @@ static const char *USAGE =
     "             captioner: CIDEr-D, BLEU-1..4, ROUGE-L of its captions\n"
     "  merge      fold an adapter into the base and write a Hugging Face snapshot\n"
     "  quantize   write a snapshot with int8 or NF4 linear weights (bitsandbytes' layout)\n"
+    "  prune      remove a CLIP's least important MLP neurons and layers (Taylor scores on data)\n"
     "  bench      measure throughput (bench embed|train|adapters|caption|search|serve --help)\n"
     "  fashion-mnist  write Fashion-MNIST as PNG images + captioned JSONL pairs\n"
     "  synth      write a synthetic image-caption dataset (PNG/JPEG, JSONL, COCO)\n"
@@ -838,6 +839,7 @@ static int run_command(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval_clip(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "prune")) return cmd_prune(argc - 2, argv + 2);
     if (!strcmp(cmd, "fashion-mnist")) return cmd_fashion_mnist(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "bpe")) return cmd_bpe(argc - 2, argv + 2);

@@ -36,6 +36,7 @@ mmt_status cli_git_load(const char *dir, struct mmt_git **out);
 
 int cmd_train(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
 int cmd_eval_captions(int argc, char **argv);
 
