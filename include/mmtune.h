@@ -217,7 +217,15 @@ typedef struct mmt_train_options {
     int gradient_checkpointing;      /* recompute encoder blocks in backward */
     int learn_logit_scale;           /* train CLIP's temperature too */
     double temperature;              /* fixed softmax temperature (0: the model's) */
-    double distill_weight;           /* KL to the frozen base model's logits (0) */
+    double distill_weight;           /* KL to the frozen base model's logits (0); with
+                                      * distill_from, to the teacher's */
+    const char *distill_from;        /* a teacher CLIP snapshot, frozen and run forward only, to
+                                      * distill from (docs/distillation.md; NULL: none) */
+    const char *teacher_adapter;     /* an adapter folder applied to the teacher (NULL: none) */
+    double distill_temperature;      /* with distill_from: the KL term's temperature (1) */
+    double distill_cosine;           /* with distill_from: weight of the embeddings' cosine
+                                      * distance to the teacher's (0) */
+    double task_weight;              /* with distill_from: weight of the contrastive loss (1) */
     /* captioners (GIT snapshots) */
     int64_t max_caption_tokens;      /* caption length with [CLS] and [SEP] (0: 40) */
     double label_smoothing;          /* of the language-model loss, as torch (0) */

@@ -109,6 +109,8 @@ struct mmt_clip_train {
 
 void mmt_clip_train_options_default(mmt_clip_train_options *o) {
     memset(o, 0, sizeof *o);
+    o->distill_temperature = 1;
+    o->task_weight = 1;
 }
 
 static void linear_init(mmt_linear *l, const float *w, const float *b, int64_t in, int64_t out) {
@@ -858,6 +860,40 @@ static mmt_status gathered_loss(mmt_clip_train *ct, const float *ti, const float
                                         &ct->scratch, &ct->last_loss, ct->vision.demb, ct->text.demb, &ct->dscale);
 }
 
+/* The loss with another model as teacher (the options' distill_teacher): task_weight x
+ * clip_loss + nn_distill_loss against the teacher's embeddings of the same batch. The
+ * teacher runs in its own view (its own arenas), forward only. */
+static mmt_status teacher_loss(mmt_clip_train *ct, const float *pixels, const int32_t *ids, int64_t B, int64_t L) {
+    if (gathers(ct))
+        return mmt_fail(MMT_STATUS_UNSUPPORTED, "distillation from another model cannot go with gather-with-grad");
+    mmt_clip_train *tv = ct->opt.distill_teacher;
+    int64_t P = ct->model->cfg.projection_dim, Pt = tv->model->cfg.projection_dim;
+    float *ti = ALLOC_F(&ct->step, B * Pt), *tt = ALLOC_F(&ct->step, B * Pt);
+    ct->text.demb = ALLOC_F(&ct->step, B * P);
+    ct->vision.demb = ALLOC_F(&ct->step, B * P);
+    if (!ti || !tt || !ct->text.demb || !ct->vision.demb) return MMT_STATUS_OUT_OF_MEMORY;
+    memset(ct->text.demb, 0, (size_t)(B * P) * sizeof(float));
+    memset(ct->vision.demb, 0, (size_t)(B * P) * sizeof(float));
+    MMT_TRY(mmt_clip_train_encode_pixels(tv, pixels, B, ti));
+    MMT_TRY(mmt_clip_train_encode_ids(tv, ids, B, L, tt));
+    double task = 0, distill = 0, ds = 0;
+    float w = ct->opt.task_weight, scale = mmt_clip_train_scale(ct);
+    if (w != 0) {
+        MMT_TRY(nn_contrastive_loss(ct->vision.emb, ct->text.emb, B, P, scale, NULL, 0, &ct->scratch, &task,
+                                    ct->vision.demb, ct->text.demb, &ds));
+        for (int64_t k = 0; w != 1 && k < B * P; k++) {
+            ct->vision.demb[k] *= w;
+            ct->text.demb[k] *= w;
+        }
+    }
+    ct->dscale = w * ds;
+    MMT_TRY(nn_distill_loss(ct->vision.emb, ct->text.emb, ti, tt, B, P, Pt, scale, mmt_clip_train_scale(tv),
+                            ct->opt.distill_temperature, ct->opt.distill_weight, ct->opt.distill_cosine, &ct->scratch,
+                            &distill, ct->vision.demb, ct->text.demb, &ct->dscale));
+    ct->last_loss = w * task + distill;
+    return MMT_OK;
+}
+
 mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
                                        const int32_t *ids, int64_t B, int64_t L, uint64_t seed,
                                        double *loss) {
@@ -873,6 +909,11 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
     ct->vision.seed = nn_dropout_seed(seed, 2, 0);
     MMT_TRY(text_forward(ct, ids, B, L, !ct->eval_mode));
     MMT_TRY(vision_forward(ct, pixels, B, !ct->eval_mode));
+    if (ct->opt.distill_teacher) {
+        MMT_TRY(teacher_loss(ct, pixels, ids, B, L));
+        *loss = ct->last_loss;
+        return MMT_OK;
+    }
     int64_t P = ct->model->cfg.projection_dim;
     float *teacher = NULL, *ti = NULL, *tt = NULL;
     int gather = gathers(ct);

@@ -48,8 +48,21 @@ typedef struct mmt_clip_train_options {
      * gathered too. */
     struct mmt_comm *comm;
     int gather_with_grad;
+    /* Distillation from another model, `train --distill-from` (docs/distillation.md):
+     * distill_teacher, when set, is a view over a frozen model (borrowed; its own weights,
+     * maybe another architecture, any adapter attached to it applies) that a training
+     * forward_loss runs forward only, on the same pixels and ids (same image size, tokenizer
+     * and context). The loss is then task_weight * clip_loss + nn_distill_loss (nn/loss.h):
+     * distill_weight on the KL term at distill_temperature, the teacher's logits at its own
+     * scale, and distill_cosine on the embeddings' cosine distance (same projection_dim).
+     * Not with gather_with_grad. The three numbers are read only with a distill_teacher. */
+    struct mmt_clip_train *distill_teacher;
+    float distill_temperature;  /* > 0 (1) */
+    float distill_cosine;       /* (0) */
+    float task_weight;          /* (1) */
 } mmt_clip_train_options;
 
+/* Everything off, and distill_temperature and task_weight 1. */
 void mmt_clip_train_options_default(mmt_clip_train_options *o);
 
 mmt_status mmt_clip_train_create(mmt_clip *model, const mmt_clip_train_options *o,

@@ -151,6 +151,68 @@ mmt_status nn_contrastive_loss_gathered(const float *img_all, const float *txt_a
     return st;
 }
 
+mmt_status nn_distill_loss(const float *img, const float *txt, const float *t_img, const float *t_txt, int64_t B,
+                           int64_t P, int64_t Pt, float scale, float t_scale, float temperature, float kl_weight, float cos_weight,
+                           mmt_arena *arena, double *loss, float *dimg, float *dtxt, double *dscale) {
+    if (!(temperature > 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "distillation temperature must be positive, got %g", (double)temperature);
+    if (cos_weight != 0 && Pt != P)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the cosine distillation term compares embeddings: the teacher's have "
+                        "%lld dimensions, the student's %lld", (long long)Pt, (long long)P);
+    double total = 0;
+    mmt_arena_mark mark = mmt_arena_get_mark(arena);
+    mmt_status st = MMT_OK;
+    if (kl_weight != 0) {
+        float *lt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(float), 64);   // student LT (B, B)
+        float *tz = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(float), 64);   // teacher LT / T
+        float *sz = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(float), 64);   // student LT / T
+        double *lr = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64); // log softmax, rows
+        double *lc = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64); // log softmax, columns
+        double *tr = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
+        double *tc = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
+        double *dlt = mmt_arena_alloc(arena, (size_t)(B * B) * sizeof(double), 64);
+        if (!lt || !tz || !sz || !lr || !lc || !tr || !tc || !dlt) {
+            st = MMT_STATUS_OUT_OF_MEMORY;
+        } else {
+            nn_clip_logits(lt, img, txt, B, P, scale);
+            nn_clip_logits(tz, t_img, t_txt, B, Pt, t_scale / temperature);
+            for (int64_t k = 0; k < B * B; k++) sz[k] = lt[k] / temperature;
+            log_softmax_rows(lr, sz, B, B, 1);
+            log_softmax_rows(lc, sz, B, 1, B);
+            log_softmax_rows(tr, tz, B, B, 1);
+            log_softmax_rows(tc, tz, B, 1, B);
+            /* d/d(LT / T) of T^2 KL is T^2 (softmax - teacher); d/d LT is T (softmax - teacher) */
+            double T = (double)temperature, w = 0.5 * (double)kl_weight / (double)B;
+            for (int64_t i = 0; i < B; i++)
+                for (int64_t j = 0; j < B; j++) {
+                    double pr = exp(tr[i * B + j]), pc = exp(tc[j * B + i]);
+                    total += w * T * T * (pr * (tr[i * B + j] - lr[i * B + j]) + pc * (tc[j * B + i] - lc[j * B + i]));
+                    dlt[i * B + j] = w * T * (exp(lr[i * B + j]) - pr + exp(lc[j * B + i]) - pc);
+                }
+            double ds;
+            contrastive_project(dlt, lt, img, txt, B, P, scale, 0, B, dimg, dtxt, &ds);
+            if (dscale) *dscale += ds;
+        }
+    }
+    mmt_arena_rewind(arena, mark);
+    if (st != MMT_OK) return st;
+    if (cos_weight != 0) {
+        double w = 0.5 * (double)cos_weight / (double)B;
+        for (int64_t b = 0; b < B; b++) {
+            double ci = 0, ct = 0;
+            for (int64_t k = 0; k < P; k++) {
+                ci += (double)img[b * P + k] * (double)t_img[b * P + k];
+                ct += (double)txt[b * P + k] * (double)t_txt[b * P + k];
+            }
+            total += w * ((1 - ci) + (1 - ct));
+            for (int64_t k = 0; dimg && k < P; k++) dimg[b * P + k] -= (float)(w * t_img[b * P + k]);
+            for (int64_t k = 0; dtxt && k < P; k++) dtxt[b * P + k] -= (float)(w * t_txt[b * P + k]);
+        }
+    }
+    *loss = total;
+    return MMT_OK;
+}
+
 double nn_cross_entropy(const float *logits, const int32_t *labels, int64_t B, int64_t K,
                         float *dlogits) {
     double total = 0;

@@ -45,6 +45,18 @@ mmt_status nn_contrastive_loss_gathered(const float *img_all, const float *txt_a
                                         mmt_arena *arena, double *loss, float *dimg,
                                         float *dtxt, double *dscale);
 
+/* Distillation from a teacher's normalised embeddings t_img, t_txt (B, Pt) (docs/distillation.md):
+ *   kl_weight * T^2 * the distillation term above, between softmax(teacher LT / T) and
+ *       softmax(student LT / T), teacher LT = t_scale * t_txt @ t_img^T, student LT = scale *
+ *       txt @ img^T (Hinton et al. 2015: T^2 keeps the gradient's size as T changes);
+ *   + cos_weight * mean over rows of ((1 - img . t_img) + (1 - txt . t_txt)) / 2 (the cosine
+ *       distance of each embedding to the teacher's; it needs Pt == P).
+ * *loss gets the sum; gradients (+=) into dimg, dtxt (may be NULL) and *dscale (may be NULL).
+ * The arena is only borrowed for scratch (rewound before returning). */
+mmt_status nn_distill_loss(const float *img, const float *txt, const float *t_img, const float *t_txt, int64_t B,
+                           int64_t P, int64_t Pt, float scale, float t_scale, float temperature, float kl_weight, float cos_weight,
+                           mmt_arena *arena, double *loss, float *dimg, float *dtxt, double *dscale);
+
 /* logits_per_text (B, B) = scale * txt @ img^T, as CLIPModel computes it. */
 void nn_clip_logits(float *lt, const float *img, const float *txt, int64_t B, int64_t P,
                     float scale);

@@ -74,7 +74,12 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--checkpointing", "gradient_checkpointing", B, F(o.gradient_checkpointing), NULL, "recompute encoder blocks in backward (less memory)"},
     {"--learn-logit-scale", "learn_logit_scale", B, F(o.learn_logit_scale), NULL, "train CLIP's temperature too (clamped at 100)"},
     {"--temperature", "temperature", D, F(o.temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
-    {"--distill", "distill_weight", D, F(o.distill_weight), "X", "weight of the KL term to the frozen base model's logits"},
+    {"--distill", "distill_weight", D, F(o.distill_weight), "X", "weight of the KL term to the frozen base model's logits (with --distill-from: to the teacher's)"},
+    {"--distill-from", "distill_from", S, F(o.distill_from), "DIR", "a teacher CLIP snapshot distilled into --model, frozen, forward only (--distill: KL weight, --distill-cosine; docs/distillation.md)"},
+    {"--teacher-adapter", "teacher_adapter", S, F(o.teacher_adapter), "DIR", "--distill-from: an adapter folder applied to the teacher"},
+    {"--distill-temperature", "distill_temperature", D, F(o.distill_temperature), "T", "--distill-from: temperature of the KL term (which is scaled by T^2)"},
+    {"--distill-cosine", "distill_cosine", D, F(o.distill_cosine), "X", "--distill-from: weight of the embeddings' cosine distance 1 - cos(student, teacher)"},
+    {"--task-weight", "task_weight", D, F(o.task_weight), "X", "--distill-from: weight of the contrastive loss on the pairs"},
     {"--max-caption-tokens", "max_caption_tokens", I, F(o.max_caption_tokens), "N", "captioners: caption length with [CLS] and [SEP] (longer ones are cut)"},
     {"--label-smoothing", "label_smoothing", D, F(o.label_smoothing), "X", "captioners: label smoothing of the language-model loss"},
     {"--cache-mb", "cache_mb", I, F(o.cache_mb), "N", "keep decoded images when the set fits in N MiB"},
@@ -114,6 +119,8 @@ void mmt_train_options_default(mmt_train_options *o) {
     o->warmup_steps = -1;
     o->max_grad_norm = 1.0;
     o->seed = 42;
+    o->distill_temperature = 1;
+    o->task_weight = 1;
     o->keep_checkpoints = 2;
     o->lora_r = 8;
     o->lora_alpha = 16;
@@ -253,6 +260,36 @@ static void fill_method_defaults(mmt_train_options *o, int captioner) {
     }
 }
 
+/* Distillation from another model (--distill-from; docs/distillation.md). The teacher is
+ * read later (train_job.c), where its sizes are checked against the student's. */
+static mmt_status check_distill(const mmt_train_config *c, int captioner) {
+    const mmt_train_options *o = &c->o;
+    if (!(o->distill_weight >= 0)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill takes a weight >= 0, not %g", o->distill_weight);
+    if (!(o->distill_temperature > 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-temperature must be > 0, got %g", o->distill_temperature);
+    if (!(o->distill_cosine >= 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-cosine takes a weight >= 0, not %g", o->distill_cosine);
+    if (!(o->task_weight >= 0)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--task-weight takes a weight >= 0, not %g", o->task_weight);
+    if (!o->distill_from || !o->distill_from[0]) {
+        if (o->teacher_adapter) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--teacher-adapter goes with --distill-from DIR");
+        if (o->distill_cosine != 0 || o->distill_temperature != 1 || o->task_weight != 1)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-cosine, --distill-temperature and --task-weight go with "
+                            "--distill-from DIR (the teacher)");
+        return MMT_OK;
+    }
+    if (captioner)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --distill-from distils a CLIP's contrastive logits and embeddings; "
+                        "%s is a GIT captioner", c->model);
+    if (is_method(o, "linear-probe"))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --distill-from does not apply to --method linear-probe");
+    if (!(o->distill_weight > 0) && !(o->distill_cosine > 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-from needs --distill W (the KL term to the teacher's logits) "
+                        "and/or --distill-cosine W (its embeddings)");
+    if (o->gather_with_grad)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --distill-from cannot go with --gather-with-grad");
+    return MMT_OK;
+}
+
 mmt_status mmt_train_config_check(mmt_train_config *c) {
     mmt_train_options *o = &c->o;
     /* a program may leave the named choices NULL: the defaults */
@@ -310,6 +347,7 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
         !is_method(o, "full"))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: %s is a GIT captioner: --method takes lora, ia3, prompt, prefix "
                         "or full for it, not '%s'", c->model, o->method);
+    MMT_TRY(check_distill(c, captioner));
     if (captioner && (o->prompt_tokens > 0 || o->visual_prompt_tokens > 0 || o->prefix_vision))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --prompt-tokens, visual prompts and vision prefixes are not "
                         "implemented for GIT captioners (--method prompt is PEFT's prompt tuning)");
@@ -334,7 +372,10 @@ void mmt_train_config_pairs_options(const mmt_train_config *c, mmt_pairs_options
 static int outside_identity(const char *key) {
     static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
                                        "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints",
-                                       "max_text_bytes", "max_file_bytes", "zero", "as_ranks", NULL};
+                                       "max_text_bytes", "max_file_bytes", "zero", "as_ranks",
+                                       /* distillation: the teacher by content, in "distill" (identity_json) */
+                                       "distill_from", "teacher_adapter", "distill_temperature", "distill_cosine",
+                                       "task_weight", NULL};
     for (const char *const *k = keys; *k; k++)
         if (!strcmp(*k, key)) return 1;
     return 0;
@@ -381,9 +422,26 @@ mmt_status mmt_train_config_identity_json(const mmt_train_config *c, const mmt_p
     if (!settings) return MMT_STATUS_OUT_OF_MEMORY;
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{\"model\": {\"fingerprint\": \"%s\", \"files\": %lld}, \"data\": {\"fingerprint\": \"%s\", "
-                          "\"pairs\": %lld}, \"settings\": %s}",
+                          "\"pairs\": %lld}, \"settings\": %s",
                       model_fp, (long long)files, data_fp, (long long)pairs->n, settings);
     mmt_free(settings);
+    /* --distill-from: the teacher (and its adapter) by content, and the loss weights; absent
+     * without one, so runs begun before these settings existed resume as they are */
+    const mmt_train_options *o = &c->o;
+    if (o->distill_from && o->distill_from[0]) {
+        char teacher_fp[17], adapter_fp[17] = "none";
+        int64_t n = 0;
+        s = mmt_fingerprint_model(o->distill_from, teacher_fp, &n);
+        if (s == MMT_OK && o->teacher_adapter) s = mmt_fingerprint_model(o->teacher_adapter, adapter_fp, &n);
+        if (s != MMT_OK) {
+            mmt_strbuf_free(&b);
+            return s;
+        }
+        mmt_strbuf_printf(&b, ", \"distill\": {\"teacher\": \"%s\", \"teacher_adapter\": \"%s\", \"temperature\": %.17g, "
+                              "\"cosine\": %.17g, \"task_weight\": %.17g}",
+                          teacher_fp, adapter_fp, o->distill_temperature, o->distill_cosine, o->task_weight);
+    }
+    mmt_strbuf_printf(&b, "}");
     if (b.failed) {
         mmt_strbuf_free(&b);
         return MMT_STATUS_OUT_OF_MEMORY;

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/weights.h"
 #include "models/clip.h"
+#include "peft/adapter_folder.h"
 #include "peft/bottleneck_config.h"
 #include "peft/peft_config.h"
 #include "peft/prompt.h"
@@ -35,6 +36,11 @@ struct mmt_train_job {
     int have_bottleneck;
     mmt_prompt_settings prompt;
     int have_prompt;
+    /* --distill-from: the teacher, frozen, run forward only (docs/distillation.md) */
+    mmt_clip *teacher;             /* owned */
+    mmt_clip_train *teacher_view;  /* owned: the teacher with --teacher-adapter attached */
+    mmt_adapter *teacher_adapter;  /* owned */
+    mmt_prompt *teacher_prompt;    /* owned */
     mmt_clip_task *task;           /* owned; NULL for linear-probe */
     char *settings_json;           /* owned: trainer_state.json's "settings" */
     char *identity_json;           /* owned: run.json's identity */
@@ -215,6 +221,42 @@ done:
     return MMT_OK;
 }
 
+/* --distill-from: loads the teacher (with --teacher-adapter) and points the student's options
+ * at it. It reads the student's inputs, so its image size and channels, vocabulary, context
+ * and EOS id must be the student's (the pixels come from the student's processor). */
+static mmt_status teacher_open(mmt_train_job *j, mmt_clip_train_options *to) {
+    const mmt_train_options *o = &j->c->o;
+    if (!o->distill_from || !o->distill_from[0]) return MMT_OK;
+    MMT_TRY(mmt_clip_load(o->distill_from, &j->teacher));
+    const mmt_clip_config *s = mmt_clip_config_of(j->model), *t = mmt_clip_config_of(j->teacher);
+    if (!t->has_text || !t->has_vision)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-from %s: the teacher needs both towers", o->distill_from);
+    if (t->vision.image_size != s->vision.image_size || t->vision.num_channels != s->vision.num_channels ||
+        t->text.vocab_size != s->text.vocab_size || t->text.max_positions != s->text.max_positions ||
+        t->text.eos_token_id != s->text.eos_token_id)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-from %s: the teacher must read the student's inputs "
+                        "(image size %lld, student %lld; vocabulary %lld, student %lld; context %lld, student %lld; EOS id "
+                        "%lld, student %lld)", o->distill_from, (long long)t->vision.image_size,
+                        (long long)s->vision.image_size, (long long)t->text.vocab_size, (long long)s->text.vocab_size,
+                        (long long)t->text.max_positions, (long long)s->text.max_positions, (long long)t->text.eos_token_id,
+                        (long long)s->text.eos_token_id);
+    if (o->distill_cosine > 0 && t->projection_dim != s->projection_dim)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-cosine compares embeddings: the teacher %s has "
+                        "projection_dim %lld, the student %lld", o->distill_from, (long long)t->projection_dim,
+                        (long long)s->projection_dim);
+    mmt_clip_train_options vo;
+    mmt_clip_train_options_default(&vo);
+    MMT_TRY(mmt_clip_train_create(j->teacher, &vo, &j->teacher_view));
+    if (o->teacher_adapter)
+        MMT_TRY(mmt_adapter_folders_load(mmt_clip_train_iface(j->teacher_view), o->teacher_adapter, 0, &j->teacher_adapter,
+                                         &j->teacher_prompt));
+    to->distill_teacher = j->teacher_view;
+    to->distill_temperature = (float)o->distill_temperature;
+    to->distill_cosine = (float)o->distill_cosine;
+    to->task_weight = (float)o->task_weight;
+    return MMT_OK;
+}
+
 mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const mmt_train_config *c,
                                 mmt_train_job **out) {
     *out = NULL;
@@ -240,6 +282,7 @@ mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const m
     if ((s = quantize_options(c, &q)) != MMT_OK || (q.type && (s = mmt_clip_quantize(model, &q)) != MMT_OK)) goto done;
     mmt_clip_task_options to;
     task_options(j, &to);
+    if ((s = teacher_open(j, &to.train)) != MMT_OK) goto done;
     if (c->o.gather_with_grad) { /* the contrastive negatives from every rank's micro-batch */
         mmt_comm *world = NULL;
         if ((s = mmt_comm_world(&world)) != MMT_OK) goto done;
@@ -271,6 +314,10 @@ void mmt_train_job_free(mmt_train_job *j) {
     if (!j) return;
     mmt_clip_task_free(j->task); /* first: it points at the configs below */
     mmt_caption_task_free(j->caption);
+    mmt_prompt_free(j->teacher_prompt); /* after the task, which runs the teacher */
+    mmt_adapter_free(j->teacher_adapter);
+    mmt_clip_train_free(j->teacher_view);
+    mmt_clip_free(j->teacher);
     if (j->have_peft) mmt_peft_config_free(&j->peft);
     mmt_probe_task_free(j->probe);
     if (j->have_run_dir) mmt_run_dir_close(&j->run_dir);
