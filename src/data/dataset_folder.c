@@ -32,7 +32,7 @@ static void names_free(name_list *l) {
 static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int is_image_name(const char *name) {
-    static const char *const exts[] = {".jpg", ".jpeg", ".png"};
+    static const char *const exts[] = {".jpg", ".jpeg", ".png", ".dcm"};
     size_t n = strlen(name);
     for (size_t i = 0; i < sizeof exts / sizeof *exts; i++) {
         size_t e = strlen(exts[i]);
@@ -120,7 +120,7 @@ mmt_status mmt_pairs_load_image_folder(const char *path, const mmt_pairs_options
             break;
         }
         s = list_entries(class_dir, 0, &files);
-        if (s == MMT_OK && files.n == 0) mmt_log_warn("%s: no .jpg/.jpeg/.png images; class left out", class_dir);
+        if (s == MMT_OK && files.n == 0) mmt_log_warn("%s: no .jpg/.jpeg/.png/.dcm images; class left out", class_dir);
         for (int64_t f = 0; s == MMT_OK && f < files.n; f++)
             s = datasets_append(p, &cap, mmt_path_join(class_dir, files.names[f]),
                                 caption_for(template, classes.names[c]), mmt_strdup(classes.names[c]));

@@ -3,7 +3,7 @@
  * the same mmt_pairs (data/pairs.h) whatever the layout.
  *
  * mmt_pairs_load picks the reader from the path:
- *   - a folder                an image-folder classification layout: ROOT/CLASS/IMAGE.{jpg,jpeg,png}.
+ *   - a folder                an image-folder classification layout: ROOT/CLASS/IMAGE.{jpg,jpeg,png,dcm}.
  *                             One pair per image; label = the folder name, text = the caption
  *                             template with "{}" replaced by the name (underscores read as
  *                             spaces: "ankle_boot" -> "a photo of a ankle boot."). Classes and

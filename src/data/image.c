@@ -1,6 +1,7 @@
 /*
  * image.c — the image decoding entry points: read the file, recognise the format, call the
- * JPEG or PNG decoder (image_jpeg.c, image_png.c), then apply the EXIF orientation.
+ * JPEG, PNG or DICOM decoder (image_jpeg.c, image_png.c, image_dicom.c), then apply the EXIF
+ * orientation.
  *
  * Orientation follows PIL.ImageOps.exif_transpose (used by transformers' load_image):
  *   2 FLIP_LEFT_RIGHT  3 ROTATE_180  4 FLIP_TOP_BOTTOM  5 TRANSPOSE
@@ -8,6 +9,8 @@
  * Pillow transposes before convert("RGB"); both are per-pixel maps, so the order does not
  * change the result and mmtune converts first.
  */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -90,8 +93,27 @@ static const char *image_other_format(const uint8_t *p, size_t len) {
     return NULL;
 }
 
-mmt_status mmt_image_decode_memory(const void *data, size_t len, const char *what,
-                                   mmt_image *out) {
+mmt_status mmt_dicom_window_parse(const char *text, const char *what, mmt_dicom_options *out) {
+    memset(out, 0, sizeof *out);
+    char *end = NULL;
+    double center = strtod(text, &end);
+    int ok = end != text && *end == ',';
+    double width = ok ? strtod(end + 1, &end) : 0;
+    ok = ok && *end == '\0' && end[-1] != ',' && isfinite(center) && isfinite(width);
+    if (!ok)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
+                        "%s takes CENTER,WIDTH (two numbers, e.g. 40,400), not \"%s\"", what, text);
+    if (width < 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: window width %g is below 1 (\"%s\")",
+                        what, width, text);
+    out->use_window = 1;
+    out->window_center = center;
+    out->window_width = width;
+    return MMT_OK;
+}
+
+mmt_status mmt_image_decode_memory_ex(const void *data, size_t len, const char *what,
+                                      const mmt_dicom_options *dicom, mmt_image *out) {
     static const uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     memset(out, 0, sizeof *out);
     if (!what) what = "image";
@@ -103,13 +125,17 @@ mmt_status mmt_image_decode_memory(const void *data, size_t len, const char *wha
         status = image_decode_jpeg(p, len, what, out, &orientation);
     } else if (len >= 8 && memcmp(p, png_signature, 8) == 0) {
         status = image_decode_png(p, len, what, out, &orientation);
+    } else if (image_dicom_sniff(p, len)) {
+        /* before the other formats: a DICOM preamble may hold a TIFF header */
+        status = image_decode_dicom(p, len, what, dicom, out);
     } else {
         const char *other = image_other_format(p, len);
         if (other)
             return mmt_fail(MMT_STATUS_UNSUPPORTED,
                             "%s: %s images are not supported (convert to PNG or JPEG)", what,
                             other);
-        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: not an image (neither JPEG nor PNG)", what);
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: not an image (neither JPEG, PNG nor DICOM)",
+                        what);
     }
     if (status != MMT_OK) return status;
     status = image_apply_orientation(out, orientation, what);
@@ -117,12 +143,22 @@ mmt_status mmt_image_decode_memory(const void *data, size_t len, const char *wha
     return status;
 }
 
-mmt_status mmt_image_decode_file(const char *path, mmt_image *out) {
+mmt_status mmt_image_decode_memory(const void *data, size_t len, const char *what,
+                                   mmt_image *out) {
+    return mmt_image_decode_memory_ex(data, len, what, NULL, out);
+}
+
+mmt_status mmt_image_decode_file_ex(const char *path, const mmt_dicom_options *dicom,
+                                    mmt_image *out) {
     memset(out, 0, sizeof *out);
     char *data = NULL;
     size_t len = 0;
     MMT_TRY(mmt_file_read_all(path, MMT_IMAGE_MAX_FILE_BYTES, &data, &len));
-    mmt_status status = mmt_image_decode_memory(data, len, path, out);
+    mmt_status status = mmt_image_decode_memory_ex(data, len, path, dicom, out);
     mmt_free(data);
     return status;
+}
+
+mmt_status mmt_image_decode_file(const char *path, mmt_image *out) {
+    return mmt_image_decode_file_ex(path, NULL, out);
 }

@@ -1,5 +1,5 @@
 /*
- * image.h — decoding JPEG/PNG files into RGB8 pixels, and Pillow-exact resampling.
+ * image.h — decoding JPEG/PNG/DICOM files into RGB8 pixels, and Pillow-exact resampling.
  *
  * The reference is what Python feeds CLIPImageProcessor: `transformers.image_utils.load_image`
  * = PIL.Image.open + PIL.ImageOps.exif_transpose + .convert("RGB"). So:
@@ -12,6 +12,10 @@
  *     convert("RGB") just discards alpha).
  *   - the EXIF Orientation tag (JPEG APP1, PNG eXIf / "Raw profile type exif" text) and, when
  *     EXIF has none, an XMP tiff:Orientation, are applied as exif_transpose does.
+ * DICOM (uncompressed little endian, MONOCHROME1/2 8/16-bit and 8-bit RGB, first frame) is
+ * rendered as DCMTK's dcm2pnm renders it with +Wi 1 (the file's window) or, without one, +Wm
+ * (min-max window): image_dicom.c and docs/data.md "DICOM"; mmt_dicom_options overrides the
+ * window.
  * Images above MMT_IMAGE_MAX_PIXELS are refused before any pixel memory is allocated.
  *
  * Usage:
@@ -40,12 +44,30 @@ typedef struct mmt_image {
     uint8_t *pixels; /* (height, width, 3) RGB8, row-major; owned, mmt_malloc'd */
 } mmt_image;
 
-/* Decodes a JPEG or PNG file. On failure *out is zeroed and the message names the path. */
+/* How DICOM input is rendered to 8 bits; other formats ignore it. Zeroed (or a NULL pointer
+ * where one is taken) = the file's rule: its first Window Center/Width, else min-max. */
+typedef struct mmt_dicom_options {
+    int use_window;       /* 1: this linear VOI window replaces the file's and the min-max one */
+    double window_center; /* in rescaled units (after Rescale Slope/Intercept), e.g. HU for CT */
+    double window_width;  /* >= 1 (PS3.3 C.11.2.1.2) */
+} mmt_dicom_options;
+
+/* Parses "C,W" (two numbers, e.g. "40,400") into a window override; the width must be >= 1.
+ * `what` names the source in the message ("--window"). */
+mmt_status mmt_dicom_window_parse(const char *text, const char *what, mmt_dicom_options *out);
+
+/* Decodes a JPEG, PNG or DICOM file. On failure *out is zeroed and the message names the
+ * path. */
 mmt_status mmt_image_decode_file(const char *path, mmt_image *out);
-/* Decodes len bytes of an encoded JPEG or PNG; `what` names the source in error messages
- * (NULL reads "image"). */
+/* Decodes len bytes of an encoded JPEG, PNG or DICOM; `what` names the source in error
+ * messages (NULL reads "image"). */
 mmt_status mmt_image_decode_memory(const void *data, size_t len, const char *what,
                                    mmt_image *out);
+/* The same two with DICOM options (NULL: the file's rule, as above). */
+mmt_status mmt_image_decode_file_ex(const char *path, const mmt_dicom_options *dicom,
+                                    mmt_image *out);
+mmt_status mmt_image_decode_memory_ex(const void *data, size_t len, const char *what,
+                                      const mmt_dicom_options *dicom, mmt_image *out);
 /* Allocates an uninitialised width x height image (both >= 1, within the pixel limit). */
 mmt_status mmt_image_alloc(int64_t width, int64_t height, mmt_image *out);
 /* Frees the pixels and zeroes *img; accepts NULL and a zeroed image. */

@@ -21,6 +21,12 @@ mmt_status image_decode_jpeg(const uint8_t *data, size_t len, const char *what,
                              mmt_image *out, int *orientation);
 mmt_status image_decode_png(const uint8_t *data, size_t len, const char *what, mmt_image *out,
                             int *orientation);
+/* DICOM (image_dicom.c): sniff returns 1 for a PS3.10 file ("DICM" after the 128-byte
+ * preamble), 2 for what looks like a bare data set (first element in group 0002 or 0008),
+ * else 0. DICOM has no orientation to apply. */
+int image_dicom_sniff(const uint8_t *data, size_t len);
+mmt_status image_decode_dicom(const uint8_t *data, size_t len, const char *what,
+                              const mmt_dicom_options *opts, mmt_image *out);
 
 /* EXIF: `data` is an EXIF block as Pillow stores it in info["exif"] (optionally starting with
  * "Exif\0\0"), a TIFF header and IFD0. Returns the Orientation value when it is one Pillow's

@@ -464,10 +464,15 @@ mmt_status mmt_clip_embed_texts(mmt_clip *m, const char *const *texts, int64_t n
 
 mmt_status mmt_clip_image_file_pixels(const mmt_clip *m, const char *path, float *out) {
     mmt_image img = {0};
-    mmt_status s = mmt_image_decode_file(path, &img);
+    mmt_status s = mmt_image_decode_file_ex(path, &m->dicom, &img);
     if (s == MMT_OK) s = mmt_image_preprocess(&img, &m->processor, out);
     mmt_image_free(&img);
     return s;
+}
+
+void mmt_clip_set_dicom_options(mmt_clip *m, const mmt_dicom_options *o) {
+    if (o) m->dicom = *o;
+    else memset(&m->dicom, 0, sizeof m->dicom);
 }
 
 mmt_status mmt_clip_embed_image_files(mmt_clip *m, const char *const *paths, int64_t n, float *out) {

@@ -18,6 +18,7 @@
 
 struct mmt_tokenizer;
 struct mmt_image_processor;
+struct mmt_dicom_options;
 
 /* A model with the given config and random weights (std 0.02; norms 1/0), for benchmarks.
  * It has no tokenizer; its processor is the CLIP default. */
@@ -44,6 +45,11 @@ mmt_status mmt_clip_encode_ids(mmt_clip *model, const int32_t *ids, int64_t B, i
 /* Decodes an image file and preprocesses it with the model's processor into out
  * (3, S, S), S = vision image_size. Errors name the file. */
 mmt_status mmt_clip_image_file_pixels(const mmt_clip *model, const char *path, float *out);
+/* How this model's image files are rendered when they are DICOM (data/image.h): a copy of *o
+ * is kept; NULL restores each file's own rule. Every image-file path (embed, classify, eval,
+ * index, the runs of mmtune.h) goes through mmt_clip_image_file_pixels and honours it. Set it
+ * right after loading, before the model is shared between threads. */
+void mmt_clip_set_dicom_options(mmt_clip *model, const struct mmt_dicom_options *o);
 
 /* Tokenizes texts (B of them) into ids (B, L) with L = max_position_embeddings, padded with
  * the tokenizer's pad (= EOS). An empty text, or one longer than L tokens when truncate is 0,

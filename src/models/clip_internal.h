@@ -49,6 +49,7 @@ struct mmt_clip {
     const mmt_ops *ops;
     struct mmt_tokenizer *tokenizer;    /* owned, NULL without vocab files */
     mmt_image_processor processor;
+    mmt_dicom_options dicom;     /* DICOM rendering of image files; zero = each file's rule */
 };
 
 /* Writes the tensor `name` of the given shape (numel floats into w) when a model is made from

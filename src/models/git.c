@@ -163,6 +163,12 @@ mmt_status mmt_git_quantize(mmt_git *m, const mmt_quant_options *o) {
 
 const mmt_git_config *mmt_git_config_of(const mmt_git *m) { return &m->cfg; }
 const mmt_image_processor *mmt_git_processor(const mmt_git *m) { return &m->processor; }
+const mmt_dicom_options *mmt_git_dicom_options(const mmt_git *m) { return &m->dicom; }
+void mmt_git_set_dicom_options(mmt_git *m, const mmt_dicom_options *o) {
+    if (o) m->dicom = *o;
+    else memset(&m->dicom, 0, sizeof m->dicom);
+    if (m->vision) mmt_clip_set_dicom_options(m->vision, o);
+}
 const char *mmt_git_dir(const mmt_git *m) { return m->dir; }
 int64_t mmt_git_param_count(const mmt_git *m) { return mmt_weights_param_count(m->weights); }
 const mmt_wordpiece *mmt_git_tokenizer(const mmt_git *m) { return m->tokenizer; }

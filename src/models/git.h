@@ -50,6 +50,11 @@ void mmt_git_free(mmt_git *m);
 
 const mmt_git_config *mmt_git_config_of(const mmt_git *m);
 const mmt_image_processor *mmt_git_processor(const mmt_git *m);
+/* DICOM rendering for the image files decoded for this model (data/image.h), as
+ * mmt_clip_set_dicom_options: a copy is kept, NULL restores each file's rule; the getter
+ * gives what to pass to mmt_image_decode_file_ex. */
+void mmt_git_set_dicom_options(mmt_git *m, const mmt_dicom_options *o);
+const mmt_dicom_options *mmt_git_dicom_options(const mmt_git *m);
 const char *mmt_git_dir(const mmt_git *m);
 /* The WordPiece tokenizer of the snapshot's tokenizer.json (+ tokenizer_config.json), or NULL
  * when it has none. */

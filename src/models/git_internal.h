@@ -57,6 +57,7 @@ struct mmt_git {
     mmt_qlinears qlinears;     /* owned: the decoder's linears and the projection (qlinear.h) */
     const float *out_w, *out_b;
     mmt_image_processor processor;
+    mmt_dicom_options dicom;   /* DICOM rendering of image files; zero = each file's rule */
     const mmt_ops *ops;
     struct mmt_wordpiece *tokenizer; /* owned; NULL without tokenizer.json */
 };

@@ -293,7 +293,7 @@ mmt_status cli_captioner_run(cli_captioner *c, const char *const *paths, int64_t
         int64_t b = n - at < batch ? n - at : batch;
         for (int64_t i = 0; i < b && s == MMT_OK; i++) {
             mmt_image img = {0};
-            s = mmt_image_decode_file(paths[at + i], &img);
+            s = mmt_image_decode_file_ex(paths[at + i], mmt_git_dicom_options(c->m), &img);
             if (s == MMT_OK) s = mmt_image_preprocess(&img, mmt_git_processor(c->m), pixels + i * 3 * S * S);
             mmt_image_free(&img);
         }

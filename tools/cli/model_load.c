@@ -1,5 +1,6 @@
 /*
- * model_load.c — loading models for the commands, with the process-wide quantization flag.
+ * model_load.c — loading models for the commands, with the process-wide quantization and
+ * DICOM window flags.
  *
  * `--int8` (and `--quantize-base int8|nf4` spelled for any command) may stand anywhere on the
  * command line of every command that loads a model; main() takes it out before the command
@@ -7,6 +8,11 @@
  * classify, caption, eval, index, serve and the benchmarks all honour it the same way (train
  * has its own --quantize, recorded in the run). `search`
  * keeps its own --int8 (scan the index's int8 copy); --quantize-base still applies there.
+ *
+ * `--window CENTER,WIDTH` is taken out the same way: every model loaded below renders DICOM
+ * image files with that linear VOI window instead of each file's own (its Window
+ * Center/Width, else min-max; docs/data.md "DICOM"), so embed, classify, caption, eval and
+ * index read DICOM alike. It does not reach serve's uploads (src/serve decodes those itself).
  */
 #include <string.h>
 
@@ -17,6 +23,7 @@
 #include "models/git.h"
 
 static mmt_quant_type load_quant = MMT_QUANT_NONE;
+static mmt_dicom_options load_dicom; /* --window; zero = each DICOM file's own rule */
 
 mmt_quant_type cli_load_quant(void) { return load_quant; }
 
@@ -25,6 +32,13 @@ int cli_load_flags(int *argc, char **argv, int keep_int8) {
     for (int i = 0; i < *argc; i++) {
         if (!keep_int8 && !strcmp(argv[i], "--int8")) {
             load_quant = MMT_QUANT_INT8;
+            continue;
+        }
+        if (!strcmp(argv[i], "--window")) {
+            if (i + 1 >= *argc) return cli_usage_error("--window takes CENTER,WIDTH (e.g. 40,400)");
+            if (mmt_dicom_window_parse(argv[i + 1], "--window", &load_dicom) != MMT_OK)
+                return cli_usage_error("%s", mmt_last_error());
+            i++;
             continue;
         }
         if (!strcmp(argv[i], "--quantize-base")) {
@@ -42,7 +56,9 @@ int cli_load_flags(int *argc, char **argv, int keep_int8) {
 mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out) {
     mmt_quant_options o;
     mmt_quant_options_default(&o, type);
-    return mmt_clip_load_quantized(dir, type == MMT_QUANT_NONE ? NULL : &o, out);
+    MMT_TRY(mmt_clip_load_quantized(dir, type == MMT_QUANT_NONE ? NULL : &o, out));
+    mmt_clip_set_dicom_options(*out, &load_dicom);
+    return MMT_OK;
 }
 
 mmt_status cli_clip_load(const char *dir, mmt_clip **out) { return cli_clip_load_as(dir, load_quant, out); }
@@ -50,11 +66,14 @@ mmt_status cli_clip_load(const char *dir, mmt_clip **out) { return cli_clip_load
 mmt_status cli_clip_random(const mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out) {
     mmt_quant_options o;
     mmt_quant_options_default(&o, type);
-    return mmt_clip_create_random_quantized(cfg, seed, type == MMT_QUANT_NONE ? NULL : &o, out);
+    MMT_TRY(mmt_clip_create_random_quantized(cfg, seed, type == MMT_QUANT_NONE ? NULL : &o, out));
+    mmt_clip_set_dicom_options(*out, &load_dicom);
+    return MMT_OK;
 }
 
 mmt_status cli_git_load(const char *dir, mmt_git **out) {
     MMT_TRY(mmt_git_load(dir, out));
+    mmt_git_set_dicom_options(*out, &load_dicom);
     if (load_quant == MMT_QUANT_NONE) return MMT_OK;
     mmt_quant_options o;
     mmt_quant_options_default(&o, load_quant);
