@@ -72,6 +72,8 @@ static const char *USAGE =
     "             and run them with int8 activations (per token) in integer kernels\n"
     "  --quantize-base int8|nf4   the same, or NF4 4-bit (QLoRA's base; computed in fp32)\n"
     "             (search's own --int8 scans the index's int8 copy; --quantize-base applies)\n"
+    "  --window CENTER,WIDTH   render DICOM images with this linear window (rescaled units,\n"
+    "             e.g. 40,400 for CT soft tissue) instead of the file's own (docs/data.md)\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
 
