@@ -95,6 +95,11 @@ if [ "${SKIP_CAPTION:-0}" != 1 ]; then
   bash scripts/bench_caption.sh
 fi
 
+# Pruning and distillation (issue 15): size, speed and quality before and after, bench/results/distill.md
+if [ "${SKIP_DISTILL:-0}" != 1 ]; then
+  bash scripts/bench_distill.sh
+fi
+
 # Serving over HTTP (issue 12): mmtune serve vs a PyTorch + FastAPI server, bench/results/serve.md
 if [ "${SKIP_SERVE:-0}" != 1 ]; then
   bash scripts/bench_serve.sh
