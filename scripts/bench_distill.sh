@@ -5,10 +5,12 @@
 # (MLP neurons and whole layers by Taylor scores on the training pairs), then recovered by
 # full fine-tuning on the same pairs, without and with `--distill-from` the teacher.
 # Reported for each model: parameters, bytes of model.safetensors, image embeddings/s
-# (`mmtune bench embed --tower image`, batch 64, best of the timed iterations) and, on the
+# (`mmtune bench embed --tower image`, batch 64: the best of ROUNDS rounds in which the models
+# take turns, each the best of 5 timed iterations; the teacher's is its base's, as a merged
+# LoRA costs nothing) and, on the
 # held-out test split, class-level image->text recall@1 and zero-shot accuracy (`mmtune eval
 # --match label --zero-shot`). Writes bench/results/distill.md and distill_raw.jsonl.
-# TRAIN_PER_CLASS, TEST_PER_CLASS, TEACHER_STEPS, STEPS, BATCH, MLP, LAYERS, WORK override.
+# TRAIN_PER_CLASS, TEST_PER_CLASS, TEACHER_STEPS, STEPS, BATCH, MLP, LAYERS, ROUNDS, WORK override.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/mmtune}
@@ -19,6 +21,7 @@ TEACHER_STEPS=${TEACHER_STEPS:-60}
 STEPS=${STEPS:-60}
 BATCH=${BATCH:-64}
 MLP=${MLP:-0.5}
+ROUNDS=${ROUNDS:-3}
 LAYERS=${LAYERS:-0.25}
 WORK=${WORK:-runs/bench-distill}
 out=bench/results
@@ -32,6 +35,8 @@ start=$(date +%s)
 say() { printf 'bench distill: %s (%ds)\n' "$*" $(($(date +%s) - start)); }
 raw="$out/distill_raw.jsonl"
 : > "$raw"
+names=()
+models=()
 
 say "data: Fashion-MNIST, $TRAIN_PER_CLASS train and $TEST_PER_CLASS test images per class"
 "$BIN" fashion-mnist --out "$WORK/data" --split train --count-per-class "$TRAIN_PER_CLASS" --seed 7 --captions 3 >/dev/null
@@ -46,11 +51,11 @@ measure() {
   local flags=()
   [ -n "$adapter" ] && flags=(--adapter "$adapter")
   "$BIN" eval --model "$model" "${flags[@]}" --data "$test" --match label --zero-shot --out "$WORK/$name.eval.json" >/dev/null
-  "$BIN" bench embed --model "$model" --tower image --batch 64 --iters 5 --warmup 1 --json 2>/dev/null \
-    | grep '"tower":"image"' > "$WORK/$name.speed.json"
-  python3 - "$name" "$model" "$WORK/$name.eval.json" "$WORK/$name.speed.json" "$extra" "${adapter:-}" >> "$raw" <<'PY'
+  names+=("$name")
+  models+=("$model")
+  python3 - "$name" "$model" "$WORK/$name.eval.json" "$extra" "${adapter:-}" >> "$WORK/quality.jsonl" <<'PY'
 import json, os, sys
-name, model, ev, sp, extra, adapter = sys.argv[1:7]
+name, model, ev, extra, adapter = sys.argv[1:6]
 import numpy as np
 from safetensors import safe_open
 
@@ -65,12 +70,10 @@ if adapter:
     params += count(os.path.join(adapter, "adapter_model.safetensors"))
 cfg = json.load(open(os.path.join(model, "config.json")))
 e = json.load(open(ev))
-s = json.load(open(sp))
 row = {"name": name, "params": params, "bytes": os.path.getsize(os.path.join(model, "model.safetensors")),
        "text_layers": cfg["text_config"]["num_hidden_layers"], "vision_layers": cfg["vision_config"]["num_hidden_layers"],
        "text_mlp": cfg["text_config"]["intermediate_size"], "vision_mlp": cfg["vision_config"]["intermediate_size"],
-       "images_per_s": round(s["batch"] / s["best_s"], 1), "i2t_r1": e["i2t_recall_at_1"], "t2i_r1": e["t2i_recall_at_1"],
-       "zero_shot": e["zero_shot_accuracy"]}
+       "i2t_r1": e["i2t_recall_at_1"], "t2i_r1": e["t2i_recall_at_1"], "zero_shot": e["zero_shot_accuracy"]}
 row.update(json.loads(extra))
 print(json.dumps(row))
 PY
@@ -91,15 +94,37 @@ recover() { # name, extra flags...
   local name=$1
   shift
   say "recover: $name, full fine-tuning $STEPS steps of $BATCH"
-  local t0=$(date +%s.%N)
   "$BIN" train --model "$WORK/pruned" --data "$train" --method full --steps "$STEPS" --batch-size "$BATCH" --lr 3e-4 \
     --seed 7 --quiet --out "$WORK/$name" "$@" >/dev/null
-  local secs=$(python3 -c "import time,sys; print(round(time.time() - float(sys.argv[1]), 1))" "$t0")
-  measure "$name" "$WORK/$name/adapter" "" "{\"train_s\": $secs}"
+  measure "$name" "$WORK/$name/adapter"
 }
 recover "pruned + fine-tuning"
 recover "pruned + fine-tuning + distillation" --distill-from "$MODEL" --teacher-adapter "$WORK/teacher/adapter" \
   --distill 1 --distill-cosine 1 --distill-temperature 2
+
+# Speed: every model's image embeddings/s, ROUNDS rounds taking turns, the best of each kept
+# (the machine may be shared: interleaving and the best round make the comparison fair).
+say "speed: image embeddings/s, $ROUNDS rounds"
+: > "$WORK/speed.jsonl"
+for round in $(seq "$ROUNDS"); do
+  for i in "${!names[@]}"; do
+    "$BIN" bench embed --model "${models[$i]}" --tower image --batch 64 --iters 5 --warmup 1 --json 2>/dev/null \
+      | grep '"tower":"image"' | sed "s/^{/{\"name\": \"${names[$i]}\", /" >> "$WORK/speed.jsonl"
+  done
+done
+python3 - "$WORK/quality.jsonl" "$WORK/speed.jsonl" > "$raw" <<'PY'
+import json, sys
+best, cpu = {}, {}
+for l in open(sys.argv[2]):
+    r = json.loads(l)
+    best[r["name"]] = max(best.get(r["name"], 0), r["batch"] / r["best_s"])
+    cpu[r["name"]] = max(cpu.get(r["name"], 0), r["batch"] / r["cpu_s"])
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    r["images_per_s"] = round(best[r["name"]], 1)
+    r["images_per_cpu_s"] = round(cpu[r["name"]], 1)
+    print(json.dumps(r))
+PY
 
 python3 - "$raw" "$out/distill.md" "$WORK/prune.json" "$MLP" "$LAYERS" "$TRAIN_PER_CLASS" "$TEST_PER_CLASS" \
   "$TEACHER_STEPS" "$STEPS" "$BATCH" <<'PY'
@@ -118,14 +143,17 @@ lines = ["# Pruning and distillation (scripts/bench_distill.sh)", "",
          f"without and with `--distill-from` the teacher (`--distill 1 --distill-cosine 1 --distill-temperature 2`).", "",
          "Quality: class-level image->text and text->image recall@1 and zero-shot accuracy on the test split "
          "(`mmtune eval --match label --zero-shot`). Speed: image embeddings per second, batch 64, best of 5 "
-         "(`mmtune bench embed --tower image`), on this machine's 2 cores, shared with other work while it ran, so "
-         "the speeds are indicative. Parameters and bytes: model.safetensors (plus the adapter for the teacher).", "",
-         "| model | params | bytes | layers (text/vision) | MLP (text/vision) | images/s | i2t R@1 | t2i R@1 | zero-shot | train s |",
+         "(`mmtune bench embed --tower image`), the best of 3 rounds in which the models take turns, on this machine's "
+         "2 cores (shared with other work while it ran: the best round is the least disturbed one), and per second of "
+         "the process's CPU time over both cores (less swayed by other work; the best round too). The teacher's "
+         "speed is its base's (a LoRA adapter merged into the base costs nothing). Parameters and bytes: "
+         "model.safetensors (plus the adapter's parameters for the teacher).", "",
+         "| model | params | bytes | layers (text/vision) | MLP (text/vision) | images/s | images/CPU-s | i2t R@1 | t2i R@1 | zero-shot |",
          "|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     lines.append(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['bytes'] / 1e6:.2f} MB | {r['text_layers']}/{r['vision_layers']} | "
-                 f"{r['text_mlp']}/{r['vision_mlp']} | {r['images_per_s']:.0f} | {r['i2t_r1']:.3f} | {r['t2i_r1']:.3f} | "
-                 f"{r['zero_shot']:.3f} | {r.get('train_s', '')} |")
+                 f"{r['text_mlp']}/{r['vision_mlp']} | {r['images_per_s']:.0f} | {r['images_per_cpu_s']:.0f} | {r['i2t_r1']:.3f} | {r['t2i_r1']:.3f} | "
+                 f"{r['zero_shot']:.3f} |")
 open(md, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
