@@ -239,6 +239,11 @@ typedef struct mmt_train_options {
     int64_t prefetch;                /* micro-batches prepared ahead */
     int augment_crop, augment_flip;  /* random resized crop; horizontal flip */
     double augment_jitter;           /* colour jitter strength (0: off) */
+    const char *sampling;            /* "plain" (default: the seeded order) or "hard": each epoch
+                                      * the pairs are embedded with the model as it is and
+                                      * batches are built of near neighbours (docs/curation.md) */
+    double hard_ratio;               /* hard: the share of a batch that is a seed pair and its
+                                      * nearest neighbours, in (0, 1] (0.5) */
     /* several ranks (mpirun; docs/distributed.md) */
     int64_t zero;                    /* 1: ZeRO-1, the optimizer state sharded over ranks (0) */
     int64_t as_ranks;                /* one process trains exactly as an N-rank job would (0: off) */

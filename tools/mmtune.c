@@ -62,6 +62,7 @@ static const char *USAGE =
     "             (--family git: a GIT captioner)\n"
     "  wordpiece  build a BERT WordPiece vocabulary (tokenizer.json) from captions\n"
     "  report     write a run's self-contained HTML report (curves, metrics, examples)\n"
+    "  curate     find near-duplicate and mismatched pairs with a CLIP; write the set without them\n"
     "  index      embed a catalogue (JSONL or CSV) into a search index folder\n"
     "  search     exact top-k search of an index by text or image, with metadata filters\n"
     "  serve      an HTTP service: embeddings, classification, search, captions, adapters, metrics\n"
@@ -853,3 +854,4 @@ static int run_command(int argc, char **argv) {
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }
+    if (!strcmp(cmd, "curate")) return cmd_curate(argc - 2, argv + 2);

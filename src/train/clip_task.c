@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/file.h"
+#include "core/log.h"
 #include "core/safetensors.h"
 #include "data/preprocess.h"
 #include "models/clip_internal.h" /* mmt_clip_pool_position */
@@ -15,6 +17,7 @@
 #include "core/weights.h"
 #include "peft/bottleneck_config.h"
 #include "peft/target.h"
+#include "train/hard_batches.h"
 
 struct mmt_clip_task {
     mmt_clip *model;                /* borrowed */
@@ -164,6 +167,48 @@ static const mmt_nn_param *task_params(void *ctx, int64_t *n) {
 
 static void task_after_step(void *ctx) { mmt_clip_train_after_step(((mmt_clip_task *)ctx)->view); }
 
+/* Pairs embedded per forward when mining hard examples: bounds the activation arena. */
+#define EMBED_CHUNK 32
+
+/* Every pair's normalised image and text embedding through the view as it is now, into
+ * image and text (n, P). */
+static mmt_status embed_all(mmt_clip_task *t, float *image, float *text) {
+    int64_t n = t->pairs->n, P = mmt_clip_config_of(t->model)->projection_dim;
+    size_t per = (size_t)(3 * t->S * t->S);
+    float *pixels = mmt_malloc(EMBED_CHUNK * per * sizeof(float));
+    if (!pixels) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_status s = MMT_OK;
+    for (int64_t at = 0; at < n && s == MMT_OK; at += EMBED_CHUNK) {
+        int64_t b = n - at < EMBED_CHUNK ? n - at : EMBED_CHUNK;
+        for (int64_t i = 0; i < b && s == MMT_OK; i++) s = mmt_image_source_plain(t->images, at + i, pixels + (size_t)i * per);
+        if (s == MMT_OK) s = mmt_clip_train_encode_pixels(t->view, pixels, b, image + at * P);
+        if (s == MMT_OK) s = mmt_clip_train_encode_ids(t->view, t->ids + at * t->L, b, t->L, text + at * P);
+    }
+    mmt_free(pixels);
+    return s;
+}
+
+/* The trainer's epoch_order hook (trainer.h): embed, then group (train/hard_batches.h). */
+static mmt_status task_epoch_order(void *ctx, int64_t epoch, const int64_t *seeded, int64_t n, const int64_t *sizes,
+                                   int64_t g, int64_t *out) {
+    mmt_clip_task *t = ctx;
+    int64_t P = mmt_clip_config_of(t->model)->projection_dim;
+    double t0 = mmt_now_seconds();
+    float *image = mmt_malloc((size_t)(n * P) * sizeof(float)), *text = mmt_malloc((size_t)(n * P) * sizeof(float));
+    mmt_status s = image && text ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) s = embed_all(t, image, text);
+    double t1 = mmt_now_seconds();
+    mmt_hard_batch_stats stats;
+    if (s == MMT_OK) s = mmt_hard_batches(image, text, n, P, seeded, sizes, g, t->opt.hard_ratio, out, &stats);
+    if (s == MMT_OK)
+        mmt_log_info("epoch %lld: hard batches (ratio %g): mean in-batch similarity %.4f, plain order %.4f; embedding %lld "
+                     "pairs took %.1fs, grouping %.1fs", (long long)epoch + 1, t->opt.hard_ratio, stats.hard_similarity,
+                     stats.plain_similarity, (long long)n, t1 - t0, mmt_now_seconds() - t1);
+    mmt_free(image);
+    mmt_free(text);
+    return s;
+}
+
 static mmt_status task_save(void *ctx, const char *dir) {
     mmt_clip_task *t = ctx;
     mmt_status s = MMT_OK;
@@ -244,6 +289,10 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
         goto fail;
     }
     if ((s = mmt_augment_check(&o->augment)) != MMT_OK) goto fail;
+    if (!(o->hard_ratio >= 0 && o->hard_ratio <= 1)) {
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--hard-ratio must be in (0, 1], got %g", o->hard_ratio);
+        goto fail;
+    }
     if ((s = mmt_clip_train_create(model, &o->train, &t->view)) != MMT_OK) goto fail;
     if (o->bottleneck) {
         t->bottleneck = *o->bottleneck;
@@ -307,6 +356,7 @@ void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out) {
     out->prefetch = task_prefetch;
     out->prefetch_ahead = mmt_image_source_ahead(t->images);
     out->ops = mmt_clip_train_iface(t->view)->ops;
+    if (t->opt.hard_ratio > 0) out->epoch_order = task_epoch_order;
 }
 
 int64_t mmt_clip_task_trainable_numel(const mmt_clip_task *t) {

@@ -9,6 +9,10 @@
  * loader that the trainer's prefetch hook keeps one or more micro-batches ahead and, while the
  * preprocessed pixels of the whole set fit in the cache budget, kept after their first use.
  *
+ * With hard_ratio the task gives the trainer an epoch_order hook: the epoch's pairs embedded
+ * with the current model, then grouped into micro-batches of near neighbours; it logs the
+ * mean in-batch similarity of the hard batches and of the plain order's (an info line).
+ *
  * What save writes (the folder the trainer names):
  *   adapter: adapter_config.json + adapter_model.safetensors (PEFT's format);
  *   full:    a Hugging Face snapshot: model.safetensors with every tensor, and the base's
@@ -48,6 +52,11 @@ typedef struct mmt_clip_task_options {
      * the stream; all off when zeroed. The cache keeps un-augmented pixels only: with crop or
      * jitter on it is not used. */
     mmt_augment augment;
+    /* > 0 (up to 1): hard-example batches (train/hard_batches.h, `--sampling hard`): at the
+     * start of each epoch every pair is embedded through the view as it is then (images
+     * un-augmented), and that share of each micro-batch is a seed pair and its nearest
+     * neighbours. 0: plain sampling (the trainer's seeded order). */
+    double hard_ratio;
 } mmt_clip_task_options;
 
 /* model and pairs stay borrowed and must outlive the task. */

@@ -18,6 +18,31 @@ struct mmt_image_source {
     float **cache;
 };
 
+/* Example k's preprocessed pixels, un-augmented, from the cache or decoded (and then
+ * cached). Thread-safe: cache entries are published by CAS. */
+static mmt_status cached_pixels(mmt_image_source *s, int64_t k, float *dst) {
+    size_t per = (size_t)(3 * s->opt.size * s->opt.size);
+    float *cached = s->cache ? __atomic_load_n(&s->cache[k], __ATOMIC_ACQUIRE) : NULL;
+    if (cached) {
+        memcpy(dst, cached, per * sizeof(float));
+        return MMT_OK;
+    }
+    mmt_image img = {0};
+    mmt_status st = mmt_image_decode_file(s->pairs->items[k].image_path, &img);
+    if (st == MMT_OK) st = mmt_image_preprocess(&img, s->opt.processor, dst);
+    mmt_image_free(&img);
+    MMT_TRY(st);
+    float *copy = s->cache ? mmt_malloc(per * sizeof(float)) : NULL;
+    if (copy) {
+        memcpy(copy, dst, per * sizeof(float));
+        float *expected = NULL;
+        if (!__atomic_compare_exchange_n(&s->cache[k], &expected, copy, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            mmt_free(copy); /* another worker cached it first */
+    }
+    mmt_clear_error(); /* a failed cache allocation is not an error */
+    return MMT_OK;
+}
+
 /* One example into dst, on a loader worker: decode, preprocess, augment. Thread-safe: the
  * processor and the pairs are read-only, and cache entries are published by CAS. */
 static mmt_status example(void *ctx, int64_t k, int64_t position, float *dst) {
@@ -25,7 +50,6 @@ static mmt_status example(void *ctx, int64_t k, int64_t position, float *dst) {
     const mmt_augment *aug = &s->opt.augment;
     const char *path = s->pairs->items[k].image_path;
     int64_t S = s->opt.size;
-    size_t per = (size_t)(3 * S * S);
     mmt_image img = {0};
     if (mmt_augment_needs_image(aug)) {
         mmt_status st = mmt_image_decode_file(path, &img);
@@ -33,23 +57,7 @@ static mmt_status example(void *ctx, int64_t k, int64_t position, float *dst) {
         mmt_image_free(&img);
         return st;
     }
-    float *cached = s->cache ? __atomic_load_n(&s->cache[k], __ATOMIC_ACQUIRE) : NULL;
-    if (cached) {
-        memcpy(dst, cached, per * sizeof(float));
-    } else {
-        mmt_status st = mmt_image_decode_file(path, &img);
-        if (st == MMT_OK) st = mmt_image_preprocess(&img, s->opt.processor, dst);
-        mmt_image_free(&img);
-        MMT_TRY(st);
-        float *copy = s->cache ? mmt_malloc(per * sizeof(float)) : NULL;
-        if (copy) {
-            memcpy(copy, dst, per * sizeof(float));
-            float *expected = NULL;
-            if (!__atomic_compare_exchange_n(&s->cache[k], &expected, copy, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                mmt_free(copy); /* another worker cached it first */
-        }
-        mmt_clear_error(); /* a failed cache allocation is not an error */
-    }
+    MMT_TRY(cached_pixels(s, k, dst));
     mmt_augment_flip_only(aug, s->opt.seed, position, dst, S, S);
     return MMT_OK;
 }
@@ -103,6 +111,16 @@ mmt_status mmt_image_source_next(mmt_image_source *s, const int64_t *indices, in
     /* a caller that did not announce the batch (not the trainer) gets it loaded now */
     if (!s->loader || mmt_loader_pending(s->loader) == 0) MMT_TRY(mmt_image_source_prefetch(s, s->position, indices, n));
     return mmt_loader_next(s->loader, indices, n, pixels);
+}
+
+mmt_status mmt_image_source_plain(mmt_image_source *s, int64_t k, float *dst) {
+    if (!mmt_augment_needs_image(&s->opt.augment)) return cached_pixels(s, k, dst);
+    /* with crop or jitter the workers never read the cache: decode without filling it */
+    mmt_image img = {0};
+    mmt_status st = mmt_image_decode_file(s->pairs->items[k].image_path, &img);
+    if (st == MMT_OK) st = mmt_image_preprocess(&img, s->opt.processor, dst);
+    mmt_image_free(&img);
+    return st;
 }
 
 int64_t mmt_image_source_ahead(const mmt_image_source *s) {

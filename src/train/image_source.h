@@ -40,6 +40,10 @@ mmt_status mmt_image_source_prefetch(mmt_image_source *s, int64_t position, cons
 /* The pixels (n, 3, S, S) of the next announced batch, which must be indices[0..n); a batch
  * nobody announced is loaded now. Valid until the next call. */
 mmt_status mmt_image_source_next(mmt_image_source *s, const int64_t *indices, int64_t n, const float **pixels);
+/* The un-augmented pixels (3, S, S) of example k into dst, as evaluation sees it (from the
+ * cache when it holds them; stored there when the cache is in use). For whoever needs every
+ * example under the current model, e.g. hard-example mining; safe beside the workers. */
+mmt_status mmt_image_source_plain(mmt_image_source *s, int64_t k, float *dst);
 /* Micro-batches the trainer should announce ahead (0: synchronous). */
 int64_t mmt_image_source_ahead(const mmt_image_source *s);
 

@@ -91,6 +91,8 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--augment-crop", "augment_crop", B, F(o.augment_crop), NULL, "random resized crop (scale 0.08-1, ratio 3/4-4/3)"},
     {"--augment-flip", "augment_flip", B, F(o.augment_flip), NULL, "random horizontal flip (p 0.5)"},
     {"--augment-jitter", "augment_jitter", D, F(o.augment_jitter), "X", "colour jitter: brightness, contrast, saturation factors in [1-X, 1+X] (0: off)"},
+    {"--sampling", "sampling", S, F(o.sampling), "S", "plain (the seeded order) or hard: each epoch, batches of near neighbours under the current model (contrastive; docs/curation.md)"},
+    {"--hard-ratio", "hard_ratio", D, F(o.hard_ratio), "R", "--sampling hard: share of a batch that is a seed pair and its nearest neighbours, in (0, 1]"},
     {"--zero", "zero", I, F(o.zero), "N", "under mpirun: 1 shards the optimizer state over the ranks (ZeRO-1; 0: every rank keeps it all)"},
     {"--gather-with-grad", "gather_with_grad", B, F(o.gather_with_grad), NULL, "under mpirun: the contrastive loss over every rank's batch (negatives from the global batch)"},
     {"--as-ranks", "as_ranks", I, F(o.as_ranks), "N", "one process that trains exactly as an N-rank mpirun job would (to reproduce or check one)"},
@@ -130,6 +132,8 @@ void mmt_train_options_default(mmt_train_options *o) {
     o->scope = "both";
     o->num_virtual_tokens = 8;
     o->cache_mb = 1024;
+    o->sampling = "plain";
+    o->hard_ratio = 0.5;
     o->max_text_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_TEXT_BYTES;
     o->max_file_bytes = (int64_t)MMT_PAIRS_DEFAULT_MAX_FILE_BYTES;
     mmt_loader_options lo;
@@ -301,6 +305,7 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     if (!o->adapter_placement) o->adapter_placement = "both";
     if (!o->adapter_act) o->adapter_act = "relu";
     if (!c->progress) c->progress = "auto";
+    if (!o->sampling) o->sampling = "plain";
     static const char *const methods[] = {"lora", "ia3", "adapter", "full", "linear-probe", "prompt", "visual-prompt", "prefix", NULL};
     int known = 0;
     for (const char *const *m = methods; *m && !known; m++) known = is_method(o, *m);
@@ -351,6 +356,17 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     if (captioner && (o->prompt_tokens > 0 || o->visual_prompt_tokens > 0 || o->prefix_vision))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --prompt-tokens, visual prompts and vision prefixes are not "
                         "implemented for GIT captioners (--method prompt is PEFT's prompt tuning)");
+    if (strcmp(o->sampling, "plain") != 0 && strcmp(o->sampling, "hard") != 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--sampling takes plain or hard, not '%s'", o->sampling);
+    int hard = strcmp(o->sampling, "hard") == 0;
+    if (hard && !(o->hard_ratio > 0 && o->hard_ratio <= 1))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--hard-ratio must be in (0, 1], got %g", o->hard_ratio);
+    if (hard && captioner)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --sampling hard mines negatives for the contrastive loss; %s is "
+                        "a GIT captioner, whose loss has none", c->model);
+    if (hard && is_probe)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --sampling hard does not apply to --method linear-probe (it fits "
+                        "on every embedding at once)");
     if (o->max_caption_tokens < 0 || o->max_caption_tokens == 1 || o->max_caption_tokens == 2)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--max-caption-tokens must be at least 3 ([CLS], a token, [SEP])");
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1))
@@ -381,13 +397,19 @@ static int outside_identity(const char *key) {
     return 0;
 }
 
+/* Plain sampling leaves its two keys out of the identity, so that runs begun before the
+ * settings existed resume as they are; hard sampling is part of what a run computes. */
+static int plain_sampling_key(const mmt_train_config *c, const char *key) {
+    return (!strcmp(key, "sampling") || !strcmp(key, "hard_ratio")) && (!c->o.sampling || !strcmp(c->o.sampling, "plain"));
+}
+
 char *mmt_train_config_settings_json(const mmt_train_config *c, int identity_only) {
     mmt_strbuf b = {0};
     mmt_strbuf_printf(&b, "{");
     int first = 1;
     for (size_t i = 0; i < mmt_train_settings_count; i++) {
         const mmt_train_setting *t = &mmt_train_settings_table[i];
-        if (!t->key || (identity_only && outside_identity(t->key))) continue;
+        if (!t->key || (identity_only && (outside_identity(t->key) || plain_sampling_key(c, t->key)))) continue;
         const char *p = (const char *)c + t->offset;
         mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", t->key);
         first = 0;

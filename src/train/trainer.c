@@ -1,6 +1,7 @@
 /* trainer.c — the training loop, checkpoints and resume (see trainer.h). */
 #include "train/trainer.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -52,10 +53,27 @@ static uint64_t mix(uint64_t a, uint64_t b) {
 /* ---- example order: a seeded permutation per epoch ----------------------------------- */
 
 typedef struct order {
+/* With hard-example batches (task->epoch_order) the orders come from the run's cache of
+ * the epochs in use instead (see "hard-example batches" below). */
+typedef struct hard_cache {
+    int64_t n;        /* examples */
+    int64_t count, cap;
+    int64_t *epochs;  /* owned (cap) */
+    int64_t **perms;  /* owned (cap), each owned (n): position in the epoch -> example */
+} hard_cache;
+
+/* The order of epoch e, or NULL when it is not in the cache. */
+static const int64_t *hard_lookup(const hard_cache *h, int64_t e) {
+    for (int64_t i = 0; i < h->count; i++)
+        if (h->epochs[i] == e) return h->perms[i];
+    return NULL;
+}
+
     int64_t n, epoch;
     int64_t *perm; /* owned, n */
     uint64_t seed;
 } order;
+    const hard_cache *hard; /* borrowed; NULL: the seeded permutation */
 
 static void order_fill(order *o, int64_t epoch) {
     uint64_t state = mix(o->seed, (uint64_t)epoch + 1);
@@ -74,6 +92,11 @@ static void order_fill(order *o, int64_t epoch) {
 static int64_t order_at(order *o, int64_t q) {
     int64_t e = q / o->n;
     if (e != o->epoch) order_fill(o, e);
+    if (o->hard) {
+        const int64_t *perm = hard_lookup(o->hard, e);
+        assert(perm); /* hard_ensure ran for every micro-batch before its indices are taken */
+        return perm[q % o->n];
+    }
     return o->perm[q % o->n];
 }
 
@@ -109,6 +132,7 @@ typedef struct run {
     double comm_seconds;
     int64_t saved_world;     /* the ranks of the checkpoint resumed from */
 } run;
+    hard_cache hard;         /* owned: hard-example orders (task->epoch_order) */
 
 /* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
 
@@ -333,6 +357,9 @@ static mmt_status write_checkpoint(run *r, int64_t step, const char *blob, const
     char name[64];
     snprintf(name, sizeof name, "ckpt-%lld", (long long)step);
     char *final = mmt_path_join(set->out, name), *tmp = NULL, *optpath = NULL, *statepath = NULL;
+static mmt_status hard_save(const run *r, const char *dir, int64_t step);
+static mmt_status hard_load(run *r, const char *ckpt, int64_t step);
+
     mmt_strbuf js = {0};
     mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
     if (s != MMT_OK) goto done;
@@ -352,6 +379,7 @@ static mmt_status write_checkpoint(run *r, int64_t step, const char *blob, const
     int64_t position = step * set->batch_size * set->grad_accum * r->world; /* in the padded global order */
     mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
                            "  \"grad_accum\": %lld,\n  \"ranks\": %lld,\n  \"zero\": %d,\n  \"data_position\": %lld,\n"
+    if (r->task->epoch_order && (s = hard_save(r, tmp, step)) != MMT_OK) goto done;
                            "  \"epoch\": %lld,\n  \"run_id\": \"%s\",\n"
                            "  \"rng\": \"splitmix64 streams derived from (seed, epoch) for the example order and (seed, step,"
                            " micro-batch, share) for dropout\"",
@@ -414,6 +442,7 @@ static mmt_status resume_from(run *r, const char *ckpt, int64_t *step) {
     if (s == MMT_OK && optimizer_steps(r) != k)
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: optimizer step %lld does not match trainer step %lld", ckpt,
                      (long long)optimizer_steps(r), (long long)k);
+    if (s == MMT_OK && r->task->epoch_order) s = hard_load(r, ckpt, k);
     *step = k;
     mmt_safetensors_close(st);
     mmt_json_free(doc);
@@ -560,6 +589,231 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     if (!(set->lr > 0) || !isfinite(set->lr)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "learning rate must be > 0");
     run r = {0};
     r.task = task;
+/* ---- hard-example batches (task->epoch_order) ------------------------------------------
+ *
+ * An epoch's hard order depends on the model at the epoch's start, so it is computed once,
+ * when the first micro-batch that takes an example of the epoch is about to be announced or
+ * loaded (at the start of its step: the trainable tensors only change between steps), kept
+ * while a step may still take from it, and saved in each checkpoint for the steps after it.
+ *
+ * The task groups examples into micro-batches; the trainer says which positions of the
+ * epoch's (padded) order each micro-batch takes. Share s's micro-batch number k of the
+ * endless per-share stream takes positions p = k B .. k B + B - 1 of the stream, i.e. the
+ * epoch's per-share positions p - e P, i.e. the global positions (p - e P) W + s
+ * (DistributedSampler's split: W shares, P = per_rank). The micro-batches are trained in the
+ * order of (k, s), so the task's runs are laid on them in that order; positions >= n repeat
+ * the epoch's start (the sampler's padding) and are not part of a run. So a hard group lands
+ * whole in one micro-batch on any number of ranks; the only exceptions are a micro-batch
+ * that straddles two epochs (its two parts are runs of their epochs) and the padding. */
+
+static int64_t first_epoch_of_step(const run *r, int64_t step) {
+    return step * r->set->grad_accum * r->set->batch_size / r->per_rank;
+}
+
+/* The positions (< n) of epoch e in the order their micro-batches are trained, into
+ * slots (n), and the number of them each micro-batch takes, into sizes; returns the count of
+ * micro-batches with any. */
+static int64_t slot_groups(const run *r, int64_t e, int64_t *slots, int64_t *sizes) {
+    int64_t B = r->set->batch_size, P = r->per_rank, W = r->world, n = r->task->n_examples;
+    int64_t base = e * P, k0 = base / B, k1 = (base + P - 1) / B, t = 0, g = 0;
+    for (int64_t k = k0; k <= k1; k++)
+        for (int64_t share = 0; share < W; share++) {
+            int64_t p0 = k * B - base, p1 = p0 + B, before = t;
+            if (p0 < 0) p0 = 0;
+            if (p1 > P) p1 = P;
+            for (int64_t p = p0; p < p1; p++)
+                if (p * W + share < n) slots[t++] = p * W + share;
+            if (t > before) sizes[g++] = t - before;
+        }
+    return g;
+}
+
+/* A permutation of 0..n-1? (mark: n bytes of scratch) */
+static int is_permutation(const int64_t *v, int64_t n, unsigned char *mark) {
+    memset(mark, 0, (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        if (v[i] < 0 || v[i] >= n || mark[v[i]]) return 0;
+        mark[v[i]] = 1;
+    }
+    return 1;
+}
+
+/* Takes perm (mmt_malloc'd) into the cache as epoch e's order, dropping the epochs before
+ * keep_from (no step from now on takes from them). */
+static mmt_status hard_insert(hard_cache *h, int64_t e, int64_t *perm, int64_t keep_from) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < h->count; i++) {
+        if (h->epochs[i] >= keep_from) {
+            h->epochs[k] = h->epochs[i];
+            h->perms[k++] = h->perms[i];
+        } else {
+            mmt_free(h->perms[i]);
+        }
+    }
+    h->count = k;
+    if (h->count == h->cap) {
+        int64_t cap = h->cap ? 2 * h->cap : 4;
+        int64_t *epochs = mmt_realloc(h->epochs, (size_t)cap * sizeof *epochs);
+        if (epochs) h->epochs = epochs;
+        int64_t **perms = epochs ? mmt_realloc(h->perms, (size_t)cap * sizeof *perms) : NULL;
+        if (!perms) {
+            mmt_free(perm);
+            return MMT_STATUS_OUT_OF_MEMORY;
+        }
+        h->perms = perms;
+        h->cap = cap;
+    }
+    h->epochs[h->count] = e;
+    h->perms[h->count++] = perm;
+    return MMT_OK;
+}
+
+static void hard_free(hard_cache *h) {
+    for (int64_t i = 0; i < h->count; i++) mmt_free(h->perms[i]);
+    mmt_free(h->perms);
+    mmt_free(h->epochs);
+    memset(h, 0, sizeof *h);
+}
+
+/* Epoch e's hard order into perm (n): the task's runs laid on the micro-batches' positions.
+ * Every rank computes it; rank 0's is the job's. */
+static mmt_status hard_compute(run *r, int64_t e, int64_t *perm) {
+    int64_t n = r->task->n_examples;
+    int64_t *seeded = mmt_malloc((size_t)n * sizeof(int64_t)), *slots = mmt_malloc((size_t)n * sizeof(int64_t));
+    int64_t *sizes = mmt_malloc((size_t)n * sizeof(int64_t)), *grouped = mmt_malloc((size_t)n * sizeof(int64_t));
+    unsigned char *mark = mmt_malloc((size_t)n);
+    mmt_status s = seeded && slots && sizes && grouped && mark ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) {
+        order seeded_order = {n, -1, seeded, r->set->seed, NULL};
+        order_fill(&seeded_order, e);
+        int64_t g = slot_groups(r, e, slots, sizes);
+        s = r->task->epoch_order(r->task->ctx, e, seeded, n, sizes, g, grouped);
+        if (s == MMT_OK && !is_permutation(grouped, n, mark))
+            s = mmt_fail(MMT_STATUS_INTERNAL, "epoch %lld: the task's hard order is not a permutation of the examples",
+                         (long long)e + 1);
+        for (int64_t t = 0; s == MMT_OK && t < n; t++) perm[slots[t]] = grouped[t];
+    }
+    mmt_free(seeded);
+    mmt_free(slots);
+    mmt_free(sizes);
+    mmt_free(grouped);
+    mmt_free(mark);
+    if (r->ranks > 1) {
+        if ((s = agree(r, s)) != MMT_OK) return s;
+        double t = mmt_now_seconds();
+        s = mmt_comm_broadcast(r->comm, perm, n * (int64_t)sizeof(int64_t), 0);
+        r->comm_seconds += mmt_now_seconds() - t;
+    }
+    return s;
+}
+
+/* The epochs micro-batch m of `step` takes examples from. */
+static void micro_epochs(const run *r, int64_t step, int64_t m, int64_t *e0, int64_t *e1) {
+    int64_t B = r->set->batch_size, q0 = (step * r->set->grad_accum + m) * B;
+    *e0 = q0 / r->per_rank;
+    *e1 = (q0 + B - 1) / r->per_rank;
+}
+
+/* Whether the orders micro-batch m of `step` needs are in the cache. */
+static int hard_ready(const run *r, int64_t step, int64_t m) {
+    int64_t e0, e1;
+    micro_epochs(r, step, m, &e0, &e1);
+    for (int64_t e = e0; e <= e1; e++)
+        if (!hard_lookup(&r->hard, e)) return 0;
+    return 1;
+}
+
+/* Computes what micro-batch m of `step` needs and the cache lacks; `current` is the step the
+ * loop is at (the model's state is its start). */
+static mmt_status hard_ensure(run *r, int64_t step, int64_t m, int64_t current) {
+    int64_t e0, e1;
+    micro_epochs(r, step, m, &e0, &e1);
+    for (int64_t e = e0; e <= e1; e++) {
+        if (hard_lookup(&r->hard, e)) continue;
+        int64_t *perm = mmt_malloc((size_t)r->task->n_examples * sizeof(int64_t));
+        if (!perm) return MMT_STATUS_OUT_OF_MEMORY;
+        mmt_status s = hard_compute(r, e, perm);
+        if (s != MMT_OK) {
+            mmt_free(perm);
+            return mmt_error_prefix(s, "epoch %lld's hard batches: ", (long long)e + 1);
+        }
+        MMT_TRY(hard_insert(&r->hard, e, perm, first_epoch_of_step(r, current)));
+    }
+    return MMT_OK;
+}
+
+#define HARD_FILE "sampling.safetensors"
+
+/* The cached orders that steps from `step` on take from, into dir/sampling.safetensors (no
+ * file when there are none: the next epoch has not begun). */
+static mmt_status hard_save(const run *r, const char *dir, int64_t step) {
+    const hard_cache *h = &r->hard;
+    int64_t from = first_epoch_of_step(r, step), k = 0, shape[1] = {h->n};
+    mmt_st_write_tensor *wt = mmt_calloc((size_t)(h->count > 0 ? h->count : 1), sizeof *wt);
+    char (*names)[40] = mmt_calloc((size_t)(h->count > 0 ? h->count : 1), sizeof *names);
+    char *path = mmt_path_join(dir, HARD_FILE);
+    mmt_status s = wt && names && path ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; s == MMT_OK && i < h->count; i++) {
+        if (h->epochs[i] < from) continue;
+        snprintf(names[k], sizeof names[k], "epoch.%lld", (long long)h->epochs[i]);
+        wt[k] = (mmt_st_write_tensor){names[k], MMT_DTYPE_I64, 1, shape, h->perms[i]};
+        k++;
+    }
+    if (s == MMT_OK && k > 0) s = mmt_safetensors_write(path, wt, k, NULL, 0);
+    mmt_free(wt);
+    mmt_free(names);
+    mmt_free(path);
+    return s;
+}
+
+/* The orders a checkpoint at `step` holds, into the cache; the epoch the step begins in must
+ * be among them when an earlier step began it. */
+static mmt_status hard_load(run *r, const char *ckpt, int64_t step) {
+    int64_t n = r->task->n_examples, from = first_epoch_of_step(r, step);
+    r->hard.n = n;
+    if (r->saved_world != r->world)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: hard-example batches resume on the %lld ranks that wrote it, "
+                        "not %lld (--as-ranks %lld)", ckpt, (long long)r->saved_world, (long long)r->world,
+                        (long long)r->saved_world);
+    char *path = mmt_path_join(ckpt, HARD_FILE);
+    unsigned char *mark = mmt_malloc((size_t)n);
+    mmt_safetensors *st = NULL;
+    mmt_status s = path && mark ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK && mmt_file_exists(path)) s = mmt_safetensors_open(path, &st);
+    for (int64_t i = 0; s == MMT_OK && st && i < st->n_tensors; i++) {
+        const mmt_st_tensor *t = &st->tensors[i];
+        long long e = -1;
+        char tail = 0;
+        if (sscanf(t->name, "epoch.%lld%c", &e, &tail) != 1 || e < from || t->dtype != MMT_DTYPE_I64 || t->ndim != 1 ||
+            t->shape[0] != n) {
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor \"%s\" is not the int64 (%lld) order of an epoch from %lld on",
+                         path, t->name, (long long)n, (long long)from);
+            break;
+        }
+        int64_t *perm = mmt_malloc((size_t)n * sizeof(int64_t));
+        if (!perm) {
+            s = MMT_STATUS_OUT_OF_MEMORY;
+            break;
+        }
+        memcpy(perm, t->data, (size_t)n * sizeof(int64_t)); /* the mapping may be unaligned */
+        if (!is_permutation(perm, n, mark)) {
+            mmt_free(perm);
+            s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: \"%s\" is not a permutation of the %lld examples", path, t->name,
+                         (long long)n);
+            break;
+        }
+        s = hard_insert(&r->hard, e, perm, from);
+    }
+    int begun_before = from * r->per_rank < step * r->set->grad_accum * r->set->batch_size;
+    if (s == MMT_OK && begun_before && !hard_lookup(&r->hard, from))
+        s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: no hard-example order for epoch %lld, which began before step %lld (%s "
+                     "is missing or incomplete)", ckpt, (long long)from + 1, (long long)step + 1, HARD_FILE);
+    mmt_safetensors_close(st);
+    mmt_free(path);
+    mmt_free(mark);
+    return s;
+}
+
     r.set = set;
     r.comm = set->comm ? set->comm : mmt_comm_single();
     r.rank = mmt_comm_rank(r.comm);
@@ -588,10 +842,12 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     if (n_params < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "nothing to train: no trainable tensors");
     mmt_param *flat = mmt_calloc((size_t)n_params, sizeof *flat);
     r.params = mmt_calloc((size_t)n_params, sizeof *r.params);
-    order ord = {task->n_examples, -1, mmt_malloc((size_t)task->n_examples * sizeof(int64_t)), set->seed};
+    const hard_cache *hard = task->epoch_order ? &r.hard : NULL;
+    r.hard.n = task->n_examples;
+    order ord = {task->n_examples, -1, mmt_malloc((size_t)task->n_examples * sizeof(int64_t)), set->seed, hard};
     /* a second order for announcing batches ahead, so the two never refill each other's epoch */
     order ahead = {task->n_examples, -1, task->prefetch ? mmt_malloc((size_t)task->n_examples * sizeof(int64_t)) : NULL,
-                   set->seed};
+                   set->seed, hard};
     int64_t *indices = mmt_malloc((size_t)set->batch_size * sizeof(int64_t));
     int64_t *ahead_indices = task->prefetch ? mmt_malloc((size_t)set->batch_size * sizeof(int64_t)) : NULL;
     mmt_status s = MMT_OK;
@@ -694,12 +950,17 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
                 share_loss = m == 0 ? loss : share_loss + loss;
                 if (set->grad_accum > 1) grads_pack(&r, r.flat_a, m > 0);
             }
+                    if (task->epoch_order && !hard_ready(&r, kstep, km)) {
+                        if (announced > k) break; /* its epoch has not begun: announced when it does */
+                        if ((s = hard_ensure(&r, kstep, km, step)) != MMT_OK) goto done;
+                    }
             loss_sum = u == 0 ? share_loss : loss_sum + share_loss;
             if (r.units > 1) {
                 if (set->grad_accum == 1) grads_pack(&r, r.flat_t, u > 0);
                 else if (u == 0) memcpy(r.flat_t, r.flat_a, (size_t)r.n_flat * sizeof(float));
                 else for (int64_t i = 0; i < r.n_flat; i++) r.flat_t[i] += r.flat_a[i];
             }
+                if (task->epoch_order && (s = hard_ensure(&r, step, m, step)) != MMT_OK) goto done;
         }
         float *sum = r.units > 1 ? r.flat_t : set->grad_accum > 1 ? r.flat_a : NULL; /* NULL: in the gradients */
         if (r.ranks > 1) { /* the sum over ranks, in rank order */
@@ -789,3 +1050,4 @@ done:
     mmt_free(ckpt);
     return s;
 }
+    hard_free(&r.hard);

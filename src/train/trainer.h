@@ -18,7 +18,9 @@
  *                            load_batch, i.e. waiting on data)
  *     ckpt-STEP/             every save_every steps and at the end: the task's files plus
  *                            optimizer.safetensors (moments, step), trainer_state.json and
- *                            manifest.json (sizes and checksums); built as ckpt-STEP.tmp-PID,
+ *                            manifest.json (sizes and checksums); with task.epoch_order also
+ *                            sampling.safetensors (the hard orders of the epochs still in
+ *                            use: "epoch.E", int64 (n)); built as ckpt-STEP.tmp-PID,
  *                            files fsync'd, then renamed (core/dir.h); only the run's own
  *                            checkpoints are pruned, and resume skips damaged ones
  *     adapter/               the final artifact (the task's files), also via a rename
@@ -57,6 +59,16 @@ typedef struct mmt_train_task {
     /* The op table the trainable tensors live in (the model's); NULL: the CPU's. The
      * optimizer and the gradient helpers compute with it. */
     const struct mmt_ops *ops;
+    /* May be NULL (plain sampling: the seeded permutation as it is). Hard-example batches
+     * (train/hard_batches.h): reorders epoch `epoch`'s seeded permutation seeded[0..n) into
+     * out[0..n) so that its consecutive runs of sizes[0], sizes[1], ... sizes[g - 1] examples
+     * are the epoch's micro-batches, in the order they are trained. The trainer calls it once
+     * per epoch, at the start of the step that first takes an example of the epoch (so with the
+     * trainable tensors of that moment), places the runs where the micro-batches take their
+     * examples (every rank's share included), and keeps the result in checkpoints, so that a
+     * resumed run trains on the same batches. */
+    mmt_status (*epoch_order)(void *ctx, int64_t epoch, const int64_t *seeded, int64_t n, const int64_t *sizes,
+                              int64_t g, int64_t *out);
 } mmt_train_task;
 
 /* One optimizer step's progress, for settings.on_step. */

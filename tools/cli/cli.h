@@ -66,6 +66,8 @@ int cmd_bpe(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_wordpiece(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+/* `mmtune curate` (curate.c): near-duplicate and mismatched pairs, the set without them. */
+int cmd_curate(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_bench_search(int argc, char **argv);
