@@ -849,9 +849,9 @@ static int run_command(int argc, char **argv) {
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(cmd, "wordpiece")) return cmd_wordpiece(argc - 2, argv + 2);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
+    if (!strcmp(cmd, "curate")) return cmd_curate(argc - 2, argv + 2);
     if (!strcmp(cmd, "index")) return cmd_index(argc - 2, argv + 2);
     if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }
-    if (!strcmp(cmd, "curate")) return cmd_curate(argc - 2, argv + 2);

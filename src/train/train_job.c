@@ -136,9 +136,9 @@ static void task_options(const mmt_train_job *j, mmt_clip_task_options *to) {
     to->augment.crop = o->augment_crop;
     to->augment.flip = o->augment_flip;
     to->augment.brightness = to->augment.contrast = to->augment.saturation = o->augment_jitter;
+    to->hard_ratio = o->sampling && !strcmp(o->sampling, "hard") ? o->hard_ratio : 0;
 }
 
-    to->hard_ratio = o->sampling && !strcmp(o->sampling, "hard") ? o->hard_ratio : 0;
 /* linear-probe: CLIP's linear probe. The run folder is held and recorded as a training run's
  * is (train/run_dir.h); the image embeddings are computed once, here. The trainer's loop
  * settings (steps, epochs, lr, schedule) do not apply. */

@@ -52,7 +52,6 @@ static uint64_t mix(uint64_t a, uint64_t b) {
 
 /* ---- example order: a seeded permutation per epoch ----------------------------------- */
 
-typedef struct order {
 /* With hard-example batches (task->epoch_order) the orders come from the run's cache of
  * the epochs in use instead (see "hard-example batches" below). */
 typedef struct hard_cache {
@@ -69,11 +68,12 @@ static const int64_t *hard_lookup(const hard_cache *h, int64_t e) {
     return NULL;
 }
 
+typedef struct order {
     int64_t n, epoch;
     int64_t *perm; /* owned, n */
     uint64_t seed;
-} order;
     const hard_cache *hard; /* borrowed; NULL: the seeded permutation */
+} order;
 
 static void order_fill(order *o, int64_t epoch) {
     uint64_t state = mix(o->seed, (uint64_t)epoch + 1);
@@ -91,12 +91,12 @@ static void order_fill(order *o, int64_t epoch) {
 /* The example at position q of the endless stream (epoch q / n). */
 static int64_t order_at(order *o, int64_t q) {
     int64_t e = q / o->n;
-    if (e != o->epoch) order_fill(o, e);
     if (o->hard) {
         const int64_t *perm = hard_lookup(o->hard, e);
         assert(perm); /* hard_ensure ran for every micro-batch before its indices are taken */
         return perm[q % o->n];
     }
+    if (e != o->epoch) order_fill(o, e);
     return o->perm[q % o->n];
 }
 
@@ -131,8 +131,8 @@ typedef struct run {
     mmt_param *shard_params; /* owned */
     double comm_seconds;
     int64_t saved_world;     /* the ranks of the checkpoint resumed from */
-} run;
     hard_cache hard;         /* owned: hard-example orders (task->epoch_order) */
+} run;
 
 /* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
 
@@ -352,14 +352,14 @@ static mmt_status optimizer_load(run *r, const char *ckpt, const mmt_safetensors
     return r->opt8 ? mmt_adamw8bit_state_import(r->opt8, st) : mmt_adamw_state_import(r->opt, st);
 }
 
+static mmt_status hard_save(const run *r, const char *dir, int64_t step);
+static mmt_status hard_load(run *r, const char *ckpt, int64_t step);
+
 static mmt_status write_checkpoint(run *r, int64_t step, const char *blob, const int64_t *offsets) {
     const mmt_train_settings *set = r->set;
     char name[64];
     snprintf(name, sizeof name, "ckpt-%lld", (long long)step);
     char *final = mmt_path_join(set->out, name), *tmp = NULL, *optpath = NULL, *statepath = NULL;
-static mmt_status hard_save(const run *r, const char *dir, int64_t step);
-static mmt_status hard_load(run *r, const char *ckpt, int64_t step);
-
     mmt_strbuf js = {0};
     mmt_status s = final ? mmt_dir_begin(final, &tmp) : MMT_STATUS_OUT_OF_MEMORY;
     if (s != MMT_OK) goto done;
@@ -374,12 +374,12 @@ static mmt_status hard_load(run *r, const char *ckpt, int64_t step);
     mmt_crash_point("checkpoint.task_saved");
     if ((s = optimizer_save(r, optpath, blob, offsets)) != MMT_OK) goto done;
     mmt_crash_point("checkpoint.optimizer_saved");
+    if (r->task->epoch_order && (s = hard_save(r, tmp, step)) != MMT_OK) goto done;
     /* The data position and every random draw follow from (seed, step): they are recorded
      * for people and tools; resume recomputes them. */
     int64_t position = step * set->batch_size * set->grad_accum * r->world; /* in the padded global order */
     mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
                            "  \"grad_accum\": %lld,\n  \"ranks\": %lld,\n  \"zero\": %d,\n  \"data_position\": %lld,\n"
-    if (r->task->epoch_order && (s = hard_save(r, tmp, step)) != MMT_OK) goto done;
                            "  \"epoch\": %lld,\n  \"run_id\": \"%s\",\n"
                            "  \"rng\": \"splitmix64 streams derived from (seed, epoch) for the example order and (seed, step,"
                            " micro-batch, share) for dropout\"",
@@ -437,12 +437,12 @@ static mmt_status resume_from(run *r, const char *ckpt, int64_t *step) {
                      "(resuming needs the same)", ckpt, (long long)seed, (long long)bs, (long long)acc,
                      (unsigned long long)set->seed, (long long)set->batch_size, (long long)set->grad_accum);
     if (s == MMT_OK) s = r->task->load(r->task->ctx, ckpt);
+    if (s == MMT_OK && r->task->epoch_order) s = hard_load(r, ckpt, k);
     if (s == MMT_OK) s = mmt_safetensors_open(optpath, &st);
     if (s == MMT_OK) s = optimizer_load(r, ckpt, st);
     if (s == MMT_OK && optimizer_steps(r) != k)
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: optimizer step %lld does not match trainer step %lld", ckpt,
                      (long long)optimizer_steps(r), (long long)k);
-    if (s == MMT_OK && r->task->epoch_order) s = hard_load(r, ckpt, k);
     *step = k;
     mmt_safetensors_close(st);
     mmt_json_free(doc);
@@ -580,15 +580,6 @@ static mmt_status agree(run *r, mmt_status s) {
     return failed ? mmt_fail(MMT_STATUS_INTERNAL, "another rank failed to set up the run (its message says why)") : MMT_OK;
 }
 
-mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *set,
-                         mmt_train_result *result) {
-    memset(result, 0, sizeof *result);
-    if (task->n_examples < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "no training examples");
-    if (set->batch_size < 1 || set->grad_accum < 1)
-        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size and gradient accumulation must be >= 1");
-    if (!(set->lr > 0) || !isfinite(set->lr)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "learning rate must be > 0");
-    run r = {0};
-    r.task = task;
 /* ---- hard-example batches (task->epoch_order) ------------------------------------------
  *
  * An epoch's hard order depends on the model at the epoch's start, so it is computed once,
@@ -814,6 +805,15 @@ static mmt_status hard_load(run *r, const char *ckpt, int64_t step) {
     return s;
 }
 
+mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *set,
+                         mmt_train_result *result) {
+    memset(result, 0, sizeof *result);
+    if (task->n_examples < 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "no training examples");
+    if (set->batch_size < 1 || set->grad_accum < 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size and gradient accumulation must be >= 1");
+    if (!(set->lr > 0) || !isfinite(set->lr)) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "learning rate must be > 0");
+    run r = {0};
+    r.task = task;
     r.set = set;
     r.comm = set->comm ? set->comm : mmt_comm_single();
     r.rank = mmt_comm_rank(r.comm);
@@ -924,12 +924,17 @@ static mmt_status hard_load(run *r, const char *ckpt, int64_t step) {
                 int64_t k = step * per_proc + u * set->grad_accum + m, kstep, km, share;
                 for (; task->prefetch && announced <= k + task->prefetch_ahead && announced < last_micro; announced++) {
                     micro_at(&r, announced, &kstep, &km, &share);
+                    if (task->epoch_order && !hard_ready(&r, kstep, km)) {
+                        if (announced > k) break; /* its epoch has not begun: announced when it does */
+                        if ((s = hard_ensure(&r, kstep, km, step)) != MMT_OK) goto done;
+                    }
                     micro_indices(&r, &ahead, kstep, km, share, ahead_indices);
                     if ((s = task->prefetch(task->ctx, micro_id(&r, kstep, km, share) * set->batch_size, ahead_indices,
                                             set->batch_size)) != MMT_OK)
                         goto done;
                 }
                 micro_at(&r, k, &kstep, &km, &share);
+                if (task->epoch_order && (s = hard_ensure(&r, step, m, step)) != MMT_OK) goto done;
                 micro_indices(&r, &ord, step, m, share, indices);
                 /* each micro-batch's gradient on its own, then added: the sums are the same
                  * on one process and on many */
@@ -950,17 +955,12 @@ static mmt_status hard_load(run *r, const char *ckpt, int64_t step) {
                 share_loss = m == 0 ? loss : share_loss + loss;
                 if (set->grad_accum > 1) grads_pack(&r, r.flat_a, m > 0);
             }
-                    if (task->epoch_order && !hard_ready(&r, kstep, km)) {
-                        if (announced > k) break; /* its epoch has not begun: announced when it does */
-                        if ((s = hard_ensure(&r, kstep, km, step)) != MMT_OK) goto done;
-                    }
             loss_sum = u == 0 ? share_loss : loss_sum + share_loss;
             if (r.units > 1) {
                 if (set->grad_accum == 1) grads_pack(&r, r.flat_t, u > 0);
                 else if (u == 0) memcpy(r.flat_t, r.flat_a, (size_t)r.n_flat * sizeof(float));
                 else for (int64_t i = 0; i < r.n_flat; i++) r.flat_t[i] += r.flat_a[i];
             }
-                if (task->epoch_order && (s = hard_ensure(&r, step, m, step)) != MMT_OK) goto done;
         }
         float *sum = r.units > 1 ? r.flat_t : set->grad_accum > 1 ? r.flat_a : NULL; /* NULL: in the gradients */
         if (r.ranks > 1) { /* the sum over ranks, in rank order */
@@ -1045,9 +1045,9 @@ done:
     mmt_free(blob_offsets);
     mmt_free(ord.perm);
     mmt_free(ahead.perm);
+    hard_free(&r.hard);
     mmt_free(indices);
     mmt_free(ahead_indices);
     mmt_free(ckpt);
     return s;
 }
-    hard_free(&r.hard);
