@@ -248,6 +248,17 @@ typedef struct mmt_train_options {
     int64_t zero;                    /* 1: ZeRO-1, the optimizer state sharded over ranks (0) */
     int64_t as_ranks;                /* one process trains exactly as an N-rank job would (0: off) */
     int gather_with_grad;            /* contrastive negatives from every rank's batch (0) */
+    /* continual learning: a task after earlier ones (docs/continual.md) */
+    const char *init_adapter;        /* start from this adapter folder's weights (same method and
+                                      * settings as this run; NULL: a fresh adapter) */
+    double ewc_lambda;               /* Elastic Weight Consolidation strength (0: off) */
+    const char *ewc_from;            /* the folder (or file) with ewc_fisher.safetensors; NULL:
+                                      * init_adapter */
+    int save_fisher;                 /* estimate the Fisher on this data at the end and write
+                                      * ewc_fisher.safetensors into the adapter folder */
+    const char *replay;              /* pairs of earlier tasks mixed into every batch (NULL: none) */
+    double replay_ratio;             /* the share of each batch taken from them (rounded) */
+    int distill_from_previous;       /* --distill's teacher is base + init_adapter, not the base */
     /* the run folder */
     const char *resume;   /* continue the run in this folder (or ckpt-STEP); NULL: fresh */
     int overwrite;        /* clear a non-empty out_dir instead of refusing it */

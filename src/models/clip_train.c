@@ -922,8 +922,13 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
         tt = ALLOC_F(&ct->step, B * P);
         teacher = gather ? NULL : ALLOC_F(&ct->step, B * B);
         if (!ti || !tt || (!gather && !teacher)) return MMT_STATUS_OUT_OF_MEMORY;
-        MMT_TRY(mmt_clip_encode_pixels(ct->model, pixels, B, ti));
-        MMT_TRY(mmt_clip_encode_ids(ct->model, ids, B, L, tt));
+        if (ct->opt.base_teacher) {
+            MMT_TRY(mmt_clip_train_encode_pixels(ct->opt.base_teacher, pixels, B, ti));
+            MMT_TRY(mmt_clip_train_encode_ids(ct->opt.base_teacher, ids, B, L, tt));
+        } else {
+            MMT_TRY(mmt_clip_encode_pixels(ct->model, pixels, B, ti));
+            MMT_TRY(mmt_clip_encode_ids(ct->model, ids, B, L, tt));
+        }
         if (!gather) nn_clip_logits(teacher, ti, tt, B, P, mmt_clip_train_scale(ct));
     }
     ct->text.demb = ALLOC_F(&ct->step, B * P);

@@ -48,6 +48,12 @@ typedef struct mmt_clip_train_options {
      * gathered too. */
     struct mmt_comm *comm;
     int gather_with_grad;
+    /* What the plain distillation term (distill_weight without a distill_teacher) compares
+     * with (borrowed): NULL, the frozen base model; else a view of the same base with
+     * something attached that does not train (an earlier task's adapter: continual
+     * learning's --distill-from-previous, docs/continual.md). Its encode_* give the teacher's
+     * embeddings; the term and its scale are unchanged. */
+    struct mmt_clip_train *base_teacher;
     /* Distillation from another model, `train --distill-from` (docs/distillation.md):
      * distill_teacher, when set, is a view over a frozen model (borrowed; its own weights,
      * maybe another architecture, any adapter attached to it applies) that a training

@@ -93,6 +93,13 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--augment-jitter", "augment_jitter", D, F(o.augment_jitter), "X", "colour jitter: brightness, contrast, saturation factors in [1-X, 1+X] (0: off)"},
     {"--sampling", "sampling", S, F(o.sampling), "S", "plain (the seeded order) or hard: each epoch, batches of near neighbours under the current model (contrastive; docs/curation.md)"},
     {"--hard-ratio", "hard_ratio", D, F(o.hard_ratio), "R", "--sampling hard: share of a batch that is a seed pair and its nearest neighbours, in (0, 1]"},
+    {"--init-adapter", "init_adapter", S, F(o.init_adapter), "DIR", "continual learning: start from this adapter's weights (an earlier task's OUT/adapter; same method and settings)"},
+    {"--ewc", "ewc_lambda", D, F(o.ewc_lambda), "LAMBDA", "Elastic Weight Consolidation: add (LAMBDA/2) sum F (w - w*)^2 to keep the earlier task's weights w* (0: off)"},
+    {"--ewc-from", "ewc_from", S, F(o.ewc_from), "DIR", "--ewc: the folder with ewc_fisher.safetensors (default: --init-adapter)"},
+    {"--save-fisher", "save_fisher", B, F(o.save_fisher), NULL, "at the end, estimate the Fisher on --data and write OUT/adapter/ewc_fisher.safetensors (summed with --ewc-from's)"},
+    {"--replay", "replay", S, F(o.replay), "FILE", "pairs of earlier tasks mixed into every batch (experience replay)"},
+    {"--replay-ratio", "replay_ratio", D, F(o.replay_ratio), "R", "--replay: round(R x batch size) of each batch come from it, in [0, 1)"},
+    {"--distill-from-previous", "distill_from_previous", B, F(o.distill_from_previous), NULL, "--distill's teacher is the base with --init-adapter (the model before this task), not the bare base"},
     {"--zero", "zero", I, F(o.zero), "N", "under mpirun: 1 shards the optimizer state over the ranks (ZeRO-1; 0: every rank keeps it all)"},
     {"--gather-with-grad", "gather_with_grad", B, F(o.gather_with_grad), NULL, "under mpirun: the contrastive loss over every rank's batch (negatives from the global batch)"},
     {"--as-ranks", "as_ranks", I, F(o.as_ranks), "N", "one process that trains exactly as an N-rank mpirun job would (to reproduce or check one)"},
@@ -264,6 +271,51 @@ static void fill_method_defaults(mmt_train_options *o, int captioner) {
     }
 }
 
+/* Continual learning (docs/continual.md): --init-adapter, --ewc, --replay, --save-fisher,
+ * --distill-from-previous. The files are read later (train/continual.h). */
+static mmt_status check_continual(const mmt_train_config *c, int captioner) {
+    const mmt_train_options *o = &c->o;
+    int probe = is_method(o, "linear-probe"), full = is_method(o, "full");
+    int any = o->init_adapter || o->ewc_lambda != 0 || o->ewc_from || o->save_fisher || o->replay ||
+              o->replay_ratio != 0 || o->distill_from_previous;
+    if (any && probe)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method linear-probe has no continual-learning settings "
+                        "(--init-adapter, --ewc, --save-fisher, --replay, --distill-from-previous)");
+    if (o->init_adapter && full)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method full starts from --model; give the earlier run's "
+                        "snapshot (OUT/adapter) as --model instead of --init-adapter");
+    if (!(o->ewc_lambda >= 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--ewc takes a strength >= 0, not %g", o->ewc_lambda);
+    if (o->ewc_lambda > 0 && !o->ewc_from && !o->init_adapter)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--ewc needs the earlier task's Fisher: --ewc-from DIR (or --init-adapter DIR)");
+    if (o->ewc_from && o->ewc_lambda == 0 && !o->save_fisher)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--ewc-from goes with --ewc LAMBDA (or with --save-fisher, to add to its Fisher)");
+    if (!(o->replay_ratio >= 0 && o->replay_ratio < 1))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--replay-ratio must be in [0, 1), got %g", o->replay_ratio);
+    if (o->replay && !(o->replay_ratio > 0))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--replay needs --replay-ratio R > 0 (the share of each batch it gives)");
+    if (!o->replay && o->replay_ratio > 0) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--replay-ratio goes with --replay FILE");
+    if (o->replay) {
+        int64_t k = (int64_t)llround(o->replay_ratio * (double)o->batch_size);
+        if (k < 1 || k >= o->batch_size)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--replay-ratio %g x --batch-size %lld rounds to %lld replay pairs per "
+                            "batch; it must leave at least one of each", o->replay_ratio, (long long)o->batch_size, (long long)k);
+        if (o->sampling && strcmp(o->sampling, "plain") != 0)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --replay cannot go with --sampling %s", o->sampling);
+    }
+    if (o->distill_from_previous && (!o->init_adapter || !(o->distill_weight > 0)))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-from-previous needs --init-adapter DIR (the teacher) and --distill W > 0");
+    if (o->distill_from_previous && o->distill_from)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--distill-from-previous and --distill-from name two teachers; give one "
+                        "(--distill-from BASE --teacher-adapter DIR is the same teacher as a second model)");
+    if (o->distill_from_previous && captioner)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --distill is for the contrastive loss; a GIT captioner has none");
+    if ((o->save_fisher || o->ewc_lambda > 0) && o->gather_with_grad)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --ewc and --save-fisher cannot go with --gather-with-grad (the "
+                        "Fisher is estimated per micro-batch on each rank)");
+    return MMT_OK;
+}
+
 /* Distillation from another model (--distill-from; docs/distillation.md). The teacher is
  * read later (train_job.c), where its sizes are checked against the student's. */
 static mmt_status check_distill(const mmt_train_config *c, int captioner) {
@@ -371,6 +423,7 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--max-caption-tokens must be at least 3 ([CLS], a token, [SEP])");
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--label-smoothing must be in [0, 1), got %g", o->label_smoothing);
+    MMT_TRY(check_continual(c, captioner));
     fill_method_defaults(o, captioner);
     return check_placement(c);
 }
@@ -397,6 +450,19 @@ static int outside_identity(const char *key) {
     return 0;
 }
 
+/* The continual-learning keys: the folders and files are identified by content
+ * (train/continual.c adds their fingerprints), not by path; the rest only when set, so that
+ * runs begun before the settings existed resume as they are. */
+static int continual_key_out(const mmt_train_config *c, const char *key) {
+    const mmt_train_options *o = &c->o;
+    if (!strcmp(key, "init_adapter") || !strcmp(key, "ewc_from") || !strcmp(key, "replay")) return 1;
+    if (!strcmp(key, "ewc_lambda")) return o->ewc_lambda == 0;
+    if (!strcmp(key, "save_fisher")) return 1; /* written after training: changes no number of it */
+    if (!strcmp(key, "replay_ratio")) return o->replay_ratio == 0;
+    if (!strcmp(key, "distill_from_previous")) return !o->distill_from_previous;
+    return 0;
+}
+
 /* Plain sampling leaves its two keys out of the identity, so that runs begun before the
  * settings existed resume as they are; hard sampling is part of what a run computes. */
 static int plain_sampling_key(const mmt_train_config *c, const char *key) {
@@ -409,7 +475,8 @@ char *mmt_train_config_settings_json(const mmt_train_config *c, int identity_onl
     int first = 1;
     for (size_t i = 0; i < mmt_train_settings_count; i++) {
         const mmt_train_setting *t = &mmt_train_settings_table[i];
-        if (!t->key || (identity_only && (outside_identity(t->key) || plain_sampling_key(c, t->key)))) continue;
+        if (!t->key || (identity_only && (outside_identity(t->key) || plain_sampling_key(c, t->key) ||
+                                        continual_key_out(c, t->key)))) continue;
         const char *p = (const char *)c + t->offset;
         mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", t->key);
         first = 0;

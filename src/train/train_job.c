@@ -18,6 +18,7 @@
 #include "peft/peft_config.h"
 #include "peft/prompt.h"
 #include "train/clip_task.h"
+#include "train/continual.h"
 #include "train/probe_fit.h"
 #include "train/probe_task.h"
 #include "train/run_dir.h"
@@ -44,6 +45,7 @@ struct mmt_train_job {
     mmt_clip_task *task;           /* owned; NULL for linear-probe */
     char *settings_json;           /* owned: trainer_state.json's "settings" */
     char *identity_json;           /* owned: run.json's identity */
+    mmt_continual *continual;      /* owned: initial adapter, EWC, replay (train/continual.h) */
     /* linear-probe */
     mmt_probe_task *probe;         /* owned */
     mmt_run_dir run_dir;           /* held while have_run_dir */
@@ -207,12 +209,17 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
     to.augment.crop = o->augment_crop;
     to.augment.flip = o->augment_flip;
     to.augment.brightness = to.augment.contrast = to.augment.saturation = o->augment_jitter;
-    if ((s = mmt_caption_task_create(model, pairs, &to, &j->caption)) != MMT_OK) goto done;
+    if ((s = mmt_continual_open(c, pairs, &j->continual)) != MMT_OK) goto done;
+    if ((s = mmt_caption_task_create(model, mmt_continual_pairs(j->continual), &to, &j->caption)) != MMT_OK) goto done;
+    mmt_train_task tt;
+    mmt_caption_task_bind(j->caption, &tt);
+    if ((s = mmt_continual_bind(j->continual, &tt)) != MMT_OK) goto done;
     if (!(j->settings_json = mmt_train_config_settings_json(c, 0))) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    s = mmt_train_config_identity_json(c, pairs, &j->identity_json);
+    if ((s = mmt_train_config_identity_json(c, pairs, &j->identity_json)) == MMT_OK)
+        s = mmt_continual_identity(j->continual, &j->identity_json);
 done:
     if (s != MMT_OK) {
         mmt_train_job_free(j);
@@ -296,12 +303,19 @@ mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const m
         to.train.comm = world;
         to.train.gather_with_grad = 1;
     }
-    if ((s = mmt_clip_task_create(model, pairs, &to, &j->task)) != MMT_OK) goto done;
+    if ((s = mmt_continual_open(c, pairs, &j->continual)) != MMT_OK ||
+        (s = mmt_continual_teacher(j->continual, model, &to.train.base_teacher)) != MMT_OK)
+        goto done;
+    if ((s = mmt_clip_task_create(model, mmt_continual_pairs(j->continual), &to, &j->task)) != MMT_OK) goto done;
+    mmt_train_task tt;
+    mmt_clip_task_bind(j->task, &tt);
+    if ((s = mmt_continual_bind(j->continual, &tt)) != MMT_OK) goto done;
     if (!(j->settings_json = mmt_train_config_settings_json(c, 0))) {
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    s = mmt_train_config_identity_json(c, pairs, &j->identity_json);
+    if ((s = mmt_train_config_identity_json(c, pairs, &j->identity_json)) == MMT_OK)
+        s = mmt_continual_identity(j->continual, &j->identity_json);
 done:
     if (s != MMT_OK) {
         mmt_train_job_free(j);
@@ -315,6 +329,7 @@ void mmt_train_job_free(mmt_train_job *j) {
     if (!j) return;
     mmt_clip_task_free(j->task); /* first: it points at the configs below */
     mmt_caption_task_free(j->caption);
+    mmt_continual_free(j->continual); /* after the task: it holds the teacher and the pairs */
     mmt_prompt_free(j->teacher_prompt); /* after the task, which runs the teacher */
     mmt_adapter_free(j->teacher_adapter);
     mmt_clip_train_free(j->teacher_view);
@@ -401,5 +416,7 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
     ts.zero = (int)o->zero;
     ts.as_ranks = o->as_ranks;
     MMT_TRY(mmt_comm_world(&ts.comm));
-    return mmt_train_run(&tt, &ts, &result->train);
+    mmt_continual_settings(j->continual, &ts);
+    MMT_TRY(mmt_train_run(&tt, &ts, &result->train));
+    return mmt_continual_finish(j->continual, &tt, ts.comm);
 }

@@ -20,6 +20,7 @@
 #include "ops/ops.h"
 #include "train/adamw8bit.h"
 #include "train/optimizer.h"
+#include "train/replay.h"
 #include "train/run_dir.h"
 
 void mmt_train_settings_default(mmt_train_settings *s) {
@@ -132,6 +133,10 @@ typedef struct run {
     double comm_seconds;
     int64_t saved_world;     /* the ranks of the checkpoint resumed from */
     hard_cache hard;         /* owned: hard-example orders (task->epoch_order) */
+    /* replay (settings.replay_*): each micro-batch is data_batch examples of the first n_data
+     * and batch_size - data_batch of the replay set after them */
+    int64_t n_data, data_batch;
+    mmt_replay replay;       /* n 0: none */
 } run;
 
 /* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
@@ -377,7 +382,7 @@ static mmt_status write_checkpoint(run *r, int64_t step, const char *blob, const
     if (r->task->epoch_order && (s = hard_save(r, tmp, step)) != MMT_OK) goto done;
     /* The data position and every random draw follow from (seed, step): they are recorded
      * for people and tools; resume recomputes them. */
-    int64_t position = step * set->batch_size * set->grad_accum * r->world; /* in the padded global order */
+    int64_t position = step * r->data_batch * set->grad_accum * r->world; /* in the padded global order */
     mmt_strbuf_printf(&js, "{\n  \"step\": %lld,\n  \"total_steps\": %lld,\n  \"seed\": %llu,\n  \"batch_size\": %lld,\n"
                            "  \"grad_accum\": %lld,\n  \"ranks\": %lld,\n  \"zero\": %d,\n  \"data_position\": %lld,\n"
                            "  \"epoch\": %lld,\n  \"run_id\": \"%s\",\n"
@@ -385,7 +390,7 @@ static mmt_status write_checkpoint(run *r, int64_t step, const char *blob, const
                            " micro-batch, share) for dropout\"",
                       (long long)step, (long long)r->total_steps, (unsigned long long)set->seed,
                       (long long)set->batch_size, (long long)set->grad_accum, (long long)r->world, r->shard != NULL,
-                      (long long)position, (long long)(step * set->batch_size * set->grad_accum / r->per_rank), r->dir.run_id);
+                      (long long)position, (long long)(step * r->data_batch * set->grad_accum / r->per_rank), r->dir.run_id);
     if (set->settings_json) mmt_strbuf_printf(&js, ",\n  \"settings\": %s", set->settings_json);
     mmt_strbuf_printf(&js, "\n}\n");
     if (js.failed) {
@@ -505,13 +510,17 @@ static void micro_at(const run *r, int64_t k, int64_t *step, int64_t *m, int64_t
     *share = r->rank * r->units + k % per / A;
 }
 
-/* The example indices of a micro-batch: DistributedSampler's split of the epoch's order. */
+static int64_t micro_id(const run *r, int64_t step, int64_t m, int64_t share);
+
+/* The example indices of a micro-batch: DistributedSampler's split of the epoch's order,
+ * then (with a replay set) the micro-batch's replay examples (train/replay.h). */
 static void micro_indices(const run *r, order *o, int64_t step, int64_t m, int64_t share, int64_t *out) {
-    int64_t B = r->set->batch_size, q0 = (step * r->set->grad_accum + m) * B, n = r->task->n_examples;
+    int64_t B = r->data_batch, q0 = (step * r->set->grad_accum + m) * B, n = r->n_data;
     for (int64_t j = 0; j < B; j++) {
         int64_t q = q0 + j, e = q / r->per_rank, pos = (q % r->per_rank) * r->world + share;
         out[j] = order_at(o, e * n + pos % n);
     }
+    if (r->replay.n > 0) mmt_replay_fill(&r->replay, micro_id(r, step, m, share), out + B);
 }
 
 /* The global number of a micro-batch: it keys dropout, and (times the batch size) the
@@ -825,12 +834,23 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
                         (long long)set->as_ranks, r.ranks);
     r.world = set->as_ranks > 1 ? set->as_ranks : r.ranks;
     r.units = r.world / r.ranks;
-    r.per_rank = (task->n_examples + r.world - 1) / r.world;
-    if (set->batch_size > r.per_rank)
+    r.n_data = task->n_examples - set->replay_examples;
+    r.data_batch = set->batch_size - set->replay_per_batch;
+    if (set->replay_examples < 0 || set->replay_per_batch < 0 || r.n_data < 1 ||
+        (set->replay_examples > 0) != (set->replay_per_batch > 0) || (set->replay_examples > 0 && r.data_batch < 1))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "replay: %lld of %lld examples and %lld of each batch of %lld from the "
+                        "replay set (both or neither must be > 0, and some examples and each batch must be new data)",
+                        (long long)set->replay_examples, (long long)task->n_examples, (long long)set->replay_per_batch,
+                        (long long)set->batch_size);
+    if (set->replay_examples > 0 && task->epoch_order)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "replay cannot go with hard-example batches");
+    r.per_rank = (r.n_data + r.world - 1) / r.world;
+    if (r.data_batch > r.per_rank)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "batch size %lld is larger than the %lld training examples%s",
-                        (long long)set->batch_size, (long long)r.per_rank, r.world > 1 ? " of each rank" : "");
+                        (long long)r.data_batch, (long long)r.per_rank, r.world > 1 ? " of each rank" : "");
     int64_t per_step = set->batch_size * set->grad_accum; /* per share */
-    int64_t steps_per_epoch = r.per_rank / per_step > 0 ? r.per_rank / per_step : 1;
+    int64_t data_step = r.data_batch * set->grad_accum;   /* of them new data (not replay) */
+    int64_t steps_per_epoch = r.per_rank / data_step > 0 ? r.per_rank / data_step : 1;
     r.total_steps = set->steps > 0 ? set->steps : steps_per_epoch * (set->epochs > 0 ? set->epochs : 1);
     int64_t warmup = set->warmup_steps >= 0 ? set->warmup_steps : (int64_t)(set->warmup_ratio * (double)r.total_steps);
     r.sched = mmt_schedule_make(set->schedule, warmup, r.total_steps);
@@ -856,6 +876,12 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     int64_t *blob_offsets = NULL;
     if (!flat || !r.params || !ord.perm || !indices || (task->prefetch && (!ahead.perm || !ahead_indices))) {
         s = MMT_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    ord.n = ahead.n = r.n_data; /* the data's order; a replay set after the data has its own */
+    r.replay = (mmt_replay){r.n_data, set->replay_examples, set->replay_per_batch, set->seed};
+    if (set->regularize && task->ops && strcmp(task->ops->name, "cuda") == 0) {
+        s = mmt_fail(MMT_STATUS_UNSUPPORTED, "the regulariser (--ewc) runs on the CPU; the model is on %s", task->ops->name);
         goto done;
     }
     mmt_params_from_nn(np, n_params, flat);
@@ -974,6 +1000,10 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         if (sum) grads_unpack(&r, sum);
         int64_t shares = set->grad_accum * r.world;
         if (shares > 1) mmt_grad_scale(r.groups, r.n_groups, 1.0 / (double)shares);
+        /* a regulariser on the weights (EWC): once per step, on the averaged gradient, the
+         * same on every rank */
+        double penalty = 0;
+        if (set->regularize && (s = set->regularize(set->regularize_user, &penalty)) != MMT_OK) goto done;
         float norm;
         if (set->max_grad_norm > 0) s = mmt_grad_clip_norm(r.groups, r.n_groups, set->max_grad_norm, &norm);
         else norm = mmt_grad_global_norm(r.groups, r.n_groups);
@@ -995,9 +1025,10 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
             fprintf(r.metrics,
                     "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"grad_norm\": %.6g, \"images_per_s\": %.3f, "
                     "\"elapsed_s\": %.3f, \"data_wait_s\": %.4f",
-                    (long long)step + 1, (double)((step + 1) * per_step) / (double)r.per_rank, last_loss, lr, norm, ips,
+                    (long long)step + 1, (double)((step + 1) * data_step) / (double)r.per_rank, last_loss, lr, norm, ips,
                     te - t0, data_wait);
             if (r.ranks > 1) fprintf(r.metrics, ", \"comm_s\": %.4f", r.comm_seconds - comm0);
+            if (set->regularize) fprintf(r.metrics, ", \"penalty\": %.8g", penalty);
             fprintf(r.metrics, "}\n");
             fflush(r.metrics);
         }

@@ -15,7 +15,7 @@
  *     run.lock, run.json     the lock (holder's pid) and the run's identity record
  *     metrics.jsonl          one line per optimizer step (step, epoch, loss, lr, grad_norm,
  *                            images_per_s, elapsed_s, data_wait_s: the step's time spent in
- *                            load_batch, i.e. waiting on data)
+ *                            load_batch, i.e. waiting on data; penalty with settings.regularize)
  *     ckpt-STEP/             every save_every steps and at the end: the task's files plus
  *                            optimizer.safetensors (moments, step), trainer_state.json and
  *                            manifest.json (sizes and checksums); with task.epoch_order also
@@ -130,6 +130,17 @@ typedef struct mmt_train_settings {
      * micro-batch, dropout and augmentation draws, and order of gradient sums): to
      * reproduce or check a distributed run on one machine. 0 or 1: off. */
     int64_t as_ranks;
+    /* Replay (continual learning, train/replay.h): the task's last replay_examples examples
+     * are a replay set of earlier tasks' pairs, and each micro-batch takes replay_per_batch
+     * of its batch_size examples from it (the rest from the data before it, in the data's
+     * seeded order; epochs count the data alone). Both 0: off. */
+    int64_t replay_examples, replay_per_batch;
+    /* May be NULL. A regulariser on the trainable tensors (EWC, train/ewc.h): called once per
+     * optimizer step with the averaged gradient in place (after the sum over ranks, on every
+     * rank alike, before clipping); adds its gradient to the tensors' gradients and returns
+     * its value, which metrics.jsonl records as "penalty" (the "loss" stays the task's). */
+    mmt_status (*regularize)(void *user, double *penalty);
+    void *regularize_user;
 } mmt_train_settings;
 
 void mmt_train_settings_default(mmt_train_settings *s);
