@@ -7,6 +7,12 @@
  * (cli/shard.h): each rank embeds its share, rank 0 gathers the embeddings and the batches'
  * losses in order and alone scores, prints and writes --out. Since every batch is the one a
  * single process forms, the result is the single process's, byte for byte.
+ *
+ * Several tasks at once (continual learning: how much of each earlier task is kept;
+ * docs/continual.md): --data given more than once, or --tasks NAME=FILE,...: the model and
+ * adapter are loaded once, each task is scored as a single --data would be, and one JSON
+ * object holds them by name, {"tasks": {"a": {...}, "b": {...}}, "mean": {...}}, "mean"
+ * averaging every number the tasks' objects share (counts excepted) over the tasks.
  */
 #include <errno.h>
 #include <math.h>
@@ -62,30 +68,103 @@ static const char *EVAL_HELP =
     "                   add zero_shot_accuracy and zero_shot_per_class\n"
     "  --templates FILE one prompt template per line with {} for the class name (default: a\n"
     "                   built-in set such as \"a photo of a {}.\")\n"
-    "  --classes LIST   comma-separated class names, in this order (default: the labels)\n";
+    "  --classes LIST   comma-separated class names, in this order (default: the labels)\n"
+    "  --data FILE ...  given more than once: several tasks, each scored on its own; the JSON\n"
+    "                   is {\"tasks\": {NAME: {...}, ...}, \"mean\": {...}} with each task named\n"
+    "                   after its file (a.jsonl: \"a\") and \"mean\" the average over the tasks of\n"
+    "                   each metric (continual learning: docs/continual.md)\n"
+    "  --tasks LIST     the same with names: NAME=FILE,NAME=FILE,...\n";
+
+#define EVAL_MAX_TASKS 64
+
+typedef struct eval_task {
+    char name[128];
+    const char *data;
+} eval_task;
 
 typedef struct eval_opts {
     const char *model, *data, *adapter, *out, *head, *templates, *classes, *match;
     int64_t batch;
     int zero_shot;
     mmt_pairs_options pairs;
+    /* several tasks (--data more than once, or --tasks); n_tasks 0: the one --data */
+    eval_task tasks[EVAL_MAX_TASKS];
+    int64_t n_tasks;
+    char *tasks_copy; /* owned: the --tasks text the entries point into */
 } eval_opts;
 
-/* Reads --data in any layout data/datasets.h knows; rank 0 reports a skip count (every
+/* Reads a data file in any layout data/datasets.h knows; rank 0 reports a skip count (every
  * rank reads the same file and skips the same records). */
-static mmt_status load_pairs(const eval_opts *o, int root, mmt_pairs **out) {
-    mmt_status s = mmt_pairs_load(o->data, &o->pairs, out);
+static mmt_status load_pairs(const eval_opts *o, const char *data, int root, mmt_pairs **out) {
+    mmt_status s = mmt_pairs_load(data, &o->pairs, out);
     if (s == MMT_OK && root && (*out)->skipped)
-        fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)(*out)->skipped, o->data);
+        fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)(*out)->skipped, data);
     return s;
 }
 
-/* The line the command prints (and --out gets), on rank 0 only. */
-static int print_result(const char *text, size_t len, const char *out) {
-    fwrite(text, 1, len, stdout);
-    if (out && mmt_file_write_atomic(out, text, len) != MMT_OK) return cli_runtime_error();
-    return 0;
+/* The JSON of several tasks: {"tasks": {name: object, ...}, "mean": {...}} with "mean" the
+ * average of each number every task's object has (the counts left out), in the first
+ * task's key order. */
+static mmt_status join_tasks(const eval_opts *o, char *const *objects, mmt_strbuf *line) {
+    static const char *const counts[] = {"pairs", "examples", "classes", "correct", "zero_shot_classes",
+                                         "zero_shot_templates", NULL};
+    mmt_json_doc **docs = mmt_calloc((size_t)o->n_tasks, sizeof *docs);
+    mmt_status s = docs ? MMT_OK : mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
+    for (int64_t t = 0; s == MMT_OK && t < o->n_tasks; t++)
+        s = mmt_json_parse(objects[t], strlen(objects[t]), "a task's metrics", &docs[t]);
+    if (s == MMT_OK) {
+        mmt_strbuf_printf(line, "{\"tasks\": {");
+        for (int64_t t = 0; t < o->n_tasks; t++) {
+            mmt_strbuf_printf(line, "%s", t ? ", " : "");
+            mmt_strbuf_json_string(line, o->tasks[t].name, strlen(o->tasks[t].name));
+            mmt_strbuf_printf(line, ": %s", objects[t]);
+        }
+        mmt_strbuf_printf(line, "}, \"mean\": {");
+        const mmt_json *first = mmt_json_root(docs[0]);
+        int any = 0;
+        for (size_t k = 0; k < first->len; k++) {
+            const char *key = first->keys[k];
+            int skip = first->items[k].type != MMT_JSON_NUMBER;
+            for (const char *const *c = counts; *c && !skip; c++) skip = !strcmp(*c, key);
+            double sum = 0;
+            for (int64_t t = 0; t < o->n_tasks && !skip; t++) {
+                const mmt_json *v = mmt_json_get(mmt_json_root(docs[t]), key);
+                if (!v || v->type != MMT_JSON_NUMBER) skip = 1;
+                else sum += v->number;
+            }
+            if (skip) continue;
+            mmt_strbuf_printf(line, "%s\"%s\": %.6f", any ? ", " : "", key, sum / (double)o->n_tasks);
+            any = 1;
+        }
+        mmt_strbuf_printf(line, "}}\n");
+        if (line->failed) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
+    }
+    for (int64_t t = 0; docs && t < o->n_tasks; t++) mmt_json_free(docs[t]);
+    mmt_free(docs);
+    return s;
 }
+
+/* Rank 0's output: the one task's object, or every task's joined, with a newline. */
+static int print_tasks(const eval_opts *o, char *const *objects) {
+    mmt_strbuf line = {0};
+    int rc = 0;
+    if (o->n_tasks == 0) {
+        mmt_strbuf_printf(&line, "%s\n", objects[0]);
+        if (line.failed) rc = cli_runtime_error();
+    } else if (join_tasks(o, objects, &line) != MMT_OK) {
+        rc = cli_runtime_error();
+    }
+    if (rc == 0) {
+        fwrite(line.data, 1, line.len, stdout);
+        if (o->out && mmt_file_write_atomic(o->out, line.data, line.len) != MMT_OK) rc = cli_runtime_error();
+    }
+    mmt_strbuf_free(&line);
+    return rc;
+}
+
+/* The data files to score: the tasks, or the one --data. */
+static int64_t task_count(const eval_opts *o) { return o->n_tasks > 0 ? o->n_tasks : 1; }
+static const char *task_data(const eval_opts *o, int64_t t) { return o->n_tasks > 0 ? o->tasks[t].data : o->data; }
 
 /* ---- --head: a linear probe's top-1 accuracy on a labelled set ------------------------- */
 
@@ -102,42 +181,61 @@ static mmt_status embed_images(cli_encoder *enc, const mmt_pairs *pairs, const c
     return s;
 }
 
-static int eval_head(const eval_opts *o) {
-    cli_encoder enc = {0};
+/* One data file's accuracy under the head: the JSON object into *object on rank 0. */
+static mmt_status head_task(const eval_opts *o, cli_encoder *enc, const mmt_probe_head *head, const char *data,
+                            char **object) {
     cli_shard sh = {0};
     mmt_pairs *pairs = NULL;
-    mmt_probe_head *head = NULL;
     float *mine = NULL, *all = NULL;
     mmt_probe_metrics m;
-    int rc = 0;
     mmt_status s = mmt_comm_world(&sh.comm);
     int root = s == MMT_OK && mmt_comm_rank(sh.comm) == 0;
-    if (s == MMT_OK) s = mmt_probe_head_load(o->head, &head);
-    if (s == MMT_OK) s = load_pairs(o, root, &pairs);
-    if (s == MMT_OK) s = cli_encoder_open(o->model, NULL, &enc);
-    if (s == MMT_OK && cli_encoder_dim(&enc) != head->P)
-        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: the head takes %lld-dim embeddings, %s gives %lld", o->head,
-                     (long long)head->P, o->model, (long long)cli_encoder_dim(&enc));
+    if (s == MMT_OK) s = load_pairs(o, data, root, &pairs);
     if (s == MMT_OK) s = cli_shard_open(pairs->n, o->batch, &sh);
     int64_t mine_n = s == MMT_OK ? sh.end - sh.begin : 0;
     if (s == MMT_OK && !(mine = mmt_malloc((size_t)((mine_n > 0 ? mine_n : 1) * head->P) * sizeof(float))))
         s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
-    if (s == MMT_OK) s = embed_images(&enc, pairs, &sh, mine);
+    if (s == MMT_OK) s = embed_images(enc, pairs, &sh, mine);
     if (s == MMT_OK) s = cli_shard_gather(&sh, mine, head->P * (int64_t)sizeof(float), (void **)&all);
     if (s == MMT_OK && root) s = mmt_probe_evaluate(head, pairs, all, &m);
-    if (s != MMT_OK) {
-        rc = cli_runtime_error();
-    } else if (root) {
-        char line[256];
-        snprintf(line, sizeof line,
-                 "{\"examples\": %lld, \"classes\": %lld, \"correct\": %lld, \"accuracy\": %.6f, \"loss\": %.6f}\n",
-                 (long long)m.n, (long long)head->K, (long long)m.correct, m.accuracy, m.loss);
-        rc = print_result(line, strlen(line), o->out);
+    if (s == MMT_OK && root) {
+        mmt_strbuf b = {0};
+        mmt_strbuf_printf(&b, "{\"examples\": %lld, \"classes\": %lld, \"correct\": %lld, \"accuracy\": %.6f, \"loss\": %.6f}",
+                          (long long)m.n, (long long)head->K, (long long)m.correct, m.accuracy, m.loss);
+        if (b.failed) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
+        *object = b.data;
     }
     mmt_free(mine);
     mmt_free(all);
-    mmt_probe_head_free(head);
     mmt_pairs_free(pairs);
+    return s;
+}
+
+static int eval_head(const eval_opts *o) {
+    cli_encoder enc = {0};
+    mmt_probe_head *head = NULL;
+    mmt_comm *comm = NULL;
+    int64_t n = task_count(o);
+    char **objects = mmt_calloc((size_t)n, sizeof *objects);
+    int rc = 0;
+    mmt_status s = objects ? mmt_comm_world(&comm) : mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
+    int root = s == MMT_OK && mmt_comm_rank(comm) == 0;
+    if (s == MMT_OK) s = mmt_probe_head_load(o->head, &head);
+    if (s == MMT_OK && o->n_tasks == 0) { /* the data's errors before the model's, as before */
+        mmt_pairs *pairs = NULL;
+        s = mmt_pairs_load(o->data, &o->pairs, &pairs);
+        mmt_pairs_free(pairs);
+    }
+    if (s == MMT_OK) s = cli_encoder_open(o->model, NULL, &enc);
+    if (s == MMT_OK && cli_encoder_dim(&enc) != head->P)
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: the head takes %lld-dim embeddings, %s gives %lld", o->head,
+                     (long long)head->P, o->model, (long long)cli_encoder_dim(&enc));
+    for (int64_t t = 0; s == MMT_OK && t < n; t++) s = head_task(o, &enc, head, task_data(o, t), &objects[t]);
+    if (s != MMT_OK) rc = cli_runtime_error();
+    else if (root) rc = print_tasks(o, objects);
+    for (int64_t t = 0; objects && t < n; t++) mmt_free(objects[t]);
+    mmt_free(objects);
+    mmt_probe_head_free(head);
     cli_encoder_close(&enc);
     return rc;
 }
@@ -229,8 +327,33 @@ static mmt_status score(const eval_opts *o, mmt_clip *model, mmt_clip_train *vie
                           (long long)m.n, o->match, mean_loss(e), m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank,
                           m.t2i_r1, m.t2i_r5, m.t2i_r10, m.t2i_median_rank);
     if (s == MMT_OK && o->zero_shot) s = cli_zero_shot(model, view, pairs, e->img, o->templates, o->classes, line);
-    if (s == MMT_OK) mmt_strbuf_append(line, "}\n", 2);
+    if (s == MMT_OK) mmt_strbuf_append(line, "}", 1);
     if (s == MMT_OK && line->failed) s = mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
+    return s;
+}
+
+/* One data file's retrieval (and zero-shot) metrics: the JSON object into *object on rank
+ * 0. pairs: the file already read (the single-task path reads it before the model), or NULL. */
+static mmt_status retrieval_task(const eval_opts *o, mmt_clip *model, mmt_clip_train *view, const char *data,
+                                 mmt_pairs *pairs, char **object) {
+    cli_shard sh = {0};
+    eval_embeddings e = {0};
+    mmt_zeroshot_classes groups = {0}; /* --match label: each pair's class */
+    mmt_strbuf line = {0};
+    mmt_pairs *own = NULL;
+    mmt_status s = mmt_comm_world(&sh.comm);
+    int root = s == MMT_OK && mmt_comm_rank(sh.comm) == 0, by_label = !strcmp(o->match, "label");
+    if (s == MMT_OK && !pairs && (s = load_pairs(o, data, root, &own)) == MMT_OK) pairs = own;
+    /* every rank checks the labels before the slow part, so all refuse the same data alike */
+    if (s == MMT_OK && by_label) s = mmt_zeroshot_classes_from_pairs(pairs, NULL, &groups);
+    if (s == MMT_OK) s = cli_shard_open(pairs->n, o->batch, &sh);
+    if (s == MMT_OK) s = embed_and_gather(model, view, pairs, &sh, &e);
+    if (s == MMT_OK && root) s = score(o, model, view, pairs, by_label ? groups.labels : NULL, &e, &line);
+    if (s == MMT_OK && root) *object = line.data;
+    else mmt_strbuf_free(&line);
+    eval_embeddings_free(&e);
+    mmt_zeroshot_classes_free(&groups);
+    mmt_pairs_free(own);
     return s;
 }
 
@@ -240,31 +363,23 @@ static int eval_retrieval(const eval_opts *o) {
     mmt_clip_train *view = NULL;
     mmt_adapter *ad = NULL;
     mmt_prompt *prompt = NULL;
-    cli_shard sh = {0};
-    eval_embeddings e = {0};
-    mmt_zeroshot_classes groups = {0}; /* --match label: each pair's class */
-    mmt_strbuf line = {0};
+    mmt_comm *comm = NULL;
+    int64_t n = task_count(o);
+    char **objects = mmt_calloc((size_t)n, sizeof *objects);
     mmt_clip_train_options to;
     mmt_clip_train_options_default(&to);
-    mmt_status s = mmt_comm_world(&sh.comm);
-    int root = s == MMT_OK && mmt_comm_rank(sh.comm) == 0, rc = 0, by_label = !strcmp(o->match, "label");
+    mmt_status s = objects ? mmt_comm_world(&comm) : mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
+    int root = s == MMT_OK && mmt_comm_rank(comm) == 0, rc = 0;
     if (s == MMT_OK) s = cli_clip_load(o->model, &model);
-    if (s == MMT_OK) s = load_pairs(o, root, &pairs);
+    if (s == MMT_OK && o->n_tasks == 0) s = load_pairs(o, o->data, root, &pairs);
     if (s == MMT_OK) s = mmt_clip_train_create(model, &to, &view);
     if (s == MMT_OK && o->adapter) s = mmt_adapter_folders_load(mmt_clip_train_iface(view), o->adapter, 0, &ad, &prompt);
-    /* every rank checks the labels before the slow part, so all refuse the same data alike */
-    if (s == MMT_OK && by_label) s = mmt_zeroshot_classes_from_pairs(pairs, NULL, &groups);
-    if (s == MMT_OK) {
-        mmt_clip_train_set_eval(view, 1); /* no dropout in evaluation */
-        s = cli_shard_open(pairs->n, o->batch, &sh);
-    }
-    if (s == MMT_OK) s = embed_and_gather(model, view, pairs, &sh, &e);
-    if (s == MMT_OK && root) s = score(o, model, view, pairs, by_label ? groups.labels : NULL, &e, &line);
+    if (s == MMT_OK) mmt_clip_train_set_eval(view, 1); /* no dropout in evaluation */
+    for (int64_t t = 0; s == MMT_OK && t < n; t++) s = retrieval_task(o, model, view, task_data(o, t), pairs, &objects[t]);
     if (s != MMT_OK) rc = cli_runtime_error();
-    else if (root) rc = print_result(line.data, line.len, o->out);
-    mmt_strbuf_free(&line);
-    eval_embeddings_free(&e);
-    mmt_zeroshot_classes_free(&groups);
+    else if (root) rc = print_tasks(o, objects);
+    for (int64_t t = 0; objects && t < n; t++) mmt_free(objects[t]);
+    mmt_free(objects);
     mmt_adapter_free(ad);
     mmt_prompt_free(prompt);
     mmt_clip_train_free(view);
@@ -275,11 +390,54 @@ static int eval_retrieval(const eval_opts *o) {
 
 /* ---- flags ------------------------------------------------------------------------------ */
 
+/* Adds a task; name NULL: the file's name without its folder and extension ("a.jsonl": "a"). */
+static int add_task(eval_opts *o, const char *name, const char *data) {
+    if (o->n_tasks == EVAL_MAX_TASKS) return cli_usage_error("eval: at most %d tasks", EVAL_MAX_TASKS);
+    eval_task *t = &o->tasks[o->n_tasks];
+    if (name) {
+        snprintf(t->name, sizeof t->name, "%s", name);
+    } else {
+        size_t len = strlen(data);
+        while (len > 1 && data[len - 1] == '/') len--; /* a folder of images: its name */
+        const char *start = data + len;
+        while (start > data && start[-1] != '/') start--;
+        snprintf(t->name, sizeof t->name, "%.*s", (int)(data + len - start), start);
+        char *dot = strrchr(t->name, '.');
+        if (dot && dot != t->name) *dot = '\0';
+    }
+    if (!t->name[0] || !data[0]) return cli_usage_error("eval: a task needs a name and a data file, got '%s=%s'", t->name, data);
+    for (int64_t i = 0; i < o->n_tasks; i++)
+        if (!strcmp(o->tasks[i].name, t->name))
+            return cli_usage_error("eval: two tasks are named '%s' (%s and %s); name them with --tasks NAME=FILE,...",
+                                   t->name, o->tasks[i].data, data);
+    t->data = data;
+    o->n_tasks++;
+    return 0;
+}
+
+/* --tasks NAME=FILE,NAME=FILE,... */
+static int parse_tasks(eval_opts *o, const char *list) {
+    if (o->tasks_copy) return cli_usage_error("eval: --tasks given twice");
+    if (!(o->tasks_copy = mmt_strdup(list))) return cli_runtime_error();
+    char *rest = NULL;
+    for (char *tok = strtok_r(o->tasks_copy, ",", &rest); tok; tok = strtok_r(NULL, ",", &rest)) {
+        char *eq = strchr(tok, '=');
+        if (!eq || eq == tok || !eq[1]) return cli_usage_error("eval: --tasks takes NAME=FILE,..., got '%s'", tok);
+        *eq = '\0';
+        int rc = add_task(o, tok, eq + 1);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* 0 and *o filled, or the exit code (a usage error; *done for --help). */
 static int parse_eval_opts(int argc, char **argv, eval_opts *o, int *done) {
     *o = (eval_opts){.match = "pair", .batch = 32};
     mmt_pairs_options_default(&o->pairs);
     *done = 0;
+    int rc = 0;
+    const char *datas[EVAL_MAX_TASKS];
+    int64_t n_data = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -298,7 +456,12 @@ static int parse_eval_opts(int argc, char **argv, eval_opts *o, int *done) {
         if (i + 1 >= argc) return cli_usage_error("eval: %s needs a value", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) o->model = v;
-        else if (!strcmp(a, "--data")) o->data = v;
+        else if (!strcmp(a, "--data")) {
+            if (n_data == EVAL_MAX_TASKS) return cli_usage_error("eval: at most %d tasks", EVAL_MAX_TASKS);
+            datas[n_data++] = v;
+        } else if (!strcmp(a, "--tasks")) {
+            if ((rc = parse_tasks(o, v)) != 0) return rc;
+        }
         else if (!strcmp(a, "--adapter")) o->adapter = v;
         else if (!strcmp(a, "--head")) o->head = v;
         else if (!strcmp(a, "--image-root")) o->pairs.image_root = v;
@@ -319,7 +482,12 @@ static int parse_eval_opts(int argc, char **argv, eval_opts *o, int *done) {
             else o->pairs.max_file_bytes = (size_t)n;
         } else return cli_usage_error("eval: unknown option '%s'", a);
     }
-    if (!o->model || !o->data) return cli_usage_error("eval: --model and --data are required");
+    if (o->tasks_copy && n_data > 0) return cli_usage_error("eval: give the tasks with --tasks or with --data, not both");
+    if (o->tasks_copy && o->n_tasks == 0) return cli_usage_error("eval: --tasks lists no task");
+    if (n_data == 1) o->data = datas[0]; /* one task: the single object, as ever */
+    for (int64_t i = 0; n_data > 1 && i < n_data; i++)
+        if ((rc = add_task(o, NULL, datas[i])) != 0) return rc;
+    if (!o->model || (!o->data && o->n_tasks == 0)) return cli_usage_error("eval: --model and --data are required");
     if (o->head && o->adapter) return cli_usage_error("eval: --head scores the base model's image embeddings; drop --adapter");
     if ((o->templates || o->classes) && !o->zero_shot) return cli_usage_error("eval: --templates and --classes go with --zero-shot");
     if (o->head && o->zero_shot) return cli_usage_error("eval: --zero-shot and --head are separate evaluations");
@@ -329,13 +497,20 @@ static int parse_eval_opts(int argc, char **argv, eval_opts *o, int *done) {
 }
 
 int cmd_eval_clip(int argc, char **argv) {
+    int several = 0;
+    for (int i = 0; i < argc; i++) several += !strcmp(argv[i], "--data") ? 1 : !strcmp(argv[i], "--tasks") ? 2 : 0;
     for (int i = 0; i + 1 < argc; i++) { /* a captioner is scored on its captions */
         int captioner = 0;
-        if (!strcmp(argv[i], "--model") && mmt_snapshot_is_git(argv[i + 1], &captioner) == MMT_OK && captioner)
+        if (!strcmp(argv[i], "--model") && mmt_snapshot_is_git(argv[i + 1], &captioner) == MMT_OK && captioner) {
+            if (several > 1)
+                return cli_usage_error("eval: several tasks at once (--data more than once, --tasks) are for CLIP models; "
+                                       "score a captioner on one --data at a time");
             return cmd_eval_captions(argc, argv);
+        }
     }
     eval_opts o;
     int done = 0, rc = parse_eval_opts(argc, argv, &o, &done);
-    if (rc || done) return rc;
-    return o.head ? eval_head(&o) : eval_retrieval(&o);
+    if (!rc && !done) rc = o.head ? eval_head(&o) : eval_retrieval(&o);
+    mmt_free(o.tasks_copy);
+    return rc;
 }
