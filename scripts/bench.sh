@@ -95,6 +95,11 @@ if [ "${SKIP_CAPTION:-0}" != 1 ]; then
   bash scripts/bench_caption.sh
 fi
 
+# Data-parallel scaling, 1 -> 2 ranks, vs PyTorch DDP (issue 14): bench/results/dist.md
+if [ "${SKIP_DIST:-0}" != 1 ]; then
+  bash scripts/bench_dist.sh
+fi
+
 # Pruning and distillation (issue 15): size, speed and quality before and after, bench/results/distill.md
 if [ "${SKIP_DISTILL:-0}" != 1 ]; then
   bash scripts/bench_distill.sh

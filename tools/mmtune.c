@@ -137,7 +137,8 @@ static const char *BENCH_HELP =
     "Also: mmtune bench train --help (a training step), mmtune bench adapters --help (many\n"
     "adapters over one base: merged, single, mixed and grouped batches).\n"
     "Also: mmtune bench search --help (search index scan time against catalogue size).\n"
-    "Also: mmtune bench serve --help (HTTP load on /v1/embeddings: requests/s, p50/p99 latency).\n";
+    "Also: mmtune bench serve --help (HTTP load on /v1/embeddings: requests/s, p50/p99 latency).\n"
+    "Also: mpirun -np R mmtune bench allreduce --help (the communicator's all-reduce bandwidth).\n";
 
 int cli_usage_error(const char *fmt, ...) {
     va_list ap;
@@ -658,6 +659,7 @@ static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "caption") == 0) return cmd_bench_caption(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "search") == 0) return cmd_bench_search(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "serve") == 0) return cmd_bench_serve(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "allreduce") == 0) return cmd_bench_allreduce(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "embed") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
             fputs(BENCH_HELP, stdout);
@@ -785,8 +787,13 @@ static void on_launcher_stop(int sig) {
     _exit(128 + sig);
 }
 
-/* Commands that split their work over ranks; the others refuse to run on several. */
-static int runs_on_ranks(const char *cmd) { return !strcmp(cmd, "train") || !strcmp(cmd, "eval") || !strcmp(cmd, "index"); }
+/* Commands that split their work over ranks, and `bench allreduce`, which times the
+ * communicator; the others refuse to run on several. */
+static int runs_on_ranks(int argc, char **argv) {
+    const char *cmd = argc >= 2 ? argv[1] : "";
+    return !strcmp(cmd, "train") || !strcmp(cmd, "eval") || !strcmp(cmd, "index") ||
+           (!strcmp(cmd, "bench") && argc >= 3 && !strcmp(argv[2], "allreduce"));
+}
 
 int main(int argc, char **argv) {
     mmt_comm *world = NULL;
@@ -797,7 +804,7 @@ int main(int argc, char **argv) {
     int rank = mmt_comm_rank(world), size = mmt_comm_size(world);
     if (size > 1) {
         const char *cmd = argc >= 2 ? argv[1] : "";
-        if (!runs_on_ranks(cmd)) {
+        if (!runs_on_ranks(argc, argv)) {
             if (rank == 0)
                 fprintf(stderr, "mmtune: error: '%s' runs in one process; of the commands only train, eval and index "
                                 "split their work over %d ranks (start it without mpirun)\n", cmd, size);

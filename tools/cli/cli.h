@@ -72,6 +72,9 @@ int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_bench_search(int argc, char **argv);
 int cmd_bench_serve(int argc, char **argv);
+/* `mmtune bench allreduce` (bench_allreduce.c): the communicator's all-reduce bandwidth;
+ * the one bench that runs on the ranks of an MPI job. */
+int cmd_bench_allreduce(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif
