@@ -153,6 +153,7 @@ for round in $(seq "$ROUNDS"); do
     run_unit "$round" $u
   done
 done
+rm -rf "$WORK/run" "$WORK/result.json" # the last run's checkpoint (2.4 GB for full fine-tuning); model and data stay
 wall=$(($(date +%s) - t_start))
 stall_pct=$(( ($(stalled) - stall_start) / 10000 / (wall > 0 ? wall : 1) ))
 echo "{\"unit\": \"meta\", \"wall_s\": $wall, \"cpu_stall_pct\": $stall_pct, \"load_before\": \"$load_before\", \"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"rounds\": $ROUNDS, \"steps\": $STEPS, \"skip\": $SKIP, \"steps_full\": $STEPS_FULL, \"skip_full\": $SKIP_FULL, \"quiet_wait_s\": $waited_total, \"batch\": $BATCH, \"text_len\": $TEXT_LEN, \"mpirun\": \"$("$MPIRUN" --version 2>/dev/null | head -1)\", \"finished_utc\": \"$(date -u '+%Y-%m-%d %H:%M')\", \"mmtune_commit\": \"$(git describe --always --dirty)\"}" >> "$raw"
