@@ -109,3 +109,7 @@ fi
 if [ "${SKIP_SERVE:-0}" != 1 ]; then
   bash scripts/bench_serve.sh
 fi
+
+# The workflows results page (issue 15): docs/workflows.md from the raw results of
+# bench_distill.sh, bench_continual.sh and bench_curate.sh (tools/bench/workflows_page.py).
+python3 tools/bench/workflows_page.py
