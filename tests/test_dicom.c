@@ -79,23 +79,31 @@ static int64_t count_differences(const mmt_image *img, const uint8_t *ref, int c
     return bad;
 }
 
-static void test_fixtures_match_dcm2pnm(void) {
-    FILE *f = fopen(dicom_path("manifest.txt"), "r");
-    CHECK_MSG(f != NULL, "cannot open %s", dicom_path("manifest.txt"));
+/* Every `render FILE EXPECTED [C,W]` line of SUBDIR/manifest.txt (file names relative to it). */
+typedef struct manifest_counts {
+    int cases, rgb, overrides;
+} manifest_counts;
+
+static void check_manifest(const char *subdir, manifest_counts *n) {
+    char name[512];
+    snprintf(name, sizeof name, "%s%smanifest.txt", subdir, subdir[0] ? "/" : "");
+    FILE *f = fopen(dicom_path(name), "r");
+    CHECK_MSG(f != NULL, "cannot open %s", dicom_path(name));
     if (!f) return;
     char line[1024];
-    int cases = 0, rgb = 0, overrides = 0;
     while (fgets(line, sizeof line, f)) {
-        char file[256], expected[256], window[64] = "";
+        char file[256], expected[256], window[64] = "", file_path[600], expected_path[600];
         if (line[0] == '#' || sscanf(line, "render %255s %255s %63s", file, expected, window) < 2) continue;
+        snprintf(file_path, sizeof file_path, "%s%s%s", subdir, subdir[0] ? "/" : "", file);
+        snprintf(expected_path, sizeof expected_path, "%s%s%s", subdir, subdir[0] ? "/" : "", expected);
         mmt_dicom_options o = {0};
         if (window[0]) CHECK_OK(mmt_dicom_window_parse(window, "manifest", &o));
         mmt_image img = {0};
-        mmt_status s = mmt_image_decode_file_ex(dicom_path(file), window[0] ? &o : NULL, &img);
+        mmt_status s = mmt_image_decode_file_ex(dicom_path(file_path), window[0] ? &o : NULL, &img);
         CHECK_MSG(s == MMT_OK, "%s: %s", file, mmt_last_error());
         int64_t w = 0, h = 0;
         int channels = 0;
-        uint8_t *ref = read_pnm(dicom_path(expected), &w, &h, &channels);
+        uint8_t *ref = read_pnm(dicom_path(expected_path), &w, &h, &channels);
         CHECK_MSG(ref != NULL, "cannot read %s", expected);
         if (s == MMT_OK && ref) {
             CHECK_MSG(img.width == w && img.height == h, "%s: %lld x %lld, dcm2pnm %lld x %lld", file,
@@ -106,15 +114,23 @@ static void test_fixtures_match_dcm2pnm(void) {
                           (long long)bad, (long long)(w * h), expected);
             }
         }
-        rgb += channels == 3;
-        overrides += window[0] != 0;
-        cases++;
+        n->rgb += channels == 3;
+        n->overrides += window[0] != 0;
+        n->cases++;
         free(ref);
         mmt_image_free(&img);
     }
     fclose(f);
-    CHECK_MSG(cases >= 20 && rgb >= 3 && overrides >= 2, "only %d cases (%d RGB, %d overrides)", cases,
-              rgb, overrides);
+}
+
+static void test_fixtures_match_dcm2pnm(void) {
+    manifest_counts n = {0}, xray = {0};
+    check_manifest("", &n);
+    CHECK_MSG(n.cases >= 20 && n.rgb >= 3 && n.overrides >= 2, "only %d cases (%d RGB, %d overrides)", n.cases,
+              n.rgb, n.overrides);
+    /* files mmtune wrote itself (synth --domain xray, tools/fixtures/make_xray_fixtures.py) */
+    check_manifest("xray", &xray);
+    CHECK_MSG(xray.cases == 4, "xray/manifest.txt: %d cases, 4 expected", xray.cases);
 }
 
 /* The in-memory entry point (what serve uses) gives what the file one gives. */

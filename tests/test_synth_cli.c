@@ -46,6 +46,10 @@ static void test_writes_dataset(void) {
     CHECK(out_text && strstr(out_text, "wrote 4 train, 1 val, 1 test") && lines(out_text) == 1);
     CHECK(exists("d/train.jsonl") && exists("d/val_coco.json") && exists("d/test_labels.jsonl") && exists("d/synth.json"));
     CHECK(exists("d/images/train/000003.jpg") && !exists("d/images/train/000004.jpg"));
+    CHECK(run("--out %s/x --domain xray --split-sizes 3,0,2 --size 32", tmp) == 0);
+    CHECK(out_text && strstr(out_text, "wrote 3 train, 0 val, 2 test images (xray domain, 32x32 DICOM"));
+    CHECK(exists("x/images/train/000002.dcm") && exists("x/images/test/000001.dcm") && exists("x/vocabulary.txt") &&
+          exists("x/test_coco.json") && exists("x/train_labels.jsonl"));
     CHECK(run("--out %s/e --count 20", tmp) == 0);
     CHECK(out_text && strstr(out_text, "wrote 16 train, 2 val, 2 test"));
     CHECK(exists("e/images/val/000001.png"));
@@ -55,7 +59,8 @@ static void test_writes_dataset(void) {
 static void test_bad_arguments(void) {
     static const char *bad[][2] = {
         {"--count 5", "--out DIR is required"},
-        {"--out %s/x --domain moon", "--domain takes base or shift"},
+        {"--out %s/x --domain moon", "--domain takes base, shift or xray"},
+        {"--out %s/x --domain xray --format png", "--domain xray writes DICOM files"},
         {"--out %s/x --size 8", "--size '8'"},
         {"--out %s/x --size 64px", "--size '64px'"},
         {"--out %s/x --format gif", "--format takes png or jpg"},

@@ -68,7 +68,9 @@ const char *mmt_synth_shape_plural(mmt_synth_shape s) {
 const char *mmt_synth_colour_name(mmt_synth_colour c) {
     return (unsigned)c < MMT_SYNTH_COLOUR_COUNT ? COLOUR_NAMES[c] : "?";
 }
-const char *mmt_synth_domain_name(mmt_synth_domain d) { return d == MMT_SYNTH_SHIFT ? "shift" : "base"; }
+const char *mmt_synth_domain_name(mmt_synth_domain d) {
+    return d == MMT_SYNTH_SHIFT ? "shift" : d == MMT_SYNTH_XRAY ? "xray" : "base";
+}
 const char *mmt_synth_split_name(mmt_synth_split s) {
     return s == MMT_SYNTH_VAL ? "val" : s == MMT_SYNTH_TEST ? "test" : "train";
 }

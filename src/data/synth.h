@@ -46,7 +46,9 @@
 #define MMT_SYNTH_CAPTION_MAX 256
 #define MMT_SYNTH_MAX_OBJECTS 3
 
-typedef enum mmt_synth_domain { MMT_SYNTH_BASE = 0, MMT_SYNTH_SHIFT = 1 } mmt_synth_domain;
+/* MMT_SYNTH_XRAY is not a scene domain: mmt_synth_write draws chest radiographs for it
+ * (data/synth_xray.h) and writes them as DICOM; the scene functions take base and shift. */
+typedef enum mmt_synth_domain { MMT_SYNTH_BASE = 0, MMT_SYNTH_SHIFT = 1, MMT_SYNTH_XRAY = 2 } mmt_synth_domain;
 typedef enum mmt_synth_split { MMT_SYNTH_TRAIN = 0, MMT_SYNTH_VAL = 1, MMT_SYNTH_TEST = 2 } mmt_synth_split;
 
 typedef enum mmt_synth_shape {
@@ -131,7 +133,7 @@ typedef struct mmt_synth_params {
     uint64_t seed;
     int64_t counts[3];          /* images per split: train, val, test (0 skips a split) */
     int64_t size;               /* image side in pixels */
-    int jpeg;                   /* 0 PNG, 1 JPEG */
+    int jpeg;                   /* 0 PNG, 1 JPEG (xray: always DICOM) */
     int jpeg_quality;           /* 1..100 */
     int captions_per_image;     /* COCO captions per image, 1..5 (JSONL holds the first) */
     mmt_synth_label_by label_by;
@@ -140,12 +142,14 @@ typedef struct mmt_synth_params {
 void mmt_synth_params_default(mmt_synth_params *p);
 
 /* Writes, for each split with a count above zero:
- *   images/SPLIT/NNNNNN.png|jpg
+ *   images/SPLIT/NNNNNN.png|jpg|dcm   (dcm: the xray domain)
  *   SPLIT.jsonl          {"image_path","text","task_type":"contrastive","label"} per image
  *   SPLIT_coco.json      {"info","images":[{id,file_name,width,height}],"annotations":[{id,image_id,caption}]}
  *   SPLIT_labels.jsonl   classification view: images whose objects share one shape (or
  *                        colour, with label_by), "label" = that name, text "a photo of a LABEL."
- * and synth.json (the settings, counts and vocabulary). Paths inside are relative to out_dir.
+ * and synth.json (the settings, counts and vocabulary); for xray the label is the finding
+ * (normal, nodule, effusion, cardiomegaly) and vocabulary.txt lists the report words, one
+ * per line (`caption --allowed-words`). Paths inside are relative to out_dir.
  * Every file is written atomically. */
 mmt_status mmt_synth_write(const mmt_synth_params *p);
 

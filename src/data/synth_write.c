@@ -13,6 +13,7 @@
 #include "core/json.h"
 #include "data/image_write.h"
 #include "data/synth.h"
+#include "data/synth_xray.h"
 
 void mmt_synth_params_default(mmt_synth_params *p) {
     memset(p, 0, sizeof *p);
@@ -45,13 +46,64 @@ static mmt_status write_buffer(const char *dir, const char *name, mmt_strbuf *b)
     return s;
 }
 
-static mmt_status write_split(const mmt_synth_params *p, mmt_synth_split split) {
-    const char *name = mmt_synth_split_name(split), *ext = p->jpeg ? "jpg" : "png";
-    mmt_strbuf jsonl = {0}, coco = {0}, labels = {0};
+/* One item of a split: its image file (written to `path`), caption wordings and label. The
+ * shape scenes and the chest radiographs answer the same questions. */
+typedef struct synth_item {
+    const mmt_synth_params *p;
+    int xray;
+    mmt_synth_scene scene;
+    mmt_xray_study study;
+} synth_item;
+
+static void item_make(synth_item *it, const mmt_synth_params *p, mmt_synth_split split, int64_t i) {
+    it->p = p;
+    it->xray = p->domain == MMT_SYNTH_XRAY;
+    if (it->xray) mmt_xray_study_make(p->seed, split, i, &it->study);
+    else mmt_synth_scene_make(p->seed, p->domain, split, i, &it->scene);
+}
+
+static void item_caption(const synth_item *it, int variant, char *text, size_t cap) {
+    if (it->xray) mmt_xray_report(&it->study, variant, text, cap);
+    else mmt_synth_caption(&it->scene, variant, text, cap);
+}
+
+static const char *item_label(const synth_item *it) {
+    return it->xray ? mmt_xray_finding_name(it->study.finding) : scene_label(&it->scene, it->p->label_by);
+}
+
+/* Scratch for the radiographs' pixels, reused across items. */
+typedef struct xray_buffers {
+    uint16_t *values, *stored;
+} xray_buffers;
+
+static mmt_status item_write_image(const synth_item *it, const char *path, const char *patient_id, xray_buffers *xb) {
+    const mmt_synth_params *p = it->p;
+    if (it->xray) {
+        size_t n = (size_t)(p->size * p->size);
+        if (!xb->values && (!(xb->values = mmt_malloc(n * sizeof *xb->values)) ||
+                            !(xb->stored = mmt_malloc(n * sizeof *xb->stored))))
+            return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "synth: out of memory for a %lld-pixel radiograph", (long long)n);
+        mmt_dicom_write_spec w;
+        mmt_xray_render(&it->study, p->size, xb->values);
+        mmt_xray_dicom_spec(&it->study, p->size, xb->values, xb->stored, patient_id, &w);
+        return mmt_dicom_write_file(path, &w);
+    }
     mmt_image img = {0};
-    char rel[128], file[160], text[MMT_SYNTH_CAPTION_MAX];
+    MMT_TRY(mmt_synth_render(&it->scene, p->size, &img));
+    mmt_status s = p->jpeg ? mmt_image_write_jpeg(path, &img, p->jpeg_quality) : mmt_image_write_png(path, &img);
+    mmt_image_free(&img);
+    return s;
+}
+
+static mmt_status write_split(const mmt_synth_params *p, mmt_synth_split split) {
+    const char *name = mmt_synth_split_name(split);
+    const char *ext = p->domain == MMT_SYNTH_XRAY ? "dcm" : p->jpeg ? "jpg" : "png";
+    mmt_strbuf jsonl = {0}, coco = {0}, labels = {0};
+    xray_buffers xb = {0};
+    char rel[128], file[160], text[MMT_SYNTH_CAPTION_MAX], patient[64];
     char *folder = NULL, *path = NULL;
     mmt_status s = MMT_OK;
+    synth_item it;
 
     snprintf(rel, sizeof rel, "images/%s", name);
     if (!(folder = mmt_path_join(p->out_dir, rel))) return MMT_STATUS_OUT_OF_MEMORY;
@@ -60,27 +112,28 @@ static mmt_status write_split(const mmt_synth_params *p, mmt_synth_split split) 
                              " \"images\": [",
                       mmt_synth_domain_name(p->domain), name, (unsigned long long)p->seed);
     for (int64_t i = 0; i < p->counts[split]; i++) {
-        mmt_synth_scene sc;
-        mmt_synth_scene_make(p->seed, p->domain, split, i, &sc);
+        item_make(&it, p, split, i);
         snprintf(file, sizeof file, "%s/%06lld.%s", rel, (long long)i, ext);
-        if ((s = mmt_synth_render(&sc, p->size, &img)) != MMT_OK) goto done;
+        snprintf(patient, sizeof patient, "SYNTH%s%06lld", name, (long long)i);
         mmt_free(path);
         if (!(path = mmt_path_join(p->out_dir, file))) {
             s = MMT_STATUS_OUT_OF_MEMORY;
             goto done;
         }
-        s = p->jpeg ? mmt_image_write_jpeg(path, &img, p->jpeg_quality) : mmt_image_write_png(path, &img);
-        mmt_image_free(&img);
-        if (s != MMT_OK) goto done;
+        if ((s = item_write_image(&it, path, patient, &xb)) != MMT_OK) goto done;
 
-        mmt_synth_caption(&sc, 0, text, sizeof text);
+        item_caption(&it, 0, text, sizeof text);
         mmt_strbuf_printf(&jsonl, "{\"image_path\": \"%s\", \"text\": ", file);
         mmt_strbuf_json_string(&jsonl, text, strlen(text));
-        const char *label = scene_label(&sc, p->label_by);
+        const char *label = item_label(&it);
         mmt_strbuf_printf(&jsonl, ", \"task_type\": \"contrastive\"");
         if (label) mmt_strbuf_printf(&jsonl, ", \"label\": \"%s\"", label);
         mmt_strbuf_printf(&jsonl, "}\n");
-        if (label)
+        if (label && it.xray)
+            mmt_strbuf_printf(&labels, "{\"image_path\": \"%s\", \"text\": \"a chest radiograph: %s.\", "
+                                       "\"task_type\": \"classification\", \"label\": \"%s\"}\n",
+                              file, label, label);
+        else if (label)
             mmt_strbuf_printf(&labels, "{\"image_path\": \"%s\", \"text\": \"a photo of a%s %s.\", "
                                        "\"task_type\": \"classification\", \"label\": \"%s\"}\n",
                               file, strchr("aeiou", label[0]) ? "n" : "", label, label);
@@ -89,10 +142,9 @@ static mmt_status write_split(const mmt_synth_params *p, mmt_synth_split split) 
     }
     mmt_strbuf_printf(&coco, "],\n \"annotations\": [");
     for (int64_t i = 0; i < p->counts[split]; i++) {
-        mmt_synth_scene sc;
-        mmt_synth_scene_make(p->seed, p->domain, split, i, &sc);
+        item_make(&it, p, split, i);
         for (int v = 0; v < p->captions_per_image; v++) {
-            mmt_synth_caption(&sc, v, text, sizeof text);
+            item_caption(&it, v, text, sizeof text);
             mmt_strbuf_printf(&coco, "%s\n  {\"id\": %lld, \"image_id\": %lld, \"caption\": ", i || v ? "," : "",
                               (long long)(i * p->captions_per_image + v), (long long)i);
             mmt_strbuf_json_string(&coco, text, strlen(text));
@@ -108,7 +160,8 @@ static mmt_status write_split(const mmt_synth_params *p, mmt_synth_split split) 
     snprintf(file, sizeof file, "%s_labels.jsonl", name);
     s = write_buffer(p->out_dir, file, &labels);
 done:
-    mmt_image_free(&img);
+    mmt_free(xb.values);
+    mmt_free(xb.stored);
     mmt_free(folder);
     mmt_free(path);
     mmt_strbuf_free(&jsonl);
@@ -119,14 +172,34 @@ done:
 
 static mmt_status write_manifest(const mmt_synth_params *p) {
     mmt_strbuf b = {0};
+    int xray = p->domain == MMT_SYNTH_XRAY;
     mmt_strbuf_printf(&b,
                       "{\"generator\": \"mmtune synth\", \"domain\": \"%s\", \"seed\": %llu, \"size\": %lld,\n"
                       " \"format\": \"%s\", \"captions_per_image\": %d, \"label_by\": \"%s\",\n"
-                      " \"counts\": {\"train\": %lld, \"val\": %lld, \"test\": %lld},\n \"shapes\": [",
+                      " \"counts\": {\"train\": %lld, \"val\": %lld, \"test\": %lld},\n",
                       mmt_synth_domain_name(p->domain), (unsigned long long)p->seed, (long long)p->size,
-                      p->jpeg ? "jpg" : "png", p->captions_per_image,
-                      p->label_by == MMT_SYNTH_LABEL_SHAPE ? "shape" : "colour", (long long)p->counts[0],
-                      (long long)p->counts[1], (long long)p->counts[2]);
+                      xray ? "dcm" : p->jpeg ? "jpg" : "png", p->captions_per_image,
+                      xray ? "finding" : p->label_by == MMT_SYNTH_LABEL_SHAPE ? "shape" : "colour",
+                      (long long)p->counts[0], (long long)p->counts[1], (long long)p->counts[2]);
+    if (xray) {
+        mmt_strbuf b_words = {0};
+        mmt_strbuf_printf(&b, " \"findings\": [");
+        for (int i = 0; i < MMT_XRAY_FINDING_COUNT; i++)
+            mmt_strbuf_printf(&b, "%s\"%s\"", i ? ", " : "", mmt_xray_finding_name((mmt_xray_finding)i));
+        mmt_strbuf_printf(&b, "],\n \"vocabulary\": [");
+        const char *const *w = mmt_xray_vocabulary();
+        for (int i = 0; w[i]; i++) {
+            mmt_strbuf_printf(&b, "%s\"%s\"", i ? ", " : "", w[i]);
+            mmt_strbuf_printf(&b_words, "%s\n", w[i]);
+        }
+        mmt_strbuf_printf(&b, "]}\n");
+        mmt_status s = write_buffer(p->out_dir, "vocabulary.txt", &b_words);
+        mmt_strbuf_free(&b_words);
+        if (s == MMT_OK) s = write_buffer(p->out_dir, "synth.json", &b);
+        mmt_strbuf_free(&b);
+        return s;
+    }
+    mmt_strbuf_printf(&b, " \"shapes\": [");
     int shapes = p->domain == MMT_SYNTH_SHIFT ? MMT_SYNTH_SHAPE_COUNT : MMT_SYNTH_BASE_SHAPES;
     int colours = p->domain == MMT_SYNTH_SHIFT ? MMT_SYNTH_COLOUR_COUNT : MMT_SYNTH_BASE_COLOURS;
     for (int i = 0; i < shapes; i++) mmt_strbuf_printf(&b, "%s\"%s\"", i ? ", " : "", mmt_synth_shape_name(i));
@@ -143,6 +216,8 @@ static mmt_status write_manifest(const mmt_synth_params *p) {
 
 mmt_status mmt_synth_write(const mmt_synth_params *p) {
     if (!p->out_dir || !p->out_dir[0]) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "synth: no output folder");
+    if ((unsigned)p->domain > MMT_SYNTH_XRAY)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "synth: unknown domain %d", (int)p->domain);
     if (p->size < 16 || p->size > 1024)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "synth: image size %lld is outside 16..1024", (long long)p->size);
     if (p->jpeg && (p->jpeg_quality < 1 || p->jpeg_quality > 100))

@@ -10,7 +10,7 @@
 #include "data/synth.h"
 
 static const char *HELP =
-    "usage: mmtune synth --out DIR [--domain base|shift] [--seed N] [--count N | --split-sizes A,B,C]\n"
+    "usage: mmtune synth --out DIR [--domain base|shift|xray] [--seed N] [--count N | --split-sizes A,B,C]\n"
     "                    [--size PX] [--format png|jpg] [--quality Q] [--captions N]\n"
     "                    [--label-by shape|colour]\n"
     "\n"
@@ -19,7 +19,10 @@ static const char *HELP =
     "backgrounds, with varied captions. The same seed gives the same files on any machine.\n"
     "  --out DIR          output folder (created; files in it are replaced)\n"
     "  --domain D         base (default) or shift: new shapes (hexagon, cross, ring), colours\n"
-    "                     (pink, brown, cyan) and wording the base never uses (docs/data.md)\n"
+    "                     (pink, brown, cyan) and wording the base never uses (docs/data.md);\n"
+    "                     or xray: chest radiographs as DICOM files with short reports\n"
+    "                     (nodule, effusion, cardiomegaly, normal; docs/medical.md), labelled\n"
+    "                     by finding, and vocabulary.txt, the reports' words\n"
     "  --seed N           random seed (default 0)\n"
     "  --count N          images in all, split 80/10/10 into train/val/test (default 1000)\n"
     "  --split-sizes A,B,C  train, val and test counts instead (0 skips a split)\n"
@@ -47,7 +50,7 @@ int cmd_synth(int argc, char **argv) {
     mmt_synth_params p;
     mmt_synth_params_default(&p);
     long long count = -1, v;
-    int have_splits = 0;
+    int have_splits = 0, format_given = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(HELP, stdout), 0;
@@ -65,7 +68,8 @@ int cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--domain")) {
             if (!strcmp(val, "base")) p.domain = MMT_SYNTH_BASE;
             else if (!strcmp(val, "shift")) p.domain = MMT_SYNTH_SHIFT;
-            else return cli_usage_error("synth: --domain takes base or shift, not '%s'", val);
+            else if (!strcmp(val, "xray")) p.domain = MMT_SYNTH_XRAY;
+            else return cli_usage_error("synth: --domain takes base, shift or xray, not '%s'", val);
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -86,6 +90,7 @@ int cmd_synth(int argc, char **argv) {
             if (parse_count(val, 16, 1024, &v)) return cli_usage_error("synth: --size '%s' is not in 16..1024", val);
             p.size = v;
         } else if (!strcmp(a, "--format")) {
+            format_given = 1;
             if (!strcmp(val, "png")) p.jpeg = 0;
             else if (!strcmp(val, "jpg") || !strcmp(val, "jpeg")) p.jpeg = 1;
             else return cli_usage_error("synth: --format takes png or jpg, not '%s'", val);
@@ -102,6 +107,8 @@ int cmd_synth(int argc, char **argv) {
         }
     }
     if (!p.out_dir) return cli_usage_error("synth: --out DIR is required");
+    if (p.domain == MMT_SYNTH_XRAY && format_given)
+        return cli_usage_error("synth: --domain xray writes DICOM files (.dcm); --format is for the shape domains");
     if (count >= 0 && have_splits) return cli_usage_error("synth: give --count or --split-sizes, not both");
     if (count >= 0) {
         p.counts[MMT_SYNTH_VAL] = p.counts[MMT_SYNTH_TEST] = count / 10;
@@ -109,7 +116,7 @@ int cmd_synth(int argc, char **argv) {
     }
     if (mmt_synth_write(&p) != MMT_OK) return cli_runtime_error();
     printf("wrote %lld train, %lld val, %lld test images (%s domain, %lldx%lld %s, seed %llu) to %s\n",
-           (long long)p.counts[0], (long long)p.counts[1], (long long)p.counts[2], p.domain ? "shift" : "base",
-           (long long)p.size, (long long)p.size, p.jpeg ? "jpg" : "png", (unsigned long long)p.seed, p.out_dir);
+           (long long)p.counts[0], (long long)p.counts[1], (long long)p.counts[2], mmt_synth_domain_name(p.domain),
+           (long long)p.size, (long long)p.size, p.domain == MMT_SYNTH_XRAY ? "DICOM" : p.jpeg ? "jpg" : "png", (unsigned long long)p.seed, p.out_dir);
     return 0;
 }
