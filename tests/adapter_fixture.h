@@ -5,7 +5,10 @@
  * adapter_fixture_save() attaches cfg to a fresh view of model, moves every tensor off its
  * identity start (LoRA B = b_value times a pattern in [-1, 1] instead of 0, IA3 vectors 1 + b_value instead of 1, saved
  * modules + 0.5), so that loading the folder changes what the model computes, and writes
- * adapter_config.json + adapter_model.safetensors into dir (created). Header-only.
+ * adapter_config.json + adapter_model.safetensors into dir (created).
+ *
+ * adapter_fixture_serve_lora() writes one of the two LoRA folders that test_serve.c and
+ * test_serve_ab.c serve as adapters a0 and a1. Header-only.
  */
 #ifndef MMT_TESTS_ADAPTER_FIXTURE_H
 #define MMT_TESTS_ADAPTER_FIXTURE_H
@@ -46,6 +49,19 @@ static inline void adapter_fixture_save(mmt_clip *model, const mmt_peft_config *
     mmt_free(w);
     mmt_adapter_free(ad);
     mmt_clip_train_free(ct);
+}
+
+/* LoRA folder a (0 or 1) of the serve tests, root/lora<a> (its path into dir): a0 is rank 2 on
+ * q_proj and v_proj with b_value 0.05, a1 rank 3 on fc1 and k_proj with b_value 0.1. */
+static inline void adapter_fixture_serve_lora(mmt_clip *model, const char *root, int a, char *dir, size_t size) {
+    const char *tq[] = {"q_proj", "v_proj"}, *tf[] = {"fc1", "k_proj"};
+    mmt_peft_config cfg;
+    snprintf(dir, size, "%s/lora%d", root, a);
+    CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_LORA));
+    cfg.r = 2 + a;
+    CHECK_OK(mmt_peft_names_set_list(&cfg.target_modules, a ? tf : tq, 2));
+    adapter_fixture_save(model, &cfg, dir, 0.05f * (float)(a + 1));
+    mmt_peft_config_free(&cfg);
 }
 
 /* A prompt / prefix tuning folder (settings as peft/prompt.h; tensors from their random

@@ -1,12 +1,16 @@
 /*
  * http_client.h — a small HTTP/1.1 client for the tests that start `mmtune serve`'s server
- * on a loopback port (test_serve.c, test_serve_ab.c). Header-only, like check.h.
+ * on a loopback port (test_serve.c, test_serve_ab.c, test_serve_caption.c). Header-only,
+ * like check.h.
  *
- * Set http_port to the server's port; call() sends one request on its own connection
+ * http_server_start() starts a server, waits until it is ready and sets http_port to its
+ * port (or set http_port yourself); call() sends one request on its own connection
  * (Connection: close) and reads the whole answer: status, headers and body. A JSON body gets
- * Content-Type: application/json unless extra_headers name another.
+ * Content-Type: application/json unless extra_headers name another. A client waits
+ * http_timeout_s (60 unless the test says otherwise) for an answer before it gives up.
+ * fixture_image_base64() gives a fixture image as a JSON body carries it.
  *
- *     http_port = mmt_server_port(srv);
+ *     mmt_server *srv = http_server_start(&options);
  *     response r = call("POST", "/v1/embeddings", "{\"input\": \"a cat\"}");
  *     char id[80];
  *     if (r.status == 200 && response_header(&r, "X-Request-Id", id, sizeof id)) ...
@@ -25,9 +29,13 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "core/json.h"
+#include "eval/report.h"
+#include "serve/server.h"
 
 static int http_port;
+static int http_timeout_s = 60;
 
 typedef struct response {
     int status; /* 0 when the connection failed */
@@ -36,12 +44,12 @@ typedef struct response {
     char *head; /* owned: the status line and headers, NUL-terminated */
 } response;
 
-/* A connected socket to 127.0.0.1:http_port (60 s receive timeout), or -1. */
+/* A connected socket to 127.0.0.1:http_port (http_timeout_s receive timeout), or -1. */
 static inline int dial(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_port)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 60};
+    struct timeval tv = {.tv_sec = http_timeout_s};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -110,6 +118,29 @@ static inline const char *response_header(const response *r, const char *name, c
         }
     }
     return NULL;
+}
+
+/* Starts the server of o (o->port 0: a free port), waits up to 60 s until it is ready and
+ * points the client at it; NULL when it does not start (checked here). */
+static inline mmt_server *http_server_start(const mmt_server_options *o) {
+    mmt_server *s = NULL;
+    CHECK_OK(mmt_server_start(o, &s));
+    if (!s) return NULL;
+    CHECK(mmt_server_wait_ready(s, 60) == 1);
+    http_port = mmt_server_port(s);
+    return s;
+}
+
+/* The base64 of tests/fixtures/clip/images/<name> (owned: mmt_free). */
+static inline char *fixture_image_base64(const char *name) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/clip/images/%s", MMT_FIXTURE_DIR, name);
+    size_t len = 0;
+    char *data = check_read_file(path, &len);
+    mmt_strbuf b = {0};
+    mmt_report_base64(&b, (const uint8_t *)data, len);
+    free(data);
+    return b.data;
 }
 
 #endif

@@ -1,7 +1,7 @@
 /* test_dist.c — the communicator (src/dist/comm.h).
  *
  * Started by ctest (no launcher): checks the single world, then starts itself under
- * `mpirun -np 2` and `-np 3` (MMT_MPIRUN, --oversubscribe) and checks that every rank
+ * `mpirun -np 2` and `-np 3` (mpirun_self.h) and checks that every rank
  * passed. Under the launcher (the child): every collective against what it must give,
  * computed locally from what each rank is known to hold; reductions bitwise equal to the
  * sum in rank order. Skips the multi-rank half where mpirun was not found at build time.
@@ -15,6 +15,7 @@
 #include "check.h"
 #include "core/alloc.h"
 #include "dist/comm.h"
+#include "mpirun_self.h"
 
 /* What rank r holds at element i (the same formula on every rank). */
 static float value_f(int r, int64_t i) { return (float)((r + 1) * 0.1 + (double)(i % 97) * 1e-3 + (double)r / (i + 3)); }
@@ -134,25 +135,11 @@ static int child(void) {
     return failed;
 }
 
-static const char *self_path;
-
-/* This program again under mpirun at 2 and 3 ranks: every rank must pass. */
-static void test_under_mpirun(void) {
-    for (int np = 2; np <= 3; np++) {
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd, "%s --allow-run-as-root --oversubscribe -np %d %s", MMT_MPIRUN, np, self_path);
-        int st = system(cmd);
-        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "mpirun -np %d: exit %d", np, WEXITSTATUS(st));
-    }
-}
-
 int main(int argc, char **argv) {
     if (mmt_comm_launched()) return child();
     RUN(test_share);
     RUN(test_single);
     RUN(test_torchrun_vars_refused);
-    self_path = argv[0];
-    if (!MMT_MPIRUN[0]) fprintf(stderr, "test_dist: no mpirun at build time; the multi-rank half is skipped\n");
-    else RUN(test_under_mpirun);
+    mpirun_self_run("test_dist", argv[0]);
     return check_summary();
 }

@@ -24,6 +24,7 @@
 #include "check.h"
 #include "core/alloc.h"
 #include "core/safetensors.h"
+#include "toy_task.h"
 #include "train/ewc.h"
 #include "train/trainer.h"
 
@@ -209,70 +210,27 @@ static void test_file_round_trip(void) {
 #define DIM 3
 #define N_EX 10
 
+/* The toy task, recording the micro-batches forward saw; it saves and loads nothing. */
 typedef struct toy {
-    float x[N_EX][DIM];
-    float w[DIM], g[DIM];
-    int64_t batch[64], nb;
-    int64_t seen[64][8], n_seen; /* the micro-batches forward saw */
-    mmt_nn_param params[1];
+    toy_task base;
+    int64_t seen[64][8], n_seen;
 } toy;
 
-static mmt_status toy_load_batch(void *ctx, const int64_t *idx, int64_t n) {
-    toy *t = ctx;
-    for (int64_t i = 0; i < n; i++) t->batch[i] = idx[i];
-    t->nb = n;
-    return MMT_OK;
-}
-
 static mmt_status toy_forward(void *ctx, uint64_t seed, double *loss) {
-    (void)seed;
     toy *t = ctx;
-    double l = 0;
-    for (int64_t i = 0; i < t->nb; i++) {
-        for (int d = 0; d < DIM; d++) l += 0.5 * pow(t->w[d] - t->x[t->batch[i]][d], 2);
-        if (t->n_seen < 64 && i < 8) t->seen[t->n_seen][i] = t->batch[i];
-    }
+    for (int64_t i = 0; i < t->base.nb && i < 8; i++)
+        if (t->n_seen < 64) t->seen[t->n_seen][i] = t->base.batch[i];
     t->n_seen++;
-    *loss = l / (double)t->nb;
-    return MMT_OK;
-}
-
-static mmt_status toy_backward(void *ctx) {
-    toy *t = ctx;
-    for (int d = 0; d < DIM; d++) {
-        double m = 0;
-        for (int64_t i = 0; i < t->nb; i++) m += t->x[t->batch[i]][d];
-        t->g[d] += (float)(t->w[d] - m / (double)t->nb);
-    }
-    return MMT_OK;
-}
-
-static const mmt_nn_param *toy_params(void *ctx, int64_t *n) {
-    *n = 1;
-    return ((toy *)ctx)->params;
-}
-
-static mmt_status toy_save(void *ctx, const char *d) {
-    (void)ctx;
-    (void)d;
-    return MMT_OK;
+    return toy_task_forward(&t->base, seed, loss);
 }
 
 static void toy_init(toy *t, mmt_train_task *task) {
     memset(t, 0, sizeof *t);
-    for (int i = 0; i < N_EX; i++)
-        for (int d = 0; d < DIM; d++) t->x[i][d] = (float)sin(1.0 + i * 7.0 + d * 3.0);
-    for (int d = 0; d < DIM; d++) t->w[d] = 0.25f * (float)d;
-    t->params[0] = (mmt_nn_param){"w", t->w, t->g, 1, {DIM}, DIM, 0};
-    memset(task, 0, sizeof *task);
-    task->ctx = t;
-    task->n_examples = N_EX;
-    task->load_batch = toy_load_batch;
+    toy_task_init(&t->base, task, N_EX, DIM);
+    for (int d = 0; d < DIM; d++) t->base.w[d] = 0.25f * (float)d;
     task->forward_loss = toy_forward;
-    task->backward = toy_backward;
-    task->params = toy_params;
-    task->save = toy_save;
-    task->load = toy_save;
+    task->save = toy_task_keep_nothing;
+    task->load = toy_task_keep_nothing;
 }
 
 /* F from the micro-batches the task saw: the mean of (w - mean_b x)^2. */
@@ -281,8 +239,8 @@ static void expected_fisher(const toy *t, int64_t B, double *f) {
     for (int64_t j = 0; j < t->n_seen; j++)
         for (int d = 0; d < DIM; d++) {
             double m = 0;
-            for (int64_t i = 0; i < B; i++) m += t->x[t->seen[j][i]][d];
-            double g = (double)(float)(t->w[d] - m / (double)B);
+            for (int64_t i = 0; i < B; i++) m += t->base.x[t->seen[j][i]][d];
+            double g = (double)(float)(t->base.w[d] - m / (double)B);
             f[d] += g * g / (double)t->n_seen;
         }
 }
@@ -305,7 +263,7 @@ static void test_estimate(void) {
     expected_fisher(&t, 3, f);
     for (int d = 0; d < DIM; d++) {
         CHECK_NEAR(st->tensors[0].fisher[d], f[d], 1e-6 * fmax(1, f[d]));
-        CHECK(st->tensors[0].theta[d] == t.w[d]);
+        CHECK(st->tensors[0].theta[d] == t.base.w[d]);
     }
     /* the same seed: the same micro-batches; n_examples limits them to the first examples */
     toy u;
@@ -324,7 +282,7 @@ static void test_estimate(void) {
     mmt_ewc_state_free(again);
     /* a second task: the Fisher summed, theta* the current weights, tasks counted */
     toy_init(&u, &task_u);
-    for (int d = 0; d < DIM; d++) u.w[d] = -1.0f + (float)d;
+    for (int d = 0; d < DIM; d++) u.base.w[d] = -1.0f + (float)d;
     mmt_ewc_estimate_options o2 = {5, 0, 1, 9, NULL, st};
     mmt_ewc_state *sum = NULL;
     CHECK_OK(mmt_ewc_estimate(&task_u, &o2, &sum));
@@ -334,7 +292,7 @@ static void test_estimate(void) {
         expected_fisher(&u, 5, f2);
         for (int d = 0; d < DIM; d++) {
             CHECK_NEAR(sum->tensors[0].fisher[d], f2[d] + st->tensors[0].fisher[d], 1e-6 * fmax(1, f2[d]));
-            CHECK(sum->tensors[0].theta[d] == u.w[d]);
+            CHECK(sum->tensors[0].theta[d] == u.base.w[d]);
         }
     }
     mmt_ewc_state_free(sum);
@@ -368,7 +326,7 @@ static void run_with_ewc(int64_t batch, int64_t accum, int64_t as_ranks, float *
     st.n = 1;
     st.tasks = 1;
     counted c = {NULL, 0};
-    CHECK_OK(mmt_ewc_create(&st, "toy", t.params, 1, 3.0, &c.ewc));
+    CHECK_OK(mmt_ewc_create(&st, "toy", t.base.params, 1, 3.0, &c.ewc));
     mmt_train_settings s;
     mmt_train_settings_default(&s);
     char out[256];
@@ -387,7 +345,7 @@ static void run_with_ewc(int64_t batch, int64_t accum, int64_t as_ranks, float *
     mmt_train_result r;
     CHECK_MSG(mmt_train_run(&task, &s, &r) == MMT_OK, "%s", mmt_last_error());
     *calls = c.calls;
-    memcpy(w_out, t.w, sizeof t.w);
+    memcpy(w_out, t.base.w, DIM * sizeof *w_out);
     mmt_ewc_free(c.ewc);
 }
 

@@ -10,7 +10,7 @@
  * the global one on every rank.
  *
  * Started by ctest (no launcher): simulated ranks R = 2, 3 in one process, then itself under
- * `mpirun -np 2` and `-np 3` (MMT_MPIRUN, as test_dist.c), where each rank holds its rows of
+ * `mpirun -np 2` and `-np 3` (mpirun_self.h, as test_dist.c), where each rank holds its rows of
  * a known global batch and goes through the real communicator, at the loss level and through
  * the training view of the tiny fixture CLIP (fully trainable, logit_scale too; with and
  * without distillation, whose frozen-model embeddings are gathered as well). Also: with one
@@ -36,12 +36,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "check.h"
 #include "clip_fixture.h"
 #include "core/arena.h"
 #include "dist/comm.h"
+#include "mpirun_self.h"
 #include "nn/loss.h"
 #include "rng.h"
 
@@ -434,28 +434,12 @@ static int child(void) {
     return failed;
 }
 
-static const char *self_path;
-
-/* The multi-rank half: this program under mpirun with 2 and 3 ranks; each must pass. */
-static void test_under_mpirun(void) {
-    for (int np = 2; np <= 3; np++) {
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd, "%s --allow-run-as-root --oversubscribe -np %d %s", MMT_MPIRUN, np, self_path);
-        int st = system(cmd);
-        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "mpirun -np %d: exit %d", np, WEXITSTATUS(st));
-    }
-}
-
 int main(int argc, char **argv) {
     if (mmt_comm_launched()) return child();
-    self_path = argv[0];
     RUN(test_simulated_ranks);
     RUN(test_finite_differences);
     RUN(test_bad_arguments);
     RUN(test_view_one_rank_unchanged);
-    if (!MMT_MPIRUN[0])
-        fprintf(stderr, "test_gather_loss: no mpirun at build time; the multi-rank half is skipped\n");
-    else
-        RUN(test_under_mpirun);
+    mpirun_self_run("test_gather_loss", argv[0]);
     return check_summary();
 }

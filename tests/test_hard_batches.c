@@ -30,6 +30,7 @@
 #include "check.h"
 #include "cli_run.h"
 #include "rng.h"
+#include "toy_task.h"
 #include "train/hard_batches.h"
 #include "train/run_dir.h"
 #include "train/trainer.h"
@@ -152,11 +153,9 @@ static void test_grouping_rule(void) {
 #define TD 4
 #define MAX_LOG 256
 
+/* The toy task, logging every micro-batch it loads and what the hooks below were given. */
 typedef struct toy {
-    float x[TN][TD];
-    float w[TD], g[TD];
-    int64_t batch[16], nb;
-    mmt_nn_param param;
+    toy_task base;
     int64_t log[MAX_LOG][16], log_n[MAX_LOG], n_log;   /* every loaded micro-batch */
     int64_t runs[8][TN], run_sizes[8][TN], n_runs[8];   /* the hook's output per epoch */
     int hook_calls[8];
@@ -165,15 +164,13 @@ typedef struct toy {
 
 static mmt_status toy_load_batch(void *ctx, const int64_t *idx, int64_t n) {
     toy *t = ctx;
-    memcpy(t->batch, idx, (size_t)n * sizeof *idx);
-    t->nb = n;
     if (t->n_log < MAX_LOG) {
         memcpy(t->log[t->n_log], idx, (size_t)n * sizeof *idx);
         t->log_n[t->n_log] = n;
     }
     if (t->n_announced > 0) t->n_matched += t->n_log < t->n_announced && !memcmp(t->announced[t->n_log], idx, (size_t)n * 8);
     t->n_log++;
-    return MMT_OK;
+    return toy_task_load_batch(&t->base, idx, n);
 }
 
 static mmt_status toy_prefetch(void *ctx, int64_t position, const int64_t *idx, int64_t n) {
@@ -184,52 +181,6 @@ static mmt_status toy_prefetch(void *ctx, int64_t position, const int64_t *idx, 
     return MMT_OK;
 }
 
-/* loss = mean 0.5 ||w - x_i||^2 over the batch */
-static mmt_status toy_forward(void *ctx, uint64_t seed, double *loss) {
-    (void)seed;
-    toy *t = ctx;
-    double l = 0;
-    for (int64_t i = 0; i < t->nb; i++)
-        for (int d = 0; d < TD; d++) l += 0.5 * pow(t->w[d] - t->x[t->batch[i]][d], 2);
-    *loss = l / (double)t->nb;
-    return MMT_OK;
-}
-
-static mmt_status toy_backward(void *ctx) {
-    toy *t = ctx;
-    for (int d = 0; d < TD; d++) {
-        double m = 0;
-        for (int64_t i = 0; i < t->nb; i++) m += t->x[t->batch[i]][d];
-        t->g[d] += (float)(t->w[d] - m / (double)t->nb);
-    }
-    return MMT_OK;
-}
-
-static const mmt_nn_param *toy_params(void *ctx, int64_t *n) {
-    *n = 1;
-    return &((toy *)ctx)->param;
-}
-
-static mmt_status toy_save(void *ctx, const char *dir) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/w.bin", dir);
-    FILE *f = fopen(path, "wb");
-    if (!f) return mmt_fail(MMT_STATUS_IO, "%s", path);
-    fwrite(((toy *)ctx)->w, sizeof(float), TD, f);
-    fclose(f);
-    return MMT_OK;
-}
-
-static mmt_status toy_load(void *ctx, const char *dir) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/w.bin", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return mmt_fail(MMT_STATUS_IO, "%s", path);
-    size_t got = fread(((toy *)ctx)->w, sizeof(float), TD, f);
-    fclose(f);
-    return got == TD ? MMT_OK : mmt_fail(MMT_STATUS_BAD_FORMAT, "%s", path);
-}
-
 /* The embeddings move with the trained vector: image (x_i - w), text (x_i - w) reversed,
  * both normalised, so an epoch's order depends on the model at its start. */
 static mmt_status toy_epoch_order(void *ctx, int64_t epoch, const int64_t *seeded, int64_t n, const int64_t *sizes,
@@ -238,8 +189,8 @@ static mmt_status toy_epoch_order(void *ctx, int64_t epoch, const int64_t *seede
     float img[TN * TD], txt[TN * TD];
     for (int64_t i = 0; i < n; i++) {
         for (int d = 0; d < TD; d++) {
-            img[i * TD + d] = t->x[i][d] - t->w[d];
-            txt[i * TD + d] = t->x[i][TD - 1 - d] - t->w[TD - 1 - d];
+            img[i * TD + d] = t->base.x[i][d] - t->base.w[d];
+            txt[i * TD + d] = t->base.x[i][TD - 1 - d] - t->base.w[TD - 1 - d];
         }
         double a = 0, b = 0;
         for (int d = 0; d < TD; d++) a += (double)img[i * TD + d] * img[i * TD + d], b += (double)txt[i * TD + d] * txt[i * TD + d];
@@ -257,19 +208,11 @@ static mmt_status toy_epoch_order(void *ctx, int64_t epoch, const int64_t *seede
 
 static void toy_init(toy *t, mmt_train_task *task, int prefetch) {
     memset(t, 0, sizeof *t);
+    toy_task_init(&t->base, task, TN, TD);
     for (int i = 0; i < TN; i++)
-        for (int d = 0; d < TD; d++) t->x[i][d] = (float)sin(1.0 + i * 7.0 + d * 3.0) * (1 + i % 3);
-    for (int d = 0; d < TD; d++) t->w[d] = 0.1f * (float)d;
-    t->param = (mmt_nn_param){"w", t->w, t->g, 1, {TD}, TD, 0};
-    memset(task, 0, sizeof *task);
-    task->ctx = t;
-    task->n_examples = TN;
+        for (int d = 0; d < TD; d++) t->base.x[i][d] *= (float)(1 + i % 3);
+    for (int d = 0; d < TD; d++) t->base.w[d] = 0.1f * (float)d;
     task->load_batch = toy_load_batch;
-    task->forward_loss = toy_forward;
-    task->backward = toy_backward;
-    task->params = toy_params;
-    task->save = toy_save;
-    task->load = toy_load;
     task->epoch_order = toy_epoch_order;
     if (prefetch) {
         task->prefetch = toy_prefetch;
@@ -320,10 +263,10 @@ static void test_trainer_lays_runs_on_batches(void) {
         }
     CHECK(a.run_sizes[0][0] == 6 && a.run_sizes[0][4] == 2 && a.run_sizes[1][0] == 4); /* 26 = 4 x 6 + 2 */
     toy_run(&b, 0, "toy_b", 6, 0, NULL);
-    CHECK(memcmp(a.log, b.log, sizeof a.log) == 0 && memcmp(a.w, b.w, sizeof a.w) == 0);
+    CHECK(memcmp(a.log, b.log, sizeof a.log) == 0 && memcmp(a.base.w, b.base.w, TD * sizeof(float)) == 0);
     /* with prefetching: the same batches, and each announced before it is loaded */
     toy_run(&b, 1, "toy_p", 6, 0, NULL);
-    CHECK(memcmp(a.log, b.log, sizeof a.log) == 0 && memcmp(a.w, b.w, sizeof a.w) == 0);
+    CHECK(memcmp(a.log, b.log, sizeof a.log) == 0 && memcmp(a.base.w, b.base.w, TD * sizeof(float)) == 0);
     CHECK(b.n_announced == 10 && b.n_matched == 10);
 }
 
@@ -338,11 +281,12 @@ static void test_trainer_resume_mid_epoch(void) {
     toy_run(&r, 0, "toy_r", 6, 0, ckpt);
     CHECK(r.n_log == 4 && r.hook_calls[1] == 0 && r.hook_calls[2] == 1);
     for (int64_t k = 0; k < r.n_log; k++) CHECK(memcmp(r.log[k], a.log[6 + k], 6 * sizeof(int64_t)) == 0);
-    CHECK(memcmp(r.w, a.w, sizeof a.w) == 0);
+    CHECK(memcmp(r.base.w, a.base.w, TD * sizeof(float)) == 0);
     /* ckpt-9 with prefetching too */
     snprintf(ckpt, sizeof ckpt, "%s/toy_r/ckpt-9", tmp);
     toy_run(&r, 1, "toy_r", 6, 0, ckpt);
-    CHECK(r.n_log == 1 && memcmp(r.log[0], a.log[9], 6 * sizeof(int64_t)) == 0 && memcmp(r.w, a.w, sizeof a.w) == 0);
+    CHECK(r.n_log == 1 && memcmp(r.log[0], a.log[9], 6 * sizeof(int64_t)) == 0 &&
+          memcmp(r.base.w, a.base.w, TD * sizeof(float)) == 0);
     /* a checkpoint without the orders (its manifest rewritten to match) is refused, naming
      * the epoch; so is one resumed on another number of shares */
     snprintf(ckpt, sizeof ckpt, "%s/toy_r/ckpt-9", tmp);

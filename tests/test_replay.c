@@ -13,12 +13,12 @@
  *   - bad settings: a replay share of the whole batch, a replay set as large as the task, a
  *     share without a set.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "core/alloc.h"
+#include "toy_task.h"
 #include "train/replay.h"
 #include "train/trainer.h"
 
@@ -28,84 +28,27 @@
 #define N_EX (N_DATA + N_REPLAY)
 #define MAX_MICRO 256
 
+/* The toy task, recording the examples of every micro-batch in the order loaded. */
 typedef struct toy {
-    float x[N_EX][DIM];
-    float w[DIM], g[DIM];
-    int64_t batch[16], nb;
-    int64_t seen[MAX_MICRO][16];  /* the examples of each micro-batch, in the order loaded */
+    toy_task base;
+    int64_t seen[MAX_MICRO][16];
     int64_t n_seen;
-    mmt_nn_param params[1];
 } toy;
 
 static mmt_status toy_load_batch(void *ctx, const int64_t *idx, int64_t n) {
     toy *t = ctx;
-    for (int64_t i = 0; i < n; i++) t->batch[i] = idx[i];
-    t->nb = n;
     if (t->n_seen < MAX_MICRO) memcpy(t->seen[t->n_seen], idx, (size_t)n * sizeof *idx);
     t->n_seen++;
-    return MMT_OK;
+    return toy_task_load_batch(&t->base, idx, n);
 }
 
-static mmt_status toy_forward(void *ctx, uint64_t seed, double *loss) {
-    (void)seed;
-    toy *t = ctx;
-    double l = 0;
-    for (int64_t i = 0; i < t->nb; i++)
-        for (int d = 0; d < DIM; d++) l += 0.5 * pow(t->w[d] - t->x[t->batch[i]][d], 2);
-    *loss = l / (double)t->nb;
-    return MMT_OK;
-}
-
-static mmt_status toy_backward(void *ctx) {
-    toy *t = ctx;
-    for (int d = 0; d < DIM; d++) {
-        double m = 0;
-        for (int64_t i = 0; i < t->nb; i++) m += t->x[t->batch[i]][d];
-        t->g[d] += (float)(t->w[d] - m / (double)t->nb);
-    }
-    return MMT_OK;
-}
-
-static const mmt_nn_param *toy_params(void *ctx, int64_t *n) {
-    *n = 1;
-    return ((toy *)ctx)->params;
-}
-
-/* The weights go into dir/w.bin, so that a resumed run continues from them. */
-static mmt_status toy_save(void *ctx, const char *d) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/w.bin", d);
-    FILE *f = fopen(path, "wb");
-    if (!f) return mmt_fail(MMT_STATUS_IO, "%s: cannot write", path);
-    fwrite(((toy *)ctx)->w, sizeof(float), DIM, f);
-    fclose(f);
-    return MMT_OK;
-}
-
-static mmt_status toy_load(void *ctx, const char *d) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/w.bin", d);
-    FILE *f = fopen(path, "rb");
-    if (!f) return mmt_fail(MMT_STATUS_IO, "%s: cannot read", path);
-    size_t n = fread(((toy *)ctx)->w, sizeof(float), DIM, f);
-    fclose(f);
-    return n == DIM ? MMT_OK : mmt_fail(MMT_STATUS_IO, "%s: short", path);
-}
-
+/* The replay examples lie 2 away from the data's. */
 static void toy_init(toy *t, mmt_train_task *task) {
     memset(t, 0, sizeof *t);
-    for (int i = 0; i < N_EX; i++)
-        for (int d = 0; d < DIM; d++) t->x[i][d] = (float)sin(1.0 + i * 7.0 + d * 3.0) + (i >= N_DATA ? 2.0f : 0.0f);
-    t->params[0] = (mmt_nn_param){"w", t->w, t->g, 1, {DIM}, DIM, 0};
-    memset(task, 0, sizeof *task);
-    task->ctx = t;
-    task->n_examples = N_EX;
+    toy_task_init(&t->base, task, N_EX, DIM);
+    for (int i = N_DATA; i < N_EX; i++)
+        for (int d = 0; d < DIM; d++) t->base.x[i][d] += 2.0f;
     task->load_batch = toy_load_batch;
-    task->forward_loss = toy_forward;
-    task->backward = toy_backward;
-    task->params = toy_params;
-    task->save = toy_save;
-    task->load = toy_load;
 }
 
 static char dir[128];
@@ -212,7 +155,8 @@ static void test_deterministic_from_the_seed(void) {
     CHECK_OK(run_toy(&y, &b, &r));
     CHECK_OK(run_toy(&z, &c, &r));
     CHECK_OK(run_toy(&w, &d, &r));
-    CHECK(a.n_seen == 10 && memcmp(a.seen, b.seen, sizeof a.seen) == 0 && memcmp(a.w, b.w, sizeof a.w) == 0);
+    CHECK(a.n_seen == 10 && memcmp(a.seen, b.seen, sizeof a.seen) == 0 &&
+          memcmp(a.base.w, b.base.w, DIM * sizeof(float)) == 0);
     CHECK(memcmp(a.seen, c.seen, sizeof a.seen) != 0);
     /* with shares, micro-batch q of the job draws replay positions q .. q + k - 1 */
     mmt_replay rp = {N_DATA, N_REPLAY, 1, 5};
@@ -234,7 +178,7 @@ static void test_resume_is_exact(void) {
     CHECK_OK(run_toy(&b, &rest, &r));
     CHECK(r.steps_run == 5 && rest.n_seen == 5);
     CHECK(memcmp(rest.seen[0], whole.seen[3], 5 * sizeof whole.seen[0]) == 0);
-    CHECK(memcmp(rest.w, whole.w, sizeof whole.w) == 0);
+    CHECK(memcmp(rest.base.w, whole.base.w, DIM * sizeof(float)) == 0);
 }
 
 static void test_bad_settings(void) {

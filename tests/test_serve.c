@@ -69,17 +69,6 @@
 static char root[] = "/tmp/mmt_serve_XXXXXX";
 static char lora_dir[2][300];
 
-static char *file_base64(const char *name) {
-    char path[400];
-    snprintf(path, sizeof path, "%s/%s", IMAGES, name);
-    size_t len = 0;
-    char *data = check_read_file(path, &len);
-    mmt_strbuf b = {0};
-    mmt_report_base64(&b, (const uint8_t *)data, len);
-    free(data);
-    return b.data;
-}
-
 /* The "embedding" arrays of a /v1/embeddings answer into out (n, dim); the count found. */
 static int64_t parse_embeddings(const char *body, int64_t dim, float *out, int64_t max_n) {
     mmt_json_doc *doc = NULL;
@@ -129,15 +118,8 @@ static const char *texts[] = {"a photo of a cat", "a red circle", "an astronaut 
 static const char *images[] = {"chelsea.jpg", "astronaut.png", "camera_gray.png", "rocket_rgba.png"};
 
 static void make_adapters(void) {
-    const char *tq[] = {"q_proj", "v_proj"}, *tf[] = {"fc1", "k_proj"};
     for (int a = 0; a < 2; a++) {
-        mmt_peft_config cfg;
-        snprintf(lora_dir[a], sizeof lora_dir[a], "%s/lora%d", root, a);
-        CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_LORA));
-        cfg.r = 2 + a;
-        CHECK_OK(mmt_peft_names_set_list(&cfg.target_modules, a ? tf : tq, 2));
-        adapter_fixture_save(model, &cfg, lora_dir[a], 0.05f * (float)(a + 1));
-        mmt_peft_config_free(&cfg);
+        adapter_fixture_serve_lora(model, root, a, lora_dir[a], sizeof lora_dir[a]);
         CHECK_OK(mmt_clip_adapter_open(model, lora_dir[a], &adapters[a]));
     }
 }
@@ -169,12 +151,7 @@ static mmt_server *start(int64_t max_batch, double wait_ms, int idle_s) {
     o.adapter_names = names;
     o.adapter_dirs = dirs;
     o.n_adapters = 2;
-    mmt_server *s = NULL;
-    CHECK_OK(mmt_server_start(&o, &s));
-    if (!s) return NULL;
-    CHECK(mmt_server_wait_ready(s, 60) == 1);
-    http_port = mmt_server_port(s);
-    return s;
+    return http_server_start(&o);
 }
 
 /* ---- tests -------------------------------------------------------------------------------- */
@@ -200,7 +177,7 @@ static void test_embeddings_equal_library(void) {
         CHECK(r.body && strstr(r.body, "\"prompt_tokens\": ") && strstr(r.body, "\"object\": \"embedding\""));
         response_free(&r);
         /* images: a plain base64 string is a text, so images go as objects; both forms */
-        char *b0 = file_base64(images[0]), *b1 = file_base64(images[1]);
+        char *b0 = fixture_image_base64(images[0]), *b1 = fixture_image_base64(images[1]);
         size_t blen = strlen(b0) + strlen(b1) + 512;
         char *ib = malloc(blen);
         snprintf(ib, blen, "{\"input\": [{\"image\": \"%s\"}, {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/png;base64,%s\"}}], "
@@ -218,7 +195,7 @@ static void test_embeddings_equal_library(void) {
         mmt_free(b1);
     }
     /* classify: the probabilities of `mmtune classify` (softmax of exp(logit_scale) x cosine) */
-    char *b0 = file_base64(images[0]);
+    char *b0 = fixture_image_base64(images[0]);
     char *cb = malloc(strlen(b0) + 256);
     sprintf(cb, "{\"images\": [\"%s\"], \"labels\": [\"cat\", \"dog\", \"red circle\"], \"model\": \"a0\"}", b0);
     response r = call("POST", "/v1/classify", cb);
@@ -568,7 +545,7 @@ static response call_multipart(const char *path, const char *const *fields, int 
 static void test_multipart(void) {
     mmt_server *s = start(8, 1, 30);
     if (!s) return;
-    char *b0 = file_base64(images[0]);
+    char *b0 = fixture_image_base64(images[0]);
     size_t n = strlen(b0) + 400;
     char *json = malloc(n);
     snprintf(json, n, "{\"images\": [{\"image\": \"%s\"}], \"labels\": [\"cat\", \"dog\", \"red circle\"], \"model\": \"a0\"}", b0);
@@ -631,11 +608,8 @@ static void test_search(void) {
     o.model_dir = MODEL;
     o.index_dir = index_dir;
     o.port = 0;
-    mmt_server *s = NULL;
-    CHECK_OK(mmt_server_start(&o, &s));
+    mmt_server *s = http_server_start(&o);
     if (!s) return;
-    CHECK(mmt_server_wait_ready(s, 60) == 1);
-    http_port = mmt_server_port(s);
     /* the library's answer: the query embedded by the base, searched in the index */
     mmt_index *ix = NULL;
     CHECK_OK(mmt_index_open(index_dir, &ix));

@@ -206,15 +206,8 @@ static void test_route_draws(void) {
 /* ---- the server -------------------------------------------------------------------------- */
 
 static void make_adapters(void) {
-    const char *tq[] = {"q_proj", "v_proj"}, *tf[] = {"fc1", "k_proj"};
     for (int a = 0; a < 2; a++) {
-        mmt_peft_config cfg;
-        snprintf(lora_dir[a], sizeof lora_dir[a], "%s/lora%d", root, a);
-        CHECK_OK(mmt_peft_config_default(&cfg, MMT_PEFT_LORA));
-        cfg.r = 2 + a;
-        CHECK_OK(mmt_peft_names_set_list(&cfg.target_modules, a ? tf : tq, 2));
-        adapter_fixture_save(model, &cfg, lora_dir[a], 0.05f * (float)(a + 1));
-        mmt_peft_config_free(&cfg);
+        adapter_fixture_serve_lora(model, root, a, lora_dir[a], sizeof lora_dir[a]);
         mmt_clip_adapter *ad = NULL;
         CHECK_OK(mmt_clip_adapter_open(model, lora_dir[a], &ad));
         mmt_clip_run *run = NULL;
@@ -239,12 +232,7 @@ static mmt_server *start(const char *const *routes, int64_t n_routes, uint64_t s
     o.adapter_names = names, o.adapter_dirs = dirs, o.n_adapters = 2;
     o.routes = routes, o.n_routes = n_routes, o.route_seed = seed;
     o.feedback_path = feedback;
-    mmt_server *s = NULL;
-    CHECK_OK(mmt_server_start(&o, &s));
-    if (!s) return NULL;
-    CHECK(mmt_server_wait_ready(s, 60) == 1);
-    http_port = mmt_server_port(s);
-    return s;
+    return http_server_start(&o);
 }
 
 /* The arm a routed answer names (-1 base, 0 a0, 1 a1; -2 when missing or inconsistent), with

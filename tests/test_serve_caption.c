@@ -1,7 +1,8 @@
 /*
  * test_serve_caption.c — `mmtune serve --captioner` (serve/caption_service.h) on a loopback
- * port, called over real sockets, on the tiny captioner tests/fixtures/git/tiny-cap with a
- * LoRA adapter (text decoder and vision tower) and a prefix-tuning adapter made for it here:
+ * port, called over real sockets (http_client.h), on the tiny captioner
+ * tests/fixtures/git/tiny-cap with a LoRA adapter (text decoder and vision tower) and a
+ * prefix-tuning adapter made for it here:
  *   - POST /v1/caption gives, string for string, the captions of the library path of
  *     `mmtune caption` (mmt_git_run + mmt_generate, all of a request's images in one batch)
  *     for greedy search, beam search and seeded sampling, with and without a prompt and an
@@ -15,14 +16,10 @@
  *     4xx JSON error; a server without --captioner answers 404;
  *   - a stop with caption requests in flight answers every one of them correctly.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -32,8 +29,8 @@
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "data/wordpiece.h"
-#include "eval/report.h"
 #include "gen/generate.h"
+#include "http_client.h"
 #include "models/git.h"
 #include "nn/decoder.h"
 #include "peft/adapter.h"
@@ -48,59 +45,8 @@
 
 static char root[] = "/tmp/mmt_serve_cap_XXXXXX";
 static char lora_dir[300], prefix_dir[300];
-static int port;
 static const char *image_names[] = {"chelsea.jpg", "astronaut.png", "camera_gray.png", "rocket_rgba.png"};
 static char *image_b64[4];
-
-/* ---- a small HTTP client ---------------------------------------------------------------- */
-
-typedef struct response {
-    int status;
-    char *body; /* owned */
-} response;
-
-static response call(int to_port, const char *method, const char *path, const char *body) {
-    response r = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)to_port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 120};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return r;
-    }
-    size_t len = body ? strlen(body) : 0;
-    char head[512];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n", method, path);
-    if (body) n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
-    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
-    int ok = send(fd, head, (size_t)n, MSG_NOSIGNAL) == n;
-    for (size_t at = 0; ok && at < len;) {
-        ssize_t w = send(fd, body + at, len - at, MSG_NOSIGNAL);
-        if (w <= 0) ok = 0;
-        else at += (size_t)w;
-    }
-    mmt_strbuf in = {0};
-    char buf[16384];
-    for (ssize_t got; (got = recv(fd, buf, sizeof buf, 0)) > 0;) mmt_strbuf_append(&in, buf, (size_t)got);
-    close(fd);
-    const char *sep = in.data ? strstr(in.data, "\r\n\r\n") : NULL;
-    if (sep && sscanf(in.data, "HTTP/1.%*d %d", &r.status) == 1) r.body = strdup(sep + 4);
-    mmt_strbuf_free(&in);
-    return r;
-}
-
-static char *file_base64(const char *name) {
-    char path[400];
-    snprintf(path, sizeof path, "%s/%s", IMAGES, name);
-    size_t len = 0;
-    char *data = check_read_file(path, &len);
-    mmt_strbuf b = {0};
-    mmt_report_base64(&b, (const uint8_t *)data, len);
-    free(data);
-    return b.data;
-}
 
 /* A number field of a JSON answer (-1 when absent). */
 static double json_field(const char *body, const char *key) {
@@ -232,7 +178,7 @@ static void case_init(cap_case *c, int adapter, int n_images, int first_image) {
 
 static void case_free(cap_case *c) {
     for (int i = 0; i < 4; i++) free(c->want[i]);
-    free(c->got.body);
+    response_free(&c->got);
 }
 
 /* ---- fixtures ----------------------------------------------------------------------------- */
@@ -297,10 +243,7 @@ static mmt_server *start_server(int with_captioner, int64_t max_batch) {
         o.captioner_dir = CAP;
         o.caption_adapter_names = names, o.caption_adapter_dirs = dirs, o.n_caption_adapters = 1;
     }
-    mmt_server *s = NULL;
-    CHECK_OK(mmt_server_start(&o, &s));
-    if (s) CHECK(mmt_server_wait_ready(s, 60) == 1);
-    return s;
+    return http_server_start(&o);
 }
 
 /* ---- tests ----------------------------------------------------------------------------------- */
@@ -308,7 +251,7 @@ static mmt_server *start_server(int with_captioner, int64_t max_batch) {
 static void run_case(cap_case *c, const char *what) {
     library_captions(c);
     case_body(c);
-    c->got = call(port, "POST", "/v1/caption", c->body);
+    c->got = call("POST", "/v1/caption", c->body);
     if (case_check(c, what)) printf("     %s: '%s'\n", what, c->want[0]);
 }
 
@@ -353,7 +296,7 @@ static void test_equals_cli(void) {
     case_init(&c, 1, 2, 0);
     c.prompt = "a";
     case_body(&c);
-    c.got = call(port, "POST", "/v1/caption", c.body);
+    c.got = call("POST", "/v1/caption", c.body);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s caption --model %s --adapter %s --image %s/%s --image %s/%s --prompt a --max-new-tokens 12 --json",
              MMT_BINARY, CAP, lora_dir, IMAGES, image_names[0], IMAGES, image_names[1]);
@@ -381,7 +324,7 @@ typedef struct client {
 static void *client_main(void *arg) {
     client *cl = arg;
     usleep((useconds_t)cl->delay_us);
-    cl->c->got = call(port, "POST", "/v1/caption", cl->c->body);
+    cl->c->got = call("POST", "/v1/caption", cl->c->body);
     return NULL;
 }
 
@@ -407,7 +350,7 @@ static void fire(cap_case *cases, int stagger_us) {
     pthread_t th[N_CLIENTS];
     client cl[N_CLIENTS];
     for (int k = 0; k < N_CLIENTS; k++) {
-        free(cases[k].got.body);
+        response_free(&cases[k].got);
         cases[k].got = (response){0};
         cl[k] = (client){&cases[k], k * stagger_us};
         pthread_create(&th[k], NULL, client_main, &cl[k]);
@@ -426,31 +369,31 @@ static void test_concurrent_clients(void) {
             snprintf(what, sizeof what, "round %d client %d", round, k);
             all_ok &= case_check(&cases[k], what);
         }
-        response st = call(port, "GET", "/v1/caption/status", NULL);
+        response st = call("GET", "/v1/caption/status", NULL);
         joins_running = json_field(st.body, "joins_running");
         most = json_field(st.body, "most_rows_per_step");
         CHECK(json_field(st.body, "running_rows") == 0);
-        free(st.body);
+        response_free(&st);
     }
     CHECK_MSG(joins_running > 0, "no request joined a running decoding in %d rounds", round);
     CHECK(most > 1);
     printf("     %d rounds of %d clients, all correct: %s; requests joined mid-decoding %.0f times, up to %.0f rows "
            "per step\n", round, N_CLIENTS, all_ok ? "yes" : "no", joins_running, most);
-    response m = call(port, "GET", "/metrics", NULL);
+    response m = call("GET", "/metrics", NULL);
     CHECK(m.body && strstr(m.body, "endpoint=\"/v1/caption\""));
     CHECK(m.body && strstr(m.body, "mmtune_generated_tokens_total"));
-    free(m.body);
+    response_free(&m);
     for (int k = 0; k < N_CLIENTS; k++) case_free(&cases[k]);
     free(cases);
 }
 
 static void expect_error(const char *method, const char *path, const char *body, int status, const char *needle) {
-    response r = call(port, method, path, body);
+    response r = call(method, path, body);
     CHECK_MSG(r.status == status && r.body && strstr(r.body, needle) && strstr(r.body, "\"error\""),
               "%s %s %.60s: %d %s (wanted %d with '%s')", method, path, body ? body : "", r.status, r.body ? r.body : "",
               status, needle);
     CHECK(!r.body || !strchr(r.body, '\n') || strchr(r.body, '\n') == r.body + strlen(r.body) - 1); /* one line */
-    free(r.body);
+    response_free(&r);
 }
 
 static void test_bad_requests(void) {
@@ -502,38 +445,35 @@ static void test_bad_requests(void) {
 static void test_adapters_while_serving(void) {
     char body[600];
     snprintf(body, sizeof body, "{\"name\": \"prefix\", \"path\": \"%s\"}", prefix_dir);
-    response r = call(port, "POST", "/v1/caption/adapters", body);
+    response r = call("POST", "/v1/caption/adapters", body);
     CHECK_MSG(r.status == 201, "load: %d %s", r.status, r.body ? r.body : "");
-    free(r.body);
-    r = call(port, "POST", "/v1/caption/adapters", body);
+    response_free(&r);
+    r = call("POST", "/v1/caption/adapters", body);
     CHECK(r.status == 409);
-    free(r.body);
-    r = call(port, "GET", "/v1/caption/adapters", NULL);
+    response_free(&r);
+    r = call("GET", "/v1/caption/adapters", NULL);
     CHECK(r.status == 200 && r.body && strstr(r.body, "\"prefix\"") && strstr(r.body, "\"lora\"") &&
           strstr(r.body, "\"kind\": \"captioner\""));
-    free(r.body);
+    response_free(&r);
     /* the CLIP registry does not list them */
-    r = call(port, "GET", "/v1/adapters", NULL);
+    r = call("GET", "/v1/adapters", NULL);
     CHECK(r.status == 200 && r.body && !strstr(r.body, "prefix"));
-    free(r.body);
+    response_free(&r);
 }
 
 static void test_unload(void) {
-    response r = call(port, "DELETE", "/v1/caption/adapters/prefix", NULL);
+    response r = call("DELETE", "/v1/caption/adapters/prefix", NULL);
     CHECK(r.status == 200);
-    free(r.body);
+    response_free(&r);
     expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"model\": \"prefix\"}", 404, "prefix");
-    r = call(port, "POST", "/v1/caption/adapters", "{\"name\": \"prefix\", \"path\": \"/x\"}");
+    r = call("POST", "/v1/caption/adapters", "{\"name\": \"prefix\", \"path\": \"/x\"}");
     CHECK(r.status == 400);
-    free(r.body);
+    response_free(&r);
 }
 
 static void test_no_captioner(void) {
     mmt_server *s = start_server(0, 8);
-    int saved = port;
-    port = s ? mmt_server_port(s) : 0;
     expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"]}", 404, "no captioner loaded (--captioner)");
-    port = saved;
     mmt_server_stop(s, 5);
 }
 
@@ -541,13 +481,11 @@ static void test_no_captioner(void) {
 static void test_stop_in_flight(void) {
     mmt_server *s = start_server(1, 4);
     if (!s) return;
-    int saved = port;
-    port = mmt_server_port(s);
     char body[600];
     snprintf(body, sizeof body, "{\"name\": \"prefix\", \"path\": \"%s\"}", prefix_dir);
-    response r = call(port, "POST", "/v1/caption/adapters", body);
+    response r = call("POST", "/v1/caption/adapters", body);
     CHECK(r.status == 201);
-    free(r.body);
+    response_free(&r);
     cap_case *cases = make_mixed_cases(1);
     pthread_t th[N_CLIENTS];
     client cl[N_CLIENTS];
@@ -557,9 +495,9 @@ static void test_stop_in_flight(void) {
     }
     /* wait until every request is in (answered or in flight), then stop */
     for (int i = 0; i < 5000; i++) {
-        response st = call(port, "GET", "/v1/caption/status", NULL);
+        response st = call("GET", "/v1/caption/status", NULL);
         double in = json_field(st.body, "requests_in_flight"), done = json_field(st.body, "requests");
-        free(st.body);
+        response_free(&st);
         if (in + done >= N_CLIENTS + 0.5) break;
         usleep(200);
     }
@@ -574,7 +512,6 @@ static void test_stop_in_flight(void) {
     }
     printf("     stopped with requests in flight: %d of %d answered correctly\n", answered, N_CLIENTS);
     free(cases);
-    port = saved;
 }
 
 /* The web page: /?image=DATA_URI&action=caption loads the image as a drop would and presses
@@ -599,7 +536,7 @@ static void test_page_caption(void) {
              "cd %s && HOME=%s timeout 120 chromium --headless --no-sandbox --disable-gpu --no-first-run "
              "--user-data-dir=%s/profile --virtual-time-budget=20000 --dump-dom "
              "'http://127.0.0.1:%d/?action=caption&image=data:image/png;base64,%s' >%s 2>/dev/null",
-             root, root, root, port, uri.data, dom);
+             root, root, root, http_port, uri.data, dom);
     mmt_strbuf_free(&uri);
     CHECK_MSG(system(cmd) == 0, "chromium failed");
     char *html = check_read_file(dom, NULL);
@@ -617,10 +554,10 @@ int main(void) {
     CHECK(mkdtemp(root) != NULL);
     CHECK_OK(mmt_git_load(CAP, &git));
     if (!git) return check_summary();
-    for (int i = 0; i < 4; i++) image_b64[i] = file_base64(image_names[i]);
+    http_timeout_s = 120; /* a caption can take longer to answer than an embedding */
+    for (int i = 0; i < 4; i++) image_b64[i] = fixture_image_base64(image_names[i]);
     make_adapters();
     mmt_server *s = start_server(1, 8);
-    port = s ? mmt_server_port(s) : 0;
     if (s) {
         RUN(test_adapters_while_serving);
         RUN(test_equals_library);

@@ -13,51 +13,33 @@
 
 #include "check.h"
 #include "core/alloc.h"
+#include "toy_task.h"
 #include "train/trainer.h"
 
 #define DIM 5
 #define N_EX 16
 
+/* The toy task with a second tensor, "frozen_by_factor": loss + 0.5 ||w2||^2, its gradient w2;
+ * save counts its calls and writes nothing. */
 typedef struct toy {
-    float x[N_EX][DIM];
-    float w[DIM], g[DIM], w2[2], g2[2];
-    int64_t batch[64], nb;
-    mmt_nn_param params[2];
+    toy_task base;
+    float w2[2], g2[2];
     int saves;
 } toy;
 
-static mmt_status toy_load_batch(void *ctx, const int64_t *idx, int64_t n) {
-    toy *t = ctx;
-    for (int64_t i = 0; i < n; i++) t->batch[i] = idx[i];
-    t->nb = n;
-    return MMT_OK;
-}
-
 static mmt_status toy_forward(void *ctx, uint64_t seed, double *loss) {
-    (void)seed;
     toy *t = ctx;
-    double l = 0;
-    for (int64_t i = 0; i < t->nb; i++)
-        for (int d = 0; d < DIM; d++) l += 0.5 * pow(t->w[d] - t->x[t->batch[i]][d], 2);
-    *loss = l / (double)t->nb + 0.5 * ((double)t->w2[0] * t->w2[0] + (double)t->w2[1] * t->w2[1]);
+    MMT_TRY(toy_task_forward(&t->base, seed, loss));
+    *loss += 0.5 * ((double)t->w2[0] * t->w2[0] + (double)t->w2[1] * t->w2[1]);
     return MMT_OK;
 }
 
 static mmt_status toy_backward(void *ctx) {
     toy *t = ctx;
-    for (int d = 0; d < DIM; d++) {
-        double m = 0;
-        for (int64_t i = 0; i < t->nb; i++) m += t->x[t->batch[i]][d];
-        t->g[d] += (float)(t->w[d] - m / (double)t->nb);
-    }
+    MMT_TRY(toy_task_backward(&t->base));
     t->g2[0] += t->w2[0];
     t->g2[1] += t->w2[1];
     return MMT_OK;
-}
-
-static const mmt_nn_param *toy_params(void *ctx, int64_t *n) {
-    *n = 2;
-    return ((toy *)ctx)->params;
 }
 
 static mmt_status toy_save(void *ctx, const char *dir) {
@@ -66,29 +48,17 @@ static mmt_status toy_save(void *ctx, const char *dir) {
     return MMT_OK;
 }
 
-static mmt_status toy_load(void *ctx, const char *dir) {
-    (void)ctx;
-    (void)dir;
-    return MMT_OK;
-}
-
 static void toy_init(toy *t, mmt_train_task *task) {
     memset(t, 0, sizeof *t);
-    for (int i = 0; i < N_EX; i++)
-        for (int d = 0; d < DIM; d++) t->x[i][d] = (float)sin(1.0 + i * 7.0 + d * 3.0);
-    for (int d = 0; d < DIM; d++) t->w[d] = 0.5f;
+    toy_task_init(&t->base, task, N_EX, DIM);
+    for (int d = 0; d < DIM; d++) t->base.w[d] = 0.5f;
     t->w2[0] = 1.0f, t->w2[1] = -2.0f;
-    t->params[0] = (mmt_nn_param){"w", t->w, t->g, 1, {DIM}, DIM, 0};
-    t->params[1] = (mmt_nn_param){"frozen_by_factor", t->w2, t->g2, 1, {2}, 2, 0};
-    memset(task, 0, sizeof *task);
-    task->ctx = t;
-    task->n_examples = N_EX;
-    task->load_batch = toy_load_batch;
+    t->base.params[1] = (mmt_nn_param){"frozen_by_factor", t->w2, t->g2, 1, {2}, 2, 0};
+    t->base.n_params = 2;
     task->forward_loss = toy_forward;
     task->backward = toy_backward;
-    task->params = toy_params;
     task->save = toy_save;
-    task->load = toy_load;
+    task->load = toy_task_keep_nothing;
 }
 
 static char dir[128];
@@ -114,7 +84,7 @@ static void run_toy(int64_t batch, int64_t accum, float *w_out, float *w2_out) {
     mmt_train_result r;
     CHECK_MSG(mmt_train_run(&task, &s, &r) == MMT_OK, "%s", mmt_last_error());
     CHECK(r.steps_done == 6 && t.saves == 2); /* the final checkpoint and adapter/ */
-    memcpy(w_out, t.w, sizeof t.w);
+    memcpy(w_out, t.base.w, DIM * sizeof *w_out);
     memcpy(w2_out, t.w2, sizeof t.w2);
 }
 
@@ -133,7 +103,7 @@ static void test_nan_stops_with_the_step(void) {
     toy t;
     mmt_train_task task;
     toy_init(&t, &task);
-    t.x[3][2] = NAN;
+    t.base.x[3][2] = NAN;
     mmt_train_settings s;
     mmt_train_settings_default(&s);
     char out[256];
