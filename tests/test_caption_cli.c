@@ -224,6 +224,62 @@ static void test_eval(void) {
     CHECK(trained > 1 && untrained >= 0 && untrained < 0.5);
     CHECK(exists("%s/eval.json", root));
     CHECK(run("eval --model %s --data %s --beams 0", CAP, data) == 2);
+    /* eval decodes as caption does: --allowed-words keeps every sample caption to the list */
+    char words[450];
+    snprintf(words, sizeof words, "%s/allowed.txt", root); /* written by test_caption */
+    CHECK(run("eval --model %s --data %s --samples 5 --allowed-words %s", snap, data, words) == 0);
+    const char *c = out_text;
+    int captions = 0;
+    while (c && (c = strstr(c, "\"caption\": \""))) {
+        c += 12;
+        const char *end = strchr(c, '"');
+        for (const char *w = c; end && w < end;) {
+            size_t n = strcspn(w, " \"");
+            char word[64] = {0};
+            memcpy(word, w, n < 63 ? n : 63);
+            CHECK_MSG(n == 0 || strstr("|a|cup|of|coffee|red|circle|", word) != NULL, "eval --allowed-words: '%s'", word);
+            w += n + (w[n] == ' ');
+        }
+        captions++;
+    }
+    CHECK(captions == 5);
+    CHECK(run("eval --model %s --data %s --allowed-words %s --bad-words %s", snap, data, words, words) == 2);
+    CHECK(err_text && strstr(err_text, "exclude each other"));
+}
+
+/* The medical example in small (docs/medical.md): the default captioner trains on DICOM
+ * studies with reports (synth --domain xray), then captions a DICOM file constrained to
+ * the reports' vocabulary.txt. */
+static void test_dicom_reports(void) {
+    char model[450];
+    snprintf(model, sizeof model, "%s/models/mmtune-git-tiny", MMT_SOURCE_DIR);
+    CHECK(run("synth --domain xray --out %s/xray --split-sizes 24,0,4 --size 32 --seed 2", root) == 0);
+    CHECK(run("train --model %s --data %s/xray/train_coco.json --method full --steps 12 --batch-size 8 --lr 1e-3 "
+              "--seed 1 --quiet --out %s/xray_run", model, root, root) == 0);
+    CHECK(run("caption --model %s/xray_run/adapter --image %s/xray/images/test/000000.dcm --image "
+              "%s/xray/images/test/000001.dcm --allowed-words %s/xray/vocabulary.txt", root, root, root, root) == 0);
+    CHECK(out_text && count_lines(out_text) == 2);
+    const char *vocabulary = "|no|acute|findings|the|lungs|are|clear|normal|chest|small|large|nodule|in|right|left|upper|"
+                             "middle|lower|zone|lung|a|pleural|effusion|on|heart|is|enlarged|cardiomegaly|";
+    int words = 0;
+    for (char *line = out_text; line && *line;) {
+        char *tab = strchr(line, '\t'), *end = strchr(line, '\n');
+        if (!tab || !end) break;
+        for (char *w = tab + 1; w < end;) {
+            size_t n = strcspn(w, " \n");
+            char word[66] = "|";
+            memcpy(word + 1, w, n < 63 ? n : 63);
+            strcat(word, "|");
+            CHECK_MSG(n == 0 || strstr(vocabulary, word), "a report word outside the vocabulary: %s", word);
+            words += n > 0;
+            w += n + (w[n] == ' ');
+        }
+        line = end + 1;
+    }
+    CHECK(words >= 2);
+    CHECK(run("eval --model %s/xray_run/adapter --data %s/xray/test_coco.json --samples 0 --allowed-words "
+              "%s/xray/vocabulary.txt", root, root, root) == 0);
+    CHECK(out_text && strstr(out_text, "\"images\": 4, \"pairs\": 12"));
 }
 
 int main(void) {
@@ -235,6 +291,7 @@ int main(void) {
     RUN(test_prompt_tuning);
     RUN(test_caption);
     RUN(test_eval);
+    RUN(test_dicom_reports);
     cli_run_cleanup();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

@@ -34,7 +34,7 @@ static const char *HELP =
     "one line per image: PATH<TAB>caption, or with --json {\"image\": ..., \"caption\": ...}.\n"
     "  --model DIR         Hugging Face GIT snapshot (config.json, weights, tokenizer.json)\n"
     "  --adapter DIR       a PEFT adapter folder for it (LoRA, IA3 or prefix tuning)\n"
-    "  --image PATH        a JPEG or PNG image (repeatable)\n"
+    "  --image PATH        a JPEG, PNG or DICOM image (repeatable)\n"
     "  --data FILE         also every image_path of a JSONL pairs file\n"
     "  --prompt TEXT       the caption starts with this text ([CLS] + its tokens), as GIT's\n"
     "                      question answering is prompted; printed as part of the caption\n"

@@ -21,7 +21,8 @@
 
 static const char *HELP =
     "usage: mmtune eval --model GIT_DIR --data FILE [--adapter DIR] [--beams N] [--max-new-tokens N]\n"
-    "                   [--batch-size N] [--samples N] [--out FILE]\n"
+    "                   [--batch-size N] [--samples N] [--bad-words FILE | --allowed-words FILE]\n"
+    "                   [--out FILE]\n"
     "\n"
     "For a GIT captioner (config.json model_type \"git\"): captions each distinct image of the\n"
     "data (a JSONL, COCO captions JSON or CSV; the captions of an image are its references)\n"
@@ -32,6 +33,9 @@ static const char *HELP =
     "  --max-new-tokens N  caption length in tokens at most (default 20)\n"
     "  --batch-size N      images per generation batch (default 8)\n"
     "  --samples N         example captions in the output (default 5)\n"
+    "  --bad-words FILE    never generate these words or phrases (one per line)\n"
+    "  --allowed-words FILE  captions made only of these words (one per line), as\n"
+    "                      `mmtune caption --allowed-words` makes them (docs/generation.md)\n"
     "  --image-root DIR    COCO: folder the file_name entries are relative to\n"
     "  --skip-bad          skip bad records of the data file (counted)\n"
     "  --out FILE          also write the JSON object to FILE\n"
@@ -157,7 +161,7 @@ static void write_result(FILE *f, const grouped *g, int64_t pairs, const mmt_cap
 }
 
 int cmd_eval_captions(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *adapter = NULL, *out = NULL;
+    const char *model = NULL, *data = NULL, *adapter = NULL, *out = NULL, *bad_words = NULL, *allowed_words = NULL;
     int64_t batch = 8, samples = 5;
     mmt_gen_settings gs = mmt_gen_settings_default();
     mmt_pairs_options po;
@@ -176,6 +180,8 @@ int cmd_eval_captions(int argc, char **argv) {
         else if (!strcmp(a, "--adapter")) adapter = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--image-root")) po.image_root = v;
+        else if (!strcmp(a, "--bad-words")) bad_words = v;
+        else if (!strcmp(a, "--allowed-words")) allowed_words = v;
         else if (!strcmp(a, "--beams") || !strcmp(a, "--max-new-tokens") || !strcmp(a, "--batch-size") ||
                  !strcmp(a, "--samples")) {
             char *end;
@@ -192,6 +198,7 @@ int cmd_eval_captions(int argc, char **argv) {
         }
     }
     if (!model || !data) return cli_usage_error("eval: --model and --data are required");
+    if (bad_words && allowed_words) return cli_usage_error("eval: --bad-words and --allowed-words exclude each other");
     cli_captioner *c = NULL;
     mmt_pairs *pairs = NULL;
     grouped g = {0};
@@ -206,6 +213,8 @@ int cmd_eval_captions(int argc, char **argv) {
         fprintf(stderr, "mmtune: skipped %lld bad records of %s\n", (long long)pairs->skipped, data);
     if (s == MMT_OK) s = group_pairs(pairs, &g);
     if (s == MMT_OK) s = cli_captioner_defaults(c, &gs);
+    if (s == MMT_OK && (bad_words || allowed_words))
+        s = cli_captioner_words(c, allowed_words ? allowed_words : bad_words, allowed_words != NULL, &gs);
     if (s == MMT_OK) s = cli_shard_open(g.n, batch, &sh);
     if (s == MMT_OK) s = caption_share(c, &gs, &sh, &g);
     if (s == MMT_OK && root && !(items = mmt_calloc((size_t)(g.n > 0 ? g.n : 1), sizeof *items))) s = MMT_STATUS_OUT_OF_MEMORY;
