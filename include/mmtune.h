@@ -238,6 +238,9 @@ typedef struct mmt_train_options {
     int64_t loader_workers;          /* threads decoding ahead (0: the training thread) */
     int64_t prefetch;                /* micro-batches prepared ahead */
     int augment_crop, augment_flip;  /* random resized crop; horizontal flip */
+    const char *window;              /* DICOM images: "CENTER,WIDTH", a linear VOI window in
+                                      * rescaled units for every DICOM image read (NULL: each
+                                      * file's own window, else min-max; docs/data.md) */
     double augment_jitter;           /* colour jitter strength (0: off) */
     const char *sampling;            /* "plain" (default: the seeded order) or "hard": each epoch
                                       * the pairs are embedded with the model as it is and

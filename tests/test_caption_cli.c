@@ -19,6 +19,7 @@
  * (tools/fixtures/check_git_captions.py compares `caption` with transformers + PEFT's
  * generate() string for string; tests/test_generate.c checks the generation itself.)
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +278,21 @@ static void test_dicom_reports(void) {
         line = end + 1;
     }
     CHECK(words >= 2);
+    /* train --window: the studies are rendered with it (another first loss), recorded in run.json */
+    double first[2] = {-1, -1};
+    for (int w = 0; w < 2; w++) {
+        CHECK(run("train --model %s --data %s/xray/train_coco.json --method full --steps 1 --batch-size 8 --seed 1 "
+                  "--quiet --out %s/xray_w%d %s", model, root, root, w, w ? "--window 900,300" : "") == 0);
+        const char *l = out_text ? strstr(out_text, "\"final_loss\": ") : NULL;
+        if (l) first[w] = atof(l + 14);
+    }
+    printf("     one step on DICOM studies: loss %.6f with each file's window, %.6f with --window 900,300\n", first[0],
+           first[1]);
+    CHECK(first[0] > 0 && first[1] > 0 && fabs(first[0] - first[1]) > 1e-4);
+    CHECK(sh("grep -q '\"dicom_window\": \"900,300\"' %s/xray_w1/run.json", root) == 0);
+    CHECK(run("train --model %s --data %s/xray/train_coco.json --method full --steps 1 --out %s/xray_bad --window 5,0",
+              model, root, root) != 0);
+    CHECK(err_text && strstr(err_text, "--window") && count_lines(err_text) == 1);
     CHECK(run("eval --model %s/xray_run/adapter --data %s/xray/test_coco.json --samples 0 --allowed-words "
               "%s/xray/vocabulary.txt", root, root, root) == 0);
     CHECK(out_text && strstr(out_text, "\"images\": 4, \"pairs\": 12"));

@@ -722,6 +722,44 @@ static void test_health_when_the_model_cannot_load(void) {
     mmt_server_stop(s, 1);
 }
 
+/* serve --window: an uploaded DICOM file is rendered with the window, as `embed --window`
+ * renders the file (the library with the same options); without it, with the file's own. */
+static void test_dicom_window(void) {
+    const char *file = "../../dicom/CT_small.dcm"; /* relative to the clip images */
+    char path[400];
+    snprintf(path, sizeof path, "%s/dicom/CT_small.dcm", MMT_FIXTURE_DIR);
+    float want[2][512], got[512];
+    mmt_dicom_options windows[2] = {{0, 0, 0}, {1, 40, 400}};
+    for (int w = 0; w < 2; w++) {
+        mmt_clip_set_dicom_options(model, &windows[w]);
+        const char *paths[1] = {path};
+        CHECK_OK(mmt_clip_embed_image_files(model, paths, 1, want[w]));
+    }
+    mmt_clip_set_dicom_options(model, NULL);
+    CHECK(max_diff(want[0], want[1], dim) > 1e-3); /* the window matters for this file */
+    char *b = fixture_image_base64(file);
+    char *body = malloc(strlen(b) + 64);
+    sprintf(body, "{\"input\": [{\"image\": \"%s\"}]}", b);
+    for (int w = 0; w < 2; w++) {
+        mmt_server_options o;
+        mmt_server_options_default(&o);
+        o.model_dir = MODEL;
+        o.port = 0;
+        o.dicom_window = windows[w].use_window, o.dicom_center = windows[w].window_center;
+        o.dicom_width = windows[w].window_width;
+        mmt_server *s = http_server_start(&o);
+        if (!s) break;
+        response r = call("POST", "/v1/embeddings", body);
+        CHECK_MSG(r.status == 200, "status %d: %s", r.status, r.body);
+        CHECK(parse_embeddings(r.body, dim, got, 1) == 1);
+        CHECK_MSG(max_diff(got, want[w], dim) <= 1e-6, "window %d: %g from the library's", w, max_diff(got, want[w], dim));
+        response_free(&r);
+        mmt_server_stop(s, 10);
+    }
+    free(body);
+    mmt_free(b);
+}
+
 int main(void) {
     if (!mkdtemp(root)) return 1;
     CHECK_OK(mmt_clip_load(MODEL, &model));
@@ -740,6 +778,7 @@ int main(void) {
     TIMED(test_bad_requests);
     TIMED(test_adapter_churn);
     TIMED(test_multipart);
+    TIMED(test_dicom_window);
     TIMED(test_slow_client_and_stop);
     TIMED(test_search);
     TIMED(test_health_when_the_model_cannot_load);

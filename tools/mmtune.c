@@ -74,7 +74,8 @@ static const char *USAGE =
     "  --quantize-base int8|nf4   the same, or NF4 4-bit (QLoRA's base; computed in fp32)\n"
     "             (search's own --int8 scans the index's int8 copy; --quantize-base applies)\n"
     "  --window CENTER,WIDTH   render DICOM images with this linear window (rescaled units,\n"
-    "             e.g. 40,400 for CT soft tissue) instead of the file's own (docs/data.md)\n"
+    "             e.g. 40,400 for CT soft tissue) instead of the file's own (docs/data.md);\n"
+    "             serve applies it to uploaded images too; train has its own --window\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
 

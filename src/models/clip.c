@@ -475,6 +475,8 @@ void mmt_clip_set_dicom_options(mmt_clip *m, const mmt_dicom_options *o) {
     else memset(&m->dicom, 0, sizeof m->dicom);
 }
 
+const mmt_dicom_options *mmt_clip_dicom_options(const mmt_clip *m) { return &m->dicom; }
+
 mmt_status mmt_clip_embed_image_files(mmt_clip *m, const char *const *paths, int64_t n, float *out) {
     if (!m->cfg.has_vision)
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "%s: this checkpoint has no vision tower", m->dir);

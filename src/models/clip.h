@@ -50,6 +50,8 @@ mmt_status mmt_clip_image_file_pixels(const mmt_clip *model, const char *path, f
  * index, the runs of mmtune.h) goes through mmt_clip_image_file_pixels and honours it. Set it
  * right after loading, before the model is shared between threads. */
 void mmt_clip_set_dicom_options(mmt_clip *model, const struct mmt_dicom_options *o);
+/* The options set (zeroed: each file's own rule); for callers that decode images themselves. */
+const struct mmt_dicom_options *mmt_clip_dicom_options(const mmt_clip *model);
 
 /* Tokenizes texts (B of them) into ids (B, L) with L = max_position_embeddings, padded with
  * the tokenizer's pad (= EOS). An empty text, or one longer than L tokens when truncate is 0,

@@ -406,7 +406,8 @@ static int prepare_images(mmt_caption_service *cs, cap_request *q, float *pixels
         mmt_image img = {0};
         char what[64], msg[400];
         snprintf(what, sizeof what, "image %lld", (long long)i);
-        mmt_status st = mmt_image_decode_memory(q->req.images[i].bytes, q->req.images[i].n_bytes, what, &img);
+        mmt_status st = mmt_image_decode_memory_ex(q->req.images[i].bytes, q->req.images[i].n_bytes, what,
+                                                   mmt_git_dicom_options(cs->m), &img);
         if (st == MMT_OK && img.width * img.height > cs->o.max_image_pixels) {
             snprintf(msg, sizeof msg, "image %lld: %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
                      (long long)i, (long long)img.width, (long long)img.height, (long long)cs->o.max_image_pixels);
@@ -784,6 +785,10 @@ mmt_status mmt_caption_service_start(const char *git_dir, const mmt_caption_serv
     const char *slash = strrchr(git_dir, '/');
     mmt_status st = (cs->base_name = mmt_strdup(slash && slash[1] ? slash + 1 : git_dir)) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (st == MMT_OK) st = mmt_git_load(git_dir, &cs->m);
+    if (st == MMT_OK) {
+        mmt_dicom_options d = {o->dicom_window, o->dicom_center, o->dicom_width};
+        mmt_git_set_dicom_options(cs->m, &d);
+    }
     if (st == MMT_OK && o->quantize) {
         mmt_quant_options q;
         mmt_quant_options_default(&q, (mmt_quant_type)o->quantize);

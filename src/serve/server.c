@@ -301,7 +301,7 @@ static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixel
             mmt_image img = {0};
             char what[64];
             snprintf(what, sizeof what, "input %lld", (long long)r);
-            mmt_status st = mmt_image_decode_memory(row->bytes, row->n_bytes, what, &img);
+            mmt_status st = mmt_image_decode_memory_ex(row->bytes, row->n_bytes, what, mmt_clip_dicom_options(s->model), &img);
             if (st == MMT_OK && img.width * img.height > s->o.max_image_pixels) {
                 snprintf(msg, sizeof msg, "input %lld: image of %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
                          (long long)r, (long long)img.width, (long long)img.height, (long long)s->o.max_image_pixels);
@@ -963,6 +963,10 @@ static void *load_model(void *arg) {
     mmt_quant_options q; /* applied while the weights are read */
     mmt_quant_options_default(&q, (mmt_quant_type)s->o.quantize);
     mmt_status st = mmt_clip_load_quantized(s->model_dir, s->o.quantize ? &q : NULL, &s->model);
+    if (st == MMT_OK) {
+        mmt_dicom_options d = {s->o.dicom_window, s->o.dicom_center, s->o.dicom_width};
+        mmt_clip_set_dicom_options(s->model, &d);
+    }
     if (st == MMT_OK && !mmt_clip_tokenizer(s->model))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model has no tokenizer files; texts cannot be embedded", s->model_dir);
     if (st == MMT_OK) st = mmt_clip_run_create(s->model, &s->run);
@@ -1002,6 +1006,7 @@ static void *load_model(void *arg) {
         co.adapter_names = s->o.caption_adapter_names, co.adapter_dirs = s->o.caption_adapter_dirs;
         co.n_adapters = s->o.n_caption_adapters;
         co.quantize = s->o.quantize;
+        co.dicom_window = s->o.dicom_window, co.dicom_center = s->o.dicom_center, co.dicom_width = s->o.dicom_width;
         st = mmt_caption_service_start(s->o.captioner_dir, &co, s->metrics, &s->captioner);
         if (st != MMT_OK) st = mmt_error_prefix(st, "captioner %s: ", s->o.captioner_dir);
     }

@@ -224,7 +224,7 @@ mmt_status mmt_caption_task_create(mmt_git *model, const mmt_pairs *pairs, const
         t->len[i] = total < Lmax ? total : Lmax;
     }
     mmt_image_source_options io = {mmt_git_processor(model), t->S, o->seed, o->cache_bytes, o->loader_workers,
-                                   o->prefetch_batches, o->augment};
+                                   o->prefetch_batches, o->augment, o->dicom};
     if (s == MMT_OK) s = mmt_image_source_create(pairs, &io, &t->images);
     if (s != MMT_OK) {
         mmt_caption_task_free(t);

@@ -40,6 +40,7 @@ typedef struct mmt_caption_task_options {
     size_t cache_bytes;            /* pixel cache budget; 0: no cache */
     int64_t loader_workers, prefetch_batches;
     mmt_augment augment;
+    mmt_dicom_options dicom;       /* DICOM rendering of the training images (zeroed: the file's) */
 } mmt_caption_task_options;
 
 /* model and pairs are borrowed and must outlive the task. */

@@ -320,7 +320,7 @@ mmt_status mmt_clip_task_create(mmt_clip *model, const mmt_pairs *pairs,
         }
     }
     mmt_image_source_options io = {mmt_clip_processor(model), t->S, o->seed, o->cache_bytes, o->loader_workers,
-                                   o->prefetch_batches, o->augment};
+                                   o->prefetch_batches, o->augment, o->dicom};
     if ((s = mmt_image_source_create(pairs, &io, &t->images)) != MMT_OK) goto fail;
     *out = t;
     return MMT_OK;

@@ -52,6 +52,7 @@ typedef struct mmt_clip_task_options {
      * the stream; all off when zeroed. The cache keeps un-augmented pixels only: with crop or
      * jitter on it is not used. */
     mmt_augment augment;
+    mmt_dicom_options dicom;       /* DICOM rendering of the training images (zeroed: the file's) */
     /* > 0 (up to 1): hard-example batches (train/hard_batches.h, `--sampling hard`): at the
      * start of each epoch every pair is embedded through the view as it is then (images
      * un-augmented), and that share of each micro-batch is a seed pair and its nearest

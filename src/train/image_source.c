@@ -28,7 +28,7 @@ static mmt_status cached_pixels(mmt_image_source *s, int64_t k, float *dst) {
         return MMT_OK;
     }
     mmt_image img = {0};
-    mmt_status st = mmt_image_decode_file(s->pairs->items[k].image_path, &img);
+    mmt_status st = mmt_image_decode_file_ex(s->pairs->items[k].image_path, &s->opt.dicom, &img);
     if (st == MMT_OK) st = mmt_image_preprocess(&img, s->opt.processor, dst);
     mmt_image_free(&img);
     MMT_TRY(st);
@@ -52,7 +52,7 @@ static mmt_status example(void *ctx, int64_t k, int64_t position, float *dst) {
     int64_t S = s->opt.size;
     mmt_image img = {0};
     if (mmt_augment_needs_image(aug)) {
-        mmt_status st = mmt_image_decode_file(path, &img);
+        mmt_status st = mmt_image_decode_file_ex(path, &s->opt.dicom, &img);
         if (st == MMT_OK) st = mmt_augment_preprocess(&img, s->opt.processor, aug, s->opt.seed, position, dst);
         mmt_image_free(&img);
         return st;
@@ -117,7 +117,7 @@ mmt_status mmt_image_source_plain(mmt_image_source *s, int64_t k, float *dst) {
     if (!mmt_augment_needs_image(&s->opt.augment)) return cached_pixels(s, k, dst);
     /* with crop or jitter the workers never read the cache: decode without filling it */
     mmt_image img = {0};
-    mmt_status st = mmt_image_decode_file(s->pairs->items[k].image_path, &img);
+    mmt_status st = mmt_image_decode_file_ex(s->pairs->items[k].image_path, &s->opt.dicom, &img);
     if (st == MMT_OK) st = mmt_image_preprocess(&img, s->opt.processor, dst);
     mmt_image_free(&img);
     return st;

@@ -28,6 +28,7 @@ typedef struct mmt_image_source_options {
     size_t cache_bytes;                   /* pixel cache budget; 0: no cache */
     int64_t workers, prefetch_batches;    /* loader threads (0: synchronous), batches ahead */
     mmt_augment augment;                  /* all off when zeroed */
+    mmt_dicom_options dicom;              /* DICOM rendering; zeroed: each file's own window */
 } mmt_image_source_options;
 
 /* pairs and the processor are borrowed and must outlive the source. */

@@ -90,6 +90,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--prefetch", "prefetch", I, F(o.prefetch), "N", "micro-batches prepared ahead"},
     {"--augment-crop", "augment_crop", B, F(o.augment_crop), NULL, "random resized crop (scale 0.08-1, ratio 3/4-4/3)"},
     {"--augment-flip", "augment_flip", B, F(o.augment_flip), NULL, "random horizontal flip (p 0.5)"},
+    {"--window", "dicom_window", S, F(o.window), "C,W", "DICOM images: render with this linear window (rescaled units, e.g. 40,400) instead of each file's own"},
     {"--augment-jitter", "augment_jitter", D, F(o.augment_jitter), "X", "colour jitter: brightness, contrast, saturation factors in [1-X, 1+X] (0: off)"},
     {"--sampling", "sampling", S, F(o.sampling), "S", "plain (the seeded order) or hard: each epoch, batches of near neighbours under the current model (contrastive; docs/curation.md)"},
     {"--hard-ratio", "hard_ratio", D, F(o.hard_ratio), "R", "--sampling hard: share of a batch that is a seed pair and its nearest neighbours, in (0, 1]"},

@@ -26,6 +26,7 @@
 
 struct mmt_train_job {
     mmt_clip *model;               /* borrowed; NULL for a captioner */
+    mmt_dicom_options dicom;       /* --window (zeroed: each DICOM file's own) */
     mmt_git *git;                  /* borrowed: a captioner's model */
     mmt_caption_task *caption;     /* owned: a captioner's task */
     const mmt_pairs *pairs;        /* borrowed */
@@ -138,6 +139,7 @@ static void task_options(const mmt_train_job *j, mmt_clip_task_options *to) {
     to->augment.crop = o->augment_crop;
     to->augment.flip = o->augment_flip;
     to->augment.brightness = to->augment.contrast = to->augment.saturation = o->augment_jitter;
+    to->dicom = j->dicom;
     to->hard_ratio = o->sampling && !strcmp(o->sampling, "hard") ? o->hard_ratio : 0;
 }
 
@@ -169,6 +171,13 @@ static mmt_status probe_create(mmt_train_job *j) {
 }
 
 /* --quantize: the base's linears kept quantized before the views are made (QLoRA with nf4). */
+/* --window: parsed once into j->dicom, which the image source and the model (images it
+ * embeds during training: hard batches, the linear probe) render DICOM with. */
+static mmt_status dicom_window(mmt_train_job *j) {
+    memset(&j->dicom, 0, sizeof j->dicom);
+    return j->c->o.window ? mmt_dicom_window_parse(j->c->o.window, "--window", &j->dicom) : MMT_OK;
+}
+
 static mmt_status quantize_options(const mmt_train_config *c, mmt_quant_options *q) {
     mmt_quant_type t = MMT_QUANT_NONE;
     if (c->o.quantize && strcmp(c->o.quantize, "none") != 0) MMT_TRY(mmt_quant_type_parse(c->o.quantize, &t));
@@ -184,7 +193,9 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
     j->git = model;
     j->pairs = pairs;
     j->c = c;
-    mmt_status s = MMT_OK;
+    mmt_status s = dicom_window(j);
+    if (s != MMT_OK) goto done;
+    mmt_git_set_dicom_options(model, &j->dicom);
     if (is_method(c, "lora") || is_method(c, "ia3")) {
         if ((s = build_peft_config(c, &j->peft)) != MMT_OK) goto done;
         j->have_peft = 1;
@@ -209,6 +220,7 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
     to.augment.crop = o->augment_crop;
     to.augment.flip = o->augment_flip;
     to.augment.brightness = to.augment.contrast = to.augment.saturation = o->augment_jitter;
+    to.dicom = j->dicom;
     if ((s = mmt_continual_open(c, pairs, &j->continual)) != MMT_OK) goto done;
     if ((s = mmt_caption_task_create(model, mmt_continual_pairs(j->continual), &to, &j->caption)) != MMT_OK) goto done;
     mmt_train_task tt;
@@ -273,7 +285,9 @@ mmt_status mmt_train_job_create(mmt_clip *model, const mmt_pairs *pairs, const m
     j->model = model;
     j->pairs = pairs;
     j->c = c;
-    mmt_status s = MMT_OK;
+    mmt_status s = dicom_window(j);
+    if (s != MMT_OK) goto done;
+    mmt_clip_set_dicom_options(model, &j->dicom);
     if (is_method(c, "linear-probe")) {
         s = probe_create(j);
         goto done;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "data/image.h"
 
 int cli_usage_error(const char *fmt, ...) MMT_PRINTF(1, 2);
 int cli_runtime_error(void);
@@ -26,6 +27,8 @@ int cli_out_finish(char *tmp, const char *out, int rc);
 struct mmt_git;
 int cli_load_flags(int *argc, char **argv, int keep_int8);
 mmt_quant_type cli_load_quant(void);
+/* The --window flag taken out by cli_load_flags (zeroed when absent). */
+const mmt_dicom_options *cli_load_dicom(void);
 mmt_status cli_clip_load(const char *dir, mmt_clip **out);
 /* The same with the quantization given (train's --quantize) instead of the global flags. */
 mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out);

@@ -12,7 +12,7 @@
  * `--window CENTER,WIDTH` is taken out the same way: every model loaded below renders DICOM
  * image files with that linear VOI window instead of each file's own (its Window
  * Center/Width, else min-max; docs/data.md "DICOM"), so embed, classify, caption, eval and
- * index read DICOM alike. It does not reach serve's uploads (src/serve decodes those itself).
+ * index read DICOM alike; serve passes it on to the images uploaded to it (cli_load_dicom).
  */
 #include <string.h>
 
@@ -26,6 +26,7 @@ static mmt_quant_type load_quant = MMT_QUANT_NONE;
 static mmt_dicom_options load_dicom; /* --window; zero = each DICOM file's own rule */
 
 mmt_quant_type cli_load_quant(void) { return load_quant; }
+const mmt_dicom_options *cli_load_dicom(void) { return &load_dicom; }
 
 int cli_load_flags(int *argc, char **argv, int keep_int8) {
     int out = 0;
