@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-fast test-asan test-tsan test-fuzz demo bench bench-peft pretrain clean
+.PHONY: all deps build test test-fast test-asan test-tsan test-fuzz demo bench bench-peft medical pretrain clean
 
 all: build
 
@@ -50,6 +50,11 @@ bench: build
 # The PEFT method comparison on the embedded default model: bench/results/peft_methods.md.
 bench-peft: build
 	bash scripts/bench_peft.sh
+
+# The medical example: report captions of chest radiographs from DICOM files (docs/medical.md),
+# measured into bench/results/medical.md.
+medical: build
+	bash scripts/bench_medical.sh
 
 # Rebuilds the embedded default model (models/mmtune-clip-tiny) from scratch.
 pretrain: build

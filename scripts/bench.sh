@@ -105,11 +105,24 @@ if [ "${SKIP_DISTILL:-0}" != 1 ]; then
   bash scripts/bench_distill.sh
 fi
 
+# Continual learning, data curation and the medical example (issue 15): bench/results/
+# continual.md, curate.md, medical.md
+if [ "${SKIP_CONTINUAL:-0}" != 1 ]; then
+  bash scripts/bench_continual.sh
+fi
+if [ "${SKIP_CURATE:-0}" != 1 ]; then
+  bash scripts/bench_curate.sh
+fi
+if [ "${SKIP_MEDICAL:-0}" != 1 ]; then
+  bash scripts/bench_medical.sh
+fi
+
 # Serving over HTTP (issue 12): mmtune serve vs a PyTorch + FastAPI server, bench/results/serve.md
 if [ "${SKIP_SERVE:-0}" != 1 ]; then
   bash scripts/bench_serve.sh
 fi
 
 # The workflows results page (issue 15): docs/workflows.md from the raw results of
-# bench_distill.sh, bench_continual.sh and bench_curate.sh (tools/bench/workflows_page.py).
+# bench_distill.sh, bench_continual.sh, bench_curate.sh and bench_medical.sh
+# (tools/bench/workflows_page.py).
 python3 tools/bench/workflows_page.py

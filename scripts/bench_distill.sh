@@ -132,7 +132,12 @@ import json, sys
 raw, md, prune, mlp, layers, trn, tst, tsteps, steps, batch = sys.argv[1:11]
 rows = [json.loads(l) for l in open(raw)]
 p = json.load(open(prune))
+import datetime, os, subprocess
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+nproc = subprocess.check_output(["nproc"]).decode().strip()
+when = datetime.datetime.fromtimestamp(os.path.getmtime(raw), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
 lines = ["# Pruning and distillation (scripts/bench_distill.sh)", "",
+         f"Made by scripts/bench_distill.sh {when} UTC on {cpu}, {nproc} cores. "
          f"Demo task: Fashion-MNIST, all ten classes, {trn} training and {tst} held-out test images per class. "
          f"Teacher: the default model + a LoRA adapter (q, v, fc1, fc2; {tsteps} steps of {batch}). Student: the default "
          f"model pruned by `mmtune prune --mlp {mlp} --layers {layers}` (Taylor scores of the contrastive loss on 8 "

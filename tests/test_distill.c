@@ -208,6 +208,8 @@ static void test_cli(void) {
     CHECK(run("%s --distill-from %s --distill 1 --distill-temperature 0", cmd, model) == 2);
     CHECK(err_text && strstr(err_text, "--distill-temperature must be > 0"));
     CHECK(run("%s --distill-from %s --distill 1 --gather-with-grad", cmd, model) == 2);
+    CHECK(run("%s --distill-from %s --distill 1 --init-adapter %s --distill-from-previous", cmd, model, tmpdir) == 2);
+    CHECK(err_text && strstr(err_text, "name two teachers"));
     CHECK(run("%s --distill-from %s/clip/tiny-b --distill 1", cmd, MMT_FIXTURE_DIR) == 1);
     CHECK(err_text && strstr(err_text, "must read the student's inputs"));
     CHECK(run("train --model %s/models/mmtune-git-tiny --data %s --out %s --distill-from %s --distill 1 --quiet",

@@ -303,7 +303,7 @@ SECTIONS = [
     ("Pruning and distillation", "distill", "scripts/bench_distill.sh", "docs/distillation.md", distill_section, False),
     ("Forgetting curves", "continual", "scripts/bench_continual.sh", "docs/continual.md", continual_section, False),
     ("Curation effect", "curate", "scripts/bench_curate.sh", "docs/curation.md", curate_section, False),
-    ("Medical images: report captions on DICOM", "medical", None, "docs/medical.md",
+    ("Medical images: report captions on DICOM", "medical", "scripts/bench_medical.sh", "docs/medical.md",
      medical_section, True),
 ]
 
