@@ -5,7 +5,8 @@
  * JSON by mmt_multipart_to_json, which must then parse as JSON or fail with one line); the
  * rest is the body, parsed by mmt_serve_parse_clip with a limit of 64 inputs, or by
  * mmt_serve_parse_caption with 64 images and 100 new tokens at most (a caption request that
- * parses has 1..64 images, each some bytes, and max_new_tokens 1..100). A body that parses must give a
+ * parses has 1..64 images, each some bytes, max_new_tokens 1..100, and its allowed or bad
+ * words 1..100 bytes each). A body that parses must give a
  * consistent request (1..64 inputs; for classify one label per prompt row, after the images;
  * every text non-empty; every image some decoded bytes); one that fails must give a status
  * of 400, 413 or 500 and a one-line message. The base64 decoder also gets the body as is,
@@ -56,6 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (c.n_images < 1 || c.n_images > 64 || c.gen.max_new_tokens < 1 || c.gen.max_new_tokens > 100) __builtin_trap();
         for (int64_t i = 0; i < c.n_images; i++)
             if (!c.images[i].image || !c.images[i].bytes) __builtin_trap();
+        if (c.n_words < 0 || c.n_words > MMT_CAPTION_MAX_WORDS || (c.n_words > 0) != (c.words != NULL)) __builtin_trap();
+        for (int64_t i = 0; i < c.n_words; i++)
+            if (!c.words[i] || !c.words[i][0] || strlen(c.words[i]) > 100) __builtin_trap();
         mmt_caption_request_free(&c);
         return 0;
     }

@@ -48,6 +48,7 @@
 #include "api/clip_run_internal.h"
 #include "mmtune.h"
 #include "serve/index.h"
+#include "serve/multipart.h"
 #include "serve/server.h"
 
 #define MODEL MMT_FIXTURE_DIR "/clip/tiny-a"
@@ -542,7 +543,21 @@ static response call_multipart(const char *path, const char *const *fields, int 
     return r;
 }
 
+/* The caption word lists as curl -F gives them: comma-separated or repeated parts. */
+static void test_multipart_word_lists(void) {
+    const char *body = "--bNd\r\nContent-Disposition: form-data; name=\"allowed_words\"\r\n\r\nno, acute,findings\r\n"
+                       "--bNd\r\nContent-Disposition: form-data; name=\"allowed_words\"\r\n\r\npleural effusion\r\n"
+                       "--bNd\r\nContent-Disposition: form-data; name=\"max_new_tokens\"\r\n\r\n30\r\n--bNd--\r\n";
+    mmt_strbuf j = {0};
+    CHECK_OK(mmt_multipart_to_json("multipart/form-data; boundary=bNd", body, strlen(body), "/v1/caption", &j));
+    CHECK_MSG(j.data && strstr(j.data, "\"allowed_words\": [\"no\", \"acute\", \"findings\", \"pleural effusion\"]") &&
+                  strstr(j.data, "\"max_new_tokens\": 30"),
+              "multipart word lists: %s", j.data ? j.data : "");
+    mmt_strbuf_free(&j);
+}
+
 static void test_multipart(void) {
+    test_multipart_word_lists();
     mmt_server *s = start(8, 1, 30);
     if (!s) return;
     char *b0 = fixture_image_base64(images[0]);

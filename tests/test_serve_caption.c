@@ -30,6 +30,7 @@
 #include "data/preprocess.h"
 #include "data/wordpiece.h"
 #include "gen/generate.h"
+#include "gen/words.h"
 #include "http_client.h"
 #include "models/git.h"
 #include "nn/decoder.h"
@@ -66,6 +67,8 @@ typedef struct cap_case {
     int images[4], n_images, adapter;
     const char *prompt;
     mmt_gen_settings gen;
+    const char *const *words; /* allowed_words (words_allowed) or bad_words, n_words of them */
+    int n_words, words_allowed;
     char *want[4]; /* owned: the library's captions */
     char body[65536 * 4];
     response got;
@@ -102,6 +105,19 @@ static void library_captions(cap_case *c) {
     }
     mmt_gen_settings s = c->gen;
     s.bos_token_id = (int32_t)g->bos_token_id, s.eos_token_id = (int32_t)g->eos_token_id, s.pad_token_id = (int32_t)g->pad_token_id;
+    int32_t *word_ids = NULL;
+    int64_t *word_len = NULL, n_seqs = 0;
+    mmt_gen_words *allowed = NULL;
+    if (c->n_words) { /* as `mmtune caption --allowed-words / --bad-words` makes them */
+        CHECK_OK(mmt_wordpiece_word_sequences(tok, c->words, c->n_words, &word_ids, &word_len, &n_seqs));
+        mmt_gen_sequences seqs = {word_ids, word_len, n_seqs};
+        if (c->words_allowed) {
+            CHECK_OK(mmt_gen_words_create(&seqs, g->vocab_size, &allowed));
+            s.allowed_words = allowed;
+        } else {
+            s.bad_words = seqs;
+        }
+    }
     CHECK_OK(mmt_git_run_image_features(r, pixels, n, feats));
     mmt_decoder dec;
     mmt_git_run_decoder(r, feats, n, &dec);
@@ -119,6 +135,9 @@ static void library_captions(cap_case *c) {
         c->want[i] = strdup(text);
     }
     mmt_gen_output_free(&out);
+    mmt_gen_words_free(allowed);
+    mmt_free(word_ids);
+    mmt_free(word_len);
     free(pixels), free(feats);
     mmt_prompt_free(pr);
     mmt_adapter_free(ad);
@@ -143,6 +162,10 @@ static void case_body(cap_case *c) {
                           (unsigned long long)c->gen.seed, c->gen.temperature, (long long)c->gen.top_k, c->gen.top_p);
     if (c->gen.no_repeat_ngram_size) mmt_strbuf_printf(&b, ", \"no_repeat_ngram_size\": %lld", (long long)c->gen.no_repeat_ngram_size);
     if (c->gen.repetition_penalty != 1) mmt_strbuf_printf(&b, ", \"repetition_penalty\": %g", c->gen.repetition_penalty);
+    for (int w = 0; w < c->n_words; w++)
+        mmt_strbuf_printf(&b, "%s\"%s\"", w ? ", " : c->words_allowed ? ", \"allowed_words\": [" : ", \"bad_words\": [",
+                          c->words[w]);
+    if (c->n_words) mmt_strbuf_printf(&b, "]");
     mmt_strbuf_printf(&b, "}");
     snprintf(c->body, sizeof c->body, "%s", b.data);
     mmt_strbuf_free(&b);
@@ -284,6 +307,31 @@ static void test_equals_library(void) {
     c.gen.do_sample = 1, c.gen.seed = 5, c.gen.max_new_tokens = 20, c.gen.min_new_tokens = 8;
     run_case(&c, "sampling, seed 5, LoRA, min 8");
     case_free(&c);
+    /* word lists, as `caption --allowed-words / --bad-words` files give them */
+    static const char *const lexicon[] = {"a", "cat", "of", "the", "red", "photo", "blue circle"};
+    case_init(&c, 0, 3, 0);
+    c.words = lexicon, c.n_words = 7, c.words_allowed = 1;
+    run_case(&c, "greedy, base, allowed words");
+    for (int i = 0; i < 3; i++) { /* and the captions are made of them */
+        char copy[4096], *save = NULL;
+        snprintf(copy, sizeof copy, "%s", c.want[i] ? c.want[i] : "");
+        for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        {
+            char bar[80];
+            snprintf(bar, sizeof bar, "|%s|", w);
+            CHECK_MSG(strstr("|a|cat|of|the|red|photo|blue|circle|", bar), "'%s' is not an allowed word", w);
+        }
+    }
+    case_free(&c);
+    case_init(&c, 1, 2, 1);
+    c.words = lexicon, c.n_words = 3, c.words_allowed = 1, c.gen.num_beams = 2;
+    run_case(&c, "beams 2, LoRA, allowed words");
+    case_free(&c);
+    static const char *const banned[] = {"a", "the"};
+    case_init(&c, 2, 2, 0);
+    c.words = banned, c.n_words = 2, c.gen.do_sample = 1, c.gen.seed = 9;
+    run_case(&c, "sampling, prefix, bad words");
+    case_free(&c);
 }
 
 /* The real binary once: `mmtune caption --adapter lora --json` equals /v1/caption. */
@@ -415,6 +463,13 @@ static void test_bad_requests(void) {
     expect_error("POST", "/v1/caption", "[1, 2]", 400, "JSON object");
     expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"do_sample\": 1}", 400, "true or false");
     expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"num_beams\": 17}", 400, "num_beams");
+    expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"allowed_words\": \"a\"}", 400, "list of 1..10000 words");
+    expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"allowed_words\": []}", 400, "allowed_words");
+    expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"bad_words\": [\"a\", 3]}", 400, "item 1");
+    expect_error("POST", "/v1/caption", "{\"images\": [\"aGVsbG8=\"], \"bad_words\": [\"a\"], \"allowed_words\": [\"b\"]}", 400,
+                 "exclude each other");
+    snprintf(body, sizeof body, "{\"images\": [\"%s\"], \"allowed_words\": [\"  \", \" \"]}", image_b64[1]);
+    expect_error("POST", "/v1/caption", body, 400, "allowed_words: no words");
     /* settings checked against the model once the images are in */
     snprintf(body, sizeof body, "{\"images\": [\"%s\"], \"do_sample\": true, \"top_p\": 1.5}", image_b64[1]);
     expect_error("POST", "/v1/caption", body, 400, "top_p");

@@ -867,3 +867,45 @@ void mmt_wordpiece_free(mmt_wordpiece *t) {
 }
 
 const mmt_wordpiece_info *mmt_wordpiece_info_of(const mmt_wordpiece *t) { return &t->info; }
+
+mmt_status mmt_wordpiece_word_sequences(const mmt_wordpiece *t, const char *const *words, int64_t n, int32_t **ids,
+                                        int64_t **lengths, int64_t *count) {
+    int64_t cap_ids = 0, used = 0, k = 0;
+    mmt_status s = MMT_OK;
+    *ids = NULL;
+    *lengths = n > 0 ? mmt_malloc((size_t)n * sizeof **lengths) : NULL;
+    *count = 0;
+    if (n > 0 && !*lengths) return MMT_STATUS_OUT_OF_MEMORY;
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) {
+        size_t len = strlen(words[i]);
+        while (len > 0 && (words[i][len - 1] == '\r' || words[i][len - 1] == ' ')) len--;
+        int64_t total = 0;
+        if ((s = mmt_wordpiece_encode(t, words[i], len, 0, NULL, 0, &total)) != MMT_OK) {
+            s = mmt_error_prefix(s, "word %lld: ", (long long)i);
+            break;
+        }
+        if (total == 0) continue;
+        if (used + total > cap_ids) {
+            cap_ids = 2 * (used + total);
+            int32_t *g = mmt_realloc(*ids, (size_t)cap_ids * sizeof(int32_t));
+            if (!g) {
+                s = MMT_STATUS_OUT_OF_MEMORY;
+                break;
+            }
+            *ids = g;
+        }
+        if ((s = mmt_wordpiece_encode(t, words[i], len, 0, *ids + used, total, &total)) != MMT_OK) break;
+        (*lengths)[k++] = total;
+        used += total;
+    }
+    if (s == MMT_OK && k == 0) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "no words: every one is empty");
+    if (s != MMT_OK) {
+        mmt_free(*ids);
+        mmt_free(*lengths);
+        *ids = NULL;
+        *lengths = NULL;
+        return s;
+    }
+    *count = k;
+    return MMT_OK;
+}

@@ -87,6 +87,14 @@ const mmt_wordpiece_info *mmt_wordpiece_info_of(const mmt_wordpiece *t);
 mmt_status mmt_wordpiece_encode(const mmt_wordpiece *t, const char *text, size_t len, int add_special,
                                 int32_t *ids, int64_t capacity, int64_t *n_total);
 
+/* A list of words (or phrases) as generation's word sequences (gen/words.h): each encoded
+ * alone without special tokens, back to back in *ids (mmt_malloc'd) with *lengths
+ * (mmt_malloc'd, *count of them). Trailing spaces and CRs are ignored; words that encode to
+ * nothing (empty, only spaces) are skipped, and none left is BAD_FORMAT. Errors name the
+ * word's index. */
+mmt_status mmt_wordpiece_word_sequences(const mmt_wordpiece *t, const char *const *words, int64_t n, int32_t **ids,
+                                        int64_t **lengths, int64_t *count);
+
 /* Ids back to text as transformers' decode(ids, skip_special_tokens=skip_special) does.
  * Writes a NUL-terminated string of at most capacity bytes (cut at a character boundary);
  * *len receives the full length (excluding the NUL). An id that is neither in the vocabulary

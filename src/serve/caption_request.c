@@ -13,6 +13,8 @@ void mmt_caption_request_free(mmt_caption_request *r) {
     mmt_free(r->images);
     mmt_free(r->model);
     mmt_free(r->prompt);
+    for (int64_t i = 0; i < r->n_words; i++) mmt_free(r->words[i]);
+    mmt_free(r->words);
     memset(r, 0, sizeof *r);
 }
 
@@ -109,6 +111,31 @@ int mmt_serve_parse_caption(const char *body, size_t len, int64_t max_images, in
             mmt_free(*dst);
             *dst = v->len || dst == &r->model ? mmt_strdup(v->string) : NULL;
             if (v->len && !*dst) status = 500, snprintf(msg, sizeof msg, "out of memory");
+            continue;
+        }
+        if (!strcmp(key, "allowed_words") || !strcmp(key, "bad_words")) {
+            int allowed = !strcmp(key, "allowed_words");
+            if (r->words) {
+                status = 400, snprintf(msg, sizeof msg, "\"allowed_words\" and \"bad_words\" exclude each other");
+                break;
+            }
+            if (v->type != MMT_JSON_ARRAY || v->len == 0 || v->len > MMT_CAPTION_MAX_WORDS) {
+                status = 400, snprintf(msg, sizeof msg, "\"%s\" must be a list of 1..%d words", key, MMT_CAPTION_MAX_WORDS);
+                break;
+            }
+            if (!(r->words = mmt_calloc(v->len, sizeof *r->words))) {
+                status = 500, snprintf(msg, sizeof msg, "out of memory");
+                break;
+            }
+            r->words_allowed = allowed;
+            for (size_t w = 0; w < v->len && !status; w++) {
+                const mmt_json *e = &v->items[w];
+                if (e->type != MMT_JSON_STRING || strlen(e->string) != e->len || e->len == 0 || e->len > 100)
+                    status = 400, snprintf(msg, sizeof msg, "\"%s\" item %zu must be a text of 1..100 bytes", key, w);
+                else if (!(r->words[w] = mmt_strdup(e->string)))
+                    status = 500, snprintf(msg, sizeof msg, "out of memory");
+                else r->n_words++;
+            }
             continue;
         }
         if (!strcmp(key, "do_sample")) {

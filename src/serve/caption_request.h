@@ -5,10 +5,13 @@
  *   {"images": [IMAGE...], "prompt": TEXT?, "model": ADAPTER?,
  *    "max_new_tokens": N?, "min_new_tokens": N?, "num_beams": N?, "do_sample": BOOL?,
  *    "temperature": X?, "top_k": N?, "top_p": X?, "seed": N?, "no_repeat_ngram_size": N?,
- *    "repetition_penalty": X?, "length_penalty": X?}
+ *    "repetition_penalty": X?, "length_penalty": X?, "allowed_words": [TEXT...]?,
+ *    "bad_words": [TEXT...]?}
  *
  * IMAGE is what /v1/classify takes: a base64 string (standard or URL-safe, padding optional,
  * a data URI), {"image": BASE64} or {"type": "image_url", "image_url": {"url": DATA_URI}}.
+ * allowed_words / bad_words are `mmtune caption --allowed-words / --bad-words` as lists (at
+ * most MMT_CAPTION_MAX_WORDS words of at most 100 bytes each; not both).
  * Absent settings are `mmtune caption`'s defaults (max_new_tokens 30, greedy search).
  * Unknown fields are refused, so a misspelt setting is not silently ignored. The settings'
  * own ranges are checked later against the model (mmt_gen_settings_check); here only their
@@ -23,12 +26,17 @@
 #include "gen/generate.h"
 #include "serve/request.h"
 
+#define MMT_CAPTION_MAX_WORDS 10000
+
 typedef struct mmt_caption_request {
     char *model;             /* owned; NULL when absent */
     char *prompt;            /* owned; NULL when absent or empty */
     mmt_serve_input *images; /* owned: encoded images (n_images) */
     int64_t n_images;
     mmt_gen_settings gen;    /* the settings given; token ids are the model's, set later */
+    char **words;            /* owned: allowed_words or bad_words as given (n_words) */
+    int64_t n_words;
+    int words_allowed;       /* 1: words are the allowed words; 0: bad words */
 } mmt_caption_request;
 
 /* Parses body into *out (zeroed first). Returns 0, or the HTTP status of the error (400 bad

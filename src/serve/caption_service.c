@@ -22,6 +22,7 @@
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "data/wordpiece.h"
+#include "gen/words.h"
 #include "gen/generate.h"
 #include "gen/row.h"
 #include "models/git.h"
@@ -67,6 +68,9 @@ struct cap_request {
     cap_adapter *adapter; /* a reference */
     mmt_caption_request req;
     int32_t *prompt;    /* owned: [CLS] + the prompt's tokens (L) */
+    int32_t *word_ids;  /* owned: allowed_words / bad_words as token sequences (gen/words.h) */
+    int64_t *word_len;
+    mmt_gen_words *allowed; /* owned: the allowed words' trie */
     int64_t L;
     cap_row *rows;      /* owned (req.n_images) */
     int64_t rows_left;  /* rows still decoding */
@@ -237,6 +241,9 @@ static void request_free(cap_request *q) {
     mmt_free(q->captions);
     mmt_free(q->rows);
     mmt_free(q->prompt);
+    mmt_free(q->word_ids);
+    mmt_free(q->word_len);
+    mmt_gen_words_free(q->allowed);
     mmt_caption_request_free(&q->req);
     mmt_free(q);
 }
@@ -652,6 +659,19 @@ static void handle_caption(mmt_caption_service *cs, const mmt_http_request *req,
         if (st != MMT_OK) {
             status = st == MMT_STATUS_OUT_OF_MEMORY ? 500 : 400;
             snprintf(err, sizeof err, "prompt: %s", mmt_last_error());
+        }
+    }
+    if (!status && q->req.n_words) { /* allowed_words / bad_words as token sequences */
+        int64_t n = 0;
+        mmt_status st = mmt_wordpiece_word_sequences(cs->tok, (const char *const *)q->req.words, q->req.n_words,
+                                                     &q->word_ids, &q->word_len, &n);
+        mmt_gen_sequences seqs = {q->word_ids, q->word_len, n};
+        if (st == MMT_OK && q->req.words_allowed) st = mmt_gen_words_create(&seqs, cs->V, &q->allowed);
+        if (st == MMT_OK && q->req.words_allowed) q->req.gen.allowed_words = q->allowed;
+        else if (st == MMT_OK) q->req.gen.bad_words = seqs;
+        if (st != MMT_OK) {
+            status = st == MMT_STATUS_OUT_OF_MEMORY ? 500 : 400;
+            snprintf(err, sizeof err, "%s: %s", q->req.words_allowed ? "allowed_words" : "bad_words", mmt_last_error());
         }
     }
     if (!status) {

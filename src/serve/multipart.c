@@ -104,6 +104,8 @@ static const char *const INTEGERS[] = {"top_k", "seed", "max_new_tokens", "min_n
                                        "no_repeat_ngram_size", NULL};
 static const char *const REALS[] = {"temperature", "top_p", "repetition_penalty", "length_penalty", NULL};
 static const char *const FLAGS[] = {"do_sample", "int8", "thumbnails", NULL};
+/* Text parts that make a list, repeated or (but filters) comma-separated. */
+static const char *const LISTS[] = {"labels", "filters", "allowed_words", "bad_words", NULL};
 
 /* A text part's value as JSON: a number or flag when it reads as one, else a string. */
 static void text_value(mmt_strbuf *j, const part *p) {
@@ -151,14 +153,14 @@ mmt_status mmt_multipart_to_json(const char *content_type, const char *body, siz
         mmt_strbuf_append(j, "]", 1);
         first = 0;
     }
-    for (const char *const *lk = (const char *const[]){"labels", "filters", NULL}; *lk; lk++) { /* repeated parts */
+    for (const char *const *lk = LISTS; *lk; lk++) { /* repeated parts */
         int k = 0;
         for (int64_t i = 0; i < n; i++) {
             if (parts[i].file || strcmp(parts[i].name, *lk)) continue;
             if (!k++) mmt_strbuf_printf(j, "%s\"%s\": [", first ? "" : ", ", *lk), first = 0;
             else mmt_strbuf_append(j, ", ", 2);
             const char *s = parts[i].data, *e = s + parts[i].len;
-            if (!strcmp(*lk, "labels")) { /* one part with commas holds several */
+            if (strcmp(*lk, "filters")) { /* one part with commas holds several (a filter may hold a comma) */
                 for (const char *c = s; c <= e; c++) {
                     if (c < e && *c != ',') continue;
                     const char *a = s, *b = c;
@@ -176,7 +178,7 @@ mmt_status mmt_multipart_to_json(const char *content_type, const char *body, siz
     }
     for (int64_t i = 0; i < n; i++) { /* the rest, by name */
         const part *p = &parts[i];
-        if (!strcmp(p->name, "labels") || !strcmp(p->name, "filters") || (list_key && (p->file || (embeddings && !strcmp(p->name, "input")))))
+        if (is_one_of(p->name, LISTS) || (list_key && (p->file || (embeddings && !strcmp(p->name, "input")))))
             continue;
         mmt_strbuf_printf(j, "%s", first ? "" : ", ");
         first = 0;

@@ -6,7 +6,8 @@
  * Per endpoint, the parts become (files: parts with a filename, or named image/images/file):
  *   /v1/embeddings  "input": the text parts named input and the files, in order
  *   /v1/classify    "images": the files; "labels": each labels part (one with commas splits)
- *   /v1/caption     "images": the files
+ *   /v1/caption     "images": the files; "allowed_words" / "bad_words": each such part
+ *                   (one with commas splits)
  *   /v1/search      "query": the file, or the text part named query
  * Other text parts keep their names: numbers for the numeric settings (top_k, seed,
  * max_new_tokens, temperature, ...), true/false for the flags (do_sample, int8, thumbnails),

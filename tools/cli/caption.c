@@ -143,45 +143,25 @@ static int parse(int argc, char **argv, caption_args *a) {
 }
 
 /* The lines of a words file, each tokenized without [CLS]/[SEP], as back-to-back sequences. */
+/* The words of a file, one per line, as token sequences (mmt_wordpiece_word_sequences). */
 static mmt_status read_words(const char *path, const mmt_wordpiece *tok, int32_t **ids, int64_t **lengths, int64_t *n) {
     char *text = NULL;
     size_t size = 0;
     MMT_TRY(mmt_file_read_all(path, (size_t)16 << 20, &text, &size));
-    int64_t cap_ids = 0, used = 0, count = 0, cap = 0;
-    mmt_status s = MMT_OK;
-    *ids = NULL;
-    *lengths = NULL;
+    int64_t lines = 1;
+    for (size_t i = 0; i < size; i++) lines += text[i] == '\n';
+    const char **words = mmt_malloc((size_t)lines * sizeof *words);
+    mmt_status s = words ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
+    int64_t k = 0;
     for (char *line = text, *next; s == MMT_OK && line && *line; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = '\0';
-        size_t len = strlen(line);
-        while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = '\0';
-        if (len == 0) continue;
-        int64_t total = 0;
-        if ((s = mmt_wordpiece_encode(tok, line, len, 0, NULL, 0, &total)) != MMT_OK) break;
-        if (total == 0) continue;
-        if (used + total > cap_ids) {
-            cap_ids = 2 * (used + total);
-            int32_t *g = mmt_realloc(*ids, (size_t)cap_ids * sizeof(int32_t));
-            if (!g) s = MMT_STATUS_OUT_OF_MEMORY;
-            else *ids = g;
-        }
-        if (s == MMT_OK && count == cap) {
-            cap = cap ? 2 * cap : 64;
-            int64_t *g = mmt_realloc(*lengths, (size_t)cap * sizeof(int64_t));
-            if (!g) s = MMT_STATUS_OUT_OF_MEMORY;
-            else *lengths = g;
-        }
-        if (s == MMT_OK) s = mmt_wordpiece_encode(tok, line, len, 0, *ids + used, total, &total);
-        if (s == MMT_OK) {
-            (*lengths)[count++] = total;
-            used += total;
-        }
+        words[k++] = line;
     }
+    if (s == MMT_OK) s = mmt_wordpiece_word_sequences(tok, words, k, ids, lengths, n);
     if (s != MMT_OK) s = mmt_error_prefix(s, "%s: ", path);
-    else if (count == 0) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: no words in the file", path);
+    mmt_free(words);
     mmt_free(text);
-    *n = count;
     return s;
 }
 
