@@ -201,6 +201,30 @@ static void test_bert_info(void) {
     CHECK_OK(mmt_wordpiece_encode(t, "a a a", 5, 0, ids, 1, &n));
     CHECK(n == 3);
     CHECK_FAILS(mmt_wordpiece_encode(t, "ab\xff", 3, 1, ids, 8, &n), MMT_STATUS_BAD_FORMAT, "offset 2");
+    /* word lists (generation's allowed / bad words): each word alone, empty ones skipped */
+    {
+        const char *words[] = {"hypertension", "", "  ", "a\r", "chest x-ray"};
+        int32_t *wids = NULL;
+        int64_t *wlen = NULL, count = 0, one = 0;
+        CHECK_OK(mmt_wordpiece_word_sequences(t, words, 5, &wids, &wlen, &count));
+        CHECK(count == 3);
+        int64_t at = 0, k = 0;
+        for (int w = 0; wids && w < 5; w++) {
+            int32_t alone[16];
+            CHECK_OK(mmt_wordpiece_encode(t, words[w], strcspn(words[w], "\r"), 0, alone, 16, &one));
+            if (one == 0) continue;
+            CHECK(k < count && wlen[k] == one && !memcmp(wids + at, alone, (size_t)one * sizeof(int32_t)));
+            at += one, k++;
+        }
+        CHECK(k == 3);
+        mmt_free(wids);
+        mmt_free(wlen);
+        const char *none[] = {"", " "};
+        CHECK_FAILS(mmt_wordpiece_word_sequences(t, none, 2, &wids, &wlen, &count), MMT_STATUS_BAD_FORMAT, "no words");
+        CHECK(!wids && !wlen && count == 0);
+        const char *bad[] = {"ok", "b\xff"};
+        CHECK_FAILS(mmt_wordpiece_word_sequences(t, bad, 2, &wids, &wlen, &count), MMT_STATUS_BAD_FORMAT, "word 1");
+    }
     int32_t unknown = (int32_t)info->vocab_size;
     char out[8];
     size_t len = 0;
