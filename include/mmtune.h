@@ -249,6 +249,10 @@ typedef struct mmt_train_options {
                                       * nearest neighbours, in (0, 1] (0.5) */
     /* several ranks (mpirun; docs/distributed.md) */
     int64_t zero;                    /* 1: ZeRO-1, the optimizer state sharded over ranks (0) */
+    int overlap_comm;                /* under mpirun: overlap the gradient all-reduce with
+                                      * backward where the model allows (CLIP: the text tower's
+                                      * gradients while the vision tower runs backward); the
+                                      * numbers are the same either way */
     int64_t as_ranks;                /* one process trains exactly as an N-rank job would (0: off) */
     int gather_with_grad;            /* contrastive negatives from every rank's batch (0) */
     /* continual learning: a task after earlier ones (docs/continual.md) */

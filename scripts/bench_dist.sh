@@ -4,7 +4,8 @@
 # so 2 ranks train on twice the examples per step: efficiency = images/s at 2 ranks / (2 x images/s
 # at 1 rank). One process with 2 threads for context. PyTorch + PEFT under DistributedDataParallel
 # (gloo, 127.0.0.1 only; tools/bench/torch_ddp.py) on the same machine in the same rounds. Full
-# fine-tuning (mmtune, 1 and 2 ranks, fewer steps: STEPS_FULL, SKIP_FULL) for a 605 MB all-reduce.
+# fine-tuning (mmtune, 1 and 2 ranks, and 2 ranks with --overlap-comm; fewer steps: STEPS_FULL,
+# SKIP_FULL) for a 605 MB all-reduce.
 # Also the raw all-reduce of mmtune's communicator (`mmtune bench allreduce`) and of gloo at the
 # LoRA gradient's size and at 1, 16 and 64 MB.
 #
@@ -106,12 +107,13 @@ run_unit() { # round engine lora|full|allreduce [ranks threads]
       res=$(OMP_NUM_THREADS=1 "${mpi[@]}" -x OMP_NUM_THREADS -np 2 "$bin" bench allreduce --sizes-mb "$SIZES_MB" --iters 10 --json 2> "$err" || true) ;;
     pytorch/allreduce)
       res=$(python3 tools/bench/torch_ddp.py --nproc 2 --allreduce-mb "$SIZES_MB" --iters 10 2> "$err" || true) ;;
-    mmtune/*)
-      local launch=()
+    mmtune/* | mmtune-overlap/*)
+      local launch=() overlap=()
+      [ "$engine" = mmtune-overlap ] && overlap=(--overlap-comm)
       [ "$what" = 1 ] || launch=("${mpi[@]}" -x OMP_NUM_THREADS -np "$what")
       rm -rf "$run"
       if OMP_NUM_THREADS=$threads "${launch[@]}" "$bin" train --model "$model" --data "$data/train.jsonl" --method "$method" \
-          --steps "$steps" --batch-size "$BATCH" --out "$run" --overwrite --seed 0 > "$WORK/result.json" 2> "$err"; then
+          --steps "$steps" --batch-size "$BATCH" --out "$run" --overwrite --seed 0 "${overlap[@]}" > "$WORK/result.json" 2> "$err"; then
         res=$(python3 tools/bench/dist_table.py --metrics "$run/metrics.jsonl" --result "$WORK/result.json" --ranks "$what" \
           --threads "$threads" --batch "$BATCH" --skip "$skip" 2>> "$err" || true)
       else
@@ -138,6 +140,7 @@ units=(
   "mmtune lora 1 2"
   "mmtune full 1 1"
   "mmtune full 2 1"
+  "mmtune-overlap full 2 1"
   "mmtune allreduce"
   "pytorch allreduce"
 )

@@ -157,6 +157,45 @@ static void test_zero1_equals_plain(void) {
     CHECK(same("z2", "p2", "ckpt-3/optimizer.safetensors"));
 }
 
+/* tmp/name's text (malloc'd; NULL when unreadable). */
+static char *read_tmp(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    return check_read_file(path, NULL);
+}
+
+/* --overlap-comm: the text tower's gradients all-reduced on a thread while the vision tower
+ * runs backward give the bytes of the one all-reduce after backward: the same adapter,
+ * losses and optimizer state, with gradient accumulation, ZeRO-1 and full fine-tuning too. */
+static void test_overlap_equals_plain(void) {
+    char loud[1100]; /* args without --quiet, to see whether the overlap is on */
+    snprintf(loud, sizeof loud, "%s", args);
+    char *q = strstr(loud, " --quiet");
+    if (q) *q = '\0';
+    CHECK(sh("cd %s && %s --allow-run-as-root --oversubscribe -np 2 %s train %s --overlap-comm --out ov2 >mpi.out 2>&1",
+             tmp, MMT_MPIRUN, MMT_BINARY, loud) == 0);
+    char *log = read_tmp("mpi.out");
+    CHECK_MSG(log && strstr(log, "--overlap-comm: ") && strstr(log, "all-reduced during backward"), "%s", log ? log : "");
+    free(log);
+    CHECK_MSG(same("ov2", "np2", "adapter/adapter_model.safetensors"), "overlapped vs plain 2-rank adapter");
+    CHECK(same_losses("ov2", "np2", 6));
+    CHECK(mpi_train(2, NULL, "--overlap-comm --grad-accum 2 --out ova") == 0);
+    CHECK(mpi_train(2, NULL, "--grad-accum 2 --out pla") == 0);
+    CHECK_MSG(same("ova", "pla", "adapter/adapter_model.safetensors"), "overlap with --grad-accum 2");
+    CHECK(mpi_train(2, NULL, "--overlap-comm --zero 1 --save-every 3 --out ovz") == 0);
+    CHECK_MSG(same("ovz", "z2", "adapter/adapter_model.safetensors") && same("ovz", "z2", "ckpt-6/optimizer.safetensors"),
+              "overlap with ZeRO-1");
+    CHECK(mpi_train(2, NULL, "--method full --lr 1e-4 --overlap-comm --out ovf") == 0);
+    CHECK(mpi_train(2, NULL, "--method full --lr 1e-4 --out plf") == 0);
+    CHECK_MSG(same("ovf", "plf", "adapter/model.safetensors"), "overlap, full fine-tuning");
+    /* no split point: one tower trains; the run says so and trains as without */
+    CHECK(sh("cd %s && %s --allow-run-as-root --oversubscribe -np 2 %s train %s --scope vision --overlap-comm --out ovv "
+             ">mpi.out 2>&1", tmp, MMT_MPIRUN, MMT_BINARY, loud) == 0);
+    log = read_tmp("mpi.out");
+    CHECK_MSG(log && strstr(log, "--overlap-comm: off: no split point"), "%s", log ? log : "");
+    free(log);
+}
+
 static void test_rank_killed_then_resumed(void) {
     CHECK(mpi_train(4, NULL, "--zero 1 --out ref4") == 0);
     const char *crash = "MMT_CRASH_AT=train.backward_done:5 MMT_CRASH_RANK=1";
@@ -223,6 +262,7 @@ int main(void) {
     RUN(test_two_ranks_equal_one_process);
     RUN(test_four_ranks);
     RUN(test_zero1_equals_plain);
+    RUN(test_overlap_equals_plain);
     RUN(test_gather_with_grad);
     RUN(test_rank_killed_then_resumed);
     RUN(test_refusals);

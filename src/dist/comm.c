@@ -8,7 +8,7 @@
 
 #include "core/alloc.h"
 
-static mmt_comm single_world = {0, 1, 0};
+static mmt_comm single_world = {0, 1, 0, 1};
 static mmt_comm mpi_world;
 static mmt_comm *world;
 
@@ -68,6 +68,7 @@ mmt_status mmt_comm_world(mmt_comm **out) {
 }
 
 int mmt_comm_rank(const mmt_comm *c) { return c->rank; }
+int mmt_comm_any_thread(const mmt_comm *c) { return !c->mpi || c->any_thread; }
 int mmt_comm_size(const mmt_comm *c) { return c->size; }
 const char *mmt_comm_backend(const mmt_comm *c) { return c->mpi ? "mpi" : "single"; }
 

@@ -39,6 +39,11 @@ int mmt_comm_rank(const mmt_comm *c);
 int mmt_comm_size(const mmt_comm *c);
 const char *mmt_comm_backend(const mmt_comm *c); /* "single" or "mpi" */
 
+/* 1 when a thread other than the main one may make c's calls, one thread at a time (the
+ * single world; MPI when the library gave MPI_THREAD_SERIALIZED or more). The trainer's
+ * overlap of the all-reduce with backward needs it. */
+int mmt_comm_any_thread(const mmt_comm *c);
+
 /* 1 when this process was started by an MPI launcher (its variables are set). */
 int mmt_comm_launched(void);
 

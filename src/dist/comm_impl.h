@@ -7,6 +7,7 @@
 struct mmt_comm {
     int rank, size;
     int mpi; /* 1: MPI_COMM_WORLD; 0: the single world */
+    int any_thread; /* 1: any one thread at a time may call it (MPI_THREAD_SERIALIZED or more) */
 };
 
 /* The MPI backend (comm_mpi.c); when MPI was not found at build time these fail. */

@@ -82,10 +82,13 @@ static mmt_status mpi_error(int rc, const char *what) {
 mmt_status mmt_comm_mpi_init(mmt_comm *c) {
     int inited = 0, provided = 0, rc = MPI_SUCCESS;
     MPI_Initialized(&inited);
-    /* the data loader and the server have threads of their own, but only the main thread
-     * calls MPI */
+    /* the data loader and the server have threads of their own that never call MPI; the
+     * trainer's gradient all-reduce may run on a thread of its own while the main thread
+     * computes (never two calls at once): MPI_THREAD_SERIALIZED, used only if given */
     LSAN_OFF();
-    if (!inited) rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+    if (!inited) rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+    else MPI_Query_thread(&provided);
+    c->any_thread = rc == MPI_SUCCESS && provided >= MPI_THREAD_SERIALIZED;
     if (rc == MPI_SUCCESS) {
         /* errors come back as codes, so a rank can say what failed before the job ends */
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -947,13 +947,30 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
     return MMT_OK;
 }
 
-mmt_status mmt_clip_train_backward(mmt_clip_train *ct) {
+mmt_status mmt_clip_train_backward(mmt_clip_train *ct) { return mmt_clip_train_backward_split(ct, NULL, NULL); }
+
+int64_t mmt_clip_train_early_params(const mmt_clip_train *ct, uint8_t *early) {
+    int gathered = ct->opt.gather_with_grad && ct->opt.comm && mmt_comm_size(ct->opt.comm) > 1;
+    if (ct->n_hooks || gathered || !tower_has_grads(&ct->text) || !tower_has_grads(&ct->vision)) return 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < ct->n_params; i++) {
+        /* the text tower's own tensors and adapters: text_model.*, text_projection (PEFT keys
+         * carry a base_model.model. prefix) */
+        const char *name = ct->params[i].name;
+        early[i] = strstr(name, "text_model.") != NULL || strstr(name, "text_projection") != NULL;
+        n += early[i];
+    }
+    return n;
+}
+
+mmt_status mmt_clip_train_backward_split(mmt_clip_train *ct, void (*ready)(void *user), void *user) {
     if (ct->eval_mode) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward on a view in evaluation mode");
     if (!ct->text.emb || !ct->vision.emb)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "backward without a forward_loss");
     if (ct->opt.train_logit_scale && ct->opt.fixed_temperature <= 0)
         ct->dlogit_scale += (float)(ct->dscale * exp((double)ct->logit_scale));
     if (tower_has_grads(&ct->text)) MMT_TRY(tower_backward(ct, &ct->text));
+    if (ready) ready(user);
     if (tower_has_grads(&ct->vision)) MMT_TRY(tower_backward(ct, &ct->vision));
     for (int i = 0; i < ct->n_hooks; i++)
         if (ct->hooks[i].after_backward) MMT_TRY(ct->hooks[i].after_backward(ct->hooks[i].ctx));

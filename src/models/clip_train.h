@@ -121,6 +121,16 @@ mmt_status mmt_clip_train_forward_loss(mmt_clip_train *ct, const float *pixels,
 void mmt_clip_train_set_eval(mmt_clip_train *ct, int eval);
 /* Gradients of the last forward_loss (+= into every registered gradient). */
 mmt_status mmt_clip_train_backward(mmt_clip_train *ct);
+/* The same backward, calling ready(user) once part way: after the text tower, whose
+ * trainable tensors' gradients are final from then on (the vision tower's come next). For
+ * overlapping the gradient all-reduce with the rest of backward (train/trainer.h). */
+mmt_status mmt_clip_train_backward_split(mmt_clip_train *ct, void (*ready)(void *user), void *user);
+/* Marks early[i] = 1 for the trainable tensors (mmt_clip_train_params order) that
+ * mmt_clip_train_backward_split finishes before calling ready, and returns their count; 0
+ * when backward has no such point on this view: a tower without trainable tensors, hooks
+ * that change gradients after backward (prompts), or the gathered loss (a collective inside
+ * backward). */
+int64_t mmt_clip_train_early_params(const mmt_clip_train *ct, uint8_t *early);
 
 /* The embeddings of the last forward_loss (B, projection_dim each). */
 const float *mmt_clip_train_image_embeds(const mmt_clip_train *ct);

@@ -161,6 +161,14 @@ static mmt_status task_forward_loss(void *ctx, uint64_t seed, double *loss) {
 
 static mmt_status task_backward(void *ctx) { return mmt_clip_train_backward(((mmt_clip_task *)ctx)->view); }
 
+static int64_t task_early_params(void *ctx, uint8_t *early) {
+    return mmt_clip_train_early_params(((mmt_clip_task *)ctx)->view, early);
+}
+
+static mmt_status task_backward_split(void *ctx, void (*ready)(void *user), void *user) {
+    return mmt_clip_train_backward_split(((mmt_clip_task *)ctx)->view, ready, user);
+}
+
 static const mmt_nn_param *task_params(void *ctx, int64_t *n) {
     return mmt_clip_train_params(((mmt_clip_task *)ctx)->view, n);
 }
@@ -349,6 +357,8 @@ void mmt_clip_task_bind(mmt_clip_task *t, mmt_train_task *out) {
     out->load_batch = task_load_batch;
     out->forward_loss = task_forward_loss;
     out->backward = task_backward;
+    out->early_params = task_early_params;
+    out->backward_split = task_backward_split;
     out->params = task_params;
     out->after_step = task_after_step;
     out->save = task_save;

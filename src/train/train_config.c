@@ -102,6 +102,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--replay-ratio", "replay_ratio", D, F(o.replay_ratio), "R", "--replay: round(R x batch size) of each batch come from it, in [0, 1)"},
     {"--distill-from-previous", "distill_from_previous", B, F(o.distill_from_previous), NULL, "--distill's teacher is the base with --init-adapter (the model before this task), not the bare base"},
     {"--zero", "zero", I, F(o.zero), "N", "under mpirun: 1 shards the optimizer state over the ranks (ZeRO-1; 0: every rank keeps it all)"},
+    {"--overlap-comm", "overlap_comm", B, F(o.overlap_comm), NULL, "under mpirun: all-reduce the text tower's gradients while the vision tower runs backward (same numbers; pays where the network is slow and cores are spare)"},
     {"--gather-with-grad", "gather_with_grad", B, F(o.gather_with_grad), NULL, "under mpirun: the contrastive loss over every rank's batch (negatives from the global batch)"},
     {"--as-ranks", "as_ranks", I, F(o.as_ranks), "N", "one process that trains exactly as an N-rank mpirun job would (to reproduce or check one)"},
     {"--progress", "progress", S, F(progress), "P", "auto, bar or log"},
@@ -442,7 +443,7 @@ void mmt_train_config_pairs_options(const mmt_train_config *c, mmt_pairs_options
 static int outside_identity(const char *key) {
     static const char *const keys[] = {"model", "data", "image_root", "out", "resume", "cache_mb", "skip_bad",
                                        "loader_workers", "prefetch", "progress", "quiet", "save_every", "keep_checkpoints",
-                                       "max_text_bytes", "max_file_bytes", "zero", "as_ranks",
+                                       "max_text_bytes", "max_file_bytes", "zero", "as_ranks", "overlap_comm",
                                        /* distillation: the teacher by content, in "distill" (identity_json) */
                                        "distill_from", "teacher_adapter", "distill_temperature", "distill_cosine",
                                        "task_weight", NULL};
@@ -464,6 +465,12 @@ static int continual_key_out(const mmt_train_config *c, const char *key) {
     return 0;
 }
 
+/* The DICOM window is part of what a run computes when set; unset, it stays out, so that runs
+ * begun before the setting existed resume as they are. */
+static int unset_window_key(const mmt_train_config *c, const char *key) {
+    return !strcmp(key, "dicom_window") && !c->o.window;
+}
+
 /* Plain sampling leaves its two keys out of the identity, so that runs begun before the
  * settings existed resume as they are; hard sampling is part of what a run computes. */
 static int plain_sampling_key(const mmt_train_config *c, const char *key) {
@@ -477,7 +484,7 @@ char *mmt_train_config_settings_json(const mmt_train_config *c, int identity_onl
     for (size_t i = 0; i < mmt_train_settings_count; i++) {
         const mmt_train_setting *t = &mmt_train_settings_table[i];
         if (!t->key || (identity_only && (outside_identity(t->key) || plain_sampling_key(c, t->key) ||
-                                        continual_key_out(c, t->key)))) continue;
+                                        continual_key_out(c, t->key) || unset_window_key(c, t->key)))) continue;
         const char *p = (const char *)c + t->offset;
         mmt_strbuf_printf(&b, "%s\"%s\": ", first ? "" : ", ", t->key);
         first = 0;

@@ -428,6 +428,7 @@ mmt_status mmt_train_job_run(mmt_train_job *j, void (*on_step)(void *user, const
     ts.identity_json = j->identity_json;
     ts.overwrite = o->overwrite;
     ts.zero = (int)o->zero;
+    ts.overlap_comm = o->overlap_comm;
     ts.as_ranks = o->as_ranks;
     MMT_TRY(mmt_comm_world(&ts.comm));
     mmt_continual_settings(j->continual, &ts);

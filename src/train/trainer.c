@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,27 @@ static int64_t order_at(order *o, int64_t q) {
 
 /* ---- the run ------------------------------------------------------------------------------ */
 
+/* Overlapping the gradient all-reduce with backward (settings.overlap_comm): the tensors
+ * whose gradients are final part way through backward (task.early_params) form the early
+ * bucket, all-reduced on a thread of its own while backward goes on; the rest (the late
+ * bucket) after backward, on the main thread, once the early one is done (one MPI call at a
+ * time). Each element is summed over ranks in rank order either way, so the gradients are
+ * the bytes of the one all-reduce without overlap. */
+typedef struct overlap {
+    int on;
+    uint8_t *early;          /* owned: (trainable tensors, trainer order) 1: early bucket */
+    float *buf[2];           /* owned: the early and late buckets, packed */
+    int64_t n[2];            /* their numbers */
+    const float *accum;      /* this step's earlier micro-batches' sums (flat_a) or NULL */
+    pthread_t thread;
+    int live;                /* the thread runs */
+    int packed;              /* the early bucket is packed (task's ready came) */
+    mmt_comm *comm;
+    mmt_status status;       /* the thread's */
+    char error[512];
+    double seconds;          /* the thread's all-reduce */
+} overlap;
+
 typedef struct run {
     const mmt_train_task *task;
     const mmt_train_settings *set;
@@ -137,6 +159,7 @@ typedef struct run {
      * and batch_size - data_batch of the replay set after them */
     int64_t n_data, data_batch;
     mmt_replay replay;       /* n 0: none */
+    overlap ov;              /* settings.overlap_comm */
 } run;
 
 /* ---- parameter groups: weight decay x learning-rate factor ---------------------------- */
@@ -545,6 +568,121 @@ static void grads_unpack(const run *r, const float *flat) {
         memcpy(r->params[i].grad, flat + at, (size_t)r->params[i].numel * sizeof(float));
 }
 
+/* ---- the all-reduce overlapped with backward (struct overlap) ----------------------------- */
+
+static int64_t n_trainable(const run *r) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    return n;
+}
+
+/* Bucket b (0 early, 1 late) packed from the gradients, plus the step's earlier sums. */
+static void overlap_pack(run *r, int b) {
+    overlap *o = &r->ov;
+    int64_t at = 0, k = 0, n = n_trainable(r);
+    for (int64_t i = 0; i < n; at += r->params[i].numel, i++) {
+        if (o->early[i] != (b == 0)) continue;
+        const float *g = r->params[i].grad;
+        for (int64_t j = 0; j < r->params[i].numel; j++) o->buf[b][k++] = o->accum ? o->accum[at + j] + g[j] : g[j];
+    }
+}
+
+static void overlap_unpack(run *r) {
+    overlap *o = &r->ov;
+    int64_t k[2] = {0, 0}, n = n_trainable(r);
+    for (int64_t i = 0; i < n; i++) {
+        int b = o->early[i] ? 0 : 1;
+        memcpy(r->params[i].grad, o->buf[b] + k[b], (size_t)r->params[i].numel * sizeof(float));
+        k[b] += r->params[i].numel;
+    }
+}
+
+static void *overlap_thread(void *arg) {
+    overlap *o = arg;
+    double t = mmt_now_seconds();
+    o->status = mmt_comm_allreduce_sum_f32(o->comm, o->buf[0], o->n[0]);
+    if (o->status != MMT_OK) snprintf(o->error, sizeof o->error, "%s", mmt_last_error());
+    o->seconds += mmt_now_seconds() - t;
+    return NULL;
+}
+
+/* The task's backward_split calls this once the early bucket's gradients are final: pack it
+ * and all-reduce it on a thread while backward goes on (without a thread: after backward). */
+static void overlap_ready(void *user) {
+    run *r = user;
+    overlap *o = &r->ov;
+    overlap_pack(r, 0);
+    o->packed = 1;
+    o->status = MMT_OK;
+    o->error[0] = '\0';
+    o->live = pthread_create(&o->thread, NULL, overlap_thread, o) == 0;
+}
+
+static void overlap_join(overlap *o) {
+    if (!o->live) return;
+    pthread_join(o->thread, NULL);
+    o->live = 0;
+}
+
+/* After backward: the early bucket's all-reduce done, the late one's, both into the
+ * gradients. Adds the time the main thread waited for them to comm_seconds. */
+static mmt_status overlap_finish(run *r) {
+    overlap *o = &r->ov;
+    double t = mmt_now_seconds();
+    if (o->live) overlap_join(o);
+    else { /* no thread (or no ready call): here, in the same order */
+        if (!o->packed) overlap_pack(r, 0);
+        if ((o->status = mmt_comm_allreduce_sum_f32(r->comm, o->buf[0], o->n[0])) != MMT_OK)
+            snprintf(o->error, sizeof o->error, "%s", mmt_last_error());
+    }
+    o->packed = 0;
+    if (o->status != MMT_OK) return mmt_fail(o->status, "%s", o->error);
+    overlap_pack(r, 1);
+    MMT_TRY(mmt_comm_allreduce_sum_f32(r->comm, o->buf[1], o->n[1]));
+    r->comm_seconds += mmt_now_seconds() - t;
+    overlap_unpack(r);
+    return MMT_OK;
+}
+
+/* Whether this run overlaps, and its buckets. np: the task's tensors (n of them). */
+static mmt_status overlap_setup(run *r, const mmt_nn_param *np, int64_t n) {
+    const mmt_train_task *task = r->task;
+    const char *why = NULL;
+    if (r->units > 1) why = "--as-ranks runs several shares in one process";
+    else if (!task->early_params || !task->backward_split) why = "this model's backward has no split point (a GIT captioner)";
+    else if (!mmt_comm_any_thread(r->comm)) why = "the MPI library does not allow MPI_THREAD_SERIALIZED";
+    uint8_t *te = why ? NULL : mmt_calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!why && !te) return MMT_STATUS_OUT_OF_MEMORY;
+    if (!why && task->early_params(task->ctx, te) == 0)
+        why = "no split point in this run's backward (one tower trains, prompts, or --gather-with-grad)";
+    if (!why) {
+        int64_t m = n_trainable(r);
+        if (!(r->ov.early = mmt_calloc((size_t)(m > 0 ? m : 1), 1))) {
+            mmt_free(te);
+            return MMT_STATUS_OUT_OF_MEMORY;
+        }
+        for (int64_t k = 0; k < m; k++) { /* the trainer's order is by group */
+            for (int64_t i = 0; i < n; i++)
+                if (!strcmp(np[i].name, r->params[k].name)) r->ov.early[k] = te[i];
+            r->ov.n[r->ov.early[k] ? 0 : 1] += r->params[k].numel;
+        }
+        if (!r->ov.n[0] || !r->ov.n[1]) why = "every gradient is final at the same point";
+    }
+    mmt_free(te);
+    if (why) {
+        if (!r->set->quiet && r->rank == 0) mmt_log_info("--overlap-comm: off: %s", why);
+        return MMT_OK;
+    }
+    for (int b = 0; b < 2; b++)
+        if (!(r->ov.buf[b] = mmt_malloc((size_t)r->ov.n[b] * sizeof(float)))) return MMT_STATUS_OUT_OF_MEMORY;
+    r->ov.comm = r->comm;
+    r->ov.on = 1;
+    if (!r->set->quiet && r->rank == 0)
+        mmt_log_info("--overlap-comm: %lld gradient numbers all-reduced during backward, %lld after it",
+                     (long long)r->ov.n[0], (long long)r->ov.n[1]);
+    return MMT_OK;
+}
+
 /* Tensors [i0, i1) of the trainable list, from rank root to every rank, through flat. */
 static mmt_status params_broadcast(run *r, int64_t i0, int64_t i1, int root) {
     int64_t at0 = 0, at = 0;
@@ -895,6 +1033,7 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
         goto done;
     }
     if (set->zero && r.ranks > 1 && (s = shard_groups(&r)) != MMT_OK) goto done;
+    if (set->overlap_comm && r.ranks > 1 && (s = overlap_setup(&r, np, n_params)) != MMT_OK) goto done;
     if ((s = optimizer_create(&r)) != MMT_OK) goto done;
     /* rank 0 owns the run folder: it alone locks, checks, and writes it */
     if (r.rank == 0) {
@@ -976,10 +1115,19 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
                                  (long long)step + 1, loss);
                     goto done;
                 }
-                if ((s = task->backward(task->ctx)) != MMT_OK) goto done;
+                /* the step's last micro-batch: with --overlap-comm, the early bucket's all-reduce
+                 * starts part way through its backward (the sums of the others ride along) */
+                int split = r.ov.on && m == set->grad_accum - 1;
+                if (split) {
+                    r.ov.accum = m > 0 ? r.flat_a : NULL;
+                    s = task->backward_split(task->ctx, overlap_ready, &r);
+                } else {
+                    s = task->backward(task->ctx);
+                }
+                if (s != MMT_OK) goto done;
                 mmt_crash_point("train.backward_done");
                 share_loss = m == 0 ? loss : share_loss + loss;
-                if (set->grad_accum > 1) grads_pack(&r, r.flat_a, m > 0);
+                if (set->grad_accum > 1 && !split) grads_pack(&r, r.flat_a, m > 0);
             }
             loss_sum = u == 0 ? share_loss : loss_sum + share_loss;
             if (r.units > 1) {
@@ -989,15 +1137,23 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
             }
         }
         float *sum = r.units > 1 ? r.flat_t : set->grad_accum > 1 ? r.flat_a : NULL; /* NULL: in the gradients */
-        if (r.ranks > 1) { /* the sum over ranks, in rank order */
-            if (!sum) grads_pack(&r, sum = r.flat_a, 0);
+        if (r.ov.on) { /* the buckets' sums over ranks, straight into the gradients */
+            if ((s = overlap_finish(&r)) != MMT_OK) goto done;
             double t = mmt_now_seconds();
-            s = mmt_comm_allreduce_sum_f32(r.comm, sum, r.n_flat);
-            if (s == MMT_OK) s = mmt_comm_allreduce_sum_f64(r.comm, &loss_sum, 1);
+            s = mmt_comm_allreduce_sum_f64(r.comm, &loss_sum, 1);
             r.comm_seconds += mmt_now_seconds() - t;
             if (s != MMT_OK) goto done;
+        } else {
+            if (r.ranks > 1) { /* the sum over ranks, in rank order */
+                if (!sum) grads_pack(&r, sum = r.flat_a, 0);
+                double t = mmt_now_seconds();
+                s = mmt_comm_allreduce_sum_f32(r.comm, sum, r.n_flat);
+                if (s == MMT_OK) s = mmt_comm_allreduce_sum_f64(r.comm, &loss_sum, 1);
+                r.comm_seconds += mmt_now_seconds() - t;
+                if (s != MMT_OK) goto done;
+            }
+            if (sum) grads_unpack(&r, sum);
         }
-        if (sum) grads_unpack(&r, sum);
         int64_t shares = set->grad_accum * r.world;
         if (shares > 1) mmt_grad_scale(r.groups, r.n_groups, 1.0 / (double)shares);
         /* a regulariser on the weights (EWC): once per step, on the averaged gradient, the
@@ -1057,6 +1213,10 @@ mmt_status mmt_train_run(const mmt_train_task *task, const mmt_train_settings *s
     result->seconds = mmt_now_seconds() - t0;
     result->comm_seconds = r.comm_seconds;
 done:
+    overlap_join(&r.ov);
+    mmt_free(r.ov.early);
+    mmt_free(r.ov.buf[0]);
+    mmt_free(r.ov.buf[1]);
     if (r.metrics) fclose(r.metrics);
     if (r.rank == 0) mmt_run_dir_close(&r.dir);
     mmt_adamw_free(r.opt);

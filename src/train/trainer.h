@@ -44,6 +44,12 @@ typedef struct mmt_train_task {
     /* Forward and loss on the current micro-batch; seed drives dropout. */
     mmt_status (*forward_loss)(void *ctx, uint64_t seed, double *loss);
     mmt_status (*backward)(void *ctx);
+    /* May be NULL (both). For overlapping the gradient all-reduce with backward: early_params
+     * sets early[i] = 1 for the tensors of params() whose gradients are final part way
+     * through backward and returns their count (0: backward has no such point now);
+     * backward_split is backward calling ready(user) once at that point. */
+    int64_t (*early_params)(void *ctx, uint8_t *early);
+    mmt_status (*backward_split)(void *ctx, void (*ready)(void *user), void *user);
     const mmt_nn_param *(*params)(void *ctx, int64_t *n);
     void (*after_step)(void *ctx);                       /* may be NULL */
     /* Writes the trainable state (the adapter, or the full model) into an existing folder. */
@@ -126,6 +132,10 @@ typedef struct mmt_train_settings {
     /* 1: ZeRO stage 1 — each rank keeps the optimizer state of its share of the trainable
      * tensors, steps those and broadcasts them; checkpoints hold the full state. */
     int zero;
+    /* 1: overlap the gradient all-reduce with backward where the task has a split point
+     * (task.early_params) and the communicator allows a second thread; the sums are the
+     * same bytes as without (each element is summed over ranks in rank order either way). */
+    int overlap_comm;
     /* One process that trains exactly as an as_ranks-rank job would (the same examples per
      * micro-batch, dropout and augmentation draws, and order of gradient sums): to
      * reproduce or check a distributed run on one machine. 0 or 1: off. */

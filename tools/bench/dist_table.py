@@ -184,6 +184,14 @@ def table(raw, md):
               if isinstance(fb, int) else "Every parameter trainable, AdamW.",
               "", header]
         L += scaling_rows("mmtune", "mmtune full", "full", ((1, 1), (2, 1)))
+        ov = cell("mmtune-overlap", "full", 2, 1)
+        if ov and full2:
+            L += ["", f"With `--overlap-comm` (the text tower's gradients all-reduced on a thread while the vision tower "
+                  f"runs backward; the same numbers): {ov['s']:.3f} s a step against {full2['s']:.3f} s without "
+                  f"({full2['s'] / ov['s']:.3f}x), the all-reduce the step waits for {fmt(ov.get('comm'), '.3f')} s against "
+                  f"{fmt(full2.get('comm'), '.3f')} s. With one core per rank the thread takes its time from the backward "
+                  "it hides behind, so the overlap cannot pay here; it is for ranks with spare cores on a slower network "
+                  "(docs/distributed.md)."]
         rss = [c["rss"] for c in (full1, full2) if c and c.get("rss")]
         if rss:
             L += ["", "Peak RSS of rank 0 (getrusage): " + ", ".join(
