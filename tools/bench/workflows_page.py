@@ -274,8 +274,15 @@ def curate_section(rows):
 
 # ---- medical images (optional) -------------------------------------------------------------
 
+# bench_medical.sh's keys, shown by name (others as they are); the *_acc ones in %.
+MEDICAL_LABELS = {"cider_d": "CIDEr-D", "bleu_4": "BLEU-4", "rouge_l": "ROUGE-L", "finding_acc": "finding right",
+                  "side_acc": "side", "zone_acc": "zone", "size_acc": "size", "exact_acc": "whole report right",
+                  "oov_captions": "captions out of vocabulary"}
+MEDICAL_PERCENT = {"finding_acc", "side_acc", "zone_acc", "size_acc", "exact_acc"}
+
+
 def medical_section(rows):
-    """Generic until that benchmark's records settle: each record of kind "result" is a row,
+    """Each record of kind "result" is a row,
     its keys (in first-seen order, "kind" left out) the columns."""
     results = [r for r in rows if r.get("kind") == "result"]
     if not results:
@@ -284,14 +291,16 @@ def medical_section(rows):
     for r in results:
         keys += [k for k in r if k != "kind" and k not in keys]
 
-    def show(v):
+    def show(k, v):
         if v is None:
             return "-"
+        if k in MEDICAL_PERCENT and isinstance(v, (int, float)):
+            return f"{100 * v:.1f}%"
         if isinstance(v, float):
             return f"{v:.4g}"
         return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
 
-    return table(keys, [[show(r.get(k)) for k in keys] for r in results])
+    return table([MEDICAL_LABELS.get(k, k) for k in keys], [[show(k, r.get(k)) for k in keys] for r in results])
 
 
 # ---- the page ------------------------------------------------------------------------------
