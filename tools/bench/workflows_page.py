@@ -282,8 +282,8 @@ MEDICAL_PERCENT = {"finding_acc", "side_acc", "zone_acc", "size_acc", "exact_acc
 
 
 def medical_section(rows):
-    """Each record of kind "result" is a row,
-    its keys (in first-seen order, "kind" left out) the columns."""
+    """Each record of kind "result" is a row, its keys (in first-seen order, "kind" left out)
+    the columns, bench_medical.sh's under their names (MEDICAL_LABELS)."""
     results = [r for r in rows if r.get("kind") == "result"]
     if not results:
         return ["The raw file holds no record of kind \"result\" yet."]
