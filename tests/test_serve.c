@@ -760,8 +760,7 @@ static void test_dicom_window(void) {
         mmt_server_options_default(&o);
         o.model_dir = MODEL;
         o.port = 0;
-        o.dicom_window = windows[w].use_window, o.dicom_center = windows[w].window_center;
-        o.dicom_width = windows[w].window_width;
+        o.dicom = windows[w];
         mmt_server *s = http_server_start(&o);
         if (!s) break;
         response r = call("POST", "/v1/embeddings", body);

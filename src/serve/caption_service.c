@@ -22,9 +22,9 @@
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "data/wordpiece.h"
-#include "gen/words.h"
 #include "gen/generate.h"
 #include "gen/row.h"
+#include "gen/words.h"
 #include "models/git.h"
 #include "nn/decoder.h"
 #include "peft/adapter.h"
@@ -805,10 +805,7 @@ mmt_status mmt_caption_service_start(const char *git_dir, const mmt_caption_serv
     const char *slash = strrchr(git_dir, '/');
     mmt_status st = (cs->base_name = mmt_strdup(slash && slash[1] ? slash + 1 : git_dir)) ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (st == MMT_OK) st = mmt_git_load(git_dir, &cs->m);
-    if (st == MMT_OK) {
-        mmt_dicom_options d = {o->dicom_window, o->dicom_center, o->dicom_width};
-        mmt_git_set_dicom_options(cs->m, &d);
-    }
+    if (st == MMT_OK) mmt_git_set_dicom_options(cs->m, &o->dicom);
     if (st == MMT_OK && o->quantize) {
         mmt_quant_options q;
         mmt_quant_options_default(&q, (mmt_quant_type)o->quantize);

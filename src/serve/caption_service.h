@@ -40,6 +40,7 @@
 
 #include "core/json.h"
 #include "core/status.h"
+#include "data/image.h"
 #include "serve/http.h"
 #include "serve/metrics.h"
 
@@ -54,8 +55,7 @@ typedef struct mmt_caption_service_options {
     const char *const *adapter_dirs;
     int64_t n_adapters;
     int quantize;              /* mmtune.h mmt_quant_type for the captioner's linears (0: fp32) */
-    int dicom_window;          /* 1: uploaded DICOM images use this window, not the file's */
-    double dicom_center, dicom_width;
+    mmt_dicom_options dicom;   /* uploaded DICOM images' window (zeroed: each file's own) */
 } mmt_caption_service_options;
 
 void mmt_caption_service_options_default(mmt_caption_service_options *o);

@@ -963,10 +963,7 @@ static void *load_model(void *arg) {
     mmt_quant_options q; /* applied while the weights are read */
     mmt_quant_options_default(&q, (mmt_quant_type)s->o.quantize);
     mmt_status st = mmt_clip_load_quantized(s->model_dir, s->o.quantize ? &q : NULL, &s->model);
-    if (st == MMT_OK) {
-        mmt_dicom_options d = {s->o.dicom_window, s->o.dicom_center, s->o.dicom_width};
-        mmt_clip_set_dicom_options(s->model, &d);
-    }
+    if (st == MMT_OK) mmt_clip_set_dicom_options(s->model, &s->o.dicom);
     if (st == MMT_OK && !mmt_clip_tokenizer(s->model))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model has no tokenizer files; texts cannot be embedded", s->model_dir);
     if (st == MMT_OK) st = mmt_clip_run_create(s->model, &s->run);
@@ -1006,7 +1003,7 @@ static void *load_model(void *arg) {
         co.adapter_names = s->o.caption_adapter_names, co.adapter_dirs = s->o.caption_adapter_dirs;
         co.n_adapters = s->o.n_caption_adapters;
         co.quantize = s->o.quantize;
-        co.dicom_window = s->o.dicom_window, co.dicom_center = s->o.dicom_center, co.dicom_width = s->o.dicom_width;
+        co.dicom = s->o.dicom;
         st = mmt_caption_service_start(s->o.captioner_dir, &co, s->metrics, &s->captioner);
         if (st != MMT_OK) st = mmt_error_prefix(st, "captioner %s: ", s->o.captioner_dir);
     }

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "data/image.h"
 
 typedef struct mmt_server_options {
     const char *model_dir;
@@ -60,8 +61,7 @@ typedef struct mmt_server_options {
     int64_t n_caption_adapters;
     int64_t max_new_tokens;
     int quantize;              /* mmtune.h mmt_quant_type for both models' linears (0: fp32) */
-    int dicom_window;          /* 1: uploaded DICOM images use this window, not the file's */
-    double dicom_center, dicom_width;
+    mmt_dicom_options dicom;   /* uploaded DICOM images' window (zeroed: each file's own) */
     /* A/B routes (serve/ab_route.h): n_routes specs "NAME=ADAPTER:WEIGHT,..." whose arms are
      * start-up adapters (adapter_names) or "base"; a request's "model" may name a route. The
      * seed of the draws of requests without a client key. The feedback file of POST

@@ -83,8 +83,7 @@ int cmd_serve(int argc, char **argv) {
     mmt_server_options o;
     mmt_server_options_default(&o);
     o.quantize = (int)cli_load_quant(); /* --int8 / --quantize-base (model_load.c) */
-    const mmt_dicom_options *window = cli_load_dicom(); /* --window (model_load.c): uploads too */
-    o.dicom_window = window->use_window, o.dicom_center = window->window_center, o.dicom_width = window->window_width;
+    o.dicom = *cli_load_dicom(); /* --window (model_load.c): uploads too */
     o.port = 8080;
     const char *names[MAX_START_ADAPTERS], *dirs[MAX_START_ADAPTERS];
     char *owned[MAX_START_ADAPTERS];
