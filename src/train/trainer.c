@@ -122,7 +122,6 @@ typedef struct overlap {
     mmt_comm *comm;
     mmt_status status;       /* the thread's */
     char error[512];
-    double seconds;          /* the thread's all-reduce */
 } overlap;
 
 typedef struct run {
@@ -221,11 +220,17 @@ static mmt_status build_groups(run *r, const mmt_nn_param *np, const mmt_param *
 
 static const char *optim_name(const mmt_train_settings *set) { return set->optim ? set->optim : "adamw"; }
 
+/* The trainable tensors: r->params[0 .. n_trainable), in group order. */
+static int64_t n_trainable(const run *r) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    return n;
+}
+
 /* ZeRO-1: tensors go to ranks in order, in contiguous runs of about equal numbers, and each
  * rank's optimizer gets the groups cut to its own (a group may be empty there). */
 static mmt_status shard_groups(run *r) {
-    int64_t n = 0;
-    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    int64_t n = n_trainable(r);
     r->owner = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *r->owner);
     r->shard = mmt_calloc((size_t)r->n_groups + 1, sizeof *r->shard);
     r->shard_params = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *r->shard_params);
@@ -555,26 +560,18 @@ static int64_t micro_id(const run *r, int64_t step, int64_t m, int64_t share) {
 /* The gradients, packed into flat (= or +=), or unpacked from it. */
 static void grads_pack(const run *r, float *flat, int add) {
     const mmt_param *p = r->params;
-    int64_t at = 0, n = 0;
-    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    int64_t at = 0, n = n_trainable(r);
     for (int64_t i = 0; i < n; at += p[i].numel, i++)
         for (int64_t j = 0; j < p[i].numel; j++) flat[at + j] = add ? flat[at + j] + p[i].grad[j] : p[i].grad[j];
 }
 
 static void grads_unpack(const run *r, const float *flat) {
-    int64_t at = 0, n = 0;
-    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    int64_t at = 0, n = n_trainable(r);
     for (int64_t i = 0; i < n; at += r->params[i].numel, i++)
         memcpy(r->params[i].grad, flat + at, (size_t)r->params[i].numel * sizeof(float));
 }
 
 /* ---- the all-reduce overlapped with backward (struct overlap) ----------------------------- */
-
-static int64_t n_trainable(const run *r) {
-    int64_t n = 0;
-    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
-    return n;
-}
 
 /* Bucket b (0 early, 1 late) packed from the gradients, plus the step's earlier sums. */
 static void overlap_pack(run *r, int b) {
@@ -599,10 +596,8 @@ static void overlap_unpack(run *r) {
 
 static void *overlap_thread(void *arg) {
     overlap *o = arg;
-    double t = mmt_now_seconds();
     o->status = mmt_comm_allreduce_sum_f32(o->comm, o->buf[0], o->n[0]);
     if (o->status != MMT_OK) snprintf(o->error, sizeof o->error, "%s", mmt_last_error());
-    o->seconds += mmt_now_seconds() - t;
     return NULL;
 }
 
@@ -632,8 +627,7 @@ static mmt_status overlap_finish(run *r) {
     if (o->live) overlap_join(o);
     else { /* no thread (or no ready call): here, in the same order */
         if (!o->packed) overlap_pack(r, 0);
-        if ((o->status = mmt_comm_allreduce_sum_f32(r->comm, o->buf[0], o->n[0])) != MMT_OK)
-            snprintf(o->error, sizeof o->error, "%s", mmt_last_error());
+        overlap_thread(o);
     }
     o->packed = 0;
     if (o->status != MMT_OK) return mmt_fail(o->status, "%s", o->error);
@@ -705,8 +699,7 @@ static mmt_status params_broadcast(run *r, int64_t i0, int64_t i1, int root) {
 
 /* ZeRO-1, after each rank stepped its tensors: every owner's tensors to everyone. */
 static mmt_status zero_gather_params(run *r) {
-    int64_t n = 0;
-    for (int64_t g = 0; g < r->n_groups; g++) n += r->groups[g].n_params;
+    int64_t n = n_trainable(r);
     for (int64_t i0 = 0; i0 < n;) {
         int64_t i1 = i0;
         while (i1 < n && r->owner[i1] == r->owner[i0]) i1++;
