@@ -121,6 +121,38 @@ static int count_exact(const char *out) {
     return hits;
 }
 
+/* The words of allowed_words.txt in test_caption, as words_in takes a list. */
+#define ALLOWED "|a|cup|of|coffee|red|circle|"
+
+/* Checks that every space-separated word of text[0..len) is in `list` ("|w1|w2|...|");
+ * returns how many words there were. */
+static int words_in(const char *text, size_t len, const char *list, const char *what) {
+    int words = 0;
+    for (const char *w = text, *end = text + len; w < end;) {
+        size_t n = strcspn(w, " ");
+        if (n > (size_t)(end - w)) n = (size_t)(end - w);
+        char word[66] = "|";
+        memcpy(word + 1, w, n < 63 ? n : 63);
+        strcat(word, "|");
+        CHECK_MSG(n == 0 || strstr(list, word), "%s: '%.*s' is not an allowed word", what, (int)n, w);
+        words += n > 0;
+        w += n + 1;
+    }
+    return words;
+}
+
+/* words_in over the captions of `mmtune caption`'s PATH<TAB>caption lines; the words' count. */
+static int caption_lines_words(const char *out, const char *list, const char *what) {
+    int words = 0;
+    for (const char *line = out; line && *line;) {
+        const char *tab = strchr(line, '\t'), *end = strchr(line, '\n');
+        if (!tab || !end) break;
+        words += words_in(tab + 1, (size_t)(end - tab - 1), list, what);
+        line = end + 1;
+    }
+    return words;
+}
+
 static void test_caption(void) {
     char snap[450];
     snprintf(snap, sizeof snap, "%s/full/adapter", root); /* written by test_train_methods */
@@ -139,20 +171,7 @@ static void test_caption(void) {
     FILE *f = fopen(words, "w");
     if (f) fputs("a\ncup\nof\ncoffee\nred\ncircle\n", f), fclose(f);
     CHECK(run("caption --model %s --data %s --allowed-words %s", snap, data, words) == 0);
-    for (char *line = out_text; line && *line;) {
-        char *tab = strchr(line, '\t'), *end = strchr(line, '\n');
-        if (!tab || !end) break;
-        for (char *w = tab + 1; w < end;) {
-            size_t n = strcspn(w, " \n");
-            char word[64] = {0};
-            memcpy(word, w, n < 63 ? n : 63);
-            int ok = !strcmp(word, "a") || !strcmp(word, "cup") || !strcmp(word, "of") || !strcmp(word, "coffee") ||
-                     !strcmp(word, "red") || !strcmp(word, "circle") || n == 0;
-            CHECK_MSG(ok, "allowed words: '%s' in a caption", word);
-            w += n + (w[n] == ' ');
-        }
-        line = end + 1;
-    }
+    caption_lines_words(out_text, ALLOWED, "caption --allowed-words");
     snprintf(words, sizeof words, "%s/bad.txt", root);
     f = fopen(words, "w");
     if (f) fputs("cat\ncoffee\n", f), fclose(f);
@@ -234,13 +253,7 @@ static void test_eval(void) {
     while (c && (c = strstr(c, "\"caption\": \""))) {
         c += 12;
         const char *end = strchr(c, '"');
-        for (const char *w = c; end && w < end;) {
-            size_t n = strcspn(w, " \"");
-            char word[64] = {0};
-            memcpy(word, w, n < 63 ? n : 63);
-            CHECK_MSG(n == 0 || strstr("|a|cup|of|coffee|red|circle|", word) != NULL, "eval --allowed-words: '%s'", word);
-            w += n + (w[n] == ' ');
-        }
+        if (end) words_in(c, (size_t)(end - c), ALLOWED, "eval --allowed-words");
         captions++;
     }
     CHECK(captions == 5);
@@ -262,22 +275,7 @@ static void test_dicom_reports(void) {
     CHECK(out_text && count_lines(out_text) == 2);
     const char *vocabulary = "|no|acute|findings|the|lungs|are|clear|normal|chest|small|large|nodule|in|right|left|upper|"
                              "middle|lower|zone|lung|a|pleural|effusion|on|heart|is|enlarged|cardiomegaly|";
-    int words = 0;
-    for (char *line = out_text; line && *line;) {
-        char *tab = strchr(line, '\t'), *end = strchr(line, '\n');
-        if (!tab || !end) break;
-        for (char *w = tab + 1; w < end;) {
-            size_t n = strcspn(w, " \n");
-            char word[66] = "|";
-            memcpy(word + 1, w, n < 63 ? n : 63);
-            strcat(word, "|");
-            CHECK_MSG(n == 0 || strstr(vocabulary, word), "a report word outside the vocabulary: %s", word);
-            words += n > 0;
-            w += n + (w[n] == ' ');
-        }
-        line = end + 1;
-    }
-    CHECK(words >= 2);
+    CHECK(caption_lines_words(out_text, vocabulary, "a report") >= 2);
     /* train --window: the studies are rendered with it (another first loss), recorded in run.json */
     double first[2] = {-1, -1};
     for (int w = 0; w < 2; w++) {
