@@ -170,13 +170,14 @@ static mmt_status probe_create(mmt_train_job *j) {
     return mmt_probe_task_create(j->model, j->pairs, &j->probe);
 }
 
-/* --quantize: the base's linears kept quantized before the views are made (QLoRA with nf4). */
 /* --window: parsed once into j->dicom, which the image source and the model (images it
  * embeds during training: hard batches, the linear probe) render DICOM with. */
 static mmt_status dicom_window(mmt_train_job *j) {
     memset(&j->dicom, 0, sizeof j->dicom);
     return j->c->o.window ? mmt_dicom_window_parse(j->c->o.window, "--window", &j->dicom) : MMT_OK;
 }
+
+/* --quantize: the base's linears kept quantized before the views are made (QLoRA with nf4). */
 
 static mmt_status quantize_options(const mmt_train_config *c, mmt_quant_options *q) {
     mmt_quant_type t = MMT_QUANT_NONE;

@@ -142,7 +142,6 @@ static int parse(int argc, char **argv, caption_args *a) {
     return 0;
 }
 
-/* The lines of a words file, each tokenized without [CLS]/[SEP], as back-to-back sequences. */
 /* The words of a file, one per line, as token sequences (mmt_wordpiece_word_sequences). */
 static mmt_status read_words(const char *path, const mmt_wordpiece *tok, int32_t **ids, int64_t **lengths, int64_t *n) {
     char *text = NULL;
