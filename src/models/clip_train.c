@@ -1,10 +1,11 @@
 /*
  * clip_train.c — CLIP's training graph (see clip_train.h).
  *
- * Each encoder layer keeps, for backward: its input x_in, both layernorms' mean/rstd and
- * outputs (the inputs of q/k/v and fc1), q, k, v, the attention probabilities, the attention
- * output (out_proj's input), the residual x_mid, fc1's output before the activation and the
- * activation (fc2's input). With checkpointing only x_in is kept and the block's forward is
+ * Each encoder layer keeps, for backward: its input x_in, both layernorms' mean/rstd, q, k,
+ * v, the attention probabilities, the residual x_mid and fc1's output before the activation;
+ * and the attention output and the activation only when out_proj and fc2 read them in
+ * backward (they train, or carry LoRA). The layernorms' outputs are recomputed in backward
+ * when needed (nn/block.h). With checkpointing only x_in is kept and the block's forward is
  * re-run into scratch during backward. Backward walks the layers down to the lowest one with
  * something trainable and stops there.
  *
@@ -538,6 +539,7 @@ static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, in
         if (i + 1 < L) t->layers[i + 1].x_in = out;
         else t->x_out = out;
         if (train && !ct->opt.checkpointing) {
+            y->scratch = &ct->scratch; /* what backward does not read */
             MMT_TRY(nn_block_forward(y, &t->bc, ct->ops, &ct->step, y->x_in, out, B, T, t->seed, i, 1));
         } else {
             mmt_arena_mark mark = mmt_arena_get_mark(&ct->scratch);

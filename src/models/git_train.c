@@ -363,6 +363,7 @@ mmt_status mmt_git_run_forward_loss(mmt_git_run *r, const float *pixels, const i
         float *out = ALLOC_F(&r->step, B * T * C);
         if (!out) return MMT_STATUS_OUT_OF_MEMORY;
         if (train) {
+            y->scratch = &r->scratch; /* what backward does not read */
             MMT_TRY(nn_block_forward(y, &r->bc, ops, &r->step, x, out, B, T, dseed, i, 1));
         } else {
             mmt_arena_mark mark = mmt_arena_get_mark(&r->scratch);

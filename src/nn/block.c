@@ -169,11 +169,12 @@ static mmt_status row_attention(mmt_block *y, const mmt_block_config *c, const m
     return MMT_OK;
 }
 
-/* x_out (B, T, C) = layer(x_in). With save, the activations backward needs are allocated
- * from `ar` and recorded in y; otherwise `ar` holds scratch the caller rewinds. */
-mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
-                            const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed, int64_t index,
-                            int train) {
+/* x_out (B, T, C) = layer(x_in). With train, the activations backward needs are allocated
+ * from `ar` and recorded in y, and those it does not need from tmp when there is one;
+ * otherwise `ar` holds scratch the caller rewinds. */
+static mmt_status block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                                mmt_arena *tmp, const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed,
+                                int64_t index, int train) {
     int64_t C = c->hidden, I = c->intermediate, H = c->heads, N = B * T;
     int64_t V = y->n_prefix, Tk = T + V, nb = bidir_rows(c, T);
     float eps = c->eps;
@@ -198,15 +199,17 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     y->k_out = ALLOC_F(ar, N * C);
     y->v_out = ALLOC_F(ar, N * C);
     y->att = ALLOC_F(ar, att_n);
-    y->a = ALLOC_F(ar, N * C);
+    mmt_arena *tmp_or_ar = tmp ? tmp : ar;
+    y->a = ALLOC_F(nn_linear_reads_input(&y->o) ? ar : tmp_or_ar, N * C);
     y->x_mid = ALLOC_F(ar, N * C);
     y->mean2 = ALLOC_F(ar, N);
     y->rstd2 = ALLOC_F(ar, N);
     y->f = ALLOC_F(ar, N * I);
-    y->g = ALLOC_F(ar, N * I);
+    y->g = ALLOC_F(nn_linear_reads_input(&y->fc2) ? ar : tmp_or_ar, N * I);
+    /* post-LN backward reads the sums r1, r2; pre-LN recomputes h1, h2 when it needs them */
     float **extra1 = post ? &y->r1 : &y->h1, **extra2 = post ? &y->r2 : &y->h2;
-    *extra1 = ALLOC_F(ar, N * C);
-    *extra2 = ALLOC_F(ar, N * C);
+    *extra1 = ALLOC_F(post ? ar : tmp_or_ar, N * C);
+    *extra2 = ALLOC_F(post ? ar : tmp_or_ar, N * C);
     if (!y->mean1 || !y->rstd1 || !*extra1 || !y->q_out || !y->k_out || !y->v_out || !y->att || !y->a ||
         !y->x_mid || !y->mean2 || !y->rstd2 || !*extra2 || !y->f || !y->g)
         return MMT_STATUS_OUT_OF_MEMORY;
@@ -264,6 +267,37 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     if (y->adapter_mlp) MMT_TRY(nn_bottleneck_forward(y->adapter_mlp, ops, ar, sum2, N, train));
     ops->add_fwd(sum2, sum2, y->x_mid, N * C);
     if (post) ops->layernorm_fwd(x_out, y->mean2, y->rstd2, y->r2, y->ln2_w, y->ln2_b, N, C, eps);
+    return MMT_OK;
+}
+
+mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_ops *ops, mmt_arena *ar,
+                            const float *x_in, float *x_out, int64_t B, int64_t T, uint64_t seed, int64_t index,
+                            int train) {
+    mmt_arena *tmp = train && y->scratch && y->scratch != ar ? y->scratch : NULL;
+    if (!tmp) return block_forward(y, c, ops, ar, NULL, x_in, x_out, B, T, seed, index, train);
+    mmt_arena_mark mark = mmt_arena_get_mark(tmp);
+    mmt_status s = block_forward(y, c, ops, ar, tmp, x_in, x_out, B, T, seed, index, train);
+    mmt_arena_rewind(tmp, mark);
+    if (!c->post_ln) y->h1 = y->h2 = NULL;
+    if (!nn_linear_reads_input(&y->o)) y->a = NULL;
+    if (!nn_linear_reads_input(&y->fc2)) y->g = NULL;
+    return s;
+}
+
+/* A pre-LN layernorm's output when forward did not keep it: recomputed from its input into
+ * scratch from `ar`, the same numbers (layernorm_fwd is deterministic); NULL when none of the
+ * n linears reading it needs it. */
+static mmt_status layernorm_output(const mmt_ops *ops, mmt_arena *ar, const float *kept, const float *x,
+                                   const float *w, const float *b, int64_t N, int64_t C, float eps,
+                                   mmt_linear *const *readers, int n, const float **out) {
+    *out = kept;
+    int need = 0;
+    for (int j = 0; j < n; j++) need |= nn_linear_reads_input(readers[j]);
+    if (kept || !need) return MMT_OK;
+    float *h = ALLOC_F(ar, N * C), *mean = ALLOC_F(ar, N), *rstd = ALLOC_F(ar, N);
+    if (!h || !mean || !rstd) return MMT_STATUS_OUT_OF_MEMORY;
+    ops->layernorm_fwd(h, mean, rstd, x, w, b, N, C, eps);
+    *out = h;
     return MMT_OK;
 }
 
@@ -355,7 +389,10 @@ mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_
         MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dmid, s->df, y->x_mid, N));
     } else {
         memset(s->dh, 0, nc);
-        MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, y->h2, N));
+        const float *h2;
+        mmt_linear *fc1 = &y->fc1;
+        MMT_TRY(layernorm_output(ops, ar, y->h2, y->x_mid, y->ln2_w, y->ln2_b, N, C, c->eps, &fc1, 1, &h2));
+        MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dh, s->df, h2, N));
         ops->layernorm_bwd(s->dmid, y->dln2_w, y->dln2_b, s->dh, y->x_mid, y->mean2, y->rstd2, y->ln2_w, N, C);
     }
     /* attention half. pre-LN: x_mid = x_in + o(attention(q, k, v of ln1(x_in))); post-LN:
@@ -380,9 +417,12 @@ mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_
     }
     float *dh1 = dx_in || y->dln1_w ? s->dh : NULL;
     if (dh1) memset(dh1, 0, nc);
-    MMT_TRY(nn_linear_backward(&y->q, ops, ar, dh1, s->dq, y->h1, N));
-    MMT_TRY(nn_linear_backward(&y->k, ops, ar, dh1, s->dk, y->h1, N));
-    MMT_TRY(nn_linear_backward(&y->v, ops, ar, dh1, s->dv, y->h1, N));
+    const float *h1;
+    mmt_linear *const qkv[3] = {&y->q, &y->k, &y->v};
+    MMT_TRY(layernorm_output(ops, ar, y->h1, x_in, y->ln1_w, y->ln1_b, N, C, c->eps, qkv, 3, &h1));
+    MMT_TRY(nn_linear_backward(&y->q, ops, ar, dh1, s->dq, h1, N));
+    MMT_TRY(nn_linear_backward(&y->k, ops, ar, dh1, s->dk, h1, N));
+    MMT_TRY(nn_linear_backward(&y->v, ops, ar, dh1, s->dv, h1, N));
     if (dh1) {
         /* layernorm_bwd accumulates into dx_in; the residual path adds dmid. */
         if (dx_in) {

@@ -84,6 +84,14 @@ typedef struct mmt_block {
     mmt_bottleneck *adapter_attn, *adapter_mlp;
     /* saved by forward: x_in (N, C) is set by the caller; the rest by a training forward */
     float *x_in, *mean1, *rstd1, *h1, *q_out, *k_out, *v_out, *att, *a, *x_mid, *mean2, *rstd2, *h2, *f, *g;
+    /* A training forward's temporaries (NULL: none; must not be the forward's own arena).
+     * With it, a training forward keeps only what backward reads: the layernorm outputs h1
+     * and h2 go here (backward recomputes them from x_in, x_mid and the saved mean/rstd when
+     * a linear reading them trains: bitwise the same numbers), and so do the attention
+     * output a and the activation g when out_proj and fc2 do not read their input
+     * (nn_linear_reads_input: a frozen base without LoRA there). h1, h2, a, g are then NULL
+     * after forward. Rewound before forward returns. */
+    mmt_arena *scratch;
     float *r1, *r2; /* post-LN: the sums before layernorm1 and layernorm2 (h1, h2 unused) */
     /* prefix tuning: n_prefix key rows at prefix + r * prefix_stride, the value rows C floats
      * after each key row; dprefix likewise (NULL: frozen). k_full / v_full (B, n_prefix + T, C)

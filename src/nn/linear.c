@@ -20,6 +20,10 @@ int nn_linear_has_grads(const mmt_linear *l) {
            (l->ia3_mode != MMT_IA3_NONE && l->dia3);
 }
 
+int nn_linear_reads_input(const mmt_linear *l) {
+    return l->dw || (l->lora && (l->lora->da || l->lora->magnitude)) || (l->ia3_mode == MMT_IA3_INPUT && l->dia3);
+}
+
 void nn_dora_row_norms(const mmt_linear *l, double *norms) {
     const mmt_lora *a = l->lora;
     int64_t in = l->in, r = a->r;
@@ -198,6 +202,8 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
 mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *dx,
                               const float *dy, const float *x, int64_t M) {
     int64_t in = l->in, out = l->out;
+    if (!x && nn_linear_reads_input(l))
+        return mmt_fail(MMT_STATUS_INTERNAL, "linear backward: the forward's input was not kept");
     mmt_arena_mark mark = mmt_arena_get_mark(arena);
     mmt_status s = MMT_OK;
     const float *g = dy; // gradient at x W^T + b (+ LoRA), (M, out)
@@ -255,7 +261,7 @@ mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *aren
         int64_t r = a->r;
         const float *gl = dora ? gk : g; // gradient at the LoRA branch's output, before scaling
         const float *xd = xin;
-        if (a->dropout > 0 && (a->da || dxin)) {
+        if (a->dropout > 0 && a->da) { // the dropped input only feeds dA
             float *d = scratch(arena, M * in);
             if (!d) goto oom;
             dropout_apply(d, xin, M * in, a->dropout, a->dropout_seed);

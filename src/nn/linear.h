@@ -95,7 +95,7 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
 
 /* Gradients for the last training forward on x: dx (M, in) += (NULL: not needed), and the
  * layer's non-NULL parameter gradients +=. Scratch comes from `arena` and is given back
- * before returning. */
+ * before returning. x may be NULL when nn_linear_reads_input(l) is 0. */
 mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *dx,
                               const float *dy, const float *x, int64_t M);
 
@@ -105,6 +105,11 @@ void nn_dora_row_norms(const mmt_linear *l, double *norms);
 
 /* 1 when backward has anything to do besides dx. */
 int nn_linear_has_grads(const mmt_linear *l);
+
+/* 1 when backward reads the forward's input x: a trained weight, a trained LoRA A, DoRA, or
+ * a trained IA3 input scaling. A frozen linear (or one whose LoRA trains only B) needs only
+ * dy and its weight, so a training forward need not keep x for it. */
+int nn_linear_reads_input(const mmt_linear *l);
 
 /* The dropout seed of one linear: a mix of the step's seed and the layer's place (a, b). */
 static inline uint64_t nn_dropout_seed(uint64_t seed, uint64_t a, uint64_t b) {
