@@ -12,6 +12,8 @@
  *     checks it), but the fp32 attention and norms between them sum in another order, and an
  *     ulp there can move an activation across an int8 rounding boundary: one level of one
  *     activation moves a normalised embedding element by about 1e-3.
+ *   - the patch embedding computes in int8 exactly when the first vision block does (an
+ *     in-memory copy; files and training keep it float32).
  *   - full fine-tuning of a quantized weight and an unknown quantization are refused in one line.
  */
 #include <stdint.h>
@@ -90,6 +92,35 @@ static void test_clip_int8_and_nf4_close_to_fp32(void) {
     CHECK_MSG(ci >= 0.98 && ct >= 0.98, "nf4: cosine with fp32 image %.5f text %.5f", ci, ct);
     free(img);
     free(txt);
+}
+
+/* The patch embedding (a Conv2d) gets an in-memory int8 copy exactly when the vision
+ * tower's first block is int8: --int8 and an int8 snapshot, not NF4, not with the edge
+ * blocks kept in fp32; its float32 weight stays for files and training. */
+static void test_int8_patch_embedding(void) {
+    static const struct {
+        mmt_quant_type type;
+        int keep_edges, expect;
+    } cases[] = {{MMT_QUANT_INT8, 0, 1}, {MMT_QUANT_NF4, 0, 0}, {MMT_QUANT_INT8, 1, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        mmt_clip *m = NULL;
+        CHECK_OK(mmt_clip_load(TINY, &m));
+        if (!m) return;
+        CHECK(!m->vision.patch_qw);
+        mmt_quant_options o;
+        mmt_quant_options_default(&o, cases[k].type);
+        o.keep_edge_layers = cases[k].keep_edges;
+        CHECK_OK(mmt_clip_quantize(m, &o));
+        CHECK_MSG((m->vision.patch_qw != NULL) == cases[k].expect, "case %zu: patch int8 copy %s", k,
+                  m->vision.patch_qw ? "made" : "missing");
+        CHECK(m->vision.patch_weight != NULL);
+        if (m->vision.patch_qw) CHECK(m->vision.patch_qw->type == MMT_QMAT_S8 && m->vision.patch_qw->s8_packed);
+        mmt_clip_free(m);
+    }
+    mmt_clip *m = NULL;
+    CHECK_OK(mmt_clip_load(MMT_FIXTURE_DIR "/quant/clip-tiny-int8", &m));
+    if (m) CHECK(m->vision.patch_qw != NULL);
+    mmt_clip_free(m);
 }
 
 /* The CLI's embedding of one text under MMT_KERNELS=name (NULL: the machine's best). */
@@ -307,6 +338,7 @@ int main(void) {
     snprintf(data, sizeof data, "%s/pairs.jsonl", tmp);
     RUN(test_clip_int8_and_nf4_close_to_fp32);
     RUN(test_int8_same_on_every_table);
+    RUN(test_int8_patch_embedding);
     RUN(test_bitsandbytes_snapshots);
     RUN(test_qlora_adapter_matches_peft);
     RUN(test_quantize_command);

@@ -146,6 +146,20 @@ static mmt_status load_vision(loader *l) {
     return MMT_OK;
 }
 
+/* With the vision tower's first block in int8, the patch embedding (a Conv2d, which neither
+ * transformers nor a file converts) gets an int8 copy too, for inference only: at batch 1 its
+ * float32 GEMM was a tenth of an int8 image embedding (docs/quantization.md has the effect on
+ * accuracy). */
+static mmt_status patch_int8(mmt_clip *m) {
+    clip_tower *t = &m->vision;
+    if (!m->cfg.has_vision || !t->layers || t->patch_qw || !t->patch_weight) return MMT_OK;
+    const mmt_qmat *first = t->layers[0].qw[0];
+    if (!first || first->type != MMT_QMAT_S8 || !first->s8_packed) return MMT_OK;
+    int64_t P = t->cfg->patch_size;
+    return mmt_qmat_s8_from(t->patch_weight, t->cfg->hidden_size, t->cfg->num_channels * P * P, &m->store, m->ops,
+                            &t->patch_qw);
+}
+
 /* Optional files: the tokenizer (vocab.json + merges.txt, else the tokenizer.json that
  * transformers 5 writes instead) and preprocessor_config.json. */
 static mmt_status load_extras(mmt_clip *m, const char *config) {
@@ -205,6 +219,7 @@ mmt_status mmt_clip_load_quantized(const char *dir, const mmt_quant_options *q, 
     loader l = {m, "", {0}, NULL, NULL, q};
     if (m->cfg.has_text && (s = load_text(&l)) != MMT_OK) goto done;
     if (m->cfg.has_vision && (s = load_vision(&l)) != MMT_OK) goto done;
+    if ((s = patch_int8(m)) != MMT_OK) goto done;
     m->logit_scale = (float)m->cfg.logit_scale_init;
     const float *scale;
     if (mmt_weights_find(m->weights, "logit_scale", NULL)) {
@@ -248,6 +263,7 @@ static mmt_status create_generated(const mmt_clip_config *cfg, clip_tensor_fill 
     mmt_status s = m->dir ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
     if (s == MMT_OK && cfg->has_text) s = load_text(&l);
     if (s == MMT_OK && cfg->has_vision) s = load_vision(&l);
+    if (s == MMT_OK) s = patch_int8(m);
     if (s != MMT_OK) {
         mmt_clip_free(m);
         return s;
@@ -313,6 +329,7 @@ mmt_status mmt_clip_vision_tower_from(const mmt_clip_tower_config *vcfg, mmt_wei
     m->processor.shortest_edge = vcfg->image_size;
     loader l = {m, prefix, {0}, NULL, NULL, NULL};
     mmt_status s = (m->dir = mmt_strdup(dir)) ? load_vision(&l) : MMT_STATUS_OUT_OF_MEMORY;
+    if (s == MMT_OK) s = patch_int8(m);
     if (s != MMT_OK) {
         mmt_clip_free(m);
         return s;
@@ -326,6 +343,7 @@ mmt_status mmt_clip_quantize(mmt_clip *m, const mmt_quant_options *o) {
     mmt_clip_train_free(m->spare_view); /* it holds the weights as they were */
     m->spare_view = NULL;
     MMT_TRY(mmt_qlinears_quantize_as(&m->qlinears, &m->store, m->ops, o, &n));
+    MMT_TRY(patch_int8(m));
     mmt_log(MMT_LOG_INFO, "%s: %lld linear weights quantized to %s", m->dir, (long long)n,
             o->type == MMT_QUANT_INT8 ? "int8" : "nf4");
     return MMT_OK;

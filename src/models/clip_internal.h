@@ -33,6 +33,10 @@ typedef struct clip_tower {
     const float *token_embedding, *position_embedding, *final_ln_w, *final_ln_b;
     /* vision */
     const float *class_embedding, *patch_weight, *pre_ln_w, *pre_ln_b, *post_ln_w, *post_ln_b;
+    /* An int8 copy of patch_weight for inference when the tower's first block computes in
+     * int8 (NULL otherwise): in memory only, files keep the patch embedding float32 as
+     * transformers does (docs/quantization.md). */
+    const mmt_qmat *patch_qw;
 } clip_tower;
 
 struct mmt_clip {

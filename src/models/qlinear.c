@@ -137,6 +137,30 @@ static void release_pages(const void *p, size_t bytes) {
     if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* An int8 matrix (LLM.int8's rows) of w (out, in) with its packed copy, in store. */
+static mmt_status make_s8(mmt_qmat *q, const float *w, mmt_arena *store, const mmt_ops *ops) {
+    int8_t *s8 = mmt_arena_alloc(store, (size_t)(q->rows * q->cols), 64);
+    float *scale = mmt_arena_alloc(store, (size_t)q->rows * sizeof(float), 64);
+    if (!s8 || !scale) return MMT_STATUS_OUT_OF_MEMORY;
+    mmt_int8_rows_quantize(s8, scale, w, q->rows, q->cols); /* scale holds SCB until the next line */
+    for (int64_t r = 0; r < q->rows; r++) scale[r] *= MMT_QLINEAR_INV127;
+    q->type = MMT_QMAT_S8;
+    q->s8 = s8;
+    q->scale = scale;
+    return pack_s8(q, store, ops);
+}
+
+mmt_status mmt_qmat_s8_from(const float *w, int64_t out, int64_t in, mmt_arena *store, const mmt_ops *ops,
+                            const mmt_qmat **qw) {
+    mmt_qmat *q = mmt_arena_calloc(store, 1, sizeof *q);
+    if (!q) return MMT_STATUS_OUT_OF_MEMORY;
+    q->rows = out;
+    q->cols = in;
+    MMT_TRY(make_s8(q, w, store, ops));
+    *qw = q;
+    return MMT_OK;
+}
+
 static mmt_status quantize_one(mmt_qlinear_slot *s, mmt_arena *store, const mmt_ops *ops,
                                const mmt_qlinear_policy *p) {
     mmt_qmat *q = mmt_arena_calloc(store, 1, sizeof *q);
@@ -146,15 +170,7 @@ static mmt_status quantize_one(mmt_qlinear_slot *s, mmt_arena *store, const mmt_
     const float *w = *s->w;
     int64_t n = s->out * s->in;
     if (p->type == MMT_QMAT_S8) {
-        int8_t *s8 = mmt_arena_alloc(store, (size_t)n, 64);
-        float *scale = mmt_arena_alloc(store, (size_t)s->out * sizeof(float), 64);
-        if (!s8 || !scale) return MMT_STATUS_OUT_OF_MEMORY;
-        mmt_int8_rows_quantize(s8, scale, w, s->out, s->in); /* scale holds SCB until the next line */
-        for (int64_t r = 0; r < s->out; r++) scale[r] *= MMT_QLINEAR_INV127;
-        q->type = MMT_QMAT_S8;
-        q->s8 = s8;
-        q->scale = scale;
-        MMT_TRY(pack_s8(q, store, ops));
+        MMT_TRY(make_s8(q, w, store, ops));
     } else if (p->type == MMT_QMAT_NF4) {
         int64_t blocks = mmt_nf4_blocks(n, MMT_QLINEAR_NF4_BLOCKSIZE);
         uint8_t *packed = mmt_arena_alloc(store, (size_t)mmt_nf4_packed_bytes(n), 64);

@@ -95,6 +95,12 @@ void mmt_qlinears_keep_fp32(mmt_qlinears *set, const char *module);
 mmt_status mmt_qlinears_quantize_slot(mmt_qlinears *set, int64_t index, mmt_arena *store, const mmt_ops *ops,
                                       const mmt_quant_options *o);
 
+/* *qw = an int8 copy of w (out, in) for the integer kernels (LLM.int8's rows and the packed
+ * copy), in `store`, outside any slot: w stays as it is and no file ever holds the copy (a
+ * model computes its patch embedding with it when its linears are int8; clip.c). */
+mmt_status mmt_qmat_s8_from(const float *w, int64_t out, int64_t in, mmt_arena *store, const mmt_ops *ops,
+                            const mmt_qmat **qw);
+
 /* The slot whose weight tensor is `tensor` ("....weight"), or NULL. */
 const mmt_qlinear_slot *mmt_qlinears_find(const mmt_qlinears *set, const char *tensor);
 
