@@ -8,7 +8,8 @@
  * fails. Every fast table this CPU has ("avx2", "avx512") is compared in turn; one it lacks
  * is skipped with a note. The GEMM's few-rows path (M <= SGEMM_ROWS_MAX_M, w streamed
  * unpacked) must give bitwise the packed path's result (the same rows computed among more
- * rows), and the avx2 and avx512 GEMM entries bitwise the same result. Tolerances are stated
+ * rows), and the avx2 and avx512 GEMM entries bitwise the same result; attention's unpacked
+ * per-head products bitwise the packed driver's. Tolerances are stated
  * with each check:
  *   matmul     |fast - ref| <= 2 sqrt(K) eps32 * (sum_k |x w| + |b|)  (float sums in two orders;
  *              observed <= 0.4)
@@ -202,6 +203,35 @@ static void test_sgemm_views(void) {
         CHECK(guarded_ok(c, M * ldc));
         free(a), free(b), free(c0), guarded_free(c);
     }
+}
+
+/* attention_head_gemm_avx2 (attention's unpacked per-head products) against sgemm_avx2 on
+ * one thread, bit for bit, in every layout attention uses: a row-major or transposed, b with
+ * contiguous rows or transposed (copied), c strided, overwrite and accumulate; the ViT and
+ * text head shapes, tails of every width, and shapes it hands back to sgemm_avx2 (K > 256, a
+ * transposed b too big for its buffer). */
+static void test_attention_head_gemm_bits(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1},  {50, 50, 64}, {50, 64, 50},  {77, 77, 64}, {7, 13, 3},
+                                        {6, 16, 256}, {5, 9, 257}, {4, 400, 64}, {13, 24, 31}, {2, 7, 100}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int layout = 0; layout < 4; layout++)
+            for (int acc = 0; acc <= 1; acc++) {
+                int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ldc = N + 5;
+                int ta = layout & 1, tb = layout >> 1;
+                float *a = random_floats(M * K + 3, 1.0f), *b = random_floats(K * N + 3, 1.0f);
+                float *c0 = random_floats(M * ldc, 1.0f), *c1 = guarded_alloc(M * ldc), *c2 = guarded_alloc(M * ldc);
+                memcpy(c1, c0, (size_t)(M * ldc) * sizeof(float));
+                memcpy(c2, c0, (size_t)(M * ldc) * sizeof(float));
+                sgemm_view av = ta ? (sgemm_view){a, 1, M} : (sgemm_view){a, K, 1};
+                sgemm_view bv = tb ? (sgemm_view){b, 1, K} : (sgemm_view){b, N, 1};
+                sgemm_avx2(M, N, K, av, bv, c1, ldc, NULL, acc, 1);
+                attention_head_gemm_avx2(M, N, K, av, bv, c2, ldc, acc);
+                CHECK_MSG(!memcmp(c1, c2, (size_t)(M * ldc) * sizeof(float)),
+                          "M=%lld N=%lld K=%lld a%s b%s accumulate=%d: differs from sgemm_avx2", (long long)M,
+                          (long long)N, (long long)K, ta ? "^T" : "", tb ? "^T" : "", acc);
+                CHECK(guarded_ok(c2, M * ldc));
+                free(a), free(b), free(c0), guarded_free(c1), guarded_free(c2);
+            }
 }
 
 /* The few-rows path against the packed one: the first M rows of an (M + 9)-row product
@@ -686,6 +716,8 @@ int main(void) {
     RUN(test_activation_ref_known_values);
     RUN(test_attention_ref_matches_double);
     RUN(test_fast_tables_same_gemm_bits);
+    if (mmt_ops_cpu_named("avx2")) RUN(test_attention_head_gemm_bits);
+    else printf("note: no AVX2 here: attention's per-head products not checked\n");
     for (int t = 0; t < FAST_TABLES; t++) {
         if (!fast_table_use(t)) continue;
         RUN(test_matmul_fast_matches_ref);

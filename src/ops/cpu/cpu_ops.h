@@ -115,6 +115,13 @@ void sgemm_matmul_bwd(const sgemm_kernel *kern, float *dx, float *dw, float *dbi
 void sgemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c,
                 int64_t ldc, const float *bias, int accumulate, int max_threads);
 
+/* The per-head products of attention_avx2.c: sgemm_avx2(M, N, K, a, b, c, ldc, NULL,
+ * accumulate, 1) bit for bit, computed without packing when K <= 256 (and a transposed b
+ * fits its buffer), else by that very call. Single-threaded; a's strides are free, b is
+ * copied once when its rows are not contiguous. */
+void attention_head_gemm_avx2(int64_t M, int64_t N, int64_t K, sgemm_view a, sgemm_view b, float *c, int64_t ldc,
+                              int accumulate);
+
 /* Row softmax of x * scale over the first n of C entries; entries n..C-1 become 0 (the
  * causal mask). y may alias x. Shared by softmax_fwd_avx2 and attention_fwd_avx2. */
 void softmax_row_avx2(float *y, const float *x, int64_t n, int64_t C, float scale);
