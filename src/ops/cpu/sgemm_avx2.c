@@ -361,9 +361,19 @@ void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_
     const int64_t mblocks = ceil_div(M, kern->mr), nblocks = ceil_div(N, kern->nr);
     int64_t threads = max_threads > 1 ? max_threads : 1;
     if (2.0 * (double)M * (double)N * (double)K < SGEMM_PARALLEL_MIN_FLOPS) threads = 1;
-    /* Split rows first (B packed once per row range), columns only when rows run out. */
-    const int64_t tm = min64(threads, mblocks);
-    const int64_t tn = min64(nblocks, threads / tm);
+    /* Each thread packs its rows of A and its columns of B: a row split packs all of B on
+     * every thread, a column split all of A. So split the columns when B is the wider one
+     * (N > M: few rows, e.g. one image's 50 tokens against a 768 x 3072 weight, where
+     * packing B twice cost more than the GEMM's gain from the second thread), else rows
+     * first and columns only when rows run out. The split never changes an element's sum. */
+    int64_t tm, tn;
+    if (N > M && nblocks >= threads) {
+        tn = threads;
+        tm = 1;
+    } else {
+        tm = min64(threads, mblocks);
+        tn = min64(nblocks, threads / tm);
+    }
     const int64_t items = tm * tn;
     const int team = (int)items; /* one rectangle per thread */
     (void)team;                  /* unused without OpenMP */
