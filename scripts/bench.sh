@@ -23,8 +23,9 @@ if ! python3 -c "import torch, transformers, onnxruntime, onnx" 2>/dev/null; the
 fi
 
 # The references at their best on this machine: the environment's OPENBLAS_CORETYPE=Haswell
-# halves OpenBLAS speed, and busy-waiting OpenMP threads fight the other process. ONNX Runtime:
-# intra-op threads = nproc, all graph optimizations (tools/bench/torch_embed.py).
+# halves OpenBLAS speed. OpenMP engines (PyTorch, mmtune) run with sleeping (PASSIVE) and
+# spinning (ACTIVE) worker threads, ORT with its spinning on and off; the fastest of each is
+# kept. ONNX Runtime: intra-op threads = nproc, all graph optimizations (tools/bench/torch_embed.py).
 unset OPENBLAS_CORETYPE
 export OMP_WAIT_POLICY=PASSIVE
 threads=$(nproc)
@@ -42,31 +43,38 @@ stalled() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 stall_start=$(stalled)
 t_start=$(date +%s)
-run_engine() { # round engine
-  local round=$1 engine=$2 s0 t0 res
+run_engine() { # round engine [OMP_WAIT_POLICY]
+  local round=$1 engine=$2 wait=${3:-} s0 t0 res tag=""
   s0=$(stalled)
   t0=$(date +%s%N)
+  [ -n "$wait" ] && tag="\"omp_wait\":\"$wait\","
   case $engine in
-    pytorch) res=$(python3 tools/bench/torch_embed.py --engine torch --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
-    pytorch-int8) res=$(python3 tools/bench/torch_embed.py --engine torch-int8 --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
+    pytorch) res=$(OMP_WAIT_POLICY=$wait python3 tools/bench/torch_embed.py --engine torch --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
+    pytorch-int8) res=$(OMP_WAIT_POLICY=$wait python3 tools/bench/torch_embed.py --engine torch-int8 --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
     ort) res=$(python3 tools/bench/torch_embed.py --engine ort --ort-spin both --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
     ort-int8) res=$(python3 tools/bench/torch_embed.py --engine ort-int8 --ort-spin both --batch "$BATCHES" --iters "$ITERS" --threads "$threads") ;;
-    mmtune) res=$(OMP_NUM_THREADS=$threads "$BIN" bench embed --batch "$BATCHES" --iters "$ITERS" --json) ;;
+    mmtune) res=$(OMP_WAIT_POLICY=$wait OMP_NUM_THREADS=$threads "$BIN" bench embed --batch "$BATCHES" --iters "$ITERS" --json) ;;
     mmtune-int8)
       [ "$mmtune_int8" = 1 ] || return 0
-      res=$(OMP_NUM_THREADS=$threads "$BIN" bench embed --int8 --batch "$BATCHES" --iters "$ITERS" --json) ;;
+      res=$(OMP_WAIT_POLICY=$wait OMP_NUM_THREADS=$threads "$BIN" bench embed --int8 --batch "$BATCHES" --iters "$ITERS" --json) ;;
   esac
   local wall_ns=$(( $(date +%s%N) - t0 ))
   local pct=$(( ($(stalled) - s0) * 100000 / (wall_ns > 0 ? wall_ns : 1) ))
-  printf '%s\n' "$res" | grep '^{' | sed "s/^{/{\"engine\":\"$engine\",\"round\":$round,\"stall_pct\":$pct,/" >> "$raw"
+  printf '%s\n' "$res" | grep '^{' | sed "s/^{/{\"engine\":\"$engine\",\"round\":$round,\"stall_pct\":$pct,$tag/" >> "$raw"
 }
 read -r -a engines <<< "$ENGINES"
 n=${#engines[@]}
 for round in $(seq "$ROUNDS"); do
   for k in $(seq 0 $((n - 1))); do # rotate the order each round: no engine always first or last
     engine=${engines[$(( (k + round - 1) % n ))]}
-    echo "bench embed: round $round/$ROUNDS, $engine"
-    run_engine "$round" "$engine"
+    case $engine in
+      ort*) echo "bench embed: round $round/$ROUNDS, $engine"
+            run_engine "$round" "$engine" ;;
+      *) for wait in PASSIVE ACTIVE; do # OpenMP engines: threads sleeping or spinning between regions
+           echo "bench embed: round $round/$ROUNDS, $engine, OMP_WAIT_POLICY=$wait"
+           run_engine "$round" "$engine" "$wait"
+         done ;;
+    esac
   done
 done
 wall=$(($(date +%s) - t_start))

@@ -38,6 +38,8 @@ def variant(r):
         v.append("per-channel" if r["per_channel"] else "per-tensor")
     if "ort_spin" in r:
         v.append("spin" if r["ort_spin"] else "no spin")
+    if "omp_wait" in r:
+        v.append("OpenMP " + r["omp_wait"].lower())
     return ", ".join(v)
 
 
@@ -71,7 +73,9 @@ def main():
          f"Linux {platform.release()}. PyTorch {first('torch')}, ONNX Runtime {first('ort')}, mmtune {meta.get('mmtune_commit', '?')} "
          f"(kernels: {first('kernels')}). {meta.get('rounds', '?')} interleaved rounds (engine order rotating by round), "
          f"{meta.get('iters', '?')} timed calls per cell after 1 warm-up; a cell is the best round's mean.", "",
-         "References at their best: OPENBLAS_CORETYPE unset, OMP_WAIT_POLICY=PASSIVE, torch threads = nproc. "
+         "References at their best: OPENBLAS_CORETYPE unset, torch threads = nproc; the OpenMP engines (PyTorch fp32 and "
+         "int8, mmtune fp32 and int8) measured with OMP_WAIT_POLICY=PASSIVE (threads sleep between parallel regions) and "
+         "ACTIVE (they spin), the fastest kept, as ORT's spinning is below. "
          f"PyTorch int8 = torch.ao.quantization.quantize_dynamic(nn.Linear, qint8) measured with each quantized engine "
          f"(x86, fbgemm, onednn; torch's default here: {qdefault}) and the fastest kept. ORT = the model exported once "
          "(torch.onnx.export, opset 17) on CPUExecutionProvider, intra-op threads = nproc, ORT_ENABLE_ALL, thread spinning "

@@ -141,7 +141,7 @@ void attention_kv_fwd_avx2(float *out,      // (B, Tq, H*D)
                            int64_t causal_offset) {
     const int64_t C = H * D, heads = B * H;
     const float scale = 1.0f / sqrtf((float)D);
-    MMT_OMP("omp parallel for schedule(dynamic, 4) if(heads > 1 && Tq * Tk * D * heads >= CPU_PARALLEL_MIN_ELEMENTS)")
+    MMT_OMP("omp parallel for schedule(dynamic, 1) if(heads > 1 && Tq * Tk * D * heads >= CPU_PARALLEL_MIN_ELEMENTS)")
     for (int64_t bh = 0; bh < heads; bh++) {
         const int64_t b = bh / H, h = bh % H, qoff = b * Tq * C + h * D, koff = b * Tk * C + h * D;
         float *scores = att + bh * Tq * Tk;
@@ -183,7 +183,7 @@ void attention_kv_bwd_avx2(float *dq,          // (B, Tq, H*D) or NULL
                            int64_t causal_offset) {
     const int64_t C = H * D, heads = B * H;
     const float scale = 1.0f / sqrtf((float)D);
-    MMT_OMP("omp parallel for schedule(dynamic, 4) if(heads > 1 && Tq * Tk * D * heads >= CPU_PARALLEL_MIN_ELEMENTS)")
+    MMT_OMP("omp parallel for schedule(dynamic, 1) if(heads > 1 && Tq * Tk * D * heads >= CPU_PARALLEL_MIN_ELEMENTS)")
     for (int64_t bh = 0; bh < heads; bh++) {
         const int64_t b = bh / H, h = bh % H, qoff = b * Tq * C + h * D, koff = b * Tk * C + h * D;
         const float *p = att + bh * Tq * Tk;

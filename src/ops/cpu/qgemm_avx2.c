@@ -144,8 +144,17 @@ void qgemm_matmul(const qgemm_kernel *kern, float *y, const int8_t *xq, const fl
     const int64_t mtiles = ceil_div(M, kern->mr), pgroups = ceil_div(NP, kern->nv);
     int64_t threads = max_threads > 1 ? max_threads : 1;
     if ((double)M * (double)N * (double)K < QGEMM_PARALLEL_MIN_MACS) threads = 1;
-    const int64_t tm = min64(threads, mtiles);
-    const int64_t tn = min64(pgroups, threads / tm);
+    /* Few rows (one image: 50 tokens, 7 tiles of 8): a row split leaves one thread 4 tiles and
+     * the other 2 and a sliver, so split the weight's panels instead (prepacked: no thread
+     * packs more for it). Many rows: rows first. The split never changes a sum. */
+    int64_t tm, tn;
+    if (mtiles < 8 * threads && pgroups >= threads) {
+        tm = 1;
+        tn = threads;
+    } else {
+        tm = min64(threads, mtiles);
+        tn = min64(pgroups, threads / tm);
+    }
     const int64_t items = tm * tn;
     const int team = (int)items;
     (void)team; /* unused without OpenMP */
