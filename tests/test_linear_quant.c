@@ -10,6 +10,7 @@
  *     sum(y * r) for a fixed random r;
  *   - inference with a packed int8 weight (integer kernel) within 2e-2 relative of the fp32
  *     layer on the dequantized weight: the difference is the activations' 8-bit rounding;
+ *   - layers sharing one input (nn_linear_forward_shared): bitwise the separate forwards;
  *   - a quantized weight refuses training and DoRA.
  */
 #include <stdint.h>
@@ -130,6 +131,19 @@ static void run_type(mmt_qmat_type type, const mmt_ops *ops) {
     for (int i = 0; i < M * OUT; i++) worst = fmax(worst, fabs(y[i] - yref[i]) / scale);
     CHECK_MSG(worst < (type == MMT_QMAT_S8 ? 2e-2 : 1e-5), "%s inference: worst difference %.3g of the largest output",
               ops->name, worst);
+    /* several layers over one x (attention's q, k, v): the shared quantization gives the bits
+     * of separate calls, and the arena is left as it was */
+    mmt_linear plain = f.lin;
+    plain.lora = NULL;
+    mmt_linear *const ls[2] = {&f.lin, &plain};
+    float y1[M * OUT], y2[M * OUT], s1[M * OUT], s2[M * OUT];
+    float *const ys[2] = {s1, s2};
+    CHECK_OK(nn_linear_forward(&f.lin, ops, &ar, y1, f.x, M, 0));
+    CHECK_OK(nn_linear_forward(&plain, ops, &ar, y2, f.x, M, 0));
+    size_t used = ar.used_bytes;
+    CHECK_OK(nn_linear_forward_shared(ls, 2, ops, &ar, ys, f.x, M, 0));
+    CHECK(ar.used_bytes == used);
+    CHECK_MSG(!memcmp(y1, s1, sizeof y1) && !memcmp(y2, s2, sizeof y2), "%s: shared forward differs", ops->name);
     /* a quantized weight is frozen, and takes no DoRA */
     float dw[OUT * IN], mag[OUT];
     f.lin.dw = dw;

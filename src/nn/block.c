@@ -221,9 +221,9 @@ static mmt_status block_forward(mmt_block *y, const mmt_block_config *c, const m
         ops->layernorm_fwd(y->h1, y->mean1, y->rstd1, x_in, y->ln1_w, y->ln1_b, N, C, eps);
         qkv_in = y->h1;
     }
-    MMT_TRY(nn_linear_forward(&y->q, ops, ar, y->q_out, qkv_in, N, train));
-    MMT_TRY(nn_linear_forward(&y->k, ops, ar, y->k_out, qkv_in, N, train));
-    MMT_TRY(nn_linear_forward(&y->v, ops, ar, y->v_out, qkv_in, N, train));
+    mmt_linear *const qkv[3] = {&y->q, &y->k, &y->v};
+    float *const qkv_out[3] = {y->q_out, y->k_out, y->v_out};
+    MMT_TRY(nn_linear_forward_shared(qkv, 3, ops, ar, qkv_out, qkv_in, N, train));
     if (y->cache) {
         MMT_TRY(cached_attention(y, c, ops, ar, B, T));
     } else if (per_row) {

@@ -39,15 +39,32 @@ void nn_dora_row_norms(const mmt_linear *l, double *norms) {
     }
 }
 
-/* y (M, out) = x W^T + b for the base weight: fp32, or quantized (see linear.h). */
+/* x quantized per row for the integer kernels (s8_quantize_rows), shared by the linears that
+ * read the same x (nn_linear_forward_shared). */
+typedef struct s8_input {
+    const int8_t *xq;
+    const float *xs;
+} s8_input;
+
+/* 1 when inference multiplies this layer's base weight in integers. */
+static int runs_s8(const mmt_linear *l, int train) {
+    return l->qw && l->qw->type == MMT_QMAT_S8 && l->qw->s8_packed && !train;
+}
+
+/* y (M, out) = x W^T + b for the base weight: fp32, or quantized (see linear.h). pre: x
+ * already quantized (NULL: quantize here when needed). */
 static mmt_status base_forward(const mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
-                               const float *x, int64_t M, int train) {
+                               const float *x, int64_t M, int train, const s8_input *pre) {
     const mmt_qmat *q = l->qw;
     if (!q) {
         ops->matmul_fwd(y, x, l->w, l->b, M, l->in, l->out);
         return MMT_OK;
     }
-    if (q->type == MMT_QMAT_S8 && q->s8_packed && !train) {
+    if (runs_s8(l, train) && pre) {
+        ops->s8_matmul_fwd(y, pre->xq, pre->xs, q, l->b, M);
+        return MMT_OK;
+    }
+    if (runs_s8(l, train)) {
         mmt_arena_mark mark = mmt_arena_get_mark(arena);
         int8_t *xq = mmt_arena_alloc(arena, (size_t)(M * l->in), 64);
         float *xs = scratch(arena, M);
@@ -113,13 +130,13 @@ static mmt_status dora_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *are
 /* The mixed-batch forward (see mmt_linear_group): base product once, then each group's
  * adapter on its rows exactly as a batch of that adapter alone computes it. */
 static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y, const float *x,
-                                  int64_t M) {
+                                  int64_t M, const s8_input *pre) {
     int64_t in = l->in, out = l->out;
     if (l->lora || l->ia3_mode != MMT_IA3_NONE || l->group_batch < 1 || M % l->group_batch != 0)
         return mmt_fail(MMT_STATUS_INTERNAL, "linear: row groups on a layer with an adapter of its own, or %lld rows "
                                              "for %lld sequences", (long long)M, (long long)l->group_batch);
     int64_t per = M / l->group_batch;
-    MMT_TRY(base_forward(l, ops, arena, y, x, M, 0));
+    MMT_TRY(base_forward(l, ops, arena, y, x, M, 0, pre));
     for (int64_t g = 0; g < l->n_groups; g++) {
         const mmt_linear_group *gr = &l->groups[g];
         int64_t r0 = gr->seq0 * per, m = gr->n_seq * per;
@@ -133,7 +150,7 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
             if (!xs) return MMT_STATUS_OUT_OF_MEMORY;
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < in; j++) xs[i * in + j] = xg[i * in + j] * gr->ia3[j];
-            MMT_TRY(base_forward(l, ops, arena, yg, xs, m, 0));
+            MMT_TRY(base_forward(l, ops, arena, yg, xs, m, 0, NULL));
             xg = xs;
         }
         if (gr->lora) {
@@ -150,12 +167,14 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
     return MMT_OK;
 }
 
-mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
-                             const float *x, int64_t M, int train) {
+/* nn_linear_forward with x perhaps already quantized (pre; used only where the base product
+ * reads x itself, not IA3's scaled input). */
+static mmt_status linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y, const float *x,
+                                 int64_t M, int train, const s8_input *pre) {
     int64_t in = l->in, out = l->out;
     if (l->n_groups > 0) {
         if (train) return mmt_fail(MMT_STATUS_UNSUPPORTED, "linear: mixed-adapter batches are for inference only");
-        return grouped_forward(l, ops, arena, y, x, M);
+        return grouped_forward(l, ops, arena, y, x, M, pre);
     }
     const float *xin = x; // (M, in)
     if (l->ia3_mode == MMT_IA3_INPUT) {
@@ -168,7 +187,7 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
     }
     if (l->qw && (l->dw || (l->lora && l->lora->magnitude)))
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "linear: a quantized base weight can be neither trained nor used with DoRA");
-    MMT_TRY(base_forward(l, ops, arena, y, xin, M, train));
+    MMT_TRY(base_forward(l, ops, arena, y, xin, M, train, xin == x ? pre : NULL));
     if (l->lora) {
         mmt_lora *a = l->lora;
         const float *xd = xin;
@@ -197,6 +216,34 @@ mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena
             for (int64_t j = 0; j < out; j++) y[i * out + j] *= l->ia3[j];
     }
     return MMT_OK;
+}
+
+mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
+                             const float *x, int64_t M, int train) {
+    return linear_forward(l, ops, arena, y, x, M, train, NULL);
+}
+
+mmt_status nn_linear_forward_shared(mmt_linear *const *ls, int n, const mmt_ops *ops, mmt_arena *arena,
+                                    float *const *ys, const float *x, int64_t M, int train) {
+    int share = n > 1;
+    for (int j = 0; j < n && share; j++)
+        share = runs_s8(ls[j], train) && ls[j]->ia3_mode != MMT_IA3_INPUT && ls[j]->in == ls[0]->in;
+    mmt_arena_mark mark = mmt_arena_get_mark(arena);
+    if (!share) {
+        mmt_status s = MMT_OK;
+        for (int j = 0; j < n && s == MMT_OK; j++) s = nn_linear_forward(ls[j], ops, arena, ys[j], x, M, train);
+        if (!train) mmt_arena_rewind(arena, mark); /* inference keeps nothing */
+        return s;
+    }
+    int8_t *xq = mmt_arena_alloc(arena, (size_t)(M * ls[0]->in), 64);
+    float *xs = scratch(arena, M);
+    if (!xq || !xs) return MMT_STATUS_OUT_OF_MEMORY;
+    ops->s8_quantize_rows(xq, xs, x, M, ls[0]->in);
+    s8_input pre = {xq, xs};
+    mmt_status s = MMT_OK;
+    for (int j = 0; j < n && s == MMT_OK; j++) s = linear_forward(ls[j], ops, arena, ys[j], x, M, train, &pre);
+    mmt_arena_rewind(arena, mark);
+    return s;
 }
 
 mmt_status nn_linear_backward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *dx,

@@ -93,6 +93,13 @@ typedef struct mmt_linear {
 mmt_status nn_linear_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y,
                              const float *x, int64_t M, int train);
 
+/* nn_linear_forward of n layers over the same x (M, in), ys[j] = layer j (x): when every
+ * one multiplies in integers (inference, int8 weights, no IA3 input scaling), x is quantized
+ * once for all of them (attention's q, k, v); the results are the bits of n separate calls.
+ * With train = 0 the arena is left as it was (inference keeps nothing). */
+mmt_status nn_linear_forward_shared(mmt_linear *const *ls, int n, const mmt_ops *ops, mmt_arena *arena,
+                                    float *const *ys, const float *x, int64_t M, int train);
+
 /* Gradients for the last training forward on x: dx (M, in) += (NULL: not needed), and the
  * layer's non-NULL parameter gradients +=. Scratch comes from `arena` and is given back
  * before returning. x may be NULL when nn_linear_reads_input(l) is 0. */
