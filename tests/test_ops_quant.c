@@ -430,6 +430,8 @@ static void test_thread_splits(void) {
         check_qmat_fwd_case(kind, 300, 100, 300, 0); /* one panel: split over M */
         check_qmat_bwd_case(kind, 2, 2000, 600);     /* 3 chunks of dx columns */
         check_qmat_bwd_case(kind, 300, 300, 100);    /* one chunk: split over M */
+        check_qmat_fwd_case(kind, 300, 600, 300, 1); /* 3 panels, 4 threads, many rows: split over M */
+        check_qmat_bwd_case(kind, 300, 300, 600);    /* 3 chunks, 4 threads, many rows: split over M */
     }
 #ifdef _OPENMP
     omp_set_num_threads(saved);
