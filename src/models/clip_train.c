@@ -48,8 +48,6 @@ typedef struct ct_tower {
     mmt_block *layers;
     mmt_linear proj;   /* (P, C), no bias */
     mmt_linear patch;  /* vision: (C, Cin*P*P), no bias */
-    const float *patch_w0;      /* the model's own patch weight */
-    const mmt_qmat *patch_qw;   /* its int8 copy (the model's patch_qw), for inference; NULL: none */
     const float *tok_emb, *pos_emb, *cls, *pre_w, *pre_b, *fin_w, *fin_b;
     float *dtok_emb, *dpos_emb, *dcls, *dpre_w, *dpre_b, *dfin_w, *dfin_b;
     /* saved by forward */
@@ -148,8 +146,6 @@ static mmt_status tower_init(mmt_clip_train *ct, ct_tower *t, const clip_tower *
     } else {
         int64_t P = c->patch_size;
         linear_init(&t->patch, src->patch_weight, NULL, c->num_channels * P * P, C);
-        t->patch_w0 = src->patch_weight;
-        t->patch_qw = src->patch_qw;
         t->cls = src->class_embedding;
         t->pre_w = src->pre_ln_w;
         t->pre_b = src->pre_ln_b;
@@ -712,9 +708,10 @@ static mmt_status vision_encode(mmt_clip_train *ct, const float *pixels, int64_t
     if (t->patch.lora) t->patch.lora->dropout_seed = nn_dropout_seed(t->seed, 1000004, 0);
     /* an int8 model's inference: the integer patch embedding, unless this view trains the
      * patch weight (its own copy) or puts DoRA on it */
-    int int8_patch = !train && t->patch_qw && t->patch.w == t->patch_w0 && !t->patch.dw &&
+    const clip_tower *src = &ct->model->vision;
+    int int8_patch = !train && src->patch_qw && t->patch.w == src->patch_weight && !t->patch.dw &&
                      !(t->patch.lora && t->patch.lora->magnitude);
-    t->patch.qw = int8_patch ? t->patch_qw : NULL;
+    t->patch.qw = int8_patch ? src->patch_qw : NULL;
     MMT_TRY(nn_linear_forward(&t->patch, ops, &ct->step, emb, t->patches, B * Np, train));
     int64_t *n_prompt = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *n_prompt, 8);
     const float **prompts = mmt_arena_alloc(&ct->step, (size_t)B * sizeof *prompts, 8);
