@@ -215,6 +215,8 @@ typedef struct mmt_train_options {
     int64_t keep_checkpoints;        /* newest checkpoints kept (2; 0: all) */
     /* the model */
     int gradient_checkpointing;      /* recompute encoder blocks in backward */
+    int recompute;                   /* selective recomputation: attention probabilities and a
+                                      * frozen fc1's output recomputed in backward (CLIP) */
     int learn_logit_scale;           /* train CLIP's temperature too */
     double temperature;              /* fixed softmax temperature (0: the model's) */
     double distill_weight;           /* KL to the frozen base model's logits (0); with

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Training-step benchmark (issues 3 and 13): mmtune vs PyTorch + PEFT on a random ViT-B/32-sized
 # CLIP, batch 32: seconds per step and peak RSS of full, LoRA, IA3 and (when this mmtune has
-# them) LoRA on an int8 base, QLoRA (NF4 base), QLoRA + adamw8bit and QLoRA + adamw8bit +
-# checkpointing; texts padded to 77 (padding="max_length") and to the longest row (10 tokens)
-# in both engines. The runs are interleaved, PyTorch and mmtune alternating, the order rotating
-# by round. Results: bench/results/train.md and train_raw.jsonl (tools/bench/train_table.py).
+# them) LoRA on an int8 base, QLoRA (NF4 base), QLoRA + adamw8bit, QLoRA + adamw8bit +
+# checkpointing and QLoRA + selective recomputation (--recompute); texts padded to 77
+# (padding="max_length") and to the longest row (10 tokens) in both engines. The runs are
+# interleaved, PyTorch and mmtune alternating, the order rotating by round. Results:
+# bench/results/train.md and train_raw.jsonl (tools/bench/train_table.py).
 # Called by scripts/bench.sh (make bench); ROUNDS, STEPS, BATCH, RESULTS override.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,12 @@ if has --quantize-base; then
     units+=(
       "mmtune qlora+adamw8bit 77 --method lora --quantize-base nf4 --optim adamw8bit"
       "mmtune qlora+adamw8bit+ckpt 77 --method lora --quantize-base nf4 --optim adamw8bit --checkpointing"
+    )
+  fi
+  if has --recompute; then
+    units+=(
+      "mmtune qlora+recompute 77 --method lora --quantize-base nf4 --recompute"
+      "mmtune qlora+recompute 10 --method lora --quantize-base nf4 --recompute --text-len 10"
     )
   fi
 else

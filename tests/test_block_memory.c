@@ -12,6 +12,9 @@
  *     the two layernorm outputs (pre-LN), the attention output when out_proj does not read
  *     its input, the activation when fc2 does not (each N*C or N*I floats);
  *   - the temporaries arena is back where it was after forward.
+ * With selective recomputation (mmt_block.recompute) the results are the same bits again and
+ * the arena holds B*H*T*T fewer floats (the probabilities), and N*I fewer (f) when fc1 is a
+ * plain frozen linear (LoRA q,v and IA3 here).
  * Breaking the recomputation (skipping it, or recomputing from the wrong tensor) makes the
  * gradients differ.
  */
@@ -115,8 +118,10 @@ typedef struct outcome {
     size_t saved_bytes;
 } outcome;
 
-/* One forward + backward of case k; with_tmp: temporaries in an arena of their own. */
-static void run(params *p, test_case k, int post, int with_tmp, const float *x, const float *dy, outcome *o) {
+/* One forward + backward of case k; with_tmp: temporaries in an arena of their own;
+ * recompute: selective recomputation too (block.h). */
+static void run(params *p, test_case k, int post, int with_tmp, int recompute, const float *x, const float *dy,
+                outcome *o) {
     const mmt_ops *ops = mmt_ops_cpu();
     mmt_block_config bc = {.hidden = C, .intermediate = I, .heads = H, .eps = 1e-5f, .act = MMT_BLOCK_QUICK_GELU,
                            .causal = post, .post_ln = post};
@@ -129,6 +134,7 @@ static void run(params *p, test_case k, int post, int with_tmp, const float *x, 
     params_zero_grads(p);
     y.x_in = (float *)x;
     y.scratch = with_tmp ? &tmp : NULL;
+    y.recompute = recompute;
     size_t tmp_before = tmp.used_bytes;
     CHECK_OK(nn_block_forward(&y, &bc, ops, &step, x, o->x_out, B, T, 7, 3, 1));
     o->saved_bytes = step.used_bytes;
@@ -137,6 +143,8 @@ static void run(params *p, test_case k, int post, int with_tmp, const float *x, 
         CHECK(!y.h1 && !y.h2);
         CHECK((y.a == NULL) == !nn_linear_reads_input(&y.o));
         CHECK((y.g == NULL) == !nn_linear_reads_input(&y.fc2));
+        int plain_fc1 = !y.fc1.dw && !y.fc1.lora && !y.fc1.ia3;
+        CHECK((y.att == NULL) == recompute && (y.f == NULL) == (recompute && plain_fc1));
     }
     mmt_block_grads s;
     CHECK_OK(nn_block_grads_alloc(&back, &bc, B, T, 0, &s));
@@ -155,11 +163,20 @@ static void test_same_gradients_less_memory(void) {
     params p;
     params_make(&p);
     float *x = random_floats(N * C, 1.0f), *dy = random_floats(N * C, 1.0f);
-    static outcome kept, lean;
+    static outcome kept, lean, least;
     for (int post = 0; post <= 1; post++)
         for (int k = 0; k < N_CASES; k++) {
-            run(&p, (test_case)k, post, 0, x, dy, &kept);
-            run(&p, (test_case)k, post, 1, x, dy, &lean);
+            run(&p, (test_case)k, post, 0, 0, x, dy, &kept);
+            run(&p, (test_case)k, post, 1, 0, x, dy, &lean);
+            run(&p, (test_case)k, post, 1, 1, x, dy, &least);
+            CHECK_MSG(!memcmp(kept.x_out, least.x_out, sizeof kept.x_out) && !memcmp(kept.dx, least.dx, sizeof kept.dx) &&
+                          !memcmp(kept.grads, least.grads, (size_t)kept.n_grads * sizeof(float)),
+                      "%s post %d: recomputation changed a result", CASE_NAMES[k], post);
+            /* recomputation leaves out the probabilities, and f when fc1 is plain frozen */
+            int plain_fc1 = k == LORA_QV || k == IA3;
+            size_t more = floats_bytes(B * H * T * T) + (plain_fc1 ? floats_bytes(N * I) : 0);
+            CHECK_MSG(lean.saved_bytes - least.saved_bytes == more, "%s post %d: recompute saves %zu bytes, expected %zu",
+                      CASE_NAMES[k], post, lean.saved_bytes - least.saved_bytes, more);
             CHECK_MSG(!memcmp(kept.x_out, lean.x_out, sizeof kept.x_out), "%s post %d: x_out differs", CASE_NAMES[k], post);
             CHECK_MSG(!memcmp(kept.dx, lean.dx, sizeof kept.dx), "%s post %d: dx differs", CASE_NAMES[k], post);
             CHECK(kept.n_grads == lean.n_grads);
@@ -173,7 +190,7 @@ static void test_same_gradients_less_memory(void) {
                       CASE_NAMES[k], post, kept.saved_bytes - lean.saved_bytes, expect);
         }
     /* the gradients are not trivially equal: LoRA q,v's A gradient is non-zero */
-    run(&p, LORA_QV, 0, 1, x, dy, &lean);
+    run(&p, LORA_QV, 0, 1, 0, x, dy, &lean);
     double sum = 0;
     for (int64_t i = 0; i < R * C; i++) sum += (double)p.dla[0][i] * p.dla[0][i];
     CHECK(sum > 0);

@@ -540,6 +540,7 @@ static mmt_status encoder_forward(mmt_clip_train *ct, ct_tower *t, int64_t B, in
         else t->x_out = out;
         if (train && !ct->opt.checkpointing) {
             y->scratch = &ct->scratch; /* what backward does not read */
+            y->recompute = ct->opt.recompute;
             MMT_TRY(nn_block_forward(y, &t->bc, ct->ops, &ct->step, y->x_in, out, B, T, t->seed, i, 1));
         } else {
             mmt_arena_mark mark = mmt_arena_get_mark(&ct->scratch);

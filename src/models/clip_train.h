@@ -34,6 +34,9 @@ struct mmt_comm;
 
 typedef struct mmt_clip_train_options {
     int checkpointing;        /* recompute each encoder block in backward instead of keeping it */
+    /* selective recomputation (nn/block.h `recompute`): keep neither the attention
+     * probabilities nor a frozen fc1's output, recompute them in backward; same bits */
+    int recompute;
     int train_logit_scale;    /* learn CLIP's logit_scale (clamped to [0, ln 100] after steps) */
     float fixed_temperature;  /* > 0: use 1/fixed_temperature as the scale instead of the model's */
     float distill_weight;     /* > 0: add the KL term to the frozen base model's logits */

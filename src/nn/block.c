@@ -169,6 +169,15 @@ static mmt_status row_attention(mmt_block *y, const mmt_block_config *c, const m
     return MMT_OK;
 }
 
+/* Selective recomputation (block.h `recompute`): whether forward leaves att and f to scratch. */
+static int drops_att(const mmt_block *y, const mmt_block_config *c, int64_t T) {
+    return y->recompute && y->n_prefix == 0 && bidir_rows(c, T) == 0 && !y->cache && !y->row_keys && !y->row_prefix;
+}
+static int drops_f(const mmt_block *y) {
+    const mmt_linear *l = &y->fc1;
+    return y->recompute && !l->dw && !l->db && !l->lora && !l->ia3;
+}
+
 /* x_out (B, T, C) = layer(x_in). With train, the activations backward needs are allocated
  * from `ar` and recorded in y, and those it does not need from tmp when there is one;
  * otherwise `ar` holds scratch the caller rewinds. */
@@ -198,13 +207,13 @@ static mmt_status block_forward(mmt_block *y, const mmt_block_config *c, const m
     y->q_out = ALLOC_F(ar, N * C);
     y->k_out = ALLOC_F(ar, N * C);
     y->v_out = ALLOC_F(ar, N * C);
-    y->att = ALLOC_F(ar, att_n);
     mmt_arena *tmp_or_ar = tmp ? tmp : ar;
+    y->att = ALLOC_F(drops_att(y, c, T) ? tmp_or_ar : ar, att_n);
     y->a = ALLOC_F(nn_linear_reads_input(&y->o) ? ar : tmp_or_ar, N * C);
     y->x_mid = ALLOC_F(ar, N * C);
     y->mean2 = ALLOC_F(ar, N);
     y->rstd2 = ALLOC_F(ar, N);
-    y->f = ALLOC_F(ar, N * I);
+    y->f = ALLOC_F(drops_f(y) ? tmp_or_ar : ar, N * I);
     y->g = ALLOC_F(nn_linear_reads_input(&y->fc2) ? ar : tmp_or_ar, N * I);
     /* post-LN backward reads the sums r1, r2; pre-LN recomputes h1, h2 when it needs them */
     float **extra1 = post ? &y->r1 : &y->h1, **extra2 = post ? &y->r2 : &y->h2;
@@ -281,6 +290,8 @@ mmt_status nn_block_forward(mmt_block *y, const mmt_block_config *c, const mmt_o
     if (!c->post_ln) y->h1 = y->h2 = NULL;
     if (!nn_linear_reads_input(&y->o)) y->a = NULL;
     if (!nn_linear_reads_input(&y->fc2)) y->g = NULL;
+    if (drops_att(y, c, T)) y->att = NULL;
+    if (drops_f(y)) y->f = NULL;
     return s;
 }
 
@@ -325,10 +336,18 @@ static mmt_status attention_backward(mmt_block *y, const mmt_block_config *c, co
     memset(s->dk, 0, nc);
     memset(s->dv, 0, nc);
     if (V == 0 && nb == 0) {
-        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, y->att, B, T, H, C / H,
+        const float *att = y->att;
+        if (!att) { /* selective recomputation: the probabilities again, from the kept q, k, v */
+            float *p = ALLOC_F(ar, B * H * T * T), *out = ALLOC_F(ar, N * C);
+            if (!p || !out) return MMT_STATUS_OUT_OF_MEMORY;
+            ops->attention_fwd(out, p, y->q_out, y->k_out, y->v_out, B, T, H, C / H, c->causal);
+            att = p;
+        }
+        ops->attention_bwd(s->dq, s->dk, s->dv, s->datt, s->da, y->q_out, y->k_out, y->v_out, att, B, T, H, C / H,
                            c->causal);
         return MMT_OK;
     }
+    if (!y->att) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "block backward: the attention probabilities were not kept");
     float *dk = s->dk, *dv = s->dv;
     const float *k = y->k_out, *v = y->v_out;
     if (V > 0) {
@@ -382,9 +401,23 @@ mmt_status nn_block_backward(mmt_block *y, const mmt_block_config *c, const mmt_
     const float *dfc2;
     MMT_TRY(adapter_backward(y->adapter_mlp, ops, ar, dx_out, N, &dfc2));
     MMT_TRY(nn_linear_backward(&y->fc2, ops, ar, s->dg, dfc2, y->g, N));
+    const float *f = y->f;
+    if (!f) { /* selective recomputation: fc1's output again, from x_mid (pre-LN: through layernorm2) */
+        float *fr = ALLOC_F(ar, N * I);
+        const float *in = y->x_mid;
+        if (!fr) return MMT_STATUS_OUT_OF_MEMORY;
+        if (!post) {
+            float *h = ALLOC_F(ar, N * C), *mean = ALLOC_F(ar, N), *rstd = ALLOC_F(ar, N);
+            if (!h || !mean || !rstd) return MMT_STATUS_OUT_OF_MEMORY;
+            ops->layernorm_fwd(h, mean, rstd, y->x_mid, y->ln2_w, y->ln2_b, N, C, c->eps);
+            in = h;
+        }
+        MMT_TRY(nn_linear_forward(&y->fc1, ops, ar, fr, in, N, 1));
+        f = fr;
+    }
     memset(s->df, 0, ni);
-    if (c->act == MMT_BLOCK_GELU) ops->gelu_bwd(s->df, s->dg, y->f, N * I);
-    else ops->quick_gelu_bwd(s->df, s->dg, y->f, N * I);
+    if (c->act == MMT_BLOCK_GELU) ops->gelu_bwd(s->df, s->dg, f, N * I);
+    else ops->quick_gelu_bwd(s->df, s->dg, f, N * I);
     if (post) {
         MMT_TRY(nn_linear_backward(&y->fc1, ops, ar, s->dmid, s->df, y->x_mid, N));
     } else {

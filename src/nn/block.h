@@ -92,6 +92,12 @@ typedef struct mmt_block {
      * (nn_linear_reads_input: a frozen base without LoRA there). h1, h2, a, g are then NULL
      * after forward. Rewound before forward returns. */
     mmt_arena *scratch;
+    /* Selective recomputation (only with scratch): the attention probabilities att (plain
+     * self-attention: no prefix, cache or bidirectional rows) and fc1's output f (when fc1 is
+     * a plain frozen linear: no gradient, LoRA or IA3) go to scratch too, and backward
+     * recomputes them (attention_fwd; layernorm2 and fc1): bitwise the same numbers, for about
+     * one more fc1 product per layer. att and f are then NULL after forward. */
+    int recompute;
     float *r1, *r2; /* post-LN: the sums before layernorm1 and layernorm2 (h1, h2 unused) */
     /* prefix tuning: n_prefix key rows at prefix + r * prefix_stride, the value rows C floats
      * after each key row; dprefix likewise (NULL: frozen). k_full / v_full (B, n_prefix + T, C)

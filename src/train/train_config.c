@@ -72,6 +72,7 @@ const mmt_train_setting mmt_train_settings_table[] = {
     {"--prefix-hidden", "encoder_hidden_size", I, F(o.encoder_hidden_size), "N", "prefix projection width (0: the hidden size)"},
     {"--prefix-vision", "prefix_vision", B, F(o.prefix_vision), NULL, "prefix: the vision tower's layers too"},
     {"--checkpointing", "gradient_checkpointing", B, F(o.gradient_checkpointing), NULL, "recompute encoder blocks in backward (less memory)"},
+    {"--recompute", "recompute", B, F(o.recompute), NULL, "keep neither attention probabilities nor a frozen MLP's pre-activation; recompute them in backward (less memory, same results)"},
     {"--learn-logit-scale", "learn_logit_scale", B, F(o.learn_logit_scale), NULL, "train CLIP's temperature too (clamped at 100)"},
     {"--temperature", "temperature", D, F(o.temperature), "X", "fixed softmax temperature instead of the model's (0: model's)"},
     {"--distill", "distill_weight", D, F(o.distill_weight), "X", "weight of the KL term to the frozen base model's logits (with --distill-from: to the teacher's)"},

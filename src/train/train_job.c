@@ -128,6 +128,7 @@ static void task_options(const mmt_train_job *j, mmt_clip_task_options *to) {
     to->prompt_init_text = o->prompt_tuning_init_text;
     mmt_clip_train_options_default(&to->train);
     to->train.checkpointing = o->gradient_checkpointing;
+    to->train.recompute = o->recompute;
     to->train.train_logit_scale = o->learn_logit_scale || (is_full && o->temperature <= 0);
     to->train.fixed_temperature = (float)o->temperature;
     to->train.distill_weight = (float)o->distill_weight;
@@ -202,6 +203,11 @@ mmt_status mmt_train_job_create_caption(mmt_git *model, const mmt_pairs *pairs, 
         j->have_peft = 1;
     } else if (!is_method(c, "full") && !(j->have_prompt = build_prompt_settings(c, &j->prompt))) {
         s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --method %s does not apply to a GIT captioner", c->o.method);
+        goto done;
+    }
+    if (c->o.gradient_checkpointing || c->o.recompute) {
+        s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s is for CLIP's encoders; a GIT captioner keeps its activations",
+                     c->o.recompute ? "--recompute" : "--checkpointing");
         goto done;
     }
     if (c->o.gather_with_grad) {

@@ -24,6 +24,7 @@ MMTUNE_CONFIGS = [
     ("qlora", "QLoRA: LoRA on an NF4 base (double quant)"),
     ("qlora+adamw8bit", "QLoRA + adamw8bit"),
     ("qlora+adamw8bit+ckpt", "QLoRA + adamw8bit + checkpointing"),
+    ("qlora+recompute", "QLoRA + selective recomputation (--recompute)"),
 ]
 
 

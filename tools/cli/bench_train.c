@@ -23,7 +23,7 @@
 
 static const char *HELP =
     "usage: mmtune bench train [--method lora|ia3|full] [--batch N] [--steps N] [--warmup N]\n"
-    "                          [--checkpointing] [--text-len N] [--optim adamw|adamw8bit] [--json]\n"
+    "                          [--checkpointing | --recompute] [--text-len N] [--optim adamw|adamw8bit] [--json]\n"
     "\n"
     "Times training steps (forward, contrastive loss, backward, clipping, AdamW) on a\n"
     "random-weight ViT-B/32-sized CLIP. lora: r 8, alpha 16 on q_proj, v_proj; ia3: k_proj,\n"
@@ -40,11 +40,12 @@ static const char *HELP =
 int cmd_bench_train(int argc, char **argv) {
     const char *method = "lora", *optim = "adamw";
     long batch = 32, steps = 3, warmup = 1, text_len = -1;
-    int checkpointing = 0, json = 0;
+    int checkpointing = 0, recompute = 0, json = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(HELP, stdout), 0;
         if (!strcmp(a, "--checkpointing")) checkpointing = 1;
+        else if (!strcmp(a, "--recompute")) recompute = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (i + 1 < argc && !strcmp(a, "--method")) method = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--optim")) optim = argv[++i];
@@ -98,6 +99,7 @@ int cmd_bench_train(int argc, char **argv) {
     mmt_clip_train_options o;
     mmt_clip_train_options_default(&o);
     o.checkpointing = checkpointing;
+    o.recompute = recompute;
     o.train_logit_scale = full;
     if (mmt_clip_train_create(model, &o, &view) != MMT_OK) {
         rc = cli_runtime_error();
@@ -160,9 +162,9 @@ int cmd_bench_train(int argc, char **argv) {
     double rss = (double)ru.ru_maxrss / (1024.0 * 1024.0);
     double act = (double)mmt_clip_train_peak_activation_bytes(view) / (1024.0 * 1024.0 * 1024.0);
     if (json)
-        printf("{\"method\": \"%s\", \"batch\": %ld, \"text_len\": %lld, \"quantize\": \"%s\", \"optim\": \"%s\", \"checkpointing\": %s, \"s_per_step\": %.4f, \"images_per_s\": %.3f, "
+        printf("{\"method\": \"%s\", \"batch\": %ld, \"text_len\": %lld, \"quantize\": \"%s\", \"optim\": \"%s\", \"checkpointing\": %s, \"recompute\": %s, \"s_per_step\": %.4f, \"images_per_s\": %.3f, "
                "\"trainable_params\": %lld, \"peak_rss_gib\": %.3f, \"activation_gib\": %.3f, \"forward_s\": %.4f, \"backward_s\": %.4f, \"loss\": %.5f}\n",
-               method, batch, (long long)L, quant == MMT_QUANT_INT8 ? "int8" : quant == MMT_QUANT_NF4 ? "nf4" : "none", optim, checkpointing ? "true" : "false", per, (double)B / per, (long long)trainable, rss, act,
+               method, batch, (long long)L, quant == MMT_QUANT_INT8 ? "int8" : quant == MMT_QUANT_NF4 ? "nf4" : "none", optim, checkpointing ? "true" : "false", recompute ? "true" : "false", per, (double)B / per, (long long)trainable, rss, act,
                fwd / (double)steps, bwd / (double)steps, loss);
     else
         printf("%s%s: %.3f s/step (forward %.3f, backward %.3f), %.2f images/s, %lld trainable, peak RSS %.2f GiB "
