@@ -37,7 +37,7 @@ static void data_make(block_data *d) {
     d->prefix = random_floats(V * L * 2 * C, 1.0f); /* PEFT's layout: this block is layer 1 of L */
     d->bw = (mmt_block_weights){d->w[0], d->w[1], d->w[2], d->w[3], d->w[4], d->w[5],  d->w[6],
                                 d->w[7], d->w[8], d->w[9], d->w[10], d->w[11], d->ln[0], d->ln[1],
-                                d->ln[2], d->ln[3], {0}};
+                                d->ln[2], d->ln[3], {0}, {0}};
     d->bc = (mmt_block_config){.hidden = C, .intermediate = I, .heads = H, .eps = 1e-5f, .act = MMT_BLOCK_GELU, .causal = 1};
 }
 

@@ -77,7 +77,7 @@ static void params_free(params *p) {
 
 static void bind(params *p, mmt_block *y, test_case k) {
     mmt_block_weights w = {p->w[0], p->w[1], p->w[2], p->w[3], p->w[4], p->w[5],  p->w[6], p->w[7],
-                           p->w[8], p->w[9], p->w[10], p->w[11], p->ln[0], p->ln[1], p->ln[2], p->ln[3], {0}};
+                           p->w[8], p->w[9], p->w[10], p->w[11], p->ln[0], p->ln[1], p->ln[2], p->ln[3], {0}, {0}};
     nn_block_init(y, &w, C, I);
     mmt_linear *lin[6] = {&y->q, &y->k, &y->v, &y->o, &y->fc1, &y->fc2};
     for (int j = 0; j < 6; j++) {

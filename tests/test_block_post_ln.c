@@ -63,7 +63,7 @@ static void blk_free(blk *k) {
 /* The block over k's tensors; grads: every gradient attached. */
 static void blk_bind(const blk *k, mmt_block *y, int with_prefix, int grads) {
     mmt_block_weights w = {k->w[0], k->w[1], k->w[2], k->w[3], k->w[4], k->w[5],  k->w[6], k->w[7],
-                           k->w[8], k->w[9], k->w[10], k->w[11], k->ln[0], k->ln[1], k->ln[2], k->ln[3], {0}};
+                           k->w[8], k->w[9], k->w[10], k->w[11], k->ln[0], k->ln[1], k->ln[2], k->ln[3], {0}, {0}};
     nn_block_init(y, &w, C, I);
     if (with_prefix) {
         y->n_prefix = V;

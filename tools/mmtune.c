@@ -309,7 +309,7 @@ static int embed_named(const common_opts *o, const char *const *texts, const int
     mmt_clip_adapter **rows = NULL;
     float *out = NULL;
     int64_t n_max = o->n_images > n_texts ? o->n_images : n_texts;
-    if (cli_clip_load(o->model_dir, &base) != MMT_OK) return runtime_error();
+    if (cli_clip_load_inference(o->model_dir, &base) != MMT_OK) return runtime_error();
     int rc = named_open(o, base, &na);
     int64_t dim = mmt_clip_embed_dim(base);
     if (rc == 0 && (!(rows = mmt_calloc((size_t)n_max, sizeof *rows)) || !(out = mmt_malloc((size_t)(n_max * dim) * sizeof(float)))))
@@ -507,7 +507,7 @@ static int cmd_classify(int argc, char **argv) {
     cli_encoder enc = {0};
     if (!named && cli_encoder_open(model_dir, o.adapter_dir, &enc) != MMT_OK) return runtime_error();
     mmt_clip *base = NULL; /* named adapters: the base they share */
-    if (named && cli_clip_load(model_dir, &base) != MMT_OK) {
+    if (named && cli_clip_load_inference(model_dir, &base) != MMT_OK) {
         common_opts_free(&o);
         return runtime_error();
     }
@@ -701,11 +701,12 @@ static int cmd_bench(int argc, char **argv) {
     }
     mmt_clip *model;
     if (model_dir) {
-        if (cli_clip_load(model_dir, &model) != MMT_OK) return runtime_error();
+        if (cli_clip_load_inference(model_dir, &model) != MMT_OK) return runtime_error();
     } else {
         mmt_clip_config cfg;
         mmt_clip_config_default(&cfg); /* the class defaults are exactly ViT-B/32 */
-        if (cli_clip_random(&cfg, 42, cli_load_quant(), &model) != MMT_OK) return runtime_error();
+        if (cli_clip_random(&cfg, 42, cli_load_quant(), &model) != MMT_OK || mmt_clip_prepack(model) != MMT_OK)
+            return runtime_error();
     }
     const mmt_clip_config *cfg = mmt_clip_config_of(model);
     const char *kernels = mmt_ops_cpu()->name;

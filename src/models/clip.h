@@ -28,6 +28,13 @@ mmt_status mmt_clip_create_random(const mmt_clip_config *cfg, uint64_t seed, mmt
 mmt_status mmt_clip_create_random_quantized(const mmt_clip_config *cfg, uint64_t seed, const mmt_quant_options *q,
                                             mmt_clip **out);
 
+/* Packs every fp32 linear of the encoders into the op table's GEMM panels once, so inference
+ * stops packing them on every call (ops.h matmul_pack): the same bits, for a copy of those
+ * weights in memory. For inference only: the weights must not change afterwards (a layer
+ * whose weight pointer changes, as merging an adapter does, or that trains, goes back to
+ * packing per call). Does nothing on a table that does not pack (the reference). */
+mmt_status mmt_clip_prepack(mmt_clip *model);
+
 const mmt_clip_config *mmt_clip_config_of(const mmt_clip *model);
 const mmt_weights *mmt_clip_weights(const mmt_clip *model);
 /* NULL when the folder has no vocab.json/merges.txt (text encoding then fails clearly). */

@@ -22,6 +22,7 @@ typedef struct clip_layer {
     const float *ln1_w, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;
     const float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
     const mmt_qmat *qw[6];       /* q, k, v, out, fc1, fc2 kept quantized, else NULL (qlinear.h) */
+    const mmt_packed_linear *packed[6]; /* their prepacked panels (mmt_clip_prepack), else NULL */
 } clip_layer;
 
 typedef struct clip_tower {
@@ -54,6 +55,8 @@ struct mmt_clip {
     struct mmt_tokenizer *tokenizer;    /* owned, NULL without vocab files */
     mmt_image_processor processor;
     mmt_dicom_options dicom;     /* DICOM rendering of image files; zero = each file's rule */
+    mmt_packed_linear *packed;   /* owned: the encoders' prepacked linears (mmt_clip_prepack) */
+    float *panels;               /* owned: their panels */
 };
 
 /* Writes the tensor `name` of the given shape (numel floats into w) when a model is made from
@@ -86,7 +89,8 @@ static inline void clip_block_config(const mmt_clip_tower_config *c, int causal,
 static inline void clip_block_weights(const clip_layer *s, mmt_block_weights *w) {
     *w = (mmt_block_weights){s->q_w,   s->q_b,   s->k_w,   s->k_b,   s->v_w,   s->v_b,   s->out_w, s->out_b,
                              s->fc1_w, s->fc1_b, s->fc2_w, s->fc2_b, s->ln1_w, s->ln1_b, s->ln2_w, s->ln2_b,
-                             {s->qw[0], s->qw[1], s->qw[2], s->qw[3], s->qw[4], s->qw[5]}};
+                             {s->qw[0], s->qw[1], s->qw[2], s->qw[3], s->qw[4], s->qw[5]},
+                             {s->packed[0], s->packed[1], s->packed[2], s->packed[3], s->packed[4], s->packed[5]}};
 }
 
 /* HF's pooling position (modeling_clip.py CLIPTextModel.forward): legacy configs with

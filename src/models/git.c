@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -141,6 +142,8 @@ done:
 
 void mmt_git_free(mmt_git *m) {
     if (!m) return;
+    mmt_free(m->packed);
+    free(m->panels);
     mmt_wordpiece_free(m->tokenizer);
     mmt_clip_free(m->vision);
     mmt_weights_free(m->weights);
@@ -148,6 +151,44 @@ void mmt_git_free(mmt_git *m) {
     mmt_arena_free(&m->store);
     mmt_free(m->dir);
     mmt_free(m);
+}
+
+/* See git.h. */
+mmt_status mmt_git_prepack(mmt_git *m) {
+    MMT_TRY(mmt_clip_prepack(m->vision));
+    if (m->packed) return MMT_OK;
+    int64_t L = m->cfg.num_layers, C = m->cfg.hidden_size, I = m->cfg.intermediate_size, floats = 0;
+    for (int pass = 0; pass < 2; pass++) { /* count, then pack */
+        int64_t n = 0, offset = 0;
+        for (int64_t i = 0; i < L; i++) {
+            mmt_block_weights *w = &m->layers[i];
+            const float *ws[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};
+            for (int j = 0; j < 6; j++) {
+                if (w->qw[j] || !ws[j]) continue;
+                int64_t out = j == 4 ? I : C, in = j == 5 ? I : C;
+                if (pass == 0) {
+                    floats += m->ops->matmul_pack(NULL, ws[j], in, out);
+                } else {
+                    float *dst = m->panels + offset;
+                    offset += m->ops->matmul_pack(dst, ws[j], in, out);
+                    m->packed[n] = (mmt_packed_linear){ws[j], dst, m->ops};
+                    w->packed[j] = &m->packed[n];
+                }
+                n++;
+            }
+        }
+        if (pass == 0) {
+            if (n == 0 || floats == 0) return MMT_OK;
+            m->packed = mmt_calloc((size_t)n, sizeof *m->packed);
+            m->panels = aligned_alloc(64, ((size_t)floats * sizeof(float) + 63) / 64 * 64);
+            if (!m->packed || !m->panels) {
+                mmt_free(m->packed), free(m->panels);
+                m->packed = NULL, m->panels = NULL;
+                return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "prepacking the decoder: %lld MiB", (long long)(floats >> 18));
+            }
+        }
+    }
+    return MMT_OK;
 }
 
 /* The decoder's linears and the vision tower's (the output head stays fp32, as transformers

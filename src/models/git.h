@@ -46,6 +46,9 @@ typedef struct mmt_git_cache mmt_git_cache;
 mmt_status mmt_git_load(const char *dir, mmt_git **out);
 /* Keeps the linear weights quantized (mmtune.h mmt_quant_options; before any run context). */
 mmt_status mmt_git_quantize(mmt_git *m, const mmt_quant_options *o);
+/* mmt_clip_prepack for the vision tower and the decoder's fp32 linears (the output head is
+ * only ever multiplied by few rows, which stream it): for inference only. */
+mmt_status mmt_git_prepack(mmt_git *m);
 void mmt_git_free(mmt_git *m);
 
 const mmt_git_config *mmt_git_config_of(const mmt_git *m);

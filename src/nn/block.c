@@ -500,6 +500,7 @@ void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int
     for (int j = 0; j < 6; j++) {
         lin[j]->w = lw[j];
         lin[j]->qw = w->qw[j];
+        lin[j]->packed = w->packed[j];
         lin[j]->b = lb[j];
         lin[j]->in = j == 5 ? intermediate : hidden;
         lin[j]->out = j == 4 ? intermediate : hidden;

@@ -55,6 +55,8 @@ typedef struct mmt_block_weights {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
     /* The linears kept quantized (their *_w is then NULL), or NULL: q, k, v, out, fc1, fc2. */
     const mmt_qmat *qw[6];
+    /* Their prepacked panels (linear.h), or NULL. */
+    const mmt_packed_linear *packed[6];
 } mmt_block_weights;
 
 /* Keys and values of the positions a sequence has seen, for decoding one step at a time:

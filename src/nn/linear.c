@@ -57,7 +57,11 @@ static mmt_status base_forward(const mmt_linear *l, const mmt_ops *ops, mmt_aren
                                const float *x, int64_t M, int train, const s8_input *pre) {
     const mmt_qmat *q = l->qw;
     if (!q) {
-        ops->matmul_fwd(y, x, l->w, l->b, M, l->in, l->out);
+        const mmt_packed_linear *p = l->packed;
+        if (p && p->w == l->w && p->ops == ops && !l->dw)
+            ops->matmul_fwd_packed(y, x, l->w, p->panels, l->b, M, l->in, l->out);
+        else
+            ops->matmul_fwd(y, x, l->w, l->b, M, l->in, l->out);
         return MMT_OK;
     }
     if (runs_s8(l, train) && pre) {

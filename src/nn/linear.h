@@ -65,6 +65,15 @@ typedef struct mmt_linear_group {
     mmt_ia3_mode ia3_mode;
 } mmt_linear_group;
 
+/* A frozen fp32 weight's GEMM panels, packed once for inference (ops.h matmul_pack): used by
+ * the base product while the layer's w is still the w they were packed from, the op table is
+ * the one that packed them and the weight has no gradient. */
+typedef struct mmt_packed_linear {
+    const float *w;
+    const float *panels;
+    const struct mmt_ops *ops;
+} mmt_packed_linear;
+
 typedef struct mmt_linear {
     int64_t in, out;
     const float *w;       /* (out, in); NULL when the weight is kept quantized (qw) */
@@ -74,6 +83,7 @@ typedef struct mmt_linear {
      * (qmat_matmul_fwd), so backward's dx = dy deq(W) is the exact gradient of that forward.
      * A quantized weight cannot be trained (dw NULL) nor carry DoRA. */
     const mmt_qmat *qw;
+    const mmt_packed_linear *packed; /* NULL: none */
     const float *b;       /* (out) or NULL */
     float *dw, *db;       /* gradients, NULL when frozen */
     mmt_lora *lora;       /* NULL: none */

@@ -38,6 +38,8 @@ static const mmt_ops ops_ref = {
     .buffer_fill = buffer_fill_ref,
     .sync = sync_ref,
     .matmul_fwd = matmul_fwd_ref,
+    .matmul_pack = matmul_pack_ref,
+    .matmul_fwd_packed = matmul_fwd_packed_ref,
     .layernorm_fwd = layernorm_fwd_ref,
     .softmax_fwd = softmax_fwd_ref,
     .gelu_fwd = gelu_fwd_ref,
@@ -88,6 +90,8 @@ static const mmt_ops ops_ref = {
     .buffer_fill = buffer_fill_ref,                                                            \
     .sync = sync_ref,                                                                          \
     .matmul_fwd = matmul_fwd_##GEMM,                                                           \
+    .matmul_pack = matmul_pack_##GEMM,                                                         \
+    .matmul_fwd_packed = matmul_fwd_packed_##GEMM,                                             \
     .layernorm_fwd = layernorm_fwd_avx2,                                                       \
     .softmax_fwd = softmax_fwd_avx2,                                                           \
     .gelu_fwd = gelu_fwd_avx2,                                                                 \
@@ -176,7 +180,8 @@ static const struct {
 } ops_fields[] = {
     OPS_FIELD(buffer_alloc), OPS_FIELD(buffer_free), OPS_FIELD(buffer_upload),
     OPS_FIELD(buffer_download), OPS_FIELD(buffer_copy), OPS_FIELD(buffer_fill),
-    OPS_FIELD(sync), OPS_FIELD(matmul_fwd), OPS_FIELD(layernorm_fwd), OPS_FIELD(softmax_fwd),
+    OPS_FIELD(sync), OPS_FIELD(matmul_fwd), OPS_FIELD(matmul_pack), OPS_FIELD(matmul_fwd_packed),
+    OPS_FIELD(layernorm_fwd), OPS_FIELD(softmax_fwd),
     OPS_FIELD(gelu_fwd), OPS_FIELD(quick_gelu_fwd), OPS_FIELD(tanh_fwd), OPS_FIELD(add_fwd),
     OPS_FIELD(attention_fwd), OPS_FIELD(embedding_fwd), OPS_FIELD(patchify_fwd),
     OPS_FIELD(gemm), OPS_FIELD(matmul_bwd), OPS_FIELD(layernorm_bwd), OPS_FIELD(softmax_bwd),

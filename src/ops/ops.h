@@ -93,6 +93,15 @@ typedef struct mmt_ops {
      * nn.Linear layout [out, in]. y must not alias x or w. */
     void (*matmul_fwd)(float *y, const float *x, const float *w, const float *bias,
                        int64_t M, int64_t K, int64_t N);
+    /* Prepacked weights (inference): with dst NULL, the floats this table's GEMM panels of
+     * w (N, K) take (0: the table does not pack); else writes them to dst (64-byte aligned).
+     * The panels belong to this table: another table must not be given them. */
+    int64_t (*matmul_pack)(float *dst, const float *w, int64_t K, int64_t N);
+    /* matmul_fwd reading w's panels from this table's matmul_pack instead of packing w on
+     * every call (panels NULL: matmul_fwd); the same bits as matmul_fwd. w must stay valid
+     * and unchanged: few-row products stream it. */
+    void (*matmul_fwd_packed)(float *y, const float *x, const float *w, const float *panels,
+                              const float *bias, int64_t M, int64_t K, int64_t N);
 
     /* y (R,C) = (x - mean) * rstd * weight + bias per row; mean/rstd (R) are written when
      * not NULL (saved for backward). Variance is the biased one, as torch.layer_norm.

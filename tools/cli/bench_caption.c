@@ -581,7 +581,7 @@ int cmd_bench_caption(int argc, char **argv) {
     if (!o.model)
         return cli_usage_error("bench caption needs --model DIR (make one: python3 tools/bench/make_git_base.py --out DIR)");
     mmt_git *m = NULL;
-    if (cli_git_load(o.model, &m) != MMT_OK) return cli_runtime_error();
+    if (cli_git_load_inference(o.model, &m) != MMT_OK) return cli_runtime_error();
     const mmt_git_config *c = mmt_git_config_of(m);
     int rc = 0;
     if (c->eos_token_id < 0 || c->eos_token_id >= c->vocab_size || c->bos_token_id < 0 || c->bos_token_id >= c->vocab_size)

@@ -190,7 +190,7 @@ mmt_status cli_captioner_open(const char *model, const char *adapter, cli_captio
     *out = NULL;
     cli_captioner *c = mmt_calloc(1, sizeof *c);
     if (!c) return MMT_STATUS_OUT_OF_MEMORY;
-    mmt_status s = cli_git_load(model, &c->m);
+    mmt_status s = cli_git_load_inference(model, &c->m);
     if (s == MMT_OK && !mmt_git_tokenizer(c->m))
         s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json", model);
     if (s == MMT_OK) s = mmt_git_run_create(c->m, &c->r);

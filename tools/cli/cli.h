@@ -36,6 +36,10 @@ mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out
 struct mmt_clip_config;
 mmt_status cli_clip_random(const struct mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out);
 mmt_status cli_git_load(const char *dir, struct mmt_git **out);
+/* The same for inference only: the fp32 linears prepacked once (mmt_clip_prepack,
+ * mmt_git_prepack; the same results, a packed copy of those weights in memory). */
+mmt_status cli_clip_load_inference(const char *dir, mmt_clip **out);
+mmt_status cli_git_load_inference(const char *dir, struct mmt_git **out);
 
 int cmd_train(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);

@@ -16,7 +16,7 @@
 
 mmt_status cli_encoder_open(const char *model_dir, const char *adapter_dir, cli_encoder *e) {
     memset(e, 0, sizeof *e);
-    mmt_status s = cli_clip_load(model_dir, &e->model);
+    mmt_status s = cli_clip_load_inference(model_dir, &e->model);
     if (s == MMT_OK && adapter_dir) {
         mmt_clip_train_options o;
         mmt_clip_train_options_default(&o);

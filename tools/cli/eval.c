@@ -370,7 +370,7 @@ static int eval_retrieval(const eval_opts *o) {
     mmt_clip_train_options_default(&to);
     mmt_status s = objects ? mmt_comm_world(&comm) : mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "eval: out of memory");
     int root = s == MMT_OK && mmt_comm_rank(comm) == 0, rc = 0;
-    if (s == MMT_OK) s = cli_clip_load(o->model, &model);
+    if (s == MMT_OK) s = cli_clip_load_inference(o->model, &model);
     if (s == MMT_OK && o->n_tasks == 0) s = load_pairs(o, o->data, root, &pairs);
     if (s == MMT_OK) s = mmt_clip_train_create(model, &to, &view);
     if (s == MMT_OK && o->adapter) s = mmt_adapter_folders_load(mmt_clip_train_iface(view), o->adapter, 0, &ad, &prompt);

@@ -64,6 +64,16 @@ mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out
 
 mmt_status cli_clip_load(const char *dir, mmt_clip **out) { return cli_clip_load_as(dir, load_quant, out); }
 
+mmt_status cli_clip_load_inference(const char *dir, mmt_clip **out) {
+    MMT_TRY(cli_clip_load(dir, out));
+    mmt_status s = mmt_clip_prepack(*out);
+    if (s != MMT_OK) {
+        mmt_clip_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
 mmt_status cli_clip_random(const mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out) {
     mmt_quant_options o;
     mmt_quant_options_default(&o, type);
@@ -79,6 +89,16 @@ mmt_status cli_git_load(const char *dir, mmt_git **out) {
     mmt_quant_options o;
     mmt_quant_options_default(&o, load_quant);
     mmt_status s = mmt_git_quantize(*out, &o);
+    if (s != MMT_OK) {
+        mmt_git_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+mmt_status cli_git_load_inference(const char *dir, mmt_git **out) {
+    MMT_TRY(cli_git_load(dir, out));
+    mmt_status s = mmt_git_prepack(*out);
     if (s != MMT_OK) {
         mmt_git_free(*out);
         *out = NULL;

@@ -97,6 +97,20 @@ static inline int64_t sgemm_kc_step(const sgemm_kernel *kern, int64_t K) {
  * Allocates nothing; c must not overlap a or b. */
 void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
                sgemm_view b, float *c, int64_t ldc, sgemm_store st, int max_threads);
+/* sgemm_run with B also given as its panels (sgemm_pack_b; panels_ld = sgemm_panels_ld): the
+ * packed path reads them instead of packing b (the same floats, so the same bits); the rows
+ * path still streams b. panels NULL: sgemm_run. */
+void sgemm_run_prepacked(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
+                         sgemm_view b, const float *panels, int64_t panels_ld, float *c, int64_t ldc,
+                         sgemm_store st, int max_threads);
+/* Floats of w (N, K)'s panels for kern (sgemm_view.panels), and the packing itself into dst:
+ * each K block of sgemm_kc_step, the N columns in panels of nr, zero-padded, exactly what the
+ * packed path packs per call. panels_ld = sgemm_panels_ld(kern, N). */
+int64_t sgemm_panels_ld(const sgemm_kernel *kern, int64_t N);
+void sgemm_pack_b(const sgemm_kernel *kern, float *dst, const float *w, int64_t K, int64_t N);
+/* matmul_fwd_packed (ops.h) on kern: panels from sgemm_pack_b, or NULL (matmul_fwd). */
+void sgemm_matmul_fwd_packed(const sgemm_kernel *kern, float *y, const float *x, const float *w,
+                             const float *panels, const float *bias, int64_t M, int64_t K, int64_t N);
 /* The matmul_fwd, gemm and matmul_bwd entries (ops.h) on kern. */
 void sgemm_matmul_fwd(const sgemm_kernel *kern, float *y, const float *x, const float *w,
                       const float *bias, int64_t M, int64_t K, int64_t N);
@@ -132,6 +146,9 @@ void softmax_row_avx2(float *y, const float *x, int64_t n, int64_t C, float scal
 void softmax_bwd_row_avx2(float *dx, const float *dy, const float *y, int64_t n, int64_t C,
                           float scale, int accumulate);
 
+int64_t matmul_pack_avx2(float *dst, const float *w, int64_t K, int64_t N);
+void matmul_fwd_packed_avx2(float *y, const float *x, const float *w, const float *panels,
+                         const float *bias, int64_t M, int64_t K, int64_t N);
 void matmul_fwd_avx2(float *y, const float *x, const float *w, const float *bias, int64_t M,
                      int64_t K, int64_t N);
 void layernorm_fwd_avx2(float *y, float *mean, float *rstd, const float *x, const float *weight,
@@ -165,6 +182,9 @@ void attention_kv_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const f
                            int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, int causal,
                            int64_t causal_offset);
 
+int64_t matmul_pack_avx512(float *dst, const float *w, int64_t K, int64_t N);
+void matmul_fwd_packed_avx512(float *y, const float *x, const float *w, const float *panels,
+                         const float *bias, int64_t M, int64_t K, int64_t N);
 void matmul_fwd_avx512(float *y, const float *x, const float *w, const float *bias, int64_t M,
                        int64_t K, int64_t N);
 void gemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,

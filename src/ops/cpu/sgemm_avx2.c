@@ -287,15 +287,17 @@ static void macro_kernel(const sgemm_kernel *kern, int64_t mc, int64_t nc, int64
  * buffer (allocation failed) it keeps the stack block. */
 #define SGEMM_WIDE_NC 4096
 static void sgemm_range(const sgemm_kernel *kern, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                        int64_t K, sgemm_view a, sgemm_view b, float *c, int64_t ldc,
-                        sgemm_store st) {
+                        int64_t K, sgemm_view a, sgemm_view b, const float *panels, int64_t panels_ld,
+                        float *c, int64_t ldc, sgemm_store st) {
     _Alignas(64) float apack[SGEMM_PACK_A_FLOATS];
     _Alignas(64) float bstack[SGEMM_PACK_B_FLOATS];
     float *bpack = bstack, *wide = NULL;
     const int64_t kc_step = sgemm_kc_step(kern, K);
     const int64_t mc_step = cpu_balanced_step(m1 - m0, kern->mc, kern->mr);
     int64_t nc_max = kern->nc;
-    if (n1 - n0 > kern->nc && m1 - m0 > mc_step) { /* several A blocks would repack */
+    if (panels) {
+        nc_max = n1 - n0; /* B is packed already: all columns, A packed once per K block */
+    } else if (n1 - n0 > kern->nc && m1 - m0 > mc_step) { /* several A blocks would repack */
         int64_t w = min64(n1 - n0, SGEMM_WIDE_NC);
         w = (w + kern->nr - 1) / kern->nr * kern->nr;
         wide = aligned_alloc(64, (size_t)(w * kc_step) * sizeof(float));
@@ -306,9 +308,14 @@ static void sgemm_range(const sgemm_kernel *kern, int64_t m0, int64_t m1, int64_
         int64_t nc = min64(nc_step, n1 - jc);
         for (int64_t pc = 0; pc < K; pc += kc_step) {
             int64_t kc = min64(kc_step, K - pc);
-            /* B is packed through its transpose: panel rows are B's columns. */
-            pack_panels(bpack, b.data + pc * b.row_stride + jc * b.col_stride, nc, kc,
-                        b.col_stride, b.row_stride, kern->nr);
+            /* B is packed through its transpose: panel rows are B's columns. Prepacked: the
+             * block's panels start pc * panels_ld floats in, column jc's jc * kc further. */
+            const float *bp = bpack;
+            if (panels)
+                bp = panels + pc * panels_ld + jc * kc;
+            else
+                pack_panels(bpack, b.data + pc * b.row_stride + jc * b.col_stride, nc, kc,
+                            b.col_stride, b.row_stride, kern->nr);
             /* The first K block stores as asked (bias, beta); later ones add to it. */
             sgemm_store block_st = {st.alpha, 1.0f, NULL};
             if (pc == 0) block_st = (sgemm_store){st.alpha, st.beta, st.bias ? st.bias + jc : NULL};
@@ -316,7 +323,7 @@ static void sgemm_range(const sgemm_kernel *kern, int64_t m0, int64_t m1, int64_
                 int64_t mc = min64(mc_step, m1 - ic);
                 pack_panels(apack, a.data + ic * a.row_stride + pc * a.col_stride, mc, kc,
                             a.row_stride, a.col_stride, kern->mr);
-                macro_kernel(kern, mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc, block_st);
+                macro_kernel(kern, mc, nc, kc, apack, bp, c + ic * ldc + jc, ldc, block_st);
             }
         }
     }
@@ -344,6 +351,12 @@ static void sgemm_rows(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K
 
 void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
                sgemm_view b, float *c, int64_t ldc, sgemm_store st, int max_threads) {
+    sgemm_run_prepacked(kern, M, N, K, a, b, NULL, 0, c, ldc, st, max_threads);
+}
+
+void sgemm_run_prepacked(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
+                         sgemm_view b, const float *panels, int64_t panels_ld, float *c, int64_t ldc,
+                         sgemm_store st, int max_threads) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* empty sum: c = bias (or 0), or beta * c */
         for (int64_t i = 0; i < M; i++)
@@ -382,7 +395,7 @@ void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_
         int64_t im = it / tn, in = it % tn;
         int64_t m0 = mblocks * im / tm * kern->mr, m1 = min64(M, mblocks * (im + 1) / tm * kern->mr);
         int64_t n0 = nblocks * in / tn * kern->nr, n1 = min64(N, nblocks * (in + 1) / tn * kern->nr);
-        sgemm_range(kern, m0, m1, n0, n1, K, a, b, c, ldc, st);
+        sgemm_range(kern, m0, m1, n0, n1, K, a, b, panels, panels_ld, c, ldc, st);
     }
 }
 
@@ -407,6 +420,36 @@ void sgemm_matmul_fwd(const sgemm_kernel *kern,
 void matmul_fwd_avx2(float *y, const float *x, const float *w, const float *bias, int64_t M,
                      int64_t K, int64_t N) {
     sgemm_matmul_fwd(&sgemm_kernel_avx2, y, x, w, bias, M, K, N);
+}
+
+int64_t sgemm_panels_ld(const sgemm_kernel *kern, int64_t N) { return ceil_div(N, kern->nr) * kern->nr; }
+
+/* The panels sgemm_range would pack for columns [0, N), every K block, once: pack_panels
+ * over the transposed view as there, so the floats are the same. */
+void sgemm_pack_b(const sgemm_kernel *kern, float *dst, const float *w, int64_t K, int64_t N) {
+    const int64_t kc_step = sgemm_kc_step(kern, K), ld = sgemm_panels_ld(kern, N);
+    MMT_OMP("omp parallel for schedule(static) if(N * K >= CPU_PARALLEL_MIN_ELEMENTS)")
+    for (int64_t pc = 0; pc < K; pc += kc_step)
+        pack_panels(dst + pc * ld, w + pc, N, min64(kc_step, K - pc), K, 1, kern->nr);
+}
+
+void sgemm_matmul_fwd_packed(const sgemm_kernel *kern, float *y, const float *x, const float *w,
+                             const float *panels, const float *bias, int64_t M, int64_t K, int64_t N) {
+    sgemm_view a = {x, K, 1};
+    sgemm_view b = {w, 1, K};
+    sgemm_store st = {1.0f, 0.0f, bias};
+    sgemm_run_prepacked(kern, M, N, K, a, b, panels, panels ? sgemm_panels_ld(kern, N) : 0, y, N, st,
+                        cpu_max_threads());
+}
+
+int64_t matmul_pack_avx2(float *dst, const float *w, int64_t K, int64_t N) {
+    if (dst) sgemm_pack_b(&sgemm_kernel_avx2, dst, w, K, N);
+    return sgemm_panels_ld(&sgemm_kernel_avx2, N) * K;
+}
+
+void matmul_fwd_packed_avx2(float *y, const float *x, const float *w, const float *panels,
+                            const float *bias, int64_t M, int64_t K, int64_t N) {
+    sgemm_matmul_fwd_packed(&sgemm_kernel_avx2, y, x, w, panels, bias, M, K, N);
 }
 
 /* c (M,N) = alpha op(a) @ op(b) + beta c (ops.h). A transposed operand is just a view with

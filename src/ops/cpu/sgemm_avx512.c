@@ -169,6 +169,16 @@ const sgemm_kernel sgemm_kernel_avx512 = {
     .rows_width = 16,
 };
 
+int64_t matmul_pack_avx512(float *dst, const float *w, int64_t K, int64_t N) {
+    if (dst) sgemm_pack_b(&sgemm_kernel_avx512, dst, w, K, N);
+    return sgemm_panels_ld(&sgemm_kernel_avx512, N) * K;
+}
+
+void matmul_fwd_packed_avx512(float *y, const float *x, const float *w, const float *panels,
+                              const float *bias, int64_t M, int64_t K, int64_t N) {
+    sgemm_matmul_fwd_packed(&sgemm_kernel_avx512, y, x, w, panels, bias, M, K, N);
+}
+
 void matmul_fwd_avx512(float *y, const float *x, const float *w, const float *bias, int64_t M,
                        int64_t K, int64_t N) {
     sgemm_matmul_fwd(&sgemm_kernel_avx512, y, x, w, bias, M, K, N);

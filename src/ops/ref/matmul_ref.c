@@ -24,6 +24,18 @@ void matmul_fwd_ref(float *y,           // (M, N)
     }
 }
 
+/* The reference packs nothing: matmul_fwd_packed is matmul_fwd on w. */
+int64_t matmul_pack_ref(float *dst, const float *w, int64_t K, int64_t N) {
+    (void)dst, (void)w, (void)K, (void)N;
+    return 0;
+}
+
+void matmul_fwd_packed_ref(float *y, const float *x, const float *w, const float *panels,
+                           const float *bias, int64_t M, int64_t K, int64_t N) {
+    (void)panels;
+    matmul_fwd_ref(y, x, w, bias, M, K, N);
+}
+
 /* Backward of y = x @ w^T + bias, as sums of scaled rows accumulated straight into the
  * outputs: dx row i gathers w rows, dw row j gathers x rows. The innermost loops walk
  * contiguous rows, so even the reference runs the CLIP shapes in about a second. */

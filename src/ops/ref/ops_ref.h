@@ -20,6 +20,9 @@ void buffer_copy_ref(void *dst, const void *src, size_t bytes);
 void buffer_fill_ref(float *x, float value, int64_t n);
 void sync_ref(void);
 
+int64_t matmul_pack_ref(float *dst, const float *w, int64_t K, int64_t N);
+void matmul_fwd_packed_ref(float *y, const float *x, const float *w, const float *panels,
+                           const float *bias, int64_t M, int64_t K, int64_t N);
 void matmul_fwd_ref(float *y, const float *x, const float *w, const float *bias, int64_t M,
                     int64_t K, int64_t N);
 void layernorm_fwd_ref(float *y, float *mean, float *rstd, const float *x, const float *weight,
