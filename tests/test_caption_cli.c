@@ -101,6 +101,10 @@ static void test_refusals(void) {
     CHECK(run("train --model %s --data %s --max-caption-tokens 2 --out %s/x", CAP, data, root) == 2);
     CHECK(err_text && strstr(err_text, "--max-caption-tokens"));
     CHECK(run("train --model %s --data %s --label-smoothing 1.5 --out %s/x", CAP, data, root) == 2);
+    CHECK(run("train --model %s --data %s --recompute --out %s/x", CAP, data, root) == 1);
+    CHECK(err_text && strstr(err_text, "--recompute is for CLIP") && count_lines(err_text) == 1);
+    CHECK(run("train --model %s --data %s --checkpointing --out %s/x", CAP, data, root) == 1);
+    CHECK(err_text && strstr(err_text, "--checkpointing is for CLIP"));
     char bad[450];
     snprintf(bad, sizeof bad, "%s/missing.jsonl", root);
     FILE *f = fopen(bad, "w");

@@ -113,6 +113,23 @@ static void test_kill_and_resume_is_bitwise(void) {
     CHECK(rc == 1 && err_text && strstr(err_text, "seed"));
 }
 
+/* --recompute (selective recomputation) trains the same adapter, byte for byte, and is
+ * recorded in the run's settings. */
+static void test_recompute_same_adapter(void) {
+    int rc = run(TRAIN "--data %s --out %s/rc_ref --steps 3", data, tmp);
+    CHECK_MSG(rc == 0, "stderr: %s", err_text);
+    rc = run(TRAIN "--data %s --out %s/rc --steps 3 --recompute", data, tmp);
+    CHECK_MSG(rc == 0, "stderr: %s", err_text);
+    size_t la, lb;
+    char *a = read_rel("%s/rc_ref/adapter/adapter_model.safetensors", tmp, &la);
+    char *b = read_rel("%s/rc/adapter/adapter_model.safetensors", tmp, &lb);
+    CHECK_MSG(a && b && la == lb && memcmp(a, b, la) == 0, "--recompute changed the adapter");
+    free(a), free(b);
+    a = read_rel("%s/rc/run.json", tmp, &la);
+    CHECK(a && strstr(a, "\"recompute\": true"));
+    free(a);
+}
+
 static void test_nonfinite_loss_stops(void) {
     int rc = run(TRAIN "--data %s --out %s/nan --steps 20 --save-every 1 --lr 1e30 --max-grad-norm 0 --method full", data, tmp);
     CHECK_MSG(rc == 1, "exit %d: %s", rc, err_text);
@@ -344,6 +361,7 @@ int main(void) {
     make_data();
     RUN(test_lora_run_writes_everything);
     RUN(test_kill_and_resume_is_bitwise);
+    RUN(test_recompute_same_adapter);
     RUN(test_nonfinite_loss_stops);
     RUN(test_settings_and_errors);
     RUN(test_per_group_learning_rates);
