@@ -51,6 +51,17 @@ static void test_embed_prints_json_lines(void) {
     }
 }
 
+/* --no-prepack (the weights packed per call instead of once at load) prints the same
+ * embeddings, to the last digit. */
+static void test_no_prepack_same_output(void) {
+    const char *cmd = "embed --model %s --image %s/chelsea.jpg --image %s/chelsea.jpg --text 'a cat'%s";
+    CHECK(run(cmd, MODEL, IMAGES, IMAGES, "") == 0);
+    char *packed = out_text ? strdup(out_text) : NULL;
+    CHECK(run(cmd, MODEL, IMAGES, IMAGES, " --no-prepack") == 0);
+    CHECK(packed && out_text && count_lines(packed) == 3 && strcmp(packed, out_text) == 0);
+    free(packed);
+}
+
 static void test_classify_probabilities(void) {
     int rc = run("classify --model %s --image %s/chelsea.jpg --image %s/astronaut.png --labels 'cat, dog,car'",
                  MODEL, IMAGES, IMAGES);
@@ -128,6 +139,7 @@ int main(void) {
     mkdir(tmp, 0755);
     cli_run_setup(tmp);
     RUN(test_embed_prints_json_lines);
+    RUN(test_no_prepack_same_output);
     RUN(test_classify_probabilities);
     RUN(test_inspect);
     RUN(test_help_and_usage_errors);

@@ -109,7 +109,7 @@ static void test_clip_prepack(void) {
         if (p == 1) {
             CHECK_OK(mmt_clip_prepack(m));
             CHECK_OK(mmt_clip_prepack(m)); /* twice is once */
-            if (strcmp(mmt_ops_cpu()->name, "ref") != 0) CHECK(m->packed != NULL);
+            if (strcmp(mmt_ops_cpu()->name, "ref") != 0) CHECK(m->packs.items != NULL);
         }
         for (int k = 0; k < 2; k++) clip_embed(m, pixels, ids, k ? B : 1, L, img[k][p], txt[k][p]);
     }
@@ -119,7 +119,7 @@ static void test_clip_prepack(void) {
         CHECK_MSG(!memcmp(txt[k][0], txt[k][1], (size_t)(rows * P) * sizeof(float)), "%lld texts: embeddings differ after prepack", (long long)rows);
     }
     float *img0 = img[1][0], *txt0 = txt[1][0], *img1 = img[1][1], *txt1 = txt[1][1];
-    if (m->packed) { /* the forward reads the panels */
+    if (m->packs.items) { /* the forward reads the panels */
         const clip_layer *l = &m->vision.layers[0];
         int64_t C = c->vision.hidden_size;
         memset((float *)l->packed[4]->panels, 0, (size_t)mmt_ops_cpu()->matmul_pack(NULL, l->fc1_w, C, c->vision.intermediate_size) * sizeof(float));
@@ -150,8 +150,8 @@ static void test_git_prepack(void) {
     CHECK_OK(mmt_git_run_create(m, &r));
     CHECK_OK(mmt_git_run_logits(r, pixels, ids, B, L, after));
     CHECK_MSG(!memcmp(before, after, (size_t)(B * T * V) * sizeof(float)), "GIT logits differ after prepack");
-    if (m->packed) { /* the decoder reads its panels */
-        memset(m->panels, 0, (size_t)mmt_ops_cpu()->matmul_pack(NULL, m->layers[0].q_w, c->hidden_size, c->hidden_size) * sizeof(float));
+    if (m->packs.items) { /* the decoder reads its panels */
+        memset(m->packs.panels, 0, (size_t)mmt_ops_cpu()->matmul_pack(NULL, m->layers[0].q_w, c->hidden_size, c->hidden_size) * sizeof(float));
         CHECK_OK(mmt_git_run_logits(r, pixels, ids, B, L, after));
         CHECK(memcmp(before, after, (size_t)(B * T * V) * sizeof(float)) != 0);
     }

@@ -76,6 +76,8 @@ static const char *USAGE =
     "  --window CENTER,WIDTH   render DICOM images with this linear window (rescaled units,\n"
     "             e.g. 40,400 for CT soft tissue) instead of the file's own (docs/data.md);\n"
     "             serve applies it to uploaded images too; train has its own --window\n"
+    "  --no-prepack   inference normally packs the fp32 weights for the GEMM once at load (a\n"
+    "             second copy in memory, same results); this packs them on every call instead\n"
     "\n"
     "Run 'mmtune <command> --help' for the options of a command.\n";
 
@@ -705,7 +707,8 @@ static int cmd_bench(int argc, char **argv) {
     } else {
         mmt_clip_config cfg;
         mmt_clip_config_default(&cfg); /* the class defaults are exactly ViT-B/32 */
-        if (cli_clip_random(&cfg, 42, cli_load_quant(), &model) != MMT_OK || mmt_clip_prepack(model) != MMT_OK)
+        if (cli_clip_random(&cfg, 42, cli_load_quant(), &model) != MMT_OK ||
+            (cli_load_prepack() && mmt_clip_prepack(model) != MMT_OK))
             return runtime_error();
     }
     const mmt_clip_config *cfg = mmt_clip_config_of(model);

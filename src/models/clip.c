@@ -15,7 +15,6 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -352,8 +351,7 @@ mmt_status mmt_clip_quantize(mmt_clip *m, const mmt_quant_options *o) {
 
 void mmt_clip_free(mmt_clip *m) {
     if (!m) return;
-    mmt_free(m->packed);
-    free(m->panels);
+    nn_pack_set_free(&m->packs);
     mmt_tokenizer_free(m->tokenizer);
     mmt_clip_train_free(m->spare_view);
     pthread_mutex_destroy(&m->spare_mu);
@@ -364,12 +362,10 @@ void mmt_clip_free(mmt_clip *m) {
     mmt_free(m);
 }
 
-/* The encoders' fp32 linears, in a fixed walk: tower, layer, q k v out fc1 fc2. fn gets each
- * with its weight slot, its (out, in) and its index in the walk. */
-static int64_t walk_linears(mmt_clip *m, void (*fn)(mmt_clip *, clip_layer *, int, int64_t, int64_t, int64_t, void *),
-                            void *ctx) {
+/* One walk over the encoders' fp32 linears for mmt_pack_set (nn/linear.h): tower, layer,
+ * q k v out fc1 fc2. */
+static void pack_walk(mmt_clip *m) {
     clip_tower *towers[2] = {&m->text, &m->vision};
-    int64_t n = 0;
     for (int t = 0; t < 2; t++) {
         const clip_tower *tw = towers[t];
         if (!tw->layers || !tw->cfg) continue;
@@ -377,53 +373,26 @@ static int64_t walk_linears(mmt_clip *m, void (*fn)(mmt_clip *, clip_layer *, in
         for (int64_t i = 0; i < tw->cfg->num_layers; i++) {
             clip_layer *l = &tw->layers[i];
             const float *w[6] = {l->q_w, l->k_w, l->v_w, l->out_w, l->fc1_w, l->fc2_w};
-            for (int j = 0; j < 6; j++) {
-                if (l->qw[j] || !w[j]) continue;
-                if (fn) fn(m, l, j, j == 4 ? I : C, j == 5 ? I : C, n, ctx);
-                n++;
-            }
+            for (int j = 0; j < 6; j++)
+                if (!l->qw[j] && w[j]) {
+                    const mmt_packed_linear *p = nn_pack_set_add(&m->packs, w[j], j == 4 ? I : C, j == 5 ? I : C);
+                    if (p) l->packed[j] = p;
+                }
         }
     }
-    return n;
-}
-
-static const float *layer_weight(const clip_layer *l, int j) {
-    const float *w[6] = {l->q_w, l->k_w, l->v_w, l->out_w, l->fc1_w, l->fc2_w};
-    return w[j];
-}
-
-static void count_panels(mmt_clip *m, clip_layer *l, int j, int64_t out, int64_t in, int64_t idx, void *ctx) {
-    (void)idx;
-    *(int64_t *)ctx += m->ops->matmul_pack(NULL, layer_weight(l, j), in, out);
-}
-
-static void pack_one(mmt_clip *m, clip_layer *l, int j, int64_t out, int64_t in, int64_t idx, void *ctx) {
-    int64_t *offset = ctx;
-    const float *w = layer_weight(l, j);
-    float *dst = m->panels + *offset;
-    *offset += m->ops->matmul_pack(dst, w, in, out);
-    m->packed[idx] = (mmt_packed_linear){w, dst, m->ops};
-    l->packed[j] = &m->packed[idx];
 }
 
 /* See clip.h. */
 mmt_status mmt_clip_prepack(mmt_clip *m) {
-    if (m->packed) return MMT_OK;
+    if (m->packs.items) return MMT_OK;
     pthread_mutex_lock(&m->spare_mu); /* a kept inference view has the unpacked layers */
     mmt_clip_train_free(m->spare_view);
     m->spare_view = NULL;
     pthread_mutex_unlock(&m->spare_mu);
-    int64_t floats = 0, n = walk_linears(m, count_panels, &floats);
-    if (n == 0 || floats == 0) return MMT_OK; /* nothing in fp32, or a table that does not pack */
-    m->packed = mmt_calloc((size_t)n, sizeof *m->packed);
-    m->panels = aligned_alloc(64, ((size_t)floats * sizeof(float) + 63) / 64 * 64);
-    if (!m->packed || !m->panels) {
-        mmt_free(m->packed), free(m->panels);
-        m->packed = NULL, m->panels = NULL;
-        return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "prepacking the weights: %lld MiB", (long long)(floats >> 18));
-    }
-    int64_t offset = 0;
-    walk_linears(m, pack_one, &offset);
+    m->packs = (mmt_pack_set){.ops = m->ops};
+    pack_walk(m); /* count */
+    MMT_TRY(nn_pack_set_alloc(&m->packs));
+    if (m->packs.items) pack_walk(m); /* pack */
     return MMT_OK;
 }
 

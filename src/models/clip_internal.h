@@ -55,8 +55,7 @@ struct mmt_clip {
     struct mmt_tokenizer *tokenizer;    /* owned, NULL without vocab files */
     mmt_image_processor processor;
     mmt_dicom_options dicom;     /* DICOM rendering of image files; zero = each file's rule */
-    mmt_packed_linear *packed;   /* owned: the encoders' prepacked linears (mmt_clip_prepack) */
-    float *panels;               /* owned: their panels */
+    mmt_pack_set packs;          /* owned: the encoders' prepacked linears (mmt_clip_prepack) */
 };
 
 /* Writes the tensor `name` of the given shape (numel floats into w) when a model is made from

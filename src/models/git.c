@@ -9,7 +9,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -142,8 +141,7 @@ done:
 
 void mmt_git_free(mmt_git *m) {
     if (!m) return;
-    mmt_free(m->packed);
-    free(m->panels);
+    nn_pack_set_free(&m->packs);
     mmt_wordpiece_free(m->tokenizer);
     mmt_clip_free(m->vision);
     mmt_weights_free(m->weights);
@@ -153,41 +151,28 @@ void mmt_git_free(mmt_git *m) {
     mmt_free(m);
 }
 
+/* One walk over the decoder's fp32 linears for mmt_pack_set (nn/linear.h). */
+static void pack_walk(mmt_git *m) {
+    int64_t C = m->cfg.hidden_size, I = m->cfg.intermediate_size;
+    for (int64_t i = 0; i < m->cfg.num_layers; i++) {
+        mmt_block_weights *w = &m->layers[i];
+        const float *ws[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};
+        for (int j = 0; j < 6; j++)
+            if (!w->qw[j] && ws[j]) {
+                const mmt_packed_linear *p = nn_pack_set_add(&m->packs, ws[j], j == 4 ? I : C, j == 5 ? I : C);
+                if (p) w->packed[j] = p;
+            }
+    }
+}
+
 /* See git.h. */
 mmt_status mmt_git_prepack(mmt_git *m) {
     MMT_TRY(mmt_clip_prepack(m->vision));
-    if (m->packed) return MMT_OK;
-    int64_t L = m->cfg.num_layers, C = m->cfg.hidden_size, I = m->cfg.intermediate_size, floats = 0;
-    for (int pass = 0; pass < 2; pass++) { /* count, then pack */
-        int64_t n = 0, offset = 0;
-        for (int64_t i = 0; i < L; i++) {
-            mmt_block_weights *w = &m->layers[i];
-            const float *ws[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};
-            for (int j = 0; j < 6; j++) {
-                if (w->qw[j] || !ws[j]) continue;
-                int64_t out = j == 4 ? I : C, in = j == 5 ? I : C;
-                if (pass == 0) {
-                    floats += m->ops->matmul_pack(NULL, ws[j], in, out);
-                } else {
-                    float *dst = m->panels + offset;
-                    offset += m->ops->matmul_pack(dst, ws[j], in, out);
-                    m->packed[n] = (mmt_packed_linear){ws[j], dst, m->ops};
-                    w->packed[j] = &m->packed[n];
-                }
-                n++;
-            }
-        }
-        if (pass == 0) {
-            if (n == 0 || floats == 0) return MMT_OK;
-            m->packed = mmt_calloc((size_t)n, sizeof *m->packed);
-            m->panels = aligned_alloc(64, ((size_t)floats * sizeof(float) + 63) / 64 * 64);
-            if (!m->packed || !m->panels) {
-                mmt_free(m->packed), free(m->panels);
-                m->packed = NULL, m->panels = NULL;
-                return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "prepacking the decoder: %lld MiB", (long long)(floats >> 18));
-            }
-        }
-    }
+    if (m->packs.items) return MMT_OK;
+    m->packs = (mmt_pack_set){.ops = m->ops};
+    pack_walk(m); /* count */
+    MMT_TRY(nn_pack_set_alloc(&m->packs));
+    if (m->packs.items) pack_walk(m); /* pack */
     return MMT_OK;
 }
 

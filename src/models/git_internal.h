@@ -60,8 +60,7 @@ struct mmt_git {
     mmt_dicom_options dicom;   /* DICOM rendering of image files; zero = each file's rule */
     const mmt_ops *ops;
     struct mmt_wordpiece *tokenizer; /* owned; NULL without tokenizer.json */
-    mmt_packed_linear *packed; /* owned: the decoder's prepacked linears (mmt_git_prepack) */
-    float *panels;             /* owned: their panels */
+    mmt_pack_set packs;        /* owned: the decoder's prepacked linears (mmt_git_prepack) */
 };
 
 /* One decoding: the KV caches of its rows, per layer, and how far each row has got. Rows

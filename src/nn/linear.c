@@ -3,7 +3,10 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/alloc.h"
 
 static float *scratch(mmt_arena *arena, int64_t n) {
     return mmt_arena_alloc(arena, (size_t)n * sizeof(float), 64);
@@ -354,4 +357,33 @@ oom:
 done:
     mmt_arena_rewind(arena, mark);
     return s;
+}
+
+const mmt_packed_linear *nn_pack_set_add(mmt_pack_set *s, const float *w, int64_t out, int64_t in) {
+    if (!s->items) {
+        s->n++;
+        s->floats += s->ops->matmul_pack(NULL, w, in, out);
+        return NULL;
+    }
+    float *dst = s->panels + s->offset;
+    s->offset += s->ops->matmul_pack(dst, w, in, out);
+    s->items[s->filled] = (mmt_packed_linear){w, dst, s->ops};
+    return &s->items[s->filled++];
+}
+
+mmt_status nn_pack_set_alloc(mmt_pack_set *s) {
+    if (s->n == 0 || s->floats == 0) return MMT_OK;
+    s->items = mmt_calloc((size_t)s->n, sizeof *s->items);
+    s->panels = aligned_alloc(64, ((size_t)s->floats * sizeof(float) + 63) / 64 * 64);
+    if (!s->items || !s->panels) {
+        nn_pack_set_free(s);
+        return mmt_fail(MMT_STATUS_OUT_OF_MEMORY, "prepacking the weights: %lld MiB", (long long)(s->floats >> 18));
+    }
+    return MMT_OK;
+}
+
+void nn_pack_set_free(mmt_pack_set *s) {
+    mmt_free(s->items);
+    free(s->panels);
+    s->items = NULL, s->panels = NULL;
 }

@@ -74,6 +74,24 @@ typedef struct mmt_packed_linear {
     const struct mmt_ops *ops;
 } mmt_packed_linear;
 
+/* A model's prepacked linears, made in two walks over the same weights: the first (items
+ * NULL) counts each weight nn_pack_set_add is given, nn_pack_set_alloc allocates, the second
+ * packs each and returns its entry. */
+typedef struct mmt_pack_set {
+    const struct mmt_ops *ops;
+    mmt_packed_linear *items; /* owned */
+    float *panels;            /* owned */
+    int64_t n, floats;        /* counted by the first walk */
+    int64_t filled, offset;   /* the second walk's progress */
+} mmt_pack_set;
+
+/* First walk: counts w (out, in) and returns NULL; second: packs it, returns its entry. */
+const mmt_packed_linear *nn_pack_set_add(mmt_pack_set *s, const float *w, int64_t out, int64_t in);
+/* Between the walks: allocates what the first counted. Nothing to pack (no fp32 weight, or a
+ * table that does not pack) leaves items NULL, and the second walk need not run. */
+mmt_status nn_pack_set_alloc(mmt_pack_set *s);
+void nn_pack_set_free(mmt_pack_set *s);
+
 typedef struct mmt_linear {
     int64_t in, out;
     const float *w;       /* (out, in); NULL when the weight is kept quantized (qw) */

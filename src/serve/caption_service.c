@@ -811,7 +811,7 @@ mmt_status mmt_caption_service_start(const char *git_dir, const mmt_caption_serv
         mmt_quant_options_default(&q, (mmt_quant_type)o->quantize);
         st = mmt_git_quantize(cs->m, &q);
     }
-    if (st == MMT_OK) st = mmt_git_prepack(cs->m); /* inference only: pack the weights once */
+    if (st == MMT_OK && !o->no_prepack) st = mmt_git_prepack(cs->m); /* inference only: pack once */
     if (st == MMT_OK && !(cs->tok = mmt_git_tokenizer(cs->m)))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the captioner has no tokenizer.json", git_dir);
     if (st == MMT_OK) {

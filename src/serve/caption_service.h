@@ -55,6 +55,7 @@ typedef struct mmt_caption_service_options {
     const char *const *adapter_dirs;
     int64_t n_adapters;
     int quantize;              /* mmtune.h mmt_quant_type for the captioner's linears (0: fp32) */
+    int no_prepack;            /* 1: do not prepack the fp32 linears at start (less memory) */
     mmt_dicom_options dicom;   /* uploaded DICOM images' window (zeroed: each file's own) */
 } mmt_caption_service_options;
 

@@ -964,7 +964,7 @@ static void *load_model(void *arg) {
     mmt_quant_options_default(&q, (mmt_quant_type)s->o.quantize);
     mmt_status st = mmt_clip_load_quantized(s->model_dir, s->o.quantize ? &q : NULL, &s->model);
     if (st == MMT_OK) mmt_clip_set_dicom_options(s->model, &s->o.dicom);
-    if (st == MMT_OK) st = mmt_clip_prepack(s->model); /* inference only: pack the weights once */
+    if (st == MMT_OK && !s->o.no_prepack) st = mmt_clip_prepack(s->model); /* inference only: pack once */
     if (st == MMT_OK && !mmt_clip_tokenizer(s->model))
         st = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: the model has no tokenizer files; texts cannot be embedded", s->model_dir);
     if (st == MMT_OK) st = mmt_clip_run_create(s->model, &s->run);
@@ -1004,6 +1004,7 @@ static void *load_model(void *arg) {
         co.adapter_names = s->o.caption_adapter_names, co.adapter_dirs = s->o.caption_adapter_dirs;
         co.n_adapters = s->o.n_caption_adapters;
         co.quantize = s->o.quantize;
+        co.no_prepack = s->o.no_prepack;
         co.dicom = s->o.dicom;
         st = mmt_caption_service_start(s->o.captioner_dir, &co, s->metrics, &s->captioner);
         if (st != MMT_OK) st = mmt_error_prefix(st, "captioner %s: ", s->o.captioner_dir);

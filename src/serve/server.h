@@ -61,6 +61,7 @@ typedef struct mmt_server_options {
     int64_t n_caption_adapters;
     int64_t max_new_tokens;
     int quantize;              /* mmtune.h mmt_quant_type for both models' linears (0: fp32) */
+    int no_prepack;            /* 1: do not prepack the fp32 linears at start (less memory) */
     mmt_dicom_options dicom;   /* uploaded DICOM images' window (zeroed: each file's own) */
     /* A/B routes (serve/ab_route.h): n_routes specs "NAME=ADAPTER:WEIGHT,..." whose arms are
      * start-up adapters (adapter_names) or "base"; a request's "model" may name a route. The

@@ -29,6 +29,8 @@ int cli_load_flags(int *argc, char **argv, int keep_int8);
 mmt_quant_type cli_load_quant(void);
 /* The --window flag taken out by cli_load_flags (zeroed when absent). */
 const mmt_dicom_options *cli_load_dicom(void);
+/* 0 after --no-prepack (the inference loads below then do not prepack). */
+int cli_load_prepack(void);
 mmt_status cli_clip_load(const char *dir, mmt_clip **out);
 /* The same with the quantization given (train's --quantize) instead of the global flags. */
 mmt_status cli_clip_load_as(const char *dir, mmt_quant_type type, mmt_clip **out);
@@ -37,7 +39,8 @@ struct mmt_clip_config;
 mmt_status cli_clip_random(const struct mmt_clip_config *cfg, uint64_t seed, mmt_quant_type type, mmt_clip **out);
 mmt_status cli_git_load(const char *dir, struct mmt_git **out);
 /* The same for inference only: the fp32 linears prepacked once (mmt_clip_prepack,
- * mmt_git_prepack; the same results, a packed copy of those weights in memory). */
+ * mmt_git_prepack; the same results, a packed copy of those weights in memory), unless
+ * --no-prepack was given. */
 mmt_status cli_clip_load_inference(const char *dir, mmt_clip **out);
 mmt_status cli_git_load_inference(const char *dir, struct mmt_git **out);
 

@@ -9,6 +9,9 @@
  * has its own --quantize, recorded in the run). `search`
  * keeps its own --int8 (scan the index's int8 copy); --quantize-base still applies there.
  *
+ * `--no-prepack` is taken out the same way: the inference loads below then leave the fp32
+ * linears unpacked (mmt_clip_prepack: less memory, the GEMMs pack per call; same results).
+ *
  * `--window CENTER,WIDTH` is taken out the same way: every model loaded below renders DICOM
  * image files with that linear VOI window instead of each file's own (its Window
  * Center/Width, else min-max; docs/data.md "DICOM"), so embed, classify, caption, eval and
@@ -24,15 +27,21 @@
 
 static mmt_quant_type load_quant = MMT_QUANT_NONE;
 static mmt_dicom_options load_dicom; /* --window; zero = each DICOM file's own rule */
+static int load_prepack = 1;          /* --no-prepack clears it */
 
 mmt_quant_type cli_load_quant(void) { return load_quant; }
 const mmt_dicom_options *cli_load_dicom(void) { return &load_dicom; }
+int cli_load_prepack(void) { return load_prepack; }
 
 int cli_load_flags(int *argc, char **argv, int keep_int8) {
     int out = 0;
     for (int i = 0; i < *argc; i++) {
         if (!keep_int8 && !strcmp(argv[i], "--int8")) {
             load_quant = MMT_QUANT_INT8;
+            continue;
+        }
+        if (!strcmp(argv[i], "--no-prepack")) {
+            load_prepack = 0;
             continue;
         }
         if (!strcmp(argv[i], "--window")) {
@@ -66,7 +75,7 @@ mmt_status cli_clip_load(const char *dir, mmt_clip **out) { return cli_clip_load
 
 mmt_status cli_clip_load_inference(const char *dir, mmt_clip **out) {
     MMT_TRY(cli_clip_load(dir, out));
-    mmt_status s = mmt_clip_prepack(*out);
+    mmt_status s = load_prepack ? mmt_clip_prepack(*out) : MMT_OK;
     if (s != MMT_OK) {
         mmt_clip_free(*out);
         *out = NULL;
@@ -98,7 +107,7 @@ mmt_status cli_git_load(const char *dir, mmt_git **out) {
 
 mmt_status cli_git_load_inference(const char *dir, mmt_git **out) {
     MMT_TRY(cli_git_load(dir, out));
-    mmt_status s = mmt_git_prepack(*out);
+    mmt_status s = load_prepack ? mmt_git_prepack(*out) : MMT_OK;
     if (s != MMT_OK) {
         mmt_git_free(*out);
         *out = NULL;

@@ -83,6 +83,7 @@ int cmd_serve(int argc, char **argv) {
     mmt_server_options o;
     mmt_server_options_default(&o);
     o.quantize = (int)cli_load_quant(); /* --int8 / --quantize-base (model_load.c) */
+    o.no_prepack = !cli_load_prepack();   /* --no-prepack (model_load.c) */
     o.dicom = *cli_load_dicom(); /* --window (model_load.c): uploads too */
     o.port = 8080;
     const char *names[MAX_START_ADAPTERS], *dirs[MAX_START_ADAPTERS];
