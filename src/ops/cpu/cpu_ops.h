@@ -103,9 +103,10 @@ void sgemm_run(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_
 void sgemm_run_prepacked(const sgemm_kernel *kern, int64_t M, int64_t N, int64_t K, sgemm_view a,
                          sgemm_view b, const float *panels, int64_t panels_ld, float *c, int64_t ldc,
                          sgemm_store st, int max_threads);
-/* Floats of w (N, K)'s panels for kern (sgemm_view.panels), and the packing itself into dst:
- * each K block of sgemm_kc_step, the N columns in panels of nr, zero-padded, exactly what the
- * packed path packs per call. panels_ld = sgemm_panels_ld(kern, N). */
+/* Prepacking w (N, K) for kern (sgemm_run_prepacked's panels). sgemm_panels_ld: the floats
+ * of one k row of a K block's panels, N rounded up to nr. sgemm_pack_b writes K x that many
+ * floats to dst: each K block of sgemm_kc_step, the N columns in panels of nr, zero-padded,
+ * exactly what the packed path packs per call. */
 int64_t sgemm_panels_ld(const sgemm_kernel *kern, int64_t N);
 void sgemm_pack_b(const sgemm_kernel *kern, float *dst, const float *w, int64_t K, int64_t N);
 /* matmul_fwd_packed (ops.h) on kern: panels from sgemm_pack_b, or NULL (matmul_fwd). */
@@ -148,7 +149,7 @@ void softmax_bwd_row_avx2(float *dx, const float *dy, const float *y, int64_t n,
 
 int64_t matmul_pack_avx2(float *dst, const float *w, int64_t K, int64_t N);
 void matmul_fwd_packed_avx2(float *y, const float *x, const float *w, const float *panels,
-                         const float *bias, int64_t M, int64_t K, int64_t N);
+                            const float *bias, int64_t M, int64_t K, int64_t N);
 void matmul_fwd_avx2(float *y, const float *x, const float *w, const float *bias, int64_t M,
                      int64_t K, int64_t N);
 void layernorm_fwd_avx2(float *y, float *mean, float *rstd, const float *x, const float *weight,
@@ -184,7 +185,7 @@ void attention_kv_bwd_avx2(float *dq, float *dk, float *dv, float *datt, const f
 
 int64_t matmul_pack_avx512(float *dst, const float *w, int64_t K, int64_t N);
 void matmul_fwd_packed_avx512(float *y, const float *x, const float *w, const float *panels,
-                         const float *bias, int64_t M, int64_t K, int64_t N);
+                              const float *bias, int64_t M, int64_t K, int64_t N);
 void matmul_fwd_avx512(float *y, const float *x, const float *w, const float *bias, int64_t M,
                        int64_t K, int64_t N);
 void gemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *a,
