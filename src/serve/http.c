@@ -27,6 +27,7 @@ struct mmt_http {
     _Atomic int64_t pending;
     uint64_t id_base;          /* request ids: mix(id_base + n) for the n-th request */
     _Atomic uint64_t id_next;
+    MHD_socket quiesced;       /* the listening socket after quiesce, closed by stop */
 };
 
 struct mmt_http_reply {
@@ -277,6 +278,7 @@ mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
     mmt_http *h = mmt_calloc(1, sizeof *h);
     if (!h) return MMT_STATUS_OUT_OF_MEMORY;
     h->opt = *o;
+    h->quiesced = MHD_INVALID_SOCKET;
     h->id_base = random_seed();
     if (!h->opt.max_body_bytes) h->opt.max_body_bytes = DEFAULT_MAX_BODY;
     if (!h->opt.max_connections) h->opt.max_connections = 256;
@@ -308,14 +310,18 @@ int mmt_http_port(const mmt_http *h) { return h->port; }
 
 int64_t mmt_http_pending(const mmt_http *h) { return atomic_load(&h->pending); }
 
+/* The listening socket stops listening at once (shutdown: new connections are refused) but
+ * is closed only after the polling thread has stopped: that thread may still be taking the
+ * socket out of its epoll set, and closing it under it is a race on the descriptor. */
 void mmt_http_quiesce(mmt_http *h) {
-    if (!h || !h->daemon) return;
-    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    if (!h || !h->daemon || h->quiesced != MHD_INVALID_SOCKET) return;
+    h->quiesced = MHD_quiesce_daemon(h->daemon);
+    if (h->quiesced != MHD_INVALID_SOCKET) shutdown(h->quiesced, SHUT_RDWR);
 }
 
 void mmt_http_stop(mmt_http *h) {
     if (!h) return;
     if (h->daemon) MHD_stop_daemon(h->daemon);
+    if (h->quiesced != MHD_INVALID_SOCKET) close(h->quiesced);
     mmt_free(h);
 }
