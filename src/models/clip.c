@@ -369,15 +369,11 @@ static void pack_walk(mmt_clip *m) {
     for (int t = 0; t < 2; t++) {
         const clip_tower *tw = towers[t];
         if (!tw->layers || !tw->cfg) continue;
-        int64_t C = tw->cfg->hidden_size, I = tw->cfg->intermediate_size;
         for (int64_t i = 0; i < tw->cfg->num_layers; i++) {
-            clip_layer *l = &tw->layers[i];
-            const float *w[6] = {l->q_w, l->k_w, l->v_w, l->out_w, l->fc1_w, l->fc2_w};
-            for (int j = 0; j < 6; j++)
-                if (!l->qw[j] && w[j]) {
-                    const mmt_packed_linear *p = nn_pack_set_add(&m->packs, w[j], j == 4 ? I : C, j == 5 ? I : C);
-                    if (p) l->packed[j] = p;
-                }
+            mmt_block_weights w;
+            clip_block_weights(&tw->layers[i], &w);
+            nn_block_weights_pack(&w, &m->packs, tw->cfg->hidden_size, tw->cfg->intermediate_size);
+            memcpy(tw->layers[i].packed, w.packed, sizeof w.packed);
         }
     }
 }

@@ -153,16 +153,8 @@ void mmt_git_free(mmt_git *m) {
 
 /* One walk over the decoder's fp32 linears for mmt_pack_set (nn/linear.h). */
 static void pack_walk(mmt_git *m) {
-    int64_t C = m->cfg.hidden_size, I = m->cfg.intermediate_size;
-    for (int64_t i = 0; i < m->cfg.num_layers; i++) {
-        mmt_block_weights *w = &m->layers[i];
-        const float *ws[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};
-        for (int j = 0; j < 6; j++)
-            if (!w->qw[j] && ws[j]) {
-                const mmt_packed_linear *p = nn_pack_set_add(&m->packs, ws[j], j == 4 ? I : C, j == 5 ? I : C);
-                if (p) w->packed[j] = p;
-            }
-    }
+    for (int64_t i = 0; i < m->cfg.num_layers; i++)
+        nn_block_weights_pack(&m->layers[i], &m->packs, m->cfg.hidden_size, m->cfg.intermediate_size);
 }
 
 /* See git.h. */

@@ -492,6 +492,15 @@ int nn_block_has_grads(const mmt_block *y) {
            y->dln1_w || y->dln2_w || y->dprefix;
 }
 
+void nn_block_weights_pack(mmt_block_weights *w, mmt_pack_set *s, int64_t hidden, int64_t intermediate) {
+    const float *const lw[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};
+    for (int j = 0; j < 6; j++) {
+        if (w->qw[j] || !lw[j]) continue;
+        const mmt_packed_linear *p = nn_pack_set_add(s, lw[j], j == 4 ? intermediate : hidden, j == 5 ? intermediate : hidden);
+        if (p) w->packed[j] = p;
+    }
+}
+
 void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int64_t intermediate) {
     memset(y, 0, sizeof *y);
     const float *const lw[6] = {w->q_w, w->k_w, w->v_w, w->out_w, w->fc1_w, w->fc2_w};

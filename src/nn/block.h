@@ -120,6 +120,11 @@ typedef struct mmt_block {
     const float *const *row_prefix;
 } mmt_block;
 
+/* One walk step of a model's mmt_pack_set (nn/linear.h) over a block's fp32 linears (q k v
+ * out fc1 fc2; those kept quantized are skipped): the first walk counts them, the second
+ * packs them and records their entries in w->packed. */
+void nn_block_weights_pack(mmt_block_weights *w, mmt_pack_set *s, int64_t hidden, int64_t intermediate);
+
 /* A block over the given weights: no adapters, nothing trainable. */
 void nn_block_init(mmt_block *y, const mmt_block_weights *w, int64_t hidden, int64_t intermediate);
 
