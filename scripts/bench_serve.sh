@@ -16,6 +16,11 @@
 #              way to serve one adapter); TORCH_MODE threads (FastAPI's plain endpoint in its
 #              thread pool, forwards of several requests overlapping: on 2 cores it gave about
 #              twice the requests/s of serial, one forward at a time, and a far lower p99)
+# and with INT8=1 (the default) the same four with an int8 base on both sides:
+#   batch-int8, nobatch-int8, batch-100-int8   mmtune serve --int8 (per-row int8 weights,
+#              activations quantized per token; the LoRA adapters stay fp32 beside them)
+#   pytorch-int8  the PyTorch server with --int8: quantize_dynamic on every nn.Linear after
+#              the merge (PyTorch's own int8 serving; x86 engine)
 # The mmtune servers run inside the load generator's process; every target gets $(nproc)
 # compute threads. At each client count the targets take turns (the order reverses every
 # round and count). Called by scripts/bench.sh (make bench), or alone; the variables below
@@ -35,6 +40,7 @@ MAX_BATCH=${MAX_BATCH:-32}
 MAX_WAIT_MS=${MAX_WAIT_MS:-10}
 ADAPTERS=${ADAPTERS:-100}
 TORCH_MODE=${TORCH_MODE:-threads}
+INT8=${INT8:-1}
 CONNECTION=${CONNECTION:-keep-alive}
 IMAGE=${IMAGE:-tests/fixtures/clip/images/chelsea.jpg}
 out=bench/results
@@ -54,10 +60,11 @@ export OMP_WAIT_POLICY=PASSIVE
 threads=$(nproc)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mmtune-bench-serve.XXXXXX")
 torch_pid=""
+torch8_pid=""
 check_pid=""
 cleanup() { # under set -e: nothing here may fail (a killed server's wait returns 143)
   local pid
-  for pid in $torch_pid $check_pid; do
+  for pid in $torch_pid $torch8_pid $check_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -90,29 +97,60 @@ python3 tools/bench/torch_server.py --model "$model" --adapter "$work/adapters/a
   --threads "$threads" --mode "$TORCH_MODE" 2> "$work/torch_server.log" &
 torch_pid=$!
 wait_health "$torch_port" "$torch_pid" || { cat "$work/torch_server.log" >&2; exit 1; }
+int8_targets=()
+torch8_port=""
+if [ "$INT8" = 1 ]; then
+  torch8_port=$(free_port)
+  python3 tools/bench/torch_server.py --model "$model" --adapter "$work/adapters/a0" --merge --int8 --port "$torch8_port" \
+    --threads "$threads" --mode "$TORCH_MODE" 2> "$work/torch8_server.log" &
+  torch8_pid=$!
+  wait_health "$torch8_port" "$torch8_pid" || { cat "$work/torch8_server.log" >&2; exit 1; }
+  int8_targets=(
+    --target "batch-int8:max-batch=$MAX_BATCH,max-wait-ms=$MAX_WAIT_MS,adapters=1,quantize=int8"
+    --target "nobatch-int8:max-batch=1,adapters=1,quantize=int8"
+    --target "batch-$ADAPTERS-int8:max-batch=$MAX_BATCH,max-wait-ms=$MAX_WAIT_MS,adapters=$ADAPTERS,quantize=int8"
+    --target "pytorch-int8:url=http://127.0.0.1:$torch8_port,adapters=1,engine=pytorch"
+  )
+fi
 
 # Same work: one request to each server (mmtune serve here as its own process), the
 # embeddings compared.
-check_port=$(free_port)
-OMP_NUM_THREADS=$threads "$BIN" serve --model "$model" --adapter "a0=$work/adapters/a0" --port "$check_port" \
-  2> "$work/check_server.log" &
-check_pid=$!
-wait_health "$check_port" "$check_pid" || { cat "$work/check_server.log" >&2; exit 1; }
-parity=$(python3 - "$IMAGE" "$check_port" "$torch_port" <<'PY'
-import base64, json, math, sys, urllib.request
+# With INT8=1 the same for the int8 servers (each against PyTorch fp32: how far int8 moves).
+check_embed() { # serve flags...: one mmtune serve, its embedding of $IMAGE printed as JSON
+  local port
+  port=$(free_port)
+  OMP_NUM_THREADS=$threads "$BIN" serve --model "$model" --adapter "a0=$work/adapters/a0" --port "$port" "$@" \
+    2> "$work/check_server.log" &
+  check_pid=$!
+  wait_health "$port" "$check_pid" || { cat "$work/check_server.log" >&2; exit 1; }
+  embed_at "$port"
+  kill "$check_pid"
+  wait "$check_pid" 2>/dev/null || true
+  check_pid=""
+}
+embed_at() { # port: the embedding of $IMAGE with adapter a0, as a JSON list
+  python3 - "$IMAGE" "$1" <<'PY'
+import base64, json, sys, urllib.request
 body = json.dumps({"input": [{"image": base64.b64encode(open(sys.argv[1], "rb").read()).decode()}],
                    "model": "a0"}).encode()
-def embed(port):
-    r = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", body, {"Content-Type": "application/json"})
-    return json.load(urllib.request.urlopen(r, timeout=120))["data"][0]["embedding"]
-m, p = embed(sys.argv[2]), embed(sys.argv[3])
-print(json.dumps({"engine": "parity", "dims": [len(m), len(p)], "cosine": sum(a * b for a, b in zip(m, p)),
-                  "max_abs_diff": max(abs(a - b) for a, b in zip(m, p))}))
+r = urllib.request.Request(f"http://127.0.0.1:{sys.argv[2]}/v1/embeddings", body, {"Content-Type": "application/json"})
+print(json.dumps(json.load(urllib.request.urlopen(r, timeout=120))["data"][0]["embedding"]))
 PY
-)
-kill "$check_pid"
-wait "$check_pid" 2>/dev/null || true
-check_pid=""
+}
+compare() { # name, embedding, reference embedding (JSON lists): one parity line
+  python3 -c '
+import json, sys
+m, p = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+print(json.dumps({"engine": "parity", "name": sys.argv[1], "dims": [len(m), len(p)], "cosine": sum(a * b for a, b in zip(m, p)),
+                  "max_abs_diff": max(abs(a - b) for a, b in zip(m, p))}))' "$@"
+}
+torch_fp32=$(embed_at "$torch_port")
+parity=$(compare "mmtune fp32 / PyTorch fp32" "$(check_embed)" "$torch_fp32")
+if [ "$INT8" = 1 ]; then
+  parity="$parity
+$(compare "mmtune int8 / PyTorch fp32" "$(check_embed --int8)" "$torch_fp32")
+$(compare "PyTorch int8 / PyTorch fp32" "$(embed_at "$torch8_port")" "$torch_fp32")"
+fi
 
 # CPU pressure (/proc/pressure/cpu "some" total, microseconds): how long other work kept a
 # runnable task waiting during the run; the load average before and after.
@@ -127,12 +165,14 @@ OMP_NUM_THREADS=$threads "$BIN" bench serve --model "$model" --adapters-dir "$wo
   --target "nobatch:max-batch=1,adapters=1" \
   --target "batch-$ADAPTERS:max-batch=$MAX_BATCH,max-wait-ms=$MAX_WAIT_MS,adapters=$ADAPTERS" \
   --target "pytorch:url=http://127.0.0.1:$torch_port,adapters=1,engine=pytorch" \
+  "${int8_targets[@]}" \
   --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP" --rounds "$ROUNDS" --connection "$CONNECTION" \
   --json | tee -a "$raw"
 wall=$(($(date +%s) - t_start))
 stall_pct=$(( ($(stalled) - stall_before) / 10000 / (wall > 0 ? wall : 1) ))
 torch_line=$(grep -m1 '^torch_server:' "$work/torch_server.log" || echo "")
-echo "{\"engine\": \"meta\", \"wall_s\": $wall, \"cpu_stall_pct\": $stall_pct, \"load_before\": \"$load_before\", \"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"threads\": $threads, \"torch_mode\": \"$TORCH_MODE\", \"torch_server\": \"$torch_line\", \"image\": \"$IMAGE\", \"linux\": \"$(uname -r)\", \"finished_utc\": \"$(date -u '+%Y-%m-%d %H:%M')\"}" >> "$raw"
+torch8_line=$( [ "$INT8" = 1 ] && grep -m1 '^torch_server:' "$work/torch8_server.log" || echo "")
+echo "{\"engine\": \"meta\", \"wall_s\": $wall, \"cpu_stall_pct\": $stall_pct, \"load_before\": \"$load_before\", \"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"threads\": $threads, \"torch_mode\": \"$TORCH_MODE\", \"torch_server\": \"$torch_line\", \"torch_server_int8\": \"$torch8_line\", \"image\": \"$IMAGE\", \"linux\": \"$(uname -r)\", \"finished_utc\": \"$(date -u '+%Y-%m-%d %H:%M')\"}" >> "$raw"
 fi
 
 python3 - "$raw" "$out/serve.md" <<'PY'
@@ -140,7 +180,8 @@ import json, re, subprocess, sys
 raw, md = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 meta = next((r for r in rows if r["engine"] == "meta"), {})
-parity = next((r for r in rows if r["engine"] == "parity"), None)
+parities = [r for r in rows if r["engine"] == "parity"]
+parity = parities[0] if parities else None
 pts = [r for r in rows if "target" in r]
 targets = list(dict.fromkeys(r["target"] for r in pts))
 clients = sorted({r["clients"] for r in pts})
@@ -164,6 +205,7 @@ def ratio(a, b):
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 nproc = subprocess.check_output(["nproc"]).decode().strip()
 torch_line = re.sub(r"/\S*/adapters/", "", meta.get("torch_server", "")).replace("torch_server: ", "PyTorch server: ")
+torch8_line = re.sub(r"/\S*/adapters/", "", meta.get("torch_server_int8", "")).replace("torch_server: ", "PyTorch int8 server: ")
 p0 = pts[0] if pts else {}
 try:
     from PIL import Image
@@ -173,15 +215,20 @@ try:
 except Exception:
     size, nbytes = "?", "?"
 nb = next((r for r in pts if r["target"] == "batch"), {})
-many = next((t for t in targets if t.startswith("batch-")), None)
+many = next((t for t in targets if re.fullmatch(r"batch-\d+", t)), None)
 n_many = next((r["adapters"] for r in pts if r["target"] == many), 0)
+int8 = "batch-int8" in targets
+mode = {"threads": "forwards of concurrent requests overlapping in FastAPI's thread pool",
+        "serial": "one forward at a time"}.get(meta.get("torch_mode"), "?")
 desc = {
     "batch": f"mmtune, batching on (--max-batch {nb.get('max_batch', '?')} --max-wait-ms {nb.get('max_wait_ms', '?')}), 1 adapter",
     "nobatch": "mmtune, batching off (--max-batch 1), 1 adapter",
     many: f"mmtune, batching on, {n_many} adapters loaded, requests round-robin over them",
-    "pytorch": "PyTorch + FastAPI, batch 1 per request, the adapter merged, "
-               + {"threads": "forwards of concurrent requests overlapping in FastAPI's thread pool",
-                  "serial": "one forward at a time"}.get(meta.get("torch_mode"), "?"),
+    "pytorch": "PyTorch + FastAPI, batch 1 per request, the adapter merged, " + mode,
+    "batch-int8": "as batch, the base in int8 (serve --int8)",
+    "nobatch-int8": "as nobatch, the base in int8",
+    f"{many}-int8": f"as {many}, the base in int8",
+    "pytorch-int8": "as pytorch, then torch's dynamic int8 quantization of every nn.Linear",
 }
 L = ["# Serving: mmtune serve vs a PyTorch + FastAPI server (POST /v1/embeddings, one image per request)", "",
      f"Made by scripts/bench_serve.sh (`make bench`), run finished {meta.get('finished_utc', '?')} UTC on {cpu} "
@@ -206,7 +253,11 @@ L = ["# Serving: mmtune serve vs a PyTorch + FastAPI server (POST /v1/embeddings
      "answers, answers without an embedding, failed connections.", "",
      (f"Same work: one request to mmtune serve and to the PyTorch server gives embeddings of {parity['dims'][0]} and "
       f"{parity['dims'][1]} numbers with cosine {parity['cosine']:.6f} (max |difference| {parity['max_abs_diff']:.2g})."
-      if parity else ""), "",
+      + "".join(f" {q['name']}: cosine {q['cosine']:.6f} (max |difference| {q['max_abs_diff']:.2g})."
+                for q in parities[1:]) if parity else ""), "",
+     *([f"int8: {torch8_line}. Both int8 servers keep the LoRA adapter's effect: mmtune adds it in fp32 beside the "
+        "int8 base (no merge, so every adapter shares one base), PyTorch quantizes the merged weights (one adapter per "
+        "process).", ""] if int8 else []),
      (f"The 2-core machine is shared with other people's work: load average {meta.get('load_before', '?')} before and "
       f"{meta.get('load_after', '?')} after the run (1, 5, 15 min); some task was waiting for a CPU "
       f"{meta.get('cpu_stall_pct', '?')}% of the run's time (/proc/pressure/cpu). Absolute numbers are noise on such a "
@@ -240,44 +291,65 @@ def rps(t, c):
 
 
 c_goal = 32 if 32 in clients else clients[-1]
-g1 = ratio(rps("batch", c_goal), rps("nobatch", c_goal))
-g2 = ratio(rps(many, c_goal), rps("batch", c_goal)) if many else None
+# One set of ratios per precision: the fp32 servers (the same work as the reference
+# deployment), and with INT8=1 the int8 ones (suffix -int8), each against PyTorch at the same
+# precision and the int8 ones also against PyTorch fp32.
+precs = [("fp32", "")] + ([("int8", "-int8")] if int8 else [])
 L += ["", "## Ratios", "",
-      "| clients | batching on / off | " + (f"{n_many} adapters / 1 adapter" if many else "") +
-      " | mmtune (batching on) / PyTorch, same clients | p99 ratio PyTorch / mmtune |", "|---|---|---|---|---|"]
-for c in clients:
-    b, o, m, p = rps("batch", c), rps("nobatch", c), rps(many, c) if many else None, rps("pytorch", c)
-    bp = best("batch", c), best("pytorch", c)
-    L.append(f"| {c} | {f(ratio(b, o), '{:.2f}x')} | {f(ratio(m, b), '{:.3f}')} | {f(ratio(b, p), '{:.2f}x')} | "
-             f"{f(ratio(bp[1]['p99_ms'], bp[0]['p99_ms']) if all(bp) else None, '{:.2f}x')} |")
+      "| precision | clients | batching on / off | " + (f"{n_many} adapters / 1 adapter" if many else "") +
+      " | mmtune (batching on) / PyTorch same precision | p99 ratio PyTorch / mmtune | mmtune / PyTorch fp32 |",
+      "|---|---|---|---|---|---|---|"]
+for name, sfx in precs:
+    for c in clients:
+        b, o = rps("batch" + sfx, c), rps("nobatch" + sfx, c)
+        m, p = rps(many + sfx, c) if many else None, rps("pytorch" + sfx, c)
+        bp = best("batch" + sfx, c), best("pytorch" + sfx, c)
+        L.append(f"| {name} | {c} | {f(ratio(b, o), '{:.2f}x')} | {f(ratio(m, b), '{:.3f}')} | {f(ratio(b, p), '{:.2f}x')} | "
+                 f"{f(ratio(bp[1]['p99_ms'], bp[0]['p99_ms']) if all(bp) else None, '{:.2f}x')} | "
+                 f"{f(ratio(b, rps('pytorch', c)), '{:.2f}x')} |")
+
 
 # At equal p99: for each PyTorch point, the most requests/s any mmtune point with batching on
 # and one adapter reached without a higher p99 (no interpolation: conservative).
-L += ["", "At equal p99: for each PyTorch point, the highest mmtune (batching on, 1 adapter) throughput among its "
-      "points whose p99 is at most PyTorch's there.", "",
-      "| PyTorch clients | PyTorch req/s | PyTorch p99 ms | mmtune point (clients) | mmtune req/s | mmtune p99 ms | ratio |",
-      "|---|---|---|---|---|---|---|"]
-eq = {}
-for c in clients:
-    p = best("pytorch", c)
-    if not p:
-        continue
-    cands = [best("batch", k) for k in clients if best("batch", k) and best("batch", k)["p99_ms"] <= p["p99_ms"]]
-    m = max(cands, key=lambda r: r["req_per_s"]) if cands else None
-    eq[c] = ratio(m and m["req_per_s"], p["req_per_s"])
-    L.append(f"| {c} | {p['req_per_s']:.2f} | {p['p99_ms']:.0f} | {m['clients'] if m else 'none'} | "
-             f"{f(m and m['req_per_s'])} | {f(m and m['p99_ms'], '{:.0f}')} | {f(eq[c], '{:.2f}x')} |")
-sat = [eq.get(c) for c in clients if c >= 32]
-g3 = min(sat) if sat and all(x is not None for x in sat) else None
+def equal_p99(mm, ref, label):
+    global L
+    L += ["", f"At equal p99, {label}: for each point of {ref}, the highest {mm} throughput among its points whose p99 "
+          "is at most the reference's there.", "",
+          f"| {ref} clients | {ref} req/s | {ref} p99 ms | {mm} point (clients) | {mm} req/s | {mm} p99 ms | ratio |",
+          "|---|---|---|---|---|---|---|"]
+    eq = {}
+    for c in clients:
+        p = best(ref, c)
+        if not p:
+            continue
+        cands = [best(mm, k) for k in clients if best(mm, k) and best(mm, k)["p99_ms"] <= p["p99_ms"]]
+        m = max(cands, key=lambda r: r["req_per_s"]) if cands else None
+        eq[c] = ratio(m and m["req_per_s"], p["req_per_s"])
+        L.append(f"| {c} | {p['req_per_s']:.2f} | {p['p99_ms']:.0f} | {m['clients'] if m else 'none'} | "
+                 f"{f(m and m['req_per_s'])} | {f(m and m['p99_ms'], '{:.0f}')} | {f(eq[c], '{:.2f}x')} |")
+    sat = [eq.get(c) for c in clients if c >= 32]
+    return min(sat) if sat and all(x is not None for x in sat) else None
 
-mark = lambda ok: "**met**" if ok else "**not met**"
+
+g3 = {"fp32": equal_p99("batch", "pytorch", "fp32 against fp32")}
+if int8:
+    g3["int8"] = equal_p99("batch-int8", "pytorch-int8", "int8 against int8")
+    g3["int8 / PyTorch fp32"] = equal_p99("batch-int8", "pytorch", "mmtune int8 against the PyTorch fp32 server")
+
+mark = lambda x, goal: f"{x:.2f}x" + (" (met)" if x >= goal else " (not met)") if x is not None else "n/a"
 L += ["", "## Goals (issue 12), on these numbers", "",
-      f"- At {c_goal} clients batching gives at least 3x the throughput of batch 1: {f(g1, '{:.2f}x')} -> "
-      f"{mark(g1 is not None and g1 >= 3)}",
-      f"- {n_many} adapters cost at most 10% throughput (batching on, {c_goal} clients): {f(g2, '{:.3f}')} of one "
-      f"adapter's -> {mark(g2 is not None and g2 >= 0.90)}",
-      f"- mmtune at least 3x the PyTorch server's throughput at equal p99 (PyTorch at 32 and 64 clients, the "
-      f"smaller ratio): {f(g3, '{:.2f}x')} -> {mark(g3 is not None and g3 >= 3)}"]
+      "| goal | " + " | ".join(n for n, _ in precs) + (" | mmtune int8 / PyTorch fp32 |" if int8 else " |"),
+      "|---|" + "---|" * (len(precs) + (1 if int8 else 0))]
+g1 = [ratio(rps("batch" + x, c_goal), rps("nobatch" + x, c_goal)) for _, x in precs]
+g2 = [ratio(rps(many + x, c_goal), rps("batch" + x, c_goal)) if many else None for _, x in precs]
+L.append(f"| at {c_goal} clients batching gives at least 3x the throughput of batch 1 | "
+         + " | ".join(mark(x, 3) for x in g1) + (" | |" if int8 else " |"))
+L.append(f"| {n_many} adapters cost at most 10% throughput (batching on, {c_goal} clients; ratio to one adapter) | "
+         + " | ".join((f"{x:.3f}" + (" (met)" if x >= 0.90 else " (not met)")) if x is not None else "n/a" for x in g2)
+         + (" | |" if int8 else " |"))
+L.append("| at least 3x the PyTorch server's throughput at equal p99 (PyTorch at 32 and 64 clients, the smaller ratio) | "
+         + " | ".join(mark(g3.get(n), 3) for n, _ in precs)
+         + (f" | {mark(g3.get('int8 / PyTorch fp32'), 3)} |" if int8 else " |"))
 open(md, "w").write("\n".join(L) + "\n")
 print("\n".join(L))
 PY

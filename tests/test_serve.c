@@ -6,7 +6,8 @@
  *     /v1/classify equal the library's own results for the same inputs (mmt_clip_run, the
  *     path of `mmtune embed`/`classify`), to 1e-6, with and without adapters;
  *   - concurrent clients with different adapters are batched together (the batch-size
- *     histogram shows batches of several rows) and each gets its own adapter's result;
+ *     histogram shows batches of several rows) and each gets its own adapter's result; the
+ *     same with the base in int8 (serve --int8), against the library's int8 model;
  *   - adapters load (POST), list (GET) and unload (DELETE) while other threads send traffic,
  *     with no failed or wrong request; an unloaded name is 404 afterwards; a run context
  *     forgets an adapter (mmt_clip_run_forget), and hundreds of load-use-unload cycles
@@ -250,6 +251,7 @@ typedef struct client {
     int id, n, wrong, failed;
     const char *model; /* NULL: pick by id */
     atomic_int *stop;
+    float (*want)[4][512]; /* [adapter + 1][text]; NULL: want_text */
 } client;
 
 static float want_text[3][4][512]; /* [adapter + 1][text] */
@@ -265,7 +267,7 @@ static void *client_thread(void *arg) {
         snprintf(body, sizeof body, "{\"input\": \"%s\", \"model\": \"%s\"}", texts[t], name);
         response r = call("POST", "/v1/embeddings", body);
         if (r.status != 200 || parse_embeddings(r.body, dim, got, 1) != 1) c->failed++;
-        else if (max_diff(got, want_text[a + 1][t], dim) > 1e-6) c->wrong++;
+        else if (max_diff(got, (c->want ? c->want : want_text)[a + 1][t], dim) > 1e-6) c->wrong++;
         response_free(&r);
     }
     return NULL;
@@ -333,6 +335,67 @@ static void test_batching_and_adapters_under_load(void) {
     CHECK(strstr(r.body, "mmtune_adapters_loaded 2") && strstr(r.body, "mmtune_ready 1"));
     response_free(&r);
     mmt_server_stop(s, 10);
+}
+
+/* serve --int8: the base's linears in int8, each adapter's LoRA in fp32 beside them. Clients
+ * with the base and both adapters, batched together, get what the library gives with the
+ * model loaded quantized and the same adapters opened on it (to 1e-6, as fp32 batches), and
+ * that is not the fp32 answer (the option reached the model). */
+static void test_int8_base_with_adapters(void) {
+    static float want8[3][4][512];
+    mmt_quant_options q;
+    mmt_quant_options_default(&q, MMT_QUANT_INT8);
+    mmt_clip *m8 = NULL;
+    CHECK_OK(mmt_clip_load_quantized(MODEL, &q, &m8));
+    if (!m8) return;
+    mmt_clip_adapter *ad8[2] = {NULL, NULL};
+    for (int a = 0; a < 2; a++) CHECK_OK(mmt_clip_adapter_open(m8, lora_dir[a], &ad8[a]));
+    mmt_clip_run *run = NULL;
+    CHECK_OK(mmt_clip_run_create(m8, &run));
+    double moved = 0;
+    for (int a = -1; a < 2 && run; a++)
+        for (int t = 0; t < 4; t++) {
+            mmt_clip_adapter *ad = a >= 0 ? ad8[a] : NULL;
+            CHECK_OK(mmt_clip_run_embed_texts(run, &texts[t], &ad, 1, want8[a + 1][t]));
+            moved = fmax(moved, max_diff(want8[a + 1][t], want_text[a + 1][t], dim));
+        }
+    mmt_clip_run_free(run);
+    CHECK_MSG(moved > 1e-4, "int8 embeddings within %g of fp32: not quantized?", moved);
+    mmt_server_options o;
+    mmt_server_options_default(&o);
+    o.model_dir = MODEL;
+    o.port = 0;
+    o.max_batch = 16;
+    o.max_wait_ms = 30;
+    o.quantize = MMT_QUANT_INT8;
+    const char *names[] = {"a0", "a1"}, *dirs[] = {lora_dir[0], lora_dir[1]};
+    o.adapter_names = names;
+    o.adapter_dirs = dirs;
+    o.n_adapters = 2;
+    mmt_server *s = http_server_start(&o);
+    if (s) {
+        enum { N = 6 };
+        pthread_t th[N];
+        client cl[N];
+        for (int i = 0; i < N; i++) {
+            cl[i] = (client){.id = i, .n = 6, .want = want8};
+            pthread_create(&th[i], NULL, client_thread, &cl[i]);
+        }
+        int failed = 0, wrong = 0;
+        for (int i = 0; i < N; i++) {
+            pthread_join(th[i], NULL);
+            failed += cl[i].failed, wrong += cl[i].wrong;
+        }
+        CHECK_MSG(failed == 0 && wrong == 0, "int8: %d failed, %d wrong of %d", failed, wrong, N * 6);
+        response r = call("GET", "/metrics", NULL);
+        double batches = metric(r.body, "mmtune_batch_rows_count "), rows = metric(r.body, "mmtune_batch_rows_sum ");
+        CHECK_MSG(batches > 0 && rows / batches > 1.5, "int8: mean batch %g rows over %g batches: not batched", rows / batches,
+                  batches);
+        response_free(&r);
+        mmt_server_stop(s, 10);
+    }
+    for (int a = 0; a < 2; a++) mmt_clip_adapter_close(ad8[a]);
+    mmt_clip_free(m8);
 }
 
 /* ---- bad input ------------------------------------------------------------------------- */
@@ -789,6 +852,7 @@ int main(void) {
     } while (0)
     TIMED(test_embeddings_equal_library);
     TIMED(test_batching_and_adapters_under_load);
+    TIMED(test_int8_base_with_adapters);
     TIMED(test_bad_requests);
     TIMED(test_adapter_churn);
     TIMED(test_multipart);

@@ -22,6 +22,11 @@ On the 2-core benchmark machine threads gave about twice serial's requests/s at 
 clients and a far lower p99 (serial blocks the event loop, so answers wait behind forwards),
 so scripts/bench_serve.sh uses it.
 
+--int8 serves PyTorch's int8: torch.ao.quantization.quantize_dynamic on every nn.Linear
+(qint8 weights, activations quantized per call), after the merge, with the quantized engine
+--qengine (default x86: the fastest for the image tower in scripts/bench.sh's embed runs).
+That is the PyTorch counterpart of `mmtune serve --int8`.
+
 Run: python3 tools/bench/torch_server.py --model DIR [--adapter DIR --merge] --port 8123 --threads 2
 """
 import argparse
@@ -41,6 +46,8 @@ def main():
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     ap.add_argument("--mode", choices=["serial", "threads"], default="threads")
+    ap.add_argument("--int8", action="store_true", help="dynamic int8 quantization of every nn.Linear")
+    ap.add_argument("--qengine", default="x86", help="torch.backends.quantized.engine for --int8 (default x86)")
     a = ap.parse_args()
 
     import torch
@@ -60,6 +67,9 @@ def main():
         model = PeftModel.from_pretrained(model, a.adapter).eval()
         if a.merge:
             model = model.merge_and_unload().eval()
+    if a.int8:
+        torch.backends.quantized.engine = a.qengine
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8).eval()
     processor = CLIPImageProcessor.from_pretrained(a.model)
     names = {None, "base", a.adapter_name if a.adapter else "base"}
 
@@ -107,7 +117,8 @@ def main():
 
     print(f"torch_server: torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.get_num_threads()} threads, mode {a.mode}, adapter {a.adapter or 'none'}"
-          f"{' (merged)' if a.adapter and a.merge else ''}", file=sys.stderr, flush=True)
+          f"{' (merged)' if a.adapter and a.merge else ''}"
+          f"{f', int8 (dynamic, {a.qengine})' if a.int8 else ''}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
     return 0
 

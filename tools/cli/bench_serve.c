@@ -67,7 +67,8 @@ static const char *HELP =
     "request to each target in turn; prints requests/s, p50/p99 latency, errors and the batch\n"
     "sizes from /metrics. A target is an mmtune server started here on --model, or a URL:\n"
     "  NAME:max-batch=32,max-wait-ms=5,adapters=K    mmtune in this process, K adapters a0..\n"
-    "                                                of --adapters-dir loaded (0: none)\n"
+    "                                                of --adapters-dir loaded (0: none);\n"
+    "                                                quantize=int8|nf4 serves a quantized base\n"
     "  NAME:url=http://127.0.0.1:8123,adapters=K     a running server; requests name a0..a(K-1)\n"
     "  (engine=LABEL sets the label printed for a target; default mmtune or external)\n"
     "Requests name the K adapters round-robin (K = 0: the base model).\n"
@@ -98,6 +99,7 @@ typedef struct target {
     int64_t max_batch;
     double max_wait_ms;
     int64_t adapters;      /* requests name a0..a(adapters - 1) round-robin; 0: the base */
+    mmt_quant_type quantize; /* in-process: the base's linears (serve --int8 / --quantize-base) */
     char **requests;       /* owned: one full HTTP request per adapter (max(adapters, 1)) */
     size_t *request_lens;
     char **adapter_names;  /* owned (in-process) */
@@ -543,6 +545,9 @@ static int parse_target(const char *spec, target *t) {
             t->max_wait_ms = strtod(v, &end);
             if (*end || !(t->max_wait_ms >= 0 && t->max_wait_ms <= 10000))
                 return cli_usage_error("bench serve: --target %s: max-wait-ms needs 0..10000", t->name);
+        } else if (!strcmp(k, "quantize")) {
+            if (strcmp(v, "none") && mmt_quant_type_parse(v, &t->quantize) != MMT_OK)
+                return cli_usage_error("bench serve: --target %s: quantize takes none, int8 or nf4", t->name);
         } else if (!strcmp(k, "adapters")) {
             t->adapters = strtoll(v, &end, 10);
             if (*end || t->adapters < 0 || t->adapters > 100000)
@@ -584,6 +589,7 @@ static mmt_status start_in_process(target *t, const char *model_dir, const char 
     o.adapter_names = (const char *const *)t->adapter_names;
     o.adapter_dirs = (const char *const *)t->adapter_dirs;
     o.n_adapters = t->adapters;
+    o.quantize = (int)t->quantize;
     o.deadline_s = 3600; /* measure latency under overload instead of shedding (PyTorch's server has no deadline) */
     o.idle_timeout_s = 600;
     if (o.max_adapters < t->adapters) o.max_adapters = (int)t->adapters;
@@ -659,7 +665,9 @@ static void print_result(const target *t, int64_t clients, int64_t round, double
     if (json) {
         printf("{\"target\": \"%s\", \"engine\": \"%s\", \"round\": %lld, \"clients\": %lld, \"in_process\": %s, ",
                t->name, t->engine, (long long)round, (long long)clients, t->in_process ? "true" : "false");
-        if (t->in_process) printf("\"max_batch\": %lld, \"max_wait_ms\": %g, ", (long long)t->max_batch, t->max_wait_ms);
+        if (t->in_process)
+            printf("\"max_batch\": %lld, \"max_wait_ms\": %g, \"quantize\": \"%s\", ", (long long)t->max_batch, t->max_wait_ms,
+                   t->quantize == MMT_QUANT_INT8 ? "int8" : t->quantize == MMT_QUANT_NF4 ? "nf4" : "none");
         printf("\"adapters\": %lld, \"connection\": \"%s\", \"warmup_s\": %g, \"duration_s\": %g, \"requests\": %lld, \"errors\": %lld, "
                "\"req_per_s\": %.4f, \"req_per_s_window\": %.4f, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"mean_ms\": %.2f, \"max_ms\": %.2f, \"dims\": %d",
                (long long)t->adapters, keep_alive ? "keep-alive" : "close", warmup, duration, (long long)r->requests,
