@@ -269,52 +269,87 @@ static void job_fail(clip_job *j, int status, const char *fmt, const char *detai
     snprintf(j->error, sizeof j->error, fmt, detail);
 }
 
+/* One image row of a batch: decoded and preprocessed into its pixel slot, on its own. */
+typedef struct image_row {
+    const mmt_serve_input *in;
+    int64_t index; /* the row's position in its request */
+    float *dst;
+    int status;    /* 0, or the HTTP status of its failure */
+    char msg[400];
+} image_row;
+
+static void image_row_prepare(mmt_server *s, image_row *t) {
+    mmt_image img = {0};
+    char what[64];
+    snprintf(what, sizeof what, "input %lld", (long long)t->index);
+    mmt_status st = mmt_image_decode_memory_ex(t->in->bytes, t->in->n_bytes, what, mmt_clip_dicom_options(s->model), &img);
+    if (st == MMT_OK && img.width * img.height > s->o.max_image_pixels) {
+        t->status = 413;
+        snprintf(t->msg, sizeof t->msg, "input %lld: image of %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
+                 (long long)t->index, (long long)img.width, (long long)img.height, (long long)s->o.max_image_pixels);
+    } else if (st == MMT_OK && mmt_image_preprocess(&img, mmt_clip_processor(s->model), t->dst) != MMT_OK) {
+        t->status = 400;
+        snprintf(t->msg, sizeof t->msg, "input %lld: %s", (long long)t->index, mmt_last_error());
+    } else if (st != MMT_OK) {
+        t->status = 400;
+        snprintf(t->msg, sizeof t->msg, "%s", mmt_last_error());
+    }
+    mmt_image_free(&img);
+}
+
 /* Tokenizes (checks) texts and decodes + preprocesses images of the batch's jobs; a bad row
- * fails its job. pixels gets every image row of the batch in order, (rows, 3, S, S); a row
- * that fails leaves its slot unwritten (its job is not computed). */
+ * fails its job with the first bad row's error, in row order (rows after it are still
+ * decoded, and ignored). pixels gets every image row of
+ * the batch in order, (rows, 3, S, S); a row that fails leaves its slot unwritten (its job is
+ * not computed). The images are decoded in parallel (each row on its own, with the error of
+ * the thread that decoded it): this serial step between two batches cost about 1.3 ms per
+ * 226 x 150 JPEG, a tenth of an int8 ViT-B/32 batch's time, with the other core idle. */
 static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixels) {
     const mmt_clip_config *cfg = mmt_clip_config_of(s->model);
-    int64_t L = cfg->text.max_positions, k = 0;
+    int64_t L = cfg->text.max_positions, n_images = 0;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t r = 0; r < jobs[b]->req.n_inputs; r++) n_images += jobs[b]->req.inputs[r].image != 0;
     int32_t *ids = mmt_malloc((size_t)L * sizeof *ids);
-    const mmt_image_processor *proc = mmt_clip_processor(s->model);
+    image_row *rows = mmt_calloc((size_t)(n_images ? n_images : 1), sizeof *rows);
+    int64_t k = 0;
+    for (int64_t b = 0; b < n && rows; b++)
+        for (int64_t r = 0; r < jobs[b]->req.n_inputs; r++)
+            if (jobs[b]->req.inputs[r].image) {
+                rows[k] = (image_row){.in = &jobs[b]->req.inputs[r], .index = r,
+                                      .dst = pixels + k * 3 * s->image_size * s->image_size};
+                k++;
+            }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (n_images > 1)
+#endif
+    for (int64_t i = 0; i < (rows ? n_images : 0); i++)
+        image_row_prepare(s, &rows[i]);
+    k = 0;
     for (int64_t b = 0; b < n; b++) {
         clip_job *j = jobs[b];
         for (int64_t r = 0; r < j->req.n_inputs; r++) {
             mmt_serve_input *row = &j->req.inputs[r];
             char msg[400];
-            if (!row->image) {
-                const char *t = row->text;
-                if (!ids) {
-                    job_fail(j, 503, "%s", "out of memory");
-                } else if (mmt_clip_tokenize(s->model, &t, 1, 0, ids) != MMT_OK) {
-                    snprintf(msg, sizeof msg, "input %lld: %s", (long long)r, mmt_last_error());
-                    job_fail(j, 400, "%s", msg);
-                } else { /* tokens up to and with the EOS (the pad is the EOS) */
-                    int64_t used = 1;
-                    while (used < L && ids[used] != ids[L - 1]) used++;
-                    j->tokens += used < L ? used + 1 : L;
-                }
+            if (row->image) {
+                image_row *t = rows ? &rows[k++] : NULL;
+                if (!t) job_fail(j, 503, "%s", "out of memory");
+                else if (t->status) job_fail(j, t->status, "%s", t->msg);
                 continue;
             }
-            float *dst = pixels + k++ * 3 * s->image_size * s->image_size;
-            if (j->status) continue; /* its job has failed already */
-            mmt_image img = {0};
-            char what[64];
-            snprintf(what, sizeof what, "input %lld", (long long)r);
-            mmt_status st = mmt_image_decode_memory_ex(row->bytes, row->n_bytes, what, mmt_clip_dicom_options(s->model), &img);
-            if (st == MMT_OK && img.width * img.height > s->o.max_image_pixels) {
-                snprintf(msg, sizeof msg, "input %lld: image of %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
-                         (long long)r, (long long)img.width, (long long)img.height, (long long)s->o.max_image_pixels);
-                job_fail(j, 413, "%s", msg);
-            } else if (st == MMT_OK && mmt_image_preprocess(&img, proc, dst) != MMT_OK) {
+            const char *txt = row->text;
+            if (!ids) {
+                job_fail(j, 503, "%s", "out of memory");
+            } else if (mmt_clip_tokenize(s->model, &txt, 1, 0, ids) != MMT_OK) {
                 snprintf(msg, sizeof msg, "input %lld: %s", (long long)r, mmt_last_error());
                 job_fail(j, 400, "%s", msg);
-            } else if (st != MMT_OK) {
-                job_fail(j, 400, "%s", mmt_last_error());
+            } else { /* tokens up to and with the EOS (the pad is the EOS) */
+                int64_t used = 1;
+                while (used < L && ids[used] != ids[L - 1]) used++;
+                j->tokens += used < L ? used + 1 : L;
             }
-            mmt_image_free(&img);
         }
     }
+    mmt_free(rows);
     mmt_free(ids);
 }
 
