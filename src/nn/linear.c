@@ -8,6 +8,10 @@
 
 #include "core/alloc.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 static float *scratch(mmt_arena *arena, int64_t n) {
     return mmt_arena_alloc(arena, (size_t)n * sizeof(float), 64);
 }
@@ -134,6 +138,23 @@ static mmt_status dora_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *are
     return MMT_OK;
 }
 
+/* Group g's LoRA and output IA3 on its rows of y (grouped_forward): xs its input rows, xa
+ * scratch for its (m, r) product. */
+static void group_adapter(const mmt_linear *l, const mmt_ops *ops, int64_t g, int64_t per, const float *const *xs_of,
+                          float *const *xa_of, float *y) {
+    const mmt_linear_group *gr = &l->groups[g];
+    int64_t in = l->in, out = l->out, m = gr->n_seq * per;
+    float *yg = y + gr->seq0 * per * out;
+    if (gr->lora) {
+        const mmt_lora *a = gr->lora;
+        ops->gemm(0, 1, m, a->r, in, 1.0f, xs_of[g], in, a->a, in, 0.0f, xa_of[g], a->r);
+        ops->gemm(0, 1, m, out, a->r, a->scaling, xa_of[g], a->r, a->b, a->r, 1.0f, yg, out);
+    }
+    if (gr->ia3 && gr->ia3_mode == MMT_IA3_OUTPUT)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < out; j++) yg[i * out + j] *= gr->ia3[j];
+}
+
 /* The mixed-batch forward (see mmt_linear_group): base product once, then each group's
  * adapter on its rows exactly as a batch of that adapter alone computes it. */
 static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y, const float *x,
@@ -144,33 +165,52 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
                                              "for %lld sequences", (long long)M, (long long)l->group_batch);
     int64_t per = M / l->group_batch;
     MMT_TRY(base_forward(l, ops, arena, y, x, M, 0, pre));
+    /* First, serially, what runs threaded kernels of its own (IA3 on the input: a base
+     * product over the group's rows) and the scratch; then each group's LoRA and output IA3,
+     * the small groups side by side on the threads. A group is often one request's rows (50
+     * for a ViT-B/32 image): its two rank-r products are too small to split over threads,
+     * so one after another they left all but one core idle (a batch of 32 images over 32
+     * int8 adapters ran at 0.90x one adapter's speed, 0.98x side by side). Nested in that
+     * loop, ops' parallel regions run on one thread; a product's bits do not depend on the
+     * thread count. Groups own disjoint rows of y. */
+    const float **xs_of = mmt_arena_alloc(arena, (size_t)l->n_groups * sizeof *xs_of, 64);
+    float **xa_of = mmt_arena_alloc(arena, (size_t)l->n_groups * sizeof *xa_of, 64);
+    if (!xs_of || !xa_of) return MMT_STATUS_OUT_OF_MEMORY;
     for (int64_t g = 0; g < l->n_groups; g++) {
         const mmt_linear_group *gr = &l->groups[g];
         int64_t r0 = gr->seq0 * per, m = gr->n_seq * per;
         if (gr->seq0 < 0 || gr->n_seq < 0 || r0 + m > M)
             return mmt_fail(MMT_STATUS_INTERNAL, "linear: row group outside the batch");
-        const float *xg = x + r0 * in;
-        float *yg = y + r0 * out;
+        xs_of[g] = x + r0 * in;
+        xa_of[g] = NULL;
         if (gr->ia3 && gr->ia3_mode == MMT_IA3_INPUT) {
             /* (x * l) W^T + b: this group's rows need a product of their own */
             float *xs = scratch(arena, m * in);
             if (!xs) return MMT_STATUS_OUT_OF_MEMORY;
+            const float *xg = xs_of[g];
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < in; j++) xs[i * in + j] = xg[i * in + j] * gr->ia3[j];
-            MMT_TRY(base_forward(l, ops, arena, yg, xs, m, 0, NULL));
-            xg = xs;
+            MMT_TRY(base_forward(l, ops, arena, y + r0 * out, xs, m, 0, NULL));
+            xs_of[g] = xs;
         }
-        if (gr->lora) {
-            const mmt_lora *a = gr->lora;
-            float *xa = scratch(arena, m * a->r); // (m, r)
-            if (!xa) return MMT_STATUS_OUT_OF_MEMORY;
-            ops->gemm(0, 1, m, a->r, in, 1.0f, xg, in, a->a, in, 0.0f, xa, a->r);
-            ops->gemm(0, 1, m, out, a->r, a->scaling, xa, a->r, a->b, a->r, 1.0f, yg, out);
-        }
-        if (gr->ia3 && gr->ia3_mode == MMT_IA3_OUTPUT)
-            for (int64_t i = 0; i < m; i++)
-                for (int64_t j = 0; j < out; j++) yg[i * out + j] *= gr->ia3[j];
+        if (gr->lora && !(xa_of[g] = scratch(arena, m * gr->lora->r))) return MMT_STATUS_OUT_OF_MEMORY; // (m, r)
     }
+    /* A group with more than its share of the rows (1/threads) keeps the threads to itself:
+     * on one thread it would leave the others waiting. */
+    int64_t threads = 1, n_small = 0;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    for (int64_t g = 0; g < l->n_groups; g++) {
+        if (l->groups[g].n_seq * threads > l->group_batch || threads == 1) group_adapter(l, ops, g, per, xs_of, xa_of, y);
+        else n_small++;
+    }
+    if (n_small == 0) return MMT_OK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_small < threads ? (int)n_small : (int)threads)
+#endif
+    for (int64_t g = 0; g < l->n_groups; g++)
+        if (l->groups[g].n_seq * threads <= l->group_batch) group_adapter(l, ops, g, per, xs_of, xa_of, y);
     return MMT_OK;
 }
 
