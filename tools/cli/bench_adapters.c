@@ -109,7 +109,7 @@ int cmd_bench_adapters(int argc, char **argv) {
     } else {
         mmt_clip_config defaults; /* the class defaults are exactly ViT-B/32 */
         mmt_clip_config_default(&defaults);
-        ls = mmt_clip_create_random(&defaults, 42, &base);
+        ls = cli_clip_random(&defaults, 42, cli_load_quant(), &base); /* --int8 / --quantize-base too */
     }
     if (ls != MMT_OK) return cli_runtime_error();
     const mmt_clip_config *cfg = mmt_clip_config_of(base);
