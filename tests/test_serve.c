@@ -7,7 +7,9 @@
  *     path of `mmtune embed`/`classify`), to 1e-6, with and without adapters;
  *   - concurrent clients with different adapters are batched together (the batch-size
  *     histogram shows batches of several rows) and each gets its own adapter's result; the
- *     same with the base in int8 (serve --int8), against the library's int8 model;
+ *     same with the base in int8 (serve --int8), against the library's int8 model; a batch
+ *     runs without waiting out --max-wait-ms once every open connection has its request
+ *     queued, and waits while another connection is open;
  *   - adapters load (POST), list (GET) and unload (DELETE) while other threads send traffic,
  *     with no failed or wrong request; an unloaded name is 404 afterwards; a run context
  *     forgets an adapter (mmt_clip_run_forget), and hundreds of load-use-unload cycles
@@ -396,6 +398,37 @@ static void test_int8_base_with_adapters(void) {
     }
     for (int a = 0; a < 2; a++) mmt_clip_adapter_close(ad8[a]);
     mmt_clip_free(m8);
+}
+
+/* A batch need not wait out --max-wait-ms when every open connection already has its request
+ * queued: a lone client is answered at once; with a second connection open and silent, the
+ * same request waits for the other one's possible request, the full second. */
+static void test_batch_runs_when_every_connection_waits(void) {
+    mmt_server *s = start(32, 1000, 30);
+    if (!s) return;
+    const char *body = "{\"input\": \"a red circle\"}";
+    response r = call("POST", "/v1/embeddings", body); /* warm: the first batch pays the start-up */
+    response_free(&r);
+    double t0 = mmt_now_seconds();
+    r = call("POST", "/v1/embeddings", body);
+    double alone = mmt_now_seconds() - t0;
+    CHECK(r.status == 200);
+    response_free(&r);
+    CHECK_MSG(alone < 0.5, "a lone request took %.3f s: it waited for the batch to fill", alone);
+    int idle = dial();
+    CHECK(idle >= 0);
+    usleep(50000); /* accepted by the polling thread */
+    t0 = mmt_now_seconds();
+    r = call("POST", "/v1/embeddings", body);
+    double with_idle = mmt_now_seconds() - t0;
+    CHECK(r.status == 200);
+    response_free(&r);
+    CHECK_MSG(with_idle >= 0.9, "with a second connection open the request took %.3f s, under --max-wait-ms", with_idle);
+    r = call("GET", "/metrics", NULL);
+    CHECK_MSG(r.body && strstr(r.body, "mmtune_http_connections 2"), "%s", r.body ? r.body : "");
+    response_free(&r);
+    if (idle >= 0) close(idle);
+    mmt_server_stop(s, 10);
 }
 
 /* ---- bad input ------------------------------------------------------------------------- */
@@ -853,6 +886,7 @@ int main(void) {
     TIMED(test_embeddings_equal_library);
     TIMED(test_batching_and_adapters_under_load);
     TIMED(test_int8_base_with_adapters);
+    TIMED(test_batch_runs_when_every_connection_waits);
     TIMED(test_bad_requests);
     TIMED(test_adapter_churn);
     TIMED(test_multipart);

@@ -14,7 +14,7 @@ struct mmt_batcher {
     pthread_cond_t cv;
     pthread_t thread;
     mmt_batch_job *head, *tail;
-    int64_t rows; /* queued */
+    int64_t rows, jobs; /* queued */
     int stopping;
     mmt_batch_job **batch; /* the worker's: jobs of the batch being formed */
     int64_t batch_cap;
@@ -38,6 +38,7 @@ static mmt_batch_job *pop(mmt_batcher *b) {
     b->head = j->next;
     if (!b->head) b->tail = NULL;
     b->rows -= j->rows;
+    b->jobs--;
     j->next = NULL;
     return j;
 }
@@ -49,7 +50,8 @@ static void *worker(void *arg) {
         while (!b->head && !b->stopping) pthread_cond_wait(&b->cv, &b->mu);
         if (!b->head) break; /* stopping and drained */
         double now = mmt_now_seconds(), due = b->head->enqueued_s + b->opt.max_wait_s;
-        if (b->rows < b->opt.max_batch && now < due && !b->stopping) {
+        int all_in = b->opt.clients && b->jobs >= b->opt.clients(b->opt.user);
+        if (b->rows < b->opt.max_batch && now < due && !b->stopping && !all_in) {
             wait_until(b, due);
             continue;
         }
@@ -121,6 +123,7 @@ int mmt_batcher_submit(mmt_batcher *b, mmt_batch_job *job) {
     else b->head = job;
     b->tail = job;
     b->rows += job->rows;
+    b->jobs++;
     pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     return 1;

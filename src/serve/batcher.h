@@ -3,7 +3,10 @@
  *
  * A batch runs when the queued rows reach max_batch, or when the oldest queued request has
  * waited max_wait_s, whichever comes first (max_wait_s 0: as soon as the worker is free, so a
- * batch is whatever queued while the previous one ran). Requests are taken whole, oldest
+ * batch is whatever queued while the previous one ran), or, with a `clients` callback, as
+ * soon as every client that could still add a request has one queued (an HTTP server: each
+ * open connection has its one request in flight waiting here), since waiting longer could
+ * bring nothing. Requests are taken whole, oldest
  * first, while they fit in max_batch rows (a request larger than max_batch runs alone). A
  * request whose deadline has passed before its batch forms is handed to `expire` instead.
  * The callbacks run on the worker thread, one batch at a time, so the runner may keep
@@ -40,6 +43,9 @@ typedef struct mmt_batcher_options {
     double max_wait_s;  /* how long the oldest request may wait for others (>= 0) */
     mmt_batch_run_fn run;
     mmt_batch_expire_fn expire; /* NULL: expired jobs run anyway */
+    /* How many clients could queue a job now (open connections); NULL: not known. Read by
+     * the worker when a job is queued, with the batcher's lock held: it must not block. */
+    int64_t (*clients)(void *user);
     void *user;
 } mmt_batcher_options;
 

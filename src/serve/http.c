@@ -25,6 +25,7 @@ struct mmt_http {
     mmt_http_options opt;
     int port;
     _Atomic int64_t pending;
+    _Atomic int64_t connections; /* open client connections (MHD's connection notifications) */
     uint64_t id_base;          /* request ids: mix(id_base + n) for the n-th request */
     _Atomic uint64_t id_next;
     MHD_socket quiesced;       /* the listening socket after quiesce, closed by stop */
@@ -235,6 +236,14 @@ answer:;
     return ok;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    (void)c, (void)socket_context;
+    mmt_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) atomic_fetch_add(&h->connections, 1);
+    else if (code == MHD_CONNECTION_NOTIFY_CLOSED) atomic_fetch_sub(&h->connections, 1);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code) {
     (void)c, (void)code;
     mmt_http *h = cls;
@@ -294,7 +303,8 @@ mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opt.max_connections,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->opt.idle_timeout_s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                                  MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
     if (!h->daemon) {
         mmt_free(h);
@@ -307,6 +317,8 @@ mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
 }
 
 int mmt_http_port(const mmt_http *h) { return h->port; }
+
+int64_t mmt_http_connections(mmt_http *h) { return h ? atomic_load(&h->connections) : 0; }
 
 int64_t mmt_http_pending(const mmt_http *h) { return atomic_load(&h->pending); }
 

@@ -69,6 +69,8 @@ typedef struct mmt_http_options {
 
 mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out);
 int mmt_http_port(const mmt_http *h);
+/* Client connections open now (accepted and not yet closed), from any thread. */
+int64_t mmt_http_connections(mmt_http *h);
 /* Stops accepting new connections; open ones finish. */
 void mmt_http_quiesce(mmt_http *h);
 /* Stops the polling thread and closes every connection. Replies still pending must not be

@@ -261,6 +261,8 @@ void mmt_metrics_render(mmt_metrics *m, const mmt_metrics_gauges *g, mmt_strbuf 
                          "mmtune_queue_rows %lld\n", (long long)g->queue_rows);
     mmt_strbuf_printf(o, "# HELP mmtune_requests_in_flight Requests not answered yet.\n"
                          "# TYPE mmtune_requests_in_flight gauge\nmmtune_requests_in_flight %lld\n", (long long)g->in_flight);
+    mmt_strbuf_printf(o, "# HELP mmtune_http_connections Client connections open.\n"
+                         "# TYPE mmtune_http_connections gauge\nmmtune_http_connections %lld\n", (long long)g->connections);
     mmt_strbuf_printf(o, "# HELP mmtune_adapters_loaded Adapters loaded over the base.\n"
                          "# TYPE mmtune_adapters_loaded gauge\nmmtune_adapters_loaded %lld\n", (long long)g->adapters);
     mmt_strbuf_printf(o, "# HELP mmtune_ready 1 once the model is loaded.\n# TYPE mmtune_ready gauge\nmmtune_ready %d\n",

@@ -32,6 +32,7 @@ typedef struct mmt_metrics mmt_metrics;
 typedef struct mmt_metrics_gauges {
     int64_t queue_rows;     /* rows waiting for a batch */
     int64_t in_flight;      /* requests not answered yet */
+    int64_t connections;    /* client connections open */
     int64_t adapters;       /* adapters loaded */
     int ready;              /* the model is loaded */
 } mmt_metrics_gauges;

@@ -935,6 +935,7 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
     if (!strcmp(req->path, "/metrics") && get) {
         mmt_metrics_gauges g = {.queue_rows = s->batcher ? mmt_batcher_depth(s->batcher) : 0,
                                 .in_flight = mmt_http_pending(s->http) - 1, /* not this one */
+                                .connections = mmt_http_connections(s->http),
                                 .adapters = adapter_count(s), .ready = state == READY};
         mmt_strbuf b = {0};
         mmt_metrics_render(s->metrics, &g, &b);
@@ -993,6 +994,15 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
 
 /* ---- start and stop --------------------------------------------------------------------- */
 
+/* The batcher's clients: each open connection has at most one request in flight (HTTP/1.1,
+ * one at a time per connection), so when all of them wait in the queue no other request can
+ * join the batch and it need not wait out --max-wait-ms. (The http layer outlives the
+ * batcher: mmt_server_stop stops the batcher first.) */
+static int64_t open_connections(void *user) {
+    mmt_server *s = user;
+    return s->http ? mmt_http_connections(s->http) : INT64_MAX;
+}
+
 static void *load_model(void *arg) {
     mmt_server *s = arg;
     mmt_quant_options q; /* applied while the weights are read */
@@ -1026,7 +1036,7 @@ static void *load_model(void *arg) {
         s->image_size = c->vision.image_size;
         s->logit_scale = mmt_clip_logit_scale(s->model);
         mmt_batcher_options bo = {.max_batch = s->o.max_batch, .max_wait_s = s->o.max_wait_ms / 1000.0, .run = run_batch,
-                                  .expire = expire_job, .user = s};
+                                  .expire = expire_job, .clients = open_connections, .user = s};
         st = mmt_batcher_start(&bo, &s->batcher);
     }
     /* ---- captioning: the GIT captioner and its worker ---- */
