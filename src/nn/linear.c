@@ -170,7 +170,7 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
      * the small groups side by side on the threads. A group is often one request's rows (50
      * for a ViT-B/32 image): its two rank-r products are too small to split over threads,
      * so one after another they left all but one core idle (a batch of 32 images over 32
-     * int8 adapters ran at 0.90x one adapter's speed, 0.98x side by side). Nested in that
+     * int8 adapters ran at 0.90x one adapter's speed, 0.96x side by side). Nested in that
      * loop, ops' parallel regions run on one thread; a product's bits do not depend on the
      * thread count. Groups own disjoint rows of y. */
     const float **xs_of = mmt_arena_alloc(arena, (size_t)l->n_groups * sizeof *xs_of, 64);

@@ -299,11 +299,11 @@ static void image_row_prepare(mmt_server *s, image_row *t) {
 
 /* Tokenizes (checks) texts and decodes + preprocesses images of the batch's jobs; a bad row
  * fails its job with the first bad row's error, in row order (rows after it are still
- * decoded, and ignored). pixels gets every image row of
- * the batch in order, (rows, 3, S, S); a row that fails leaves its slot unwritten (its job is
- * not computed). The images are decoded in parallel (each row on its own, with the error of
- * the thread that decoded it): this serial step between two batches cost about 1.3 ms per
- * 226 x 150 JPEG, a tenth of an int8 ViT-B/32 batch's time, with the other core idle. */
+ * decoded, and ignored). pixels gets every image row of the batch in order, (rows, 3, S, S);
+ * a row that fails leaves its slot unwritten (its job is not computed). The images are
+ * decoded in parallel, each row on its own with the error of the thread that decoded it:
+ * done serially, this step between two batches cost about 1.3 ms per 226 x 150 JPEG, a tenth
+ * of an int8 ViT-B/32 batch's time, with the other core idle. */
 static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixels) {
     const mmt_clip_config *cfg = mmt_clip_config_of(s->model);
     int64_t L = cfg->text.max_positions, n_images = 0;
