@@ -6,11 +6,11 @@
  * batch is whatever queued while the previous one ran), or, with a `clients` callback, as
  * soon as every client that could still add a request has one queued (an HTTP server: each
  * open connection has its one request in flight waiting here), since waiting longer could
- * bring nothing. Requests are taken whole, oldest
- * first, while they fit in max_batch rows (a request larger than max_batch runs alone). A
- * request whose deadline has passed before its batch forms is handed to `expire` instead.
- * The callbacks run on the worker thread, one batch at a time, so the runner may keep
- * single-threaded state (a run context, a tokenizer).
+ * bring nothing. Requests are taken whole, oldest first, while they fit in max_batch rows
+ * (a request larger than max_batch runs alone). A request whose deadline has passed before
+ * its batch forms is handed to `expire` instead. The callbacks run on the worker thread,
+ * one batch at a time, so the runner may keep single-threaded state (a run context, a
+ * tokenizer).
  *
  * Usage:
  *     typedef struct my_req { mmt_batch_job job; ... } my_req;   // job first or anywhere
@@ -43,8 +43,9 @@ typedef struct mmt_batcher_options {
     double max_wait_s;  /* how long the oldest request may wait for others (>= 0) */
     mmt_batch_run_fn run;
     mmt_batch_expire_fn expire; /* NULL: expired jobs run anyway */
-    /* How many clients could queue a job now (open connections); NULL: not known. Read by
-     * the worker when a job is queued, with the batcher's lock held: it must not block. */
+    /* How many clients could queue a job now (open connections); NULL: not known. Called by
+     * the worker each time it decides whether to wait, with the batcher's lock held: it must
+     * not block. */
     int64_t (*clients)(void *user);
     void *user;
 } mmt_batcher_options;
