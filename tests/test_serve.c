@@ -141,7 +141,8 @@ static void expected(int image, int i, int a, float *out) {
     mmt_clip_run_free(run);
 }
 
-static mmt_server *start(int64_t max_batch, double wait_ms, int idle_s) {
+/* The tiny model with adapters a0 and a1, its base's linears kept as `quantize` says. */
+static mmt_server *start_quantized(int64_t max_batch, double wait_ms, int idle_s, mmt_quant_type quantize) {
     mmt_server_options o;
     mmt_server_options_default(&o);
     o.model_dir = MODEL;
@@ -155,7 +156,12 @@ static mmt_server *start(int64_t max_batch, double wait_ms, int idle_s) {
     o.adapter_names = names;
     o.adapter_dirs = dirs;
     o.n_adapters = 2;
+    o.quantize = (int)quantize;
     return http_server_start(&o);
+}
+
+static mmt_server *start(int64_t max_batch, double wait_ms, int idle_s) {
+    return start_quantized(max_batch, wait_ms, idle_s, MMT_QUANT_NONE);
 }
 
 /* ---- tests -------------------------------------------------------------------------------- */
@@ -363,18 +369,7 @@ static void test_int8_base_with_adapters(void) {
         }
     mmt_clip_run_free(run);
     CHECK_MSG(moved > 1e-4, "int8 embeddings within %g of fp32: not quantized?", moved);
-    mmt_server_options o;
-    mmt_server_options_default(&o);
-    o.model_dir = MODEL;
-    o.port = 0;
-    o.max_batch = 16;
-    o.max_wait_ms = 30;
-    o.quantize = MMT_QUANT_INT8;
-    const char *names[] = {"a0", "a1"}, *dirs[] = {lora_dir[0], lora_dir[1]};
-    o.adapter_names = names;
-    o.adapter_dirs = dirs;
-    o.n_adapters = 2;
-    mmt_server *s = http_server_start(&o);
+    mmt_server *s = start_quantized(16, 30, 30, MMT_QUANT_INT8);
     if (s) {
         enum { N = 6 };
         pthread_t th[N];

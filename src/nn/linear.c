@@ -155,6 +155,12 @@ static void group_adapter(const mmt_linear *l, const mmt_ops *ops, int64_t g, in
             for (int64_t j = 0; j < out; j++) yg[i * out + j] *= gr->ia3[j];
 }
 
+/* Whether group g runs alone with every thread: one thread only, or more than its share of
+ * the rows (1/threads), which on one thread would leave the others waiting. */
+static int group_alone(const mmt_linear *l, int64_t g, int64_t threads) {
+    return threads == 1 || l->groups[g].n_seq * threads > l->group_batch;
+}
+
 /* The mixed-batch forward (see mmt_linear_group): base product once, then each group's
  * adapter on its rows exactly as a batch of that adapter alone computes it. */
 static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *arena, float *y, const float *x,
@@ -195,14 +201,12 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
         }
         if (gr->lora && !(xa_of[g] = scratch(arena, m * gr->lora->r))) return MMT_STATUS_OUT_OF_MEMORY; // (m, r)
     }
-    /* A group with more than its share of the rows (1/threads) keeps the threads to itself:
-     * on one thread it would leave the others waiting. */
     int64_t threads = 1, n_small = 0;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
     for (int64_t g = 0; g < l->n_groups; g++) {
-        if (l->groups[g].n_seq * threads > l->group_batch || threads == 1) group_adapter(l, ops, g, per, xs_of, xa_of, y);
+        if (group_alone(l, g, threads)) group_adapter(l, ops, g, per, xs_of, xa_of, y);
         else n_small++;
     }
     if (n_small == 0) return MMT_OK;
@@ -210,7 +214,7 @@ static mmt_status grouped_forward(mmt_linear *l, const mmt_ops *ops, mmt_arena *
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_small < threads ? (int)n_small : (int)threads)
 #endif
     for (int64_t g = 0; g < l->n_groups; g++)
-        if (l->groups[g].n_seq * threads <= l->group_batch) group_adapter(l, ops, g, per, xs_of, xa_of, y);
+        if (!group_alone(l, g, threads)) group_adapter(l, ops, g, per, xs_of, xa_of, y);
     return MMT_OK;
 }
 

@@ -318,7 +318,7 @@ mmt_status mmt_http_start(const mmt_http_options *o, mmt_http **out) {
 
 int mmt_http_port(const mmt_http *h) { return h->port; }
 
-int64_t mmt_http_connections(mmt_http *h) { return h ? atomic_load(&h->connections) : 0; }
+int64_t mmt_http_connections(mmt_http *h) { return atomic_load(&h->connections); }
 
 int64_t mmt_http_pending(const mmt_http *h) { return atomic_load(&h->pending); }
 
