@@ -103,6 +103,29 @@ static void test_strbuf_escapes(void) {
     mmt_strbuf_free(&b);
 }
 
+/* What mmt_json_write writes parses again to the same values; numbers past the double range
+ * (read as +-inf) are written as 1e999 / -1e999, valid JSON, never "inf" (the feedback file
+ * and the catalogue's metadata are written this way). */
+static void test_write_round_trips(void) {
+    const char *text = "{\"a\":[1,19.99,-2.5e-07,1e999,-1e999,true,null],\"b\":{\"c\":\"x\\n\"}}";
+    mmt_json_doc *doc;
+    CHECK_OK(parse(text, &doc));
+    if (!doc) return;
+    mmt_strbuf b = {0};
+    mmt_json_write(&b, mmt_json_root(doc));
+    CHECK_MSG(b.data && strcmp(b.data, text) == 0, "written: %s", b.data ? b.data : "(null)");
+    CHECK(b.data && !strstr(b.data, "inf"));
+    mmt_json_doc *again = NULL;
+    CHECK_OK(mmt_json_parse(b.data, b.len, "written", &again));
+    if (again) {
+        const mmt_json *a = mmt_json_get(mmt_json_root(again), "a");
+        CHECK(a && a->len == 7 && a->items[3].number > 1e308 && a->items[4].number < -1e308);
+    }
+    mmt_json_free(again);
+    mmt_strbuf_free(&b);
+    mmt_json_free(doc);
+}
+
 int main(void) {
     RUN(test_parses_nested_document);
     RUN(test_duplicate_key_last_wins);
@@ -111,5 +134,6 @@ int main(void) {
     RUN(test_depth_limit);
     RUN(test_missing_file);
     RUN(test_strbuf_escapes);
+    RUN(test_write_round_trips);
     return check_summary();
 }

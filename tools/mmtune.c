@@ -31,6 +31,7 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "dist/comm.h"
+#include "eval/zeroshot.h"
 #include "data/tokenizer.h"
 #include "mmtune.h"
 #include "models/clip.h"
@@ -108,7 +109,7 @@ static const char *CLASSIFY_HELP =
     "  --adapter DIR    a PEFT adapter folder (LoRA or IA3): classify with the adapted model\n"
     "  --image PATH     a JPEG or PNG image (repeatable)\n"
     "  --labels LIST    comma-separated class names (at least one)\n"
-    "  --template T     prompt; {} is replaced by the label (default \"a photo of a {}.\")\n"
+    "  --template T     prompt with {} where the label goes (default \"a photo of a {}.\")\n"
     "  --adapter NAME=DIR, --use NAME   several adapters over one base, as in embed: each\n"
     "                   image is classified with the adapter chosen before it (labels embedded\n"
     "                   with that adapter too); each line gets an \"adapter\" key\n"
@@ -417,22 +418,6 @@ static int split_labels(char *list, char **labels, int64_t *n) {
     return *n ? 0 : -1;
 }
 
-static char *fill_template(const char *template, const char *label) {
-    const char *at = strstr(template, "{}");
-    size_t tl = strlen(template), ll = strlen(label);
-    char *out = mmt_malloc(tl + ll + 1);
-    if (!out) return NULL;
-    if (!at) {
-        memcpy(out, template, tl + 1);
-        return out;
-    }
-    size_t pre = (size_t)(at - template);
-    memcpy(out, template, pre);
-    memcpy(out + pre, label, ll);
-    memcpy(out + pre + ll, at + 2, tl - pre - 2 + 1);
-    return out;
-}
-
 typedef struct scored {
     int64_t index;
     double prob;
@@ -488,7 +473,8 @@ static int cmd_classify(int argc, char **argv) {
             if (!(v = value(&a))) rc = usage_error("--labels needs a comma-separated list");
             else label_list = (char *)v;
         } else if (is_opt(&a, "--template")) {
-            if (!(template = value(&a))) rc = usage_error("--template needs a string");
+            if (!(template = value(&a)) || !strstr(template, "{}"))
+                rc = usage_error("--template needs a string with {} where the label goes");
         } else {
             rc = usage_error("classify: unknown option '%s'", argv[a.i]);
         }
@@ -523,7 +509,7 @@ static int cmd_classify(int argc, char **argv) {
         goto done;
     }
     for (int64_t i = 0; i < n_labels; i++)
-        if (!(prompts[i] = fill_template(template, labels[i]))) {
+        if (!(prompts[i] = mmt_zeroshot_prompt(template, labels[i]))) {
             rc = runtime_error();
             goto done;
         }

@@ -531,6 +531,12 @@ void mmt_json_write(mmt_strbuf *b, const mmt_json *v) {
     case MMT_JSON_NUMBER:
         if (v->is_integer) {
             mmt_strbuf_printf(b, "%lld", (long long)v->integer);
+        } else if (!isfinite(v->number)) {
+            /* a number past the double range (1e999) parses as +-inf, which has no JSON text:
+             * 1e999 is valid JSON and reads back as the same inf (NaN cannot come from text) */
+            if (isnan(v->number)) mmt_strbuf_append(b, "null", 4);
+            else if (v->number > 0) mmt_strbuf_append(b, "1e999", 5);
+            else mmt_strbuf_append(b, "-1e999", 6);
         } else {
             /* the shortest of 15..17 digits that reads back as the same double: 19.99, not
              * 19.989999999999998 */
@@ -559,6 +565,16 @@ void mmt_json_write(mmt_strbuf *b, const mmt_json *v) {
         return;
     }
     }
+}
+
+const char *mmt_json_unknown_key(const mmt_json *obj, const char *const *known, size_t n) {
+    if (!obj || obj->type != MMT_JSON_OBJECT) return NULL;
+    for (size_t k = 0; k < obj->len; k++) {
+        size_t i = 0;
+        while (i < n && strcmp(obj->keys[k], known[i])) i++;
+        if (i == n || strlen(obj->keys[k]) != obj->key_lens[k]) return obj->keys[k]; /* "model\u0000x" is not "model" */
+    }
+    return NULL;
 }
 
 int mmt_json_is_number(const char *s) {

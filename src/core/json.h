@@ -87,6 +87,10 @@ void mmt_strbuf_free(mmt_strbuf *b);
  * the same double, object keys in their order (duplicates kept). */
 void mmt_json_write(mmt_strbuf *b, const mmt_json *v);
 
+/* The first key of object obj that is none of the n names in known (for "unknown field"
+ * errors), or NULL when every key is known or obj is not an object. */
+const char *mmt_json_unknown_key(const mmt_json *obj, const char *const *known, size_t n);
+
 /* 1 when the whole of s is a JSON number (RFC 8259: no leading '+' or zeros, no hex, inf or
  * nan) whose value is finite as a double; else 0. */
 int mmt_json_is_number(const char *s);

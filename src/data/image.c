@@ -17,11 +17,18 @@
 #include "core/file.h"
 #include "data/image_internal.h"
 
+/* mmt_image_decode_memory_limit's max_pixels while it runs on this thread; 0 outside it. */
+static _Thread_local int64_t caller_pixel_limit;
+
 mmt_status image_check_dimensions(int64_t width, int64_t height, const char *what,
                                   const char *format) {
     if (width <= 0 || height <= 0)
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: %s header gives an empty image (%lld x %lld)",
                         what, format, (long long)width, (long long)height);
+    if (caller_pixel_limit > 0 && (width > caller_pixel_limit || height > caller_pixel_limit ||
+                                   width * height > caller_pixel_limit))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "%s: %s of %lld x %lld pixels, over the limit of %lld",
+                        what, format, (long long)width, (long long)height, (long long)caller_pixel_limit);
     /* Both sides are below 2^31 for JPEG and PNG, so the product cannot overflow int64. */
     if (width > INT64_C(0x7fffffff) || height > INT64_C(0x7fffffff) ||
         width * height > MMT_IMAGE_MAX_PIXELS)
@@ -140,6 +147,15 @@ mmt_status mmt_image_decode_memory_ex(const void *data, size_t len, const char *
     if (status != MMT_OK) return status;
     status = image_apply_orientation(out, orientation, what);
     if (status != MMT_OK) mmt_image_free(out);
+    return status;
+}
+
+mmt_status mmt_image_decode_memory_limit(const void *data, size_t len, const char *what,
+                                         const mmt_dicom_options *dicom, int64_t max_pixels,
+                                         mmt_image *out) {
+    caller_pixel_limit = max_pixels < MMT_IMAGE_MAX_PIXELS && max_pixels > 0 ? max_pixels : MMT_IMAGE_MAX_PIXELS;
+    mmt_status status = mmt_image_decode_memory_ex(data, len, what, dicom, out);
+    caller_pixel_limit = 0;
     return status;
 }
 

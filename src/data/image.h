@@ -68,6 +68,13 @@ mmt_status mmt_image_decode_file_ex(const char *path, const mmt_dicom_options *d
                                     mmt_image *out);
 mmt_status mmt_image_decode_memory_ex(const void *data, size_t len, const char *what,
                                       const mmt_dicom_options *dicom, mmt_image *out);
+/* mmt_image_decode_memory_ex for servers: an image of more than max_pixels pixels (or more
+ * than MMT_IMAGE_MAX_PIXELS) is refused from its header, before any pixel is decoded, with
+ * MMT_STATUS_INVALID_ARGUMENT ("WHAT: PNG of W x H pixels, over the limit of N"); other
+ * failures are mmt_image_decode_memory_ex's. */
+mmt_status mmt_image_decode_memory_limit(const void *data, size_t len, const char *what,
+                                         const mmt_dicom_options *dicom, int64_t max_pixels,
+                                         mmt_image *out);
 /* Allocates an uninitialised width x height image (both >= 1, within the pixel limit). */
 mmt_status mmt_image_alloc(int64_t width, int64_t height, mmt_image *out);
 /* Frees the pixels and zeroes *img; accepts NULL and a zeroed image. */

@@ -94,6 +94,7 @@ struct mmt_tokenizer {
     int32_t byte_eow_id[256];  /* ... and of the symbol + "</w>" */
     int16_t char_to_byte[324]; /* inverse of bytes_to_unicode, -1 where none */
     int32_t bos, eos;
+    int64_t max_token_len;     /* the longest vocab string in bytes: no token covers more text bytes */
     bpe_cache cache;
 };
 
@@ -253,6 +254,7 @@ static mmt_status vocab_from_object(mmt_tokenizer *t, const mmt_json *root, cons
         e->offset = (uint32_t)off;
         e->len = (uint32_t)n;
         e->id = (int32_t)root->items[i].integer;
+        if ((int64_t)n > t->max_token_len) t->max_token_len = (int64_t)n;
         off += n + 1;
         /* A repeated key keeps its last id, as Python's json.load does. */
         uint64_t h = hash_bytes(root->keys[i], n, 0);
@@ -661,6 +663,10 @@ typedef struct scratch {
      * are dropped, and the tokenizer pointer is NULL. */
     mmt_pretoken_fn sink;
     void *sink_ctx;
+    /* mmt_tokenizer_encode_limit: once more than stop_after ids are certain, BPE stops
+     * (stopped set); 0 runs to the end. */
+    int64_t stop_after;
+    int stopped;
 } scratch;
 
 static void scratch_free(scratch *s) {
@@ -846,7 +852,16 @@ static mmt_status bpe_cps(mmt_tokenizer *t, scratch *s, const uint32_t *cps, int
     int64_t n = 0;
     for (int64_t i = start; i < end; i++) n += mmt_utf8_encode(cps[i], s->bytes + n);
     if (s->sink) return n > 0 ? s->sink(s->sink_ctx, s->bytes, (size_t)n) : MMT_OK;
-    return bpe_word(t, s, (const unsigned char *)s->bytes, n, mode);
+    if (s->stop_after > 0) {
+        /* a word of n bytes is at least n / max_token_len tokens: a huge one need not be run */
+        if (s->stopped || s->n_ids + (n + t->max_token_len - 1) / t->max_token_len > s->stop_after) {
+            s->stopped = 1;
+            return MMT_OK;
+        }
+    }
+    MMT_TRY(bpe_word(t, s, (const unsigned char *)s->bytes, n, mode));
+    if (s->stop_after > 0 && s->n_ids > s->stop_after) s->stopped = 1;
+    return MMT_OK;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1026,7 +1041,7 @@ static mmt_status tokenize_text(mmt_tokenizer *t, scratch *s, const char *text, 
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "tokenizer: invalid UTF-8 at byte offset %zu",
                         bad);
     int64_t start = 0;
-    for (int64_t i = 0; i <= n; i++) {
+    for (int64_t i = 0; i <= n && !s->stopped; i++) {
         int64_t m = 0;
         int special = -1; /* 1 BOS, 0 EOS */
         if (i < n && s->cps[i] == '<') {
@@ -1049,16 +1064,21 @@ static mmt_status tokenize_text(mmt_tokenizer *t, scratch *s, const char *text, 
 
 mmt_status mmt_tokenizer_encode(mmt_tokenizer *t, const char *text, size_t len, int32_t *ids,
                                 int64_t capacity, int64_t *n_total) {
+    return mmt_tokenizer_encode_limit(t, text, len, ids, capacity, 0, n_total);
+}
+
+mmt_status mmt_tokenizer_encode_limit(mmt_tokenizer *t, const char *text, size_t len, int32_t *ids,
+                                      int64_t capacity, int64_t limit, int64_t *n_total) {
     if (!t || (!text && len) || !n_total || capacity < 0 || capacity == 1 ||
-        (capacity > 0 && !ids))
+        (capacity > 0 && !ids) || limit < 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
                         "mmt_tokenizer_encode: bad arguments (capacity %lld)",
                         (long long)capacity);
     *n_total = 0;
-    scratch s = {0};
+    scratch s = {.stop_after = limit};
     mmt_status st = tokenize_text(t, &s, text, len, atomic_load(&t->mode));
     if (st != MMT_OK) goto done;
-    *n_total = s.n_ids + 2;
+    *n_total = (s.stopped && s.n_ids <= limit ? limit + 1 : s.n_ids) + 2;
     if (capacity > 0) {
         int64_t keep = s.n_ids < capacity - 2 ? s.n_ids : capacity - 2;
         ids[0] = t->bos;

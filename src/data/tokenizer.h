@@ -87,6 +87,15 @@ int64_t mmt_tokenizer_merge_count(const mmt_tokenizer *t);
 mmt_status mmt_tokenizer_encode(mmt_tokenizer *t, const char *text, size_t len, int32_t *ids,
                                 int64_t capacity, int64_t *n_total);
 
+/* mmt_tokenizer_encode for texts that will be refused when too long: once the content is
+ * certain to be longer than limit ids (limit > 0), the rest is not tokenized, *n_total is
+ * some value above limit + 2 (not the exact length) and ids are not the text's (truncate
+ * with mmt_tokenizer_encode instead). When *n_total <= limit + 2, ids and *n_total are
+ * exactly mmt_tokenizer_encode's. A multi-megabyte text then costs a pass over its bytes,
+ * not BPE of all of it. limit 0: no limit. */
+mmt_status mmt_tokenizer_encode_limit(mmt_tokenizer *t, const char *text, size_t len, int32_t *ids,
+                                      int64_t capacity, int64_t limit, int64_t *n_total);
+
 /* Turns ids back into text the way HF decode does: byte-level tokens to bytes, "</w>" to a
  * space, surrounding spaces stripped; invalid UTF-8 becomes U+FFFD. With skip_special, BOS
  * and EOS are left out. Writes a NUL-terminated string of at most capacity bytes (cut at a

@@ -463,6 +463,8 @@ mmt_status mmt_clip_encode_ids(mmt_clip *m, const int32_t *ids, int64_t B, int64
 
 /* ---- convenience: strings and image files ------------------------------------------ */
 
+#define TOKENIZE_EXACT 4096
+
 mmt_status mmt_clip_tokenize(mmt_clip *m, const char *const *texts, int64_t B, int truncate,
                              int32_t *ids) {
     if (!m->cfg.has_text)
@@ -471,14 +473,22 @@ mmt_status mmt_clip_tokenize(mmt_clip *m, const char *const *texts, int64_t B, i
         return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: no tokenizer (vocab.json + merges.txt, or tokenizer.json), cannot tokenize text", m->dir);
     int64_t L = m->cfg.text.max_positions;
     int32_t pad = mmt_tokenizer_eos(m->tokenizer);
+    const int64_t exact = L > TOKENIZE_EXACT ? L : TOKENIZE_EXACT;
     for (int64_t b = 0; b < B; b++) {
         int32_t *row = ids + b * L;
         int64_t total = 0;
         size_t len = strlen(texts[b]);
-        mmt_status s = mmt_tokenizer_encode(m->tokenizer, texts[b], len, row, L, &total);
+        /* without truncation a long text is refused: its length is counted exactly up to
+         * TOKENIZE_EXACT tokens, and a longer one is not tokenized to its end */
+        mmt_status s = truncate ? mmt_tokenizer_encode(m->tokenizer, texts[b], len, row, L, &total)
+                                : mmt_tokenizer_encode_limit(m->tokenizer, texts[b], len, row, L, exact, &total);
         if (s != MMT_OK) return mmt_error_prefix(s, "text %lld: ", (long long)b + 1);
         if (total <= 2)
             return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "text %lld is empty", (long long)b + 1);
+        if (total > exact + 2 && !truncate)
+            return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
+                            "text %lld is more than %lld tokens long, more than the model's %lld (use truncation to cut it)",
+                            (long long)b + 1, (long long)exact, (long long)L);
         if (total > L && !truncate)
             return mmt_fail(MMT_STATUS_INVALID_ARGUMENT,
                             "text %lld is %lld tokens long, more than the model's %lld (use truncation to cut it)",

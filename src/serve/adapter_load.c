@@ -53,7 +53,9 @@ int mmt_adapter_load_async(const mmt_http_request *req, mmt_http_reply *reply, c
     else if (mmt_json_get_string(mmt_json_root(doc), "name", NULL, &name, "request body", "") != MMT_OK ||
              mmt_json_get_string(mmt_json_root(doc), "path", NULL, &dir, "request body", "") != MMT_OK)
         why = mmt_last_error();
-    else if (!name || !dir) why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER}";
+    else if (mmt_json_unknown_key(mmt_json_root(doc), (const char *const[]){"name", "path"}, 2) || !name || !dir ||
+             !dir[0])
+        why = "expected {\"name\": NAME, \"path\": ADAPTER_FOLDER} and no other field";
     else if (!mmt_serve_valid_name(name)) why = "the name must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')";
     load_task *t = why ? NULL : mmt_calloc(1, sizeof *t);
     if (!why && (!t || !(t->dir = mmt_strdup(dir)))) why = "out of memory";

@@ -150,7 +150,7 @@ int mmt_serve_parse_caption(const char *body, size_t len, int64_t max_images, in
         } else if (!strcmp(key, "num_beams")) {
             if ((ok = get_count(v, key, 1, 16, &n, msg, sizeof msg))) r->gen.num_beams = n;
         } else if (!strcmp(key, "top_k")) {
-            if ((ok = get_count(v, key, 0, INT64_C(1) << 31, &n, msg, sizeof msg))) r->gen.top_k = n;
+            if ((ok = get_count(v, key, 0, INT32_MAX, &n, msg, sizeof msg))) r->gen.top_k = n;
         } else if (!strcmp(key, "seed")) {
             if ((ok = get_count(v, key, 0, INT64_MAX, &n, msg, sizeof msg))) r->gen.seed = (uint64_t)n;
         } else if (!strcmp(key, "no_repeat_ngram_size")) {

@@ -165,6 +165,8 @@ static mmt_status adapter_open(mmt_caption_service *cs, const char *name, const 
 mmt_status mmt_caption_service_adapter_load(mmt_caption_service *cs, const char *name, const char *dir) {
     if (!mmt_serve_valid_name(name))
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s': use 1-63 of A-Z a-z 0-9 _ - . (not 'base')", name);
+    if (!strcmp(name, cs->base_name))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s' is already the captioner's name (its folder)", name);
     cap_adapter *a = NULL;
     MMT_TRY(adapter_open(cs, name, dir, &a));
     mmt_status st = MMT_OK;
@@ -413,11 +415,10 @@ static int prepare_images(mmt_caption_service *cs, cap_request *q, float *pixels
         mmt_image img = {0};
         char what[64], msg[400];
         snprintf(what, sizeof what, "image %lld", (long long)i);
-        mmt_status st = mmt_image_decode_memory_ex(q->req.images[i].bytes, q->req.images[i].n_bytes, what,
-                                                   mmt_git_dicom_options(cs->m), &img);
-        if (st == MMT_OK && img.width * img.height > cs->o.max_image_pixels) {
-            snprintf(msg, sizeof msg, "image %lld: %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
-                     (long long)i, (long long)img.width, (long long)img.height, (long long)cs->o.max_image_pixels);
+        mmt_status st = mmt_image_decode_memory_limit(q->req.images[i].bytes, q->req.images[i].n_bytes, what,
+                                                      mmt_git_dicom_options(cs->m), cs->o.max_image_pixels, &img);
+        if (st == MMT_STATUS_INVALID_ARGUMENT) { /* over the pixel limit, seen in the header */
+            snprintf(msg, sizeof msg, "%s (--max-image-pixels)", mmt_last_error());
             request_fail(q, 413, msg);
         } else if (st == MMT_OK && mmt_image_preprocess(&img, mmt_git_processor(cs->m), pixels + i * 3 * cs->S * cs->S) != MMT_OK) {
             snprintf(msg, sizeof msg, "image %lld: %s", (long long)i, mmt_last_error());
@@ -676,7 +677,7 @@ static void handle_caption(mmt_caption_service *cs, const mmt_http_request *req,
     }
     if (!status) {
         q->cs = cs, q->reply = reply, q->t0 = t0;
-        q->deadline = cs->o.deadline_s > 0 ? t0 + cs->o.deadline_s : 0;
+        q->deadline = cs->o.deadline_s > 0 ? mmt_now_seconds() + cs->o.deadline_s : 0; /* time in the queue */
         pthread_mutex_lock(&cs->mu);
         if (cs->stopping) {
             status = 503;
@@ -739,8 +740,7 @@ static void handle_adapters(mmt_caption_service *cs, const mmt_http_request *req
         mmt_adapter_load_async(req, reply, &ops);
         return;
     }
-    mmt_http_reply_error(reply, 405, "invalid_request_error",
-                         "use GET or POST /v1/caption/adapters, DELETE /v1/caption/adapters/NAME");
+    mmt_http_reply_405(reply, "GET, POST, DELETE", "use GET or POST /v1/caption/adapters, DELETE /v1/caption/adapters/NAME");
 }
 
 void mmt_caption_service_stats(mmt_caption_service *cs, mmt_caption_stats *out) {
@@ -766,15 +766,15 @@ static void handle_status(mmt_caption_service *cs, mmt_http_reply *reply) {
 }
 
 void mmt_caption_service_handle(mmt_caption_service *cs, const mmt_http_request *req, mmt_http_reply *reply) {
-    int get = !strcmp(req->method, "GET"), post = !strcmp(req->method, "POST");
+    int get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"), post = !strcmp(req->method, "POST");
     if (!atomic_load(&cs->ready)) {
         mmt_http_reply_error(reply, 503, "server_error", "the captioner is still loading");
     } else if (!strcmp(req->path, "/v1/caption")) {
         if (post) handle_caption(cs, req, reply);
-        else mmt_http_reply_error(reply, 405, "invalid_request_error", "use POST /v1/caption");
+        else mmt_http_reply_405(reply, "POST", "use POST /v1/caption");
     } else if (!strcmp(req->path, "/v1/caption/status")) {
         if (get) handle_status(cs, reply);
-        else mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET /v1/caption/status");
+        else mmt_http_reply_405(reply, "GET", "use GET /v1/caption/status");
     } else if (!strncmp(req->path, "/v1/caption/adapters", 20) && (!req->path[20] || req->path[20] == '/')) {
         handle_adapters(cs, req, reply);
     } else {

@@ -198,12 +198,13 @@ int mmt_feedback_parse(const char *body, size_t len, const char *header_key, mmt
         snprintf(msg, sizeof msg, "\"request_id\" must be 1-64 of A-Z a-z 0-9 _ - . :"), status = 400;
     else if (!status && !ev->event[0])
         snprintf(msg, sizeof msg, "\"event\" is required: a name such as \"click\" or \"label\""), status = 400;
-    else if (!status && !mmt_serve_valid_name(ev->event))
-        snprintf(msg, sizeof msg, "\"event\" must be 1-63 of A-Z a-z 0-9 _ - . (not 'base')"), status = 400;
+    else if (!status && !is_name(ev->event))
+        snprintf(msg, sizeof msg, "\"event\" must be 1-63 of A-Z a-z 0-9 _ - ."), status = 400;
     else if (!status && ((ev->route[0] && !mmt_serve_valid_name(ev->route)) || (ev->arm[0] && !is_name(ev->arm))))
         snprintf(msg, sizeof msg, "\"route\" and \"arm\" are names: 1-63 of A-Z a-z 0-9 _ - ."), status = 400;
-    else if (!status && !ev->request_id[0] && !ev->user[0])
-        snprintf(msg, sizeof msg, "give \"request_id\" (the X-Request-Id of the answer) or the client key (\"user\")"),
+    else if (!status && !ev->request_id[0] && !ev->user[0] && !(ev->route[0] && ev->arm[0]))
+        snprintf(msg, sizeof msg, "give \"request_id\" (the X-Request-Id of the answer), the client key (\"user\"), or "
+                                  "\"route\" and \"arm\""),
             status = 400;
     const mmt_json *value = status ? NULL : mmt_json_get(root, "value");
     const mmt_json *meta = status ? NULL : mmt_json_get(root, "metadata");

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,8 @@ typedef struct conn_state {
     char *body;
     size_t len, cap;
     int too_big;    /* the body went past max_body_bytes: answered 413, the rest discarded */
+    size_t dropped; /* bytes of a chunked body discarded after it went past the limit */
+    int bad_length; /* two Content-Length headers: answered 400 */
     int dispatched; /* the handler has the request */
     mmt_http_reply reply;
     char client[64];
@@ -138,6 +141,11 @@ void mmt_http_reply_error(mmt_http_reply *reply, int status, const char *type, c
     mmt_strbuf_free(&b);
 }
 
+void mmt_http_reply_405(mmt_http_reply *reply, const char *allow, const char *message) {
+    mmt_http_reply_header(reply, "Allow", allow);
+    mmt_http_reply_error(reply, 405, "invalid_request_error", message);
+}
+
 /* Queues the sent reply as the connection's response. */
 static enum MHD_Result queue_reply(struct MHD_Connection *c, mmt_http_reply *r) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_COPY);
@@ -161,6 +169,12 @@ static void client_text(struct MHD_Connection *c, char *out, size_t size) {
     else if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
 }
 
+static enum MHD_Result count_length_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind, (void)value;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) ++*(int *)cls;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -177,19 +191,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         else snprintf(st->reply.request_id, sizeof st->reply.request_id, "%016llx",
                       (unsigned long long)mmt_splitmix64_mix(h->id_base + atomic_fetch_add(&h->id_next, 1)));
         *con_cls = st;
+        /* two Content-Length headers: RFC 9112 section 6.3 makes that an error (a proxy in
+         * front might have framed the body by the other one); answered now, body unread */
+        int n_lengths = 0;
+        MHD_get_connection_values(c, MHD_HEADER_KIND, count_length_header, &n_lengths);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (!cl || strtoull(cl, NULL, 10) <= h->opt.max_body_bytes) return MHD_YES;
-        st->too_big = 1; /* answered now, without waiting for a body that will not be read */
+        if (n_lengths > 1) st->bad_length = 1;
+        else if (!cl || strtoull(cl, NULL, 10) <= h->opt.max_body_bytes) return MHD_YES;
+        else st->too_big = 1; /* answered now, without waiting for a body that will not be read */
     } else if (*upload_size) { /* a piece of the body */
         size_t n = *upload_size;
         *upload_size = 0;
-        if (st->too_big) return MHD_YES;
-        if (st->len + n > h->opt.max_body_bytes) { /* answered now; the rest is discarded */
+        /* Past the limit without an announced length (chunked): libmicrohttpd can queue an
+         * answer only before the body or after all of it, so the rest is read and dropped
+         * and the 413 goes out at its end; a body that keeps coming past 4x the limit (and
+         * 64 MiB) more has the connection closed instead. */
+        if (st->too_big) return (st->dropped += n) > 4 * h->opt.max_body_bytes + ((size_t)64 << 20) ? MHD_NO : MHD_YES;
+        if (st->len + n > h->opt.max_body_bytes) {
             st->too_big = 1;
+            st->dropped = n;
             mmt_free(st->body);
             st->body = NULL;
             st->len = st->cap = 0;
-            goto answer;
+            return MHD_YES;
         }
         if (st->len + n + 1 > st->cap) {
             size_t cap = st->cap ? st->cap : 4096;
@@ -202,12 +226,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         st->len += n;
         return MHD_YES;
     }
-answer:;
     mmt_http_reply *r = &st->reply;
     if (!st->dispatched) { /* the whole request is in */
         st->dispatched = 1;
         atomic_fetch_add(&h->pending, 1);
-        if (st->too_big) {
+        if (st->bad_length) {
+            mmt_http_reply_error(r, 400, "invalid_request_error", "more than one Content-Length header");
+        } else if (st->too_big) {
             char msg[160];
             snprintf(msg, sizeof msg, "request body over the limit of %zu bytes (--max-body-bytes)", h->opt.max_body_bytes);
             mmt_http_reply_error(r, 413, "request_too_large", msg);

@@ -90,5 +90,7 @@ void mmt_http_reply_send(mmt_http_reply *reply, int status, const char *content_
 void mmt_http_reply_json(mmt_http_reply *reply, int status, const mmt_strbuf *b);
 /* A JSON error: {"error": {"message": MESSAGE, "type": TYPE, "code": STATUS}}. */
 void mmt_http_reply_error(mmt_http_reply *reply, int status, const char *type, const char *message);
+/* 405 Method Not Allowed: that error with an Allow header listing the methods ("GET, POST"). */
+void mmt_http_reply_405(mmt_http_reply *reply, const char *allow, const char *message);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/json.h"
+#include "eval/zeroshot.h"
 
 mmt_status mmt_base64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len) {
     *out = NULL;
@@ -61,8 +62,25 @@ static int parse_input(const mmt_json *v, int want_image, mmt_serve_input *row, 
         if (want_image) image = v->string, image_len = v->len;
         else text = v->string;
     } else if (v->type == MMT_JSON_OBJECT) {
+        static const char *const known[] = {"text", "image", "image_url", "type"};
         const mmt_json *im = mmt_json_get(v, "image"), *url = mmt_json_get(v, "image_url"), *t = mmt_json_get(v, "text");
+        const char *unknown = mmt_json_unknown_key(v, known, sizeof known / sizeof *known);
+        if (unknown) {
+            snprintf(err, err_size, "unknown field \"%.60s\" (an input is {\"text\": T}, {\"image\": BASE64} or "
+                     "{\"type\": \"image_url\", \"image_url\": {\"url\": DATA_URI}})", unknown);
+            return 0;
+        }
+        if (!!im + !!url + !!t > 1) {
+            snprintf(err, err_size, "give one of \"text\", \"image\" and \"image_url\" per input");
+            return 0;
+        }
         if (url && url->type == MMT_JSON_OBJECT) url = mmt_json_get(url, "url");
+        if (url && url->type == MMT_JSON_STRING && memchr(url->string, ':', url->len < 16 ? url->len : 16) &&
+            strncmp(url->string, "data:", 5)) { /* http://, https://, file:// ... (base64 has no ':') */
+            snprintf(err, err_size, "image_url: only data: URIs (data:image/jpeg;base64,...) are accepted; the server "
+                     "fetches nothing");
+            return 0;
+        }
         if (im && im->type == MMT_JSON_STRING) image = im->string, image_len = im->len;
         else if (url && url->type == MMT_JSON_STRING) image = url->string, image_len = url->len;
         else if (t && t->type == MMT_JSON_STRING && !want_image) text = t->string;
@@ -87,23 +105,6 @@ static int parse_input(const mmt_json *v, int want_image, mmt_serve_input *row, 
         return 0;
     }
     return 1;
-}
-
-static char *fill_template(const char *tmpl, const char *label) {
-    const char *at = strstr(tmpl, "{}");
-    mmt_strbuf b = {0};
-    if (at) {
-        mmt_strbuf_append(&b, tmpl, (size_t)(at - tmpl));
-        mmt_strbuf_append(&b, label, strlen(label));
-        mmt_strbuf_append(&b, at + 2, strlen(at + 2));
-    } else {
-        mmt_strbuf_append(&b, label, strlen(label));
-    }
-    if (b.failed) {
-        mmt_strbuf_free(&b);
-        return NULL;
-    }
-    return b.data;
 }
 
 int mmt_serve_valid_name(const char *s) {
@@ -152,7 +153,13 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
     const mmt_json *labels = classify ? mmt_json_get(root, "labels") : NULL;
     int64_t n_in = !inputs ? 0 : inputs->type == MMT_JSON_ARRAY ? (int64_t)inputs->len : 1;
     int64_t n_lab = labels && labels->type == MMT_JSON_ARRAY ? (int64_t)labels->len : 0;
+    static const char *const known_embed[] = {"input", "model", "encoding_format", "user"};
+    static const char *const known_classify[] = {"images", "labels", "template", "model", "user"};
+    const char *unknown = classify ? mmt_json_unknown_key(root, known_classify, 5) : mmt_json_unknown_key(root, known_embed, 4);
     if (root->type != MMT_JSON_OBJECT) snprintf(msg, sizeof msg, "the body must be a JSON object"), status = 400;
+    else if (unknown)
+        snprintf(msg, sizeof msg, "unknown field \"%.60s\" (expected %s)", unknown,
+                 classify ? "images, labels, template, model, user" : "input, model, encoding_format, user"), status = 400;
     else if (m && m->type != MMT_JSON_STRING && m->type != MMT_JSON_NULL)
         snprintf(msg, sizeof msg, "\"model\" must be a string (the base, or an adapter's name)"), status = 400;
     else if (n_in == 0 || (classify && inputs->type != MMT_JSON_ARRAY))
@@ -165,8 +172,8 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
                  (long long)max_inputs), status = 413;
     else if (fmt && !(fmt->type == MMT_JSON_STRING && (!strcmp(fmt->string, "float") || !strcmp(fmt->string, "base64"))))
         snprintf(msg, sizeof msg, "\"encoding_format\" must be \"float\" or \"base64\""), status = 400;
-    else if (tmpl && tmpl->type != MMT_JSON_STRING)
-        snprintf(msg, sizeof msg, "\"template\" must be a string with {} for the label"), status = 400;
+    else if (tmpl && (tmpl->type != MMT_JSON_STRING || !strstr(tmpl->string, "{}")))
+        snprintf(msg, sizeof msg, "\"template\" must be a string with {} where the label goes"), status = 400;
     else if (user && user->type != MMT_JSON_NULL &&
              (user->type != MMT_JSON_STRING || user->len > 1024 || strlen(user->string) != user->len))
         snprintf(msg, sizeof msg, "\"user\" must be a string of up to 1024 bytes (the client key of A/B routes)"), status = 400;
@@ -196,7 +203,7 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
         r->n_labels++;
         r->n_inputs++;
         if (!(r->labels[c] = mmt_strdup(v->string)) ||
-            !(r->inputs[n_in + c].text = fill_template(tmpl ? tmpl->string : "a photo of a {}.", v->string)))
+            !(r->inputs[n_in + c].text = mmt_zeroshot_prompt(tmpl ? tmpl->string : "a photo of a {}.", v->string)))
             snprintf(msg, sizeof msg, "out of memory"), status = 500;
     }
     mmt_json_free(doc);

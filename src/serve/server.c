@@ -122,11 +122,19 @@ static void close_dead(mmt_server *s) {
 
 /* The adapter a request names, with a reference taken; *a NULL for the base. 0 when the name
  * is unknown. */
+/* Whether name names the base: "base", the model folder's path or its last component. */
+static int is_base_name(const mmt_server *s, const char *name) {
+    if (!strcmp(name, "base") || !strcmp(name, s->model_dir)) return 1;
+    size_t n = strlen(s->model_dir);
+    while (n > 1 && s->model_dir[n - 1] == '/') n--; /* "runs/clip/" is "clip" */
+    size_t at = n;
+    while (at > 0 && s->model_dir[at - 1] != '/') at--;
+    return n > at && strlen(name) == n - at && !strncmp(name, s->model_dir + at, n - at);
+}
+
 static int adapter_acquire(mmt_server *s, const char *name, adapter_ref **a) {
     *a = NULL;
-    if (!name || !name[0] || !strcmp(name, "base")) return 1;
-    const char *base = strrchr(s->model_dir, '/');
-    if (!strcmp(name, base ? base + 1 : s->model_dir) || !strcmp(name, s->model_dir)) return 1;
+    if (!name || !name[0] || is_base_name(s, name)) return 1;
     pthread_mutex_lock(&s->mu);
     for (int64_t i = 0; i < s->n_adapters; i++)
         if (!strcmp(s->adapters[i]->name, name)) {
@@ -158,6 +166,8 @@ static mmt_status adapter_add(mmt_server *s, const char *name, const char *dir) 
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s': use 1-63 of A-Z a-z 0-9 _ - . (not 'base')", name);
     if (route_find(s, name) >= 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "'%s' is already the name of a route (--route)", name);
+    if (is_base_name(s, name))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "adapter name '%s' is already the base model's name (its folder)", name);
     adapter_ref *a = mmt_calloc(1, sizeof *a);
     if (!a || !(a->dir = mmt_strdup(dir))) {
         mmt_free(a);
@@ -274,22 +284,31 @@ typedef struct image_row {
     const mmt_serve_input *in;
     int64_t index; /* the row's position in its request */
     float *dst;
+    char what[32]; /* the row's name in errors (row_name) */
     int status;    /* 0, or the HTTP status of its failure */
     char msg[400];
 } image_row;
 
+/* How an error names row r of a job: "input 3" (embeddings), "images 1" / "labels 0"
+ * (classify: the images, then a prompt per label), "query" (search). */
+static void row_name(const clip_job *j, int64_t r, char *out, size_t size) {
+    int64_t first_label = j->req.n_inputs - j->req.n_labels;
+    if (j->search) snprintf(out, size, "query");
+    else if (j->classify && r >= first_label) snprintf(out, size, "labels %lld", (long long)(r - first_label));
+    else snprintf(out, size, "%s %lld", j->classify ? "images" : "input", (long long)r);
+}
+
 static void image_row_prepare(mmt_server *s, image_row *t) {
     mmt_image img = {0};
-    char what[64];
-    snprintf(what, sizeof what, "input %lld", (long long)t->index);
-    mmt_status st = mmt_image_decode_memory_ex(t->in->bytes, t->in->n_bytes, what, mmt_clip_dicom_options(s->model), &img);
-    if (st == MMT_OK && img.width * img.height > s->o.max_image_pixels) {
+    const char *what = t->what;
+    mmt_status st = mmt_image_decode_memory_limit(t->in->bytes, t->in->n_bytes, what, mmt_clip_dicom_options(s->model),
+                                                  s->o.max_image_pixels, &img);
+    if (st == MMT_STATUS_INVALID_ARGUMENT) { /* over the pixel limit, seen in the header */
         t->status = 413;
-        snprintf(t->msg, sizeof t->msg, "input %lld: image of %lld x %lld pixels, over the limit of %lld (--max-image-pixels)",
-                 (long long)t->index, (long long)img.width, (long long)img.height, (long long)s->o.max_image_pixels);
+        snprintf(t->msg, sizeof t->msg, "%s (--max-image-pixels)", mmt_last_error());
     } else if (st == MMT_OK && mmt_image_preprocess(&img, mmt_clip_processor(s->model), t->dst) != MMT_OK) {
         t->status = 400;
-        snprintf(t->msg, sizeof t->msg, "input %lld: %s", (long long)t->index, mmt_last_error());
+        snprintf(t->msg, sizeof t->msg, "%s: %s", what, mmt_last_error());
     } else if (st != MMT_OK) {
         t->status = 400;
         snprintf(t->msg, sizeof t->msg, "%s", mmt_last_error());
@@ -317,6 +336,7 @@ static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixel
             if (jobs[b]->req.inputs[r].image) {
                 rows[k] = (image_row){.in = &jobs[b]->req.inputs[r], .index = r,
                                       .dst = pixels + k * 3 * s->image_size * s->image_size};
+                row_name(jobs[b], r, rows[k].what, sizeof rows[k].what);
                 k++;
             }
 #ifdef _OPENMP
@@ -340,7 +360,16 @@ static void prepare_rows(mmt_server *s, clip_job **jobs, int64_t n, float *pixel
             if (!ids) {
                 job_fail(j, 503, "%s", "out of memory");
             } else if (mmt_clip_tokenize(s->model, &txt, 1, 0, ids) != MMT_OK) {
-                snprintf(msg, sizeof msg, "input %lld: %s", (long long)r, mmt_last_error());
+                /* "text 1 is 402 tokens long, ... (use truncation to cut it)": the row's own
+                 * name instead of "text 1", and no advice HTTP has no option for */
+                const char *e = mmt_last_error();
+                char name[32];
+                row_name(j, r, name, sizeof name);
+                const char *advice = strstr(e, " (use truncation");
+                int n = advice ? (int)(advice - e) : (int)strlen(e);
+                if (!strncmp(e, "text 1: ", 8)) snprintf(msg, sizeof msg, "%s: %.*s", name, n - 8, e + 8);
+                else if (!strncmp(e, "text 1 ", 7)) snprintf(msg, sizeof msg, "%s: the text %.*s", name, n - 7, e + 7);
+                else snprintf(msg, sizeof msg, "%s: %.*s", name, n, e);
                 job_fail(j, 400, "%s", msg);
             } else { /* tokens up to and with the EOS (the pad is the EOS) */
                 int64_t used = 1;
@@ -619,7 +648,7 @@ static void handle_clip(mmt_server *s, const mmt_http_request *req, mmt_http_rep
         return;
     }
     j->job.rows = j->req.n_inputs;
-    j->job.deadline_s = s->o.deadline_s > 0 ? t0 + s->o.deadline_s : 0;
+    j->job.deadline_s = s->o.deadline_s > 0 ? mmt_now_seconds() + s->o.deadline_s : 0; /* time in the queue */
     if (!mmt_batcher_submit(s->batcher, &j->job)) {
         job_fail(j, 503, "%s", "the server is shutting down");
         mmt_strbuf none = {0};
@@ -644,7 +673,12 @@ static void handle_search(mmt_server *s, const mmt_http_request *req, mmt_http_r
     const mmt_json *q = root ? mmt_json_get(root, "query") : NULL, *k = root ? mmt_json_get(root, "top_k") : NULL;
     const mmt_json *f = root ? mmt_json_get(root, "filters") : NULL, *i8 = root ? mmt_json_get(root, "int8") : NULL;
     const mmt_json *th = root ? mmt_json_get(root, "thumbnails") : NULL;
+    static const char *const known[] = {"query", "top_k", "filters", "int8", "thumbnails", "model"};
+    const char *unknown = root ? mmt_json_unknown_key(root, known, sizeof known / sizeof *known) : NULL;
     if (!status && root->type != MMT_JSON_OBJECT) status = 400, snprintf(err, sizeof err, "the body must be a JSON object");
+    else if (!status && unknown)
+        status = 400, snprintf(err, sizeof err, "unknown field \"%.60s\" (expected query, top_k, filters, int8, thumbnails)",
+                               unknown);
     else if (!status && !q)
         status = 400, snprintf(err, sizeof err, "\"query\" is required: a text, {\"text\": T} or {\"image\": BASE64}");
     else if (!status && k && !(k->type == MMT_JSON_NUMBER && k->is_integer && k->integer >= 1 && k->integer <= 1000))
@@ -676,17 +710,7 @@ static void handle_search(mmt_server *s, const mmt_http_request *req, mmt_http_r
     if (!status) { /* the query as the one input, through the embeddings parser */
         mmt_strbuf one = {0};
         mmt_strbuf_printf(&one, "{\"input\": [");
-        if (q->type == MMT_JSON_STRING) {
-            mmt_strbuf_json_string(&one, q->string, q->len);
-        } else if (q->type == MMT_JSON_OBJECT) { /* re-quote the object's text or image field */
-            const mmt_json *t = mmt_json_get(q, "text"), *im = mmt_json_get(q, "image");
-            if (t && t->type == MMT_JSON_STRING) mmt_strbuf_printf(&one, "{\"text\": "), mmt_strbuf_json_string(&one, t->string, t->len);
-            else if (im && im->type == MMT_JSON_STRING) mmt_strbuf_printf(&one, "{\"image\": "), mmt_strbuf_json_string(&one, im->string, im->len);
-            else mmt_strbuf_printf(&one, "{");
-            mmt_strbuf_printf(&one, "}");
-        } else {
-            mmt_strbuf_printf(&one, "0");
-        }
+        mmt_json_write(&one, q); /* a text or any input form of /v1/embeddings */
         mmt_strbuf_printf(&one, "]}");
         status = one.failed ? 500 : mmt_serve_parse_clip(one.data, one.len, 0, 1, &j->req, err, sizeof err);
         if (one.failed) snprintf(err, sizeof err, "out of memory");
@@ -699,7 +723,8 @@ static void handle_search(mmt_server *s, const mmt_http_request *req, mmt_http_r
         mmt_strbuf_free(&one);
     }
     const mmt_json *m = root ? mmt_json_get(root, "model") : NULL;
-    if (!status && m && m->type != MMT_JSON_NULL) /* the space is the index's: its own adapter only */
+    if (!status && m && m->type != MMT_JSON_NULL && /* the space is the index's: its own adapter only */
+        (s->index_adapter || m->type != MMT_JSON_STRING || !is_base_name(s, m->string)))
         status = 400, snprintf(err, sizeof err, "\"model\" does not apply to /v1/search: queries are embedded by the "
                                                "model and adapter the index was built with");
     mmt_json_free(doc);
@@ -718,7 +743,7 @@ static void handle_search(mmt_server *s, const mmt_http_request *req, mmt_http_r
     }
     snprintf(j->adapter_name, sizeof j->adapter_name, "%s", j->adapter ? "index" : "base");
     j->job.rows = 1;
-    j->job.deadline_s = s->o.deadline_s > 0 ? t0 + s->o.deadline_s : 0;
+    j->job.deadline_s = s->o.deadline_s > 0 ? mmt_now_seconds() + s->o.deadline_s : 0; /* time in the queue */
     if (!mmt_batcher_submit(s->batcher, &j->job)) {
         job_fail(j, 503, "%s", "the server is shutting down");
         mmt_strbuf none = {0};
@@ -790,7 +815,7 @@ static void handle_adapters(mmt_server *s, const mmt_http_request *req, mmt_http
         if (status) mmt_metrics_request(s->metrics, "/v1/adapters", "base", status, mmt_now_seconds() - t0);
         return;
     }
-    mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET or POST /v1/adapters, DELETE /v1/adapters/NAME");
+    mmt_http_reply_405(reply, "GET, POST, DELETE", "use GET or POST /v1/adapters, DELETE /v1/adapters/NAME");
 }
 
 /* ---- A/B routes and feedback -------------------------------------------------------------- */
@@ -881,7 +906,8 @@ static void handle_feedback(mmt_server *s, const mmt_http_request *req, mmt_http
         mmt_strbuf b = {0};
         mmt_strbuf_printf(&b, "{\"recorded\": true, \"route\": \"%s\", \"arm\": \"%s\", \"event\": \"%s\", \"request_id\": ",
                           r->name, r->arms[arm].adapter, ev->event);
-        mmt_strbuf_json_string(&b, ev->request_id, strlen(ev->request_id));
+        if (ev->request_id[0]) mmt_strbuf_json_string(&b, ev->request_id, strlen(ev->request_id));
+        else mmt_strbuf_printf(&b, "null");
         mmt_strbuf_printf(&b, "}\n");
         mmt_http_reply_json(reply, 200, &b);
         mmt_strbuf_free(&b);
@@ -918,7 +944,8 @@ static void route(void *user, const mmt_http_request *req, mmt_http_reply *reply
 
 static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_reply *reply) {
     int state = atomic_load(&s->state);
-    int get = !strcmp(req->method, "GET"), post = !strcmp(req->method, "POST");
+    /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
+    int get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"), post = !strcmp(req->method, "POST");
     if (!strcmp(req->path, "/health")) {
         if (state == READY) mmt_http_reply_send(reply, 200, "application/json", "{\"status\": \"ok\"}\n", 17);
         else if (state == LOADING) mmt_http_reply_send(reply, 503, "application/json", "{\"status\": \"loading\"}\n", 22);
@@ -960,12 +987,12 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
     /* A/B routes and feedback need no model: they answer while it loads */
     if (!strcmp(req->path, "/v1/routes")) {
         if (get) handle_routes(s, reply);
-        else mmt_http_reply_error(reply, 405, "invalid_request_error", "use GET /v1/routes");
+        else mmt_http_reply_405(reply, "GET", "use GET /v1/routes");
         return;
     }
     if (!strcmp(req->path, "/v1/feedback")) {
         if (post) handle_feedback(s, req, reply);
-        else mmt_http_reply_error(reply, 405, "invalid_request_error", "use POST /v1/feedback");
+        else mmt_http_reply_405(reply, "POST", "use POST /v1/feedback");
         return;
     }
     int known = !strcmp(req->path, "/v1/embeddings") || !strcmp(req->path, "/v1/classify") ||
@@ -985,7 +1012,7 @@ static void route_json(mmt_server *s, const mmt_http_request *req, mmt_http_repl
         return;
     }
     if (!post) {
-        mmt_http_reply_error(reply, 405, "invalid_request_error", "use POST");
+        mmt_http_reply_405(reply, "POST", "use POST");
         return;
     }
     if (!strcmp(req->path, "/v1/search")) handle_search(s, req, reply);
@@ -1056,8 +1083,9 @@ static void *load_model(void *arg) {
     }
     /* ---- end captioning ---- */
     if (st != MMT_OK) {
+        /* not logged here: /health answers it, and mmt_server_wait_ready returns it (the
+         * CLI prints it once, as its error) */
         snprintf(s->load_error, sizeof s->load_error, "%s", mmt_last_error());
-        mmt_log_warn("serve: %s", s->load_error);
         atomic_store(&s->state, FAILED);
     } else {
         mmt_log_info("serve: ready (%s, %lld adapters)", s->model_dir, (long long)s->n_adapters);

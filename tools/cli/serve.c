@@ -104,8 +104,17 @@ int cmd_serve(int argc, char **argv) {
             fputs(SERVE_HELP, stdout);
             goto done;
         }
-        if (i + 1 >= argc) {
-            rc = cli_usage_error("serve: %s needs a value", a);
+        if (i + 1 >= argc) { /* every option takes a value: say which mistake the last word is */
+            static const char *const known[] = {"--adapter", "--caption-adapter", "--captioner", "--deadline-ms", "--feedback",
+                                                "--feedback-fsync", "--host", "--idle-timeout", "--index", "--max-adapters",
+                                                "--max-batch", "--max-body-bytes", "--max-connections", "--max-image-pixels",
+                                                "--max-inputs", "--max-new-tokens", "--max-wait-ms", "--model", "--port",
+                                                "--route", "--route-seed", "--threads"};
+            int is_known = 0;
+            for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(a, known[k]);
+            if (is_known) rc = cli_usage_error("serve: %s needs a value", a);
+            else if (a[0] == '-') rc = cli_usage_error("serve: unknown option '%s'", a);
+            else rc = cli_usage_error("serve: unexpected argument '%s' (options are --NAME VALUE)", a);
             break;
         }
         const char *v = argv[++i];
