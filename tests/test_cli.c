@@ -97,6 +97,13 @@ static void test_help_and_usage_errors(void) {
     CHECK_CLI_FAILS(2, "--model is required", "embed --text hi");
     CHECK_CLI_FAILS(2, "--labels", "classify --model %s --image x.jpg --labels ',,'", MODEL);
     CHECK_CLI_FAILS(2, "--image needs a path", "embed --model %s --image", MODEL);
+    /* a template without {} would give every label the same prompt */
+    CHECK_CLI_FAILS(2, "--template needs a string with {} where the label goes",
+                    "classify --model %s --image x.jpg --labels a,b --template 'a photo'", MODEL);
+    /* serve's last word: an option without its value, an unknown option, a stray argument */
+    CHECK_CLI_FAILS(2, "serve: --port needs a value", "serve --model %s --port", MODEL);
+    CHECK_CLI_FAILS(2, "serve: unknown option '--bogus'", "serve --model %s --bogus", MODEL);
+    CHECK_CLI_FAILS(2, "serve: unexpected argument 'extra'", "serve --model %s extra", MODEL);
 }
 
 static void test_bad_inputs(void) {

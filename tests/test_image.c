@@ -123,6 +123,27 @@ static void test_decode_memory(void) {
     CHECK_FAILS(mmt_image_decode_file(image_path("no_such_file.png"), &a), MMT_STATUS_NOT_FOUND,
                 "no_such_file.png");
     mmt_image_free(&a);
+    /* a caller's pixel limit: within it the same image; below it, refused from the header
+     * (INVALID_ARGUMENT, the size named); and on the same thread afterwards, no limit left */
+    int64_t px = b.width * b.height;
+    CHECK_OK(mmt_image_decode_memory_limit(data, len, "upload #4", NULL, px, &a));
+    CHECK(a.pixels && a.width == b.width && memcmp(a.pixels, b.pixels, (size_t)(px * 3)) == 0);
+    mmt_image_free(&a);
+    char want[120];
+    snprintf(want, sizeof want, "upload #4: JPEG of %lld x %lld pixels, over the limit of %lld", (long long)b.width,
+             (long long)b.height, (long long)(px - 1));
+    CHECK_FAILS(mmt_image_decode_memory_limit(data, len, "upload #4", NULL, px - 1, &a), MMT_STATUS_INVALID_ARGUMENT, want);
+    CHECK(a.pixels == NULL);
+    CHECK_OK(mmt_image_decode_memory(data, len, "upload #5", &a));
+    mmt_image_free(&a);
+    size_t hl = 0;
+    void *huge = check_read_file(image_path("huge.jpg"), &hl); /* 60000 x 60000 in its header */
+    if (huge) {
+        CHECK_FAILS(mmt_image_decode_memory_limit(huge, hl, "big", NULL, INT64_C(1) << 40, &a), MMT_STATUS_INVALID_ARGUMENT,
+                    "big: JPEG of 60000 x 60000 pixels, over the limit of 89478485");
+        CHECK_FAILS(mmt_image_decode_memory(huge, hl, "big", &a), MMT_STATUS_BAD_FORMAT, "decompression-bomb");
+    }
+    free(huge);
     mmt_image_free(&b);
     mmt_image_free(NULL);
     mmt_image zero = {0};

@@ -15,9 +15,12 @@
  *     forgets an adapter (mmt_clip_run_forget), and hundreds of load-use-unload cycles
  *     leave resident memory flat;
  *   - bad requests (malformed JSON, wrong types, too large bodies, too many inputs, broken
- *     base64, corrupt images, texts over the context, unknown adapters, paths and methods)
+ *     base64, corrupt images, texts over the context, unknown fields, adapter names that
+ *     shadow the base, templates without {}, unknown adapters, paths and methods)
  *     each get their 4xx JSON error; thousands of them mixed with good requests leave the
  *     server answering correctly with its resident memory grown by under 5%;
+ *   - HTTP details: 405 with Allow, HEAD, two Content-Length headers refused, a chunked body
+ *     past the limit answered 413, an image over the pixel limit refused from its header;
  *   - a client that sends half a request and goes quiet is dropped after the idle timeout
  *     while others are served (slowloris);
  *   - multipart/form-data uploads (curl -F) give byte for byte the answers of the same
@@ -486,7 +489,17 @@ static void test_bad_requests(void) {
         {"POST", "/v1/embeddings", "{\"input\": \"x\", \"encoding_format\": \"hex\"}", 400, "encoding_format"},
         {"POST", "/v1/embeddings", "{\"input\": [{\"image\": \"@@@@\"}]}", 400, "base64"},
         {"POST", "/v1/embeddings", corrupt, 400, "input 0"},
-        {"POST", "/v1/embeddings", long_text, 400, "input 0"},
+        {"POST", "/v1/embeddings", long_text, 400, "input 0: the text is 402 tokens long, more than the model's 77\""},
+        {"POST", "/v1/embeddings", "{\"input\": \"x\", \"dimensions\": 5}", 400, "unknown field \\\"dimensions\\\""},
+        {"POST", "/v1/embeddings", "{\"input\": [{\"text\": \"a\", \"image\": \"AAAA\"}]}", 400, "input 0: give one of"},
+        {"POST", "/v1/embeddings", "{\"input\": [{\"txt\": \"a\"}]}", 400, "unknown field \\\"txt\\\""},
+        {"POST", "/v1/embeddings", "{\"input\": [{\"type\": \"image_url\", \"image_url\": {\"url\": \"https://x/y.jpg\"}}]}",
+         400, "only data: URIs"},
+        {"POST", "/v1/classify", "{\"images\": [\"iVBO\"], \"labels\": [\"a\"], \"template\": \"no placeholder\"}", 400,
+         "{} where the label goes"},
+        {"POST", "/v1/classify", "{\"images\": [\"iVBO\"], \"labels\": [\"a\"], \"top\": 1}", 400, "unknown field"},
+        {"POST", "/v1/adapters", "{\"name\": \"tiny-a\", \"path\": \"x\"}", 409, "already the base model's name"},
+        {"POST", "/v1/adapters", "{\"name\": \"n1\", \"path\": \"x\", \"force\": true}", 400, "no other field"},
         {"POST", "/v1/embeddings", "{\"input\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}",
          413, "over the limit of 16"},
         {"POST", "/v1/classify", "{\"images\": [\"iVBO\"], \"labels\": []}", 400, "labels"},
@@ -537,6 +550,68 @@ static void test_bad_requests(void) {
         if (round && !UNDER_ASAN) CHECK_MSG(after <= before * 1.05, "resident memory grew from %lld to %lld KiB", (long long)before, (long long)after);
     }
     free(corrupt);
+    mmt_server_stop(s, 10);
+}
+
+/* HTTP details a client or a proxy relies on: 405 names the allowed methods, HEAD is GET
+ * without the body, two Content-Length headers are refused, a chunked body past the limit
+ * gets its 413 (read to its end, then answered), an image over the pixel limit is refused
+ * from its header with 413 whatever its size. */
+static void test_http_details(void) {
+    mmt_server *s = start(8, 1, 30); /* --max-body-bytes 1 MiB */
+    if (!s) return;
+    char allow[64];
+    response r = call("GET", "/v1/embeddings", NULL);
+    CHECK_MSG(r.status == 405 && response_header(&r, "Allow", allow, sizeof allow) && !strcmp(allow, "POST"), "%d %s",
+              r.status, r.head ? r.head : "");
+    response_free(&r);
+    r = call("PUT", "/v1/adapters", "{}");
+    CHECK(r.status == 405 && response_header(&r, "Allow", allow, sizeof allow) && !strcmp(allow, "GET, POST, DELETE"));
+    response_free(&r);
+    r = call("HEAD", "/", NULL);
+    CHECK_MSG(r.status == 200 && r.len == 0, "HEAD /: %d, %zu bytes of body", r.status, r.len);
+    response_free(&r);
+    const char *body = "{\"input\": \"a\"}";
+    r = call_raw("POST", "/v1/embeddings", body, strlen(body), "Content-Length: 2\r\n");
+    CHECK_MSG(r.status == 400 && r.body && strstr(r.body, "more than one Content-Length"), "%d %s", r.status, r.body);
+    response_free(&r);
+    /* chunked, 1.25 MiB against the 1 MiB limit */
+    int fd = dial();
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        const char *head = "POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                           "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        int ok = send(fd, head, strlen(head), MSG_NOSIGNAL) == (ssize_t)strlen(head);
+        static char chunk[8 + 65536 + 2];
+        memcpy(chunk, "10000\r\n", 7);
+        memset(chunk + 7, 'a', 65536);
+        memcpy(chunk + 7 + 65536, "\r\n", 2);
+        for (int i = 0; ok && i < 20; i++) ok = send(fd, chunk, 7 + 65536 + 2, MSG_NOSIGNAL) == 7 + 65536 + 2;
+        ok = ok && send(fd, "0\r\n\r\n", 5, MSG_NOSIGNAL) == 5;
+        CHECK_MSG(ok, "the chunked body was not taken");
+        mmt_strbuf in = {0};
+        char buf[4096];
+        for (ssize_t got; (got = recv(fd, buf, sizeof buf, 0)) > 0;) mmt_strbuf_append(&in, buf, (size_t)got);
+        close(fd);
+        CHECK_MSG(in.data && !strncmp(in.data, "HTTP/1.1 413", 12) && strstr(in.data, "over the limit of 1048576 bytes"),
+                  "chunked: %s", in.data ? in.data : "(no answer)");
+        mmt_strbuf_free(&in);
+    }
+    /* a JPEG whose header says 60000 x 60000: 413 from the header, like any image over the limit */
+    size_t n = 0;
+    char *jpeg = check_read_file(MMT_FIXTURE_DIR "/images/huge.jpg", &n);
+    mmt_strbuf b = {0};
+    if (jpeg) {
+        mmt_strbuf_printf(&b, "{\"input\": [{\"image\": \"");
+        mmt_report_base64(&b, (const uint8_t *)jpeg, n);
+        mmt_strbuf_printf(&b, "\"}]}");
+        r = call("POST", "/v1/embeddings", b.data);
+        CHECK_MSG(r.status == 413 && r.body && strstr(r.body, "60000 x 60000 pixels, over the limit") &&
+                      strstr(r.body, "--max-image-pixels"), "%d %s", r.status, r.body);
+        response_free(&r);
+    }
+    mmt_strbuf_free(&b);
+    free(jpeg);
     mmt_server_stop(s, 10);
 }
 
@@ -775,6 +850,28 @@ static void test_search(void) {
     response r = call("POST", "/v1/search", "{\"query\": \"rocket\", \"top_k\": 2, \"thumbnails\": true}");
     CHECK(r.status == 200 && r.body && strstr(r.body, "\"thumbnail\":\"data:image/png;base64,iVBOR"));
     response_free(&r);
+    /* an image query in every input form of /v1/embeddings, naming the base: the same hits */
+    {
+        char *b64 = fixture_image_base64("chelsea.jpg");
+        const char *forms[] = {"{\"query\": {\"image\": \"%s\"}, \"top_k\": 3}",
+                               "{\"query\": {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/jpeg;base64,%s\"}},"
+                               " \"top_k\": 3, \"model\": \"base\"}",
+                               "{\"query\": {\"image\": \"%s\"}, \"top_k\": 3, \"model\": \"tiny-a\"}"};
+        char *first = NULL;
+        for (int f = 0; f < 3 && b64; f++) {
+            size_t n = strlen(b64) + 300;
+            char *body = malloc(n);
+            snprintf(body, n, forms[f], b64);
+            r = call("POST", "/v1/search", body);
+            CHECK_MSG(r.status == 200, "form %d: %d %s", f, r.status, r.body ? r.body : "");
+            if (f == 0) first = r.body ? strdup(r.body) : NULL;
+            else CHECK_MSG(first && r.body && !strcmp(first, r.body), "form %d: %s", f, r.body ? r.body : "");
+            response_free(&r);
+            free(body);
+        }
+        free(first);
+        mmt_free(b64);
+    }
     struct {
         const char *body;
         int status;
@@ -784,6 +881,7 @@ static void test_search(void) {
                {"{\"query\": \"x\", \"filters\": [\"price <\"]}", 400, "filters 0"},
                {"{\"query\": \"x\", \"filters\": \"price < 3\"}", 400, "filters"},
                {"{\"query\": \"x\", \"model\": \"a0\"}", 400, "index was built with"},
+               {"{\"query\": \"x\", \"topk\": 1}", 400, "unknown field \\\"topk\\\""},
                {"{\"query\": {\"image\": \"!!\"}}", 400, "query"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         r = call("POST", "/v1/search", bad[i].body);
@@ -896,6 +994,7 @@ int main(void) {
     TIMED(test_int8_base_with_adapters);
     TIMED(test_batch_runs_when_every_connection_waits);
     TIMED(test_bad_requests);
+    TIMED(test_http_details);
     TIMED(test_adapter_churn);
     TIMED(test_multipart);
     TIMED(test_dicom_window);

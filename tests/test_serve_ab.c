@@ -488,6 +488,11 @@ static void test_routes_over_http(void) {
              "\"metadata\": {\"page\": 2, \"tags\": [\"x\"]}}");
     CHECK_MSG(r.status == 200 && r.body && strstr(r.body, "\"arm\": \"a1\""), "explicit arm: %d %s", r.status, r.body);
     response_free(&r);
+    /* route and arm alone name the arm; numbers past the double range stay valid JSON in the file */
+    r = call("POST", "/v1/feedback", "{\"route\": \"exp\", \"arm\": \"a1\", \"event\": \"rating\", \"value\": 1e999, "
+                                     "\"metadata\": {\"x\": -1e999}}");
+    CHECK_MSG(r.status == 200 && r.body && strstr(r.body, "\"request_id\": null"), "route and arm: %d %s", r.status, r.body);
+    response_free(&r);
     /* the file: one line per event, each with a timestamp, its request id and its arm */
     char *text = check_read_file(feedback_path, NULL);
     int lines = 0, line_bad = 0;
@@ -517,10 +522,13 @@ static void test_routes_over_http(void) {
             snprintf(key, sizeof key, "client-%d", k < 6 ? k : 7);
             ok = u && !strcmp(u->string, key) && !strcmp(arm->string, arms[key_arm[k < 6 ? k : 7] + 1]) && !id && v &&
                  (k < 6 ? v->type == MMT_JSON_STRING && !strcmp(v->string, "good \"one\"") : v->type == MMT_JSON_NULL);
-        } else if (ok) {
+        } else if (ok && lines == 27) {
             const mmt_json *meta = mmt_json_get(o, "metadata");
             ok = !strcmp(arm->string, "a1") && !strcmp(id->string, "from-elsewhere") && meta &&
                  mmt_json_get(meta, "page")->number == 2 && mmt_json_get(o, "value")->number == 4.5;
+        } else if (ok) {
+            const mmt_json *meta = mmt_json_get(o, "metadata"), *x = meta ? mmt_json_get(meta, "x") : NULL;
+            ok = !strcmp(arm->string, "a1") && !id && mmt_json_get(o, "value")->number > 1e308 && x && x->number < -1e308;
         }
         line_bad += !ok;
         if (!ok) fprintf(stderr, "     feedback line %d: %.*s\n", lines, (int)(nl - line), line);
@@ -528,7 +536,7 @@ static void test_routes_over_http(void) {
         mmt_json_free(doc);
     }
     free(text);
-    CHECK_MSG(lines == 28 && line_bad == 0, "%d feedback lines, %d wrong", lines, line_bad);
+    CHECK_MSG(lines == 29 && line_bad == 0, "%d feedback lines, %d wrong", lines, line_bad);
     r = call("GET", "/metrics", NULL);
     for (int a = 0; a < 2 && r.body; a++) {
         char series[160];
@@ -542,7 +550,7 @@ static void test_routes_over_http(void) {
         double got = metric(r.body, series);
         CHECK_MSG(got == (double)labels[a] || (labels[a] == 0 && got < 0), "%s = %g, %lld sent", series, got, (long long)labels[a]);
     }
-    CHECK(r.body && metric(r.body, "mmtune_feedback_total{route=\"exp\",arm=\"a1\",event=\"rating\"}") == 1);
+    CHECK(r.body && metric(r.body, "mmtune_feedback_total{route=\"exp\",arm=\"a1\",event=\"rating\"}") == 2);
     response_free(&r);
 
     /* (5) bad input: each a one-line JSON error, and nothing written */

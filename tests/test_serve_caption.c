@@ -506,6 +506,11 @@ static void test_adapters_while_serving(void) {
     r = call("POST", "/v1/caption/adapters", body);
     CHECK(r.status == 409);
     response_free(&r);
+    /* the captioner folder's name means the base in requests: an adapter cannot take it */
+    snprintf(body, sizeof body, "{\"name\": \"tiny-cap\", \"path\": \"%s\"}", prefix_dir);
+    r = call("POST", "/v1/caption/adapters", body);
+    CHECK_MSG(r.status == 409 && r.body && strstr(r.body, "already the captioner's name"), "%d %s", r.status, r.body);
+    response_free(&r);
     r = call("GET", "/v1/caption/adapters", NULL);
     CHECK(r.status == 200 && r.body && strstr(r.body, "\"prefix\"") && strstr(r.body, "\"lora\"") &&
           strstr(r.body, "\"kind\": \"captioner\""));

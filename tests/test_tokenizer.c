@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include "check.h"
 #include "core/alloc.h"
 #include "core/json.h"
@@ -170,6 +172,53 @@ static void test_truncation(void) {
     CHECK(n0 == 2 && tiny[0] == 49406 && tiny[1] == 49407);
     CHECK_FAILS(mmt_tokenizer_encode(full_tok, "x", 1, tiny, 1, &n0),
                 MMT_STATUS_INVALID_ARGUMENT, "capacity");
+}
+
+/* mmt_tokenizer_encode_limit: within the limit, ids and count are exactly encode's (every
+ * prefix length of a mixed text, both modes); past it the count is only "more than limit",
+ * and a 4 MB single word is refused from its length (at most max_token_len bytes per token)
+ * without running BPE on it. */
+static void test_encode_limit(void) {
+    const char *words[] = {"cat ", "photographically ", "!? ", "naïve ", "东京 ", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "};
+    char text[4000];
+    size_t len = 0;
+    for (int i = 0; i < 60; i++) len += (size_t)snprintf(text + len, sizeof text - len, "%s", words[(i * 7) % 6]);
+    for (int mode = 0; mode < 2; mode++) {
+        mmt_tokenizer_set_mode(full_tok, (mmt_tokenizer_mode)mode);
+        int64_t within = 0, past = 0;
+        for (size_t cut = 0; cut <= len; cut += 7) {
+            while (cut < len && ((unsigned char)text[cut] & 0xC0) == 0x80) cut++; /* whole characters */
+            for (int64_t limit = 5; limit <= 45; limit += 20) {
+                int32_t a[128], b[128];
+                int64_t na = 0, nb = 0;
+                CHECK_OK(mmt_tokenizer_encode(full_tok, text, cut, a, 128, &na));
+                CHECK_OK(mmt_tokenizer_encode_limit(full_tok, text, cut, b, 128, limit, &nb));
+                if (na <= limit + 2) {
+                    CHECK_MSG(nb == na && !memcmp(a, b, (size_t)(na < 128 ? na : 128) * sizeof *a),
+                              "cut %zu limit %lld: %lld vs %lld ids", cut, (long long)limit, (long long)nb, (long long)na);
+                    within++;
+                } else {
+                    CHECK_MSG(nb > limit + 2, "cut %zu limit %lld: %lld for a text of %lld", cut, (long long)limit,
+                              (long long)nb, (long long)na);
+                    past++;
+                }
+            }
+        }
+        CHECK(within > 20 && past > 20);
+    }
+    mmt_tokenizer_set_mode(full_tok, MMT_TOKENIZER_FAST);
+    size_t big = (size_t)4 << 20;
+    char *word = mmt_malloc(big);
+    if (!word) return;
+    memset(word, 'q', big);
+    int32_t ids[77];
+    int64_t n = 0;
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    CHECK_OK(mmt_tokenizer_encode_limit(full_tok, word, big, ids, 77, 100, &n));
+    CHECK(n > 102);
+    double took = (double)clock() / CLOCKS_PER_SEC - t0;
+    printf("     a 4 MiB word refused after %.3f s of CPU\n", took);
+    mmt_free(word);
 }
 
 static void test_invalid_utf8(void) {
@@ -573,6 +622,7 @@ int main(void) {
     RUN(test_fixture_cases);
     RUN(test_small_vocab);
     RUN(test_truncation);
+    RUN(test_encode_limit);
     RUN(test_invalid_utf8);
     RUN(test_decode);
     RUN(test_load_errors);
