@@ -368,6 +368,34 @@ static void test_filters(void) {
     CHECK(run("search --index %s --model %s --text cat --filter 'price<10' --filter 'color=blue'", tp("all"), MODEL) == 0);
     CHECK(count_lines(out_text) == 1 && strstr(out_text, "\"id\":\"mug\""));
     CHECK(run("search --index %s --model %s --text cat --filter 'a b'", tp("all"), MODEL) == 2);
+    struct { const char *expr, *needle; } typo[] = {{"price==3", "the value starts with '='"},
+                                                    {"price=>3", "the value starts with '>'"},
+                                                    {"price<>3", "the value starts with '>'"},
+                                                    {"color = \"grey", "the value's quote is not closed"},
+                                                    {"price<1e999", "past the double range"},
+                                                    {"price>-1e999", "past the double range"}};
+    for (size_t i = 0; i < sizeof typo / sizeof *typo; i++) {
+        mmt_search_filter g;
+        CHECK_FAILS(mmt_search_filter_parse(typo[i].expr, &g), MMT_STATUS_INVALID_ARGUMENT, typo[i].needle);
+    }
+    /* integers past 2^53 compare exactly (a double would make 2^53 + 1 equal 2^53) */
+    write_text("big.jsonl", "{\"id\":\"astro\",\"title\":\"x\",\"sku\":9007199254740993}\n"
+                            "{\"id\":\"cam\",\"title\":\"y\",\"sku\":9007199254740992}\n"
+                            "{\"id\":\"tea\",\"title\":\"z\",\"sku\":1234567890123456789}\n", NULL);
+    CHECK(build("big", "big.jsonl", NULL) == 0);
+    CHECK_OK(mmt_index_open(tp("big"), &ix));
+    struct { const char *expr; const char *want; } exact[] = {{"sku=9007199254740993", "astro"},
+                                                              {"sku!=9007199254740993", "cam,tea"},
+                                                              {"sku>=9007199254740993", "astro,tea"},
+                                                              {"sku<9007199254740993", "cam"},
+                                                              {"sku=1234567890123456789", "tea"},
+                                                              {"sku=9007199254740992.0", "cam"}};
+    for (size_t i = 0; ix && i < sizeof exact / sizeof *exact; i++) {
+        char got[200];
+        filtered_ids(ix, &exact[i].expr, 1, got, sizeof got);
+        CHECK_MSG(!strcmp(got, exact[i].want), "filter %s: got {%s}, want {%s}", exact[i].expr, got, exact[i].want);
+    }
+    mmt_index_close(ix);
 }
 
 /* The items table of an index as text, one line per row. */
@@ -516,6 +544,11 @@ static void test_broken_indexes(void) {
     check_broken("printf 'garbage' > %s/vectors_int8.g1.npy", "not a .npy file");
     check_broken("truncate -s 100 %s/items.g1.sqlite", "items.g1.sqlite");
     check_broken("rm %s/scales.g1.npy", "scales.g1.npy");
+    /* a row no longer a unit vector (inf in it; all rows are hits at the default top-k): an
+     * error, never a hit with "score":inf (not JSON) or a wrong ranking */
+    check_broken("F=%s/vectors.g1.npy; H=$((10 + $(od -An -tu2 -j8 -N2 $F))); "
+                 "printf '\\000\\000\\200\\177' | dd of=$F bs=1 seek=$((H + 24 * 4)) conv=notrunc 2>/dev/null",
+                 "vectors.g1.npy: row 1 is not a unit vector (score inf)");
     CHECK(run("search --index %s --model %s --text cat", tp("nowhere"), MODEL) == 1);
     CHECK(err_text && strstr(err_text, "no index here") && count_lines(err_text) == 1);
     CHECK(run("search --index %s --model %s --text cat", tp("idx"), OTHER_MODEL) == 1);
@@ -541,7 +574,13 @@ static void test_catalog_errors(void) {
     check_catalog_fails("{\"id\":1,\"title\":\"a\"}\nnot json\n", 0, "cat.x:2: invalid JSON");
     check_catalog_fails("\n[1,2]\n", 0, "cat.x:2: not a JSON object");
     check_catalog_fails("{\"title\":\"a\"}\n", 0, "cat.x:1: no \"id\"");
-    check_catalog_fails("{\"id\":1.5,\"title\":\"a\"}\n", 0, "cat.x:1: \"id\" must be a string or an integer, got a fractional");
+    check_catalog_fails("{\"id\":1.5,\"title\":\"a\"}\n", 0, "cat.x:1: \"id\" must be a string or an integer (within 64 bits");
+    check_catalog_fails("{\"id\":2.0,\"title\":\"a\"}\n", 0, "written without a fraction or exponent), got a number");
+    check_catalog_fails("{\"id\":\"a\\u0000b\",\"title\":\"a\"}\n", 0, "cat.x:1: \"id\" holds a NUL character");
+    /* a key twice, at the top or inside: readers disagree on which one counts */
+    check_catalog_fails("{\"id\":1,\"title\":\"a\",\"price\":1,\"price\":2}\n", 0, "cat.x:1: key \"price\" appears twice");
+    check_catalog_fails("{\"id\":1,\"id\":2,\"title\":\"a\"}\n", 0, "cat.x:1: key \"id\" appears twice");
+    check_catalog_fails("{\"id\":1,\"title\":\"a\",\"m\":[{\"k\":1,\"j\":0,\"k\":2}]}\n", 0, "cat.x:1: key \"k\" appears twice");
     check_catalog_fails("{\"id\":true,\"title\":\"a\"}\n", 0, "cat.x:1: \"id\" must be");
     check_catalog_fails("{\"id\":\"\",\"title\":\"a\"}\n", 0, "cat.x:1: empty id");
     check_catalog_fails("{\"id\":1,\"title\":3}\n", 0, "cat.x:1: \"title\" must be a string");
@@ -560,6 +599,21 @@ static void test_catalog_errors(void) {
     check_catalog_fails("id,title,Title\n1,a,b\n", 1, "cat.x:1: column \"Title\" appears twice");
     check_catalog_fails("id,title\n1,a\n\n2,b\n1,c\n", 1, "cat.x:5: duplicate id \"1\" (first on line 2)");
     check_catalog_fails("id,price\n1,3\n", 1, "cat.x:2: item \"1\" has neither a title nor an image");
+    /* a NUL byte in a CSV field would cut it short: refused, naming the line and the field */
+    {
+        static const char nul_csv[] = "id,title\n1,a\n2,b\0c\n";
+        mmt_catalog_options no;
+        mmt_catalog_options_default(&no);
+        mmt_catalog *cn = NULL;
+        CHECK_FAILS(mmt_catalog_parse(nul_csv, sizeof nul_csv - 1, "cat.x", 1, tmp, &no, &cn), MMT_STATUS_BAD_FORMAT,
+                    "cat.x:3: field 2 holds a NUL byte");
+        CHECK(cn == NULL);
+        /* a UTF-8 byte-order mark before JSONL, as before CSV */
+        const char *bom = "\xEF\xBB\xBF{\"id\":\"b\",\"title\":\"t\"}\n";
+        CHECK_OK(mmt_catalog_parse(bom, strlen(bom), "bom.jsonl", 0, tmp, &no, &cn));
+        CHECK(cn && cn->n == 1 && !strcmp(cn->items[0].id, "b"));
+        mmt_catalog_free(cn);
+    }
     /* CSV values: JSON numbers become numbers, other text strings, empty fields are left out */
     const char *csv = "\xEF\xBB\xBFid,title,a,b,c,d,e,f,g\n"
                       "x,\"t, \"\"q\"\"\n2\",12,007,1e3,-0.5,inf,,0x10\n";
@@ -587,6 +641,13 @@ static void test_catalog_errors(void) {
     CHECK(build("never", "bad.csv", NULL) == 1);
     CHECK(err_text && strstr(err_text, "bad.csv:3: duplicate id \"1\" (first on line 2)") && count_lines(err_text) == 1);
     CHECK(!exists("%s", tp("never/index.json")));
+    /* an image that does not decode: the error names its line and id, not its batch */
+    CHECK(sh("head -c 300 %s/clip/images/chelsea.jpg > %s/cut.jpg", MMT_FIXTURE_DIR, tmp) == 0);
+    write_text("cut.jsonl", "{\"id\":\"a\",\"title\":\"x\"}\n\n{\"id\":\"b\",\"image\":\"cut.jpg\"}\n{\"id\":\"c\",\"title\":\"y\"}\n",
+               NULL);
+    CHECK(build("never", "cut.jsonl", NULL) == 1);
+    CHECK_MSG(err_text && strstr(err_text, "cut.jsonl:3 (id \"b\"): ") && strstr(err_text, "cut.jpg") && count_lines(err_text) == 1,
+              "%s", err_text ? err_text : "");
 }
 
 static void test_help(void) {
@@ -597,6 +658,7 @@ static void test_help(void) {
     CHECK(run("index --model %s --catalog x --out y --embed pixels", MODEL) == 2);
     CHECK(run("search --index x --model %s", MODEL) == 2);
     CHECK(run("search --index x --model %s --text a --image b", MODEL) == 2);
+    CHECK(run("search --index x --model %s --text a --rescore 5", MODEL) == 2 && strstr(err_text, "--rescore goes with --int8"));
 }
 
 int main(void) {

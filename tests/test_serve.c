@@ -939,6 +939,60 @@ static void test_health_when_the_model_cannot_load(void) {
     mmt_server_stop(s, 1);
 }
 
+/* An index built with an adapter whose folder has moved since: a start-up --adapter with the
+ * same fingerprint serves it (its answers equal the library's with that adapter); without
+ * one the load fails naming the adapter it needs. */
+static void test_index_adapter_moved(void) {
+    char cat[320], moved[320], ix_dir[320], cmd[2400];
+    snprintf(cat, sizeof cat, "%s/catalog.jsonl", root); /* written by make_index (test_search) */
+    snprintf(moved, sizeof moved, "%s/adapter_was_here", root);
+    snprintf(ix_dir, sizeof ix_dir, "%s/shop_adapter", root);
+    snprintf(cmd, sizeof cmd, "cp -r %s %s && %s index --model %s --adapter %s --catalog %s --out %s >%s/index2.log 2>&1 && rm -rf %s",
+             lora_dir[1], moved, MMT_BINARY, MODEL, moved, cat, ix_dir, root, moved);
+    CHECK_MSG(system(cmd) == 0, "index with an adapter: see %s/index2.log", root);
+    mmt_server_options o;
+    mmt_server_options_default(&o);
+    o.model_dir = MODEL;
+    o.index_dir = ix_dir;
+    o.port = 0;
+    mmt_server *s = NULL;
+    CHECK_OK(mmt_server_start(&o, &s));
+    if (!s) return;
+    CHECK(mmt_server_wait_ready(s, 60) == -1);
+    CHECK_MSG(strstr(mmt_last_error(), "adapter_was_here") && strstr(mmt_last_error(), "not there any more"), "%s",
+              mmt_last_error());
+    mmt_server_stop(s, 1);
+    const char *names[] = {"a0", "a1"}, *dirs[] = {lora_dir[0], lora_dir[1]};
+    o.adapter_names = names, o.adapter_dirs = dirs, o.n_adapters = 2;
+    s = http_server_start(&o);
+    if (!s) return;
+    mmt_index *ix = NULL;
+    CHECK_OK(mmt_index_open(ix_dir, &ix));
+    float q[512];
+    const char *query = "a photo of a cat";
+    mmt_clip_run *run = NULL;
+    CHECK_OK(mmt_clip_run_create(model, &run));
+    mmt_clip_adapter *a1 = adapters[1];
+    CHECK_OK(mmt_clip_run_embed_texts(run, &query, &a1, 1, q));
+    mmt_clip_run_free(run);
+    mmt_search_options so;
+    mmt_search_options_default(&so);
+    so.top_k = 2;
+    mmt_search_result want = {0};
+    if (ix) CHECK_OK(mmt_index_search(ix, q, &so, &want));
+    response r = call("POST", "/v1/search", "{\"query\": \"a photo of a cat\", \"top_k\": 2}");
+    CHECK_MSG(r.status == 200 && want.n == 2 && r.body && strstr(r.body, want.hits[0].id), "%d %s", r.status, r.body);
+    if (r.body && want.n == 2) {
+        char expect[120];
+        snprintf(expect, sizeof expect, "\"score\":%.9g", want.hits[0].score);
+        CHECK_MSG(strstr(r.body, expect), "want %s in %s", expect, r.body);
+    }
+    response_free(&r);
+    mmt_search_result_free(&want);
+    mmt_index_close(ix);
+    mmt_server_stop(s, 10);
+}
+
 /* serve --window: an uploaded DICOM file is rendered with the window, as `embed --window`
  * renders the file (the library with the same options); without it, with the file's own. */
 static void test_dicom_window(void) {
@@ -1000,6 +1054,7 @@ int main(void) {
     TIMED(test_dicom_window);
     TIMED(test_slow_client_and_stop);
     TIMED(test_search);
+    TIMED(test_index_adapter_moved);
     TIMED(test_health_when_the_model_cannot_load);
     for (int a = 0; a < 2; a++) mmt_clip_adapter_close(adapters[a]);
     mmt_clip_free(model);

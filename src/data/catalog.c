@@ -5,6 +5,7 @@
  * from dataset_csv.c's RFC 4180 reader. Each item's metadata is turned into compact JSON text
  * here, once, so that the index can store it as is and SQLite's json_extract can filter on it.
  */
+#define _GNU_SOURCE /* qsort_r */
 #include "data/catalog.h"
 
 #include <stdlib.h>
@@ -92,6 +93,36 @@ static mmt_status optional_string(const mmt_json *obj, const char *key, const ch
     return MMT_OK;
 }
 
+static int by_key(const void *a, const void *b, void *obj) {
+    const mmt_json *o = obj;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b, n = o->key_lens[i] < o->key_lens[j] ? o->key_lens[i] : o->key_lens[j];
+    int c = memcmp(o->keys[i], o->keys[j], n);
+    return c ? c : (o->key_lens[i] > o->key_lens[j]) - (o->key_lens[i] < o->key_lens[j]);
+}
+
+/* The first key found twice in v or an object inside it (JSON readers disagree on which of
+ * the two counts: SQLite's filters take the first, Python the last), or NULL. */
+static const char *duplicate_key(const mmt_json *v, mmt_status *s) {
+    if (v->type == MMT_JSON_ARRAY || v->type == MMT_JSON_OBJECT)
+        for (size_t i = 0; i < v->len; i++) {
+            const char *d = duplicate_key(&v->items[i], s);
+            if (d || *s != MMT_OK) return d;
+        }
+    if (v->type != MMT_JSON_OBJECT || v->len < 2) return NULL;
+    size_t *order = mmt_malloc(v->len * sizeof *order);
+    if (!order) {
+        *s = MMT_STATUS_OUT_OF_MEMORY;
+        return NULL;
+    }
+    for (size_t i = 0; i < v->len; i++) order[i] = i;
+    qsort_r(order, v->len, sizeof *order, by_key, (void *)v);
+    const char *d = NULL;
+    for (size_t i = 1; i < v->len && !d; i++)
+        if (!by_key(&order[i - 1], &order[i], (void *)v)) d = v->keys[order[i]];
+    mmt_free(order);
+    return d;
+}
+
 static mmt_status jsonl_item(catalog_reader *r, const char *text, size_t len, int64_t line) {
     char where[600];
     snprintf(where, sizeof where, "%s:%lld", r->source, (long long)line);
@@ -103,12 +134,16 @@ static mmt_status jsonl_item(catalog_reader *r, const char *text, size_t len, in
     char id[64] = "";
     const char *id_text = id;
     const mmt_json *idv = mmt_json_get(root, "id");
+    const char *dup = NULL;
     if (root->type != MMT_JSON_OBJECT) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: not a JSON object", where);
+    else if ((dup = duplicate_key(root, &s)) || s != MMT_OK)
+        s = s != MMT_OK ? s : mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: key \"%.100s\" appears twice", where, dup);
     else if (!idv || idv->type == MMT_JSON_NULL) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: no \"id\"", where);
     else if (idv->type == MMT_JSON_NUMBER && idv->is_integer) snprintf(id, sizeof id, "%lld", (long long)idv->integer);
     else if (idv->type == MMT_JSON_STRING && strlen(idv->string) == idv->len) id_text = idv->string;
-    else s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: \"id\" must be a string or an integer, got %s", where,
-                      idv->type == MMT_JSON_NUMBER ? "a fractional number" : mmt_json_type_name(idv->type));
+    else if (idv->type == MMT_JSON_STRING) s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: \"id\" holds a NUL character", where);
+    else s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: \"id\" must be a string or an integer (within 64 bits, written without "
+                      "a fraction or exponent), got %s", where, mmt_json_type_name(idv->type));
     if (s == MMT_OK) s = optional_string(root, "title", where, &title);
     if (s == MMT_OK) s = optional_string(root, "image", where, &image);
     if (s == MMT_OK) s = optional_string(root, "image_path", where, &image_path);
@@ -184,6 +219,8 @@ static mmt_status jsonl_read(catalog_reader *r, datasets_stream *in) {
         if (too_long)
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: the line is over the limit of %zu bytes", r->source,
                          (long long)no, r->o->max_field_bytes);
+        else if (no == 1 && len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) /* a UTF-8 BOM, as CSV allows */
+            s = is_blank(line + 3, len - 3) ? MMT_OK : jsonl_item(r, line + 3, len - 3, no);
         else if (!is_blank(line, len)) s = jsonl_item(r, line, len, no);
     }
     if (s == MMT_OK && in->status != MMT_OK) s = datasets_stream_error(in);

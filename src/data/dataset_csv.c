@@ -192,6 +192,13 @@ static mmt_status csv_record(csv_reader *r) {
             in->at++; /* the '\n' */
             r->line++;
         }
+        /* a NUL byte would cut the field short wherever it is read as a C string */
+        for (int64_t i = 0; i < r->n_fields; i++) {
+            size_t end = i + 1 < r->n_fields ? r->field[i + 1] : r->scratch_len;
+            if (memchr(r->scratch + r->field[i], '\0', end - r->field[i] - 1))
+                return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: field %lld holds a NUL byte", r->source,
+                                (long long)r->record_line, (long long)i + 1);
+        }
         return MMT_OK;
     }
 }

@@ -12,6 +12,7 @@
 #include "serve/index.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,11 +372,21 @@ mmt_status mmt_index_search(mmt_index *ix, const float *query, const mmt_search_
     if (s == MMT_OK && k > 0) {
         const mmt_scan_ops *scan = ix->scan;
         out->n = k;
-        for (int64_t i = 0; i < k; i++) {
+        double qq = 0;
+        for (int64_t d = 0; d < ix->info.dim; d++) qq += (double)query[d] * query[d];
+        const double most = sqrt(qq) * 1.001 + 1e-6; /* the rows are unit vectors: |score| <= |query| */
+        for (int64_t i = 0; i < k && s == MMT_OK; i++) {
             out->hits[i].row = hit_rows[i];
             /* the score the ranking used, again through the scan kernel */
             scan->dot_f32(&out->hits[i].score, ix->vectors, query, &hit_rows[i], 1, ix->info.dim);
+            /* a damaged vectors file (not a unit row, inf, NaN) would rank wrongly and print
+             * "inf": refused here, at the cost of k checks, instead of reading every row at open */
+            if (!(fabs(out->hits[i].score) <= most))
+                s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s/%s: row %lld is not a unit vector (score %g): the file is damaged; "
+                             "rebuild the index", ix->dir, ix->files.vectors, (long long)hit_rows[i], out->hits[i].score);
         }
+    }
+    if (s == MMT_OK && k > 0) {
         pthread_mutex_lock(&ix->db_lock);
         s = fetch_hits(ix, out);
         pthread_mutex_unlock(&ix->db_lock);

@@ -83,6 +83,8 @@ typedef struct mmt_search_filter {
     mmt_filter_op op;
     mmt_filter_kind kind;
     double number;         /* MMT_FILTER_NUMBER; MMT_FILTER_BOOL: 1 or 0 */
+    int is_integer;        /* MMT_FILTER_NUMBER written as an integer within int64: compared exactly */
+    int64_t integer;
     char *text;            /* MMT_FILTER_STRING; owned (mmt_search_filter_free) */
 } mmt_search_filter;
 

@@ -11,11 +11,15 @@
  */
 #include "serve/search_filter.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json.h"
 #include "serve/index_internal.h"
 
 #define FILTER_MAX 64
@@ -54,12 +58,28 @@ mmt_status mmt_search_filter_parse(const char *expr, mmt_search_filter *out) {
     if (!vlen)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "filter '%.200s': no value after the operator (quote an empty string: \"\")",
                         quoted);
+    if (strchr("=<>!", value[0])) /* price==3, price=>3, price<>3: a typo, not the string "=3" */
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "filter '%.200s': the value starts with '%c': use one operator of "
+                        "= != < <= > >= (quote a value that starts so: \"=3\")", quoted, value[0]);
+    if (value[0] == '"' && (vlen < 2 || value[vlen - 1] != '"'))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "filter '%.200s': the value's quote is not closed", quoted);
     char *trimmed = mmt_strndup(value, vlen);
     if (!trimmed) return MMT_STATUS_OUT_OF_MEMORY;
     value = trimmed;
+    char *end = NULL;
+    double parsed = strtod(value, &end);
+    if (!*end && isinf(parsed) && (isdigit((unsigned char)value[0]) || (value[0] == '-' && isdigit((unsigned char)value[1])))) {
+        mmt_free(trimmed); /* 1e999: a JSON number, but past the double range */
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "filter '%.200s': the number is past the double range", quoted);
+    }
     if (mmt_json_is_number(value)) {
         out->kind = MMT_FILTER_NUMBER;
-        out->number = strtod(value, NULL);
+        out->number = parsed;
+        if (!strpbrk(value, ".eE")) { /* an integer: exactly, as SQLite keeps integers (2^53 + 1 is not a double) */
+            errno = 0;
+            long long ll = strtoll(value, NULL, 10);
+            if (!errno) out->is_integer = 1, out->integer = ll;
+        }
     } else if (!strcmp(value, "true") || !strcmp(value, "false")) {
         out->kind = MMT_FILTER_BOOL;
         out->number = value[0] == 't';
@@ -114,6 +134,7 @@ mmt_status search_filter_rows(sqlite3 *db, const char *what, const mmt_search_fi
         int p = (int)(2 * i + 1);
         sqlite3_bind_text(st, p, f->path, -1, SQLITE_STATIC);
         if (f->kind == MMT_FILTER_STRING) sqlite3_bind_text(st, p + 1, f->text, -1, SQLITE_STATIC);
+        else if (f->is_integer) sqlite3_bind_int64(st, p + 1, f->integer);
         else sqlite3_bind_double(st, p + 1, f->number);
     }
     int64_t cap = 0;

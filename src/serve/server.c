@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "data/image.h"
@@ -32,6 +33,7 @@
 #include "serve/multipart.h"
 #include "serve/request.h"
 #include "serve/web_page.h"
+#include "train/fingerprint.h"
 
 enum { LOADING = 0, READY = 1, FAILED = -1 };
 
@@ -1048,6 +1050,19 @@ static void *load_model(void *arg) {
         st = mmt_index_open(s->o.index_dir, &s->index);
         const mmt_index_info *info = st == MMT_OK ? mmt_index_info_of(s->index) : NULL;
         const char *ad = info && info->adapter_dir[0] ? info->adapter_dir : NULL;
+        /* the index's adapter: a start-up --adapter with its fingerprint (wherever it lies
+         * now), else the folder index.json recorded */
+        int moved = 1;
+        for (int64_t i = 0; st == MMT_OK && ad && moved && i < s->o.n_adapters; i++) {
+            char hex[17];
+            int64_t files = 0;
+            if (mmt_fingerprint_model(s->o.adapter_dirs[i], hex, &files) == MMT_OK && !strcmp(hex, info->adapter_fingerprint))
+                ad = s->o.adapter_dirs[i], moved = 0;
+        }
+        if (st == MMT_OK && ad && moved && !mmt_file_exists(ad))
+            st = mmt_fail(MMT_STATUS_NOT_FOUND, "it was built with the adapter %s (fingerprint %s), which is not there any "
+                          "more: give that adapter with --adapter NAME=DIR (it is found by fingerprint)", ad,
+                          info->adapter_fingerprint);
         if (st == MMT_OK) st = mmt_index_check_model(s->index, s->model_dir, ad);
         if (st == MMT_OK && ad) {
             if (!(s->index_adapter = mmt_calloc(1, sizeof *s->index_adapter)) || !(s->index_adapter->dir = mmt_strdup(ad)))

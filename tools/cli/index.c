@@ -63,12 +63,13 @@ static const char *SEARCH_HELP =
     "  --model DIR      the CLIP snapshot the index was built with (checked by fingerprint)\n"
     "  --adapter DIR    the adapter it was built with, if any\n"
     "  --text T         a text query\n"
-    "  --image FILE     an image query (JPEG or PNG)\n"
+    "  --image FILE     an image query (JPEG, PNG or DICOM)\n"
     "  --top-k K        results to return (default 10)\n"
     "  --filter EXPR    FIELD OP VALUE on the items' metadata, OP one of = != < <= > >=;\n"
     "                   a JSON number compares as a number, true/false with booleans, other text\n"
     "                   (or \"quoted\") as a string; a missing field never matches; FIELD of\n"
-    "                   letters, digits, '_' and '.' (nested: dims.width>30). Repeat to AND.\n"
+    "                   letters, digits, '_' and '.' (nested: dims.width>30; so a key holding\n"
+    "                   a dot cannot be filtered). Repeat to AND.\n"
     "  --int8           scan the int8 copy, then rescore the best candidates in float32\n"
     "  --rescore N      int8 candidates rescored (default 4096)\n"
     "  --timing         print where the time went to stderr\n";
@@ -216,8 +217,20 @@ static mmt_status embed_share(cli_encoder *enc, const index_opts *o, const mmt_c
     for (int64_t at = sh->begin; at < sh->end && s == MMT_OK; at += B) {
         int64_t b = sh->end - at < B ? sh->end - at : B;
         s = embed_batch(enc, c, o->embed, at, b, paths, texts, img, txt, vectors + (at - sh->begin) * D);
-        if (s != MMT_OK) s = mmt_error_prefix(s, "%s (items %lld..%lld): ", c->source, (long long)at + 1, (long long)(at + b));
-        else if (cli_shard_is_root(sh) && mine >= 2 * B) progress_show(&p, at + b - sh->begin);
+        /* which item: the batch again one item at a time (only on this error path), so the
+         * message names its line as every other catalogue error does */
+        int named = 0;
+        for (int64_t i = 0; s != MMT_OK && s != MMT_STATUS_OUT_OF_MEMORY && !named && i < b; i++) {
+            mmt_status one = embed_batch(enc, c, o->embed, at + i, 1, paths, texts, img, txt, vectors + (at + i - sh->begin) * D);
+            if (one != MMT_OK) {
+                const mmt_catalog_item *it = &c->items[at + i];
+                s = mmt_error_prefix(one, "%s:%lld (id \"%.100s\"): ", c->source, (long long)it->line, it->id);
+                named = 1;
+            }
+        }
+        if (s != MMT_OK && !named)
+            s = mmt_error_prefix(s, "%s (items %lld..%lld): ", c->source, (long long)at + 1, (long long)(at + b));
+        else if (s == MMT_OK && cli_shard_is_root(sh) && mine >= 2 * B) progress_show(&p, at + b - sh->begin);
     }
     mmt_free(paths);
     mmt_free(texts);
@@ -319,7 +332,7 @@ int cmd_index(int argc, char **argv) {
 
 typedef struct search_opts {
     const char *index, *model, *adapter, *text, *image;
-    int timing;
+    int timing, rescore_given;
     mmt_search_options so;
     mmt_search_filter filters[MAX_FILTERS];
 } search_opts;
@@ -355,6 +368,7 @@ static int parse_search_opts(int argc, char **argv, search_opts *o, int *done) {
             if ((o->so.top_k = parse_count("search", a, v, 1)) < 0) return 2;
         } else if (!strcmp(a, "--rescore")) {
             if ((o->so.rescore = parse_count("search", a, v, 1)) < 0) return 2;
+            o->rescore_given = 1;
         } else {
             if (o->so.n_filters == MAX_FILTERS) return cli_usage_error("search: more than %d --filter", MAX_FILTERS);
             if (mmt_search_filter_parse(v, &o->filters[o->so.n_filters]) != MMT_OK)
@@ -365,6 +379,7 @@ static int parse_search_opts(int argc, char **argv, search_opts *o, int *done) {
     if (!o->index) return cli_usage_error("search: --index is required");
     if (!o->model) return cli_usage_error("search: --model is required");
     if (!o->text == !o->image) return cli_usage_error("search: give one --text or one --image");
+    if (o->rescore_given && !o->so.int8) return cli_usage_error("search: --rescore goes with --int8");
     return 0;
 }
 
