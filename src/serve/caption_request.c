@@ -35,6 +35,12 @@ static int parse_image(const mmt_json *v, mmt_serve_input *row, char *err, size_
     } else if (v->type == MMT_JSON_OBJECT) {
         const mmt_json *im = mmt_json_get(v, "image"), *url = mmt_json_get(v, "image_url");
         if (url && url->type == MMT_JSON_OBJECT) url = mmt_json_get(url, "url");
+        if (!im && url && url->type == MMT_JSON_STRING && memchr(url->string, ':', url->len < 16 ? url->len : 16) &&
+            strncmp(url->string, "data:", 5)) { /* http://, https://, file:// (base64 has no ':') */
+            snprintf(err, err_size, "image_url: only data: URIs (data:image/jpeg;base64,...) are accepted; the server "
+                     "fetches nothing");
+            return 0;
+        }
         if (im && im->type == MMT_JSON_STRING) b64 = im->string, n = im->len;
         else if (url && url->type == MMT_JSON_STRING) b64 = url->string, n = url->len;
     }
@@ -56,6 +62,10 @@ static int parse_image(const mmt_json *v, mmt_serve_input *row, char *err, size_
 
 /* A whole number field in [lo, hi]; 0 with the message in err otherwise. */
 static int get_count(const mmt_json *v, const char *key, int64_t lo, int64_t hi, int64_t *out, char *err, size_t err_size) {
+    if (v->type == MMT_JSON_NUMBER && !v->is_integer && v->number == floor(v->number) && fabs(v->number) >= 9.2e18) {
+        snprintf(err, err_size, "\"%s\" is out of range; it must be %lld..%lld", key, (long long)lo, (long long)hi);
+        return 0;
+    }
     if (v->type != MMT_JSON_NUMBER || !v->is_integer) {
         snprintf(err, err_size, "\"%s\" must be a whole number", key);
         return 0;
@@ -101,10 +111,21 @@ int mmt_serve_parse_caption(const char *body, size_t len, int64_t max_images, in
         double x = 0;
         int ok = 1;
         if (!strcmp(key, "images")) continue;
+        static const char *const known[] = {"model", "prompt", "allowed_words", "bad_words", "do_sample", "early_stopping",
+                                            "max_new_tokens", "min_new_tokens", "num_beams", "top_k", "seed",
+                                            "no_repeat_ngram_size", "temperature", "top_p", "repetition_penalty",
+                                            "length_penalty"};
+        size_t k = 0;
+        while (k < sizeof known / sizeof *known && strcmp(key, known[k])) k++;
+        if (k == sizeof known / sizeof *known) {
+            status = 400, snprintf(msg, sizeof msg, "unknown field \"%.60s\" (see docs/serving.md, Captioning)", key);
+            break;
+        }
+        if (v->type == MMT_JSON_NULL) continue; /* null: as absent, for every setting */
         if (!strcmp(key, "model") || !strcmp(key, "prompt")) {
-            if (v->type == MMT_JSON_NULL) continue;
             if (v->type != MMT_JSON_STRING || strlen(v->string) != v->len) {
-                status = 400, snprintf(msg, sizeof msg, "\"%s\" must be a text without NUL characters", key);
+                status = 400, snprintf(msg, sizeof msg, "\"%s\" must be %s", key,
+                                       v->type == MMT_JSON_STRING ? "a text without NUL characters" : "a string");
                 break;
             }
             char **dst = !strcmp(key, "model") ? &r->model : &r->prompt;
@@ -143,6 +164,14 @@ int mmt_serve_parse_caption(const char *body, size_t len, int64_t max_images, in
             else r->gen.do_sample = v->boolean;
             continue;
         }
+        if (!strcmp(key, "early_stopping")) { /* generate()'s: true, false (the heuristic) or "never" */
+            if (v->type == MMT_JSON_BOOL)
+                r->gen.early_stopping = v->boolean ? MMT_GEN_EARLY_STOPPING_TRUE : MMT_GEN_EARLY_STOPPING_HEURISTIC;
+            else if (v->type == MMT_JSON_STRING && !strcmp(v->string, "never"))
+                r->gen.early_stopping = MMT_GEN_EARLY_STOPPING_NEVER;
+            else status = 400, snprintf(msg, sizeof msg, "\"early_stopping\" must be true, false or \"never\"");
+            continue;
+        }
         if (!strcmp(key, "max_new_tokens")) {
             if ((ok = get_count(v, key, 1, max_new_tokens_limit, &n, msg, sizeof msg))) r->gen.max_new_tokens = n;
         } else if (!strcmp(key, "min_new_tokens")) {
@@ -163,9 +192,6 @@ int mmt_serve_parse_caption(const char *body, size_t len, int64_t max_images, in
             if ((ok = get_real(v, key, &x, msg, sizeof msg))) r->gen.repetition_penalty = x;
         } else if (!strcmp(key, "length_penalty")) {
             if ((ok = get_real(v, key, &x, msg, sizeof msg))) r->gen.length_penalty = x;
-        } else {
-            snprintf(msg, sizeof msg, "unknown field \"%.60s\" (see docs/serving.md, Captioning)", key);
-            ok = 0;
         }
         if (!ok) status = 400;
     }

@@ -5,14 +5,15 @@
  *   {"images": [IMAGE...], "prompt": TEXT?, "model": ADAPTER?,
  *    "max_new_tokens": N?, "min_new_tokens": N?, "num_beams": N?, "do_sample": BOOL?,
  *    "temperature": X?, "top_k": N?, "top_p": X?, "seed": N?, "no_repeat_ngram_size": N?,
- *    "repetition_penalty": X?, "length_penalty": X?, "allowed_words": [TEXT...]?,
- *    "bad_words": [TEXT...]?}
+ *    "repetition_penalty": X?, "length_penalty": X?, "early_stopping": true|false|"never"?,
+ *    "allowed_words": [TEXT...]?, "bad_words": [TEXT...]?}
  *
  * IMAGE is what /v1/classify takes: a base64 string (standard or URL-safe, padding optional,
  * a data URI), {"image": BASE64} or {"type": "image_url", "image_url": {"url": DATA_URI}}.
  * allowed_words / bad_words are `mmtune caption --allowed-words / --bad-words` as lists (at
  * most MMT_CAPTION_MAX_WORDS words of at most 100 bytes each; not both).
- * Absent settings are `mmtune caption`'s defaults (max_new_tokens 30, greedy search).
+ * Absent or null settings are `mmtune caption`'s defaults (max_new_tokens 30, or the
+ * server's limit when lower; greedy search).
  * Unknown fields are refused, so a misspelt setting is not silently ignored. The settings'
  * own ranges are checked later against the model (mmt_gen_settings_check); here only their
  * types, the images' base64 and the server's limits.
