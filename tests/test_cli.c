@@ -11,6 +11,7 @@
 #include "check.h"
 #include "cli_run.h"
 #include "core/json.h"
+#include "core/safetensors.h"
 
 static char tmp[256];
 
@@ -141,6 +142,53 @@ static void test_bad_inputs(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* Writes 4 bytes (a float's bits) over element 0 of tensor name in the safetensors file path. */
+static int poke_tensor(const char *path, const char *name, uint32_t bits) {
+    mmt_safetensors *st = NULL;
+    if (mmt_safetensors_open(path, &st) != MMT_OK) return 0;
+    const mmt_st_tensor *t = mmt_safetensors_find(st, name);
+    long at = t ? (long)((const char *)t->data - (const char *)st->map.data) : -1;
+    mmt_safetensors_close(st);
+    FILE *f = at >= 0 ? fopen(path, "r+b") : NULL;
+    int ok = f && fseek(f, at, SEEK_SET) == 0 && fwrite(&bits, 4, 1, f) == 1;
+    if (f) fclose(f);
+    return ok;
+}
+
+/* Weights or results that are not numbers: a NaN in a checkpoint or an adapter is refused when
+ * loaded (not carried through a softmax into finite, wrong answers), an adapter whose scale
+ * overflows is refused when its output would print "nan" (and merge writes nothing), and
+ * adapters PEFT saved against a base it changed (PiSSA) are refused. */
+static void test_non_finite_and_foreign(void) {
+    const uint32_t nan_bits = 0x7fc00000u;
+    CHECK(sh("rm -rf %s/nanmodel && cp -r %s %s/nanmodel", tmp, MODEL, tmp) == 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/nanmodel/model.safetensors", tmp);
+    CHECK(poke_tensor(path, "vision_model.encoder.layers.0.self_attn.q_proj.weight", nan_bits));
+    CHECK_CLI_FAILS(1, "vision_model.encoder.layers.0.self_attn.q_proj.weight\": element 0 is NaN",
+                    "embed --model %s/nanmodel --image %s/clip/images/chelsea.jpg", tmp, MMT_FIXTURE_DIR);
+    const char *lora = MMT_FIXTURE_DIR "/train/lora_qv";
+    CHECK(sh("rm -rf %s/nanlora && cp -r %s %s/nanlora", tmp, lora, tmp) == 0);
+    snprintf(path, sizeof path, "%s/nanlora/adapter_model.safetensors", tmp);
+    CHECK(poke_tensor(path, "base_model.model.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight", nan_bits));
+    CHECK_CLI_FAILS(1, "element 0 is NaN", "embed --model %s --adapter %s/nanlora --text hi", MODEL, tmp);
+    CHECK(sh("rm -rf %s/hugealpha && cp -r %s %s/hugealpha && sed -i 's/\"lora_alpha\": 8/\"lora_alpha\": 1e308/' "
+             "%s/hugealpha/adapter_config.json", tmp, lora, tmp, tmp) == 0);
+    CHECK_CLI_FAILS(1, "the embedding of text 1 is not finite", "embed --model %s --adapter %s/hugealpha --text hi", MODEL, tmp);
+    CHECK_CLI_FAILS(1, "merging the adapter", "merge --model %s --adapter %s/hugealpha --out %s/merged_nan", MODEL, tmp, tmp);
+    CHECK(!exists("%s/merged_nan", tmp));
+    CHECK(sh("rm -rf %s/pissa && cp -r %s %s/pissa && sed -i 's/\"init_lora_weights\": false/\"init_lora_weights\": \"pissa\"/' "
+             "%s/pissa/adapter_config.json && grep -q pissa %s/pissa/adapter_config.json", tmp, lora, tmp, tmp, tmp) == 0);
+    CHECK_CLI_FAILS(1, "init_lora_weights \"pissa\": this adapter was saved without conversion",
+                    "embed --model %s --adapter %s/pissa --text hi", MODEL, tmp);
+    /* a FIFO named as an image: refused, not waited on for ever */
+    CHECK(sh("rm -f %s/fifo.png && mkfifo %s/fifo.png", tmp, tmp) == 0);
+    CHECK_CLI_FAILS(1, "fifo.png: not a regular file", "embed --model %s --image %s/fifo.png", MODEL, tmp);
+    /* the same label twice would be the same JSON key twice */
+    CHECK_CLI_FAILS(2, "distinct, non-empty names", "classify --model %s --image %s/clip/images/chelsea.jpg --labels a,b,a",
+                    MODEL, MMT_FIXTURE_DIR);
+}
+
 int main(void) {
     snprintf(tmp, sizeof tmp, "/tmp/mmt_test_cli_%d", (int)getpid());
     mkdir(tmp, 0755);
@@ -151,6 +199,7 @@ int main(void) {
     RUN(test_inspect);
     RUN(test_help_and_usage_errors);
     RUN(test_bad_inputs);
+    RUN(test_non_finite_and_foreign);
     cli_run_cleanup();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

@@ -171,6 +171,18 @@ static void test_settings_and_errors(void) {
     fputs("{\"image_path\": \"x.jpg\"}\n", f);
     fclose(f);
     CHECK(run(TRAIN "--data %s", cfg) == 1 && strstr(err_text, ":1: missing or empty \"text\""));
+    /* settings out of their meaning, refused instead of read as something else */
+    CHECK(run(TRAIN "--data %s --warmup-ratio 2", data) != 0 && strstr(err_text, "--warmup-ratio is a fraction of the steps"));
+    CHECK(run(TRAIN "--data %s --max-grad-norm -1", data) != 0 && strstr(err_text, "--max-grad-norm must be >= 0"));
+    CHECK(run(TRAIN "--data %s --temperature -1", data) != 0 && strstr(err_text, "--temperature must be > 0"));
+    CHECK(run(TRAIN "--data %s --lr 0x10", data) == 2 && strstr(err_text, "--lr needs a number, got '0x10'"));
+    /* --overwrite would delete the run's own inputs when they lie inside --out: refused first */
+    CHECK(sh("rm -rf %s/inside && mkdir -p %s/inside && cp -r %s %s/inside/model && cp %s %s/inside/", tmp, tmp, MODEL, tmp, data, tmp) == 0);
+    CHECK(run("train --model %s/inside/model --data %s --steps 1 --out %s/inside/model --overwrite", tmp, data, tmp) != 0 &&
+          strstr(err_text, "--overwrite would delete --model"));
+    CHECK(run("train --model %s --data %s/inside/%s --steps 1 --out %s/inside --overwrite", MODEL, tmp, strrchr(data, '/') + 1, tmp) != 0 &&
+          strstr(err_text, "--overwrite would delete --model") == NULL && strstr(err_text, "--overwrite would delete --data"));
+    CHECK(exists("%s/inside/model/model.safetensors", tmp));
 }
 
 /* --lr-scales: text tensors at factor 0 keep their initial values (LoRA B = 0), vision ones move. */

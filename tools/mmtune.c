@@ -324,6 +324,7 @@ static int embed_named(const common_opts *o, const char *const *texts, const int
         named_rows(&na, use, n, rows);
         mmt_status s = pass ? mmt_clip_run_embed_texts(na.run, texts, rows, n, out)
                             : mmt_clip_run_embed_image_files(na.run, o->images, rows, n, out);
+        if (s == MMT_OK) s = cli_finite_embeddings(out, n, dim, pass ? "text" : "image");
         if (s != MMT_OK) {
             rc = runtime_error();
             break;
@@ -413,6 +414,8 @@ static int split_labels(char *list, char **labels, int64_t *n) {
         while (len && tok[len - 1] == ' ') tok[--len] = '\0';
         if (!len) return -1;
         if (*n == MAX_INPUTS) return -1;
+        for (int64_t i = 0; i < *n; i++)
+            if (!strcmp(labels[i], tok)) return -1; /* "probs" would hold the key twice */
         labels[(*n)++] = tok;
     }
     return *n ? 0 : -1;
@@ -440,13 +443,16 @@ static int classify_named(const common_opts *o, mmt_clip *base, const char *cons
     int rc = named_open(o, base, &na);
     if (rc == 0 && !(rows = mmt_calloc((size_t)n_rows, sizeof *rows))) rc = runtime_error();
     if (rc == 0) named_rows(&na, o->image_use, o->n_images, rows);
-    if (rc == 0 && mmt_clip_run_embed_image_files(na.run, o->images, rows, o->n_images, img) != MMT_OK) rc = runtime_error();
+    if (rc == 0 && (mmt_clip_run_embed_image_files(na.run, o->images, rows, o->n_images, img) != MMT_OK ||
+                    cli_finite_embeddings(img, o->n_images, dim, "image") != MMT_OK))
+        rc = runtime_error();
     for (int64_t k = -1; rc == 0 && k < o->n_named; k++) {
         int used = 0;
         for (int64_t i = 0; i < o->n_images; i++) used |= o->image_use[i] == k;
         if (!used) continue;
         for (int64_t c = 0; c < n_labels; c++) rows[c] = k >= 0 ? na.opened[k] : NULL;
-        if (mmt_clip_run_embed_texts(na.run, prompts, rows, n_labels, txt + (k + 1) * n_labels * dim) != MMT_OK)
+        if (mmt_clip_run_embed_texts(na.run, prompts, rows, n_labels, txt + (k + 1) * n_labels * dim) != MMT_OK ||
+            cli_finite_embeddings(txt + (k + 1) * n_labels * dim, n_labels, dim, "label") != MMT_OK)
             rc = runtime_error();
     }
     named_close(o, &na);
@@ -485,7 +491,7 @@ static int cmd_classify(int argc, char **argv) {
         if (!model_dir) rc = usage_error("classify: --model is required");
         else if (!n_images) rc = usage_error("classify: give at least one --image");
         else if (!label_list || split_labels(label_list, labels, &n_labels) != 0)
-            rc = usage_error("classify: --labels needs a comma-separated list of non-empty names");
+            rc = usage_error("classify: --labels needs a comma-separated list of distinct, non-empty names");
     }
     if (rc != 0 || stop) {
         common_opts_free(&o);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -15,7 +16,9 @@
 
 /* Opens path read-only and checks it is a regular file; *size gets its length. */
 static mmt_status open_regular(const char *path, int *fd_out, size_t *size) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; it
+     * changes nothing for the regular files kept (reads of them never block) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return mmt_fail(errno == ENOENT ? MMT_STATUS_NOT_FOUND : MMT_STATUS_IO,
                                 "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -143,6 +146,15 @@ fail:;
 int mmt_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int mmt_path_within(const char *path, const char *dir) {
+    char *p = realpath(path, NULL), *d = realpath(dir, NULL);
+    size_t n = d ? strlen(d) : 0;
+    int in = p && d && !strncmp(p, d, n) && (p[n] == '\0' || p[n] == '/' || (n == 1 && d[0] == '/'));
+    free(p); /* realpath's own malloc */
+    free(d);
+    return in;
 }
 
 char *mmt_path_join(const char *dir, const char *name) {

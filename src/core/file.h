@@ -25,6 +25,9 @@ void mmt_file_map_close(mmt_file_map *map);
 mmt_status mmt_file_write_atomic(const char *path, const void *data, size_t len);
 
 int mmt_file_exists(const char *path);
+/* 1 when path (a file or folder) is dir itself or lies inside it, both resolved through
+ * realpath (symbolic links, "..", relative paths); 0 when not, or when either does not exist. */
+int mmt_path_within(const char *path, const char *dir);
 /* dir + "/" + name into a fresh mmt_malloc'd string (NULL on allocation failure). */
 char *mmt_path_join(const char *dir, const char *name);
 /* mkdir -p: creates path and its missing parents (0755); an error if it is not a folder. */

@@ -2,6 +2,7 @@
 #include "core/safetensors.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -221,28 +222,57 @@ const char *mmt_safetensors_metadata(const mmt_safetensors *st, const char *key)
     return NULL;
 }
 
+int64_t mmt_f32_first_nonfinite(const float *x, int64_t n) {
+    /* by the exponent bits, in blocks the compiler vectorizes; the element only when one is bad */
+    for (int64_t at = 0; at < n; at += 4096) {
+        int64_t end = n - at < 4096 ? n : at + 4096;
+        uint32_t bad = 0;
+        for (int64_t i = at; i < end; i++) {
+            uint32_t u;
+            memcpy(&u, x + i, 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        for (int64_t i = at; bad && i < end; i++)
+            if (!isfinite(x[i])) return i;
+    }
+    return -1;
+}
+
 mmt_status mmt_st_tensor_to_f32(const mmt_st_tensor *t, float *out) {
     const unsigned char *p = t->data;
     switch (t->dtype) {
-    case MMT_DTYPE_F32: memcpy(out, p, (size_t)t->numel * 4); return MMT_OK;
+    case MMT_DTYPE_F32: memcpy(out, p, (size_t)t->numel * 4); break;
     case MMT_DTYPE_F16:
     case MMT_DTYPE_BF16:
         for (int64_t i = 0; i < t->numel; i++) {
             uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
             out[i] = t->dtype == MMT_DTYPE_F16 ? mmt_f16_to_f32(h) : mmt_bf16_to_f32(h);
         }
-        return MMT_OK;
+        break;
     case MMT_DTYPE_F64:
         for (int64_t i = 0; i < t->numel; i++) {
             double d;
             memcpy(&d, p + 8 * i, 8);
             out[i] = (float)d;
         }
-        return MMT_OK;
+        break;
     default:
         return mmt_fail(MMT_STATUS_UNSUPPORTED, "tensor \"%s\": dtype %s is not a float type",
                         t->name, mmt_dtype_name(t->dtype));
     }
+    return MMT_OK;
+}
+
+mmt_status mmt_st_tensor_to_f32_finite(const mmt_st_tensor *t, float *out) {
+    MMT_TRY(mmt_st_tensor_to_f32(t, out));
+    return mmt_st_check_finite(t->name, out, t->numel);
+}
+
+mmt_status mmt_st_check_finite(const char *name, const float *x, int64_t n) {
+    int64_t bad = mmt_f32_first_nonfinite(x, n);
+    if (bad < 0) return MMT_OK;
+    return mmt_fail(MMT_STATUS_BAD_FORMAT, "tensor \"%s\": element %lld is %s (a damaged file, or a diverged run): "
+                    "refused, as every result from it would be wrong", name, (long long)bad, isnan(x[bad]) ? "NaN" : "infinite");
 }
 
 /* ---- writer ------------------------------------------------------------------------ */

@@ -51,8 +51,15 @@ const mmt_st_tensor *mmt_safetensors_find(const mmt_safetensors *st, const char 
 /* Metadata value for key, or NULL. */
 const char *mmt_safetensors_metadata(const mmt_safetensors *st, const char *key);
 
+/* The index of the first NaN or infinite value of x[0..n), or -1. */
+int64_t mmt_f32_first_nonfinite(const float *x, int64_t n);
+/* An error naming the tensor and the element when x holds a NaN or an infinity. */
+mmt_status mmt_st_check_finite(const char *name, const float *x, int64_t n);
+
 /* Converts a float tensor (F32, F16, BF16, F64) to float32 into out (numel floats). */
 mmt_status mmt_st_tensor_to_f32(const mmt_st_tensor *t, float *out);
+/* The same for weights: a NaN or an infinity in it is an error (mmt_st_check_finite). */
+mmt_status mmt_st_tensor_to_f32_finite(const mmt_st_tensor *t, float *out);
 
 typedef struct mmt_st_write_tensor {
     const char *name;

@@ -111,12 +111,14 @@ mmt_status mmt_weights_f32(mmt_weights *w, mmt_arena *arena, const char *name, i
                         mmt_shape_str(shape, ndim, want, sizeof want));
     }
     if (t->dtype == MMT_DTYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
+        mmt_status s = mmt_st_check_finite(name, t->data, t->numel); /* mapped as it is: checked here */
+        if (s != MMT_OK) return mmt_error_prefix(s, "%s: ", file->path);
         *out = t->data;
         return MMT_OK;
     }
     float *copy = mmt_arena_alloc(arena, (size_t)t->numel * sizeof(float), 64);
     if (!copy) return mmt_error_prefix(MMT_STATUS_OUT_OF_MEMORY, "%s: ", name);
-    mmt_status s = mmt_st_tensor_to_f32(t, copy);
+    mmt_status s = mmt_st_tensor_to_f32_finite(t, copy);
     if (s != MMT_OK) return mmt_error_prefix(s, "%s: ", file->path);
     w->converted_bytes += t->numel * (int64_t)sizeof(float);
     *out = copy;

@@ -404,7 +404,7 @@ mmt_status mmt_adapter_load_tensors(mmt_adapter *ad, const char *path) {
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s does not belong to the modules adapter_config.json targets",
                          path, st->tensors[j].name);
     }
-    for (int64_t i = 0; i < n && s == MMT_OK; i++) s = mmt_st_tensor_to_f32(found[i], refs[i].data);
+    for (int64_t i = 0; i < n && s == MMT_OK; i++) s = mmt_st_tensor_to_f32_finite(found[i], refs[i].data);
     mmt_free(found);
     mmt_free(refs);
     mmt_safetensors_close(st);

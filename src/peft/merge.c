@@ -35,7 +35,7 @@ mmt_status mmt_adapter_merge_write(const mmt_weights *w, const mmt_adapter *adap
                 s = MMT_STATUS_OUT_OF_MEMORY;
                 break;
             }
-            if ((s = mmt_st_tensor_to_f32(t, base)) != MMT_OK) {
+            if ((s = mmt_st_tensor_to_f32_finite(t, base)) != MMT_OK) {
                 mmt_free(base);
                 mmt_free(merged);
                 break;
@@ -44,6 +44,12 @@ mmt_status mmt_adapter_merge_write(const mmt_weights *w, const mmt_adapter *adap
                 mmt_free(base);
                 base = merged;
                 changed++;
+                /* the adapter's scale or weights overflowed (a huge lora_alpha): no snapshot of NaN */
+                if ((s = mmt_st_check_finite(t->name, merged, t->numel)) != MMT_OK) {
+                    s = mmt_error_prefix(s, "merging the adapter: ");
+                    mmt_free(base);
+                    break;
+                }
             } else {
                 mmt_free(merged);
             }

@@ -376,6 +376,17 @@ static mmt_status read_init_lora_weights(reader *r, mmt_peft_config *cfg) {
         return MMT_OK;
     }
     if (v->type != MMT_JSON_STRING) return type_error(r, "init_lora_weights", "a boolean or a string", v);
+    /* these start from a base PEFT changed (the adapter's principal part subtracted from it);
+     * PEFT writes init_lora_weights true when it converts such an adapter to a plain LoRA on
+     * save (path_initial_model_for_weight_conversion), so one saved with the name still needs
+     * that changed base, which no snapshot here has */
+    static const char *const mutating[] = {"pissa", "olora", "corda", "lora_ga", "loftq"};
+    for (size_t i = 0; i < sizeof mutating / sizeof *mutating; i++)
+        if (!strncmp(v->string, mutating[i], strlen(mutating[i])))
+            return mmt_fail(MMT_STATUS_UNSUPPORTED,
+                            "%s: init_lora_weights \"%s\": this adapter was saved without conversion, so it works only on "
+                            "the base PEFT modified when it initialised it; save it again with PEFT's "
+                            "path_initial_model_for_weight_conversion, which makes a plain LoRA", r->what, v->string);
     return read_string(r, "init_lora_weights", &cfg->init_lora_weights_str);
 }
 

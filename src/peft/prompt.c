@@ -374,7 +374,7 @@ mmt_status mmt_prompt_load_tensors(mmt_prompt *p, const char *path) {
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s does not belong to this prompt / prefix adapter", path,
                          st->tensors[j].name);
     }
-    for (int64_t i = 0; s == MMT_OK && i < n; i++) s = mmt_st_tensor_to_f32(found[i], r[i].data);
+    for (int64_t i = 0; s == MMT_OK && i < n; i++) s = mmt_st_tensor_to_f32_finite(found[i], r[i].data);
     mmt_free(found);
     mmt_free(r);
     mmt_safetensors_close(st);

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "core/safetensors.h"
 #include "core/log.h"
 #include "data/image.h"
 #include "data/image_write.h"
@@ -581,6 +582,18 @@ static void run_batch(void *user, mmt_batch_job **bj, int64_t n, int64_t rows) {
                 const float *src = j->req.inputs[r].image ? img_out + ki++ * s->dim : txt_out + kt++ * s->dim;
                 memcpy(j->out + r * s->dim, src, (size_t)s->dim * sizeof(float));
             }
+            /* an adapter that overflows (a huge lora_alpha) fails its own requests only, with
+             * an error rather than "nan" in the JSON; the batch's other rows are unaffected */
+            int64_t bad = mmt_f32_first_nonfinite(j->out, j->req.n_inputs * s->dim);
+            if (bad >= 0) {
+                char name[32], msg[200];
+                row_name(j, bad / s->dim, name, sizeof name);
+                snprintf(msg, sizeof msg, "%s: the embedding is not finite (NaN or infinity): the adapter '%s' or the model "
+                         "overflows", name, j->adapter_name);
+                job_fail(j, 500, "%s", msg);
+            }
+        }
+        if (!j->status) {
             if (j->search) search_body(s, j, &body);
             else if (j->classify) classify_body(s, j, &body);
             else embeddings_body(s, j, &body);

@@ -80,8 +80,8 @@ static mmt_status load_pairs_of(const mmt_safetensors *st, const char *path, mmt
         mmt_ewc_tensor *t = &s->tensors[k++];
         *made = k;
         if (!tensor_init(t, name, f->ndim, f->shape)) return MMT_STATUS_OUT_OF_MEMORY;
-        MMT_TRY(mmt_st_tensor_to_f32(f, t->fisher));
-        MMT_TRY(mmt_st_tensor_to_f32(th, t->theta));
+        MMT_TRY(mmt_st_tensor_to_f32_finite(f, t->fisher));
+        MMT_TRY(mmt_st_tensor_to_f32_finite(th, t->theta));
         for (int64_t j = 0; j < t->numel; j++)
             if (!isfinite(t->fisher[j]) || t->fisher[j] < 0 || !isfinite(t->theta[j]))
                 return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: %s[%lld] is %g (Fisher values are finite and >= 0, weights finite)",

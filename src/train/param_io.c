@@ -14,7 +14,7 @@ mmt_status mmt_params_load_model_file(const mmt_nn_param *p, int64_t n, const ch
         if (!x || x->numel != p[i].numel || x->dtype != MMT_DTYPE_F32)
             s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: tensor %s is missing or has the wrong shape or dtype", path, p[i].name);
         else
-            s = mmt_st_tensor_to_f32(x, p[i].data);
+            s = mmt_st_tensor_to_f32_finite(x, p[i].data);
     }
     mmt_safetensors_close(st);
     mmt_free(path);

@@ -150,8 +150,8 @@ static mmt_status read_head_tensors(mmt_probe_head *h, const char *path) {
                      path, (long long)h->K, (long long)h->P);
     else if (b->ndim != 1 || b->shape[0] != h->K)
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: head.bias: expected shape [%lld] (one per class)", path, (long long)h->K);
-    if (s == MMT_OK) s = mmt_st_tensor_to_f32(w, h->weight);
-    if (s == MMT_OK) s = mmt_st_tensor_to_f32(b, h->bias);
+    if (s == MMT_OK) s = mmt_st_tensor_to_f32_finite(w, h->weight);
+    if (s == MMT_OK) s = mmt_st_tensor_to_f32_finite(b, h->bias);
     mmt_safetensors_close(st);
     return s;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "data/loader.h"
 #include "models/git_config.h"
@@ -383,6 +384,12 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--as-ranks takes 0..4096, not %lld", (long long)o->as_ranks);
     if (o->steps < 0 || o->epochs < 0 || o->batch_size < 1 || o->grad_accum < 1 || o->seed < 0 || o->cache_mb < 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
+    if (o->warmup_ratio < 0 || o->warmup_ratio > 1)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--warmup-ratio is a fraction of the steps: 0..1, not %g", o->warmup_ratio);
+    if (o->max_grad_norm < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--max-grad-norm must be >= 0 (0: no clipping), not %g", o->max_grad_norm);
+    if (o->temperature < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--temperature must be > 0 (0: the model's), not %g", o->temperature);
     if (o->save_every < 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--save-every must be >= 0 (0: only at the end), got %lld", (long long)o->save_every);
     if (o->keep_checkpoints < 0)
@@ -390,6 +397,16 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
                         (long long)o->keep_checkpoints);
     if (o->overwrite && o->resume)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --overwrite starts afresh; it cannot go with --resume");
+    if (o->overwrite && c->out) { /* clearing --out must not delete what the run reads */
+        const char *flags[] = {"--model", "--data", "--init-adapter", "--distill-from", "--teacher-adapter", "--ewc-from",
+                               "--replay", "--image-root"};
+        const char *inputs[] = {c->model, c->data, o->init_adapter, o->distill_from, o->teacher_adapter, o->ewc_from,
+                                o->replay, o->image_root};
+        for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++)
+            if (inputs[i] && mmt_path_within(inputs[i], c->out))
+                return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --overwrite would delete %s %s, which is inside --out %s: "
+                                "choose another --out", flags[i], inputs[i], c->out);
+    }
     if (o->max_text_bytes < 1 || o->max_file_bytes < 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --max-text-bytes and --max-file-bytes must be at least 1");
     /* the CLI's parser refuses these already; a program's struct may hold anything */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/safetensors.h"
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "peft/prompt.h"
@@ -37,7 +38,21 @@ void cli_encoder_close(cli_encoder *e) {
 
 int64_t cli_encoder_dim(const cli_encoder *e) { return mmt_clip_embed_dim(e->model); }
 
+mmt_status cli_finite_embeddings(const float *out, int64_t n, int64_t dim, const char *what) {
+    int64_t bad = mmt_f32_first_nonfinite(out, n * dim);
+    if (bad < 0) return MMT_OK;
+    return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the embedding of %s %lld is not finite (NaN or infinity): the model or "
+                    "the adapter overflows (e.g. a huge lora_alpha)", what, (long long)(bad / dim) + 1);
+}
+
+static mmt_status images_raw(cli_encoder *e, const char *const *paths, int64_t n, float *out);
+
 mmt_status cli_encoder_images(cli_encoder *e, const char *const *paths, int64_t n, float *out) {
+    MMT_TRY(images_raw(e, paths, n, out));
+    return cli_finite_embeddings(out, n, cli_encoder_dim(e), "image");
+}
+
+static mmt_status images_raw(cli_encoder *e, const char *const *paths, int64_t n, float *out) {
     if (!e->view) return mmt_clip_embed_image_files(e->model, paths, n, out);
     const mmt_clip_config *c = mmt_clip_config_of(e->model);
     if (!c->has_vision)
@@ -58,8 +73,15 @@ mmt_status cli_encoder_images(cli_encoder *e, const char *const *paths, int64_t 
     return s;
 }
 
+static mmt_status texts_raw(cli_encoder *e, const char *const *texts, int64_t n, int truncate, float *out);
+
 mmt_status cli_encoder_texts(cli_encoder *e, const char *const *texts, int64_t n, int truncate,
                              float *out) {
+    MMT_TRY(texts_raw(e, texts, n, truncate, out));
+    return cli_finite_embeddings(out, n, cli_encoder_dim(e), "text");
+}
+
+static mmt_status texts_raw(cli_encoder *e, const char *const *texts, int64_t n, int truncate, float *out) {
     if (!e->view) return mmt_clip_embed_texts_ex(e->model, texts, n, truncate, out);
     const mmt_clip_config *c = mmt_clip_config_of(e->model);
     int64_t L = c->text.max_positions, P = c->projection_dim;

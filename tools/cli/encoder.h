@@ -29,7 +29,12 @@ void cli_encoder_close(cli_encoder *e);
 
 int64_t cli_encoder_dim(const cli_encoder *e);
 
-/* Normalised image embeddings of image files, out (n, projection_dim). */
+/* MMT_OK, or an error naming the first of n rows (what: "image", "text") holding a NaN or an
+ * infinity: results are checked before anything prints them as JSON. */
+mmt_status cli_finite_embeddings(const float *out, int64_t n, int64_t dim, const char *what);
+
+/* Normalised image embeddings of image files, out (n, projection_dim); non-finite results are
+ * an error (cli_finite_embeddings). */
 mmt_status cli_encoder_images(cli_encoder *e, const char *const *paths, int64_t n, float *out);
 /* Normalised text embeddings, out (n, projection_dim); truncate as mmt_clip_tokenize. */
 mmt_status cli_encoder_texts(cli_encoder *e, const char *const *texts, int64_t n, int truncate,

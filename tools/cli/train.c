@@ -92,7 +92,9 @@ static int set_from_text(mmt_train_config *c, const mmt_train_setting *o, const 
     }
     case MMT_TRAIN_SETTING_DOUBLE: {
         double x = strtod(v, &end);
-        if (!*v || *end || errno || !isfinite(x)) return cli_usage_error("%s: %s needs a number, got '%s'", origin, o->flag, v);
+        /* decimal only: strtod also reads hex ("0x10" is 16) and "inf" */
+        if (!*v || *end || errno || !isfinite(x) || strpbrk(v, "xXpP"))
+            return cli_usage_error("%s: %s needs a number, got '%s'", origin, o->flag, v);
         *(double *)p = x;
         return 0;
     }
@@ -189,9 +191,11 @@ static void print_result(const mmt_train_config *c, const mmt_train_job *job, co
     int is_probe = !strcmp(c->o.method, "linear-probe");
     /* s_per_step: a probe's over every fit of the sweep too */
     int64_t per = is_probe ? r->probe_iterations : r->train.steps_run;
-    printf("{\"steps\": %lld, \"final_loss\": %.6g, \"seconds\": %.2f, \"s_per_step\": %.4f, \"trainable_params\": %lld, "
+    printf("{\"steps\": %lld, \"final_loss\": ", (long long)r->train.steps_done);
+    print_json_number(r->train.final_loss); /* null when this run computed none (a finished run resumed) */
+    printf(", \"seconds\": %.2f, \"s_per_step\": %.4f, \"trainable_params\": %lld, "
            "\"total_params\": %lld, \"peak_rss_mb\": %.1f, \"adapter\": \"%s/adapter\"",
-           (long long)r->train.steps_done, r->train.final_loss, r->train.seconds, per > 0 ? r->train.seconds / (double)per : 0,
+           r->train.seconds, per > 0 ? r->train.seconds / (double)per : 0,
            (long long)mmt_train_job_trainable_params(job), (long long)mmt_train_job_total_params(job), peak_mb, c->out);
     if (is_probe) {
         printf(", \"C\": %.6g, \"heldout_accuracy\": ", r->probe_C);
