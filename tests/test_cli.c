@@ -181,6 +181,11 @@ static void test_non_finite_and_foreign(void) {
              "%s/pissa/adapter_config.json && grep -q pissa %s/pissa/adapter_config.json", tmp, lora, tmp, tmp, tmp) == 0);
     CHECK_CLI_FAILS(1, "init_lora_weights \"pissa\": this adapter was saved without conversion",
                     "embed --model %s --adapter %s/pissa --text hi", MODEL, tmp);
+    /* merge into a quantized snapshot or a captioner: said as such */
+    CHECK(run("quantize --model %s --to int8 --out %s/q8", MODEL, tmp) == 0);
+    CHECK_CLI_FAILS(1, "is a quantized snapshot", "merge --model %s/q8 --adapter %s --out %s/q8m", tmp, lora, tmp);
+    CHECK_CLI_FAILS(1, "merge takes a CLIP snapshot", "merge --model %s/git/tiny-cap --adapter %s --out %s/gm", MMT_FIXTURE_DIR,
+                    lora, tmp);
     /* a FIFO named as an image: refused, not waited on for ever */
     CHECK(sh("rm -f %s/fifo.png && mkfifo %s/fifo.png", tmp, tmp) == 0);
     CHECK_CLI_FAILS(1, "fifo.png: not a regular file", "embed --model %s --image %s/fifo.png", MODEL, tmp);

@@ -176,6 +176,9 @@ static void test_settings_and_errors(void) {
     CHECK(run(TRAIN "--data %s --max-grad-norm -1", data) != 0 && strstr(err_text, "--max-grad-norm must be >= 0"));
     CHECK(run(TRAIN "--data %s --temperature -1", data) != 0 && strstr(err_text, "--temperature must be > 0"));
     CHECK(run(TRAIN "--data %s --lr 0x10", data) == 2 && strstr(err_text, "--lr needs a number, got '0x10'"));
+    CHECK(run(TRAIN "--data %s --steps 0 --epochs 0", data) != 0 && strstr(err_text, "trains nothing"));
+    CHECK(run(TRAIN "--data %s --epochs 9223372036854775807", data) != 0 && strstr(err_text, "beyond any run"));
+    CHECK(run(TRAIN "--data %s --cache-mb -1", data) != 0 && strstr(err_text, "--cache-mb must be >= 0"));
     /* --overwrite would delete the run's own inputs when they lie inside --out: refused first */
     CHECK(sh("rm -rf %s/inside && mkdir -p %s/inside && cp -r %s %s/inside/model && cp %s %s/inside/", tmp, tmp, MODEL, tmp, data, tmp) == 0);
     CHECK(run("train --model %s/inside/model --data %s --steps 1 --out %s/inside/model --overwrite", tmp, data, tmp) != 0 &&

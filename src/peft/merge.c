@@ -18,13 +18,17 @@ mmt_status mmt_adapter_merge_write(const mmt_weights *w, const mmt_adapter *adap
     float **bufs = mmt_calloc((size_t)(n > 0 ? n : 1), sizeof *bufs);
     char *path = mmt_path_join(out_dir, "model.safetensors");
     mmt_status s = out && bufs && path ? MMT_OK : MMT_STATUS_OUT_OF_MEMORY;
-    int64_t k = 0, changed = 0;
+    int64_t k = 0, changed = 0, quantized = 0;
     for (int64_t f = 0; f < w->n_files && s == MMT_OK; f++) {
         const mmt_safetensors *st = w->files[f];
         for (int64_t i = 0; i < st->n_tensors && s == MMT_OK; i++) {
             const mmt_st_tensor *t = &st->tensors[i];
             if (t->dtype != MMT_DTYPE_F32 && t->dtype != MMT_DTYPE_F16 && t->dtype != MMT_DTYPE_BF16) {
-                /* integer buffers (position_ids) are not weights: transformers rebuilds them */
+                /* integer buffers (position_ids) are not weights: transformers rebuilds them; an
+                 * 8-bit ".weight" is a quantized layer (bitsandbytes int8 or NF4) */
+                size_t len = strlen(t->name);
+                quantized += (t->dtype == MMT_DTYPE_I8 || t->dtype == MMT_DTYPE_U8) && len > 7 &&
+                             !strcmp(t->name + len - 7, ".weight");
                 continue;
             }
             float *base = mmt_malloc((size_t)(t->numel > 0 ? t->numel : 1) * sizeof(float));
@@ -62,6 +66,9 @@ mmt_status mmt_adapter_merge_write(const mmt_weights *w, const mmt_adapter *adap
             k++;
         }
     }
+    if (s == MMT_OK && changed == 0 && quantized > 0)
+        s = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s is a quantized snapshot (%lld 8-bit layers): merge the adapter into the "
+                     "float snapshot it came from, then quantize the result", w->dir, (long long)quantized);
     if (s == MMT_OK && changed == 0)
         s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "the adapter changes no tensor of %s", w->dir);
     if (s == MMT_OK) s = mmt_mkdirs(out_dir);

@@ -382,8 +382,14 @@ mmt_status mmt_train_config_check(mmt_train_config *c) {
     if (o->zero < 0 || o->zero > 1) return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--zero takes 0 or 1 (ZeRO stage 1), not %lld", (long long)o->zero);
     if (o->as_ranks < 0 || o->as_ranks > 4096)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--as-ranks takes 0..4096, not %lld", (long long)o->as_ranks);
-    if (o->steps < 0 || o->epochs < 0 || o->batch_size < 1 || o->grad_accum < 1 || o->seed < 0 || o->cache_mb < 0)
+    if (o->steps < 0 || o->epochs < 0 || o->batch_size < 1 || o->grad_accum < 1 || o->seed < 0)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: counts must be positive (steps, epochs, batch size, grad accumulation, seed)");
+    if (o->cache_mb < 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--cache-mb must be >= 0, not %lld", (long long)o->cache_mb);
+    if (o->steps == 0 && o->epochs == 0)
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --epochs 0 with --steps 0 trains nothing: give --epochs N or --steps N");
+    if (o->epochs > 1000000 || o->steps > INT64_C(1000000000000))
+        return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "train: --epochs (up to 1,000,000) or --steps (up to 10^12) is beyond any run");
     if (o->warmup_ratio < 0 || o->warmup_ratio > 1)
         return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "--warmup-ratio is a fraction of the steps: 0..1, not %g", o->warmup_ratio);
     if (o->max_grad_norm < 0)
