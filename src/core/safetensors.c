@@ -222,7 +222,15 @@ const char *mmt_safetensors_metadata(const mmt_safetensors *st, const char *key)
     return NULL;
 }
 
-int64_t mmt_f32_first_nonfinite(const float *x, int64_t n) {
+/* -O3 for this loop alone: the release build's -O2 does not vectorize it (0.10 s against
+ * 0.02 s for the 150M floats of a ViT-B/32 CLIP, measured on Zen 4), and it runs over every
+ * weight at every load */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VECTORIZE_THIS __attribute__((optimize("O3")))
+#else
+#define VECTORIZE_THIS /* clang vectorizes it at -O2 already */
+#endif
+VECTORIZE_THIS int64_t mmt_f32_first_nonfinite(const float *x, int64_t n) {
     /* by the exponent bits, in blocks the compiler vectorizes; the element only when one is bad */
     for (int64_t at = 0; at < n; at += 4096) {
         int64_t end = n - at < 4096 ? n : at + 4096;
