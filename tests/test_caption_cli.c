@@ -263,6 +263,22 @@ static void test_eval(void) {
     CHECK(captions == 5);
     CHECK(run("eval --model %s --data %s --allowed-words %s --bad-words %s", snap, data, words, words) == 2);
     CHECK(err_text && strstr(err_text, "exclude each other"));
+    /* an allowed word the vocabulary lacks ([UNK]) could never be written: refused, not an empty caption */
+    char unk[500];
+    snprintf(unk, sizeof unk, "%s/unk_words.txt", root);
+    FILE *f = fopen(unk, "w");
+    if (f) fputs("cup\nzzzqqxxj\n", f), fclose(f);
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --allowed-words %s", CAP, IMAGES, unk) == 1 && err_text &&
+          strstr(err_text, "word 1 (non-empty ones counted) tokenizes to [UNK]"));
+    /* beams past the cap: an error at once, not a run that takes hours */
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --beams 100000", CAP, IMAGES) != 0 && err_text &&
+          strstr(err_text, "num_beams is 100000; it must be at most 256"));
+    /* --batch beyond the images given: sized by the images, same caption as batch 1 */
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --max-new-tokens 5", CAP, IMAGES) == 0);
+    char *one = out_text ? strdup(out_text) : NULL;
+    CHECK(run("caption --model %s --image %s/chelsea.jpg --max-new-tokens 5 --batch 100000000", CAP, IMAGES) == 0);
+    CHECK(one && out_text && !strcmp(one, out_text));
+    free(one);
 }
 
 /* The medical example in small (docs/medical.md): the default captioner trains on DICOM

@@ -14,6 +14,7 @@
  *     JSONL with a 64 MiB caption (one-line error, or skipped), --max-text-bytes/--max-file-bytes.
  * The readers' limits themselves are tested in test_dataset_limits.c.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -268,6 +269,22 @@ static void test_jsonl_and_detection(void) {
     CHECK_OK(mmt_pairs_load(tpath("p.jsonl"), &o, &p));
     CHECK(p && p->n == 2);
     mmt_pairs_free(p);
+    /* a text of spaces only, a text with a NUL, a folder as the image: each a FILE:LINE
+     * record error that --skip-bad skips, like an empty text or a missing image */
+    CHECK(mkdir(tpath("imgdir"), 0755) == 0 || errno == EEXIST);
+    write_text("w.jsonl", "{\"image_path\": \"a.png\", \"text\": \"x\"}\n{\"image_path\": \"a.png\", \"text\": \" \\t \"}\n"
+                          "{\"image_path\": \"a.png\", \"text\": \"a\\u0000b\"}\n{\"image_path\": \"imgdir\", \"text\": \"y\"}\n");
+    o = opts(0);
+    CHECK_FAILS(mmt_pairs_load(tpath("w.jsonl"), &o, &p), MMT_STATUS_BAD_FORMAT, "w.jsonl:2: missing or empty \"text\"");
+    o.skip_bad = 1;
+    CHECK_OK(mmt_pairs_load(tpath("w.jsonl"), &o, &p));
+    CHECK_MSG(p && p->n == 1 && p->skipped == 3, "%lld kept, %lld skipped", p ? (long long)p->n : -1LL, p ? (long long)p->skipped : -1LL);
+    mmt_pairs_free(p);
+    write_text("w2.jsonl", "{\"image_path\": \"a.png\", \"text\": \"a\\u0000b\"}\n");
+    o.skip_bad = 0;
+    CHECK_FAILS(mmt_pairs_load(tpath("w2.jsonl"), &o, &p), MMT_STATUS_BAD_FORMAT, "w2.jsonl:1: \"text\" holds a NUL character");
+    write_text("w3.jsonl", "{\"image_path\": \"imgdir\", \"text\": \"y\"}\n");
+    CHECK_FAILS(mmt_pairs_load(tpath("w3.jsonl"), &o, &p), MMT_STATUS_NOT_FOUND, "w3.jsonl:1: image not a regular file:");
     write_text("p.json", "{\"image_path\": \"a.png\", \"text\": \"x\"}\n"); /* JSONL named .json */
     CHECK_OK(mmt_pairs_load(tpath("p.json"), &o, &p));
     CHECK(p && p->n == 1);

@@ -179,6 +179,12 @@ static void test_cli_report_in_chromium(void) {
     free(html);
     CHECK(run("report --run %s/missing", tmp) == 1);
     CHECK(run("report --queries %s", data) == 2);
+    /* a run killed while writing metrics.jsonl: its cut last line is left out with a warning;
+     * a damaged line before it is an error naming FILE:LINE */
+    CHECK(sh("rm -rf %s/cut && cp -r %s/run %s/cut && truncate -s -20 %s/cut/metrics.jsonl", tmp, tmp, tmp, tmp) == 0);
+    CHECK(run("report --run %s/cut --out %s/cut.html", tmp, tmp) == 0 && err_text && strstr(err_text, "metrics.jsonl:6: the last line is cut short"));
+    CHECK(sh("sed -i '2s/.*/{oops/' %s/cut/metrics.jsonl", tmp) == 0);
+    CHECK(run("report --run %s/cut --out %s/cut.html", tmp, tmp) == 1 && err_text && strstr(err_text, "metrics.jsonl:2: invalid JSON"));
 
     if (!have_chromium()) {
         if (check_failed_ == 0 && !check_current_failed_) check_skip("chromium is not installed (scripts/install-deps.sh installs it)");

@@ -107,7 +107,48 @@ static mmt_status fsync_parent(const char *path) {
     return MMT_OK;
 }
 
+/* Writes len bytes to a path that is not a regular file (/dev/stdout, a FIFO, a device): in
+ * place, as a shell redirection would; a short or failed write (ENOSPC) is an error. */
+static mmt_status write_in_place(const char *path, const void *data, size_t len) {
+    /* O_NONBLOCK for the open only: a FIFO nobody reads is an error (ENXIO), not a wait */
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return mmt_fail(MMT_STATUS_IO, "%s: cannot open for writing: %s", path,
+                        errno == ENXIO ? "a FIFO with no reader" : strerror(errno));
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    const char *p = data;
+    for (size_t done = 0; done < len;) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            close(fd);
+            return mmt_fail(MMT_STATUS_IO, "%s: write failed: %s", path, strerror(e));
+        }
+        done += (size_t)w;
+    }
+    if (close(fd) != 0) return mmt_fail(MMT_STATUS_IO, "%s: write failed: %s", path, strerror(errno));
+    return MMT_OK;
+}
+
 mmt_status mmt_file_write_atomic(const char *path, const void *data, size_t len) {
+    /* A symbolic link is written through (its target replaced atomically, the link kept), and
+     * a device, FIFO or socket in place: renaming a temporary over either would replace the
+     * link or the special file itself with a plain file. */
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return mmt_fail(MMT_STATUS_IO, "%s: is a folder", path);
+        if (!S_ISREG(st.st_mode)) return write_in_place(path, data, len);
+        struct stat lst;
+        if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+            char *target = realpath(path, NULL);
+            if (!target) return write_in_place(path, data, len);
+            mmt_status s = mmt_file_write_atomic(target, data, len);
+            free(target); /* realpath's own malloc */
+            return s;
+        }
+    }
     size_t n = strlen(path) + 32;
     char *tmp = mmt_malloc(n);
     if (!tmp) return MMT_STATUS_OUT_OF_MEMORY;

@@ -22,6 +22,9 @@ typedef struct mmt_file_map {
 mmt_status mmt_file_map_open(const char *path, mmt_file_map *map);
 void mmt_file_map_close(mmt_file_map *map);
 
+/* Writes len bytes as path's whole content: a temporary beside it, fsync, rename. A symbolic
+ * link is written through (its target replaced, the link kept); a device, FIFO or socket
+ * (/dev/stdout) is written in place; a folder is an error. */
 mmt_status mmt_file_write_atomic(const char *path, const void *data, size_t len);
 
 int mmt_file_exists(const char *path);

@@ -266,11 +266,12 @@ static mmt_status csv_pair(csv_reader *r, const char *folder, const mmt_pairs_op
     const char *image = csv_get(r, image_col), *caption = csv_get(r, caption_col);
     const char *label = label_col >= 0 ? csv_get(r, label_col) : NULL;
     if (!image[0]) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: empty image", r->source, line);
-    if (!caption[0]) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: empty caption", r->source, line);
+    if (!caption[strspn(caption, " \t\r\n\f\v")]) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: empty caption", r->source, line);
     if (label && !label[0]) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: empty label", r->source, line);
     char *path = datasets_resolve(folder, image);
-    if (path && o->check_files && !mmt_file_exists(path)) {
-        mmt_status s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s:%lld: image not found: %s", r->source, line, path);
+    if (path && o->check_files && !datasets_regular_file(path)) {
+        mmt_status s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s:%lld: image %s: %s", r->source, line,
+                                mmt_file_exists(path) ? "not a regular file" : "not found", path);
         mmt_free(path);
         return s;
     }

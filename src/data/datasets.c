@@ -143,3 +143,8 @@ mmt_status datasets_text_too_long(const char *where, uint64_t n, size_t limit) {
     return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: text is %llu bytes, over the limit of %zu (--max-text-bytes)", where,
                     (unsigned long long)n, limit);
 }
+
+int datasets_regular_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}

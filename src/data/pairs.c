@@ -189,8 +189,12 @@ static mmt_status jsonl_record(const jsonl_line *l, const char *where, const cha
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing \"image_path\"", where);
         goto done;
     }
-    if (!text || !text[0]) {
+    if (!text || !text[strspn(text, " \t\r\n\f\v")]) { /* only spaces: empty once the tokenizer cleans it */
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing or empty \"text\"", where);
+        goto done;
+    }
+    if (strlen(text) != mmt_json_get(root, "text")->len) {
+        s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: \"text\" holds a NUL character", where);
         goto done;
     }
     if (label && !label[0]) {
@@ -206,8 +210,9 @@ static mmt_status jsonl_record(const jsonl_line *l, const char *where, const cha
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    if (o->check_files && !mmt_file_exists(path)) {
-        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: image not found: %s", where, path);
+    if (o->check_files && !datasets_regular_file(path)) {
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: image %s: %s", where, mmt_file_exists(path) ? "not a regular file" : "not found",
+                     path);
         mmt_free(path);
         goto done;
     }

@@ -909,3 +909,16 @@ mmt_status mmt_wordpiece_word_sequences(const mmt_wordpiece *t, const char *cons
     *count = k;
     return MMT_OK;
 }
+
+mmt_status mmt_wordpiece_check_writable(const mmt_wordpiece *t, const int32_t *ids, const int64_t *lengths, int64_t n) {
+    const mmt_wordpiece_info *in = &t->info;
+    for (int64_t w = 0, at = 0; w < n; at += lengths[w++])
+        for (int64_t i = 0; i < lengths[w]; i++) {
+            int32_t id = ids[at + i];
+            if (id == in->unk || id == in->cls || id == in->sep || id == in->pad || id == in->mask)
+                return mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "word %lld (non-empty ones counted) tokenizes to %s: a caption "
+                                "cannot write it", (long long)w, id == in->unk ? "[UNK], a piece the vocabulary lacks"
+                                                                  : "a special token");
+        }
+    return MMT_OK;
+}

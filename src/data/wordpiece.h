@@ -94,6 +94,11 @@ mmt_status mmt_wordpiece_encode(const mmt_wordpiece *t, const char *text, size_t
  * word's index. */
 mmt_status mmt_wordpiece_word_sequences(const mmt_wordpiece *t, const char *const *words, int64_t n, int32_t **ids,
                                         int64_t **lengths, int64_t *count);
+/* For allowed words (captions made only of them): an error naming the first of the n
+ * sequences (ids, lengths, as mmt_wordpiece_word_sequences gives them) that holds [UNK] or a
+ * frame or padding token ([CLS], [SEP], [PAD], [MASK]): a caption could never write it, and
+ * a list of only such words would leave nothing but the end of the caption. */
+mmt_status mmt_wordpiece_check_writable(const mmt_wordpiece *t, const int32_t *ids, const int64_t *lengths, int64_t n);
 
 /* Ids back to text as transformers' decode(ids, skip_special_tokens=skip_special) does.
  * Writes a NUL-terminated string of at most capacity bytes (cut at a character boundary);

@@ -66,6 +66,10 @@ mmt_status mmt_gen_settings_check(const mmt_gen_settings *s, int64_t V) {
         snprintf(msg, sizeof msg, "is %lld; it must be at least 1", (long long)s->num_beams);
         return bad("num_beams", msg);
     }
+    if (s->num_beams > MMT_GEN_MAX_BEAMS) { /* each beam is a decoding of its own: time and cache grow with the square */
+        snprintf(msg, sizeof msg, "is %lld; it must be at most %d", (long long)s->num_beams, MMT_GEN_MAX_BEAMS);
+        return bad("num_beams", msg);
+    }
     if (s->num_beams > 1 && V < 2) return bad("num_beams", "needs a vocabulary of 2 tokens or more");
     if (s->num_return_sequences < 1) return bad("num_return_sequences", "must be at least 1");
     if (s->num_beams > 1 && s->num_return_sequences > s->num_beams)

@@ -33,6 +33,10 @@
 #include "nn/decoder.h"
 
 /* transformers' early_stopping: False, True or "never" (beam search only). */
+/* The most beams mmt_generate takes (transformers has no limit; 256 beams of a 30-token
+ * caption are already far past any use, and time and cache memory grow with their square). */
+#define MMT_GEN_MAX_BEAMS 256
+
 typedef enum mmt_gen_early_stopping {
     MMT_GEN_EARLY_STOPPING_HEURISTIC = 0, /* False: stop a row when its running beams, at the
                                            * current length, cannot beat its finished ones */

@@ -667,6 +667,7 @@ static void handle_caption(mmt_caption_service *cs, const mmt_http_request *req,
         mmt_status st = mmt_wordpiece_word_sequences(cs->tok, (const char *const *)q->req.words, q->req.n_words,
                                                      &q->word_ids, &q->word_len, &n);
         mmt_gen_sequences seqs = {q->word_ids, q->word_len, n};
+        if (st == MMT_OK && q->req.words_allowed) st = mmt_wordpiece_check_writable(cs->tok, q->word_ids, q->word_len, n);
         if (st == MMT_OK && q->req.words_allowed) st = mmt_gen_words_create(&seqs, cs->V, &q->allowed);
         if (st == MMT_OK && q->req.words_allowed) q->req.gen.allowed_words = q->allowed;
         else if (st == MMT_OK) q->req.gen.bad_words = seqs;

@@ -231,6 +231,8 @@ mmt_status cli_captioner_words(cli_captioner *c, const char *path, int allowed, 
         s->bad_words = seqs;
         return MMT_OK;
     }
+    mmt_status w = mmt_wordpiece_check_writable(mmt_git_tokenizer(c->m), c->words, c->word_len, c->n_words);
+    if (w != MMT_OK) return mmt_error_prefix(w, "%s: ", path);
     MMT_TRY(mmt_gen_words_create(&seqs, g->vocab_size, &c->allowed));
     s->allowed_words = c->allowed;
     return MMT_OK;
@@ -247,6 +249,7 @@ mmt_status cli_captioner_run(cli_captioner *c, const char *const *paths, int64_t
     mmt_gen_output out = {0};
     mmt_status s = mmt_gen_settings_check(gs, g->vocab_size);
     if (s == MMT_OK && batch < 1) s = mmt_fail(MMT_STATUS_INVALID_ARGUMENT, "caption: a batch of %lld images", (long long)batch);
+    if (batch > n) batch = n > 0 ? n : 1; /* buffers for the images there are, not for --batch */
     /* the prompt: [CLS] + the text's tokens, the same for every image */
     if (s == MMT_OK && prompt_text && prompt_text[0]) {
         int64_t total = 0;

@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "cli/encoder.h"
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "data/datasets.h"
@@ -87,12 +88,19 @@ static mmt_status read_curves(const char *run, double **steps, double **loss, do
         line++;
         if (end > at) {
             mmt_json_doc *doc = NULL;
-            s = mmt_json_parse(text + at, end - at, path, &doc);
-            if (s != MMT_OK) s = mmt_error_prefix(s, "line %lld: ", (long long)line);
+            char where[600];
+            snprintf(where, sizeof where, "%s:%lld", path, (long long)line);
+            s = mmt_json_parse(text + at, end - at, where, &doc);
+            if (s != MMT_OK && end == len) { /* the last line, cut short by a run killed while writing it */
+                mmt_log_warn("report: %s: the last line is cut short (a run stopped while writing it); left out", where);
+                mmt_clear_error();
+                s = MMT_OK;
+                break;
+            }
             double st = NAN, lo = NAN, lr = NAN;
-            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "step", NAN, &st, path, "");
-            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "loss", NAN, &lo, path, "");
-            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "lr", NAN, &lr, path, "");
+            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "step", NAN, &st, where, "");
+            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "loss", NAN, &lo, where, "");
+            if (s == MMT_OK) s = mmt_json_get_double(mmt_json_root(doc), "lr", NAN, &lr, where, "");
             mmt_json_free(doc);
             if (s == MMT_OK && *n_points == cap) {
                 cap = cap ? cap * 2 : 256;
