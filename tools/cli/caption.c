@@ -1,5 +1,6 @@
 /* caption.c — `mmtune caption`: captions images with a GIT captioner (models/git.h) and text
  * generation (gen/generate.h), optionally through a PEFT adapter. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +72,10 @@ static int parse_double(const char *s, double *out) {
 
 static int parse_int(const char *s, int64_t *out) {
     char *end;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
     *out = v;
-    return *s && !*end;
+    return *s && !*end && errno != ERANGE; /* 2^64 is not read as 2^63 - 1 */
 }
 
 /* 0: parsed; -1: --help printed; else the exit code. */

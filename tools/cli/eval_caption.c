@@ -188,7 +188,8 @@ int cmd_eval_captions(int argc, char **argv) {
             errno = 0;
             long long n = strtoll(v, &end, 10);
             if (!*v || *end || errno || n < (strcmp(a, "--samples") ? 1 : 0) || n > 1000000)
-                return cli_usage_error("eval: %s needs a whole number, got '%s'", a, v);
+                return cli_usage_error("eval: %s needs a whole number from %d to 1000000, got '%s'", a,
+                                       strcmp(a, "--samples") ? 1 : 0, v);
             if (!strcmp(a, "--beams")) gs.num_beams = n;
             else if (!strcmp(a, "--max-new-tokens")) gs.max_new_tokens = n;
             else if (!strcmp(a, "--batch-size")) batch = n;
