@@ -1,7 +1,7 @@
 /*
  * test_file.c — core/file.h on what a user's path may be besides a plain file:
  *   - mmt_file_write_atomic writes through a symbolic link (the target replaced, the link
- *     kept), into a FIFO that has a reader (in place), fails with ENOSPC on /dev/full
+ *     kept), into a FIFO that has a reader (in place), fails with ENOSPC on a full device
  *     (opened, never replaced: the test checks it is still a character device), fails at
  *     once on a FIFO with no reader, and refuses a folder;
  *   - reads refuse a FIFO at once (not a regular file) instead of waiting for a writer;
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,10 +42,13 @@ static void test_write_through_links_and_special_files(void) {
     CHECK(text && n == 4 && !memcmp(text, "new\n", 4));
     mmt_free(text);
 
-    /* a device that is full: an error, and it is still the device */
-    if (stat("/dev/full", &st) == 0 && S_ISCHR(st.st_mode)) {
-        CHECK_FAILS(mmt_file_write_atomic("/dev/full", "x\n", 2), MMT_STATUS_IO, "No space left on device");
-        CHECK(stat("/dev/full", &st) == 0 && S_ISCHR(st.st_mode));
+    /* a device that is full (our own node for /dev/full's device, so a regression could only
+     * replace that; made where mknod is allowed): an error, and it is still the device */
+    if (mknod(at("full"), S_IFCHR | 0666, makedev(1, 7)) == 0) {
+        CHECK_FAILS(mmt_file_write_atomic(at("full"), "x\n", 2), MMT_STATUS_IO, "No space left on device");
+        CHECK(lstat(at("full"), &st) == 0 && S_ISCHR(st.st_mode));
+    } else {
+        printf("     mknod is not allowed here: the full-device case is not run\n");
     }
     /* a FIFO: with no reader an error at once; with one, the bytes arrive in place */
     CHECK(mkfifo(at("fifo"), 0644) == 0);
