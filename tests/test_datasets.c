@@ -115,6 +115,7 @@ static void test_csv_errors(void) {
         {"image,caption\n,ok\na.png,ok\n", "bad.csv:2: empty image", MMT_STATUS_BAD_FORMAT},
         {"image,caption\na.png,\"two\nlines\"\nmissing.png,ok\n", "bad.csv:4: image not found:", MMT_STATUS_NOT_FOUND},
         {"image,caption,label\na.png,ok,\na.png,ok,x\n", "bad.csv:2: empty label", MMT_STATUS_BAD_FORMAT},
+        {"image,caption\na.png, \t \na.png,ok\n", "bad.csv:2: empty caption", MMT_STATUS_BAD_FORMAT},
     };
     write_text("a.png", "");
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -135,6 +136,11 @@ static void test_csv_errors(void) {
     mmt_pairs *p = NULL;
     write_text("bad.csv", "file,words\na.png,x\n");
     CHECK_FAILS(mmt_pairs_load(tpath("bad.csv"), &o, &p), MMT_STATUS_BAD_FORMAT, "bad.csv:1: the header has no \"image\" column");
+    /* two columns for one role: which is meant is unknown, so neither is taken */
+    write_text("bad.csv", "image,text,caption\na.png,x,y\na.png,x,y\n");
+    CHECK_FAILS(mmt_pairs_load(tpath("bad.csv"), &o, &p), MMT_STATUS_BAD_FORMAT, "bad.csv:1: two columns name the caption (caption, text)");
+    write_text("bad.csv", "image,file_name,caption\na.png,a.png,y\na.png,a.png,y\n");
+    CHECK_FAILS(mmt_pairs_load(tpath("bad.csv"), &o, &p), MMT_STATUS_BAD_FORMAT, "bad.csv:1: two columns name the image");
     write_text("bad.csv", "\n\n");
     CHECK_FAILS(mmt_pairs_load(tpath("bad.csv"), &o, &p), MMT_STATUS_BAD_FORMAT, "bad.csv: empty file");
     write_text("bad.csv", "image,caption\n,\n,\n");

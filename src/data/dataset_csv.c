@@ -205,17 +205,23 @@ static mmt_status csv_record(csv_reader *r) {
 
 static const char *csv_get(const csv_reader *r, int64_t i) { return r->scratch + r->field[i]; }
 
-/* Column index of the first header name in `names` (NULL-terminated), or -1. */
+/* Column index of the header name in `names` (NULL-terminated), or -1; -2 when two columns
+ * match (image and file_name, caption and text, a name twice): which one is meant is unknown,
+ * and silently taking one could train on the wrong column. */
 static int64_t csv_column(const csv_reader *r, const char *const *names) {
+    int64_t found = -1;
     for (int64_t i = 0; i < r->n_fields; i++) {
         const char *h = csv_get(r, i);
         while (*h == ' ') h++;
         size_t n = strlen(h);
         while (n && h[n - 1] == ' ') n--;
         for (const char *const *name = names; *name; name++)
-            if (strlen(*name) == n && strncasecmp(h, *name, n) == 0) return i;
+            if (strlen(*name) == n && strncasecmp(h, *name, n) == 0) {
+                if (found >= 0) return -2;
+                found = i;
+            }
     }
-    return -1;
+    return found;
 }
 
 static const char *const IMAGE_NAMES[] = {"image", "image_path", "file_name", NULL};
@@ -248,6 +254,10 @@ static mmt_status csv_header(csv_reader *r, int64_t *image, int64_t *caption, in
     *image = csv_column(r, IMAGE_NAMES);
     *caption = csv_column(r, CAPTION_NAMES);
     *label = csv_column(r, LABEL_NAMES);
+    if (*image == -2 || *caption == -2 || *label == -2)
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: two columns name the %s (%s): keep one", r->source,
+                        (long long)r->record_line, *image == -2 ? "image" : *caption == -2 ? "caption" : "label",
+                        *image == -2 ? "image, image_path, file_name" : *caption == -2 ? "caption, text" : "label");
     if (*image < 0 || *caption < 0)
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: the header has no \"%s\" column (the first row must name "
                         "the columns, e.g. \"image,caption\")", r->source, (long long)r->record_line,
