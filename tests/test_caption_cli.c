@@ -270,6 +270,7 @@ static void test_eval(void) {
     if (f) fputs("cup\nzzzqqxxj\n", f), fclose(f);
     CHECK(run("caption --model %s --image %s/chelsea.jpg --allowed-words %s", CAP, IMAGES, unk) == 1 && err_text &&
           strstr(err_text, "word 1 (non-empty ones counted) tokenizes to [UNK]"));
+    CHECK(run("caption --model %s --data %s/pairs.csv", CAP, root) == 2 && err_text && strstr(err_text, "not CSV"));
     /* beams past the cap: an error at once, not a run that takes hours */
     CHECK(run("caption --model %s --image %s/chelsea.jpg --beams 100000", CAP, IMAGES) != 0 && err_text &&
           strstr(err_text, "num_beams is 100000; it must be at most 256"));

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -139,6 +140,10 @@ static int parse(int argc, char **argv, caption_args *a) {
     }
     if (!a->model) return cli_usage_error("caption: --model is required");
     if (a->n_images == 0 && !a->data) return cli_usage_error("caption: give --image PATH (or --data FILE)");
+    size_t dl = a->data ? strlen(a->data) : 0;
+    if (dl >= 4 && !strcasecmp(a->data + dl - 4, ".csv")) /* read as JSONL, it would fail at byte 0 */
+        return cli_usage_error("caption: --data takes a JSONL file ({\"image_path\": ...} per line), not CSV (eval --data "
+                               "reads CSV)");
     if (a->batch < 1) return cli_usage_error("caption: --batch must be at least 1");
     if (a->bad_words && a->allowed_words) return cli_usage_error("caption: --bad-words and --allowed-words exclude each other");
     return 0;
