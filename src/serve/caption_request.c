@@ -35,12 +35,6 @@ static int parse_image(const mmt_json *v, mmt_serve_input *row, char *err, size_
     } else if (v->type == MMT_JSON_OBJECT) {
         const mmt_json *im = mmt_json_get(v, "image"), *url = mmt_json_get(v, "image_url");
         if (url && url->type == MMT_JSON_OBJECT) url = mmt_json_get(url, "url");
-        if (!im && url && url->type == MMT_JSON_STRING && memchr(url->string, ':', url->len < 16 ? url->len : 16) &&
-            strncmp(url->string, "data:", 5)) { /* http://, https://, file:// (base64 has no ':') */
-            snprintf(err, err_size, "image_url: only data: URIs (data:image/jpeg;base64,...) are accepted; the server "
-                     "fetches nothing");
-            return 0;
-        }
         if (im && im->type == MMT_JSON_STRING) b64 = im->string, n = im->len;
         else if (url && url->type == MMT_JSON_STRING) b64 = url->string, n = url->len;
     }

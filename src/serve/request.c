@@ -11,6 +11,9 @@
 mmt_status mmt_base64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
+    if (len && memchr(in, ':', len < 16 ? len : 16) && (len < 5 || strncmp(in, "data:", 5))) /* base64 has no ':' */
+        return mmt_fail(MMT_STATUS_BAD_FORMAT, "only data: URIs (data:image/jpeg;base64,...) and base64 are accepted, "
+                        "not a URL: the server fetches nothing");
     if (len >= 5 && !strncmp(in, "data:", 5)) { /* a data URI: the payload after ";base64," */
         const char *comma = memchr(in, ',', len);
         if (!comma || comma - in < 7 || strncmp(comma - 7, ";base64", 7))
@@ -75,12 +78,6 @@ static int parse_input(const mmt_json *v, int want_image, mmt_serve_input *row, 
             return 0;
         }
         if (url && url->type == MMT_JSON_OBJECT) url = mmt_json_get(url, "url");
-        if (url && url->type == MMT_JSON_STRING && memchr(url->string, ':', url->len < 16 ? url->len : 16) &&
-            strncmp(url->string, "data:", 5)) { /* http://, https://, file:// ... (base64 has no ':') */
-            snprintf(err, err_size, "image_url: only data: URIs (data:image/jpeg;base64,...) are accepted; the server "
-                     "fetches nothing");
-            return 0;
-        }
         if (im && im->type == MMT_JSON_STRING) image = im->string, image_len = im->len;
         else if (url && url->type == MMT_JSON_STRING) image = url->string, image_len = url->len;
         else if (t && t->type == MMT_JSON_STRING && !want_image) text = t->string;
@@ -155,7 +152,8 @@ int mmt_serve_parse_clip(const char *body, size_t len, int classify, int64_t max
     int64_t n_lab = labels && labels->type == MMT_JSON_ARRAY ? (int64_t)labels->len : 0;
     static const char *const known_embed[] = {"input", "model", "encoding_format", "user"};
     static const char *const known_classify[] = {"images", "labels", "template", "model", "user"};
-    const char *unknown = classify ? mmt_json_unknown_key(root, known_classify, 5) : mmt_json_unknown_key(root, known_embed, 4);
+    const char *unknown = classify ? mmt_json_unknown_key(root, known_classify, sizeof known_classify / sizeof *known_classify)
+                                   : mmt_json_unknown_key(root, known_embed, sizeof known_embed / sizeof *known_embed);
     if (root->type != MMT_JSON_OBJECT) snprintf(msg, sizeof msg, "the body must be a JSON object"), status = 400;
     else if (unknown)
         snprintf(msg, sizeof msg, "unknown field \"%.60s\" (expected %s)", unknown,

@@ -49,7 +49,8 @@ void mmt_clip_request_free(mmt_clip_request *r);
 int mmt_serve_valid_name(const char *name);
 
 /* Base64 (standard or URL-safe alphabet, padding optional; a "data:...;base64," prefix is
- * skipped) into *out (mmt_malloc'ed). BAD_FORMAT naming the offset of a bad character. */
+ * skipped) into *out (mmt_malloc'ed). BAD_FORMAT naming the offset of a bad character, or
+ * saying that a URL (http://, file:// ...) is not fetched. */
 mmt_status mmt_base64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len);
 
 #endif
