@@ -134,7 +134,7 @@ static mmt_status coco_annotation(const mmt_json *e, int64_t i, const char *sour
         return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: annotations[%lld].image_id: image %lld (images[%lld]) is bad",
                         source, k, (long long)id->integer, (long long)img->index);
     if (!img->path && !(img->path = datasets_resolve(folder, img->file_name))) return MMT_STATUS_OUT_OF_MEMORY;
-    if (img->state == 0) img->state = !o->check_files || datasets_regular_file(img->path) ? 1 : 2;
+    if (img->state == 0) img->state = !o->check_files || !datasets_image_problem(img->path) ? 1 : 2;
     if (img->state == 2)
         return mmt_fail(MMT_STATUS_NOT_FOUND, "%s: images[%lld].file_name: image not found: %s (used by "
                         "annotations[%lld])", source, (long long)img->index, img->path, k);

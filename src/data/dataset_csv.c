@@ -279,9 +279,9 @@ static mmt_status csv_pair(csv_reader *r, const char *folder, const mmt_pairs_op
     if (!caption[strspn(caption, " \t\r\n\f\v")]) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: empty caption", r->source, line);
     if (label && !label[0]) return mmt_fail(MMT_STATUS_BAD_FORMAT, "%s:%lld: empty label", r->source, line);
     char *path = datasets_resolve(folder, image);
-    if (path && o->check_files && !datasets_regular_file(path)) {
-        mmt_status s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s:%lld: image %s: %s", r->source, line,
-                                mmt_file_exists(path) ? "not a regular file" : "not found", path);
+    const char *why = path && o->check_files ? datasets_image_problem(path) : NULL;
+    if (why) {
+        mmt_status s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s:%lld: image %s: %s", r->source, line, why, path);
         mmt_free(path);
         return s;
     }

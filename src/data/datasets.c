@@ -144,7 +144,8 @@ mmt_status datasets_text_too_long(const char *where, uint64_t n, size_t limit) {
                     (unsigned long long)n, limit);
 }
 
-int datasets_regular_file(const char *path) {
+const char *datasets_image_problem(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (stat(path, &st) != 0) return "not found";
+    return S_ISREG(st.st_mode) ? NULL : "not a regular file";
 }

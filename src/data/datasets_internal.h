@@ -21,8 +21,9 @@ char *datasets_resolve(const char *folder, const char *name);
 mmt_status datasets_record_failed(mmt_pairs *p, const mmt_pairs_options *o, mmt_status s);
 /* An error when the list is empty: "SOURCE: no image-text pairs" (+ how many were skipped). */
 mmt_status datasets_check_nonempty(const mmt_pairs *p);
-/* 1 when path is a regular file (an image can be read from it): not a folder, FIFO or device. */
-int datasets_regular_file(const char *path);
+/* Why an image cannot be read from path: "not found", or "not a regular file" (a folder, FIFO
+ * or device); NULL when it is a regular file. */
+const char *datasets_image_problem(const char *path);
 
 /* The limits of o, the defaults standing in for 0. */
 size_t datasets_max_text_bytes(const mmt_pairs_options *o);

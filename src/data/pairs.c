@@ -193,7 +193,8 @@ static mmt_status jsonl_record(const jsonl_line *l, const char *where, const cha
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: missing or empty \"text\"", where);
         goto done;
     }
-    if (strlen(text) != mmt_json_get(root, "text")->len) {
+    size_t text_len = mmt_json_get(root, "text")->len;
+    if (strlen(text) != text_len) {
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: \"text\" holds a NUL character", where);
         goto done;
     }
@@ -201,7 +202,6 @@ static mmt_status jsonl_record(const jsonl_line *l, const char *where, const cha
         s = mmt_fail(MMT_STATUS_BAD_FORMAT, "%s: empty \"label\"", where);
         goto done;
     }
-    size_t text_len = mmt_json_get(root, "text")->len;
     if (text_len > max_text) {
         s = datasets_text_too_long(where, text_len, max_text);
         goto done;
@@ -210,9 +210,9 @@ static mmt_status jsonl_record(const jsonl_line *l, const char *where, const cha
         s = MMT_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    if (o->check_files && !datasets_regular_file(path)) {
-        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: image %s: %s", where, mmt_file_exists(path) ? "not a regular file" : "not found",
-                     path);
+    const char *why = o->check_files ? datasets_image_problem(path) : NULL;
+    if (why) {
+        s = mmt_fail(MMT_STATUS_NOT_FOUND, "%s: image %s: %s", where, why, path);
         mmt_free(path);
         goto done;
     }
