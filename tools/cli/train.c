@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "models/git_config.h"
 #include "core/alloc.h"
 #include "models/clip_train.h"
 #include "core/json.h"
@@ -344,10 +345,12 @@ int cmd_merge(int argc, char **argv) {
     mmt_clip_train_options_default(&o);
     char *tmp = NULL;
     int rc = cli_out_begin("merge", out, overwrite, &tmp);
-    mmt_status ls = rc == 0 ? cli_clip_load(model_dir, &model) : MMT_OK;
-    if (ls == MMT_STATUS_UNSUPPORTED) /* a GIT captioner: its adapters are applied at run time, not merged */
-        mmt_error_prefix(ls, "merge takes a CLIP snapshot (a captioner's adapter is applied as it is: caption --adapter, "
-                             "serve --caption-adapter): ");
+    int is_git = 0; /* a GIT captioner: its adapters are applied at run time, not merged */
+    mmt_status ls = rc == 0 ? mmt_snapshot_is_git(model_dir, &is_git) : MMT_OK;
+    if (ls == MMT_OK && is_git)
+        ls = mmt_fail(MMT_STATUS_UNSUPPORTED, "%s is a GIT captioner: merge takes a CLIP snapshot (a captioner's adapter is "
+                      "applied as it is: caption --adapter, serve --caption-adapter)", model_dir);
+    if (rc == 0 && ls == MMT_OK) ls = cli_clip_load(model_dir, &model);
     if (rc == 0 && (ls != MMT_OK || mmt_clip_train_create(model, &o, &view) != MMT_OK ||
                     mmt_adapter_folder_load(mmt_clip_train_iface(view), adapter_dir, 0, &ad) != MMT_OK ||
                     mmt_adapter_merge_write(mmt_clip_weights(model), ad, tmp) != MMT_OK))
